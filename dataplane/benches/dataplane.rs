@@ -1,0 +1,266 @@
+//! Per-packet costs of the data plane. Run with
+//! `cargo bench -p dataplane -- --warm-up-time 1 --measurement-time 3`.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use criterion::{
+    black_box, criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput,
+};
+use dataplane::engine::Engine;
+use dataplane::keypair::Keypair;
+use dataplane::pool::BufPool;
+use dataplane::switch::MacTable;
+use dataplane::wire::{DataHeader, HEADER_LEN};
+use dataplane::{NetworkId, SessionKeys};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
+
+const SIZES: [usize; 3] = [64, 1420, 9000];
+const NET: NetworkId = NetworkId(1);
+const MAC_LOCAL: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
+const MAC_REMOTE: [u8; 6] = [0x02, 0, 0, 0, 0, 2];
+
+fn keys(generation: u64, flip: bool) -> SessionKeys {
+    let (a, b) = ([1u8; 32], [2u8; 32]);
+    if flip {
+        SessionKeys {
+            generation,
+            local_index: 20,
+            remote_index: 10,
+            send_key: b,
+            recv_key: a,
+        }
+    } else {
+        SessionKeys {
+            generation,
+            local_index: 10,
+            remote_index: 20,
+            send_key: a,
+            recv_key: b,
+        }
+    }
+}
+
+fn frame(dst: [u8; 6], src: [u8; 6], len: usize) -> Vec<u8> {
+    let mut frame = vec![0x5au8; len];
+    frame[..6].copy_from_slice(&dst);
+    frame[6..12].copy_from_slice(&src);
+    frame
+}
+
+/// A (sender) and B (receiver) engines with one session; A has learned that
+/// MAC_REMOTE is behind B so frames take the unicast path.
+fn engines(now: Instant) -> (Engine, Engine) {
+    let (a, b) = (Engine::new(now), Engine::new(now));
+    let endpoint: SocketAddr = "198.18.0.2:7801".parse().unwrap();
+    for engine in [&a, &b] {
+        engine.add_network(NET);
+        engine.upsert_peer(1, Some(endpoint), &[NET]);
+    }
+    a.install_keys(1, &keys(1, false), true, now);
+    b.install_keys(1, &keys(1, true), true, now);
+    // Teach A where MAC_REMOTE lives with one authenticated frame from B.
+    let mut pool = BufPool::new(64, 1);
+    let mut buf = pool.get();
+    buf.fill_frame(&frame([0xff; 6], MAC_REMOTE, 64));
+    let mut out = Vec::new();
+    b.seal_frame(NET, buf, now, &mut pool, &mut out);
+    a.open_datagram(&mut out[0].datagram.datagram().to_vec(), now)
+        .expect("learn");
+    (a, b)
+}
+
+fn ring_raw(c: &mut Criterion) {
+    let key = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &[3; 32]).unwrap());
+    let mut group = c.benchmark_group("ring_aead_seal_raw");
+    for size in SIZES {
+        let mut buf = vec![0u8; size];
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(size), &size, |b, _| {
+            let mut counter = 0u64;
+            b.iter(|| {
+                counter += 1;
+                let mut nonce = [0u8; 12];
+                nonce[4..].copy_from_slice(&counter.to_le_bytes());
+                black_box(
+                    key.seal_in_place_separate_tag(
+                        Nonce::assume_unique_for_key(nonce),
+                        Aad::from([0u8; 20]),
+                        &mut buf,
+                    )
+                    .unwrap(),
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
+fn seal(c: &mut Criterion) {
+    let keypair = Keypair::new(&keys(1, false), Instant::now());
+    let mut group = c.benchmark_group("seal");
+    for size in SIZES {
+        let mut payload = frame(MAC_REMOTE, MAC_LOCAL, size);
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(size), &size, |b, _| {
+            let now = Instant::now();
+            b.iter(|| {
+                let counter = keypair.take_send_counter(now).unwrap();
+                let mut header = [0u8; HEADER_LEN];
+                DataHeader {
+                    receiver_index: 20,
+                    counter,
+                    network_id: NET.0,
+                }
+                .encode(&mut header);
+                black_box(keypair.seal(counter, &header, &mut payload))
+            })
+        });
+    }
+    group.finish();
+}
+
+fn open(c: &mut Criterion) {
+    let now = Instant::now();
+    let sender = Keypair::new(&keys(1, false), now);
+    let receiver = Keypair::new(&keys(1, true), now);
+    let mut group = c.benchmark_group("open");
+    for size in SIZES {
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(size), &size, |b, &size| {
+            b.iter_batched_ref(
+                || {
+                    let counter = sender.take_send_counter(now).unwrap();
+                    let mut header = [0u8; HEADER_LEN];
+                    DataHeader {
+                        receiver_index: 10,
+                        counter,
+                        network_id: NET.0,
+                    }
+                    .encode(&mut header);
+                    let mut body = frame(MAC_REMOTE, MAC_LOCAL, size);
+                    let tag = sender.seal(counter, &header, &mut body);
+                    body.extend_from_slice(&tag);
+                    (counter, header, body)
+                },
+                |(counter, header, body)| {
+                    black_box(receiver.open(*counter, header, body, now).unwrap())
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+/// Full transform both ways through the engines: TAP frame → switch lookup →
+/// seal (A), then datagram → open → replay → MAC learn (B).
+fn seal_open(c: &mut Criterion) {
+    let now = Instant::now();
+    let (a, b) = engines(now);
+    let mut pool = BufPool::new(9216, 4);
+    let mut out = Vec::with_capacity(4);
+    let mut group = c.benchmark_group("transform_seal_open");
+    for size in SIZES {
+        let original = frame(MAC_REMOTE, MAC_LOCAL, size);
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(size), &size, |bench, _| {
+            bench.iter(|| {
+                let mut buf = pool.get();
+                buf.fill_frame(&original);
+                a.seal_frame(NET, buf, now, &mut pool, &mut out);
+                let mut sent = out.pop().expect("unicast datagram");
+                // Reuse the buffer in place: open the sealed bytes where they are.
+                let datagram_len = sent.datagram.datagram().len();
+                let delivery = {
+                    let bytes = sent_bytes(&mut sent.datagram, datagram_len);
+                    b.open_datagram(bytes, now).expect("opens")
+                };
+                pool.put(sent.datagram);
+                black_box(delivery)
+            })
+        });
+    }
+    group.finish();
+}
+
+/// TAP frame → sealed datagram only (switch lookup + counter + seal).
+fn transform_tx(c: &mut Criterion) {
+    let now = Instant::now();
+    let (a, _b) = engines(now);
+    let mut pool = BufPool::new(9216, 4);
+    let mut out = Vec::with_capacity(4);
+    let mut group = c.benchmark_group("transform_tx");
+    for size in SIZES {
+        let original = frame(MAC_REMOTE, MAC_LOCAL, size);
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(size), &size, |bench, _| {
+            bench.iter(|| {
+                let mut buf = pool.get();
+                // Stands in for the TAP read into the buffer.
+                buf.fill_frame(&original);
+                a.seal_frame(NET, buf, now, &mut pool, &mut out);
+                for sent in out.drain(..) {
+                    black_box(sent.datagram.datagram().len());
+                    pool.put(sent.datagram);
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+/// Datagram → open → replay check → MAC learning (setup seals a fresh one).
+fn transform_rx(c: &mut Criterion) {
+    let now = Instant::now();
+    let (a, b) = engines(now);
+    let mut pool = BufPool::new(9216, 4);
+    let mut group = c.benchmark_group("transform_rx");
+    for size in SIZES {
+        let original = frame(MAC_REMOTE, MAC_LOCAL, size);
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(size), &size, |bench, _| {
+            bench.iter_batched_ref(
+                || {
+                    let mut buf = pool.get();
+                    buf.fill_frame(&original);
+                    let mut out = Vec::with_capacity(1);
+                    a.seal_frame(NET, buf, now, &mut pool, &mut out);
+                    out[0].datagram.datagram().to_vec()
+                },
+                |datagram| black_box(b.open_datagram(datagram, now).expect("opens")),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+fn switch_lookup(c: &mut Criterion) {
+    let now = Instant::now();
+    let table = MacTable::new(now);
+    for i in 0..1000u32 {
+        let b = i.to_be_bytes();
+        table.learn([0x02, 0, b[0], b[1], b[2], b[3]], i % 16, now);
+    }
+    let probe = [0x02, 0, 0, 0, 1, 0xf4]; // entry 500
+    c.bench_function("switch_lookup_1000_macs", |b| {
+        b.iter(|| black_box(table.lookup(black_box(&probe), now)))
+    });
+}
+
+fn sent_bytes(buf: &mut dataplane::pool::PacketBuf, len: usize) -> &mut [u8] {
+    buf.datagram_mut(len)
+}
+
+criterion_group!(
+    benches,
+    ring_raw,
+    seal,
+    open,
+    seal_open,
+    transform_tx,
+    transform_rx,
+    switch_lookup
+);
+criterion_main!(benches);

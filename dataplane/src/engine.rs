@@ -1,0 +1,446 @@
+//! The sans-IO core: decides what happens to a frame read from a TAP
+//! (`seal_frame`) and to a datagram read from the UDP socket
+//! (`open_datagram`). Pure code over byte buffers and `Instant`s.
+//!
+//! Concurrency: configuration lives behind one `RwLock` that the packet paths
+//! only take for reading; per-packet mutation is atomics (counters, send
+//! counters, MAC refresh) or a lock private to one keypair (replay window).
+//! The write lock is taken by control-plane calls, by housekeeping and once
+//! per rekey when a `next` keypair is promoted by its first packet.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Instant;
+
+use crate::keypair::{KeyRefusal, Keypair, SessionKeys};
+use crate::peer::Peer;
+use crate::pool::{BufPool, PacketBuf};
+use crate::replay::ReplayReject;
+use crate::stats::{DropCounters, DropReason, Stats};
+use crate::switch::{self, MacTable};
+use crate::wire::{DataHeader, HeaderError, ETHERNET_HEADER_LEN, HEADER_LEN};
+use crate::{NetworkId, PeerIdx};
+
+/// A sealed datagram ready to send.
+#[derive(Debug)]
+pub struct Outgoing {
+    pub peer: PeerIdx,
+    pub endpoint: SocketAddr,
+    pub datagram: PacketBuf,
+}
+
+/// An authenticated frame to write to the TAP of `network`; it sits at
+/// `datagram[frame]` after `open_datagram` decrypted it in place.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct Delivery {
+    pub network: NetworkId,
+    pub peer: PeerIdx,
+    pub frame: Range<usize>,
+}
+
+struct IndexEntry {
+    peer: PeerIdx,
+    keypair: Arc<Keypair>,
+}
+
+struct Network {
+    /// Peers that are members, sorted: the flood list.
+    members: Vec<PeerIdx>,
+    macs: MacTable,
+}
+
+#[derive(Default)]
+struct Tables {
+    peers: HashMap<PeerIdx, Peer>,
+    networks: HashMap<NetworkId, Network>,
+    /// Receiver index (our `local_index`) → keypair, for the receive path.
+    by_index: HashMap<u32, IndexEntry>,
+}
+
+impl Tables {
+    fn rebuild_members(&mut self) {
+        for (net, network) in self.networks.iter_mut() {
+            network.members = self
+                .peers
+                .iter()
+                .filter(|(_, peer)| peer.is_member(*net))
+                .map(|(idx, _)| *idx)
+                .collect();
+            network.members.sort_unstable();
+        }
+    }
+
+    fn unindex(&mut self, keypair: &Arc<Keypair>) {
+        let indexed_here = self
+            .by_index
+            .get(&keypair.local_index)
+            .is_some_and(|entry| Arc::ptr_eq(&entry.keypair, keypair));
+        if indexed_here {
+            self.by_index.remove(&keypair.local_index);
+        }
+    }
+}
+
+pub struct Engine {
+    epoch: Instant,
+    tables: RwLock<Tables>,
+    drops: DropCounters,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    pub fn new(now: Instant) -> Engine {
+        Engine {
+            epoch: now,
+            tables: RwLock::new(Tables::default()),
+            drops: DropCounters::default(),
+        }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Tables> {
+        self.tables
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Tables> {
+        self.tables
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    // ---- control plane ----
+
+    /// Configures `net` locally; returns false if it already was.
+    pub fn add_network(&self, net: NetworkId) -> bool {
+        let mut tables = self.write();
+        if tables.networks.contains_key(&net) {
+            return false;
+        }
+        tables.networks.insert(
+            net,
+            Network {
+                members: Vec::new(),
+                macs: MacTable::new(self.epoch),
+            },
+        );
+        tables.rebuild_members();
+        true
+    }
+
+    pub fn remove_network(&self, net: NetworkId) {
+        self.write().networks.remove(&net);
+    }
+
+    pub fn has_network(&self, net: NetworkId) -> bool {
+        self.read().networks.contains_key(&net)
+    }
+
+    /// Creates or updates a peer's endpoint and network memberships.
+    pub fn upsert_peer(&self, peer: PeerIdx, endpoint: Option<SocketAddr>, networks: &[NetworkId]) {
+        let mut tables = self.write();
+        let entry = tables.peers.entry(peer).or_default();
+        entry.endpoint = endpoint;
+        let left: Vec<NetworkId> = entry
+            .networks
+            .iter()
+            .filter(|net| !networks.contains(net))
+            .copied()
+            .collect();
+        entry.networks = networks.iter().copied().collect();
+        for net in left {
+            if let Some(network) = tables.networks.get(&net) {
+                network.macs.forget_peer(peer);
+            }
+        }
+        tables.rebuild_members();
+        tracing::debug!(peer, ?endpoint, ?networks, "peer updated");
+    }
+
+    pub fn remove_peer(&self, peer: PeerIdx) {
+        let mut tables = self.write();
+        let Some(removed) = tables.peers.remove(&peer) else {
+            return;
+        };
+        for keypair in removed.keys.all() {
+            tables.unindex(keypair);
+        }
+        for network in tables.networks.values() {
+            network.macs.forget_peer(peer);
+        }
+        tables.rebuild_members();
+        tracing::debug!(peer, "peer removed");
+    }
+
+    /// Installs a session (see [`crate::peer::KeySlots`] for the slot rules).
+    /// Creates the peer, without endpoint, if unknown.
+    pub fn install_keys(&self, peer: PeerIdx, keys: &SessionKeys, send_now: bool, now: Instant) {
+        let keypair = Arc::new(Keypair::new(keys, now));
+        let mut tables = self.write();
+        let displaced = tables
+            .peers
+            .entry(peer)
+            .or_default()
+            .keys
+            .install(keypair.clone(), send_now);
+        for old in &displaced {
+            tables.unindex(old);
+        }
+        if let Some(clash) = tables
+            .by_index
+            .insert(keys.local_index, IndexEntry { peer, keypair })
+        {
+            tracing::warn!(
+                peer,
+                other_peer = clash.peer,
+                index = keys.local_index,
+                "receiver index reused; older keypair no longer reachable"
+            );
+        }
+        tracing::debug!(
+            peer,
+            generation = keys.generation,
+            send_now,
+            "keys installed"
+        );
+    }
+
+    /// Promotes the `next` keypair of `generation` to current. Returns whether it did.
+    pub fn confirm_keys(&self, peer: PeerIdx, generation: u64) -> bool {
+        let mut tables = self.write();
+        let Some(entry) = tables.peers.get_mut(&peer) else {
+            return false;
+        };
+        let Some(next) = entry
+            .keys
+            .next
+            .clone()
+            .filter(|next| next.generation == generation)
+        else {
+            return false;
+        };
+        if let Some(Some(old)) = entry.keys.promote_next(&next) {
+            tables.unindex(&old);
+        }
+        tracing::debug!(peer, generation, "keys confirmed");
+        true
+    }
+
+    /// Periodic cleanup: forget expired keypairs and aged MAC entries.
+    pub fn housekeeping(&self, now: Instant) {
+        let mut tables = self.write();
+        let mut expired = Vec::new();
+        for peer in tables.peers.values_mut() {
+            expired.extend(peer.keys.expire(now));
+        }
+        for keypair in &expired {
+            tables.unindex(keypair);
+        }
+        for network in tables.networks.values() {
+            network.macs.expire(now);
+        }
+    }
+
+    // ---- data plane ----
+
+    /// Counts a drop decided outside the engine (I/O errors).
+    pub fn count_drop(&self, reason: DropReason) {
+        self.drops.bump(reason);
+    }
+
+    pub fn drops(&self) -> &DropCounters {
+        &self.drops
+    }
+
+    /// Switches and seals a frame read from the TAP of `net`. Produces one
+    /// datagram for a known unicast destination, or one per member peer when
+    /// flooding (copies for all but the last). Buffers of dropped frames go
+    /// back to `pool`; every drop is counted.
+    pub fn seal_frame(
+        &self,
+        net: NetworkId,
+        frame: PacketBuf,
+        now: Instant,
+        pool: &mut BufPool,
+        out: &mut Vec<Outgoing>,
+    ) {
+        let tables = self.read();
+        if frame.frame_len() < ETHERNET_HEADER_LEN {
+            return self.drop_buf(DropReason::RuntFrame, frame, pool);
+        }
+        let Some(network) = tables.networks.get(&net) else {
+            return self.drop_buf(DropReason::WrongNetwork, frame, pool);
+        };
+        let destination = switch::destination(frame.frame());
+        // A source seen locally is not behind a peer (any more).
+        network
+            .macs
+            .forget_if_remote(&switch::source(frame.frame()));
+
+        let known = if switch::is_group(&destination) {
+            None
+        } else {
+            network.macs.lookup(&destination, now)
+        };
+        let unicast = known.filter(|peer| tables.peers.get(peer).is_some_and(|p| p.is_member(net)));
+        if let Some(peer) = unicast {
+            return self.seal_for(&tables, peer, net, frame, now, pool, out);
+        }
+        let Some((&last, others)) = network.members.split_last() else {
+            return self.drop_buf(DropReason::NoPeers, frame, pool);
+        };
+        for &peer in others {
+            let mut copy = pool.get();
+            copy.fill_frame(frame.frame());
+            self.seal_for(&tables, peer, net, copy, now, pool, out);
+        }
+        self.seal_for(&tables, last, net, frame, now, pool, out);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn seal_for(
+        &self,
+        tables: &Tables,
+        peer_idx: PeerIdx,
+        net: NetworkId,
+        mut buf: PacketBuf,
+        now: Instant,
+        pool: &mut BufPool,
+        out: &mut Vec<Outgoing>,
+    ) {
+        let Some(peer) = tables.peers.get(&peer_idx) else {
+            return self.drop_buf(DropReason::UnknownPeer, buf, pool);
+        };
+        let Some(endpoint) = peer.endpoint else {
+            return self.drop_buf(DropReason::NoEndpoint, buf, pool);
+        };
+        let Some(keypair) = peer.keys.current.as_ref() else {
+            return self.drop_buf(DropReason::NoKey, buf, pool);
+        };
+        let Ok(counter) = keypair.take_send_counter(now) else {
+            return self.drop_buf(DropReason::StaleKey, buf, pool);
+        };
+        let header = DataHeader {
+            receiver_index: keypair.remote_index,
+            counter,
+            network_id: net.0,
+        };
+        let frame_len = buf.frame_len();
+        let (header_slot, payload, tag_slot) = buf.seal_parts();
+        header.encode(header_slot);
+        *tag_slot = keypair.seal(counter, header_slot, payload);
+        buf.mark_sealed();
+        peer.counters.record_tx(frame_len);
+        out.push(Outgoing {
+            peer: peer_idx,
+            endpoint,
+            datagram: buf,
+        });
+    }
+
+    fn drop_buf(&self, reason: DropReason, buf: PacketBuf, pool: &mut BufPool) {
+        self.drops.bump(reason);
+        pool.put(buf);
+    }
+
+    /// Authenticates and decrypts one datagram in place. On success the
+    /// plaintext frame is at `datagram[delivery.frame]` and must go to the
+    /// local TAP of `delivery.network` only (split horizon: never to peers).
+    /// Every failure is counted before it is returned.
+    pub fn open_datagram(&self, datagram: &mut [u8], now: Instant) -> Result<Delivery, DropReason> {
+        let result = self.open_uncounted(datagram, now);
+        if let Err(reason) = result {
+            self.drops.bump(reason);
+        }
+        result
+    }
+
+    fn open_uncounted(&self, datagram: &mut [u8], now: Instant) -> Result<Delivery, DropReason> {
+        let header = DataHeader::parse(datagram).map_err(|error| match error {
+            HeaderError::Short => DropReason::Short,
+            HeaderError::UnknownType => DropReason::UnknownType,
+            HeaderError::BadVersion => DropReason::BadVersion,
+            HeaderError::Reserved => DropReason::BadReserved,
+        })?;
+        let tables = self.read();
+        let entry = tables
+            .by_index
+            .get(&header.receiver_index)
+            .ok_or(DropReason::UnknownIndex)?;
+        let (header_bytes, body) = datagram.split_at_mut(HEADER_LEN);
+        let header_bytes: &[u8; HEADER_LEN] =
+            (&*header_bytes).try_into().map_err(|_| DropReason::Short)?;
+        let frame_len = entry
+            .keypair
+            .open(header.counter, header_bytes, body, now)
+            .map_err(|refusal| match refusal {
+                KeyRefusal::Stale => DropReason::StaleKey,
+                KeyRefusal::BadTag => DropReason::BadTag,
+                KeyRefusal::Replay(ReplayReject::Replayed) => DropReason::Replayed,
+                KeyRefusal::Replay(ReplayReject::TooOld) => DropReason::TooOld,
+            })?;
+        // Authenticated from here on.
+        let peer_idx = entry.peer;
+        let peer = tables
+            .peers
+            .get(&peer_idx)
+            .ok_or(DropReason::UnknownIndex)?;
+        let promote = peer
+            .keys
+            .next
+            .as_ref()
+            .is_some_and(|next| Arc::ptr_eq(next, &entry.keypair));
+        let keypair = entry.keypair.clone();
+
+        let net = NetworkId(header.network_id);
+        let membership = match tables.networks.get(&net) {
+            Some(network) if peer.is_member(net) => {
+                let frame = &datagram[HEADER_LEN..HEADER_LEN + frame_len];
+                network.macs.learn(switch::source(frame), peer_idx, now);
+                peer.counters.record_rx(frame_len);
+                Ok(())
+            }
+            _ => Err(DropReason::WrongNetwork),
+        };
+        drop(tables);
+        if promote {
+            // The peer has started using the session: it becomes current.
+            let mut tables = self.write();
+            if let Some(peer) = tables.peers.get_mut(&peer_idx) {
+                if let Some(Some(old)) = peer.keys.promote_next(&keypair) {
+                    tables.unindex(&old);
+                }
+                tracing::debug!(
+                    peer = peer_idx,
+                    generation = keypair.generation,
+                    "next keypair promoted by first packet"
+                );
+            }
+        }
+        membership?;
+        Ok(Delivery {
+            network: net,
+            peer: peer_idx,
+            frame: HEADER_LEN..HEADER_LEN + frame_len,
+        })
+    }
+
+    pub fn stats(&self, now: Instant) -> Stats {
+        let tables = self.read();
+        Stats {
+            drops: self.drops.snapshot(),
+            peers: tables
+                .peers
+                .iter()
+                .map(|(idx, peer)| (*idx, peer.snapshot(now)))
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! mesh data plane: carries a container's Ethernet frame from one host's TAP
+//! device to another host's TAP, sealed with ChaCha20-Poly1305 over UDP.
+//!
+//! Layout (one concept per module, like wireguard-go's `device/`):
+//! - sans-IO core, testable without root: [`wire`] (framing), [`keypair`]
+//!   (session keys, sealing, key lifetime), [`replay`] (sliding window),
+//!   [`switch`] (per-network MAC learning), [`peer`], [`engine`] (the
+//!   seal/open decisions), [`stats`], [`pool`] (buffers with headroom);
+//! - thin Linux I/O edge: [`tap`], [`udp`], [`runtime`] (the [`Dataplane`]
+//!   handle the daemon drives).
+//!
+//! The wire format is specified in `PROTOCOL.md` and in [`wire`].
+//! This crate deliberately knows nothing about gossip or the daemon: keys,
+//! peers and networks are pushed in through [`Dataplane`]'s methods.
+
+pub mod engine;
+pub mod keypair;
+pub mod peer;
+pub mod pool;
+pub mod replay;
+pub mod runtime;
+pub mod stats;
+pub mod switch;
+pub mod tap;
+pub mod udp;
+pub mod wire;
+
+pub use engine::Engine;
+pub use keypair::SessionKeys;
+pub use runtime::Dataplane;
+pub use stats::{DropReason, PeerStats, Stats};
+pub use wire::{overlay_mtu, IpVersion};
+
+/// Daemon-assigned handle for a remote host.
+pub type PeerIdx = u32;
+
+/// Identifies one overlay L2 network; carried (authenticated) in every datagram.
+#[derive(Copy, Clone, Eq, PartialEq, Hash, Debug, PartialOrd, Ord)]
+pub struct NetworkId(pub u32);
+
+/// Errors of the control-facing API. Per-packet problems are never errors:
+/// they are drops counted under a [`DropReason`].
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("binding the data-plane UDP socket on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("opening TAP device {name:?}: {source}")]
+    Tap {
+        name: String,
+        source: std::io::Error,
+    },
+    #[error("network {0:?} is already attached to a TAP device")]
+    NetworkExists(NetworkId),
+    #[error("Dataplane::start must be called inside a tokio runtime")]
+    NoRuntime,
+    #[error("the data plane has been shut down")]
+    ShutDown,
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}

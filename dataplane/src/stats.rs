@@ -1,0 +1,134 @@
+//! Counters. Everything bumped per packet is a relaxed atomic: no lock on the
+//! hot path; `Stats` is a point-in-time snapshot for the daemon and tests.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::PeerIdx;
+
+macro_rules! drop_reasons {
+    ($($variant:ident => $name:literal: $doc:literal,)*) => {
+        /// Why a datagram or frame was dropped. Each has its own counter.
+        #[derive(Copy, Clone, Debug, Eq, PartialEq, Hash)]
+        pub enum DropReason { $(#[doc = $doc] $variant,)* }
+
+        impl DropReason {
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$variant,)*];
+            /// Stable snake_case name used as the key in [`Stats::drops`].
+            pub fn name(self) -> &'static str {
+                match self { $(DropReason::$variant => $name,)* }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    Short => "short": "Datagram shorter than header + tag + Ethernet header.",
+    BadVersion => "bad_version": "Protocol version other than 1.",
+    UnknownType => "unknown_type": "Message type other than data.",
+    BadReserved => "bad_reserved": "Reserved header bytes not zero.",
+    UnknownIndex => "unknown_index": "No keypair with that receiver index.",
+    BadTag => "bad_tag": "Authentication failed.",
+    Replayed => "replayed": "Counter already seen.",
+    TooOld => "too_old": "Counter behind the replay window.",
+    StaleKey => "stale_key": "Keypair past REJECT_AFTER_TIME or REJECT_AFTER_MESSAGES.",
+    WrongNetwork => "wrong_network": "Network not configured here, or peer not a member of it.",
+    NoEndpoint => "no_endpoint": "Peer has no known UDP endpoint yet.",
+    NoKey => "no_key": "Peer has no usable sending keypair.",
+    UnknownPeer => "unknown_peer": "Destination peer not configured.",
+    RuntFrame => "runt_frame": "Frame from the TAP shorter than an Ethernet header.",
+    NoPeers => "no_peers": "Flooded frame with no member peer to send to.",
+    SendFailed => "send_failed": "UDP send error.",
+    TapWriteFailed => "tap_write_failed": "Writing to the TAP device failed.",
+}
+
+impl DropReason {
+    fn index(self) -> usize {
+        // `ALL` lists the variants in declaration order.
+        self as usize
+    }
+}
+
+/// Global drop counters, one atomic per reason.
+#[derive(Debug)]
+pub struct DropCounters {
+    counts: Vec<AtomicU64>,
+}
+
+impl Default for DropCounters {
+    fn default() -> Self {
+        DropCounters {
+            counts: DropReason::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+impl DropCounters {
+    pub fn bump(&self, reason: DropReason) {
+        self.counts[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, reason: DropReason) -> u64 {
+        self.counts[reason.index()].load(Ordering::Relaxed)
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<&'static str, u64> {
+        DropReason::ALL
+            .iter()
+            .map(|reason| (reason.name(), self.get(*reason)))
+            .collect()
+    }
+}
+
+/// Per-peer traffic counters.
+#[derive(Debug, Default)]
+pub struct PeerCounters {
+    pub tx_packets: AtomicU64,
+    pub tx_bytes: AtomicU64,
+    pub rx_packets: AtomicU64,
+    pub rx_bytes: AtomicU64,
+}
+
+impl PeerCounters {
+    /// `bytes` counts the Ethernet frame (the overlay payload), not the datagram.
+    pub fn record_tx(&self, bytes: usize) {
+        self.tx_packets.fetch_add(1, Ordering::Relaxed);
+        self.tx_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub fn record_rx(&self, bytes: usize) {
+        self.rx_packets.fetch_add(1, Ordering::Relaxed);
+        self.rx_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+}
+
+/// Snapshot of one peer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerStats {
+    pub endpoint: Option<std::net::SocketAddr>,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    /// Generation of the keypair used for sending, if any.
+    pub current_generation: Option<u64>,
+    pub current_key_age: Option<Duration>,
+    /// Generation installed but not yet used (`send_now = false`).
+    pub next_generation: Option<u64>,
+    pub previous_generation: Option<u64>,
+}
+
+/// Snapshot of the whole data plane.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Every [`DropReason`] by name, zeros included.
+    pub drops: BTreeMap<&'static str, u64>,
+    pub peers: BTreeMap<PeerIdx, PeerStats>,
+}
+
+impl Stats {
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.drops.get(reason.name()).copied().unwrap_or(0)
+    }
+}

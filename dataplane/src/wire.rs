@@ -1,0 +1,196 @@
+//! Wire format, version 1 (see `PROTOCOL.md`).
+//!
+//! ```text
+//!  0      1       2        4                 8                        16               20
+//! +------+-------+--------+-----------------+------------------------+----------------+
+//! | type | vers. | rsvd=0 | receiver index  | counter (u64)          | network id     |
+//! | =1   | =1    | (u16)  | (u32)           |                        | (u32)          |
+//! +------+-------+--------+-----------------+------------------------+----------------+
+//! | ChaCha20-Poly1305( Ethernet frame )   ...   | 16-byte tag |
+//! +----------------------------------------------+-------------+
+//! ```
+//! All integers big-endian. The whole 20-byte header is the AEAD associated
+//! data, so tampering with the network id (or anything else) fails the tag.
+//! Nonce = 4 zero bytes || counter (u64 little-endian), as in WireGuard.
+
+/// Message type of a data datagram.
+pub const MSG_TYPE_DATA: u8 = 1;
+/// The only protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u8 = 1;
+/// Length of the cleartext header (also the AEAD associated data).
+pub const HEADER_LEN: usize = 20;
+/// Poly1305 tag length.
+pub const TAG_LEN: usize = 16;
+/// Bytes added to each Ethernet frame on the wire.
+pub const OVERHEAD: usize = HEADER_LEN + TAG_LEN;
+/// Smallest datagram that can be valid: header + tag + a 14-byte Ethernet header.
+pub const MIN_DATAGRAM_LEN: usize = OVERHEAD + ETHERNET_HEADER_LEN;
+/// Ethernet header carried inside the ciphertext (dst MAC, src MAC, ethertype).
+pub const ETHERNET_HEADER_LEN: usize = 14;
+/// Largest UDP payload; bounds buffer sizes.
+pub const MAX_DATAGRAM_LEN: usize = 65_535;
+/// Largest Ethernet frame we can carry in one datagram.
+pub const MAX_FRAME_LEN: usize = MAX_DATAGRAM_LEN - OVERHEAD;
+
+const UDP_HEADER_LEN: u32 = 8;
+
+/// IP version of the underlay (the network between hosts).
+#[derive(Copy, Clone, Debug, Eq, PartialEq)]
+pub enum IpVersion {
+    V4,
+    V6,
+}
+
+impl IpVersion {
+    fn header_len(self) -> u32 {
+        match self {
+            IpVersion::V4 => 20,
+            IpVersion::V6 => 40,
+        }
+    }
+}
+
+/// MTU to configure on the overlay interfaces (TAP, bridge, container veths)
+/// so that one sealed frame fits one underlay packet without fragmentation:
+/// `underlay_mtu − IP header (20 v4 / 40 v6) − UDP 8 − OVERHEAD 36 − inner
+/// Ethernet header 14`. 1422 over a 1500-byte IPv4 underlay, 1402 over IPv6.
+/// Saturates at 0 for absurdly small underlays.
+pub fn overlay_mtu(underlay_mtu: u32, underlay: IpVersion) -> u32 {
+    underlay_mtu.saturating_sub(
+        underlay.header_len() + UDP_HEADER_LEN + OVERHEAD as u32 + ETHERNET_HEADER_LEN as u32,
+    )
+}
+
+/// Why a header was rejected before any cryptography ran.
+#[derive(Copy, Clone, Debug, Eq, PartialEq)]
+pub enum HeaderError {
+    /// Shorter than header + tag + an Ethernet header.
+    Short,
+    UnknownType,
+    BadVersion,
+    /// Reserved bytes not zero.
+    Reserved,
+}
+
+/// Parsed data header. Nothing in it is trustworthy until the tag verifies.
+#[derive(Copy, Clone, Debug, Eq, PartialEq)]
+pub struct DataHeader {
+    pub receiver_index: u32,
+    pub counter: u64,
+    pub network_id: u32,
+}
+
+impl DataHeader {
+    /// Serialises the header into `out`.
+    pub fn encode(&self, out: &mut [u8; HEADER_LEN]) {
+        out[0] = MSG_TYPE_DATA;
+        out[1] = PROTOCOL_VERSION;
+        out[2..4].copy_from_slice(&[0, 0]);
+        out[4..8].copy_from_slice(&self.receiver_index.to_be_bytes());
+        out[8..16].copy_from_slice(&self.counter.to_be_bytes());
+        out[16..20].copy_from_slice(&self.network_id.to_be_bytes());
+    }
+
+    /// Parses and sanity-checks the header of a whole datagram (checks the
+    /// length against the minimum datagram, not just the header).
+    pub fn parse(datagram: &[u8]) -> Result<DataHeader, HeaderError> {
+        if datagram.len() < 2 {
+            return Err(HeaderError::Short);
+        }
+        if datagram[0] != MSG_TYPE_DATA {
+            return Err(HeaderError::UnknownType);
+        }
+        if datagram[1] != PROTOCOL_VERSION {
+            return Err(HeaderError::BadVersion);
+        }
+        if datagram.len() < MIN_DATAGRAM_LEN {
+            return Err(HeaderError::Short);
+        }
+        if datagram[2] != 0 || datagram[3] != 0 {
+            return Err(HeaderError::Reserved);
+        }
+        let be32 = |range: std::ops::Range<usize>| {
+            let mut bytes = [0u8; 4];
+            bytes.copy_from_slice(&datagram[range]);
+            u32::from_be_bytes(bytes)
+        };
+        let mut counter = [0u8; 8];
+        counter.copy_from_slice(&datagram[8..16]);
+        Ok(DataHeader {
+            receiver_index: be32(4..8),
+            counter: u64::from_be_bytes(counter),
+            network_id: be32(16..20),
+        })
+    }
+}
+
+/// AEAD nonce for a counter: 4 zero bytes || counter little-endian (WireGuard).
+pub fn nonce_bytes(counter: u64) -> [u8; 12] {
+    let mut nonce = [0u8; 12];
+    nonce[4..].copy_from_slice(&counter.to_le_bytes());
+    nonce
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_mtu_matches_the_contract() {
+        assert_eq!(overlay_mtu(1500, IpVersion::V4), 1422);
+        assert_eq!(overlay_mtu(1500, IpVersion::V6), 1402);
+        assert_eq!(overlay_mtu(9000, IpVersion::V4), 8922);
+        assert_eq!(overlay_mtu(10, IpVersion::V6), 0);
+    }
+
+    #[test]
+    fn header_round_trips_big_endian() {
+        let header = DataHeader {
+            receiver_index: 0x0102_0304,
+            counter: 0x1122_3344_5566_7788,
+            network_id: 0xAABB_CCDD,
+        };
+        let mut bytes = [0u8; HEADER_LEN];
+        header.encode(&mut bytes);
+        assert_eq!(
+            bytes,
+            [
+                1, 1, 0, 0, 1, 2, 3, 4, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0xAA, 0xBB,
+                0xCC, 0xDD
+            ]
+        );
+        let mut datagram = bytes.to_vec();
+        datagram.resize(MIN_DATAGRAM_LEN, 0);
+        assert_eq!(DataHeader::parse(&datagram), Ok(header));
+    }
+
+    #[test]
+    fn header_rejections() {
+        let mut datagram = vec![0u8; MIN_DATAGRAM_LEN];
+        DataHeader {
+            receiver_index: 1,
+            counter: 2,
+            network_id: 3,
+        }
+        .encode((&mut datagram[..HEADER_LEN]).try_into().unwrap());
+        assert_eq!(
+            DataHeader::parse(&datagram[..MIN_DATAGRAM_LEN - 1]),
+            Err(HeaderError::Short)
+        );
+        assert_eq!(DataHeader::parse(&[]), Err(HeaderError::Short));
+        let mut bad = datagram.clone();
+        bad[0] = 4;
+        assert_eq!(DataHeader::parse(&bad), Err(HeaderError::UnknownType));
+        let mut bad = datagram.clone();
+        bad[1] = 2;
+        assert_eq!(DataHeader::parse(&bad), Err(HeaderError::BadVersion));
+        let mut bad = datagram.clone();
+        bad[3] = 1;
+        assert_eq!(DataHeader::parse(&bad), Err(HeaderError::Reserved));
+    }
+
+    #[test]
+    fn nonce_is_zero_prefixed_little_endian_counter() {
+        assert_eq!(nonce_bytes(0x0102), [0, 0, 0, 0, 2, 1, 0, 0, 0, 0, 0, 0]);
+    }
+}

@@ -1,0 +1,196 @@
+//! Every message on the wire. One bidirectional QUIC stream per connection,
+//! opened by the dialer, carries length-prefixed postcard frames:
+//! `u32 big-endian length ‖ postcard(message)`, at most [`MAX_FRAME_LEN`].
+//!
+//! The first frame each way is the handshake ([`Hello`] / [`HelloAck`]); every
+//! later frame is a [`Message`].
+
+use std::net::SocketAddr;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::membership::MemberRecord;
+
+/// Largest frame body accepted (a full channel state must fit in it).
+pub const MAX_FRAME_LEN: usize = 4 * 1024 * 1024;
+/// Bytes of the length prefix.
+pub const FRAME_HEADER_LEN: usize = 4;
+
+/// Dialer → acceptor, first frame.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Range of `PROTOCOL_VERSION`s the dialer speaks.
+    pub min_version: u32,
+    pub max_version: u32,
+    /// HMAC proving the dialer holds the mesh secret (see `auth`).
+    pub proof: [u8; 32],
+    /// The dialer's own member record.
+    pub record: MemberRecord,
+    /// Highest key generation the dialer ever installed with the acceptor, so
+    /// generations keep increasing across reconnects and restarts.
+    pub last_key_generation: u64,
+    /// The address the dialer reached the acceptor at. A host listening on a
+    /// wildcard address learns what to advertise from this.
+    pub observed: SocketAddr,
+}
+
+/// Acceptor → dialer, sent only after the dialer's proof verified.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HelloAck {
+    /// The version chosen for this connection.
+    pub version: u32,
+    pub proof: [u8; 32],
+    pub record: MemberRecord,
+    pub last_key_generation: u64,
+    /// The address the dialer's packets came from (its endpoint's address).
+    pub observed: SocketAddr,
+}
+
+/// Key exchange step 1, initiator → responder.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KeyInit {
+    pub generation: u64,
+    pub ephemeral: [u8; 32],
+    pub index: u32,
+}
+
+/// Key exchange step 2, responder → initiator (sent after the responder installed).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KeyResp {
+    pub generation: u64,
+    pub ephemeral: [u8; 32],
+    pub index: u32,
+}
+
+/// Anti-entropy summary: hashes of what the sender holds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Digest {
+    pub members: [u8; 32],
+    pub channels: Vec<(String, [u8; 32])>,
+}
+
+/// Everything after the handshake.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Message {
+    /// Liveness; also carries nothing else so it is cheap.
+    Heartbeat,
+    KeyInit(KeyInit),
+    KeyResp(KeyResp),
+    /// Key exchange step 3, initiator → responder: "I send with generation N now".
+    KeyConfirm {
+        generation: u64,
+    },
+    /// Member records (full table or the changed ones).
+    Members(Vec<MemberRecord>),
+    /// A channel delta, opaque to the transport.
+    ChannelDelta {
+        channel: String,
+        data: Vec<u8>,
+    },
+    /// A channel's full state; `want_reply` asks the receiver to send back its
+    /// own if, after merging, it still differs (push-pull anti-entropy).
+    ChannelFull {
+        channel: String,
+        data: Vec<u8>,
+        want_reply: bool,
+    },
+    /// Membership table sent in answer to a digest mismatch; same `want_reply` rule.
+    MembersFull {
+        records: Vec<MemberRecord>,
+        want_reply: bool,
+    },
+    Digest(Digest),
+}
+
+/// Why a frame could not be decoded.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum FrameError {
+    #[error("frame of {0} bytes exceeds the {MAX_FRAME_LEN}-byte limit")]
+    Oversized(usize),
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+}
+
+/// Encodes `message` as one frame (length prefix included).
+pub fn encode_frame<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
+    let mut out = vec![0u8; FRAME_HEADER_LEN];
+    out = postcard::to_extend(message, out).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    let body_len = out.len() - FRAME_HEADER_LEN;
+    if body_len > MAX_FRAME_LEN {
+        return Err(FrameError::Oversized(body_len));
+    }
+    out[..FRAME_HEADER_LEN].copy_from_slice(&(body_len as u32).to_be_bytes());
+    Ok(out)
+}
+
+/// Validates a length prefix before anything is allocated for the body.
+pub fn frame_body_len(header: [u8; FRAME_HEADER_LEN]) -> Result<usize, FrameError> {
+    let len = u32::from_be_bytes(header) as usize;
+    if len > MAX_FRAME_LEN {
+        return Err(FrameError::Oversized(len));
+    }
+    Ok(len)
+}
+
+/// Decodes a frame body; trailing bytes are an error (they would mean the
+/// peer and we disagree on the message layout).
+pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
+    let (value, rest) =
+        postcard::take_from_bytes(body).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(FrameError::Malformed(format!(
+            "{} trailing bytes after message",
+            rest.len()
+        )));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip() {
+        let msg = Message::ChannelDelta {
+            channel: "dns".into(),
+            data: vec![1, 2, 3],
+        };
+        let frame = encode_frame(&msg).unwrap();
+        let len = frame_body_len(frame[..4].try_into().unwrap()).unwrap();
+        assert_eq!(len, frame.len() - 4);
+        assert_eq!(decode_body::<Message>(&frame[4..]).unwrap(), msg);
+    }
+
+    #[test]
+    fn oversized_and_garbage_are_errors_not_panics() {
+        assert!(matches!(
+            frame_body_len((MAX_FRAME_LEN as u32 + 1).to_be_bytes()),
+            Err(FrameError::Oversized(_))
+        ));
+        for garbage in [
+            &[0xffu8; 1][..],
+            &[200, 200, 200, 200, 200],
+            &[],
+            &[
+                3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            ],
+            &[99],
+        ] {
+            assert!(decode_body::<Message>(garbage).is_err());
+        }
+        let mut frame = encode_frame(&Message::Heartbeat).unwrap();
+        frame.push(0);
+        assert!(decode_body::<Message>(&frame[4..]).is_err());
+    }
+
+    #[test]
+    fn too_large_messages_are_not_encoded() {
+        let msg = Message::ChannelDelta {
+            channel: "big".into(),
+            data: vec![0; MAX_FRAME_LEN + 1],
+        };
+        assert!(matches!(encode_frame(&msg), Err(FrameError::Oversized(_))));
+    }
+}

@@ -1,0 +1,455 @@
+//! The namespace lab: N mesh hosts on one machine.
+//!
+//! ```text
+//!   <p>-ul  (underlay namespace: bridge br0, 198.18.0.0/24)
+//!     ├── veth ── <p>-h1 (ul0 198.18.0.1, meshd) ── bridge ── veth ── <p>-c… (container)
+//!     ├── veth ── <p>-h2 (ul0 198.18.0.2, meshd) ── …
+//!     └── …
+//! ```
+//! Every namespace carries the lab's unique prefix; links live inside those
+//! namespaces, so the root namespace is never touched. [`Lab`]'s `Drop`
+//! stops the daemons it started (by PID) and deletes its namespaces, also
+//! when a test panics. Tests, the demo (`mesh-lab demo`) and the benchmark
+//! all build their hosts with this one harness.
+
+pub mod bench;
+
+use anyhow::{anyhow, bail, Context, Result};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Control port of every lab daemon (each host has its own namespace).
+pub const CONTROL_PORT: u16 = 7800;
+
+pub struct Host {
+    pub name: String,
+    pub netns: String,
+    pub underlay_ip: Ipv4Addr,
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+    daemon: Option<Child>,
+}
+
+impl Host {
+    pub fn control_address(&self) -> String {
+        format!("{}:{CONTROL_PORT}", self.underlay_ip)
+    }
+
+    pub fn daemon_pid(&self) -> Option<u32> {
+        self.daemon.as_ref().map(|c| c.id())
+    }
+}
+
+pub struct Lab {
+    pub prefix: String,
+    pub dir: PathBuf,
+    pub underlay: String,
+    pub hosts: Vec<Host>,
+    bin_dir: PathBuf,
+    /// Namespaces we created, deleted in reverse order on drop.
+    namespaces: Vec<String>,
+    /// Other processes we started (captures, servers), ended by PID.
+    helpers: Vec<Child>,
+    keep: bool,
+}
+
+static LAB_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A prefix unique to this process and call: `ml<pid><n>`.
+pub fn unique_prefix(tag: &str) -> String {
+    let n = LAB_COUNTER.fetch_add(1, Ordering::SeqCst);
+    format!("ml{}{tag}{n}", std::process::id())
+}
+
+/// Where `meshd` and `meshctl` are: `$MESH_BIN_DIR`, else next to (or one
+/// level above) the running executable, as cargo lays out target/<profile>.
+pub fn find_bin_dir() -> Result<PathBuf> {
+    if let Ok(d) = std::env::var("MESH_BIN_DIR") {
+        return Ok(PathBuf::from(d));
+    }
+    let exe = std::env::current_exe()?;
+    let mut dir = exe.parent().map(Path::to_path_buf);
+    while let Some(d) = dir {
+        if d.join("meshd").is_file() && d.join("meshctl").is_file() {
+            return Ok(d);
+        }
+        dir = d.parent().map(Path::to_path_buf);
+    }
+    bail!("cannot find the meshd and meshctl binaries: run `cargo build --workspace` first or set MESH_BIN_DIR")
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Runs a command; an error names the command and carries its stderr.
+pub fn run(cmd: &mut Command) -> Result<Output> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{:?} failed ({}): {}{}",
+            cmd,
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        );
+    }
+    Ok(out)
+}
+
+fn ip(args: &[&str]) -> Result<Output> {
+    run(Command::new("ip").args(args))
+}
+
+impl Lab {
+    /// Builds the underlay and `hosts` host namespaces; starts no daemon.
+    pub fn new(prefix: &str, hosts: usize) -> Result<Lab> {
+        if !is_root() {
+            bail!("the lab needs root (network namespaces)");
+        }
+        let dir = std::env::temp_dir().join(format!("mesh-lab-{prefix}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let mut lab = Lab {
+            prefix: prefix.to_string(),
+            dir,
+            underlay: format!("{prefix}-ul"),
+            hosts: Vec::new(),
+            bin_dir: find_bin_dir()?,
+            namespaces: Vec::new(),
+            helpers: Vec::new(),
+            keep: std::env::var_os("MESH_LAB_KEEP").is_some(),
+        };
+        let ul = lab.underlay.clone();
+        lab.add_netns(&ul)?;
+        lab.exec_ok(&ul, &["ip", "link", "add", "br0", "type", "bridge"])?;
+        lab.exec_ok(&ul, &["ip", "link", "set", "br0", "up"])?;
+        for i in 1..=hosts {
+            lab.add_host(i)?;
+        }
+        Ok(lab)
+    }
+
+    fn add_netns(&mut self, name: &str) -> Result<()> {
+        ip(&["netns", "add", name])?;
+        self.namespaces.push(name.to_string());
+        self.exec_ok(name, &["ip", "link", "set", "lo", "up"])?;
+        Ok(())
+    }
+
+    fn add_host(&mut self, i: usize) -> Result<()> {
+        let name = format!("h{i}");
+        let netns = format!("{}-{name}", self.prefix);
+        self.add_netns(&netns)?;
+        let ul = self.underlay.clone();
+        let port = format!("p{i}");
+        self.exec_ok(
+            &ul,
+            &["ip", "link", "add", &port, "type", "veth", "peer", "name", "ul0", "netns", &netns],
+        )?;
+        self.exec_ok(&ul, &["ip", "link", "set", &port, "master", "br0", "up"])?;
+        let addr = Ipv4Addr::new(198, 18, 0, i as u8);
+        self.exec_ok(&netns, &["ip", "addr", "add", &format!("{addr}/24"), "dev", "ul0"])?;
+        self.exec_ok(&netns, &["ip", "link", "set", "ul0", "up"])?;
+        let state_dir = self.dir.join(&name);
+        std::fs::create_dir_all(&state_dir)?;
+        self.hosts.push(Host {
+            socket: state_dir.join("meshd.sock"),
+            log: state_dir.join("meshd.log"),
+            state_dir,
+            name,
+            netns,
+            underlay_ip: addr,
+            daemon: None,
+        });
+        Ok(())
+    }
+
+    pub fn bin(&self, name: &str) -> PathBuf {
+        self.bin_dir.join(name)
+    }
+
+    /// `ip netns exec NS cmd…`
+    pub fn exec(&self, netns: &str, cmd: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", netns]).args(cmd);
+        c
+    }
+
+    pub fn exec_ok(&self, netns: &str, cmd: &[&str]) -> Result<String> {
+        let out = run(&mut self.exec(netns, cmd))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Starts `meshd` in host `i` (0-based) and waits for its API socket.
+    pub fn start_daemon(&mut self, i: usize) -> Result<()> {
+        let meshd = self.bin("meshd");
+        let h = &self.hosts[i];
+        if h.daemon.is_some() {
+            bail!("{} already runs a daemon", h.name);
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&h.log)?;
+        let listen = h.control_address();
+        let mut cmd = self.exec(
+            &h.netns,
+            &[
+                meshd.to_str().context("binary path is not UTF-8")?,
+                "--state-dir",
+                h.state_dir.to_str().context("path is not UTF-8")?,
+                "--listen",
+                &listen,
+                "--api-socket",
+                h.socket.to_str().context("path is not UTF-8")?,
+                "--name",
+                &h.name,
+            ],
+        );
+        cmd.env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        let child = cmd.spawn().context("starting meshd")?;
+        self.hosts[i].daemon = Some(child);
+        self.wait_api(i, Duration::from_secs(20))
+    }
+
+    fn wait_api(&mut self, i: usize, timeout: Duration) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            if self.meshctl(i, &["status", "--json"]).is_ok() {
+                return Ok(());
+            }
+            if let Some(child) = self.hosts[i].daemon.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    self.hosts[i].daemon = None;
+                    bail!(
+                        "meshd on {} exited ({status}):\n{}",
+                        self.hosts[i].name,
+                        self.log_tail(i, 30)
+                    );
+                }
+            }
+            if start.elapsed() > timeout {
+                bail!("meshd on {} did not come up:\n{}", self.hosts[i].name, self.log_tail(i, 30));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Sends `signal` to host `i`'s daemon (by the PID we started) and
+    /// reaps it.
+    pub fn stop_daemon(&mut self, i: usize, signal: nix::sys::signal::Signal) -> Result<()> {
+        let Some(mut child) = self.hosts[i].daemon.take() else {
+            return Ok(());
+        };
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, signal);
+        let start = Instant::now();
+        while child.try_wait()?.is_none() {
+            if start.elapsed() > Duration::from_secs(10) {
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    pub fn log_tail(&self, i: usize, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.hosts[i].log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Runs `meshctl --socket <host i> args…`; an error carries its stderr.
+    pub fn meshctl(&self, i: usize, args: &[&str]) -> Result<String> {
+        let out = Command::new(self.bin("meshctl"))
+            .arg("--socket")
+            .arg(&self.hosts[i].socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .context("running meshctl")?;
+        if !out.status.success() {
+            bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    pub fn meshctl_json(&self, i: usize, args: &[&str]) -> Result<serde_json::Value> {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let text = self.meshctl(i, &a)?;
+        serde_json::from_str(&text).with_context(|| format!("meshctl {args:?} printed no JSON: {text}"))
+    }
+
+    /// Starts every daemon, joins hosts 2..N through host 1 and waits until
+    /// every host sees every other one up.
+    pub fn start_mesh(&mut self) -> Result<()> {
+        for i in 0..self.hosts.len() {
+            self.start_daemon(i)?;
+        }
+        let token = self.meshctl(0, &["token"])?.trim().to_string();
+        let seed = self.hosts[0].control_address();
+        for i in 1..self.hosts.len() {
+            self.meshctl(i, &["join", &seed, "--token", &token])
+                .with_context(|| format!("{} joining {seed}", self.hosts[i].name))?;
+        }
+        self.wait_all_up(Duration::from_secs(30))
+    }
+
+    pub fn peers_up(&self, i: usize) -> Result<usize> {
+        let s = self.meshctl_json(i, &["status"])?;
+        Ok(s["peers"]
+            .as_array()
+            .map(|ps| {
+                ps.iter()
+                    .filter(|p| p["state"] == "up" && p["key_generation"].is_u64())
+                    .count()
+            })
+            .unwrap_or(0))
+    }
+
+    /// Waits until every running daemon sees all other running daemons up
+    /// with session keys.
+    pub fn wait_all_up(&self, timeout: Duration) -> Result<()> {
+        let running: Vec<usize> = (0..self.hosts.len())
+            .filter(|i| self.hosts[*i].daemon.is_some())
+            .collect();
+        let want = running.len().saturating_sub(1);
+        wait_for(timeout, || {
+            for &i in &running {
+                let n = self.peers_up(i)?;
+                if n < want {
+                    bail!("{} sees {n} of {want} peers up", self.hosts[i].name);
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Adds a "container": a network namespace of its own.
+    pub fn add_container(&mut self, name: &str) -> Result<String> {
+        let ns = format!("{}-{name}", self.prefix);
+        self.add_netns(&ns)?;
+        Ok(ns)
+    }
+
+    /// Attaches container namespace `ns` on host `i` to `network` at `ip`;
+    /// returns the attachment JSON.
+    pub fn attach(&self, i: usize, ns: &str, network: &str, ip: &str) -> Result<serde_json::Value> {
+        let path = format!("/run/netns/{ns}");
+        self.meshctl_json(i, &["attach", &path, "--network", network, "--ip", ip])
+    }
+
+    /// Starts a helper process (capture, server) that the lab ends on drop.
+    pub fn spawn_helper(&mut self, mut cmd: Command) -> Result<u32> {
+        let child = cmd
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {cmd:?}"))?;
+        let pid = child.id();
+        self.helpers.push(child);
+        Ok(pid)
+    }
+
+    /// Ends a helper with SIGTERM (so captures flush) and reaps it.
+    pub fn stop_helper(&mut self, pid: u32) -> Result<()> {
+        if let Some(pos) = self.helpers.iter().position(|c| c.id() == pid) {
+            let mut child = self.helpers.remove(pos);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let start = Instant::now();
+            while child.try_wait()?.is_none() {
+                if start.elapsed() > Duration::from_secs(5) {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Ok(())
+    }
+
+    /// `ping -c count` from namespace `ns`; true if every probe answered.
+    pub fn ping(&self, ns: &str, dst: &str, count: u32) -> bool {
+        self.exec(ns, &["ping", "-n", "-q", "-c", &count.to_string(), "-i", "0.2", "-W", "1", dst])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
+    /// Polls `ping` until it succeeds or `timeout` passes.
+    pub fn wait_ping(&self, ns: &str, dst: &str, timeout: Duration) -> Result<()> {
+        wait_for(timeout, || {
+            if self.ping(ns, dst, 1) {
+                Ok(())
+            } else {
+                Err(anyhow!("{ns} cannot reach {dst}"))
+            }
+        })
+    }
+
+    pub fn dump_logs(&self) {
+        for (i, h) in self.hosts.iter().enumerate() {
+            eprintln!("---- {} meshd log (last 40 lines) ----\n{}", h.name, self.log_tail(i, 40));
+        }
+    }
+}
+
+/// Retries `f` every 200 ms until it succeeds or `timeout` passes; the
+/// last error explains the failure.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Result<T>) -> Result<T> {
+    let start = Instant::now();
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) if start.elapsed() > timeout => {
+                return Err(e.context(format!("still failing after {timeout:?}")))
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
+        for pid in self.helpers.iter().map(|c| c.id()).collect::<Vec<_>>() {
+            let _ = self.stop_helper(pid);
+        }
+        for i in 0..self.hosts.len() {
+            let _ = self.stop_daemon(i, nix::sys::signal::Signal::SIGTERM);
+        }
+        if self.keep {
+            eprintln!("MESH_LAB_KEEP set: leaving namespaces {:?} and {}", self.namespaces, self.dir.display());
+            return;
+        }
+        for ns in self.namespaces.iter().rev() {
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

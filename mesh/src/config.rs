@@ -1,0 +1,193 @@
+//! Daemon settings: a TOML file, overridden by command-line flags.
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/mesh";
+pub const DEFAULT_API_SOCKET: &str = "/run/mesh/meshd.sock";
+/// QUIC control traffic (membership, state, key exchange).
+pub const DEFAULT_CONTROL_PORT: u16 = 7800;
+/// Interface names this daemon creates start with this, so cleanup can find
+/// them: `<prefix>b…` bridges, `<prefix>t…` TAPs, `<prefix>v…` veth host ends.
+pub const DEFAULT_LINK_PREFIX: &str = "ms";
+
+/// `meshd` command line. Every flag may also come from the config file;
+/// flags win.
+#[derive(Debug, Parser)]
+#[command(name = "meshd", version, about = "mesh daemon: encrypted L2 overlay for containers")]
+pub struct Flags {
+    /// TOML config file.
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// Directory for identity, mesh secret, members, networks, attachments.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// UDP address of the control plane (QUIC). The data plane uses the next
+    /// port up unless --data-port says otherwise.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// UDP port of the data plane (sealed Ethernet frames).
+    #[arg(long)]
+    pub data_port: Option<u16>,
+    /// Unix socket of the local API (root-only).
+    #[arg(long)]
+    pub api_socket: Option<PathBuf>,
+    /// Name of this host in the mesh (default: the hostname).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Log filter, e.g. `info` or `mesh=debug,gossip=debug`.
+    #[arg(long)]
+    pub log: Option<String>,
+    /// Prefix of the interface names meshd creates (1-4 lowercase letters).
+    #[arg(long)]
+    pub link_prefix: Option<String>,
+    /// Remove every bridge, TAP and veth this daemon created on the host, then exit.
+    #[arg(long)]
+    pub cleanup: bool,
+}
+
+/// The config file. Unknown keys are an error, so a typo is not ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub state_dir: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub data_port: Option<u16>,
+    pub api_socket: Option<PathBuf>,
+    pub name: Option<String>,
+    pub log: Option<String>,
+    pub link_prefix: Option<String>,
+}
+
+/// Settings after merging file and flags, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub state_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub data_port: u16,
+    pub api_socket: PathBuf,
+    pub name: String,
+    pub log: String,
+    pub link_prefix: String,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<FileConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    /// TOML errors carry line and column, which we keep in the message.
+    pub fn parse(text: &str) -> Result<FileConfig, toml::de::Error> {
+        toml::from_str(text)
+    }
+}
+
+impl Settings {
+    pub fn resolve(flags: &Flags) -> Result<Settings> {
+        let file = match &flags.config {
+            Some(p) => FileConfig::load(p)?,
+            None => FileConfig::default(),
+        };
+        let listen = flags
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], DEFAULT_CONTROL_PORT)));
+        let data_port = match flags.data_port.or(file.data_port) {
+            Some(p) => p,
+            None if listen.port() == 0 => 0,
+            None => listen
+                .port()
+                .checked_add(1)
+                .context("--listen port 65535 leaves no port for the data plane; set --data-port")?,
+        };
+        let link_prefix = flags
+            .link_prefix
+            .clone()
+            .or(file.link_prefix)
+            .unwrap_or_else(|| DEFAULT_LINK_PREFIX.to_string());
+        if link_prefix.is_empty()
+            || link_prefix.len() > 4
+            || !link_prefix.chars().all(|c| c.is_ascii_lowercase())
+        {
+            bail!("link_prefix {link_prefix:?} must be 1-4 lowercase letters");
+        }
+        let name = match flags.name.clone().or(file.name) {
+            Some(n) => n,
+            None => nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "mesh-host".to_string()),
+        };
+        Ok(Settings {
+            state_dir: flags
+                .state_dir
+                .clone()
+                .or(file.state_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            listen,
+            data_port,
+            api_socket: flags
+                .api_socket
+                .clone()
+                .or(file.api_socket)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_API_SOCKET)),
+            name,
+            log: flags.log.clone().or(file.log).unwrap_or_else(|| "info".to_string()),
+            link_prefix,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_full_file() {
+        let c = FileConfig::parse(
+            "state_dir = \"/tmp/x\"\nlisten = \"127.0.0.1:9000\"\ndata_port = 9001\nname = \"a\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.listen, Some("127.0.0.1:9000".parse().unwrap()));
+        assert_eq!(c.data_port, Some(9001));
+    }
+
+    #[test]
+    fn bad_line_is_reported_with_its_location() {
+        let err = FileConfig::parse("name = \"a\"\nlisten = \"not an address\"\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("line 2"), "{msg}");
+        assert!(msg.contains("listen"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_key_is_refused() {
+        let err = FileConfig::parse("lisen = \"1.2.3.4:5\"\n").unwrap_err();
+        assert!(err.to_string().contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn flags_win_over_file() {
+        let dir = std::env::temp_dir().join(format!("meshcfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("meshd.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nname = \"file\"\n").unwrap();
+        let flags = Flags::parse_from([
+            "meshd",
+            "--config",
+            path.to_str().unwrap(),
+            "--name",
+            "flag",
+        ]);
+        let s = Settings::resolve(&flags).unwrap();
+        assert_eq!(s.name, "flag");
+        assert_eq!(s.listen.port(), 9000);
+        assert_eq!(s.data_port, 9001);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

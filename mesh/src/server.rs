@@ -1,0 +1,105 @@
+//! The local API server: axum on a root-only Unix socket.
+
+use anyhow::{Context, Result};
+use axum::extract::{Path, Query, State};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+
+use crate::api::{self, routes};
+use crate::daemon::Daemon;
+use crate::error::ApiError;
+
+type D = State<Arc<Daemon>>;
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+pub fn router(daemon: Arc<Daemon>) -> Router {
+    Router::new()
+        .route(routes::STATUS, get(status))
+        .route(routes::PEERS, get(peers))
+        .route(routes::TOKEN, get(token))
+        .route(routes::JOIN, post(join))
+        .route(routes::NETWORKS, get(list_networks).post(create_network))
+        .route(&format!("{}/{{id}}", routes::NETWORKS), delete(remove_network))
+        .route(routes::ATTACHMENTS, get(attachments))
+        .route(routes::ATTACH, post(attach))
+        .route(routes::DETACH, post(detach))
+        .with_state(daemon)
+}
+
+/// Binds the socket with mode 0600 (root-only) and serves until the
+/// process ends. A stale socket file from a crashed run is replaced.
+pub async fn serve(daemon: Arc<Daemon>, path: &std::path::Path) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if path.exists() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            anyhow::bail!("another meshd is serving {}", path.display());
+        }
+        std::fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
+    }
+    // umask first, so the socket is never reachable with wider permissions.
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let listener = tokio::net::UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    let listener = listener.with_context(|| format!("binding API socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    axum::serve(listener, router(daemon)).await?;
+    Ok(())
+}
+
+async fn status(State(d): D) -> ApiResult<api::StatusResponse> {
+    Ok(Json(d.status()))
+}
+
+async fn peers(State(d): D) -> ApiResult<Vec<api::PeerStatus>> {
+    Ok(Json(d.peers()))
+}
+
+async fn token(State(d): D) -> ApiResult<api::TokenResponse> {
+    Ok(Json(api::TokenResponse { token: d.token() }))
+}
+
+async fn join(State(d): D, Json(req): Json<api::JoinRequest>) -> ApiResult<api::JoinResponse> {
+    Ok(Json(d.join(req).await?))
+}
+
+async fn list_networks(State(d): D) -> ApiResult<Vec<api::Network>> {
+    Ok(Json(d.list_networks()))
+}
+
+async fn create_network(
+    State(d): D,
+    Json(req): Json<api::CreateNetworkRequest>,
+) -> ApiResult<api::Network> {
+    Ok(Json(d.create_network(req).await?))
+}
+
+#[derive(Deserialize)]
+struct RemoveQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+async fn remove_network(
+    State(d): D,
+    Path(id): Path<String>,
+    Query(q): Query<RemoveQuery>,
+) -> ApiResult<api::Network> {
+    Ok(Json(d.remove_network(&id, q.force).await?))
+}
+
+async fn attachments(State(d): D) -> ApiResult<Vec<api::Attachment>> {
+    Ok(Json(d.list_attachments().await))
+}
+
+async fn attach(State(d): D, Json(req): Json<api::AttachRequest>) -> ApiResult<api::Attachment> {
+    Ok(Json(d.attach(req).await?))
+}
+
+async fn detach(State(d): D, Json(req): Json<api::DetachRequest>) -> ApiResult<api::Attachment> {
+    Ok(Json(d.detach(req).await?))
+}
