@@ -55,14 +55,27 @@ enum Command {
         /// Interface name in the container (default eth-<network>).
         #[arg(long)]
         ifname: Option<String>,
+        /// DNS name of the container on the network.
+        #[arg(long)]
+        name: Option<String>,
+        /// The runtime's container id (lets `detach --container-id` work after the container is gone).
+        #[arg(long)]
+        container_id: Option<String>,
+        /// Deployment version label (version-aware DNS answers).
+        #[arg(long)]
+        version: Option<String>,
         #[command(flatten)]
         out: Output,
     },
     /// Disconnect a container from a network.
     Detach {
-        target: String,
+        /// A PID or a network namespace path (or use --container-id).
+        #[arg(required_unless_present = "container_id")]
+        target: Option<String>,
         #[arg(long)]
         network: String,
+        #[arg(long)]
+        container_id: Option<String>,
     },
     /// Containers attached on this host.
     Attachments(Output),
@@ -210,19 +223,17 @@ async fn run(cli: Cli) -> Result<()> {
             let n: api::Network = c.delete(&path).await?;
             println!("removed network {}", n.id);
         }
-        Command::Attach { target, network, ip, ifname, out } => {
-            let a: api::Attachment = c
-                .post(routes::ATTACH, &api::AttachRequest { target, network, ip, ifname })
-                .await?;
+        Command::Attach { target, network, ip, ifname, name, container_id, version, out } => {
+            let req = api::AttachRequest { target, network, ip, ifname, container_id, name, version };
+            let a: api::Attachment = c.post(routes::ATTACH, &req).await?;
             if out.json {
                 return print_json(&a);
             }
             println!("{}", a.ip);
         }
-        Command::Detach { target, network } => {
-            let a: api::Attachment = c
-                .post(routes::DETACH, &api::DetachRequest { target, network })
-                .await?;
+        Command::Detach { target, network, container_id } => {
+            let req = api::DetachRequest { target, network, container_id };
+            let a: api::Attachment = c.post(routes::DETACH, &req).await?;
             println!("detached {} from {} ({})", a.netns, a.network, a.ip);
         }
         Command::Attachments(out) => {

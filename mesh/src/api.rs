@@ -140,15 +140,28 @@ pub struct AttachRequest {
     pub network: String,
     /// `ADDR/LEN`; required until address allocation lands.
     pub ip: Option<String>,
-    /// Interface name inside the container; default `eth-<network>` when it
-    /// fits, else `eth0`.
+    /// Interface name inside the container; default `eth-<network>`.
     pub ifname: Option<String>,
+    /// The runtime's container id (CNI, OCI hooks): lets a later detach find
+    /// the attachment after the namespace is gone.
+    #[serde(default)]
+    pub container_id: Option<String>,
+    /// DNS name of the container on the network.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Deployment version label, for version-aware DNS answers.
+    #[serde(default)]
+    pub version: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Detach by namespace (`target`) or by `container_id`; one must be given.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct DetachRequest {
-    pub target: String,
+    #[serde(default)]
+    pub target: Option<String>,
     pub network: String,
+    #[serde(default)]
+    pub container_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -161,6 +174,12 @@ pub struct Attachment {
     /// `ADDR/LEN`.
     pub ip: String,
     pub mac: String,
+    #[serde(default)]
+    pub container_id: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub version: Option<String>,
 }
 
 pub use client::{Client, ClientError};

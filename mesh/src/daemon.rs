@@ -548,6 +548,9 @@ impl Daemon {
             host_ifname: host_if,
             ip: format!("{ip}/{prefix_len}"),
             mac: format_mac(&mac),
+            container_id: req.container_id.clone(),
+            name: req.name.clone(),
+            version: req.version.clone(),
         };
         local.attachments.push(AttachmentRecord {
             attachment: attachment.clone(),
@@ -601,20 +604,33 @@ impl Daemon {
     pub async fn detach(&self, req: api::DetachRequest) -> Result<Attachment, ApiError> {
         let net = self.network(&req.network)?;
         // The namespace may be gone already (the container exited): then
-        // match the path we recorded.
-        let target = NetnsTarget::resolve(&req.target).ok();
+        // match the path we recorded, or the container id.
+        let target = req.target.as_deref().and_then(|t| NetnsTarget::resolve(t).ok());
+        if req.target.is_none() && req.container_id.is_none() {
+            return Err(ApiError::BadRequest(
+                "detach needs a target (PID or netns path) or a container id".into(),
+            ));
+        }
         let mut local = self.local.lock().await;
         let pos = local.attachments.iter().position(|a| {
             a.attachment.network == net.id
-                && match &target {
-                    Some(t) => a.netns_dev == t.dev && a.netns_ino == t.ino,
-                    None => a.attachment.netns == req.target,
+                && match (&req.container_id, &target, &req.target) {
+                    (Some(id), _, _) => a.attachment.container_id.as_deref() == Some(id.as_str()),
+                    (None, Some(t), _) => a.netns_dev == t.dev && a.netns_ino == t.ino,
+                    (None, None, Some(path)) => &a.attachment.netns == path,
+                    (None, None, None) => false,
                 }
         });
         let Some(pos) = pos else {
+            let what = req
+                .container_id
+                .as_deref()
+                .map(|c| format!("container {c}"))
+                .or(req.target.clone())
+                .unwrap_or_default();
             return Err(ApiError::NotFound(format!(
-                "{} is not attached to network {}",
-                req.target, net.id
+                "{what} is not attached to network {}",
+                net.id
             )));
         };
         let rec = local.attachments[pos].clone();
