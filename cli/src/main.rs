@@ -49,7 +49,7 @@ enum Command {
         target: String,
         #[arg(long)]
         network: String,
-        /// `ADDR/LEN` inside the network's subnet (required for now).
+        /// `ADDR/LEN` inside the network's subnet (default: allocated).
         #[arg(long)]
         ip: Option<String>,
         /// Interface name in the container (default eth-<network>).
@@ -79,6 +79,125 @@ enum Command {
     },
     /// Containers attached on this host.
     Attachments(Output),
+    /// OCI runtime hook: reads the container state JSON on stdin; `start`
+    /// (createRuntime/prestart) attaches the container per its `mesh.*`
+    /// annotations, `stop` (poststop) detaches it by container id.
+    Hook {
+        #[arg(value_enum)]
+        phase: HookPhase,
+    },
+    /// Hosts removed for good, and the like.
+    #[command(subcommand)]
+    Peer(PeerCommand),
+    /// Who owns how much address space, and what is allocated.
+    Ipam(Output),
+    /// The DNS records (`name.<network>`) of the mesh.
+    Dns(Output),
+}
+
+#[derive(Debug, Subcommand)]
+enum PeerCommand {
+    /// Remove a host that is gone for good: its address ranges pass to the
+    /// other hosts and its DNS records go. Safe to run on any number of hosts.
+    Rm {
+        /// Name or peer id (a unique prefix is enough).
+        peer: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum HookPhase {
+    #[value(alias = "createRuntime", alias = "prestart")]
+    Start,
+    #[value(alias = "poststop")]
+    Stop,
+}
+
+/// The OCI state a runtime passes to hooks on stdin (the fields we use).
+#[derive(Debug, serde::Deserialize)]
+struct OciState {
+    id: String,
+    #[serde(default)]
+    pid: Option<i64>,
+    #[serde(default)]
+    bundle: Option<PathBuf>,
+    #[serde(default)]
+    annotations: std::collections::BTreeMap<String, String>,
+}
+
+/// The `mesh.*` annotations of a container: from the state, else (runtimes
+/// that leave them out at poststop) from the bundle's config.json.
+fn hook_annotations(state: &OciState) -> std::collections::BTreeMap<String, String> {
+    if state.annotations.contains_key("mesh.network") {
+        return state.annotations.clone();
+    }
+    let from_bundle = state
+        .bundle
+        .as_ref()
+        .and_then(|b| std::fs::read(b.join("config.json")).ok())
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .and_then(|v| serde_json::from_value(v["annotations"].clone()).ok());
+    from_bundle.unwrap_or_else(|| state.annotations.clone())
+}
+
+async fn hook(c: &Client, phase: HookPhase) -> Result<()> {
+    let mut input = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)?;
+    let state: OciState = serde_json::from_str(&input)
+        .map_err(|e| anyhow::anyhow!("hook: stdin is not an OCI state JSON: {e}"))?;
+    if state.id.is_empty() {
+        bail!("hook: the OCI state has an empty container id");
+    }
+    let ann = hook_annotations(&state);
+    let get = |k: &str| {
+        ann.get(k)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let Some(network) = get("mesh.network") else {
+        bail!(
+            "hook: container {} has no mesh.network annotation (the network to attach it to)",
+            state.id
+        );
+    };
+    match phase {
+        HookPhase::Start => {
+            let pid = match state.pid {
+                Some(p) if p > 0 => p,
+                _ => bail!("hook start: the OCI state of {} has no pid (run this as a createRuntime or prestart hook)", state.id),
+            };
+            let req = api::AttachRequest {
+                target: format!("/proc/{pid}/ns/net"),
+                network,
+                ip: get("mesh.ip"),
+                ifname: get("mesh.ifname"),
+                container_id: Some(state.id.clone()),
+                name: get("mesh.name"),
+                version: get("mesh.version"),
+            };
+            let a: api::Attachment = c.post(routes::ATTACH, &req).await?;
+            println!(
+                "attached {} to {} as {} ({})",
+                state.id, a.network, a.ip, a.ifname
+            );
+        }
+        HookPhase::Stop => {
+            let req = api::DetachRequest {
+                target: None,
+                network: network.clone(),
+                container_id: Some(state.id.clone()),
+            };
+            match c.post::<_, api::Attachment>(routes::DETACH, &req).await {
+                Ok(a) => println!("detached {} from {} ({})", state.id, a.network, a.ip),
+                // Already detached (or the network is gone): nothing to undo.
+                Err(api::ClientError::Api { status: 404, .. }) => {
+                    println!("{} was not attached to {network}", state.id)
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Subcommand)]
@@ -90,6 +209,15 @@ enum NetworkCommand {
         /// IPv4 subnet, e.g. 10.40.0.0/24.
         #[arg(long)]
         subnet: String,
+        /// IPv6 prefix (default: a ULA /64 derived from the id).
+        #[arg(long)]
+        subnet6: Option<String>,
+        /// A label `key=value` (repeatable).
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        /// Restrict the network to these hosts (names or ids, comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        hosts: Vec<String>,
         #[command(flatten)]
         out: Output,
     },
@@ -106,7 +234,10 @@ enum NetworkCommand {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("meshctl: {e}");
@@ -119,6 +250,13 @@ fn main() -> std::process::ExitCode {
             eprintln!("meshctl: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("label {s:?} is not key=value")),
     }
 }
 
@@ -137,15 +275,19 @@ fn normalize_address(addr: &str) -> Result<String> {
         return Ok(addr.to_string());
     }
     if addr.parse::<std::net::IpAddr>().is_ok() {
-        return Ok(std::net::SocketAddr::new(addr.parse()?, mesh::config::DEFAULT_CONTROL_PORT).to_string());
+        return Ok(
+            std::net::SocketAddr::new(addr.parse()?, mesh::config::DEFAULT_CONTROL_PORT)
+                .to_string(),
+        );
     }
     match addr.rsplit_once(':') {
         Some((host, port)) if !host.contains(':') => {
             if host.is_empty() {
                 bail!("address {addr:?} has no host");
             }
-            port.parse::<u16>()
-                .map_err(|_| anyhow::anyhow!("address {addr:?}: port {port:?} is not a number from 0 to 65535"))?;
+            port.parse::<u16>().map_err(|_| {
+                anyhow::anyhow!("address {addr:?}: port {port:?} is not a number from 0 to 65535")
+            })?;
             Ok(addr.to_string())
         }
         Some(_) => bail!("address {addr:?}: write IPv6 addresses as [addr]:port"),
@@ -163,7 +305,13 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Join { address, token } => {
             let address = normalize_address(&address)?;
             let r: api::JoinResponse = c
-                .post(routes::JOIN, &api::JoinRequest { address: address.clone(), token })
+                .post(
+                    routes::JOIN,
+                    &api::JoinRequest {
+                        address: address.clone(),
+                        token,
+                    },
+                )
                 .await?;
             println!("joined the mesh through {address} (peer {})", r.peer);
         }
@@ -173,8 +321,15 @@ async fn run(cli: Cli) -> Result<()> {
                 return print_json(&s);
             }
             println!("host     {} ({})", s.host.name, s.host.id);
-            println!("control  {}  data {}", s.host.control_address, s.host.data_address);
-            let up = s.peers.iter().filter(|p| p.state == api::PeerState::Up).count();
+            println!(
+                "control  {}  data {}",
+                s.host.control_address, s.host.data_address
+            );
+            let up = s
+                .peers
+                .iter()
+                .filter(|p| p.state == api::PeerState::Up)
+                .count();
             println!(
                 "mesh     {} host(s), {} peer(s) up, {} network(s), {} attachment(s) here",
                 s.mesh_size, up, s.networks, s.attachments
@@ -199,23 +354,49 @@ async fn run(cli: Cli) -> Result<()> {
             }
             print_peers(&p);
         }
-        Command::Network(NetworkCommand::Create { id, subnet, out }) => {
-            let n: api::Network = c
-                .post(routes::NETWORKS, &api::CreateNetworkRequest { id, subnet })
-                .await?;
+        Command::Network(NetworkCommand::Create {
+            id,
+            subnet,
+            subnet6,
+            labels,
+            hosts,
+            out,
+        }) => {
+            let req = api::CreateNetworkRequest {
+                id,
+                subnet,
+                subnet6,
+                labels: labels.into_iter().collect(),
+                hosts,
+            };
+            let n: api::Network = c.post(routes::NETWORKS, &req).await?;
             if out.json {
                 return print_json(&n);
             }
-            println!("created network {} ({}, mtu {})", n.id, n.subnet, n.mtu);
+            println!(
+                "created network {} ({} and {}, mtu {}, dns {})",
+                n.id, n.subnet, n.subnet6, n.mtu, n.dns
+            );
         }
         Command::Network(NetworkCommand::List(out)) => {
             let ns: Vec<api::Network> = c.get(routes::NETWORKS).await?;
             if out.json {
                 return print_json(&ns);
             }
-            println!("{:<12} {:<18} {:<6} {:<12} WIRE-ID", "NETWORK", "SUBNET", "MTU", "BRIDGE");
+            println!(
+                "{:<12} {:<18} {:<24} {:<15} {:<6} {:<12} HOSTS",
+                "NETWORK", "SUBNET", "SUBNET6", "DNS", "MTU", "BRIDGE"
+            );
             for n in ns {
-                println!("{:<12} {:<18} {:<6} {:<12} {:08x}", n.id, n.subnet, n.mtu, n.bridge, n.wire_id);
+                let hosts = if n.hosts.is_empty() {
+                    "all".to_string()
+                } else {
+                    n.hosts.len().to_string()
+                };
+                println!(
+                    "{:<12} {:<18} {:<24} {:<15} {:<6} {:<12} {}",
+                    n.id, n.subnet, n.subnet6, n.dns, n.mtu, n.bridge, hosts
+                );
             }
         }
         Command::Network(NetworkCommand::Rm { id, force }) => {
@@ -223,27 +404,111 @@ async fn run(cli: Cli) -> Result<()> {
             let n: api::Network = c.delete(&path).await?;
             println!("removed network {}", n.id);
         }
-        Command::Attach { target, network, ip, ifname, name, container_id, version, out } => {
-            let req = api::AttachRequest { target, network, ip, ifname, container_id, name, version };
+        Command::Attach {
+            target,
+            network,
+            ip,
+            ifname,
+            name,
+            container_id,
+            version,
+            out,
+        } => {
+            let req = api::AttachRequest {
+                target,
+                network,
+                ip,
+                ifname,
+                container_id,
+                name,
+                version,
+            };
             let a: api::Attachment = c.post(routes::ATTACH, &req).await?;
             if out.json {
                 return print_json(&a);
             }
             println!("{}", a.ip);
         }
-        Command::Detach { target, network, container_id } => {
-            let req = api::DetachRequest { target, network, container_id };
+        Command::Detach {
+            target,
+            network,
+            container_id,
+        } => {
+            let req = api::DetachRequest {
+                target,
+                network,
+                container_id,
+            };
             let a: api::Attachment = c.post(routes::DETACH, &req).await?;
             println!("detached {} from {} ({})", a.netns, a.network, a.ip);
+        }
+        Command::Hook { phase } => return hook(&c, phase).await,
+        Command::Peer(PeerCommand::Rm { peer }) => {
+            let r: api::RemovePeerResponse = c.delete(&routes::peer(&peer)).await?;
+            println!("removed peer {} for good", r.removed);
+        }
+        Command::Ipam(out) => {
+            let nets: Vec<api::IpamNetwork> = c.get(routes::IPAM).await?;
+            if out.json {
+                return print_json(&nets);
+            }
+            for n in nets {
+                println!("network {} ({})", n.network, n.subnet);
+                println!(
+                    "  {:<16} {:<16} {:>6} {:>6}  OWNER",
+                    "FROM", "TO", "SIZE", "USED"
+                );
+                for r in &n.ranges {
+                    println!(
+                        "  {:<16} {:<16} {:>6} {:>6}  {}",
+                        r.start, r.end, r.size, r.used, r.owner_name
+                    );
+                }
+                for a in &n.allocations {
+                    println!(
+                        "  allocated {:<16} on {:<12} {}",
+                        a.ip,
+                        a.host,
+                        a.name.as_deref().unwrap_or("")
+                    );
+                }
+            }
+        }
+        Command::Dns(out) => {
+            let recs: Vec<api::DnsRecord> = c.get(routes::DNS).await?;
+            if out.json {
+                return print_json(&recs);
+            }
+            println!(
+                "{:<28} {:<16} {:<28} {:<8} {:<12} LIVE",
+                "NAME", "A", "AAAA", "VERSION", "HOST"
+            );
+            for r in recs {
+                println!(
+                    "{:<28} {:<16} {:<28} {:<8} {:<12} {}",
+                    r.fqdn,
+                    r.ip,
+                    r.ip6.as_deref().unwrap_or("-"),
+                    r.version.as_deref().unwrap_or("-"),
+                    r.host,
+                    if r.live { "yes" } else { "no" }
+                );
+            }
         }
         Command::Attachments(out) => {
             let list: Vec<api::Attachment> = c.get(routes::ATTACHMENTS).await?;
             if out.json {
                 return print_json(&list);
             }
-            println!("{:<12} {:<18} {:<14} {:<19} NETNS", "NETWORK", "ADDRESS", "IFNAME", "MAC");
+            println!(
+                "{:<12} {:<18} {:<14} {:<19} NETNS",
+                "NETWORK", "ADDRESS", "IFNAME", "MAC"
+            );
             for a in list {
-                println!("{:<12} {:<18} {:<14} {:<19} {}", a.network, a.ip, a.ifname, a.mac, a.netns);
+                println!(
+                    "{:<12} {:<18} {:<14} {:<19} {}",
+                    a.network, a.ip, a.ifname, a.mac, a.netns
+                );
             }
         }
     }
@@ -260,8 +525,14 @@ fn print_peers(peers: &[api::PeerStatus]) {
         "PEER", "NAME", "ADDRESS", "STATE", "PATH", "RTT", "KEY-AGE", "TX", "RX"
     );
     for p in peers {
-        let rtt = p.rtt_ms.map(|r| format!("{r:.2}ms")).unwrap_or_else(|| "-".into());
-        let age = p.key_age_secs.map(|a| format!("{a:.0}s")).unwrap_or_else(|| "-".into());
+        let rtt = p
+            .rtt_ms
+            .map(|r| format!("{r:.2}ms"))
+            .unwrap_or_else(|| "-".into());
+        let age = p
+            .key_age_secs
+            .map(|a| format!("{a:.0}s"))
+            .unwrap_or_else(|| "-".into());
         println!(
             "{:<14} {:<12} {:<22} {:<11} {:<7} {:>8} {:>8} {:>12} {:>12}",
             p.id,
@@ -310,8 +581,53 @@ mod tests {
 
     #[test]
     fn cli_parses() {
-        Cli::try_parse_from(["meshctl", "attach", "123", "--network", "a", "--ip", "10.0.0.2/24"]).unwrap();
+        Cli::try_parse_from([
+            "meshctl",
+            "attach",
+            "123",
+            "--network",
+            "a",
+            "--ip",
+            "10.0.0.2/24",
+        ])
+        .unwrap();
         assert!(Cli::try_parse_from(["meshctl", "attach", "123"]).is_err());
-        Cli::try_parse_from(["meshctl", "network", "create", "a", "--subnet", "10.0.0.0/24"]).unwrap();
+        Cli::try_parse_from([
+            "meshctl",
+            "network",
+            "create",
+            "a",
+            "--subnet",
+            "10.0.0.0/24",
+        ])
+        .unwrap();
+        Cli::try_parse_from(["meshctl", "hook", "start"]).unwrap();
+        Cli::try_parse_from(["meshctl", "--socket", "/x", "hook", "poststop"]).unwrap();
+        assert!(Cli::try_parse_from(["meshctl", "hook", "later"]).is_err());
+    }
+
+    #[test]
+    fn hook_state() {
+        let s: OciState = serde_json::from_str(
+            r#"{"ociVersion":"1.0.2-dev","id":"x","status":"creating","pid":32372,"bundle":"/b","annotations":{"mesh.network":"blue"}}"#,
+        )
+        .unwrap();
+        assert_eq!((s.id.as_str(), s.pid), ("x", Some(32372)));
+        assert_eq!(hook_annotations(&s)["mesh.network"], "blue");
+        // poststop: no pid, annotations from the bundle.
+        let dir = std::env::temp_dir().join(format!("meshctl-hook-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("config.json"),
+            r#"{"annotations":{"mesh.network":"red"}}"#,
+        )
+        .unwrap();
+        let s: OciState = serde_json::from_value(
+            serde_json::json!({"id": "x", "status": "stopped", "bundle": dir}),
+        )
+        .unwrap();
+        assert_eq!(s.pid, None);
+        assert_eq!(hook_annotations(&s)["mesh.network"], "red");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

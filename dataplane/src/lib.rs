@@ -15,6 +15,7 @@
 
 pub mod engine;
 pub mod keypair;
+pub mod offload;
 pub mod peer;
 pub mod pool;
 pub mod replay;

@@ -1,31 +1,47 @@
-//! The thin async driver around [`Engine`]: one task receiving batches from
-//! the UDP socket, one task per network reading its TAP, one housekeeping
-//! timer. All switching and crypto decisions are the engine's.
+//! The thin driver around [`Engine`]. The hot path runs on dedicated OS
+//! threads doing non-blocking I/O and sleeping in poll(2), never on tokio
+//! tasks (no per-packet wakeups or task switches):
+//!
+//! - one receive thread: `recvmmsg` + UDP GRO → open → write to the TAP;
+//! - one reader thread per network: TAP read (TSO super-segments split in
+//!   userspace by [`crate::offload`]) → switch + seal → `sendmmsg` of UDP GSO
+//!   groups.
+//!
+//! Housekeeping (key expiry, MAC ageing) stays a tokio task of the runtime
+//! `start` is called in. All switching and crypto decisions are the engine's.
 
 use std::collections::HashMap;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use quinn_udp::RecvMeta;
-use tokio::task::JoinHandle;
-use tun_rs::AsyncDevice;
 
 use crate::engine::{Engine, Outgoing};
 use crate::keypair::SessionKeys;
+use crate::offload::{
+    self, Coalescer, VnetHdr, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE, VNET_HDR_LEN,
+};
 use crate::pool::BufPool;
-use crate::stats::{DropReason, Stats};
-use crate::tap::{self, MAX_TAP_FRAME};
-use crate::udp::{UdpIo, SEND_BATCH};
+use crate::stats::DropReason;
+use crate::stats::Stats;
+use crate::tap::{self, Tap, MAX_TAP_FRAME, MAX_TAP_READ};
+use crate::udp::{self, UdpIo};
 use crate::wire::MAX_DATAGRAM_LEN;
 use crate::{Error, NetworkId, PeerIdx};
 
-/// Frames drained from a TAP before one `sendmmsg`.
-const TAP_BATCH: usize = 32;
+/// TAP reads drained before one `sendmmsg` (each may be a 64 KB super-frame).
+const TAP_BATCH: usize = 16;
+/// Sealed datagrams queued before they are flushed even if the TAP has more.
+const FLUSH_AT: usize = 256;
 /// How often expired keypairs and aged MAC entries are swept.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(10);
+
+type TapMap = Arc<RwLock<HashMap<NetworkId, Arc<Tap>>>>;
 
 /// Cheap-clone handle to a running data plane. Send + Sync.
 #[derive(Clone, Debug)]
@@ -37,10 +53,11 @@ struct Inner {
     engine: Arc<Engine>,
     udp: Arc<UdpIo>,
     local_addr: SocketAddr,
-    runtime: tokio::runtime::Handle,
-    /// Where the receive task writes each network's frames.
-    taps: Arc<RwLock<HashMap<NetworkId, Arc<AsyncDevice>>>>,
+    /// Where the receive thread writes each network's frames.
+    taps: TapMap,
     tasks: Mutex<Tasks>,
+    /// Wakes and stops the receive thread.
+    stop: Arc<Stop>,
     shut_down: AtomicBool,
 }
 
@@ -52,10 +69,83 @@ impl std::fmt::Debug for Inner {
     }
 }
 
+/// A stop signal a thread can sleep on in poll(2): an eventfd that becomes
+/// (and stays) readable, plus a flag checked between batches.
+#[derive(Debug)]
+struct Stop {
+    flag: AtomicBool,
+    fd: OwnedFd,
+}
+
+impl Stop {
+    fn new() -> io::Result<Stop> {
+        // SAFETY: plain eventfd(2); the fd is owned right after.
+        let raw = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Stop {
+            flag: AtomicBool::new(false),
+            // SAFETY: fresh fd we own.
+            fd: unsafe { OwnedFd::from_raw_fd(raw) },
+        })
+    }
+
+    fn signal(&self) {
+        self.flag.store(true, Ordering::Release);
+        let one = 1u64;
+        // SAFETY: writes 8 bytes from a valid u64 to our eventfd.
+        unsafe {
+            libc::write(
+                self.fd.as_raw_fd(),
+                &one as *const u64 as *const libc::c_void,
+                8,
+            )
+        };
+    }
+
+    fn is_set(&self) -> bool {
+        self.flag.load(Ordering::Acquire)
+    }
+
+    fn raw(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+struct Worker {
+    stop: Arc<Stop>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Worker {
+    fn spawn(
+        name: String,
+        stop: Arc<Stop>,
+        body: impl FnOnce() + Send + 'static,
+    ) -> io::Result<Worker> {
+        let thread = std::thread::Builder::new().name(name).spawn(body)?;
+        Ok(Worker {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    fn stop(mut self) {
+        self.stop.signal();
+        if let Some(thread) = self.thread.take() {
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 struct Tasks {
-    background: Vec<JoinHandle<()>>,
-    tap_readers: HashMap<NetworkId, JoinHandle<()>>,
+    housekeeping: Option<tokio::task::JoinHandle<()>>,
+    receive: Option<Worker>,
+    tap_readers: HashMap<NetworkId, Worker>,
 }
 
 impl Drop for Inner {
@@ -67,13 +157,15 @@ impl Drop for Inner {
 impl Inner {
     fn stop_tasks(&self) {
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
-        let tasks = &mut *tasks;
-        for task in tasks
-            .background
-            .drain(..)
-            .chain(tasks.tap_readers.drain().map(|(_, task)| task))
-        {
+        if let Some(task) = tasks.housekeeping.take() {
             task.abort();
+        }
+        self.stop.signal();
+        if let Some(worker) = tasks.receive.take() {
+            worker.stop();
+        }
+        for (_, worker) in tasks.tap_readers.drain() {
+            worker.stop();
         }
         self.taps.write().unwrap_or_else(|p| p.into_inner()).clear();
     }
@@ -81,7 +173,8 @@ impl Inner {
 
 impl Dataplane {
     /// Binds the data-plane UDP socket and starts the receive path. Must be
-    /// called inside a tokio runtime; the tasks run on that runtime.
+    /// called inside a tokio runtime (housekeeping runs on it); the packet
+    /// paths run on their own threads.
     pub fn start(udp_bind: SocketAddr) -> Result<Dataplane, Error> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let udp = Arc::new(UdpIo::bind(udp_bind).map_err(|source| Error::Bind {
@@ -90,9 +183,14 @@ impl Dataplane {
         })?);
         let local_addr = udp.local_addr()?;
         let engine = Arc::new(Engine::new(Instant::now()));
-        let taps: Arc<RwLock<HashMap<NetworkId, Arc<AsyncDevice>>>> = Arc::default();
+        let taps: TapMap = Arc::default();
+        let stop = Arc::new(Stop::new()?);
 
-        let receive = runtime.spawn(receive_loop(engine.clone(), udp.clone(), taps.clone()));
+        let receive = Worker::spawn("mesh-dp-rx".into(), stop.clone(), {
+            let (engine, udp, taps, stop) =
+                (engine.clone(), udp.clone(), taps.clone(), stop.clone());
+            move || receive_loop(engine, udp, taps, stop)
+        })?;
         let housekeeping = runtime.spawn({
             let engine = engine.clone();
             async move {
@@ -103,18 +201,24 @@ impl Dataplane {
                 }
             }
         });
-        tracing::info!(%local_addr, gro_segments = udp.gro_segments(), "data plane started");
+        tracing::info!(
+            %local_addr,
+            gro_segments = udp.gro_segments(),
+            gso = udp.gso_enabled(),
+            "data plane started"
+        );
         Ok(Dataplane {
             inner: Arc::new(Inner {
                 engine,
                 udp,
                 local_addr,
-                runtime,
                 taps,
                 tasks: Mutex::new(Tasks {
-                    background: vec![receive, housekeeping],
+                    housekeeping: Some(housekeeping),
+                    receive: Some(receive),
                     tap_readers: HashMap::new(),
                 }),
+                stop,
                 shut_down: AtomicBool::new(false),
             }),
         })
@@ -138,14 +242,10 @@ impl Dataplane {
         if self.inner.engine.has_network(net) {
             return Err(Error::NetworkExists(net));
         }
-        // tun-rs registers the fd with the reactor of the current runtime.
-        let device = {
-            let _guard = self.inner.runtime.enter();
-            Arc::new(tap::open(tap_name).map_err(|source| Error::Tap {
-                name: tap_name.to_string(),
-                source,
-            })?)
-        };
+        let device = Arc::new(tap::open(tap_name).map_err(|source| Error::Tap {
+            name: tap_name.to_string(),
+            source,
+        })?);
         if !self.inner.engine.add_network(net) {
             return Err(Error::NetworkExists(net));
         }
@@ -154,31 +254,43 @@ impl Dataplane {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(net, device.clone());
-        let reader = self.inner.runtime.spawn(tap_read_loop(
-            net,
-            device,
-            self.inner.engine.clone(),
-            self.inner.udp.clone(),
-        ));
-        let mut tasks = self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(old) = tasks.tap_readers.insert(net, reader) {
-            old.abort();
-        }
-        tracing::info!(?net, tap_name, "network attached");
-        Ok(())
-    }
-
-    /// Stops switching `net` and closes its TAP.
-    pub fn remove_network(&self, net: NetworkId) {
-        if let Some(reader) = self
+        let stop = Arc::new(Stop::new()?);
+        let reader = Worker::spawn(format!("mesh-dp-tap{}", net.0), stop.clone(), {
+            let (engine, udp) = (self.inner.engine.clone(), self.inner.udp.clone());
+            let device = device.clone();
+            move || tap_read_loop(net, device, engine, udp, stop)
+        })?;
+        let old = self
             .inner
             .tasks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .tap_readers
-            .remove(&net)
-        {
-            reader.abort();
+            .insert(net, reader);
+        if let Some(old) = old {
+            old.stop();
+        }
+        tracing::info!(
+            ?net,
+            tap_name,
+            vnet_hdr = device.has_vnet_hdr(),
+            offload = device.has_offload(),
+            "network attached"
+        );
+        Ok(())
+    }
+
+    /// Stops switching `net` and closes its TAP.
+    pub fn remove_network(&self, net: NetworkId) {
+        let reader = self
+            .inner
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .tap_readers
+            .remove(&net);
+        if let Some(reader) = reader {
+            reader.stop();
         }
         self.inner
             .taps
@@ -213,8 +325,8 @@ impl Dataplane {
         self.inner.engine.stats(Instant::now())
     }
 
-    /// Stops every task and closes the TAPs. The UDP socket closes when the
-    /// last handle is dropped. Idempotent.
+    /// Stops every thread and task and closes the TAPs. The UDP socket closes
+    /// when the last handle is dropped. Idempotent.
     pub fn shutdown(&self) {
         if !self.inner.shut_down.swap(true, Ordering::AcqRel) {
             self.inner.stop_tasks();
@@ -224,25 +336,29 @@ impl Dataplane {
 }
 
 /// UDP → open → TAP. Buffers are allocated once; each can hold a GRO batch.
-async fn receive_loop(
-    engine: Arc<Engine>,
-    udp: Arc<UdpIo>,
-    taps: Arc<RwLock<HashMap<NetworkId, Arc<AsyncDevice>>>>,
-) {
+fn receive_loop(engine: Arc<Engine>, udp: Arc<UdpIo>, taps: TapMap, stop: Arc<Stop>) {
     let buffer_len = MAX_DATAGRAM_LEN.min(udp.gro_segments().max(1) * MAX_DATAGRAM_LEN);
     let mut storage: Vec<Vec<u8>> = (0..quinn_udp::BATCH_SIZE)
         .map(|_| vec![0u8; buffer_len])
         .collect();
     let mut meta = vec![RecvMeta::default(); quinn_udp::BATCH_SIZE];
-    loop {
+    let mut coalescer = Coalescer::<NetworkId>::new();
+    while !stop.is_set() {
         let received = {
-            let mut slices: Vec<IoSliceMut<'_>> =
-                storage.iter_mut().map(|buf| IoSliceMut::new(buf)).collect();
-            match udp.recv_batch(&mut slices, &mut meta).await {
+            let mut slices: [IoSliceMut<'_>; quinn_udp::BATCH_SIZE] = {
+                let mut iter = storage.iter_mut();
+                std::array::from_fn(|_| IoSliceMut::new(iter.next().expect("BATCH_SIZE buffers")))
+            };
+            match udp.try_recv_batch(&mut slices, &mut meta) {
                 Ok(count) => count,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    udp::wait(udp.as_raw_fd(), libc::POLLIN, Some(stop.raw()), -1);
+                    continue;
+                }
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
                 Err(error) => {
                     tracing::warn!(%error, "UDP receive failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    std::thread::sleep(Duration::from_millis(10));
                     continue;
                 }
             }
@@ -260,69 +376,128 @@ async fn receive_loop(
                     engine.count_drop(DropReason::WrongNetwork);
                     continue;
                 };
-                // Non-blocking: a full TAP queue drops like a congested NIC would.
-                if let Err(error) = tap.try_send(&datagram[delivery.frame]) {
-                    engine.count_drop(DropReason::TapWriteFailed);
-                    tracing::trace!(%error, "TAP write failed");
+                if tap.has_vnet_hdr() {
+                    // The 20-byte wire header is spent: its last 10 bytes
+                    // are room for the vnet header, so a frame that goes out
+                    // alone is written without a copy; TCP segments of one
+                    // flow are merged into one GSO write.
+                    coalescer.push(
+                        &delivery.network,
+                        &mut datagram[..delivery.frame.end],
+                        delivery.frame.start,
+                        |net, bytes| write_tap(&engine, &taps, net, bytes),
+                    );
+                } else {
+                    write_tap(&engine, &taps, &delivery.network, &datagram[delivery.frame]);
                 }
             }
         }
+        coalescer.flush(|net, bytes| write_tap(&engine, &taps, net, bytes));
     }
 }
 
-/// TAP → switch + seal → UDP, in batches: wait for one frame, drain up to
-/// TAP_BATCH more without blocking, send them with one sendmmsg.
-async fn tap_read_loop(
+fn write_tap(engine: &Engine, taps: &HashMap<NetworkId, Arc<Tap>>, net: &NetworkId, bytes: &[u8]) {
+    let Some(tap) = taps.get(net) else {
+        return;
+    };
+    // Non-blocking: a full TAP queue drops like a congested NIC would.
+    if let Err(error) = tap.write(bytes) {
+        engine.count_drop(DropReason::TapWriteFailed);
+        tracing::trace!(%error, "TAP write failed");
+    }
+}
+
+/// TAP → (split super-segments) → switch + seal → UDP GSO, in batches: drain
+/// up to TAP_BATCH reads without blocking, send them with one sendmmsg,
+/// sleep in poll(2) when the TAP is empty.
+fn tap_read_loop(
     net: NetworkId,
-    device: Arc<AsyncDevice>,
+    device: Arc<Tap>,
     engine: Arc<Engine>,
     udp: Arc<UdpIo>,
+    stop: Arc<Stop>,
 ) {
-    let mut pool = BufPool::new(MAX_TAP_FRAME, TAP_BATCH * 2);
-    let mut outgoing: Vec<Outgoing> = Vec::with_capacity(SEND_BATCH * 2);
-    loop {
-        let mut buf = pool.get();
-        match device.recv(buf.frame_space()).await {
-            Ok(len) => {
-                buf.set_frame_len(len);
-                engine.seal_frame(net, buf, Instant::now(), &mut pool, &mut outgoing);
-            }
-            Err(error) => {
-                pool.put(buf);
-                if fatal(&error) {
+    let mut pool = BufPool::new(MAX_TAP_FRAME, FLUSH_AT);
+    let mut outgoing: Vec<Outgoing> = Vec::with_capacity(FLUSH_AT * 2);
+    let mut scratch = vec![0u8; MAX_TAP_READ];
+    let vnet = device.has_vnet_hdr();
+    while !stop.is_set() {
+        let mut drained = false;
+        for _ in 0..TAP_BATCH {
+            let len = match device.read(&mut scratch) {
+                Ok(len) => len,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    drained = true;
+                    break;
+                }
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => {
                     tracing::warn!(?net, %error, "TAP read failed; reader stops");
                     return;
                 }
+            };
+            let now = Instant::now();
+            if !vnet {
+                let mut buf = pool.get();
+                if buf.fill_frame(&scratch[..len]) {
+                    engine.seal_frame(net, buf, now, &mut pool, &mut outgoing);
+                } else {
+                    pool.put(buf);
+                    engine.count_drop(DropReason::RuntFrame);
+                }
                 continue;
             }
-        }
-        for _ in 1..TAP_BATCH {
-            let mut buf = pool.get();
-            match device.try_recv(buf.frame_space()) {
-                Ok(len) => {
-                    buf.set_frame_len(len);
-                    engine.seal_frame(net, buf, Instant::now(), &mut pool, &mut outgoing);
+            let Some(hdr) = VnetHdr::parse(&scratch[..len]) else {
+                engine.count_drop(DropReason::RuntFrame);
+                continue;
+            };
+            let frame = &mut scratch[VNET_HDR_LEN..len];
+            if hdr.gso_type == VIRTIO_NET_HDR_GSO_NONE {
+                if hdr.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0
+                    && offload::finish_checksum(frame, &hdr).is_err()
+                {
+                    engine.count_drop(DropReason::RuntFrame);
+                    continue;
                 }
-                Err(_) => {
+                let mut buf = pool.get();
+                if buf.fill_frame(frame) {
+                    engine.seal_frame(net, buf, now, &mut pool, &mut outgoing);
+                } else {
                     pool.put(buf);
-                    break;
+                    engine.count_drop(DropReason::RuntFrame);
                 }
+                continue;
+            }
+            let mut segments = std::mem::take(&mut outgoing);
+            let pool_cell = std::cell::RefCell::new(&mut pool);
+            let result = offload::segment_tcp(
+                frame,
+                &hdr,
+                || pool_cell.borrow_mut().get(),
+                |buf| {
+                    engine.seal_frame(net, buf, now, &mut **pool_cell.borrow_mut(), &mut segments)
+                },
+            );
+            outgoing = segments;
+            if let Err(error) = result {
+                engine.count_drop(DropReason::RuntFrame);
+                tracing::trace!(?error, "TAP super-frame not segmentable");
+            }
+            if outgoing.len() >= FLUSH_AT {
+                break;
             }
         }
-        udp.send_batch(&outgoing, |_, error| {
-            engine.count_drop(DropReason::SendFailed);
-            tracing::debug!(%error, "UDP send failed");
-        })
-        .await;
-        for out in outgoing.drain(..) {
-            pool.put(out.datagram);
+        if !outgoing.is_empty() {
+            udp.send_batch(&outgoing, |_, error| {
+                engine.count_drop(DropReason::SendFailed);
+                tracing::debug!(%error, "UDP send failed");
+            });
+            for out in outgoing.drain(..) {
+                pool.put(out.datagram);
+            }
+        }
+        if drained {
+            udp::wait(device.as_raw_fd(), libc::POLLIN, Some(stop.raw()), -1);
         }
     }
-}
-
-fn fatal(error: &io::Error) -> bool {
-    !matches!(
-        error.kind(),
-        io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
-    )
 }

@@ -1,25 +1,185 @@
-//! TAP device (IFF_TAP | IFF_NO_PI) through `tun-rs` with `Layer::L2`.
+//! TAP device opened directly through `/dev/net/tun` ioctls, non-blocking,
+//! with `IFF_VNET_HDR` and TSO/checksum offloads when the kernel offers them:
+//! the bridge then hands us TCP super-segments (up to 64 KB) with a
+//! `virtio_net_hdr` in front, which [`crate::offload`] splits in userspace.
 //!
 //! We only open (or create) the device: the daemon enslaves it to its bridge
 //! and sets MTU and link state over netlink, so nothing here touches those.
 
+use std::ffi::c_void;
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use tun_rs::{AsyncDevice, DeviceBuilder, Layer};
+use crate::offload::VNET_HDR_LEN;
 
-/// Largest frame read from or written to a TAP: a 9000-byte jumbo MTU plus
-/// Ethernet and VLAN headers, rounded up. Bounds per-network buffer memory.
+/// Largest frame read from or written to a TAP without offloads: a 9000-byte
+/// jumbo MTU plus Ethernet and VLAN headers, rounded up. Also the size of the
+/// pooled per-frame buffers.
 pub const MAX_TAP_FRAME: usize = 9216 + 32;
+/// Largest read from a TAP with offloads: vnet header + 64 KB super-frame.
+pub const MAX_TAP_READ: usize = VNET_HDR_LEN + 65_536 + 64;
 
-/// Opens `name` as a multi-queue TAP (so more queues can be attached later for
-/// parallel readers), falling back to single-queue if the device already
-/// exists without IFF_MULTI_QUEUE. Must run inside a tokio runtime.
-pub fn open(name: &str) -> io::Result<AsyncDevice> {
-    let builder = || DeviceBuilder::new().name(name).layer(Layer::L2);
-    match builder().multi_queue(true).build_async() {
-        Ok(device) => Ok(device),
-        Err(multi_queue_error) => builder().multi_queue(false).build_async().inspect_err(|_| {
-            tracing::debug!(%multi_queue_error, "multi-queue TAP open failed too");
-        }),
+const IFF_TAP: libc::c_short = 0x0002;
+const IFF_NO_PI: libc::c_short = 0x1000;
+const IFF_MULTI_QUEUE: libc::c_short = 0x0100;
+const IFF_VNET_HDR: libc::c_short = 0x4000;
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
+const TUN_F_CSUM: libc::c_uint = 0x01;
+const TUN_F_TSO4: libc::c_uint = 0x02;
+const TUN_F_TSO6: libc::c_uint = 0x04;
+const TUN_F_TSO_ECN: libc::c_uint = 0x08;
+
+#[repr(C)]
+struct IfReq {
+    name: [u8; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+/// One open queue of a TAP device.
+#[derive(Debug)]
+pub struct Tap {
+    fd: OwnedFd,
+    name: String,
+    /// Every read and write carries a `virtio_net_hdr` first.
+    vnet_hdr: bool,
+    /// TSO/checksum offloads are on: reads may be super-segments.
+    offload: bool,
+}
+
+/// Opens `name` as a non-blocking, multi-queue TAP with vnet headers and TCP
+/// offloads, falling back step by step (single queue if the device exists
+/// without IFF_MULTI_QUEUE; no vnet header; no offloads).
+pub fn open(name: &str) -> io::Result<Tap> {
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "bad interface name",
+        ));
+    }
+    let mut last_error = None;
+    for flags in [
+        IFF_MULTI_QUEUE | IFF_VNET_HDR,
+        IFF_VNET_HDR,
+        IFF_MULTI_QUEUE,
+        0,
+    ] {
+        match open_with(name, flags) {
+            Ok(tap) => return Ok(tap),
+            Err(error) => {
+                tracing::debug!(name, flags, %error, "TAP open attempt failed");
+                last_error = Some(error);
+            }
+        }
+    }
+    Err(last_error.unwrap_or_else(|| io::Error::other("TAP open failed")))
+}
+
+fn open_with(name: &str, extra_flags: libc::c_short) -> io::Result<Tap> {
+    // SAFETY: plain open(2) of a NUL-terminated path; the fd is owned right after.
+    let raw = unsafe {
+        libc::open(
+            c"/dev/net/tun".as_ptr(),
+            libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a fresh fd we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let mut request = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        flags: IFF_TAP | IFF_NO_PI | extra_flags,
+        _pad: [0; 22],
+    };
+    request.name[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: TUNSETIFF reads/writes a struct ifreq, which IfReq mirrors (40 bytes).
+    if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF, &mut request as *mut IfReq) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let vnet_hdr = extra_flags & IFF_VNET_HDR != 0;
+    let mut offload = false;
+    if vnet_hdr {
+        let size: libc::c_int = VNET_HDR_LEN as libc::c_int;
+        // SAFETY: TUNSETVNETHDRSZ reads an int through the pointer.
+        if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETVNETHDRSZ, &size as *const libc::c_int) } < 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        let features = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN;
+        // SAFETY: TUNSETOFFLOAD takes the flags by value.
+        offload =
+            unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETOFFLOAD, features as libc::c_ulong) } == 0;
+        if !offload {
+            tracing::debug!(name, error = %io::Error::last_os_error(), "TAP offloads unavailable");
+        }
+    }
+    tracing::debug!(
+        name,
+        vnet_hdr,
+        offload,
+        multi_queue = extra_flags & IFF_MULTI_QUEUE != 0,
+        "TAP opened"
+    );
+    Ok(Tap {
+        fd,
+        name: name.to_string(),
+        vnet_hdr,
+        offload,
+    })
+}
+
+impl Tap {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn has_vnet_hdr(&self) -> bool {
+        self.vnet_hdr
+    }
+
+    pub fn has_offload(&self) -> bool {
+        self.offload
+    }
+
+    /// One frame (with its vnet header if enabled); `WouldBlock` when empty.
+    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: buf is valid for writes of its length.
+        let n = unsafe {
+            libc::read(
+                self.fd.as_raw_fd(),
+                buf.as_mut_ptr() as *mut c_void,
+                buf.len(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    /// Writes one frame (with its vnet header if enabled).
+    pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        // SAFETY: buf is valid for reads of its length.
+        let n = unsafe {
+            libc::write(
+                self.fd.as_raw_fd(),
+                buf.as_ptr() as *const c_void,
+                buf.len(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+}
+
+impl AsRawFd for Tap {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
     }
 }

@@ -1,27 +1,42 @@
-//! The data-plane UDP socket with batched I/O: `recvmmsg` (+ UDP GRO) through
-//! quinn-udp on receive, one `sendmmsg` per batch of sealed datagrams on send
-//! (fan-out to many peers, so GSO's "one destination" rule does not fit).
+//! The data-plane UDP socket, driven from dedicated OS threads: non-blocking,
+//! waited on with poll(2) together with a stop eventfd.
+//!
+//! - Receive: `recvmmsg` + UDP GRO through quinn-udp (one buffer may carry
+//!   many datagrams of `RecvMeta::stride` bytes).
+//! - Send: one `sendmmsg` per batch, where every message is a *UDP GSO group*:
+//!   consecutive datagrams to the same endpoint of equal length (the last may
+//!   be shorter) go out as one message with `UDP_SEGMENT`, so the kernel walks
+//!   the stack once per group. On the wire each datagram is unchanged.
 
 use std::io::{self, IoSliceMut};
 use std::mem;
 use std::net::{SocketAddr, SocketAddrV6};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::sys::socket::{SockaddrLike, SockaddrStorage};
 use quinn_udp::{RecvMeta, UdpSocketState};
-use tokio::io::Interest;
 
 use crate::engine::Outgoing;
 
-/// Datagrams handed to the kernel per `sendmmsg` call.
+/// Messages (GSO groups) handed to the kernel per `sendmmsg` call.
 pub const SEND_BATCH: usize = 64;
+/// Datagrams per GSO group (kernel limit UDP_MAX_SEGMENTS is 64 or more).
+const MAX_GSO_SEGMENTS: usize = 64;
+/// Payload bytes per GSO group: the kernel refuses more than 64 KB per skb.
+const MAX_GSO_BYTES: usize = 65_000;
+/// iovecs per `sendmmsg` call (one per datagram).
+const MAX_IOVECS: usize = 512;
 /// Socket buffer size we ask for: bursts of frames from many containers.
 const SOCKET_BUFFER_BYTES: usize = 4 << 20;
+/// How long a full send buffer may block a batch before it is dropped.
+const SEND_STALL_LIMIT_MS: i32 = 2_000;
 
 pub struct UdpIo {
-    socket: tokio::net::UdpSocket,
+    socket: std::net::UdpSocket,
     state: UdpSocketState,
     is_ipv6: bool,
+    gso: AtomicBool,
 }
 
 impl std::fmt::Debug for UdpIo {
@@ -32,20 +47,40 @@ impl std::fmt::Debug for UdpIo {
     }
 }
 
+/// Waits until `fd` is ready for `events` or `stop_fd` is readable, or the
+/// timeout (ms, -1 = none) passes. Returns true if `fd` is ready.
+pub fn wait(fd: RawFd, events: libc::c_short, stop_fd: Option<RawFd>, timeout_ms: i32) -> bool {
+    let mut fds = [
+        libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: stop_fd.unwrap_or(-1),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    // SAFETY: `fds` is a valid array of 2 pollfds (a negative fd is ignored).
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
+    n > 0 && fds[0].revents != 0
+}
+
 impl UdpIo {
-    /// Binds `addr`. Must run inside a tokio runtime (registers with its reactor).
     pub fn bind(addr: SocketAddr) -> io::Result<UdpIo> {
-        let std_socket = std::net::UdpSocket::bind(addr)?;
-        std_socket.set_nonblocking(true)?;
-        let state = UdpSocketState::new((&std_socket).into())?;
+        let socket = std::net::UdpSocket::bind(addr)?;
+        socket.set_nonblocking(true)?;
+        let state = UdpSocketState::new((&socket).into())?;
         // Best effort: the kernel caps these at net.core.{r,w}mem_max.
-        let _ = state.set_recv_buffer_size((&std_socket).into(), SOCKET_BUFFER_BYTES);
-        let _ = state.set_send_buffer_size((&std_socket).into(), SOCKET_BUFFER_BYTES);
-        let socket = tokio::net::UdpSocket::from_std(std_socket)?;
+        let _ = state.set_recv_buffer_size((&socket).into(), SOCKET_BUFFER_BYTES);
+        let _ = state.set_send_buffer_size((&socket).into(), SOCKET_BUFFER_BYTES);
+        let gso = state.max_gso_segments() > 1;
         Ok(UdpIo {
             is_ipv6: addr.is_ipv6(),
             socket,
             state,
+            gso: AtomicBool::new(gso),
         })
     }
 
@@ -58,96 +93,173 @@ impl UdpIo {
         self.state.gro_segments()
     }
 
-    /// Waits for and receives a batch. Returns how many `meta` entries are filled;
-    /// with GRO one entry may carry several datagrams of `meta.stride` bytes.
-    pub async fn recv_batch(
+    pub fn gso_enabled(&self) -> bool {
+        self.gso.load(Ordering::Relaxed)
+    }
+
+    /// Receives a batch without blocking (`WouldBlock` when empty). Returns how
+    /// many `meta` entries are filled; with GRO one entry may carry several
+    /// datagrams of `meta.stride` bytes.
+    pub fn try_recv_batch(
         &self,
         bufs: &mut [IoSliceMut<'_>],
         meta: &mut [RecvMeta],
     ) -> io::Result<usize> {
-        loop {
-            self.socket.readable().await?;
-            match self.socket.try_io(Interest::READABLE, || {
-                self.state.recv((&self.socket).into(), bufs, meta)
-            }) {
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
-                result => return result,
-            }
-        }
+        self.state.recv((&self.socket).into(), bufs, meta)
     }
 
     /// Sends every datagram; calls `on_error` for each one the kernel refused
-    /// (it is skipped, the rest still go out). Waits while the socket is full.
-    pub async fn send_batch(
-        &self,
-        datagrams: &[Outgoing],
-        mut on_error: impl FnMut(usize, io::Error),
-    ) {
+    /// (it is skipped, the rest still go out). Waits (bounded) while the
+    /// socket buffer is full.
+    pub fn send_batch(&self, datagrams: &[Outgoing], mut on_error: impl FnMut(usize, io::Error)) {
         let mut next = 0;
+        let mut stalled_ms = 0;
+        // Datagrams before this index go out without GSO (a group failed).
+        let mut singles_until = 0;
         while next < datagrams.len() {
-            let end = (next + SEND_BATCH).min(datagrams.len());
-            let chunk = &datagrams[next..end];
-            let result = self
-                .socket
-                .try_io(Interest::WRITABLE, || self.sendmmsg(chunk));
-            match result {
-                // sendmmsg never returns 0 for a non-empty batch; max(1) guards the loop anyway.
-                Ok(sent) => next += sent.max(1),
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                    if self.socket.writable().await.is_err() {
+            let gso = next >= singles_until && self.gso.load(Ordering::Relaxed);
+            let end = if gso {
+                datagrams.len()
+            } else {
+                singles_until.max(next + 1).min(datagrams.len())
+            };
+            match self.sendmmsg(&datagrams[next..end], gso) {
+                Ok(sent) => {
+                    next += sent.max(1);
+                    stalled_ms = 0;
+                }
+                Err((error, _)) if error.kind() == io::ErrorKind::WouldBlock => {
+                    if stalled_ms >= SEND_STALL_LIMIT_MS {
+                        for index in next..datagrams.len() {
+                            on_error(index, io::Error::from(io::ErrorKind::WouldBlock));
+                        }
                         return;
                     }
+                    wait(self.socket.as_raw_fd(), libc::POLLOUT, None, 100);
+                    stalled_ms += 100;
                 }
-                Err(error) => {
-                    // The first datagram of the chunk failed (e.g. EMSGSIZE,
-                    // unreachable): skip it, keep the others.
-                    on_error(next, error);
-                    next += 1;
+                Err((error, group)) => {
+                    if group > 1 {
+                        if error.raw_os_error() == Some(libc::EIO)
+                            && self.gso.swap(false, Ordering::Relaxed)
+                        {
+                            // The route's device cannot segment: plain sendmmsg from now on.
+                            tracing::warn!(%error, "UDP GSO failed; disabled");
+                        }
+                        // Retry this group datagram by datagram (e.g. one
+                        // larger than the path MTU, which GSO refuses).
+                        singles_until = next + group;
+                        continue;
+                    }
+                    // The first group failed (e.g. EMSGSIZE, unreachable):
+                    // skip it, keep the others.
+                    for index in next..next + group {
+                        on_error(
+                            index,
+                            io::Error::from_raw_os_error(error.raw_os_error().unwrap_or(libc::EIO)),
+                        );
+                    }
+                    next += group;
                 }
             }
         }
     }
 
-    fn sendmmsg(&self, datagrams: &[Outgoing]) -> io::Result<usize> {
-        let count = datagrams.len().min(SEND_BATCH);
+    /// One `sendmmsg` of as many GSO groups as fit. Returns the number of
+    /// datagrams sent, or the error with the size of the first group.
+    fn sendmmsg(&self, datagrams: &[Outgoing], gso: bool) -> Result<usize, (io::Error, usize)> {
         // Fixed-size stack arrays: no allocation per batch.
         let mut addresses: [mem::MaybeUninit<SockaddrStorage>; SEND_BATCH] =
             [const { mem::MaybeUninit::uninit() }; SEND_BATCH];
-        let mut iovecs: [libc::iovec; SEND_BATCH] = [libc::iovec {
+        let mut iovecs: [libc::iovec; MAX_IOVECS] = [libc::iovec {
             iov_base: std::ptr::null_mut(),
             iov_len: 0,
-        }; SEND_BATCH];
+        }; MAX_IOVECS];
+        // Room for one cmsg with a u16 (CMSG_SPACE(2) = 24 on 64-bit), u64-aligned.
+        let mut controls = [[0u64; 4]; SEND_BATCH];
+        let mut group_sizes = [0usize; SEND_BATCH];
         // SAFETY: mmsghdr is plain old data; all-zero is a valid value.
         let mut headers: [libc::mmsghdr; SEND_BATCH] = unsafe { mem::zeroed() };
-        for (slot, outgoing) in datagrams.iter().take(count).enumerate() {
-            let payload = outgoing.datagram.datagram();
-            let address = addresses[slot].write(SockaddrStorage::from(
-                self.family_matched(outgoing.endpoint),
-            ));
-            iovecs[slot] = libc::iovec {
-                iov_base: payload.as_ptr() as *mut libc::c_void,
-                iov_len: payload.len(),
-            };
-            let header = &mut headers[slot].msg_hdr;
+
+        let mut messages = 0;
+        let mut used_iovecs = 0;
+        let mut index = 0;
+        while index < datagrams.len() && messages < SEND_BATCH && used_iovecs < MAX_IOVECS {
+            let first = &datagrams[index];
+            let segment = first.datagram.datagram().len();
+            let mut end = index + 1;
+            let mut bytes = segment;
+            if gso {
+                while end < datagrams.len()
+                    && end - index < MAX_GSO_SEGMENTS
+                    && used_iovecs + (end - index) < MAX_IOVECS
+                {
+                    let candidate = &datagrams[end];
+                    let len = candidate.datagram.datagram().len();
+                    if candidate.endpoint != first.endpoint
+                        || len > segment
+                        || len == 0
+                        || bytes + len > MAX_GSO_BYTES
+                    {
+                        break;
+                    }
+                    bytes += len;
+                    end += 1;
+                    if len < segment {
+                        break; // only the last segment may be shorter
+                    }
+                }
+            }
+            let group = end - index;
+            for (offset, outgoing) in datagrams[index..end].iter().enumerate() {
+                let payload = outgoing.datagram.datagram();
+                iovecs[used_iovecs + offset] = libc::iovec {
+                    iov_base: payload.as_ptr() as *mut libc::c_void,
+                    iov_len: payload.len(),
+                };
+            }
+            let address = addresses[messages]
+                .write(SockaddrStorage::from(self.family_matched(first.endpoint)));
+            let header = &mut headers[messages].msg_hdr;
             header.msg_name = address.as_ptr() as *mut libc::c_void;
             header.msg_namelen = address.len();
-            header.msg_iov = &mut iovecs[slot];
-            header.msg_iovlen = 1;
+            header.msg_iov = &mut iovecs[used_iovecs];
+            header.msg_iovlen = group;
+            if group > 1 {
+                let control = &mut controls[messages];
+                header.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+                // SAFETY: CMSG_SPACE is a pure computation.
+                header.msg_controllen =
+                    unsafe { libc::CMSG_SPACE(mem::size_of::<u16>() as u32) } as usize;
+                // SAFETY: msg_control points at 32 writable, aligned bytes,
+                // enough for CMSG_SPACE(2); CMSG_FIRSTHDR/CMSG_DATA stay inside.
+                unsafe {
+                    let cmsg = libc::CMSG_FIRSTHDR(header);
+                    (*cmsg).cmsg_level = libc::SOL_UDP;
+                    (*cmsg).cmsg_type = libc::UDP_SEGMENT;
+                    (*cmsg).cmsg_len = libc::CMSG_LEN(mem::size_of::<u16>() as u32) as usize;
+                    std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut u16, segment as u16);
+                }
+            }
+            group_sizes[messages] = group;
+            messages += 1;
+            used_iovecs += group;
+            index = end;
         }
-        // SAFETY: `headers[..count]` point into `addresses`, `iovecs` and the
-        // payload slices, all alive and unmoved for the duration of the call.
+        // SAFETY: `headers[..messages]` point into `addresses`, `iovecs`,
+        // `controls` and the payload slices, all alive and unmoved for the call.
         let sent = unsafe {
             libc::sendmmsg(
                 self.socket.as_raw_fd(),
                 headers.as_mut_ptr(),
-                count as libc::c_uint,
+                messages as libc::c_uint,
                 0,
             )
         };
         if sent < 0 {
-            return Err(io::Error::last_os_error());
+            return Err((io::Error::last_os_error(), group_sizes[0]));
         }
-        Ok(sent as usize)
+        Ok(group_sizes[..sent as usize].iter().sum())
     }
 
     /// An IPv6 socket reaches IPv4 peers through v4-mapped addresses.
@@ -158,5 +270,11 @@ impl UdpIo {
             }
             other => other,
         }
+    }
+}
+
+impl AsRawFd for UdpIo {
+    fn as_raw_fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
     }
 }

@@ -47,6 +47,7 @@ const BLOCKED_POLL: Duration = Duration::from_millis(250);
 const OUTBOUND_QUEUE: usize = 1024;
 /// Small on purpose: each queued message may be up to 4 MiB.
 const INBOUND_QUEUE: usize = 16;
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(250);
 const PERSIST_INTERVAL: Duration = Duration::from_secs(1);
 /// Limits on payloads kept for channels nobody registered yet.
 const MAX_PENDING_CHANNELS: usize = 64;
@@ -551,8 +552,10 @@ impl Node {
         for task in lock(&self.inner.tasks).drain(..) {
             task.abort();
         }
-        // Lets the CONNECTION_CLOSE frames go out; bounded in case a peer vanished.
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.inner.endpoint.wait_idle()).await;
+        // Lets the CONNECTION_CLOSE frames go out (they leave on the next
+        // driver poll). Bounded short: half-open dials to vanished peers would
+        // otherwise hold `wait_idle` for their whole 3×PTO drain period.
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.inner.endpoint.wait_idle()).await;
         info!(peer = %self.inner.id, "gossip node stopped");
     }
 }

@@ -300,9 +300,13 @@ impl GCounter {
 
     /// Adds `by` to `writer`'s count; returns the delta (that writer's slot).
     pub fn increment(&mut self, writer: PeerId, by: u64) -> Self {
+        let mut delta = GCounter::default();
+        // Zero slots are never stored, so equal counters encode equally.
+        if by == 0 && !self.counts.contains_key(&writer) {
+            return delta;
+        }
         let slot = self.counts.entry(writer).or_insert(0);
         *slot = slot.saturating_add(by);
-        let mut delta = GCounter::default();
         delta.counts.insert(writer, *slot);
         delta
     }
@@ -327,9 +331,8 @@ impl Mergeable for GCounter {
     fn merge(&mut self, other: &Self) -> bool {
         let mut changed = false;
         for (writer, theirs) in &other.counts {
-            let ours = self.counts.entry(*writer).or_insert(0);
-            if *theirs > *ours {
-                *ours = *theirs;
+            if *theirs > self.count_of(writer) {
+                self.counts.insert(*writer, *theirs);
                 changed = true;
             }
         }
@@ -339,9 +342,9 @@ impl Mergeable for GCounter {
         postcard_encode(&self.counts)
     }
     fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        Ok(GCounter {
-            counts: postcard_decode(bytes)?,
-        })
+        let mut counts: BTreeMap<PeerId, u64> = postcard_decode(bytes)?;
+        counts.retain(|_, count| *count > 0);
+        Ok(GCounter { counts })
     }
 }
 

@@ -41,10 +41,14 @@ async fn twenty_nodes_learn_each_other_and_share_a_channel() {
     .await;
     assert!(converged, "the change should reach every node");
 
-    // Keys were agreed with every peer.
-    for node in &nodes {
-        assert!(node.members().iter().all(|m| m.key_generation.is_some()));
-    }
+    // Keys get agreed with every peer.
+    let keyed = eventually(CONVERGE, || async {
+        nodes
+            .iter()
+            .all(|n| n.members().iter().all(|m| m.key_generation.is_some()))
+    })
+    .await;
+    assert!(keyed, "every pair should have data-plane keys");
     shutdown_all(&nodes).await;
 }
 
@@ -233,15 +237,29 @@ async fn wildcard_listener_learns_what_to_advertise() {
     init_tracing();
     let seed = start(Arc::new(gossip::node::NoopObserver)).await;
     let token: MeshSecret = seed.token().parse().unwrap();
-    let mut cfg = config(Identity::generate().unwrap(), Arc::new(gossip::node::NoopObserver));
+    let mut cfg = config(
+        Identity::generate().unwrap(),
+        Arc::new(gossip::node::NoopObserver),
+    );
     cfg.listen = "0.0.0.0:0".parse().unwrap();
     let wildcard = Node::start(cfg).await.unwrap();
-    wildcard.join(&seed.local_addr().to_string(), &token).await.unwrap();
+    wildcard
+        .join(&seed.local_addr().to_string(), &token)
+        .await
+        .unwrap();
     // A third host only learns of the wildcard host through gossip; the two
     // must still connect, whichever of them dials.
     let third = start(Arc::new(gossip::node::NoopObserver)).await;
-    third.join(&seed.local_addr().to_string(), &token).await.unwrap();
+    third
+        .join(&seed.local_addr().to_string(), &token)
+        .await
+        .unwrap();
     let nodes = [seed, wildcard, third];
-    assert!(eventually(CONVERGE, || async { nodes.iter().all(|n| up_count(n) == 2) }).await);
+    assert!(
+        eventually(CONVERGE, || async {
+            nodes.iter().all(|n| up_count(n) == 2)
+        })
+        .await
+    );
     shutdown_all(&nodes).await;
 }

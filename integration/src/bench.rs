@@ -142,12 +142,24 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     }
     v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     let n = v.len();
-    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
 }
 
 fn log(msg: &str) {
-    let t = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    eprintln!("[{:02}:{:02}:{:02}] {msg}", (t / 3600) % 24, (t / 60) % 60, t % 60);
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    eprintln!(
+        "[{:02}:{:02}:{:02}] {msg}",
+        (t / 3600) % 24,
+        (t / 60) % 60,
+        t % 60
+    );
 }
 
 fn loadavg() -> String {
@@ -184,7 +196,11 @@ fn sys_ticks() -> (u64, u64) {
     let Some(line) = s.lines().find(|l| l.starts_with("cpu ")) else {
         return (0, 0);
     };
-    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
     let g = |i: usize| v.get(i).copied().unwrap_or(0);
     // user nice system idle iowait irq softirq steal
     (g(0) + g(1) + g(2) + g(5) + g(6), g(7))
@@ -220,7 +236,11 @@ fn first_line(cmd: &str, args: &[&str]) -> String {
         .map(|o| {
             let mut t = String::from_utf8_lossy(&o.stdout).into_owned();
             t.push_str(&String::from_utf8_lossy(&o.stderr));
-            t.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("").to_string()
+            t.lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty())
+                .unwrap_or("")
+                .to_string()
         })
         .unwrap_or_default()
 }
@@ -261,7 +281,13 @@ fn tail(path: &Path, n: usize) -> String {
 
 /// Starts a long-running overlay process in `ns` (the PID is the process
 /// itself: `ip netns exec` execs it), logging to `<lab dir>/<log>`.
-fn spawn_daemon(lab: &mut Lab, ns: &str, argv: &[&str], envs: &[(&str, &str)], logname: &str) -> Result<u32> {
+fn spawn_daemon(
+    lab: &mut Lab,
+    ns: &str,
+    argv: &[&str],
+    envs: &[(&str, &str)],
+    logname: &str,
+) -> Result<u32> {
     let (out, err) = log_file(lab, logname)?;
     let mut c = lab.exec(ns, argv);
     for (k, v) in envs {
@@ -274,7 +300,10 @@ fn spawn_daemon(lab: &mut Lab, ns: &str, argv: &[&str], envs: &[(&str, &str)], l
 fn daemon_alive(pid: u32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.rfind(')').map(|i| s[i + 1..].trim_start().starts_with('Z')))
+        .and_then(|s| {
+            s.rfind(')')
+                .map(|i| s[i + 1..].trim_start().starts_with('Z'))
+        })
         .map(|zombie| !zombie)
         .unwrap_or(false)
 }
@@ -289,7 +318,13 @@ fn container_behind(lab: &mut Lab, i: usize, mtu: u32) -> Result<String> {
     let cns = lab.add_container(&format!("c{}", i + 1))?;
     let hns = lab.hosts[i].netns.clone();
     let m = mtu.to_string();
-    lab.exec_ok(&hns, &["ip", "link", "add", "bnc0", "mtu", &m, "type", "veth", "peer", "name", "eth0", "mtu", &m, "netns", &cns])?;
+    lab.exec_ok(
+        &hns,
+        &[
+            "ip", "link", "add", "bnc0", "mtu", &m, "type", "veth", "peer", "name", "eth0", "mtu",
+            &m, "netns", &cns,
+        ],
+    )?;
     lab.exec_ok(&hns, &["ip", "link", "set", "bnc0", "up"])?;
     lab.exec_ok(&cns, &["ip", "link", "set", "eth0", "up"])?;
     Ok(cns)
@@ -300,9 +335,39 @@ fn container_behind(lab: &mut Lab, i: usize, mtu: u32) -> Result<String> {
 fn routed_container(lab: &mut Lab, i: usize, net: u32, mtu: u32) -> Result<String> {
     let cns = container_behind(lab, i, mtu)?;
     let hns = lab.hosts[i].netns.clone();
-    lab.exec_ok(&hns, &["ip", "addr", "add", &format!("198.19.{net}.1/24"), "dev", "bnc0"])?;
-    lab.exec_ok(&cns, &["ip", "addr", "add", &format!("198.19.{net}.2/24"), "dev", "eth0"])?;
-    lab.exec_ok(&cns, &["ip", "route", "add", "default", "via", &format!("198.19.{net}.1")])?;
+    lab.exec_ok(
+        &hns,
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("198.19.{net}.1/24"),
+            "dev",
+            "bnc0",
+        ],
+    )?;
+    lab.exec_ok(
+        &cns,
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("198.19.{net}.2/24"),
+            "dev",
+            "eth0",
+        ],
+    )?;
+    lab.exec_ok(
+        &cns,
+        &[
+            "ip",
+            "route",
+            "add",
+            "default",
+            "via",
+            &format!("198.19.{net}.1"),
+        ],
+    )?;
     lab.exec_ok(&hns, &["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])?;
     Ok(cns)
 }
@@ -328,14 +393,23 @@ fn setup_underlay(lab: &mut Lab) -> Result<Setup> {
     let c1 = routed_container(lab, 0, 11, 1500)?;
     let c2 = routed_container(lab, 1, 12, 1500)?;
     let (h1, h2) = (lab.hosts[0].netns.clone(), lab.hosts[1].netns.clone());
-    lab.exec_ok(&h1, &["ip", "route", "add", "198.19.12.0/24", "via", "198.18.0.2"])?;
-    lab.exec_ok(&h2, &["ip", "route", "add", "198.19.11.0/24", "via", "198.18.0.1"])?;
+    lab.exec_ok(
+        &h1,
+        &["ip", "route", "add", "198.19.12.0/24", "via", "198.18.0.2"],
+    )?;
+    lab.exec_ok(
+        &h2,
+        &["ip", "route", "add", "198.19.11.0/24", "via", "198.18.0.1"],
+    )?;
     Ok(Setup {
         client_ns: c1,
         server_ns: c2,
         server_ip: "198.19.12.2".into(),
         mtu: "1500".into(),
-        info: format!("routed over the underlay (veth+bridge), kernel {}", first_line("uname", &["-r"])),
+        info: format!(
+            "routed over the underlay (veth+bridge), kernel {}",
+            first_line("uname", &["-r"])
+        ),
         daemons: vec![],
         settle: Duration::from_secs(1),
     })
@@ -349,10 +423,29 @@ fn setup_vxlan(lab: &mut Lab) -> Result<Setup> {
         let c = bridged_container(lab, i, &format!("198.19.2.{}/24", i + 1), mtu)?;
         let hns = lab.hosts[i].netns.clone();
         let (local, remote) = (format!("198.18.0.{}", i + 1), format!("198.18.0.{}", 2 - i));
-        lab.exec_ok(&hns, &[
-            "ip", "link", "add", "bnvx", "mtu", &mtu.to_string(), "type", "vxlan", "id", "4242", "local", &local,
-            "remote", &remote, "dstport", "4789", "dev", "ul0",
-        ])?;
+        lab.exec_ok(
+            &hns,
+            &[
+                "ip",
+                "link",
+                "add",
+                "bnvx",
+                "mtu",
+                &mtu.to_string(),
+                "type",
+                "vxlan",
+                "id",
+                "4242",
+                "local",
+                &local,
+                "remote",
+                &remote,
+                "dstport",
+                "4789",
+                "dev",
+                "ul0",
+            ],
+        )?;
         lab.exec_ok(&hns, &["ip", "link", "set", "bnvx", "master", "bnbr", "up"])?;
         cns.push(c);
     }
@@ -373,7 +466,12 @@ fn setup_tinc(lab: &mut Lab) -> Result<Setup> {
     let mtu = 1500;
     let mut cns = Vec::new();
     for i in 0..2 {
-        cns.push(bridged_container(lab, i, &format!("198.19.3.{}/24", i + 1), mtu)?);
+        cns.push(bridged_container(
+            lab,
+            i,
+            &format!("198.19.3.{}/24", i + 1),
+            mtu,
+        )?);
     }
     let crypto = "Cipher = aes-256-cbc\nDigest = sha256\nMACLength = 16\n";
     for i in 1..=2u32 {
@@ -386,13 +484,20 @@ fn setup_tinc(lab: &mut Lab) -> Result<Setup> {
                 3 - i
             ),
         )?;
-        fs::write(d.join(format!("hosts/h{i}")), format!("Address = 198.18.0.{i}\nPort = 655\n{crypto}"))?;
+        fs::write(
+            d.join(format!("hosts/h{i}")),
+            format!("Address = 198.18.0.{i}\nPort = 655\n{crypto}"),
+        )?;
         let up = d.join("tinc-up");
         fs::write(&up, format!("#!/bin/sh\nip link set \"$INTERFACE\" mtu {mtu} up\nip link set \"$INTERFACE\" master bnbr\n"))?;
         use std::os::unix::fs::PermissionsExt;
         fs::set_permissions(&up, fs::Permissions::from_mode(0o755))?;
-        run(Command::new(&tincd).arg("-c").arg(&d).arg("-K2048").stdout(Stdio::null()))
-            .context("tinc key generation")?;
+        run(Command::new(&tincd)
+            .arg("-c")
+            .arg(&d)
+            .arg("-K2048")
+            .stdout(Stdio::null()))
+        .context("tinc key generation")?;
     }
     for (a, b) in [(1, 2), (2, 1)] {
         fs::copy(
@@ -406,7 +511,13 @@ fn setup_tinc(lab: &mut Lab) -> Result<Setup> {
         let ds = d.to_string_lossy().into_owned();
         let pidfile = format!("--pidfile={ds}/tinc.pid");
         let ns = lab.hosts[i].netns.clone();
-        daemons.push(spawn_daemon(lab, &ns, &[&tincd, "-c", &ds, "-D", "-d1", &pidfile], &[], &format!("tincd{}.log", i + 1))?);
+        daemons.push(spawn_daemon(
+            lab,
+            &ns,
+            &[&tincd, "-c", &ds, "-D", "-d1", &pidfile],
+            &[],
+            &format!("tincd{}.log", i + 1),
+        )?);
     }
     // The TAP must exist and be on the bridge before pinging.
     for i in 0..2 {
@@ -416,7 +527,10 @@ fn setup_tinc(lab: &mut Lab) -> Result<Setup> {
             if out.contains("bntinc") {
                 Ok(())
             } else {
-                Err(anyhow!("tinc interface not on the bridge in {ns}: {}", tail(&lab.dir.join(format!("tincd{}.log", i + 1)), 3)))
+                Err(anyhow!(
+                    "tinc interface not on the bridge in {ns}: {}",
+                    tail(&lab.dir.join(format!("tincd{}.log", i + 1)), 3)
+                ))
             }
         })?;
     }
@@ -459,7 +573,11 @@ fn setup_wireguard(lab: &mut Lab, boringtun: bool, sockets: &mut Vec<PathBuf>) -
         let ns = lab.hosts[i].netns.clone();
         let logname = format!("wg{}.log", i + 1);
         let pid = if boringtun {
-            let out = lab.dir.join(format!("boringtun{}.out", i + 1)).to_string_lossy().into_owned();
+            let out = lab
+                .dir
+                .join(format!("boringtun{}.out", i + 1))
+                .to_string_lossy()
+                .into_owned();
             spawn_daemon(
                 lab,
                 &ns,
@@ -472,7 +590,10 @@ fn setup_wireguard(lab: &mut Lab, boringtun: bool, sockets: &mut Vec<PathBuf>) -
                 lab,
                 &ns,
                 &[&bin, "-f", &ifs[i]],
-                &[("LOG_LEVEL", "error"), ("WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD", "1")],
+                &[
+                    ("LOG_LEVEL", "error"),
+                    ("WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD", "1"),
+                ],
                 &logname,
             )?
         };
@@ -502,21 +623,74 @@ fn setup_wireguard(lab: &mut Lab, boringtun: bool, sockets: &mut Vec<PathBuf>) -
     for i in 0..2 {
         let j = 1 - i;
         let ns = lab.hosts[i].netns.clone();
-        let key = keydir.join(format!("k{}", i + 1)).to_string_lossy().into_owned();
+        let key = keydir
+            .join(format!("k{}", i + 1))
+            .to_string_lossy()
+            .into_owned();
         let endpoint = format!("198.18.0.{}:51820", j + 1);
-        let allowed = format!("198.19.{net}.{}/32,198.19.{}.0/24", j + 1, net * 10 + j as u32 + 1);
-        lab.exec_ok(&ns, &[
-            &wg, "set", &ifs[i], "private-key", &key, "listen-port", "51820", "peer", &pubs[j], "endpoint", &endpoint,
-            "allowed-ips", &allowed,
-        ])?;
-        lab.exec_ok(&ns, &["ip", "link", "set", &ifs[i], "mtu", &mtu.to_string(), "up"])?;
-        lab.exec_ok(&ns, &["ip", "addr", "add", &format!("198.19.{net}.{}/24", i + 1), "dev", &ifs[i]])?;
-        lab.exec_ok(&ns, &["ip", "route", "add", &format!("198.19.{}.0/24", net * 10 + j as u32 + 1), "dev", &ifs[i]])?;
+        let allowed = format!(
+            "198.19.{net}.{}/32,198.19.{}.0/24",
+            j + 1,
+            net * 10 + j as u32 + 1
+        );
+        lab.exec_ok(
+            &ns,
+            &[
+                &wg,
+                "set",
+                &ifs[i],
+                "private-key",
+                &key,
+                "listen-port",
+                "51820",
+                "peer",
+                &pubs[j],
+                "endpoint",
+                &endpoint,
+                "allowed-ips",
+                &allowed,
+            ],
+        )?;
+        lab.exec_ok(
+            &ns,
+            &["ip", "link", "set", &ifs[i], "mtu", &mtu.to_string(), "up"],
+        )?;
+        lab.exec_ok(
+            &ns,
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("198.19.{net}.{}/24", i + 1),
+                "dev",
+                &ifs[i],
+            ],
+        )?;
+        lab.exec_ok(
+            &ns,
+            &[
+                "ip",
+                "route",
+                "add",
+                &format!("198.19.{}.0/24", net * 10 + j as u32 + 1),
+                "dev",
+                &ifs[i],
+            ],
+        )?;
     }
     let info = if boringtun {
-        format!("{} (default 4 threads); ChaCha20-Poly1305", first_line(&bin, &["--version"]))
+        format!(
+            "{} (default 4 threads); ChaCha20-Poly1305",
+            first_line(&bin, &["--version"])
+        )
     } else {
-        format!("wireguard-go {}; ChaCha20-Poly1305", first_line(&bin, &["--version"]).split_whitespace().nth(1).unwrap_or("?"))
+        format!(
+            "wireguard-go {}; ChaCha20-Poly1305",
+            first_line(&bin, &["--version"])
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("?")
+        )
     };
     Ok(Setup {
         client_ns: c1,
@@ -533,12 +707,18 @@ fn setup_wireguard(lab: &mut Lab, boringtun: bool, sockets: &mut Vec<PathBuf>) -
 fn setup_mesh(lab: &mut Lab) -> Result<Setup> {
     for b in ["meshd", "meshctl"] {
         if !lab.bin(b).is_file() {
-            bail!("no {} (build mesh/meshctl or set MESH_BIN_DIR)", lab.bin(b).display());
+            bail!(
+                "no {} (build mesh/meshctl or set MESH_BIN_DIR)",
+                lab.bin(b).display()
+            );
         }
     }
     lab.start_mesh().context("starting the mesh")?;
-    lab.meshctl(0, &["network", "create", "bench", "--subnet", "198.19.9.0/24"])
-        .context("network create")?;
+    lab.meshctl(
+        0,
+        &["network", "create", "bench", "--subnet", "198.19.9.0/24"],
+    )
+    .context("network create")?;
     let mut cns = Vec::new();
     for i in 0..2 {
         let ns = lab.add_container(&format!("c{}", i + 1))?;
@@ -552,7 +732,10 @@ fn setup_mesh(lab: &mut Lab) -> Result<Setup> {
         .and_then(|t| {
             t.lines().filter(|l| !l.contains(" lo:")).find_map(|l| {
                 let w: Vec<&str> = l.split_whitespace().collect();
-                w.iter().position(|x| *x == "mtu").and_then(|p| w.get(p + 1)).map(|s| s.to_string())
+                w.iter()
+                    .position(|x| *x == "mtu")
+                    .and_then(|p| w.get(p + 1))
+                    .map(|s| s.to_string())
             })
         })
         .unwrap_or_else(|| "?".into());
@@ -563,7 +746,10 @@ fn setup_mesh(lab: &mut Lab) -> Result<Setup> {
         server_ns: cns[1].clone(),
         server_ip: "198.19.9.2".into(),
         mtu,
-        info: format!("{}; container-to-container over the mesh", if ver.is_empty() { "meshd" } else { &ver }),
+        info: format!(
+            "{}; container-to-container over the mesh",
+            if ver.is_empty() { "meshd" } else { &ver }
+        ),
         daemons,
         settle: Duration::from_secs(1),
     })
@@ -587,10 +773,25 @@ fn run_iperf(lab: &Lab, s: &Setup, secs: u32, streams: u32) -> Result<IperfResul
     let d0 = daemon_ticks(&s.daemons);
     let (b0, st0) = sys_ticks();
     let out = lab
-        .exec(&s.client_ns, &[
-            "timeout", &(secs + 30).to_string(), "iperf3", "-c", &s.server_ip, "-p", IPERF_PORT, "-t",
-            &secs.to_string(), "-P", &streams.to_string(), "-J", "--connect-timeout", "5000",
-        ])
+        .exec(
+            &s.client_ns,
+            &[
+                "timeout",
+                &(secs + 30).to_string(),
+                "iperf3",
+                "-c",
+                &s.server_ip,
+                "-p",
+                IPERF_PORT,
+                "-t",
+                &secs.to_string(),
+                "-P",
+                &streams.to_string(),
+                "-J",
+                "--connect-timeout",
+                "5000",
+            ],
+        )
         .stdin(Stdio::null())
         .output()
         .context("running iperf3")?;
@@ -598,13 +799,21 @@ fn run_iperf(lab: &Lab, s: &Setup, secs: u32, streams: u32) -> Result<IperfResul
     let (b1, st1) = sys_ticks();
     let text = String::from_utf8_lossy(&out.stdout);
     let v: Value = serde_json::from_str(&text).map_err(|_| {
-        anyhow!("iperf3 -P {streams} printed no JSON ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim())
+        anyhow!(
+            "iperf3 -P {streams} printed no JSON ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
     })?;
     if let Some(e) = v["error"].as_str() {
         bail!("iperf3 -P {streams}: {e}");
     }
-    let bps = v["end"]["sum_received"]["bits_per_second"].as_f64().context("iperf3: no sum_received")?;
-    let bytes = v["end"]["sum_received"]["bytes"].as_f64().context("iperf3: no bytes")?;
+    let bps = v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .context("iperf3: no sum_received")?;
+    let bytes = v["end"]["sum_received"]["bytes"]
+        .as_f64()
+        .context("iperf3: no bytes")?;
     if bytes <= 0.0 {
         bail!("iperf3 -P {streams}: no bytes received");
     }
@@ -621,7 +830,21 @@ fn run_iperf(lab: &Lab, s: &Setup, secs: u32, streams: u32) -> Result<IperfResul
 
 fn run_ping(lab: &Lab, s: &Setup, pings: u32) -> Result<f64> {
     let out = lab
-        .exec(&s.client_ns, &["ping", "-n", "-q", "-c", &pings.to_string(), "-i", "0.2", "-W", "2", &s.server_ip])
+        .exec(
+            &s.client_ns,
+            &[
+                "ping",
+                "-n",
+                "-q",
+                "-c",
+                &pings.to_string(),
+                "-i",
+                "0.2",
+                "-W",
+                "2",
+                &s.server_ip,
+            ],
+        )
         .stdin(Stdio::null())
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -651,7 +874,10 @@ fn run_mode(mode: &str, o: &Options, stop: &AtomicBool) -> ModeResult {
     let mut sockets = SocketGuard(Vec::new());
     let res = (|| -> Result<()> {
         let mut lab = Lab::new(&unique_prefix("b"), 2).context("building the lab")?;
-        log(&format!("== {mode}: lab {} (namespaces {}-*)", lab.prefix, lab.prefix));
+        log(&format!(
+            "== {mode}: lab {} (namespaces {}-*)",
+            lab.prefix, lab.prefix
+        ));
         let s = match mode {
             "underlay" => setup_underlay(&mut lab),
             "vxlan" => setup_vxlan(&mut lab),
@@ -704,7 +930,12 @@ fn run_mode(mode: &str, o: &Options, stop: &AtomicBool) -> ModeResult {
                 }
                 Err(e) => sm.errors.push(format!("{e:#}")),
             }
-            let dead: Vec<u32> = s.daemons.iter().copied().filter(|p| !daemon_alive(*p)).collect();
+            let dead: Vec<u32> = s
+                .daemons
+                .iter()
+                .copied()
+                .filter(|p| !daemon_alive(*p))
+                .collect();
             if !dead.is_empty() {
                 sm.errors.push(format!("overlay process(es) {dead:?} died"));
             }
@@ -728,12 +959,25 @@ fn run_mode(mode: &str, o: &Options, stop: &AtomicBool) -> ModeResult {
     match res {
         Err(e) => {
             r.reason = one_line(&format!("{e:#}"));
+            // Keep what was measured before an interruption or late failure.
+            if r.samples
+                .iter()
+                .any(|s| s.gbps_1.is_some() || s.gbps_p4.is_some())
+            {
+                r.ok = true;
+                r.info = format!("PARTIAL ({}); {}", r.reason, r.info);
+            }
         }
         Ok(()) => {
             let m = r.medians();
             if m.gbps_1.is_none() && m.gbps_p4.is_none() {
                 r.reason = one_line(
-                    r.samples.iter().flat_map(|s| s.errors.first()).next().map(String::as_str).unwrap_or("no result"),
+                    r.samples
+                        .iter()
+                        .flat_map(|s| s.errors.first())
+                        .next()
+                        .map(String::as_str)
+                        .unwrap_or("no result"),
                 );
             } else {
                 r.ok = true;
@@ -767,7 +1011,8 @@ fn one_line(s: &str) -> String {
 }
 
 fn fmt(v: Option<f64>, prec: usize) -> String {
-    v.map(|x| format!("{x:.prec$}")).unwrap_or_else(|| "-".into())
+    v.map(|x| format!("{x:.prec$}"))
+        .unwrap_or_else(|| "-".into())
 }
 
 fn ratio(a: Option<f64>, b: Option<f64>) -> String {
@@ -793,8 +1038,11 @@ struct Best {
 }
 
 fn best_peer(results: &[ModeResult]) -> Best {
-    let peers: Vec<(&ModeResult, Medians)> =
-        results.iter().filter(|r| r.ok && PEERS.contains(&r.mode.as_str())).map(|r| (r, r.medians())).collect();
+    let peers: Vec<(&ModeResult, Medians)> = results
+        .iter()
+        .filter(|r| r.ok && PEERS.contains(&r.mode.as_str()))
+        .map(|r| (r, r.medians()))
+        .collect();
     let pick = |f: fn(&Medians) -> Option<f64>, max: bool| {
         peers
             .iter()
@@ -811,10 +1059,15 @@ fn best_peer(results: &[ModeResult]) -> Best {
 
 fn render_table(results: &[ModeResult], o: &Options, load0: &str, load1: &str) -> String {
     let best = best_peer(results);
-    let vx = results.iter().find(|r| r.mode == "vxlan" && r.ok).map(|r| r.medians());
+    let vx = results
+        .iter()
+        .find(|r| r.mode == "vxlan" && r.ok)
+        .map(|r| r.medians());
     let mut t = String::new();
     let desc = |b: &Option<(f64, String)>, unit: &str| {
-        b.as_ref().map(|(v, m)| format!("{m} {v:.3}{unit}")).unwrap_or_else(|| "n/a".into())
+        b.as_ref()
+            .map(|(v, m)| format!("{m} {v:.3}{unit}"))
+            .unwrap_or_else(|| "n/a".into())
     };
     t += &format!(
         "mesh e2e benchmark: container -> container across 2 hosts (netns lab), iperf3 TCP {} s (1x and -P 4), {} pings at 0.2 s; median of {} run(s)\n",
@@ -822,7 +1075,9 @@ fn render_table(results: &[ModeResult], o: &Options, load0: &str, load1: &str) -
     );
     t += &format!(
         "machine: {} x {}, kernel {}; load avg (1/5/15) start {load0}, end {load1}\n",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
         cpu_model(),
         first_line("uname", &["-r"])
     );
@@ -836,8 +1091,22 @@ fn render_table(results: &[ModeResult], o: &Options, load0: &str, load1: &str) -
     t += "dCPU = utime+stime of the overlay processes we started (both hosts) per GB received; sysCPU = machine-wide busy CPU per GB (includes iperf3, kernel, other load)\n";
     t += "x/peer = value / best peer's value for that column (throughput: higher is better; dCPU: lower is better); x/vxlan = value / kernel VXLAN\n\n";
     let hdr = [
-        "mode", "status", "mtu", "1x Gb/s", "P4 Gb/s", "RTT ms", "dCPU 1x", "dCPU P4", "sysCPU 1x", "1x/peer", "P4/peer",
-        "dCPU/peer", "1x/vxlan", "P4/vxlan", "load", "notes",
+        "mode",
+        "status",
+        "mtu",
+        "1x Gb/s",
+        "P4 Gb/s",
+        "RTT ms",
+        "dCPU 1x",
+        "dCPU P4",
+        "sysCPU 1x",
+        "1x/peer",
+        "P4/peer",
+        "dCPU/peer",
+        "1x/vxlan",
+        "P4/vxlan",
+        "load",
+        "notes",
     ];
     let mut rows: Vec<Vec<String>> = vec![hdr.iter().map(|s| s.to_string()).collect()];
     for r in results {
@@ -876,7 +1145,9 @@ fn render_table(results: &[ModeResult], o: &Options, load0: &str, load1: &str) -
         ]);
     }
     let ncol = hdr.len();
-    let widths: Vec<usize> = (0..ncol - 1).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..ncol - 1)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
     for (i, row) in rows.iter().enumerate() {
         let mut line = String::new();
         for c in 0..ncol - 1 {
@@ -914,13 +1185,24 @@ fn render_table(results: &[ModeResult], o: &Options, load0: &str, load1: &str) -
 fn cpu_model() -> String {
     fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
         .unwrap_or_else(|| "?".into())
 }
 
 const TSV_HEADER: &str = "time\tmode\tstatus\trun\tmtu\tsecs\tgbps_1\tgbps_p4\trtt_ms\tdaemon_cpu_s_per_GB_1\tdaemon_cpu_s_per_GB_p4\tsys_cpu_s_per_GB_1\tsys_cpu_s_per_GB_p4\tretrans_1\tretrans_p4\tsteal_s_1\tload_start\tload_end\tinfo_or_reason";
 
-fn write_results(results: &[ModeResult], o: &Options, started: u64, tsv: &Path, table: &str) -> Result<PathBuf> {
+fn write_results(
+    results: &[ModeResult],
+    o: &Options,
+    started: u64,
+    tsv: &Path,
+    table: &str,
+) -> Result<PathBuf> {
     let mut t = String::from(TSV_HEADER);
     t.push('\n');
     for r in results {
@@ -1018,7 +1300,8 @@ pub fn run_bench(o: &Options, stop: &AtomicBool) -> Result<()> {
             modes.extend(ALL_MODES);
             continue;
         }
-        let c = canonical_mode(m).ok_or_else(|| anyhow!("unknown mode {m:?} (modes: {})", ALL_MODES.join(",")))?;
+        let c = canonical_mode(m)
+            .ok_or_else(|| anyhow!("unknown mode {m:?} (modes: {})", ALL_MODES.join(",")))?;
         if !modes.contains(&c) {
             modes.push(c);
         }
@@ -1039,7 +1322,10 @@ pub fn run_bench(o: &Options, stop: &AtomicBool) -> Result<()> {
     // reports the missing binaries as its FAILED reason.
     if find_bin_dir().is_err() {
         let exe = std::env::current_exe()?;
-        let dir = exe.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        let dir = exe
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
         std::env::set_var("MESH_BIN_DIR", dir);
     }
     let started = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
@@ -1077,4 +1363,42 @@ pub fn run_bench(o: &Options, stop: &AtomicBool) -> Result<()> {
         bail!("interrupted");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_ignores_order_and_handles_even_counts() {
+        assert_eq!(median(vec![]), None);
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), Some(2.5));
+    }
+
+    #[test]
+    fn reads_cpu_ticks_of_a_live_process() {
+        let me = std::process::id();
+        // Burn a little CPU so the counter is not trivially zero.
+        let mut x = 0u64;
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(50) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        assert!(x != 1);
+        assert!(proc_ticks(me).is_some());
+        assert!(daemon_alive(me));
+        assert_eq!(proc_ticks(u32::MAX), None);
+    }
+
+    #[test]
+    fn mode_aliases() {
+        assert_eq!(canonical_mode("wireguard-go"), Some("wggo"));
+        assert_eq!(canonical_mode("VXLAN"), Some("vxlan"));
+        assert_eq!(canonical_mode("veth"), Some("underlay"));
+        assert_eq!(canonical_mode("nope"), None);
+        for m in ALL_MODES {
+            assert_eq!(canonical_mode(m), Some(*m));
+        }
+    }
 }

@@ -13,6 +13,7 @@
 //! all build their hosts with this one harness.
 
 pub mod bench;
+pub mod cnitool;
 
 use anyhow::{anyhow, bail, Context, Result};
 use std::net::Ipv4Addr;
@@ -152,11 +153,16 @@ impl Lab {
         let port = format!("p{i}");
         self.exec_ok(
             &ul,
-            &["ip", "link", "add", &port, "type", "veth", "peer", "name", "ul0", "netns", &netns],
+            &[
+                "ip", "link", "add", &port, "type", "veth", "peer", "name", "ul0", "netns", &netns,
+            ],
         )?;
         self.exec_ok(&ul, &["ip", "link", "set", &port, "master", "br0", "up"])?;
         let addr = Ipv4Addr::new(198, 18, 0, i as u8);
-        self.exec_ok(&netns, &["ip", "addr", "add", &format!("{addr}/24"), "dev", "ul0"])?;
+        self.exec_ok(
+            &netns,
+            &["ip", "addr", "add", &format!("{addr}/24"), "dev", "ul0"],
+        )?;
         self.exec_ok(&netns, &["ip", "link", "set", "ul0", "up"])?;
         let state_dir = self.dir.join(&name);
         std::fs::create_dir_all(&state_dir)?;
@@ -240,7 +246,11 @@ impl Lab {
                 }
             }
             if start.elapsed() > timeout {
-                bail!("meshd on {} did not come up:\n{}", self.hosts[i].name, self.log_tail(i, 30));
+                bail!(
+                    "meshd on {} did not come up:\n{}",
+                    self.hosts[i].name,
+                    self.log_tail(i, 30)
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -291,7 +301,8 @@ impl Lab {
         let mut a = args.to_vec();
         a.push("--json");
         let text = self.meshctl(i, &a)?;
-        serde_json::from_str(&text).with_context(|| format!("meshctl {args:?} printed no JSON: {text}"))
+        serde_json::from_str(&text)
+            .with_context(|| format!("meshctl {args:?} printed no JSON: {text}"))
     }
 
     /// Starts every daemon, joins hosts 2..N through host 1 and waits until
@@ -387,12 +398,26 @@ impl Lab {
 
     /// `ping -c count` from namespace `ns`; true if every probe answered.
     pub fn ping(&self, ns: &str, dst: &str, count: u32) -> bool {
-        self.exec(ns, &["ping", "-n", "-q", "-c", &count.to_string(), "-i", "0.2", "-W", "1", dst])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
+        self.exec(
+            ns,
+            &[
+                "ping",
+                "-n",
+                "-q",
+                "-c",
+                &count.to_string(),
+                "-i",
+                "0.2",
+                "-W",
+                "1",
+                dst,
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
     }
 
     /// Polls `ping` until it succeeds or `timeout` passes.
@@ -408,7 +433,11 @@ impl Lab {
 
     pub fn dump_logs(&self) {
         for (i, h) in self.hosts.iter().enumerate() {
-            eprintln!("---- {} meshd log (last 40 lines) ----\n{}", h.name, self.log_tail(i, 40));
+            eprintln!(
+                "---- {} meshd log (last 40 lines) ----\n{}",
+                h.name,
+                self.log_tail(i, 40)
+            );
         }
     }
 }
@@ -440,7 +469,11 @@ impl Drop for Lab {
             let _ = self.stop_daemon(i, nix::sys::signal::Signal::SIGTERM);
         }
         if self.keep {
-            eprintln!("MESH_LAB_KEEP set: leaving namespaces {:?} and {}", self.namespaces, self.dir.display());
+            eprintln!(
+                "MESH_LAB_KEEP set: leaving namespaces {:?} and {}",
+                self.namespaces,
+                self.dir.display()
+            );
             return;
         }
         for ns in self.namespaces.iter().rev() {

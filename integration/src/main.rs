@@ -13,7 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "mesh-lab", about = "A multi-host mesh lab in network namespaces")]
+#[command(
+    name = "mesh-lab",
+    about = "A multi-host mesh lab in network namespaces"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -69,8 +72,20 @@ fn main() -> std::process::ExitCode {
     let r = match cli.command {
         Cmd::Demo { hosts } => demo(hosts, false),
         Cmd::Up { hosts } => demo(hosts, true),
-        Cmd::Bench { modes, secs, runs, pings, out } => integration::bench::run_bench(
-            &integration::bench::Options { modes, secs, runs, pings, out },
+        Cmd::Bench {
+            modes,
+            secs,
+            runs,
+            pings,
+            out,
+        } => integration::bench::run_bench(
+            &integration::bench::Options {
+                modes,
+                secs,
+                runs,
+                pings,
+                out,
+            },
             &STOP,
         ),
     };
@@ -93,7 +108,9 @@ fn step(msg: &str) -> Result<()> {
 
 fn demo(hosts: usize, hold: bool) -> Result<()> {
     let hosts = hosts.clamp(2, 20);
-    step(&format!("building {hosts} hosts as network namespaces on a shared underlay"))?;
+    step(&format!(
+        "building {hosts} hosts as network namespaces on a shared underlay"
+    ))?;
     let mut lab = Lab::new(&unique_prefix("demo"), hosts)?;
     for h in &lab.hosts {
         println!("    {} in netns {} at {}", h.name, h.netns, h.underlay_ip);
@@ -101,7 +118,13 @@ fn demo(hosts: usize, hold: bool) -> Result<()> {
     step("starting meshd on every host and joining hosts 2.. through host 1")?;
     lab.start_mesh()?;
     step("creating network `demo` (198.19.1.0/24) on host 1")?;
-    print!("{}", lab.meshctl(0, &["network", "create", "demo", "--subnet", "198.19.1.0/24"])?);
+    print!(
+        "{}",
+        lab.meshctl(
+            0,
+            &["network", "create", "demo", "--subnet", "198.19.1.0/24"]
+        )?
+    );
     let mut containers = Vec::new();
     for i in 0..hosts {
         let ns = lab.add_container(&format!("c{}", i + 1))?;
@@ -109,7 +132,9 @@ fn demo(hosts: usize, hold: bool) -> Result<()> {
         let a = lab.attach(i, &ns, "demo", &ip)?;
         println!(
             "    container {ns} on {} attached as {} ({})",
-            lab.hosts[i].name, a["ip"].as_str().unwrap_or("?"), a["ifname"].as_str().unwrap_or("?")
+            lab.hosts[i].name,
+            a["ip"].as_str().unwrap_or("?"),
+            a["ifname"].as_str().unwrap_or("?")
         );
         containers.push((ns, format!("198.19.1.{}", i + 10)));
     }
@@ -117,9 +142,14 @@ fn demo(hosts: usize, hold: bool) -> Result<()> {
     let (src, _) = containers[0].clone();
     for (_, dst) in &containers[1..] {
         lab.wait_ping(&src, dst, Duration::from_secs(10))?;
-        let out = lab.exec(&src, &["ping", "-n", "-c", "3", "-i", "0.2", dst]).output()?;
+        let out = lab
+            .exec(&src, &["ping", "-n", "-c", "3", "-i", "0.2", dst])
+            .output()?;
         let text = String::from_utf8_lossy(&out.stdout);
-        println!("    {src} -> {dst}: {}", text.lines().last().unwrap_or("").trim());
+        println!(
+            "    {src} -> {dst}: {}",
+            text.lines().last().unwrap_or("").trim()
+        );
     }
     if which("iperf3") {
         step("TCP throughput container 1 -> container 2 (iperf3, 3 s)")?;
@@ -130,9 +160,14 @@ fn demo(hosts: usize, hold: bool) -> Result<()> {
             c
         })?;
         std::thread::sleep(Duration::from_millis(300));
-        let out = lab.exec(&src, &["iperf3", "-c", &dst, "-t", "3", "-f", "g"]).output()?;
+        let out = lab
+            .exec(&src, &["iperf3", "-c", &dst, "-t", "3", "-f", "g"])
+            .output()?;
         let text = String::from_utf8_lossy(&out.stdout);
-        for l in text.lines().filter(|l| l.contains("receiver") || l.contains("sender")) {
+        for l in text
+            .lines()
+            .filter(|l| l.contains("receiver") || l.contains("sender"))
+        {
             println!("    {}", l.trim());
         }
         lab.stop_helper(server)?;
@@ -141,7 +176,10 @@ fn demo(hosts: usize, hold: bool) -> Result<()> {
     print!("{}", lab.meshctl(0, &["status"])?);
     if hold {
         step("lab is up; Ctrl-C tears it down")?;
-        println!("    enter a container:  ip netns exec {} bash", containers[0].0);
+        println!(
+            "    enter a container:  ip netns exec {} bash",
+            containers[0].0
+        );
         println!(
             "    talk to host 1:     {} --socket {} status",
             lab.bin("meshctl").display(),

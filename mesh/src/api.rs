@@ -17,6 +17,13 @@ pub mod routes {
     pub const ATTACHMENTS: &str = "/v1/attachments";
     pub const ATTACH: &str = "/v1/attach";
     pub const DETACH: &str = "/v1/detach";
+    pub const IPAM: &str = "/v1/ipam";
+    pub const DNS: &str = "/v1/dns";
+
+    /// `DELETE /v1/peers/{peer}`: the peer is gone for good.
+    pub fn peer(id: &str) -> String {
+        format!("{PEERS}/{id}")
+    }
 
     /// `DELETE /v1/networks/{id}?force=true`
     pub fn network(id: &str) -> String {
@@ -116,12 +123,29 @@ pub struct CreateNetworkRequest {
     pub id: String,
     /// IPv4 subnet in CIDR form, e.g. `10.40.0.0/24`.
     pub subnet: String,
+    /// IPv6 prefix; default: a ULA /64 derived from the id.
+    #[serde(default)]
+    pub subnet6: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Restrict the network to these hosts (names or peer ids); empty = all.
+    #[serde(default)]
+    pub hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Network {
     pub id: String,
     pub subnet: String,
+    pub subnet6: String,
+    /// Address of the DNS server on this network (on every host).
+    pub dns: String,
+    pub dns6: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Peer ids the network is restricted to; empty = every host.
+    #[serde(default)]
+    pub hosts: Vec<String>,
     /// Identifier carried on the wire (derived from `id`).
     pub wire_id: u32,
     /// Bridge on this host.
@@ -173,13 +197,65 @@ pub struct Attachment {
     pub host_ifname: String,
     /// `ADDR/LEN`.
     pub ip: String,
+    /// `ADDR/LEN` (derived from the network's IPv6 prefix).
+    #[serde(default)]
+    pub ip6: Option<String>,
     pub mac: String,
+    /// Resolver for the container: the network's DNS address.
+    #[serde(default)]
+    pub dns_server: Option<String>,
+    /// Search domain: the network id, so `name` resolves as `name.<network>`.
+    #[serde(default)]
+    pub dns_search: Option<String>,
     #[serde(default)]
     pub container_id: Option<String>,
     #[serde(default)]
     pub name: Option<String>,
     #[serde(default)]
     pub version: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemovePeerResponse {
+    pub removed: String,
+}
+
+/// One range of a network's address space and its owner.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IpamRange {
+    pub start: String,
+    pub end: String,
+    pub size: u64,
+    pub used: u64,
+    pub owner: String,
+    pub owner_name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IpamAllocation {
+    pub ip: String,
+    pub host: String,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IpamNetwork {
+    pub network: String,
+    pub subnet: String,
+    pub ranges: Vec<IpamRange>,
+    pub allocations: Vec<IpamAllocation>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DnsRecord {
+    /// `<name>.<network>`
+    pub fqdn: String,
+    pub ip: String,
+    pub ip6: Option<String>,
+    pub version: Option<String>,
+    pub host: String,
+    /// False while the container's host is down: not served then.
+    pub live: bool,
 }
 
 pub use client::{Client, ClientError};
@@ -249,8 +325,9 @@ pub mod client {
             path: &str,
             body: Option<&B>,
         ) -> Result<T, ClientError> {
-            let stream = UnixStream::connect(&self.socket).await.map_err(|e| {
-                match e.kind() {
+            let stream = UnixStream::connect(&self.socket)
+                .await
+                .map_err(|e| match e.kind() {
                     std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
                         ClientError::NotRunning(self.socket.clone())
                     }
@@ -261,8 +338,7 @@ pub mod client {
                         path: self.socket.clone(),
                         source: e,
                     },
-                }
-            })?;
+                })?;
             let io = hyper_util::rt::TokioIo::new(stream);
             let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
             tokio::spawn(async move {

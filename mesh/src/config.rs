@@ -17,7 +17,11 @@ pub const DEFAULT_LINK_PREFIX: &str = "ms";
 /// `meshd` command line. Every flag may also come from the config file;
 /// flags win.
 #[derive(Debug, Parser)]
-#[command(name = "meshd", version, about = "mesh daemon: encrypted L2 overlay for containers")]
+#[command(
+    name = "meshd",
+    version,
+    about = "mesh daemon: encrypted L2 overlay for containers"
+)]
 pub struct Flags {
     /// TOML config file.
     #[arg(long, short = 'c')]
@@ -44,6 +48,10 @@ pub struct Flags {
     /// Prefix of the interface names meshd creates (1-4 lowercase letters).
     #[arg(long)]
     pub link_prefix: Option<String>,
+    /// Upstream DNS server for names outside the mesh (repeatable); none by
+    /// default: meshd contacts nothing it was not told to.
+    #[arg(long = "dns-upstream")]
+    pub dns_upstreams: Vec<SocketAddr>,
     /// Remove every bridge, TAP and veth this daemon created on the host, then exit.
     #[arg(long)]
     pub cleanup: bool,
@@ -60,6 +68,8 @@ pub struct FileConfig {
     pub name: Option<String>,
     pub log: Option<String>,
     pub link_prefix: Option<String>,
+    #[serde(default)]
+    pub dns_upstreams: Vec<SocketAddr>,
 }
 
 /// Settings after merging file and flags, validated.
@@ -72,6 +82,7 @@ pub struct Settings {
     pub name: String,
     pub log: String,
     pub link_prefix: String,
+    pub dns_upstreams: Vec<SocketAddr>,
 }
 
 impl FileConfig {
@@ -100,10 +111,9 @@ impl Settings {
         let data_port = match flags.data_port.or(file.data_port) {
             Some(p) => p,
             None if listen.port() == 0 => 0,
-            None => listen
-                .port()
-                .checked_add(1)
-                .context("--listen port 65535 leaves no port for the data plane; set --data-port")?,
+            None => listen.port().checked_add(1).context(
+                "--listen port 65535 leaves no port for the data plane; set --data-port",
+            )?,
         };
         let link_prefix = flags
             .link_prefix
@@ -137,8 +147,17 @@ impl Settings {
                 .or(file.api_socket)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_API_SOCKET)),
             name,
-            log: flags.log.clone().or(file.log).unwrap_or_else(|| "info".to_string()),
+            log: flags
+                .log
+                .clone()
+                .or(file.log)
+                .unwrap_or_else(|| "info".to_string()),
             link_prefix,
+            dns_upstreams: if flags.dns_upstreams.is_empty() {
+                file.dns_upstreams
+            } else {
+                flags.dns_upstreams.clone()
+            },
         })
     }
 }

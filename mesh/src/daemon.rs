@@ -4,46 +4,91 @@
 use anyhow::{Context, Result};
 use dataplane::{Dataplane, IpVersion, NetworkId};
 use gossip::{Identity, MeshSecret, Node, PeerId};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
-use crate::api::{self, Attachment, PeerState, PeerStatus, StatusResponse, Traffic};
+use crate::alloc::RemovedPeer;
+use crate::api::{self, PeerState, PeerStatus, StatusResponse, Traffic};
 use crate::config::Settings;
+use crate::dns::{RecordSource, Resolver};
 use crate::error::ApiError;
-use crate::netdev::{format_mac, in_netns, NetnsTarget, Netlink};
+use crate::ipam::{self, RangeEntry, SpaceRequest};
+use crate::netdev::{Netlink, NetnsTarget};
 use crate::networks::{self, EndpointRecord, NetworkDef};
-use crate::peers::{PeerTable, META_DATA_PORT};
+use crate::peers::{NetworkScope, PeerTable, META_DATA_PORT};
 use crate::replicated::{self, Records};
 use crate::state::{write_atomic, AttachmentRecord, StateDir};
 
 const NETWORKS_CHANNEL: &str = "networks";
 const ENDPOINTS_CHANNEL: &str = "endpoints";
+const RING_CHANNEL: &str = "ipam";
+const REQUESTS_CHANNEL: &str = "ipam-requests";
+const REMOVED_CHANNEL: &str = "removed-peers";
 /// Underlay MTU assumed for the overlay MTU (an Ethernet LAN).
 const UNDERLAY_MTU: u32 = 1500;
 
 pub struct Daemon {
     pub settings: Settings,
-    state: StateDir,
-    node: Node,
-    dp: Dataplane,
-    nl: Netlink,
-    peers: Arc<PeerTable>,
-    networks: Records<NetworkDef>,
-    endpoints: Records<EndpointRecord>,
+    pub(crate) state: StateDir,
+    pub(crate) node: Node,
+    pub(crate) dp: Dataplane,
+    pub(crate) nl: Netlink,
+    pub(crate) peers: Arc<PeerTable>,
+    pub(crate) networks: Records<NetworkDef>,
+    pub(crate) endpoints: Records<EndpointRecord>,
+    /// Address ranges and their owners ([`crate::ipam`]).
+    pub(crate) ring: Records<RangeEntry>,
+    pub(crate) requests: Records<SpaceRequest>,
+    pub(crate) removed: Records<RemovedPeer>,
+    /// This host's allocations per network (a sync lock: allocating and
+    /// granting space never wait while holding it).
+    pub(crate) used: std::sync::Mutex<BTreeMap<String, BTreeSet<u32>>>,
+    pub(crate) resolver: Arc<Resolver>,
     /// Serialises every change to this host's devices and attachment list.
-    local: Mutex<Local>,
-    mtu: u32,
+    pub(crate) local: Mutex<Local>,
+    pub(crate) mtu: u32,
 }
 
 #[derive(Default)]
-struct Local {
-    attachments: Vec<AttachmentRecord>,
+pub(crate) struct Local {
+    pub(crate) attachments: Vec<AttachmentRecord>,
     /// Networks that have a bridge and TAP here, by id → wire id.
-    realized: BTreeMap<String, u32>,
+    pub(crate) realized: BTreeMap<String, u32>,
+    /// The DNS server task of each realised network.
+    dns_tasks: BTreeMap<String, Vec<tokio::task::JoinHandle<()>>>,
+}
+
+/// What the DNS server reads: live records, minus those of hosts that are
+/// down or removed.
+struct MeshRecords {
+    endpoints: Records<EndpointRecord>,
+    removed: Records<RemovedPeer>,
+    node: Node,
+    me: String,
+}
+
+impl RecordSource for MeshRecords {
+    fn records(&self, network: &str) -> Vec<EndpointRecord> {
+        let up: BTreeSet<String> = self
+            .node
+            .members()
+            .iter()
+            .filter(|m| m.state == gossip::PeerState::Up)
+            .map(|m| m.id.to_hex())
+            .chain(std::iter::once(self.me.clone()))
+            .collect();
+        let removed = replicated::live(&self.removed);
+        replicated::live(&self.endpoints)
+            .into_values()
+            .filter(|e| {
+                e.network == network && up.contains(&e.host) && !removed.contains_key(&e.host)
+            })
+            .collect()
+    }
 }
 
 fn load_or_create_secret(state: &StateDir) -> Result<MeshSecret> {
@@ -84,10 +129,26 @@ impl Daemon {
 
         let networks = node.channel(NETWORKS_CHANNEL, load_snapshot(&state, NETWORKS_CHANNEL));
         let endpoints = node.channel(ENDPOINTS_CHANNEL, load_snapshot(&state, ENDPOINTS_CHANNEL));
+        let ring = node.channel(RING_CHANNEL, load_snapshot(&state, RING_CHANNEL));
+        let requests = node.channel(REQUESTS_CHANNEL, Default::default());
+        let removed = node.channel(REMOVED_CHANNEL, load_snapshot(&state, REMOVED_CHANNEL));
+        let resolver = Resolver::new(
+            Arc::new(MeshRecords {
+                endpoints: endpoints.clone(),
+                removed: removed.clone(),
+                node: node.clone(),
+                me: node.id().to_hex(),
+            }),
+            settings.dns_upstreams.clone(),
+        );
         let nl = Netlink::connect()?;
         let mtu = dataplane::overlay_mtu(
             UNDERLAY_MTU,
-            if settings.listen.is_ipv6() { IpVersion::V6 } else { IpVersion::V4 },
+            if settings.listen.is_ipv6() {
+                IpVersion::V6
+            } else {
+                IpVersion::V4
+            },
         );
         let attachments = state.load_attachments()?;
         let daemon = Arc::new(Daemon {
@@ -99,9 +160,14 @@ impl Daemon {
             peers,
             networks,
             endpoints,
+            ring,
+            requests,
+            removed,
+            used: Default::default(),
+            resolver,
             local: Mutex::new(Local {
                 attachments,
-                realized: BTreeMap::new(),
+                ..Local::default()
             }),
             mtu,
         });
@@ -135,7 +201,10 @@ impl Daemon {
             .values()
             .flat_map(|n| {
                 let w = networks::wire_id(&n.id);
-                [networks::bridge_name(prefix, w), networks::tap_name(prefix, w)]
+                [
+                    networks::bridge_name(prefix, w),
+                    networks::tap_name(prefix, w),
+                ]
             })
             .collect();
 
@@ -148,7 +217,8 @@ impl Daemon {
                 ino: rec.netns_ino,
             };
             let veth = self.nl.link(&rec.attachment.host_ifname).await?;
-            if veth.is_some() && ns.still_exists() && desired.contains_key(&rec.attachment.network) {
+            if veth.is_some() && ns.still_exists() && desired.contains_key(&rec.attachment.network)
+            {
                 kept.push(rec);
             } else {
                 info!(network = %rec.attachment.network, netns = %rec.attachment.netns, "dropping stale attachment");
@@ -158,6 +228,11 @@ impl Daemon {
         }
         local.attachments = kept;
         self.state.save_attachments(&local.attachments)?;
+        for rec in &local.attachments {
+            if let IpAddr::V4(v4) = ip_of(&rec.attachment.ip) {
+                self.note_allocated(&rec.attachment.network, v4);
+            }
+        }
 
         for link in self.nl.links().await? {
             if !networks::is_ours(prefix, &link.name) {
@@ -178,10 +253,9 @@ impl Daemon {
         let me = self.id().to_hex();
         for (key, rec) in replicated::live(&self.endpoints) {
             if rec.host == me
-                && !local
-                    .attachments
-                    .iter()
-                    .any(|a| networks::endpoint_key(&a.attachment.network, ip_of(&a.attachment.ip)) == key)
+                && !local.attachments.iter().any(|a| {
+                    networks::endpoint_key(&a.attachment.network, ip_of(&a.attachment.ip)) == key
+                })
             {
                 replicated::remove(&self.endpoints, self.id(), &key);
             }
@@ -211,17 +285,55 @@ impl Daemon {
                 d.reconcile_networks_locked(&mut local).await;
             }
         });
+        for (name, ch) in [
+            (ENDPOINTS_CHANNEL, SnapshotOf::Endpoints),
+            (RING_CHANNEL, SnapshotOf::Ring),
+            (REMOVED_CHANNEL, SnapshotOf::Removed),
+        ] {
+            let d = self.clone();
+            let mut rx = match ch {
+                SnapshotOf::Endpoints => d.endpoints.subscribe(),
+                SnapshotOf::Ring => d.ring.subscribe(),
+                SnapshotOf::Removed => d.removed.subscribe(),
+            };
+            tokio::spawn(async move {
+                while rx.changed().await.is_ok() {
+                    match ch {
+                        SnapshotOf::Endpoints => save_snapshot(&d.state, name, &d.endpoints),
+                        SnapshotOf::Ring => save_snapshot(&d.state, name, &d.ring),
+                        SnapshotOf::Removed => save_snapshot(&d.state, name, &d.removed),
+                    }
+                }
+            });
+        }
+        // Address space: answer requests, inherit from removed hosts.
         let d = self;
-        let mut rx = d.endpoints.subscribe();
+        let (mut a, mut b, mut c) = (
+            d.requests.subscribe(),
+            d.ring.subscribe(),
+            d.removed.subscribe(),
+        );
         tokio::spawn(async move {
-            while rx.changed().await.is_ok() {
-                save_snapshot(&d.state, ENDPOINTS_CHANNEL, &d.endpoints);
+            let mut answered = BTreeSet::new();
+            loop {
+                d.serve_ipam(&mut answered);
+                tokio::select! {
+                    r = a.changed() => if r.is_err() { break },
+                    r = b.changed() => if r.is_err() { break },
+                    r = c.changed() => if r.is_err() { break },
+                }
             }
         });
     }
 
-    async fn reconcile_networks_locked(&self, local: &mut Local) {
-        let desired = replicated::live(&self.networks);
+    pub(crate) async fn reconcile_networks_locked(&self, local: &mut Local) {
+        let me = self.id().to_hex();
+        let all = replicated::live(&self.networks);
+        let desired: BTreeMap<String, NetworkDef> = all
+            .iter()
+            .filter(|(_, n)| n.allows_host(&me))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         for (id, def) in &desired {
             if local.realized.contains_key(id) {
                 continue;
@@ -245,16 +357,65 @@ impl Daemon {
             }
             local.realized.remove(&id);
         }
-        self.peers
-            .set_networks(local.realized.values().map(|w| NetworkId(*w)).collect());
+        self.peers.set_networks(
+            local
+                .realized
+                .iter()
+                .map(|(id, w)| NetworkScope {
+                    id: NetworkId(*w),
+                    hosts: desired.get(id).map(|n| n.hosts.clone()).unwrap_or_default(),
+                })
+                .collect(),
+        );
+        for id in local.realized.keys().cloned().collect::<Vec<_>>() {
+            if local.dns_tasks.contains_key(&id) {
+                continue;
+            }
+            if let Some(def) = desired.get(&id) {
+                match self.start_dns(def) {
+                    Ok(tasks) => {
+                        local.dns_tasks.insert(id, tasks);
+                    }
+                    Err(e) => warn!(network = %id, "cannot serve DNS: {e:#}"),
+                }
+            }
+        }
+    }
+
+    /// One DNS socket per address family on the network's bridge.
+    fn start_dns(&self, def: &NetworkDef) -> Result<Vec<tokio::task::JoinHandle<()>>> {
+        let bridge = networks::bridge_name(&self.settings.link_prefix, networks::wire_id(&def.id));
+        let v4 = IpAddr::V4(ipam::service_address(def.subnet));
+        let v6 = IpAddr::V6(def.ipv6_for(ipam::service_address(def.subnet)));
+        let mut tasks = Vec::new();
+        for addr in [v4, v6] {
+            let sock = crate::dns::bind_on_device(addr, &bridge)
+                .with_context(|| format!("binding DNS on {addr}:53 ({bridge})"))?;
+            tasks.push(tokio::spawn(crate::dns::serve(
+                self.resolver.clone(),
+                def.id.clone(),
+                sock,
+            )));
+        }
+        Ok(tasks)
     }
 
     async fn realize_network(&self, def: &NetworkDef) -> Result<u32> {
         let prefix = &self.settings.link_prefix;
         let w = networks::wire_id(&def.id);
+        // The same MAC and service addresses on every host: a container
+        // always reaches its own host's bridge for DNS, never a remote one.
+        let bridge_name = networks::bridge_name(prefix, w);
         let bridge = self
             .nl
-            .ensure_bridge(&networks::bridge_name(prefix, w), self.mtu)
+            .ensure_bridge(&bridge_name, self.mtu, networks::service_mac(w))
+            .await?;
+        let svc = ipam::service_address(def.subnet);
+        self.nl
+            .add_address(&bridge_name, IpAddr::V4(svc), 32, false)
+            .await?;
+        self.nl
+            .add_address(&bridge_name, IpAddr::V6(def.ipv6_for(svc)), 128, true)
             .await?;
         let tap = networks::tap_name(prefix, w);
         self.dp
@@ -267,6 +428,9 @@ impl Daemon {
 
     async fn teardown_network(&self, local: &mut Local, id: &str, w: u32) -> Result<()> {
         let prefix = &self.settings.link_prefix;
+        for t in local.dns_tasks.remove(id).unwrap_or_default() {
+            t.abort();
+        }
         self.dp.remove_network(NetworkId(w));
         let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut local.attachments)
             .into_iter()
@@ -283,9 +447,78 @@ impl Daemon {
         Ok(())
     }
 
-    fn forget_endpoint(&self, rec: &AttachmentRecord) {
-        let key = networks::endpoint_key(&rec.attachment.network, ip_of(&rec.attachment.ip));
+    pub(crate) fn forget_endpoint(&self, rec: &AttachmentRecord) {
+        let ip = ip_of(&rec.attachment.ip);
+        let key = networks::endpoint_key(&rec.attachment.network, ip);
         replicated::remove(&self.endpoints, self.id(), &key);
+        if let IpAddr::V4(v4) = ip {
+            self.release(&rec.attachment.network, v4);
+        }
+    }
+
+    /// Host names or peer ids → peer ids (hex); this host counts too.
+    fn resolve_hosts(&self, hosts: &[String]) -> Result<Vec<String>, ApiError> {
+        let members = self.node.members();
+        let mut out = Vec::new();
+        for h in hosts {
+            let me = self.id().to_hex();
+            if *h == self.settings.name || me.starts_with(h.as_str()) {
+                out.push(me);
+                continue;
+            }
+            let found: Vec<String> = members
+                .iter()
+                .filter(|m| m.name == *h || m.id.to_hex().starts_with(h.as_str()))
+                .map(|m| m.id.to_hex())
+                .collect();
+            match found.as_slice() {
+                [one] => out.push(one.clone()),
+                [] => {
+                    return Err(ApiError::BadRequest(format!(
+                        "unknown host {h:?} in --hosts"
+                    )))
+                }
+                _ => {
+                    return Err(ApiError::BadRequest(format!(
+                        "host {h:?} in --hosts is ambiguous"
+                    )))
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    pub fn dns_view(&self) -> Vec<api::DnsRecord> {
+        let live_hosts: BTreeSet<String> = self
+            .node
+            .members()
+            .iter()
+            .filter(|m| m.state == gossip::PeerState::Up)
+            .map(|m| m.id.to_hex())
+            .chain(std::iter::once(self.id().to_hex()))
+            .collect();
+        let removed = self.removed_peers();
+        replicated::live(&self.endpoints)
+            .into_values()
+            .filter(|e| !removed.contains(&e.host))
+            .filter_map(|e| {
+                let name = e.name.clone()?;
+                Some(api::DnsRecord {
+                    fqdn: format!("{name}.{}", e.network),
+                    ip: e.ip.to_string(),
+                    ip6: e.ip6.map(|v| v.to_string()),
+                    version: e.version.clone(),
+                    host: if e.host == self.id().to_hex() {
+                        self.settings.name.clone()
+                    } else {
+                        self.peer_name(&e.host)
+                    },
+                    live: live_hosts.contains(&e.host),
+                })
+            })
+            .collect()
     }
 
     // ---- API operations ------------------------------------------------
@@ -302,11 +535,17 @@ impl Daemon {
             .join(&req.address, &secret)
             .await
             .map_err(|e| match e {
-                gossip::Error::AuthRejected { .. } => ApiError::Forbidden(format!("join {}: {e}", req.address)),
+                gossip::Error::AuthRejected { .. } => {
+                    ApiError::Forbidden(format!("join {}: {e}", req.address))
+                }
                 other => ApiError::BadGateway(format!("join {}: {other}", req.address)),
             })?;
         // The secret now in force is the joined mesh's: keep it for restarts.
-        write_atomic(&self.state.file("secret"), self.node.token().as_bytes(), 0o600)?;
+        write_atomic(
+            &self.state.file("secret"),
+            self.node.token().as_bytes(),
+            0o600,
+        )?;
         Ok(api::JoinResponse {
             peer: peer.to_string(),
         })
@@ -314,9 +553,11 @@ impl Daemon {
 
     pub fn status(&self) -> StatusResponse {
         let stats = self.dp.stats();
+        let removed = self.removed_peers();
         let members = self.node.members();
         let peers: Vec<PeerStatus> = members
             .iter()
+            .filter(|m| !removed.contains(&m.id.to_hex()))
             .map(|m| {
                 let traffic = self
                     .peers
@@ -363,7 +604,11 @@ impl Daemon {
             mesh_size: 1 + peers.len(),
             peers,
             networks: replicated::live(&self.networks).len(),
-            attachments: self.local.try_lock().map(|l| l.attachments.len()).unwrap_or(0),
+            attachments: self
+                .local
+                .try_lock()
+                .map(|l| l.attachments.len())
+                .unwrap_or(0),
             drops: stats
                 .drops
                 .iter()
@@ -378,9 +623,15 @@ impl Daemon {
 
     fn network_view(&self, def: &NetworkDef) -> api::Network {
         let w = networks::wire_id(&def.id);
+        let svc = ipam::service_address(def.subnet);
         api::Network {
             id: def.id.clone(),
             subnet: def.subnet.to_string(),
+            subnet6: def.subnet6.to_string(),
+            dns: svc.to_string(),
+            dns6: def.ipv6_for(svc).to_string(),
+            labels: def.labels.clone(),
+            hosts: def.hosts.clone(),
             wire_id: w,
             bridge: networks::bridge_name(&self.settings.link_prefix, w),
             mtu: self.mtu,
@@ -395,7 +646,7 @@ impl Daemon {
             .collect()
     }
 
-    fn network(&self, id: &str) -> Result<NetworkDef, ApiError> {
+    pub(crate) fn network(&self, id: &str) -> Result<NetworkDef, ApiError> {
         replicated::get(&self.networks, id).ok_or_else(|| {
             ApiError::NotFound(format!(
                 "network {id:?} does not exist (see `meshctl network list`)"
@@ -411,7 +662,10 @@ impl Daemon {
         let subnet = networks::parse_subnet(&req.subnet).map_err(ApiError::bad)?;
         let existing = replicated::live(&self.networks);
         if existing.contains_key(&req.id) {
-            return Err(ApiError::Conflict(format!("network {:?} already exists", req.id)));
+            return Err(ApiError::Conflict(format!(
+                "network {:?} already exists",
+                req.id
+            )));
         }
         let w = networks::wire_id(&req.id);
         if let Some(other) = existing.values().find(|n| networks::wire_id(&n.id) == w) {
@@ -420,12 +674,32 @@ impl Daemon {
                 req.id, other.id
             )));
         }
+        let subnet6 = match &req.subnet6 {
+            Some(s) => networks::parse_subnet6(s).map_err(ApiError::bad)?,
+            None => networks::derive_ula(&req.id),
+        };
+        let hosts = self.resolve_hosts(&req.hosts)?;
+        for (k, _) in &req.labels {
+            if k.is_empty() {
+                return Err(ApiError::BadRequest(
+                    "a label needs a key (key=value)".into(),
+                ));
+            }
+        }
         let def = NetworkDef {
             id: req.id.clone(),
             subnet,
+            subnet6,
             created_by: self.id().to_hex(),
+            labels: req.labels.clone(),
+            hosts,
         };
+        // The ring first: a host that learns the network can allocate at once.
+        self.init_ring(&def);
         replicated::put(&self.networks, self.id(), &req.id, def.clone());
+        if !def.allows_host(&self.id().to_hex()) {
+            return Ok(self.network_view(&def));
+        }
         let mut local = self.local.lock().await;
         self.reconcile_networks_locked(&mut local).await;
         if !local.realized.contains_key(&req.id) {
@@ -450,200 +724,28 @@ impl Daemon {
             )));
         }
         replicated::remove(&self.networks, self.id(), id);
+        self.drop_ring(id);
         for e in in_use {
-            replicated::remove(&self.endpoints, self.id(), &networks::endpoint_key(id, e.ip));
+            replicated::remove(
+                &self.endpoints,
+                self.id(),
+                &networks::endpoint_key(id, e.ip),
+            );
         }
         let mut local = self.local.lock().await;
         self.reconcile_networks_locked(&mut local).await;
         Ok(self.network_view(&def))
     }
-
-    pub async fn list_attachments(&self) -> Vec<Attachment> {
-        self.local
-            .lock()
-            .await
-            .attachments
-            .iter()
-            .map(|a| a.attachment.clone())
-            .collect()
-    }
-
-    pub async fn attach(&self, req: api::AttachRequest) -> Result<Attachment, ApiError> {
-        let net = self.network(&req.network)?;
-        let ip_text = req.ip.as_deref().ok_or_else(|| {
-            ApiError::BadRequest(
-                "--ip ADDR/LEN is required: automatic address allocation is not available yet".into(),
-            )
-        })?;
-        let (ip, prefix_len) = networks::parse_member_address(ip_text, &net).map_err(ApiError::bad)?;
-        let target = NetnsTarget::resolve(&req.target).map_err(|e| {
-            let msg = format!("{e:#}");
-            if msg.contains("no process") {
-                ApiError::NotFound(msg)
-            } else {
-                ApiError::BadRequest(msg)
-            }
-        })?;
-        if target.is_current() {
-            return Err(ApiError::BadRequest(format!(
-                "{} is meshd's own network namespace, not a container's",
-                target.path.display()
-            )));
-        }
-        let ifname = req
-            .ifname
-            .clone()
-            .unwrap_or_else(|| networks::default_ifname(&net.id));
-        networks::validate_ifname(&ifname).map_err(ApiError::bad)?;
-
-        let mut local = self.local.lock().await;
-        if let Some(a) = local.attachments.iter().find(|a| {
-            a.attachment.network == net.id && a.netns_dev == target.dev && a.netns_ino == target.ino
-        }) {
-            return Err(ApiError::Conflict(format!(
-                "{} is already attached to network {} as {}",
-                req.target, net.id, a.attachment.ip
-            )));
-        }
-        let key = networks::endpoint_key(&net.id, ip);
-        if let Some(owner) = replicated::get(&self.endpoints, &key) {
-            return Err(ApiError::Conflict(format!(
-                "address {ip} is already in use on network {} (host {})",
-                net.id,
-                &owner.host[..owner.host.len().min(12)]
-            )));
-        }
-        let Some(&w) = local.realized.get(&net.id) else {
-            return Err(ApiError::Internal(anyhow::anyhow!(
-                "network {} has no bridge on this host; see the meshd log",
-                net.id
-            )));
-        };
-
-        let suffix: u32 = rand::random();
-        let prefix = &self.settings.link_prefix;
-        let host_if = format!("{prefix}v{suffix:08x}");
-        let peer_if = format!("{prefix}c{suffix:08x}");
-        let result = self
-            .plumb_veth(&target, w, &host_if, &peer_if, &ifname, ip, prefix_len)
-            .await;
-        let mac = match result {
-            Ok(mac) => mac,
-            Err(e) => {
-                // Undo: deleting the host end removes the pair, wherever the
-                // other end went.
-                if let Err(e2) = self.nl.delete(&host_if).await {
-                    warn!("cleanup of {host_if} after a failed attach: {e2:#}");
-                }
-                return Err(ApiError::Internal(e.context(format!(
-                    "attaching {} to network {}",
-                    req.target, net.id
-                ))));
-            }
-        };
-        let attachment = Attachment {
-            network: net.id.clone(),
-            netns: target.path.display().to_string(),
-            ifname,
-            host_ifname: host_if,
-            ip: format!("{ip}/{prefix_len}"),
-            mac: format_mac(&mac),
-            container_id: req.container_id.clone(),
-            name: req.name.clone(),
-            version: req.version.clone(),
-        };
-        local.attachments.push(AttachmentRecord {
-            attachment: attachment.clone(),
-            netns_dev: target.dev,
-            netns_ino: target.ino,
-        });
-        self.state.save_attachments(&local.attachments)?;
-        replicated::put(
-            &self.endpoints,
-            self.id(),
-            &key,
-            EndpointRecord {
-                network: net.id.clone(),
-                ip,
-                mac: attachment.mac.clone(),
-                host: self.id().to_hex(),
-            },
-        );
-        info!(network = %net.id, netns = %attachment.netns, ip = %attachment.ip, "attached");
-        Ok(attachment)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn plumb_veth(
-        &self,
-        target: &NetnsTarget,
-        wire: u32,
-        host_if: &str,
-        peer_if: &str,
-        ifname: &str,
-        ip: IpAddr,
-        prefix_len: u8,
-    ) -> Result<[u8; 6]> {
-        let bridge = self
-            .nl
-            .link(&networks::bridge_name(&self.settings.link_prefix, wire))
-            .await?
-            .context("the network's bridge is missing")?;
-        self.nl.create_veth(host_if, peer_if, self.mtu).await?;
-        self.nl.enslave(host_if, &bridge, self.mtu).await?;
-        self.nl.move_to_netns(peer_if, &target.open()?).await?;
-        let (peer_if, ifname, mtu) = (peer_if.to_string(), ifname.to_string(), self.mtu);
-        in_netns(target, move || async move {
-            let nl = Netlink::connect()?;
-            nl.configure_interface(&peer_if, &ifname, mtu, ip, prefix_len)
-                .await
-        })
-        .await
-    }
-
-    pub async fn detach(&self, req: api::DetachRequest) -> Result<Attachment, ApiError> {
-        let net = self.network(&req.network)?;
-        // The namespace may be gone already (the container exited): then
-        // match the path we recorded, or the container id.
-        let target = req.target.as_deref().and_then(|t| NetnsTarget::resolve(t).ok());
-        if req.target.is_none() && req.container_id.is_none() {
-            return Err(ApiError::BadRequest(
-                "detach needs a target (PID or netns path) or a container id".into(),
-            ));
-        }
-        let mut local = self.local.lock().await;
-        let pos = local.attachments.iter().position(|a| {
-            a.attachment.network == net.id
-                && match (&req.container_id, &target, &req.target) {
-                    (Some(id), _, _) => a.attachment.container_id.as_deref() == Some(id.as_str()),
-                    (None, Some(t), _) => a.netns_dev == t.dev && a.netns_ino == t.ino,
-                    (None, None, Some(path)) => &a.attachment.netns == path,
-                    (None, None, None) => false,
-                }
-        });
-        let Some(pos) = pos else {
-            let what = req
-                .container_id
-                .as_deref()
-                .map(|c| format!("container {c}"))
-                .or(req.target.clone())
-                .unwrap_or_default();
-            return Err(ApiError::NotFound(format!(
-                "{what} is not attached to network {}",
-                net.id
-            )));
-        };
-        let rec = local.attachments[pos].clone();
-        self.nl.delete(&rec.attachment.host_ifname).await?;
-        local.attachments.remove(pos);
-        self.state.save_attachments(&local.attachments)?;
-        self.forget_endpoint(&rec);
-        info!(network = %net.id, netns = %rec.attachment.netns, "detached");
-        Ok(rec.attachment)
-    }
 }
 
-fn ip_of(addr_len: &str) -> IpAddr {
+#[derive(Clone, Copy)]
+enum SnapshotOf {
+    Endpoints,
+    Ring,
+    Removed,
+}
+
+pub(crate) fn ip_of(addr_len: &str) -> IpAddr {
     addr_len
         .split('/')
         .next()

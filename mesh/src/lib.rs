@@ -1,10 +1,14 @@
 //! `meshd`, the mesh daemon, as a library: the binary is a thin `main`, and
 //! [`api`] is the one definition of the local API shared with `meshctl`.
 
+pub mod alloc;
 pub mod api;
+pub mod attach;
 pub mod config;
 pub mod daemon;
+pub mod dns;
 pub mod error;
+pub mod ipam;
 pub mod netdev;
 pub mod networks;
 pub mod peers;

@@ -6,6 +6,7 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use futures::TryStreamExt;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
 use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth};
 use std::net::IpAddr;
@@ -50,7 +51,10 @@ fn link_info(msg: &LinkMessage) -> LinkInfo {
 }
 
 pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// ENODEV / "No such device": the link does not exist.
@@ -69,7 +73,12 @@ impl Netlink {
     }
 
     pub async fn link(&self, name: &str) -> Result<Option<LinkInfo>> {
-        let mut links = self.handle.link().get().match_name(name.to_string()).execute();
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
         match links.try_next().await {
             Ok(Some(msg)) => Ok(Some(link_info(&msg))),
             Ok(None) => Ok(None),
@@ -96,8 +105,11 @@ impl Netlink {
             .ok_or_else(|| anyhow!("link {name} does not exist"))
     }
 
-    /// Creates the bridge if missing (re-adopts it otherwise), sets MTU, up.
-    pub async fn ensure_bridge(&self, name: &str, mtu: u32) -> Result<LinkInfo> {
+    /// Creates the bridge if missing (re-adopts it otherwise), with the
+    /// given MAC and MTU, and brings it up. No IPv6 link-local address: the
+    /// same bridge MAC exists on every host, and duplicate address
+    /// detection across the overlay would only fail.
+    pub async fn ensure_bridge(&self, name: &str, mtu: u32, mac: [u8; 6]) -> Result<LinkInfo> {
         if self.link(name).await?.is_none() {
             self.handle
                 .link()
@@ -106,10 +118,43 @@ impl Netlink {
                 .await
                 .with_context(|| format!("creating bridge {name}"))?;
         }
+        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/addr_gen_mode"), "1");
         let info = self.must_link(name).await?;
-        self.set(LinkUnspec::new_with_index(info.index).mtu(mtu).up().build(), name)
-            .await?;
+        self.set(
+            LinkUnspec::new_with_index(info.index)
+                .mtu(mtu)
+                .address(mac.to_vec())
+                .up()
+                .build(),
+            name,
+        )
+        .await?;
         Ok(info)
+    }
+
+    /// Adds (or re-adds) an address; `nodad` skips duplicate address
+    /// detection, for addresses that are unique by construction.
+    pub async fn add_address(
+        &self,
+        dev: &str,
+        addr: IpAddr,
+        prefix: u8,
+        nodad: bool,
+    ) -> Result<()> {
+        let info = self.must_link(dev).await?;
+        let mut req = self
+            .handle
+            .address()
+            .add(info.index, addr, prefix)
+            .replace();
+        if nodad {
+            req.message_mut()
+                .attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        req.execute()
+            .await
+            .with_context(|| format!("adding {addr}/{prefix} to {dev}"))
     }
 
     /// Puts `dev` on `bridge` with the given MTU and brings it up.
@@ -176,8 +221,11 @@ impl Netlink {
             .execute()
             .await
             .with_context(|| format!("adding {addr}/{prefix} to {new_name}"))?;
-        self.set(LinkUnspec::new_with_index(info.index).up().build(), new_name)
-            .await?;
+        self.set(
+            LinkUnspec::new_with_index(info.index).up().build(),
+            new_name,
+        )
+        .await?;
         if let Some(lo) = self.link("lo").await? {
             self.set(LinkUnspec::new_with_index(lo.index).up().build(), "lo")
                 .await?;
@@ -241,13 +289,15 @@ impl NetnsTarget {
         } else {
             PathBuf::from(target)
         };
-        let meta = std::fs::metadata(&path).map_err(|e| {
-            anyhow!("cannot open network namespace {}: {e}", path.display())
-        })?;
+        let meta = std::fs::metadata(&path)
+            .map_err(|e| anyhow!("cannot open network namespace {}: {e}", path.display()))?;
         let stat = nix::sys::statfs::statfs(&path)
             .map_err(|e| anyhow!("cannot inspect {}: {e}", path.display()))?;
         if stat.filesystem_type().0 as i64 != NSFS_MAGIC {
-            bail!("{} is not a network namespace (not an nsfs file)", path.display());
+            bail!(
+                "{} is not a network namespace (not an nsfs file)",
+                path.display()
+            );
         }
         use std::os::unix::fs::MetadataExt;
         let t = NetnsTarget {

@@ -2,9 +2,10 @@
 //! a network on a host, and the records replicated about them.
 
 use anyhow::{bail, Result};
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
-use std::net::IpAddr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Linux interface names hold 15 bytes. `eth-<id>` must fit, so an id has at
 /// most 11 characters.
@@ -15,9 +16,30 @@ pub const MAX_NETWORK_ID_LEN: usize = 11;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkDef {
     pub id: String,
-    pub subnet: IpNet,
+    pub subnet: Ipv4Net,
+    /// IPv6 ULA prefix (a /64); each container's IPv6 address is derived
+    /// from its IPv4 one, so IPv4 uniqueness gives IPv6 uniqueness.
+    pub subnet6: Ipv6Net,
     /// Peer id of the host that created it.
     pub created_by: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Hosts (peer ids, hex) the network is restricted to; empty = all.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+}
+
+impl NetworkDef {
+    pub fn allows_host(&self, peer_hex: &str) -> bool {
+        self.hosts.is_empty() || self.hosts.iter().any(|h| h == peer_hex)
+    }
+
+    /// The IPv6 address paired with an IPv4 address of this network: the
+    /// ULA prefix plus the IPv4 host offset.
+    pub fn ipv6_for(&self, v4: Ipv4Addr) -> Ipv6Addr {
+        let offset = u32::from(v4) - u32::from(self.subnet.network());
+        Ipv6Addr::from(u128::from(self.subnet6.network()) | u128::from(offset))
+    }
 }
 
 /// An address in use on a network, replicated (gossip channel `endpoints`,
@@ -26,9 +48,16 @@ pub struct NetworkDef {
 pub struct EndpointRecord {
     pub network: String,
     pub ip: IpAddr,
+    #[serde(default)]
+    pub ip6: Option<Ipv6Addr>,
     pub mac: String,
     /// Peer id of the host the container lives on.
     pub host: String,
+    /// DNS name (`<name>.<network>`), if the container has one.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub version: Option<String>,
 }
 
 pub fn endpoint_key(network: &str, ip: IpAddr) -> String {
@@ -53,40 +82,80 @@ pub fn validate_network_id(id: &str) -> Result<()> {
     Ok(())
 }
 
+/// A ULA /64 derived from the network id (RFC 4193 layout: fd, a 40-bit
+/// global id from SHA-256 of the id, subnet 0), so every host derives the
+/// same prefix with no coordination.
+pub fn derive_ula(id: &str) -> Ipv6Net {
+    let d = ring::digest::digest(&ring::digest::SHA256, format!("mesh-ula:{id}").as_bytes());
+    let g = d.as_ref();
+    let mut b = [0u8; 16];
+    b[0] = 0xfd;
+    b[1..6].copy_from_slice(&g[..5]);
+    Ipv6Net::new(Ipv6Addr::from(b), 64).expect("64 is a valid prefix length")
+}
+
+pub fn parse_subnet6(s: &str) -> Result<Ipv6Net> {
+    let net: Ipv6Net = s.parse().map_err(|_| {
+        anyhow::anyhow!("IPv6 prefix {s:?} is not in CIDR form (e.g. fd12:3456:789a::/64)")
+    })?;
+    if net.prefix_len() > 96 {
+        bail!(
+            "IPv6 prefix {s:?} is too small: it needs at least a /96 to pair with IPv4 addresses"
+        );
+    }
+    if net.trunc() != net {
+        bail!(
+            "IPv6 prefix {s:?} has host bits set; did you mean {}?",
+            net.trunc()
+        );
+    }
+    Ok(net)
+}
+
 /// Parses an IPv4 subnet such as `10.40.0.0/24`; the host bits must be zero
 /// so the operator's intent is unambiguous.
-pub fn parse_subnet(s: &str) -> Result<IpNet> {
+pub fn parse_subnet(s: &str) -> Result<Ipv4Net> {
     let net: IpNet = s
         .parse()
         .map_err(|_| anyhow::anyhow!("subnet {s:?} is not in CIDR form (e.g. 10.40.0.0/24)"))?;
     if net.trunc() != net {
-        bail!("subnet {s:?} has host bits set; did you mean {}?", net.trunc());
+        bail!(
+            "subnet {s:?} has host bits set; did you mean {}?",
+            net.trunc()
+        );
     }
     match net {
-        IpNet::V4(v4) if v4.prefix_len() > 30 => {
-            bail!("subnet {s:?} is too small: it needs room for at least two hosts")
+        IpNet::V4(v4) if v4.prefix_len() > 29 => {
+            bail!("subnet {s:?} is too small: use a /29 or larger")
         }
-        IpNet::V4(_) => Ok(net),
-        IpNet::V6(_) => bail!("subnet {s:?}: only IPv4 subnets are supported for now"),
+        IpNet::V4(v4) if v4.prefix_len() < 8 => {
+            bail!("subnet {s:?} is too large: use a /8 or smaller")
+        }
+        IpNet::V4(v4) => Ok(v4),
+        IpNet::V6(_) => bail!("subnet {s:?} is IPv6: give the IPv4 subnet with --subnet and the IPv6 prefix with --subnet6"),
     }
 }
 
 /// Parses `ADDR/LEN` for an attachment and checks it against the network.
-pub fn parse_member_address(s: &str, net: &NetworkDef) -> Result<(IpAddr, u8)> {
+pub fn parse_member_address(s: &str, net: &NetworkDef) -> Result<(Ipv4Addr, u8)> {
     let (addr, len) = match s.split_once('/') {
         Some((a, l)) => {
-            let len: u8 = l
-                .parse()
-                .map_err(|_| anyhow::anyhow!("address {s:?}: prefix length {l:?} is not a number"))?;
+            let len: u8 = l.parse().map_err(|_| {
+                anyhow::anyhow!("address {s:?}: prefix length {l:?} is not a number")
+            })?;
             (a, len)
         }
         None => (s, net.subnet.prefix_len()),
     };
-    let ip: IpAddr = addr
+    let ip: Ipv4Addr = addr
         .parse()
-        .map_err(|_| anyhow::anyhow!("{addr:?} is not an IP address"))?;
+        .map_err(|_| anyhow::anyhow!("{addr:?} is not an IPv4 address"))?;
     if !net.subnet.contains(&ip) {
-        bail!("address {ip} is outside network {}'s subnet {}", net.id, net.subnet);
+        bail!(
+            "address {ip} is outside network {}'s subnet {}",
+            net.id,
+            net.subnet
+        );
     }
     if len != net.subnet.prefix_len() {
         bail!(
@@ -95,7 +164,13 @@ pub fn parse_member_address(s: &str, net: &NetworkDef) -> Result<(IpAddr, u8)> {
         );
     }
     if ip == net.subnet.network() || ip == net.subnet.broadcast() {
-        bail!("address {ip} is the network or broadcast address of {}", net.subnet);
+        bail!(
+            "address {ip} is the network or broadcast address of {}",
+            net.subnet
+        );
+    }
+    if ip == crate::ipam::service_address(net.subnet) {
+        bail!("address {ip} is reserved for the network's DNS service");
     }
     Ok((ip, len))
 }
@@ -106,6 +181,13 @@ pub fn parse_member_address(s: &str, net: &NetworkDef) -> Result<(IpAddr, u8)> {
 pub fn wire_id(id: &str) -> u32 {
     let d = ring::digest::digest(&ring::digest::SHA256, id.as_bytes());
     u32::from_be_bytes([d.as_ref()[0], d.as_ref()[1], d.as_ref()[2], d.as_ref()[3]])
+}
+
+/// The MAC of a network's bridge, the same on every host (locally
+/// administered, unicast).
+pub fn service_mac(wire_id: u32) -> [u8; 6] {
+    let w = wire_id.to_be_bytes();
+    [0x02, 0x6d, w[0], w[1], w[2], w[3]]
 }
 
 pub fn bridge_name(prefix: &str, wire_id: u32) -> String {
@@ -150,8 +232,25 @@ mod tests {
         NetworkDef {
             id: "blue".into(),
             subnet: "10.40.0.0/24".parse().unwrap(),
+            subnet6: derive_ula("blue"),
             created_by: "x".into(),
+            labels: BTreeMap::new(),
+            hosts: vec![],
         }
+    }
+
+    #[test]
+    fn ula_is_derived_and_paired() {
+        let n = net();
+        assert_eq!(n.subnet6, derive_ula("blue"));
+        assert_ne!(derive_ula("blue"), derive_ula("red"));
+        assert_eq!(n.subnet6.addr().segments()[0] >> 8, 0xfd);
+        let v6 = n.ipv6_for("10.40.0.7".parse().unwrap());
+        assert!(n.subnet6.contains(&v6));
+        assert_eq!(v6.segments()[7], 7);
+        assert!(parse_subnet6("fd00::/64").is_ok());
+        assert!(parse_subnet6("fd00::1/64").is_err());
+        assert!(parse_subnet6("fd00::/120").is_err());
     }
 
     #[test]
@@ -168,10 +267,16 @@ mod tests {
     #[test]
     fn subnets() {
         parse_subnet("10.40.0.0/24").unwrap();
-        assert!(parse_subnet("10.40.0.1/24").unwrap_err().to_string().contains("10.40.0.0/24"));
+        assert!(parse_subnet("10.40.0.1/24")
+            .unwrap_err()
+            .to_string()
+            .contains("10.40.0.0/24"));
         assert!(parse_subnet("10.40.0.0").is_err());
         assert!(parse_subnet("10.40.0.0/31").is_err());
-        assert!(parse_subnet("fd00::/64").is_err());
+        assert!(parse_subnet("fd00::/64")
+            .unwrap_err()
+            .to_string()
+            .contains("--subnet6"));
     }
 
     #[test]
@@ -179,10 +284,16 @@ mod tests {
         let n = net();
         assert_eq!(parse_member_address("10.40.0.7/24", &n).unwrap().1, 24);
         assert_eq!(parse_member_address("10.40.0.7", &n).unwrap().1, 24);
-        let e = parse_member_address("10.41.0.7/24", &n).unwrap_err().to_string();
+        let e = parse_member_address("10.41.0.7/24", &n)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("outside"), "{e}");
         assert!(parse_member_address("10.40.0.7/16", &n).is_err());
         assert!(parse_member_address("10.40.0.255/24", &n).is_err());
+        assert!(parse_member_address("10.40.0.254/24", &n)
+            .unwrap_err()
+            .to_string()
+            .contains("DNS"));
         assert!(parse_member_address("bogus/24", &n).is_err());
     }
 

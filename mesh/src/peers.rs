@@ -18,11 +18,32 @@ struct PeerEntry {
     data_endpoint: Option<SocketAddr>,
 }
 
+/// A network realised on this host, and the hosts it is restricted to
+/// (empty: every host).
+#[derive(Debug, Clone)]
+pub struct NetworkScope {
+    pub id: NetworkId,
+    pub hosts: Vec<String>,
+}
+
 #[derive(Default)]
 struct Table {
     peers: HashMap<PeerId, PeerEntry>,
     next_idx: PeerIdx,
-    networks: Vec<NetworkId>,
+    networks: Vec<NetworkScope>,
+}
+
+impl Table {
+    /// The networks `peer` may carry: frames of a restricted network are
+    /// never sent to (nor accepted from) a host outside it.
+    fn networks_of(&self, peer: &PeerId) -> Vec<NetworkId> {
+        let hex = peer.to_hex();
+        self.networks
+            .iter()
+            .filter(|n| n.hosts.is_empty() || n.hosts.contains(&hex))
+            .map(|n| n.id)
+            .collect()
+    }
 }
 
 /// Implements [`PeerObserver`]; called synchronously by gossip, so every
@@ -63,14 +84,13 @@ impl PeerTable {
         t.peers.get_mut(peer).expect("inserted above")
     }
 
-    /// The networks every peer carries (all of them, until networks can be
-    /// restricted to sets of hosts).
-    pub fn set_networks(&self, networks: Vec<NetworkId>) {
+    /// The networks realised here; each peer carries those it may.
+    pub fn set_networks(&self, networks: Vec<NetworkScope>) {
         let mut t = self.lock();
         t.networks = networks;
-        for e in t.peers.values() {
+        for (id, e) in &t.peers {
             if let Some(ep) = e.data_endpoint {
-                self.dp.upsert_peer(e.idx, ep, &t.networks);
+                self.dp.upsert_peer(e.idx, ep, &t.networks_of(id));
             }
         }
     }
@@ -101,7 +121,7 @@ impl PeerObserver for PeerTable {
         let e = Self::entry(&mut t, &peer.id);
         e.data_endpoint = Some(endpoint);
         let idx = e.idx;
-        self.dp.upsert_peer(idx, endpoint, &t.networks);
+        self.dp.upsert_peer(idx, endpoint, &t.networks_of(&peer.id));
         info!(peer = %peer.id, name = %peer.name, %endpoint, "peer up");
     }
 

@@ -22,7 +22,10 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route(routes::TOKEN, get(token))
         .route(routes::JOIN, post(join))
         .route(routes::NETWORKS, get(list_networks).post(create_network))
-        .route(&format!("{}/{{id}}", routes::NETWORKS), delete(remove_network))
+        .route(
+            &format!("{}/{{id}}", routes::NETWORKS),
+            delete(remove_network),
+        )
         .route(routes::ATTACHMENTS, get(attachments))
         .route(routes::ATTACH, post(attach))
         .route(routes::DETACH, post(detach))

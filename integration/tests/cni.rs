@@ -1,0 +1,334 @@
+//! The `mesh` CNI plugin driven like a runtime drives it (root only):
+//! `integration::cnitool` execs the plugin binary with CNI_* variables and
+//! the configuration on stdin, in a lab host's namespace, against that
+//! host's meshd socket.
+
+use integration::cnitool::{CniTool, Container};
+use integration::{is_root, unique_prefix, wait_for, Lab};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+const SUBNET: &str = "198.19.7.0/24";
+
+fn lab(tag: &str) -> Option<Lab> {
+    if !is_root() {
+        eprintln!("skipping: the namespace lab needs root");
+        return None;
+    }
+    let mut lab = Lab::new(&unique_prefix(tag), 2).expect("building the lab");
+    lab.start_mesh().expect("mesh up");
+    lab.meshctl(0, &["network", "create", "blue", "--subnet", SUBNET])
+        .expect("network create");
+    Some(lab)
+}
+
+/// The plugin as host `i`'s runtime would run it: in that host's
+/// namespace, talking to its meshd.
+fn tool(lab: &Lab, i: usize, network: Option<&str>) -> CniTool {
+    let mut conf = json!({
+        "cniVersion": "1.1.0",
+        "name": "blue",
+        "type": "mesh",
+        "socket": lab.hosts[i].socket,
+    });
+    if let Some(n) = network {
+        conf["network"] = json!(n);
+    }
+    CniTool::new(lab.bin("mesh"), Some(&lab.hosts[i].netns), conf).expect("plugin binary")
+}
+
+fn container(id: &str, ns: &str) -> Container {
+    Container {
+        id: id.into(),
+        netns: format!("/run/netns/{ns}"),
+        ifname: "eth0".into(),
+        args: "IgnoreUnknown=1;K8S_POD_NAME=".to_string() + id,
+    }
+}
+
+fn attachments(lab: &Lab, i: usize) -> Vec<Value> {
+    lab.meshctl_json(i, &["attachments"])
+        .unwrap()
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn attached_ids(lab: &Lab, i: usize) -> Vec<String> {
+    attachments(lab, i)
+        .iter()
+        .filter_map(|a| a["container_id"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Interfaces in a namespace other than lo.
+fn links(lab: &Lab, ns: &str) -> Vec<String> {
+    lab.exec_ok(ns, &["ip", "-o", "link", "show"])
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            l.split(':')
+                .nth(1)
+                .map(|s| s.trim().split('@').next().unwrap_or("").to_string())
+        })
+        .filter(|n| n != "lo")
+        .collect()
+}
+
+#[test]
+fn cni_add_check_del_across_two_hosts() {
+    let Some(mut lab) = lab("cni") else { return };
+    let t1 = tool(&lab, 0, None);
+    let t2 = tool(&lab, 1, None);
+
+    let v = t1.version().unwrap().ok().unwrap();
+    assert_eq!(v["cniVersion"], "1.1.0");
+    assert!(v["supportedVersions"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("1.1.0")));
+
+    // STATUS: ready on host 1 at once, on host 2 when the network arrived by gossip.
+    t1.status().unwrap().ok().unwrap();
+    wait_for(Duration::from_secs(10), || t2.status()?.ok()).expect("STATUS on host 2");
+
+    let ns1 = lab.add_container("k1").unwrap();
+    let ns2 = lab.add_container("k2").unwrap();
+    let c1 = container("cid-one", &ns1);
+    let mut c2 = container("cid-two", &ns2);
+
+    // Address from runtimeConfig.ips on host 1, from CNI_ARGS IP= (bare,
+    // gets the subnet's length) on host 2.
+    let start = Instant::now();
+    let r1 = t1.add(&c1, json!({"ips": ["198.19.7.1/24"]})).unwrap();
+    eprintln!("ADD took {:?}", r1.elapsed);
+    let r1 = r1.ok().unwrap();
+    c2.args = format!("{};IP=198.19.7.2", c2.args);
+    let r2 = t2.add(&c2, Value::Null).unwrap().ok().unwrap();
+    eprintln!("two ADDs: {:?}", start.elapsed());
+
+    assert_eq!(r1["cniVersion"], "1.1.0");
+    let ifs = r1["interfaces"].as_array().unwrap();
+    assert_eq!(ifs.len(), 2, "{r1}");
+    assert!(
+        ifs[0]["name"].as_str().unwrap().starts_with("ms"),
+        "host veth: {r1}"
+    );
+    assert_eq!(ifs[1]["name"], "eth0");
+    assert_eq!(ifs[1]["sandbox"], c1.netns.as_str());
+    assert!(ifs[1]["mtu"].as_u64().unwrap() > 1000);
+    assert_eq!(
+        r1["ips"][0],
+        json!({"address": "198.19.7.1/24", "interface": 1})
+    );
+    assert_eq!(r2["ips"][0]["address"], "198.19.7.2/24");
+    // The MAC in the result is the one inside the container.
+    let link = lab
+        .exec_ok(&ns1, &["ip", "-o", "link", "show", "eth0"])
+        .unwrap();
+    assert!(
+        link.contains(ifs[1]["mac"].as_str().unwrap()),
+        "{link} vs {r1}"
+    );
+
+    // Across hosts, over the mesh.
+    lab.wait_ping(&ns1, "198.19.7.2", Duration::from_secs(10))
+        .expect("k1 -> k2 over the mesh");
+    assert!(lab.ping(&ns2, "198.19.7.1", 3), "k2 -> k1");
+
+    t1.check(&c1).unwrap().ok().unwrap();
+    t2.check(&c2).unwrap().ok().unwrap();
+
+    // CHECK notices an interface that went away inside the container.
+    lab.exec_ok(&ns2, &["ip", "link", "set", "eth0", "down"])
+        .unwrap();
+    let bad = t2.check(&c2).unwrap();
+    assert_eq!(bad.code(), Some(101), "{:?}", bad);
+    assert!(bad.msg().contains("down"), "{}", bad.msg());
+    lab.exec_ok(&ns2, &["ip", "link", "set", "eth0", "up"])
+        .unwrap();
+
+    // DEL as runtimes send it after the container exited: no CNI_NETNS.
+    let gone = Container {
+        netns: String::new(),
+        ..c2.clone()
+    };
+    let d = t2.del(&gone).unwrap();
+    assert!(d.success, "{d:?}");
+    assert!(!attached_ids(&lab, 1).contains(&"cid-two".to_string()));
+    assert!(
+        links(&lab, &ns2).is_empty(),
+        "veth left in k2: {:?}",
+        links(&lab, &ns2)
+    );
+    assert!(!lab.ping(&ns1, "198.19.7.2", 1));
+    // Repeated DEL: still fine.
+    assert!(t2.del(&gone).unwrap().success);
+    // CHECK of a detached container fails.
+    assert!(!t2.exec("CHECK", &c2, json!({})).unwrap().success);
+
+    // DEL after the namespace itself was deleted.
+    lab.exec_ok(&ns1, &["true"]).unwrap();
+    std::process::Command::new("ip")
+        .args(["netns", "del", &ns1])
+        .status()
+        .unwrap();
+    let d = t1.del(&c1).unwrap();
+    assert!(d.success, "{d:?}");
+    assert!(attached_ids(&lab, 0).is_empty());
+}
+
+#[test]
+fn cni_errors_concurrency_gc_and_status() {
+    let Some(mut lab) = lab("cne") else { return };
+    let t1 = tool(&lab, 0, None);
+    let ns = lab.add_container("e1").unwrap();
+    let c = container("cid-e1", &ns);
+    let ip = json!({"ips": ["198.19.7.10/24"]});
+
+    // Bad input: each with its code and a message naming the problem.
+    let bad_json = t1.exec_raw("ADD", &c, b"{\"cniVersion\": ").unwrap();
+    assert_eq!(bad_json.code(), Some(6), "{bad_json:?}");
+    let mut conf = t1.conf.clone();
+    conf["cniVersion"] = json!("2.7.0");
+    let bad_ver = t1.exec_raw("ADD", &c, conf.to_string().as_bytes()).unwrap();
+    assert_eq!(bad_ver.code(), Some(1));
+    assert!(bad_ver.msg().contains("2.7.0"));
+    let no_netns = t1
+        .exec(
+            "ADD",
+            &Container {
+                netns: String::new(),
+                ..c.clone()
+            },
+            json!({}),
+        )
+        .unwrap();
+    assert_eq!(no_netns.code(), Some(4));
+    assert!(no_netns.msg().contains("CNI_NETNS"), "{}", no_netns.msg());
+    let not_ns = t1
+        .exec(
+            "ADD",
+            &Container {
+                netns: "/etc/hostname".into(),
+                ..c.clone()
+            },
+            json!({}),
+        )
+        .unwrap();
+    assert_eq!(not_ns.code(), Some(4));
+    assert!(
+        not_ns.msg().contains("not a network namespace"),
+        "{}",
+        not_ns.msg()
+    );
+    let no_such = t1
+        .exec(
+            "ADD",
+            &Container {
+                netns: "/run/netns/nope-x".into(),
+                ..c.clone()
+            },
+            json!({}),
+        )
+        .unwrap();
+    assert_eq!(no_such.code(), Some(3));
+    let unknown_net = tool(&lab, 0, Some("nosuchnet"))
+        .add(&c, ip.clone())
+        .unwrap();
+    assert_eq!(unknown_net.code(), Some(7), "{unknown_net:?}");
+    assert!(unknown_net.msg().contains("nosuchnet"));
+    let outside = t1.add(&c, json!({"ips": ["10.99.0.1/24"]})).unwrap();
+    assert!(!outside.success);
+    assert!(
+        links(&lab, &ns).is_empty(),
+        "half-attached: {:?}",
+        links(&lab, &ns)
+    );
+
+    // Without an address: meshd allocates one (IPAM) or says it needs one.
+    let auto = t1.add(&c, Value::Null).unwrap();
+    if auto.success {
+        assert!(auto.json["ips"][0]["address"]
+            .as_str()
+            .unwrap()
+            .starts_with("198.19.7."));
+        assert!(t1.del(&c).unwrap().success);
+    } else {
+        assert_eq!(auto.code(), Some(7), "{auto:?}");
+        assert!(auto.msg().contains("runtimeConfig.ips"), "{}", auto.msg());
+    }
+    assert!(links(&lab, &ns).is_empty());
+
+    t1.add(&c, ip.clone()).unwrap().ok().unwrap();
+    // Address taken by another container: refused, nothing left behind.
+    let ns_dup = lab.add_container("e2").unwrap();
+    let dup = t1.add(&container("cid-e2", &ns_dup), ip.clone()).unwrap();
+    assert_eq!(dup.code(), Some(100), "{dup:?}");
+    assert!(dup.msg().contains("198.19.7.10"), "{}", dup.msg());
+    assert!(links(&lab, &ns_dup).is_empty());
+
+    // Concurrent ADDs and DELs for different containers.
+    let many: Vec<Container> = (0..6)
+        .map(|k| {
+            container(
+                &format!("cid-p{k}"),
+                &lab.add_container(&format!("p{k}")).unwrap(),
+            )
+        })
+        .collect();
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for (k, c) in many.iter().enumerate() {
+            let t = &t1;
+            s.spawn(move || {
+                let r = t
+                    .add(c, json!({"ips": [format!("198.19.7.{}/24", 100 + k)]}))
+                    .unwrap();
+                assert!(r.success, "{r:?}");
+            });
+        }
+    });
+    eprintln!("6 parallel ADDs: {:?}", start.elapsed());
+    let ids = attached_ids(&lab, 0);
+    assert_eq!(ids.len(), 7, "{ids:?}");
+    lab.wait_ping(
+        &format!("{}-p0", lab.prefix),
+        "198.19.7.105",
+        Duration::from_secs(5),
+    )
+    .expect("p0 -> p5");
+    std::thread::scope(|s| {
+        for c in many.iter().take(3) {
+            let t = &t1;
+            s.spawn(move || assert!(t.del(c).unwrap().success));
+        }
+    });
+    assert_eq!(attached_ids(&lab, 0).len(), 4);
+
+    // A hand-made attachment (no container id) is not the plugin's to collect.
+    let manual = lab.add_container("m1").unwrap();
+    lab.attach(0, &manual, "blue", "198.19.7.50/24").unwrap();
+    // GC: keep e1 and p3; p4, p5 are stale.
+    let g = t1.gc(&[("cid-e1", "eth0"), ("cid-p3", "eth0")]).unwrap();
+    assert!(g.success, "{g:?}");
+    let mut ids = attached_ids(&lab, 0);
+    ids.sort();
+    assert_eq!(ids, vec!["cid-e1", "cid-p3"]);
+    assert_eq!(attachments(&lab, 0).len(), 3, "the manual attachment stays");
+
+    // meshd away: STATUS says 50, ADD says try again later (11).
+    lab.stop_daemon(0, nix::sys::signal::Signal::SIGTERM)
+        .unwrap();
+    let st = t1.status().unwrap();
+    assert_eq!(st.code(), Some(50), "{st:?}");
+    let later = t1
+        .add(
+            &container("cid-late", &ns_dup),
+            json!({"ips": ["198.19.7.77/24"]}),
+        )
+        .unwrap();
+    assert_eq!(later.code(), Some(11), "{later:?}");
+    // DEL with the namespace still there cannot be done without meshd.
+    assert_eq!(t1.del(&c).unwrap().code(), Some(11));
+}

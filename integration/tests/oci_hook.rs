@@ -1,0 +1,277 @@
+//! `meshctl hook` as OCI runtime hooks under runc (root only; skipped when
+//! runc or busybox is not installed: `apt-get install runc busybox-static`).
+//! runc runs in the root namespace and gives the container a new network
+//! namespace; the createRuntime hook attaches it through lab host 1's meshd
+//! socket, the poststop hook detaches it.
+
+use integration::{is_root, unique_prefix, wait_for, Lab};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn which(bin: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(bin))
+            .find(|f| f.is_file())
+    })
+}
+
+/// A busybox rootfs: /bin/busybox plus the applets the test uses.
+fn busybox_rootfs(rootfs: &Path, busybox: &Path) {
+    let bin = rootfs.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for d in ["proc", "sys", "dev", "tmp", "etc"] {
+        std::fs::create_dir_all(rootfs.join(d)).unwrap();
+    }
+    std::fs::copy(busybox, bin.join("busybox")).unwrap();
+    for applet in ["sh", "ip", "ping", "sleep", "cat", "ifconfig", "ls"] {
+        std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+    }
+}
+
+/// `runc` with a state root of the lab's own; deletes the container on
+/// drop (runc ends the container's processes, which we started).
+struct Runc {
+    root: PathBuf,
+    id: String,
+}
+
+impl Runc {
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("runc");
+        c.arg("--root").arg(&self.root);
+        c
+    }
+
+    fn state(&self) -> Option<Value> {
+        let out = self.cmd().args(["state", &self.id]).output().ok()?;
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).ok())
+            .flatten()
+    }
+}
+
+impl Drop for Runc {
+    fn drop(&mut self) {
+        let _ = self
+            .cmd()
+            .args(["delete", "--force", &self.id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn attached_ids(lab: &Lab, i: usize) -> Vec<String> {
+    lab.meshctl_json(i, &["attachments"])
+        .unwrap()
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|a| a["container_id"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn runc_hooks_attach_and_detach() {
+    if !is_root() {
+        eprintln!("skipping: needs root");
+        return;
+    }
+    let (Some(_), Some(busybox)) = (which("runc"), which("busybox")) else {
+        eprintln!("skipping: runc or busybox not installed (apt-get install runc busybox-static)");
+        return;
+    };
+    let mut lab = Lab::new(&unique_prefix("oci"), 2).expect("lab");
+    lab.start_mesh().expect("mesh up");
+    lab.meshctl(
+        0,
+        &["network", "create", "blue", "--subnet", "198.19.8.0/24"],
+    )
+    .unwrap();
+    // A container on host 2 for the runc container to reach.
+    let w2 = lab.add_container("w2").unwrap();
+    wait_for(Duration::from_secs(10), || {
+        lab.attach(1, &w2, "blue", "198.19.8.2/24")
+    })
+    .unwrap();
+
+    let bundle = lab.dir.join("bundle");
+    busybox_rootfs(&bundle.join("rootfs"), &busybox);
+    let meshctl = lab.bin("meshctl");
+    let socket = lab.hosts[0].socket.display().to_string();
+    let hook = |phase: &str| json!({"path": meshctl, "args": ["meshctl", "--socket", socket, "hook", phase], "timeout": 20});
+    let caps = [
+        "CAP_AUDIT_WRITE",
+        "CAP_KILL",
+        "CAP_NET_BIND_SERVICE",
+        "CAP_NET_RAW",
+    ];
+    let config = json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {"uid": 0, "gid": 0},
+            "args": ["sleep", "600"],
+            "env": ["PATH=/bin"],
+            "cwd": "/",
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps, "ambient": caps},
+            "noNewPrivileges": true
+        },
+        "root": {"path": "rootfs", "readonly": true},
+        "hostname": "web",
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev"]}
+        ],
+        "hooks": {"createRuntime": [hook("start")], "poststop": [hook("stop")]},
+        "annotations": {
+            "mesh.network": "blue",
+            "mesh.ip": "198.19.8.1/24",
+            "mesh.ifname": "eth0",
+            "mesh.name": "web",
+            "mesh.version": "v1"
+        },
+        "linux": {
+            "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
+            "maskedPaths": ["/proc/kcore", "/sys/firmware"],
+            "readonlyPaths": ["/proc/sys"]
+        }
+    });
+    std::fs::write(
+        bundle.join("config.json"),
+        serde_json::to_vec_pretty(&config).unwrap(),
+    )
+    .unwrap();
+
+    let runc = Runc {
+        root: lab.dir.join("runc"),
+        id: format!("{}-r1", lab.prefix),
+    };
+    let start = Instant::now();
+    let out = runc
+        .cmd()
+        .args(["run", "--detach", "--bundle"])
+        .arg(&bundle)
+        .arg(&runc.id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "runc run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("runc run with the start hook: {:?}", start.elapsed());
+    let st = runc.state().expect("runc state");
+    assert_eq!(st["status"], "running", "{st}");
+
+    // The hook attached it, under the runtime's container id.
+    let atts = lab.meshctl_json(0, &["attachments"]).unwrap();
+    let a = atts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["container_id"] == runc.id.as_str())
+        .unwrap_or_else(|| panic!("no attachment for {}: {atts}", runc.id))
+        .clone();
+    assert_eq!(a["ip"], "198.19.8.1/24");
+    assert_eq!(a["ifname"], "eth0");
+    assert_eq!(a["name"], "web");
+    let pid = st["pid"].as_u64().unwrap();
+    assert_eq!(a["netns"], format!("/proc/{pid}/ns/net"));
+
+    // Inside the container: eth0 with the address; it reaches host 2's container.
+    let exec = |args: &[&str]| {
+        runc.cmd()
+            .arg("exec")
+            .arg(&runc.id)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let o = exec(&["ip", "addr", "show", "eth0"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("198.19.8.1/24"),
+        "{o:?}"
+    );
+    wait_for(Duration::from_secs(10), || {
+        let o = exec(&["ping", "-c", "1", "-W", "1", "198.19.8.2"]);
+        anyhow::ensure!(
+            o.status.success(),
+            "ping: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        Ok(())
+    })
+    .expect("runc container -> w2 over the mesh");
+    assert!(lab.ping(&w2, "198.19.8.1", 3), "w2 -> runc container");
+
+    // Stop: kill, delete: the poststop hook detaches by container id.
+    let o = runc
+        .cmd()
+        .args(["kill", &runc.id, "KILL"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    wait_for(Duration::from_secs(10), || {
+        let s = runc
+            .state()
+            .map(|s| s["status"].clone())
+            .unwrap_or_default();
+        anyhow::ensure!(s == "stopped", "still {s}");
+        Ok(())
+    })
+    .unwrap();
+    let o = runc.cmd().args(["delete", &runc.id]).output().unwrap();
+    assert!(o.status.success(), "runc delete: {o:?}");
+    assert!(
+        !attached_ids(&lab, 0).contains(&runc.id),
+        "still attached after poststop"
+    );
+    assert!(!lab.ping(&w2, "198.19.8.1", 1));
+
+    // The stop hook again (a runtime retrying): already gone is success.
+    let mut c = Command::new(&meshctl);
+    c.args(["--socket", &socket, "hook", "stop"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    std::io::Write::write_all(
+        child.stdin.as_mut().unwrap(),
+        json!({"ociVersion": "1.0.2", "id": runc.id, "status": "stopped", "annotations": {"mesh.network": "blue"}})
+            .to_string()
+            .as_bytes(),
+    )
+    .unwrap();
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+
+    // A start hook without the network annotation fails with a clear error.
+    let mut child = Command::new(&meshctl)
+        .args(["--socket", &socket, "hook", "start"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        child.stdin.as_mut().unwrap(),
+        br#"{"id":"x","pid":1,"annotations":{}}"#,
+    )
+    .unwrap();
+    drop(child.stdin.take());
+    let o = child.wait_with_output().unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("mesh.network"),
+        "{o:?}"
+    );
+}
