@@ -89,10 +89,35 @@ enum Command {
     /// Hosts removed for good, and the like.
     #[command(subcommand)]
     Peer(PeerCommand),
-    /// Who owns how much address space, and what is allocated.
-    Ipam(Output),
+    /// Who owns how much address space, and what is allocated; reserve and
+    /// release addresses without attaching anything.
+    Ipam {
+        #[command(subcommand)]
+        action: Option<IpamCommand>,
+        #[command(flatten)]
+        out: Output,
+    },
     /// The DNS records (`name.<network>`) of the mesh.
     Dns(Output),
+}
+
+#[derive(Debug, Subcommand)]
+enum IpamCommand {
+    /// Take an address (the next free one, or --ip) without an attachment.
+    Reserve {
+        #[arg(long)]
+        network: String,
+        #[arg(long)]
+        ip: Option<String>,
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// Give back a reserved address.
+    Release {
+        #[arg(long)]
+        network: String,
+        ip: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -447,7 +472,19 @@ async fn run(cli: Cli) -> Result<()> {
             let r: api::RemovePeerResponse = c.delete(&routes::peer(&peer)).await?;
             println!("removed peer {} for good", r.removed);
         }
-        Command::Ipam(out) => {
+        Command::Ipam { action: Some(IpamCommand::Reserve { network, ip, label }), .. } => {
+            let r: api::Reservation = c
+                .post(routes::IPAM_RESERVE, &api::ReserveRequest { network, ip, label })
+                .await?;
+            println!("{}", r.ip);
+        }
+        Command::Ipam { action: Some(IpamCommand::Release { network, ip }), .. } => {
+            let r: api::Reservation = c
+                .post(routes::IPAM_RELEASE, &api::ReleaseRequest { network, ip })
+                .await?;
+            println!("released {} on {}", r.ip, r.network);
+        }
+        Command::Ipam { action: None, out } => {
             let nets: Vec<api::IpamNetwork> = c.get(routes::IPAM).await?;
             if out.json {
                 return print_json(&nets);

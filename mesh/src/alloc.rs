@@ -304,6 +304,85 @@ impl Daemon {
         }
     }
 
+    pub async fn reserve(&self, req: api::ReserveRequest) -> Result<api::Reservation, ApiError> {
+        let net = self.network(&req.network)?;
+        let me = self.id().to_hex();
+        if !net.allows_host(&me) {
+            return Err(ApiError::BadRequest(format!(
+                "network {} is restricted to other hosts",
+                net.id
+            )));
+        }
+        let want = match req.ip.as_deref() {
+            Some(t) => Some(crate::networks::parse_member_address(t, &net).map_err(ApiError::bad)?.0),
+            None => None,
+        };
+        let ip = self.allocate(&net, want).await?;
+        let rec = crate::state::Reservation {
+            network: net.id.clone(),
+            ip,
+            label: req.label.clone(),
+        };
+        let mut all = self.reservations.lock().await;
+        all.push(rec);
+        if let Err(e) = self.state.save_reservations(&all) {
+            all.pop();
+            self.release(&net.id, ip);
+            return Err(ApiError::Internal(e));
+        }
+        drop(all);
+        replicated::put(
+            &self.endpoints,
+            self.id(),
+            &crate::networks::endpoint_key(&net.id, IpAddr::V4(ip)),
+            crate::networks::EndpointRecord {
+                network: net.id.clone(),
+                ip: IpAddr::V4(ip),
+                ip6: Some(net.ipv6_for(ip)),
+                mac: String::new(),
+                host: me,
+                name: None,
+                version: None,
+            },
+        );
+        Ok(api::Reservation {
+            network: net.id,
+            ip: format!("{ip}/{}", net.subnet.prefix_len()),
+            label: req.label,
+        })
+    }
+
+    pub async fn release_reservation(&self, req: api::ReleaseRequest) -> Result<api::Reservation, ApiError> {
+        let ip: Ipv4Addr = req
+            .ip
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .parse()
+            .map_err(|_| ApiError::BadRequest(format!("{:?} is not an IPv4 address", req.ip)))?;
+        let mut all = self.reservations.lock().await;
+        let Some(pos) = all.iter().position(|r| r.network == req.network && r.ip == ip) else {
+            return Err(ApiError::NotFound(format!(
+                "{ip} is not reserved on network {} by this host",
+                req.network
+            )));
+        };
+        let rec = all.remove(pos);
+        self.state.save_reservations(&all)?;
+        drop(all);
+        replicated::remove(
+            &self.endpoints,
+            self.id(),
+            &crate::networks::endpoint_key(&rec.network, IpAddr::V4(ip)),
+        );
+        self.release(&rec.network, ip);
+        Ok(api::Reservation {
+            network: rec.network,
+            ip: ip.to_string(),
+            label: rec.label,
+        })
+    }
+
     pub fn ipam_view(&self) -> Vec<api::IpamNetwork> {
         let endpoints = replicated::live(&self.endpoints);
         replicated::live(&self.networks)

@@ -18,6 +18,8 @@ pub mod routes {
     pub const ATTACH: &str = "/v1/attach";
     pub const DETACH: &str = "/v1/detach";
     pub const IPAM: &str = "/v1/ipam";
+    pub const IPAM_RESERVE: &str = "/v1/ipam/reserve";
+    pub const IPAM_RELEASE: &str = "/v1/ipam/release";
     pub const DNS: &str = "/v1/dns";
 
     /// `DELETE /v1/peers/{peer}`: the peer is gone for good.
@@ -244,6 +246,30 @@ pub struct IpamNetwork {
     pub subnet: String,
     pub ranges: Vec<IpamRange>,
     pub allocations: Vec<IpamAllocation>,
+}
+
+/// Take an address without attaching anything (for a service, a VM, or a
+/// runtime that plumbs the interface itself).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReserveRequest {
+    pub network: String,
+    #[serde(default)]
+    pub ip: Option<String>,
+    #[serde(default)]
+    pub label: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReleaseRequest {
+    pub network: String,
+    pub ip: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reservation {
+    pub network: String,
+    pub ip: String,
+    pub label: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -48,6 +48,8 @@ pub struct Daemon {
     /// granting space never wait while holding it).
     pub(crate) used: std::sync::Mutex<BTreeMap<String, BTreeSet<u32>>>,
     pub(crate) resolver: Arc<Resolver>,
+    /// Addresses reserved without an attachment.
+    pub(crate) reservations: Mutex<Vec<crate::state::Reservation>>,
     /// Serialises every change to this host's devices and attachment list.
     pub(crate) local: Mutex<Local>,
     pub(crate) mtu: u32,
@@ -151,6 +153,7 @@ impl Daemon {
             },
         );
         let attachments = state.load_attachments()?;
+        let reservations = state.load_reservations()?;
         let daemon = Arc::new(Daemon {
             settings,
             state,
@@ -165,6 +168,7 @@ impl Daemon {
             removed,
             used: Default::default(),
             resolver,
+            reservations: Mutex::new(reservations),
             local: Mutex::new(Local {
                 attachments,
                 ..Local::default()
@@ -251,11 +255,18 @@ impl Daemon {
         // Endpoint records of ours that no attachment backs (a crash between
         // two steps of attach/detach).
         let me = self.id().to_hex();
+        let reservations = self.reservations.lock().await.clone();
+        for r in &reservations {
+            self.note_allocated(&r.network, r.ip);
+        }
         for (key, rec) in replicated::live(&self.endpoints) {
             if rec.host == me
                 && !local.attachments.iter().any(|a| {
                     networks::endpoint_key(&a.attachment.network, ip_of(&a.attachment.ip)) == key
                 })
+                && !reservations
+                    .iter()
+                    .any(|r| networks::endpoint_key(&r.network, IpAddr::V4(r.ip)) == key)
             {
                 replicated::remove(&self.endpoints, self.id(), &key);
             }
@@ -414,8 +425,15 @@ impl Daemon {
         self.nl
             .add_address(&bridge_name, IpAddr::V4(svc), 32, false)
             .await?;
+        // IPv6 needs the on-link prefix for replies to leave through the
+        // bridge (IPv4 assumes on-link when the socket is bound to it).
         self.nl
-            .add_address(&bridge_name, IpAddr::V6(def.ipv6_for(svc)), 128, true)
+            .add_address(
+                &bridge_name,
+                IpAddr::V6(def.ipv6_for(svc)),
+                def.subnet6.prefix_len(),
+                true,
+            )
             .await?;
         let tap = networks::tap_name(prefix, w);
         self.dp

@@ -29,6 +29,11 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route(routes::ATTACHMENTS, get(attachments))
         .route(routes::ATTACH, post(attach))
         .route(routes::DETACH, post(detach))
+        .route(routes::IPAM, get(ipam))
+        .route(routes::IPAM_RESERVE, post(reserve))
+        .route(routes::IPAM_RELEASE, post(release))
+        .route(routes::DNS, get(dns))
+        .route(&format!("{}/{{peer}}", routes::PEERS), delete(remove_peer))
         .with_state(daemon)
 }
 
@@ -105,4 +110,24 @@ async fn attach(State(d): D, Json(req): Json<api::AttachRequest>) -> ApiResult<a
 
 async fn detach(State(d): D, Json(req): Json<api::DetachRequest>) -> ApiResult<api::Attachment> {
     Ok(Json(d.detach(req).await?))
+}
+
+async fn reserve(State(d): D, Json(req): Json<api::ReserveRequest>) -> ApiResult<api::Reservation> {
+    Ok(Json(d.reserve(req).await?))
+}
+
+async fn release(State(d): D, Json(req): Json<api::ReleaseRequest>) -> ApiResult<api::Reservation> {
+    Ok(Json(d.release_reservation(req).await?))
+}
+
+async fn ipam(State(d): D) -> ApiResult<Vec<api::IpamNetwork>> {
+    Ok(Json(d.ipam_view()))
+}
+
+async fn dns(State(d): D) -> ApiResult<Vec<api::DnsRecord>> {
+    Ok(Json(d.dns_view()))
+}
+
+async fn remove_peer(State(d): D, Path(peer): Path<String>) -> ApiResult<api::RemovePeerResponse> {
+    Ok(Json(d.remove_peer(&peer).await?))
 }

@@ -27,6 +27,16 @@ pub struct StateDir {
 }
 
 const ATTACHMENTS: &str = "attachments.json";
+const RESERVATIONS: &str = "reservations.json";
+
+/// An address taken without an attachment (`meshctl ipam reserve`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Reservation {
+    pub network: String,
+    pub ip: std::net::Ipv4Addr,
+    #[serde(default)]
+    pub label: Option<String>,
+}
 
 impl StateDir {
     pub fn open(dir: &Path) -> Result<StateDir> {
@@ -55,6 +65,14 @@ impl StateDir {
 
     pub fn save_attachments(&self, records: &[AttachmentRecord]) -> Result<()> {
         self.save_json(ATTACHMENTS, &records)
+    }
+
+    pub fn load_reservations(&self) -> Result<Vec<Reservation>> {
+        self.load_json(RESERVATIONS).map(|v| v.unwrap_or_default())
+    }
+
+    pub fn save_reservations(&self, records: &[Reservation]) -> Result<()> {
+        self.save_json(RESERVATIONS, &records)
     }
 
     /// Snapshot of a replicated channel, so a host that restarts alone
