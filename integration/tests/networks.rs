@@ -122,6 +122,18 @@ fn networks_span_hosts_with_allocated_dual_stack_addresses_and_dns() {
     .unwrap();
     let listed = lab.meshctl_json(0, &["dns"]).unwrap();
     assert!(listed.as_array().unwrap().iter().any(|r| r["fqdn"] == "api.blue"));
+
+    // A network restricted to hosts 1 and 2 does not exist on host 3.
+    lab.meshctl(0, &["network", "create", "priv", "--subnet", "198.19.3.0/24", "--hosts", "h1,h2"]).unwrap();
+    let p3 = lab.add_container("p3").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let err = lab
+        .meshctl(2, &["attach", &format!("/run/netns/{p3}"), "--network", "priv"])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("restricted"), "{err}");
+    let p2 = lab.add_container("p2").unwrap();
+    attach(&lab, 1, &p2, "priv", &[]);
 }
 
 /// Addresses this host allocated, as it reports them itself.
