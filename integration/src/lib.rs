@@ -259,21 +259,10 @@ impl Lab {
     /// Sends `signal` to host `i`'s daemon (by the PID we started) and
     /// reaps it.
     pub fn stop_daemon(&mut self, i: usize, signal: nix::sys::signal::Signal) -> Result<()> {
-        let Some(mut child) = self.hosts[i].daemon.take() else {
-            return Ok(());
-        };
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, signal);
-        let start = Instant::now();
-        while child.try_wait()?.is_none() {
-            if start.elapsed() > Duration::from_secs(10) {
-                let _ = child.kill();
-                let _ = child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        match self.hosts[i].daemon.take() {
+            Some(child) => terminate(child, signal, Duration::from_secs(10)),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     pub fn log_tail(&self, i: usize, lines: usize) -> String {
@@ -378,20 +367,8 @@ impl Lab {
     /// Ends a helper with SIGTERM (so captures flush) and reaps it.
     pub fn stop_helper(&mut self, pid: u32) -> Result<()> {
         if let Some(pos) = self.helpers.iter().position(|c| c.id() == pid) {
-            let mut child = self.helpers.remove(pos);
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let start = Instant::now();
-            while child.try_wait()?.is_none() {
-                if start.elapsed() > Duration::from_secs(5) {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            let child = self.helpers.remove(pos);
+            terminate(child, nix::sys::signal::Signal::SIGTERM, Duration::from_secs(5))?;
         }
         Ok(())
     }
@@ -440,6 +417,22 @@ impl Lab {
             );
         }
     }
+}
+
+/// Sends `signal` to a child we started (by its PID), waits up to `grace`
+/// for it to exit, then kills it; always reaps it.
+pub fn terminate(mut child: Child, signal: nix::sys::signal::Signal, grace: Duration) -> Result<()> {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal);
+    let start = Instant::now();
+    while child.try_wait()?.is_none() {
+        if start.elapsed() > grace {
+            let _ = child.kill();
+            let _ = child.wait();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
 }
 
 /// Retries `f` every 200 ms until it succeeds or `timeout` passes; the

@@ -240,6 +240,10 @@ impl Daemon {
         if gone.is_empty() {
             return;
         }
+        // A removed host stays out: its connections are refused and it is
+        // no longer dialed (it may rejoin only with a new identity).
+        let ids: Vec<gossip::PeerId> = gone.iter().filter_map(|h| h.parse().ok()).collect();
+        self.node.block_peers(&ids);
         let fallback = self.fallback_heir(&gone);
         let networks: BTreeSet<String> = replicated::live(&self.ring)
             .values()
