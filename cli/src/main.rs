@@ -99,6 +99,8 @@ enum Command {
     },
     /// The DNS records (`name.<network>`) of the mesh.
     Dns(Output),
+    /// Prometheus metrics (text format).
+    Metrics,
 }
 
 #[derive(Debug, Subcommand)]
@@ -510,6 +512,9 @@ async fn run(cli: Cli) -> Result<()> {
                     );
                 }
             }
+        }
+        Command::Metrics => {
+            print!("{}", c.get_text(routes::METRICS).await?);
         }
         Command::Dns(out) => {
             let recs: Vec<api::DnsRecord> = c.get(routes::DNS).await?;

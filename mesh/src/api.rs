@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 /// Route paths, so server and client cannot drift apart.
 pub mod routes {
     pub const STATUS: &str = "/v1/status";
+    /// Prometheus text format (not JSON).
+    pub const METRICS: &str = "/metrics";
     pub const PEERS: &str = "/v1/peers";
     pub const TOKEN: &str = "/v1/token";
     pub const JOIN: &str = "/v1/join";
@@ -330,7 +332,14 @@ pub mod client {
         }
 
         pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-            self.call(Method::GET, path, None::<&()>).await
+            let body = self.call(Method::GET, path, None::<&()>).await?;
+            serde_json::from_slice(&body).map_err(|e| ClientError::Decode(e.to_string()))
+        }
+
+        /// A non-JSON answer (metrics).
+        pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
+            let body = self.call(Method::GET, path, None::<&()>).await?;
+            Ok(String::from_utf8_lossy(&body).into_owned())
         }
 
         pub async fn post<B: Serialize, T: DeserializeOwned>(
@@ -338,19 +347,21 @@ pub mod client {
             path: &str,
             body: &B,
         ) -> Result<T, ClientError> {
-            self.call(Method::POST, path, Some(body)).await
+            let body = self.call(Method::POST, path, Some(body)).await?;
+            serde_json::from_slice(&body).map_err(|e| ClientError::Decode(e.to_string()))
         }
 
         pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-            self.call(Method::DELETE, path, None::<&()>).await
+            let body = self.call(Method::DELETE, path, None::<&()>).await?;
+            serde_json::from_slice(&body).map_err(|e| ClientError::Decode(e.to_string()))
         }
 
-        async fn call<B: Serialize, T: DeserializeOwned>(
+        async fn call<B: Serialize>(
             &self,
             method: Method,
             path: &str,
             body: Option<&B>,
-        ) -> Result<T, ClientError> {
+        ) -> Result<Bytes, ClientError> {
             let stream = UnixStream::connect(&self.socket)
                 .await
                 .map_err(|e| match e.kind() {
@@ -393,7 +404,7 @@ pub mod client {
                     message,
                 });
             }
-            serde_json::from_slice(&body).map_err(|e| ClientError::Decode(e.to_string()))
+            Ok(body)
         }
     }
 }

@@ -52,6 +52,10 @@ pub struct Flags {
     /// default: meshd contacts nothing it was not told to.
     #[arg(long = "dns-upstream")]
     pub dns_upstreams: Vec<SocketAddr>,
+    /// Also serve `GET /metrics` (Prometheus) over TCP on this address
+    /// (off by default; the API socket always serves it).
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
     /// Remove every bridge, TAP and veth this daemon created on the host, then exit.
     #[arg(long)]
     pub cleanup: bool,
@@ -70,6 +74,7 @@ pub struct FileConfig {
     pub link_prefix: Option<String>,
     #[serde(default)]
     pub dns_upstreams: Vec<SocketAddr>,
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Settings after merging file and flags, validated.
@@ -83,6 +88,7 @@ pub struct Settings {
     pub log: String,
     pub link_prefix: String,
     pub dns_upstreams: Vec<SocketAddr>,
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl FileConfig {
@@ -153,6 +159,7 @@ impl Settings {
                 .or(file.log)
                 .unwrap_or_else(|| "info".to_string()),
             link_prefix,
+            metrics_listen: flags.metrics_listen.or(file.metrics_listen),
             dns_upstreams: if flags.dns_upstreams.is_empty() {
                 file.dns_upstreams
             } else {

@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod dns;
 pub mod error;
 pub mod ipam;
+pub mod metrics;
 pub mod netdev;
 pub mod networks;
 pub mod peers;

@@ -43,7 +43,16 @@ async fn run(flags: Flags, settings: Settings) -> Result<()> {
         return Ok(());
     }
     let socket = settings.api_socket.clone();
+    let metrics_listen = settings.metrics_listen;
     let daemon = Daemon::start(settings).await?;
+    if let Some(addr) = metrics_listen {
+        let d = daemon.clone();
+        tokio::spawn(async move {
+            if let Err(e) = mesh::server::serve_metrics(d, addr).await {
+                error!("metrics listener: {e:#}");
+            }
+        });
+    }
     let serve = mesh::server::serve(daemon.clone(), &socket);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;

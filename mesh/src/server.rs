@@ -18,6 +18,7 @@ type ApiResult<T> = Result<Json<T>, ApiError>;
 pub fn router(daemon: Arc<Daemon>) -> Router {
     Router::new()
         .route(routes::STATUS, get(status))
+        .route(routes::METRICS, get(metrics))
         .route(routes::PEERS, get(peers))
         .route(routes::TOKEN, get(token))
         .route(routes::JOIN, post(join))
@@ -56,6 +57,18 @@ pub async fn serve(daemon: Arc<Daemon>, path: &std::path::Path) -> Result<()> {
     let listener = listener.with_context(|| format!("binding API socket {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     axum::serve(listener, router(daemon)).await?;
+    Ok(())
+}
+
+/// `GET /metrics` alone, over TCP, for a Prometheus scraper.
+pub async fn serve_metrics(daemon: Arc<Daemon>, addr: std::net::SocketAddr) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding metrics listener {addr}"))?;
+    let app = Router::new()
+        .route(routes::METRICS, get(metrics))
+        .with_state(daemon);
+    axum::serve(listener, app).await?;
     Ok(())
 }
 
@@ -130,4 +143,11 @@ async fn dns(State(d): D) -> ApiResult<Vec<api::DnsRecord>> {
 
 async fn remove_peer(State(d): D, Path(peer): Path<String>) -> ApiResult<api::RemovePeerResponse> {
     Ok(Json(d.remove_peer(&peer).await?))
+}
+
+async fn metrics(State(d): D) -> ([(axum::http::header::HeaderName, &'static str); 1], String) {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::metrics::render(&d.status()),
+    )
 }

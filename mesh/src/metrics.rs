@@ -1,0 +1,114 @@
+//! Prometheus metrics, served as `GET /metrics` on the API socket.
+//!
+//! The counters live where they are counted (atomics in the data plane,
+//! gossip's member table); a scrape copies a snapshot into a fresh
+//! registry, so nothing on the packet path knows about Prometheus.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::api::{PeerState, StatusResponse};
+
+type Labels = Vec<(String, String)>;
+
+/// Renders a status snapshot in the Prometheus text format.
+pub fn render(status: &StatusResponse) -> String {
+    let mut reg = Registry::with_prefix("mesh");
+    let drops = Family::<Labels, Counter>::default();
+    for (reason, n) in &status.drops {
+        drops
+            .get_or_create(&vec![("reason".into(), reason.clone())])
+            .inc_by(*n);
+    }
+    reg.register(
+        "dataplane_dropped_datagrams",
+        "Datagrams and frames dropped by the data plane, by reason",
+        drops,
+    );
+    let bytes = Family::<Labels, Counter>::default();
+    let packets = Family::<Labels, Counter>::default();
+    let up = Family::<Labels, Gauge>::default();
+    let rtt = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    let key_age = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    for p in &status.peers {
+        let peer = |extra: Option<(&str, &str)>| {
+            let mut l: Labels = vec![("peer".into(), p.name.clone()), ("peer_id".into(), p.id.clone())];
+            if let Some((k, v)) = extra {
+                l.push((k.into(), v.into()));
+            }
+            l
+        };
+        bytes.get_or_create(&peer(Some(("direction", "tx")))).inc_by(p.tx.bytes);
+        bytes.get_or_create(&peer(Some(("direction", "rx")))).inc_by(p.rx.bytes);
+        packets.get_or_create(&peer(Some(("direction", "tx")))).inc_by(p.tx.packets);
+        packets.get_or_create(&peer(Some(("direction", "rx")))).inc_by(p.rx.packets);
+        up.get_or_create(&peer(None)).set(i64::from(p.state == PeerState::Up));
+        if let Some(ms) = p.rtt_ms {
+            rtt.get_or_create(&peer(None)).set(ms / 1e3);
+        }
+        if let Some(age) = p.key_age_secs {
+            key_age.get_or_create(&peer(None)).set(age);
+        }
+    }
+    reg.register("peer_bytes", "Overlay bytes sent to / received from a peer", bytes);
+    reg.register("peer_packets", "Overlay packets sent to / received from a peer", packets);
+    reg.register("peer_up", "1 if the peer is connected and authenticated", up);
+    reg.register("peer_rtt_seconds", "Control-connection round-trip time", rtt);
+    reg.register("peer_key_age_seconds", "Age of the current data-plane session key", key_age);
+    let size = Gauge::<i64>::default();
+    size.set(status.mesh_size as i64);
+    reg.register("hosts", "Hosts in the mesh, this one included", size);
+    let nets = Gauge::<i64>::default();
+    nets.set(status.networks as i64);
+    reg.register("networks", "Networks defined in the mesh", nets);
+    let atts = Gauge::<i64>::default();
+    atts.set(status.attachments as i64);
+    reg.register("attachments", "Containers attached on this host", atts);
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = encode(&mut out, &reg);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{HostStatus, PeerStatus, Traffic};
+
+    #[test]
+    fn renders_counters_per_reason_and_peer() {
+        let s = StatusResponse {
+            host: HostStatus {
+                id: "a".into(),
+                name: "h1".into(),
+                control_address: "x".into(),
+                data_address: "y".into(),
+            },
+            mesh_size: 2,
+            peers: vec![PeerStatus {
+                id: "b".into(),
+                name: "h2".into(),
+                address: "z".into(),
+                data_address: None,
+                state: PeerState::Up,
+                path: "direct".into(),
+                rtt_ms: Some(1.5),
+                key_generation: Some(3),
+                key_age_secs: Some(12.0),
+                tx: Traffic { bytes: 100, packets: 2 },
+                rx: Traffic { bytes: 50, packets: 1 },
+            }],
+            networks: 1,
+            attachments: 0,
+            drops: [("bad_tag".to_string(), 7u64)].into(),
+        };
+        let text = render(&s);
+        assert!(text.contains("mesh_dataplane_dropped_datagrams_total{reason=\"bad_tag\"} 7"), "{text}");
+        assert!(text.contains("mesh_peer_bytes_total{peer=\"h2\",peer_id=\"b\",direction=\"tx\"} 100"), "{text}");
+        assert!(text.contains("mesh_peer_up{peer=\"h2\",peer_id=\"b\"} 1"), "{text}");
+        assert!(text.contains("mesh_hosts 2"), "{text}");
+    }
+}
