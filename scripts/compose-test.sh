@@ -55,14 +55,17 @@ mkdir -p "$ROOTFS/bin" "$ROOTFS/usr/bin" "$ROOTFS/tmp" "$ROOTFS/run" "$ROOTFS/va
 cp /bin/busybox "$ROOTFS/bin/busybox"
 for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$ROOTFS/bin/$a"; done
 cp "$BIN/meshd" "$BIN/meshctl" "$ROOTFS/usr/bin/"
+! command -v strip >/dev/null 2>&1 || strip "$ROOTFS/usr/bin/meshd" "$ROOTFS/usr/bin/meshctl"
 chmod 1777 "$ROOTFS/tmp"
 
 # --- a private dockerd ---
 RUN_DIR=/run/mesh-compose.$$
-mkdir -p "$RUN_DIR"
+DATA_DIR=/var/lib/mesh-compose.$$
+mkdir -p "$RUN_DIR" "$DATA_DIR"
 export DOCKER_HOST="unix://$RUN_DIR/docker.sock"
 export COMPOSE_PROJECT_NAME="meshc$$"
 DOCKERD_PID=
+BRIDGE=
 cleanup() {
   set +e
   if [ -n "$DOCKERD_PID" ]; then
@@ -72,15 +75,18 @@ cleanup() {
     for _ in $(seq 1 100); do kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 0.2; done
     kill -KILL "$DOCKERD_PID" 2>/dev/null
     wait "$DOCKERD_PID" 2>/dev/null
+    [ -n "$BRIDGE" ] && ip link show "$BRIDGE" >/dev/null 2>&1 && ip link del "$BRIDGE"
   fi
-  rm -rf "$RUN_DIR" docker/build
+  rm -rf "$RUN_DIR" "$DATA_DIR" docker/build
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-dockerd --iptables=false --ip-forward=false --ip-masq=false --bridge=none \
+# setsid: its own process group, so a Ctrl-C reaches this script (which
+# tears down through dockerd) but not dockerd itself.
+setsid dockerd --iptables=false --ip-forward=false --ip-masq=false --bridge=none \
   --host "$DOCKER_HOST" --exec-root "$RUN_DIR/exec" --pidfile "$RUN_DIR/dockerd.pid" \
-  --data-root /var/lib/mesh-compose-docker >"$RUN_DIR/dockerd.log" 2>&1 &
+  --data-root "$DATA_DIR" >"$RUN_DIR/dockerd.log" 2>&1 &
 DOCKERD_PID=$!
 for i in $(seq 1 150); do
   docker info >/dev/null 2>&1 && break
@@ -93,6 +99,7 @@ echo "dockerd (pid $DOCKERD_PID) is up"
 START=$(date +%s)
 docker-compose build
 docker-compose up -d
+BRIDGE=br-$(docker network inspect -f '{{.Id}}' "${COMPOSE_PROJECT_NAME}_underlay" | cut -c1-12)
 
 dc_exec() { docker-compose exec -T "$@"; }
 fail() {

@@ -2,14 +2,22 @@
 # Installs the system packages the lab, the tests and the benchmark use.
 # Idempotent; needs root. Only Debian's package registry is contacted.
 set -euo pipefail
-need=()
-for pair in ip:iproute2 ping:iputils-ping tcpdump:tcpdump iperf3:iperf3 nft:nftables; do
-  bin=${pair%%:*}; pkg=${pair#*:}
-  command -v "$bin" >/dev/null 2>&1 || need+=("$pkg")
-done
-if [ ${#need[@]} -gt 0 ]; then
+export DEBIAN_FRONTEND=noninteractive
+updated=
+install() {
+  local need=() pair bin pkg
+  for pair in "$@"; do
+    bin=${pair%%:*}; pkg=${pair#*:}
+    if [ "${bin#/}" != "$bin" ]; then [ -e "$bin" ] && continue; else command -v "$bin" >/dev/null 2>&1 && continue; fi
+    need+=("$pkg")
+  done
+  [ ${#need[@]} -eq 0 ] && return 0
   echo "installing: ${need[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
+  [ -n "$updated" ] || { apt-get update -qq; updated=1; }
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+}
+install ip:iproute2 ping:iputils-ping tcpdump:tcpdump iperf3:iperf3 nft:nftables getent:libc-bin
+# Container runtimes for the CNI/OCI tests. runc first: podman accepts crun
+# or runc, and crun fails on this kind of host's cgroup layout.
+install runc:runc /bin/busybox:busybox-static
+install podman:podman

@@ -8,3 +8,10 @@ bash scripts/deps.sh
 # The lab tests run the meshd and meshctl binaries: build them first.
 cargo build --workspace --bins
 cargo test --workspace -- --test-threads 2
+# The compose lab (docker-compose.yml, a private dockerd): only where it can
+# run (root, /dev/net/tun, dockerd or apt-get); MESH_SKIP_COMPOSE=1 skips it.
+if [ -z "${MESH_SKIP_COMPOSE:-}" ] && why=$(bash scripts/compose-test.sh --check); then
+  MESH_COMPOSE_PROFILE=${MESH_COMPOSE_PROFILE:-debug} bash scripts/compose-test.sh
+else
+  echo "skipping the compose lab: ${why:-MESH_SKIP_COMPOSE is set}"
+fi

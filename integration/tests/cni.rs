@@ -131,6 +131,17 @@ fn cni_add_check_del_across_two_hosts() {
         "{link} vs {r1}"
     );
 
+    // DNS: meshd's resolver for the network, once it has one.
+    let att = attachments(&lab, 0)
+        .into_iter()
+        .find(|a| a["container_id"] == "cid-one")
+        .expect("attachment of cid-one");
+    if let Some(server) = att["dns_server"].as_str() {
+        let server = server.split('/').next().unwrap();
+        assert_eq!(r1["dns"]["nameservers"][0], server, "{r1}");
+    }
+    eprintln!("ADD result: {r1}");
+
     // Across hosts, over the mesh.
     lab.wait_ping(&ns1, "198.19.7.2", Duration::from_secs(10))
         .expect("k1 -> k2 over the mesh");
@@ -248,6 +259,7 @@ fn cni_errors_concurrency_gc_and_status() {
 
     // Without an address: meshd allocates one (IPAM) or says it needs one.
     let auto = t1.add(&c, Value::Null).unwrap();
+    eprintln!("ADD without an address: {}", auto.json);
     if auto.success {
         assert!(auto.json["ips"][0]["address"]
             .as_str()

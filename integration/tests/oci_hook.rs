@@ -10,6 +10,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A statically linked busybox (busybox-static): it must run inside a rootfs
+/// without libc.
+fn static_busybox() -> Option<PathBuf> {
+    let b = which("busybox")?;
+    let out = Command::new("ldd").arg(&b).output().ok()?;
+    (!String::from_utf8_lossy(&out.stdout).contains("=>")).then_some(b)
+}
+
 fn which(bin: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|p| {
         std::env::split_paths(&p)
@@ -82,7 +90,7 @@ fn runc_hooks_attach_and_detach() {
         eprintln!("skipping: needs root");
         return;
     }
-    let (Some(_), Some(busybox)) = (which("runc"), which("busybox")) else {
+    let (Some(_), Some(busybox)) = (which("runc"), static_busybox()) else {
         eprintln!("skipping: runc or busybox not installed (apt-get install runc busybox-static)");
         return;
     };
@@ -116,7 +124,7 @@ fn runc_hooks_attach_and_detach() {
         "process": {
             "terminal": false,
             "user": {"uid": 0, "gid": 0},
-            "args": ["sleep", "600"],
+            "args": ["sleep", "300"],
             "env": ["PATH=/bin"],
             "cwd": "/",
             "capabilities": {"bounding": caps, "effective": caps, "permitted": caps, "ambient": caps},
@@ -155,19 +163,23 @@ fn runc_hooks_attach_and_detach() {
         id: format!("{}-r1", lab.prefix),
     };
     let start = Instant::now();
-    let out = runc
+    // The container inherits runc's stdio: files, not pipes (a pipe would
+    // keep us waiting for EOF until the container exits).
+    let errlog = lab.dir.join("runc-run.log");
+    let status = runc
         .cmd()
         .args(["run", "--detach", "--bundle"])
         .arg(&bundle)
         .arg(&runc.id)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .output()
+        .stderr(std::fs::File::create(&errlog).unwrap())
+        .status()
         .unwrap();
     assert!(
-        out.status.success(),
+        status.success(),
         "runc run: {}",
-        String::from_utf8_lossy(&out.stderr)
+        std::fs::read_to_string(&errlog).unwrap_or_default()
     );
     eprintln!("runc run with the start hook: {:?}", start.elapsed());
     let st = runc.state().expect("runc state");
