@@ -343,6 +343,8 @@ fn receive_loop(engine: Arc<Engine>, udp: Arc<UdpIo>, taps: TapMap, stop: Arc<St
         .collect();
     let mut meta = vec![RecvMeta::default(); quinn_udp::BATCH_SIZE];
     let mut coalescer = Coalescer::<NetworkId>::new();
+    // Operational kill switch (and A/B lever): MESH_DP_NO_COALESCE=1.
+    let coalesce = std::env::var_os("MESH_DP_NO_COALESCE").is_none();
     while !stop.is_set() {
         let received = {
             let mut slices: [IoSliceMut<'_>; quinn_udp::BATCH_SIZE] = {
@@ -376,7 +378,7 @@ fn receive_loop(engine: Arc<Engine>, udp: Arc<UdpIo>, taps: TapMap, stop: Arc<St
                     engine.count_drop(DropReason::WrongNetwork);
                     continue;
                 };
-                if tap.has_vnet_hdr() {
+                if tap.has_vnet_hdr() && coalesce {
                     // The 20-byte wire header is spent: its last 10 bytes
                     // are room for the vnet header, so a frame that goes out
                     // alone is written without a copy; TCP segments of one
@@ -386,6 +388,19 @@ fn receive_loop(engine: Arc<Engine>, udp: Arc<UdpIo>, taps: TapMap, stop: Arc<St
                         &mut datagram[..delivery.frame.end],
                         delivery.frame.start,
                         |net, bytes| write_tap(&engine, &taps, net, bytes),
+                    );
+                } else if tap.has_vnet_hdr() {
+                    let start = delivery.frame.start - VNET_HDR_LEN;
+                    VnetHdr {
+                        flags: offload::VIRTIO_NET_HDR_F_DATA_VALID,
+                        ..VnetHdr::default()
+                    }
+                    .encode(&mut datagram[start..delivery.frame.start]);
+                    write_tap(
+                        &engine,
+                        &taps,
+                        &delivery.network,
+                        &datagram[start..delivery.frame.end],
                     );
                 } else {
                     write_tap(&engine, &taps, &delivery.network, &datagram[delivery.frame]);
@@ -474,9 +489,7 @@ fn tap_read_loop(
                 frame,
                 &hdr,
                 || pool_cell.borrow_mut().get(),
-                |buf| {
-                    engine.seal_frame(net, buf, now, &mut **pool_cell.borrow_mut(), &mut segments)
-                },
+                |buf| engine.seal_frame(net, buf, now, &mut pool_cell.borrow_mut(), &mut segments),
             );
             outgoing = segments;
             if let Err(error) = result {

@@ -60,12 +60,18 @@ pub fn open(name: &str) -> io::Result<Tap> {
         ));
     }
     let mut last_error = None;
+    // Operational kill switch (and A/B lever): MESH_DP_NO_OFFLOAD=1 opens
+    // plain TAPs (one MTU-sized frame per read, no vnet header).
+    let no_offload = std::env::var_os("MESH_DP_NO_OFFLOAD").is_some();
     for flags in [
         IFF_MULTI_QUEUE | IFF_VNET_HDR,
         IFF_VNET_HDR,
         IFF_MULTI_QUEUE,
         0,
     ] {
+        if no_offload && flags & IFF_VNET_HDR != 0 {
+            continue;
+        }
         match open_with(name, flags) {
             Ok(tap) => return Ok(tap),
             Err(error) => {

@@ -75,7 +75,7 @@ impl UdpIo {
         // Best effort: the kernel caps these at net.core.{r,w}mem_max.
         let _ = state.set_recv_buffer_size((&socket).into(), SOCKET_BUFFER_BYTES);
         let _ = state.set_send_buffer_size((&socket).into(), SOCKET_BUFFER_BYTES);
-        let gso = state.max_gso_segments() > 1;
+        let gso = state.max_gso_segments() > 1 && std::env::var_os("MESH_DP_NO_GSO").is_none();
         Ok(UdpIo {
             is_ipv6: addr.is_ipv6(),
             socket,
