@@ -69,7 +69,7 @@ fn containers_on_three_hosts_talk_at_layer_2() {
         .unwrap();
     let out = wait_for(Duration::from_secs(10), || {
         let o = lab
-            .exec(&cs[0], &["iperf3", "-c", "198.19.1.3", "-t", "1", "-J"])
+            .exec(&cs[0], &["iperf3", "-c", "198.19.1.3", "-t", "2", "-J"])
             .output()?;
         anyhow::ensure!(o.status.success(), "iperf3 client failed");
         Ok(o)
@@ -77,7 +77,12 @@ fn containers_on_three_hosts_talk_at_layer_2() {
     .unwrap();
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let bytes = j["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
-    assert!(bytes > 100_000, "TCP moved only {bytes} bytes");
+    assert!(
+        bytes > 100_000,
+        "TCP moved only {bytes} bytes: {}\nstatus h1: {}",
+        String::from_utf8_lossy(&out.stdout),
+        lab.meshctl(0, &["status"]).unwrap_or_default()
+    );
     lab.stop_helper(server).unwrap();
 
     // A broadcast reaches every other container on the network.
