@@ -542,3 +542,38 @@ impl Lab {
         Ok(())
     }
 }
+
+/// Finds an executable on PATH.
+pub fn which(bin: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(bin))
+            .find(|f| f.is_file())
+    })
+}
+
+/// A statically linked busybox (busybox-static): it must run inside a rootfs
+/// without libc.
+pub fn static_busybox() -> Option<PathBuf> {
+    let b = which("busybox")?;
+    let out = Command::new("ldd").arg(&b).output().ok()?;
+    (!String::from_utf8_lossy(&out.stdout).contains("=>")).then_some(b)
+}
+
+impl Lab {
+    /// `meshctl attachments` of host `i`.
+    pub fn attachments(&self, i: usize) -> Vec<serde_json::Value> {
+        self.meshctl_json(i, &["attachments"])
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    /// Container ids of host `i`'s attachments.
+    pub fn attached_ids(&self, i: usize) -> Vec<String> {
+        self.attachments(i)
+            .iter()
+            .filter_map(|a| a["container_id"].as_str().map(str::to_string))
+            .collect()
+    }
+}

@@ -5,7 +5,7 @@
 //! the encrypted mesh, and tears everything down. `mesh-lab up` does the
 //! same and keeps the lab until Ctrl-C.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 use integration::{unique_prefix, Lab};
 use std::process::Stdio;
@@ -151,7 +151,7 @@ fn demo(hosts: usize, hold: bool) -> Result<()> {
             text.lines().last().unwrap_or("").trim()
         );
     }
-    if which("iperf3") {
+    if integration::which("iperf3").is_some() {
         step("TCP throughput container 1 -> container 2 (iperf3, 3 s)")?;
         let (dst_ns, dst) = containers[1].clone();
         let server = lab.spawn_helper({
@@ -195,12 +195,3 @@ fn demo(hosts: usize, hold: bool) -> Result<()> {
     Ok(())
 }
 
-fn which(bin: &str) -> bool {
-    std::process::Command::new("sh")
-        .args(["-c", &format!("command -v {bin}")])
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .context("sh")
-        .unwrap_or(false)
-}

@@ -46,21 +46,6 @@ fn container(id: &str, ns: &str) -> Container {
     }
 }
 
-fn attachments(lab: &Lab, i: usize) -> Vec<Value> {
-    lab.meshctl_json(i, &["attachments"])
-        .unwrap()
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
-fn attached_ids(lab: &Lab, i: usize) -> Vec<String> {
-    attachments(lab, i)
-        .iter()
-        .filter_map(|a| a["container_id"].as_str().map(str::to_string))
-        .collect()
-}
-
 /// Interfaces in a namespace other than lo.
 fn links(lab: &Lab, ns: &str) -> Vec<String> {
     lab.exec_ok(ns, &["ip", "-o", "link", "show"])
@@ -132,7 +117,7 @@ fn cni_add_check_del_across_two_hosts() {
     );
 
     // DNS: meshd's resolver for the network, once it has one.
-    let att = attachments(&lab, 0)
+    let att = lab.attachments(0)
         .into_iter()
         .find(|a| a["container_id"] == "cid-one")
         .expect("attachment of cid-one");
@@ -166,7 +151,7 @@ fn cni_add_check_del_across_two_hosts() {
     };
     let d = t2.del(&gone).unwrap();
     assert!(d.success, "{d:?}");
-    assert!(!attached_ids(&lab, 1).contains(&"cid-two".to_string()));
+    assert!(!lab.attached_ids(1).contains(&"cid-two".to_string()));
     assert!(
         links(&lab, &ns2).is_empty(),
         "veth left in k2: {:?}",
@@ -186,7 +171,7 @@ fn cni_add_check_del_across_two_hosts() {
         .unwrap();
     let d = t1.del(&c1).unwrap();
     assert!(d.success, "{d:?}");
-    assert!(attached_ids(&lab, 0).is_empty());
+    assert!(lab.attached_ids(0).is_empty());
 }
 
 #[test]
@@ -302,7 +287,7 @@ fn cni_errors_concurrency_gc_and_status() {
         }
     });
     eprintln!("6 parallel ADDs: {:?}", start.elapsed());
-    let ids = attached_ids(&lab, 0);
+    let ids = lab.attached_ids(0);
     assert_eq!(ids.len(), 7, "{ids:?}");
     lab.wait_ping(
         &format!("{}-p0", lab.prefix),
@@ -316,7 +301,7 @@ fn cni_errors_concurrency_gc_and_status() {
             s.spawn(move || assert!(t.del(c).unwrap().success));
         }
     });
-    assert_eq!(attached_ids(&lab, 0).len(), 4);
+    assert_eq!(lab.attached_ids(0).len(), 4);
 
     // A hand-made attachment (no container id) is not the plugin's to collect.
     let manual = lab.add_container("m1").unwrap();
@@ -324,10 +309,10 @@ fn cni_errors_concurrency_gc_and_status() {
     // GC: keep e1 and p3; p4, p5 are stale.
     let g = t1.gc(&[("cid-e1", "eth0"), ("cid-p3", "eth0")]).unwrap();
     assert!(g.success, "{g:?}");
-    let mut ids = attached_ids(&lab, 0);
+    let mut ids = lab.attached_ids(0);
     ids.sort();
     assert_eq!(ids, vec!["cid-e1", "cid-p3"]);
-    assert_eq!(attachments(&lab, 0).len(), 3, "the manual attachment stays");
+    assert_eq!(lab.attachments(0).len(), 3, "the manual attachment stays");
 
     // meshd away: STATUS says 50, ADD says try again later (11).
     lab.stop_daemon(0, nix::sys::signal::Signal::SIGTERM)

@@ -4,27 +4,11 @@
 //! namespace; the createRuntime hook attaches it through lab host 1's meshd
 //! socket, the poststop hook detaches it.
 
-use integration::{is_root, unique_prefix, wait_for, Lab};
+use integration::{is_root, static_busybox, unique_prefix, wait_for, which, Lab};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// A statically linked busybox (busybox-static): it must run inside a rootfs
-/// without libc.
-fn static_busybox() -> Option<PathBuf> {
-    let b = which("busybox")?;
-    let out = Command::new("ldd").arg(&b).output().ok()?;
-    (!String::from_utf8_lossy(&out.stdout).contains("=>")).then_some(b)
-}
-
-fn which(bin: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(bin))
-            .find(|f| f.is_file())
-    })
-}
 
 /// A busybox rootfs: /bin/busybox plus the applets the test uses.
 fn busybox_rootfs(rootfs: &Path, busybox: &Path) {
@@ -71,17 +55,6 @@ impl Drop for Runc {
             .stderr(Stdio::null())
             .status();
     }
-}
-
-fn attached_ids(lab: &Lab, i: usize) -> Vec<String> {
-    lab.meshctl_json(i, &["attachments"])
-        .unwrap()
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|a| a["container_id"].as_str().map(str::to_string))
-        .collect()
 }
 
 #[test]
@@ -246,7 +219,7 @@ fn runc_hooks_attach_and_detach() {
     let o = runc.cmd().args(["delete", &runc.id]).output().unwrap();
     assert!(o.status.success(), "runc delete: {o:?}");
     assert!(
-        !attached_ids(&lab, 0).contains(&runc.id),
+        !lab.attached_ids(0).contains(&runc.id),
         "still attached after poststop"
     );
     assert!(!lab.ping(&w2, "198.19.8.1", 1));

@@ -5,27 +5,11 @@
 //! podman runs with storage, run root, CNI config dir and containers.conf
 //! of the lab's own, so nothing of a system podman is touched.
 
-use integration::{is_root, unique_prefix, wait_for, Lab};
+use integration::{is_root, static_busybox, unique_prefix, wait_for, which, Lab};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-/// A statically linked busybox (busybox-static): it must run inside a rootfs
-/// without libc.
-fn static_busybox() -> Option<PathBuf> {
-    let b = which("busybox")?;
-    let out = Command::new("ldd").arg(&b).output().ok()?;
-    (!String::from_utf8_lossy(&out.stdout).contains("=>")).then_some(b)
-}
-
-fn which(bin: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(bin))
-            .find(|f| f.is_file())
-    })
-}
 
 struct Podman {
     dir: PathBuf,
@@ -106,17 +90,6 @@ fn busybox_rootfs_tar(dir: &Path, busybox: &Path) -> PathBuf {
         .unwrap();
     assert!(st.success());
     tar
-}
-
-fn attached_ids(lab: &Lab, i: usize) -> Vec<String> {
-    lab.meshctl_json(i, &["attachments"])
-        .unwrap()
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|a| a["container_id"].as_str().map(str::to_string))
-        .collect()
 }
 
 #[test]
@@ -241,7 +214,7 @@ events_logger = "file"
                 .trim()
                 .to_string();
         assert!(
-            attached_ids(&lab, i).contains(&id),
+            lab.attached_ids(i).contains(&id),
             "{name} ({id}) not attached on host {}",
             i + 1
         );
@@ -291,5 +264,5 @@ events_logger = "file"
     for name in &names {
         podman.run(&["rm", "--force", "--time", "0", name]);
     }
-    assert!(attached_ids(&lab, 0).is_empty() && attached_ids(&lab, 1).is_empty());
+    assert!(lab.attached_ids(0).is_empty() && lab.attached_ids(1).is_empty());
 }

@@ -119,6 +119,11 @@ impl Netlink {
                 .with_context(|| format!("creating bridge {name}"))?;
         }
         let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/addr_gen_mode"), "1");
+        // Overlay frames need not pass the host's iptables (br_netfilter):
+        // that costs every frame a trip through the IP firewall hooks.
+        for hook in ["nf_call_iptables", "nf_call_ip6tables", "nf_call_arptables"] {
+            let _ = std::fs::write(format!("/sys/class/net/{name}/bridge/{hook}"), "0");
+        }
         let info = self.must_link(name).await?;
         self.set(
             LinkUnspec::new_with_index(info.index)
