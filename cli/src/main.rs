@@ -474,13 +474,22 @@ async fn run(cli: Cli) -> Result<()> {
             let r: api::RemovePeerResponse = c.delete(&routes::peer(&peer)).await?;
             println!("removed peer {} for good", r.removed);
         }
-        Command::Ipam { action: Some(IpamCommand::Reserve { network, ip, label }), .. } => {
+        Command::Ipam {
+            action: Some(IpamCommand::Reserve { network, ip, label }),
+            ..
+        } => {
             let r: api::Reservation = c
-                .post(routes::IPAM_RESERVE, &api::ReserveRequest { network, ip, label })
+                .post(
+                    routes::IPAM_RESERVE,
+                    &api::ReserveRequest { network, ip, label },
+                )
                 .await?;
             println!("{}", r.ip);
         }
-        Command::Ipam { action: Some(IpamCommand::Release { network, ip }), .. } => {
+        Command::Ipam {
+            action: Some(IpamCommand::Release { network, ip }),
+            ..
+        } => {
             let r: api::Reservation = c
                 .post(routes::IPAM_RELEASE, &api::ReleaseRequest { network, ip })
                 .await?;

@@ -1114,7 +1114,7 @@ fn render_table(results: &[ModeResult], o: &Options, load0: &str, load1: &str) -
         let l1 = r.load_start.split('/').next().unwrap_or("?").to_string();
         if !r.ok {
             let mut row = vec![r.mode.clone(), "FAILED".into(), r.mtu.clone()];
-            row.extend(std::iter::repeat("-".to_string()).take(11));
+            row.extend(std::iter::repeat_n("-".to_string(), 11));
             row.push(l1);
             row.push(r.reason.clone());
             rows.push(row);

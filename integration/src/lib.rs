@@ -368,7 +368,11 @@ impl Lab {
     pub fn stop_helper(&mut self, pid: u32) -> Result<()> {
         if let Some(pos) = self.helpers.iter().position(|c| c.id() == pid) {
             let child = self.helpers.remove(pos);
-            terminate(child, nix::sys::signal::Signal::SIGTERM, Duration::from_secs(5))?;
+            terminate(
+                child,
+                nix::sys::signal::Signal::SIGTERM,
+                Duration::from_secs(5),
+            )?;
         }
         Ok(())
     }
@@ -421,7 +425,11 @@ impl Lab {
 
 /// Sends `signal` to a child we started (by its PID), waits up to `grace`
 /// for it to exit, then kills it; always reaps it.
-pub fn terminate(mut child: Child, signal: nix::sys::signal::Signal, grace: Duration) -> Result<()> {
+pub fn terminate(
+    mut child: Child,
+    signal: nix::sys::signal::Signal,
+    grace: Duration,
+) -> Result<()> {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal);
     let start = Instant::now();
     while child.try_wait()?.is_none() {
@@ -496,7 +504,11 @@ pub fn dns_query(
     std::thread::spawn(move || -> Result<Vec<std::net::IpAddr>> {
         let f = std::fs::File::open(&ns_path).with_context(|| format!("opening {ns_path}"))?;
         nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).context("setns")?;
-        let bind = if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+        let bind = if server.is_ipv4() {
+            "0.0.0.0:0"
+        } else {
+            "[::]:0"
+        };
         let sock = std::net::UdpSocket::bind(bind)?;
         sock.set_read_timeout(Some(Duration::from_secs(2)))?;
         let mut q = Message::query();
@@ -526,7 +538,10 @@ impl Lab {
     /// protocols) with nftables inside host `i`'s namespace.
     pub fn partition(&self, i: usize, others: &[usize]) -> Result<()> {
         let ns = &self.hosts[i].netns;
-        let addrs: Vec<String> = others.iter().map(|o| self.hosts[*o].underlay_ip.to_string()).collect();
+        let addrs: Vec<String> = others
+            .iter()
+            .map(|o| self.hosts[*o].underlay_ip.to_string())
+            .collect();
         let set = addrs.join(", ");
         let rules = format!(
             "table inet meshlab_partition {{\n chain input {{ type filter hook input priority 0; ip saddr {{ {set} }} drop; }}\n chain output {{ type filter hook output priority 0; ip daddr {{ {set} }} drop; }}\n}}\n"
@@ -538,7 +553,10 @@ impl Lab {
     }
 
     pub fn heal(&self, i: usize) -> Result<()> {
-        self.exec_ok(&self.hosts[i].netns, &["nft", "delete", "table", "inet", "meshlab_partition"])?;
+        self.exec_ok(
+            &self.hosts[i].netns,
+            &["nft", "delete", "table", "inet", "meshlab_partition"],
+        )?;
         Ok(())
     }
 }

@@ -194,4 +194,3 @@ fn demo(hosts: usize, hold: bool) -> Result<()> {
     println!("    done");
     Ok(())
 }
-

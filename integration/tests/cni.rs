@@ -117,7 +117,8 @@ fn cni_add_check_del_across_two_hosts() {
     );
 
     // DNS: meshd's resolver for the network, once it has one.
-    let att = lab.attachments(0)
+    let att = lab
+        .attachments(0)
         .into_iter()
         .find(|a| a["container_id"] == "cid-one")
         .expect("attachment of cid-one");

@@ -132,7 +132,10 @@ fn containers_on_three_hosts_talk_at_layer_2() {
     }
     let metrics = lab.meshctl(0, &["metrics"]).unwrap();
     assert!(metrics.contains("mesh_peer_up{peer=\"h2\""), "{metrics}");
-    assert!(metrics.contains("mesh_dataplane_dropped_datagrams_total{reason="), "{metrics}");
+    assert!(
+        metrics.contains("mesh_dataplane_dropped_datagrams_total{reason="),
+        "{metrics}"
+    );
 }
 
 /// Bytes of a capture file (pcap) taken with tcpdump in namespace `ns`

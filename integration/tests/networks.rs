@@ -26,11 +26,20 @@ fn attach(lab: &Lab, host: usize, ns: &str, network: &str, extra: &[&str]) -> se
 }
 
 fn addr(a: &serde_json::Value, key: &str) -> String {
-    a[key].as_str().unwrap().split('/').next().unwrap().to_string()
+    a[key]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 fn resolve(ns: &str, server: &str, name: &str, t: RecordType) -> BTreeSet<IpAddr> {
-    dns_query(ns, server.parse().unwrap(), name, t).unwrap_or_default().into_iter().collect()
+    dns_query(ns, server.parse().unwrap(), name, t)
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
 }
 
 #[test]
@@ -38,13 +47,28 @@ fn networks_span_hosts_with_allocated_dual_stack_addresses_and_dns() {
     let Some(mut lab) = lab("net", 3) else { return };
     // Created on host 1, used on hosts 2 and 3.
     let blue = lab
-        .meshctl_json(0, &["network", "create", "blue", "--subnet", "198.19.1.0/24", "--label", "tier=web"])
+        .meshctl_json(
+            0,
+            &[
+                "network",
+                "create",
+                "blue",
+                "--subnet",
+                "198.19.1.0/24",
+                "--label",
+                "tier=web",
+            ],
+        )
         .unwrap();
     assert_eq!(blue["labels"]["tier"], "web");
     assert!(blue["subnet6"].as_str().unwrap().starts_with("fd"));
     let dns = blue["dns"].as_str().unwrap().to_string();
     let dns6 = blue["dns6"].as_str().unwrap().to_string();
-    lab.meshctl(0, &["network", "create", "red", "--subnet", "198.19.2.0/24"]).unwrap();
+    lab.meshctl(
+        0,
+        &["network", "create", "red", "--subnet", "198.19.2.0/24"],
+    )
+    .unwrap();
 
     let c1 = lab.add_container("c1").unwrap();
     let c2 = lab.add_container("c2").unwrap();
@@ -58,14 +82,22 @@ fn networks_span_hosts_with_allocated_dual_stack_addresses_and_dns() {
 
     // A container on two networks has both interfaces and reaches both.
     let links = lab.exec_ok(&c2, &["ip", "-o", "link"]).unwrap();
-    assert!(links.contains("eth-blue") && links.contains("eth-red"), "{links}");
-    lab.wait_ping(&c2, &addr(&web, "ip"), Duration::from_secs(10)).unwrap();
-    lab.wait_ping(&c2, &addr(&c1_red, "ip"), Duration::from_secs(10)).unwrap();
+    assert!(
+        links.contains("eth-blue") && links.contains("eth-red"),
+        "{links}"
+    );
+    lab.wait_ping(&c2, &addr(&web, "ip"), Duration::from_secs(10))
+        .unwrap();
+    lab.wait_ping(&c2, &addr(&c1_red, "ip"), Duration::from_secs(10))
+        .unwrap();
     assert_ne!(addr(&c2_red, "ip"), addr(&c1_red, "ip"));
     // IPv6 across hosts.
     let web6 = addr(&web, "ip6");
     wait_for(Duration::from_secs(10), || {
-        let ok = lab.exec(&c2, &["ping", "-6", "-n", "-c", "1", "-W", "1", &web6]).status()?.success();
+        let ok = lab
+            .exec(&c2, &["ping", "-6", "-n", "-c", "1", "-W", "1", &web6])
+            .status()?
+            .success();
         anyhow::ensure!(ok, "ping6 {web6} failed");
         Ok(())
     })
@@ -75,13 +107,18 @@ fn networks_span_hosts_with_allocated_dual_stack_addresses_and_dns() {
     let want4: BTreeSet<IpAddr> = [addr(&web, "ip").parse().unwrap()].into();
     let want6: BTreeSet<IpAddr> = [web6.parse().unwrap()].into();
     wait_for(Duration::from_secs(10), || {
-        anyhow::ensure!(resolve(&c2, &dns, "web.blue", RecordType::A) == want4, "A not yet");
+        anyhow::ensure!(
+            resolve(&c2, &dns, "web.blue", RecordType::A) == want4,
+            "A not yet"
+        );
         Ok(())
     })
     .unwrap();
     assert_eq!(resolve(&c2, &dns6, "web.blue", RecordType::AAAA), want6);
     // meshd wrote the resolver config of this `ip netns` container.
-    let hosts = lab.exec_ok(&c2, &["getent", "ahostsv4", "web.blue"]).unwrap();
+    let hosts = lab
+        .exec_ok(&c2, &["getent", "ahostsv4", "web.blue"])
+        .unwrap();
     assert!(hosts.contains(&addr(&web, "ip")), "getent: {hosts}");
     // Names are per network: db is on red, not blue.
     assert!(dns_query(&c2, dns.parse().unwrap(), "db.blue", RecordType::A).is_err());
@@ -89,18 +126,32 @@ fn networks_span_hosts_with_allocated_dual_stack_addresses_and_dns() {
     // Several containers with one name give all their addresses.
     let c4 = lab.add_container("c4").unwrap();
     let web2 = attach(&lab, 0, &c4, "blue", &["--name", "web"]);
-    let both: BTreeSet<IpAddr> = [addr(&web, "ip").parse().unwrap(), addr(&web2, "ip").parse().unwrap()].into();
+    let both: BTreeSet<IpAddr> = [
+        addr(&web, "ip").parse().unwrap(),
+        addr(&web2, "ip").parse().unwrap(),
+    ]
+    .into();
     wait_for(Duration::from_secs(10), || {
-        anyhow::ensure!(resolve(&c2, &dns, "web.blue", RecordType::A) == both, "not both yet");
+        anyhow::ensure!(
+            resolve(&c2, &dns, "web.blue", RecordType::A) == both,
+            "not both yet"
+        );
         Ok(())
     })
     .unwrap();
 
     // Detach: the record goes.
-    lab.meshctl(2, &["detach", &format!("/run/netns/{c3}"), "--network", "blue"]).unwrap();
+    lab.meshctl(
+        2,
+        &["detach", &format!("/run/netns/{c3}"), "--network", "blue"],
+    )
+    .unwrap();
     let only: BTreeSet<IpAddr> = [addr(&web2, "ip").parse().unwrap()].into();
     wait_for(Duration::from_secs(10), || {
-        anyhow::ensure!(resolve(&c2, &dns, "web.blue", RecordType::A) == only, "still resolving the detached one");
+        anyhow::ensure!(
+            resolve(&c2, &dns, "web.blue", RecordType::A) == only,
+            "still resolving the detached one"
+        );
         Ok(())
     })
     .unwrap();
@@ -111,24 +162,59 @@ fn networks_span_hosts_with_allocated_dual_stack_addresses_and_dns() {
     let probe = lab.add_container("pr").unwrap();
     let a1 = attach(&lab, 0, &v1, "blue", &["--name", "api", "--version", "v1"]);
     let a2 = attach(&lab, 1, &v2, "blue", &["--name", "api", "--version", "v2"]);
-    attach(&lab, 2, &probe, "blue", &["--name", "probe", "--version", "v2"]);
+    attach(
+        &lab,
+        2,
+        &probe,
+        "blue",
+        &["--name", "probe", "--version", "v2"],
+    );
     let v2_only: BTreeSet<IpAddr> = [addr(&a2, "ip").parse().unwrap()].into();
-    let all_api: BTreeSet<IpAddr> = [addr(&a1, "ip").parse().unwrap(), addr(&a2, "ip").parse().unwrap()].into();
+    let all_api: BTreeSet<IpAddr> = [
+        addr(&a1, "ip").parse().unwrap(),
+        addr(&a2, "ip").parse().unwrap(),
+    ]
+    .into();
     wait_for(Duration::from_secs(10), || {
-        anyhow::ensure!(resolve(&probe, &dns, "api.blue", RecordType::A) == v2_only, "v2 client not served v2 only");
-        anyhow::ensure!(resolve(&c2, &dns, "api.blue", RecordType::A) == all_api, "unversioned client not served all");
+        anyhow::ensure!(
+            resolve(&probe, &dns, "api.blue", RecordType::A) == v2_only,
+            "v2 client not served v2 only"
+        );
+        anyhow::ensure!(
+            resolve(&c2, &dns, "api.blue", RecordType::A) == all_api,
+            "unversioned client not served all"
+        );
         Ok(())
     })
     .unwrap();
     let listed = lab.meshctl_json(0, &["dns"]).unwrap();
-    assert!(listed.as_array().unwrap().iter().any(|r| r["fqdn"] == "api.blue"));
+    assert!(listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["fqdn"] == "api.blue"));
 
     // A network restricted to hosts 1 and 2 does not exist on host 3.
-    lab.meshctl(0, &["network", "create", "priv", "--subnet", "198.19.3.0/24", "--hosts", "h1,h2"]).unwrap();
+    lab.meshctl(
+        0,
+        &[
+            "network",
+            "create",
+            "priv",
+            "--subnet",
+            "198.19.3.0/24",
+            "--hosts",
+            "h1,h2",
+        ],
+    )
+    .unwrap();
     let p3 = lab.add_container("p3").unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let err = lab
-        .meshctl(2, &["attach", &format!("/run/netns/{p3}"), "--network", "priv"])
+        .meshctl(
+            2,
+            &["attach", &format!("/run/netns/{p3}"), "--network", "priv"],
+        )
         .unwrap_err()
         .to_string();
     assert!(err.contains("restricted"), "{err}");
@@ -156,7 +242,10 @@ fn reserve_many(lab: &Lab, host: usize, n: usize) -> usize {
             .map(|_| {
                 s.spawn(move || {
                     (0..n / 4)
-                        .filter(|_| lab.meshctl(host, &["ipam", "reserve", "--network", "pool"]).is_ok())
+                        .filter(|_| {
+                            lab.meshctl(host, &["ipam", "reserve", "--network", "pool"])
+                                .is_ok()
+                        })
                         .count()
                 })
             })
@@ -180,18 +269,31 @@ fn assert_no_duplicates(lab: &Lab) -> usize {
 
 #[test]
 fn ipam_never_duplicates_across_partition_heal_and_restart() {
-    let Some(mut lab) = lab("ipam", 3) else { return };
-    lab.meshctl(0, &["network", "create", "pool", "--subnet", "198.19.16.0/22"]).unwrap();
-    wait_for(Duration::from_secs(10), || lab.meshctl(2, &["ipam", "reserve", "--network", "pool"]))
-        .unwrap();
+    let Some(mut lab) = lab("ipam", 3) else {
+        return;
+    };
+    lab.meshctl(
+        0,
+        &["network", "create", "pool", "--subnet", "198.19.16.0/22"],
+    )
+    .unwrap();
+    wait_for(Duration::from_secs(10), || {
+        lab.meshctl(2, &["ipam", "reserve", "--network", "pool"])
+    })
+    .unwrap();
 
     // Hundreds of concurrent allocations on every host.
     let counts: Vec<usize> = std::thread::scope(|s| {
         let l = &lab;
-        let hs: Vec<_> = (0..3).map(|h| s.spawn(move || reserve_many(l, h, 120))).collect();
+        let hs: Vec<_> = (0..3)
+            .map(|h| s.spawn(move || reserve_many(l, h, 120)))
+            .collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    assert!(counts.iter().all(|c| *c >= 100), "allocations failed: {counts:?}");
+    assert!(
+        counts.iter().all(|c| *c >= 100),
+        "allocations failed: {counts:?}"
+    );
     let total = assert_no_duplicates(&lab);
     assert!(total >= 300, "only {total} allocations");
 
@@ -200,7 +302,12 @@ fn ipam_never_duplicates_across_partition_heal_and_restart() {
     // The cut is real: host 1 marks host 3 down.
     wait_for(Duration::from_secs(20), || {
         let s = lab.meshctl_json(0, &["status"])?;
-        let h3 = s["peers"].as_array().unwrap().iter().find(|p| p["name"] == "h3").cloned();
+        let h3 = s["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "h3")
+            .cloned();
         anyhow::ensure!(h3.is_some_and(|p| p["state"] != "up"), "h3 still up");
         Ok(())
     })
@@ -232,17 +339,39 @@ fn ipam_never_duplicates_across_partition_heal_and_restart() {
         .map(|r| r["end"].as_str().unwrap().to_string())
         .expect("h1 has free space");
     let got = lab
-        .meshctl(2, &["ipam", "reserve", "--network", "pool", "--ip", &free_elsewhere])
+        .meshctl(
+            2,
+            &[
+                "ipam",
+                "reserve",
+                "--network",
+                "pool",
+                "--ip",
+                &free_elsewhere,
+            ],
+        )
         .unwrap();
     assert!(got.starts_with(&free_elsewhere), "{got}");
     let err = lab
-        .meshctl(1, &["ipam", "reserve", "--network", "pool", "--ip", &free_elsewhere])
+        .meshctl(
+            1,
+            &[
+                "ipam",
+                "reserve",
+                "--network",
+                "pool",
+                "--ip",
+                &free_elsewhere,
+            ],
+        )
         .unwrap_err()
         .to_string();
     assert!(err.contains("in use"), "{err}");
 
     // Every daemon restarted: allocations survive.
-    let before: Vec<BTreeSet<String>> = (0..3).map(|h| own_allocations(&lab, h).into_iter().collect()).collect();
+    let before: Vec<BTreeSet<String>> = (0..3)
+        .map(|h| own_allocations(&lab, h).into_iter().collect())
+        .collect();
     for h in 0..3 {
         lab.stop_daemon(h, Signal::SIGKILL).unwrap();
     }
@@ -252,7 +381,12 @@ fn ipam_never_duplicates_across_partition_heal_and_restart() {
     lab.wait_all_up(Duration::from_secs(30)).unwrap();
     for (h, want) in before.iter().enumerate() {
         let now: BTreeSet<String> = own_allocations(&lab, h).into_iter().collect();
-        assert_eq!(&now, want, "h{} lost or changed allocations across restart", h + 1);
+        assert_eq!(
+            &now,
+            want,
+            "h{} lost or changed allocations across restart",
+            h + 1
+        );
     }
     assert_no_duplicates(&lab);
 }
@@ -260,12 +394,25 @@ fn ipam_never_duplicates_across_partition_heal_and_restart() {
 #[test]
 fn removed_peer_passes_its_space_on() {
     let Some(mut lab) = lab("prm", 3) else { return };
-    lab.meshctl(0, &["network", "create", "pool", "--subnet", "198.19.20.0/24"]).unwrap();
-    wait_for(Duration::from_secs(10), || lab.meshctl(2, &["ipam", "reserve", "--network", "pool"])).unwrap();
-    let err = lab.meshctl(0, &["peer", "rm", "h3"]).unwrap_err().to_string();
+    lab.meshctl(
+        0,
+        &["network", "create", "pool", "--subnet", "198.19.20.0/24"],
+    )
+    .unwrap();
+    wait_for(Duration::from_secs(10), || {
+        lab.meshctl(2, &["ipam", "reserve", "--network", "pool"])
+    })
+    .unwrap();
+    let err = lab
+        .meshctl(0, &["peer", "rm", "h3"])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("is up"), "{err}");
     lab.stop_daemon(2, Signal::SIGKILL).unwrap();
-    wait_for(Duration::from_secs(15), || lab.meshctl(0, &["peer", "rm", "h3"])).unwrap();
+    wait_for(Duration::from_secs(15), || {
+        lab.meshctl(0, &["peer", "rm", "h3"])
+    })
+    .unwrap();
     // Running it on a second host too is harmless (not Weave's trap).
     lab.meshctl(1, &["peer", "rm", "h3"]).unwrap();
     wait_for(Duration::from_secs(10), || {
@@ -276,10 +423,17 @@ fn removed_peer_passes_its_space_on() {
             .iter()
             .map(|r| r["owner_name"].as_str().unwrap().to_string())
             .collect();
-        anyhow::ensure!(!owners.iter().any(|o| o != "h1" && o != "h2"), "owners still {owners:?}");
+        anyhow::ensure!(
+            !owners.iter().any(|o| o != "h1" && o != "h2"),
+            "owners still {owners:?}"
+        );
         Ok(())
     })
     .unwrap();
     let s = lab.meshctl_json(0, &["status"]).unwrap();
-    assert_eq!(s["peers"].as_array().unwrap().len(), 1, "removed peer still listed");
+    assert_eq!(
+        s["peers"].as_array().unwrap().len(),
+        1,
+        "removed peer still listed"
+    );
 }

@@ -318,7 +318,11 @@ impl Daemon {
             )));
         }
         let want = match req.ip.as_deref() {
-            Some(t) => Some(crate::networks::parse_member_address(t, &net).map_err(ApiError::bad)?.0),
+            Some(t) => Some(
+                crate::networks::parse_member_address(t, &net)
+                    .map_err(ApiError::bad)?
+                    .0,
+            ),
             None => None,
         };
         let ip = self.allocate(&net, want).await?;
@@ -356,7 +360,10 @@ impl Daemon {
         })
     }
 
-    pub async fn release_reservation(&self, req: api::ReleaseRequest) -> Result<api::Reservation, ApiError> {
+    pub async fn release_reservation(
+        &self,
+        req: api::ReleaseRequest,
+    ) -> Result<api::Reservation, ApiError> {
         let ip: Ipv4Addr = req
             .ip
             .split('/')
@@ -365,7 +372,10 @@ impl Daemon {
             .parse()
             .map_err(|_| ApiError::BadRequest(format!("{:?} is not an IPv4 address", req.ip)))?;
         let mut all = self.reservations.lock().await;
-        let Some(pos) = all.iter().position(|r| r.network == req.network && r.ip == ip) else {
+        let Some(pos) = all
+            .iter()
+            .position(|r| r.network == req.network && r.ip == ip)
+        else {
             return Err(ApiError::NotFound(format!(
                 "{ip} is not reserved on network {} by this host",
                 req.network

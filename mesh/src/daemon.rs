@@ -697,7 +697,7 @@ impl Daemon {
             None => networks::derive_ula(&req.id),
         };
         let hosts = self.resolve_hosts(&req.hosts)?;
-        for (k, _) in &req.labels {
+        for k in req.labels.keys() {
             if k.is_empty() {
                 return Err(ApiError::BadRequest(
                     "a label needs a key (key=value)".into(),

@@ -122,7 +122,7 @@ pub fn pick_free(ranges: &[RangeEntry], me: &str, used: &BTreeSet<u32>) -> Optio
         .find(|a| !used.contains(a))
 }
 
-pub fn owner_of<'a>(ranges: &'a [RangeEntry], a: u32) -> Option<&'a RangeEntry> {
+pub fn owner_of(ranges: &[RangeEntry], a: u32) -> Option<&RangeEntry> {
     ranges.iter().find(|r| r.contains(a))
 }
 

@@ -35,17 +35,29 @@ pub fn render(status: &StatusResponse) -> String {
     let key_age = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
     for p in &status.peers {
         let peer = |extra: Option<(&str, &str)>| {
-            let mut l: Labels = vec![("peer".into(), p.name.clone()), ("peer_id".into(), p.id.clone())];
+            let mut l: Labels = vec![
+                ("peer".into(), p.name.clone()),
+                ("peer_id".into(), p.id.clone()),
+            ];
             if let Some((k, v)) = extra {
                 l.push((k.into(), v.into()));
             }
             l
         };
-        bytes.get_or_create(&peer(Some(("direction", "tx")))).inc_by(p.tx.bytes);
-        bytes.get_or_create(&peer(Some(("direction", "rx")))).inc_by(p.rx.bytes);
-        packets.get_or_create(&peer(Some(("direction", "tx")))).inc_by(p.tx.packets);
-        packets.get_or_create(&peer(Some(("direction", "rx")))).inc_by(p.rx.packets);
-        up.get_or_create(&peer(None)).set(i64::from(p.state == PeerState::Up));
+        bytes
+            .get_or_create(&peer(Some(("direction", "tx"))))
+            .inc_by(p.tx.bytes);
+        bytes
+            .get_or_create(&peer(Some(("direction", "rx"))))
+            .inc_by(p.rx.bytes);
+        packets
+            .get_or_create(&peer(Some(("direction", "tx"))))
+            .inc_by(p.tx.packets);
+        packets
+            .get_or_create(&peer(Some(("direction", "rx"))))
+            .inc_by(p.rx.packets);
+        up.get_or_create(&peer(None))
+            .set(i64::from(p.state == PeerState::Up));
         if let Some(ms) = p.rtt_ms {
             rtt.get_or_create(&peer(None)).set(ms / 1e3);
         }
@@ -53,11 +65,31 @@ pub fn render(status: &StatusResponse) -> String {
             key_age.get_or_create(&peer(None)).set(age);
         }
     }
-    reg.register("peer_bytes", "Overlay bytes sent to / received from a peer", bytes);
-    reg.register("peer_packets", "Overlay packets sent to / received from a peer", packets);
-    reg.register("peer_up", "1 if the peer is connected and authenticated", up);
-    reg.register("peer_rtt_seconds", "Control-connection round-trip time", rtt);
-    reg.register("peer_key_age_seconds", "Age of the current data-plane session key", key_age);
+    reg.register(
+        "peer_bytes",
+        "Overlay bytes sent to / received from a peer",
+        bytes,
+    );
+    reg.register(
+        "peer_packets",
+        "Overlay packets sent to / received from a peer",
+        packets,
+    );
+    reg.register(
+        "peer_up",
+        "1 if the peer is connected and authenticated",
+        up,
+    );
+    reg.register(
+        "peer_rtt_seconds",
+        "Control-connection round-trip time",
+        rtt,
+    );
+    reg.register(
+        "peer_key_age_seconds",
+        "Age of the current data-plane session key",
+        key_age,
+    );
     let size = Gauge::<i64>::default();
     size.set(status.mesh_size as i64);
     reg.register("hosts", "Hosts in the mesh, this one included", size);
@@ -98,17 +130,32 @@ mod tests {
                 rtt_ms: Some(1.5),
                 key_generation: Some(3),
                 key_age_secs: Some(12.0),
-                tx: Traffic { bytes: 100, packets: 2 },
-                rx: Traffic { bytes: 50, packets: 1 },
+                tx: Traffic {
+                    bytes: 100,
+                    packets: 2,
+                },
+                rx: Traffic {
+                    bytes: 50,
+                    packets: 1,
+                },
             }],
             networks: 1,
             attachments: 0,
             drops: [("bad_tag".to_string(), 7u64)].into(),
         };
         let text = render(&s);
-        assert!(text.contains("mesh_dataplane_dropped_datagrams_total{reason=\"bad_tag\"} 7"), "{text}");
-        assert!(text.contains("mesh_peer_bytes_total{peer=\"h2\",peer_id=\"b\",direction=\"tx\"} 100"), "{text}");
-        assert!(text.contains("mesh_peer_up{peer=\"h2\",peer_id=\"b\"} 1"), "{text}");
+        assert!(
+            text.contains("mesh_dataplane_dropped_datagrams_total{reason=\"bad_tag\"} 7"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mesh_peer_bytes_total{peer=\"h2\",peer_id=\"b\",direction=\"tx\"} 100"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mesh_peer_up{peer=\"h2\",peer_id=\"b\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("mesh_hosts 2"), "{text}");
     }
 }

@@ -147,7 +147,10 @@ async fn remove_peer(State(d): D, Path(peer): Path<String>) -> ApiResult<api::Re
 
 async fn metrics(State(d): D) -> ([(axum::http::header::HeaderName, &'static str); 1], String) {
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
         crate::metrics::render(&d.status()),
     )
 }
