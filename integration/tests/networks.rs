@@ -91,6 +91,20 @@ fn networks_span_hosts_with_allocated_dual_stack_addresses_and_dns() {
     lab.wait_ping(&c2, &addr(&c1_red, "ip"), Duration::from_secs(10))
         .unwrap();
     assert_ne!(addr(&c2_red, "ip"), addr(&c1_red, "ip"));
+    // Without --name a container is named after its namespace (or runtime id).
+    assert_eq!(c2_red["name"], c2.as_str());
+    let c2_red_ip: BTreeSet<IpAddr> = [addr(&c2_red, "ip").parse().unwrap()].into();
+    wait_for(Duration::from_secs(10), || {
+        let got = resolve(
+            &c1,
+            &c1_red["dns_server"].as_str().unwrap().to_string(),
+            &format!("{c2}.red"),
+            RecordType::A,
+        );
+        anyhow::ensure!(got == c2_red_ip, "default name not resolvable: {got:?}");
+        Ok(())
+    })
+    .unwrap();
     // IPv6 across hosts.
     let web6 = addr(&web, "ip6");
     wait_for(Duration::from_secs(10), || {

@@ -76,9 +76,13 @@ impl Daemon {
             .clone()
             .unwrap_or_else(|| networks::default_ifname(&net.id));
         networks::validate_ifname(&ifname).map_err(ApiError::bad)?;
-        if let Some(name) = &req.name {
-            validate_dns_label(name)?;
-        }
+        let name = match &req.name {
+            Some(name) => {
+                validate_dns_label(name)?;
+                Some(name.clone())
+            }
+            None => default_name(&req, &target),
+        };
 
         let mut local = self.local.lock().await;
         if let Some(a) = local.attachments.iter().find(|a| {
@@ -133,7 +137,7 @@ impl Daemon {
             dns_server: Some(dns.to_string()),
             dns_search: Some(net.id.clone()),
             container_id: req.container_id.clone(),
-            name: req.name.clone(),
+            name: name.clone(),
             version: req.version.clone(),
         };
         local.attachments.push(AttachmentRecord {
@@ -152,7 +156,7 @@ impl Daemon {
                 ip6: Some(ip6),
                 mac: attachment.mac.clone(),
                 host: me,
-                name: req.name.clone(),
+                name: name.clone(),
                 version: req.version.clone(),
             },
         );
@@ -263,6 +267,53 @@ impl Daemon {
         info!(network = %net.id, netns = %rec.attachment.netns, "detached");
         Ok(rec.attachment)
     }
+}
+
+/// The DNS name of a container attached without `--name`: its runtime id,
+/// else its hostname (for a PID), else the name of its `ip netns`
+/// namespace; made into a valid DNS label.
+fn default_name(req: &api::AttachRequest, target: &NetnsTarget) -> Option<String> {
+    let raw = req
+        .container_id
+        .clone()
+        .or_else(|| {
+            let pid: u32 = req.target.trim().parse().ok()?;
+            hostname_of(pid)
+        })
+        .or_else(|| {
+            target
+                .path
+                .strip_prefix("/run/netns")
+                .ok()
+                .map(|p| p.display().to_string())
+        })?;
+    let label: String = raw
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(63)
+        .collect();
+    let label = label.trim_matches('-').to_string();
+    (!label.is_empty()).then_some(label)
+}
+
+/// The hostname a process sees (its UTS namespace), read on a thread of
+/// our own that enters that namespace.
+fn hostname_of(pid: u32) -> Option<String> {
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/uts")).ok()?;
+    std::thread::spawn(move || {
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWUTS).ok()?;
+        nix::unistd::gethostname().ok()?.into_string().ok()
+    })
+    .join()
+    .ok()
+    .flatten()
 }
 
 /// Container names become DNS labels: keep them to what DNS allows.
