@@ -113,7 +113,7 @@ fn seal(c: &mut Criterion) {
                     network_id: NET.0,
                 }
                 .encode(&mut header);
-                black_box(keypair.seal(counter, &header, &mut payload))
+                black_box(keypair.seal(None, counter, &header, &mut payload))
             })
         });
     }
@@ -139,12 +139,12 @@ fn open(c: &mut Criterion) {
                     }
                     .encode(&mut header);
                     let mut body = frame(MAC_REMOTE, MAC_LOCAL, size);
-                    let tag = sender.seal(counter, &header, &mut body);
+                    let tag = sender.seal(None, counter, &header, &mut body);
                     body.extend_from_slice(&tag);
                     (counter, header, body)
                 },
                 |(counter, header, body)| {
-                    black_box(receiver.open(*counter, header, body, now).unwrap())
+                    black_box(receiver.open(None, *counter, header, body, now).unwrap())
                 },
                 BatchSize::SmallInput,
             )

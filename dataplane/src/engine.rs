@@ -14,7 +14,7 @@ use std::ops::Range;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
-use crate::keypair::{KeyRefusal, Keypair, SessionKeys};
+use crate::keypair::{KeyRefusal, Keypair, NetworkKeys, SessionKeys};
 use crate::peer::Peer;
 use crate::pool::{BufPool, PacketBuf};
 use crate::replay::ReplayReject;
@@ -57,6 +57,10 @@ struct Tables {
     networks: HashMap<NetworkId, Network>,
     /// Receiver index (our `local_index`) → keypair, for the receive path.
     by_index: HashMap<u32, IndexEntry>,
+    /// Secrets of networks restricted to some hosts.
+    secrets: HashMap<NetworkId, [u8; 32]>,
+    /// Keys derived for (keypair local index, network) of those networks.
+    network_keys: HashMap<(u32, NetworkId), NetworkKeys>,
 }
 
 impl Tables {
@@ -72,6 +76,15 @@ impl Tables {
         }
     }
 
+    fn derive_for(&mut self, keypair: &Keypair) {
+        for (net, secret) in &self.secrets {
+            self.network_keys.insert(
+                (keypair.local_index, *net),
+                keypair.derive_network_keys(secret, net.0),
+            );
+        }
+    }
+
     fn unindex(&mut self, keypair: &Arc<Keypair>) {
         let indexed_here = self
             .by_index
@@ -79,6 +92,8 @@ impl Tables {
             .is_some_and(|entry| Arc::ptr_eq(&entry.keypair, keypair));
         if indexed_here {
             self.by_index.remove(&keypair.local_index);
+            let index = keypair.local_index;
+            self.network_keys.retain(|(i, _), _| *i != index);
         }
     }
 }
@@ -193,6 +208,7 @@ impl Engine {
         for old in &displaced {
             tables.unindex(old);
         }
+        tables.derive_for(&keypair);
         if let Some(clash) = tables
             .by_index
             .insert(keys.local_index, IndexEntry { peer, keypair })
@@ -210,6 +226,33 @@ impl Engine {
             send_now,
             "keys installed"
         );
+    }
+
+    /// Gives network `net` a secret of its own (`None`: none). Frames of such
+    /// a network are sealed with keys derived from the session and the
+    /// secret, so a host without the secret cannot open them.
+    pub fn set_network_secret(&self, net: NetworkId, secret: Option<[u8; 32]>) {
+        let mut tables = self.write();
+        tables.network_keys.retain(|(_, n), _| *n != net);
+        match secret {
+            Some(secret) => {
+                tables.secrets.insert(net, secret);
+                let derived: Vec<((u32, NetworkId), NetworkKeys)> = tables
+                    .by_index
+                    .values()
+                    .map(|e| {
+                        (
+                            (e.keypair.local_index, net),
+                            e.keypair.derive_network_keys(&secret, net.0),
+                        )
+                    })
+                    .collect();
+                tables.network_keys.extend(derived);
+            }
+            None => {
+                tables.secrets.remove(&net);
+            }
+        }
     }
 
     /// Promotes the `next` keypair of `generation` to current. Returns whether it did.
@@ -335,7 +378,8 @@ impl Engine {
         let frame_len = buf.frame_len();
         let (header_slot, payload, tag_slot) = buf.seal_parts();
         header.encode(header_slot);
-        *tag_slot = keypair.seal(counter, header_slot, payload);
+        let network_keys = tables.network_keys.get(&(keypair.local_index, net));
+        *tag_slot = keypair.seal(network_keys, counter, header_slot, payload);
         buf.mark_sealed();
         peer.counters.record_tx(frame_len);
         out.push(Outgoing {
@@ -377,9 +421,12 @@ impl Engine {
         let (header_bytes, body) = datagram.split_at_mut(HEADER_LEN);
         let header_bytes: &[u8; HEADER_LEN] =
             (&*header_bytes).try_into().map_err(|_| DropReason::Short)?;
+        let network_keys = tables
+            .network_keys
+            .get(&(entry.keypair.local_index, NetworkId(header.network_id)));
         let frame_len = entry
             .keypair
-            .open(header.counter, header_bytes, body, now)
+            .open(network_keys, header.counter, header_bytes, body, now)
             .map_err(|refusal| match refusal {
                 KeyRefusal::Stale => DropReason::StaleKey,
                 KeyRefusal::BadTag => DropReason::BadTag,

@@ -63,6 +63,9 @@ pub struct Keypair {
     pub created: Instant,
     send: LessSafeKey,
     recv: LessSafeKey,
+    /// Kept to derive per-network keys when a network secret arrives.
+    send_raw: [u8; 32],
+    recv_raw: [u8; 32],
     next_send_counter: AtomicU64,
     replay: Mutex<ReplayWindow>,
 }
@@ -90,8 +93,21 @@ impl Keypair {
             created: now,
             send: key(&keys.send_key),
             recv: key(&keys.recv_key),
+            send_raw: keys.send_key,
+            recv_raw: keys.recv_key,
             next_send_counter: AtomicU64::new(0),
             replay: Mutex::new(ReplayWindow::default()),
+        }
+    }
+
+    /// The keys of this session for a network that has a secret of its
+    /// own: HKDF-SHA256 with the secret as salt, so only hosts that hold the
+    /// secret (the network's members) can open its frames, whatever pairwise
+    /// session they share.
+    pub fn derive_network_keys(&self, secret: &[u8; 32], net: u32) -> NetworkKeys {
+        NetworkKeys {
+            send: network_key(&self.send_raw, secret, net),
+            recv: network_key(&self.recv_raw, secret, net),
         }
     }
 
@@ -126,13 +142,14 @@ impl Keypair {
     /// Encrypts `payload` in place under `counter` with `header` as associated data.
     pub fn seal(
         &self,
+        network: Option<&NetworkKeys>,
         counter: u64,
         header: &[u8; HEADER_LEN],
         payload: &mut [u8],
     ) -> [u8; TAG_LEN] {
         let nonce = Nonce::assume_unique_for_key(nonce_bytes(counter));
-        let tag: Tag = self
-            .send
+        let key = network.map(|n| &n.send).unwrap_or(&self.send);
+        let tag: Tag = key
             .seal_in_place_separate_tag(nonce, Aad::from(header), payload)
             // ring only fails for inputs beyond ChaCha20's 256 GiB limit.
             .expect("frame far below the AEAD size limit");
@@ -145,6 +162,7 @@ impl Keypair {
     /// replay window. Returns the plaintext length.
     pub fn open(
         &self,
+        network: Option<&NetworkKeys>,
         counter: u64,
         header: &[u8; HEADER_LEN],
         ciphertext_and_tag: &mut [u8],
@@ -154,8 +172,8 @@ impl Keypair {
             return Err(KeyRefusal::Stale);
         }
         let nonce = Nonce::assume_unique_for_key(nonce_bytes(counter));
-        let plaintext_len = self
-            .recv
+        let key = network.map(|n| &n.recv).unwrap_or(&self.recv);
+        let plaintext_len = key
             .open_in_place(nonce, Aad::from(header), ciphertext_and_tag)
             .map_err(|_| KeyRefusal::BadTag)?
             .len();
@@ -176,6 +194,36 @@ impl Keypair {
     pub(crate) fn force_send_counter(&self, counter: u64) {
         self.next_send_counter.store(counter, Ordering::Relaxed);
     }
+}
+
+/// Per-network keys of one keypair (see [`Keypair::derive_network_keys`]).
+pub struct NetworkKeys {
+    send: LessSafeKey,
+    recv: LessSafeKey,
+}
+
+impl std::fmt::Debug for NetworkKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NetworkKeys(<redacted>)")
+    }
+}
+
+fn network_key(session_key: &[u8; 32], secret: &[u8; 32], net: u32) -> LessSafeKey {
+    struct Len32;
+    impl ring::hkdf::KeyType for Len32 {
+        fn len(&self) -> usize {
+            32
+        }
+    }
+    let prk = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, secret).extract(session_key);
+    let net_bytes = net.to_be_bytes();
+    let info: [&[u8]; 2] = [b"mesh network key v1", &net_bytes];
+    let mut out = [0u8; 32];
+    // Infallible: 32 bytes is far below HKDF-SHA256's output limit.
+    prk.expand(&info, Len32)
+        .and_then(|okm| okm.fill(&mut out))
+        .expect("32-byte HKDF output");
+    LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &out).expect("32-byte key"))
 }
 
 #[cfg(test)]

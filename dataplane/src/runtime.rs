@@ -317,6 +317,11 @@ impl Dataplane {
             .install_keys(peer, &keys, send_now, Instant::now());
     }
 
+    /// See [`Engine::set_network_secret`].
+    pub fn set_network_secret(&self, net: NetworkId, secret: Option<[u8; 32]>) {
+        self.inner.engine.set_network_secret(net, secret);
+    }
+
     pub fn confirm_keys(&self, peer: PeerIdx, generation: u64) {
         self.inner.engine.confirm_keys(peer, generation);
     }

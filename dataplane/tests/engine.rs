@@ -535,3 +535,41 @@ proptest! {
         prop_assert!(pair.b.open_datagram(&mut datagram, pair.t0).is_err());
     }
 }
+
+#[test]
+fn a_network_secret_keeps_out_hosts_without_it() {
+    let mut pair = Pair::new();
+    let secret = [0x42u8; 32];
+    // Only the sender has the secret: the receiver cannot open the frame,
+    // although it shares the pairwise session.
+    pair.a.set_network_secret(NET, Some(secret));
+    let mut d = pair.seal_one(&frame(BROADCAST, MAC_A, 200), pair.t0);
+    assert_eq!(
+        pair.b.open_datagram(&mut d, pair.t0),
+        Err(DropReason::BadTag)
+    );
+    // A different secret is no better.
+    pair.b.set_network_secret(NET, Some([0x43u8; 32]));
+    let mut d = pair.seal_one(&frame(BROADCAST, MAC_A, 200), pair.t0);
+    assert_eq!(
+        pair.b.open_datagram(&mut d, pair.t0),
+        Err(DropReason::BadTag)
+    );
+    // Both members hold it: frames flow.
+    pair.b.set_network_secret(NET, Some(secret));
+    let sent = frame(BROADCAST, MAC_A, 200);
+    let mut d = pair.seal_one(&sent, pair.t0);
+    let delivery = pair.b.open_datagram(&mut d, pair.t0).unwrap();
+    assert_eq!(&d[delivery.frame], &sent[..]);
+    // Keys installed after the secret (a rekey) derive it too.
+    let (keys_a, keys_b) = session(2);
+    pair.a.install_keys(PEER_B, &keys_a, true, pair.t0);
+    pair.b.install_keys(PEER_A, &keys_b, false, pair.t0);
+    let mut d = pair.seal_one(&sent, pair.t0);
+    assert!(pair.b.open_datagram(&mut d, pair.t0).is_ok());
+    // Networks without a secret are unaffected by another's.
+    pair.a.set_network_secret(NET, None);
+    pair.b.set_network_secret(NET, None);
+    let mut d = pair.seal_one(&sent, pair.t0);
+    assert!(pair.b.open_datagram(&mut d, pair.t0).is_ok());
+}

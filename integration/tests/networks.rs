@@ -233,7 +233,12 @@ fn networks_span_hosts_with_allocated_dual_stack_addresses_and_dns() {
         .to_string();
     assert!(err.contains("restricted"), "{err}");
     let p2 = lab.add_container("p2").unwrap();
-    attach(&lab, 1, &p2, "priv", &[]);
+    let p2a = attach(&lab, 1, &p2, "priv", &[]);
+    // Its members share its secret (sealed to each of them): traffic flows.
+    let p1 = lab.add_container("p1").unwrap();
+    attach(&lab, 0, &p1, "priv", &[]);
+    lab.wait_ping(&p1, &addr(&p2a, "ip"), Duration::from_secs(10))
+        .unwrap();
 }
 
 /// Addresses this host allocated, as it reports them itself.

@@ -48,6 +48,8 @@ pub struct Daemon {
     /// granting space never wait while holding it).
     pub(crate) used: std::sync::Mutex<BTreeMap<String, BTreeSet<u32>>>,
     pub(crate) resolver: Arc<Resolver>,
+    /// Receives the secrets of restricted networks this host is in.
+    pub(crate) host_key: crate::netsecret::HostKey,
     /// Addresses reserved without an attachment.
     pub(crate) reservations: Mutex<Vec<crate::state::Reservation>>,
     /// Serialises every change to this host's devices and attachment list.
@@ -114,6 +116,8 @@ impl Daemon {
         let identity = Identity::load_or_create(&state.file("identity.key"))
             .context("loading the host identity")?;
         let secret = load_or_create_secret(&state)?;
+        let host_key = crate::netsecret::HostKey::load_or_create(&state.file("network.key"))
+            .context("loading the host's network key")?;
 
         let data_bind = SocketAddr::new(settings.listen.ip(), settings.data_port);
         let dp = Dataplane::start(data_bind)
@@ -125,6 +129,10 @@ impl Daemon {
         cfg.state_dir = Some(settings.state_dir.clone());
         cfg.meta
             .insert(META_DATA_PORT.into(), dp.local_addr().port().to_string());
+        cfg.meta.insert(
+            crate::netsecret::META_NETWORK_KEY.into(),
+            host_key.public_hex(),
+        );
         let node = Node::start(cfg)
             .await
             .with_context(|| format!("starting the control plane on udp {}", settings.listen))?;
@@ -168,6 +176,7 @@ impl Daemon {
             removed,
             used: Default::default(),
             resolver,
+            host_key,
             reservations: Mutex::new(reservations),
             local: Mutex::new(Local {
                 attachments,
@@ -440,6 +449,17 @@ impl Daemon {
             .add_network(NetworkId(w), &tap)
             .with_context(|| format!("opening TAP {tap}"))?;
         self.nl.enslave(&tap, &bridge, self.mtu).await?;
+        let secret = if def.hosts.is_empty() {
+            None
+        } else {
+            let me = self.id().to_hex();
+            let sealed = def
+                .sealed_secrets
+                .get(&me)
+                .context("the network's secret was not sealed to this host")?;
+            Some(self.host_key.open(&def.id, sealed)?)
+        };
+        self.dp.set_network_secret(NetworkId(w), secret);
         info!(network = %def.id, bridge = %bridge.name, %tap, mtu = self.mtu, "network ready");
         Ok(w)
     }
@@ -472,6 +492,42 @@ impl Daemon {
         if let IpAddr::V4(v4) = ip {
             self.release(&rec.attachment.network, v4);
         }
+    }
+
+    /// A fresh secret for a restricted network, sealed to each member's
+    /// advertised key; empty for a network of every host.
+    fn seal_network_secret(
+        &self,
+        network: &str,
+        hosts: &[String],
+    ) -> Result<BTreeMap<String, String>, ApiError> {
+        if hosts.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let secret: [u8; 32] = rand::random();
+        let me = self.id().to_hex();
+        let members = self.node.members();
+        let mut out = BTreeMap::new();
+        for h in hosts {
+            let key = if *h == me {
+                self.host_key.public_hex()
+            } else {
+                members
+                    .iter()
+                    .find(|m| m.id.to_hex() == *h)
+                    .and_then(|m| m.meta.get(crate::netsecret::META_NETWORK_KEY).cloned())
+                    .ok_or_else(|| {
+                        ApiError::BadRequest(format!(
+                            "host {} advertises no network key (not up, or an older meshd)",
+                            self.peer_name(h)
+                        ))
+                    })?
+            };
+            let sealed =
+                crate::netsecret::seal_for(&key, network, &secret).map_err(ApiError::Internal)?;
+            out.insert(h.clone(), sealed);
+        }
+        Ok(out)
     }
 
     /// Host names or peer ids → peer ids (hex); this host counts too.
@@ -704,6 +760,7 @@ impl Daemon {
                 ));
             }
         }
+        let sealed_secrets = self.seal_network_secret(&req.id, &hosts)?;
         let def = NetworkDef {
             id: req.id.clone(),
             subnet,
@@ -711,6 +768,7 @@ impl Daemon {
             created_by: self.id().to_hex(),
             labels: req.labels.clone(),
             hosts,
+            sealed_secrets,
         };
         // The ring first: a host that learns the network can allocate at once.
         self.init_ring(&def);

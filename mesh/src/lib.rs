@@ -11,6 +11,7 @@ pub mod error;
 pub mod ipam;
 pub mod metrics;
 pub mod netdev;
+pub mod netsecret;
 pub mod networks;
 pub mod peers;
 pub mod replicated;

@@ -27,6 +27,10 @@ pub struct NetworkDef {
     /// Hosts (peer ids, hex) the network is restricted to; empty = all.
     #[serde(default)]
     pub hosts: Vec<String>,
+    /// For a restricted network: its secret, sealed to each member host
+    /// (peer id hex → sealed copy, see [`crate::netsecret`]).
+    #[serde(default)]
+    pub sealed_secrets: BTreeMap<String, String>,
 }
 
 impl NetworkDef {
@@ -236,6 +240,7 @@ mod tests {
             created_by: "x".into(),
             labels: BTreeMap::new(),
             hosts: vec![],
+            sealed_secrets: BTreeMap::new(),
         }
     }
 
