@@ -378,7 +378,11 @@ impl Engine {
         let frame_len = buf.frame_len();
         let (header_slot, payload, tag_slot) = buf.seal_parts();
         header.encode(header_slot);
-        let network_keys = tables.network_keys.get(&(keypair.local_index, net));
+        // Most meshes have no restricted network: skip the lookup then.
+        let network_keys = match tables.network_keys.is_empty() {
+            true => None,
+            false => tables.network_keys.get(&(keypair.local_index, net)),
+        };
         *tag_slot = keypair.seal(network_keys, counter, header_slot, payload);
         buf.mark_sealed();
         peer.counters.record_tx(frame_len);
@@ -421,9 +425,12 @@ impl Engine {
         let (header_bytes, body) = datagram.split_at_mut(HEADER_LEN);
         let header_bytes: &[u8; HEADER_LEN] =
             (&*header_bytes).try_into().map_err(|_| DropReason::Short)?;
-        let network_keys = tables
-            .network_keys
-            .get(&(entry.keypair.local_index, NetworkId(header.network_id)));
+        let network_keys = match tables.network_keys.is_empty() {
+            true => None,
+            false => tables
+                .network_keys
+                .get(&(entry.keypair.local_index, NetworkId(header.network_id))),
+        };
         let frame_len = entry
             .keypair
             .open(network_keys, header.counter, header_bytes, body, now)
