@@ -209,21 +209,29 @@ impl std::fmt::Debug for NetworkKeys {
 }
 
 fn network_key(session_key: &[u8; 32], secret: &[u8; 32], net: u32) -> LessSafeKey {
+    let out = hkdf_sha256_32(
+        secret,
+        session_key,
+        &[b"mesh network key v1", &net.to_be_bytes()],
+    );
+    LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &out).expect("32-byte key"))
+}
+
+/// HKDF-SHA256 (RFC 5869) with a 32-byte output: a ChaCha20-Poly1305 key.
+pub fn hkdf_sha256_32(salt: &[u8], ikm: &[u8], info: &[&[u8]]) -> [u8; 32] {
     struct Len32;
     impl ring::hkdf::KeyType for Len32 {
         fn len(&self) -> usize {
             32
         }
     }
-    let prk = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, secret).extract(session_key);
-    let net_bytes = net.to_be_bytes();
-    let info: [&[u8]; 2] = [b"mesh network key v1", &net_bytes];
+    let prk = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, salt).extract(ikm);
     let mut out = [0u8; 32];
     // Infallible: 32 bytes is far below HKDF-SHA256's output limit.
-    prk.expand(&info, Len32)
+    prk.expand(info, Len32)
         .and_then(|okm| okm.fill(&mut out))
         .expect("32-byte HKDF output");
-    LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &out).expect("32-byte key"))
+    out
 }
 
 #[cfg(test)]

@@ -103,19 +103,11 @@ fn zero_nonce() -> Nonce {
 }
 
 fn wrap_key(shared: &[u8; 32], eph: &[u8; 32], member: &[u8; 32], network: &str) -> LessSafeKey {
-    struct Len32;
-    impl ring::hkdf::KeyType for Len32 {
-        fn len(&self) -> usize {
-            32
-        }
-    }
-    let prk =
-        ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"mesh network secret v1").extract(shared);
-    let info: [&[u8]; 3] = [eph, member, network.as_bytes()];
-    let mut out = [0u8; 32];
-    prk.expand(&info, Len32)
-        .and_then(|okm| okm.fill(&mut out))
-        .expect("32-byte HKDF output");
+    let out = dataplane::keypair::hkdf_sha256_32(
+        b"mesh network secret v1",
+        shared,
+        &[eph, member, network.as_bytes()],
+    );
     LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &out).expect("32-byte key"))
 }
 
