@@ -16,7 +16,7 @@ install() {
   [ -n "$updated" ] || { apt-get update -qq; updated=1; }
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 }
-install ip:iproute2 ping:iputils-ping tcpdump:tcpdump iperf3:iperf3 nft:nftables getent:libc-bin
+install ip:iproute2 ping:iputils-ping tcpdump:tcpdump iperf3:iperf3 nft:nftables getent:libc-bin sysctl:procps tar:tar
 # Container runtimes for the CNI/OCI tests. runc first: podman accepts crun
 # or runc, and crun fails on this kind of host's cgroup layout.
 install runc:runc /bin/busybox:busybox-static

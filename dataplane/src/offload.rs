@@ -483,6 +483,19 @@ mod tests {
         sum as u16
     }
 
+    /// Segments a super-frame and returns the frames it became.
+    fn split(frame: &[u8], hdr: &VnetHdr) -> Vec<Vec<u8>> {
+        let mut segments = Vec::new();
+        segment_tcp(
+            frame,
+            hdr,
+            || PacketBuf::with_frame_capacity(2048),
+            |b| segments.push(b.frame().to_vec()),
+        )
+        .unwrap();
+        segments
+    }
+
     #[test]
     fn checksum_matches_reference_for_all_lengths() {
         let data: Vec<u8> = (0..300u32).map(|i| (i * 7 + 3) as u8 ^ 0xa5).collect();
@@ -598,14 +611,7 @@ mod tests {
             csum_start: 54,
             csum_offset: 16,
         };
-        let mut segments = Vec::new();
-        segment_tcp(
-            &f,
-            &hdr,
-            || PacketBuf::with_frame_capacity(2048),
-            |b| segments.push(b.frame().to_vec()),
-        )
-        .unwrap();
+        let segments = split(&f, &hdr);
         assert_eq!(segments.len(), 3);
         for seg in &segments {
             let plen = u16::from_be_bytes([seg[18], seg[19]]) as usize;
@@ -678,14 +684,7 @@ mod tests {
             csum_start: 34,
             csum_offset: 16,
         };
-        let mut segments = Vec::new();
-        segment_tcp(
-            &super_frame,
-            &hdr,
-            || PacketBuf::with_frame_capacity(2048),
-            |b| segments.push(b.frame().to_vec()),
-        )
-        .unwrap();
+        let segments = split(&super_frame, &hdr);
         // An ARP-ish frame in the middle of another network's stream and one at the end.
         let mut writes: Vec<(u8, Vec<u8>)> = Vec::new();
         let mut coalescer = Coalescer::<u8>::new();
@@ -745,14 +744,7 @@ mod tests {
             csum_offset: 16,
             ..VnetHdr::default()
         };
-        let mut segments = Vec::new();
-        segment_tcp(
-            &super_frame,
-            &hdr,
-            || PacketBuf::with_frame_capacity(2048),
-            |b| segments.push(b.frame().to_vec()),
-        )
-        .unwrap();
+        let segments = split(&super_frame, &hdr);
         let order = [1usize, 0, 2];
         let mut writes: Vec<Vec<u8>> = Vec::new();
         let mut coalescer = Coalescer::<u8>::new();

@@ -35,6 +35,16 @@ fn addr(a: &serde_json::Value, key: &str) -> String {
         .to_string()
 }
 
+/// Waits until `name` resolves to exactly `want` from `ns`.
+fn wait_resolves(ns: &str, server: &str, name: &str, t: RecordType, want: &BTreeSet<IpAddr>) {
+    wait_for(Duration::from_secs(10), || {
+        let got = resolve(ns, server, name, t);
+        anyhow::ensure!(got == *want, "{name} from {ns}: {got:?}, want {want:?}");
+        Ok(())
+    })
+    .unwrap();
+}
+
 fn resolve(ns: &str, server: &str, name: &str, t: RecordType) -> BTreeSet<IpAddr> {
     dns_query(ns, server.parse().unwrap(), name, t)
         .unwrap_or_default()
@@ -120,14 +130,7 @@ fn networks_span_hosts_with_allocated_dual_stack_addresses_and_dns() {
     // DNS on the network's service address, from a container on another host.
     let want4: BTreeSet<IpAddr> = [addr(&web, "ip").parse().unwrap()].into();
     let want6: BTreeSet<IpAddr> = [web6.parse().unwrap()].into();
-    wait_for(Duration::from_secs(10), || {
-        anyhow::ensure!(
-            resolve(&c2, &dns, "web.blue", RecordType::A) == want4,
-            "A not yet"
-        );
-        Ok(())
-    })
-    .unwrap();
+    wait_resolves(&c2, &dns, "web.blue", RecordType::A, &want4);
     assert_eq!(resolve(&c2, &dns6, "web.blue", RecordType::AAAA), want6);
     // meshd wrote the resolver config of this `ip netns` container.
     let hosts = lab
@@ -145,14 +148,7 @@ fn networks_span_hosts_with_allocated_dual_stack_addresses_and_dns() {
         addr(&web2, "ip").parse().unwrap(),
     ]
     .into();
-    wait_for(Duration::from_secs(10), || {
-        anyhow::ensure!(
-            resolve(&c2, &dns, "web.blue", RecordType::A) == both,
-            "not both yet"
-        );
-        Ok(())
-    })
-    .unwrap();
+    wait_resolves(&c2, &dns, "web.blue", RecordType::A, &both);
 
     // Detach: the record goes.
     lab.meshctl(
@@ -161,14 +157,7 @@ fn networks_span_hosts_with_allocated_dual_stack_addresses_and_dns() {
     )
     .unwrap();
     let only: BTreeSet<IpAddr> = [addr(&web2, "ip").parse().unwrap()].into();
-    wait_for(Duration::from_secs(10), || {
-        anyhow::ensure!(
-            resolve(&c2, &dns, "web.blue", RecordType::A) == only,
-            "still resolving the detached one"
-        );
-        Ok(())
-    })
-    .unwrap();
+    wait_resolves(&c2, &dns, "web.blue", RecordType::A, &only);
 
     // Version-aware answers.
     let v1 = lab.add_container("v1").unwrap();
@@ -189,18 +178,8 @@ fn networks_span_hosts_with_allocated_dual_stack_addresses_and_dns() {
         addr(&a2, "ip").parse().unwrap(),
     ]
     .into();
-    wait_for(Duration::from_secs(10), || {
-        anyhow::ensure!(
-            resolve(&probe, &dns, "api.blue", RecordType::A) == v2_only,
-            "v2 client not served v2 only"
-        );
-        anyhow::ensure!(
-            resolve(&c2, &dns, "api.blue", RecordType::A) == all_api,
-            "unversioned client not served all"
-        );
-        Ok(())
-    })
-    .unwrap();
+    wait_resolves(&probe, &dns, "api.blue", RecordType::A, &v2_only);
+    wait_resolves(&c2, &dns, "api.blue", RecordType::A, &all_api);
     let listed = lab.meshctl_json(0, &["dns"]).unwrap();
     assert!(listed
         .as_array()
