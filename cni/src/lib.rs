@@ -19,11 +19,8 @@
 //! Every call is one process: [`run`] takes the environment and stdin and
 //! returns what to print and the exit code, so all of it is testable.
 
-/// meshd's local API types and client: the very file the daemon and
-/// `meshctl` use, compiled into the plugin without the rest of the daemon.
-#[path = "../../mesh/src/api.rs"]
-#[allow(dead_code)]
-pub mod api;
+/// meshd's local API types and client, shared with the daemon and `meshctl`.
+pub use mesh_api as api;
 
 use api::{routes, Client, ClientError};
 use serde_json::{json, Map, Value};

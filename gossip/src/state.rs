@@ -415,7 +415,25 @@ impl<S> Clone for Channel<S> {
     }
 }
 
+/// The sink of a channel that belongs to no node: deltas go nowhere.
+struct Detached;
+
+impl DeltaSink for Detached {
+    fn broadcast_delta(&self, _: &str, _: Vec<u8>) {}
+}
+
 impl<S: Mergeable> Channel<S> {
+    /// A channel attached to no node: updates merge locally and are sent
+    /// nowhere. Lets the logic built on replicated state (IPAM, DNS records,
+    /// network definitions) be unit-tested without QUIC: feed one detached
+    /// channel another's value with [`Channel::update`] to play a peer.
+    pub fn detached(name: &str, initial: S) -> Channel<S> {
+        let sink: std::sync::Weak<dyn DeltaSink> = std::sync::Weak::<Detached>::new();
+        Channel {
+            inner: Arc::new(ChannelInner::new(name, initial, sink)),
+        }
+    }
+
     pub fn name(&self) -> &str {
         &self.inner.name
     }

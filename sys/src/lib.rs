@@ -1,0 +1,7 @@
+//! The recurring system chores of mesh, each written once and used by the
+//! daemon, the CNI plugin, the lab and the tests:
+//! - [`netns`]: run a closure on a fresh thread inside another namespace;
+//! - [`fs`]: replace a file atomically (write, fsync, rename) with a fixed mode.
+
+pub mod fs;
+pub mod netns;
