@@ -1,9 +1,13 @@
 //! The local API server: axum on a root-only Unix socket.
 
 use anyhow::{Context, Result};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::Uri;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
@@ -35,7 +39,49 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route(routes::IPAM_RELEASE, post(release))
         .route(routes::DNS, get(dns))
         .route(&format!("{}/{{peer}}", routes::PEERS), delete(remove_peer))
+        .fallback(no_route)
         .with_state(daemon)
+}
+
+/// A JSON body whose rejection (malformed JSON, a missing field) is an
+/// [`ApiError`] with its kind, like every other error of the API.
+struct Body<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(e) => Err(json_rejection(e)),
+        }
+    }
+}
+
+fn json_rejection(e: JsonRejection) -> ApiError {
+    ApiError::BadRequest(format!("request body: {}", e.body_text()))
+}
+
+/// A query string whose rejection is an [`ApiError`] too.
+struct Query<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Query(v)),
+            Err(e) => Err(query_rejection(e)),
+        }
+    }
+}
+
+fn query_rejection(e: QueryRejection) -> ApiError {
+    ApiError::BadRequest(format!("query string: {}", e.body_text()))
+}
+
+async fn no_route(uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("no API route {}", uri.path()))
 }
 
 /// Binds the socket with mode 0600 (root-only) and serves until the
@@ -84,7 +130,7 @@ async fn token(State(d): D) -> ApiResult<api::TokenResponse> {
     Ok(Json(api::TokenResponse { token: d.token() }))
 }
 
-async fn join(State(d): D, Json(req): Json<api::JoinRequest>) -> ApiResult<api::JoinResponse> {
+async fn join(State(d): D, Body(req): Body<api::JoinRequest>) -> ApiResult<api::JoinResponse> {
     Ok(Json(d.join(req).await?))
 }
 
@@ -94,7 +140,7 @@ async fn list_networks(State(d): D) -> ApiResult<Vec<api::Network>> {
 
 async fn create_network(
     State(d): D,
-    Json(req): Json<api::CreateNetworkRequest>,
+    Body(req): Body<api::CreateNetworkRequest>,
 ) -> ApiResult<api::Network> {
     Ok(Json(d.create_network(req).await?))
 }
@@ -117,19 +163,19 @@ async fn attachments(State(d): D) -> ApiResult<Vec<api::Attachment>> {
     Ok(Json(d.list_attachments().await))
 }
 
-async fn attach(State(d): D, Json(req): Json<api::AttachRequest>) -> ApiResult<api::Attachment> {
+async fn attach(State(d): D, Body(req): Body<api::AttachRequest>) -> ApiResult<api::Attachment> {
     Ok(Json(d.attach(req).await?))
 }
 
-async fn detach(State(d): D, Json(req): Json<api::DetachRequest>) -> ApiResult<api::Attachment> {
+async fn detach(State(d): D, Body(req): Body<api::DetachRequest>) -> ApiResult<api::Attachment> {
     Ok(Json(d.detach(req).await?))
 }
 
-async fn reserve(State(d): D, Json(req): Json<api::ReserveRequest>) -> ApiResult<api::Reservation> {
+async fn reserve(State(d): D, Body(req): Body<api::ReserveRequest>) -> ApiResult<api::Reservation> {
     Ok(Json(d.reserve(req).await?))
 }
 
-async fn release(State(d): D, Json(req): Json<api::ReleaseRequest>) -> ApiResult<api::Reservation> {
+async fn release(State(d): D, Body(req): Body<api::ReleaseRequest>) -> ApiResult<api::Reservation> {
     Ok(Json(d.release_reservation(req).await?))
 }
 
@@ -153,4 +199,70 @@ async fn metrics(State(d): D) -> ([(axum::http::header::HeaderName, &'static str
         )],
         crate::metrics::render(&d.status()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{Client, ClientError, ErrorKind};
+
+    /// Serves `app` on a fresh socket and returns a client of it.
+    async fn serve(app: Router) -> (Client, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "meshd-server-test-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("api.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (Client::new(&path), dir)
+    }
+
+    #[tokio::test]
+    async fn rejected_bodies_queries_and_routes_carry_kinds() {
+        async fn join(Body(req): Body<api::JoinRequest>) -> ApiResult<api::JoinResponse> {
+            Ok(Json(api::JoinResponse { peer: req.address }))
+        }
+        async fn rm(Query(q): Query<RemoveQuery>) -> ApiResult<api::TokenResponse> {
+            Ok(Json(api::TokenResponse {
+                token: q.force.to_string(),
+            }))
+        }
+        let app = Router::new()
+            .route(routes::JOIN, post(join))
+            .route(routes::TOKEN, get(rm))
+            .fallback(no_route);
+        let (c, dir) = serve(app).await;
+
+        let ok: api::JoinResponse = c
+            .post(
+                routes::JOIN,
+                &serde_json::json!({"address": "h:1", "token": "t"}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(ok.peer, "h:1");
+        // A missing field: axum would answer 422 in plain text.
+        let err = c
+            .post::<_, api::JoinResponse>(routes::JOIN, &serde_json::json!({"address": "h:1"}))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), Some(ErrorKind::BadRequest), "{err}");
+        assert!(err.to_string().contains("token"), "{err}");
+
+        let err = c
+            .get::<api::TokenResponse>(&format!("{}?force=maybe", routes::TOKEN))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), Some(ErrorKind::BadRequest), "{err}");
+
+        let err = c.get::<api::TokenResponse>("/v1/nope").await.unwrap_err();
+        assert!(
+            matches!(&err, ClientError::Api { status: 404, kind: ErrorKind::NotFound, message } if message.contains("/v1/nope")),
+            "{err:?}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

@@ -1,0 +1,27 @@
+//! Route paths, so server and client cannot drift apart. Every JSON route
+//! lives under `/v1`.
+
+pub const STATUS: &str = "/v1/status";
+/// Prometheus text format (not JSON).
+pub const METRICS: &str = "/metrics";
+pub const PEERS: &str = "/v1/peers";
+pub const TOKEN: &str = "/v1/token";
+pub const JOIN: &str = "/v1/join";
+pub const NETWORKS: &str = "/v1/networks";
+pub const ATTACHMENTS: &str = "/v1/attachments";
+pub const ATTACH: &str = "/v1/attach";
+pub const DETACH: &str = "/v1/detach";
+pub const IPAM: &str = "/v1/ipam";
+pub const IPAM_RESERVE: &str = "/v1/ipam/reserve";
+pub const IPAM_RELEASE: &str = "/v1/ipam/release";
+pub const DNS: &str = "/v1/dns";
+
+/// `DELETE /v1/peers/{peer}`: the peer is gone for good.
+pub fn peer(id: &str) -> String {
+    format!("{PEERS}/{id}")
+}
+
+/// `DELETE /v1/networks/{id}?force=true`
+pub fn network(id: &str) -> String {
+    format!("{NETWORKS}/{id}")
+}

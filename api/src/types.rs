@@ -1,0 +1,249 @@
+//! Request and response bodies of every route (JSON).
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenResponse {
+    pub token: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinRequest {
+    /// `host:port` of any member of the mesh to join (its control port).
+    pub address: String,
+    pub token: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinResponse {
+    /// The peer we reached.
+    pub peer: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerState {
+    Connecting,
+    Up,
+    Down,
+}
+
+impl std::fmt::Display for PeerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(match self {
+            PeerState::Connecting => "connecting",
+            PeerState::Up => "up",
+            PeerState::Down => "down",
+        })
+    }
+}
+
+/// Traffic counters of one direction.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct Traffic {
+    pub bytes: u64,
+    pub packets: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub id: String,
+    pub name: String,
+    /// Control (QUIC) address of the peer.
+    pub address: String,
+    /// Data-plane (UDP) address frames are sent to, once known.
+    pub data_address: Option<String>,
+    pub state: PeerState,
+    /// "direct" today; "relayed" once relaying exists.
+    pub path: String,
+    pub rtt_ms: Option<f64>,
+    pub key_generation: Option<u64>,
+    pub key_age_secs: Option<f64>,
+    pub tx: Traffic,
+    pub rx: Traffic,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostStatus {
+    pub id: String,
+    pub name: String,
+    pub control_address: String,
+    pub data_address: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusResponse {
+    pub host: HostStatus,
+    /// Hosts in the mesh, this one included.
+    pub mesh_size: usize,
+    pub peers: Vec<PeerStatus>,
+    pub networks: usize,
+    pub attachments: usize,
+    /// Data-plane datagrams dropped, by reason.
+    pub drops: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateNetworkRequest {
+    pub id: String,
+    /// IPv4 subnet in CIDR form, e.g. `10.40.0.0/24`.
+    pub subnet: String,
+    /// IPv6 prefix; default: a ULA /64 derived from the id.
+    #[serde(default)]
+    pub subnet6: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Restrict the network to these hosts (names or peer ids); empty = all.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Network {
+    pub id: String,
+    pub subnet: String,
+    pub subnet6: String,
+    /// Address of the DNS server on this network (on every host).
+    pub dns: String,
+    pub dns6: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Peer ids the network is restricted to; empty = every host.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Identifier carried on the wire (derived from `id`).
+    pub wire_id: u32,
+    /// Bridge on this host.
+    pub bridge: String,
+    pub mtu: u32,
+    /// Host that created it.
+    pub created_by: String,
+}
+
+/// What `attach`/`detach` act on: a process (its network namespace) or a
+/// network namespace file such as `/run/netns/NAME`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttachRequest {
+    /// A PID or a path to a network namespace.
+    pub target: String,
+    pub network: String,
+    /// `ADDR/LEN`; required until address allocation lands.
+    pub ip: Option<String>,
+    /// Interface name inside the container; default `eth-<network>`.
+    pub ifname: Option<String>,
+    /// The runtime's container id (CNI, OCI hooks): lets a later detach find
+    /// the attachment after the namespace is gone.
+    #[serde(default)]
+    pub container_id: Option<String>,
+    /// DNS name of the container on the network.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Deployment version label, for version-aware DNS answers.
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
+/// Detach by namespace (`target`) or by `container_id`; one must be given.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DetachRequest {
+    #[serde(default)]
+    pub target: Option<String>,
+    pub network: String,
+    #[serde(default)]
+    pub container_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Attachment {
+    pub network: String,
+    /// Namespace file the attachment was made into.
+    pub netns: String,
+    pub ifname: String,
+    pub host_ifname: String,
+    /// `ADDR/LEN`.
+    pub ip: String,
+    /// `ADDR/LEN` (derived from the network's IPv6 prefix).
+    #[serde(default)]
+    pub ip6: Option<String>,
+    pub mac: String,
+    /// Resolver for the container: the network's DNS address.
+    #[serde(default)]
+    pub dns_server: Option<String>,
+    /// Search domain: the network id, so `name` resolves as `name.<network>`.
+    #[serde(default)]
+    pub dns_search: Option<String>,
+    #[serde(default)]
+    pub container_id: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemovePeerResponse {
+    pub removed: String,
+}
+
+/// One range of a network's address space and its owner.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IpamRange {
+    pub start: String,
+    pub end: String,
+    pub size: u64,
+    pub used: u64,
+    pub owner: String,
+    pub owner_name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IpamAllocation {
+    pub ip: String,
+    pub host: String,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IpamNetwork {
+    pub network: String,
+    pub subnet: String,
+    pub ranges: Vec<IpamRange>,
+    pub allocations: Vec<IpamAllocation>,
+}
+
+/// Take an address without attaching anything (for a service, a VM, or a
+/// runtime that plumbs the interface itself).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReserveRequest {
+    pub network: String,
+    #[serde(default)]
+    pub ip: Option<String>,
+    #[serde(default)]
+    pub label: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReleaseRequest {
+    pub network: String,
+    pub ip: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reservation {
+    pub network: String,
+    pub ip: String,
+    pub label: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DnsRecord {
+    /// `<name>.<network>`
+    pub fqdn: String,
+    pub ip: String,
+    pub ip6: Option<String>,
+    pub version: Option<String>,
+    pub host: String,
+    /// False while the container's host is down: not served then.
+    pub live: bool,
+}
