@@ -1,0 +1,289 @@
+//! meshctl's command line (clap derive). Every read command takes `--json`.
+
+use clap::{Args, Parser, Subcommand};
+use mesh_api::DEFAULT_SOCKET;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "meshctl", version, about = "Control the mesh daemon (meshd)")]
+pub struct Cli {
+    /// Path of meshd's API socket.
+    #[arg(long, global = true, env = "MESH_SOCKET", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone, Copy)]
+pub struct Output {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print this mesh's join token (a secret: share it only with hosts you trust).
+    Token(Output),
+    /// Join the mesh that the host at ADDRESS belongs to.
+    Join {
+        /// `host:port` of any member's control port (default port 7800).
+        address: String,
+        /// The join token of that mesh (`meshctl token` on one of its hosts).
+        #[arg(long, env = "MESH_TOKEN")]
+        token: String,
+    },
+    /// This host, mesh size, and every peer's state and traffic.
+    Status(Output),
+    /// The member list.
+    Peers(Output),
+    /// Create, list and remove networks.
+    #[command(subcommand)]
+    Network(NetworkCommand),
+    /// Connect a container (by PID or network-namespace path) to a network.
+    Attach {
+        /// A PID or a path to a network namespace (e.g. /run/netns/NAME).
+        target: String,
+        #[arg(long)]
+        network: String,
+        /// `ADDR/LEN` inside the network's subnet (default: allocated).
+        #[arg(long)]
+        ip: Option<String>,
+        /// Interface name in the container (default eth-<network>).
+        #[arg(long)]
+        ifname: Option<String>,
+        /// DNS name of the container on the network.
+        #[arg(long)]
+        name: Option<String>,
+        /// The runtime's container id (lets `detach --container-id` work after the container is gone).
+        #[arg(long)]
+        container_id: Option<String>,
+        /// Deployment version label (version-aware DNS answers).
+        #[arg(long)]
+        version: Option<String>,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Disconnect a container from a network.
+    Detach {
+        /// A PID or a network namespace path (or use --container-id).
+        #[arg(required_unless_present = "container_id")]
+        target: Option<String>,
+        #[arg(long)]
+        network: String,
+        #[arg(long)]
+        container_id: Option<String>,
+    },
+    /// Containers attached on this host.
+    Attachments(Output),
+    /// OCI runtime hook: reads the container state JSON on stdin; `start`
+    /// (createRuntime/prestart) attaches the container per its `mesh.*`
+    /// annotations, `stop` (poststop) detaches it by container id.
+    Hook {
+        #[arg(value_enum)]
+        phase: HookPhase,
+    },
+    /// Hosts removed for good, and the like.
+    #[command(subcommand)]
+    Peer(PeerCommand),
+    /// Who owns how much address space, and what is allocated; reserve and
+    /// release addresses without attaching anything.
+    Ipam {
+        #[command(subcommand)]
+        action: Option<IpamCommand>,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// The DNS records (`name.<network>`) of the mesh.
+    Dns(Output),
+    /// Prometheus metrics (text format; `--json`: a list of samples).
+    Metrics(Output),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IpamCommand {
+    /// Take an address (the next free one, or --ip) without an attachment.
+    Reserve {
+        #[arg(long)]
+        network: String,
+        #[arg(long)]
+        ip: Option<String>,
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// Give back a reserved address.
+    Release {
+        #[arg(long)]
+        network: String,
+        ip: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PeerCommand {
+    /// Remove a host that is gone for good: its address ranges pass to the
+    /// other hosts and its DNS records go. Safe to run on any number of hosts.
+    Rm {
+        /// Name or peer id (a unique prefix is enough).
+        peer: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum HookPhase {
+    #[value(alias = "createRuntime", alias = "prestart")]
+    Start,
+    #[value(alias = "poststop")]
+    Stop,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NetworkCommand {
+    /// Create a network on the whole mesh.
+    Create {
+        /// 1-11 of a-z, 0-9, '-'.
+        id: String,
+        /// IPv4 subnet, e.g. 10.40.0.0/24.
+        #[arg(long)]
+        subnet: String,
+        /// IPv6 prefix (default: a ULA /64 derived from the id).
+        #[arg(long)]
+        subnet6: Option<String>,
+        /// A label `key=value` (repeatable).
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        /// Restrict the network to these hosts (names or ids, comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        hosts: Vec<String>,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// List networks.
+    List(Output),
+    /// Remove a network from the whole mesh.
+    Rm {
+        id: String,
+        /// Remove even if containers are attached (they are detached).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("label {s:?} is not key=value")),
+    }
+}
+
+/// Accepts `host:port` or `[v6]:port`; a missing port gets the default
+/// control port.
+pub fn normalize_address(addr: &str) -> anyhow::Result<String> {
+    use anyhow::bail;
+    use mesh_api::DEFAULT_CONTROL_PORT;
+    let addr = addr.trim();
+    if addr.is_empty() {
+        bail!("empty address: expected host:port");
+    }
+    if addr.parse::<std::net::SocketAddr>().is_ok() {
+        return Ok(addr.to_string());
+    }
+    if let Ok(ip) = addr.parse::<std::net::IpAddr>() {
+        return Ok(std::net::SocketAddr::new(ip, DEFAULT_CONTROL_PORT).to_string());
+    }
+    match addr.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => {
+            if host.is_empty() {
+                bail!("address {addr:?} has no host");
+            }
+            port.parse::<u16>().map_err(|_| {
+                anyhow::anyhow!("address {addr:?}: port {port:?} is not a number from 0 to 65535")
+            })?;
+            Ok(addr.to_string())
+        }
+        Some(_) => bail!("address {addr:?}: write IPv6 addresses as [addr]:port"),
+        None => Ok(format!("{addr}:{DEFAULT_CONTROL_PORT}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        assert_eq!(normalize_address("10.0.0.1:7800").unwrap(), "10.0.0.1:7800");
+        assert_eq!(normalize_address("10.0.0.1").unwrap(), "10.0.0.1:7800");
+        assert_eq!(normalize_address("host1").unwrap(), "host1:7800");
+        assert_eq!(normalize_address("[::1]:9").unwrap(), "[::1]:9");
+        assert!(normalize_address("host:99999").is_err());
+        assert!(normalize_address("host:abc").is_err());
+        assert!(normalize_address("").is_err());
+        assert!(normalize_address("::1:7800x").is_err());
+    }
+
+    #[test]
+    fn cli_parses() {
+        Cli::try_parse_from([
+            "meshctl",
+            "attach",
+            "123",
+            "--network",
+            "a",
+            "--ip",
+            "10.0.0.2/24",
+        ])
+        .unwrap();
+        assert!(Cli::try_parse_from(["meshctl", "attach", "123"]).is_err());
+        Cli::try_parse_from([
+            "meshctl",
+            "network",
+            "create",
+            "a",
+            "--subnet",
+            "10.0.0.0/24",
+        ])
+        .unwrap();
+        Cli::try_parse_from(["meshctl", "hook", "start"]).unwrap();
+        Cli::try_parse_from(["meshctl", "--socket", "/x", "hook", "poststop"]).unwrap();
+        assert!(Cli::try_parse_from(["meshctl", "hook", "later"]).is_err());
+    }
+
+    #[test]
+    fn every_read_command_takes_json() {
+        for args in [
+            &["token"][..],
+            &["status"],
+            &["peers"],
+            &["network", "list"],
+            &["attachments"],
+            &["ipam"],
+            &["dns"],
+            &["metrics"],
+        ] {
+            let mut argv = vec!["meshctl"];
+            argv.extend_from_slice(args);
+            argv.push("--json");
+            let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+            let json = match cli.command {
+                Command::Token(o)
+                | Command::Status(o)
+                | Command::Peers(o)
+                | Command::Network(NetworkCommand::List(o))
+                | Command::Attachments(o)
+                | Command::Ipam { out: o, .. }
+                | Command::Dns(o)
+                | Command::Metrics(o) => o.json,
+                other => panic!("{argv:?} parsed as {other:?}"),
+            };
+            assert!(json, "{argv:?}");
+        }
+    }
+
+    #[test]
+    fn labels_are_key_value() {
+        assert_eq!(parse_label("a=b=c").unwrap(), ("a".into(), "b=c".into()));
+        assert!(parse_label("=x").is_err());
+        assert!(parse_label("novalue").is_err());
+    }
+}

@@ -1,0 +1,171 @@
+//! What meshctl prints: JSON for `--json`, else the text tables.
+
+use anyhow::Result;
+use mesh_api::{
+    Attachment, DnsRecord, IpamNetwork, Network, PeerState, PeerStatus, StatusResponse,
+};
+use serde::Serialize;
+
+pub fn json<T: Serialize + ?Sized>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+pub fn status(s: &StatusResponse) {
+    println!("host     {} ({})", s.host.name, s.host.id);
+    println!(
+        "control  {}  data {}",
+        s.host.control_address, s.host.data_address
+    );
+    let up = s.peers.iter().filter(|p| p.state == PeerState::Up).count();
+    println!(
+        "mesh     {} host(s), {} peer(s) up, {} network(s), {} attachment(s) here",
+        s.mesh_size, up, s.networks, s.attachments
+    );
+    println!("encryption ChaCha20-Poly1305, x25519 session keys");
+    peers(&s.peers);
+    let drops: u64 = s.drops.values().sum();
+    if drops > 0 {
+        let list: Vec<String> = s
+            .drops
+            .iter()
+            .filter(|(_, v)| **v > 0)
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        println!("dropped  {}", list.join(" "));
+    }
+}
+
+pub fn peers(peers: &[PeerStatus]) {
+    if peers.is_empty() {
+        println!("no peers (join one with `meshctl join HOST:PORT --token TOKEN`)");
+        return;
+    }
+    println!(
+        "{:<14} {:<12} {:<22} {:<11} {:<7} {:>8} {:>8} {:>12} {:>12}",
+        "PEER", "NAME", "ADDRESS", "STATE", "PATH", "RTT", "KEY-AGE", "TX", "RX"
+    );
+    for p in peers {
+        let rtt = p
+            .rtt_ms
+            .map(|r| format!("{r:.2}ms"))
+            .unwrap_or_else(|| "-".into());
+        let age = p
+            .key_age_secs
+            .map(|a| format!("{a:.0}s"))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<14} {:<12} {:<22} {:<11} {:<7} {:>8} {:>8} {:>12} {:>12}",
+            p.id,
+            p.name,
+            p.address,
+            p.state,
+            p.path,
+            rtt,
+            age,
+            format!("{}/{}p", human_bytes(p.tx.bytes), p.tx.packets),
+            format!("{}/{}p", human_bytes(p.rx.bytes), p.rx.packets),
+        );
+    }
+}
+
+pub fn networks(ns: &[Network]) {
+    println!(
+        "{:<12} {:<18} {:<24} {:<15} {:<6} {:<12} HOSTS",
+        "NETWORK", "SUBNET", "SUBNET6", "DNS", "MTU", "BRIDGE"
+    );
+    for n in ns {
+        let hosts = if n.hosts.is_empty() {
+            "all".to_string()
+        } else {
+            n.hosts.len().to_string()
+        };
+        println!(
+            "{:<12} {:<18} {:<24} {:<15} {:<6} {:<12} {}",
+            n.id, n.subnet, n.subnet6, n.dns, n.mtu, n.bridge, hosts
+        );
+    }
+}
+
+pub fn attachments(list: &[Attachment]) {
+    println!(
+        "{:<12} {:<18} {:<14} {:<19} NETNS",
+        "NETWORK", "ADDRESS", "IFNAME", "MAC"
+    );
+    for a in list {
+        println!(
+            "{:<12} {:<18} {:<14} {:<19} {}",
+            a.network, a.ip, a.ifname, a.mac, a.netns
+        );
+    }
+}
+
+pub fn ipam(nets: &[IpamNetwork]) {
+    for n in nets {
+        println!("network {} ({})", n.network, n.subnet);
+        println!(
+            "  {:<16} {:<16} {:>6} {:>6}  OWNER",
+            "FROM", "TO", "SIZE", "USED"
+        );
+        for r in &n.ranges {
+            println!(
+                "  {:<16} {:<16} {:>6} {:>6}  {}",
+                r.start, r.end, r.size, r.used, r.owner_name
+            );
+        }
+        for a in &n.allocations {
+            println!(
+                "  allocated {:<16} on {:<12} {}",
+                a.ip,
+                a.host,
+                a.name.as_deref().unwrap_or("")
+            );
+        }
+    }
+}
+
+pub fn dns(recs: &[DnsRecord]) {
+    println!(
+        "{:<28} {:<16} {:<28} {:<8} {:<12} LIVE",
+        "NAME", "A", "AAAA", "VERSION", "HOST"
+    );
+    for r in recs {
+        println!(
+            "{:<28} {:<16} {:<28} {:<8} {:<12} {}",
+            r.fqdn,
+            r.ip,
+            r.ip6.as_deref().unwrap_or("-"),
+            r.version.as_deref().unwrap_or("-"),
+            r.host,
+            if r.live { "yes" } else { "no" }
+        );
+    }
+}
+
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "K", "M", "G", "T"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b}B")
+    } else {
+        format!("{v:.1}{}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_are_human() {
+        assert_eq!(human_bytes(0), "0B");
+        assert_eq!(human_bytes(1023), "1023B");
+        assert_eq!(human_bytes(1536), "1.5K");
+        assert_eq!(human_bytes(3 << 30), "3.0G");
+    }
+}
