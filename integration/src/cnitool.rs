@@ -5,6 +5,8 @@
 //! each container's ADD result to pass as `prevResult` to CHECK and DEL.
 
 use anyhow::{bail, Context, Result};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::Write;
@@ -23,31 +25,60 @@ pub struct CniOutcome {
     pub elapsed: Duration,
 }
 
+/// The error JSON of the spec, as a failed call prints it.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CniErrorReply {
+    pub code: u64,
+    #[serde(default)]
+    pub msg: String,
+    #[serde(default)]
+    pub details: String,
+}
+
+/// What VERSION prints.
+#[derive(Debug, Clone, Deserialize)]
+pub struct VersionReply {
+    #[serde(rename = "cniVersion")]
+    pub cni_version: String,
+    #[serde(rename = "supportedVersions")]
+    pub supported_versions: Vec<String>,
+}
+
+/// The result of ADD (re-exported from the plugin: one definition).
+pub use mesh_cni::result::CniResult;
+
 impl CniOutcome {
-    /// The error code of a failed call.
-    pub fn code(&self) -> Option<u64> {
+    /// The error of a failed call (`None` on success or without error JSON).
+    pub fn error(&self) -> Option<CniErrorReply> {
         if self.success {
             None
         } else {
-            self.json["code"].as_u64()
+            serde_json::from_value(self.json.clone()).ok()
         }
     }
 
-    pub fn msg(&self) -> &str {
-        self.json["msg"].as_str().unwrap_or("")
+    /// The error code of a failed call.
+    pub fn code(&self) -> Option<u64> {
+        self.error().map(|e| e.code)
     }
 
-    /// The result of a successful call, or an error with the CNI error.
-    pub fn ok(self) -> Result<Value> {
-        if self.success {
-            Ok(self.json)
-        } else {
+    pub fn msg(&self) -> String {
+        self.error().map(|e| e.msg).unwrap_or_default()
+    }
+
+    /// The output of a successful call as `T` (`CniResult` for ADD,
+    /// `VersionReply` for VERSION, `()` for the silent commands), or an
+    /// error with the CNI error.
+    pub fn ok<T: DeserializeOwned>(self) -> Result<T> {
+        if !self.success {
             bail!(
                 "plugin failed: {} (stderr: {})",
                 self.json,
                 self.stderr.trim()
             )
         }
+        serde_json::from_value(self.json.clone())
+            .with_context(|| format!("plugin output is not what was expected: {}", self.json))
     }
 }
 

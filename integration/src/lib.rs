@@ -16,6 +16,8 @@ pub mod bench;
 pub mod cnitool;
 
 use anyhow::{anyhow, bail, Context, Result};
+use mesh_api::{Attachment, Client, ClientError, StatusResponse};
+use serde::de::DeserializeOwned;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -23,7 +25,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// Control port of every lab daemon (each host has its own namespace).
-pub const CONTROL_PORT: u16 = 7800;
+pub const CONTROL_PORT: u16 = mesh_api::DEFAULT_CONTROL_PORT;
 
 pub struct Host {
     pub name: String,
@@ -286,12 +288,45 @@ impl Lab {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    pub fn meshctl_json(&self, i: usize, args: &[&str]) -> Result<serde_json::Value> {
+    /// Runs `meshctl … --json` and reads what it prints as `T` (a
+    /// `mesh_api` type, or `serde_json::Value` for anything).
+    pub fn meshctl_json<T: DeserializeOwned>(&self, i: usize, args: &[&str]) -> Result<T> {
         let mut a = args.to_vec();
         a.push("--json");
         let text = self.meshctl(i, &a)?;
-        serde_json::from_str(&text)
-            .with_context(|| format!("meshctl {args:?} printed no JSON: {text}"))
+        serde_json::from_str(&text).with_context(|| {
+            format!(
+                "meshctl {args:?} did not print a {}: {text}",
+                std::any::type_name::<T>()
+            )
+        })
+    }
+
+    /// `meshctl status` of host `i`.
+    pub fn status(&self, i: usize) -> Result<StatusResponse> {
+        self.meshctl_json(i, &["status"])
+    }
+
+    /// A client of host `i`'s API socket, for what meshctl does not show
+    /// (the error kinds).
+    pub fn client(&self, i: usize) -> Client {
+        Client::new(&self.hosts[i].socket)
+    }
+
+    /// Runs one call of host `i`'s API client to completion.
+    pub fn api<T, F, Fut>(&self, i: usize, call: F) -> Result<T, ClientError>
+    where
+        F: FnOnce(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ClientError>>,
+    {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ClientError::Connect {
+                path: self.hosts[i].socket.clone(),
+                source: e,
+            })?;
+        rt.block_on(call(self.client(i)))
     }
 
     /// Starts every daemon, joins hosts 2..N through host 1 and waits until
@@ -309,16 +344,13 @@ impl Lab {
         self.wait_all_up(Duration::from_secs(30))
     }
 
+    /// Peers host `i` sees up with a session key.
     pub fn peers_up(&self, i: usize) -> Result<usize> {
-        let s = self.meshctl_json(i, &["status"])?;
-        Ok(s["peers"]
-            .as_array()
-            .map(|ps| {
-                ps.iter()
-                    .filter(|p| p["state"] == "up" && p["key_generation"].is_u64())
-                    .count()
-            })
-            .unwrap_or(0))
+        let s = self.status(i)?;
+        Ok(s.peers
+            .iter()
+            .filter(|p| p.state == mesh_api::PeerState::Up && p.key_generation.is_some())
+            .count())
     }
 
     /// Waits until every running daemon sees all other running daemons up
@@ -346,9 +378,8 @@ impl Lab {
         Ok(ns)
     }
 
-    /// Attaches container namespace `ns` on host `i` to `network` at `ip`;
-    /// returns the attachment JSON.
-    pub fn attach(&self, i: usize, ns: &str, network: &str, ip: &str) -> Result<serde_json::Value> {
+    /// Attaches container namespace `ns` on host `i` to `network` at `ip`.
+    pub fn attach(&self, i: usize, ns: &str, network: &str, ip: &str) -> Result<Attachment> {
         let path = format!("/run/netns/{ns}");
         self.meshctl_json(i, &["attach", &path, "--network", network, "--ip", ip])
     }
@@ -501,9 +532,7 @@ pub fn dns_query(
     use hickory_proto::rr::{Name, RData};
     let ns_path = format!("/run/netns/{ns}");
     let name = name.to_string();
-    std::thread::spawn(move || -> Result<Vec<std::net::IpAddr>> {
-        let f = std::fs::File::open(&ns_path).with_context(|| format!("opening {ns_path}"))?;
-        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).context("setns")?;
+    mesh_sys::netns::run_in_net(&ns_path, move || -> Result<Vec<std::net::IpAddr>> {
         let bind = if server.is_ipv4() {
             "0.0.0.0:0"
         } else {
@@ -528,9 +557,7 @@ pub fn dns_query(
                 _ => None,
             })
             .collect())
-    })
-    .join()
-    .map_err(|_| anyhow!("DNS query thread panicked"))?
+    })?
 }
 
 impl Lab {
@@ -579,19 +606,16 @@ pub fn static_busybox() -> Option<PathBuf> {
 }
 
 impl Lab {
-    /// `meshctl attachments` of host `i`.
-    pub fn attachments(&self, i: usize) -> Vec<serde_json::Value> {
-        self.meshctl_json(i, &["attachments"])
-            .ok()
-            .and_then(|v| v.as_array().cloned())
-            .unwrap_or_default()
+    /// `meshctl attachments` of host `i` (empty when meshd does not answer).
+    pub fn attachments(&self, i: usize) -> Vec<Attachment> {
+        self.meshctl_json(i, &["attachments"]).unwrap_or_default()
     }
 
     /// Container ids of host `i`'s attachments.
     pub fn attached_ids(&self, i: usize) -> Vec<String> {
         self.attachments(i)
-            .iter()
-            .filter_map(|a| a["container_id"].as_str().map(str::to_string))
+            .into_iter()
+            .filter_map(|a| a.container_id)
             .collect()
     }
 }

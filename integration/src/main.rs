@@ -132,9 +132,7 @@ fn demo(hosts: usize, hold: bool) -> Result<()> {
         let a = lab.attach(i, &ns, "demo", &ip)?;
         println!(
             "    container {ns} on {} attached as {} ({})",
-            lab.hosts[i].name,
-            a["ip"].as_str().unwrap_or("?"),
-            a["ifname"].as_str().unwrap_or("?")
+            lab.hosts[i].name, a.ip, a.ifname
         );
         containers.push((ns, format!("198.19.1.{}", i + 10)));
     }

@@ -3,7 +3,7 @@
 //! the configuration on stdin, in a lab host's namespace, against that
 //! host's meshd socket.
 
-use integration::cnitool::{CniTool, Container};
+use integration::cnitool::{CniResult, CniTool, Container, VersionReply};
 use integration::{is_root, unique_prefix, wait_for, Lab};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -66,16 +66,13 @@ fn cni_add_check_del_across_two_hosts() {
     let t1 = tool(&lab, 0, None);
     let t2 = tool(&lab, 1, None);
 
-    let v = t1.version().unwrap().ok().unwrap();
-    assert_eq!(v["cniVersion"], "1.1.0");
-    assert!(v["supportedVersions"]
-        .as_array()
-        .unwrap()
-        .contains(&json!("1.1.0")));
+    let v: VersionReply = t1.version().unwrap().ok().unwrap();
+    assert_eq!(v.cni_version, "1.1.0");
+    assert!(v.supported_versions.iter().any(|s| s == "1.1.0"));
 
     // STATUS: ready on host 1 at once, on host 2 when the network arrived by gossip.
-    t1.status().unwrap().ok().unwrap();
-    wait_for(Duration::from_secs(10), || t2.status()?.ok()).expect("STATUS on host 2");
+    t1.status().unwrap().ok::<()>().unwrap();
+    wait_for(Duration::from_secs(10), || t2.status()?.ok::<()>()).expect("STATUS on host 2");
 
     let ns1 = lab.add_container("k1").unwrap();
     let ns2 = lab.add_container("k2").unwrap();
@@ -87,54 +84,50 @@ fn cni_add_check_del_across_two_hosts() {
     let start = Instant::now();
     let r1 = t1.add(&c1, json!({"ips": ["198.19.7.1/24"]})).unwrap();
     eprintln!("ADD took {:?}", r1.elapsed);
-    let r1 = r1.ok().unwrap();
+    let r1: CniResult = r1.ok().unwrap();
     c2.args = format!("{};IP=198.19.7.2", c2.args);
-    let r2 = t2.add(&c2, Value::Null).unwrap().ok().unwrap();
+    let r2: CniResult = t2.add(&c2, Value::Null).unwrap().ok().unwrap();
     eprintln!("two ADDs: {:?}", start.elapsed());
 
-    assert_eq!(r1["cniVersion"], "1.1.0");
-    let ifs = r1["interfaces"].as_array().unwrap();
-    assert_eq!(ifs.len(), 2, "{r1}");
-    assert!(
-        ifs[0]["name"].as_str().unwrap().starts_with("ms"),
-        "host veth: {r1}"
-    );
-    assert_eq!(ifs[1]["name"], "eth0");
-    assert_eq!(ifs[1]["sandbox"], c1.netns.as_str());
-    assert!(ifs[1]["mtu"].as_u64().unwrap() > 1000);
+    assert_eq!(r1.cni_version, "1.1.0");
+    let ifs = &r1.interfaces;
+    assert_eq!(ifs.len(), 2, "{r1:?}");
+    assert!(ifs[0].name.starts_with("ms"), "host veth: {r1:?}");
+    assert_eq!(ifs[1].name, "eth0");
+    assert_eq!(ifs[1].sandbox.as_deref(), Some(c1.netns.as_str()));
+    assert!(ifs[1].mtu.unwrap() > 1000);
     assert_eq!(
-        r1["ips"][0],
-        json!({"address": "198.19.7.1/24", "interface": 1})
+        (r1.ips[0].address.as_str(), r1.ips[0].interface),
+        ("198.19.7.1/24", Some(1))
     );
-    assert_eq!(r2["ips"][0]["address"], "198.19.7.2/24");
+    assert_eq!(r2.ips[0].address, "198.19.7.2/24");
     // The MAC in the result is the one inside the container.
     let link = lab
         .exec_ok(&ns1, &["ip", "-o", "link", "show", "eth0"])
         .unwrap();
-    assert!(
-        link.contains(ifs[1]["mac"].as_str().unwrap()),
-        "{link} vs {r1}"
-    );
+    let mac = ifs[1].mac.as_deref().unwrap();
+    assert!(link.contains(mac), "{link} vs {r1:?}");
 
     // DNS: meshd's resolver for the network, once it has one.
     let att = lab
         .attachments(0)
         .into_iter()
-        .find(|a| a["container_id"] == "cid-one")
+        .find(|a| a.container_id.as_deref() == Some("cid-one"))
         .expect("attachment of cid-one");
-    if let Some(server) = att["dns_server"].as_str() {
+    if let Some(server) = &att.dns_server {
         let server = server.split('/').next().unwrap();
-        assert_eq!(r1["dns"]["nameservers"][0], server, "{r1}");
+        let dns = r1.dns.as_ref().expect("a dns section");
+        assert_eq!(dns.nameservers[0], server, "{r1:?}");
     }
-    eprintln!("ADD result: {r1}");
+    eprintln!("ADD result: {r1:?}");
 
     // Across hosts, over the mesh.
     lab.wait_ping(&ns1, "198.19.7.2", Duration::from_secs(10))
         .expect("k1 -> k2 over the mesh");
     assert!(lab.ping(&ns2, "198.19.7.1", 3), "k2 -> k1");
 
-    t1.check(&c1).unwrap().ok().unwrap();
-    t2.check(&c2).unwrap().ok().unwrap();
+    t1.check(&c1).unwrap().ok::<()>().unwrap();
+    t2.check(&c2).unwrap().ok::<()>().unwrap();
 
     // CHECK notices an interface that went away inside the container.
     lab.exec_ok(&ns2, &["ip", "link", "set", "eth0", "down"])
@@ -247,10 +240,8 @@ fn cni_errors_concurrency_gc_and_status() {
     let auto = t1.add(&c, Value::Null).unwrap();
     eprintln!("ADD without an address: {}", auto.json);
     if auto.success {
-        assert!(auto.json["ips"][0]["address"]
-            .as_str()
-            .unwrap()
-            .starts_with("198.19.7."));
+        let r: CniResult = auto.ok().unwrap();
+        assert!(r.ips[0].address.starts_with("198.19.7."), "{r:?}");
         assert!(t1.del(&c).unwrap().success);
     } else {
         assert_eq!(auto.code(), Some(7), "{auto:?}");
@@ -258,7 +249,7 @@ fn cni_errors_concurrency_gc_and_status() {
     }
     assert!(links(&lab, &ns).is_empty());
 
-    t1.add(&c, ip.clone()).unwrap().ok().unwrap();
+    t1.add(&c, ip.clone()).unwrap().ok::<CniResult>().unwrap();
     // Address taken by another container: refused, nothing left behind.
     let ns_dup = lab.add_container("e2").unwrap();
     let dup = t1.add(&container("cid-e2", &ns_dup), ip.clone()).unwrap();

@@ -4,6 +4,7 @@
 
 use anyhow::Result;
 use integration::{is_root, unique_prefix, wait_for, Lab};
+use mesh_api::{AttachRequest, Attachment, ErrorKind, JoinRequest, PeerState};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ fn lab(tag: &str, hosts: usize) -> Option<Lab> {
 }
 
 /// Three hosts, network `blue`, one container per host at .1/.2/.3.
-fn three_host_blue(tag: &str) -> Option<(Lab, Vec<String>, Vec<serde_json::Value>)> {
+fn three_host_blue(tag: &str) -> Option<(Lab, Vec<String>, Vec<Attachment>)> {
     let mut lab = lab(tag, 3)?;
     lab.start_mesh().expect("mesh up");
     lab.meshctl(0, &["network", "create", "blue", "--subnet", BLUE])
@@ -53,7 +54,7 @@ fn containers_on_three_hosts_talk_at_layer_2() {
     let neigh = lab
         .exec_ok(&cs[0], &["ip", "neigh", "show", "198.19.1.2"])
         .unwrap();
-    let mac2 = atts[1]["mac"].as_str().unwrap();
+    let mac2 = atts[1].mac.as_str();
     assert!(
         neigh.contains(mac2),
         "neighbour table {neigh:?} lacks {mac2}"
@@ -122,13 +123,13 @@ fn containers_on_three_hosts_talk_at_layer_2() {
     );
 
     // Status shows the peers up, keyed, and traffic counted.
-    let s = lab.meshctl_json(0, &["status"]).unwrap();
-    assert_eq!(s["mesh_size"], 3);
-    for p in s["peers"].as_array().unwrap() {
-        assert_eq!(p["state"], "up");
-        assert!(p["key_generation"].is_u64());
-        assert!(p["tx"]["packets"].as_u64().unwrap() > 0, "{p}");
-        assert!(p["rx"]["packets"].as_u64().unwrap() > 0, "{p}");
+    let s = lab.status(0).unwrap();
+    assert_eq!(s.mesh_size, 3);
+    for p in &s.peers {
+        assert_eq!(p.state, PeerState::Up);
+        assert!(p.key_generation.is_some());
+        assert!(p.tx.packets > 0, "{p:?}");
+        assert!(p.rx.packets > 0, "{p:?}");
     }
     let metrics = lab.meshctl(0, &["metrics"]).unwrap();
     assert!(metrics.contains("mesh_peer_up{peer=\"h2\""), "{metrics}");
@@ -136,6 +137,18 @@ fn containers_on_three_hosts_talk_at_layer_2() {
         metrics.contains("mesh_dataplane_dropped_datagrams_total{reason="),
         "{metrics}"
     );
+    // The same samples as JSON: h2's gauge is 1 (up).
+    let samples: Vec<Sample> = lab.meshctl_json(0, &["metrics"]).unwrap();
+    let up = samples
+        .iter()
+        .find(|m| {
+            m.name == "mesh_peer_up" && m.labels.get("peer").map(String::as_str) == Some("h2")
+        })
+        .unwrap_or_else(|| panic!("no mesh_peer_up for h2 in {samples:?}"));
+    assert_eq!(up.value, Some(1.0));
+    // And the token as JSON is the token.
+    let token: mesh_api::TokenResponse = lab.meshctl_json(0, &["token"]).unwrap();
+    assert_eq!(token.token, lab.meshctl(0, &["token"]).unwrap().trim());
 }
 
 /// Bytes of a capture file (pcap) taken with tcpdump in namespace `ns`
@@ -190,6 +203,15 @@ fn capture_while_pinging(
     std::thread::sleep(Duration::from_millis(300));
     lab.stop_helper(pid).unwrap();
     std::fs::read(&file).unwrap_or_default()
+}
+
+/// One sample of `meshctl metrics --json`.
+#[derive(Debug, serde::Deserialize)]
+struct Sample {
+    name: String,
+    labels: std::collections::BTreeMap<String, String>,
+    /// `null` for NaN.
+    value: Option<f64>,
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
@@ -272,13 +294,8 @@ fn wrong_token_cannot_join_and_reaches_nobody() {
         "a host with a wrong token reached the mesh"
     );
     for i in 0..2 {
-        let s = lab.meshctl_json(i, &["status"]).unwrap();
-        let names: Vec<&str> = s["peers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|p| p["name"].as_str())
-            .collect();
+        let s = lab.status(i).unwrap();
+        let names: Vec<&str> = s.peers.iter().map(|p| p.name.as_str()).collect();
         assert!(
             !names.contains(&"h3"),
             "host {i} lists the intruder: {names:?}"
@@ -293,7 +310,7 @@ fn killed_daemon_restarts_with_same_identity_and_restores_traffic() {
     };
     lab.wait_ping(&cs[0], "198.19.1.2", Duration::from_secs(10))
         .unwrap();
-    let id_before = lab.meshctl_json(1, &["status"]).unwrap()["host"]["id"].clone();
+    let id_before = lab.status(1).unwrap().host.id;
     lab.stop_daemon(1, nix::sys::signal::Signal::SIGKILL)
         .unwrap();
     assert!(
@@ -301,22 +318,15 @@ fn killed_daemon_restarts_with_same_identity_and_restores_traffic() {
         "traffic flowed with the daemon dead"
     );
     lab.start_daemon(1).unwrap();
-    let s = lab.meshctl_json(1, &["status"]).unwrap();
-    assert_eq!(
-        s["host"]["id"], id_before,
-        "identity changed across restart"
-    );
+    let s = lab.status(1).unwrap();
+    assert_eq!(s.host.id, id_before, "identity changed across restart");
     // The container's interface survived; traffic resumes once keys are new.
     lab.wait_ping(&cs[0], "198.19.1.2", Duration::from_secs(30))
         .unwrap();
     lab.wait_ping(&cs[1], "198.19.1.3", Duration::from_secs(30))
         .unwrap();
-    let atts = lab.meshctl_json(1, &["attachments"]).unwrap();
-    assert_eq!(
-        atts.as_array().unwrap().len(),
-        1,
-        "attachment not re-adopted: {atts}"
-    );
+    let atts = lab.attachments(1);
+    assert_eq!(atts.len(), 1, "attachment not re-adopted: {atts:?}");
 }
 
 #[test]
@@ -462,10 +472,55 @@ fn bad_input_gets_clear_errors_and_leaves_the_daemon_intact() -> Result<()> {
         .unwrap_err()
         .to_string();
     assert!(err.contains("attached"), "{err}");
+    // Programs tell the cases apart by kind, not by the text above.
+    let c3 = lab.add_container("c3")?;
+    let path3 = format!("/run/netns/{c3}");
+    let attach = |target: &str, network: &str, ip: &str| AttachRequest {
+        target: target.into(),
+        network: network.into(),
+        ip: Some(ip.into()),
+        ifname: None,
+        container_id: None,
+        name: None,
+        version: None,
+    };
+    let kind_of = |req: AttachRequest| {
+        lab.api(0, |c| async move { c.attach(&req).await })
+            .expect_err("the attach should fail")
+            .kind()
+    };
+    assert_eq!(
+        kind_of(attach("999999999", "blue", "198.19.1.6/24")),
+        Some(ErrorKind::NotFound)
+    );
+    assert!(
+        kind_of(attach(&path3, "nope", "198.19.1.6/24")).is_some_and(|k| k.is_not_found()),
+        "an unknown network is a not-found kind"
+    );
+    assert_eq!(
+        kind_of(attach(&path3, "blue", "10.1.1.1/24")),
+        Some(ErrorKind::BadRequest)
+    );
+    assert_eq!(
+        kind_of(attach(&path3, "blue", "198.19.1.5/24")),
+        Some(ErrorKind::Conflict)
+    );
+    let join = JoinRequest {
+        address: "198.18.0.99:7800".into(),
+        token: token.clone(),
+    };
+    let err = lab
+        .api(0, |c| async move { c.join(&join).await })
+        .unwrap_err();
+    assert_eq!(err.kind(), Some(ErrorKind::Unreachable), "{err}");
+    let err = lab
+        .api(0, |c| async move { c.remove_network("blue", false).await })
+        .unwrap_err();
+    assert_eq!(err.kind(), Some(ErrorKind::Conflict), "{err}");
     // Still serving, state intact.
-    let s = lab.meshctl_json(0, &["status"])?;
-    assert_eq!(s["networks"], 1);
-    assert_eq!(s["attachments"], 1);
+    let s = lab.status(0)?;
+    assert_eq!(s.networks, 1);
+    assert_eq!(s.attachments, 1);
     lab.meshctl(0, &["detach", &path, "--network", "blue"])?;
     lab.meshctl(0, &["network", "rm", "blue"])?;
     Ok(())

@@ -2,6 +2,7 @@
 
 use hickory_proto::rr::RecordType;
 use integration::{dns_query, is_root, unique_prefix, wait_for, Lab};
+use mesh_api::{Attachment, DnsRecord, IpamNetwork, Network, PeerState};
 use nix::sys::signal::Signal;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -17,7 +18,7 @@ fn lab(tag: &str, hosts: usize) -> Option<Lab> {
     Some(lab)
 }
 
-fn attach(lab: &Lab, host: usize, ns: &str, network: &str, extra: &[&str]) -> serde_json::Value {
+fn attach(lab: &Lab, host: usize, ns: &str, network: &str, extra: &[&str]) -> Attachment {
     let path = format!("/run/netns/{ns}");
     let mut args = vec!["attach", path.as_str(), "--network", network];
     args.extend_from_slice(extra);
@@ -25,14 +26,17 @@ fn attach(lab: &Lab, host: usize, ns: &str, network: &str, extra: &[&str]) -> se
     wait_for(Duration::from_secs(10), || lab.meshctl_json(host, &args)).expect("attach")
 }
 
-fn addr(a: &serde_json::Value, key: &str) -> String {
-    a[key]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string()
+/// The address of `ADDR/LEN`.
+fn bare(cidr: &str) -> String {
+    cidr.split('/').next().unwrap().to_string()
+}
+
+fn ip4(a: &Attachment) -> String {
+    bare(&a.ip)
+}
+
+fn ip6(a: &Attachment) -> String {
+    bare(a.ip6.as_deref().expect("an IPv6 address"))
 }
 
 /// Waits until `name` resolves to exactly `want` from `ns`.
@@ -56,7 +60,7 @@ fn resolve(ns: &str, server: &str, name: &str, t: RecordType) -> BTreeSet<IpAddr
 fn networks_span_hosts_with_allocated_dual_stack_addresses_and_dns() {
     let Some(mut lab) = lab("net", 3) else { return };
     // Created on host 1, used on hosts 2 and 3.
-    let blue = lab
+    let blue: Network = lab
         .meshctl_json(
             0,
             &[
@@ -70,10 +74,10 @@ fn networks_span_hosts_with_allocated_dual_stack_addresses_and_dns() {
             ],
         )
         .unwrap();
-    assert_eq!(blue["labels"]["tier"], "web");
-    assert!(blue["subnet6"].as_str().unwrap().starts_with("fd"));
-    let dns = blue["dns"].as_str().unwrap().to_string();
-    let dns6 = blue["dns6"].as_str().unwrap().to_string();
+    assert_eq!(blue.labels["tier"], "web");
+    assert!(blue.subnet6.starts_with("fd"));
+    let dns = blue.dns.clone();
+    let dns6 = blue.dns6.clone();
     lab.meshctl(
         0,
         &["network", "create", "red", "--subnet", "198.19.2.0/24"],
@@ -88,7 +92,7 @@ fn networks_span_hosts_with_allocated_dual_stack_addresses_and_dns() {
     let client = attach(&lab, 1, &c2, "blue", &["--name", "client"]);
     let c2_red = attach(&lab, 1, &c2, "red", &[]);
     let c1_red = attach(&lab, 0, &c1, "red", &["--name", "db"]);
-    assert_ne!(addr(&web, "ip"), addr(&client, "ip"));
+    assert_ne!(ip4(&web), ip4(&client));
 
     // A container on two networks has both interfaces and reaches both.
     let links = lab.exec_ok(&c2, &["ip", "-o", "link"]).unwrap();
@@ -96,18 +100,18 @@ fn networks_span_hosts_with_allocated_dual_stack_addresses_and_dns() {
         links.contains("eth-blue") && links.contains("eth-red"),
         "{links}"
     );
-    lab.wait_ping(&c2, &addr(&web, "ip"), Duration::from_secs(10))
+    lab.wait_ping(&c2, &ip4(&web), Duration::from_secs(10))
         .unwrap();
-    lab.wait_ping(&c2, &addr(&c1_red, "ip"), Duration::from_secs(10))
+    lab.wait_ping(&c2, &ip4(&c1_red), Duration::from_secs(10))
         .unwrap();
-    assert_ne!(addr(&c2_red, "ip"), addr(&c1_red, "ip"));
+    assert_ne!(ip4(&c2_red), ip4(&c1_red));
     // Without --name a container is named after its namespace (or runtime id).
-    assert_eq!(c2_red["name"], c2.as_str());
-    let c2_red_ip: BTreeSet<IpAddr> = [addr(&c2_red, "ip").parse().unwrap()].into();
+    assert_eq!(c2_red.name.as_deref(), Some(c2.as_str()));
+    let c2_red_ip: BTreeSet<IpAddr> = [ip4(&c2_red).parse().unwrap()].into();
     wait_for(Duration::from_secs(10), || {
         let got = resolve(
             &c1,
-            &c1_red["dns_server"].as_str().unwrap().to_string(),
+            c1_red.dns_server.as_deref().unwrap(),
             &format!("{c2}.red"),
             RecordType::A,
         );
@@ -116,7 +120,7 @@ fn networks_span_hosts_with_allocated_dual_stack_addresses_and_dns() {
     })
     .unwrap();
     // IPv6 across hosts.
-    let web6 = addr(&web, "ip6");
+    let web6 = ip6(&web);
     wait_for(Duration::from_secs(10), || {
         let ok = lab
             .exec(&c2, &["ping", "-6", "-n", "-c", "1", "-W", "1", &web6])
@@ -128,7 +132,7 @@ fn networks_span_hosts_with_allocated_dual_stack_addresses_and_dns() {
     .unwrap();
 
     // DNS on the network's service address, from a container on another host.
-    let want4: BTreeSet<IpAddr> = [addr(&web, "ip").parse().unwrap()].into();
+    let want4: BTreeSet<IpAddr> = [ip4(&web).parse().unwrap()].into();
     let want6: BTreeSet<IpAddr> = [web6.parse().unwrap()].into();
     wait_resolves(&c2, &dns, "web.blue", RecordType::A, &want4);
     assert_eq!(resolve(&c2, &dns6, "web.blue", RecordType::AAAA), want6);
@@ -136,18 +140,14 @@ fn networks_span_hosts_with_allocated_dual_stack_addresses_and_dns() {
     let hosts = lab
         .exec_ok(&c2, &["getent", "ahostsv4", "web.blue"])
         .unwrap();
-    assert!(hosts.contains(&addr(&web, "ip")), "getent: {hosts}");
+    assert!(hosts.contains(&ip4(&web)), "getent: {hosts}");
     // Names are per network: db is on red, not blue.
     assert!(dns_query(&c2, dns.parse().unwrap(), "db.blue", RecordType::A).is_err());
 
     // Several containers with one name give all their addresses.
     let c4 = lab.add_container("c4").unwrap();
     let web2 = attach(&lab, 0, &c4, "blue", &["--name", "web"]);
-    let both: BTreeSet<IpAddr> = [
-        addr(&web, "ip").parse().unwrap(),
-        addr(&web2, "ip").parse().unwrap(),
-    ]
-    .into();
+    let both: BTreeSet<IpAddr> = [ip4(&web).parse().unwrap(), ip4(&web2).parse().unwrap()].into();
     wait_resolves(&c2, &dns, "web.blue", RecordType::A, &both);
 
     // Detach: the record goes.
@@ -156,7 +156,7 @@ fn networks_span_hosts_with_allocated_dual_stack_addresses_and_dns() {
         &["detach", &format!("/run/netns/{c3}"), "--network", "blue"],
     )
     .unwrap();
-    let only: BTreeSet<IpAddr> = [addr(&web2, "ip").parse().unwrap()].into();
+    let only: BTreeSet<IpAddr> = [ip4(&web2).parse().unwrap()].into();
     wait_resolves(&c2, &dns, "web.blue", RecordType::A, &only);
 
     // Version-aware answers.
@@ -172,20 +172,12 @@ fn networks_span_hosts_with_allocated_dual_stack_addresses_and_dns() {
         "blue",
         &["--name", "probe", "--version", "v2"],
     );
-    let v2_only: BTreeSet<IpAddr> = [addr(&a2, "ip").parse().unwrap()].into();
-    let all_api: BTreeSet<IpAddr> = [
-        addr(&a1, "ip").parse().unwrap(),
-        addr(&a2, "ip").parse().unwrap(),
-    ]
-    .into();
+    let v2_only: BTreeSet<IpAddr> = [ip4(&a2).parse().unwrap()].into();
+    let all_api: BTreeSet<IpAddr> = [ip4(&a1).parse().unwrap(), ip4(&a2).parse().unwrap()].into();
     wait_resolves(&probe, &dns, "api.blue", RecordType::A, &v2_only);
     wait_resolves(&c2, &dns, "api.blue", RecordType::A, &all_api);
-    let listed = lab.meshctl_json(0, &["dns"]).unwrap();
-    assert!(listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|r| r["fqdn"] == "api.blue"));
+    let listed: Vec<DnsRecord> = lab.meshctl_json(0, &["dns"]).unwrap();
+    assert!(listed.iter().any(|r| r.fqdn == "api.blue"), "{listed:?}");
 
     // A network restricted to hosts 1 and 2 does not exist on host 3.
     lab.meshctl(
@@ -216,20 +208,18 @@ fn networks_span_hosts_with_allocated_dual_stack_addresses_and_dns() {
     // Its members share its secret (sealed to each of them): traffic flows.
     let p1 = lab.add_container("p1").unwrap();
     attach(&lab, 0, &p1, "priv", &[]);
-    lab.wait_ping(&p1, &addr(&p2a, "ip"), Duration::from_secs(10))
+    lab.wait_ping(&p1, &ip4(&p2a), Duration::from_secs(10))
         .unwrap();
 }
 
 /// Addresses this host allocated, as it reports them itself.
 fn own_allocations(lab: &Lab, host: usize) -> Vec<String> {
     let name = lab.hosts[host].name.clone();
-    let v = lab.meshctl_json(host, &["ipam"]).unwrap();
-    v.as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|n| n["allocations"].as_array().unwrap().clone())
-        .filter(|a| a["host"] == name.as_str())
-        .map(|a| a["ip"].as_str().unwrap().to_string())
+    let v: Vec<IpamNetwork> = lab.meshctl_json(host, &["ipam"]).unwrap();
+    v.into_iter()
+        .flat_map(|n| n.allocations)
+        .filter(|a| a.host == name)
+        .map(|a| a.ip)
         .collect()
 }
 
@@ -299,14 +289,9 @@ fn ipam_never_duplicates_across_partition_heal_and_restart() {
     lab.partition(2, &[0, 1]).unwrap();
     // The cut is real: host 1 marks host 3 down.
     wait_for(Duration::from_secs(20), || {
-        let s = lab.meshctl_json(0, &["status"])?;
-        let h3 = s["peers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["name"] == "h3")
-            .cloned();
-        anyhow::ensure!(h3.is_some_and(|p| p["state"] != "up"), "h3 still up");
+        let s = lab.status(0)?;
+        let h3 = s.peers.iter().find(|p| p.name == "h3");
+        anyhow::ensure!(h3.is_some_and(|p| p.state != PeerState::Up), "h3 still up");
         Ok(())
     })
     .unwrap();
@@ -320,21 +305,20 @@ fn ipam_never_duplicates_across_partition_heal_and_restart() {
     assert_eq!(after_heal, total + side_a + side_b);
     // And the views converge: host 1 sees every allocation of every host.
     wait_for(Duration::from_secs(15), || {
-        let v = lab.meshctl_json(0, &["ipam"])?;
-        let n = v[0]["allocations"].as_array().unwrap().len();
+        let v: Vec<IpamNetwork> = lab.meshctl_json(0, &["ipam"])?;
+        let n = v[0].allocations.len();
         anyhow::ensure!(n == after_heal, "h1 sees {n} of {after_heal}");
         Ok(())
     })
     .unwrap();
 
     // A static request for an address someone else owns is granted by its owner.
-    let ring = lab.meshctl_json(0, &["ipam"]).unwrap();
-    let free_elsewhere = ring[0]["ranges"]
-        .as_array()
-        .unwrap()
+    let ring: Vec<IpamNetwork> = lab.meshctl_json(0, &["ipam"]).unwrap();
+    let free_elsewhere = ring[0]
+        .ranges
         .iter()
-        .find(|r| r["owner_name"] == "h1" && r["used"].as_u64() < r["size"].as_u64())
-        .map(|r| r["end"].as_str().unwrap().to_string())
+        .find(|r| r.owner_name == "h1" && r.used < r.size)
+        .map(|r| r.end.clone())
         .expect("h1 has free space");
     let got = lab
         .meshctl(
@@ -414,13 +398,8 @@ fn removed_peer_passes_its_space_on() {
     // Running it on a second host too is harmless (not Weave's trap).
     lab.meshctl(1, &["peer", "rm", "h3"]).unwrap();
     wait_for(Duration::from_secs(10), || {
-        let v = lab.meshctl_json(1, &["ipam"])?;
-        let owners: BTreeSet<String> = v[0]["ranges"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["owner_name"].as_str().unwrap().to_string())
-            .collect();
+        let v: Vec<IpamNetwork> = lab.meshctl_json(1, &["ipam"])?;
+        let owners: BTreeSet<String> = v[0].ranges.iter().map(|r| r.owner_name.clone()).collect();
         anyhow::ensure!(
             !owners.iter().any(|o| o != "h1" && o != "h2"),
             "owners still {owners:?}"
@@ -428,10 +407,6 @@ fn removed_peer_passes_its_space_on() {
         Ok(())
     })
     .unwrap();
-    let s = lab.meshctl_json(0, &["status"]).unwrap();
-    assert_eq!(
-        s["peers"].as_array().unwrap().len(),
-        1,
-        "removed peer still listed"
-    );
+    let s = lab.status(0).unwrap();
+    assert_eq!(s.peers.len(), 1, "removed peer still listed: {:?}", s.peers);
 }

@@ -5,7 +5,7 @@
 //! socket, the poststop hook detaches it.
 
 use integration::{is_root, static_busybox, unique_prefix, wait_for, which, Lab};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -23,6 +23,14 @@ fn busybox_rootfs(rootfs: &Path, busybox: &Path) {
     }
 }
 
+/// What `runc state` prints (the fields we use).
+#[derive(Debug, serde::Deserialize)]
+struct RuncState {
+    status: String,
+    #[serde(default)]
+    pid: u32,
+}
+
 /// `runc` with a state root of the lab's own; deletes the container on
 /// drop (runc ends the container's processes, which we started).
 struct Runc {
@@ -37,7 +45,7 @@ impl Runc {
         c
     }
 
-    fn state(&self) -> Option<Value> {
+    fn state(&self) -> Option<RuncState> {
         let out = self.cmd().args(["state", &self.id]).output().ok()?;
         out.status
             .success()
@@ -156,22 +164,19 @@ fn runc_hooks_attach_and_detach() {
     );
     eprintln!("runc run with the start hook: {:?}", start.elapsed());
     let st = runc.state().expect("runc state");
-    assert_eq!(st["status"], "running", "{st}");
+    assert_eq!(st.status, "running", "{st:?}");
 
     // The hook attached it, under the runtime's container id.
-    let atts = lab.meshctl_json(0, &["attachments"]).unwrap();
+    let atts = lab.attachments(0);
     let a = atts
-        .as_array()
-        .unwrap()
         .iter()
-        .find(|a| a["container_id"] == runc.id.as_str())
-        .unwrap_or_else(|| panic!("no attachment for {}: {atts}", runc.id))
-        .clone();
-    assert_eq!(a["ip"], "198.19.8.1/24");
-    assert_eq!(a["ifname"], "eth0");
-    assert_eq!(a["name"], "web");
-    let pid = st["pid"].as_u64().unwrap();
-    assert_eq!(a["netns"], format!("/proc/{pid}/ns/net"));
+        .find(|a| a.container_id.as_deref() == Some(runc.id.as_str()))
+        .unwrap_or_else(|| panic!("no attachment for {}: {atts:?}", runc.id));
+    assert_eq!(a.ip, "198.19.8.1/24");
+    assert_eq!(a.ifname, "eth0");
+    assert_eq!(a.name.as_deref(), Some("web"));
+    assert_eq!(a.version.as_deref(), Some("v1"));
+    assert_eq!(a.netns, format!("/proc/{}/ns/net", st.pid));
 
     // Inside the container: eth0 with the address; it reaches host 2's container.
     let exec = |args: &[&str]| {
@@ -208,10 +213,7 @@ fn runc_hooks_attach_and_detach() {
         .unwrap();
     assert!(o.status.success(), "{o:?}");
     wait_for(Duration::from_secs(10), || {
-        let s = runc
-            .state()
-            .map(|s| s["status"].clone())
-            .unwrap_or_default();
+        let s = runc.state().map(|s| s.status).unwrap_or_default();
         anyhow::ensure!(s == "stopped", "still {s}");
         Ok(())
     })
