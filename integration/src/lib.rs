@@ -514,6 +514,9 @@ impl Drop for Lab {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status();
+            // meshd writes a container's resolver config here; the name
+            // carries the lab's prefix, so the directory is ours.
+            let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(ns));
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }

@@ -210,6 +210,12 @@ fn networks_span_hosts_with_allocated_dual_stack_addresses_and_dns() {
     attach(&lab, 0, &p1, "priv", &[]);
     lab.wait_ping(&p1, &ip4(&p2a), Duration::from_secs(10))
         .unwrap();
+
+    // The lab leaves no resolver config behind for its containers.
+    let resolv_dir = std::path::Path::new("/etc/netns").join(&c2);
+    assert!(resolv_dir.join("resolv.conf").exists(), "meshd wrote none");
+    drop(lab);
+    assert!(!resolv_dir.exists(), "{} left behind", resolv_dir.display());
 }
 
 /// Addresses this host allocated, as it reports them itself.
