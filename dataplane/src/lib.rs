@@ -28,7 +28,7 @@ pub mod wire;
 
 pub use engine::Engine;
 pub use keypair::SessionKeys;
-pub use runtime::Dataplane;
+pub use runtime::{Dataplane, Options};
 pub use stats::{DropReason, PeerStats, Stats};
 pub use wire::{overlay_mtu, IpVersion};
 
