@@ -20,7 +20,7 @@ use quinn_udp::{RecvMeta, UdpSocketState};
 use crate::engine::Outgoing;
 
 /// Messages (GSO groups) handed to the kernel per `sendmmsg` call.
-pub const SEND_BATCH: usize = 64;
+const SEND_BATCH: usize = 64;
 /// Datagrams per GSO group (kernel limit UDP_MAX_SEGMENTS is 64 or more).
 const MAX_GSO_SEGMENTS: usize = 64;
 /// Payload bytes per GSO group: the kernel refuses more than 64 KB per skb.
