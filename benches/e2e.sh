@@ -10,6 +10,7 @@
 #   --secs N (default 10) --runs N (default 3) --pings N (default 20)
 #   --out FILE.tsv (JSON written next to it; default /tmp/mesh-bench-<time>.tsv)
 # Quick check:  benches/e2e.sh --secs 3 --runs 1
+# Quicker:      benches/e2e.sh --modes underlay,mesh --secs 2 --runs 1
 # Full run:     benches/e2e.sh            (about 10 minutes for all 6 modes)
 #
 # Needs root. Everything it creates lives in namespaces named ml<pid>b<n>-*

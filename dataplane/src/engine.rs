@@ -15,6 +15,9 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
 use crate::keypair::{KeyRefusal, Keypair, NetworkKeys, SessionKeys};
+use crate::offload::{
+    self, VnetHdr, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE, VNET_HDR_LEN,
+};
 use crate::peer::Peer;
 use crate::pool::{BufPool, PacketBuf};
 use crate::replay::ReplayReject;
@@ -345,6 +348,66 @@ impl Engine {
             self.seal_for(&tables, peer, net, copy, now, pool, out);
         }
         self.seal_for(&tables, last, net, frame, now, pool, out);
+    }
+
+    /// Seals what one TAP read returned. With `vnet_hdr` the read starts
+    /// with a `virtio_net_hdr`: a partial checksum is completed and a TCP
+    /// super-segment is split into MTU-sized frames first (see
+    /// [`crate::offload`]); without, the read is one plain frame. Each frame
+    /// is copied into a buffer from `pool` and goes through [`Self::seal_frame`];
+    /// every failure is counted under its own [`DropReason`].
+    pub fn seal_tap_read(
+        &self,
+        net: NetworkId,
+        read: &mut [u8],
+        vnet_hdr: bool,
+        now: Instant,
+        pool: &mut BufPool,
+        out: &mut Vec<Outgoing>,
+    ) {
+        if !vnet_hdr {
+            return self.seal_copy(net, read, now, pool, out);
+        }
+        let Some(hdr) = VnetHdr::parse(read) else {
+            return self.drops.bump(DropReason::BadVnetHdr);
+        };
+        let frame = &mut read[VNET_HDR_LEN..];
+        if hdr.gso_type == VIRTIO_NET_HDR_GSO_NONE {
+            if hdr.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0
+                && offload::finish_checksum(frame, &hdr).is_err()
+            {
+                return self.drops.bump(DropReason::ChecksumOffloadFailed);
+            }
+            return self.seal_copy(net, frame, now, pool, out);
+        }
+        // Both closures need the pool: one takes buffers, one returns drops.
+        let pool = std::cell::RefCell::new(pool);
+        let result = offload::segment_tcp(
+            frame,
+            &hdr,
+            || pool.borrow_mut().get(),
+            |buf| self.seal_frame(net, buf, now, &mut pool.borrow_mut(), out),
+        );
+        if let Err(error) = result {
+            self.drops.bump(error.drop_reason());
+            tracing::trace!(?error, "TAP super-segment not split");
+        }
+    }
+
+    fn seal_copy(
+        &self,
+        net: NetworkId,
+        frame: &[u8],
+        now: Instant,
+        pool: &mut BufPool,
+        out: &mut Vec<Outgoing>,
+    ) {
+        let mut buf = pool.get();
+        if buf.fill_frame(frame) {
+            self.seal_frame(net, buf, now, pool, out);
+        } else {
+            self.drop_buf(DropReason::OversizedFrame, buf, pool);
+        }
     }
 
     #[allow(clippy::too_many_arguments)]

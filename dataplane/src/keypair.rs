@@ -11,12 +11,9 @@ use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, CHACHA20_POLY1305};
 use crate::replay::{ReplayReject, ReplayWindow};
 use crate::wire::{nonce_bytes, HEADER_LEN, TAG_LEN};
 
-/// When the control plane should start a new handshake (its timer, not ours).
-pub const REKEY_AFTER_TIME: Duration = Duration::from_secs(120);
-/// A keypair older than this is refused for sending and receiving.
+/// A keypair older than this is refused for sending and receiving. The
+/// control plane replaces keys well before (gossip rekeys every 110 s).
 pub const REJECT_AFTER_TIME: Duration = Duration::from_secs(180);
-/// Message count after which the control plane should rekey.
-pub const REKEY_AFTER_MESSAGES: u64 = 1 << 60;
 /// Counters at or beyond this are refused for sending and receiving.
 pub const REJECT_AFTER_MESSAGES: u64 = 1 << 60;
 

@@ -5,9 +5,11 @@
 //! - sans-IO core, testable without root: [`wire`] (framing), [`keypair`]
 //!   (session keys, sealing, key lifetime), [`replay`] (sliding window),
 //!   [`switch`] (per-network MAC learning), [`peer`], [`engine`] (the
-//!   seal/open decisions), [`stats`], [`pool`] (buffers with headroom);
+//!   seal/open decisions, including what one TAP read becomes), [`offload`]
+//!   (`virtio_net_hdr`, splitting TCP super-segments, coalescing them back),
+//!   [`stats`] (drop reasons and counters), [`pool`] (buffers with headroom);
 //! - thin Linux I/O edge: [`tap`], [`udp`], [`runtime`] (the [`Dataplane`]
-//!   handle the daemon drives).
+//!   handle the daemon drives, started with the offloads [`Options`] allows).
 //!
 //! The wire format is specified in `PROTOCOL.md` and in [`wire`].
 //! This crate deliberately knows nothing about gossip or the daemon: keys,
@@ -28,7 +30,7 @@ pub mod wire;
 
 pub use engine::Engine;
 pub use keypair::SessionKeys;
-pub use runtime::Dataplane;
+pub use runtime::{Dataplane, Options};
 pub use stats::{DropReason, PeerStats, Stats};
 pub use wire::{overlay_mtu, IpVersion};
 

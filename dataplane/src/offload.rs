@@ -5,6 +5,7 @@
 //! sealed datagram exactly as `PROTOCOL.md` specifies.
 
 use crate::pool::PacketBuf;
+use crate::stats::DropReason;
 
 /// Length of the `virtio_net_hdr` we ask the TAP for (`TUNSETVNETHDRSZ` default).
 pub const VNET_HDR_LEN: usize = 10;
@@ -70,6 +71,17 @@ pub enum OffloadError {
     Malformed,
     /// A segment does not fit a pool buffer.
     TooBig,
+}
+
+impl OffloadError {
+    /// The counter a super-segment that could not be split is dropped under.
+    pub fn drop_reason(self) -> DropReason {
+        match self {
+            OffloadError::Unsupported => DropReason::BadVnetHdr,
+            OffloadError::Malformed => DropReason::GsoSplitFailed,
+            OffloadError::TooBig => DropReason::OversizedFrame,
+        }
+    }
 }
 
 /// Ones'-complement sum of `data` (big-endian 16-bit words) added to `initial`,

@@ -68,10 +68,6 @@ impl PacketBuf {
         self.frame_len
     }
 
-    pub fn is_sealed(&self) -> bool {
-        self.sealed
-    }
-
     /// Header slot, frame (to encrypt) and tag slot, split for in-place sealing.
     pub(crate) fn seal_parts(&mut self) -> (&mut [u8; HEADER_LEN], &mut [u8], &mut [u8; TAG_LEN]) {
         let (header, rest) = self.storage.split_at_mut(HEADER_LEN);
@@ -136,9 +132,5 @@ impl BufPool {
 
     pub fn put(&mut self, buf: PacketBuf) {
         self.free.push(buf);
-    }
-
-    pub fn available(&self) -> usize {
-        self.free.len()
     }
 }

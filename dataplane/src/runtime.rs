@@ -23,12 +23,9 @@ use quinn_udp::RecvMeta;
 
 use crate::engine::{Engine, Outgoing};
 use crate::keypair::SessionKeys;
-use crate::offload::{
-    self, Coalescer, VnetHdr, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE, VNET_HDR_LEN,
-};
+use crate::offload::{self, Coalescer, VnetHdr, VNET_HDR_LEN};
 use crate::pool::BufPool;
-use crate::stats::DropReason;
-use crate::stats::Stats;
+use crate::stats::{DropReason, Stats};
 use crate::tap::{self, Tap, MAX_TAP_FRAME, MAX_TAP_READ};
 use crate::udp::{self, UdpIo};
 use crate::wire::MAX_DATAGRAM_LEN;
@@ -43,6 +40,33 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(10);
 
 type TapMap = Arc<RwLock<HashMap<NetworkId, Arc<Tap>>>>;
 
+/// Which kernel offloads the data plane uses. All on by default; each can
+/// be switched off for operations (a kernel or driver that misbehaves) and
+/// for A/B measurements. The daemon decides; this crate reads no environment.
+#[derive(Copy, Clone, Debug, Eq, PartialEq)]
+pub struct Options {
+    /// Open TAPs with a `virtio_net_hdr` and TSO/checksum offloads, so one
+    /// read may be a 64 KB TCP super-segment. Off: plain TAPs, one frame
+    /// per read and write.
+    pub offload: bool,
+    /// Send runs of equal-sized datagrams to one endpoint as one UDP GSO
+    /// message (`UDP_SEGMENT`), if the kernel supports it.
+    pub gso: bool,
+    /// Merge received TCP segments of one flow into one GSO write to the
+    /// TAP (needs `offload`).
+    pub coalesce: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            offload: true,
+            gso: true,
+            coalesce: true,
+        }
+    }
+}
+
 /// Cheap-clone handle to a running data plane. Send + Sync.
 #[derive(Clone, Debug)]
 pub struct Dataplane {
@@ -51,6 +75,7 @@ pub struct Dataplane {
 
 struct Inner {
     engine: Arc<Engine>,
+    options: Options,
     udp: Arc<UdpIo>,
     local_addr: SocketAddr,
     /// Where the receive thread writes each network's frames.
@@ -175,12 +200,14 @@ impl Dataplane {
     /// Binds the data-plane UDP socket and starts the receive path. Must be
     /// called inside a tokio runtime (housekeeping runs on it); the packet
     /// paths run on their own threads.
-    pub fn start(udp_bind: SocketAddr) -> Result<Dataplane, Error> {
+    pub fn start(udp_bind: SocketAddr, options: Options) -> Result<Dataplane, Error> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
-        let udp = Arc::new(UdpIo::bind(udp_bind).map_err(|source| Error::Bind {
-            addr: udp_bind,
-            source,
-        })?);
+        let udp = Arc::new(
+            UdpIo::bind(udp_bind, options.gso).map_err(|source| Error::Bind {
+                addr: udp_bind,
+                source,
+            })?,
+        );
         let local_addr = udp.local_addr()?;
         let engine = Arc::new(Engine::new(Instant::now()));
         let taps: TapMap = Arc::default();
@@ -189,7 +216,7 @@ impl Dataplane {
         let receive = Worker::spawn("mesh-dp-rx".into(), stop.clone(), {
             let (engine, udp, taps, stop) =
                 (engine.clone(), udp.clone(), taps.clone(), stop.clone());
-            move || receive_loop(engine, udp, taps, stop)
+            move || receive_loop(engine, udp, taps, stop, options.coalesce)
         })?;
         let housekeeping = runtime.spawn({
             let engine = engine.clone();
@@ -205,11 +232,13 @@ impl Dataplane {
             %local_addr,
             gro_segments = udp.gro_segments(),
             gso = udp.gso_enabled(),
+            ?options,
             "data plane started"
         );
         Ok(Dataplane {
             inner: Arc::new(Inner {
                 engine,
+                options,
                 udp,
                 local_addr,
                 taps,
@@ -242,10 +271,12 @@ impl Dataplane {
         if self.inner.engine.has_network(net) {
             return Err(Error::NetworkExists(net));
         }
-        let device = Arc::new(tap::open(tap_name).map_err(|source| Error::Tap {
-            name: tap_name.to_string(),
-            source,
-        })?);
+        let device = Arc::new(tap::open(tap_name, self.inner.options.offload).map_err(
+            |source| Error::Tap {
+                name: tap_name.to_string(),
+                source,
+            },
+        )?);
         if !self.inner.engine.add_network(net) {
             return Err(Error::NetworkExists(net));
         }
@@ -341,15 +372,20 @@ impl Dataplane {
 }
 
 /// UDP → open → TAP. Buffers are allocated once; each can hold a GRO batch.
-fn receive_loop(engine: Arc<Engine>, udp: Arc<UdpIo>, taps: TapMap, stop: Arc<Stop>) {
+/// With `coalesce`, TCP segments of one flow are merged into GSO writes.
+fn receive_loop(
+    engine: Arc<Engine>,
+    udp: Arc<UdpIo>,
+    taps: TapMap,
+    stop: Arc<Stop>,
+    coalesce: bool,
+) {
     let buffer_len = MAX_DATAGRAM_LEN.min(udp.gro_segments().max(1) * MAX_DATAGRAM_LEN);
     let mut storage: Vec<Vec<u8>> = (0..quinn_udp::BATCH_SIZE)
         .map(|_| vec![0u8; buffer_len])
         .collect();
     let mut meta = vec![RecvMeta::default(); quinn_udp::BATCH_SIZE];
     let mut coalescer = Coalescer::<NetworkId>::new();
-    // Operational kill switch (and A/B lever): MESH_DP_NO_COALESCE=1.
-    let coalesce = std::env::var_os("MESH_DP_NO_COALESCE").is_none();
     while !stop.is_set() {
         let received = {
             let mut slices: [IoSliceMut<'_>; quinn_udp::BATCH_SIZE] = {
@@ -456,51 +492,14 @@ fn tap_read_loop(
                     return;
                 }
             };
-            let now = Instant::now();
-            if !vnet {
-                let mut buf = pool.get();
-                if buf.fill_frame(&scratch[..len]) {
-                    engine.seal_frame(net, buf, now, &mut pool, &mut outgoing);
-                } else {
-                    pool.put(buf);
-                    engine.count_drop(DropReason::RuntFrame);
-                }
-                continue;
-            }
-            let Some(hdr) = VnetHdr::parse(&scratch[..len]) else {
-                engine.count_drop(DropReason::RuntFrame);
-                continue;
-            };
-            let frame = &mut scratch[VNET_HDR_LEN..len];
-            if hdr.gso_type == VIRTIO_NET_HDR_GSO_NONE {
-                if hdr.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0
-                    && offload::finish_checksum(frame, &hdr).is_err()
-                {
-                    engine.count_drop(DropReason::RuntFrame);
-                    continue;
-                }
-                let mut buf = pool.get();
-                if buf.fill_frame(frame) {
-                    engine.seal_frame(net, buf, now, &mut pool, &mut outgoing);
-                } else {
-                    pool.put(buf);
-                    engine.count_drop(DropReason::RuntFrame);
-                }
-                continue;
-            }
-            let mut segments = std::mem::take(&mut outgoing);
-            let pool_cell = std::cell::RefCell::new(&mut pool);
-            let result = offload::segment_tcp(
-                frame,
-                &hdr,
-                || pool_cell.borrow_mut().get(),
-                |buf| engine.seal_frame(net, buf, now, &mut pool_cell.borrow_mut(), &mut segments),
+            engine.seal_tap_read(
+                net,
+                &mut scratch[..len],
+                vnet,
+                Instant::now(),
+                &mut pool,
+                &mut outgoing,
             );
-            outgoing = segments;
-            if let Err(error) = result {
-                engine.count_drop(DropReason::RuntFrame);
-                tracing::trace!(?error, "TAP super-frame not segmentable");
-            }
             if outgoing.len() >= FLUSH_AT {
                 break;
             }

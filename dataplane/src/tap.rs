@@ -51,8 +51,9 @@ pub struct Tap {
 
 /// Opens `name` as a non-blocking, multi-queue TAP with vnet headers and TCP
 /// offloads, falling back step by step (single queue if the device exists
-/// without IFF_MULTI_QUEUE; no vnet header; no offloads).
-pub fn open(name: &str) -> io::Result<Tap> {
+/// without IFF_MULTI_QUEUE; no vnet header; no offloads). Without `offload`
+/// it opens a plain TAP (one MTU-sized frame per read, no vnet header).
+pub fn open(name: &str, offload: bool) -> io::Result<Tap> {
     if name.is_empty() || name.len() >= libc::IFNAMSIZ {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -60,16 +61,13 @@ pub fn open(name: &str) -> io::Result<Tap> {
         ));
     }
     let mut last_error = None;
-    // Operational kill switch (and A/B lever): MESH_DP_NO_OFFLOAD=1 opens
-    // plain TAPs (one MTU-sized frame per read, no vnet header).
-    let no_offload = std::env::var_os("MESH_DP_NO_OFFLOAD").is_some();
     for flags in [
         IFF_MULTI_QUEUE | IFF_VNET_HDR,
         IFF_VNET_HDR,
         IFF_MULTI_QUEUE,
         0,
     ] {
-        if no_offload && flags & IFF_VNET_HDR != 0 {
+        if !offload && flags & IFF_VNET_HDR != 0 {
             continue;
         }
         match open_with(name, flags) {

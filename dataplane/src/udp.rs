@@ -20,7 +20,7 @@ use quinn_udp::{RecvMeta, UdpSocketState};
 use crate::engine::Outgoing;
 
 /// Messages (GSO groups) handed to the kernel per `sendmmsg` call.
-pub const SEND_BATCH: usize = 64;
+const SEND_BATCH: usize = 64;
 /// Datagrams per GSO group (kernel limit UDP_MAX_SEGMENTS is 64 or more).
 const MAX_GSO_SEGMENTS: usize = 64;
 /// Payload bytes per GSO group: the kernel refuses more than 64 KB per skb.
@@ -68,14 +68,15 @@ pub fn wait(fd: RawFd, events: libc::c_short, stop_fd: Option<RawFd>, timeout_ms
 }
 
 impl UdpIo {
-    pub fn bind(addr: SocketAddr) -> io::Result<UdpIo> {
+    /// Binds `addr`; `gso` allows UDP GSO sends where the kernel has them.
+    pub fn bind(addr: SocketAddr, gso: bool) -> io::Result<UdpIo> {
         let socket = std::net::UdpSocket::bind(addr)?;
         socket.set_nonblocking(true)?;
         let state = UdpSocketState::new((&socket).into())?;
         // Best effort: the kernel caps these at net.core.{r,w}mem_max.
         let _ = state.set_recv_buffer_size((&socket).into(), SOCKET_BUFFER_BYTES);
         let _ = state.set_send_buffer_size((&socket).into(), SOCKET_BUFFER_BYTES);
-        let gso = state.max_gso_segments() > 1 && std::env::var_os("MESH_DP_NO_GSO").is_none();
+        let gso = gso && state.max_gso_segments() > 1;
         Ok(UdpIo {
             is_ipv6: addr.is_ipv6(),
             socket,

@@ -2,9 +2,9 @@
 //! in its own network namespace, joined by a veth pair (198.18.0.0/24). A UDP
 //! probe between addresses on the two TAPs (198.18.1.0/24) must arrive
 //! intact, and a raw capture on the underlay must never see its plaintext.
+//! Runs once with the default offloads and once with all of them off.
 //! Skips (and says why) when not root or when `ip`/`/dev/net/tun` is missing.
 
-use std::fs::File;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::Command;
@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use dataplane::{overlay_mtu, Dataplane, DropReason, IpVersion, NetworkId, SessionKeys};
+use dataplane::{overlay_mtu, Dataplane, DropReason, IpVersion, NetworkId, Options, SessionKeys};
 use ring::rand::{SecureRandom, SystemRandom};
 
 const NET: NetworkId = NetworkId(42);
@@ -54,17 +54,14 @@ impl Drop for Namespaces {
     }
 }
 
-/// Runs `f` on a fresh thread that has entered namespace `ns`.
+/// Runs `f` inside namespace `ns` (on mesh-sys's fresh thread) without
+/// waiting for it: the probes on both sides run at the same time.
 fn in_netns<T: Send + 'static>(
     ns: &str,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> thread::JoinHandle<T> {
     let path = format!("/run/netns/{ns}");
-    thread::spawn(move || {
-        let file = File::open(&path).expect("open netns");
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        f()
-    })
+    thread::spawn(move || mesh_sys::netns::run_in_net(&path, f).expect("inside the namespace"))
 }
 
 fn random_key(rng: &SystemRandom) -> [u8; 32] {
@@ -151,13 +148,30 @@ fn is_underlay_datagram(frame: &[u8]) -> bool {
 
 #[test]
 fn frames_cross_two_namespaces_sealed() {
+    cross_two_namespaces("o", Options::default());
+}
+
+#[test]
+fn frames_cross_two_namespaces_sealed_without_offloads() {
+    cross_two_namespaces(
+        "p",
+        Options {
+            offload: false,
+            gso: false,
+            coalesce: false,
+        },
+    );
+}
+
+/// The whole scenario; `tag` keeps the namespaces of parallel runs apart.
+fn cross_two_namespaces(tag: &str, options: Options) {
     if let Some(reason) = skip_reason() {
-        println!("SKIPPED frames_cross_two_namespaces_sealed: {reason}");
+        println!("SKIPPED cross_two_namespaces({options:?}): {reason}");
         return;
     }
     let pid = std::process::id();
-    let (ns_a, ns_b) = (format!("dpt{pid}-a"), format!("dpt{pid}-b"));
-    let (veth_a, veth_b) = (format!("dpt{pid}va"), format!("dpt{pid}vb"));
+    let (ns_a, ns_b) = (format!("dpt{pid}{tag}-a"), format!("dpt{pid}{tag}-b"));
+    let (veth_a, veth_b) = (format!("dpt{pid}{tag}va"), format!("dpt{pid}{tag}vb"));
     let tap = "dptap0";
     ip(&["netns", "add", &ns_a]);
     let mut namespaces = Namespaces(vec![ns_a.clone()]);
@@ -186,7 +200,8 @@ fn frames_cross_two_namespaces_sealed() {
                 .expect("runtime");
             let dataplane = {
                 let _guard = runtime.enter();
-                let dataplane = Dataplane::start(bind.parse().expect("addr")).expect("start");
+                let dataplane =
+                    Dataplane::start(bind.parse().expect("addr"), options).expect("start");
                 dataplane.add_network(NET, "dptap0").expect("add network");
                 dataplane
             };

@@ -3,7 +3,7 @@
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use dataplane::{Dataplane, DropReason, Error, NetworkId, SessionKeys};
+use dataplane::{Dataplane, DropReason, Error, NetworkId, Options, SessionKeys};
 
 fn assert_handle_traits<T: Clone + Send + Sync + 'static>() {}
 
@@ -15,14 +15,15 @@ fn handle_is_cheap_clone_send_sync() {
 #[test]
 fn start_outside_a_runtime_is_an_error() {
     assert!(matches!(
-        Dataplane::start("127.0.0.1:0".parse().unwrap()),
+        Dataplane::start("127.0.0.1:0".parse().unwrap(), Options::default()),
         Err(Error::NoRuntime)
     ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_datagrams_on_the_socket_are_counted_by_reason() {
-    let dataplane = Dataplane::start("127.0.0.1:0".parse().unwrap()).expect("start");
+    let dataplane =
+        Dataplane::start("127.0.0.1:0".parse().unwrap(), Options::default()).expect("start");
     let target = dataplane.local_addr();
     assert_ne!(target.port(), 0);
     dataplane.install_keys(

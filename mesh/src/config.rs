@@ -169,9 +169,27 @@ impl Settings {
     }
 }
 
+/// Data-plane offloads: all on unless switched off, for operations and A/B
+/// benchmarks, by `MESH_DP_NO_OFFLOAD`, `MESH_DP_NO_GSO` or
+/// `MESH_DP_NO_COALESCE` being set (`is_set` looks a variable up).
+pub fn dataplane_options(is_set: impl Fn(&str) -> bool) -> dataplane::Options {
+    dataplane::Options {
+        offload: !is_set("MESH_DP_NO_OFFLOAD"),
+        gso: !is_set("MESH_DP_NO_GSO"),
+        coalesce: !is_set("MESH_DP_NO_COALESCE"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_dataplane_switch_turns_off_only_its_offload() {
+        assert_eq!(dataplane_options(|_| false), dataplane::Options::default());
+        let o = dataplane_options(|name| name == "MESH_DP_NO_GSO");
+        assert!(o.offload && !o.gso && o.coalesce, "{o:?}");
+    }
 
     #[test]
     fn parses_full_file() {

@@ -120,7 +120,8 @@ impl Daemon {
             .context("loading the host's network key")?;
 
         let data_bind = SocketAddr::new(settings.listen.ip(), settings.data_port);
-        let dp = Dataplane::start(data_bind)
+        let dp_options = crate::config::dataplane_options(|name| std::env::var_os(name).is_some());
+        let dp = Dataplane::start(data_bind, dp_options)
             .with_context(|| format!("starting the data plane on udp {data_bind}"))?;
         let peers = PeerTable::new(dp.clone());
 
