@@ -18,8 +18,10 @@
 //!
 //! [`Link`]: crate::link::Link
 
+mod config;
 mod connection;
 mod dial;
+mod observer;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -41,111 +43,15 @@ use crate::persist::{self, Persisted};
 use crate::state::{now_millis, Channel, DeltaSink, Mergeable};
 use crate::transport::{self, close_code, TransportTimers};
 use crate::wire::{self, Digest, Message};
-use crate::{Error, Identity, MeshSecret, PeerId, SessionKeys};
+use crate::{Error, MeshSecret, PeerId};
 use connection::LinkHandle;
 
 pub use crate::peers::{prefer_new_link, PeerState};
+pub use config::Config;
+pub use observer::{NoopObserver, PeerInfo, PeerObserver};
 
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(250);
 const PERSIST_INTERVAL: Duration = Duration::from_secs(1);
-
-/// What the data plane learns about a peer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PeerInfo {
-    pub id: PeerId,
-    pub name: String,
-    /// The QUIC address we are connected to.
-    pub remote: SocketAddr,
-    pub meta: BTreeMap<String, String>,
-}
-
-/// Callbacks into the data plane.
-///
-/// Called synchronously from gossip tasks, in causal order per peer
-/// (`peer_up` before its keys). Must be cheap and non-blocking, and must not
-/// call back into the [`Node`] synchronously in a way that waits on it.
-/// `peer_up` may be called again for a peer already up when its connection
-/// was replaced (e.g. it restarted); treat it as an update.
-pub trait PeerObserver: Send + Sync + 'static {
-    fn peer_up(&self, peer: &PeerInfo);
-    fn peer_down(&self, peer: &PeerId);
-    fn install_keys(&self, peer: &PeerId, keys: SessionKeys, send_now: bool);
-    fn confirm_keys(&self, peer: &PeerId, generation: u64);
-}
-
-/// An observer that ignores everything (tests, tools).
-pub struct NoopObserver;
-
-impl PeerObserver for NoopObserver {
-    fn peer_up(&self, _: &PeerInfo) {}
-    fn peer_down(&self, _: &PeerId) {}
-    fn install_keys(&self, _: &PeerId, _: SessionKeys, _: bool) {}
-    fn confirm_keys(&self, _: &PeerId, _: u64) {}
-}
-
-pub struct Config {
-    pub identity: Identity,
-    /// Used unless `state_dir` holds a `secret` file from an earlier run (or
-    /// an earlier `join`), which wins so a restarted host stays in its mesh.
-    pub secret: MeshSecret,
-    pub listen: SocketAddr,
-    pub name: String,
-    /// Free-form, gossiped with the member record (e.g. `data_port`).
-    pub meta: BTreeMap<String, String>,
-    /// Extra addresses to advertise (`host:port`), e.g. a public name when
-    /// listening on 0.0.0.0. The listen address is advertised when specific.
-    pub advertise: Vec<String>,
-    pub state_dir: Option<PathBuf>,
-    /// Data-plane rekey period; capped at 120 s.
-    pub rekey_interval: Duration,
-    pub heartbeat_interval: Duration,
-    pub dead_after: Duration,
-    pub anti_entropy_interval: Duration,
-    pub observer: Arc<dyn PeerObserver>,
-}
-
-impl Config {
-    pub const DEFAULT_REKEY_INTERVAL: Duration = Duration::from_secs(110);
-    pub const MAX_REKEY_INTERVAL: Duration = Duration::from_secs(120);
-    pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
-    pub const DEFAULT_DEAD_AFTER: Duration = Duration::from_secs(5);
-    pub const DEFAULT_ANTI_ENTROPY_INTERVAL: Duration = Duration::from_secs(3);
-
-    pub fn new(
-        identity: Identity,
-        secret: MeshSecret,
-        listen: SocketAddr,
-        observer: Arc<dyn PeerObserver>,
-    ) -> Config {
-        let name = std::env::var("HOSTNAME")
-            .ok()
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| identity.peer_id().to_string());
-        Config {
-            identity,
-            secret,
-            listen,
-            name,
-            meta: BTreeMap::new(),
-            advertise: Vec::new(),
-            state_dir: None,
-            rekey_interval: Self::DEFAULT_REKEY_INTERVAL,
-            heartbeat_interval: Self::DEFAULT_HEARTBEAT_INTERVAL,
-            dead_after: Self::DEFAULT_DEAD_AFTER,
-            anti_entropy_interval: Self::DEFAULT_ANTI_ENTROPY_INTERVAL,
-            observer,
-        }
-    }
-
-    /// The per-link timers, clamped to workable values.
-    fn link_timers(&self) -> LinkTimers {
-        LinkTimers {
-            heartbeat: self.heartbeat_interval.max(Duration::from_millis(10)),
-            dead_after: self.dead_after.max(self.heartbeat_interval * 2),
-            rekey: self.rekey_interval.min(Config::MAX_REKEY_INTERVAL),
-        }
-    }
-}
 
 /// One other member as seen from this host.
 #[derive(Clone, Debug)]

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use super::PeerInfo;
 use super::{lock, Inner};
 use crate::auth::EKM_AUTH_LABEL;
 use crate::error::BoxError;
@@ -17,7 +18,6 @@ use crate::handshake::{self, CloseReason, Parties, Side};
 use crate::keyexchange::EKM_KEYS_LABEL;
 use crate::link::{Action, Link, LinkParams};
 use crate::membership::MemberRecord;
-use crate::node::PeerInfo;
 use crate::peers::{Candidate, Refusal};
 use crate::transport::{self, close_code, ReadError};
 use crate::wire::{self, Hello, HelloAck, Message};
