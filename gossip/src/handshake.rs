@@ -11,32 +11,19 @@
 
 use std::net::SocketAddr;
 
-use crate::auth::{self, Role};
+use crate::auth;
 use crate::membership::MemberRecord;
 use crate::transport::close_code;
 use crate::wire::{Hello, HelloAck};
 use crate::{Error, MeshSecret, PeerId, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 
-/// Which end of the connection this host is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Side {
-    Dialer,
-    Acceptor,
-}
+/// Which end of the connection this host is (the roles of [`auth`]).
+pub use crate::auth::Role as Side;
 
-impl Side {
-    fn role(self) -> Role {
-        match self {
-            Side::Dialer => Role::Dialer,
-            Side::Acceptor => Role::Acceptor,
-        }
-    }
-
-    fn other(self) -> Side {
-        match self {
-            Side::Dialer => Side::Acceptor,
-            Side::Acceptor => Side::Dialer,
-        }
+fn other(side: Side) -> Side {
+    match side {
+        Side::Dialer => Side::Acceptor,
+        Side::Acceptor => Side::Dialer,
     }
 }
 
@@ -61,12 +48,12 @@ impl Parties<'_> {
 
     fn proof(&self) -> [u8; 32] {
         let (dialer, acceptor) = self.dialer_acceptor();
-        auth::membership_proof(self.secret, self.side.role(), &self.ekm, dialer, acceptor)
+        auth::membership_proof(self.secret, self.side, &self.ekm, dialer, acceptor)
     }
 
     fn remote_proof_verifies(&self, proof: &[u8; 32]) -> bool {
         let (dialer, acceptor) = self.dialer_acceptor();
-        let role = self.side.other().role();
+        let role = other(self.side);
         auth::verify_membership_proof(self.secret, role, &self.ekm, dialer, acceptor, proof)
     }
 }

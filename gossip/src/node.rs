@@ -1,10 +1,10 @@
 //! The running node: the wiring that moves bytes between QUIC and the
 //! protocol's state machines ([`crate::handshake`], [`crate::link`]) and
-//! keeps the host-wide state ([`crate::peers`], [`crate::channels`]).
+//! keeps the host-wide state (`peers.rs`, `channels.rs`).
 //!
 //! Per host: one QUIC endpoint, an accept loop, an anti-entropy ticker, a
 //! persistence ticker and one dial loop per member we are not connected to
-//! ([`dial`]). Per connection ([`connection`]): a reader task (framing
+//! (`node/dial.rs`). Per connection (`node/connection.rs`): a reader task (framing
 //! only), a writer task (framing only) and a driver feeding its [`Link`]
 //! with messages and timer ticks and carrying out the link's actions. The
 //! driver never waits on the network: it queues frames with `try_send`, and

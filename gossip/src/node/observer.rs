@@ -19,7 +19,7 @@ pub struct PeerInfo {
 ///
 /// Called synchronously from gossip tasks, in causal order per peer
 /// (`peer_up` before its keys). Must be cheap and non-blocking, and must not
-/// call back into the [`Node`] synchronously in a way that waits on it.
+/// call back into the [`Node`](crate::Node) synchronously in a way that waits on it.
 /// `peer_up` may be called again for a peer already up when its connection
 /// was replaced (e.g. it restarted); treat it as an update.
 pub trait PeerObserver: Send + Sync + 'static {
