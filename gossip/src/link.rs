@@ -380,5 +380,4 @@ impl Link {
 }
 
 #[cfg(test)]
-#[path = "link_tests.rs"]
 mod tests;

@@ -269,7 +269,7 @@ impl Inner {
             }
             let candidate = Candidate {
                 id: conn.stable_id(),
-                handle: super::LinkHandle {
+                handle: LinkHandle {
                     conn: conn.clone(),
                     outbound: out_tx.clone(),
                 },
