@@ -38,6 +38,13 @@ pub enum Error {
     Shutdown,
 }
 
+impl From<mesh_sys::fs::Error> for Error {
+    /// Keeps the path and the step that failed in the message.
+    fn from(e: mesh_sys::fs::Error) -> Self {
+        Error::Io(std::io::Error::new(e.source.kind(), e.to_string()))
+    }
+}
+
 /// Boxed source error (keeps quinn types out of the public enum).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 

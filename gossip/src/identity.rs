@@ -5,7 +5,6 @@
 //! Membership in the mesh is proven separately with the mesh secret (see `auth`).
 
 use std::fmt;
-use std::io::Write;
 use std::path::Path;
 use std::str::FromStr;
 
@@ -97,7 +96,7 @@ impl Identity {
                         std::fs::create_dir_all(dir)?;
                     }
                 }
-                write_private_file(path, &identity.pkcs8)?;
+                mesh_sys::fs::write_atomic(path, &identity.pkcs8, 0o600)?;
                 tracing::info!(peer = %identity.peer_id(), path = %path.display(), "created host identity");
                 Ok(identity)
             }
@@ -148,30 +147,6 @@ pub(crate) fn peer_id_from_cert(cert: &CertificateDer<'_>) -> Option<PeerId> {
     let bytes: &[u8] = spki.as_ref();
     let key = bytes.strip_prefix(&ED25519_SPKI_PREFIX[..])?;
     Some(PeerId(key.try_into().ok()?))
-}
-
-/// Writes `bytes` to `path` with 0600 permissions, atomically (tmp + rename).
-pub(crate) fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut file = options.open(&tmp)?;
-        #[cfg(unix)]
-        {
-            // `mode` only applies on creation; a leftover tmp file keeps its mode.
-            use std::os::unix::fs::PermissionsExt;
-            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        }
-        file.write_all(bytes)?;
-        file.sync_all()?;
-    }
-    std::fs::rename(tmp, path)
 }
 
 #[cfg(test)]

@@ -2,23 +2,42 @@
 //! belong, agree on data-plane keys and keep shared state consistent — with
 //! no central server.
 //!
-//! Layout (quinn-proto style: protocol logic is plain code, I/O is thin):
+//! Layout (quinn-proto style: the protocol is plain state machines over
+//! messages and time; the node only moves bytes between QUIC and them):
 //! - [`identity`]: persistent Ed25519 host identity, [`PeerId`].
 //! - [`token`]: the mesh secret ([`MeshSecret`]) and its join token.
 //! - [`wire`]: every message on the wire, postcard-encoded, length-prefixed.
 //! - [`auth`]: the connection-bound proof of the mesh secret (HMAC over TLS exporter).
+//! - [`handshake`]: the hello/ack check both sides of a connection run — one
+//!   function, returning what was admitted or the close reason.
+//! - [`link`]: one connection's protocol as a sans-IO state machine
+//!   (`handle(message, now)`, `tick(now)` → actions): heartbeats and
+//!   liveness, key exchange with retries, anti-entropy replies.
 //! - [`keyexchange`]: ephemeral x25519 + HKDF data-plane key schedule and its 3-message handover.
 //! - [`membership`]: versioned member records and their merge.
+//! - `peers`: who is known, each peer's current link and the simultaneous-
+//!   connect tie-break ([`prefer_new_link`]), dial claims and the block list.
+//! - `channels`: the channel registry and payloads held for channels not
+//!   registered yet; `persist`: the members file kept for restarts.
 //! - [`state`]: [`Mergeable`] values, [`Channel`]s and reusable CRDTs ([`LwwMap`], …).
 //! - [`transport`]: QUIC/rustls setup and frame I/O.
-//! - [`node`]: the running [`Node`] tying it together.
+//! - [`node`]: the running [`Node`]: its public API and host-wide wiring;
+//!   `node/connection.rs` runs one QUIC connection (handshake, reader,
+//!   writer, link driver), `node/dial.rs` the dial loops with backoff.
 
 pub mod auth;
+mod channels;
 mod error;
+pub mod handshake;
 pub mod identity;
 pub mod keyexchange;
+pub mod link;
 pub mod membership;
 pub mod node;
+mod peers;
+mod persist;
+#[cfg(test)]
+mod sim;
 pub mod state;
 pub mod token;
 pub mod transport;
@@ -27,7 +46,9 @@ pub mod wire;
 pub use error::Error;
 pub use identity::{Identity, PeerId};
 pub use keyexchange::SessionKeys;
-pub use node::{Config, Member, Node, PeerInfo, PeerObserver, PeerState};
+pub use node::{
+    prefer_new_link, Config, Member, Node, NoopObserver, PeerInfo, PeerObserver, PeerState,
+};
 pub use state::{Channel, DecodeError, GCounter, LwwMap, LwwRegister, Mergeable, Stamp};
 pub use token::MeshSecret;
 
@@ -35,3 +56,5 @@ pub use token::MeshSecret;
 pub const ALPN: &[u8] = b"mesh/1";
 /// Version carried in the hello, for minor evolutions within `mesh/1`.
 pub const PROTOCOL_VERSION: u32 = 1;
+/// Oldest protocol version this build still speaks.
+pub const MIN_PROTOCOL_VERSION: u32 = 1;

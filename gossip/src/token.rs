@@ -44,7 +44,11 @@ impl MeshSecret {
 
     /// Writes the token to `path` with 0600 permissions.
     pub fn save(&self, path: &Path) -> Result<(), Error> {
-        crate::identity::write_private_file(path, self.to_token().as_bytes()).map_err(Error::Io)
+        Ok(mesh_sys::fs::write_atomic(
+            path,
+            self.to_token().as_bytes(),
+            0o600,
+        )?)
     }
 }
 

@@ -103,6 +103,13 @@ pub enum Message {
     Digest(Digest),
 }
 
+/// The hash a [`Digest`] carries for a state (SHA-256 of its encoding).
+pub fn state_hash(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref());
+    out
+}
+
 /// Why a frame could not be decoded.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum FrameError {

@@ -192,6 +192,14 @@ async fn partition_with_changes_on_both_sides_converges_after_heal() {
         })
         .await
     );
+    // A blocked peer costs no dial loop (none polls for the unblock).
+    assert!(
+        eventually(CONVERGE, || async {
+            nodes.iter().all(|n| n.dialing() == 0)
+        })
+        .await,
+        "no dial loop runs for a blocked peer"
+    );
 
     // Conflicting and disjoint writes on both sides.
     let (l, r) = (nodes[0].id(), nodes[4].id());

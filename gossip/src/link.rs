@@ -1,0 +1,383 @@
+//! One connection's protocol as a state machine over messages and time (no I/O).
+//!
+//! A [`Link`] is fed what arrives ([`Link::handle`]) and the passing of time
+//! ([`Link::tick`], due at [`Link::poll_timeout`]); it answers with
+//! [`Action`]s for the caller to carry out — frames to send, keys to hand to
+//! the data plane, a close. It owns everything that is per connection:
+//! - liveness: a heartbeat every `heartbeat`, and a close when nothing at all
+//!   was heard for `dead_after`;
+//! - data-plane key exchange (see [`crate::keyexchange`]): the connection's
+//!   dialer initiates one at once and every `rekey`, and retries with a
+//!   fresh generation when the exchange in flight got no answer within
+//!   `max(3 × heartbeat, 2 s)` (a frame dropped under overload);
+//! - push-pull anti-entropy replies: a [`Message::Digest`] is answered with
+//!   the full state of whatever differs, and full states sent with
+//!   `want_reply` are answered if they still differ after the merge.
+//!
+//! What is shared by all links of a host — the membership table and the
+//! channels — is reached through the [`Replica`] passed to `handle`. The
+//! `Node` moves frames between QUIC and its links; tests step two links
+//! against each other on virtual time.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use tracing::debug;
+
+use crate::keyexchange::{self, KxContext, PendingInit, ResponderTrack};
+use crate::membership::MemberRecord;
+use crate::transport::close_code;
+use crate::wire::{self, Digest, Message};
+use crate::{PeerId, SessionKeys};
+
+/// The replicated state of this host, shared by all its links.
+pub trait Replica {
+    /// Hashes of the membership table and of every channel held here.
+    fn digest(&self) -> Digest;
+    /// Every member record, our own included.
+    fn member_records(&self) -> Vec<MemberRecord>;
+    /// Merges records received from `from` (the node floods what changed).
+    fn merge_members(&mut self, from: PeerId, records: Vec<MemberRecord>);
+    /// Our encoding of channel `name`, if it is registered here.
+    fn channel_state(&self, name: &str) -> Option<Vec<u8>>;
+    /// Merges a received channel state; returns our encoding after the
+    /// merge if the channel is registered here.
+    fn merge_channel(&mut self, from: PeerId, name: &str, data: Vec<u8>) -> Option<Vec<u8>>;
+}
+
+/// The per-link timers (already clamped by the node's config).
+#[derive(Clone, Copy, Debug)]
+pub struct LinkTimers {
+    pub heartbeat: Duration,
+    pub dead_after: Duration,
+    pub rekey: Duration,
+}
+
+impl LinkTimers {
+    /// How long an exchange may go unanswered before it is started again.
+    pub fn kx_retry_after(&self) -> Duration {
+        (self.heartbeat * 3).max(Duration::from_secs(2))
+    }
+}
+
+/// What a link is created from, once the handshake admitted the peer.
+#[derive(Clone)]
+pub struct LinkParams {
+    pub local: PeerId,
+    pub remote: PeerId,
+    /// This host dialed the connection, so it initiates key exchanges.
+    pub initiator: bool,
+    /// TLS exporter output under [`keyexchange::EKM_KEYS_LABEL`]: binds
+    /// every generation's keys to this connection.
+    pub connection_secret: [u8; 32],
+    /// Highest key generation ever installed between the two hosts (both
+    /// hellos carry theirs), so generations keep rising across reconnects.
+    pub last_key_generation: u64,
+    pub timers: LinkTimers,
+}
+
+/// Something the caller of a [`Link`] must do, in order.
+#[derive(Debug)]
+pub enum Action {
+    Send(Message),
+    /// Hand keys to the data plane (`send_now`: also start sending with them).
+    InstallKeys {
+        keys: SessionKeys,
+        send_now: bool,
+    },
+    /// The peer sends with `generation` now: switch our sending side too.
+    ConfirmKeys {
+        generation: u64,
+    },
+    /// Close the connection; the link is finished.
+    Close {
+        code: u32,
+        reason: &'static str,
+    },
+}
+
+pub struct Link {
+    remote: PeerId,
+    initiator: bool,
+    kx: KxContext,
+    timers: LinkTimers,
+    /// Highest generation installed on this link or known from the handshake.
+    generation: u64,
+    /// Initiator: the exchange in flight and when it was started.
+    pending: Option<(PendingInit, Instant)>,
+    responder: ResponderTrack,
+    last_heard: Instant,
+    next_heartbeat: Instant,
+    next_rekey: Instant,
+    closed: bool,
+}
+
+impl Link {
+    /// A link whose first heartbeat (and, for the initiator, first key
+    /// exchange) is due at once.
+    pub fn new(params: LinkParams, now: Instant) -> Link {
+        let (initiator, responder) = if params.initiator {
+            (params.local, params.remote)
+        } else {
+            (params.remote, params.local)
+        };
+        Link {
+            remote: params.remote,
+            initiator: params.initiator,
+            kx: KxContext {
+                initiator,
+                responder,
+                connection_secret: params.connection_secret,
+            },
+            timers: params.timers,
+            generation: params.last_key_generation,
+            pending: None,
+            responder: ResponderTrack::default(),
+            last_heard: now,
+            next_heartbeat: now,
+            next_rekey: now,
+            closed: false,
+        }
+    }
+
+    pub fn remote(&self) -> PeerId {
+        self.remote
+    }
+
+    pub fn is_initiator(&self) -> bool {
+        self.initiator
+    }
+
+    /// True once the link asked for its connection to be closed.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// The highest key generation this link installed or started from.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Push-pull anti-entropy right away (a joiner learns the mesh at once),
+    /// then whatever is due now.
+    pub fn open<R: Replica + ?Sized>(&mut self, replica: &R, now: Instant) -> Vec<Action> {
+        let mut actions = vec![Action::Send(Message::Digest(replica.digest()))];
+        actions.extend(self.tick(now));
+        actions
+    }
+
+    /// When [`Link::tick`] must be called next.
+    pub fn poll_timeout(&self) -> Instant {
+        if self.initiator {
+            self.next_heartbeat.min(self.next_rekey)
+        } else {
+            self.next_heartbeat
+        }
+    }
+
+    /// Timers: rekey, heartbeat, liveness, key-exchange retry.
+    pub fn tick(&mut self, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if self.closed {
+            return actions;
+        }
+        if self.initiator && now >= self.next_rekey {
+            self.next_rekey = now + self.timers.rekey;
+            actions.push(self.start_key_exchange(now));
+        }
+        if now >= self.next_heartbeat {
+            self.next_heartbeat = now + self.timers.heartbeat;
+            if now.saturating_duration_since(self.last_heard) > self.timers.dead_after {
+                self.closed = true;
+                actions.push(Action::Close {
+                    code: close_code::DEAD,
+                    reason: "no heartbeat",
+                });
+                return actions;
+            }
+            actions.push(Action::Send(Message::Heartbeat));
+            let retry_after = self.timers.kx_retry_after();
+            let unanswered = self
+                .pending
+                .as_ref()
+                .is_some_and(|(_, started)| now.saturating_duration_since(*started) > retry_after);
+            if self.initiator && unanswered {
+                actions.push(self.start_key_exchange(now));
+            }
+        }
+        actions
+    }
+
+    /// One message from the peer.
+    pub fn handle<R: Replica + ?Sized>(
+        &mut self,
+        message: Message,
+        now: Instant,
+        replica: &mut R,
+    ) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if self.closed {
+            return actions;
+        }
+        self.last_heard = now;
+        if let Err(reason) = self.dispatch(message, replica, &mut actions) {
+            self.closed = true;
+            actions.push(Action::Close {
+                code: close_code::PROTOCOL_ERROR,
+                reason,
+            });
+        }
+        actions
+    }
+
+    fn start_key_exchange(&mut self, now: Instant) -> Action {
+        // A retry must not reuse the generation the peer may have installed.
+        let floor = self
+            .pending
+            .as_ref()
+            .map(|(p, _)| p.generation())
+            .unwrap_or(0);
+        let generation = self.generation.max(floor) + 1;
+        let (state, init) = keyexchange::initiate(generation);
+        self.pending = Some((state, now));
+        debug!(peer = %self.remote, generation, "key exchange: init");
+        Action::Send(Message::KeyInit(init))
+    }
+
+    fn installed(&mut self, generation: u64) {
+        self.generation = self.generation.max(generation);
+    }
+
+    fn dispatch<R: Replica + ?Sized>(
+        &mut self,
+        message: Message,
+        replica: &mut R,
+        out: &mut Vec<Action>,
+    ) -> Result<(), &'static str> {
+        match message {
+            Message::Heartbeat => {}
+            Message::KeyInit(init) => {
+                if self.initiator {
+                    return Err("KeyInit from the responder side");
+                }
+                if let Err(e) = self.responder.accept_init(init.generation) {
+                    debug!(peer = %self.remote, error = %e, "ignoring stale KeyInit");
+                    return Ok(());
+                }
+                let (keys, resp) =
+                    keyexchange::respond(&self.kx, &init).map_err(|_| "invalid key exchange")?;
+                let generation = keys.generation;
+                self.installed(generation);
+                self.responder.installed(generation);
+                // Install before replying: the initiator starts sending with
+                // these keys as soon as it has our reply.
+                out.push(Action::InstallKeys {
+                    keys,
+                    send_now: false,
+                });
+                out.push(Action::Send(Message::KeyResp(resp)));
+            }
+            Message::KeyResp(resp) => {
+                if !self.initiator {
+                    return Err("KeyResp from the initiator side");
+                }
+                let matches = self
+                    .pending
+                    .as_ref()
+                    .is_some_and(|(p, _)| p.generation() == resp.generation);
+                let Some((state, _)) = self.pending.take_if(|_| matches) else {
+                    debug!(peer = %self.remote, generation = resp.generation, "ignoring stale KeyResp");
+                    return Ok(());
+                };
+                let keys = state
+                    .complete(&self.kx, &resp)
+                    .map_err(|_| "invalid key exchange")?;
+                let generation = keys.generation;
+                self.installed(generation);
+                out.push(Action::InstallKeys {
+                    keys,
+                    send_now: true,
+                });
+                out.push(Action::Send(Message::KeyConfirm { generation }));
+                debug!(peer = %self.remote, generation, "key exchange complete");
+            }
+            Message::KeyConfirm { generation } => {
+                if self.initiator {
+                    return Err("KeyConfirm from the responder side");
+                }
+                if let Some(generation) = self.responder.confirm(generation) {
+                    out.push(Action::ConfirmKeys { generation });
+                }
+            }
+            Message::Members(records) => replica.merge_members(self.remote, records),
+            Message::MembersFull {
+                records,
+                want_reply,
+            } => {
+                let theirs: HashSet<(PeerId, u64, u64)> = records
+                    .iter()
+                    .map(|r| (r.id, r.incarnation, r.version))
+                    .collect();
+                replica.merge_members(self.remote, records);
+                if want_reply {
+                    let ours = replica.member_records();
+                    let differs = ours.len() != theirs.len()
+                        || ours
+                            .iter()
+                            .any(|r| !theirs.contains(&(r.id, r.incarnation, r.version)));
+                    if differs {
+                        out.push(Action::Send(Message::MembersFull {
+                            records: ours,
+                            want_reply: false,
+                        }));
+                    }
+                }
+            }
+            Message::ChannelDelta { channel, data } => {
+                replica.merge_channel(self.remote, &channel, data);
+            }
+            Message::ChannelFull {
+                channel,
+                data,
+                want_reply,
+            } => {
+                let theirs = wire::state_hash(&data);
+                if let Some(ours) = replica.merge_channel(self.remote, &channel, data) {
+                    if want_reply && wire::state_hash(&ours) != theirs {
+                        out.push(Action::Send(Message::ChannelFull {
+                            channel,
+                            data: ours,
+                            want_reply: false,
+                        }));
+                    }
+                }
+            }
+            Message::Digest(digest) => {
+                let ours = replica.digest();
+                if digest.members != ours.members {
+                    out.push(Action::Send(Message::MembersFull {
+                        records: replica.member_records(),
+                        want_reply: true,
+                    }));
+                }
+                let theirs: HashMap<String, [u8; 32]> = digest.channels.into_iter().collect();
+                for (name, hash) in ours.channels {
+                    if theirs.get(&name) == Some(&hash) {
+                        continue;
+                    }
+                    if let Some(data) = replica.channel_state(&name) {
+                        out.push(Action::Send(Message::ChannelFull {
+                            channel: name,
+                            data,
+                            want_reply: true,
+                        }));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

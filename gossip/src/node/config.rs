@@ -1,0 +1,75 @@
+//! What a node is started with.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::PeerObserver;
+use crate::link::LinkTimers;
+use crate::{Identity, MeshSecret};
+
+pub struct Config {
+    pub identity: Identity,
+    /// Used unless `state_dir` holds a `secret` file from an earlier run (or
+    /// an earlier `join`), which wins so a restarted host stays in its mesh.
+    pub secret: MeshSecret,
+    pub listen: SocketAddr,
+    pub name: String,
+    /// Free-form, gossiped with the member record (e.g. `data_port`).
+    pub meta: BTreeMap<String, String>,
+    /// Extra addresses to advertise (`host:port`), e.g. a public name when
+    /// listening on 0.0.0.0. The listen address is advertised when specific.
+    pub advertise: Vec<String>,
+    pub state_dir: Option<PathBuf>,
+    /// Data-plane rekey period; capped at 120 s.
+    pub rekey_interval: Duration,
+    pub heartbeat_interval: Duration,
+    pub dead_after: Duration,
+    pub anti_entropy_interval: Duration,
+    pub observer: Arc<dyn PeerObserver>,
+}
+
+impl Config {
+    pub const DEFAULT_REKEY_INTERVAL: Duration = Duration::from_secs(110);
+    pub const MAX_REKEY_INTERVAL: Duration = Duration::from_secs(120);
+    pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+    pub const DEFAULT_DEAD_AFTER: Duration = Duration::from_secs(5);
+    pub const DEFAULT_ANTI_ENTROPY_INTERVAL: Duration = Duration::from_secs(3);
+
+    pub fn new(
+        identity: Identity,
+        secret: MeshSecret,
+        listen: SocketAddr,
+        observer: Arc<dyn PeerObserver>,
+    ) -> Config {
+        let name = std::env::var("HOSTNAME")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| identity.peer_id().to_string());
+        Config {
+            identity,
+            secret,
+            listen,
+            name,
+            meta: BTreeMap::new(),
+            advertise: Vec::new(),
+            state_dir: None,
+            rekey_interval: Self::DEFAULT_REKEY_INTERVAL,
+            heartbeat_interval: Self::DEFAULT_HEARTBEAT_INTERVAL,
+            dead_after: Self::DEFAULT_DEAD_AFTER,
+            anti_entropy_interval: Self::DEFAULT_ANTI_ENTROPY_INTERVAL,
+            observer,
+        }
+    }
+
+    /// The per-link timers, clamped to workable values.
+    pub(super) fn link_timers(&self) -> LinkTimers {
+        LinkTimers {
+            heartbeat: self.heartbeat_interval.max(Duration::from_millis(10)),
+            dead_after: self.dead_after.max(self.heartbeat_interval * 2),
+            rekey: self.rekey_interval.min(Config::MAX_REKEY_INTERVAL),
+        }
+    }
+}

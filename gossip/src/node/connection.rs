@@ -1,0 +1,488 @@
+//! One QUIC connection from handshake to close: both sides of the handshake
+//! (judged by [`handshake::check`]), admission as the peer's link, and the
+//! tasks that carry it — a reader and a writer doing framing only, and a
+//! driver feeding the [`Link`] and carrying out its [`Action`]s.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::PeerInfo;
+use super::{lock, Inner};
+use crate::auth::EKM_AUTH_LABEL;
+use crate::error::BoxError;
+use crate::handshake::{self, CloseReason, Parties, Side};
+use crate::keyexchange::EKM_KEYS_LABEL;
+use crate::link::{Action, Link, LinkParams};
+use crate::membership::MemberRecord;
+use crate::peers::{Candidate, Refusal};
+use crate::transport::{self, close_code, ReadError};
+use crate::wire::{self, Hello, HelloAck, Message};
+use crate::{Error, PeerId};
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const OUTBOUND_QUEUE: usize = 1024;
+/// Small on purpose: each queued message may be up to 4 MiB.
+const INBOUND_QUEUE: usize = 16;
+
+/// The node's handle to a peer's live connection.
+#[derive(Clone)]
+pub(crate) struct LinkHandle {
+    pub conn: quinn::Connection,
+    /// Encoded frames for the writer task.
+    pub outbound: mpsc::Sender<Bytes>,
+}
+
+/// Maps the error that ended a handshake to what `join()` reports.
+fn handshake_error(addr: std::net::SocketAddr, error: ReadError) -> Error {
+    match error {
+        ReadError::Connection(quinn::ConnectionError::ApplicationClosed(close)) => {
+            let reason = String::from_utf8_lossy(&close.reason).into_owned();
+            let code = close.error_code.into_inner();
+            if code == close_code::AUTH_FAILED as u64 {
+                Error::AuthRejected { reason }
+            } else {
+                Error::Refused { code, reason }
+            }
+        }
+        ReadError::Connection(e) => Error::Unreachable {
+            addr: addr.to_string(),
+            source: Box::new(e),
+        },
+        other => Error::Protocol(other.to_string()),
+    }
+}
+
+fn refuse(conn: &quinn::Connection, refusal: &CloseReason) {
+    transport::close(conn, refusal.code(), refusal.wire_reason());
+}
+
+impl Inner {
+    /// Dials one address and runs the handshake; registers the connection.
+    pub(super) async fn dial_addr(
+        self: Arc<Self>,
+        addr: std::net::SocketAddr,
+        expected: Option<PeerId>,
+    ) -> Result<PeerId, Error> {
+        let unreachable = |e: BoxError| Error::Unreachable {
+            addr: addr.to_string(),
+            source: e,
+        };
+        let connecting = self
+            .endpoint
+            .connect(addr, transport::SERVER_NAME)
+            .map_err(|e| unreachable(Box::new(e)))?;
+        let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => return Err(unreachable(Box::new(e))),
+            Err(_) => return Err(unreachable("QUIC handshake timed out".into())),
+        };
+        let remote = transport::remote_peer_id(&conn)
+            .ok_or_else(|| Error::protocol("peer certificate carries no Ed25519 key"))?;
+        if let Some(expected) = expected.filter(|e| *e != remote) {
+            debug!(expected = %expected, got = %remote, %addr, "address now belongs to another member");
+        }
+        if let Err(refusal) = handshake::check_peer(self.id, remote, self.is_blocked(&remote)) {
+            refuse(&conn, &refusal);
+            return Err(refusal.into_error());
+        }
+        let secret = self.secret();
+        let parties = Parties {
+            local: self.id,
+            remote,
+            side: Side::Dialer,
+            secret: &secret,
+            ekm: transport::exported_secret(&conn, EKM_AUTH_LABEL)?,
+        };
+        let hello = handshake::hello(
+            &parties,
+            self.own_record(),
+            self.last_key_generation(&remote),
+            addr,
+        );
+        let exchange = async {
+            let (mut send, mut recv) =
+                conn.open_bi().await.map_err(|e| unreachable(Box::new(e)))?;
+            transport::write_frame(&mut send, &hello).await?;
+            match transport::read_frame::<HelloAck>(&mut recv).await {
+                Ok(Some((ack, _))) => Ok((send, recv, ack)),
+                Ok(None) => Err(Error::protocol(
+                    "peer closed the stream during the handshake",
+                )),
+                Err(e) => Err(handshake_error(addr, e)),
+            }
+        };
+        let (send, recv, ack) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, exchange).await {
+            Ok(Ok(parts)) => parts,
+            Ok(Err(e)) => {
+                if matches!(e, Error::Protocol(_)) {
+                    transport::close(&conn, close_code::PROTOCOL_ERROR, "bad handshake");
+                }
+                if let Error::AuthRejected { reason } = &e {
+                    warn!(peer = %remote, %addr, reason = %reason, "peer refused our membership proof");
+                }
+                return Err(e);
+            }
+            Err(_) => {
+                transport::close(&conn, close_code::PROTOCOL_ERROR, "handshake timed out");
+                return Err(unreachable("mesh handshake timed out".into()));
+            }
+        };
+        let admitted = match handshake::check(&parties, self.is_blocked(&remote), ack.into()) {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                if matches!(refusal, CloseReason::BadProof { .. }) {
+                    warn!(peer = %remote, %addr, "peer failed to prove the mesh secret; closing");
+                }
+                refuse(&conn, &refusal);
+                return Err(refusal.into_error());
+            }
+        };
+        self.learn_own_address(admitted.observed);
+        self.register(
+            conn,
+            send,
+            recv,
+            remote,
+            Side::Dialer,
+            admitted.record,
+            admitted.last_key_generation,
+        )?;
+        Ok(remote)
+    }
+
+    pub(super) async fn accept(self: Arc<Self>, incoming: quinn::Incoming) {
+        let remote_addr = incoming.remote_address();
+        let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                debug!(addr = %remote_addr, error = %e, "incoming QUIC handshake failed");
+                return;
+            }
+            Err(_) => return,
+        };
+        let Some(remote) = transport::remote_peer_id(&conn) else {
+            transport::close(
+                &conn,
+                close_code::PROTOCOL_ERROR,
+                "certificate carries no Ed25519 key",
+            );
+            return;
+        };
+        if let Err(refusal) = handshake::check_peer(self.id, remote, self.is_blocked(&remote)) {
+            refuse(&conn, &refusal);
+            return;
+        }
+        let exchange = async {
+            let (send, mut recv) = conn.accept_bi().await.ok()?;
+            match transport::read_frame::<Hello>(&mut recv).await {
+                Ok(Some((hello, _))) => Some((send, recv, hello)),
+                Ok(None) => None,
+                Err(e) => {
+                    debug!(peer = %remote, error = %e, "bad hello");
+                    None
+                }
+            }
+        };
+        let Ok(Some((mut send, recv, hello))) =
+            tokio::time::timeout(HANDSHAKE_TIMEOUT, exchange).await
+        else {
+            transport::close(&conn, close_code::PROTOCOL_ERROR, "no valid hello");
+            return;
+        };
+        let secret = self.secret();
+        let Ok(ekm) = transport::exported_secret(&conn, EKM_AUTH_LABEL) else {
+            transport::close(
+                &conn,
+                close_code::PROTOCOL_ERROR,
+                "TLS exporter unavailable",
+            );
+            return;
+        };
+        let parties = Parties {
+            local: self.id,
+            remote,
+            side: Side::Acceptor,
+            secret: &secret,
+            ekm,
+        };
+        let admitted = match handshake::check(&parties, self.is_blocked(&remote), hello.into()) {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                if matches!(refusal, CloseReason::BadProof { .. }) {
+                    warn!(peer = %remote, addr = %remote_addr, "refused connection: peer did not prove the mesh secret");
+                }
+                refuse(&conn, &refusal);
+                return;
+            }
+        };
+        let ack = handshake::ack(
+            &parties,
+            &admitted,
+            self.own_record(),
+            self.last_key_generation(&remote),
+            conn.remote_address(),
+        );
+        self.learn_own_address(admitted.observed);
+        if transport::write_frame(&mut send, &ack).await.is_err() {
+            return;
+        }
+        if let Err(e) = self.register(
+            conn,
+            send,
+            recv,
+            remote,
+            Side::Acceptor,
+            admitted.record,
+            admitted.last_key_generation,
+        ) {
+            debug!(peer = %remote, error = %e, "connection not kept");
+        }
+    }
+
+    /// Installs an authenticated connection as the peer's link (or drops
+    /// it after the tie-break) and starts its tasks.
+    #[allow(clippy::too_many_arguments)]
+    fn register(
+        &self,
+        conn: quinn::Connection,
+        send: quinn::SendStream,
+        recv: quinn::RecvStream,
+        remote: PeerId,
+        side: Side,
+        record: MemberRecord,
+        remote_last_generation: u64,
+    ) -> Result<(), Error> {
+        let dialer = match side {
+            Side::Dialer => self.id,
+            Side::Acceptor => remote,
+        };
+        let (out_tx, out_rx) = mpsc::channel::<Bytes>(OUTBOUND_QUEUE);
+        let admission = {
+            let mut peers = lock(&self.peers);
+            if self.is_shutting_down() {
+                transport::close(&conn, close_code::SHUTDOWN, "host shutting down");
+                return Err(Error::Shutdown);
+            }
+            let candidate = Candidate {
+                id: conn.stable_id(),
+                handle: LinkHandle {
+                    conn: conn.clone(),
+                    outbound: out_tx.clone(),
+                },
+                dialer,
+                record,
+                remote_addr: conn.remote_address(),
+                last_key_generation: remote_last_generation,
+            };
+            match peers.admit(remote, candidate) {
+                Ok(admission) => admission,
+                Err(Refusal::Blocked) => {
+                    let refusal = CloseReason::Blocked;
+                    refuse(&conn, &refusal);
+                    return Err(Error::Refused {
+                        code: refusal.code() as u64,
+                        reason: "blocked".into(),
+                    });
+                }
+                Err(Refusal::Duplicate) => {
+                    transport::close(&conn, close_code::DUPLICATE, "duplicate connection");
+                    return Err(Error::Refused {
+                        code: close_code::DUPLICATE as u64,
+                        reason: "duplicate connection".into(),
+                    });
+                }
+            }
+        };
+        if let Some(old) = &admission.replaced {
+            transport::close(
+                &old.conn,
+                close_code::DUPLICATE,
+                "replaced by a newer connection",
+            );
+        }
+        let info = PeerInfo {
+            id: remote,
+            name: admission
+                .record
+                .as_ref()
+                .map(|r| r.name.clone())
+                .unwrap_or_default(),
+            remote: conn.remote_address(),
+            meta: admission.record.map(|r| r.meta).unwrap_or_default(),
+        };
+        info!(peer = %remote, addr = %info.remote, name = %info.name, ?side, "peer up");
+        self.observer.peer_up(&info);
+        self.after_merge(admission.changed, Some(remote));
+
+        let (in_tx, in_rx) = mpsc::channel::<Message>(INBOUND_QUEUE);
+        self.spawn(writer_task(send, out_rx));
+        self.spawn(reader_task(conn.clone(), recv, in_tx, remote));
+        if let Some(this) = self.this.upgrade() {
+            let driver = Driver {
+                node: this,
+                conn,
+                peer: remote,
+                outbound: out_tx,
+            };
+            let initiator = side == Side::Dialer;
+            self.spawn(driver.run(initiator, admission.last_key_generation, in_rx));
+        }
+        Ok(())
+    }
+}
+
+async fn writer_task(mut send: quinn::SendStream, mut outbound: mpsc::Receiver<Bytes>) {
+    while let Some(frame) = outbound.recv().await {
+        if send.write_chunk(frame).await.is_err() {
+            return;
+        }
+    }
+    let _ = send.finish();
+}
+
+/// Framing only: anything malformed or oversized closes the connection.
+async fn reader_task(
+    conn: quinn::Connection,
+    mut recv: quinn::RecvStream,
+    inbound: mpsc::Sender<Message>,
+    peer: PeerId,
+) {
+    loop {
+        match transport::read_frame::<Message>(&mut recv).await {
+            Ok(Some((message, _))) => {
+                if inbound.send(message).await.is_err() {
+                    return;
+                }
+            }
+            Ok(None) => {
+                transport::close(&conn, close_code::NORMAL, "control stream finished");
+                return;
+            }
+            Err(ReadError::Connection(e)) => {
+                debug!(peer = %peer, error = %e, "connection closed");
+                return;
+            }
+            Err(e) => {
+                warn!(peer = %peer, error = %e, "closing connection: bad frame");
+                let reason = format!("protocol error: {e}");
+                transport::close(
+                    &conn,
+                    close_code::PROTOCOL_ERROR,
+                    &reason[..reason.len().min(200)],
+                );
+                return;
+            }
+        }
+    }
+}
+
+/// Moves one connection's messages and timer ticks into its [`Link`] and
+/// carries out what the link asks for.
+struct Driver {
+    node: Arc<Inner>,
+    conn: quinn::Connection,
+    peer: PeerId,
+    outbound: mpsc::Sender<Bytes>,
+}
+
+impl Driver {
+    async fn run(
+        self,
+        initiator: bool,
+        last_key_generation: u64,
+        mut inbound: mpsc::Receiver<Message>,
+    ) {
+        let Ok(connection_secret) = transport::exported_secret(&self.conn, EKM_KEYS_LABEL) else {
+            warn!(peer = %self.peer, "closing connection: TLS exporter unavailable");
+            transport::close(
+                &self.conn,
+                close_code::PROTOCOL_ERROR,
+                "TLS exporter unavailable",
+            );
+            self.node
+                .connection_lost(self.peer, &self.conn, "no exporter");
+            return;
+        };
+        let params = LinkParams {
+            local: self.node.id,
+            remote: self.peer,
+            initiator,
+            connection_secret,
+            last_key_generation,
+            timers: self.node.link_timers,
+        };
+        let mut link = Link::new(params, Instant::now());
+        let mut shutdown = self.node.shutdown.subscribe();
+        let mut replica: &Inner = &self.node;
+        let mut ended = self.execute(link.open(&replica, Instant::now()));
+        let timer = tokio::time::sleep_until(link.poll_timeout().into());
+        tokio::pin!(timer);
+        let reason = loop {
+            if let Some(reason) = ended {
+                break reason;
+            }
+            let actions = tokio::select! {
+                _ = shutdown.changed() => break "shutdown",
+                message = inbound.recv() => match message {
+                    Some(message) => link.handle(message, Instant::now(), &mut replica),
+                    None => break "connection closed",
+                },
+                _ = &mut timer => link.tick(Instant::now()),
+            };
+            ended = self.execute(actions);
+            timer.as_mut().reset(link.poll_timeout().into());
+        };
+        self.node.connection_lost(self.peer, &self.conn, reason);
+    }
+
+    fn send(&self, message: &Message) {
+        match wire::encode_frame(message) {
+            Ok(frame) => {
+                if self.outbound.try_send(Bytes::from(frame)).is_err() {
+                    debug!(peer = %self.peer, "outbound queue full; message dropped");
+                }
+            }
+            Err(e) => warn!(peer = %self.peer, error = %e, "not sending message"),
+        }
+    }
+
+    /// Carries out `actions` in order; returns why the link ended, if it did.
+    /// Keys go to the data plane only from the peer's current link; when
+    /// this one was replaced, the rest of the batch (the reply that would
+    /// make the peer use those keys) is dropped too.
+    fn execute(&self, actions: Vec<Action>) -> Option<&'static str> {
+        let node = &self.node;
+        for action in actions {
+            match action {
+                Action::Send(message) => self.send(&message),
+                Action::InstallKeys { keys, send_now } => {
+                    if !node.is_current(&self.peer, &self.conn) {
+                        return None;
+                    }
+                    let generation = keys.generation;
+                    node.observer.install_keys(&self.peer, keys, send_now);
+                    lock(&node.peers).keys_installed(self.peer, generation, Instant::now());
+                }
+                Action::ConfirmKeys { generation } => {
+                    if node.is_current(&self.peer, &self.conn) {
+                        node.observer.confirm_keys(&self.peer, generation);
+                    }
+                }
+                Action::Close { code, reason } => {
+                    transport::close(&self.conn, code, reason);
+                    return Some(if code == close_code::DEAD {
+                        "heartbeat timeout"
+                    } else {
+                        warn!(peer = %self.peer, reason, "closing connection: protocol violation");
+                        "protocol violation"
+                    });
+                }
+            }
+        }
+        None
+    }
+}

@@ -1,0 +1,102 @@
+//! Dialing: one loop per member this host should be connected to but is
+//! not, trying its addresses with capped exponential backoff. Whether a loop
+//! runs and whether it goes on is decided by [`crate::peers::Peers`]: a loop
+//! ends when the peer is up, forgotten or blocked, and `unblock_all` starts
+//! new ones — a blocked peer costs nothing while blocked.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::debug;
+
+use super::{jitter, lock, Inner};
+use crate::{Error, PeerId};
+
+const BACKOFF_START: Duration = Duration::from_millis(200);
+const BACKOFF_CAP: Duration = Duration::from_secs(10);
+/// The higher id of two hosts that learn of each other at once waits this
+/// long before dialing, so that they rarely both dial.
+const HIGHER_ID_DELAY: Duration = Duration::from_millis(500);
+
+/// Resolves `host:port` to every address it names.
+pub(super) async fn resolve(addr: &str) -> Result<Vec<SocketAddr>, Error> {
+    let resolved: Vec<SocketAddr> = tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| Error::Resolve {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        })?
+        .collect();
+    if resolved.is_empty() {
+        return Err(Error::Resolve {
+            addr: addr.to_string(),
+            reason: "no addresses".into(),
+        });
+    }
+    Ok(resolved)
+}
+
+/// Doubles `backoff` up to the cap.
+fn next_backoff(backoff: Duration) -> Duration {
+    (backoff * 2).min(BACKOFF_CAP)
+}
+
+/// Runs for a peer already claimed with [`crate::peers::Peers::claim_dial`].
+pub(super) async fn dial_loop(node: Arc<Inner>, peer: PeerId) {
+    if node.id > peer {
+        tokio::time::sleep(jitter(HIGHER_ID_DELAY)).await;
+    }
+    let mut backoff = BACKOFF_START;
+    loop {
+        if node.is_shutting_down() {
+            return;
+        }
+        let Some(candidates) = lock(&node.peers).dial_round(peer) else {
+            return;
+        };
+        if try_candidates(&node, peer, candidates).await {
+            // The next round sees the link and ends the loop.
+            continue;
+        }
+        tokio::time::sleep(jitter(backoff)).await;
+        backoff = next_backoff(backoff);
+    }
+}
+
+/// Tries each address in turn; true once one reached `peer`.
+async fn try_candidates(node: &Arc<Inner>, peer: PeerId, candidates: Vec<String>) -> bool {
+    for candidate in candidates {
+        // Re-resolved on every attempt: a member's DNS name may move.
+        let Ok(targets) = resolve(&candidate).await else {
+            debug!(peer = %peer, addr = %candidate, "cannot resolve");
+            continue;
+        };
+        for target in targets {
+            match node.clone().dial_addr(target, Some(peer)).await {
+                Ok(id) if id == peer => return true,
+                Ok(_) => {}
+                Err(e) => debug!(peer = %peer, addr = %target, error = %e, "dial failed"),
+            }
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let mut backoff = BACKOFF_START;
+        let mut steps = vec![backoff];
+        for _ in 0..8 {
+            backoff = next_backoff(backoff);
+            steps.push(backoff);
+        }
+        assert_eq!(steps[1], Duration::from_millis(400));
+        assert_eq!(*steps.last().unwrap(), BACKOFF_CAP);
+        assert!(steps.windows(2).all(|w| w[0] <= w[1]));
+    }
+}

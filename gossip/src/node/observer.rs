@@ -1,0 +1,40 @@
+//! How the node tells the data plane about peers and their keys.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use crate::{PeerId, SessionKeys};
+
+/// What the data plane learns about a peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerInfo {
+    pub id: PeerId,
+    pub name: String,
+    /// The QUIC address we are connected to.
+    pub remote: SocketAddr,
+    pub meta: BTreeMap<String, String>,
+}
+
+/// Callbacks into the data plane.
+///
+/// Called synchronously from gossip tasks, in causal order per peer
+/// (`peer_up` before its keys). Must be cheap and non-blocking, and must not
+/// call back into the [`Node`](crate::Node) synchronously in a way that waits on it.
+/// `peer_up` may be called again for a peer already up when its connection
+/// was replaced (e.g. it restarted); treat it as an update.
+pub trait PeerObserver: Send + Sync + 'static {
+    fn peer_up(&self, peer: &PeerInfo);
+    fn peer_down(&self, peer: &PeerId);
+    fn install_keys(&self, peer: &PeerId, keys: SessionKeys, send_now: bool);
+    fn confirm_keys(&self, peer: &PeerId, generation: u64);
+}
+
+/// An observer that ignores everything (tests, tools).
+pub struct NoopObserver;
+
+impl PeerObserver for NoopObserver {
+    fn peer_up(&self, _: &PeerInfo) {}
+    fn peer_down(&self, _: &PeerId) {}
+    fn install_keys(&self, _: &PeerId, _: SessionKeys, _: bool) {}
+    fn confirm_keys(&self, _: &PeerId, _: u64) {}
+}

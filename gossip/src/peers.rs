@@ -1,0 +1,447 @@
+//! Who this host knows and how it stands with each (no I/O): the membership
+//! table, one slot per peer — its current link, whether a dial loop runs,
+//! key and byte bookkeeping — and the block list. The node keeps this behind
+//! one lock; connections ask it whether they may stay, dial loops whether
+//! to go on. `L` is the node's handle to a live connection.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crate::membership::{MemberRecord, MembershipTable};
+use crate::PeerId;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PeerState {
+    /// Known but never connected yet.
+    Connecting,
+    Up,
+    /// Was up; lost; being redialed.
+    Down,
+}
+
+/// Which of two connections between the same hosts survives. Both hosts
+/// evaluate this with the same inputs, so they keep the same connection.
+/// - a newer incarnation of the peer always wins (the old link is stale);
+/// - same dialer: the newer one wins (the dialer reconnected);
+/// - else: the one dialed by the lower peer id.
+pub fn prefer_new_link(
+    local: PeerId,
+    remote: PeerId,
+    existing: (PeerId, u64),
+    new: (PeerId, u64),
+) -> bool {
+    let (existing_dialer, existing_incarnation) = existing;
+    let (new_dialer, new_incarnation) = new;
+    if new_incarnation != existing_incarnation {
+        return new_incarnation > existing_incarnation;
+    }
+    if new_dialer == existing_dialer {
+        return true;
+    }
+    new_dialer == local.min(remote)
+}
+
+/// The connection a peer is up on.
+pub(crate) struct Linked<L> {
+    /// Tells this connection from a later one to the same peer.
+    pub id: usize,
+    pub handle: L,
+    pub dialer: PeerId,
+    /// The peer's incarnation when this link was established.
+    pub incarnation: u64,
+}
+
+pub(crate) struct PeerSlot<L> {
+    pub ever_up: bool,
+    pub link: Option<Linked<L>>,
+    pub last_remote: Option<SocketAddr>,
+    /// A dial loop runs for this peer.
+    pub dialing: bool,
+    pub last_key_generation: u64,
+    pub key_installed_at: Option<Instant>,
+    pub current_generation: Option<u64>,
+    pub bytes_sent_closed: u64,
+    pub bytes_received_closed: u64,
+}
+
+impl<L> Default for PeerSlot<L> {
+    fn default() -> Self {
+        PeerSlot {
+            ever_up: false,
+            link: None,
+            last_remote: None,
+            dialing: false,
+            last_key_generation: 0,
+            key_installed_at: None,
+            current_generation: None,
+            bytes_sent_closed: 0,
+            bytes_received_closed: 0,
+        }
+    }
+}
+
+impl<L> PeerSlot<L> {
+    pub fn state(&self) -> PeerState {
+        match (&self.link, self.ever_up) {
+            (Some(_), _) => PeerState::Up,
+            (None, true) => PeerState::Down,
+            (None, false) => PeerState::Connecting,
+        }
+    }
+}
+
+/// An authenticated connection asking to become a peer's link.
+pub(crate) struct Candidate<L> {
+    pub id: usize,
+    pub handle: L,
+    pub dialer: PeerId,
+    pub record: MemberRecord,
+    pub remote_addr: SocketAddr,
+    pub last_key_generation: u64,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    Blocked,
+    /// The tie-break kept the existing link.
+    Duplicate,
+}
+
+/// A candidate that became the peer's link.
+pub(crate) struct Admission<L> {
+    /// The link it replaced, to be closed.
+    pub replaced: Option<L>,
+    /// Member records the handshake's record changed (to flood).
+    pub changed: Vec<MemberRecord>,
+    pub record: Option<MemberRecord>,
+    /// Where key generations continue from on the new link.
+    pub last_key_generation: u64,
+}
+
+pub(crate) struct Peers<L> {
+    pub table: MembershipTable,
+    pub slots: HashMap<PeerId, PeerSlot<L>>,
+    blocked: HashSet<PeerId>,
+    /// Something the members file holds changed since it was written.
+    pub persist_dirty: bool,
+}
+
+impl<L> Peers<L> {
+    pub fn new(table: MembershipTable) -> Self {
+        Peers {
+            table,
+            slots: HashMap::new(),
+            blocked: HashSet::new(),
+            persist_dirty: true,
+        }
+    }
+
+    pub fn local(&self) -> PeerId {
+        self.table.local().id
+    }
+
+    pub fn is_blocked(&self, peer: &PeerId) -> bool {
+        self.blocked.contains(peer)
+    }
+
+    pub fn last_key_generation(&self, peer: &PeerId) -> u64 {
+        self.slots
+            .get(peer)
+            .map(|s| s.last_key_generation)
+            .unwrap_or(0)
+    }
+
+    /// Makes `candidate` the link to `remote` unless traffic is blocked or
+    /// the tie-break keeps the link already there.
+    pub fn admit(
+        &mut self,
+        remote: PeerId,
+        candidate: Candidate<L>,
+    ) -> Result<Admission<L>, Refusal> {
+        if self.blocked.contains(&remote) {
+            return Err(Refusal::Blocked);
+        }
+        let local = self.local();
+        let incarnation = candidate.record.incarnation;
+        let outcome = self.table.merge([candidate.record]);
+        let slot = self.slots.entry(remote).or_default();
+        if let Some(existing) = &slot.link {
+            let keep_new = prefer_new_link(
+                local,
+                remote,
+                (existing.dialer, existing.incarnation),
+                (candidate.dialer, incarnation),
+            );
+            if !keep_new {
+                return Err(Refusal::Duplicate);
+            }
+        }
+        let replaced = slot.link.replace(Linked {
+            id: candidate.id,
+            handle: candidate.handle,
+            dialer: candidate.dialer,
+            incarnation,
+        });
+        slot.ever_up = true;
+        slot.last_remote = Some(candidate.remote_addr);
+        slot.last_key_generation = slot.last_key_generation.max(candidate.last_key_generation);
+        let last_key_generation = slot.last_key_generation;
+        self.persist_dirty = true;
+        Ok(Admission {
+            replaced: replaced.map(|l| l.handle),
+            changed: outcome.changed,
+            record: self.table.get(&remote).cloned(),
+            last_key_generation,
+        })
+    }
+
+    /// Whether connection `link` is still `peer`'s link.
+    pub fn is_current(&self, peer: &PeerId, link: usize) -> bool {
+        self.slots
+            .get(peer)
+            .and_then(|s| s.link.as_ref())
+            .is_some_and(|l| l.id == link)
+    }
+
+    /// Connection `link` to `peer` ended after moving `sent`/`received`
+    /// bytes; returns whether it was the peer's link (the peer is down now).
+    pub fn link_lost(&mut self, peer: PeerId, link: usize, sent: u64, received: u64) -> bool {
+        let slot = self.slots.entry(peer).or_default();
+        slot.bytes_sent_closed += sent;
+        slot.bytes_received_closed += received;
+        let current = slot.link.as_ref().is_some_and(|l| l.id == link);
+        if current {
+            slot.link = None;
+        }
+        current
+    }
+
+    pub fn keys_installed(&mut self, peer: PeerId, generation: u64, now: Instant) {
+        let slot = self.slots.entry(peer).or_default();
+        slot.last_key_generation = slot.last_key_generation.max(generation);
+        slot.current_generation = Some(generation);
+        slot.key_installed_at = Some(now);
+    }
+
+    /// Blocks `peers`; returns their links, to be closed.
+    pub fn block(&mut self, peers: &[PeerId]) -> Vec<&L> {
+        self.blocked.extend(peers.iter().copied());
+        peers
+            .iter()
+            .filter_map(|p| self.slots.get(p)?.link.as_ref().map(|l| &l.handle))
+            .collect()
+    }
+
+    /// Lifts every block; returns the members that need a dial loop now,
+    /// already marked as dialing.
+    pub fn unblock_all(&mut self) -> Vec<PeerId> {
+        self.blocked.clear();
+        let known: Vec<PeerId> = self.table.others().map(|r| r.id).collect();
+        known.into_iter().filter(|p| self.claim_dial(*p)).collect()
+    }
+
+    /// Marks `peer` as dialed if it needs a dial loop — a known member, not
+    /// us, not blocked, not up, not dialed already. True: start one.
+    pub fn claim_dial(&mut self, peer: PeerId) -> bool {
+        if peer == self.local() || self.blocked.contains(&peer) || self.table.get(&peer).is_none() {
+            return false;
+        }
+        let slot = self.slots.entry(peer).or_default();
+        if slot.link.is_some() || slot.dialing {
+            return false;
+        }
+        slot.dialing = true;
+        true
+    }
+
+    /// One round of a dial loop: the addresses to try, or `None` when the
+    /// loop must end (the peer is up, forgotten or blocked; an unblock
+    /// starts a new loop).
+    pub fn dial_round(&mut self, peer: PeerId) -> Option<Vec<String>> {
+        let record = self.table.get(&peer).cloned();
+        let blocked = self.blocked.contains(&peer);
+        let Some(record) = record.filter(|_| !blocked) else {
+            if let Some(slot) = self.slots.get_mut(&peer) {
+                slot.dialing = false;
+            }
+            return None;
+        };
+        let slot = self.slots.entry(peer).or_default();
+        if slot.link.is_some() {
+            slot.dialing = false;
+            return None;
+        }
+        let mut candidates: Vec<String> = slot.last_remote.iter().map(|a| a.to_string()).collect();
+        for addr in record.addrs {
+            if !candidates.contains(&addr) {
+                candidates.push(addr);
+            }
+        }
+        Some(candidates)
+    }
+
+    /// Number of peers a dial loop runs for.
+    pub fn dialing(&self) -> usize {
+        self.slots.values().filter(|s| s.dialing).count()
+    }
+
+    /// Every peer that is up, with its link.
+    pub fn up_links(&self) -> impl Iterator<Item = (PeerId, &L)> {
+        self.slots
+            .iter()
+            .filter_map(|(id, s)| s.link.as_ref().map(|l| (*id, &l.handle)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::sim::{record, Pair, A, B};
+    use crate::wire::Message;
+
+    fn peers(local: PeerId) -> Peers<&'static str> {
+        Peers::new(MembershipTable::new(record(local)))
+    }
+
+    fn candidate(id: usize, dialer: PeerId, remote: PeerId) -> Candidate<&'static str> {
+        Candidate {
+            id,
+            handle: if id == 1 {
+                "dialed by A"
+            } else {
+                "dialed by B"
+            },
+            dialer,
+            record: record(remote),
+            remote_addr: "127.0.0.1:9".parse().unwrap(),
+            last_key_generation: 0,
+        }
+    }
+
+    #[test]
+    fn both_hosts_keep_the_same_link() {
+        let low = PeerId([1; 32]);
+        let high = PeerId([2; 32]);
+        // Simultaneous dials: the link dialed by the lower id survives, seen
+        // from either side and whichever arrived first.
+        for local in [low, high] {
+            let remote = if local == low { high } else { low };
+            assert!(prefer_new_link(local, remote, (high, 7), (low, 7)));
+            assert!(!prefer_new_link(local, remote, (low, 7), (high, 7)));
+            // A reconnect by the same dialer replaces the stale link.
+            assert!(prefer_new_link(local, remote, (high, 7), (high, 7)));
+            // A restarted peer (newer incarnation) always wins.
+            assert!(prefer_new_link(local, remote, (low, 7), (high, 8)));
+        }
+    }
+
+    #[test]
+    fn simultaneous_connects_settle_on_one_link_that_carries_the_keys() {
+        // Connection 1 is dialed by A, connection 2 by B, at the same time;
+        // each host may see them in either order.
+        for a_order in [[1, 2], [2, 1]] {
+            for b_order in [[1, 2], [2, 1]] {
+                let mut at_a = peers(A);
+                let mut at_b = peers(B);
+                for (host, remote, order) in [(&mut at_a, B, a_order), (&mut at_b, A, b_order)] {
+                    for (nth, id) in order.into_iter().enumerate() {
+                        let dialer = if id == 1 { A } else { B };
+                        let outcome = host.admit(remote, candidate(id, dialer, remote));
+                        // The loser is refused or replaced, never kept beside.
+                        match (nth, id) {
+                            (0, _) => assert!(outcome.unwrap().replaced.is_none()),
+                            (_, 1) => assert_eq!(outcome.unwrap().replaced, Some("dialed by B")),
+                            _ => assert_eq!(outcome.err(), Some(Refusal::Duplicate)),
+                        }
+                    }
+                }
+                let kept_a = at_a.slots[&B].link.as_ref().unwrap().id;
+                let kept_b = at_b.slots[&A].link.as_ref().unwrap().id;
+                assert_eq!((kept_a, kept_b), (1, 1), "orders {a_order:?} {b_order:?}");
+                assert!(at_a.is_current(&B, 1) && !at_a.is_current(&B, 2));
+            }
+        }
+        // On the kept link only its dialer (A) starts key exchanges, and
+        // both hosts end up with matching keys.
+        let mut pair = Pair::new(0, 0);
+        pair.open();
+        pair.run_for(Duration::from_secs(1), |_| {});
+        let inits = |host: usize| {
+            pair.hosts[host]
+                .sent
+                .iter()
+                .filter(|m| matches!(m, Message::KeyInit(_)))
+                .count()
+        };
+        assert_eq!((inits(0), inits(1)), (1, 0));
+        assert!(pair.deliverable(0) && pair.deliverable(1));
+    }
+
+    #[test]
+    fn a_restarted_peer_replaces_the_link_whoever_dialed() {
+        let mut at_a = peers(A);
+        at_a.admit(B, candidate(1, A, B)).unwrap();
+        let mut restarted = candidate(2, B, B);
+        restarted.record.incarnation = 2;
+        let admission = at_a.admit(B, restarted).unwrap();
+        assert_eq!(admission.replaced, Some("dialed by A"));
+        assert_eq!(admission.changed.len(), 1, "the new incarnation is flooded");
+        assert!(at_a.is_current(&B, 2));
+        assert!(
+            !at_a.link_lost(B, 1, 10, 20),
+            "the old link going is no loss"
+        );
+        assert_eq!(at_a.slots[&B].state(), PeerState::Up);
+        assert!(at_a.link_lost(B, 2, 1, 2));
+        assert_eq!(at_a.slots[&B].state(), PeerState::Down);
+        assert_eq!(at_a.slots[&B].bytes_received_closed, 22);
+    }
+
+    #[test]
+    fn a_blocked_peer_gets_no_dial_loop_until_unblocked() {
+        let c = PeerId([3; 32]);
+        let mut at_a = peers(A);
+        at_a.table.merge([record(B), record(c)]);
+        assert!(at_a.claim_dial(B));
+        assert!(!at_a.claim_dial(B), "one loop per peer");
+        assert!(!at_a.claim_dial(A), "never ourselves");
+        assert!(!at_a.claim_dial(PeerId([9; 32])), "only members");
+        assert!(at_a.dial_round(B).is_some());
+
+        at_a.block(&[B, c]);
+        assert_eq!(at_a.dial_round(B), None, "the running loop ends");
+        assert!(!at_a.claim_dial(B) && !at_a.claim_dial(c));
+        assert_eq!(at_a.dialing(), 0, "nothing polls a blocked peer");
+        assert_eq!(
+            at_a.admit(B, candidate(1, B, B)).err(),
+            Some(Refusal::Blocked)
+        );
+
+        let mut restarted = at_a.unblock_all();
+        restarted.sort();
+        assert_eq!(restarted, vec![B, c]);
+        assert_eq!(at_a.dialing(), 2);
+        assert!(at_a.unblock_all().is_empty(), "loops already run");
+
+        at_a.admit(B, candidate(1, B, B)).unwrap();
+        assert_eq!(at_a.dial_round(B), None, "up: the loop ends");
+        assert!(at_a.unblock_all().is_empty(), "an up peer needs no dialing");
+        assert_eq!(at_a.dialing(), 1);
+    }
+
+    #[test]
+    fn dial_candidates_start_with_the_last_working_address() {
+        let mut at_a = peers(A);
+        let mut b = record(B);
+        b.addrs = vec!["b.example:7000".into(), "10.0.0.2:7000".into()];
+        at_a.table.merge([b]);
+        at_a.slots.entry(B).or_default().last_remote = Some("10.0.0.2:7000".parse().unwrap());
+        assert_eq!(
+            at_a.dial_round(B).unwrap(),
+            vec!["10.0.0.2:7000".to_string(), "b.example:7000".to_string()]
+        );
+    }
+}
