@@ -35,7 +35,7 @@ impl HostKey {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let secret = StaticSecret::random_from_rng(rand::rngs::OsRng);
-                crate::state::write_atomic(path, secret.as_bytes(), 0o600)?;
+                mesh_sys::fs::write_atomic(path, secret.as_bytes(), 0o600)?;
                 Ok(HostKey { secret })
             }
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
