@@ -12,6 +12,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 use tracing::{info, warn};
 
+use crate::error::ApiError;
 use crate::hosts::Members;
 use crate::ipam;
 use crate::records::{
@@ -46,6 +47,18 @@ impl AllocError {
     /// Whether the request itself was wrong (rather than the mesh's state).
     pub fn is_invalid_request(&self) -> bool {
         matches!(self, AllocError::NotAllocatable { .. })
+    }
+}
+
+/// A wrong request is the caller's error; the rest are conflicts with the
+/// mesh's state.
+impl From<AllocError> for ApiError {
+    fn from(e: AllocError) -> ApiError {
+        if e.is_invalid_request() {
+            ApiError::BadRequest(e.to_string())
+        } else {
+            ApiError::Conflict(e.to_string())
+        }
     }
 }
 
@@ -533,5 +546,18 @@ mod tests {
         assert_eq!(m.alloc(0).ring_of("blue").len(), 1);
         m.alloc(0).drop_ring("blue");
         assert!(m.alloc(0).ring_of("blue").is_empty());
+    }
+
+    #[test]
+    fn allocation_errors_keep_their_kind() {
+        let bad = ApiError::from(AllocError::NotAllocatable {
+            ip: Ipv4Addr::new(10, 0, 0, 1),
+            network: "n".into(),
+        });
+        assert!(matches!(bad, ApiError::BadRequest(_)));
+        let busy = ApiError::from(AllocError::Exhausted {
+            network: "n".into(),
+        });
+        assert!(matches!(busy, ApiError::Conflict(_)));
     }
 }

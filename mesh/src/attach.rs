@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
 
-use crate::alloc::{AllocError, Allocator};
+use crate::alloc::Allocator;
 use crate::api::{self, Attachment};
 use crate::error::ApiError;
 use crate::hosts::Members;
@@ -27,14 +27,6 @@ use crate::state::{AttachmentRecord, AttachmentStore};
 /// How often attachments are checked for a vanished namespace or veth,
 /// besides the check each link-deletion event triggers.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
-
-pub fn alloc_error(e: AllocError) -> ApiError {
-    if e.is_invalid_request() {
-        ApiError::BadRequest(e.to_string())
-    } else {
-        ApiError::Conflict(e.to_string())
-    }
-}
 
 pub struct Attacher {
     nl: Netlink,
@@ -144,11 +136,7 @@ impl Attacher {
                 req.target, net.id, a.attachment.ip
             )));
         }
-        let ip = self
-            .alloc
-            .allocate(net, requested, members)
-            .await
-            .map_err(alloc_error)?;
+        let ip = self.alloc.allocate(net, requested, members).await?;
         let ip6 = net.ipv6_for(ip);
         let suffix: u32 = rand::random();
         let host_if = format!("{}v{suffix:08x}", self.prefix);
@@ -493,18 +481,5 @@ mod tests {
         assert!(validate_dns_label("web_1").is_ok());
         assert!(validate_dns_label("-web").is_err());
         assert!(validate_dns_label("").is_err());
-    }
-
-    #[test]
-    fn allocation_errors_keep_their_kind() {
-        let bad = alloc_error(AllocError::NotAllocatable {
-            ip: Ipv4Addr::new(10, 0, 0, 1),
-            network: "n".into(),
-        });
-        assert!(matches!(bad, ApiError::BadRequest(_)));
-        let busy = alloc_error(AllocError::Exhausted {
-            network: "n".into(),
-        });
-        assert!(matches!(busy, ApiError::Conflict(_)));
     }
 }

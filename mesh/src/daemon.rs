@@ -8,27 +8,28 @@ use anyhow::{Context, Result};
 use dataplane::{Dataplane, IpVersion};
 use gossip::{Identity, MeshSecret, Node, PeerId};
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 use crate::alloc::Allocator;
-use crate::api::{self, PeerState, PeerStatus, StatusResponse, Traffic};
-use crate::attach::{alloc_error, Attacher};
+use crate::api::{self, PeerStatus, StatusResponse};
+use crate::attach::Attacher;
 use crate::config::Settings;
 use crate::dns::{RecordSource, Resolver};
 use crate::error::ApiError;
 use crate::fabric::{Fabric, Realized};
-use crate::hosts::{HostSet, LookupError, Members, Scope};
+use crate::hosts::{HostSet, LookupError, Scope};
 use crate::netdev::Netlink;
 use crate::netsecret::{self, HostKey};
 use crate::networks::{self, DefinitionError};
 use crate::peers::{PeerTable, META_DATA_PORT};
 use crate::records::{self, Channels, EndpointRecord, NetworkDef, Records, RemovedPeer};
+use crate::reserve::Reservations;
 use crate::resolvconf::NetnsEtc;
-use crate::state::{AttachmentStore, Reservation, StateDir};
+use crate::state::{AttachmentStore, StateDir};
 use crate::views;
 
 /// Underlay MTU assumed for the overlay MTU (an Ethernet LAN).
@@ -45,8 +46,7 @@ pub struct Daemon {
     attacher: Arc<Attacher>,
     fabric: Fabric,
     host_key: Arc<HostKey>,
-    /// Addresses reserved without an attachment.
-    reservations: Mutex<Vec<Reservation>>,
+    reservations: Reservations,
     /// Serialises every change to this host's devices: network set-up and
     /// teardown, and attaching (which needs the network's bridge to stay).
     devices: Mutex<Realized>,
@@ -159,7 +159,8 @@ impl Daemon {
             host_key.clone(),
             me.to_hex(),
         );
-        let reservations = state.load_reservations()?;
+        let reservations =
+            Reservations::load(state.clone(), alloc.clone(), channels.endpoints.clone(), me)?;
         let daemon = Arc::new(Daemon {
             settings,
             state,
@@ -171,7 +172,7 @@ impl Daemon {
             attacher,
             fabric,
             host_key,
-            reservations: Mutex::new(reservations),
+            reservations,
             devices: Mutex::new(Realized::default()),
         });
         daemon.reconcile_at_start().await?;
@@ -229,21 +230,13 @@ impl Daemon {
         // Endpoint records of ours that nothing backs (a crash between two
         // steps of attach/detach).
         let me = self.id().to_hex();
-        let reservations = self.reservations.lock().await.clone();
-        for r in &reservations {
-            self.alloc.note_allocated(&r.network, r.ip);
-        }
         let backed: Vec<String> = attachments
             .iter()
             .filter_map(|a| {
                 let ip = a.ip().ok()?;
                 Some(records::endpoint_key(&a.attachment.network, IpAddr::V4(ip)))
             })
-            .chain(
-                reservations
-                    .iter()
-                    .map(|r| records::endpoint_key(&r.network, IpAddr::V4(r.ip))),
-            )
+            .chain(self.reservations.keys().await)
             .collect();
         for (key, rec) in records::live(&self.channels.endpoints) {
             if rec.host == me && !backed.contains(&key) {
@@ -380,29 +373,7 @@ impl Daemon {
                     .handle(&m.id)
                     .and_then(|idx| stats.peers.get(&idx).cloned())
                     .unwrap_or_default();
-                PeerStatus {
-                    id: m.id.to_string(),
-                    name: m.name.clone(),
-                    address: m.addr.to_string(),
-                    data_address: self.peers.data_endpoint(&m.id).map(|a| a.to_string()),
-                    state: match m.state {
-                        gossip::PeerState::Connecting => PeerState::Connecting,
-                        gossip::PeerState::Up => PeerState::Up,
-                        gossip::PeerState::Down => PeerState::Down,
-                    },
-                    path: "direct".into(),
-                    rtt_ms: m.rtt.map(|d| d.as_secs_f64() * 1e3),
-                    key_generation: m.key_generation,
-                    key_age_secs: m.key_age.map(|d| d.as_secs_f64()),
-                    tx: Traffic {
-                        bytes: traffic.tx_bytes,
-                        packets: traffic.tx_packets,
-                    },
-                    rx: Traffic {
-                        bytes: traffic.rx_bytes,
-                        packets: traffic.rx_packets,
-                    },
-                }
+                views::peer(m, &traffic, self.peers.data_endpoint(&m.id))
             })
             .collect();
         StatusResponse {
@@ -478,39 +449,6 @@ impl Daemon {
         Ok(net)
     }
 
-    /// A fresh secret for a restricted network, sealed to each member's
-    /// advertised key; empty for a network of every host.
-    fn seal_network_secret(
-        &self,
-        network: &str,
-        members: &[String],
-        hosts: &HostSet,
-    ) -> Result<BTreeMap<String, String>, ApiError> {
-        if members.is_empty() {
-            return Ok(BTreeMap::new());
-        }
-        let secret: [u8; 32] = rand::random();
-        let mut out = BTreeMap::new();
-        for h in members {
-            let key = if *h == hosts.me() {
-                self.host_key.public_hex()
-            } else {
-                hosts
-                    .peer(h)
-                    .and_then(|p| p.meta.get(netsecret::META_NETWORK_KEY).cloned())
-                    .ok_or_else(|| {
-                        ApiError::BadRequest(format!(
-                            "host {} advertises no network key (not up, or an older meshd)",
-                            hosts.name_of(h)
-                        ))
-                    })?
-            };
-            let sealed = netsecret::seal_for(&key, network, &secret).map_err(ApiError::Internal)?;
-            out.insert(h.clone(), sealed);
-        }
-        Ok(out)
-    }
-
     pub async fn create_network(
         &self,
         req: api::CreateNetworkRequest,
@@ -539,7 +477,11 @@ impl Daemon {
         }
         members.sort();
         members.dedup();
-        let sealed_secrets = self.seal_network_secret(&req.id, &members, &hosts)?;
+        let sealed_secrets = netsecret::seal_to_members(&req.id, &members, &hosts, &self.host_key)
+            .map_err(|e| match e {
+                netsecret::SealError::NoKey(_) => ApiError::BadRequest(e.to_string()),
+                netsecret::SealError::Seal(e) => ApiError::Internal(e),
+            })?;
         let def = NetworkDef {
             id: req.id.clone(),
             subnet,
@@ -617,83 +559,14 @@ impl Daemon {
 
     pub async fn reserve(&self, req: api::ReserveRequest) -> Result<api::Reservation, ApiError> {
         let net = self.network_here(&req.network)?;
-        let want = match req.ip.as_deref() {
-            Some(t) => Some(
-                networks::parse_member_address(t, &net)
-                    .map_err(ApiError::bad)?
-                    .0,
-            ),
-            None => None,
-        };
-        let ip = self
-            .alloc
-            .allocate(&net, want, &self.hosts())
-            .await
-            .map_err(alloc_error)?;
-        let rec = Reservation {
-            network: net.id.clone(),
-            ip,
-            label: req.label.clone(),
-        };
-        let mut all = self.reservations.lock().await;
-        all.push(rec);
-        if let Err(e) = self.state.save_reservations(&all) {
-            all.pop();
-            self.alloc.release(&net.id, ip);
-            return Err(ApiError::Internal(e));
-        }
-        drop(all);
-        records::put(
-            &self.channels.endpoints,
-            self.id(),
-            &records::endpoint_key(&net.id, IpAddr::V4(ip)),
-            EndpointRecord {
-                network: net.id.clone(),
-                ip: IpAddr::V4(ip),
-                ip6: Some(net.ipv6_for(ip)),
-                mac: String::new(),
-                host: self.id().to_hex(),
-                name: None,
-                version: None,
-            },
-        );
-        Ok(api::Reservation {
-            network: net.id,
-            ip: format!("{ip}/{}", net.subnet.prefix_len()),
-            label: req.label,
-        })
+        self.reservations.reserve(&net, &req, &self.hosts()).await
     }
 
     pub async fn release_reservation(
         &self,
         req: api::ReleaseRequest,
     ) -> Result<api::Reservation, ApiError> {
-        let ip: Ipv4Addr = records::parse_ipv4(&req.ip)
-            .map_err(|_| ApiError::BadRequest(format!("{:?} is not an IPv4 address", req.ip)))?;
-        let mut all = self.reservations.lock().await;
-        let Some(pos) = all
-            .iter()
-            .position(|r| r.network == req.network && r.ip == ip)
-        else {
-            return Err(ApiError::NotFound(format!(
-                "{ip} is not reserved on network {} by this host",
-                req.network
-            )));
-        };
-        let rec = all.remove(pos);
-        self.state.save_reservations(&all)?;
-        drop(all);
-        records::remove(
-            &self.channels.endpoints,
-            self.id(),
-            &records::endpoint_key(&rec.network, IpAddr::V4(ip)),
-        );
-        self.alloc.release(&rec.network, ip);
-        Ok(api::Reservation {
-            network: rec.network,
-            ip: ip.to_string(),
-            label: rec.label,
-        })
+        self.reservations.release(&req).await
     }
 
     /// `meshctl peer rm`: the host is gone for good. Safe on any number of

@@ -19,6 +19,7 @@ pub mod fabric;
 pub mod netdev;
 pub mod netsecret;
 pub mod peers;
+pub mod reserve;
 pub mod resolvconf;
 pub mod state;
 

@@ -11,6 +11,37 @@ use crate::ipam;
 use crate::networks;
 use crate::records::{self, EndpointRecord, NetworkDef, RangeEntry};
 
+/// One peer as `meshctl status` shows it.
+pub fn peer(
+    m: &gossip::Member,
+    traffic: &dataplane::PeerStats,
+    data_address: Option<std::net::SocketAddr>,
+) -> api::PeerStatus {
+    api::PeerStatus {
+        id: m.id.to_string(),
+        name: m.name.clone(),
+        address: m.addr.to_string(),
+        data_address: data_address.map(|a| a.to_string()),
+        state: match m.state {
+            gossip::PeerState::Connecting => api::PeerState::Connecting,
+            gossip::PeerState::Up => api::PeerState::Up,
+            gossip::PeerState::Down => api::PeerState::Down,
+        },
+        path: "direct".into(),
+        rtt_ms: m.rtt.map(|d| d.as_secs_f64() * 1e3),
+        key_generation: m.key_generation,
+        key_age_secs: m.key_age.map(|d| d.as_secs_f64()),
+        tx: api::Traffic {
+            bytes: traffic.tx_bytes,
+            packets: traffic.tx_packets,
+        },
+        rx: api::Traffic {
+            bytes: traffic.rx_bytes,
+            packets: traffic.rx_packets,
+        },
+    }
+}
+
 pub fn network(def: &NetworkDef, link_prefix: &str, mtu: u32) -> api::Network {
     let w = networks::wire_id(&def.id);
     let svc = ipam::service_address(def.subnet);
