@@ -41,7 +41,9 @@ fn netns_del(ns: &str) {
 
 fn attached_in(lab: &Lab, host: usize, ns: &str) -> bool {
     let path = format!("/run/netns/{ns}");
-    lab.attachments(host).iter().any(|a| a["netns"] == path.as_str())
+    lab.attachments(host)
+        .iter()
+        .any(|a| a["netns"] == path.as_str())
 }
 
 fn dns_names(lab: &Lab, host: usize) -> Vec<String> {
@@ -73,7 +75,9 @@ fn wait_reaped(lab: &Lab, host: usize, ns: &str, fqdn: &str, dns_from: &str, dns
 
 #[test]
 fn a_container_whose_namespace_is_deleted_is_reaped() {
-    let Some(mut lab) = lab("reap", 1) else { return };
+    let Some(mut lab) = lab("reap", 1) else {
+        return;
+    };
     let net = lab
         .meshctl_json(
             0,
@@ -83,7 +87,13 @@ fn a_container_whose_namespace_is_deleted_is_reaped() {
     let dns = net["dns"].as_str().unwrap().to_string();
     let gone = lab.add_container("gone").unwrap();
     let asker = lab.add_container("asker").unwrap();
-    attach(&lab, 0, &gone, "blue", &["--ip", "198.19.40.10/24", "--name", "web"]);
+    attach(
+        &lab,
+        0,
+        &gone,
+        "blue",
+        &["--ip", "198.19.40.10/24", "--name", "web"],
+    );
     attach(&lab, 0, &asker, "blue", &[]);
     // Everything an attachment leaves around is there first.
     wait_for(Duration::from_secs(10), || {
@@ -106,7 +116,9 @@ fn a_container_whose_namespace_is_deleted_is_reaped() {
 
 #[test]
 fn a_namespace_deleted_while_meshd_is_stopped_is_reaped_at_start() {
-    let Some(mut lab) = lab("reaprs", 1) else { return };
+    let Some(mut lab) = lab("reaprs", 1) else {
+        return;
+    };
     let net = lab
         .meshctl_json(
             0,
@@ -116,7 +128,13 @@ fn a_namespace_deleted_while_meshd_is_stopped_is_reaped_at_start() {
     let dns = net["dns"].as_str().unwrap().to_string();
     let gone = lab.add_container("gone").unwrap();
     let asker = lab.add_container("asker").unwrap();
-    attach(&lab, 0, &gone, "blue", &["--ip", "198.19.41.10/24", "--name", "web"]);
+    attach(
+        &lab,
+        0,
+        &gone,
+        "blue",
+        &["--ip", "198.19.41.10/24", "--name", "web"],
+    );
     attach(&lab, 0, &asker, "blue", &[]);
     lab.stop_daemon(0, Signal::SIGTERM).unwrap();
     netns_del(&gone);
@@ -144,7 +162,9 @@ fn veths(lab: &Lab, i: usize) -> usize {
 
 #[test]
 fn an_attach_whose_record_cannot_be_saved_is_undone_completely() {
-    let Some(mut lab) = lab("rollb", 1) else { return };
+    let Some(mut lab) = lab("rollb", 1) else {
+        return;
+    };
     lab.meshctl(
         0,
         &["network", "create", "blue", "--subnet", "198.19.42.0/24"],
@@ -183,7 +203,9 @@ fn an_attach_whose_record_cannot_be_saved_is_undone_completely() {
 
 #[test]
 fn status_counts_attachments_while_an_attach_waits_for_address_space() {
-    let Some(mut lab) = lab("stat", 2) else { return };
+    let Some(mut lab) = lab("stat", 2) else {
+        return;
+    };
     lab.meshctl(
         0,
         &["network", "create", "blue", "--subnet", "198.19.43.0/24"],
@@ -209,9 +231,8 @@ fn status_counts_attachments_while_an_attach_waits_for_address_space() {
     let path = format!("/run/netns/{second}");
     std::thread::scope(|s| {
         let l = &lab;
-        let pending = s.spawn(move || {
-            l.meshctl(1, &["attach", &path, "--network", "blue", "--ip", &wanted])
-        });
+        let pending =
+            s.spawn(move || l.meshctl(1, &["attach", &path, "--network", "blue", "--ip", &wanted]));
         let mut seen_while_pending = 0;
         std::thread::sleep(Duration::from_millis(300));
         while !pending.is_finished() {
@@ -246,7 +267,9 @@ fn tx_to(lab: &Lab, i: usize, name: &str) -> u64 {
 
 #[test]
 fn a_host_that_is_down_is_sent_no_broadcasts() {
-    let Some(mut lab) = lab("flood", 3) else { return };
+    let Some(mut lab) = lab("flood", 3) else {
+        return;
+    };
     lab.meshctl(
         0,
         &["network", "create", "blue", "--subnet", "198.19.44.0/24"],
@@ -289,5 +312,8 @@ fn a_host_that_is_down_is_sent_no_broadcasts() {
         .unwrap();
     let to_h3 = tx_to(&lab, 0, "h3");
     assert!(!lab.ping(&c1, "198.19.44.98", 2));
-    assert!(tx_to(&lab, 0, "h3") > to_h3, "h3 is up again: it gets floods");
+    assert!(
+        tx_to(&lab, 0, "h3") > to_h3,
+        "h3 is up again: it gets floods"
+    );
 }

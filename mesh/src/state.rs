@@ -64,10 +64,6 @@ impl StateDir {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.dir
-    }
-
     pub fn file(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
