@@ -1,5 +1,7 @@
-//! `meshd`, the mesh daemon, as a library: the binary is a thin `main`, and
-//! [`api`] is the one definition of the local API shared with `meshctl`.
+//! `meshd`, the mesh daemon, as a library: the binary is a thin `main`.
+//! The local API's types come from `mesh-api` (re-exported as [`api`]).
+//! Modules depend downwards only: the rules over replicated state know
+//! nothing of the parts, the parts nothing of [`daemon`], which wires them.
 
 /// The local API types live in the `mesh-api` crate, shared with every client.
 pub use mesh_api as api;
