@@ -39,6 +39,23 @@ fn netns_del(ns: &str) {
     assert!(ok, "ip netns del {ns}");
 }
 
+/// Deletes containers while meshd still runs, so it reaps them and the
+/// test leaves no `/etc/netns` directory behind (the lab stops the daemons
+/// before it deletes its namespaces).
+fn delete_containers(lab: &Lab, names: &[&str]) {
+    for ns in names {
+        let _ = Command::new("ip").args(["netns", "del", ns]).status();
+    }
+    wait_for(REAP_DEADLINE, || {
+        for ns in names {
+            let etc = format!("/etc/netns/{ns}");
+            anyhow::ensure!(!Path::new(&etc).exists(), "{etc} is still there");
+        }
+        Ok(())
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.log_tail(0, 20)));
+}
+
 fn attached_in(lab: &Lab, host: usize, ns: &str) -> bool {
     let path = format!("/run/netns/{ns}");
     lab.attachments(host)
@@ -112,6 +129,7 @@ fn a_container_whose_namespace_is_deleted_is_reaped() {
     let again = lab.add_container("again").unwrap();
     let a = attach(&lab, 0, &again, "blue", &["--ip", "198.19.40.10/24"]);
     assert_eq!(a["ip"], "198.19.40.10/24");
+    delete_containers(&lab, &[&asker, &again]);
 }
 
 #[test]
@@ -145,6 +163,7 @@ fn a_namespace_deleted_while_meshd_is_stopped_is_reaped_at_start() {
     assert_eq!(a["ip"], "198.19.41.10/24");
     // The survivor kept its attachment across the restart.
     assert!(attached_in(&lab, 0, &asker));
+    delete_containers(&lab, &[&asker, &again]);
 }
 
 /// Host-side veth ends meshd has made in host `i`'s namespace.
@@ -199,6 +218,7 @@ fn an_attach_whose_record_cannot_be_saved_is_undone_completely() {
     let a = lab.meshctl_json(0, &args).unwrap();
     assert_eq!(a["ip"], "198.19.42.10/24");
     assert_eq!(veths(&lab, 0), 1);
+    delete_containers(&lab, &[&c]);
 }
 
 #[test]
@@ -251,6 +271,7 @@ fn status_counts_attachments_while_an_attach_waits_for_address_space() {
         );
     });
     lab.heal(1).unwrap();
+    delete_containers(&lab, &[&first, &second]);
 }
 
 /// Packets host `i` has sealed for the peer called `name`.
@@ -316,4 +337,5 @@ fn a_host_that_is_down_is_sent_no_broadcasts() {
         tx_to(&lab, 0, "h3") > to_h3,
         "h3 is up again: it gets floods"
     );
+    delete_containers(&lab, &[&c1, &c2, &c3]);
 }
