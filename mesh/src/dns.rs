@@ -11,7 +11,7 @@
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA};
-use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::rr::{RData, Record, RecordType};
 use rand::seq::SliceRandom;
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tracing::{debug, warn};
 
-use crate::networks::EndpointRecord;
+use crate::records::EndpointRecord;
 
 /// TTL of our own records: short, since containers come and go.
 pub const RECORD_TTL: u32 = 5;
@@ -321,13 +321,10 @@ pub fn bind_on_device(addr: IpAddr, device: &str) -> std::io::Result<UdpSocket> 
     UdpSocket::from_std(s.into())
 }
 
-pub fn name_of(s: &str) -> Option<Name> {
-    Name::from_ascii(s).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hickory_proto::rr::Name;
 
     struct Fixed(Vec<EndpointRecord>);
     impl RecordSource for Fixed {
