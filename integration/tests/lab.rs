@@ -493,9 +493,10 @@ fn bad_input_gets_clear_errors_and_leaves_the_daemon_intact() -> Result<()> {
         kind_of(attach("999999999", "blue", "198.19.1.6/24")),
         Some(ErrorKind::NotFound)
     );
-    assert!(
-        kind_of(attach(&path3, "nope", "198.19.1.6/24")).is_some_and(|k| k.is_not_found()),
-        "an unknown network is a not-found kind"
+    assert_eq!(
+        kind_of(attach(&path3, "nope", "198.19.1.6/24")),
+        Some(ErrorKind::NetworkNotFound),
+        "an unknown network has a kind of its own"
     );
     assert_eq!(
         kind_of(attach(&path3, "blue", "10.1.1.1/24")),

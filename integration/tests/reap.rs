@@ -4,6 +4,7 @@
 
 use hickory_proto::rr::RecordType;
 use integration::{dns_query, is_root, unique_prefix, wait_for, Lab};
+use mesh_api::{Attachment, DnsRecord, IpamNetwork, Network, PeerState, StatusResponse};
 use nix::sys::signal::Signal;
 use std::path::Path;
 use std::process::Command;
@@ -22,12 +23,15 @@ fn lab(tag: &str, hosts: usize) -> Option<Lab> {
     Some(lab)
 }
 
-fn attach(lab: &Lab, host: usize, ns: &str, network: &str, extra: &[&str]) -> serde_json::Value {
+fn attach(lab: &Lab, host: usize, ns: &str, network: &str, extra: &[&str]) -> Attachment {
     let path = format!("/run/netns/{ns}");
     let mut args = vec!["attach", path.as_str(), "--network", network];
     args.extend_from_slice(extra);
     // The network may still be on its way to this host.
-    wait_for(Duration::from_secs(10), || lab.meshctl_json(host, &args)).expect("attach")
+    wait_for(Duration::from_secs(10), || {
+        lab.meshctl_json::<Attachment>(host, &args)
+    })
+    .expect("attach")
 }
 
 fn netns_del(ns: &str) {
@@ -58,18 +62,14 @@ fn delete_containers(lab: &Lab, names: &[&str]) {
 
 fn attached_in(lab: &Lab, host: usize, ns: &str) -> bool {
     let path = format!("/run/netns/{ns}");
-    lab.attachments(host)
-        .iter()
-        .any(|a| a["netns"] == path.as_str())
+    lab.attachments(host).iter().any(|a| a.netns == path)
 }
 
 fn dns_names(lab: &Lab, host: usize) -> Vec<String> {
-    lab.meshctl_json(host, &["dns"])
-        .ok()
-        .and_then(|v| v.as_array().cloned())
+    lab.meshctl_json::<Vec<DnsRecord>>(host, &["dns"])
         .unwrap_or_default()
-        .iter()
-        .filter_map(|r| r["fqdn"].as_str().map(str::to_string))
+        .into_iter()
+        .map(|r| r.fqdn)
         .collect()
 }
 
@@ -95,13 +95,13 @@ fn a_container_whose_namespace_is_deleted_is_reaped() {
     let Some(mut lab) = lab("reap", 1) else {
         return;
     };
-    let net = lab
+    let net: Network = lab
         .meshctl_json(
             0,
             &["network", "create", "blue", "--subnet", "198.19.40.0/24"],
         )
         .unwrap();
-    let dns = net["dns"].as_str().unwrap().to_string();
+    let dns = net.dns;
     let gone = lab.add_container("gone").unwrap();
     let asker = lab.add_container("asker").unwrap();
     attach(
@@ -128,7 +128,7 @@ fn a_container_whose_namespace_is_deleted_is_reaped() {
     // Its address is free again.
     let again = lab.add_container("again").unwrap();
     let a = attach(&lab, 0, &again, "blue", &["--ip", "198.19.40.10/24"]);
-    assert_eq!(a["ip"], "198.19.40.10/24");
+    assert_eq!(a.ip, "198.19.40.10/24");
     delete_containers(&lab, &[&asker, &again]);
 }
 
@@ -137,13 +137,13 @@ fn a_namespace_deleted_while_meshd_is_stopped_is_reaped_at_start() {
     let Some(mut lab) = lab("reaprs", 1) else {
         return;
     };
-    let net = lab
+    let net: Network = lab
         .meshctl_json(
             0,
             &["network", "create", "blue", "--subnet", "198.19.41.0/24"],
         )
         .unwrap();
-    let dns = net["dns"].as_str().unwrap().to_string();
+    let dns = net.dns;
     let gone = lab.add_container("gone").unwrap();
     let asker = lab.add_container("asker").unwrap();
     attach(
@@ -160,7 +160,7 @@ fn a_namespace_deleted_while_meshd_is_stopped_is_reaped_at_start() {
     wait_reaped(&lab, 0, &gone, "web.blue", &asker, &dns);
     let again = lab.add_container("again").unwrap();
     let a = attach(&lab, 0, &again, "blue", &["--ip", "198.19.41.10/24"]);
-    assert_eq!(a["ip"], "198.19.41.10/24");
+    assert_eq!(a.ip, "198.19.41.10/24");
     // The survivor kept its attachment across the restart.
     assert!(attached_in(&lab, 0, &asker));
     delete_containers(&lab, &[&asker, &again]);
@@ -207,16 +207,16 @@ fn an_attach_whose_record_cannot_be_saved_is_undone_completely() {
     assert!(err.contains("attachments"), "{err}");
     assert!(lab.attachments(0).is_empty());
     assert_eq!(veths(&lab, 0), 0, "the veth is gone");
-    let status = lab.meshctl_json(0, &["status"]).unwrap();
-    assert_eq!(status["attachments"], 0);
+    let status: StatusResponse = lab.meshctl_json(0, &["status"]).unwrap();
+    assert_eq!(status.attachments, 0);
     let inside = lab.exec_ok(&c, &["ip", "-o", "link", "show"]).unwrap();
     assert!(!inside.contains("eth-blue"), "{inside}");
 
     // Once saving works, the same request succeeds: no "already
     // attached", and the address was released.
     std::fs::remove_dir(&blocker).unwrap();
-    let a = lab.meshctl_json(0, &args).unwrap();
-    assert_eq!(a["ip"], "198.19.42.10/24");
+    let a: Attachment = lab.meshctl_json(0, &args).unwrap();
+    assert_eq!(a.ip, "198.19.42.10/24");
     assert_eq!(veths(&lab, 0), 1);
     delete_containers(&lab, &[&c]);
 }
@@ -235,15 +235,14 @@ fn status_counts_attachments_while_an_attach_waits_for_address_space() {
     let first = lab.add_container("first").unwrap();
     attach(&lab, 1, &first, "blue", &[]);
     // An address h1 owns: h2 must ask h1 for it.
-    let ipam = lab.meshctl_json(1, &["ipam"]).unwrap();
-    let h1_range = ipam[0]["ranges"]
-        .as_array()
-        .unwrap()
+    let ipam: Vec<IpamNetwork> = lab.meshctl_json(1, &["ipam"]).unwrap();
+    let h1_range = ipam[0]
+        .ranges
         .iter()
-        .find(|r| r["owner_name"] == "h1")
+        .find(|r| r.owner_name == "h1")
         .cloned()
         .expect("h1 owns a range");
-    let wanted = format!("{}/24", h1_range["start"].as_str().unwrap());
+    let wanted = format!("{}/24", h1_range.start);
     // h1 stops answering; h2 still counts it up for a few seconds, asks,
     // and waits for a grant that does not come.
     lab.partition(1, &[0]).unwrap();
@@ -256,11 +255,11 @@ fn status_counts_attachments_while_an_attach_waits_for_address_space() {
         let mut seen_while_pending = 0;
         std::thread::sleep(Duration::from_millis(300));
         while !pending.is_finished() {
-            let st = l.meshctl_json(1, &["status"]).unwrap();
+            let st: StatusResponse = l.meshctl_json(1, &["status"]).unwrap();
             if pending.is_finished() {
                 break;
             }
-            assert_eq!(st["attachments"], 1, "status while an attach waits: {st}");
+            assert_eq!(st.attachments, 1, "status while an attach waits: {st:?}");
             seen_while_pending += 1;
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -276,14 +275,12 @@ fn status_counts_attachments_while_an_attach_waits_for_address_space() {
 
 /// Packets host `i` has sealed for the peer called `name`.
 fn tx_to(lab: &Lab, i: usize, name: &str) -> u64 {
-    let s = lab.meshctl_json(i, &["status"]).unwrap();
-    s["peers"]
-        .as_array()
-        .unwrap()
+    let s: StatusResponse = lab.meshctl_json(i, &["status"]).unwrap();
+    s.peers
         .iter()
-        .find(|p| p["name"] == name)
-        .and_then(|p| p["tx"]["packets"].as_u64())
-        .unwrap_or_else(|| panic!("no peer {name} in {s}"))
+        .find(|p| p.name == name)
+        .map(|p| p.tx.packets)
+        .unwrap_or_else(|| panic!("no peer {name} in {s:?}"))
 }
 
 #[test]
@@ -307,14 +304,9 @@ fn a_host_that_is_down_is_sent_no_broadcasts() {
 
     lab.stop_daemon(2, Signal::SIGTERM).unwrap();
     wait_for(Duration::from_secs(20), || {
-        let s = lab.meshctl_json(0, &["status"])?;
-        let h3 = s["peers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["name"] == "h3")
-            .cloned();
-        anyhow::ensure!(h3.is_some_and(|p| p["state"] != "up"), "h3 still up");
+        let s: StatusResponse = lab.meshctl_json(0, &["status"])?;
+        let h3 = s.peers.iter().find(|p| p.name == "h3");
+        anyhow::ensure!(h3.is_some_and(|p| p.state != PeerState::Up), "h3 still up");
         Ok(())
     })
     .unwrap();

@@ -7,9 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/mesh";
-pub const DEFAULT_API_SOCKET: &str = "/run/mesh/meshd.sock";
-/// QUIC control traffic (membership, state, key exchange).
-pub const DEFAULT_CONTROL_PORT: u16 = 7800;
+pub use mesh_api::{DEFAULT_CONTROL_PORT, DEFAULT_SOCKET as DEFAULT_API_SOCKET};
 /// Interface names this daemon creates start with this, so cleanup can find
 /// them: `<prefix>b…` bridges, `<prefix>t…` TAPs, `<prefix>v…` veth host ends.
 pub const DEFAULT_LINK_PREFIX: &str = "ms";

@@ -431,11 +431,7 @@ impl Daemon {
     }
 
     fn network(&self, id: &str) -> Result<NetworkDef, ApiError> {
-        records::get(&self.channels.networks, id).ok_or_else(|| {
-            ApiError::NotFound(format!(
-                "network {id:?} does not exist (see `meshctl network list`)"
-            ))
-        })
+        records::get(&self.channels.networks, id).ok_or_else(|| ApiError::network_not_found(id))
     }
 
     /// A network this host may carry.
