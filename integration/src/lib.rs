@@ -89,6 +89,23 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// The lab a test runs on: `hosts` hosts with a unique prefix built from
+/// `tag`, or `None` (and a note) when not root, so the test skips.
+pub fn test_lab(tag: &str, hosts: usize) -> Option<Lab> {
+    if !is_root() {
+        eprintln!("skipping: the namespace lab needs root");
+        return None;
+    }
+    Some(Lab::new(&unique_prefix(tag), hosts).expect("building the lab"))
+}
+
+/// [`test_lab`] with the mesh already joined.
+pub fn test_mesh(tag: &str, hosts: usize) -> Option<Lab> {
+    let mut lab = test_lab(tag, hosts)?;
+    lab.start_mesh().expect("mesh up");
+    Some(lab)
+}
+
 /// Runs a command; an error names the command and carries its stderr.
 pub fn run(cmd: &mut Command) -> Result<Output> {
     let out = cmd
@@ -382,6 +399,16 @@ impl Lab {
     pub fn attach(&self, i: usize, ns: &str, network: &str, ip: &str) -> Result<Attachment> {
         let path = format!("/run/netns/{ns}");
         self.meshctl_json(i, &["attach", &path, "--network", network, "--ip", ip])
+    }
+
+    /// `meshctl attach /run/netns/NS --network NET EXTRA…` on host `i`,
+    /// retried for up to 10 s while the network is still on its way there.
+    pub fn attach_netns(&self, i: usize, ns: &str, network: &str, extra: &[&str]) -> Attachment {
+        let path = format!("/run/netns/{ns}");
+        let mut args = vec!["attach", path.as_str(), "--network", network];
+        args.extend_from_slice(extra);
+        wait_for(Duration::from_secs(10), || self.meshctl_json(i, &args))
+            .unwrap_or_else(|e| panic!("attach {ns} on host {i}: {e:#}"))
     }
 
     /// Starts a helper process (capture, server) that the lab ends on drop.

@@ -4,19 +4,14 @@
 //! host's meshd socket.
 
 use integration::cnitool::{CniResult, CniTool, Container, VersionReply};
-use integration::{is_root, unique_prefix, wait_for, Lab};
+use integration::{test_mesh, wait_for, Lab};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 const SUBNET: &str = "198.19.7.0/24";
 
 fn lab(tag: &str) -> Option<Lab> {
-    if !is_root() {
-        eprintln!("skipping: the namespace lab needs root");
-        return None;
-    }
-    let mut lab = Lab::new(&unique_prefix(tag), 2).expect("building the lab");
-    lab.start_mesh().expect("mesh up");
+    let lab = test_mesh(tag, 2)?;
     lab.meshctl(0, &["network", "create", "blue", "--subnet", SUBNET])
         .expect("network create");
     Some(lab)

@@ -3,24 +3,16 @@
 //! it even when an assertion fails.
 
 use anyhow::Result;
-use integration::{is_root, unique_prefix, wait_for, Lab};
+use integration::{is_root, test_lab, unique_prefix, wait_for, Lab};
 use mesh_api::{AttachRequest, Attachment, ErrorKind, JoinRequest, PeerState};
 use std::process::Stdio;
 use std::time::Duration;
 
 const BLUE: &str = "198.19.1.0/24";
 
-fn lab(tag: &str, hosts: usize) -> Option<Lab> {
-    if !is_root() {
-        eprintln!("skipping: the namespace lab needs root");
-        return None;
-    }
-    Some(Lab::new(&unique_prefix(tag), hosts).expect("building the lab"))
-}
-
 /// Three hosts, network `blue`, one container per host at .1/.2/.3.
 fn three_host_blue(tag: &str) -> Option<(Lab, Vec<String>, Vec<Attachment>)> {
-    let mut lab = lab(tag, 3)?;
+    let mut lab = test_lab(tag, 3)?;
     lab.start_mesh().expect("mesh up");
     lab.meshctl(0, &["network", "create", "blue", "--subnet", BLUE])
         .expect("network create");
@@ -257,7 +249,9 @@ fn hex(s: &str) -> Vec<u8> {
 
 #[test]
 fn wrong_token_cannot_join_and_reaches_nobody() {
-    let Some(mut lab) = lab("tok", 3) else { return };
+    let Some(mut lab) = test_lab("tok", 3) else {
+        return;
+    };
     lab.start_daemon(0).unwrap();
     lab.start_daemon(1).unwrap();
     lab.start_daemon(2).unwrap();
@@ -331,7 +325,9 @@ fn killed_daemon_restarts_with_same_identity_and_restores_traffic() {
 
 #[test]
 fn networks_are_isolated() {
-    let Some(mut lab) = lab("iso", 2) else { return };
+    let Some(mut lab) = test_lab("iso", 2) else {
+        return;
+    };
     lab.start_mesh().unwrap();
     // Same subnet on both networks: only isolation keeps them apart.
     lab.meshctl(
@@ -364,7 +360,7 @@ fn networks_are_isolated() {
 
 #[test]
 fn bad_input_gets_clear_errors_and_leaves_the_daemon_intact() -> Result<()> {
-    let Some(mut lab) = lab("bad", 1) else {
+    let Some(mut lab) = test_lab("bad", 1) else {
         return Ok(());
     };
     lab.start_daemon(0)?;

@@ -1,30 +1,12 @@
 //! Networks, address allocation and DNS on the 3-host namespace lab (root).
 
 use hickory_proto::rr::RecordType;
-use integration::{dns_query, is_root, unique_prefix, wait_for, Lab};
+use integration::{dns_query, test_mesh, wait_for, Lab};
 use mesh_api::{Attachment, DnsRecord, IpamNetwork, Network, PeerState};
 use nix::sys::signal::Signal;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::Duration;
-
-fn lab(tag: &str, hosts: usize) -> Option<Lab> {
-    if !is_root() {
-        eprintln!("skipping: the namespace lab needs root");
-        return None;
-    }
-    let mut lab = Lab::new(&unique_prefix(tag), hosts).expect("building the lab");
-    lab.start_mesh().expect("mesh up");
-    Some(lab)
-}
-
-fn attach(lab: &Lab, host: usize, ns: &str, network: &str, extra: &[&str]) -> Attachment {
-    let path = format!("/run/netns/{ns}");
-    let mut args = vec!["attach", path.as_str(), "--network", network];
-    args.extend_from_slice(extra);
-    // The network may still be on its way to this host.
-    wait_for(Duration::from_secs(10), || lab.meshctl_json(host, &args)).expect("attach")
-}
 
 /// The address of `ADDR/LEN`.
 fn bare(cidr: &str) -> String {
@@ -58,7 +40,9 @@ fn resolve(ns: &str, server: &str, name: &str, t: RecordType) -> BTreeSet<IpAddr
 
 #[test]
 fn networks_span_hosts_with_allocated_dual_stack_addresses_and_dns() {
-    let Some(mut lab) = lab("net", 3) else { return };
+    let Some(mut lab) = test_mesh("net", 3) else {
+        return;
+    };
     // Created on host 1, used on hosts 2 and 3.
     let blue: Network = lab
         .meshctl_json(
@@ -88,10 +72,10 @@ fn networks_span_hosts_with_allocated_dual_stack_addresses_and_dns() {
     let c2 = lab.add_container("c2").unwrap();
     let c3 = lab.add_container("c3").unwrap();
     // No --ip: host 3 owns no space yet and must be granted some.
-    let web = attach(&lab, 2, &c3, "blue", &["--name", "web"]);
-    let client = attach(&lab, 1, &c2, "blue", &["--name", "client"]);
-    let c2_red = attach(&lab, 1, &c2, "red", &[]);
-    let c1_red = attach(&lab, 0, &c1, "red", &["--name", "db"]);
+    let web = lab.attach_netns(2, &c3, "blue", &["--name", "web"]);
+    let client = lab.attach_netns(1, &c2, "blue", &["--name", "client"]);
+    let c2_red = lab.attach_netns(1, &c2, "red", &[]);
+    let c1_red = lab.attach_netns(0, &c1, "red", &["--name", "db"]);
     assert_ne!(ip4(&web), ip4(&client));
 
     // A container on two networks has both interfaces and reaches both.
@@ -146,7 +130,7 @@ fn networks_span_hosts_with_allocated_dual_stack_addresses_and_dns() {
 
     // Several containers with one name give all their addresses.
     let c4 = lab.add_container("c4").unwrap();
-    let web2 = attach(&lab, 0, &c4, "blue", &["--name", "web"]);
+    let web2 = lab.attach_netns(0, &c4, "blue", &["--name", "web"]);
     let both: BTreeSet<IpAddr> = [ip4(&web).parse().unwrap(), ip4(&web2).parse().unwrap()].into();
     wait_resolves(&c2, &dns, "web.blue", RecordType::A, &both);
 
@@ -163,15 +147,9 @@ fn networks_span_hosts_with_allocated_dual_stack_addresses_and_dns() {
     let v1 = lab.add_container("v1").unwrap();
     let v2 = lab.add_container("v2").unwrap();
     let probe = lab.add_container("pr").unwrap();
-    let a1 = attach(&lab, 0, &v1, "blue", &["--name", "api", "--version", "v1"]);
-    let a2 = attach(&lab, 1, &v2, "blue", &["--name", "api", "--version", "v2"]);
-    attach(
-        &lab,
-        2,
-        &probe,
-        "blue",
-        &["--name", "probe", "--version", "v2"],
-    );
+    let a1 = lab.attach_netns(0, &v1, "blue", &["--name", "api", "--version", "v1"]);
+    let a2 = lab.attach_netns(1, &v2, "blue", &["--name", "api", "--version", "v2"]);
+    lab.attach_netns(2, &probe, "blue", &["--name", "probe", "--version", "v2"]);
     let v2_only: BTreeSet<IpAddr> = [ip4(&a2).parse().unwrap()].into();
     let all_api: BTreeSet<IpAddr> = [ip4(&a1).parse().unwrap(), ip4(&a2).parse().unwrap()].into();
     wait_resolves(&probe, &dns, "api.blue", RecordType::A, &v2_only);
@@ -204,10 +182,10 @@ fn networks_span_hosts_with_allocated_dual_stack_addresses_and_dns() {
         .to_string();
     assert!(err.contains("restricted"), "{err}");
     let p2 = lab.add_container("p2").unwrap();
-    let p2a = attach(&lab, 1, &p2, "priv", &[]);
+    let p2a = lab.attach_netns(1, &p2, "priv", &[]);
     // Its members share its secret (sealed to each of them): traffic flows.
     let p1 = lab.add_container("p1").unwrap();
-    attach(&lab, 0, &p1, "priv", &[]);
+    lab.attach_netns(0, &p1, "priv", &[]);
     lab.wait_ping(&p1, &ip4(&p2a), Duration::from_secs(10))
         .unwrap();
 
@@ -263,7 +241,7 @@ fn assert_no_duplicates(lab: &Lab) -> usize {
 
 #[test]
 fn ipam_never_duplicates_across_partition_heal_and_restart() {
-    let Some(mut lab) = lab("ipam", 3) else {
+    let Some(mut lab) = test_mesh("ipam", 3) else {
         return;
     };
     lab.meshctl(
@@ -381,7 +359,9 @@ fn ipam_never_duplicates_across_partition_heal_and_restart() {
 
 #[test]
 fn removed_peer_passes_its_space_on() {
-    let Some(mut lab) = lab("prm", 3) else { return };
+    let Some(mut lab) = test_mesh("prm", 3) else {
+        return;
+    };
     lab.meshctl(
         0,
         &["network", "create", "pool", "--subnet", "198.19.20.0/24"],

@@ -3,7 +3,7 @@
 //! that go down (no floods for them).
 
 use hickory_proto::rr::RecordType;
-use integration::{dns_query, is_root, unique_prefix, wait_for, Lab};
+use integration::{dns_query, test_mesh, wait_for, Lab};
 use mesh_api::{Attachment, DnsRecord, IpamNetwork, Network, PeerState, StatusResponse};
 use nix::sys::signal::Signal;
 use std::path::Path;
@@ -12,27 +12,6 @@ use std::time::Duration;
 
 /// meshd reaps within 5 s; the margin absorbs a loaded machine.
 const REAP_DEADLINE: Duration = Duration::from_secs(10);
-
-fn lab(tag: &str, hosts: usize) -> Option<Lab> {
-    if !is_root() {
-        eprintln!("skipping: the namespace lab needs root");
-        return None;
-    }
-    let mut lab = Lab::new(&unique_prefix(tag), hosts).expect("building the lab");
-    lab.start_mesh().expect("mesh up");
-    Some(lab)
-}
-
-fn attach(lab: &Lab, host: usize, ns: &str, network: &str, extra: &[&str]) -> Attachment {
-    let path = format!("/run/netns/{ns}");
-    let mut args = vec!["attach", path.as_str(), "--network", network];
-    args.extend_from_slice(extra);
-    // The network may still be on its way to this host.
-    wait_for(Duration::from_secs(10), || {
-        lab.meshctl_json::<Attachment>(host, &args)
-    })
-    .expect("attach")
-}
 
 fn netns_del(ns: &str) {
     let ok = Command::new("ip")
@@ -92,7 +71,7 @@ fn wait_reaped(lab: &Lab, host: usize, ns: &str, fqdn: &str, dns_from: &str, dns
 
 #[test]
 fn a_container_whose_namespace_is_deleted_is_reaped() {
-    let Some(mut lab) = lab("reap", 1) else {
+    let Some(mut lab) = test_mesh("reap", 1) else {
         return;
     };
     let net: Network = lab
@@ -104,14 +83,13 @@ fn a_container_whose_namespace_is_deleted_is_reaped() {
     let dns = net.dns;
     let gone = lab.add_container("gone").unwrap();
     let asker = lab.add_container("asker").unwrap();
-    attach(
-        &lab,
+    lab.attach_netns(
         0,
         &gone,
         "blue",
         &["--ip", "198.19.40.10/24", "--name", "web"],
     );
-    attach(&lab, 0, &asker, "blue", &[]);
+    lab.attach_netns(0, &asker, "blue", &[]);
     // Everything an attachment leaves around is there first.
     wait_for(Duration::from_secs(10), || {
         let a = dns_query(&asker, dns.parse()?, "web.blue", RecordType::A)?;
@@ -127,14 +105,14 @@ fn a_container_whose_namespace_is_deleted_is_reaped() {
 
     // Its address is free again.
     let again = lab.add_container("again").unwrap();
-    let a = attach(&lab, 0, &again, "blue", &["--ip", "198.19.40.10/24"]);
+    let a = lab.attach_netns(0, &again, "blue", &["--ip", "198.19.40.10/24"]);
     assert_eq!(a.ip, "198.19.40.10/24");
     delete_containers(&lab, &[&asker, &again]);
 }
 
 #[test]
 fn a_namespace_deleted_while_meshd_is_stopped_is_reaped_at_start() {
-    let Some(mut lab) = lab("reaprs", 1) else {
+    let Some(mut lab) = test_mesh("reaprs", 1) else {
         return;
     };
     let net: Network = lab
@@ -146,20 +124,19 @@ fn a_namespace_deleted_while_meshd_is_stopped_is_reaped_at_start() {
     let dns = net.dns;
     let gone = lab.add_container("gone").unwrap();
     let asker = lab.add_container("asker").unwrap();
-    attach(
-        &lab,
+    lab.attach_netns(
         0,
         &gone,
         "blue",
         &["--ip", "198.19.41.10/24", "--name", "web"],
     );
-    attach(&lab, 0, &asker, "blue", &[]);
+    lab.attach_netns(0, &asker, "blue", &[]);
     lab.stop_daemon(0, Signal::SIGTERM).unwrap();
     netns_del(&gone);
     lab.start_daemon(0).unwrap();
     wait_reaped(&lab, 0, &gone, "web.blue", &asker, &dns);
     let again = lab.add_container("again").unwrap();
-    let a = attach(&lab, 0, &again, "blue", &["--ip", "198.19.41.10/24"]);
+    let a = lab.attach_netns(0, &again, "blue", &["--ip", "198.19.41.10/24"]);
     assert_eq!(a.ip, "198.19.41.10/24");
     // The survivor kept its attachment across the restart.
     assert!(attached_in(&lab, 0, &asker));
@@ -181,7 +158,7 @@ fn veths(lab: &Lab, i: usize) -> usize {
 
 #[test]
 fn an_attach_whose_record_cannot_be_saved_is_undone_completely() {
-    let Some(mut lab) = lab("rollb", 1) else {
+    let Some(mut lab) = test_mesh("rollb", 1) else {
         return;
     };
     lab.meshctl(
@@ -223,7 +200,7 @@ fn an_attach_whose_record_cannot_be_saved_is_undone_completely() {
 
 #[test]
 fn status_counts_attachments_while_an_attach_waits_for_address_space() {
-    let Some(mut lab) = lab("stat", 2) else {
+    let Some(mut lab) = test_mesh("stat", 2) else {
         return;
     };
     lab.meshctl(
@@ -233,7 +210,7 @@ fn status_counts_attachments_while_an_attach_waits_for_address_space() {
     .unwrap();
     // One attachment on h2 (its space granted by h1, the creator).
     let first = lab.add_container("first").unwrap();
-    attach(&lab, 1, &first, "blue", &[]);
+    lab.attach_netns(1, &first, "blue", &[]);
     // An address h1 owns: h2 must ask h1 for it.
     let ipam: Vec<IpamNetwork> = lab.meshctl_json(1, &["ipam"]).unwrap();
     let h1_range = ipam[0]
@@ -285,7 +262,7 @@ fn tx_to(lab: &Lab, i: usize, name: &str) -> u64 {
 
 #[test]
 fn a_host_that_is_down_is_sent_no_broadcasts() {
-    let Some(mut lab) = lab("flood", 3) else {
+    let Some(mut lab) = test_mesh("flood", 3) else {
         return;
     };
     lab.meshctl(
@@ -296,9 +273,9 @@ fn a_host_that_is_down_is_sent_no_broadcasts() {
     let c1 = lab.add_container("c1").unwrap();
     let c2 = lab.add_container("c2").unwrap();
     let c3 = lab.add_container("c3").unwrap();
-    attach(&lab, 0, &c1, "blue", &["--ip", "198.19.44.1/24"]);
-    attach(&lab, 1, &c2, "blue", &["--ip", "198.19.44.2/24"]);
-    attach(&lab, 2, &c3, "blue", &["--ip", "198.19.44.3/24"]);
+    lab.attach_netns(0, &c1, "blue", &["--ip", "198.19.44.1/24"]);
+    lab.attach_netns(1, &c2, "blue", &["--ip", "198.19.44.2/24"]);
+    lab.attach_netns(2, &c3, "blue", &["--ip", "198.19.44.3/24"]);
     lab.wait_ping(&c1, "198.19.44.3", Duration::from_secs(15))
         .unwrap();
 
