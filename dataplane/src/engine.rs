@@ -72,7 +72,7 @@ impl Tables {
             network.members = self
                 .peers
                 .iter()
-                .filter(|(_, peer)| peer.is_member(*net))
+                .filter(|(_, peer)| peer.is_member(*net) && !peer.down)
                 .map(|(idx, _)| *idx)
                 .collect();
             network.members.sort_unstable();
@@ -180,6 +180,20 @@ impl Engine {
         }
         tables.rebuild_members();
         tracing::debug!(peer, ?endpoint, ?networks, "peer updated");
+    }
+
+    /// Takes a peer out of the flood lists while it is down (and puts it
+    /// back when it is up again); unicast to and from it is unaffected.
+    pub fn set_peer_down(&self, peer: PeerIdx, down: bool) {
+        let mut tables = self.write();
+        let Some(entry) = tables.peers.get_mut(&peer) else {
+            return;
+        };
+        if entry.down != down {
+            entry.down = down;
+            tables.rebuild_members();
+            tracing::debug!(peer, down, "peer flood state changed");
+        }
     }
 
     pub fn remove_peer(&self, peer: PeerIdx) {

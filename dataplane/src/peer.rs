@@ -85,6 +85,10 @@ pub struct Peer {
     /// None until `upsert_peer` tells us (keys may arrive first).
     pub endpoint: Option<SocketAddr>,
     pub networks: BTreeSet<NetworkId>,
+    /// The control plane lost the host: no flood copies for it (it cannot
+    /// answer), but frames to and from it still pass, since the data path
+    /// may well be fine while the control connection recovers.
+    pub down: bool,
     pub keys: KeySlots,
     pub counters: Arc<PeerCounters>,
 }

@@ -342,6 +342,11 @@ impl Dataplane {
         self.inner.engine.remove_peer(peer);
     }
 
+    /// See [`Engine::set_peer_down`].
+    pub fn set_peer_down(&self, peer: PeerIdx, down: bool) {
+        self.inner.engine.set_peer_down(peer, down);
+    }
+
     pub fn install_keys(&self, peer: PeerIdx, keys: SessionKeys, send_now: bool) {
         self.inner
             .engine

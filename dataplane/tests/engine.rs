@@ -386,6 +386,43 @@ fn broadcast_multicast_and_unknown_unicast_flood_to_members_known_unicast_does_n
 }
 
 #[test]
+fn a_down_peer_gets_no_floods_but_keeps_its_unicast_both_ways() {
+    let (mut pair, _c) = three_hosts();
+    let t0 = pair.t0;
+    // A learns MAC_B behind B.
+    let from_b = pair.seal(false, NET, &frame(BROADCAST, MAC_B, 64), t0);
+    assert!(pair
+        .a
+        .open_datagram(&mut from_b[0].datagram.datagram().to_vec(), t0)
+        .is_ok());
+
+    pair.a.set_peer_down(PEER_B, true);
+    assert_eq!(
+        peers_of(&pair.seal(true, NET, &frame(BROADCAST, MAC_A, 64), t0)),
+        vec![PEER_C],
+        "no flood copies for a down host"
+    );
+    assert_eq!(
+        peers_of(&pair.seal(true, NET, &frame(MAC_B, MAC_A, 64), t0)),
+        vec![PEER_B],
+        "unicast to a learned MAC still goes"
+    );
+    let from_b = pair.seal(false, NET, &frame(MAC_A, MAC_B, 64), t0);
+    assert!(
+        pair.a
+            .open_datagram(&mut from_b[0].datagram.datagram().to_vec(), t0)
+            .is_ok(),
+        "frames from a down host are still accepted"
+    );
+
+    pair.a.set_peer_down(PEER_B, false);
+    assert_eq!(
+        peers_of(&pair.seal(true, NET, &frame(BROADCAST, MAC_A, 64), t0)),
+        vec![PEER_B, PEER_C]
+    );
+}
+
+#[test]
 fn learned_macs_age_out() {
     let (mut pair, _c) = three_hosts();
     let t0 = pair.t0;

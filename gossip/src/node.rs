@@ -473,17 +473,21 @@ impl Inner {
 
     fn connection_lost(&self, peer: PeerId, conn: &quinn::Connection, reason: &str) {
         let stats = conn.stats();
-        let was_current = lock(&self.peers).link_lost(
-            peer,
-            conn.stable_id(),
-            stats.udp_tx.bytes,
-            stats.udp_rx.bytes,
-        );
-        if !was_current || self.is_shutting_down() {
-            return;
+        {
+            let mut peers = lock(&self.peers);
+            let was_current = peers.link_lost(
+                peer,
+                conn.stable_id(),
+                stats.udp_tx.bytes,
+                stats.udp_rx.bytes,
+            );
+            if !was_current || self.is_shutting_down() {
+                return;
+            }
+            info!(peer = %peer, reason, "peer down");
+            // Under the lock that admits links: see `register`.
+            self.observer.peer_down(&peer);
         }
-        info!(peer = %peer, reason, "peer down");
-        self.observer.peer_down(&peer);
         self.ensure_dialing(peer);
     }
 

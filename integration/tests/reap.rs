@@ -143,6 +143,51 @@ fn a_namespace_deleted_while_meshd_is_stopped_is_reaped_at_start() {
     delete_containers(&lab, &[&asker, &again]);
 }
 
+#[test]
+fn a_pid_attachment_outlives_its_process_while_the_namespace_lives() {
+    let Some(mut lab) = test_mesh("reappid", 1) else {
+        return;
+    };
+    lab.meshctl(
+        0,
+        &["network", "create", "blue", "--subnet", "198.19.45.0/24"],
+    )
+    .unwrap();
+    // The namespace is held by its `ip netns` mount; a process inside it
+    // is attached by PID, then exits.
+    let holder = lab.add_container("holder").unwrap();
+    let peer = lab.add_container("peer").unwrap();
+    let pid = lab
+        .spawn_helper(lab.exec(&holder, &["sleep", "60"]))
+        .unwrap();
+    let pid_text = pid.to_string();
+    lab.attach_netns(0, &peer, "blue", &["--ip", "198.19.45.2/24"]);
+    let a: Attachment = wait_for(Duration::from_secs(10), || {
+        lab.meshctl_json(
+            0,
+            &[
+                "attach",
+                &pid_text,
+                "--network",
+                "blue",
+                "--ip",
+                "198.19.45.1/24",
+            ],
+        )
+    })
+    .unwrap();
+    assert_eq!(a.ip, "198.19.45.1/24");
+    lab.stop_helper(pid).unwrap();
+    // Several sweeps later the container is still attached and reachable:
+    // its veth lives as long as its namespace, whatever became of the PID.
+    std::thread::sleep(Duration::from_secs(6)); // three of meshd's 2 s sweeps
+    let ips: Vec<String> = lab.attachments(0).into_iter().map(|a| a.ip).collect();
+    assert!(ips.contains(&"198.19.45.1/24".to_string()), "{ips:?}");
+    lab.wait_ping(&peer, "198.19.45.1", Duration::from_secs(10))
+        .unwrap();
+    delete_containers(&lab, &[&holder, &peer]);
+}
+
 /// Host-side veth ends meshd has made in host `i`'s namespace.
 fn veths(lab: &Lab, i: usize) -> usize {
     lab.exec_ok(&lab.hosts[i].netns, &["ip", "-o", "link", "show"])

@@ -309,14 +309,24 @@ impl Attacher {
     }
 
     /// Removes the attachments `stale` picks: devices, records, addresses.
+    /// Every picked attachment is forgotten even if deleting one device
+    /// fails (a leftover veth is removed as stale at the next start), so
+    /// no address or DNS record leaks; the first error is returned.
     async fn drop_where(&self, stale: impl FnMut(&AttachmentRecord) -> bool) -> Result<usize> {
         let (gone, saved) = self.store.remove_where(stale);
+        let mut first_error = None;
         for rec in &gone {
-            self.nl.delete(&rec.attachment.host_ifname).await?;
+            if let Err(e) = self.nl.delete(&rec.attachment.host_ifname).await {
+                warn!(dev = %rec.attachment.host_ifname, "cannot delete a detached container's veth: {e:#}");
+                first_error.get_or_insert(e);
+            }
             self.forget(rec);
         }
         saved?;
-        Ok(gone.len())
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(gone.len()),
+        }
     }
 
     /// Detaches every container of a network about to be taken down.
@@ -325,13 +335,16 @@ impl Attacher {
         self.drop_where(|a| a.attachment.network == network).await
     }
 
-    /// Reaps attachments whose namespace or host-side veth is gone.
+    /// Reaps attachments whose host-side veth is gone. The kernel deletes
+    /// the pair when the container's namespace dies, so that is the one
+    /// signal: the recorded path is not (a `/proc/PID/ns/net` path vanishes
+    /// when that process exits even while another keeps the namespace).
     pub async fn sweep(&self) -> Result<usize> {
         let _ops = self.ops.lock().await;
         let links: BTreeSet<String> = self.nl.links().await?.into_iter().map(|l| l.name).collect();
         let n = self
             .drop_where(|rec| {
-                let stale = !links.contains(&rec.attachment.host_ifname) || !namespace_of(rec).still_exists();
+                let stale = !links.contains(&rec.attachment.host_ifname);
                 if stale {
                     info!(network = %rec.attachment.network, netns = %rec.attachment.netns, ip = %rec.attachment.ip, "reaping an attachment whose namespace is gone");
                 }

@@ -56,7 +56,8 @@ pub enum LookupError {
 
 /// The short form of an id used in messages.
 pub fn short_id(id: &str) -> &str {
-    &id[..id.len().min(12)]
+    // Ids come from other members: never slice through a character.
+    id.get(..12).unwrap_or(id)
 }
 
 impl HostSet {
@@ -175,6 +176,16 @@ impl Members for HostSet {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn short_ids_never_split_a_character() {
+        assert_eq!(short_id("0123456789abcdef"), "0123456789ab");
+        assert_eq!(short_id("abc"), "abc");
+        // 11 ASCII bytes then a 2-byte character across the 12-byte cut.
+        let odd = "01234567890é-rest";
+        assert_eq!(short_id(odd), odd);
+    }
+
     use super::*;
 
     fn host(id: &str, name: &str, up: bool) -> Host {

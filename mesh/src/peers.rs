@@ -17,6 +17,7 @@ use tracing::{info, warn};
 pub trait PeerPlane: Send + Sync + 'static {
     fn upsert_peer(&self, peer: PeerIdx, endpoint: SocketAddr, networks: &[NetworkId]);
     fn remove_peer(&self, peer: PeerIdx);
+    fn set_peer_down(&self, peer: PeerIdx, down: bool);
     fn install_keys(&self, peer: PeerIdx, keys: dataplane::SessionKeys, send_now: bool);
     fn confirm_keys(&self, peer: PeerIdx, generation: u64);
 }
@@ -27,6 +28,9 @@ impl PeerPlane for Dataplane {
     }
     fn remove_peer(&self, peer: PeerIdx) {
         Dataplane::remove_peer(self, peer)
+    }
+    fn set_peer_down(&self, peer: PeerIdx, down: bool) {
+        Dataplane::set_peer_down(self, peer, down)
     }
     fn install_keys(&self, peer: PeerIdx, keys: dataplane::SessionKeys, send_now: bool) {
         Dataplane::install_keys(self, peer, keys, send_now)
@@ -43,6 +47,9 @@ impl<T: PeerPlane> PeerPlane for Arc<T> {
     fn remove_peer(&self, peer: PeerIdx) {
         (**self).remove_peer(peer)
     }
+    fn set_peer_down(&self, peer: PeerIdx, down: bool) {
+        (**self).set_peer_down(peer, down)
+    }
     fn install_keys(&self, peer: PeerIdx, keys: dataplane::SessionKeys, send_now: bool) {
         (**self).install_keys(peer, keys, send_now)
     }
@@ -57,6 +64,9 @@ impl PeerPlane for Engine {
     }
     fn remove_peer(&self, peer: PeerIdx) {
         Engine::remove_peer(self, peer)
+    }
+    fn set_peer_down(&self, peer: PeerIdx, down: bool) {
+        Engine::set_peer_down(self, peer, down)
     }
     fn install_keys(&self, peer: PeerIdx, keys: dataplane::SessionKeys, send_now: bool) {
         Engine::install_keys(self, peer, &keys, send_now, Instant::now())
@@ -205,19 +215,19 @@ impl<P: PeerPlane> PeerObserver for PeerTable<P> {
         e.up = true;
         let idx = e.idx;
         self.dp.upsert_peer(idx, endpoint, &t.networks_of(&peer.id));
+        self.dp.set_peer_down(idx, false);
         info!(peer = %peer.id, name = %peer.name, %endpoint, "peer up");
     }
 
     fn peer_down(&self, peer: &PeerId) {
         // Out of every flood list (no more sealed copies of broadcasts for
-        // a host that cannot answer); the entry and its keys stay so it
-        // comes back with `peer_up`, and the keys expire by age.
+        // a host that cannot answer). Its memberships, learned MACs and keys
+        // stay: unicast keeps flowing if only the control connection broke,
+        // it comes back with `peer_up`, and the keys expire by age.
         let mut t = self.lock();
         if let Some(e) = t.peers.get_mut(peer) {
             e.up = false;
-            if let Some(ep) = e.data_endpoint {
-                self.dp.upsert_peer(e.idx, ep, &[]);
-            }
+            self.dp.set_peer_down(e.idx, true);
         }
         info!(peer = %peer, "peer down");
     }

@@ -177,8 +177,8 @@ impl AttachmentStore {
     }
 
     /// Removes the records `gone` picks and returns them. They are gone from
-    /// memory even if saving fails (their devices are already deleted); the
-    /// next start drops what the file still lists.
+    /// memory even if saving fails (the caller deletes their devices next);
+    /// the next start drops what the file still lists.
     pub fn remove_where(
         &self,
         mut gone: impl FnMut(&AttachmentRecord) -> bool,

@@ -279,7 +279,28 @@ impl Inner {
                 last_key_generation: remote_last_generation,
             };
             match peers.admit(remote, candidate) {
-                Ok(admission) => admission,
+                Ok(admission) => {
+                    // Under the same lock as the admission, so a `peer_down`
+                    // for the link this one replaces (also sent under it)
+                    // can never land after this `peer_up`.
+                    let info = PeerInfo {
+                        id: remote,
+                        name: admission
+                            .record
+                            .as_ref()
+                            .map(|r| r.name.clone())
+                            .unwrap_or_default(),
+                        remote: conn.remote_address(),
+                        meta: admission
+                            .record
+                            .as_ref()
+                            .map(|r| r.meta.clone())
+                            .unwrap_or_default(),
+                    };
+                    info!(peer = %remote, addr = %info.remote, name = %info.name, ?side, "peer up");
+                    self.observer.peer_up(&info);
+                    admission
+                }
                 Err(Refusal::Blocked) => {
                     let refusal = CloseReason::Blocked;
                     refuse(&conn, &refusal);
@@ -304,18 +325,6 @@ impl Inner {
                 "replaced by a newer connection",
             );
         }
-        let info = PeerInfo {
-            id: remote,
-            name: admission
-                .record
-                .as_ref()
-                .map(|r| r.name.clone())
-                .unwrap_or_default(),
-            remote: conn.remote_address(),
-            meta: admission.record.map(|r| r.meta).unwrap_or_default(),
-        };
-        info!(peer = %remote, addr = %info.remote, name = %info.name, ?side, "peer up");
-        self.observer.peer_up(&info);
         self.after_merge(admission.changed, Some(remote));
 
         let (in_tx, in_rx) = mpsc::channel::<Message>(INBOUND_QUEUE);

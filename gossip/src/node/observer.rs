@@ -18,8 +18,10 @@ pub struct PeerInfo {
 /// Callbacks into the data plane.
 ///
 /// Called synchronously from gossip tasks, in causal order per peer
-/// (`peer_up` before its keys). Must be cheap and non-blocking, and must not
-/// call back into the [`Node`](crate::Node) synchronously in a way that waits on it.
+/// (`peer_up` before its keys). `peer_up` and `peer_down` are called under
+/// the node's member lock, so that the up and down of successive links of
+/// one peer can never arrive out of order. So every callback must be cheap
+/// and non-blocking, and must not call back into the [`Node`](crate::Node).
 /// `peer_up` may be called again for a peer already up when its connection
 /// was replaced (e.g. it restarted); treat it as an update.
 pub trait PeerObserver: Send + Sync + 'static {
