@@ -1,74 +1,141 @@
-//! The I/O half of address allocation: this host's allocations, asking an
-//! owner for space, answering such requests, and inheriting the ranges of
-//! hosts removed for good. The rules live in [`crate::ipam`].
+//! The allocator: this host's share of address allocation. It owns the
+//! ring and request channels and this host's allocations, asks an owner for
+//! space when ours is full, answers such requests, and inherits the ranges
+//! of hosts removed for good. The rules are plain functions in
+//! [`crate::ipam`]; who is up and what hosts are called comes from a
+//! [`Members`].
 
+use gossip::PeerId;
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 use tracing::{info, warn};
 
-use crate::api;
-use crate::daemon::Daemon;
 use crate::error::ApiError;
-use crate::ipam::{self, RangeEntry, SpaceRequest, Want};
-use crate::networks::NetworkDef;
-use crate::replicated;
+use crate::hosts::Members;
+use crate::ipam;
+use crate::records::{
+    self, Channels, EndpointRecord, NetworkDef, RangeEntry, Records, RemovedPeer, SpaceRequest,
+    Want,
+};
 
 /// How long an allocation waits for another host to grant space.
-const GRANT_TIMEOUT: Duration = Duration::from_secs(6);
+pub const GRANT_TIMEOUT: Duration = Duration::from_secs(6);
 
-/// A host removed for good (`meshctl peer rm`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct RemovedPeer {
-    pub id: String,
-    pub name: String,
-    pub removed_by: String,
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AllocError {
+    #[error("address {ip} is not allocatable in network {network}")]
+    NotAllocatable { ip: Ipv4Addr, network: String },
+    #[error("address {ip} is already in use on network {network}")]
+    InUse { ip: Ipv4Addr, network: String },
+    #[error("no free address on network {network} that this host may give out: the space belongs to host {owner} which is not reachable now")]
+    OwnerUnreachable { network: String, owner: String },
+    #[error("network {network} has no free addresses left on any reachable host")]
+    Exhausted { network: String },
+    #[error("host {owner} did not grant address space on network {network} within {secs}s")]
+    NotGranted {
+        owner: String,
+        network: String,
+        secs: u64,
+    },
+    #[error("network {network} has no address ranges yet")]
+    NoRanges { network: String },
 }
 
-impl Daemon {
-    pub(crate) fn ring_of(&self, network: &str) -> Vec<RangeEntry> {
-        let all = replicated::live(&self.ring);
-        ipam::ranges(all.values(), network)
+impl AllocError {
+    /// Whether the request itself was wrong (rather than the mesh's state).
+    pub fn is_invalid_request(&self) -> bool {
+        matches!(self, AllocError::NotAllocatable { .. })
+    }
+}
+
+/// A wrong request is the caller's error; the rest are conflicts with the
+/// mesh's state.
+impl From<AllocError> for ApiError {
+    fn from(e: AllocError) -> ApiError {
+        if e.is_invalid_request() {
+            ApiError::BadRequest(e.to_string())
+        } else {
+            ApiError::Conflict(e.to_string())
+        }
+    }
+}
+
+/// Key of an answered request: network, asking host, sequence number.
+type Answered = (String, String, u64);
+
+pub struct Allocator {
+    me: PeerId,
+    me_hex: String,
+    ring: Records<RangeEntry>,
+    requests: Records<SpaceRequest>,
+    /// Read only: addresses in use on any host.
+    endpoints: Records<EndpointRecord>,
+    /// Read only: hosts whose ranges are inherited.
+    removed: Records<RemovedPeer>,
+    /// This host's allocations per network. A sync lock: allocating and
+    /// granting never wait while holding it.
+    used: Mutex<BTreeMap<String, BTreeSet<u32>>>,
+    answered: Mutex<BTreeSet<Answered>>,
+    grant_timeout: Duration,
+}
+
+impl Allocator {
+    pub fn new(me: PeerId, channels: &Channels) -> Allocator {
+        Allocator {
+            me,
+            me_hex: me.to_hex(),
+            ring: channels.ring.clone(),
+            requests: channels.requests.clone(),
+            endpoints: channels.endpoints.clone(),
+            removed: channels.removed.clone(),
+            used: Mutex::default(),
+            answered: Mutex::default(),
+            grant_timeout: GRANT_TIMEOUT,
+        }
     }
 
-    pub(crate) fn removed_peers(&self) -> BTreeSet<String> {
-        replicated::live(&self.removed).into_keys().collect()
+    /// How long [`Allocator::allocate`] waits for a grant.
+    pub fn with_grant_timeout(mut self, t: Duration) -> Allocator {
+        self.grant_timeout = t;
+        self
     }
 
-    fn used_by_anyone(&self, network: &str) -> BTreeSet<u32> {
-        replicated::live(&self.endpoints)
-            .values()
-            .filter(|e| e.network == network)
-            .filter_map(|e| match e.ip {
-                IpAddr::V4(v4) => Some(u32::from(v4)),
-                IpAddr::V6(_) => None,
-            })
-            .collect()
+    /// The ranges of one network, sorted by start.
+    pub fn ring_of(&self, network: &str) -> Vec<RangeEntry> {
+        ipam::ranges(records::live(&self.ring).values(), network)
     }
 
-    fn lock_used(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, BTreeSet<u32>>> {
+    fn lock_used(&self) -> MutexGuard<'_, BTreeMap<String, BTreeSet<u32>>> {
         self.used.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Reserves an address for a new attachment: `want` if given (it must
-    /// be free; if another host owns it, that host is asked to hand it
-    /// over), else the lowest free address of this host's ranges, asking
-    /// the host with the most free space when ours are full.
-    pub(crate) async fn allocate(
+    fn in_use(&self, network: &str) -> BTreeSet<u32> {
+        records::used_addresses(records::live(&self.endpoints).values(), network)
+    }
+
+    /// Reserves an address: `want` if given (it must be free; if another
+    /// host owns it, that host is asked to hand it over), else the lowest
+    /// free address of this host's ranges, asking the live host with the
+    /// most free space when ours are full.
+    pub async fn allocate(
         &self,
         net: &NetworkDef,
         want: Option<Ipv4Addr>,
-    ) -> Result<Ipv4Addr, ApiError> {
-        let me = self.id().to_hex();
+        members: &dyn Members,
+    ) -> Result<Ipv4Addr, AllocError> {
+        let me = self.me_hex.clone();
+        let network = net.id.clone();
         let mut changes = self.ring.subscribe();
-        let deadline = tokio::time::Instant::now() + GRANT_TIMEOUT;
+        let deadline = tokio::time::Instant::now() + self.grant_timeout;
         let mut asked: Option<String> = None;
         let result = loop {
-            let ring = self.ring_of(&net.id);
-            let in_use = self.used_by_anyone(&net.id);
+            let ring = self.ring_of(&network);
+            let in_use = self.in_use(&network);
             let donor = {
                 let mut used = self.lock_used();
-                let mine = used.entry(net.id.clone()).or_default();
+                let mine = used.entry(network.clone()).or_default();
                 match want {
                     None => {
                         let taken: BTreeSet<u32> = mine.union(&in_use).copied().collect();
@@ -76,23 +143,15 @@ impl Daemon {
                             mine.insert(a);
                             break Ok(Ipv4Addr::from(a));
                         }
-                        self.best_donor(&ring, &in_use, &me)
+                        best_donor(&ring, &in_use, &me, members)
                     }
                     Some(ip) => {
                         let a = u32::from(ip);
                         match ipam::owner_of(&ring, a) {
                             None if ring.is_empty() => None,
-                            None => {
-                                break Err(ApiError::BadRequest(format!(
-                                    "address {ip} is not allocatable in network {}",
-                                    net.id
-                                )))
-                            }
+                            None => break Err(AllocError::NotAllocatable { ip, network }),
                             Some(_) if mine.contains(&a) || in_use.contains(&a) => {
-                                break Err(ApiError::Conflict(format!(
-                                    "address {ip} is already in use on network {}",
-                                    net.id
-                                )))
+                                break Err(AllocError::InUse { ip, network })
                             }
                             Some(r) if r.owner == me => {
                                 mine.insert(a);
@@ -103,149 +162,116 @@ impl Daemon {
                     }
                 }
             };
-            if asked.is_none() {
-                if ring.is_empty() {
-                    // The network's first range is still on its way here.
-                } else if let Some(donor) = donor {
-                    if !self.is_live(&donor) {
-                        break Err(ApiError::Conflict(format!(
-                            "no free address on network {} that this host may give out: the space belongs to host {} which is not reachable now",
-                            net.id,
-                            self.peer_name(&donor)
-                        )));
-                    }
-                    let req = SpaceRequest {
-                        network: net.id.clone(),
-                        from: me.clone(),
-                        to: donor.clone(),
-                        want: want
-                            .map(|ip| Want::Addr(u32::from(ip)))
-                            .unwrap_or(Want::Space),
-                        seq: gossip::state::now_millis(),
-                    };
-                    replicated::put(
-                        &self.requests,
-                        self.id(),
-                        &ipam::request_key(&net.id, &me),
-                        req,
-                    );
-                    asked = Some(donor);
-                } else {
-                    break Err(ApiError::Conflict(format!(
-                        "network {} has no free addresses left on any reachable host",
-                        net.id
-                    )));
+            if asked.is_none() && !ring.is_empty() {
+                let Some(donor) = donor else {
+                    break Err(AllocError::Exhausted { network });
+                };
+                if !members.is_live(&donor) {
+                    break Err(AllocError::OwnerUnreachable {
+                        network,
+                        owner: members.name_of(&donor),
+                    });
                 }
+                let req = SpaceRequest {
+                    network: network.clone(),
+                    from: me.clone(),
+                    to: donor.clone(),
+                    want: want
+                        .map(|ip| Want::Addr(u32::from(ip)))
+                        .unwrap_or(Want::Space),
+                    seq: gossip::state::now_millis(),
+                };
+                records::put(
+                    &self.requests,
+                    self.me,
+                    &records::request_key(&network, &me),
+                    req,
+                );
+                asked = Some(donor);
             }
+            // Else the network's first range is still on its way here.
             match tokio::time::timeout_at(deadline, changes.changed()).await {
                 Ok(Ok(())) => continue,
                 _ => {
-                    break Err(ApiError::Conflict(match &asked {
-                        Some(d) => format!(
-                            "host {} did not grant address space on network {} within {}s",
-                            self.peer_name(d),
-                            net.id,
-                            GRANT_TIMEOUT.as_secs()
-                        ),
-                        None => format!("network {} has no address ranges yet", net.id),
-                    }))
+                    break Err(match &asked {
+                        Some(d) => AllocError::NotGranted {
+                            owner: members.name_of(d),
+                            network,
+                            secs: self.grant_timeout.as_secs(),
+                        },
+                        None => AllocError::NoRanges { network },
+                    })
                 }
             }
         };
         if asked.is_some() {
-            replicated::remove(&self.requests, self.id(), &ipam::request_key(&net.id, &me));
+            records::remove(&self.requests, self.me, &records::request_key(&net.id, &me));
         }
         result
     }
 
-    pub(crate) fn release(&self, network: &str, ip: Ipv4Addr) {
+    pub fn release(&self, network: &str, ip: Ipv4Addr) {
         if let Some(set) = self.lock_used().get_mut(network) {
             set.remove(&u32::from(ip));
         }
     }
 
-    pub(crate) fn note_allocated(&self, network: &str, ip: Ipv4Addr) {
+    /// Records an allocation made before (at start: attachments and
+    /// reservations found on disk).
+    pub fn note_allocated(&self, network: &str, ip: Ipv4Addr) {
         self.lock_used()
             .entry(network.to_string())
             .or_default()
             .insert(u32::from(ip));
     }
 
-    /// The live host (not us) with the most free addresses.
-    fn best_donor(&self, ring: &[RangeEntry], in_use: &BTreeSet<u32>, me: &str) -> Option<String> {
-        ipam::free_by_owner(ring, in_use)
-            .into_iter()
-            .filter(|(owner, free)| owner != me && *free > 0 && self.is_live(owner))
-            .max_by_key(|(_, free)| *free)
-            .map(|(owner, _)| owner)
-            .or_else(|| {
-                // Nobody reachable has space: name an unreachable owner so
-                // the error can say who.
-                ipam::free_by_owner(ring, in_use)
-                    .into_iter()
-                    .filter(|(owner, free)| owner != me && *free > 0)
-                    .max_by_key(|(_, free)| *free)
-                    .map(|(owner, _)| owner)
-            })
-    }
-
-    pub(crate) fn is_live(&self, peer_hex: &str) -> bool {
-        self.node
-            .members()
-            .iter()
-            .any(|m| m.id.to_hex() == peer_hex && m.state == gossip::PeerState::Up)
-    }
-
-    pub(crate) fn peer_name(&self, peer_hex: &str) -> String {
-        self.node
-            .members()
-            .iter()
-            .find(|m| m.id.to_hex() == peer_hex)
-            .map(|m| m.name.clone())
-            .unwrap_or_else(|| peer_hex[..peer_hex.len().min(12)].to_string())
+    pub fn is_allocated(&self, network: &str, ip: Ipv4Addr) -> bool {
+        self.lock_used()
+            .get(network)
+            .is_some_and(|s| s.contains(&u32::from(ip)))
     }
 
     /// Answers requests addressed to this host, and takes over the ranges
-    /// this host inherits from removed hosts. Runs whenever the ring, the
+    /// this host inherits from removed hosts. Run whenever the ring, the
     /// requests or the removals change.
-    pub(crate) fn serve_ipam(&self, answered: &mut BTreeSet<(String, String, u64)>) {
-        let me = self.id().to_hex();
-        for req in replicated::live(&self.requests).into_values() {
-            if req.to != me {
+    pub fn serve(&self, members: &dyn Members) {
+        let me = &self.me_hex;
+        for req in records::live(&self.requests).into_values() {
+            if req.to != *me {
                 continue;
             }
             let tag = (req.network.clone(), req.from.clone(), req.seq);
-            if answered.contains(&tag) {
+            if !self
+                .answered
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(tag)
+            {
                 continue;
             }
-            answered.insert(tag);
             let ring = self.ring_of(&req.network);
-            // Hold our allocation set while splitting, so an allocation here
+            // Hold our allocations while splitting, so an allocation here
             // cannot take an address we are giving away.
             let used = self.lock_used();
             let mine = used.get(&req.network).cloned().unwrap_or_default();
-            match ipam::plan_grant(&ring, &me, &mine, &req.from, req.want) {
+            match ipam::plan_grant(&ring, me, &mine, &req.from, req.want) {
                 Some(entries) => {
                     self.write_ranges(entries);
-                    info!(network = %req.network, to = %self.peer_name(&req.from), "granted address space");
+                    info!(network = %req.network, to = %members.name_of(&req.from), "granted address space");
                 }
                 None => {
-                    warn!(network = %req.network, from = %self.peer_name(&req.from), "cannot grant the address space asked for")
+                    warn!(network = %req.network, from = %members.name_of(&req.from), "cannot grant the address space asked for")
                 }
             }
             drop(used);
         }
 
-        let gone = self.removed_peers();
+        let gone: BTreeSet<String> = records::live(&self.removed).into_keys().collect();
         if gone.is_empty() {
             return;
         }
-        // A removed host stays out: its connections are refused and it is
-        // no longer dialed (it may rejoin only with a new identity).
-        let ids: Vec<gossip::PeerId> = gone.iter().filter_map(|h| h.parse().ok()).collect();
-        self.node.block_peers(&ids);
-        let fallback = self.fallback_heir(&gone);
-        let networks: BTreeSet<String> = replicated::live(&self.ring)
+        let fallback = fallback_heir(members, &gone);
+        let networks: BTreeSet<String> = records::live(&self.ring)
             .values()
             .map(|r| r.network.clone())
             .collect();
@@ -253,7 +279,7 @@ impl Daemon {
             let ring = self.ring_of(&network);
             let inherited: Vec<RangeEntry> = ipam::heirs(&ring, &gone, &fallback)
                 .into_iter()
-                .filter(|(_, heir)| *heir == me)
+                .filter(|(_, heir)| heir == me)
                 .map(|(r, _)| RangeEntry {
                     owner: me.clone(),
                     ..r
@@ -266,24 +292,9 @@ impl Daemon {
         }
     }
 
-    /// The heir of last resort when a removed host owned a whole ring: the
-    /// lowest peer id among hosts not removed, as every host computes it.
-    fn fallback_heir(&self, gone: &BTreeSet<String>) -> String {
-        let mut ids: Vec<String> = self
-            .node
-            .members()
-            .iter()
-            .map(|m| m.id.to_hex())
-            .chain(std::iter::once(self.id().to_hex()))
-            .filter(|id| !gone.contains(id))
-            .collect();
-        ids.sort();
-        ids.into_iter().next().unwrap_or_else(|| self.id().to_hex())
-    }
-
     /// Writes ring entries as one delta, so no host sees half a split.
     fn write_ranges(&self, entries: Vec<RangeEntry>) {
-        let me = self.id();
+        let me = self.me;
         self.ring.modify(|m| {
             let mut delta = gossip::LwwMap::new();
             for e in entries {
@@ -293,208 +304,260 @@ impl Daemon {
         });
     }
 
-    pub(crate) fn init_ring(&self, net: &NetworkDef) {
-        let first = ipam::initial_range(&net.id, net.subnet, &self.id().to_hex());
-        self.write_ranges(vec![first]);
+    /// The first range of a network this host creates: all of its space.
+    pub fn init_ring(&self, net: &NetworkDef) {
+        self.write_ranges(vec![ipam::initial_range(&net.id, net.subnet, &self.me_hex)]);
     }
 
-    pub(crate) fn drop_ring(&self, network: &str) {
-        for key in replicated::live(&self.ring)
+    pub fn drop_ring(&self, network: &str) {
+        for key in records::live(&self.ring)
             .iter()
             .filter(|(_, r)| r.network == network)
             .map(|(k, _)| k.clone())
         {
-            replicated::remove(&self.ring, self.id(), &key);
+            records::remove(&self.ring, self.me, &key);
+        }
+    }
+}
+
+/// The live host (not us) with the most free addresses; else an
+/// unreachable one, so the error can say who has the space.
+fn best_donor(
+    ring: &[RangeEntry],
+    in_use: &BTreeSet<u32>,
+    me: &str,
+    members: &dyn Members,
+) -> Option<String> {
+    let free = ipam::free_by_owner(ring, in_use);
+    let most = |live_only: bool| {
+        free.iter()
+            .filter(|(owner, n)| *owner != me && **n > 0 && (!live_only || members.is_live(owner)))
+            .max_by_key(|(_, n)| **n)
+            .map(|(owner, _)| owner.clone())
+    };
+    most(true).or_else(|| most(false))
+}
+
+/// The heir of last resort when a removed host owned a whole ring: the
+/// lowest id among hosts not removed, as every host computes it.
+fn fallback_heir(members: &dyn Members, gone: &BTreeSet<String>) -> String {
+    members
+        .all()
+        .into_iter()
+        .filter(|id| !gone.contains(id))
+        .min()
+        .unwrap_or_else(|| members.me().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hosts::{Host, HostSet};
+    use std::sync::Arc;
+
+    fn id(n: u8) -> PeerId {
+        PeerId([n; 32])
+    }
+
+    fn net() -> NetworkDef {
+        NetworkDef {
+            id: "blue".into(),
+            subnet: "10.40.0.0/29".parse().unwrap(),
+            subnet6: crate::networks::derive_ula("blue"),
+            created_by: id(1).to_hex(),
+            labels: BTreeMap::new(),
+            hosts: vec![],
+            sealed_secrets: BTreeMap::new(),
         }
     }
 
-    pub async fn reserve(&self, req: api::ReserveRequest) -> Result<api::Reservation, ApiError> {
-        let net = self.network(&req.network)?;
-        let me = self.id().to_hex();
-        if !net.allows_host(&me) {
-            return Err(ApiError::BadRequest(format!(
-                "network {} is restricted to other hosts",
-                net.id
-            )));
+    fn host(n: u8, up: bool) -> Host {
+        Host {
+            id: id(n).to_hex(),
+            name: format!("h{n}"),
+            up,
+            meta: BTreeMap::new(),
         }
-        let want = match req.ip.as_deref() {
-            Some(t) => Some(
-                crate::networks::parse_member_address(t, &net)
-                    .map_err(ApiError::bad)?
-                    .0,
-            ),
-            None => None,
-        };
-        let ip = self.allocate(&net, want).await?;
-        let rec = crate::state::Reservation {
-            network: net.id.clone(),
-            ip,
-            label: req.label.clone(),
-        };
-        let mut all = self.reservations.lock().await;
-        all.push(rec);
-        if let Err(e) = self.state.save_reservations(&all) {
-            all.pop();
-            self.release(&net.id, ip);
-            return Err(ApiError::Internal(e));
-        }
-        drop(all);
-        replicated::put(
-            &self.endpoints,
-            self.id(),
-            &crate::networks::endpoint_key(&net.id, IpAddr::V4(ip)),
-            crate::networks::EndpointRecord {
-                network: net.id.clone(),
-                ip: IpAddr::V4(ip),
-                ip6: Some(net.ipv6_for(ip)),
-                mac: String::new(),
-                host: me,
-                name: None,
-                version: None,
-            },
-        );
-        Ok(api::Reservation {
-            network: net.id,
-            ip: format!("{ip}/{}", net.subnet.prefix_len()),
-            label: req.label,
-        })
     }
 
-    pub async fn release_reservation(
-        &self,
-        req: api::ReleaseRequest,
-    ) -> Result<api::Reservation, ApiError> {
-        let ip: Ipv4Addr = req
-            .ip
-            .split('/')
-            .next()
-            .unwrap_or_default()
-            .parse()
-            .map_err(|_| ApiError::BadRequest(format!("{:?} is not an IPv4 address", req.ip)))?;
-        let mut all = self.reservations.lock().await;
-        let Some(pos) = all
-            .iter()
-            .position(|r| r.network == req.network && r.ip == ip)
-        else {
-            return Err(ApiError::NotFound(format!(
-                "{ip} is not reserved on network {} by this host",
-                req.network
-            )));
-        };
-        let rec = all.remove(pos);
-        self.state.save_reservations(&all)?;
-        drop(all);
-        replicated::remove(
-            &self.endpoints,
-            self.id(),
-            &crate::networks::endpoint_key(&rec.network, IpAddr::V4(ip)),
-        );
-        self.release(&rec.network, ip);
-        Ok(api::Reservation {
-            network: rec.network,
-            ip: ip.to_string(),
-            label: rec.label,
-        })
+    /// Host `me`'s view: the others with the given liveness.
+    fn view(me: u8, others: &[(u8, bool)]) -> HostSet {
+        HostSet::new(
+            host(me, true),
+            others.iter().map(|(n, up)| host(*n, *up)).collect(),
+        )
     }
 
-    pub fn ipam_view(&self) -> Vec<api::IpamNetwork> {
-        let endpoints = replicated::live(&self.endpoints);
-        replicated::live(&self.networks)
-            .values()
-            .map(|net| {
-                let allocs: Vec<&crate::networks::EndpointRecord> =
-                    endpoints.values().filter(|e| e.network == net.id).collect();
-                let used: BTreeSet<u32> = allocs
-                    .iter()
-                    .filter_map(|e| match e.ip {
-                        IpAddr::V4(v4) => Some(u32::from(v4)),
-                        _ => None,
+    struct Mesh {
+        hosts: Vec<(Channels, Arc<Allocator>)>,
+    }
+
+    impl Mesh {
+        fn new(n: u8) -> Mesh {
+            Mesh {
+                hosts: (1..=n)
+                    .map(|i| {
+                        let ch = Channels::detached();
+                        let a =
+                            Allocator::new(id(i), &ch).with_grant_timeout(Duration::from_secs(5));
+                        (ch, Arc::new(a))
                     })
-                    .collect();
-                api::IpamNetwork {
-                    network: net.id.clone(),
-                    subnet: net.subnet.to_string(),
-                    ranges: self
-                        .ring_of(&net.id)
-                        .iter()
-                        .map(|r| api::IpamRange {
-                            start: Ipv4Addr::from(r.start).to_string(),
-                            end: Ipv4Addr::from(r.end - 1).to_string(),
-                            size: u64::from(r.len()),
-                            used: used.range(r.start..r.end).count() as u64,
-                            owner: r.owner[..r.owner.len().min(12)].to_string(),
-                            owner_name: self.peer_name_or_self(&r.owner),
-                        })
-                        .collect(),
-                    allocations: allocs
-                        .iter()
-                        .map(|e| api::IpamAllocation {
-                            ip: e.ip.to_string(),
-                            host: self.peer_name_or_self(&e.host),
-                            name: e.name.clone(),
-                        })
-                        .collect(),
+                    .collect(),
+            }
+        }
+
+        fn sync(&self) {
+            for a in &self.hosts {
+                for b in &self.hosts {
+                    a.0.sync_with(&b.0);
                 }
-            })
-            .collect()
-    }
+            }
+        }
 
-    fn peer_name_or_self(&self, hex: &str) -> String {
-        if hex == self.id().to_hex() {
-            self.settings.name.clone()
-        } else {
-            self.peer_name(hex)
+        fn alloc(&self, i: usize) -> &Arc<Allocator> {
+            &self.hosts[i].1
         }
     }
 
-    /// `meshctl peer rm`: the host is gone for good. Safe on any number of
-    /// hosts at once: the removal is a mesh-wide fact, and who inherits its
-    /// ranges is computed the same way everywhere.
-    pub async fn remove_peer(&self, which: &str) -> Result<api::RemovePeerResponse, ApiError> {
-        let members = self.node.members();
-        let found: Vec<&gossip::Member> = members
-            .iter()
-            .filter(|m| m.name == which || m.id.to_hex().starts_with(which))
-            .collect();
-        let m = match found.as_slice() {
-            [one] => *one,
-            [] => {
-                return Err(ApiError::NotFound(format!(
-                    "no peer named or with id {which:?}"
-                )))
+    #[tokio::test]
+    async fn the_creator_allocates_lowest_first_and_reuses_released_addresses() {
+        let m = Mesh::new(1);
+        let a = m.alloc(0);
+        a.init_ring(&net());
+        let me = view(1, &[]);
+        let first = a.allocate(&net(), None, &me).await.unwrap();
+        let second = a.allocate(&net(), None, &me).await.unwrap();
+        assert_eq!(first, Ipv4Addr::new(10, 40, 0, 1));
+        assert_eq!(second, Ipv4Addr::new(10, 40, 0, 2));
+        a.release("blue", first);
+        assert!(!a.is_allocated("blue", first));
+        assert_eq!(a.allocate(&net(), None, &me).await.unwrap(), first);
+        let e = a.allocate(&net(), Some(second), &me).await.unwrap_err();
+        assert!(matches!(e, AllocError::InUse { .. }), "{e}");
+        let outside = Ipv4Addr::new(10, 40, 0, 6); // the DNS service address
+        let e = a.allocate(&net(), Some(outside), &me).await.unwrap_err();
+        assert!(e.is_invalid_request(), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_full_host_is_granted_space_by_the_owner() {
+        let m = Mesh::new(2);
+        m.alloc(0).init_ring(&net());
+        m.sync();
+        let (a, b) = (m.alloc(0).clone(), m.alloc(1).clone());
+        let waiting =
+            tokio::spawn(async move { b.allocate(&net(), None, &view(2, &[(1, true)])).await });
+        // Play gossip until host 2's allocation is granted.
+        let got = loop {
+            m.sync();
+            a.serve(&view(1, &[(2, true)]));
+            m.sync();
+            if waiting.is_finished() {
+                break waiting.await.unwrap().unwrap();
             }
-            _ => {
-                return Err(ApiError::BadRequest(format!(
-                    "{which:?} matches {} peers; give more of the id",
-                    found.len()
-                )))
-            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         };
-        if m.state == gossip::PeerState::Up {
-            return Err(ApiError::Conflict(format!(
-                "peer {} is up; stop its meshd before removing it for good",
-                m.name
-            )));
+        let ring = m.alloc(1).ring_of("blue");
+        let owner = ipam::owner_of(&ring, u32::from(got)).unwrap();
+        assert_eq!(owner.owner, id(2).to_hex(), "{ring:?}");
+        // The request is withdrawn once answered.
+        m.sync();
+        assert!(records::live(&m.hosts[1].0.requests).is_empty());
+        // The owner knows it gave the address away, and allocates elsewhere.
+        let ring = a.ring_of("blue");
+        assert_eq!(
+            ipam::owner_of(&ring, u32::from(got)).unwrap().owner,
+            id(2).to_hex()
+        );
+        let mine = a
+            .allocate(&net(), None, &view(1, &[(2, true)]))
+            .await
+            .unwrap();
+        assert_ne!(mine, got);
+    }
+
+    #[tokio::test]
+    async fn space_owned_by_a_host_that_is_down_is_an_error_naming_it() {
+        let m = Mesh::new(2);
+        m.alloc(0).init_ring(&net());
+        m.sync();
+        let e = m
+            .alloc(1)
+            .allocate(&net(), None, &view(2, &[(1, false)]))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e,
+            AllocError::OwnerUnreachable {
+                network: "blue".into(),
+                owner: "h1".into()
+            }
+        );
+        assert!(e.to_string().contains("h1"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn an_exhausted_network_says_so() {
+        let m = Mesh::new(1);
+        let a = m.alloc(0);
+        a.init_ring(&net());
+        let me = view(1, &[]);
+        // A /29 has 5 allocatable addresses (.1-.5; .6 serves DNS).
+        for _ in 0..5 {
+            a.allocate(&net(), None, &me).await.unwrap();
         }
-        let hex = m.id.to_hex();
-        replicated::put(
-            &self.removed,
-            self.id(),
-            &hex,
+        let e = a.allocate(&net(), None, &me).await.unwrap_err();
+        assert!(matches!(e, AllocError::Exhausted { .. }), "{e}");
+    }
+
+    #[tokio::test]
+    async fn no_ring_yet_times_out_with_a_clear_error() {
+        let ch = Channels::detached();
+        let a = Allocator::new(id(1), &ch).with_grant_timeout(Duration::from_millis(50));
+        let e = a.allocate(&net(), None, &view(1, &[])).await.unwrap_err();
+        assert!(matches!(e, AllocError::NoRanges { .. }), "{e}");
+    }
+
+    #[test]
+    fn the_ranges_of_a_removed_host_go_to_one_heir() {
+        let m = Mesh::new(2);
+        m.alloc(0).init_ring(&net());
+        m.sync();
+        records::put(
+            &m.hosts[1].0.removed,
+            id(2),
+            &id(1).to_hex(),
             RemovedPeer {
-                id: hex.clone(),
-                name: m.name.clone(),
-                removed_by: self.id().to_hex(),
+                id: id(1).to_hex(),
+                name: "h1".into(),
+                removed_by: id(2).to_hex(),
             },
         );
-        // Its containers are gone with it.
-        for (key, e) in replicated::live(&self.endpoints) {
-            if e.host == hex {
-                replicated::remove(&self.endpoints, self.id(), &key);
-            }
-        }
-        Ok(api::RemovePeerResponse {
-            removed: m.name.clone(),
-        })
+        m.alloc(1).serve(&view(2, &[(1, false)]));
+        let ring = m.alloc(1).ring_of("blue");
+        assert!(!ring.is_empty());
+        assert!(ring.iter().all(|r| r.owner == id(2).to_hex()), "{ring:?}");
+    }
+
+    #[test]
+    fn dropping_a_ring_removes_every_range() {
+        let m = Mesh::new(1);
+        m.alloc(0).init_ring(&net());
+        assert_eq!(m.alloc(0).ring_of("blue").len(), 1);
+        m.alloc(0).drop_ring("blue");
+        assert!(m.alloc(0).ring_of("blue").is_empty());
+    }
+
+    #[test]
+    fn allocation_errors_keep_their_kind() {
+        let bad = ApiError::from(AllocError::NotAllocatable {
+            ip: Ipv4Addr::new(10, 0, 0, 1),
+            network: "n".into(),
+        });
+        assert!(matches!(bad, ApiError::BadRequest(_)));
+        let busy = ApiError::from(AllocError::Exhausted {
+            network: "n".into(),
+        });
+        assert!(matches!(busy, ApiError::Conflict(_)));
     }
 }

@@ -1,68 +1,111 @@
 //! Attaching containers: a veth pair whose host end is on the network's
 //! bridge and whose other end, addressed, is in the container's namespace.
+//! [`Attacher`] owns this host's attachments from request to reaping: an
+//! attachment whose namespace or veth is gone is noticed (a link-deletion
+//! event, or the periodic sweep) and its address, DNS record and
+//! resolv.conf go with it.
 
 use anyhow::{Context, Result};
+use futures::StreamExt;
+use gossip::PeerId;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+use std::time::Duration;
 use tracing::{info, warn};
 
+use crate::alloc::Allocator;
 use crate::api::{self, Attachment};
-use crate::daemon::Daemon;
 use crate::error::ApiError;
-use crate::netdev::{format_mac, in_netns, Netlink, NetnsTarget};
-use crate::networks::{self, EndpointRecord, NetworkDef};
-use crate::replicated;
-use crate::state::AttachmentRecord;
+use crate::hosts::Members;
+use crate::netdev::{format_mac, hostname_of, in_netns, Netlink, NetnsTarget};
+use crate::networks;
+use crate::records::{self, EndpointRecord, NetworkDef, Records};
+use crate::resolvconf::NetnsEtc;
+use crate::state::{AttachmentRecord, AttachmentStore};
 
-/// For namespaces made by `ip netns add NAME`, `ip netns exec` bind-mounts
-/// `/etc/netns/NAME/resolv.conf` over `/etc/resolv.conf`: we write one
-/// there so the network's names resolve. The host's own resolv.conf is
-/// never touched.
-fn netns_resolv_conf(netns_path: &str) -> Option<std::path::PathBuf> {
-    let name = netns_path.strip_prefix("/run/netns/")?;
-    if name.is_empty() || name.contains('/') {
-        return None;
-    }
-    Some(
-        std::path::Path::new("/etc/netns")
-            .join(name)
-            .join("resolv.conf"),
-    )
+/// How often attachments are checked for a vanished namespace or veth,
+/// besides the check each link-deletion event triggers.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
+
+pub struct Attacher {
+    nl: Netlink,
+    prefix: String,
+    mtu: u32,
+    me: PeerId,
+    store: AttachmentStore,
+    alloc: Arc<Allocator>,
+    endpoints: Records<EndpointRecord>,
+    etc: NetnsEtc,
+    /// Serialises attach, detach and reaping (taken after the daemon's
+    /// device lock where both are held).
+    ops: tokio::sync::Mutex<()>,
 }
 
-impl Daemon {
-    pub async fn list_attachments(&self) -> Vec<Attachment> {
-        self.local
-            .lock()
-            .await
-            .attachments
-            .iter()
-            .map(|a| a.attachment.clone())
+impl Attacher {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        nl: Netlink,
+        prefix: String,
+        mtu: u32,
+        me: PeerId,
+        store: AttachmentStore,
+        alloc: Arc<Allocator>,
+        endpoints: Records<EndpointRecord>,
+        etc: NetnsEtc,
+    ) -> Attacher {
+        Attacher {
+            nl,
+            prefix,
+            mtu,
+            me,
+            store,
+            alloc,
+            endpoints,
+            etc,
+            ops: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Never waits for an attach in progress.
+    pub fn list(&self) -> Vec<Attachment> {
+        self.store
+            .snapshot()
+            .into_iter()
+            .map(|a| a.attachment)
             .collect()
     }
 
-    pub async fn attach(&self, req: api::AttachRequest) -> Result<Attachment, ApiError> {
-        let net = self.network(&req.network)?;
-        let me = self.id().to_hex();
-        if !net.allows_host(&me) {
-            return Err(ApiError::BadRequest(format!(
-                "network {} is restricted to other hosts; this host is not one of them",
-                net.id
-            )));
-        }
+    pub fn count(&self) -> usize {
+        self.store.len()
+    }
+
+    pub fn records(&self) -> Vec<AttachmentRecord> {
+        self.store.snapshot()
+    }
+
+    /// Attaches `req.target` to `net`, whose bridge here has wire id `wire`.
+    /// Any failure undoes every step: no veth, no address, no record.
+    pub async fn attach(
+        &self,
+        net: &NetworkDef,
+        wire: u32,
+        req: &api::AttachRequest,
+        members: &dyn Members,
+    ) -> Result<Attachment, ApiError> {
         let requested = match req.ip.as_deref() {
             Some(text) => Some(
-                networks::parse_member_address(text, &net)
+                networks::parse_member_address(text, net)
                     .map_err(ApiError::bad)?
                     .0,
             ),
             None => None,
         };
         let target = NetnsTarget::resolve(&req.target).map_err(|e| {
-            let msg = format!("{e:#}");
-            if msg.contains("no process") {
-                ApiError::NotFound(msg)
+            if e.is_missing() {
+                ApiError::NotFound(e.to_string())
             } else {
-                ApiError::BadRequest(msg)
+                ApiError::BadRequest(e.to_string())
             }
         })?;
         if target.is_current() {
@@ -81,11 +124,11 @@ impl Daemon {
                 validate_dns_label(name)?;
                 Some(name.clone())
             }
-            None => default_name(&req, &target),
+            None => default_name(req, &target),
         };
 
-        let mut local = self.local.lock().await;
-        if let Some(a) = local.attachments.iter().find(|a| {
+        let _ops = self.ops.lock().await;
+        if let Some(a) = self.store.snapshot().iter().find(|a| {
             a.attachment.network == net.id && a.netns_dev == target.dev && a.netns_ino == target.ino
         }) {
             return Err(ApiError::Conflict(format!(
@@ -93,45 +136,25 @@ impl Daemon {
                 req.target, net.id, a.attachment.ip
             )));
         }
-        let Some(&wire) = local.realized.get(&net.id) else {
-            return Err(ApiError::Internal(anyhow::anyhow!(
-                "network {} has no bridge on this host; see the meshd log",
-                net.id
-            )));
-        };
-        let ip = self.allocate(&net, requested).await?;
-        let prefix_len = net.subnet.prefix_len();
+        let ip = self.alloc.allocate(net, requested, members).await?;
         let ip6 = net.ipv6_for(ip);
-
         let suffix: u32 = rand::random();
-        let prefix = &self.settings.link_prefix;
-        let host_if = format!("{prefix}v{suffix:08x}");
-        let peer_if = format!("{prefix}c{suffix:08x}");
-        let plumbed = self
-            .plumb_veth(&target, wire, &host_if, &peer_if, &ifname, &net, ip, ip6)
-            .await;
-        let mac = match plumbed {
+        let host_if = format!("{}v{suffix:08x}", self.prefix);
+        let peer_if = format!("{}c{suffix:08x}", self.prefix);
+        let mac = match self
+            .plumb_veth(&target, wire, &host_if, &peer_if, &ifname, net, ip, ip6)
+            .await
+        {
             Ok(mac) => mac,
-            Err(e) => {
-                // Undo: deleting the host end removes the pair, wherever the
-                // other end went; the address goes back to the pool.
-                if let Err(e2) = self.nl.delete(&host_if).await {
-                    warn!("cleanup of {host_if} after a failed attach: {e2:#}");
-                }
-                self.release(&net.id, ip);
-                return Err(ApiError::Internal(e.context(format!(
-                    "attaching {} to network {}",
-                    req.target, net.id
-                ))));
-            }
+            Err(e) => return Err(self.undo(&host_if, net, ip, &req.target, e).await),
         };
         let dns = crate::ipam::service_address(net.subnet);
         let attachment = Attachment {
             network: net.id.clone(),
             netns: target.path.display().to_string(),
             ifname,
-            host_ifname: host_if,
-            ip: format!("{ip}/{prefix_len}"),
+            host_ifname: host_if.clone(),
+            ip: format!("{ip}/{}", net.subnet.prefix_len()),
             ip6: Some(format!("{ip6}/{}", net.subnet6.prefix_len())),
             mac: format_mac(&mac),
             dns_server: Some(dns.to_string()),
@@ -140,44 +163,50 @@ impl Daemon {
             name: name.clone(),
             version: req.version.clone(),
         };
-        local.attachments.push(AttachmentRecord {
+        let rec = AttachmentRecord {
             attachment: attachment.clone(),
             netns_dev: target.dev,
             netns_ino: target.ino,
-        });
-        self.state.save_attachments(&local.attachments)?;
-        replicated::put(
+        };
+        if let Err(e) = self.store.add(rec) {
+            return Err(self.undo(&host_if, net, ip, &req.target, e).await);
+        }
+        records::put(
             &self.endpoints,
-            self.id(),
-            &networks::endpoint_key(&net.id, IpAddr::V4(ip)),
+            self.me,
+            &records::endpoint_key(&net.id, IpAddr::V4(ip)),
             EndpointRecord {
                 network: net.id.clone(),
                 ip: IpAddr::V4(ip),
                 ip6: Some(ip6),
                 mac: attachment.mac.clone(),
-                host: me,
-                name: name.clone(),
+                host: self.me.to_hex(),
+                name,
                 version: req.version.clone(),
             },
         );
-        if let Some(path) = netns_resolv_conf(&attachment.netns) {
-            if !path.exists() {
-                let text = format!(
-                    "# written by meshd for network {}\nnameserver {dns}\nsearch {}\n",
-                    net.id, net.id
-                );
-                if let Err(e) = path
-                    .parent()
-                    .map(std::fs::create_dir_all)
-                    .unwrap_or(Ok(()))
-                    .and_then(|_| std::fs::write(&path, text))
-                {
-                    warn!("cannot write {}: {e}", path.display());
-                }
-            }
+        if let Err(e) = self.etc.write(&attachment.netns, &net.id, dns) {
+            warn!(netns = %attachment.netns, "cannot write the namespace's resolv.conf: {e}");
         }
         info!(network = %net.id, netns = %attachment.netns, ip = %attachment.ip, "attached");
         Ok(attachment)
+    }
+
+    /// Undoes a failed attach: deleting the host end removes the pair,
+    /// wherever the other end went; the address goes back to the pool.
+    async fn undo(
+        &self,
+        host_if: &str,
+        net: &NetworkDef,
+        ip: Ipv4Addr,
+        target: &str,
+        cause: anyhow::Error,
+    ) -> ApiError {
+        if let Err(e) = self.nl.delete(host_if).await {
+            warn!("cleanup of {host_if} after a failed attach: {e:#}");
+        }
+        self.alloc.release(&net.id, ip);
+        ApiError::Internal(cause.context(format!("attaching {target} to network {}", net.id)))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -194,7 +223,7 @@ impl Daemon {
     ) -> Result<[u8; 6]> {
         let bridge = self
             .nl
-            .link(&networks::bridge_name(&self.settings.link_prefix, wire))
+            .link(&networks::bridge_name(&self.prefix, wire))
             .await?
             .context("the network's bridge is missing")?;
         self.nl.create_veth(host_if, peer_if, self.mtu).await?;
@@ -213,8 +242,11 @@ impl Daemon {
         .await
     }
 
-    pub async fn detach(&self, req: api::DetachRequest) -> Result<Attachment, ApiError> {
-        let net = self.network(&req.network)?;
+    pub async fn detach(
+        &self,
+        net: &NetworkDef,
+        req: &api::DetachRequest,
+    ) -> Result<Attachment, ApiError> {
         if req.target.is_none() && req.container_id.is_none() {
             return Err(ApiError::BadRequest(
                 "detach needs a target (PID or netns path) or a container id".into(),
@@ -226,8 +258,8 @@ impl Daemon {
             .target
             .as_deref()
             .and_then(|t| NetnsTarget::resolve(t).ok());
-        let mut local = self.local.lock().await;
-        let pos = local.attachments.iter().position(|a| {
+        let _ops = self.ops.lock().await;
+        let matches = |a: &AttachmentRecord| {
             a.attachment.network == net.id
                 && match (&req.container_id, &target, &req.target) {
                     (Some(id), _, _) => a.attachment.container_id.as_deref() == Some(id.as_str()),
@@ -235,8 +267,8 @@ impl Daemon {
                     (None, None, Some(path)) => &a.attachment.netns == path,
                     (None, None, None) => false,
                 }
-        });
-        let Some(pos) = pos else {
+        };
+        let Some(rec) = self.store.snapshot().into_iter().find(|a| matches(a)) else {
             let what = req
                 .container_id
                 .as_deref()
@@ -248,24 +280,135 @@ impl Daemon {
                 net.id
             )));
         };
-        let rec = local.attachments[pos].clone();
         self.nl.delete(&rec.attachment.host_ifname).await?;
-        local.attachments.remove(pos);
-        self.state.save_attachments(&local.attachments)?;
-        self.forget_endpoint(&rec);
-        if let Some(path) = netns_resolv_conf(&rec.attachment.netns) {
-            let ours = std::fs::read_to_string(&path)
-                .map(|t| t.starts_with(&format!("# written by meshd for network {}\n", net.id)))
-                .unwrap_or(false);
-            if ours {
-                let _ = std::fs::remove_file(&path);
-                if let Some(dir) = path.parent() {
-                    let _ = std::fs::remove_dir(dir);
-                }
-            }
-        }
+        let (_, saved) = self
+            .store
+            .remove_where(|a| a.attachment.host_ifname == rec.attachment.host_ifname);
+        self.forget(&rec);
+        saved?;
         info!(network = %net.id, netns = %rec.attachment.netns, "detached");
         Ok(rec.attachment)
+    }
+
+    /// What an attachment leaves in the mesh once its devices are gone:
+    /// the DNS record, the address, the namespace's resolv.conf.
+    fn forget(&self, rec: &AttachmentRecord) {
+        match rec.ip() {
+            Ok(ip) => {
+                let key = records::endpoint_key(&rec.attachment.network, IpAddr::V4(ip));
+                records::remove(&self.endpoints, self.me, &key);
+                self.alloc.release(&rec.attachment.network, ip);
+            }
+            // The store admits no such record; say so if one slips through.
+            Err(e) => {
+                warn!(netns = %rec.attachment.netns, "cannot release an attachment's address: {e}")
+            }
+        }
+        self.etc
+            .remove(&rec.attachment.netns, &rec.attachment.network);
+    }
+
+    /// Removes the attachments `stale` picks: devices, records, addresses.
+    async fn drop_where(&self, stale: impl FnMut(&AttachmentRecord) -> bool) -> Result<usize> {
+        let (gone, saved) = self.store.remove_where(stale);
+        for rec in &gone {
+            self.nl.delete(&rec.attachment.host_ifname).await?;
+            self.forget(rec);
+        }
+        saved?;
+        Ok(gone.len())
+    }
+
+    /// Detaches every container of a network about to be taken down.
+    pub async fn drop_network(&self, network: &str) -> Result<usize> {
+        let _ops = self.ops.lock().await;
+        self.drop_where(|a| a.attachment.network == network).await
+    }
+
+    /// Reaps attachments whose namespace or host-side veth is gone.
+    pub async fn sweep(&self) -> Result<usize> {
+        let _ops = self.ops.lock().await;
+        let links: BTreeSet<String> = self.nl.links().await?.into_iter().map(|l| l.name).collect();
+        let n = self
+            .drop_where(|rec| {
+                let stale = !links.contains(&rec.attachment.host_ifname) || !namespace_of(rec).still_exists();
+                if stale {
+                    info!(network = %rec.attachment.network, netns = %rec.attachment.netns, ip = %rec.attachment.ip, "reaping an attachment whose namespace is gone");
+                }
+                stale
+            })
+            .await?;
+        Ok(n)
+    }
+
+    /// At start: keeps the attachments whose namespace, veth and network
+    /// still exist, reaps the rest, and notes the kept addresses.
+    pub async fn adopt(&self, networks: &BTreeMap<String, NetworkDef>) -> Result<()> {
+        let _ops = self.ops.lock().await;
+        let links: BTreeSet<String> = self.nl.links().await?.into_iter().map(|l| l.name).collect();
+        self.drop_where(|rec| {
+            let keep = links.contains(&rec.attachment.host_ifname)
+                && namespace_of(rec).still_exists()
+                && networks.contains_key(&rec.attachment.network);
+            if !keep {
+                info!(network = %rec.attachment.network, netns = %rec.attachment.netns, "dropping stale attachment");
+            }
+            !keep
+        })
+        .await?;
+        for rec in self.store.snapshot() {
+            if let Ok(ip) = rec.ip() {
+                self.alloc.note_allocated(&rec.attachment.network, ip);
+            }
+        }
+        Ok(())
+    }
+
+    /// Follows link deletions, and sweeps every [`SWEEP_INTERVAL`], so a
+    /// vanished container is reaped within seconds even if an event is lost
+    /// (or came while meshd was not running).
+    pub async fn reap_forever(self: Arc<Self>) {
+        let prefix = format!("{}v", self.prefix);
+        let mut events = match Netlink::link_deletions() {
+            Ok(s) => Some(Box::pin(s)),
+            Err(e) => {
+                warn!("no link events, relying on the sweep alone: {e:#}");
+                None
+            }
+        };
+        let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let deleted = async {
+                match events.as_mut() {
+                    Some(s) => s.next().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                name = deleted => match name {
+                    Some(name) if name.starts_with(&prefix) => {}
+                    Some(_) => continue,
+                    None => {
+                        warn!("link events ended, relying on the sweep alone");
+                        events = None;
+                        continue;
+                    }
+                },
+                _ = tick.tick() => {}
+            }
+            if let Err(e) = self.sweep().await {
+                warn!("sweeping attachments: {e:#}");
+            }
+        }
+    }
+}
+
+fn namespace_of(rec: &AttachmentRecord) -> NetnsTarget {
+    NetnsTarget {
+        path: rec.attachment.netns.clone().into(),
+        dev: rec.netns_dev,
+        ino: rec.netns_ino,
     }
 }
 
@@ -287,6 +430,10 @@ fn default_name(req: &api::AttachRequest, target: &NetnsTarget) -> Option<String
                 .ok()
                 .map(|p| p.display().to_string())
         })?;
+    dns_label_from(&raw)
+}
+
+fn dns_label_from(raw: &str) -> Option<String> {
     let label: String = raw
         .to_ascii_lowercase()
         .chars()
@@ -301,19 +448,6 @@ fn default_name(req: &api::AttachRequest, target: &NetnsTarget) -> Option<String
         .collect();
     let label = label.trim_matches('-').to_string();
     (!label.is_empty()).then_some(label)
-}
-
-/// The hostname a process sees (its UTS namespace), read on a thread of
-/// our own that enters that namespace.
-fn hostname_of(pid: u32) -> Option<String> {
-    let ns = std::fs::File::open(format!("/proc/{pid}/ns/uts")).ok()?;
-    std::thread::spawn(move || {
-        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWUTS).ok()?;
-        nix::unistd::gethostname().ok()?.into_string().ok()
-    })
-    .join()
-    .ok()
-    .flatten()
 }
 
 /// Container names become DNS labels: keep them to what DNS allows.
@@ -331,5 +465,21 @@ fn validate_dns_label(name: &str) -> Result<(), ApiError> {
         Err(ApiError::BadRequest(format!(
             "name {name:?} is not a valid DNS label (1-63 of letters, digits, '-', '_')"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_names_become_dns_labels() {
+        assert_eq!(dns_label_from("Web_1").as_deref(), Some("web-1"));
+        assert_eq!(dns_label_from("--x--").as_deref(), Some("x"));
+        assert_eq!(dns_label_from("___"), None);
+        assert_eq!(dns_label_from(&"a".repeat(80)).unwrap().len(), 63);
+        assert!(validate_dns_label("web_1").is_ok());
+        assert!(validate_dns_label("-web").is_err());
+        assert!(validate_dns_label("").is_err());
     }
 }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tracing::{debug, warn};
 
-use crate::networks::EndpointRecord;
+use crate::records::EndpointRecord;
 
 /// TTL of our own records: short, since containers come and go.
 pub const RECORD_TTL: u32 = 5;

@@ -21,64 +21,10 @@
 //! This module is plain logic over the replicated values; the daemon does
 //! the I/O.
 
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-/// One range `[start, end)` of a network's IPv4 space and its owner (peer
-/// id, hex).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RangeEntry {
-    pub network: String,
-    pub start: u32,
-    pub end: u32,
-    pub owner: String,
-}
-
-impl RangeEntry {
-    pub fn key(&self) -> String {
-        range_key(&self.network, self.start)
-    }
-
-    pub fn len(&self) -> u32 {
-        self.end - self.start
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.end <= self.start
-    }
-
-    pub fn contains(&self, a: u32) -> bool {
-        self.start <= a && a < self.end
-    }
-}
-
-pub fn range_key(network: &str, start: u32) -> String {
-    format!("{network}/{start:08x}")
-}
-
-/// A host asking an owner for space.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SpaceRequest {
-    pub network: String,
-    pub from: String,
-    pub to: String,
-    pub want: Want,
-    /// Distinguishes successive requests of one host.
-    pub seq: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Want {
-    /// Any free space (the owner gives half of its largest free run).
-    Space,
-    /// Exactly this address (a static `--ip` inside someone else's range).
-    Addr(u32),
-}
-
-pub fn request_key(network: &str, from: &str) -> String {
-    format!("{network}/{from}")
-}
+use crate::records::{RangeEntry, Want};
 
 /// The ranges of one network, sorted by start.
 pub fn ranges<'a>(all: impl Iterator<Item = &'a RangeEntry>, network: &str) -> Vec<RangeEntry> {

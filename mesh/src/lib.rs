@@ -4,18 +4,28 @@
 /// The local API types live in the `mesh-api` crate, shared with every client.
 pub use mesh_api as api;
 
+// Replicated state and the rules over it (no I/O).
+pub mod hosts;
+pub mod ipam;
+pub mod networks;
+pub mod records;
+pub mod views;
+
+// The parts of the daemon, each over its own state.
 pub mod alloc;
 pub mod attach;
-pub mod config;
-pub mod daemon;
 pub mod dns;
-pub mod error;
-pub mod ipam;
-pub mod metrics;
+pub mod fabric;
 pub mod netdev;
 pub mod netsecret;
-pub mod networks;
 pub mod peers;
-pub mod replicated;
-pub mod server;
+pub mod reserve;
+pub mod resolvconf;
 pub mod state;
+
+// Wiring and the edges.
+pub mod config;
+pub mod daemon;
+pub mod error;
+pub mod metrics;
+pub mod server;

@@ -1,13 +1,15 @@
 //! Kernel network devices through netlink: bridges, veth pairs, addresses.
 //!
 //! Network namespaces are per thread, so work inside a container's
-//! namespace runs on a thread of its own ([`in_netns`]) with its own
-//! netlink socket opened there.
+//! namespace runs on a thread of its own ([`in_netns`], on
+//! [`mesh_sys::netns`]) with its own netlink socket opened there.
 
 use anyhow::{anyhow, bail, Context, Result};
-use futures::TryStreamExt;
+use futures::{Stream, StreamExt, TryStreamExt};
+use rtnetlink::packet_core::NetlinkPayload;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
 use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth};
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -70,6 +72,24 @@ impl Netlink {
         let (conn, handle, _) = rtnetlink::new_connection().context("opening netlink socket")?;
         tokio::spawn(conn);
         Ok(Netlink { handle })
+    }
+
+    /// The names of links deleted in the calling thread's namespace, as
+    /// the kernel announces them (`RTNLGRP_LINK`). A busy kernel may drop
+    /// announcements: whoever relies on this also checks now and then.
+    pub fn link_deletions() -> Result<impl Stream<Item = String>> {
+        let (conn, _handle, messages) =
+            rtnetlink::new_multicast_connection(&[rtnetlink::MulticastGroup::Link])
+                .context("subscribing to link events")?;
+        tokio::spawn(conn);
+        Ok(messages.filter_map(|(msg, _)| async move {
+            match msg.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) => {
+                    Some(link_info(&link).name)
+                }
+                _ => None,
+            }
+        }))
     }
 
     pub async fn link(&self, name: &str) -> Result<Option<LinkInfo>> {
@@ -274,47 +294,73 @@ pub struct NetnsTarget {
 
 const NSFS_MAGIC: i64 = 0x6e73_6673;
 
+/// Why a target does not name a network namespace.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("no target given: pass a PID or a network namespace path")]
+    Empty,
+    #[error("no process with PID {0}")]
+    NoProcess(u32),
+    #[error("{0:?} is not a valid PID")]
+    BadPid(String),
+    #[error("cannot open network namespace {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot inspect {path}: {source}")]
+    Inspect { path: PathBuf, source: nix::Error },
+    #[error("{0} is not a network namespace (not an nsfs file)")]
+    NotNamespace(PathBuf),
+}
+
+impl TargetError {
+    /// The target named something that does not exist (rather than
+    /// something malformed).
+    pub fn is_missing(&self) -> bool {
+        matches!(self, TargetError::NoProcess(_))
+    }
+}
+
 impl NetnsTarget {
     /// Parses `PID` or `/path/to/netns` and checks that it really is a
     /// network namespace.
-    pub fn resolve(target: &str) -> Result<NetnsTarget> {
+    pub fn resolve(target: &str) -> Result<NetnsTarget, TargetError> {
         let target = target.trim();
         if target.is_empty() {
-            bail!("no target given: pass a PID or a network namespace path");
+            return Err(TargetError::Empty);
         }
         let path = if target.chars().all(|c| c.is_ascii_digit()) {
             let pid: u32 = target
                 .parse()
-                .map_err(|_| anyhow!("{target:?} is not a valid PID"))?;
-            let p = PathBuf::from(format!("/proc/{pid}/ns/net"));
+                .map_err(|_| TargetError::BadPid(target.to_string()))?;
             if !Path::new(&format!("/proc/{pid}")).exists() {
-                bail!("no process with PID {pid}");
+                return Err(TargetError::NoProcess(pid));
             }
-            p
+            PathBuf::from(format!("/proc/{pid}/ns/net"))
         } else {
             PathBuf::from(target)
         };
-        let meta = std::fs::metadata(&path)
-            .map_err(|e| anyhow!("cannot open network namespace {}: {e}", path.display()))?;
-        let stat = nix::sys::statfs::statfs(&path)
-            .map_err(|e| anyhow!("cannot inspect {}: {e}", path.display()))?;
+        let open_err = |source| TargetError::Open {
+            path: path.clone(),
+            source,
+        };
+        let meta = std::fs::metadata(&path).map_err(open_err)?;
+        let stat = nix::sys::statfs::statfs(&path).map_err(|source| TargetError::Inspect {
+            path: path.clone(),
+            source,
+        })?;
         if stat.filesystem_type().0 as i64 != NSFS_MAGIC {
-            bail!(
-                "{} is not a network namespace (not an nsfs file)",
-                path.display()
-            );
+            return Err(TargetError::NotNamespace(path));
         }
+        // The file must open: nsfs files of dead namespaces do not.
+        drop(std::fs::File::open(&path).map_err(open_err)?);
         use std::os::unix::fs::MetadataExt;
-        let t = NetnsTarget {
+        Ok(NetnsTarget {
             path,
             dev: meta.dev(),
             ino: meta.ino(),
-        };
-        // An nsfs file could be another kind of namespace (mnt, pid, ...):
-        // setns with CLONE_NEWNET refuses those, and so do we, early.
-        let fd = t.open()?;
-        drop(fd);
-        Ok(t)
+        })
     }
 
     pub fn open(&self) -> Result<OwnedFd> {
@@ -351,22 +397,25 @@ where
     let fd = ns.open()?;
     let what = ns.path.display().to_string();
     tokio::task::spawn_blocking(move || -> Result<T> {
-        // spawn_blocking threads are reused: do the setns on a thread of
-        // our own so no pooled thread is left in a container's namespace.
-        std::thread::scope(|s| {
-            s.spawn(move || {
-                nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET)
-                    .with_context(|| format!("entering network namespace {what}"))?;
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .context("building a runtime inside the namespace")?;
-                rt.block_on(f())
-            })
-            .join()
-            .map_err(|_| anyhow!("namespace worker thread panicked"))?
-        })
+        mesh_sys::netns::run_in_fd(fd, mesh_sys::netns::Kind::Net, &what, move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("building a runtime inside the namespace")?
+                .block_on(f())
+        })?
     })
     .await
     .map_err(|e| anyhow!("namespace task failed: {e}"))?
+}
+
+/// The hostname a process sees (its UTS namespace).
+pub fn hostname_of(pid: u32) -> Option<String> {
+    mesh_sys::netns::run_in(
+        format!("/proc/{pid}/ns/uts"),
+        mesh_sys::netns::Kind::Uts,
+        || nix::unistd::gethostname().ok()?.into_string().ok(),
+    )
+    .ok()
+    .flatten()
 }

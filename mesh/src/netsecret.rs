@@ -35,7 +35,7 @@ impl HostKey {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let secret = StaticSecret::random_from_rng(rand::rngs::OsRng);
-                crate::state::write_atomic(path, secret.as_bytes(), 0o600)?;
+                mesh_sys::fs::write_atomic(path, secret.as_bytes(), 0o600)?;
                 Ok(HostKey { secret })
             }
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
@@ -95,6 +95,45 @@ pub fn seal_for(member_hex: &str, network: &str, secret: &[u8; 32]) -> Result<St
     let mut out = eph_pub.as_bytes().to_vec();
     out.extend_from_slice(&body);
     Ok(hex::encode(out))
+}
+
+/// Why a restricted network's secret cannot be sealed to a member.
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    /// The member advertises no key (down, or an older meshd).
+    #[error("host {0} advertises no network key (not up, or an older meshd)")]
+    NoKey(String),
+    #[error(transparent)]
+    Seal(#[from] anyhow::Error),
+}
+
+/// A fresh secret for a network restricted to `members` (peer ids, hex),
+/// sealed to each member's advertised key; empty for a network of every
+/// host.
+pub fn seal_to_members(
+    network: &str,
+    members: &[String],
+    hosts: &crate::hosts::HostSet,
+    own: &HostKey,
+) -> Result<std::collections::BTreeMap<String, String>, SealError> {
+    use crate::hosts::Members;
+    let mut out = std::collections::BTreeMap::new();
+    if members.is_empty() {
+        return Ok(out);
+    }
+    let secret: [u8; 32] = rand::random();
+    for h in members {
+        let key = if *h == hosts.me() {
+            own.public_hex()
+        } else {
+            hosts
+                .peer(h)
+                .and_then(|p| p.meta.get(META_NETWORK_KEY).cloned())
+                .ok_or_else(|| SealError::NoKey(hosts.name_of(h)))?
+        };
+        out.insert(h.clone(), seal_for(&key, network, &secret)?);
+    }
+    Ok(out)
 }
 
 /// Every wrap key is used once (fresh ephemeral key), so a zero nonce is safe.

@@ -1,72 +1,17 @@
 //! The network model: identifiers, subnets, names of the devices that carry
-//! a network on a host, and the records replicated about them.
+//! a network on a host, and the checks a new network definition passes.
+//! The replicated record itself is [`crate::records::NetworkDef`].
 
 use anyhow::{bail, Result};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use crate::records::NetworkDef;
 
 /// Linux interface names hold 15 bytes. `eth-<id>` must fit, so an id has at
 /// most 11 characters.
 pub const MAX_NETWORK_ID_LEN: usize = 11;
-
-/// A network definition, replicated to every host (gossip channel
-/// `networks`, keyed by id).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NetworkDef {
-    pub id: String,
-    pub subnet: Ipv4Net,
-    /// IPv6 ULA prefix (a /64); each container's IPv6 address is derived
-    /// from its IPv4 one, so IPv4 uniqueness gives IPv6 uniqueness.
-    pub subnet6: Ipv6Net,
-    /// Peer id of the host that created it.
-    pub created_by: String,
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    /// Hosts (peer ids, hex) the network is restricted to; empty = all.
-    #[serde(default)]
-    pub hosts: Vec<String>,
-    /// For a restricted network: its secret, sealed to each member host
-    /// (peer id hex → sealed copy, see [`crate::netsecret`]).
-    #[serde(default)]
-    pub sealed_secrets: BTreeMap<String, String>,
-}
-
-impl NetworkDef {
-    pub fn allows_host(&self, peer_hex: &str) -> bool {
-        self.hosts.is_empty() || self.hosts.iter().any(|h| h == peer_hex)
-    }
-
-    /// The IPv6 address paired with an IPv4 address of this network: the
-    /// ULA prefix plus the IPv4 host offset.
-    pub fn ipv6_for(&self, v4: Ipv4Addr) -> Ipv6Addr {
-        let offset = u32::from(v4) - u32::from(self.subnet.network());
-        Ipv6Addr::from(u128::from(self.subnet6.network()) | u128::from(offset))
-    }
-}
-
-/// An address in use on a network, replicated (gossip channel `endpoints`,
-/// keyed by [`endpoint_key`]) so a duplicate is refused on any host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EndpointRecord {
-    pub network: String,
-    pub ip: IpAddr,
-    #[serde(default)]
-    pub ip6: Option<Ipv6Addr>,
-    pub mac: String,
-    /// Peer id of the host the container lives on.
-    pub host: String,
-    /// DNS name (`<name>.<network>`), if the container has one.
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub version: Option<String>,
-}
-
-pub fn endpoint_key(network: &str, ip: IpAddr) -> String {
-    format!("{network}/{ip}")
-}
 
 pub fn validate_network_id(id: &str) -> Result<()> {
     if id.is_empty() || id.len() > MAX_NETWORK_ID_LEN {
@@ -177,6 +122,52 @@ pub fn parse_member_address(s: &str, net: &NetworkDef) -> Result<(Ipv4Addr, u8)>
         bail!("address {ip} is reserved for the network's DNS service");
     }
     Ok((ip, len))
+}
+
+/// Why a new network definition is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DefinitionError {
+    /// The request itself is malformed.
+    #[error("{0:#}")]
+    Invalid(anyhow::Error),
+    /// It clashes with a network that exists.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// Checks a request for a new network against the networks that exist and
+/// returns its subnets (the IPv6 prefix derived from the id unless given).
+pub fn check_new_network(
+    id: &str,
+    subnet: &str,
+    subnet6: Option<&str>,
+    labels: &BTreeMap<String, String>,
+    existing: &BTreeMap<String, NetworkDef>,
+) -> Result<(Ipv4Net, Ipv6Net), DefinitionError> {
+    validate_network_id(id).map_err(DefinitionError::Invalid)?;
+    let subnet = parse_subnet(subnet).map_err(DefinitionError::Invalid)?;
+    if existing.contains_key(id) {
+        return Err(DefinitionError::Conflict(format!(
+            "network {id:?} already exists"
+        )));
+    }
+    let w = wire_id(id);
+    if let Some(other) = existing.values().find(|n| wire_id(&n.id) == w) {
+        return Err(DefinitionError::Conflict(format!(
+            "network id {id:?} collides on the wire with network {:?}; choose another id",
+            other.id
+        )));
+    }
+    let subnet6 = match subnet6 {
+        Some(s) => parse_subnet6(s).map_err(DefinitionError::Invalid)?,
+        None => derive_ula(id),
+    };
+    if labels.keys().any(String::is_empty) {
+        return Err(DefinitionError::Invalid(anyhow::anyhow!(
+            "a label needs a key (key=value)"
+        )));
+    }
+    Ok((subnet, subnet6))
 }
 
 /// The number carried in every data-plane packet of this network: the
@@ -314,5 +305,48 @@ mod tests {
         assert!(!is_ours("ms", "eth0"));
         assert!(!is_ours("ms", "msb1234"));
         assert!(!is_ours("mx", &b));
+    }
+
+    #[test]
+    fn new_networks_are_checked_against_existing_ones() {
+        let mut existing = BTreeMap::new();
+        existing.insert("blue".to_string(), net());
+        let none = BTreeMap::new();
+        let (v4, v6) = check_new_network("red", "10.41.0.0/24", None, &none, &existing).unwrap();
+        assert_eq!(v4.to_string(), "10.41.0.0/24");
+        assert_eq!(v6, derive_ula("red"));
+        let (_, v6) =
+            check_new_network("red", "10.41.0.0/24", Some("fd00:1::/64"), &none, &existing)
+                .unwrap();
+        assert_eq!(v6.to_string(), "fd00:1::/64");
+        assert!(matches!(
+            check_new_network("blue", "10.42.0.0/24", None, &none, &existing),
+            Err(DefinitionError::Conflict(m)) if m.contains("already exists")
+        ));
+        assert!(matches!(
+            check_new_network("Blue", "10.42.0.0/24", None, &none, &existing),
+            Err(DefinitionError::Invalid(_))
+        ));
+        assert!(matches!(
+            check_new_network("red", "10.42.0.1/24", None, &none, &existing),
+            Err(DefinitionError::Invalid(_))
+        ));
+        let bad_label: BTreeMap<String, String> = [(String::new(), "v".to_string())].into();
+        let e = check_new_network("red", "10.42.0.0/24", None, &bad_label, &existing).unwrap_err();
+        assert!(e.to_string().contains("label needs a key"), "{e}");
+    }
+
+    #[test]
+    fn a_wire_id_collision_is_a_conflict_naming_the_other_network() {
+        // Find two ids with the same 32-bit wire id among short ids is
+        // impractical; plant a network whose id hashes like the new one
+        // by checking the rule on the id itself.
+        let mut existing = BTreeMap::new();
+        let mut other = net();
+        other.id = "blue".into();
+        existing.insert("blue-alias".to_string(), other);
+        let e = check_new_network("blue", "10.42.0.0/24", None, &BTreeMap::new(), &existing)
+            .unwrap_err();
+        assert!(e.to_string().contains("collides on the wire"), "{e}");
     }
 }

@@ -1,13 +1,70 @@
 //! Glue between membership and the data plane: gossip tells us about peers
 //! and their session keys; we give each peer a small data-plane handle and
-//! pass everything on.
+//! pass everything on. A peer that is down is in no network's flood list
+//! until it is up again; a peer removed for good leaves the data plane and
+//! is not let back in.
 
-use dataplane::{Dataplane, NetworkId, PeerIdx};
+use dataplane::{Dataplane, Engine, NetworkId, PeerIdx};
 use gossip::{PeerId, PeerInfo, PeerObserver, SessionKeys};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use tracing::{info, warn};
+
+/// What the table needs of a data plane (the running one, or a bare
+/// [`Engine`] in tests).
+pub trait PeerPlane: Send + Sync + 'static {
+    fn upsert_peer(&self, peer: PeerIdx, endpoint: SocketAddr, networks: &[NetworkId]);
+    fn remove_peer(&self, peer: PeerIdx);
+    fn install_keys(&self, peer: PeerIdx, keys: dataplane::SessionKeys, send_now: bool);
+    fn confirm_keys(&self, peer: PeerIdx, generation: u64);
+}
+
+impl PeerPlane for Dataplane {
+    fn upsert_peer(&self, peer: PeerIdx, endpoint: SocketAddr, networks: &[NetworkId]) {
+        Dataplane::upsert_peer(self, peer, endpoint, networks)
+    }
+    fn remove_peer(&self, peer: PeerIdx) {
+        Dataplane::remove_peer(self, peer)
+    }
+    fn install_keys(&self, peer: PeerIdx, keys: dataplane::SessionKeys, send_now: bool) {
+        Dataplane::install_keys(self, peer, keys, send_now)
+    }
+    fn confirm_keys(&self, peer: PeerIdx, generation: u64) {
+        Dataplane::confirm_keys(self, peer, generation)
+    }
+}
+
+impl<T: PeerPlane> PeerPlane for Arc<T> {
+    fn upsert_peer(&self, peer: PeerIdx, endpoint: SocketAddr, networks: &[NetworkId]) {
+        (**self).upsert_peer(peer, endpoint, networks)
+    }
+    fn remove_peer(&self, peer: PeerIdx) {
+        (**self).remove_peer(peer)
+    }
+    fn install_keys(&self, peer: PeerIdx, keys: dataplane::SessionKeys, send_now: bool) {
+        (**self).install_keys(peer, keys, send_now)
+    }
+    fn confirm_keys(&self, peer: PeerIdx, generation: u64) {
+        (**self).confirm_keys(peer, generation)
+    }
+}
+
+impl PeerPlane for Engine {
+    fn upsert_peer(&self, peer: PeerIdx, endpoint: SocketAddr, networks: &[NetworkId]) {
+        Engine::upsert_peer(self, peer, Some(endpoint), networks)
+    }
+    fn remove_peer(&self, peer: PeerIdx) {
+        Engine::remove_peer(self, peer)
+    }
+    fn install_keys(&self, peer: PeerIdx, keys: dataplane::SessionKeys, send_now: bool) {
+        Engine::install_keys(self, peer, &keys, send_now, Instant::now())
+    }
+    fn confirm_keys(&self, peer: PeerIdx, generation: u64) {
+        Engine::confirm_keys(self, peer, generation);
+    }
+}
 
 /// Key under which a host advertises its data-plane UDP port.
 pub const META_DATA_PORT: &str = "data_port";
@@ -16,6 +73,8 @@ pub const META_DATA_PORT: &str = "data_port";
 struct PeerEntry {
     idx: PeerIdx,
     data_endpoint: Option<SocketAddr>,
+    /// Connected now; only then is it sent floods.
+    up: bool,
 }
 
 /// A network realised on this host, and the hosts it is restricted to
@@ -31,12 +90,18 @@ struct Table {
     peers: HashMap<PeerId, PeerEntry>,
     next_idx: PeerIdx,
     networks: Vec<NetworkScope>,
+    /// Removed for good: ignored from now on.
+    removed: HashSet<PeerId>,
 }
 
 impl Table {
-    /// The networks `peer` may carry: frames of a restricted network are
-    /// never sent to (nor accepted from) a host outside it.
+    /// The networks `peer` may carry now: frames of a restricted network
+    /// are never sent to (nor accepted from) a host outside it, and a peer
+    /// that is down carries none.
     fn networks_of(&self, peer: &PeerId) -> Vec<NetworkId> {
+        if !self.peers.get(peer).is_some_and(|e| e.up) {
+            return Vec::new();
+        }
         let hex = peer.to_hex();
         self.networks
             .iter()
@@ -48,13 +113,13 @@ impl Table {
 
 /// Implements [`PeerObserver`]; called synchronously by gossip, so every
 /// method is a few map operations and a call into the data plane.
-pub struct PeerTable {
-    dp: Dataplane,
+pub struct PeerTable<P: PeerPlane = Dataplane> {
+    dp: P,
     table: Mutex<Table>,
 }
 
-impl PeerTable {
-    pub fn new(dp: Dataplane) -> Arc<PeerTable> {
+impl<P: PeerPlane> PeerTable<P> {
+    pub fn new(dp: P) -> Arc<PeerTable<P>> {
         Arc::new(PeerTable {
             dp,
             table: Mutex::new(Table {
@@ -78,6 +143,7 @@ impl PeerTable {
                 PeerEntry {
                     idx,
                     data_endpoint: None,
+                    up: false,
                 },
             );
         }
@@ -102,9 +168,22 @@ impl PeerTable {
     pub fn handle(&self, peer: &PeerId) -> Option<PeerIdx> {
         self.lock().peers.get(peer).map(|e| e.idx)
     }
+
+    /// A host removed for good: out of the data plane, keys and all, and
+    /// whatever gossip still reports about it is ignored.
+    pub fn forget(&self, peer: &PeerId) {
+        let mut t = self.lock();
+        if !t.removed.insert(*peer) {
+            return;
+        }
+        if let Some(e) = t.peers.remove(peer) {
+            self.dp.remove_peer(e.idx);
+            info!(peer = %peer, "removed peer left the data plane");
+        }
+    }
 }
 
-impl PeerObserver for PeerTable {
+impl<P: PeerPlane> PeerObserver for PeerTable<P> {
     fn peer_up(&self, peer: &PeerInfo) {
         let port = peer
             .meta
@@ -118,22 +197,36 @@ impl PeerObserver for PeerTable {
         // answered from, so it works without any address configuration.
         let endpoint = SocketAddr::new(peer.remote.ip(), port);
         let mut t = self.lock();
+        if t.removed.contains(&peer.id) {
+            return;
+        }
         let e = Self::entry(&mut t, &peer.id);
         e.data_endpoint = Some(endpoint);
+        e.up = true;
         let idx = e.idx;
         self.dp.upsert_peer(idx, endpoint, &t.networks_of(&peer.id));
         info!(peer = %peer.id, name = %peer.name, %endpoint, "peer up");
     }
 
     fn peer_down(&self, peer: &PeerId) {
-        // Keep the entry and its keys: in-flight frames still decrypt and
-        // the keys expire by age on their own. Sends stop when the peer's
-        // connection is gone because no new keys arrive.
+        // Out of every flood list (no more sealed copies of broadcasts for
+        // a host that cannot answer); the entry and its keys stay so it
+        // comes back with `peer_up`, and the keys expire by age.
+        let mut t = self.lock();
+        if let Some(e) = t.peers.get_mut(peer) {
+            e.up = false;
+            if let Some(ep) = e.data_endpoint {
+                self.dp.upsert_peer(e.idx, ep, &[]);
+            }
+        }
         info!(peer = %peer, "peer down");
     }
 
     fn install_keys(&self, peer: &PeerId, keys: SessionKeys, send_now: bool) {
         let mut t = self.lock();
+        if t.removed.contains(peer) {
+            return;
+        }
         let idx = Self::entry(&mut t, peer).idx;
         drop(t);
         self.dp.install_keys(
@@ -153,5 +246,84 @@ impl PeerObserver for PeerTable {
         if let Some(idx) = self.handle(peer) {
             self.dp.confirm_keys(idx, generation);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dataplane::pool::BufPool;
+    use dataplane::DropReason;
+    use std::collections::BTreeMap;
+
+    const NET: NetworkId = NetworkId(7);
+
+    fn info(n: u8) -> PeerInfo {
+        PeerInfo {
+            id: PeerId([n; 32]),
+            name: format!("h{n}"),
+            remote: SocketAddr::from(([127, 0, 0, n], 7800)),
+            meta: BTreeMap::from([(META_DATA_PORT.to_string(), "7801".to_string())]),
+        }
+    }
+
+    /// How many peers a broadcast on `NET` is sealed for: the flood list.
+    /// None of the peers has keys, so each copy is counted as a `no_key` drop.
+    fn flood_size(engine: &Engine) -> u64 {
+        let before = engine.drops().get(DropReason::NoKey);
+        let mut pool = BufPool::new(2048, 4);
+        let mut buf = pool.get();
+        let mut frame = vec![0xffu8; 6];
+        frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 1, 0x08, 0x00]);
+        frame.resize(64, 0);
+        assert!(buf.fill_frame(&frame));
+        let mut out = Vec::new();
+        engine.seal_frame(NET, buf, Instant::now(), &mut pool, &mut out);
+        engine.drops().get(DropReason::NoKey) - before + out.len() as u64
+    }
+
+    fn table() -> (Arc<PeerTable<Arc<Engine>>>, Arc<Engine>) {
+        let engine = Arc::new(Engine::new(Instant::now()));
+        engine.add_network(NET);
+        let t = PeerTable::new(engine.clone());
+        t.set_networks(vec![NetworkScope {
+            id: NET,
+            hosts: vec![],
+        }]);
+        (t, engine)
+    }
+
+    #[test]
+    fn a_down_peer_leaves_the_flood_lists_and_comes_back_when_up() {
+        let (t, engine) = table();
+        t.peer_up(&info(2));
+        t.peer_up(&info(3));
+        assert_eq!(flood_size(&engine), 2);
+        t.peer_down(&info(2).id);
+        assert_eq!(flood_size(&engine), 1);
+        // A change of networks while it is down does not bring it back.
+        t.set_networks(vec![NetworkScope {
+            id: NET,
+            hosts: vec![],
+        }]);
+        assert_eq!(flood_size(&engine), 1);
+        t.peer_up(&info(2));
+        assert_eq!(flood_size(&engine), 2);
+    }
+
+    #[test]
+    fn a_removed_peer_leaves_for_good() {
+        let (t, engine) = table();
+        t.peer_up(&info(2));
+        t.peer_up(&info(3));
+        t.peer_down(&info(2).id);
+        t.forget(&info(2).id);
+        assert_eq!(flood_size(&engine), 1);
+        assert!(t.handle(&info(2).id).is_none());
+        // Late news from gossip does not bring it back.
+        t.peer_up(&info(2));
+        assert_eq!(flood_size(&engine), 1);
+        assert!(t.handle(&info(2).id).is_none());
+        assert_eq!(engine.stats(Instant::now()).peers.len(), 1);
     }
 }

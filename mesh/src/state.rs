@@ -1,15 +1,21 @@
 //! What this host keeps in its state directory, besides what the gossip
-//! crate keeps there itself (identity key, secret, members).
+//! crate keeps there itself (identity key, mesh secret, members) and the
+//! network key ([`crate::netsecret`]). Each file has one owner: the
+//! attachment list is [`AttachmentStore`]'s, the reservations and channel
+//! snapshots are written only through [`StateDir`].
 //!
-//! Every write goes to a temporary file that is renamed over the old one,
-//! so a crash mid-write never leaves a torn file behind.
+//! Every write goes through [`mesh_sys::fs::write_atomic`], so a crash
+//! mid-write never leaves a torn file behind.
 
 use anyhow::{Context, Result};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use tracing::warn;
 
 use crate::api::Attachment;
+use crate::records::{parse_ipv4, BadAddress};
 
 /// A container attachment made by this host, with what is needed to find
 /// it again after a restart.
@@ -19,6 +25,13 @@ pub struct AttachmentRecord {
     pub attachment: Attachment,
     pub netns_dev: u64,
     pub netns_ino: u64,
+}
+
+impl AttachmentRecord {
+    /// The container's IPv4 address.
+    pub fn ip(&self) -> Result<std::net::Ipv4Addr, BadAddress> {
+        parse_ipv4(&self.attachment.ip)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -57,14 +70,6 @@ impl StateDir {
 
     pub fn file(&self, name: &str) -> PathBuf {
         self.dir.join(name)
-    }
-
-    pub fn load_attachments(&self) -> Result<Vec<AttachmentRecord>> {
-        self.load_json(ATTACHMENTS).map(|v| v.unwrap_or_default())
-    }
-
-    pub fn save_attachments(&self, records: &[AttachmentRecord]) -> Result<()> {
-        self.save_json(ATTACHMENTS, &records)
     }
 
     pub fn load_reservations(&self) -> Result<Vec<Reservation>> {
@@ -107,37 +112,118 @@ impl StateDir {
     }
 }
 
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
+fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    Ok(mesh_sys::fs::write_atomic(path, bytes, mode)?)
+}
+
+/// This host's attachments: the list in memory and `attachments.json`, its
+/// only writer. Readers never wait for an attach in progress; a change is
+/// kept only once it is on disk.
+pub struct AttachmentStore {
+    state: StateDir,
+    list: Mutex<Vec<AttachmentRecord>>,
+}
+
+impl AttachmentStore {
+    /// Loads the list. A record whose address does not parse is dropped
+    /// (and logged); the count of dropped records is returned with it.
+    pub fn load(state: StateDir) -> Result<(AttachmentStore, usize)> {
+        let all: Vec<AttachmentRecord> = state.load_json(ATTACHMENTS)?.unwrap_or_default();
+        let (good, bad): (Vec<_>, Vec<_>) = all.into_iter().partition(|r| r.ip().is_ok());
+        for r in &bad {
+            warn!(
+                network = %r.attachment.network,
+                netns = %r.attachment.netns,
+                ip = %r.attachment.ip,
+                "dropping an attachment record whose address does not parse"
+            );
+        }
+        let store = AttachmentStore {
+            state,
+            list: Mutex::new(good),
+        };
+        if !bad.is_empty() {
+            store.save(&store.lock())?;
+        }
+        Ok((store, bad.len()))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<AttachmentRecord>> {
+        self.list.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn save(&self, list: &[AttachmentRecord]) -> Result<()> {
+        self.state.save_json(ATTACHMENTS, &list)
+    }
+
+    pub fn snapshot(&self) -> Vec<AttachmentRecord> {
+        self.lock().clone()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// Adds a record; if it cannot be saved, the list stays as it was.
+    pub fn add(&self, rec: AttachmentRecord) -> Result<()> {
+        rec.ip()?;
+        let mut list = self.lock();
+        list.push(rec);
+        if let Err(e) = self.save(&list) {
+            list.pop();
+            return Err(e.context("saving the attachment list"));
+        }
+        Ok(())
+    }
+
+    /// Removes the records `gone` picks and returns them. They are gone from
+    /// memory even if saving fails (their devices are already deleted); the
+    /// next start drops what the file still lists.
+    pub fn remove_where(
+        &self,
+        mut gone: impl FnMut(&AttachmentRecord) -> bool,
+    ) -> (Vec<AttachmentRecord>, Result<()>) {
+        let mut list = self.lock();
+        let (removed, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut *list)
+            .into_iter()
+            .partition(|r| gone(r));
+        *list = kept;
+        let saved = if removed.is_empty() {
+            Ok(())
+        } else {
+            self.save(&list)
+        };
+        (removed, saved)
+    }
+
+    /// Forgets every attachment (`meshd --cleanup`).
+    pub fn clear(state: &StateDir) -> Result<()> {
+        state.save_json::<Vec<AttachmentRecord>>(ATTACHMENTS, &Vec::new())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn attachments_round_trip() {
-        let dir = std::env::temp_dir().join(format!("meshstate-{}", std::process::id()));
-        let s = StateDir::open(&dir).unwrap();
-        assert!(s.load_attachments().unwrap().is_empty());
-        let rec = AttachmentRecord {
+    fn scratch(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("meshstate-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn record(ip: &str) -> AttachmentRecord {
+        AttachmentRecord {
             attachment: Attachment {
                 network: "n".into(),
                 netns: "/run/netns/x".into(),
                 ifname: "eth-n".into(),
                 host_ifname: "msv00000001".into(),
-                ip: "10.0.0.2/24".into(),
+                ip: ip.into(),
                 ip6: None,
                 mac: "02:00:00:00:00:01".into(),
                 dns_server: None,
@@ -148,19 +234,73 @@ mod tests {
             },
             netns_dev: 4,
             netns_ino: 4026532000,
-        };
-        s.save_attachments(std::slice::from_ref(&rec)).unwrap();
-        assert_eq!(s.load_attachments().unwrap(), vec![rec]);
+        }
+    }
+
+    #[test]
+    fn attachments_round_trip() {
+        let dir = scratch("rt");
+        let s = StateDir::open(&dir).unwrap();
+        let (store, dropped) = AttachmentStore::load(s.clone()).unwrap();
+        assert!(store.is_empty());
+        assert_eq!(dropped, 0);
+        let rec = record("10.0.0.2/24");
+        store.add(rec.clone()).unwrap();
+        let (again, _) = AttachmentStore::load(s.clone()).unwrap();
+        assert_eq!(again.snapshot(), vec![rec.clone()]);
+        let (gone, saved) = again.remove_where(|r| r.attachment.ip == rec.attachment.ip);
+        saved.unwrap();
+        assert_eq!(gone, vec![rec]);
+        assert!(AttachmentStore::load(s).unwrap().0.is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn corrupt_file_is_an_error_not_a_reset() {
-        let dir = std::env::temp_dir().join(format!("meshstate-bad-{}", std::process::id()));
+        let dir = scratch("bad");
         let s = StateDir::open(&dir).unwrap();
         std::fs::write(s.file(ATTACHMENTS), b"{not json").unwrap();
-        let err = s.load_attachments().unwrap_err();
+        let err = AttachmentStore::load(s)
+            .err()
+            .expect("a corrupt file is an error");
         assert!(format!("{err:#}").contains("corrupt"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_record_with_an_unparsable_address_is_dropped_and_counted() {
+        let dir = scratch("addr");
+        let s = StateDir::open(&dir).unwrap();
+        let good = record("10.0.0.2/24");
+        let bad = record("not-an-address/24");
+        std::fs::write(
+            s.file(ATTACHMENTS),
+            serde_json::to_vec(&[good.clone(), bad]).unwrap(),
+        )
+        .unwrap();
+        let (store, dropped) = AttachmentStore::load(s.clone()).unwrap();
+        assert_eq!(dropped, 1);
+        assert_eq!(store.snapshot(), vec![good.clone()]);
+        // The file no longer lists it either.
+        assert_eq!(AttachmentStore::load(s).unwrap().0.snapshot(), vec![good]);
+        assert!(store.add(record("bogus")).is_err());
+        assert_eq!(store.len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_failed_save_leaves_the_list_as_it_was() {
+        let dir = scratch("fail");
+        let s = StateDir::open(&dir).unwrap();
+        let (store, _) = AttachmentStore::load(s.clone()).unwrap();
+        store.add(record("10.0.0.2/24")).unwrap();
+        // A directory where the temporary file goes makes every save fail,
+        // for root too.
+        std::fs::create_dir(s.file("attachments.json.tmp")).unwrap();
+        let e = store.add(record("10.0.0.3/24")).unwrap_err();
+        assert!(format!("{e:#}").contains("attachments.json"), "{e:#}");
+        assert_eq!(store.len(), 1);
+        assert_eq!(store.snapshot()[0].attachment.ip, "10.0.0.2/24");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
