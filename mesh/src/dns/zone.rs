@@ -126,13 +126,13 @@ pub fn version_aware<'a>(
     }
 }
 
-/// The version of the container asking from `client` on `network`.
-pub fn client_version(source: &dyn RecordSource, network: &str, client: IpAddr) -> Option<String> {
-    source
-        .records(network)
-        .into_iter()
+/// The version of the container asking from `client`, among the records
+/// of the network it asks on.
+pub fn client_version(asked_on: &[EndpointRecord], client: IpAddr) -> Option<String> {
+    asked_on
+        .iter()
         .find(|r| r.ip == client || r.ip6.map(IpAddr::V6) == Some(client))
-        .and_then(|r| r.version)
+        .and_then(|r| r.version.clone())
 }
 
 /// Answers `qname`/`qtype` if it lies in a network zone; `asked_on` is the
@@ -166,7 +166,12 @@ pub fn answer(
                 .filter(|r| r.name.as_deref().map(str::to_ascii_lowercase).as_deref() == Some(name))
                 .collect();
             let addrs: Vec<IpAddr> = if !named.is_empty() {
-                let version = client_version(source, asked_on, client);
+                // Usually the zone asked about is the asking network's.
+                let version = if network == asked_on {
+                    client_version(&records, client)
+                } else {
+                    client_version(&source.records(asked_on), client)
+                };
                 let chosen = version_aware(named, version.as_deref());
                 let set: BTreeSet<IpAddr> = chosen
                     .iter()
