@@ -216,3 +216,93 @@ async fn tcp_serves_several_length_prefixed_queries_per_connection() {
     }
     server.abort();
 }
+
+/// Past the cap, a new connection is closed without an answer; the ones
+/// open keep being served.
+#[tokio::test]
+async fn tcp_connections_are_capped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(tcp::serve(Arc::new(many(1)), "blue".into(), listener));
+    let q = query("many.blue.", RecordType::A, None).to_vec().unwrap();
+    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+    async fn ask_on(s: &mut tokio::net::TcpStream, framed: &[u8]) -> std::io::Result<u16> {
+        s.write_all(framed).await?;
+        let len = s.read_u16().await?;
+        let mut buf = vec![0u8; usize::from(len)];
+        s.read_exact(&mut buf).await?;
+        Ok(len)
+    }
+    let mut open = Vec::new();
+    for _ in 0..tcp::MAX_CONNECTIONS {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        ask_on(&mut s, &framed)
+            .await
+            .expect("served within the cap");
+        open.push(s);
+    }
+    let mut extra = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert!(ask_on(&mut extra, &framed).await.is_err(), "over the cap");
+    ask_on(&mut open[0], &framed)
+        .await
+        .expect("open connections still served");
+    drop(open);
+    server.abort();
+}
+
+/// An upstream that truncates over UDP is asked again over TCP, and the
+/// client gets the whole answer.
+#[tokio::test]
+async fn truncated_upstream_answers_are_fetched_over_tcp() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = udp.local_addr().unwrap();
+    let tcp = TcpListener::bind(addr).await.unwrap();
+    let answer = |q: &Message, n: u8| {
+        let mut a = Message::response(q.metadata.id, OpCode::Query);
+        a.add_query(q.queries[0].clone());
+        a.metadata.truncation = n == 0;
+        for i in 0..n {
+            a.add_answer(Record::from_rdata(
+                q.queries[0].name().clone(),
+                60,
+                RData::A(A(std::net::Ipv4Addr::new(192, 0, 2, i))),
+            ));
+        }
+        a.to_vec().unwrap()
+    };
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        let (n, from) = udp.recv_from(&mut buf).await.unwrap();
+        let q = Message::from_vec(&buf[..n]).unwrap();
+        udp.send_to(&answer(&q, 0), from).await.unwrap();
+        let (mut s, _) = tcp.accept().await.unwrap();
+        let len = s.read_u16().await.unwrap();
+        let mut buf = vec![0u8; usize::from(len)];
+        s.read_exact(&mut buf).await.unwrap();
+        let full = answer(&Message::from_vec(&buf).unwrap(), 40);
+        s.write_all(&(full.len() as u16).to_be_bytes())
+            .await
+            .unwrap();
+        s.write_all(&full).await.unwrap();
+    });
+    let r = Resolver::new(Arc::new(fixed(vec![])), vec![addr]);
+    let (_, m) = ask(
+        &r,
+        &query("big.example.", RecordType::A, None),
+        Transport::Tcp,
+    )
+    .await;
+    assert_eq!(m.answers.len(), 40);
+    assert!(!m.metadata.truncation);
+    // Cached whole; a plain UDP client gets what fits, with TC.
+    let (len, m) = ask(
+        &r,
+        &query("big.example.", RecordType::A, None),
+        Transport::Udp,
+    )
+    .await;
+    assert!(len <= 512 && m.metadata.truncation && m.answers.len() < 40);
+}
