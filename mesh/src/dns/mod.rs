@@ -14,11 +14,13 @@
 //! connections) under our control.
 //!
 //! - [`wire`]: sizes, truncation, EDNS;
-//! - [`zone`], [`reverse`]: the answers (pure, tested without sockets);
+//! - [`zone`], [`reverse`]: the answers (pure, tested without sockets),
+//!   over [`snapshot`]s of the replicated records;
 //! - [`udp`], [`tcp`]: the servers; [`upstream`], [`cache`]: forwarding.
 
 pub mod cache;
 pub mod reverse;
+pub mod snapshot;
 pub mod tcp;
 pub mod udp;
 pub mod upstream;
@@ -35,6 +37,7 @@ use tokio::task::JoinHandle;
 use tracing::debug;
 
 use crate::records::{EndpointRecord, NetworkDef};
+use snapshot::Snapshots;
 use upstream::Upstreams;
 use wire::Transport;
 use zone::LocalAnswer;
@@ -50,7 +53,7 @@ pub trait RecordSource: Send + Sync + 'static {
 }
 
 pub struct Resolver {
-    source: Arc<dyn RecordSource>,
+    source: Snapshots,
     upstreams: Upstreams,
 }
 
@@ -84,7 +87,7 @@ pub fn client_ip(from: SocketAddr) -> IpAddr {
 impl Resolver {
     pub fn new(source: Arc<dyn RecordSource>, upstreams: Vec<SocketAddr>) -> Arc<Resolver> {
         Arc::new(Resolver {
-            source,
+            source: Snapshots::new(source, snapshot::MAX_AGE),
             upstreams: Upstreams::new(upstreams),
         })
     }
@@ -98,9 +101,9 @@ impl Resolver {
         client: IpAddr,
     ) -> Option<LocalAnswer> {
         if reverse::parse(qname).is_some() {
-            return reverse::answer(self.source.as_ref(), network, qname, qtype);
+            return reverse::answer(&self.source, network, qname, qtype);
         }
-        zone::answer(self.source.as_ref(), network, qname, qtype, client)
+        zone::answer(&self.source, network, qname, qtype, client)
     }
 
     /// Decides what one request gets without waiting on anything.

@@ -10,8 +10,8 @@ use hickory_proto::rr::rdata::PTR;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use std::net::IpAddr;
 
+use super::snapshot::Snapshots;
 use super::zone::{self, LocalAnswer, NS_LABEL, RECORD_TTL};
-use super::RecordSource;
 use crate::records::NetworkDef;
 
 /// The address prefix a reverse name spells: `(address, prefix length)`,
@@ -95,19 +95,20 @@ fn arpa_name(a: IpAddr, len: u8) -> Option<Name> {
 /// Answers a reverse name if it lies in the reverse zone of a network's
 /// subnet. The network the query came to wins when subnets overlap.
 pub fn answer(
-    source: &dyn RecordSource,
+    source: &Snapshots,
     asked_on: &str,
     qname: &Name,
     qtype: RecordType,
 ) -> Option<LocalAnswer> {
     let (addr, len) = parse(qname)?;
-    let mut nets = source.networks();
+    let all = source.networks();
+    let mut nets: Vec<&NetworkDef> = all.iter().collect();
     // The asking network first.
     nets.sort_by_key(|n| n.id != asked_on);
     let mut zone_of: Option<(Name, u8, String)> = None;
-    let mut matching: Vec<NetworkDef> = Vec::new();
+    let mut matching: Vec<&NetworkDef> = Vec::new();
     for def in nets {
-        let (net, plen) = subnet_of(&def, addr);
+        let (net, plen) = subnet_of(def, addr);
         let bits = label_bits(addr);
         let zone_len = plen.div_ceil(bits) * bits;
         if len < zone_len || !same_prefix(addr, net, plen) {
@@ -135,7 +136,7 @@ pub fn answer(
                 targets.push(Name::from_ascii(NS_LABEL).ok()?.append_domain(&apex).ok()?);
             }
         }
-        for r in source.records(&def.id) {
+        for r in source.records(&def.id).iter() {
             for ip in [Some(r.ip), r.ip6.map(IpAddr::V6)].into_iter().flatten() {
                 if !same_prefix(ip, addr, len) {
                     continue;
@@ -173,7 +174,7 @@ pub fn answer(
 
 #[cfg(test)]
 mod tests {
-    use super::super::zone::tests::{blue, fixed, rec, Fixed};
+    use super::super::zone::tests::{blue, exact, fixed, rec, Fixed};
     use super::*;
     use hickory_proto::op::ResponseCode;
 
@@ -205,7 +206,7 @@ mod tests {
 
     #[test]
     fn ptr_v4_and_v6_for_attached_containers() {
-        let src = fixed(vec![rec("10.0.0.2", "web", None)]);
+        let src = exact(fixed(vec![rec("10.0.0.2", "web", None)]));
         let a = answer(&src, "blue", &n("2.0.0.10.in-addr.arpa."), RecordType::PTR).unwrap();
         assert_eq!(ptrs(&a), ["web.blue."]);
         let v6 = arpa_name("fd00::2".parse().unwrap(), 128).unwrap();
@@ -224,7 +225,7 @@ mod tests {
 
     #[test]
     fn reverse_negative_answers_and_apex() {
-        let src = fixed(vec![rec("10.0.0.2", "web", None)]);
+        let src = exact(fixed(vec![rec("10.0.0.2", "web", None)]));
         let nx = answer(&src, "blue", &n("9.0.0.10.in-addr.arpa."), RecordType::PTR).unwrap();
         assert_eq!(nx.rcode, ResponseCode::NXDomain);
         assert_eq!(nx.authority[0].name, n("0.0.10.in-addr.arpa."));
@@ -247,10 +248,10 @@ mod tests {
         red.id = "red".into();
         let mut r = rec("10.0.0.2", "db", None);
         r.network = "red".into();
-        let src = Fixed {
+        let src = exact(Fixed {
             records: vec![rec("10.0.0.2", "web", None), r],
             networks: vec![blue(), red],
-        };
+        });
         let q = n("2.0.0.10.in-addr.arpa.");
         assert_eq!(
             ptrs(&answer(&src, "red", &q, RecordType::PTR).unwrap()),

@@ -38,7 +38,7 @@ fn many(n: u8) -> Resolver {
         .map(|i| rec(&format!("10.0.0.{}", i + 2), "many", None))
         .collect();
     Resolver {
-        source: Arc::new(fixed(recs)),
+        source: snapshot::Snapshots::new(Arc::new(fixed(recs)), std::time::Duration::ZERO),
         upstreams: Upstreams::new(vec![]),
     }
 }

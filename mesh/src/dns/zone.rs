@@ -9,7 +9,7 @@ use rand::seq::SliceRandom;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use super::RecordSource;
+use super::snapshot::Snapshots;
 use crate::ipam;
 use crate::records::{EndpointRecord, NetworkDef};
 
@@ -138,7 +138,7 @@ pub fn client_version(asked_on: &[EndpointRecord], client: IpAddr) -> Option<Str
 /// Answers `qname`/`qtype` if it lies in a network zone; `asked_on` is the
 /// network whose DNS address the query came to.
 pub fn answer(
-    source: &dyn RecordSource,
+    source: &Snapshots,
     asked_on: &str,
     qname: &Name,
     qtype: RecordType,
@@ -150,9 +150,17 @@ pub fn answer(
         .map(|l| String::from_utf8_lossy(l).into_owned())
         .collect();
     let zone_label = labels.last()?;
-    let def = source.networks().into_iter().find(|n| n.id == *zone_label);
     let records = source.records(zone_label);
-    if def.is_none() && zone_label != asked_on && records.is_empty() {
+    // Definitions only when the records do not tell (the common query
+    // names a container and needs none).
+    let def = || {
+        source
+            .networks()
+            .iter()
+            .find(|n| n.id == *zone_label)
+            .cloned()
+    };
+    if zone_label != asked_on && records.is_empty() && def().is_none() {
         return None;
     }
     let apex = network_apex(zone_label)?;
@@ -163,7 +171,11 @@ pub fn answer(
             let name = labels[0].as_str();
             let named: Vec<&EndpointRecord> = records
                 .iter()
-                .filter(|r| r.name.as_deref().map(str::to_ascii_lowercase).as_deref() == Some(name))
+                .filter(|r| {
+                    r.name
+                        .as_deref()
+                        .is_some_and(|n| n.eq_ignore_ascii_case(name))
+                })
                 .collect();
             let addrs: Vec<IpAddr> = if !named.is_empty() {
                 // Usually the zone asked about is the asking network's.
@@ -181,8 +193,8 @@ pub fn answer(
                 let mut v: Vec<IpAddr> = set.into_iter().collect();
                 v.shuffle(&mut rand::thread_rng());
                 v
-            } else if let (NS_LABEL, Some(def)) = (name, &def) {
-                service_addresses(def).to_vec()
+            } else if let (NS_LABEL, Some(def)) = (name, def()) {
+                service_addresses(&def).to_vec()
             } else {
                 return Some(LocalAnswer::negative(true, &apex, network));
             };
@@ -217,7 +229,9 @@ pub fn apex_answer(apex: &Name, network: &str, qtype: RecordType) -> LocalAnswer
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::dns::RecordSource;
     use std::collections::BTreeMap;
+    use std::sync::Arc;
 
     pub struct Fixed {
         pub records: Vec<EndpointRecord>,
@@ -271,11 +285,16 @@ pub(crate) mod tests {
         }
     }
 
+    /// Snapshots that are always fresh: every read sees `f` as it is.
+    pub fn exact(f: Fixed) -> Snapshots {
+        Snapshots::new(Arc::new(f), std::time::Duration::ZERO)
+    }
+
     fn n(s: &str) -> Name {
         Name::from_ascii(s).unwrap()
     }
 
-    fn ask(src: &Fixed, qname: &str, qtype: RecordType, client: &str) -> Option<LocalAnswer> {
+    fn ask(src: &Snapshots, qname: &str, qtype: RecordType, client: &str) -> Option<LocalAnswer> {
         answer(src, "blue", &n(qname), qtype, client.parse().unwrap())
     }
 
@@ -296,11 +315,11 @@ pub(crate) mod tests {
 
     #[test]
     fn answers_a_and_aaaa_for_all_containers_of_a_name() {
-        let src = fixed(vec![
+        let src = exact(fixed(vec![
             rec("10.0.0.2", "web", None),
             rec("10.0.0.3", "web", None),
             rec("10.0.0.4", "db", None),
-        ]);
+        ]));
         let a = ask(&src, "web.blue.", RecordType::A, "10.0.0.9").unwrap();
         assert_eq!(
             addrs(&a),
@@ -315,7 +334,7 @@ pub(crate) mod tests {
 
     #[test]
     fn negative_answers_carry_the_zone_soa() {
-        let src = fixed(vec![rec("10.0.0.2", "web", None)]);
+        let src = exact(fixed(vec![rec("10.0.0.2", "web", None)]));
         let nx = ask(&src, "nope.blue.", RecordType::A, "10.0.0.9").unwrap();
         assert_eq!(nx.rcode, ResponseCode::NXDomain);
         assert!(nx.answers.is_empty());
@@ -331,7 +350,7 @@ pub(crate) mod tests {
 
     #[test]
     fn zone_apex_has_soa_and_ns_and_the_ns_resolves() {
-        let src = fixed(vec![]);
+        let src = exact(fixed(vec![]));
         let s = ask(&src, "blue.", RecordType::SOA, "10.0.0.9").unwrap();
         assert_eq!(s.rcode, ResponseCode::NoError);
         let RData::SOA(soa) = &s.answers[0].data else {
@@ -349,12 +368,12 @@ pub(crate) mod tests {
 
     #[test]
     fn version_aware_answers() {
-        let src = fixed(vec![
+        let src = exact(fixed(vec![
             rec("10.0.0.2", "api", Some("v1")),
             rec("10.0.0.3", "api", Some("v2")),
             rec("10.0.0.10", "client", Some("v2")),
             rec("10.0.0.11", "old", Some("v3")),
-        ]);
+        ]));
         let v2 = ask(&src, "api.blue.", RecordType::A, "10.0.0.10").unwrap();
         assert_eq!(addrs(&v2), ["10.0.0.3".parse().unwrap()].into());
         // The same client asking from its IPv6 address.
