@@ -278,7 +278,7 @@ fn dns_holds_up_with_dig_busybox_and_unbound() {
         format!(
             "server:\n  interface: {res_ip}\n  port: 53\n  access-control: 0.0.0.0/0 allow\n  \
              username: \"\"\n  chroot: \"\"\n  directory: \"{dir}\"\n  pidfile: \"\"\n  \
-             use-syslog: no\n  logfile: \"\"\n  do-daemonize: no\n  module-config: \"iterator\"\n  \
+             use-syslog: no\n  logfile: \"{dir}/unbound.log\"\n  do-daemonize: no\n  module-config: \"iterator\"\n  \
              do-ip6: no\n  verbosity: 1\n  domain-insecure: \"{NET}.\"\n\
              forward-zone:\n  name: \"{NET}.\"\n  forward-addr: {dns}\n",
             dir = lab.dir.display()
