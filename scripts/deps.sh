@@ -21,3 +21,6 @@ install ip:iproute2 ping:iputils-ping tcpdump:tcpdump iperf3:iperf3 nft:nftables
 # or runc, and crun fails on this kind of host's cgroup layout.
 install runc:runc /bin/busybox:busybox-static
 install podman:podman
+# DNS lab test: dig, and a real caching resolver forwarding to mesh.
+# (dnsperf and dnsmasq only for benches/dns.sh, which installs them.)
+install dig:dnsutils unbound:unbound

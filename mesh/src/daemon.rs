@@ -64,6 +64,12 @@ impl RecordSource for MeshRecords {
         let hosts = HostSet::from_members(&self.node.id().to_hex(), "", &self.node.members());
         self.channels.serving_records(network, &hosts.live())
     }
+
+    fn networks(&self) -> Vec<NetworkDef> {
+        records::live(&self.channels.networks)
+            .into_values()
+            .collect()
+    }
 }
 
 /// Opens a replicated channel on `node`, starting from its snapshot.

@@ -136,19 +136,16 @@ impl Fabric {
             .collect()
     }
 
-    /// One DNS socket per address family on the network's bridge.
+    /// DNS over UDP and TCP per address family on the network's bridge.
     fn start_dns(&self, def: &NetworkDef) -> Result<Vec<JoinHandle<()>>> {
         let bridge = self.bridge_of(networks::wire_id(&def.id));
         let svc = ipam::service_address(def.subnet);
         let mut tasks = Vec::new();
         for addr in [IpAddr::V4(svc), IpAddr::V6(def.ipv6_for(svc))] {
-            let sock = crate::dns::bind_on_device(addr, &bridge)
-                .with_context(|| format!("binding DNS on {addr}:53 ({bridge})"))?;
-            tasks.push(tokio::spawn(crate::dns::serve(
-                self.resolver.clone(),
-                def.id.clone(),
-                sock,
-            )));
+            tasks.extend(
+                crate::dns::serve_on(self.resolver.clone(), &def.id, addr, &bridge)
+                    .with_context(|| format!("binding DNS on {addr}:53 ({bridge})"))?,
+            );
         }
         Ok(tasks)
     }

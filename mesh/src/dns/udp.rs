@@ -1,0 +1,67 @@
+//! DNS over UDP on one address of one network. Our own names are answered
+//! inline; a forwarded name gets a task only while a slot for an upstream
+//! query is free (see [`super::upstream`]), so datagrams never pile up
+//! tasks.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::UdpSocket;
+use tracing::warn;
+
+use super::wire::Transport;
+use super::{client_ip, Resolver, Step};
+
+/// Larger than any query we answer: EDNS clients may send up to their
+/// advertised size.
+const RECV_BUFFER: usize = 4096;
+/// Datagrams handled per wake-up before yielding to other tasks.
+const BATCH: usize = 64;
+
+/// Serves DNS for `network` on `sock` until the task is aborted.
+pub async fn serve(resolver: Arc<Resolver>, network: String, sock: UdpSocket) {
+    let sock = Arc::new(sock);
+    let mut buf = vec![0u8; RECV_BUFFER];
+    loop {
+        let (n, from) = match sock.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(e) => {
+                warn!(network = %network, "DNS socket: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        handle(&resolver, &network, &sock, &buf[..n], from).await;
+        // Under load, take what is queued without parking in between.
+        for _ in 1..BATCH {
+            let Ok((n, from)) = sock.try_recv_from(&mut buf) else {
+                break;
+            };
+            handle(&resolver, &network, &sock, &buf[..n], from).await;
+        }
+    }
+}
+
+async fn handle(
+    resolver: &Arc<Resolver>,
+    network: &str,
+    sock: &Arc<UdpSocket>,
+    request: &[u8],
+    from: SocketAddr,
+) {
+    match resolver.step(network, request, client_ip(from), Transport::Udp) {
+        Step::Reply(resp) => {
+            if sock.try_send_to(&resp, from).is_err() {
+                let _ = sock.send_to(&resp, from).await;
+            }
+        }
+        Step::Forward(fwd) => {
+            let (resolver, sock) = (resolver.clone(), sock.clone());
+            tokio::spawn(async move {
+                let resp = resolver.forward(fwd).await;
+                let _ = sock.send_to(&resp, from).await;
+            });
+        }
+        Step::Ignore => {}
+    }
+}
