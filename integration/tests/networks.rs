@@ -318,6 +318,17 @@ fn ipam_never_duplicates_across_partition_heal_and_restart() {
         )
         .unwrap();
     assert!(got.starts_with(&free_elsewhere), "{got}");
+    // Once h2 has heard of it (gossip, milliseconds; longer on a loaded
+    // machine), h2 refuses it as in use rather than asking its old owner.
+    wait_for(Duration::from_secs(15), || {
+        let v: Vec<IpamNetwork> = lab.meshctl_json(1, &["ipam"])?;
+        anyhow::ensure!(
+            v[0].allocations.iter().any(|a| a.ip == free_elsewhere),
+            "h2 does not know {free_elsewhere} is taken yet"
+        );
+        Ok(())
+    })
+    .unwrap();
     let err = lab
         .meshctl(
             1,
