@@ -311,6 +311,7 @@ mod tests {
             container_id: None,
             name: None,
             version: None,
+            labels: Default::default(),
         };
         let err = Client::new(&path).attach(&req).await.unwrap_err();
         assert_eq!(err.kind(), Some(ErrorKind::Conflict));
