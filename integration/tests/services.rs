@@ -30,6 +30,7 @@ struct World {
     www: PathBuf,
     client: String,
     client_ip: String,
+    client_ip6: String,
     backends: Vec<Backend>,
 }
 
@@ -77,10 +78,13 @@ impl World {
     }
 
     fn start_httpd(&mut self, i: usize) {
-        let b = &self.backends[i];
-        let root = self.docroot(&b.name);
+        let (name, ns, ip) = {
+            let b = &self.backends[i];
+            (b.name.clone(), b.ns.clone(), b.ip.clone())
+        };
+        let root = self.docroot(&name);
         let cmd = self.lab.exec(
-            &b.ns,
+            &ns,
             &[
                 "busybox",
                 "httpd",
@@ -93,7 +97,6 @@ impl World {
         );
         let pid = self.lab.spawn_helper(cmd).unwrap();
         self.backends[i].pid = Some(pid);
-        let (ns, ip) = (b.ns.clone(), b.ip.clone());
         // Up when it answers on its own address.
         wait_for(Duration::from_secs(5), || {
             self.lab
@@ -128,8 +131,9 @@ impl World {
     /// `n` new connections from the client to `url`; the answers by
     /// backend name, each checked to carry the client's own address.
     fn fetch(&self, url: &str, n: usize) -> BTreeMap<String, usize> {
-        let script =
-            format!("for i in $(seq {n}); do busybox wget -q -T 3 -O - {url} || echo FAILED; done");
+        let script = format!(
+            "for i in $(seq {n}); do timeout 5 busybox wget -q -O - {url} || echo FAILED; done"
+        );
         let out = self
             .lab
             .exec_ok(&self.client, &["sh", "-c", &script])
@@ -140,10 +144,14 @@ impl World {
             let name = parts.next().unwrap_or_default().to_string();
             if name != "FAILED" {
                 let seen = parts.next().unwrap_or_default();
+                // The client's own address, IPv4 or IPv6 (names prefer AAAA).
+                let own = seen.trim_matches(|c| c == '[' || c == ']');
+                let own = own.strip_prefix("::ffff:").unwrap_or(own);
                 assert!(
-                    seen.contains(&self.client_ip),
-                    "backend {name} saw {seen}, not the client's own {}",
-                    self.client_ip
+                    own == self.client_ip || own == self.client_ip6,
+                    "backend {name} saw {seen}, not the client's own {} / {}",
+                    self.client_ip,
+                    self.client_ip6
                 );
             }
             *counts.entry(name).or_insert(0) += 1;
@@ -264,6 +272,7 @@ fn services_balance_follow_the_fleet_and_survive_restarts() {
         www,
         client,
         client_ip: bare(&ca.ip),
+        client_ip6: bare(ca.ip6.as_deref().unwrap()),
         backends: vec![],
     };
     let b1 = w.add_backend("b1", 0, &["app=web"]);
@@ -350,9 +359,22 @@ fn services_balance_follow_the_fleet_and_survive_restarts() {
     let v6 = w.fetch(&format!("http://[{}]/cgi-bin/who", web.vip6), 3);
     assert_eq!(v6.values().sum::<usize>(), 3);
     assert!(!v6.contains_key("FAILED"), "{v6:?}");
-    let details = w.service(2, "web");
-    let conns: u64 = details.targets.iter().map(|t| t.connections).sum();
-    assert!(conns == 0 || conns >= 300, "connections {conns}");
+    // Connection counts (read from the client namespace every 2 s).
+    wait_for(Duration::from_secs(6), || {
+        let s = w.service(2, "web");
+        let per: Vec<u64> = s.targets.iter().map(|t| t.connections).collect();
+        anyhow::ensure!(
+            per.iter().sum::<u64>() >= 306 && per.iter().all(|n| *n >= 100),
+            "{per:?}"
+        );
+        Ok(())
+    })
+    .unwrap();
+    let metrics = w.lab.meshctl(2, &["metrics"]).unwrap();
+    assert!(
+        metrics.contains("mesh_service_connections_total{service=\"web\""),
+        "{metrics}"
+    );
 
     // Health: a dead backend leaves within 5 s and comes back.
     w.stop_httpd(b2);
@@ -501,6 +523,12 @@ fn services_balance_follow_the_fleet_and_survive_restarts() {
     }
     assert_eq!(w.service(0, "web").vip, web.vip);
     w.wait_targets("web", &["b1", "b2", "b3"], Duration::from_secs(10));
+    wait_for(Duration::from_secs(5), || {
+        let seen = w.fetch(&url, 6);
+        anyhow::ensure!(seen.len() == 3 && !seen.contains_key("FAILED"), "{seen:?}");
+        Ok(())
+    })
+    .unwrap();
     let again = w.fetch(&url, 30);
     for b in ["b1", "b2", "b3"] {
         within(&again, b, 10, 3);

@@ -1,7 +1,7 @@
 //! Keeps this host's part of every service in line with the records: the
 //! rules in each local container's namespace, the labels this host
 //! publishes, the VIPs' address claims. Runs on every change of the
-//! records it reads, and once a second (hosts going down change no record).
+//! records it reads, and every 250 ms (hosts going up or down change no record).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -15,7 +15,7 @@ use super::targets::{self, Facts};
 use super::Services;
 use crate::records::{self as rec};
 
-const TICK: Duration = Duration::from_secs(1);
+const TICK: Duration = Duration::from_millis(250);
 /// Counters are read (one `nft` per namespace) at most this often.
 const COUNTER_READ: Duration = Duration::from_secs(2);
 
