@@ -157,19 +157,6 @@ pub fn human_bytes(b: u64) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bytes_are_human() {
-        assert_eq!(human_bytes(0), "0B");
-        assert_eq!(human_bytes(1023), "1023B");
-        assert_eq!(human_bytes(1536), "1.5K");
-        assert_eq!(human_bytes(3 << 30), "3.0G");
-    }
-}
-
 pub fn services(list: &[mesh_api::Service], details: bool) {
     if list.is_empty() {
         println!("no services (create one with `meshctl service create`)");
@@ -218,5 +205,18 @@ pub fn services(list: &[mesh_api::Service], details: bool) {
                 t.connections
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_are_human() {
+        assert_eq!(human_bytes(0), "0B");
+        assert_eq!(human_bytes(1023), "1023B");
+        assert_eq!(human_bytes(1536), "1.5K");
+        assert_eq!(human_bytes(3 << 30), "3.0G");
     }
 }
