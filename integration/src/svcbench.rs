@@ -109,8 +109,12 @@ pub fn run(secs: u32) -> Result<()> {
         connect_rate(&client, vip_accept, 0.1)
     })?;
     let rate_secs = f64::from(secs.min(5));
-    let direct_cps = connect_rate(&client, direct_accept, rate_secs)?;
-    let vip_cps = connect_rate(&client, vip_accept, rate_secs)?;
+    // Interleaved, best of three each: the machine may be shared.
+    let (mut direct_cps, mut vip_cps) = (0f64, 0f64);
+    for _ in 0..3 {
+        direct_cps = direct_cps.max(connect_rate(&client, direct_accept, rate_secs)?);
+        vip_cps = vip_cps.max(connect_rate(&client, vip_accept, rate_secs)?);
+    }
     let direct_gbps = iperf(&lab, &client, &target, secs)?;
     let vip_gbps = iperf(&lab, &client, &svc.vip, secs)?;
     println!("service VIP vs the target's own address, client and target on two hosts");

@@ -53,6 +53,16 @@ pub fn dns_records(ch: &ServiceChannels, network: &str, host: &str) -> Vec<Endpo
         .collect()
 }
 
+/// Marks a VIP's address claim (an endpoint record without a container).
+const VIP_MARK: &str = "service:";
+
+pub fn is_vip_claim(e: &EndpointRecord) -> bool {
+    e.mac.is_empty()
+        && e.version
+            .as_deref()
+            .is_some_and(|v| v.starts_with(VIP_MARK))
+}
+
 impl From<SpecError> for ApiError {
     fn from(e: SpecError) -> ApiError {
         ApiError::BadRequest(e.0)
@@ -205,7 +215,7 @@ impl Services {
                 mac: String::new(),
                 host: self.me_hex(),
                 name: None,
-                version: Some(format!("service:{}", def.name)),
+                version: Some(format!("{VIP_MARK}{}", def.name)),
             },
         );
     }

@@ -165,6 +165,14 @@ impl Services {
             }
         }
         let networks = rec::live(&self.channels.networks);
+        let vips: BTreeSet<String> = self.vip_keys().into_iter().collect();
+        for (key, e) in &endpoints {
+            // A VIP claim whose service is gone (deleted while the claim
+            // was on its way): the address goes back.
+            if super::is_vip_claim(e) && !vips.contains(key) {
+                rec::remove(&self.channels.endpoints, self.me, key);
+            }
+        }
         for def in self.all().into_values() {
             if !networks.contains_key(&def.network) {
                 self.forget(&def);
