@@ -132,7 +132,7 @@ impl World {
     /// backend name, each checked to carry the client's own address.
     fn fetch(&self, url: &str, n: usize) -> BTreeMap<String, usize> {
         let script = format!(
-            "for i in $(seq {n}); do timeout 5 busybox wget -q -O - {url} || echo FAILED; done"
+            "for i in $(seq {n}); do timeout 2 busybox wget -q -O - {url} || echo FAILED; done"
         );
         let out = self
             .lab
@@ -157,6 +157,22 @@ impl World {
             *counts.entry(name).or_insert(0) += 1;
         }
         counts
+    }
+
+    /// Fetches `n` until `ok` holds of the answers (the client's rules
+    /// follow the view the test waited for within a tick).
+    fn settle(
+        &self,
+        url: &str,
+        n: usize,
+        ok: impl Fn(&BTreeMap<String, usize>) -> bool,
+    ) -> BTreeMap<String, usize> {
+        wait_for(Duration::from_secs(5), || {
+            let seen = self.fetch(url, n);
+            anyhow::ensure!(ok(&seen), "{url}: {seen:?}");
+            Ok(seen)
+        })
+        .unwrap()
     }
 
     fn service(&self, host: usize, name: &str) -> Service {
@@ -380,6 +396,9 @@ fn services_balance_follow_the_fleet_and_survive_restarts() {
     w.stop_httpd(b2);
     let gone = w.wait_targets("web", &["b1", "b3"], Duration::from_secs(5));
     eprintln!("stopped backend out of rotation after {gone:?}");
+    w.settle(&url, 6, |m| {
+        !m.contains_key("b2") && !m.contains_key("FAILED")
+    });
     let after = w.fetch(&url, 30);
     assert_eq!(after.get("b2"), None, "{after:?}");
     assert_eq!(after.get("FAILED"), None, "{after:?}");
@@ -391,7 +410,7 @@ fn services_balance_follow_the_fleet_and_survive_restarts() {
     let b4 = w.add_backend("b4", 0, &["app=web"]);
     let joined = w.wait_targets("web", &["b1", "b2", "b3", "b4"], Duration::from_secs(2));
     eprintln!("new container joined after {joined:?}");
-    assert!(w.fetch(&url, 8).contains_key("b4"));
+    w.settle(&url, 8, |m| m.contains_key("b4"));
     let ns4 = format!("/run/netns/{}", w.backends[b4].ns);
     w.stop_httpd(b4);
     w.lab
@@ -433,11 +452,9 @@ fn services_balance_follow_the_fleet_and_survive_restarts() {
     lab.meshctl(2, &["service", "remove", "weighted", &ip3])
         .unwrap();
     w.wait_targets("weighted", &["b1"], Duration::from_secs(5));
-    assert_eq!(
-        w.fetch(&format!("http://{vip_w}:81/cgi-bin/who"), 6)
-            .get("b1"),
-        Some(&6)
-    );
+    w.settle(&format!("http://{vip_w}:81/cgi-bin/who"), 6, |m| {
+        m.get("b1") == Some(&6)
+    });
     let lab = &w.lab;
     let text = lab.meshctl(2, &["service", "list", "--details"]).unwrap();
     assert!(
@@ -483,10 +500,9 @@ fn services_balance_follow_the_fleet_and_survive_restarts() {
     lab.meshctl(1, &["lb", "add", "demo", &format!("{ip1}:8080")])
         .unwrap();
     w.wait_targets("demo", &["b1"], Duration::from_secs(10));
-    assert_eq!(
-        w.fetch("http://10.77.0.235:90/cgi-bin/who", 4).get("b1"),
-        Some(&4)
-    );
+    w.settle("http://10.77.0.235:90/cgi-bin/who", 4, |m| {
+        m.get("b1") == Some(&4)
+    });
     let lab = &w.lab;
     let text = lab.meshctl(2, &["lb", "list", "--details"]).unwrap();
     assert!(
@@ -502,6 +518,13 @@ fn services_balance_follow_the_fleet_and_survive_restarts() {
         Ok(())
     })
     .unwrap();
+
+    // Host death: the targets of a killed host leave within 5 s.
+    w.lab.stop_daemon(1, Signal::SIGKILL).unwrap();
+    let dead = w.wait_targets("web", &["b1"], Duration::from_secs(5));
+    eprintln!("dead host's targets out after {dead:?}");
+    // The client's rules follow the view within a tick.
+    w.settle(&url, 4, |m| m.get("b1") == Some(&4));
 
     // Every daemon restarts; the services stay and keep working.
     for i in 0..3 {
@@ -523,12 +546,7 @@ fn services_balance_follow_the_fleet_and_survive_restarts() {
     }
     assert_eq!(w.service(0, "web").vip, web.vip);
     w.wait_targets("web", &["b1", "b2", "b3"], Duration::from_secs(10));
-    wait_for(Duration::from_secs(5), || {
-        let seen = w.fetch(&url, 6);
-        anyhow::ensure!(seen.len() == 3 && !seen.contains_key("FAILED"), "{seen:?}");
-        Ok(())
-    })
-    .unwrap();
+    w.settle(&url, 6, |m| m.len() == 3 && !m.contains_key("FAILED"));
     let again = w.fetch(&url, 30);
     for b in ["b1", "b2", "b3"] {
         within(&again, b, 10, 3);

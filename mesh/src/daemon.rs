@@ -131,6 +131,10 @@ impl Daemon {
             services: open_channel(&node, &state, SERVICES_CHANNEL),
             labels: open_channel(&node, &state, LABELS_CHANNEL),
             health: open_channel(&node, &state, HEALTH_CHANNEL),
+            heartbeat: node.channel(
+                crate::services::liveness::HEARTBEAT_CHANNEL,
+                Default::default(),
+            ),
         };
         keep_snapshot(&state, SERVICES_CHANNEL, &service_channels.services);
         keep_snapshot(&state, LABELS_CHANNEL, &service_channels.labels);

@@ -85,6 +85,8 @@ pub struct ServiceChannels {
     pub services: Records<ServiceDef>,
     pub labels: Records<LabelRecord>,
     pub health: Records<HealthRecord>,
+    /// See [`super::liveness`].
+    pub heartbeat: Records<u64>,
 }
 
 impl ServiceChannels {
@@ -94,6 +96,7 @@ impl ServiceChannels {
             services: Channel::detached(SERVICES_CHANNEL, LwwMap::new()),
             labels: Channel::detached(LABELS_CHANNEL, LwwMap::new()),
             health: Channel::detached(HEALTH_CHANNEL, LwwMap::new()),
+            heartbeat: Channel::detached(super::liveness::HEARTBEAT_CHANNEL, LwwMap::new()),
         }
     }
 }
