@@ -545,18 +545,7 @@ impl Daemon {
 
     pub async fn remove_network(&self, id: &str, force: bool) -> Result<api::Network, ApiError> {
         let def = self.network(id)?;
-        let services = self.services.on_network(id);
-        if !services.is_empty() && !force {
-            return Err(ApiError::Conflict(format!(
-                "network {id:?} has {} service(s) ({}); delete them first or pass --force",
-                services.len(),
-                services
-                    .iter()
-                    .map(|s| s.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
+        self.services.check_network_removal(id, force)?;
         let vips = self.services.vip_keys();
         let in_use: Vec<EndpointRecord> = records::live(&self.channels.endpoints)
             .into_iter()
@@ -661,42 +650,9 @@ impl Daemon {
         })
     }
 
-    // ---- Services (see crate::services) --------------------------------
-
-    pub fn list_services(&self) -> Vec<api::Service> {
-        self.services.list()
-    }
-
-    pub async fn create_service(
-        &self,
-        req: api::CreateServiceRequest,
-    ) -> Result<api::Service, ApiError> {
-        let net = self.network(&req.network)?;
-        self.services.create(&net, &req).await
-    }
-
-    pub fn add_service_target(
-        &self,
-        name: &str,
-        req: api::ServiceTargetRequest,
-    ) -> Result<api::Service, ApiError> {
-        self.services.add_target(name, &req)
-    }
-
-    pub fn remove_service_target(
-        &self,
-        name: &str,
-        req: api::ServiceTargetRequest,
-    ) -> Result<api::Service, ApiError> {
-        self.services.remove_target(name, &req)
-    }
-
-    pub fn delete_service(
-        &self,
-        name: &str,
-        network: Option<&str>,
-    ) -> Result<api::Service, ApiError> {
-        self.services.delete(name, network)
+    /// Services (see [`crate::services`]); the API calls it directly.
+    pub fn services(&self) -> &Services {
+        &self.services
     }
 }
 

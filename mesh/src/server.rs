@@ -206,7 +206,7 @@ async fn metrics(State(d): D) -> ([(axum::http::header::HeaderName, &'static str
         )],
         crate::services::view::append(
             &crate::metrics::render(&d.status()),
-            &crate::services::view::render(&d.list_services()),
+            &crate::services::view::render(&d.services().list()),
         ),
     )
 }
@@ -214,14 +214,14 @@ async fn metrics(State(d): D) -> ([(axum::http::header::HeaderName, &'static str
 // ---- Services ------------------------------------------------------------
 
 async fn list_services(State(d): D) -> Json<Vec<api::Service>> {
-    Json(d.list_services())
+    Json(d.services().list())
 }
 
 async fn create_service(
     State(d): D,
     Body(req): Body<api::CreateServiceRequest>,
 ) -> ApiResult<api::Service> {
-    Ok(Json(d.create_service(req).await?))
+    Ok(Json(d.services().create(&req).await?))
 }
 
 async fn add_service_target(
@@ -229,7 +229,7 @@ async fn add_service_target(
     Path(name): Path<String>,
     Body(req): Body<api::ServiceTargetRequest>,
 ) -> ApiResult<api::Service> {
-    Ok(Json(d.add_service_target(&name, req)?))
+    Ok(Json(d.services().add_target(&name, &req)?))
 }
 
 async fn remove_service_target(
@@ -237,7 +237,7 @@ async fn remove_service_target(
     Path(name): Path<String>,
     Body(req): Body<api::ServiceTargetRequest>,
 ) -> ApiResult<api::Service> {
-    Ok(Json(d.remove_service_target(&name, req)?))
+    Ok(Json(d.services().remove_target(&name, &req)?))
 }
 
 #[derive(Deserialize)]
@@ -250,7 +250,7 @@ async fn delete_service(
     Path(name): Path<String>,
     Query(q): Query<ServiceQuery>,
 ) -> ApiResult<api::Service> {
-    Ok(Json(d.delete_service(&name, q.network.as_deref())?))
+    Ok(Json(d.services().delete(&name, q.network.as_deref())?))
 }
 
 #[cfg(test)]

@@ -160,11 +160,10 @@ impl Services {
         }
     }
 
-    pub async fn create(
-        &self,
-        net: &NetworkDef,
-        req: &api::CreateServiceRequest,
-    ) -> Result<api::Service, ApiError> {
+    pub async fn create(&self, req: &api::CreateServiceRequest) -> Result<api::Service, ApiError> {
+        let net: NetworkDef = rec::get(&self.channels.networks, &req.network)
+            .ok_or_else(|| ApiError::network_not_found(&req.network))?;
+        let net = &net;
         spec::check_name(&req.name)?;
         let ports = spec::parse_ports(&req.ports)?;
         let selector = spec::parse_selector(&req.selector)?;
@@ -285,6 +284,20 @@ impl Services {
             &rec::endpoint_key(&def.network, IpAddr::V4(def.vip)),
         );
         self.alloc.release(&def.network, def.vip);
+    }
+
+    /// `network rm` is refused while the network has services, unless forced.
+    pub fn check_network_removal(&self, network: &str, force: bool) -> Result<(), ApiError> {
+        let services = self.on_network(network);
+        if services.is_empty() || force {
+            return Ok(());
+        }
+        let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+        Err(ApiError::Conflict(format!(
+            "network {network:?} has {} service(s) ({}); delete them first or pass --force",
+            names.len(),
+            names.join(", ")
+        )))
     }
 
     /// `network rm --force`: its services go with it.
