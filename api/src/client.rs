@@ -132,6 +132,42 @@ impl Client {
         self.delete(&routes::peer(peer)).await
     }
 
+    pub async fn services(&self) -> Result<Vec<Service>, ClientError> {
+        self.get(routes::SERVICES).await
+    }
+
+    pub async fn create_service(&self, req: &CreateServiceRequest) -> Result<Service, ClientError> {
+        self.post(routes::SERVICES, req).await
+    }
+
+    pub async fn add_service_target(
+        &self,
+        name: &str,
+        req: &ServiceTargetRequest,
+    ) -> Result<Service, ClientError> {
+        self.post(&routes::service_targets(name), req).await
+    }
+
+    pub async fn remove_service_target(
+        &self,
+        name: &str,
+        req: &ServiceTargetRequest,
+    ) -> Result<Service, ClientError> {
+        self.post(&routes::service_targets_remove(name), req).await
+    }
+
+    pub async fn delete_service(
+        &self,
+        name: &str,
+        network: Option<&str>,
+    ) -> Result<Service, ClientError> {
+        let path = match network {
+            Some(n) => format!("{}?network={n}", routes::service(name)),
+            None => routes::service(name),
+        };
+        self.delete(&path).await
+    }
+
     /// Prometheus text format.
     pub async fn metrics(&self) -> Result<String, ClientError> {
         self.get_text(routes::METRICS).await
@@ -275,6 +311,7 @@ mod tests {
             container_id: None,
             name: None,
             version: None,
+            labels: Default::default(),
         };
         let err = Client::new(&path).attach(&req).await.unwrap_err();
         assert_eq!(err.kind(), Some(ErrorKind::Conflict));

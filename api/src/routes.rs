@@ -25,3 +25,21 @@ pub fn peer(id: &str) -> String {
 pub fn network(id: &str) -> String {
     format!("{NETWORKS}/{id}")
 }
+
+/// `GET` lists, `POST` creates services.
+pub const SERVICES: &str = "/v1/services";
+
+/// `DELETE /v1/services/{name}?network=NET` (`network` only if ambiguous).
+pub fn service(name: &str) -> String {
+    format!("{SERVICES}/{name}")
+}
+
+/// `POST /v1/services/{name}/targets`: add an explicit target.
+pub fn service_targets(name: &str) -> String {
+    format!("{SERVICES}/{name}/targets")
+}
+
+/// `POST /v1/services/{name}/targets/remove`: remove an explicit target.
+pub fn service_targets_remove(name: &str) -> String {
+    format!("{SERVICES}/{name}/targets/remove")
+}

@@ -61,6 +61,9 @@ pub enum Command {
         /// Deployment version label (version-aware DNS answers).
         #[arg(long)]
         version: Option<String>,
+        /// A label `key=value` that service selectors match (repeatable).
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
         #[command(flatten)]
         out: Output,
     },
@@ -98,6 +101,105 @@ pub enum Command {
     Dns(Output),
     /// Prometheus metrics (text format; `--json`: a list of samples).
     Metrics(Output),
+    /// Services: a VIP and a DNS name in front of a fleet of targets.
+    #[command(subcommand)]
+    Service(ServiceCommand),
+    /// Circuit-style load balancers (services under another name).
+    #[command(subcommand)]
+    Lb(LbCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Create a service; prints its VIP (and its IPv6 VIP on a second line).
+    Create {
+        /// A DNS label: the service answers as NAME.<network>.
+        name: String,
+        #[arg(long)]
+        network: String,
+        /// `PORT[:TARGET_PORT][/tcp|/udp]` (repeatable, at least one).
+        #[arg(long = "port", required = true)]
+        ports: Vec<String>,
+        /// `KEY=VALUE`: containers with all these labels are targets (repeatable).
+        #[arg(long = "selector")]
+        selector: Vec<String>,
+        /// rr (default) or wrr.
+        #[arg(long)]
+        scheduler: Option<String>,
+        /// The VIP (default: allocated from the network's subnet).
+        #[arg(long)]
+        ip: Option<String>,
+        /// Health check interval of TCP targets, in milliseconds (default 1000).
+        #[arg(long)]
+        health_interval_ms: Option<u64>,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Add an explicit target (or change its weight).
+    Add(TargetArgs),
+    /// Remove an explicit target.
+    Remove(TargetArgs),
+    /// List services; with --details every target.
+    List(ListArgs),
+    /// Delete a service.
+    Delete(DeleteArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LbCommand {
+    /// `lb create NAME VIP:PORT --network NET [--scheduler wrr]`.
+    Create {
+        name: String,
+        /// The VIP and port, e.g. 10.40.0.235:80.
+        vip_port: String,
+        #[arg(long)]
+        network: String,
+        /// rr (default) or wrr.
+        #[arg(long)]
+        scheduler: Option<String>,
+        /// tcp (default) or udp.
+        #[arg(long, default_value = "tcp")]
+        protocol: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// `lb add NAME ADDR:PORT [--weight N]`.
+    Add(TargetArgs),
+    /// `lb remove NAME ADDR:PORT`.
+    Remove(TargetArgs),
+    /// `lb list [--details]`.
+    List(ListArgs),
+    /// `lb delete NAME`.
+    Delete(DeleteArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    pub name: String,
+    /// `ADDR[:PORT]` (default port: each service port's target port).
+    pub addr: String,
+    #[arg(long)]
+    pub weight: Option<u32>,
+    /// Needed only if the name exists on several networks.
+    #[arg(long)]
+    pub network: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Every target with its host, weight, health and connection count.
+    #[arg(long)]
+    pub details: bool,
+    #[command(flatten)]
+    pub out: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    pub name: String,
+    /// Needed only if the name exists on several networks.
+    #[arg(long)]
+    pub network: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -260,6 +362,8 @@ mod tests {
             &["ipam"],
             &["dns"],
             &["metrics"],
+            &["service", "list"],
+            &["lb", "list", "--details"],
         ] {
             let mut argv = vec!["meshctl"];
             argv.extend_from_slice(args);
@@ -273,11 +377,78 @@ mod tests {
                 | Command::Attachments(o)
                 | Command::Ipam { out: o, .. }
                 | Command::Dns(o)
-                | Command::Metrics(o) => o.json,
+                | Command::Metrics(o)
+                | Command::Service(ServiceCommand::List(ListArgs { out: o, .. }))
+                | Command::Lb(LbCommand::List(ListArgs { out: o, .. })) => o.json,
                 other => panic!("{argv:?} parsed as {other:?}"),
             };
             assert!(json, "{argv:?}");
         }
+    }
+
+    #[test]
+    fn service_and_lb_commands_parse() {
+        let cli = Cli::try_parse_from([
+            "meshctl",
+            "service",
+            "create",
+            "web",
+            "--network",
+            "blue",
+            "--port",
+            "80:8080",
+            "--port",
+            "53/udp",
+            "--selector",
+            "app=nginx",
+            "--scheduler",
+            "wrr",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Service(ServiceCommand::Create {
+                ports, selector, ..
+            }) => {
+                assert_eq!(ports, ["80:8080", "53/udp"]);
+                assert_eq!(selector, ["app=nginx"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            Cli::try_parse_from(["meshctl", "service", "create", "web", "--network", "b"]).is_err()
+        );
+        Cli::try_parse_from([
+            "meshctl",
+            "service",
+            "add",
+            "web",
+            "10.0.0.2:80",
+            "--weight",
+            "3",
+        ])
+        .unwrap();
+        Cli::try_parse_from([
+            "meshctl",
+            "lb",
+            "create",
+            "demo",
+            "10.0.0.235:80",
+            "--network",
+            "b",
+        ])
+        .unwrap();
+        Cli::try_parse_from(["meshctl", "lb", "remove", "demo", "10.0.0.2:80"]).unwrap();
+        Cli::try_parse_from(["meshctl", "lb", "delete", "demo"]).unwrap();
+        Cli::try_parse_from([
+            "meshctl",
+            "attach",
+            "1",
+            "--network",
+            "b",
+            "--label",
+            "app=x",
+        ])
+        .unwrap();
     }
 
     #[test]

@@ -76,6 +76,7 @@ pub async fn run(c: &Client, phase: HookPhase) -> Result<()> {
                 container_id: Some(state.id.clone()),
                 name: get("mesh.name"),
                 version: get("mesh.version"),
+                labels: parse_labels(get("mesh.labels").as_deref())?,
             };
             let a = c.attach(&req).await?;
             println!(
@@ -129,5 +130,38 @@ mod tests {
         assert_eq!(s.pid, None);
         assert_eq!(hook_annotations(&s)["mesh.network"], "red");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+/// The `mesh.labels` annotation: `key=value,key=value`.
+fn parse_labels(text: Option<&str>) -> Result<std::collections::BTreeMap<String, String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for item in text
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        match item.split_once('=') {
+            Some((k, v)) if !k.is_empty() => {
+                out.insert(k.to_string(), v.to_string());
+            }
+            _ => bail!("annotation mesh.labels: {item:?} is not key=value"),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod label_tests {
+    use super::*;
+
+    #[test]
+    fn labels_annotation_is_comma_separated_pairs() {
+        let l = parse_labels(Some("app=nginx, tier=web")).unwrap();
+        assert_eq!(l.len(), 2);
+        assert_eq!(l["tier"], "web");
+        assert!(parse_labels(None).unwrap().is_empty());
+        assert!(parse_labels(Some("app")).is_err());
     }
 }

@@ -12,6 +12,8 @@ mod print;
 
 use anyhow::Result;
 use args::{Cli, Command, IpamCommand, NetworkCommand, PeerCommand};
+
+mod service;
 use clap::Parser;
 use mesh_api::{
     AttachRequest, Client, CreateNetworkRequest, DetachRequest, JoinRequest, ReleaseRequest,
@@ -116,6 +118,7 @@ async fn run(cli: Cli) -> Result<()> {
             name,
             container_id,
             version,
+            labels,
             out,
         } => {
             let req = AttachRequest {
@@ -126,6 +129,7 @@ async fn run(cli: Cli) -> Result<()> {
                 container_id,
                 name,
                 version,
+                labels: labels.into_iter().collect(),
             };
             let a = c.attach(&req).await?;
             if out.json {
@@ -193,6 +197,8 @@ async fn run(cli: Cli) -> Result<()> {
             }
             print!("{text}");
         }
+        Command::Service(cmd) => return service::run(&c, cmd).await,
+        Command::Lb(cmd) => return service::run_lb(&c, cmd).await,
     }
     Ok(())
 }

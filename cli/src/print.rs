@@ -157,6 +157,57 @@ pub fn human_bytes(b: u64) -> String {
     }
 }
 
+pub fn services(list: &[mesh_api::Service], details: bool) {
+    if list.is_empty() {
+        println!("no services (create one with `meshctl service create`)");
+        return;
+    }
+    println!(
+        "{:<16} {:<12} {:<16} {:<24} {:<5} {:>8}",
+        "NAME", "NETWORK", "VIP", "PORTS", "SCHED", "TARGETS"
+    );
+    for s in list {
+        let ports: Vec<String> = s
+            .ports
+            .iter()
+            .map(|p| format!("{}:{}/{}", p.port, p.target_port, p.protocol))
+            .collect();
+        let active = s.targets.iter().filter(|t| t.active).count();
+        println!(
+            "{:<16} {:<12} {:<16} {:<24} {:<5} {:>8}",
+            s.name,
+            s.network,
+            s.vip,
+            ports.join(","),
+            s.scheduler,
+            format!("{active}/{}", s.targets.len())
+        );
+        if !details {
+            continue;
+        }
+        if !s.selector.is_empty() {
+            let sel: Vec<String> = s.selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            println!("  selector {}  vip6 {}", sel.join(","), s.vip6);
+        }
+        for t in &s.targets {
+            let addr = match t.port {
+                Some(p) => format!("{}:{p}", t.ip),
+                None => t.ip.clone(),
+            };
+            println!(
+                "  {:<22} host {:<12} weight {:<3} {:<9} {:<8} {} conns {}",
+                addr,
+                t.host.as_deref().unwrap_or("-"),
+                t.weight,
+                t.health,
+                if t.active { "active" } else { "inactive" },
+                if t.explicit { "explicit" } else { "selector" },
+                t.connections
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -72,6 +72,7 @@ pub fn add(conf: &NetConf, env: &Env) -> Result<CniResult, CniError> {
         container_id: Some(cid),
         name,
         version,
+        labels: conf.args_labels.clone(),
     };
     let att = block(client.attach(&req))?.map_err(|e| api_error(e, conf, &doing))?;
     Ok(add_result(conf, env, &att, Some(net.mtu)))
@@ -230,6 +231,7 @@ mod tests {
             container_id: Some("c1".into()),
             name: None,
             version: None,
+            labels: Default::default(),
         }
     }
 

@@ -180,6 +180,8 @@ pub struct NetConf {
     pub args_ips: Vec<String>,
     pub args_name: Option<String>,
     pub args_version: Option<String>,
+    /// From `args.cni.labels`: an object or `"k=v,k=v"`.
+    pub args_labels: std::collections::BTreeMap<String, String>,
     /// The standard `dns` key, passed into the result.
     pub dns: Option<Dns>,
     /// GC: `(containerID, ifname)` pairs still in use.
@@ -215,6 +217,56 @@ fn opt_str(obj: &Map<String, Value>, key: &str, what: &str) -> Result<Option<Str
             codes::INVALID_CONFIG,
             format!("{what}{key} must be a string, not {other}"),
         )),
+    }
+}
+
+/// `args.cni.labels`: `{"app": "nginx"}` or `"app=nginx,tier=web"`.
+fn labels_arg(v: Option<&Value>) -> Result<std::collections::BTreeMap<String, String>, CniError> {
+    let bad = |m: String| CniError::new(codes::INVALID_CONFIG, m);
+    let mut out = std::collections::BTreeMap::new();
+    match v {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(m)) => {
+            for (k, v) in m {
+                let v = v
+                    .as_str()
+                    .ok_or_else(|| bad(format!("args.cni.labels.{k} must be a string, not {v}")))?;
+                out.insert(k.clone(), v.to_string());
+            }
+        }
+        Some(Value::String(text)) => {
+            for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                match item.split_once('=') {
+                    Some((k, v)) if !k.is_empty() => {
+                        out.insert(k.to_string(), v.to_string());
+                    }
+                    _ => return Err(bad(format!("args.cni.labels: {item:?} is not key=value"))),
+                }
+            }
+        }
+        Some(o) => {
+            return Err(bad(format!(
+                "args.cni.labels must be an object or \"k=v,k=v\", not {o}"
+            )))
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod label_tests {
+    use super::*;
+
+    #[test]
+    fn labels_come_as_an_object_or_a_string() {
+        let o = serde_json::json!({"app": "nginx"});
+        assert_eq!(labels_arg(Some(&o)).unwrap()["app"], "nginx");
+        let s = serde_json::json!("app=nginx, tier=web");
+        assert_eq!(labels_arg(Some(&s)).unwrap().len(), 2);
+        assert!(labels_arg(None).unwrap().is_empty());
+        assert!(labels_arg(Some(&serde_json::json!("app"))).is_err());
+        assert!(labels_arg(Some(&serde_json::json!({"a": 1}))).is_err());
+        assert!(labels_arg(Some(&serde_json::json!(3))).is_err());
     }
 }
 
@@ -298,6 +350,7 @@ impl NetConf {
         let args_ips = str_list(cni_args.get("ips"), "args.cni.ips")?;
         let args_name = opt_str(&cni_args, "name", "args.cni.")?;
         let args_version = opt_str(&cni_args, "version", "args.cni.")?;
+        let args_labels = labels_arg(cni_args.get("labels"))?;
         let prev_result = match obj.get("prevResult") {
             None | Some(Value::Null) => None,
             Some(p @ Value::Object(_)) => Some(typed(p, "prevResult")?),
@@ -350,6 +403,7 @@ impl NetConf {
             args_ips,
             args_name,
             args_version,
+            args_labels,
             dns,
             valid_attachments,
         })

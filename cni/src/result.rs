@@ -179,6 +179,7 @@ mod tests {
             container_id: Some("c1".into()),
             name: None,
             version: None,
+            labels: Default::default(),
         }
     }
 

@@ -54,6 +54,13 @@ enum Cmd {
         #[arg(long)]
         out: Option<std::path::PathBuf>,
     },
+    /// Service VIP against the target's own address: new connections/s and
+    /// one TCP stream, as ratios.
+    SvcBench {
+        /// iperf3 duration, seconds (connection rates run min(secs, 5) s).
+        #[arg(long, default_value_t = 10)]
+        secs: u32,
+    },
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -88,6 +95,7 @@ fn main() -> std::process::ExitCode {
             },
             &STOP,
         ),
+        Cmd::SvcBench { secs } => integration::svcbench::run(secs),
     };
     match r {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -479,6 +479,7 @@ fn bad_input_gets_clear_errors_and_leaves_the_daemon_intact() -> Result<()> {
         container_id: None,
         name: None,
         version: None,
+        labels: Default::default(),
     };
     let kind_of = |req: AttachRequest| {
         lab.api(0, |c| async move { c.attach(&req).await })

@@ -101,6 +101,7 @@ impl Attacher {
             ),
             None => None,
         };
+        crate::services::spec::check_labels(&req.labels)?;
         let target = NetnsTarget::resolve(&req.target).map_err(|e| {
             if e.is_missing() {
                 ApiError::NotFound(e.to_string())
@@ -162,6 +163,7 @@ impl Attacher {
             container_id: req.container_id.clone(),
             name: name.clone(),
             version: req.version.clone(),
+            labels: req.labels.clone(),
         };
         let rec = AttachmentRecord {
             attachment: attachment.clone(),

@@ -29,6 +29,8 @@ use crate::peers::{PeerTable, META_DATA_PORT};
 use crate::records::{self, Channels, EndpointRecord, NetworkDef, Records, RemovedPeer};
 use crate::reserve::Reservations;
 use crate::resolvconf::NetnsEtc;
+use crate::services::records::{ServiceChannels, HEALTH_CHANNEL, LABELS_CHANNEL, SERVICES_CHANNEL};
+use crate::services::Services;
 use crate::state::{AttachmentStore, StateDir};
 use crate::views;
 
@@ -47,6 +49,7 @@ pub struct Daemon {
     fabric: Fabric,
     host_key: Arc<HostKey>,
     reservations: Reservations,
+    services: Arc<Services>,
     /// Serialises every change to this host's devices: network set-up and
     /// teardown, and attaching (which needs the network's bridge to stay).
     devices: Mutex<Realized>,
@@ -56,13 +59,21 @@ pub struct Daemon {
 /// down or removed.
 struct MeshRecords {
     channels: Channels,
+    services: ServiceChannels,
     node: Node,
 }
 
 impl RecordSource for MeshRecords {
     fn records(&self, network: &str) -> Vec<EndpointRecord> {
         let hosts = HostSet::from_members(&self.node.id().to_hex(), "", &self.node.members());
-        self.channels.serving_records(network, &hosts.live())
+        let mut records = self.channels.serving_records(network, &hosts.live());
+        // Services answer as NAME.<network> with their VIPs.
+        records.extend(crate::services::dns_records(
+            &self.services,
+            network,
+            &self.node.id().to_hex(),
+        ));
+        records
     }
 
     fn networks(&self) -> Vec<NetworkDef> {
@@ -122,8 +133,21 @@ impl Daemon {
             requests: node.channel(records::REQUESTS_CHANNEL, Default::default()),
             removed: open_channel(&node, &state, records::REMOVED_CHANNEL),
         };
+        let service_channels = ServiceChannels {
+            services: open_channel(&node, &state, SERVICES_CHANNEL),
+            labels: open_channel(&node, &state, LABELS_CHANNEL),
+            health: open_channel(&node, &state, HEALTH_CHANNEL),
+            heartbeat: node.channel(
+                crate::services::liveness::HEARTBEAT_CHANNEL,
+                Default::default(),
+            ),
+        };
+        keep_snapshot(&state, SERVICES_CHANNEL, &service_channels.services);
+        keep_snapshot(&state, LABELS_CHANNEL, &service_channels.labels);
+        keep_snapshot(&state, HEALTH_CHANNEL, &service_channels.health);
         let resolver = Resolver::new(
             Arc::new(MeshRecords {
+                services: service_channels.clone(),
                 channels: channels.clone(),
                 node: node.clone(),
             }),
@@ -168,6 +192,17 @@ impl Daemon {
         );
         let reservations =
             Reservations::load(state.clone(), alloc.clone(), channels.endpoints.clone(), me)?;
+        let services = {
+            let (node, name) = (node.clone(), settings.name.clone());
+            Services::new(
+                me,
+                service_channels,
+                channels.clone(),
+                alloc.clone(),
+                attacher.clone(),
+                Arc::new(move || HostSet::from_members(&me.to_hex(), &name, &node.members())),
+            )
+        };
         let daemon = Arc::new(Daemon {
             settings,
             state,
@@ -180,11 +215,13 @@ impl Daemon {
             fabric,
             host_key,
             reservations,
+            services,
             devices: Mutex::new(Realized::default()),
         });
         daemon.reconcile_at_start().await?;
         daemon.clone().watch_channels();
         tokio::spawn(daemon.attacher.clone().reap_forever());
+        daemon.services.clone().spawn();
         info!(
             id = %daemon.node.id(),
             control = %daemon.node.local_addr(),
@@ -244,6 +281,7 @@ impl Daemon {
                 Some(records::endpoint_key(&a.attachment.network, IpAddr::V4(ip)))
             })
             .chain(self.reservations.keys().await)
+            .chain(self.services.vip_keys())
             .collect();
         for (key, rec) in records::live(&self.channels.endpoints) {
             if rec.host == me && !backed.contains(&key) {
@@ -513,9 +551,12 @@ impl Daemon {
 
     pub async fn remove_network(&self, id: &str, force: bool) -> Result<api::Network, ApiError> {
         let def = self.network(id)?;
+        self.services.check_network_removal(id, force)?;
+        let vips = self.services.vip_keys();
         let in_use: Vec<EndpointRecord> = records::live(&self.channels.endpoints)
-            .into_values()
-            .filter(|e| e.network == id)
+            .into_iter()
+            .filter(|(key, e)| e.network == id && !vips.contains(key))
+            .map(|(_, e)| e)
             .collect();
         if !in_use.is_empty() && !force {
             return Err(ApiError::Conflict(format!(
@@ -523,6 +564,7 @@ impl Daemon {
                 in_use.len()
             )));
         }
+        self.services.remove_network_services(id);
         records::remove(&self.channels.networks, self.id(), id);
         self.alloc.drop_ring(id);
         for e in in_use {
@@ -552,6 +594,9 @@ impl Daemon {
         };
         let result = self.attacher.attach(&net, wire, &req, &self.hosts()).await;
         drop(devices);
+        if let Ok(a) = &result {
+            self.services.note_attachment(a);
+        }
         result
     }
 
@@ -609,6 +654,11 @@ impl Daemon {
         Ok(api::RemovePeerResponse {
             removed: m.name.clone(),
         })
+    }
+
+    /// Services (see [`crate::services`]); the API calls it directly.
+    pub fn services(&self) -> &Services {
+        &self.services
     }
 }
 

@@ -23,6 +23,7 @@ pub mod netsecret;
 pub mod peers;
 pub mod reserve;
 pub mod resolvconf;
+pub mod services;
 pub mod state;
 
 // Wiring and the edges.

@@ -39,6 +39,13 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route(routes::IPAM_RELEASE, post(release))
         .route(routes::DNS, get(dns))
         .route(&format!("{}/{{peer}}", routes::PEERS), delete(remove_peer))
+        .route(routes::SERVICES, get(list_services).post(create_service))
+        .route(&routes::service("{name}"), delete(delete_service))
+        .route(&routes::service_targets("{name}"), post(add_service_target))
+        .route(
+            &routes::service_targets_remove("{name}"),
+            post(remove_service_target),
+        )
         .fallback(no_route)
         .with_state(daemon)
 }
@@ -197,8 +204,53 @@ async fn metrics(State(d): D) -> ([(axum::http::header::HeaderName, &'static str
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        crate::metrics::render(&d.status()),
+        crate::services::view::append(
+            &crate::metrics::render(&d.status()),
+            &crate::services::view::render(&d.services().list()),
+        ),
     )
+}
+
+// ---- Services ------------------------------------------------------------
+
+async fn list_services(State(d): D) -> Json<Vec<api::Service>> {
+    Json(d.services().list())
+}
+
+async fn create_service(
+    State(d): D,
+    Body(req): Body<api::CreateServiceRequest>,
+) -> ApiResult<api::Service> {
+    Ok(Json(d.services().create(&req).await?))
+}
+
+async fn add_service_target(
+    State(d): D,
+    Path(name): Path<String>,
+    Body(req): Body<api::ServiceTargetRequest>,
+) -> ApiResult<api::Service> {
+    Ok(Json(d.services().add_target(&name, &req)?))
+}
+
+async fn remove_service_target(
+    State(d): D,
+    Path(name): Path<String>,
+    Body(req): Body<api::ServiceTargetRequest>,
+) -> ApiResult<api::Service> {
+    Ok(Json(d.services().remove_target(&name, &req)?))
+}
+
+#[derive(Deserialize)]
+struct ServiceQuery {
+    network: Option<String>,
+}
+
+async fn delete_service(
+    State(d): D,
+    Path(name): Path<String>,
+    Query(q): Query<ServiceQuery>,
+) -> ApiResult<api::Service> {
+    Ok(Json(d.services().delete(&name, q.network.as_deref())?))
 }
 
 #[cfg(test)]

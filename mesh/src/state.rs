@@ -227,6 +227,7 @@ mod tests {
                 container_id: Some("abc".into()),
                 name: None,
                 version: None,
+                labels: Default::default(),
             },
             netns_dev: 4,
             netns_ino: 4026532000,
