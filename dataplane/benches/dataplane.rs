@@ -29,6 +29,7 @@ fn keys(generation: u64, flip: bool) -> SessionKeys {
             remote_index: 10,
             send_key: b,
             recv_key: a,
+            cipher: dataplane::Cipher::default(),
         }
     } else {
         SessionKeys {
@@ -37,6 +38,7 @@ fn keys(generation: u64, flip: bool) -> SessionKeys {
             remote_index: 20,
             send_key: a,
             recv_key: b,
+            cipher: dataplane::Cipher::default(),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! mesh data plane: carries a container's Ethernet frame from one host's TAP
-//! device to another host's TAP, sealed with ChaCha20-Poly1305 over UDP.
+//! device to another host's TAP, sealed with AES-256-GCM or ChaCha20-Poly1305 (negotiated per
+//! peer, see [`cipher`]) over UDP.
 //!
 //! Layout (one concept per module, like wireguard-go's `device/`):
 //! - sans-IO core, testable without root: [`wire`] (framing), [`keypair`]
@@ -15,6 +16,7 @@
 //! This crate deliberately knows nothing about gossip or the daemon: keys,
 //! peers and networks are pushed in through [`Dataplane`]'s methods.
 
+pub mod cipher;
 pub mod engine;
 pub mod keypair;
 pub mod offload;
@@ -28,6 +30,7 @@ pub mod tap;
 pub mod udp;
 pub mod wire;
 
+pub use cipher::Cipher;
 pub use engine::Engine;
 pub use keypair::SessionKeys;
 pub use runtime::{Dataplane, Options};

@@ -235,6 +235,7 @@ fn cross_two_namespaces(tag: &str, options: Options) {
             remote_index: 0xA1A,
             send_key: b_to_a,
             recv_key: a_to_b,
+            cipher: dataplane::Cipher::default(),
         },
         false,
     );
@@ -246,6 +247,7 @@ fn cross_two_namespaces(tag: &str, options: Options) {
             remote_index: 0xB0B,
             send_key: a_to_b,
             recv_key: b_to_a,
+            cipher: dataplane::Cipher::default(),
         },
         true,
     );
