@@ -9,8 +9,9 @@
 //!   seal/open decisions, including what one TAP read becomes), [`offload`]
 //!   (`virtio_net_hdr`, splitting TCP super-segments, coalescing them back),
 //!   [`stats`] (drop reasons and counters), [`pool`] (buffers with headroom);
-//! - thin Linux I/O edge: [`tap`], [`udp`], [`runtime`] (the [`Dataplane`]
-//!   handle the daemon drives, started with the offloads [`Options`] allows).
+//! - thin Linux I/O edge: [`tap`], [`udp`], `worker` (one thread per core,
+//!   both directions for its share of the flows), [`runtime`] (the
+//!   [`Dataplane`] handle the daemon drives, started with [`Options`]).
 //!
 //! The wire format is specified in `PROTOCOL.md` and in [`wire`].
 //! This crate deliberately knows nothing about gossip or the daemon: keys,
@@ -29,6 +30,7 @@ pub mod switch;
 pub mod tap;
 pub mod udp;
 pub mod wire;
+mod worker;
 
 pub use cipher::Cipher;
 pub use engine::Engine;

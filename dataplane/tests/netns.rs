@@ -159,6 +159,9 @@ fn frames_cross_two_namespaces_sealed_without_offloads() {
             offload: false,
             gso: false,
             coalesce: false,
+            // Also the single-worker path: one socket sends and receives.
+            workers: 1,
+            busy_poll: Duration::ZERO,
         },
     );
 }

@@ -120,7 +120,11 @@ impl Daemon {
             .context("loading the host's network key")?;
 
         let data_bind = SocketAddr::new(settings.listen.ip(), settings.data_port);
-        let dp_options = crate::config::dataplane_options(|name| std::env::var_os(name).is_some());
+        let mut dp_options =
+            crate::config::dataplane_options(|name| std::env::var_os(name).is_some());
+        if let Some(workers) = settings.dp_workers {
+            dp_options.workers = workers;
+        }
         let dp = Dataplane::start(data_bind, dp_options)
             .with_context(|| format!("starting the data plane on udp {data_bind}"))?;
         let peers = PeerTable::new(dp.clone());
@@ -130,6 +134,10 @@ impl Daemon {
         cfg.state_dir = Some(settings.state_dir.clone());
         cfg.meta
             .insert(META_DATA_PORT.into(), dp.local_addr().port().to_string());
+        let ciphers = settings.cipher.offer();
+        info!(ciphers = %ciphers.to_meta(), "data-plane ciphers offered");
+        cfg.meta
+            .insert(gossip::cipher::META_CIPHERS.into(), ciphers.to_meta());
         cfg.meta.insert(
             crate::netsecret::META_NETWORK_KEY.into(),
             host_key.public_hex(),
@@ -652,6 +660,10 @@ impl Daemon {
                     rtt_ms: m.rtt.map(|d| d.as_secs_f64() * 1e3),
                     key_generation: m.key_generation,
                     key_age_secs: m.key_age.map(|d| d.as_secs_f64()),
+                    cipher: traffic
+                        .as_ref()
+                        .and_then(|t| t.cipher)
+                        .map(|c| c.name().to_string()),
                     tx: traffic
                         .as_ref()
                         .map(|t| Traffic {

@@ -144,6 +144,7 @@ impl PeerObserver for PeerTable {
                 remote_index: keys.remote_index,
                 send_key: keys.send_key,
                 recv_key: keys.recv_key,
+                cipher: crate::config::dataplane_cipher(keys.cipher),
             },
             send_now,
         );
