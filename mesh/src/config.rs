@@ -217,7 +217,10 @@ impl Settings {
                 .unwrap_or_else(|| "info".to_string()),
             link_prefix,
             metrics_listen: flags.metrics_listen.or(file.metrics_listen),
-            cipher: flags.cipher.or(file.cipher).unwrap_or_default(),
+            cipher: match flags.cipher.or(file.cipher) {
+                Some(policy) => policy,
+                None => cipher_from_env(std::env::var("MESH_DP_CIPHER").ok().as_deref())?,
+            },
             dp_workers: match flags.dp_workers.or(file.dp_workers) {
                 Some(0) => bail!("dp_workers must be at least 1"),
                 other => other,
@@ -228,6 +231,18 @@ impl Settings {
                 flags.dns_upstreams.clone()
             },
         })
+    }
+}
+
+/// `MESH_DP_CIPHER` (for A/B benchmarks, like the `MESH_DP_NO_*`
+/// switches): the cipher policy when neither flag nor file sets one.
+fn cipher_from_env(value: Option<&str>) -> Result<CipherPolicy> {
+    use clap::ValueEnum;
+    match value {
+        None => Ok(CipherPolicy::default()),
+        Some(v) => CipherPolicy::from_str(v, true).map_err(|_| {
+            anyhow::anyhow!("MESH_DP_CIPHER={v:?}: expected auto or chacha20-poly1305")
+        }),
     }
 }
 
@@ -263,6 +278,12 @@ mod tests {
             gossip::CipherOffer::PORTABLE
         );
         assert!(FileConfig::parse("cipher = \"rot13\"\n").is_err());
+        assert_eq!(
+            cipher_from_env(Some("chacha20-poly1305")).unwrap(),
+            CipherPolicy::Chacha20Poly1305
+        );
+        assert_eq!(cipher_from_env(None).unwrap(), CipherPolicy::Auto);
+        assert!(cipher_from_env(Some("rot13")).is_err());
         let auto = CipherPolicy::Auto.offer();
         assert!(auto.contains(gossip::Cipher::ChaCha20Poly1305));
         assert_eq!(
