@@ -40,7 +40,7 @@ pub(super) fn render(results: &[ModeResult], title: &str) -> String {
         ("1 stream, Gbit/s", |r| r.medians().gbps_1, 2),
         ("4 streams, Gbit/s", |r| r.medians().gbps_p4, 2),
         (
-            "daemon CPU s/GB (1 stream, lower is better)",
+            "daemon CPU s/GB, 1 stream (lower: better)",
             |r| r.medians().dcpu_1,
             1,
         ),
