@@ -6,7 +6,7 @@
 # Installs what it needs (Debian packages; boringtun-cli via cargo install
 # if missing), builds the release binaries and runs
 #   target/release/mesh-lab bench "$@"
-# Options (passed through): --modes underlay,vxlan,tinc,wggo,boringtun,mesh
+# Options (passed through): --modes underlay,vxlan,tinc,wggo,boringtun,mesh,mesh-chacha
 #   --secs N (default 10) --runs N (default 3) --pings N (default 20)
 #   --out FILE.tsv (JSON written next to it; default /tmp/mesh-bench-<time>.tsv)
 # Quick check:  benches/e2e.sh --secs 3 --runs 1

@@ -60,6 +60,10 @@ pub struct PeerStatus {
     pub rtt_ms: Option<f64>,
     pub key_generation: Option<u64>,
     pub key_age_secs: Option<f64>,
+    /// Data-plane AEAD of the current keys (`aes-256-gcm`,
+    /// `chacha20-poly1305`); absent before keys or from older daemons.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cipher: Option<String>,
     pub tx: Traffic,
     pub rx: Traffic,
 }

@@ -42,8 +42,8 @@ pub fn peers(peers: &[PeerStatus]) {
         return;
     }
     println!(
-        "{:<14} {:<12} {:<22} {:<11} {:<7} {:>8} {:>8} {:>12} {:>12}",
-        "PEER", "NAME", "ADDRESS", "STATE", "PATH", "RTT", "KEY-AGE", "TX", "RX"
+        "{:<14} {:<12} {:<22} {:<11} {:<7} {:>8} {:>8} {:<17} {:>12} {:>12}",
+        "PEER", "NAME", "ADDRESS", "STATE", "PATH", "RTT", "KEY-AGE", "CIPHER", "TX", "RX"
     );
     for p in peers {
         let rtt = p
@@ -55,7 +55,7 @@ pub fn peers(peers: &[PeerStatus]) {
             .map(|a| format!("{a:.0}s"))
             .unwrap_or_else(|| "-".into());
         println!(
-            "{:<14} {:<12} {:<22} {:<11} {:<7} {:>8} {:>8} {:>12} {:>12}",
+            "{:<14} {:<12} {:<22} {:<11} {:<7} {:>8} {:>8} {:<17} {:>12} {:>12}",
             p.id,
             p.name,
             p.address,
@@ -63,6 +63,7 @@ pub fn peers(peers: &[PeerStatus]) {
             p.path,
             rtt,
             age,
+            p.cipher.as_deref().unwrap_or("-"),
             format!("{}/{}p", human_bytes(p.tx.bytes), p.tx.packets),
             format!("{}/{}p", human_bytes(p.rx.bytes), p.rx.packets),
         );

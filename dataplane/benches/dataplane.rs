@@ -13,12 +13,21 @@ use dataplane::pool::BufPool;
 use dataplane::switch::MacTable;
 use dataplane::wire::{DataHeader, HEADER_LEN};
 use dataplane::{NetworkId, SessionKeys};
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, CHACHA20_POLY1305};
 
 const SIZES: [usize; 3] = [64, 1420, 9000];
 const NET: NetworkId = NetworkId(1);
 const MAC_LOCAL: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
 const MAC_REMOTE: [u8; 6] = [0x02, 0, 0, 0, 0, 2];
+
+/// The AEAD benchmarked: `DP_BENCH_CIPHER` (`aes-256-gcm`,
+/// `chacha20-poly1305`), default the fastest this CPU runs.
+fn bench_cipher() -> dataplane::Cipher {
+    std::env::var("DP_BENCH_CIPHER")
+        .ok()
+        .and_then(|name| name.parse().ok())
+        .unwrap_or(dataplane::Cipher::fast_here()[0])
+}
 
 fn keys(generation: u64, flip: bool) -> SessionKeys {
     let (a, b) = ([1u8; 32], [2u8; 32]);
@@ -29,6 +38,7 @@ fn keys(generation: u64, flip: bool) -> SessionKeys {
             remote_index: 10,
             send_key: b,
             recv_key: a,
+            cipher: bench_cipher(),
         }
     } else {
         SessionKeys {
@@ -37,6 +47,7 @@ fn keys(generation: u64, flip: bool) -> SessionKeys {
             remote_index: 20,
             send_key: a,
             recv_key: b,
+            cipher: bench_cipher(),
         }
     }
 }
@@ -71,7 +82,11 @@ fn engines(now: Instant) -> (Engine, Engine) {
 }
 
 fn ring_raw(c: &mut Criterion) {
-    let key = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &[3; 32]).unwrap());
+    let algorithm = match bench_cipher() {
+        dataplane::Cipher::Aes256Gcm => &AES_256_GCM,
+        dataplane::Cipher::ChaCha20Poly1305 => &CHACHA20_POLY1305,
+    };
+    let key = LessSafeKey::new(UnboundKey::new(algorithm, &[3; 32]).unwrap());
     let mut group = c.benchmark_group("ring_aead_seal_raw");
     for size in SIZES {
         let mut buf = vec![0u8; size];

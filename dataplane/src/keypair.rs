@@ -1,21 +1,26 @@
 //! Per-direction session keys as delivered by the control plane, and the
-//! keypair state the data plane keeps for each: AEAD keys, send counter,
-//! replay window, birth time.
+//! keypair state the data plane keeps for each: AEAD keys (of the cipher
+//! negotiated for the pair), send counter, replay window, birth time.
+//!
+//! Nothing here takes a lock: the send counter is one atomic and the replay
+//! window is lock-free, so any number of workers may seal and open with one
+//! keypair at once.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, CHACHA20_POLY1305};
+use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey};
 
+use crate::cipher::Cipher;
 use crate::replay::{ReplayReject, ReplayWindow};
 use crate::wire::{nonce_bytes, HEADER_LEN, TAG_LEN};
 
 /// A keypair older than this is refused for sending and receiving. The
 /// control plane replaces keys well before (gossip rekeys every 110 s).
 pub const REJECT_AFTER_TIME: Duration = Duration::from_secs(180);
-/// Counters at or beyond this are refused for sending and receiving.
-pub const REJECT_AFTER_MESSAGES: u64 = 1 << 60;
+/// Counters at or beyond this are refused for sending and receiving
+/// (ChaCha20-Poly1305; see [`Cipher::message_limit`] for AES-256-GCM).
+pub const REJECT_AFTER_MESSAGES: u64 = crate::replay::MAX_COUNTER;
 
 /// Keys for one session with one peer, one per direction.
 #[derive(Clone)]
@@ -28,6 +33,8 @@ pub struct SessionKeys {
     pub remote_index: u32,
     pub send_key: [u8; 32],
     pub recv_key: [u8; 32],
+    /// The AEAD both hosts agreed on for this session.
+    pub cipher: Cipher,
 }
 
 impl std::fmt::Debug for SessionKeys {
@@ -36,6 +43,7 @@ impl std::fmt::Debug for SessionKeys {
             .field("generation", &self.generation)
             .field("local_index", &self.local_index)
             .field("remote_index", &self.remote_index)
+            .field("cipher", &self.cipher)
             .field("send_key", &"<redacted>")
             .field("recv_key", &"<redacted>")
             .finish()
@@ -51,10 +59,11 @@ pub enum KeyRefusal {
     Replay(ReplayReject),
 }
 
-/// Live state for one session. Shared between the send and receive paths;
-/// everything mutable per packet is atomic or behind its own small lock.
+/// Live state for one session. Shared between the send and receive paths
+/// of every worker; everything mutable per packet is atomic.
 pub struct Keypair {
     pub generation: u64,
+    pub cipher: Cipher,
     pub local_index: u32,
     pub remote_index: u32,
     pub created: Instant,
@@ -64,7 +73,9 @@ pub struct Keypair {
     send_raw: [u8; 32],
     recv_raw: [u8; 32],
     next_send_counter: AtomicU64,
-    replay: Mutex<ReplayWindow>,
+    /// Counters at or beyond this are refused: the cipher's message limit.
+    message_limit: u64,
+    replay: ReplayWindow,
 }
 
 impl std::fmt::Debug for Keypair {
@@ -73,18 +84,17 @@ impl std::fmt::Debug for Keypair {
             .field("generation", &self.generation)
             .field("local_index", &self.local_index)
             .field("remote_index", &self.remote_index)
+            .field("cipher", &self.cipher)
             .finish_non_exhaustive()
     }
 }
 
 impl Keypair {
     pub fn new(keys: &SessionKeys, now: Instant) -> Keypair {
-        let key = |bytes: &[u8; 32]| {
-            // Infallible: CHACHA20_POLY1305 takes exactly 32 bytes.
-            LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, bytes).expect("32-byte key"))
-        };
+        let key = |bytes: &[u8; 32]| aead_key(keys.cipher, bytes);
         Keypair {
             generation: keys.generation,
+            cipher: keys.cipher,
             local_index: keys.local_index,
             remote_index: keys.remote_index,
             created: now,
@@ -93,7 +103,8 @@ impl Keypair {
             send_raw: keys.send_key,
             recv_raw: keys.recv_key,
             next_send_counter: AtomicU64::new(0),
-            replay: Mutex::new(ReplayWindow::default()),
+            message_limit: keys.cipher.message_limit(),
+            replay: ReplayWindow::default(),
         }
     }
 
@@ -103,8 +114,8 @@ impl Keypair {
     /// session they share.
     pub fn derive_network_keys(&self, secret: &[u8; 32], net: u32) -> NetworkKeys {
         NetworkKeys {
-            send: network_key(&self.send_raw, secret, net),
-            recv: network_key(&self.recv_raw, secret, net),
+            send: network_key(self.cipher, &self.send_raw, secret, net),
+            recv: network_key(self.cipher, &self.recv_raw, secret, net),
         }
     }
 
@@ -127,10 +138,10 @@ impl Keypair {
             return Err(KeyRefusal::Stale);
         }
         let counter = self.next_send_counter.fetch_add(1, Ordering::Relaxed);
-        if counter >= REJECT_AFTER_MESSAGES {
+        if counter >= self.message_limit {
             // Keep it pinned so the counter can never wrap around to reuse a nonce.
             self.next_send_counter
-                .store(REJECT_AFTER_MESSAGES, Ordering::Relaxed);
+                .store(self.message_limit, Ordering::Relaxed);
             return Err(KeyRefusal::Stale);
         }
         Ok(counter)
@@ -148,7 +159,7 @@ impl Keypair {
         let key = network.map(|n| &n.send).unwrap_or(&self.send);
         let tag: Tag = key
             .seal_in_place_separate_tag(nonce, Aad::from(header), payload)
-            // ring only fails for inputs beyond ChaCha20's 256 GiB limit.
+            // ring only fails for inputs beyond the AEAD's 64 GiB size limit.
             .expect("frame far below the AEAD size limit");
         let mut out = [0u8; TAG_LEN];
         out.copy_from_slice(tag.as_ref());
@@ -176,14 +187,10 @@ impl Keypair {
             .len();
         // Authenticated: now (and only now) the counter is trusted. Checking the
         // limit here keeps forged counters counted as bad tags.
-        if counter >= REJECT_AFTER_MESSAGES {
+        if counter >= self.message_limit {
             return Err(KeyRefusal::Stale);
         }
-        let mut window = self
-            .replay
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        window.accept(counter).map_err(KeyRefusal::Replay)?;
+        self.replay.accept(counter).map_err(KeyRefusal::Replay)?;
         Ok(plaintext_len)
     }
 
@@ -205,16 +212,21 @@ impl std::fmt::Debug for NetworkKeys {
     }
 }
 
-fn network_key(session_key: &[u8; 32], secret: &[u8; 32], net: u32) -> LessSafeKey {
+fn aead_key(cipher: Cipher, bytes: &[u8; 32]) -> LessSafeKey {
+    // Infallible: both AEADs take exactly 32-byte keys.
+    LessSafeKey::new(UnboundKey::new(cipher.algorithm(), bytes).expect("32-byte key"))
+}
+
+fn network_key(cipher: Cipher, session_key: &[u8; 32], secret: &[u8; 32], net: u32) -> LessSafeKey {
     let out = hkdf_sha256_32(
         secret,
         session_key,
         &[b"mesh network key v1", &net.to_be_bytes()],
     );
-    LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &out).expect("32-byte key"))
+    aead_key(cipher, &out)
 }
 
-/// HKDF-SHA256 (RFC 5869) with a 32-byte output: a ChaCha20-Poly1305 key.
+/// HKDF-SHA256 (RFC 5869) with a 32-byte output: one AEAD key.
 pub fn hkdf_sha256_32(salt: &[u8], ikm: &[u8], info: &[&[u8]]) -> [u8; 32] {
     struct Len32;
     impl ring::hkdf::KeyType for Len32 {
@@ -242,6 +254,7 @@ mod tests {
             remote_index: 20,
             send_key: [0x5a; 32],
             recv_key: [0xa5; 32],
+            cipher: Cipher::ChaCha20Poly1305,
         }
     }
 

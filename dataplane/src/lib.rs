@@ -1,5 +1,6 @@
 //! mesh data plane: carries a container's Ethernet frame from one host's TAP
-//! device to another host's TAP, sealed with ChaCha20-Poly1305 over UDP.
+//! device to another host's TAP, sealed with AES-256-GCM or ChaCha20-Poly1305 (negotiated per
+//! peer, see [`cipher`]) over UDP.
 //!
 //! Layout (one concept per module, like wireguard-go's `device/`):
 //! - sans-IO core, testable without root: [`wire`] (framing), [`keypair`]
@@ -8,13 +9,15 @@
 //!   seal/open decisions, including what one TAP read becomes), [`offload`]
 //!   (`virtio_net_hdr`, splitting TCP super-segments, coalescing them back),
 //!   [`stats`] (drop reasons and counters), [`pool`] (buffers with headroom);
-//! - thin Linux I/O edge: [`tap`], [`udp`], [`runtime`] (the [`Dataplane`]
-//!   handle the daemon drives, started with the offloads [`Options`] allows).
+//! - thin Linux I/O edge: [`tap`], [`udp`], `worker` (one thread per core,
+//!   both directions for its share of the flows), [`runtime`] (the
+//!   [`Dataplane`] handle the daemon drives, started with [`Options`]).
 //!
 //! The wire format is specified in `PROTOCOL.md` and in [`wire`].
 //! This crate deliberately knows nothing about gossip or the daemon: keys,
 //! peers and networks are pushed in through [`Dataplane`]'s methods.
 
+pub mod cipher;
 pub mod engine;
 pub mod keypair;
 pub mod offload;
@@ -27,7 +30,9 @@ pub mod switch;
 pub mod tap;
 pub mod udp;
 pub mod wire;
+mod worker;
 
+pub use cipher::Cipher;
 pub use engine::Engine;
 pub use keypair::SessionKeys;
 pub use runtime::{Dataplane, Options};

@@ -108,6 +108,7 @@ impl Peer {
             rx_bytes: self.counters.rx_bytes.load(Relaxed),
             current_generation: self.keys.current.as_ref().map(|k| k.generation),
             current_key_age: self.keys.current.as_ref().map(|k| k.age(now)),
+            cipher: self.keys.current.as_ref().map(|k| k.cipher),
             next_generation: self.keys.next.as_ref().map(|k| k.generation),
             previous_generation: self.keys.previous.as_ref().map(|k| k.generation),
         }

@@ -1,47 +1,36 @@
 //! The thin driver around [`Engine`]. The hot path runs on dedicated OS
 //! threads doing non-blocking I/O and sleeping in poll(2), never on tokio
-//! tasks (no per-packet wakeups or task switches):
-//!
-//! - one receive thread: `recvmmsg` + UDP GRO → open → write to the TAP;
-//! - one reader thread per network: TAP read (TSO super-segments split in
-//!   userspace by [`crate::offload`]) → switch + seal → `sendmmsg` of UDP GSO
-//!   groups.
+//! tasks (no per-packet wakeups or task switches): `Options::workers`
+//! workers (see [`crate::worker`]), each serving both directions for its
+//! share of the flows — its receive socket of a `SO_REUSEPORT` group
+//! (`recvmmsg` + UDP GRO → open → TAP write) and its queue of every
+//! network's multi-queue TAP (read, TSO super-segments split by
+//! [`crate::offload`] → switch + seal → `sendmmsg` of UDP GSO groups).
 //!
 //! Housekeeping (key expiry, MAC ageing) stays a tokio task of the runtime
 //! `start` is called in. All switching and crypto decisions are the engine's.
 
-use std::collections::HashMap;
-use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use quinn_udp::RecvMeta;
-
-use crate::engine::{Engine, Outgoing};
+use crate::engine::Engine;
 use crate::keypair::SessionKeys;
-use crate::offload::{self, Coalescer, VnetHdr, VNET_HDR_LEN};
-use crate::pool::BufPool;
-use crate::stats::{DropReason, Stats};
-use crate::tap::{self, Tap, MAX_TAP_FRAME, MAX_TAP_READ};
-use crate::udp::{self, UdpIo};
-use crate::wire::MAX_DATAGRAM_LEN;
+use crate::stats::Stats;
+use crate::tap::{self, Tap};
+use crate::udp::UdpIo;
+use crate::worker::{self, TapTable, Wake, WorkerIo};
 use crate::{Error, NetworkId, PeerIdx};
 
-/// TAP reads drained before one `sendmmsg` (each may be a 64 KB super-frame).
-const TAP_BATCH: usize = 16;
-/// Sealed datagrams queued before they are flushed even if the TAP has more.
-const FLUSH_AT: usize = 256;
 /// How often expired keypairs and aged MAC entries are swept.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(10);
+/// How long `remove_network` waits for the workers to let go of its TAP.
+const DETACH_WAIT: Duration = Duration::from_secs(2);
 
-type TapMap = Arc<RwLock<HashMap<NetworkId, Arc<Tap>>>>;
-
-/// Which kernel offloads the data plane uses. All on by default; each can
-/// be switched off for operations (a kernel or driver that misbehaves) and
+/// How the data plane runs. Offloads are all on by default; each can be
+/// switched off for operations (a kernel or driver that misbehaves) and
 /// for A/B measurements. The daemon decides; this crate reads no environment.
 #[derive(Copy, Clone, Debug, Eq, PartialEq)]
 pub struct Options {
@@ -55,7 +44,20 @@ pub struct Options {
     /// Merge received TCP segments of one flow into one GSO write to the
     /// TAP (needs `offload`).
     pub coalesce: bool,
+    /// Worker threads, each serving both directions for its share of the
+    /// flows (one TAP queue and one receive socket each). Default: one per
+    /// core. Peers should run the same number for an even spread (any
+    /// number works and never reorders a flow).
+    pub workers: usize,
+    /// After traffic, a worker keeps polling (yielding the CPU between
+    /// tries) this long before it sleeps in poll(2): the next packet of a
+    /// request/response exchange is usually closer than a wake-up. Zero:
+    /// sleep at once.
+    pub busy_poll: Duration,
 }
+
+/// Default of [`Options::busy_poll`].
+pub const DEFAULT_BUSY_POLL: Duration = Duration::from_micros(100);
 
 impl Default for Options {
     fn default() -> Options {
@@ -63,6 +65,8 @@ impl Default for Options {
             offload: true,
             gso: true,
             coalesce: true,
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            busy_poll: DEFAULT_BUSY_POLL,
         }
     }
 }
@@ -76,13 +80,11 @@ pub struct Dataplane {
 struct Inner {
     engine: Arc<Engine>,
     options: Options,
-    udp: Arc<UdpIo>,
     local_addr: SocketAddr,
-    /// Where the receive thread writes each network's frames.
-    taps: TapMap,
+    /// Every network's TAP queues, read by the workers.
+    taps: Arc<TapTable>,
+    wakes: Vec<Arc<Wake>>,
     tasks: Mutex<Tasks>,
-    /// Wakes and stops the receive thread.
-    stop: Arc<Stop>,
     shut_down: AtomicBool,
 }
 
@@ -90,87 +92,15 @@ impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Dataplane")
             .field("local_addr", &self.local_addr)
+            .field("workers", &self.wakes.len())
             .finish_non_exhaustive()
-    }
-}
-
-/// A stop signal a thread can sleep on in poll(2): an eventfd that becomes
-/// (and stays) readable, plus a flag checked between batches.
-#[derive(Debug)]
-struct Stop {
-    flag: AtomicBool,
-    fd: OwnedFd,
-}
-
-impl Stop {
-    fn new() -> io::Result<Stop> {
-        // SAFETY: plain eventfd(2); the fd is owned right after.
-        let raw = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Stop {
-            flag: AtomicBool::new(false),
-            // SAFETY: fresh fd we own.
-            fd: unsafe { OwnedFd::from_raw_fd(raw) },
-        })
-    }
-
-    fn signal(&self) {
-        self.flag.store(true, Ordering::Release);
-        let one = 1u64;
-        // SAFETY: writes 8 bytes from a valid u64 to our eventfd.
-        unsafe {
-            libc::write(
-                self.fd.as_raw_fd(),
-                &one as *const u64 as *const libc::c_void,
-                8,
-            )
-        };
-    }
-
-    fn is_set(&self) -> bool {
-        self.flag.load(Ordering::Acquire)
-    }
-
-    fn raw(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
-}
-
-struct Worker {
-    stop: Arc<Stop>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Worker {
-    fn spawn(
-        name: String,
-        stop: Arc<Stop>,
-        body: impl FnOnce() + Send + 'static,
-    ) -> io::Result<Worker> {
-        let thread = std::thread::Builder::new().name(name).spawn(body)?;
-        Ok(Worker {
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    fn stop(mut self) {
-        self.stop.signal();
-        if let Some(thread) = self.thread.take() {
-            if thread.thread().id() != std::thread::current().id() {
-                let _ = thread.join();
-            }
-        }
     }
 }
 
 #[derive(Default)]
 struct Tasks {
     housekeeping: Option<tokio::task::JoinHandle<()>>,
-    receive: Option<Worker>,
-    tap_readers: HashMap<NetworkId, Worker>,
+    workers: Vec<JoinHandle<()>>,
 }
 
 impl Drop for Inner {
@@ -185,39 +115,90 @@ impl Inner {
         if let Some(task) = tasks.housekeeping.take() {
             task.abort();
         }
-        self.stop.signal();
-        if let Some(worker) = tasks.receive.take() {
-            worker.stop();
+        for wake in &self.wakes {
+            wake.stop.store(true, Ordering::Release);
+            wake.kick();
         }
-        for (_, worker) in tasks.tap_readers.drain() {
-            worker.stop();
+        for thread in tasks.workers.drain(..) {
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
         }
-        self.taps.write().unwrap_or_else(|p| p.into_inner()).clear();
+        self.taps
+            .queues
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    /// Publishes a TAP table change and waits (bounded) until every worker
+    /// switched to it, so a removed TAP is really closed on return.
+    fn publish_taps(&self) {
+        let version = self.taps.version.fetch_add(1, Ordering::AcqRel) + 1;
+        for wake in &self.wakes {
+            wake.kick();
+        }
+        let deadline = Instant::now() + DETACH_WAIT;
+        while self.wakes.iter().any(|w| {
+            !w.stop.load(Ordering::Acquire) && w.seen_version.load(Ordering::Acquire) < version
+        }) {
+            if Instant::now() >= deadline {
+                tracing::warn!("data-plane workers slow to pick up a network change");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 }
 
 impl Dataplane {
-    /// Binds the data-plane UDP socket and starts the receive path. Must be
+    /// Binds the data-plane UDP sockets and starts the workers. Must be
     /// called inside a tokio runtime (housekeeping runs on it); the packet
     /// paths run on their own threads.
     pub fn start(udp_bind: SocketAddr, options: Options) -> Result<Dataplane, Error> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
-        let udp = Arc::new(
-            UdpIo::bind(udp_bind, options.gso).map_err(|source| Error::Bind {
-                addr: udp_bind,
-                source,
-            })?,
-        );
-        let local_addr = udp.local_addr()?;
+        let workers = options.workers.max(1);
+        let bind_error = |source| Error::Bind {
+            addr: udp_bind,
+            source,
+        };
+        let receivers: Vec<Arc<UdpIo>> = UdpIo::bind_group(udp_bind, workers, options.gso)
+            .map_err(bind_error)?
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+        let local_addr = receivers[0].local_addr()?;
         let engine = Arc::new(Engine::new(Instant::now()));
-        let taps: TapMap = Arc::default();
-        let stop = Arc::new(Stop::new()?);
-
-        let receive = Worker::spawn("mesh-dp-rx".into(), stop.clone(), {
-            let (engine, udp, taps, stop) =
-                (engine.clone(), udp.clone(), taps.clone(), stop.clone());
-            move || receive_loop(engine, udp, taps, stop, options.coalesce)
-        })?;
+        let taps = Arc::new(TapTable::default());
+        let mut wakes = Vec::with_capacity(workers);
+        let mut threads = Vec::with_capacity(workers);
+        for (index, rx) in receivers.iter().enumerate() {
+            // One worker: the receive socket sends too (source port = ours).
+            let tx = if workers == 1 {
+                rx.clone()
+            } else {
+                Arc::new(
+                    UdpIo::bind_sender(udp_bind.ip(), index, workers, options.gso)
+                        .map_err(bind_error)?,
+                )
+            };
+            let wake = Arc::new(Wake::new()?);
+            let io = WorkerIo {
+                index,
+                engine: engine.clone(),
+                taps: taps.clone(),
+                rx: rx.clone(),
+                tx,
+                wake: wake.clone(),
+                coalesce: options.coalesce,
+                busy_poll: options.busy_poll,
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("mesh-dp{index}"))
+                .spawn(move || worker::run(io))?;
+            wakes.push(wake);
+            threads.push(thread);
+        }
         let housekeeping = runtime.spawn({
             let engine = engine.clone();
             async move {
@@ -230,8 +211,8 @@ impl Dataplane {
         });
         tracing::info!(
             %local_addr,
-            gro_segments = udp.gro_segments(),
-            gso = udp.gso_enabled(),
+            gro_segments = receivers[0].gro_segments(),
+            gso = receivers[0].gso_enabled(),
             ?options,
             "data plane started"
         );
@@ -239,15 +220,13 @@ impl Dataplane {
             inner: Arc::new(Inner {
                 engine,
                 options,
-                udp,
                 local_addr,
                 taps,
+                wakes,
                 tasks: Mutex::new(Tasks {
                     housekeeping: Some(housekeeping),
-                    receive: Some(receive),
-                    tap_readers: HashMap::new(),
+                    workers: threads,
                 }),
-                stop,
                 shut_down: AtomicBool::new(false),
             }),
         })
@@ -262,8 +241,8 @@ impl Dataplane {
         &self.inner.engine
     }
 
-    /// Opens (creating if absent) the TAP `tap_name` and switches frames of
-    /// `net` between it and the member peers.
+    /// Opens (creating if absent) the TAP `tap_name` with one queue per
+    /// worker and switches frames of `net` between it and the member peers.
     pub fn add_network(&self, net: NetworkId, tap_name: &str) -> Result<(), Error> {
         if self.inner.shut_down.load(Ordering::Acquire) {
             return Err(Error::ShutDown);
@@ -271,41 +250,28 @@ impl Dataplane {
         if self.inner.engine.has_network(net) {
             return Err(Error::NetworkExists(net));
         }
-        let device = Arc::new(tap::open(tap_name, self.inner.options.offload).map_err(
-            |source| Error::Tap {
-                name: tap_name.to_string(),
-                source,
-            },
-        )?);
+        let queues = open_queues(tap_name, self.inner.options.offload, self.inner.wakes.len())?;
         if !self.inner.engine.add_network(net) {
             return Err(Error::NetworkExists(net));
         }
+        let (vnet_hdr, offload, count) = (
+            queues[0].has_vnet_hdr(),
+            queues[0].has_offload(),
+            queues.len(),
+        );
         self.inner
             .taps
+            .queues
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(net, device.clone());
-        let stop = Arc::new(Stop::new()?);
-        let reader = Worker::spawn(format!("mesh-dp-tap{}", net.0), stop.clone(), {
-            let (engine, udp) = (self.inner.engine.clone(), self.inner.udp.clone());
-            let device = device.clone();
-            move || tap_read_loop(net, device, engine, udp, stop)
-        })?;
-        let old = self
-            .inner
-            .tasks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .tap_readers
-            .insert(net, reader);
-        if let Some(old) = old {
-            old.stop();
-        }
+            .insert(net, queues);
+        self.inner.publish_taps();
         tracing::info!(
             ?net,
             tap_name,
-            vnet_hdr = device.has_vnet_hdr(),
-            offload = device.has_offload(),
+            vnet_hdr,
+            offload,
+            queues = count,
             "network attached"
         );
         Ok(())
@@ -313,21 +279,16 @@ impl Dataplane {
 
     /// Stops switching `net` and closes its TAP.
     pub fn remove_network(&self, net: NetworkId) {
-        let reader = self
+        let removed = self
             .inner
-            .tasks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .tap_readers
-            .remove(&net);
-        if let Some(reader) = reader {
-            reader.stop();
-        }
-        self.inner
             .taps
+            .queues
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&net);
+        if removed.is_some() {
+            self.inner.publish_taps();
+        }
         self.inner.engine.remove_network(net);
         tracing::info!(?net, "network detached");
     }
@@ -376,150 +337,23 @@ impl Dataplane {
     }
 }
 
-/// UDP → open → TAP. Buffers are allocated once; each can hold a GRO batch.
-/// With `coalesce`, TCP segments of one flow are merged into GSO writes.
-fn receive_loop(
-    engine: Arc<Engine>,
-    udp: Arc<UdpIo>,
-    taps: TapMap,
-    stop: Arc<Stop>,
-    coalesce: bool,
-) {
-    let buffer_len = MAX_DATAGRAM_LEN.min(udp.gro_segments().max(1) * MAX_DATAGRAM_LEN);
-    let mut storage: Vec<Vec<u8>> = (0..quinn_udp::BATCH_SIZE)
-        .map(|_| vec![0u8; buffer_len])
-        .collect();
-    let mut meta = vec![RecvMeta::default(); quinn_udp::BATCH_SIZE];
-    let mut coalescer = Coalescer::<NetworkId>::new();
-    while !stop.is_set() {
-        let received = {
-            let mut slices: [IoSliceMut<'_>; quinn_udp::BATCH_SIZE] = {
-                let mut iter = storage.iter_mut();
-                std::array::from_fn(|_| IoSliceMut::new(iter.next().expect("BATCH_SIZE buffers")))
-            };
-            match udp.try_recv_batch(&mut slices, &mut meta) {
-                Ok(count) => count,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                    udp::wait(udp.as_raw_fd(), libc::POLLIN, Some(stop.raw()), -1);
-                    continue;
-                }
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) => {
-                    tracing::warn!(%error, "UDP receive failed");
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
-                }
-            }
-        };
-        let now = Instant::now();
-        let taps = taps.read().unwrap_or_else(|p| p.into_inner());
-        for (buf, meta) in storage.iter_mut().zip(&meta).take(received) {
-            let stride = meta.stride.max(1);
-            let len = meta.len.min(buf.len());
-            for datagram in buf[..len].chunks_mut(stride) {
-                let Ok(delivery) = engine.open_datagram(datagram, now) else {
-                    continue;
-                };
-                let Some(tap) = taps.get(&delivery.network) else {
-                    engine.count_drop(DropReason::WrongNetwork);
-                    continue;
-                };
-                if tap.has_vnet_hdr() && coalesce {
-                    // The 20-byte wire header is spent: its last 10 bytes
-                    // are room for the vnet header, so a frame that goes out
-                    // alone is written without a copy; TCP segments of one
-                    // flow are merged into one GSO write.
-                    coalescer.push(
-                        &delivery.network,
-                        &mut datagram[..delivery.frame.end],
-                        delivery.frame.start,
-                        |net, bytes| write_tap(&engine, &taps, net, bytes),
-                    );
-                } else if tap.has_vnet_hdr() {
-                    let start = delivery.frame.start - VNET_HDR_LEN;
-                    VnetHdr {
-                        flags: offload::VIRTIO_NET_HDR_F_DATA_VALID,
-                        ..VnetHdr::default()
-                    }
-                    .encode(&mut datagram[start..delivery.frame.start]);
-                    write_tap(
-                        &engine,
-                        &taps,
-                        &delivery.network,
-                        &datagram[start..delivery.frame.end],
-                    );
-                } else {
-                    write_tap(&engine, &taps, &delivery.network, &datagram[delivery.frame]);
-                }
-            }
-        }
-        coalescer.flush(|net, bytes| write_tap(&engine, &taps, net, bytes));
-    }
-}
-
-fn write_tap(engine: &Engine, taps: &HashMap<NetworkId, Arc<Tap>>, net: &NetworkId, bytes: &[u8]) {
-    let Some(tap) = taps.get(net) else {
-        return;
+/// Opens `count` queues of the TAP `name` (fewer if the device is not
+/// multi-queue: then every worker writes to its one queue and one reads it).
+fn open_queues(name: &str, offload: bool, count: usize) -> Result<Vec<Arc<Tap>>, Error> {
+    let tap_error = |source| Error::Tap {
+        name: name.to_string(),
+        source,
     };
-    // Non-blocking: a full TAP queue drops like a congested NIC would.
-    if let Err(error) = tap.write(bytes) {
-        engine.count_drop(DropReason::TapWriteFailed);
-        tracing::trace!(%error, "TAP write failed");
-    }
-}
-
-/// TAP → (split super-segments) → switch + seal → UDP GSO, in batches: drain
-/// up to TAP_BATCH reads without blocking, send them with one sendmmsg,
-/// sleep in poll(2) when the TAP is empty.
-fn tap_read_loop(
-    net: NetworkId,
-    device: Arc<Tap>,
-    engine: Arc<Engine>,
-    udp: Arc<UdpIo>,
-    stop: Arc<Stop>,
-) {
-    let mut pool = BufPool::new(MAX_TAP_FRAME, FLUSH_AT);
-    let mut outgoing: Vec<Outgoing> = Vec::with_capacity(FLUSH_AT * 2);
-    let mut scratch = vec![0u8; MAX_TAP_READ];
-    let vnet = device.has_vnet_hdr();
-    while !stop.is_set() {
-        let mut drained = false;
-        for _ in 0..TAP_BATCH {
-            let len = match device.read(&mut scratch) {
-                Ok(len) => len,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                    drained = true;
-                    break;
-                }
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) => {
-                    tracing::warn!(?net, %error, "TAP read failed; reader stops");
-                    return;
-                }
-            };
-            engine.seal_tap_read(
-                net,
-                &mut scratch[..len],
-                vnet,
-                Instant::now(),
-                &mut pool,
-                &mut outgoing,
-            );
-            if outgoing.len() >= FLUSH_AT {
+    let first = tap::open(name, offload).map_err(tap_error)?;
+    let mut queues = vec![Arc::new(first)];
+    while queues.len() < count && queues[0].is_multi_queue() {
+        match tap::open_queue(&queues[0]) {
+            Ok(queue) => queues.push(Arc::new(queue)),
+            Err(error) => {
+                tracing::debug!(name, %error, "no more TAP queues");
                 break;
             }
         }
-        if !outgoing.is_empty() {
-            udp.send_batch(&outgoing, |_, error| {
-                engine.count_drop(DropReason::SendFailed);
-                tracing::debug!(%error, "UDP send failed");
-            });
-            for out in outgoing.drain(..) {
-                pool.put(out.datagram);
-            }
-        }
-        if drained {
-            udp::wait(device.as_raw_fd(), libc::POLLIN, Some(stop.raw()), -1);
-        }
     }
+    Ok(queues)
 }

@@ -118,6 +118,8 @@ pub struct PeerStats {
     /// Generation of the keypair used for sending, if any.
     pub current_generation: Option<u64>,
     pub current_key_age: Option<Duration>,
+    /// AEAD of the keypair used for sending, if any.
+    pub cipher: Option<crate::Cipher>,
     /// Generation installed but not yet used (`send_now = false`).
     pub next_generation: Option<u64>,
     pub previous_generation: Option<u64>,

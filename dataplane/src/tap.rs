@@ -47,6 +47,8 @@ pub struct Tap {
     vnet_hdr: bool,
     /// TSO/checksum offloads are on: reads may be super-segments.
     offload: bool,
+    /// The flags it was attached with (more queues must use the same).
+    flags: libc::c_short,
 }
 
 /// Opens `name` as a non-blocking, multi-queue TAP with vnet headers and TCP
@@ -133,7 +135,21 @@ fn open_with(name: &str, extra_flags: libc::c_short) -> io::Result<Tap> {
         name: name.to_string(),
         vnet_hdr,
         offload,
+        flags: extra_flags,
     })
+}
+
+/// Attaches one more queue to the multi-queue TAP `first` belongs to, with
+/// the same vnet header and offloads. The kernel spreads flows over the
+/// queues and keeps each flow on one.
+pub fn open_queue(first: &Tap) -> io::Result<Tap> {
+    let queue = open_with(&first.name, first.flags)?;
+    if queue.offload != first.offload {
+        return Err(io::Error::other(
+            "TAP queue offloads differ from the first queue's",
+        ));
+    }
+    Ok(queue)
 }
 
 impl Tap {
@@ -147,6 +163,10 @@ impl Tap {
 
     pub fn has_offload(&self) -> bool {
         self.offload
+    }
+
+    pub fn is_multi_queue(&self) -> bool {
+        self.flags & IFF_MULTI_QUEUE != 0
     }
 
     /// One frame (with its vnet header if enabled); `WouldBlock` when empty.

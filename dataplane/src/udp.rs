@@ -11,7 +11,7 @@
 use std::io::{self, IoSliceMut};
 use std::mem;
 use std::net::{SocketAddr, SocketAddrV6};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::sys::socket::{SockaddrLike, SockaddrStorage};
@@ -67,10 +67,149 @@ pub fn wait(fd: RawFd, events: libc::c_short, stop_fd: Option<RawFd>, timeout_ms
     n > 0 && fds[0].revents != 0
 }
 
+/// Opens a UDP socket with `SO_REUSEPORT` (when `reuse_port`) and binds it.
+fn bind_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::UdpSocket> {
+    let domain = if addr.is_ipv6() {
+        libc::AF_INET6
+    } else {
+        libc::AF_INET
+    };
+    // SAFETY: plain socket(2); the fd is owned right after.
+    let raw = unsafe { libc::socket(domain, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh fd we own.
+    let socket = unsafe { std::net::UdpSocket::from_raw_fd(raw) };
+    if reuse_port {
+        set_int_option(raw, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+    }
+    let address = SockaddrStorage::from(addr);
+    // SAFETY: `address` is a valid sockaddr of `address.len()` bytes.
+    if unsafe { libc::bind(raw, address.as_ptr(), address.len()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(socket)
+}
+
+fn set_int_option(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: setsockopt reads one c_int through the pointer.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            &value as *const libc::c_int as *const libc::c_void,
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Steers each datagram to receive socket `source port % sockets` of a
+/// `SO_REUSEPORT` group (classic BPF), instead of the kernel's 4-tuple
+/// hash: with two hosts the hash could put every sender worker on one
+/// receive socket. A sender's worker `i` sends from a port ≡ i, so one
+/// flow always lands on one receive worker, and the workers spread evenly.
+/// Assumes IPv4 headers without options (or IPv6 without extension
+/// headers); anything else still maps each flow to a fixed socket.
+fn attach_port_steering(fd: RawFd, sockets: u32) -> io::Result<()> {
+    const LD_B_ABS: u16 = 0x30;
+    const LD_H_ABS: u16 = 0x28;
+    const ALU_RSH_K: u16 = 0x74;
+    const ALU_MOD_K: u16 = 0x94;
+    const JMP_JEQ_K: u16 = 0x15;
+    const JMP_JA: u16 = 0x05;
+    const RET_A: u16 = 0x16;
+    const SKF_NET_OFF: u32 = (-0x100000i32) as u32;
+    const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
+    let insn = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    let program = [
+        insn(LD_B_ABS, 0, 0, SKF_NET_OFF), // A = first byte of the IP header
+        insn(ALU_RSH_K, 0, 0, 4),          // A = IP version
+        insn(JMP_JEQ_K, 2, 0, 6),          // IPv6? skip to 5
+        insn(LD_H_ABS, 0, 0, SKF_NET_OFF + 20), // IPv4: UDP source port
+        insn(JMP_JA, 0, 0, 1),
+        insn(LD_H_ABS, 0, 0, SKF_NET_OFF + 40), // IPv6: UDP source port
+        insn(ALU_MOD_K, 0, 0, sockets),
+        insn(RET_A, 0, 0, 0),
+    ];
+    let fprog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: setsockopt copies the program the sock_fprog points at.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            SO_ATTACH_REUSEPORT_CBPF,
+            &fprog as *const libc::sock_fprog as *const libc::c_void,
+            mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 impl UdpIo {
     /// Binds `addr`; `gso` allows UDP GSO sends where the kernel has them.
     pub fn bind(addr: SocketAddr, gso: bool) -> io::Result<UdpIo> {
-        let socket = std::net::UdpSocket::bind(addr)?;
+        UdpIo::from_socket(bind_socket(addr, false)?, gso)
+    }
+
+    /// `count` receive sockets sharing `addr` through `SO_REUSEPORT`, with
+    /// datagrams steered by source port (see `attach_port_steering`). The
+    /// first binds `addr` (port 0: any); the rest join its port.
+    pub fn bind_group(addr: SocketAddr, count: usize, gso: bool) -> io::Result<Vec<UdpIo>> {
+        if count <= 1 {
+            return Ok(vec![UdpIo::bind(addr, gso)?]);
+        }
+        let first = bind_socket(addr, true)?;
+        let bound = first.local_addr()?;
+        if let Err(error) = attach_port_steering(first.as_raw_fd(), count as u32) {
+            tracing::debug!(%error, "reuseport steering unavailable; kernel hash spreads flows");
+        }
+        let mut group = vec![UdpIo::from_socket(first, gso)?];
+        for _ in 1..count {
+            group.push(UdpIo::from_socket(bind_socket(bound, true)?, gso)?);
+        }
+        Ok(group)
+    }
+
+    /// A send-only socket on `ip` for worker `worker` of `count`: an
+    /// ephemeral port ≡ `worker` (mod `count`), so the receiver's steering
+    /// puts this worker's flows on its receive worker of the same number.
+    pub fn bind_sender(
+        ip: std::net::IpAddr,
+        worker: usize,
+        count: usize,
+        gso: bool,
+    ) -> io::Result<UdpIo> {
+        let mut fallback = None;
+        for _ in 0..64 {
+            let socket = bind_socket(SocketAddr::new(ip, 0), false)?;
+            if socket.local_addr()?.port() as usize % count.max(1) == worker % count.max(1) {
+                return UdpIo::from_socket(socket, gso);
+            }
+            fallback.get_or_insert(socket);
+        }
+        // Unlucky or a tiny port range: any port still keeps flows in order.
+        UdpIo::from_socket(fallback.expect("at least one socket"), gso)
+    }
+
+    fn from_socket(socket: std::net::UdpSocket, gso: bool) -> io::Result<UdpIo> {
+        let addr = socket.local_addr()?;
         socket.set_nonblocking(true)?;
         let state = UdpSocketState::new((&socket).into())?;
         // Best effort: the kernel caps these at net.core.{r,w}mem_max.

@@ -38,6 +38,7 @@ fn session(generation: u64) -> (SessionKeys, SessionKeys) {
             remote_index: index_b,
             send_key: a_to_b,
             recv_key: b_to_a,
+            cipher: dataplane::Cipher::default(),
         },
         SessionKeys {
             generation,
@@ -45,6 +46,7 @@ fn session(generation: u64) -> (SessionKeys, SessionKeys) {
             remote_index: index_a,
             send_key: b_to_a,
             recv_key: a_to_b,
+            cipher: dataplane::Cipher::default(),
         },
     )
 }
@@ -332,6 +334,7 @@ fn three_hosts() -> (Pair, Engine) {
         remote_index: 4000,
         send_key: [0x33; 32],
         recv_key: [0x44; 32],
+        cipher: dataplane::Cipher::default(),
     };
     pair.a.upsert_peer(PEER_C, Some(endpoint(3)), &[NET]);
     pair.a.install_keys(PEER_C, &keys, true, pair.t0);
@@ -440,6 +443,7 @@ fn learned_macs_age_out() {
         remote_index: 4001,
         send_key: [0x35; 32],
         recv_key: [0x45; 32],
+        cipher: dataplane::Cipher::default(),
     };
     pair.a.install_keys(PEER_C, &keys_c, true, later);
     assert_eq!(

@@ -159,6 +159,9 @@ fn frames_cross_two_namespaces_sealed_without_offloads() {
             offload: false,
             gso: false,
             coalesce: false,
+            // Also the single-worker path: one socket sends and receives.
+            workers: 1,
+            busy_poll: Duration::ZERO,
         },
     );
 }
@@ -235,6 +238,7 @@ fn cross_two_namespaces(tag: &str, options: Options) {
             remote_index: 0xA1A,
             send_key: b_to_a,
             recv_key: a_to_b,
+            cipher: dataplane::Cipher::default(),
         },
         false,
     );
@@ -246,6 +250,7 @@ fn cross_two_namespaces(tag: &str, options: Options) {
             remote_index: 0xB0B,
             send_key: a_to_b,
             recv_key: b_to_a,
+            cipher: dataplane::Cipher::default(),
         },
         true,
     );

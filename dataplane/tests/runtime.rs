@@ -34,6 +34,7 @@ async fn hostile_datagrams_on_the_socket_are_counted_by_reason() {
             remote_index: 88,
             send_key: [1; 32],
             recv_key: [2; 32],
+            cipher: dataplane::Cipher::default(),
         },
         true,
     );

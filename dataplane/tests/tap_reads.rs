@@ -38,6 +38,7 @@ fn engine() -> (Engine, BufPool, Instant) {
         remote_index: 20,
         send_key: [1; 32],
         recv_key: [2; 32],
+        cipher: dataplane::Cipher::default(),
     };
     engine.install_keys(PEER, &keys, true, now);
     (engine, BufPool::new(MAX_TAP_FRAME, 4), now)

@@ -8,6 +8,9 @@
 //! the acceptor runs it on the hello, the dialer on the ack. A failure is a
 //! [`CloseReason`]: the close code and text to send, and what `join()`
 //! reports on the dialing side.
+//!
+//! The member record in each greeting also carries the sender's data-plane
+//! cipher offer (see [`crate::cipher`]); the link binds both into its keys.
 
 use std::net::SocketAddr;
 
@@ -375,6 +378,42 @@ mod tests {
         assert_eq!(
             check(&acceptor, true, hello.into()).unwrap_err().code(),
             close_code::BLOCKED
+        );
+    }
+
+    #[test]
+    fn each_side_learns_the_others_cipher_offer_from_the_handshake() {
+        use crate::cipher::{negotiate, Cipher, CipherOffer, META_CIPHERS};
+        let secret = MeshSecret::generate();
+        let dialer = parties(&secret, Side::Dialer);
+        let acceptor = parties(&secret, Side::Acceptor);
+        let with_offer = |id, offer: CipherOffer| {
+            let mut r = record(id);
+            r.meta.insert(META_CIPHERS.into(), offer.to_meta());
+            r
+        };
+        let hello = hello(&dialer, with_offer(DIALER, CipherOffer::ALL), 0, addr());
+        let at_acceptor = check(&acceptor, false, hello.into()).unwrap();
+        let ack = ack(
+            &acceptor,
+            &at_acceptor,
+            with_offer(ACCEPTOR, CipherOffer::PORTABLE),
+            0,
+            addr(),
+        );
+        let at_dialer = check(&dialer, false, ack.into()).unwrap();
+        let seen_by_acceptor = CipherOffer::of_meta(&at_acceptor.record.meta);
+        let seen_by_dialer = CipherOffer::of_meta(&at_dialer.record.meta);
+        assert_eq!(seen_by_acceptor, Some(CipherOffer::ALL));
+        assert_eq!(seen_by_dialer, Some(CipherOffer::PORTABLE));
+        // Mixed pair: both ends settle on the portable cipher.
+        assert_eq!(
+            negotiate(Some(CipherOffer::ALL), seen_by_dialer),
+            Cipher::ChaCha20Poly1305
+        );
+        assert_eq!(
+            negotiate(seen_by_acceptor, Some(CipherOffer::PORTABLE)),
+            Cipher::ChaCha20Poly1305
         );
     }
 

@@ -6,7 +6,10 @@
 //! - the DH output is mixed with the connection's TLS exporter secret through
 //!   HKDF-SHA256 (so the keys are bound to the authenticated connection) with
 //!   an `info` that binds both peer ids, the generation, both receiver indices
-//!   and the direction — each direction and each generation gets its own key.
+//!   and the direction — each direction and each generation gets its own key;
+//! - when both hosts advertise ciphers (see [`crate::cipher`]), the `info`
+//!   also binds both advertisements as this side saw them and the cipher
+//!   chosen, so a tampered advertisement yields keys that do not match.
 //!
 //! Handover (the connection's **dialer** is the initiator; see `node`):
 //! 1. initiator → `KeyInit{generation, ephemeral, index}`
@@ -26,12 +29,16 @@ use rand::RngCore;
 use ring::hkdf;
 use x25519_dalek::{EphemeralSecret, PublicKey};
 
+use crate::cipher::{self, Cipher, CipherOffer};
 use crate::wire::{KeyInit, KeyResp};
 use crate::PeerId;
 
 /// TLS exporter label for the secret mixed into every generation's keys.
 pub const EKM_KEYS_LABEL: &[u8] = b"EXPORTER-mesh/1 dataplane keys";
+/// Label of hosts that predate cipher negotiation (ChaCha20-Poly1305 only).
 const INFO_LABEL: &[u8] = b"mesh/1 dataplane chacha20poly1305";
+/// Label when both hosts advertised ciphers.
+const INFO_LABEL_NEGOTIATED: &[u8] = b"mesh/1 dataplane negotiated";
 
 /// Keys for one peer and one generation, as handed to the data plane.
 #[derive(Clone, PartialEq, Eq)]
@@ -43,6 +50,8 @@ pub struct SessionKeys {
     pub remote_index: u32,
     pub send_key: [u8; 32],
     pub recv_key: [u8; 32],
+    /// The AEAD the keys are for.
+    pub cipher: Cipher,
 }
 
 impl fmt::Debug for SessionKeys {
@@ -51,6 +60,7 @@ impl fmt::Debug for SessionKeys {
             .field("generation", &self.generation)
             .field("local_index", &self.local_index)
             .field("remote_index", &self.remote_index)
+            .field("cipher", &self.cipher)
             .field("send_key", &"<redacted>")
             .field("recv_key", &"<redacted>")
             .finish()
@@ -64,6 +74,17 @@ pub struct KxContext {
     pub responder: PeerId,
     /// TLS exporter output under [`EKM_KEYS_LABEL`].
     pub connection_secret: [u8; 32],
+    /// What each side advertised in its hello/ack, as this host saw it
+    /// (`None`: a host that predates cipher negotiation).
+    pub initiator_ciphers: Option<CipherOffer>,
+    pub responder_ciphers: Option<CipherOffer>,
+}
+
+impl KxContext {
+    /// The AEAD this pair uses.
+    pub fn cipher(&self) -> Cipher {
+        cipher::negotiate(self.initiator_ciphers, self.responder_ciphers)
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -104,7 +125,7 @@ fn derive_direction(
         Direction::InitiatorToResponder => b"initiator->responder",
         Direction::ResponderToInitiator => b"responder->initiator",
     };
-    let info: [&[u8]; 7] = [
+    let mut info: Vec<&[u8]> = vec![
         INFO_LABEL,
         &ctx.initiator.0,
         &ctx.responder.0,
@@ -113,6 +134,13 @@ fn derive_direction(
         &responder_index,
         direction,
     ];
+    let negotiated;
+    if let (Some(initiator), Some(responder)) = (ctx.initiator_ciphers, ctx.responder_ciphers) {
+        info[0] = INFO_LABEL_NEGOTIATED;
+        negotiated = [initiator.wire_byte(), responder.wire_byte()];
+        info.push(&negotiated);
+        info.push(ctx.cipher().name().as_bytes());
+    }
     let mut key = [0u8; 32];
     // Cannot fail: 32 bytes is far below HKDF-SHA256's 255*32 limit.
     if let Ok(okm) = prk.expand(&info, KeyLen32) {
@@ -197,6 +225,7 @@ pub fn respond(ctx: &KxContext, init: &KeyInit) -> Result<(SessionKeys, KeyResp)
             remote_index: init.index,
             send_key: r2i,
             recv_key: i2r,
+            cipher: ctx.cipher(),
         },
         KeyResp {
             generation: init.generation,
@@ -233,6 +262,7 @@ impl PendingInit {
             remote_index: resp.index,
             send_key: i2r,
             recv_key: r2i,
+            cipher: ctx.cipher(),
         })
     }
 }
@@ -282,7 +312,80 @@ mod tests {
             initiator: PeerId([1; 32]),
             responder: PeerId([2; 32]),
             connection_secret: [9; 32],
+            initiator_ciphers: None,
+            responder_ciphers: None,
         }
+    }
+
+    const FAST: Option<CipherOffer> = Some(CipherOffer::ALL);
+    const PORTABLE: Option<CipherOffer> = Some(CipherOffer::PORTABLE);
+
+    fn ctx_with(initiator: Option<CipherOffer>, responder: Option<CipherOffer>) -> KxContext {
+        KxContext {
+            initiator_ciphers: initiator,
+            responder_ciphers: responder,
+            ..ctx()
+        }
+    }
+
+    /// One exchange where each side has its own view of the advertisements.
+    fn exchange_views(
+        at_initiator: &KxContext,
+        at_responder: &KxContext,
+    ) -> (SessionKeys, SessionKeys) {
+        let (pending, init) = initiate(1);
+        let (responder, resp) = respond(at_responder, &init).unwrap();
+        let initiator = pending.complete(at_initiator, &resp).unwrap();
+        (initiator, responder)
+    }
+
+    fn assert_match(i: &SessionKeys, r: &SessionKeys) {
+        assert_eq!(i.send_key, r.recv_key);
+        assert_eq!(i.recv_key, r.send_key);
+        assert_eq!(i.cipher, r.cipher);
+    }
+
+    #[test]
+    fn both_with_aes_hardware_use_aes_gcm() {
+        let c = ctx_with(FAST, FAST);
+        let (i, r) = exchange_views(&c, &c);
+        assert_match(&i, &r);
+        assert_eq!(i.cipher, Cipher::Aes256Gcm);
+    }
+
+    #[test]
+    fn mixed_and_forced_pairs_use_chacha() {
+        for (a, b) in [(FAST, PORTABLE), (PORTABLE, FAST), (PORTABLE, PORTABLE)] {
+            let c = ctx_with(a, b);
+            let (i, r) = exchange_views(&c, &c);
+            assert_match(&i, &r);
+            assert_eq!(i.cipher, Cipher::ChaCha20Poly1305);
+        }
+        // With an older host: ChaCha and the original derivation on both ends.
+        let (i, r) = exchange_views(&ctx_with(FAST, None), &ctx_with(FAST, None));
+        assert_match(&i, &r);
+        assert_eq!(i.cipher, Cipher::ChaCha20Poly1305);
+    }
+
+    #[test]
+    fn a_downgraded_advertisement_yields_keys_that_do_not_match() {
+        // An attacker strips AES from what the responder saw of the
+        // initiator's hello: the responder picks ChaCha, the initiator AES,
+        // and — because both views are bound into the derivation — even a
+        // side that guessed the other's cipher would hold the wrong keys.
+        for stripped in [PORTABLE, None] {
+            let (i, r) = exchange_views(&ctx_with(FAST, FAST), &ctx_with(stripped, FAST));
+            assert_eq!(i.cipher, Cipher::Aes256Gcm);
+            assert_eq!(r.cipher, Cipher::ChaCha20Poly1305);
+            assert_ne!(i.send_key, r.recv_key);
+            assert_ne!(i.recv_key, r.send_key);
+        }
+        // Same cipher chosen, different views (AES stripped from a host
+        // that was forced portable anyway is a no-op, but a changed view of
+        // an otherwise equal choice still changes the keys).
+        let (i, r) = exchange_views(&ctx_with(FAST, PORTABLE), &ctx_with(PORTABLE, PORTABLE));
+        assert_eq!(i.cipher, r.cipher);
+        assert_ne!(i.send_key, r.recv_key);
     }
 
     fn exchange(ctx: &KxContext, generation: u64) -> (SessionKeys, SessionKeys) {

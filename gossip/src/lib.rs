@@ -13,6 +13,7 @@
 //! - [`link`]: one connection's protocol as a sans-IO state machine
 //!   (`handle(message, now)`, `tick(now)` → actions): heartbeats and
 //!   liveness, key exchange with retries, anti-entropy replies.
+//! - [`cipher`]: the per-peer choice of data-plane AEAD and its advertisement.
 //! - [`keyexchange`]: ephemeral x25519 + HKDF data-plane key schedule and its 3-message handover.
 //! - [`membership`]: versioned member records and their merge.
 //! - `peers`: who is known, each peer's current link and the simultaneous-
@@ -27,6 +28,7 @@
 
 pub mod auth;
 mod channels;
+pub mod cipher;
 mod error;
 pub mod handshake;
 pub mod identity;
@@ -43,6 +45,7 @@ pub mod token;
 pub mod transport;
 pub mod wire;
 
+pub use cipher::{Cipher, CipherOffer};
 pub use error::Error;
 pub use identity::{Identity, PeerId};
 pub use keyexchange::SessionKeys;

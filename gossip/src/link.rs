@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use tracing::debug;
 
+use crate::cipher::CipherOffer;
 use crate::keyexchange::{self, KxContext, PendingInit, ResponderTrack};
 use crate::membership::MemberRecord;
 use crate::transport::close_code;
@@ -73,6 +74,11 @@ pub struct LinkParams {
     /// Highest key generation ever installed between the two hosts (both
     /// hellos carry theirs), so generations keep rising across reconnects.
     pub last_key_generation: u64,
+    /// The ciphers this host advertised in its hello/ack, and those the
+    /// remote's hello/ack advertised (`None`: not advertised; see
+    /// [`crate::cipher`]). Bound into every generation's keys.
+    pub local_ciphers: Option<CipherOffer>,
+    pub remote_ciphers: Option<CipherOffer>,
     pub timers: LinkTimers,
 }
 
@@ -116,10 +122,14 @@ impl Link {
     /// A link whose first heartbeat (and, for the initiator, first key
     /// exchange) is due at once.
     pub fn new(params: LinkParams, now: Instant) -> Link {
-        let (initiator, responder) = if params.initiator {
-            (params.local, params.remote)
-        } else {
-            (params.remote, params.local)
+        let ((initiator, initiator_ciphers), (responder, responder_ciphers)) = {
+            let local = (params.local, params.local_ciphers);
+            let remote = (params.remote, params.remote_ciphers);
+            if params.initiator {
+                (local, remote)
+            } else {
+                (remote, local)
+            }
         };
         Link {
             remote: params.remote,
@@ -128,6 +138,8 @@ impl Link {
                 initiator,
                 responder,
                 connection_secret: params.connection_secret,
+                initiator_ciphers,
+                responder_ciphers,
             },
             timers: params.timers,
             generation: params.last_key_generation,
@@ -142,6 +154,11 @@ impl Link {
 
     pub fn remote(&self) -> PeerId {
         self.remote
+    }
+
+    /// The data-plane AEAD this link's keys are for.
+    pub fn cipher(&self) -> crate::Cipher {
+        self.kx.cipher()
     }
 
     pub fn is_initiator(&self) -> bool {

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use crate::cipher::{Cipher, CipherOffer};
 use crate::link::{Action, Link, LinkParams, LinkTimers, Replica};
 use crate::membership::{MemberRecord, MembershipTable};
 use crate::state::{LwwMap, Mergeable};
@@ -106,6 +107,7 @@ pub struct Sealed {
     pub generation: u64,
     pub receiver_index: u32,
     pub key: [u8; 32],
+    pub cipher: Cipher,
 }
 
 impl KeyTable {
@@ -145,6 +147,10 @@ impl KeyTable {
         self.current.as_ref().map(|k| k.keys.generation)
     }
 
+    pub fn current_cipher(&self) -> Option<Cipher> {
+        self.current.as_ref().map(|k| k.keys.cipher)
+    }
+
     pub fn next_generation(&self) -> Option<u64> {
         self.next.as_ref().map(|k| k.keys.generation)
     }
@@ -156,6 +162,7 @@ impl KeyTable {
             generation: current.keys.generation,
             receiver_index: current.keys.remote_index,
             key: current.keys.send_key,
+            cipher: current.keys.cipher,
         })
     }
 
@@ -167,6 +174,7 @@ impl KeyTable {
                 k.live(now)
                     && k.keys.local_index == sealed.receiver_index
                     && k.keys.recv_key == sealed.key
+                    && k.keys.cipher == sealed.cipher
             })
         };
         if matches(&self.next) {
@@ -206,6 +214,16 @@ impl Pair {
     /// Hosts `A` (index 0) and `B` (index 1) on one connection dialed by
     /// host `dialer`, with `last_key_generation` from the handshake.
     pub fn new(dialer: usize, last_key_generation: u64) -> Pair {
+        Pair::with_ciphers(dialer, last_key_generation, [(None, None), (None, None)])
+    }
+
+    /// Like [`Pair::new`], with what each host saw advertised in the
+    /// handshake: `views[host] = (its own offer, the other's offer)`.
+    pub fn with_ciphers(
+        dialer: usize,
+        last_key_generation: u64,
+        views: [(Option<CipherOffer>, Option<CipherOffer>); 2],
+    ) -> Pair {
         let now = Instant::now();
         let host = |index: usize| {
             let (local, remote) = if index == 0 { (A, B) } else { (B, A) };
@@ -215,6 +233,8 @@ impl Pair {
                 initiator: index == dialer,
                 connection_secret: [42; 32],
                 last_key_generation,
+                local_ciphers: views[index].0,
+                remote_ciphers: views[index].1,
                 timers: TIMERS,
             };
             Host {

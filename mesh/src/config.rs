@@ -54,6 +54,14 @@ pub struct Flags {
     /// (off by default; the API socket always serves it).
     #[arg(long)]
     pub metrics_listen: Option<SocketAddr>,
+    /// Data-plane AEAD policy: `auto` (AES-256-GCM with peers that also have
+    /// AES hardware, else ChaCha20-Poly1305) or `chacha20-poly1305` (never
+    /// offer AES-GCM).
+    #[arg(long)]
+    pub cipher: Option<CipherPolicy>,
+    /// Data-plane worker threads per direction (default: one per core).
+    #[arg(long)]
+    pub dp_workers: Option<usize>,
     /// Remove every bridge, TAP and veth this daemon created on the host, then exit.
     #[arg(long)]
     pub cleanup: bool,
@@ -73,6 +81,52 @@ pub struct FileConfig {
     #[serde(default)]
     pub dns_upstreams: Vec<SocketAddr>,
     pub metrics_listen: Option<SocketAddr>,
+    pub cipher: Option<CipherPolicy>,
+    pub dp_workers: Option<usize>,
+}
+
+/// Which data-plane ciphers this host offers its peers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum CipherPolicy {
+    /// Offer AES-256-GCM when this CPU runs it fast, and ChaCha20-Poly1305.
+    #[default]
+    Auto,
+    /// Offer only the portable ChaCha20-Poly1305.
+    #[value(name = "chacha20-poly1305")]
+    #[serde(rename = "chacha20-poly1305")]
+    Chacha20Poly1305,
+}
+
+impl CipherPolicy {
+    /// The offer advertised to peers under this policy on this CPU.
+    pub fn offer(self) -> gossip::CipherOffer {
+        match self {
+            CipherPolicy::Chacha20Poly1305 => gossip::CipherOffer::PORTABLE,
+            CipherPolicy::Auto => {
+                let fast: Vec<gossip::Cipher> = dataplane::Cipher::fast_here()
+                    .into_iter()
+                    .map(gossip_cipher)
+                    .collect();
+                gossip::CipherOffer::new(&fast)
+            }
+        }
+    }
+}
+
+fn gossip_cipher(cipher: dataplane::Cipher) -> gossip::Cipher {
+    match cipher {
+        dataplane::Cipher::ChaCha20Poly1305 => gossip::Cipher::ChaCha20Poly1305,
+        dataplane::Cipher::Aes256Gcm => gossip::Cipher::Aes256Gcm,
+    }
+}
+
+/// The data plane's name for a cipher the control plane negotiated.
+pub fn dataplane_cipher(cipher: gossip::Cipher) -> dataplane::Cipher {
+    match cipher {
+        gossip::Cipher::ChaCha20Poly1305 => dataplane::Cipher::ChaCha20Poly1305,
+        gossip::Cipher::Aes256Gcm => dataplane::Cipher::Aes256Gcm,
+    }
 }
 
 /// Settings after merging file and flags, validated.
@@ -87,6 +141,9 @@ pub struct Settings {
     pub link_prefix: String,
     pub dns_upstreams: Vec<SocketAddr>,
     pub metrics_listen: Option<SocketAddr>,
+    pub cipher: CipherPolicy,
+    /// Data-plane workers per direction; `None`: one per core.
+    pub dp_workers: Option<usize>,
 }
 
 impl FileConfig {
@@ -158,12 +215,32 @@ impl Settings {
                 .unwrap_or_else(|| "info".to_string()),
             link_prefix,
             metrics_listen: flags.metrics_listen.or(file.metrics_listen),
+            cipher: match flags.cipher.or(file.cipher) {
+                Some(policy) => policy,
+                None => cipher_from_env(std::env::var("MESH_DP_CIPHER").ok().as_deref())?,
+            },
+            dp_workers: match flags.dp_workers.or(file.dp_workers) {
+                Some(0) => bail!("dp_workers must be at least 1"),
+                other => other,
+            },
             dns_upstreams: if flags.dns_upstreams.is_empty() {
                 file.dns_upstreams
             } else {
                 flags.dns_upstreams.clone()
             },
         })
+    }
+}
+
+/// `MESH_DP_CIPHER` (for A/B benchmarks, like the `MESH_DP_NO_*`
+/// switches): the cipher policy when neither flag nor file sets one.
+fn cipher_from_env(value: Option<&str>) -> Result<CipherPolicy> {
+    use clap::ValueEnum;
+    match value {
+        None => Ok(CipherPolicy::default()),
+        Some(v) => CipherPolicy::from_str(v, true).map_err(|_| {
+            anyhow::anyhow!("MESH_DP_CIPHER={v:?}: expected auto or chacha20-poly1305")
+        }),
     }
 }
 
@@ -175,6 +252,7 @@ pub fn dataplane_options(is_set: impl Fn(&str) -> bool) -> dataplane::Options {
         offload: !is_set("MESH_DP_NO_OFFLOAD"),
         gso: !is_set("MESH_DP_NO_GSO"),
         coalesce: !is_set("MESH_DP_NO_COALESCE"),
+        ..dataplane::Options::default()
     }
 }
 
@@ -187,6 +265,29 @@ mod tests {
         assert_eq!(dataplane_options(|_| false), dataplane::Options::default());
         let o = dataplane_options(|name| name == "MESH_DP_NO_GSO");
         assert!(o.offload && !o.gso && o.coalesce, "{o:?}");
+    }
+
+    #[test]
+    fn cipher_policy_parses_and_forces_the_portable_offer() {
+        let c = FileConfig::parse("cipher = \"chacha20-poly1305\"\n").unwrap();
+        assert_eq!(c.cipher, Some(CipherPolicy::Chacha20Poly1305));
+        assert_eq!(
+            CipherPolicy::Chacha20Poly1305.offer(),
+            gossip::CipherOffer::PORTABLE
+        );
+        assert!(FileConfig::parse("cipher = \"rot13\"\n").is_err());
+        assert_eq!(
+            cipher_from_env(Some("chacha20-poly1305")).unwrap(),
+            CipherPolicy::Chacha20Poly1305
+        );
+        assert_eq!(cipher_from_env(None).unwrap(), CipherPolicy::Auto);
+        assert!(cipher_from_env(Some("rot13")).is_err());
+        let auto = CipherPolicy::Auto.offer();
+        assert!(auto.contains(gossip::Cipher::ChaCha20Poly1305));
+        assert_eq!(
+            auto.contains(gossip::Cipher::Aes256Gcm),
+            dataplane::cipher::aes_gcm_in_hardware()
+        );
     }
 
     #[test]

@@ -102,7 +102,11 @@ impl Daemon {
         );
 
         let data_bind = SocketAddr::new(settings.listen.ip(), settings.data_port);
-        let dp_options = crate::config::dataplane_options(|name| std::env::var_os(name).is_some());
+        let mut dp_options =
+            crate::config::dataplane_options(|name| std::env::var_os(name).is_some());
+        if let Some(workers) = settings.dp_workers {
+            dp_options.workers = workers;
+        }
         let dp = Dataplane::start(data_bind, dp_options)
             .with_context(|| format!("starting the data plane on udp {data_bind}"))?;
         let peers = PeerTable::new(dp.clone());
@@ -117,8 +121,14 @@ impl Daemon {
         cfg.state_dir = Some(settings.state_dir.clone());
         cfg.meta
             .insert(META_DATA_PORT.into(), dp.local_addr().port().to_string());
+        let ciphers = settings.cipher.offer();
+        info!(ciphers = %ciphers.to_meta(), "data-plane ciphers offered");
         cfg.meta
-            .insert(netsecret::META_NETWORK_KEY.into(), host_key.public_hex());
+            .insert(gossip::cipher::META_CIPHERS.into(), ciphers.to_meta());
+        cfg.meta.insert(
+            crate::netsecret::META_NETWORK_KEY.into(),
+            host_key.public_hex(),
+        );
         let node = Node::start(cfg)
             .await
             .with_context(|| format!("starting the control plane on udp {}", settings.listen))?;

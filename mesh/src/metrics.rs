@@ -130,6 +130,7 @@ mod tests {
                 rtt_ms: Some(1.5),
                 key_generation: Some(3),
                 key_age_secs: Some(12.0),
+                cipher: Some("aes-256-gcm".into()),
                 tx: Traffic {
                     bytes: 100,
                     packets: 2,

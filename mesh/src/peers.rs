@@ -247,6 +247,7 @@ impl<P: PeerPlane> PeerObserver for PeerTable<P> {
                 remote_index: keys.remote_index,
                 send_key: keys.send_key,
                 recv_key: keys.recv_key,
+                cipher: crate::config::dataplane_cipher(keys.cipher),
             },
             send_now,
         );

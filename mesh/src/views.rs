@@ -31,6 +31,7 @@ pub fn peer(
         rtt_ms: m.rtt.map(|d| d.as_secs_f64() * 1e3),
         key_generation: m.key_generation,
         key_age_secs: m.key_age.map(|d| d.as_secs_f64()),
+        cipher: traffic.cipher.map(|c| c.name().to_string()),
         tx: api::Traffic {
             bytes: traffic.tx_bytes,
             packets: traffic.tx_packets,

@@ -249,3 +249,58 @@ fn silence_closes_the_link_and_violations_close_it_at_once() {
     ));
     assert!(host.link.is_closed());
 }
+
+#[test]
+fn links_negotiate_the_cipher_from_both_advertisements() {
+    use crate::cipher::{Cipher, CipherOffer};
+    let fast = Some(CipherOffer::ALL);
+    let portable = Some(CipherOffer::PORTABLE);
+    let cases = [
+        ("both with AES hardware", fast, fast, Cipher::Aes256Gcm),
+        ("mixed mesh", fast, portable, Cipher::ChaCha20Poly1305),
+        (
+            "forced portable",
+            portable,
+            portable,
+            Cipher::ChaCha20Poly1305,
+        ),
+        (
+            "peer predates negotiation",
+            fast,
+            None,
+            Cipher::ChaCha20Poly1305,
+        ),
+    ];
+    for (case, offer_a, offer_b, expected) in cases {
+        let mut pair = Pair::with_ciphers(0, 0, [(offer_a, offer_b), (offer_b, offer_a)]);
+        pair.open();
+        pair.run_for(TIMERS.heartbeat * 2, |_| {});
+        assert_keyed_both_ways(&mut pair, 1);
+        for host in 0..2 {
+            assert_eq!(
+                pair.hosts[host].keys.current_cipher(),
+                Some(expected),
+                "{case}: host {host}"
+            );
+            assert_eq!(pair.hosts[host].link.cipher(), expected, "{case}");
+        }
+    }
+}
+
+#[test]
+fn a_downgraded_advertisement_leaves_no_working_keys() {
+    use crate::cipher::CipherOffer;
+    let fast = Some(CipherOffer::ALL);
+    // Host B saw A's hello with AES stripped (or the whole advertisement
+    // removed); A saw the real thing. The exchange completes, but what
+    // either side seals does not open at the other.
+    for stripped in [Some(CipherOffer::PORTABLE), None] {
+        let mut pair = Pair::with_ciphers(0, 0, [(fast, fast), (fast, stripped)]);
+        pair.open();
+        pair.run_for(TIMERS.heartbeat * 2, |_| {});
+        assert_eq!(pair.hosts[0].keys.current_generation(), Some(1));
+        assert_eq!(pair.hosts[1].keys.current_generation(), Some(1));
+        assert!(!pair.deliverable(0), "A's packets must not open at B");
+        assert!(!pair.deliverable(1), "B's packets must not open at A");
+    }
+}

@@ -13,6 +13,7 @@ use tracing::{debug, info, warn};
 use super::PeerInfo;
 use super::{lock, Inner};
 use crate::auth::EKM_AUTH_LABEL;
+use crate::cipher::CipherOffer;
 use crate::error::BoxError;
 use crate::handshake::{self, CloseReason, Parties, Side};
 use crate::keyexchange::EKM_KEYS_LABEL;
@@ -260,6 +261,11 @@ impl Inner {
             Side::Dialer => self.id,
             Side::Acceptor => remote,
         };
+        // The advertisements of the records just exchanged in the handshake.
+        let ciphers = (
+            CipherOffer::of_meta(&self.own_record().meta),
+            CipherOffer::of_meta(&record.meta),
+        );
         let (out_tx, out_rx) = mpsc::channel::<Bytes>(OUTBOUND_QUEUE);
         let admission = {
             let mut peers = lock(&self.peers);
@@ -338,7 +344,7 @@ impl Inner {
                 outbound: out_tx,
             };
             let initiator = side == Side::Dialer;
-            self.spawn(driver.run(initiator, admission.last_key_generation, in_rx));
+            self.spawn(driver.run(initiator, admission.last_key_generation, ciphers, in_rx));
         }
         Ok(())
     }
@@ -403,6 +409,7 @@ impl Driver {
         self,
         initiator: bool,
         last_key_generation: u64,
+        (local_ciphers, remote_ciphers): (Option<CipherOffer>, Option<CipherOffer>),
         mut inbound: mpsc::Receiver<Message>,
     ) {
         let Ok(connection_secret) = transport::exported_secret(&self.conn, EKM_KEYS_LABEL) else {
@@ -422,6 +429,8 @@ impl Driver {
             initiator,
             connection_secret,
             last_key_generation,
+            local_ciphers,
+            remote_ciphers,
             timers: self.node.link_timers,
         };
         let mut link = Link::new(params, Instant::now());

@@ -19,7 +19,8 @@
 //! | tinc      | tinc 1.0 switch mode (L2, userspace) | veth on a host bridge   |
 //! | wggo      | wireguard-go (L3, userspace)         | routed veth             |
 //! | boringtun | boringtun-cli (L3, userspace)        | routed veth             |
-//! | mesh      | meshd (L2)                           | `meshctl attach`        |
+//! | mesh      | meshd (L2), AES-256-GCM if both CPUs | `meshctl attach`        |
+//! | mesh-chacha | meshd forced to ChaCha20-Poly1305  | `meshctl attach`        |
 //!
 //! Addresses: only 198.18.0.0/24 (underlay, built by the lab) and
 //! 198.19.0.0/16 (overlays and container links). Every namespace carries the
@@ -33,8 +34,10 @@
 //!
 //! Code: [`modes`] builds each mode on a [`Lab`], [`measure`] runs iperf3
 //! and ping and reads CPU time, [`report`] computes medians and ratios and
-//! writes the table, TSV and JSON; this module runs the modes in turn.
+//! writes the table, TSV and JSON, [`chart`] the SVG bar chart beside them;
+//! this module runs the modes in turn.
 
+mod chart;
 mod measure;
 mod modes;
 mod report;
@@ -47,7 +50,15 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub const ALL_MODES: &[&str] = &["underlay", "vxlan", "tinc", "wggo", "boringtun", "mesh"];
+pub const ALL_MODES: &[&str] = &[
+    "underlay",
+    "vxlan",
+    "tinc",
+    "wggo",
+    "boringtun",
+    "mesh",
+    "mesh-chacha",
+];
 /// The userspace encrypted peers the mesh is compared against.
 pub const PEERS: &[&str] = &["tinc", "wggo", "boringtun"];
 
@@ -70,6 +81,7 @@ pub fn canonical_mode(m: &str) -> Option<&'static str> {
         "wggo" | "wireguard-go" | "wg-go" => "wggo",
         "boringtun" | "bt" => "boringtun",
         "mesh" | "meshd" => "mesh",
+        "mesh-chacha" | "mesh-chacha20" => "mesh-chacha",
         _ => return None,
     })
 }

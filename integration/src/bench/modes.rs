@@ -33,7 +33,8 @@ pub(super) fn build(mode: &str, lab: &mut Lab, sockets: &mut SocketGuard) -> Res
         "tinc" => setup_tinc(lab),
         "wggo" => setup_wireguard(lab, false, &mut sockets.0),
         "boringtun" => setup_wireguard(lab, true, &mut sockets.0),
-        "mesh" => setup_mesh(lab),
+        "mesh" => setup_mesh(lab, None),
+        "mesh-chacha" => setup_mesh(lab, Some("chacha20-poly1305")),
         m => Err(anyhow!("unknown mode {m}")),
     }
 }
@@ -480,7 +481,9 @@ fn wg_keypair(wg: &str) -> Result<(String, String)> {
 }
 
 /// The mesh: meshd on both hosts, a network, a container attached per host.
-fn setup_mesh(lab: &mut Lab) -> Result<Setup> {
+/// `cipher` forces meshd's data-plane cipher (through `MESH_DP_CIPHER`);
+/// `None`: its default (AES-256-GCM where both CPUs have AES).
+fn setup_mesh(lab: &mut Lab, cipher: Option<&str>) -> Result<Setup> {
     for b in ["meshd", "meshctl"] {
         if !lab.bin(b).is_file() {
             bail!(
@@ -489,7 +492,15 @@ fn setup_mesh(lab: &mut Lab) -> Result<Setup> {
             );
         }
     }
-    lab.start_mesh().context("starting the mesh")?;
+    // The daemons inherit the variable; it is gone again before any other
+    // mode starts.
+    match cipher {
+        Some(c) => std::env::set_var("MESH_DP_CIPHER", c),
+        None => std::env::remove_var("MESH_DP_CIPHER"),
+    }
+    let started = lab.start_mesh().context("starting the mesh");
+    std::env::remove_var("MESH_DP_CIPHER");
+    started?;
     lab.meshctl(
         0,
         &["network", "create", "bench", "--subnet", "198.19.9.0/24"],
@@ -517,13 +528,18 @@ fn setup_mesh(lab: &mut Lab) -> Result<Setup> {
         .unwrap_or_else(|| "?".into());
     let daemons: Vec<u32> = lab.hosts.iter().filter_map(|h| h.daemon_pid()).collect();
     let ver = first_line(&lab.bin("meshd").to_string_lossy(), &["--version"]);
+    let negotiated = lab
+        .status(0)
+        .ok()
+        .and_then(|s| s.peers.iter().find_map(|p| p.cipher.clone()))
+        .unwrap_or_else(|| "cipher unknown".into());
     Ok(Setup {
         client_ns: cns[0].clone(),
         server_ns: cns[1].clone(),
         server_ip: "198.19.9.2".into(),
         mtu,
         info: format!(
-            "{}; container-to-container over the mesh",
+            "{}, {negotiated}; container-to-container over the mesh",
             if ver.is_empty() { "meshd" } else { &ver }
         ),
         daemons,

@@ -342,6 +342,15 @@ pub(super) fn write_results(
     });
     let jp = tsv.with_extension("json");
     fs::write(&jp, serde_json::to_string_pretty(&j)?)?;
+    let title = format!(
+        "container to container across two hosts, {} ({} run(s) of {} s)",
+        cpu_model(),
+        o.runs,
+        o.secs
+    );
+    let svg = tsv.with_extension("svg");
+    fs::write(&svg, super::chart::render(results, &title))
+        .with_context(|| format!("writing {}", svg.display()))?;
     Ok(jp)
 }
 
