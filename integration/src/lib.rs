@@ -14,6 +14,7 @@
 
 pub mod bench;
 pub mod cnitool;
+pub mod scale;
 
 use anyhow::{anyhow, bail, Context, Result};
 use mesh_api::{Attachment, Client, ClientError, StatusResponse};

@@ -1,0 +1,741 @@
+//! A whole mesh in one process on virtual time: N hosts, each with the
+//! real membership table and the real per-connection [`Link`] state
+//! machines (heartbeats, liveness, key exchange, anti-entropy replies),
+//! and around them the host-wide glue of the node (flooding changed
+//! records, dialing members as they are learned, a digest to one random
+//! peer every anti-entropy period, redials with backoff). Every frame is
+//! encoded with the real wire format to count its bytes; QUIC is modelled
+//! as a fixed per-packet overhead, one ACK per packet received and a fixed
+//! handshake cost (see [`model`]).
+//!
+//! Two topologies: [`Topology::FullMesh`] is what the node does today;
+//! [`Topology::Bounded`] keeps only the [`crate::neighbours`] links and
+//! relays channel deltas (which the full mesh never needs to).
+//!
+//! `cargo run --release -p gossip --features sim --example scale_sim`.
+
+mod host;
+pub mod model;
+mod report;
+
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::link::{Action, Link, LinkParams, LinkTimers};
+use crate::membership::MemberRecord;
+use crate::neighbours;
+use crate::state::Mergeable;
+use crate::wire::{self, Message};
+use crate::PeerId;
+use host::{Effects, HostReplica, SimHost, SimLink};
+pub use host::{Records, CHANNEL};
+pub use report::{Spread, SimReport};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Topology {
+    /// A link to every member (the node today).
+    FullMesh,
+    /// Links to the ring neighbours of [`crate::neighbours`] only.
+    Bounded,
+}
+
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub hosts: usize,
+    pub topology: Topology,
+    /// One-way latency of every path.
+    pub latency: Duration,
+    /// Host k joins through host 0 at k × this.
+    pub join_interval: Duration,
+    pub timers: LinkTimers,
+    pub anti_entropy: Duration,
+    /// Idle window the steady-state traffic is measured over.
+    pub idle: Duration,
+    /// Share of hosts killed (silently) and restarted.
+    pub kill_share: f64,
+    /// Longest any phase may take, in virtual time.
+    pub phase_limit: Duration,
+    pub seed: u64,
+}
+
+impl SimConfig {
+    /// The node's defaults (1 s heartbeat, 5 s dead-after, 3 s
+    /// anti-entropy), a LAN-like 1 ms latency and a join every 20 ms.
+    pub fn new(hosts: usize, topology: Topology) -> SimConfig {
+        SimConfig {
+            hosts,
+            topology,
+            latency: Duration::from_millis(1),
+            join_interval: Duration::from_millis(20),
+            timers: LinkTimers {
+                heartbeat: Duration::from_secs(1),
+                dead_after: Duration::from_secs(5),
+                rekey: Duration::from_secs(110),
+            },
+            anti_entropy: Duration::from_secs(3),
+            idle: Duration::from_secs(20),
+            kill_share: 0.1,
+            phase_limit: Duration::from_secs(600),
+            seed: 1,
+        }
+    }
+}
+
+enum Kind {
+    Join(usize),
+    /// A dial's handshake completes (or finds the target dead).
+    Connect { from: usize, to: usize, conn: u64 },
+    Deliver { from: usize, to: usize, conn: u64, message: Message },
+    /// The peer's CONNECTION_CLOSE arrives at `host`.
+    Closed { host: usize, peer: usize, conn: u64 },
+    LinkTimer { host: usize, peer: usize, at: Instant },
+    Redial { from: usize, to: usize },
+    AntiEntropy(usize),
+    /// Bounded topology: recompute the neighbours, dial and prune.
+    Maintain(usize),
+}
+
+struct Event {
+    at: Duration,
+    seq: u64,
+    kind: Kind,
+}
+
+impl PartialEq for Event {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Event {}
+impl PartialOrd for Event {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Event {
+    /// Reversed: the heap pops the earliest event first.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+/// How long the higher id waits before dialing (the node's HIGHER_ID_DELAY).
+const HIGHER_ID_DELAY: Duration = Duration::from_millis(500);
+const BACKOFF_START: Duration = Duration::from_millis(200);
+const BACKOFF_CAP: Duration = Duration::from_secs(10);
+/// Bounded topology: links younger than this are never pruned (a joiner's
+/// link to the seed must live until it has learned the mesh).
+const PRUNE_AFTER: Duration = Duration::from_secs(10);
+const MAINTAIN_EVERY: Duration = Duration::from_millis(500);
+/// How often phase conditions are checked.
+const PROBE: Duration = Duration::from_millis(20);
+
+pub struct Sim {
+    cfg: SimConfig,
+    epoch: Instant,
+    now: Duration,
+    seq: u64,
+    next_conn: u64,
+    queue: BinaryHeap<Event>,
+    hosts: Vec<SimHost>,
+    index: HashMap<PeerId, usize>,
+    rng: StdRng,
+    pub events: u64,
+}
+
+/// Host `i`'s id: spread over the id space so ring order is not join order.
+pub fn peer_id(i: usize) -> PeerId {
+    let mut id = [0u8; 32];
+    id[..8].copy_from_slice(&((i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)).to_be_bytes());
+    id[8..16].copy_from_slice(&(i as u64).to_be_bytes());
+    PeerId(id)
+}
+
+fn record(i: usize) -> MemberRecord {
+    MemberRecord {
+        id: peer_id(i),
+        name: format!("host-{i}"),
+        addrs: vec![format!("10.{}.{}.{}:7800", i >> 16 & 255, i >> 8 & 255, i & 255)],
+        incarnation: 1,
+        version: 0,
+        meta: [("data_port".to_string(), "7801".to_string())].into(),
+    }
+}
+
+impl Sim {
+    pub fn new(cfg: SimConfig) -> Sim {
+        let hosts: Vec<SimHost> = (0..cfg.hosts).map(|i| SimHost::new(record(i))).collect();
+        let index = (0..cfg.hosts).map(|i| (peer_id(i), i)).collect();
+        let rng = StdRng::seed_from_u64(cfg.seed);
+        Sim {
+            cfg,
+            epoch: Instant::now(),
+            now: Duration::ZERO,
+            seq: 0,
+            next_conn: 0,
+            queue: BinaryHeap::new(),
+            hosts,
+            index,
+            rng,
+            events: 0,
+        }
+    }
+
+    fn instant(&self) -> Instant {
+        self.epoch + self.now
+    }
+
+    fn schedule(&mut self, after: Duration, kind: Kind) {
+        self.seq += 1;
+        self.queue.push(Event {
+            at: self.now + after,
+            seq: self.seq,
+            kind,
+        });
+    }
+
+    fn jitter(&mut self, base: Duration) -> Duration {
+        let spread = base.as_millis() as u64 / 4 + 1;
+        base + Duration::from_millis(self.rng.gen_range(0..spread))
+    }
+
+    fn bounded(&self) -> bool {
+        self.cfg.topology == Topology::Bounded
+    }
+
+    /// Runs events until `done` holds (checked every [`PROBE`]) or the
+    /// phase limit passes; returns how long it took.
+    fn run_until(&mut self, done: impl Fn(&Sim) -> bool) -> Option<Duration> {
+        let start = self.now;
+        let limit = start + self.cfg.phase_limit;
+        loop {
+            if done(self) {
+                return Some(self.now - start);
+            }
+            if self.now >= limit {
+                return None;
+            }
+            self.advance(self.now + PROBE);
+        }
+    }
+
+    /// Runs every event due by `until`; `now = until` after.
+    fn advance(&mut self, until: Duration) {
+        while self.queue.peek().is_some_and(|e| e.at <= until) {
+            let event = self.queue.pop().expect("peeked");
+            self.now = event.at;
+            self.events += 1;
+            self.handle(event.kind);
+        }
+        self.now = until;
+    }
+
+    fn handle(&mut self, kind: Kind) {
+        match kind {
+            Kind::Join(j) => {
+                self.hosts[j].alive = true;
+                self.start_hosts_timers(j);
+                self.dial(j, 0, Duration::ZERO);
+            }
+            Kind::Connect { from, to, conn } => self.connect(from, to, conn),
+            Kind::Deliver {
+                from,
+                to,
+                conn,
+                message,
+            } => self.deliver(from, to, conn, message),
+            Kind::Closed { host, peer, conn } => {
+                if self.hosts[host].links.get(&peer).is_some_and(|l| l.conn == conn) {
+                    self.link_lost(host, peer);
+                }
+            }
+            Kind::LinkTimer { host, peer, at } => self.link_timer(host, peer, at),
+            Kind::Redial { from, to } => {
+                if self.hosts[from].alive && self.wants(from, to) {
+                    self.dial(from, to, Duration::ZERO);
+                }
+            }
+            Kind::AntiEntropy(h) => {
+                let next = self.jitter(self.cfg.anti_entropy);
+                self.schedule(next, Kind::AntiEntropy(h));
+                if self.hosts[h].alive && !self.hosts[h].links.is_empty() {
+                    let peers: Vec<usize> = self.hosts[h].links.keys().copied().collect();
+                    let peer = peers[self.rng.gen_range(0..peers.len())];
+                    let digest = {
+                        let host = &mut self.hosts[h];
+                        let mut effects = Effects::default();
+                        let replica = HostReplica {
+                            table: &mut host.table,
+                            channel: &mut host.channel,
+                            relay: false,
+                            effects: &mut effects,
+                        };
+                        crate::link::Replica::digest(&replica)
+                    };
+                    self.send(h, peer, Message::Digest(digest));
+                }
+            }
+            Kind::Maintain(h) => {
+                self.schedule(MAINTAIN_EVERY, Kind::Maintain(h));
+                if self.hosts[h].alive {
+                    self.maintain(h);
+                }
+            }
+        }
+    }
+
+    fn start_hosts_timers(&mut self, h: usize) {
+        let first = self.jitter(self.cfg.anti_entropy);
+        self.schedule(first, Kind::AntiEntropy(h));
+        if self.bounded() {
+            self.schedule(MAINTAIN_EVERY, Kind::Maintain(h));
+        }
+    }
+
+    /// Whether `h` should be linked to `peer` by its current view.
+    fn wants(&self, h: usize, peer: usize) -> bool {
+        if h == peer || self.hosts[h].table.get(&peer_id(peer)).is_none() {
+            return false;
+        }
+        !self.bounded() || self.hosts[h].wanted.contains(&peer)
+    }
+
+    /// Starts a dial unless one runs or the link is up.
+    fn dial(&mut self, from: usize, to: usize, extra: Duration) {
+        let host = &self.hosts[from];
+        if from == to || host.links.contains_key(&to) || host.dialing.contains(&to) {
+            return;
+        }
+        self.hosts[from].dialing.insert(to);
+        let mut delay = extra + self.cfg.latency * 4;
+        if peer_id(from) > peer_id(to) {
+            delay += self.jitter(HIGHER_ID_DELAY);
+        }
+        self.next_conn += 1;
+        let conn = self.next_conn;
+        self.schedule(delay, Kind::Connect { from, to, conn });
+    }
+
+    fn connect(&mut self, from: usize, to: usize, conn: u64) {
+        self.hosts[from].dialing.remove(&to);
+        if !self.hosts[from].alive {
+            return;
+        }
+        self.hosts[from].sent_bytes += model::HANDSHAKE_BYTES;
+        self.hosts[from].sent_packets += model::HANDSHAKE_PACKETS;
+        if !self.hosts[to].alive {
+            let backoff = self.hosts[from]
+                .backoff
+                .get(&to)
+                .copied()
+                .unwrap_or(BACKOFF_START);
+            self.hosts[from]
+                .backoff
+                .insert(to, (backoff * 2).min(BACKOFF_CAP));
+            let wait = self.jitter(backoff);
+            self.schedule(wait, Kind::Redial { from, to });
+            return;
+        }
+        self.hosts[to].sent_bytes += model::HANDSHAKE_BYTES;
+        self.hosts[to].sent_packets += model::HANDSHAKE_PACKETS;
+        // Simultaneous dials: the link already there stays (the node's
+        // tie-break picks one too; which one does not matter here).
+        if self.hosts[from].links.contains_key(&to) || self.hosts[to].links.contains_key(&from) {
+            return;
+        }
+        self.hosts[from].backoff.remove(&to);
+        let now = self.instant();
+        for (a, b, initiator) in [(from, to, true), (to, from, false)] {
+            let params = LinkParams {
+                local: peer_id(a),
+                remote: peer_id(b),
+                initiator,
+                connection_secret: [conn as u8; 32],
+                last_key_generation: 0,
+                timers: self.cfg.timers,
+            };
+            let link = Link::new(params, now);
+            let timer_at = link.poll_timeout();
+            let since = self.now;
+            self.hosts[a].links.insert(
+                b,
+                SimLink {
+                    link,
+                    conn,
+                    since,
+                    timer_at,
+                },
+            );
+        }
+        for (a, b) in [(from, to), (to, from)] {
+            // The handshake carried the peer's own record (as `register` merges it).
+            let theirs = self.hosts[b].table.local().clone();
+            self.with_replica(a, b, |link, replica, now| {
+                let mut actions = link.open(replica, now);
+                crate::link::Replica::merge_members(replica, peer_id(b), vec![theirs]);
+                actions.extend(link.tick(now));
+                actions
+            });
+            self.schedule_timer(a, b);
+        }
+    }
+
+    /// Runs `f` on `h`'s link to `peer` with `h`'s replica, then carries
+    /// out the actions and effects.
+    fn with_replica(
+        &mut self,
+        h: usize,
+        peer: usize,
+        f: impl FnOnce(&mut Link, &mut HostReplica<'_>, Instant) -> Vec<Action>,
+    ) {
+        let now = self.instant();
+        let relay = self.bounded();
+        let mut effects = Effects::default();
+        let actions = {
+            let host = &mut self.hosts[h];
+            let Some(link) = host.links.get_mut(&peer) else {
+                return;
+            };
+            let mut replica = HostReplica {
+                table: &mut host.table,
+                channel: &mut host.channel,
+                relay,
+                effects: &mut effects,
+            };
+            f(&mut link.link, &mut replica, now)
+        };
+        self.execute(h, peer, actions);
+        self.apply_effects(h, effects);
+    }
+
+    fn schedule_timer(&mut self, h: usize, peer: usize) {
+        let Some(link) = self.hosts[h].links.get_mut(&peer) else {
+            return;
+        };
+        let at = link.link.poll_timeout();
+        link.timer_at = at;
+        let after = at.saturating_duration_since(self.epoch + self.now);
+        self.schedule(after, Kind::LinkTimer { host: h, peer, at });
+    }
+
+    fn link_timer(&mut self, h: usize, peer: usize, at: Instant) {
+        if !self.hosts[h].alive
+            || !self.hosts[h]
+                .links
+                .get(&peer)
+                .is_some_and(|l| l.timer_at == at)
+        {
+            return;
+        }
+        self.with_replica(h, peer, |link, _, now| link.tick(now));
+        self.schedule_timer(h, peer);
+    }
+
+    /// Queues `message` from `h` to `peer` and counts its bytes.
+    fn send(&mut self, h: usize, peer: usize, message: Message) {
+        let Some(conn) = self.hosts[h].links.get(&peer).map(|l| l.conn) else {
+            return;
+        };
+        let frame = wire::encode_frame(&message).map(|f| f.len()).unwrap_or(0);
+        let (bytes, packets) = model::on_wire(frame);
+        self.hosts[h].sent_bytes += bytes;
+        self.hosts[h].sent_packets += packets;
+        let latency = self.cfg.latency;
+        self.schedule(
+            latency,
+            Kind::Deliver {
+                from: h,
+                to: peer,
+                conn,
+                message,
+            },
+        );
+    }
+
+    fn execute(&mut self, h: usize, peer: usize, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Send(message) => self.send(h, peer, message),
+                Action::InstallKeys { .. } => {
+                    self.hosts[h].keys.insert(peer);
+                }
+                Action::ConfirmKeys { .. } => {}
+                Action::Close { .. } => {
+                    let conn = self.hosts[h].links.get(&peer).map(|l| l.conn);
+                    self.link_lost(h, peer);
+                    if let Some(conn) = conn {
+                        let latency = self.cfg.latency;
+                        self.schedule(
+                            latency,
+                            Kind::Closed {
+                                host: peer,
+                                peer: h,
+                                conn,
+                            },
+                        );
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn deliver(&mut self, from: usize, to: usize, conn: u64, message: Message) {
+        let host = &mut self.hosts[to];
+        if !host.alive || !host.links.get(&from).is_some_and(|l| l.conn == conn) {
+            return;
+        }
+        // The receiver's QUIC acknowledges every packet.
+        let frame = wire::encode_frame(&message).map(|f| f.len()).unwrap_or(0);
+        let packets = model::on_wire(frame).1;
+        host.sent_bytes += packets * model::ACK_BYTES;
+        host.sent_packets += packets;
+        self.with_replica(to, from, |link, replica, now| link.handle(message, now, replica));
+    }
+
+    /// Floods what merging changed and dials members just learned of.
+    fn apply_effects(&mut self, h: usize, effects: Effects) {
+        for (except, records) in effects.members {
+            let learned: Vec<usize> = records
+                .iter()
+                .filter_map(|r| self.index.get(&r.id).copied())
+                .collect();
+            self.broadcast(h, except, Message::Members(records));
+            if !self.bounded() {
+                for peer in learned {
+                    self.dial(h, peer, Duration::ZERO);
+                }
+            }
+        }
+        for (except, data) in effects.channel {
+            let message = Message::ChannelDelta {
+                channel: CHANNEL.into(),
+                data,
+            };
+            self.broadcast(h, Some(except), message);
+        }
+    }
+
+    fn broadcast(&mut self, h: usize, except: Option<PeerId>, message: Message) {
+        let mut peers: Vec<usize> = self.hosts[h]
+            .links
+            .keys()
+            .copied()
+            .filter(|p| Some(peer_id(*p)) != except)
+            .collect();
+        peers.sort_unstable();
+        for peer in peers {
+            self.send(h, peer, message.clone());
+        }
+    }
+
+    fn link_lost(&mut self, h: usize, peer: usize) {
+        let host = &mut self.hosts[h];
+        host.links.remove(&peer);
+        host.keys.remove(&peer);
+        if host.alive && self.wants(h, peer) {
+            self.dial(h, peer, Duration::ZERO);
+        }
+    }
+
+    /// Bounded topology: recompute the neighbours when the member list
+    /// changed, dial the missing ones, prune old links nobody wants.
+    fn maintain(&mut self, h: usize) {
+        let members = self.hosts[h].table.len();
+        if members != self.hosts[h].wanted_for {
+            let ids: Vec<PeerId> = self.hosts[h].table.records().map(|r| r.id).collect();
+            let wanted = neighbours::neighbours_in_ring(peer_id(h), &ids);
+            let host = &mut self.hosts[h];
+            host.wanted = wanted.iter().filter_map(|id| self.index.get(id).copied()).collect();
+            host.wanted_for = members;
+        }
+        let mut wanted: Vec<usize> = self.hosts[h].wanted.iter().copied().collect();
+        wanted.sort_unstable();
+        for peer in wanted {
+            self.dial(h, peer, Duration::ZERO);
+        }
+        let now = self.now;
+        let mut prune: Vec<(usize, u64)> = self.hosts[h]
+            .links
+            .iter()
+            .filter(|(p, l)| !self.hosts[h].wanted.contains(p) && now - l.since > PRUNE_AFTER)
+            .map(|(p, l)| (*p, l.conn))
+            .collect();
+        prune.sort_unstable();
+        for (peer, conn) in prune {
+            self.hosts[h].links.remove(&peer);
+            self.hosts[h].keys.remove(&peer);
+            let latency = self.cfg.latency;
+            self.schedule(
+                latency,
+                Kind::Closed {
+                    host: peer,
+                    peer: h,
+                    conn,
+                },
+            );
+        }
+    }
+
+    fn alive(&self) -> impl Iterator<Item = (usize, &SimHost)> {
+        self.hosts.iter().enumerate().filter(|(_, h)| h.alive)
+    }
+
+    /// Every live host knows every member, is linked (with keys) to all it
+    /// wants, and — full mesh — to every other live host.
+    fn converged(&self) -> bool {
+        let n = self.cfg.hosts;
+        let live = self.alive().count();
+        self.alive().all(|(_, h)| {
+            if h.table.len() != n || h.keys.len() != h.links.len() {
+                return false;
+            }
+            match self.cfg.topology {
+                Topology::FullMesh => h.links.len() == live - 1,
+                Topology::Bounded => {
+                    h.wanted_for == n
+                        && h.wanted
+                            .iter()
+                            .all(|p| h.links.contains_key(p) || !self.hosts[*p].alive)
+                }
+            }
+        })
+    }
+
+    fn bytes(&self) -> Vec<u64> {
+        self.hosts.iter().map(|h| h.sent_bytes).collect()
+    }
+
+    fn packets(&self) -> Vec<u64> {
+        self.hosts.iter().map(|h| h.sent_packets).collect()
+    }
+
+    /// Runs every phase and reports; `None` in a field means the phase did
+    /// not finish within the limit.
+    pub fn run(mut self) -> SimReport {
+        let wall = Instant::now();
+        let n = self.cfg.hosts;
+        self.hosts[0].alive = true;
+        self.start_hosts_timers(0);
+        for j in 1..n {
+            let at = self.cfg.join_interval * j as u32;
+            self.schedule(at, Kind::Join(j));
+        }
+        let last_join = self.cfg.join_interval * (n as u32 - 1);
+        self.advance(last_join);
+        let converge = self.run_until(Sim::converged);
+        let join_bytes = self.bytes();
+        let join_elapsed = self.now;
+
+        // A change on host 0 (a network record), carried as a delta.
+        self.advance(self.now + Duration::from_secs(5));
+        let delta = self.hosts[0]
+            .channel
+            .set(peer_id(0), "network/scale".into(), "10.77.0.0/16".into());
+        self.hosts[0].channel.merge(&delta);
+        let data = delta.encode();
+        self.broadcast(
+            0,
+            None,
+            Message::ChannelDelta {
+                channel: CHANNEL.into(),
+                data,
+            },
+        );
+        let change = self.run_until(|sim| {
+            sim.alive()
+                .all(|(_, h)| h.channel.contains_key(&"network/scale".to_string()))
+        });
+
+        // Idle: whole periods of heartbeats and digests, no changes.
+        self.advance(self.now + Duration::from_secs(5));
+        let (b0, p0, t0) = (self.bytes(), self.packets(), self.now);
+        self.advance(self.now + self.cfg.idle);
+        let secs = (self.now - t0).as_secs_f64();
+        let idle_bps: Vec<f64> = self
+            .bytes()
+            .iter()
+            .zip(&b0)
+            .map(|(a, b)| (a - b) as f64 / secs)
+            .collect();
+        let idle_pps: Vec<f64> = self
+            .packets()
+            .iter()
+            .zip(&p0)
+            .map(|(a, b)| (a - b) as f64 / secs)
+            .collect();
+
+        // Kill a share silently, spread over the hosts (never the seed).
+        let k = ((n as f64 * self.cfg.kill_share).round() as usize).max(1);
+        let victims: Vec<usize> = (0..k).map(|j| (j * n / k + n / (2 * k)).max(1)).collect();
+        for &v in &victims {
+            let host = &mut self.hosts[v];
+            host.alive = false;
+            host.links.clear();
+            host.keys.clear();
+            host.dialing.clear();
+        }
+        let detect = self.run_until(|sim| {
+            sim.alive()
+                .all(|(_, h)| victims.iter().all(|v| !h.links.contains_key(v)))
+        });
+        for &v in &victims {
+            let host = &mut self.hosts[v];
+            host.alive = true;
+            host.wanted_for = 0;
+            // A restart: newer incarnation, the persisted members kept.
+            host.table.update_local(|r| r.incarnation += 1);
+            let peers: Vec<usize> = (0..n).filter(|p| *p != v).collect();
+            for p in peers {
+                if !self.bounded() {
+                    self.dial(v, p, Duration::ZERO);
+                }
+            }
+        }
+        let back = self.run_until(|sim| {
+            sim.converged()
+                && sim.alive().all(|(_, h)| {
+                    victims
+                        .iter()
+                        .all(|v| h.table.get(&peer_id(*v)).is_some_and(|r| r.incarnation >= 2))
+                })
+        });
+
+        let links: Vec<f64> = self.hosts.iter().map(|h| h.links.len() as f64).collect();
+        let keys: Vec<f64> = self.hosts.iter().map(|h| h.keys.len() as f64).collect();
+        let table_bytes = postcard::to_stdvec(&self.hosts[0].table.records().collect::<Vec<_>>())
+            .map(|v| v.len())
+            .unwrap_or(0);
+        SimReport {
+            hosts: n,
+            topology: self.cfg.topology,
+            links: Spread::of(&links),
+            keys: Spread::of(&keys),
+            last_join_secs: last_join.as_secs_f64(),
+            converge_secs: converge.map(|d| d.as_secs_f64()),
+            change_secs: change.map(|d| d.as_secs_f64()),
+            join_kib_per_host: Spread::of(
+                &join_bytes
+                    .iter()
+                    .map(|b| *b as f64 / 1024.0)
+                    .collect::<Vec<_>>(),
+            ),
+            join_window_secs: join_elapsed.as_secs_f64(),
+            idle_bytes_per_sec: Spread::of(&idle_bps),
+            idle_packets_per_sec: Spread::of(&idle_pps),
+            killed: k,
+            detect_secs: detect.map(|d| d.as_secs_f64()),
+            back_secs: back.map(|d| d.as_secs_f64()),
+            table_bytes,
+            events: self.events,
+            wall_secs: wall.elapsed().as_secs_f64(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
