@@ -16,7 +16,9 @@ fn main() -> std::process::ExitCode {
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let parsed = if arg == "--full-mesh-max" {
-            args.next().and_then(|v| v.parse().ok()).map(|v| full_mesh_max = v)
+            args.next()
+                .and_then(|v| v.parse().ok())
+                .map(|v| full_mesh_max = v)
         } else {
             arg.parse().ok().map(|n| sizes.push(n))
         };

@@ -58,7 +58,8 @@ mod tests {
             .map(|i| {
                 let mut id = [0u8; 32];
                 // Spread over the id space, not in index order.
-                id[..8].copy_from_slice(&(i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15).to_be_bytes());
+                id[..8]
+                    .copy_from_slice(&(i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15).to_be_bytes());
                 PeerId(id)
             })
             .collect()
@@ -82,8 +83,10 @@ mod tests {
             let all = ids(n);
             let mut ring = all.clone();
             ring.sort_unstable();
-            let sets: Vec<BTreeSet<PeerId>> =
-                ring.iter().map(|me| neighbours_in_ring(*me, &ring)).collect();
+            let sets: Vec<BTreeSet<PeerId>> = ring
+                .iter()
+                .map(|me| neighbours_in_ring(*me, &ring))
+                .collect();
             for (i, set) in sets.iter().enumerate() {
                 assert!(set.len() <= max_degree(n), "n = {n}: {}", set.len());
                 for peer in set {
@@ -105,7 +108,10 @@ mod tests {
                 }
             }
             let diameter = *hops.iter().max().unwrap();
-            assert!(diameter <= (n as f64).log2().ceil() as usize, "n = {n}: {diameter}");
+            assert!(
+                diameter <= (n as f64).log2().ceil() as usize,
+                "n = {n}: {diameter}"
+            );
         }
         assert_eq!(max_degree(1000), 20);
     }

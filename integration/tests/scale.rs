@@ -1,8 +1,8 @@
 //! The scale lab at a size CI can afford: 12 complete daemons, one
 //! network, one container per host (root; needs meshd/meshctl built).
 
-use integration::scale::{self, Options};
 use integration::is_root;
+use integration::scale::{self, Options};
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 

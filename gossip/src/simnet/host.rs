@@ -21,6 +21,8 @@ pub(super) struct SimLink {
     /// Tells this connection's frames from an earlier one's.
     pub conn: u64,
     pub since: Duration,
+    /// Last packet from the peer, ACKs included (QUIC's idle timer).
+    pub last_rx: Duration,
     /// When the link's timer event is scheduled (an older event is stale).
     pub timer_at: Instant,
 }

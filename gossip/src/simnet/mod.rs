@@ -33,7 +33,7 @@ use crate::wire::{self, Message};
 use crate::PeerId;
 use host::{Effects, HostReplica, SimHost, SimLink};
 pub use host::{Records, CHANNEL};
-pub use report::{Spread, SimReport};
+pub use report::{SimReport, Spread};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Topology {
@@ -63,8 +63,8 @@ pub struct SimConfig {
 }
 
 impl SimConfig {
-    /// The node's defaults (1 s heartbeat, 5 s dead-after, 3 s
-    /// anti-entropy), a LAN-like 1 ms latency and a join every 20 ms.
+    /// The node's timer defaults ([`crate::Config`]), a LAN-like 1 ms
+    /// latency and a join every 20 ms.
     pub fn new(hosts: usize, topology: Topology) -> SimConfig {
         SimConfig {
             hosts,
@@ -72,11 +72,11 @@ impl SimConfig {
             latency: Duration::from_millis(1),
             join_interval: Duration::from_millis(20),
             timers: LinkTimers {
-                heartbeat: Duration::from_secs(1),
-                dead_after: Duration::from_secs(5),
+                heartbeat: crate::Config::DEFAULT_HEARTBEAT_INTERVAL,
+                dead_after: crate::Config::DEFAULT_DEAD_AFTER,
                 rekey: Duration::from_secs(110),
             },
-            anti_entropy: Duration::from_secs(3),
+            anti_entropy: crate::Config::DEFAULT_ANTI_ENTROPY_INTERVAL,
             idle: Duration::from_secs(20),
             kill_share: 0.1,
             phase_limit: Duration::from_secs(600),
@@ -88,12 +88,32 @@ impl SimConfig {
 enum Kind {
     Join(usize),
     /// A dial's handshake completes (or finds the target dead).
-    Connect { from: usize, to: usize, conn: u64 },
-    Deliver { from: usize, to: usize, conn: u64, message: Message },
+    Connect {
+        from: usize,
+        to: usize,
+        conn: u64,
+    },
+    Deliver {
+        from: usize,
+        to: usize,
+        conn: u64,
+        message: Message,
+    },
     /// The peer's CONNECTION_CLOSE arrives at `host`.
-    Closed { host: usize, peer: usize, conn: u64 },
-    LinkTimer { host: usize, peer: usize, at: Instant },
-    Redial { from: usize, to: usize },
+    Closed {
+        host: usize,
+        peer: usize,
+        conn: u64,
+    },
+    LinkTimer {
+        host: usize,
+        peer: usize,
+        at: Instant,
+    },
+    Redial {
+        from: usize,
+        to: usize,
+    },
     AntiEntropy(usize),
     /// Bounded topology: recompute the neighbours, dial and prune.
     Maintain(usize),
@@ -159,7 +179,12 @@ fn record(i: usize) -> MemberRecord {
     MemberRecord {
         id: peer_id(i),
         name: format!("host-{i}"),
-        addrs: vec![format!("10.{}.{}.{}:7800", i >> 16 & 255, i >> 8 & 255, i & 255)],
+        addrs: vec![format!(
+            "10.{}.{}.{}:7800",
+            i >> 16 & 255,
+            i >> 8 & 255,
+            i & 255
+        )],
         incarnation: 1,
         version: 0,
         meta: [("data_port".to_string(), "7801".to_string())].into(),
@@ -249,7 +274,11 @@ impl Sim {
                 message,
             } => self.deliver(from, to, conn, message),
             Kind::Closed { host, peer, conn } => {
-                if self.hosts[host].links.get(&peer).is_some_and(|l| l.conn == conn) {
+                if self.hosts[host]
+                    .links
+                    .get(&peer)
+                    .is_some_and(|l| l.conn == conn)
+                {
                     self.link_lost(host, peer);
                 }
             }
@@ -367,6 +396,7 @@ impl Sim {
                     link,
                     conn,
                     since,
+                    last_rx: since,
                     timer_at,
                 },
             );
@@ -431,6 +461,20 @@ impl Sim {
         {
             return;
         }
+        // QUIC's idle timeout (the node sets it to dead_after): nothing,
+        // not even an ACK, came back.
+        let last_rx = self.hosts[h].links[&peer].last_rx;
+        if self.now.saturating_sub(last_rx) > self.cfg.timers.dead_after {
+            self.execute(
+                h,
+                peer,
+                vec![Action::Close {
+                    code: crate::transport::close_code::DEAD,
+                    reason: "idle timeout",
+                }],
+            );
+            return;
+        }
         self.with_replica(h, peer, |link, _, now| link.tick(now));
         self.schedule_timer(h, peer);
     }
@@ -485,16 +529,32 @@ impl Sim {
     }
 
     fn deliver(&mut self, from: usize, to: usize, conn: u64, message: Message) {
+        let now = self.now;
         let host = &mut self.hosts[to];
-        if !host.alive || !host.links.get(&from).is_some_and(|l| l.conn == conn) {
+        if !host.alive {
             return;
         }
+        let Some(link) = host.links.get_mut(&from).filter(|l| l.conn == conn) else {
+            return;
+        };
+        link.last_rx = now;
+        // The ACK reaches the sender (a latency later; close enough).
+        if let Some(back) = self.hosts[from]
+            .links
+            .get_mut(&to)
+            .filter(|l| l.conn == conn)
+        {
+            back.last_rx = now;
+        }
+        let host = &mut self.hosts[to];
         // The receiver's QUIC acknowledges every packet.
         let frame = wire::encode_frame(&message).map(|f| f.len()).unwrap_or(0);
         let packets = model::on_wire(frame).1;
         host.sent_bytes += packets * model::ACK_BYTES;
         host.sent_packets += packets;
-        self.with_replica(to, from, |link, replica, now| link.handle(message, now, replica));
+        self.with_replica(to, from, |link, replica, now| {
+            link.handle(message, now, replica)
+        });
     }
 
     /// Floods what merging changed and dials members just learned of.
@@ -550,7 +610,10 @@ impl Sim {
             let ids: Vec<PeerId> = self.hosts[h].table.records().map(|r| r.id).collect();
             let wanted = neighbours::neighbours_in_ring(peer_id(h), &ids);
             let host = &mut self.hosts[h];
-            host.wanted = wanted.iter().filter_map(|id| self.index.get(id).copied()).collect();
+            host.wanted = wanted
+                .iter()
+                .filter_map(|id| self.index.get(id).copied())
+                .collect();
             host.wanted_for = members;
         }
         let mut wanted: Vec<usize> = self.hosts[h].wanted.iter().copied().collect();
@@ -633,9 +696,10 @@ impl Sim {
 
         // A change on host 0 (a network record), carried as a delta.
         self.advance(self.now + Duration::from_secs(5));
-        let delta = self.hosts[0]
-            .channel
-            .set(peer_id(0), "network/scale".into(), "10.77.0.0/16".into());
+        let delta =
+            self.hosts[0]
+                .channel
+                .set(peer_id(0), "network/scale".into(), "10.77.0.0/16".into());
         self.hosts[0].channel.merge(&delta);
         let data = delta.encode();
         self.broadcast(
@@ -699,9 +763,11 @@ impl Sim {
         let back = self.run_until(|sim| {
             sim.converged()
                 && sim.alive().all(|(_, h)| {
-                    victims
-                        .iter()
-                        .all(|v| h.table.get(&peer_id(*v)).is_some_and(|r| r.incarnation >= 2))
+                    victims.iter().all(|v| {
+                        h.table
+                            .get(&peer_id(*v))
+                            .is_some_and(|r| r.incarnation >= 2)
+                    })
                 })
         });
 

@@ -145,7 +145,10 @@ pub fn run(opts: &Options, stop: &AtomicBool) -> Result<Report> {
     let built = Instant::now();
     let mut lab = Lab::new(&unique_prefix("sc"), n)?;
     let rules = lab.dir.join("counters.nft");
-    std::fs::write(&rules, procfs::counter_rules(CONTROL_PORT, CONTROL_PORT + 1))?;
+    std::fs::write(
+        &rules,
+        procfs::counter_rules(CONTROL_PORT, CONTROL_PORT + 1),
+    )?;
     let rules = rules.to_str().context("lab path is not UTF-8")?.to_string();
     for i in 0..n {
         check_stop(stop)?;
@@ -154,7 +157,10 @@ pub fn run(opts: &Options, stop: &AtomicBool) -> Result<Report> {
         lab.start_daemon(i)?;
     }
     report.setup_secs = built.elapsed().as_secs_f64();
-    eprintln!("scale: {n} daemons running after {:.1} s", report.setup_secs);
+    eprintln!(
+        "scale: {n} daemons running after {:.1} s",
+        report.setup_secs
+    );
 
     // Joins through host 1, one after the other, as an operator would.
     let token = lab.api(0, |c| async move { c.token().await })?.token;
@@ -270,7 +276,10 @@ fn ping_sample(
                     })
                 })
                 .collect();
-            threads.into_iter().map(|t| t.join().unwrap_or(false)).collect()
+            threads
+                .into_iter()
+                .map(|t| t.join().unwrap_or(false))
+                .collect()
         });
         for (&(from, to), ok) in batch.iter().zip(results) {
             if !ok {
@@ -291,7 +300,10 @@ fn ping_sample(
 fn control_counters(lab: &Lab, i: usize) -> Result<(u64, u64)> {
     let ns = &lab.hosts[i].netns;
     let read = |name: &str| -> Result<u64> {
-        let text = lab.exec_ok(ns, &["nft", "list", "counter", "inet", "meshlab_scale", name])?;
+        let text = lab.exec_ok(
+            ns,
+            &["nft", "list", "counter", "inet", "meshlab_scale", name],
+        )?;
         procfs::parse_counter_bytes(&text)
     };
     Ok((read("control")?, read("data")?))

@@ -14,9 +14,7 @@ pub struct NeighGuard {
 }
 
 fn knob(family: &str, n: u8) -> PathBuf {
-    PathBuf::from(format!(
-        "/proc/sys/net/{family}/neigh/default/gc_thresh{n}"
-    ))
+    PathBuf::from(format!("/proc/sys/net/{family}/neigh/default/gc_thresh{n}"))
 }
 
 /// Limits for `hosts` lab hosts (underlay plus one container each).

@@ -78,14 +78,17 @@ pub fn sample(pid: u32) -> Result<ProcSample> {
         };
         let ticks = stat_ticks(&stat)?;
         out.cpu_ticks += ticks;
-        *out.ticks_by_thread.entry(thread_kind(comm.trim())).or_default() += ticks;
+        *out.ticks_by_thread
+            .entry(thread_kind(comm.trim()))
+            .or_default() += ticks;
     }
     Ok(out)
 }
 
 /// Thread names without their serial number (`mesh-dp-tap3` → `mesh-dp-tap`).
 fn thread_kind(comm: &str) -> String {
-    comm.trim_end_matches(|c: char| c.is_ascii_digit()).to_string()
+    comm.trim_end_matches(|c: char| c.is_ascii_digit())
+        .to_string()
 }
 
 /// nftables rules counting what a host sends from its control (QUIC) and
@@ -135,7 +138,8 @@ mod tests {
 
     #[test]
     fn counter_bytes_are_parsed() {
-        let text = "table inet meshlab_scale {\n\tcounter control {\n\t\tpackets 12 bytes 3456\n\t}\n}\n";
+        let text =
+            "table inet meshlab_scale {\n\tcounter control {\n\t\tpackets 12 bytes 3456\n\t}\n}\n";
         assert_eq!(parse_counter_bytes(text).unwrap(), 3456);
         assert!(parse_counter_bytes("packets 1").is_err());
         assert!(parse_counter_bytes("bytes x").is_err());

@@ -129,8 +129,16 @@ impl Report {
                 d(&self.rss_mib, "MiB", 1),
                 format!("< 30 MiB: {}", verdict(self.rss_mib.max < 30.0)),
             ),
-            ("open fds per daemon".into(), d(&self.fds, "", 0), String::new()),
-            ("threads per daemon".into(), d(&self.threads, "", 0), String::new()),
+            (
+                "open fds per daemon".into(),
+                d(&self.fds, "", 0),
+                String::new(),
+            ),
+            (
+                "threads per daemon".into(),
+                d(&self.threads, "", 0),
+                String::new(),
+            ),
             (
                 "idle CPU per daemon".into(),
                 format!(
@@ -158,7 +166,10 @@ impl Report {
                 String::new(),
             ),
             (
-                format!("{} SIGKILLed hosts marked down by all others", self.killed.len()),
+                format!(
+                    "{} SIGKILLed hosts marked down by all others",
+                    self.killed.len()
+                ),
                 format!("{:.2} s", self.marked_down_secs),
                 String::new(),
             ),
