@@ -284,8 +284,17 @@ impl Sim {
             }
             Kind::LinkTimer { host, peer, at } => self.link_timer(host, peer, at),
             Kind::Redial { from, to } => {
-                if self.hosts[from].alive && self.wants(from, to) {
-                    self.dial(from, to, Duration::ZERO);
+                // The dial loop goes on only while the peer is wanted.
+                if self.hosts[from].alive
+                    && self.wants(from, to)
+                    && !self.hosts[from].links.contains_key(&to)
+                {
+                    self.next_conn += 1;
+                    let conn = self.next_conn;
+                    let handshake = self.cfg.latency * 4;
+                    self.schedule(handshake, Kind::Connect { from, to, conn });
+                } else {
+                    self.hosts[from].dialing.remove(&to);
                 }
             }
             Kind::AntiEntropy(h) => {
@@ -333,7 +342,8 @@ impl Sim {
         !self.bounded() || self.hosts[h].wanted.contains(&peer)
     }
 
-    /// Starts a dial unless one runs or the link is up.
+    /// Starts a dial loop unless one runs or the link is up (as the node:
+    /// one loop per peer, `dialing` until the link is up or unwanted).
     fn dial(&mut self, from: usize, to: usize, extra: Duration) {
         let host = &self.hosts[from];
         if from == to || host.links.contains_key(&to) || host.dialing.contains(&to) {
@@ -350,8 +360,8 @@ impl Sim {
     }
 
     fn connect(&mut self, from: usize, to: usize, conn: u64) {
-        self.hosts[from].dialing.remove(&to);
-        if !self.hosts[from].alive {
+        if !self.hosts[from].alive || !self.hosts[from].dialing.contains(&to) {
+            // The loop died with its host.
             return;
         }
         self.hosts[from].sent_bytes += model::HANDSHAKE_BYTES;
@@ -369,6 +379,7 @@ impl Sim {
             self.schedule(wait, Kind::Redial { from, to });
             return;
         }
+        self.hosts[from].dialing.remove(&to);
         self.hosts[to].sent_bytes += model::HANDSHAKE_BYTES;
         self.hosts[to].sent_packets += model::HANDSHAKE_PACKETS;
         // Simultaneous dials: the link already there stays (the node's
@@ -453,12 +464,11 @@ impl Sim {
     }
 
     fn link_timer(&mut self, h: usize, peer: usize, at: Instant) {
-        if !self.hosts[h].alive
-            || !self.hosts[h]
-                .links
-                .get(&peer)
-                .is_some_and(|l| l.timer_at == at)
-        {
+        let current = self.hosts[h]
+            .links
+            .get(&peer)
+            .is_some_and(|l| l.timer_at == at);
+        if !self.hosts[h].alive || !current {
             return;
         }
         // QUIC's idle timeout (the node sets it to dead_after): nothing,
@@ -742,6 +752,7 @@ impl Sim {
             host.links.clear();
             host.keys.clear();
             host.dialing.clear();
+            host.backoff.clear();
         }
         let detect = self.run_until(|sim| {
             sim.alive()
