@@ -632,11 +632,20 @@ impl Sim {
             self.dial(h, peer, Duration::ZERO);
         }
         let now = self.now;
-        let mut prune: Vec<(usize, u64)> = self.hosts[h]
+        let candidates: Vec<(usize, u64)> = self.hosts[h]
             .links
             .iter()
             .filter(|(p, l)| !self.hosts[h].wanted.contains(p) && now - l.since > PRUNE_AFTER)
             .map(|(p, l)| (*p, l.conn))
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        // Kept while the other end wants it (by our view of the members).
+        let ids: Vec<PeerId> = self.hosts[h].table.records().map(|r| r.id).collect();
+        let mut prune: Vec<(usize, u64)> = candidates
+            .into_iter()
+            .filter(|(p, _)| !neighbours::keeps(peer_id(h), peer_id(*p), &ids))
             .collect();
         prune.sort_unstable();
         for (peer, conn) in prune {
