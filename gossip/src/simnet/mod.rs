@@ -301,7 +301,9 @@ impl Sim {
                 let next = self.jitter(self.cfg.anti_entropy);
                 self.schedule(next, Kind::AntiEntropy(h));
                 if self.hosts[h].alive && !self.hosts[h].links.is_empty() {
-                    let peers: Vec<usize> = self.hosts[h].links.keys().copied().collect();
+                    // Sorted: a HashMap's order would make runs differ.
+                    let mut peers: Vec<usize> = self.hosts[h].links.keys().copied().collect();
+                    peers.sort_unstable();
                     let peer = peers[self.rng.gen_range(0..peers.len())];
                     let digest = {
                         let host = &mut self.hosts[h];
