@@ -16,6 +16,9 @@
 //! - [`cipher`]: the per-peer choice of data-plane AEAD and its advertisement.
 //! - [`keyexchange`]: ephemeral x25519 + HKDF data-plane key schedule and its 3-message handover.
 //! - [`membership`]: versioned member records and their merge.
+//! - [`neighbours`]: the bounded neighbour set proposed for large meshes.
+//! - `simnet` (feature `sim`): the whole mesh on virtual time, for the
+//!   scale study (docs/scale.md).
 //! - `peers`: who is known, each peer's current link and the simultaneous-
 //!   connect tie-break ([`prefer_new_link`]), dial claims and the block list.
 //! - `channels`: the channel registry and payloads held for channels not
@@ -35,11 +38,14 @@ pub mod identity;
 pub mod keyexchange;
 pub mod link;
 pub mod membership;
+pub mod neighbours;
 pub mod node;
 mod peers;
 mod persist;
 #[cfg(test)]
 mod sim;
+#[cfg(any(test, feature = "sim"))]
+pub mod simnet;
 pub mod state;
 pub mod token;
 pub mod transport;

@@ -4,8 +4,13 @@
 //! ([`Link::tick`], due at [`Link::poll_timeout`]); it answers with
 //! [`Action`]s for the caller to carry out — frames to send, keys to hand to
 //! the data plane, a close. It owns everything that is per connection:
-//! - liveness: a heartbeat every `heartbeat`, and a close when nothing at all
-//!   was heard for `dead_after`;
+//! - liveness: the connection's dialer sends a heartbeat every `heartbeat`;
+//!   the other side closes when nothing at all was heard for `dead_after`,
+//!   and the dialer learns the same from QUIC's idle timeout (set to
+//!   `dead_after`; every heartbeat is acknowledged). An idle link so costs
+//!   one small packet and its ACK per interval instead of two of each —
+//!   with a connection to every member, that is most of a host's idle
+//!   traffic and CPU (docs/scale.md);
 //! - data-plane key exchange (see [`crate::keyexchange`]): the connection's
 //!   dialer initiates one at once and every `rekey`, and retries with a
 //!   fresh generation when the exchange in flight got no answer within
@@ -204,7 +209,8 @@ impl Link {
         }
         if now >= self.next_heartbeat {
             self.next_heartbeat = now + self.timers.heartbeat;
-            if now.saturating_duration_since(self.last_heard) > self.timers.dead_after {
+            let silent = now.saturating_duration_since(self.last_heard) > self.timers.dead_after;
+            if !self.initiator && silent {
                 self.closed = true;
                 actions.push(Action::Close {
                     code: close_code::DEAD,
@@ -212,7 +218,9 @@ impl Link {
                 });
                 return actions;
             }
-            actions.push(Action::Send(Message::Heartbeat));
+            if self.initiator {
+                actions.push(Action::Send(Message::Heartbeat));
+            }
             let retry_after = self.timers.kx_retry_after();
             let unanswered = self
                 .pending

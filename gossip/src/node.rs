@@ -124,7 +124,9 @@ impl Node {
             &cfg.identity,
             cfg.listen,
             TransportTimers {
-                keep_alive: link_timers.heartbeat,
+                // Past the heartbeat, so QUIC pings only when heartbeats stop
+                // (link.rs: the dialer's liveness is this idle timeout).
+                keep_alive: (link_timers.dead_after / 2).max(link_timers.heartbeat),
                 idle_timeout: link_timers.dead_after,
             },
         )?;

@@ -14,6 +14,7 @@
 
 pub mod bench;
 pub mod cnitool;
+pub mod scale;
 pub mod svcbench;
 
 use anyhow::{anyhow, bail, Context, Result};

@@ -61,6 +61,25 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         secs: u32,
     },
+    /// Scale lab: N complete meshd hosts joined through one seed; measures
+    /// convergence, change propagation, pings, idle cost per daemon and
+    /// recovery from SIGKILL, and prints one table (see docs/scale.md).
+    Scale {
+        #[arg(long, default_value_t = 50)]
+        hosts: usize,
+        /// Seconds over which the idle cost is measured.
+        #[arg(long, default_value_t = 60)]
+        idle_secs: u64,
+        /// Containers on other hosts each host pings.
+        #[arg(long, default_value_t = 3)]
+        pings: usize,
+        /// Percentage of hosts SIGKILLed and restarted.
+        #[arg(long, default_value_t = 10)]
+        kill_percent: u32,
+        /// Also write the raw numbers as JSON here.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -96,6 +115,13 @@ fn main() -> std::process::ExitCode {
             &STOP,
         ),
         Cmd::SvcBench { secs } => integration::svcbench::run(secs),
+        Cmd::Scale {
+            hosts,
+            idle_secs,
+            pings,
+            kill_percent,
+            out,
+        } => scale(hosts, idle_secs, pings, kill_percent, out),
     };
     match r {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -104,6 +130,29 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn scale(
+    hosts: usize,
+    idle_secs: u64,
+    pings: usize,
+    kill_percent: u32,
+    out: Option<std::path::PathBuf>,
+) -> Result<()> {
+    let opts = integration::scale::Options {
+        idle: Duration::from_secs(idle_secs),
+        ping_fanout: pings,
+        kill_share: f64::from(kill_percent) / 100.0,
+        ..integration::scale::Options::new(hosts)
+    };
+    let report = integration::scale::run(&opts, &STOP)?;
+    print!("{}", report.table());
+    if let Some(path) = out {
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+        println!("raw numbers: {}", path.display());
+    }
+    Ok(())
 }
 
 fn step(msg: &str) -> Result<()> {

@@ -392,8 +392,12 @@ fn removed_peer_passes_its_space_on() {
         lab.meshctl(0, &["peer", "rm", "h3"])
     })
     .unwrap();
-    // Running it on a second host too is harmless (not Weave's trap).
-    lab.meshctl(1, &["peer", "rm", "h3"]).unwrap();
+    // Running it on a second host too is harmless (not Weave's trap), once
+    // that host has also seen h3 go down (failure detection is per host).
+    wait_for(Duration::from_secs(15), || {
+        lab.meshctl(1, &["peer", "rm", "h3"])
+    })
+    .unwrap();
     wait_for(Duration::from_secs(10), || {
         let v: Vec<IpamNetwork> = lab.meshctl_json(1, &["ipam"])?;
         let owners: BTreeSet<String> = v[0].ranges.iter().map(|r| r.owner_name.clone()).collect();

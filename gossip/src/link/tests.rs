@@ -222,12 +222,16 @@ fn silence_closes_the_link_and_violations_close_it_at_once() {
     let mut pair = Pair::new(0, 0);
     pair.open();
     pair.run_for(Duration::from_secs(3), |_| {});
-    pair.set_loss(|from, _| from == 1);
+    // The dialer (host 0) goes silent: the other side closes.
+    pair.set_loss(|from, _| from == 0);
     pair.run_for(TIMERS.dead_after + TIMERS.heartbeat * 2, |_| {});
     assert_eq!(
-        pair.hosts[0].closed,
+        pair.hosts[1].closed,
         Some((close_code::DEAD, "no heartbeat"))
     );
+    // The dialer hears nothing on an idle link by design: its side of the
+    // liveness check is QUIC's idle timeout, not the link's.
+    assert_eq!(pair.hosts[0].closed, None);
 
     let mut pair = Pair::new(0, 0);
     pair.open();
@@ -303,4 +307,24 @@ fn a_downgraded_advertisement_leaves_no_working_keys() {
         assert!(!pair.deliverable(0), "A's packets must not open at B");
         assert!(!pair.deliverable(1), "B's packets must not open at A");
     }
+}
+
+#[test]
+fn an_idle_link_carries_heartbeats_one_way_only() {
+    let mut pair = Pair::new(1, 0);
+    pair.open();
+    pair.run_for(Duration::from_secs(30), |_| {});
+    let heartbeats = |host: usize| {
+        pair.hosts[host]
+            .sent
+            .iter()
+            .filter(|m| matches!(m, Message::Heartbeat))
+            .count()
+    };
+    // Host 1 dialed: one heartbeat per interval from it, none back, and
+    // the link stays up on both sides.
+    let expected = (30 / TIMERS.heartbeat.as_secs()) as usize;
+    assert!(heartbeats(1).abs_diff(expected) <= 1, "{}", heartbeats(1));
+    assert_eq!(heartbeats(0), 0);
+    assert!(pair.hosts.iter().all(|h| h.closed.is_none()));
 }

@@ -34,7 +34,11 @@ pub struct Config {
 impl Config {
     pub const DEFAULT_REKEY_INTERVAL: Duration = Duration::from_secs(110);
     pub const MAX_REKEY_INTERVAL: Duration = Duration::from_secs(120);
-    pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+    /// Only a connection's dialer sends heartbeats; every 2 s keeps an idle
+    /// link at one packet and one ACK per 2 s (docs/scale.md: with 49 peers
+    /// that is ~1.5 KB/s per host) while `dead_after` still finds a dead
+    /// peer in 5 s.
+    pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
     pub const DEFAULT_DEAD_AFTER: Duration = Duration::from_secs(5);
     pub const DEFAULT_ANTI_ENTROPY_INTERVAL: Duration = Duration::from_secs(3);
 

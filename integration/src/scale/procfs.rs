@@ -1,0 +1,148 @@
+//! What one daemon costs, read from /proc and from nftables counters in its
+//! namespace — nothing is asked of the daemon itself, so measuring does not
+//! wake it.
+
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// One reading of a process.
+#[derive(Clone, Debug, Default)]
+pub struct ProcSample {
+    pub rss_kib: u64,
+    pub fds: usize,
+    pub threads: usize,
+    /// User + system time of every thread, in clock ticks.
+    pub cpu_ticks: u64,
+    /// The same per thread name (`comm`), to tell where the CPU goes.
+    pub ticks_by_thread: BTreeMap<String, u64>,
+}
+
+/// Clock ticks per second (`_SC_CLK_TCK`, 100 on Linux).
+pub fn clock_ticks_per_sec() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+/// utime + stime from a `stat` line; the command name may hold spaces and
+/// parentheses, so fields are counted after its closing `)`.
+fn stat_ticks(stat: &str) -> Result<u64> {
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("stat line without a command name")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After `)`: state is field 3 of stat(5), so utime (14) and stime (15)
+    // are at indices 11 and 12 here.
+    let field = |i: usize| -> Result<u64> {
+        fields
+            .get(i)
+            .context("short stat line")?
+            .parse()
+            .context("stat field is not a number")
+    };
+    Ok(field(11)? + field(12)?)
+}
+
+fn status_field(status: &str, key: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+pub fn sample(pid: u32) -> Result<ProcSample> {
+    let dir = Path::new("/proc").join(pid.to_string());
+    let status = std::fs::read_to_string(dir.join("status"))
+        .with_context(|| format!("process {pid} is gone"))?;
+    let mut out = ProcSample {
+        rss_kib: status_field(&status, "VmRSS:").unwrap_or(0),
+        threads: status_field(&status, "Threads:").unwrap_or(0) as usize,
+        fds: std::fs::read_dir(dir.join("fd"))?.count(),
+        ..ProcSample::default()
+    };
+    for task in std::fs::read_dir(dir.join("task"))? {
+        let task = task?.path();
+        // A thread may end between the listing and the read.
+        let (Ok(stat), Ok(comm)) = (
+            std::fs::read_to_string(task.join("stat")),
+            std::fs::read_to_string(task.join("comm")),
+        ) else {
+            continue;
+        };
+        let ticks = stat_ticks(&stat)?;
+        out.cpu_ticks += ticks;
+        *out.ticks_by_thread
+            .entry(thread_kind(comm.trim()))
+            .or_default() += ticks;
+    }
+    Ok(out)
+}
+
+/// Thread names without their serial number (`mesh-dp-tap3` → `mesh-dp-tap`).
+fn thread_kind(comm: &str) -> String {
+    comm.trim_end_matches(|c: char| c.is_ascii_digit())
+        .to_string()
+}
+
+/// nftables rules counting what a host sends from its control (QUIC) and
+/// data-plane ports, inside the host's namespace.
+pub fn counter_rules(control_port: u16, data_port: u16) -> String {
+    format!(
+        "table inet meshlab_scale {{\n counter control {{ }}\n counter data {{ }}\n \
+         chain output {{ type filter hook output priority 0; policy accept;\n  \
+         udp sport {control_port} counter name \"control\"\n  \
+         udp sport {data_port} counter name \"data\"\n }}\n}}\n"
+    )
+}
+
+/// Bytes from `nft list counter inet meshlab_scale NAME` output.
+pub fn parse_counter_bytes(text: &str) -> Result<u64> {
+    let mut words = text.split_whitespace();
+    while let Some(w) = words.next() {
+        if w == "bytes" {
+            return words
+                .next()
+                .context("counter without a byte count")?
+                .parse()
+                .context("byte count is not a number");
+        }
+    }
+    bail!("no byte count in nft output: {text}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_ticks_skip_odd_command_names() {
+        let line = "42 (tokio (w) 1) S 1 42 42 0 -1 4194560 100 0 0 0 250 31 0 0 20 0 9 0 1 1 1";
+        assert_eq!(stat_ticks(line).unwrap(), 281);
+        assert!(stat_ticks("42 (x) S 1").is_err());
+        assert!(stat_ticks("no parenthesis").is_err());
+    }
+
+    #[test]
+    fn own_process_is_readable() {
+        let s = sample(std::process::id()).unwrap();
+        assert!(s.rss_kib > 0 && s.fds > 0 && s.threads >= 1);
+        assert_eq!(s.cpu_ticks, s.ticks_by_thread.values().sum::<u64>());
+    }
+
+    #[test]
+    fn counter_bytes_are_parsed() {
+        let text =
+            "table inet meshlab_scale {\n\tcounter control {\n\t\tpackets 12 bytes 3456\n\t}\n}\n";
+        assert_eq!(parse_counter_bytes(text).unwrap(), 3456);
+        assert!(parse_counter_bytes("packets 1").is_err());
+        assert!(parse_counter_bytes("bytes x").is_err());
+        assert_eq!(thread_kind("mesh-dp-tap12"), "mesh-dp-tap");
+    }
+}
