@@ -259,24 +259,20 @@ pub fn ack(
 mod tests {
     use super::*;
 
-    const DIALER: PeerId = PeerId([1; 32]);
-    const ACCEPTOR: PeerId = PeerId([2; 32]);
+    use crate::sim::peer;
+    use std::sync::LazyLock;
+
+    static DIALER: LazyLock<PeerId> = LazyLock::new(|| peer(1));
+    static ACCEPTOR: LazyLock<PeerId> = LazyLock::new(|| peer(2));
 
     fn record(id: PeerId) -> MemberRecord {
-        MemberRecord {
-            id,
-            name: "host".into(),
-            addrs: vec!["127.0.0.1:1".into()],
-            incarnation: 1,
-            version: 0,
-            meta: Default::default(),
-        }
+        crate::sim::record(id)
     }
 
     fn parties(secret: &MeshSecret, side: Side) -> Parties<'_> {
         let (local, remote) = match side {
-            Side::Dialer => (DIALER, ACCEPTOR),
-            Side::Acceptor => (ACCEPTOR, DIALER),
+            Side::Dialer => (*DIALER, *ACCEPTOR),
+            Side::Acceptor => (*ACCEPTOR, *DIALER),
         };
         Parties {
             local,
@@ -299,10 +295,10 @@ mod tests {
     ) -> Result<(Admitted, Admitted), CloseReason> {
         let dialer = parties(dialer_secret, Side::Dialer);
         let acceptor = parties(acceptor_secret, Side::Acceptor);
-        let mut hello = hello(&dialer, record(DIALER), 4, addr());
+        let mut hello = hello(&dialer, record(*DIALER), 4, addr());
         edit(&mut hello);
         let at_acceptor = check(&acceptor, false, hello.into())?;
-        let ack = ack(&acceptor, &at_acceptor, record(ACCEPTOR), 9, addr());
+        let ack = ack(&acceptor, &at_acceptor, record(*ACCEPTOR), 9, addr());
         let at_dialer = check(&dialer, false, ack.into())?;
         Ok((at_acceptor, at_dialer))
     }
@@ -311,9 +307,9 @@ mod tests {
     fn both_sides_admit_a_member() {
         let secret = MeshSecret::generate();
         let (at_acceptor, at_dialer) = exchange(&secret, &secret, |_| {}).unwrap();
-        assert_eq!(at_acceptor.record.id, DIALER);
+        assert_eq!(at_acceptor.record.id, *DIALER);
         assert_eq!(at_acceptor.last_key_generation, 4);
-        assert_eq!(at_dialer.record.id, ACCEPTOR);
+        assert_eq!(at_dialer.record.id, *ACCEPTOR);
         assert_eq!(at_dialer.last_key_generation, 9);
         assert_eq!(at_dialer.version, PROTOCOL_VERSION);
     }
@@ -339,11 +335,11 @@ mod tests {
         let dialer = parties(&dialer_secret, Side::Dialer);
         let admitted = Admitted {
             version: PROTOCOL_VERSION,
-            record: record(DIALER),
+            record: record(*DIALER),
             last_key_generation: 0,
             observed: addr(),
         };
-        let ack = ack(&acceptor, &admitted, record(ACCEPTOR), 0, addr());
+        let ack = ack(&acceptor, &admitted, record(*ACCEPTOR), 0, addr());
         let err = check(&dialer, false, ack.into()).unwrap_err();
         assert_eq!(err, CloseReason::BadProof { side: Side::Dialer });
         assert!(matches!(err.into_error(), Error::AuthRejected { .. }));
@@ -359,19 +355,19 @@ mod tests {
         assert!(matches!(future, Err(CloseReason::Version { .. })));
         let newer_too = exchange(&secret, &secret, |h| h.max_version = PROTOCOL_VERSION + 3);
         assert!(newer_too.is_ok(), "a wider range still meets ours");
-        let impostor = exchange(&secret, &secret, |h| h.record.id = PeerId([3; 32]));
+        let impostor = exchange(&secret, &secret, |h| h.record.id = peer(3));
         assert_eq!(impostor.unwrap_err(), CloseReason::BadRecord);
         let huge = exchange(&secret, &secret, |h| h.record.name = "x".repeat(10_000));
         assert_eq!(huge.unwrap_err(), CloseReason::BadRecord);
 
-        assert_eq!(check_peer(DIALER, DIALER, false), Err(CloseReason::OwnId));
+        assert_eq!(check_peer(*DIALER, *DIALER, false), Err(CloseReason::OwnId));
         assert_eq!(
-            check_peer(DIALER, ACCEPTOR, true),
+            check_peer(*DIALER, *ACCEPTOR, true),
             Err(CloseReason::Blocked)
         );
         let dialer = parties(&secret, Side::Dialer);
         let acceptor = parties(&secret, Side::Acceptor);
-        let hello = hello(&dialer, record(DIALER), 0, addr());
+        let hello = hello(&dialer, record(*DIALER), 0, addr());
         assert_eq!(
             check(&acceptor, true, hello.into()).unwrap_err().code(),
             close_code::BLOCKED
@@ -383,9 +379,9 @@ mod tests {
         // The acceptor echoing the dialer's own proof must not pass.
         let secret = MeshSecret::generate();
         let dialer = parties(&secret, Side::Dialer);
-        let hello = hello(&dialer, record(DIALER), 0, addr());
+        let hello = hello(&dialer, record(*DIALER), 0, addr());
         let mut greeting = Greeting::from(hello.clone());
-        greeting.record = record(ACCEPTOR);
+        greeting.record = record(*ACCEPTOR);
         assert_eq!(
             check(&dialer, false, greeting).unwrap_err(),
             CloseReason::BadProof { side: Side::Dialer }

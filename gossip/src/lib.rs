@@ -14,7 +14,8 @@
 //!   (`handle(message, now)`, `tick(now)` → actions): heartbeats and
 //!   liveness, key exchange with retries, anti-entropy replies.
 //! - [`keyexchange`]: ephemeral x25519 + HKDF data-plane key schedule and its 3-message handover.
-//! - [`membership`]: versioned member records and their merge.
+//! - [`membership`]: versioned member records, signed by their subject, and their merge.
+//! - [`signed`]: Ed25519 signatures by host identities and the process keyring.
 //! - `peers`: who is known, each peer's current link and the simultaneous-
 //!   connect tie-break ([`prefer_new_link`]), dial claims and the block list.
 //! - `channels`: the channel registry and payloads held for channels not
@@ -36,6 +37,7 @@ pub mod membership;
 pub mod node;
 mod peers;
 mod persist;
+pub mod signed;
 #[cfg(test)]
 mod sim;
 pub mod state;
@@ -49,6 +51,7 @@ pub use keyexchange::SessionKeys;
 pub use node::{
     prefer_new_link, Config, Member, Node, NoopObserver, PeerInfo, PeerObserver, PeerState,
 };
+pub use signed::{Signature, Signed};
 pub use state::{Channel, DecodeError, GCounter, LwwMap, LwwRegister, Mergeable, Stamp};
 pub use token::MeshSecret;
 

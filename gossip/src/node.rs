@@ -136,15 +136,19 @@ impl Node {
         }
         // Start time in ms, strictly above the last run's so the new self wins.
         let incarnation = now_millis().max(persisted.own_incarnation + 1);
-        let own = MemberRecord {
+        let mut own = MemberRecord {
             id,
             name: cfg.name.clone(),
             addrs,
             incarnation,
             version: 0,
             meta: cfg.meta.clone(),
+            signature: Default::default(),
         };
-        own.validate().map_err(Error::Protocol)?;
+        // The identity registered its key when it was loaded.
+        own.sign();
+        own.validate()
+            .map_err(|e| Error::Protocol(format!("own member record: {e}")))?;
         let mut table = MembershipTable::new(own);
         table.merge(persisted.records.iter().filter(|r| r.id != id).cloned());
         let mut peers = Peers::new(table);
@@ -459,8 +463,15 @@ impl Inner {
 
     fn merge_members(&self, records: Vec<MemberRecord>, source: PeerId) {
         let outcome = lock(&self.peers).table.merge(records);
-        if outcome.rejected > 0 {
-            warn!(peer = %source, rejected = outcome.rejected, "dropped member records over limits");
+        if let Some((subject, reason)) = &outcome.first_rejection {
+            crate::signed::note_rejection(
+                source,
+                "members",
+                &format!(
+                    "{} member record(s), first about {subject}: {reason}",
+                    outcome.rejected
+                ),
+            );
         }
         // A refuted self record must also reach the source.
         let source = if outcome.refuted_self {

@@ -71,9 +71,9 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         assert_eq!(load(&dir), Persisted::default(), "no file yet");
 
-        let mut peers: Peers<()> = Peers::new(MembershipTable::new(record(A)));
-        peers.table.merge([record(B)]);
-        peers.slots.entry(B).or_default().last_remote = Some("10.1.2.3:7000".parse().unwrap());
+        let mut peers: Peers<()> = Peers::new(MembershipTable::new(record(*A)));
+        peers.table.merge([record(*B)]);
+        peers.slots.entry(*B).or_default().last_remote = Some("10.1.2.3:7000".parse().unwrap());
         let snapshot = Persisted::capture(&mut peers);
         assert!(!peers.persist_dirty);
         save(&dir, &snapshot).unwrap();
@@ -85,7 +85,7 @@ mod tests {
         assert_eq!(load(&dir), snapshot);
         assert_eq!(
             snapshot.records,
-            vec![record(B)],
+            vec![record(*B)],
             "our own record is not kept"
         );
 
