@@ -361,7 +361,7 @@ mod tests {
                 let kept_a = at_a.slots[&*B].link.as_ref().unwrap().id;
                 let kept_b = at_b.slots[&*A].link.as_ref().unwrap().id;
                 assert_eq!((kept_a, kept_b), (1, 1), "orders {a_order:?} {b_order:?}");
-                assert!(at_a.is_current(&*B, 1) && !at_a.is_current(&*B, 2));
+                assert!(at_a.is_current(&B, 1) && !at_a.is_current(&B, 2));
             }
         }
         // On the kept link only its dialer (A) starts key exchanges, and
@@ -390,7 +390,7 @@ mod tests {
         let admission = at_a.admit(*B, restarted).unwrap();
         assert_eq!(admission.replaced, Some("dialed by A"));
         assert_eq!(admission.changed.len(), 1, "the new incarnation is flooded");
-        assert!(at_a.is_current(&*B, 2));
+        assert!(at_a.is_current(&B, 2));
         assert!(
             !at_a.link_lost(*B, 1, 10, 20),
             "the old link going is no loss"

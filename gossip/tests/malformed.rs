@@ -45,7 +45,7 @@ async fn raw_member_as(
     secret: &MeshSecret,
 ) -> Raw {
     let endpoint = transport::bind_endpoint(
-        &identity,
+        identity,
         loopback(),
         TransportTimers {
             keep_alive: Duration::from_secs(1),
