@@ -30,6 +30,7 @@ use crate::records::{self, Channels, EndpointRecord, NetworkDef, Records, Remove
 use crate::reserve::Reservations;
 use crate::resolvconf::NetnsEtc;
 use crate::state::{AttachmentStore, StateDir};
+use crate::validate::Guards;
 use crate::views;
 
 /// Underlay MTU assumed for the overlay MTU (an Ethernet LAN).
@@ -66,9 +67,17 @@ impl RecordSource for MeshRecords {
     }
 }
 
-/// Opens a replicated channel on `node`, starting from its snapshot.
-fn open_channel<V: records::Record>(node: &Node, state: &StateDir, name: &str) -> Records<V> {
-    node.channel(name, load_snapshot(state, name))
+/// Opens a replicated channel on `node` with its guarded state (see
+/// [`crate::validate`]), then merges its snapshot in (checked like any write).
+fn open_channel<V: records::Record>(
+    node: &Node,
+    state: &StateDir,
+    name: &str,
+    guarded: gossip::LwwMap<String, V>,
+) -> Records<V> {
+    let ch = node.channel(name, guarded);
+    ch.update(load_snapshot(state, name));
+    ch
 }
 
 impl Daemon {
@@ -109,12 +118,28 @@ impl Daemon {
             info!("created a new one-host mesh");
         }
 
+        // Channels other channels' rules read come first.
+        let networks = open_channel(&node, &state, records::NETWORKS_CHANNEL, Guards::networks());
+        let removed = open_channel(&node, &state, records::REMOVED_CHANNEL, Guards::removed());
         let channels = Channels {
-            networks: open_channel(&node, &state, records::NETWORKS_CHANNEL),
-            endpoints: open_channel(&node, &state, records::ENDPOINTS_CHANNEL),
-            ring: open_channel(&node, &state, records::RING_CHANNEL),
-            requests: node.channel(records::REQUESTS_CHANNEL, Default::default()),
-            removed: open_channel(&node, &state, records::REMOVED_CHANNEL),
+            endpoints: open_channel(
+                &node,
+                &state,
+                records::ENDPOINTS_CHANNEL,
+                Guards::endpoints(networks.clone()),
+            ),
+            ring: open_channel(
+                &node,
+                &state,
+                records::RING_CHANNEL,
+                Guards::ring(networks.clone(), removed.clone()),
+            ),
+            requests: node.channel(
+                records::REQUESTS_CHANNEL,
+                Guards::requests(networks.clone()),
+            ),
+            networks,
+            removed,
         };
         let resolver = Resolver::new(
             Arc::new(MeshRecords {
@@ -488,9 +513,11 @@ impl Daemon {
             hosts: members,
             sealed_secrets,
         };
-        // The ring first: a host that learns the network can allocate at once.
-        self.alloc.init_ring(&def);
+        // The definition first: a host admits a network's first range only
+        // once it knows the network (and its creator). A host that learns
+        // the network before its range waits for the range to arrive.
         records::put(&self.channels.networks, self.id(), &req.id, def.clone());
+        self.alloc.init_ring(&def);
         if !def.allows_host(&self.id().to_hex()) {
             return Ok(self.network_view(&def));
         }

@@ -56,7 +56,13 @@ pub enum LookupError {
 
 /// The short form of an id used in messages.
 pub fn short_id(id: &str) -> &str {
-    &id[..id.len().min(12)]
+    // Ids can come from peers: never slice inside a character.
+    let end = id
+        .char_indices()
+        .nth(12)
+        .map(|(i, _)| i)
+        .unwrap_or(id.len());
+    &id[..end]
 }
 
 impl HostSet {

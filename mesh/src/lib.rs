@@ -11,6 +11,7 @@ pub mod hosts;
 pub mod ipam;
 pub mod networks;
 pub mod records;
+pub mod validate;
 pub mod views;
 
 // The parts of the daemon, each over its own state.
