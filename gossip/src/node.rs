@@ -22,6 +22,7 @@ mod config;
 mod connection;
 mod dial;
 mod observer;
+mod outbound;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -31,7 +32,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rand::Rng;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
 
@@ -86,6 +87,8 @@ struct Inner {
     channels: Mutex<Channels>,
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<AbortHandle>>,
+    /// Permits for accepted connections whose dialer proved nothing yet.
+    unauthenticated: Arc<tokio::sync::Semaphore>,
     this: Weak<Inner>,
 }
 
@@ -172,6 +175,7 @@ impl Node {
             channels: Mutex::new(Channels::default()),
             shutdown: watch::channel(false).0,
             tasks: Mutex::new(Vec::new()),
+            unauthenticated: Arc::new(tokio::sync::Semaphore::new(connection::MAX_UNAUTHENTICATED)),
             this: this.clone(),
         });
         info!(peer = %id, addr = %local_addr, incarnation, "gossip node started");
@@ -566,7 +570,7 @@ async fn accept_loop(node: Arc<Inner>) {
 async fn anti_entropy_loop(node: Arc<Inner>) {
     loop {
         tokio::time::sleep(jitter(node.anti_entropy)).await;
-        let target: Option<mpsc::Sender<Bytes>> = {
+        let target: Option<outbound::Outbound> = {
             let peers = lock(&node.peers);
             let up: Vec<&LinkHandle> = peers.up_links().map(|(_, l)| l).collect();
             if up.is_empty() {

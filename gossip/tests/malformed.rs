@@ -9,7 +9,7 @@ use common::*;
 use gossip::auth::{membership_proof, Role, EKM_AUTH_LABEL};
 use gossip::membership::MemberRecord;
 use gossip::transport::{self, close_code, TransportTimers};
-use gossip::wire::{encode_frame, Hello, HelloAck, Message};
+use gossip::wire::{encode_frame, Hello, HelloAck, HelloRecord, Message};
 use gossip::{Identity, MeshSecret, PROTOCOL_VERSION};
 
 type Raw = (
@@ -64,14 +64,17 @@ async fn raw_member_as(
         min_version: 1,
         max_version: PROTOCOL_VERSION,
         proof: membership_proof(secret, Role::Dialer, &ekm, &identity.peer_id(), &remote),
-        record: raw_record(identity, "raw", 0),
-        last_key_generation: 0,
         observed: target,
     };
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
     transport::write_frame(&mut send, &hello).await.unwrap();
     let ack = transport::read_frame::<HelloAck>(&mut recv).await.unwrap();
     assert!(ack.is_some(), "valid token: handshake accepted");
+    let third = HelloRecord {
+        record: raw_record(identity, "raw", 0),
+        last_key_generation: 0,
+    };
+    transport::write_frame(&mut send, &third).await.unwrap();
     (endpoint, conn, send, recv)
 }
 
@@ -237,4 +240,54 @@ async fn forged_and_unreachable_member_records_are_dropped() {
     assert!(eventually(Duration::from_secs(10), || async { up_count(&late) >= 2 }).await);
     late.shutdown().await;
     shutdown_all(&nodes).await;
+}
+
+/// Before the proof: a hello beyond the small limit is refused, and the
+/// acceptor sends nothing about itself to a dialer that proved nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_told_or_kept_before_the_proof() {
+    init_tracing();
+    let node = start(Arc::new(gossip::node::NoopObserver)).await;
+    let connect = || async {
+        let identity = Identity::generate().unwrap();
+        let endpoint = transport::bind_endpoint(
+            &identity,
+            loopback(),
+            TransportTimers {
+                keep_alive: Duration::from_secs(1),
+                idle_timeout: Duration::from_secs(5),
+            },
+        )
+        .unwrap();
+        let conn = endpoint
+            .connect(node.local_addr(), transport::SERVER_NAME)
+            .unwrap()
+            .await
+            .unwrap();
+        (endpoint, conn)
+    };
+    // 1. A length prefix just over the hello limit (far below the frame limit).
+    let (_ep, conn) = connect().await;
+    let (mut send, _recv) = conn.open_bi().await.unwrap();
+    send.write_all(&((gossip::wire::MAX_HELLO_LEN as u32 + 1).to_be_bytes()))
+        .await
+        .unwrap();
+    assert_closed_for_protocol_error(&conn).await;
+
+    // 2. A wrong proof: closed, and nothing but the close arrives.
+    let (_ep, conn) = connect().await;
+    let hello = Hello {
+        min_version: 1,
+        max_version: PROTOCOL_VERSION,
+        proof: [7; 32],
+        observed: node.local_addr(),
+    };
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    transport::write_frame(&mut send, &hello).await.unwrap();
+    let got = transport::read_frame::<HelloAck>(&mut recv).await;
+    assert!(
+        !matches!(got, Ok(Some(_))),
+        "no ack (and so no record) without a proof"
+    );
+    node.shutdown().await;
 }
