@@ -22,6 +22,7 @@ use crate::dns::{RecordSource, Resolver};
 use crate::error::ApiError;
 use crate::fabric::{Fabric, Realized};
 use crate::hosts::{HostSet, LookupError, Scope};
+use crate::isolation;
 use crate::netdev::Netlink;
 use crate::netsecret::{self, HostKey};
 use crate::networks::{self, DefinitionError};
@@ -358,6 +359,29 @@ impl Daemon {
         }
         self.peers
             .set_networks(self.fabric.finish(devices, &desired));
+        self.apply_isolation(devices, &desired);
+    }
+
+    /// Rebuilds the host's isolation table for the networks realised here
+    /// (see [`crate::isolation`]). A failure is logged, not fatal: the
+    /// networks themselves still work.
+    fn apply_isolation(&self, devices: &Realized, desired: &BTreeMap<String, NetworkDef>) {
+        let bridges: Vec<isolation::Bridge> = devices
+            .wires
+            .iter()
+            .filter_map(|(id, w)| {
+                let def = desired.get(id)?;
+                let svc = crate::ipam::service_address(def.subnet);
+                Some(isolation::Bridge {
+                    name: self.fabric.bridge_of(*w),
+                    service4: svc,
+                    service6: def.ipv6_for(svc),
+                })
+            })
+            .collect();
+        if let Err(e) = isolation::apply(&self.settings.link_prefix, &bridges) {
+            warn!("networks are NOT isolated on this host: {e:#}");
+        }
     }
 
     // ---- API operations ------------------------------------------------
@@ -675,6 +699,9 @@ pub async fn cleanup(settings: &Settings) -> Result<usize> {
             nl.delete(&link.name).await?;
             removed += 1;
         }
+    }
+    if let Err(e) = isolation::remove(&settings.link_prefix) {
+        warn!("cannot remove the isolation table: {e:#}");
     }
     if settings.state_dir.exists() {
         AttachmentStore::clear(&StateDir::open(&settings.state_dir)?)?;

@@ -19,6 +19,7 @@ pub mod alloc;
 pub mod attach;
 pub mod dns;
 pub mod fabric;
+pub mod isolation;
 pub mod netdev;
 pub mod netsecret;
 pub mod peers;
