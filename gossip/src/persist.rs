@@ -20,6 +20,11 @@ pub(crate) struct Persisted {
     pub own_incarnation: u64,
     pub records: Vec<MemberRecord>,
     pub last_remotes: Vec<(PeerId, SocketAddr)>,
+    /// Rotation epoch of the current secret (in `secret`).
+    pub secret_epoch: u64,
+    /// Secrets before the last rotations, newest last: a known member that
+    /// was down during a rotation may still prove one to get the new one.
+    pub previous_secrets: Vec<String>,
 }
 
 impl Persisted {
@@ -34,6 +39,8 @@ impl Persisted {
                 .iter()
                 .filter_map(|(id, s)| s.last_remote.map(|a| (*id, a)))
                 .collect(),
+            secret_epoch: 0,
+            previous_secrets: Vec::new(),
         }
     }
 }

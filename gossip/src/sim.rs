@@ -85,6 +85,8 @@ impl Replica for MemoryReplica {
         state.merge(&Dns::decode(&data).expect("test channels hold Dns"));
         Some(state.encode())
     }
+
+    fn offer_secret(&mut self, _from: PeerId, _epoch: u64, _token: &str) {}
 }
 
 struct Keypair {

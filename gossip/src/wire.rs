@@ -123,6 +123,23 @@ pub enum Message {
         want_reply: bool,
     },
     Digest(Digest),
+    /// The mesh secret as of rotation `epoch` (see `Node::rotate_secret`):
+    /// sent to every peer when a link comes up and after a rotation; a
+    /// host adopts it if `(epoch, token)` is above its own.
+    Secret {
+        epoch: u64,
+        token: SecretToken,
+    },
+}
+
+/// A join token on the wire; never printed.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretToken(pub String);
+
+impl std::fmt::Debug for SecretToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretToken(<redacted>)")
+    }
 }
 
 /// The hash a [`Digest`] carries for a state (SHA-256 of its encoding).

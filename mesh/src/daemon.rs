@@ -390,6 +390,13 @@ impl Daemon {
         self.node.token()
     }
 
+    /// `meshctl token rotate` (and `peer rm`): revokes the current secret.
+    pub fn rotate_token(&self) -> Result<String, ApiError> {
+        self.node
+            .rotate_secret()
+            .map_err(|e| ApiError::Internal(anyhow::anyhow!("rotating the mesh secret: {e}")))
+    }
+
     pub async fn join(&self, req: api::JoinRequest) -> Result<api::JoinResponse, ApiError> {
         let secret = MeshSecret::from_str(req.token.trim())
             .map_err(|e| ApiError::BadRequest(format!("invalid token: {e}")))?;
@@ -651,6 +658,9 @@ impl Daemon {
             }
         }
         self.apply_removals();
+        // Removal revokes: the removed host holds the current secret, and
+        // with it could come back under a fresh identity.
+        self.rotate_token()?;
         Ok(api::RemovePeerResponse {
             removed: m.name.clone(),
         })

@@ -209,7 +209,7 @@ impl Inner {
             transport::close(&conn, close_code::PROTOCOL_ERROR, "no valid hello");
             return;
         };
-        let secret = self.secret();
+        let secrets = self.secrets();
         let Ok(ekm) = transport::exported_secret(&conn, EKM_AUTH_LABEL) else {
             transport::close(
                 &conn,
@@ -218,14 +218,33 @@ impl Inner {
             );
             return;
         };
-        let parties = Parties {
+        let blocked = self.is_blocked(&remote);
+        let mut parties = Parties {
             local: self.id,
             remote,
             side: Side::Acceptor,
-            secret: &secret,
+            secret: &secrets.current,
             ekm,
         };
-        let admitted = match handshake::check(&parties, self.is_blocked(&remote), hello.into()) {
+        let mut verdict = handshake::check(&parties, blocked, hello.clone().into());
+        // A known member that was down during a rotation proves an older
+        // secret: admitted, and the link sends it the current one.
+        let known = lock(&self.peers).table.get(&remote).is_some();
+        if matches!(verdict, Err(CloseReason::BadProof { .. })) && known {
+            for old in secrets.previous.iter().rev() {
+                let stale = Parties {
+                    secret: old,
+                    ..parties
+                };
+                if let Ok(admitted) = handshake::check(&stale, blocked, hello.clone().into()) {
+                    info!(peer = %remote, "member proved a retired mesh secret; sending it the current one");
+                    parties = stale;
+                    verdict = Ok(admitted);
+                    break;
+                }
+            }
+        }
+        let admitted = match verdict {
             Ok(admitted) => admitted,
             Err(refusal) => {
                 if matches!(refusal, CloseReason::BadProof { .. }) {
@@ -456,6 +475,11 @@ impl Driver {
         let mut link = Link::new(params, Instant::now());
         let mut shutdown = self.node.shutdown.subscribe();
         let mut replica: &Inner = &self.node;
+        let secrets = self.node.secrets();
+        self.send(&Message::Secret {
+            epoch: secrets.epoch,
+            token: wire::SecretToken(secrets.current.to_token()),
+        });
         let mut ended = self.execute(link.open(&replica, Instant::now()));
         let timer = tokio::time::sleep_until(link.poll_timeout().into());
         tokio::pin!(timer);
