@@ -223,6 +223,18 @@ impl MembershipTable {
     pub fn merge(&mut self, incoming: impl IntoIterator<Item = MemberRecord>) -> MergeOutcome {
         let mut outcome = MergeOutcome::default();
         for record in incoming {
+            // What would not change the table needs no signature check
+            // (anti-entropy re-sends whole tables).
+            let stale = self.records.get(&record.id).is_some_and(|existing| {
+                if record.id == self.local {
+                    record.rank() < existing.rank() || record == *existing
+                } else {
+                    !record.supersedes(existing)
+                }
+            });
+            if stale {
+                continue;
+            }
             if let Err(e) = record.validate() {
                 outcome.rejected += 1;
                 outcome.first_rejection.get_or_insert((record.id, e));
