@@ -25,6 +25,10 @@ use crate::PeerId;
 
 /// Domain of the signature every LWW write carries.
 const LWW_DOMAIN: &str = "mesh/lww-entry/1";
+/// Admission passes over one batch (see `LwwMap::merge_from`): deep enough
+/// for the hand-over chains a full state carries, bounded so a crafted
+/// batch cannot make a merge quadratic.
+const MAX_ADMISSION_PASSES: usize = 8;
 /// How far ahead of our clock a guarded map accepts a stamp: beyond, a
 /// write would silently win over every later one (a value nobody can
 /// change or remove).
@@ -133,10 +137,15 @@ impl<V: Serialize> LwwEntry<V> {
 }
 
 /// What a guarded map asks before a write enters it: `Err(reason)` drops
-/// it. Gets the key, the write (its signature already verified) and the map
-/// as it was before the batch being merged.
-pub type Admission<K, V> =
-    Arc<dyn Fn(&K, &LwwEntry<V>, &LwwMap<K, V>) -> Result<(), String> + Send + Sync>;
+/// it. Gets the key, the write (its signature already verified), the map
+/// with what the batch being merged has had admitted so far, and the rest
+/// of the batch still waiting (so a rule can refuse writes that conflict
+/// with each other rather than let their order decide).
+pub type Admission<K, V> = Arc<
+    dyn Fn(&K, &LwwEntry<V>, &LwwMap<K, V>, &[(&K, &LwwEntry<V>)]) -> Result<(), String>
+        + Send
+        + Sync,
+>;
 
 struct Guard<K, V> {
     /// Names the map in logs and metrics.
@@ -278,33 +287,56 @@ where
             return self.merge_entries(other.entries.iter());
         };
         let now = now_millis();
-        // Judged against the map as it was before this batch, so the order
-        // of the batch's own entries does not matter.
-        let admitted: Vec<(&K, &LwwEntry<V>)> = other
-            .entries
-            .iter()
-            .filter(|(key, theirs)| self.entries.get(key).is_none_or(|ours| theirs.beats(ours)))
-            .filter(|(key, theirs)| {
-                let verdict = if theirs.stamp.timestamp > now.saturating_add(MAX_STAMP_AHEAD_MS) {
-                    Err(format!(
-                        "stamp {} ms ahead of our clock",
-                        theirs.stamp.timestamp - now
-                    ))
-                } else if !theirs.signature_verifies(key) {
-                    Err("signature is not the writer's".to_string())
-                } else {
-                    (guard.admit)(key, theirs, self)
-                };
-                match verdict {
-                    Ok(()) => true,
-                    Err(reason) => {
-                        signed::note_rejection(theirs.stamp.writer, &guard.name, &reason);
-                        false
-                    }
+        let mut pending: Vec<(&K, &LwwEntry<V>)> = Vec::new();
+        for (key, theirs) in &other.entries {
+            if !self.entries.get(key).is_none_or(|ours| theirs.beats(ours)) {
+                continue;
+            }
+            let bad = if theirs.stamp.timestamp > now.saturating_add(MAX_STAMP_AHEAD_MS) {
+                Some(format!(
+                    "stamp {} ms ahead of our clock",
+                    theirs.stamp.timestamp - now
+                ))
+            } else if !theirs.signature_verifies(key) {
+                Some("signature is not the writer's".to_string())
+            } else {
+                None
+            };
+            match bad {
+                Some(reason) => signed::note_rejection(theirs.stamp.writer, &guard.name, &reason),
+                None => pending.push((key, theirs)),
+            }
+        }
+        // Admission may depend on the map (who owns what): each pass judges
+        // what is left against the map as the previous passes left it, so a
+        // batch holding a chain of hand-overs (a full state after a restart)
+        // lands at once, in whatever order it is listed; entries of one pass
+        // are judged together, so one pass's order does not matter either.
+        let mut changed = false;
+        for pass in 1..=MAX_ADMISSION_PASSES {
+            let mut admitted = Vec::new();
+            let mut refused = Vec::new();
+            pending.retain(|(key, theirs)| {
+                self.entries.get(key).is_none_or(|ours| theirs.beats(ours))
+            });
+            for &(key, theirs) in &pending {
+                match (guard.admit)(key, theirs, self, &pending) {
+                    Ok(()) => admitted.push((key, theirs)),
+                    Err(reason) => refused.push((key, theirs, reason)),
                 }
-            })
-            .collect();
-        self.merge_entries(admitted.into_iter())
+            }
+            if admitted.is_empty() || pass == MAX_ADMISSION_PASSES {
+                // Left for the next anti-entropy round if still refused.
+                for (_, theirs, reason) in refused {
+                    signed::note_rejection(theirs.stamp.writer, &guard.name, &reason);
+                }
+                changed |= self.merge_entries(admitted.into_iter());
+                return changed;
+            }
+            changed |= self.merge_entries(admitted.into_iter());
+            pending = refused.into_iter().map(|(k, e, _)| (k, e)).collect();
+        }
+        changed
     }
 
     fn merge_entries<'a>(
@@ -698,7 +730,7 @@ mod tests {
     fn guarded_maps_drop_forged_future_and_refused_writes() {
         let writer = crate::Identity::from_seed([41; 32]).unwrap().peer_id();
         let before = signed::rejected_total();
-        let only_even: Admission<String, u32> = Arc::new(|_, e, _| match e.value {
+        let only_even: Admission<String, u32> = Arc::new(|_, e, _, _| match e.value {
             Some(v) if v % 2 == 1 => Err("odd".into()),
             _ => Ok(()),
         });

@@ -8,11 +8,11 @@
 //!   span, a network definition passes the API's own checks.
 //! - **Authorised by ownership**: a host writes only its own endpoints,
 //!   requests and removals (`host`/`from`/`removed_by` is the writer), and
-//!   a network only under its own name as creator. A range is written only
-//!   by a host owning all of its addresses before the write — its owner
-//!   splitting it or granting part of it (a grant is therefore always signed
-//!   by the previous owner) — or inheriting it from a host removed for good;
-//!   a network's first range only by its creator.
+//!   a network only under its own name as creator. A range may take space
+//!   only from its writer (its owner splitting it or granting part of it, so
+//!   a grant is always signed by the previous owner) or from a host removed
+//!   for good; a network's first range comes only from its creator (see
+//!   [`range`] for space no admitted range covers).
 //! - Removals (tombstones) may come from any member: `network rm --force`
 //!   and `peer rm` remove other hosts' records, and a removal can only take
 //!   away, never hijack.
@@ -153,13 +153,21 @@ pub fn endpoint(
     Ok(())
 }
 
-/// A range: well formed, inside its network's usable span, and written by
-/// a host that owns (or inherits) all of it — see the module docs.
+/// A range: well formed, inside its network's usable span, and taking no
+/// space from anyone but its writer (or a host removed for good): every
+/// range it overlaps, among those admitted here, is the writer's, so a
+/// grant is always signed by the previous owner. A network's first range
+/// comes only from its creator. Space no admitted range covers may be
+/// written (a host learning a ring whose grants were already re-split), but
+/// two writes of one batch that overlap with different owners are both
+/// refused, so the order of a batch cannot decide who owns what; honest
+/// peers' batches, which never overlap, then settle it.
 pub fn range(
     key: &str,
     r: &RangeEntry,
     writer: &PeerId,
     ring: &LwwMap<String, RangeEntry>,
+    batch: &[&RangeEntry],
     net: Option<&NetworkDef>,
     removed: &dyn Fn(&str) -> bool,
 ) -> Verdict {
@@ -184,39 +192,33 @@ pub fn range(
     })?;
     let me = writer_hex(writer);
     check(!removed(&me), || "writer was removed from the mesh".into())?;
-    let existing = ipam::ranges(ring.iter().map(|(_, v)| v), &r.network);
+    let overlaps = |e: &RangeEntry| e.network == r.network && e.end > r.start && e.start < r.end;
+    let existing: Vec<&RangeEntry> = ring
+        .iter()
+        .map(|(_, v)| v)
+        .filter(|e| e.network == r.network)
+        .collect();
     if existing.is_empty() {
-        return check(me == net.created_by && r.owner == me, || {
+        return check(me == net.created_by, || {
             "only a network's creator writes its first range".into()
         });
     }
-    // Every address of [start, end) must lie in a range the writer owns
-    // or inherits. The existing ranges do not overlap and are sorted.
-    let mut covered = r.start;
-    for e in existing
+    if let Some(e) = existing
         .iter()
-        .filter(|e| e.end > r.start && e.start < r.end)
+        .find(|e| overlaps(e) && e.owner != me && !removed(&e.owner))
     {
-        if e.start > covered {
-            break;
-        }
-        if e.owner != me && !removed(&e.owner) {
-            return Err(format!(
-                "range [{}, {}) of network {} overlaps space owned by {}",
-                r.start,
-                r.end,
-                r.network,
-                crate::hosts::short_id(&e.owner)
-            ));
-        }
-        covered = covered.max(e.end);
+        return Err(format!(
+            "range [{}, {}) of network {} takes space owned by {}",
+            r.start,
+            r.end,
+            r.network,
+            crate::hosts::short_id(&e.owner)
+        ));
     }
-    check(covered >= r.end, || {
-        format!(
-            "range [{}, {}) is not all owned by its writer",
-            r.start, r.end
-        )
-    })
+    check(
+        !batch.iter().any(|o| overlaps(o) && o.owner != r.owner),
+        || "range conflicts with another write of the same batch".into(),
+    )
 }
 
 /// A request for space: the writer's own, under its key.
@@ -253,15 +255,23 @@ pub fn removal(key: &str, r: &RemovedPeer, writer: &PeerId) -> Verdict {
     check(r.name.len() <= 255, || "name too long".into())
 }
 
+/// The other values of the batch being merged, with their keys.
+type Batch<'a, V> = &'a [(&'a String, &'a LwwEntry<V>)];
+
 fn guard<V: records::Record>(
     name: &'static str,
-    rule: impl Fn(&String, &V, &PeerId, &LwwMap<String, V>) -> Verdict + Send + Sync + 'static,
+    rule: impl Fn(&String, &V, &PeerId, &LwwMap<String, V>, Batch<'_, V>) -> Verdict
+        + Send
+        + Sync
+        + 'static,
 ) -> LwwMap<String, V> {
     let admit: Admission<String, V> =
-        Arc::new(move |key: &String, e: &LwwEntry<V>, map| match &e.value {
-            Some(v) => rule(key, v, &e.stamp.writer, map),
-            None => Ok(()),
-        });
+        Arc::new(
+            move |key: &String, e: &LwwEntry<V>, map, batch| match &e.value {
+                Some(v) => rule(key, v, &e.stamp.writer, map, batch),
+                None => Ok(()),
+            },
+        );
     LwwMap::guarded(name, admit)
 }
 
@@ -273,21 +283,21 @@ impl Guards {
     pub fn networks() -> LwwMap<String, NetworkDef> {
         guard(
             records::NETWORKS_CHANNEL,
-            |key, def: &NetworkDef, writer, map| network(key, def, writer, map.get(key)),
+            |key, def: &NetworkDef, writer, map, _| network(key, def, writer, map.get(key)),
         )
     }
 
     pub fn removed() -> LwwMap<String, RemovedPeer> {
         guard(
             records::REMOVED_CHANNEL,
-            |key, r: &RemovedPeer, writer, _| removal(key, r, writer),
+            |key, r: &RemovedPeer, writer, _, _| removal(key, r, writer),
         )
     }
 
     pub fn endpoints(networks: Records<NetworkDef>) -> LwwMap<String, EndpointRecord> {
         guard(
             records::ENDPOINTS_CHANNEL,
-            move |key, rec: &EndpointRecord, writer, _| {
+            move |key, rec: &EndpointRecord, writer, _, _| {
                 let net = records::get(&networks, &rec.network);
                 endpoint(key, rec, writer, net.as_ref())
             },
@@ -297,7 +307,7 @@ impl Guards {
     pub fn requests(networks: Records<NetworkDef>) -> LwwMap<String, SpaceRequest> {
         guard(
             records::REQUESTS_CHANNEL,
-            move |key, req: &SpaceRequest, writer, _| {
+            move |key, req: &SpaceRequest, writer, _, _| {
                 let net = records::get(&networks, &req.network);
                 request(key, req, writer, net.as_ref())
             },
@@ -310,10 +320,15 @@ impl Guards {
     ) -> LwwMap<String, RangeEntry> {
         guard(
             records::RING_CHANNEL,
-            move |key, r: &RangeEntry, writer, ring| {
+            move |key, r: &RangeEntry, writer, ring, batch| {
                 let net = records::get(&networks, &r.network);
                 let gone = removed.get();
-                range(key, r, writer, ring, net.as_ref(), &|id| {
+                let others: Vec<&RangeEntry> = batch
+                    .iter()
+                    .filter(|(k, _)| *k != key)
+                    .filter_map(|(_, e)| e.value.as_ref())
+                    .collect();
+                range(key, r, writer, ring, &others, net.as_ref(), &|id| {
                     gone.contains_key(&id.to_string())
                 })
             },
@@ -477,6 +492,13 @@ mod tests {
             m.set(attacker, high.key(), high.clone());
         });
         assert_eq!(alloc.ring_of("blue").len(), 3);
+
+        // A host that learns all of it at once (a full state after a
+        // restart or a join) admits the whole chain of hand-overs.
+        let fresh = detached_channels();
+        fresh.networks.update(ch.networks.get());
+        fresh.ring.update(ch.ring.get());
+        assert_eq!(records::live(&fresh.ring), records::live(&ch.ring));
     }
 
     #[test]
