@@ -140,6 +140,8 @@ pub fn rejected_total() -> u64 {
 }
 
 static REJECTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Authors remembered for log-once (each a 32-byte id and a channel name).
+const MAX_LOGGED_AUTHORS: usize = 4096;
 
 /// Counts a dropped statement that `from` sent us on `what` (a channel or
 /// `members`), and logs it — once per sender and channel, so a misbehaving
@@ -148,11 +150,15 @@ pub fn note_rejection(from: PeerId, what: &str, reason: &str) {
     REJECTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     static LOGGED: OnceLock<std::sync::Mutex<std::collections::HashSet<(PeerId, String)>>> =
         OnceLock::new();
-    let first = LOGGED
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert((from, what.to_string()));
+    let first = {
+        let mut logged = LOGGED
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // Writers are whatever a peer puts in a write: bound what is kept
+        // (found by fuzzing); past the bound only the counter moves.
+        logged.len() < MAX_LOGGED_AUTHORS && logged.insert((from, what.to_string()))
+    };
     if first {
         tracing::warn!(peer = %from, channel = what, reason, "dropped invalid replicated state (logged once per peer and channel)");
     }
