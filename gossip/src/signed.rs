@@ -156,7 +156,7 @@ pub fn note_rejection(from: PeerId, what: &str, reason: &str) {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         // Writers are whatever a peer puts in a write: bound what is kept
-        // (found by fuzzing); past the bound only the counter moves.
+        // past the bound only the counter moves.
         logged.len() < MAX_LOGGED_AUTHORS && logged.insert((from, what.to_string()))
     };
     if first {
