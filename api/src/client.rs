@@ -83,6 +83,12 @@ impl Client {
         self.get(routes::TOKEN).await
     }
 
+    /// Rotates the mesh secret (revocation); returns the new token.
+    pub async fn rotate_token(&self) -> Result<TokenResponse, ClientError> {
+        self.post(routes::TOKEN_ROTATE, &serde_json::json!({}))
+            .await
+    }
+
     pub async fn join(&self, req: &JoinRequest) -> Result<JoinResponse, ClientError> {
         self.post(routes::JOIN, req).await
     }

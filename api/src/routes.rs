@@ -6,6 +6,8 @@ pub const STATUS: &str = "/v1/status";
 pub const METRICS: &str = "/metrics";
 pub const PEERS: &str = "/v1/peers";
 pub const TOKEN: &str = "/v1/token";
+/// `POST`: rotate the mesh secret; answers the new token.
+pub const TOKEN_ROTATE: &str = "/v1/token/rotate";
 pub const JOIN: &str = "/v1/join";
 pub const NETWORKS: &str = "/v1/networks";
 pub const ATTACHMENTS: &str = "/v1/attachments";

@@ -22,9 +22,23 @@ pub struct Output {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Replace the mesh secret: members learn the new one over their
+    /// connections, old tokens stop admitting new hosts, and removed hosts
+    /// cannot come back (members that are down now get it when they return).
+    Rotate(Output),
+}
+
+#[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Print this mesh's join token (a secret: share it only with hosts you trust).
-    Token(Output),
+    /// Print this mesh's join token (a secret: share it only with hosts you
+    /// trust); `token rotate` revokes it.
+    Token {
+        #[command(subcommand)]
+        action: Option<TokenCommand>,
+        #[command(flatten)]
+        out: Output,
+    },
     /// Join the mesh that the host at ADDRESS belongs to.
     Join {
         /// `host:port` of any member's control port (default port 7800).
@@ -355,6 +369,7 @@ mod tests {
     fn every_read_command_takes_json() {
         for args in [
             &["token"][..],
+            &["token", "rotate"],
             &["status"],
             &["peers"],
             &["network", "list"],
@@ -370,7 +385,11 @@ mod tests {
             argv.push("--json");
             let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
             let json = match cli.command {
-                Command::Token(o)
+                Command::Token {
+                    action: Some(TokenCommand::Rotate(o)),
+                    ..
+                }
+                | Command::Token { out: o, .. }
                 | Command::Status(o)
                 | Command::Peers(o)
                 | Command::Network(NetworkCommand::List(o))

@@ -44,7 +44,17 @@ fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> Result<()> {
     let c = Client::new(&cli.socket);
     match cli.command {
-        Command::Token(out) => {
+        Command::Token {
+            action: Some(args::TokenCommand::Rotate(out)),
+            ..
+        } => {
+            let t = c.rotate_token().await?;
+            if out.json {
+                return print::json(&t);
+            }
+            println!("{}", t.token);
+        }
+        Command::Token { action: None, out } => {
             let t = c.token().await?;
             if out.json {
                 return print::json(&t);

@@ -177,12 +177,15 @@ pub fn status(conf: &NetConf) -> Result<(), CniError> {
 pub fn gc(conf: &NetConf) -> Result<(), CniError> {
     let client = Client::new(&conf.socket);
     let doing = format!("garbage-collecting mesh network {}", conf.network);
-    let valid: HashSet<(String, Option<String>)> = conf
-        .valid_attachments
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
+    // Without the list, every attachment would look stale: refuse rather
+    // than detach every container of the network.
+    let Some(valid) = conf.valid_attachments.clone() else {
+        return Err(CniError::new(
+            codes::INVALID_CONFIG,
+            "GC needs cni.dev/valid-attachments (the attachments still in use); nothing was detached",
+        ));
+    };
+    let valid: HashSet<(String, Option<String>)> = valid.into_iter().collect();
     let atts = block(client.attachments())?.map_err(|e| api_error(e, conf, &doing))?;
     let mut errors = Vec::new();
     for a in atts.iter().filter(|a| a.network == conf.network) {

@@ -256,6 +256,13 @@ mod tests {
             r#"{"cniVersion":"0.4.0","name":"n"}"#,
         );
         assert_eq!(e["code"], 1);
+        // GC without the list of attachments in use detaches nothing.
+        let e = run_err(
+            &[("CNI_COMMAND", "GC")],
+            r#"{"cniVersion":"1.1.0","name":"n","socket":"/nonexistent/meshd.sock"}"#,
+        );
+        assert_eq!(e["code"], 7);
+        assert!(e["msg"].as_str().unwrap().contains("valid-attachments"));
         let chk = [
             ("CNI_COMMAND", "CHECK"),
             ("CNI_CONTAINERID", "c"),

@@ -493,6 +493,7 @@ impl Engine {
             HeaderError::UnknownType => DropReason::UnknownType,
             HeaderError::BadVersion => DropReason::BadVersion,
             HeaderError::Reserved => DropReason::BadReserved,
+            HeaderError::Oversized => DropReason::OversizedDatagram,
         })?;
         let tables = self.read();
         let entry = tables

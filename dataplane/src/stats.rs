@@ -28,6 +28,7 @@ drop_reasons! {
     BadVersion => "bad_version": "Protocol version other than 1.",
     UnknownType => "unknown_type": "Message type other than data.",
     BadReserved => "bad_reserved": "Reserved header bytes not zero.",
+    OversizedDatagram => "oversized_datagram": "Datagram longer than any a sender seals (forged; dropped before the AEAD pass).",
     UnknownIndex => "unknown_index": "No keypair with that receiver index.",
     BadTag => "bad_tag": "Authentication failed.",
     Replayed => "replayed": "Counter already seen.",

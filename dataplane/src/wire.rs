@@ -31,6 +31,10 @@ pub const ETHERNET_HEADER_LEN: usize = 14;
 pub const MAX_DATAGRAM_LEN: usize = 65_535;
 /// Largest Ethernet frame we can carry in one datagram.
 pub const MAX_FRAME_LEN: usize = MAX_DATAGRAM_LEN - OVERHEAD;
+/// Largest datagram a sender ever seals: one TAP frame (jumbo at most;
+/// super-segments are split first) plus the overhead. Anything longer is
+/// forged and is dropped before the AEAD pass it would cost.
+pub const MAX_SEALED_DATAGRAM_LEN: usize = HEADER_LEN + crate::tap::MAX_TAP_FRAME + TAG_LEN;
 
 const UDP_HEADER_LEN: u32 = 8;
 
@@ -70,6 +74,8 @@ pub enum HeaderError {
     BadVersion,
     /// Reserved bytes not zero.
     Reserved,
+    /// Longer than any datagram a sender seals ([`MAX_SEALED_DATAGRAM_LEN`]).
+    Oversized,
 }
 
 /// Parsed data header. Nothing in it is trustworthy until the tag verifies.
@@ -105,6 +111,9 @@ impl DataHeader {
         }
         if datagram.len() < MIN_DATAGRAM_LEN {
             return Err(HeaderError::Short);
+        }
+        if datagram.len() > MAX_SEALED_DATAGRAM_LEN {
+            return Err(HeaderError::Oversized);
         }
         if datagram[2] != 0 || datagram[3] != 0 {
             return Err(HeaderError::Reserved);
@@ -178,6 +187,12 @@ mod tests {
             Err(HeaderError::Short)
         );
         assert_eq!(DataHeader::parse(&[]), Err(HeaderError::Short));
+        let mut forged = vec![0u8; MAX_SEALED_DATAGRAM_LEN + 1];
+        forged[0] = MSG_TYPE_DATA;
+        forged[1] = PROTOCOL_VERSION;
+        assert_eq!(DataHeader::parse(&forged), Err(HeaderError::Oversized));
+        forged.pop();
+        assert!(DataHeader::parse(&forged).is_ok());
         let mut bad = datagram.clone();
         bad[0] = 4;
         assert_eq!(DataHeader::parse(&bad), Err(HeaderError::UnknownType));

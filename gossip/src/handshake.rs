@@ -1,23 +1,27 @@
 //! The connection handshake as one pure check, used by both sides (no I/O).
 //!
 //! After TLS has proven which key the remote holds, the dialer sends a
-//! [`Hello`] and the acceptor answers with a [`HelloAck`]. Both carry the
-//! same things — a proof of the mesh secret bound to this connection, the
-//! sender's member record, the last key generation it installed with us and
-//! the address it saw us at — so one function, [`check`], judges either:
-//! the acceptor runs it on the hello, the dialer on the ack. A failure is a
-//! [`CloseReason`]: the close code and text to send, and what `join()`
-//! reports on the dialing side.
+//! [`Hello`] and the acceptor answers with a [`HelloAck`]. Both carry a
+//! proof of the mesh secret bound to this connection and the address the
+//! sender saw the other at, so one function, [`check`], judges either: the
+//! acceptor runs it on the hello, the dialer on the ack. Only the ack
+//! (sent once the dialer's proof verified) carries the sender's member
+//! record and last key generation; the dialer sends its own in a third
+//! frame, [`HelloRecord`], once the acceptor's proof verified, judged by
+//! [`check_record`]. So nothing about a host but its public key goes to a
+//! peer that has not proved the secret. A failure is a [`CloseReason`]: the
+//! close code and text to send, and what `join()` reports on the dialing side.
 //!
-//! The member record in each greeting also carries the sender's data-plane
-//! cipher offer (see [`crate::cipher`]); the link binds both into its keys.
+//! The member record in each side's greeting (the ack, and the dialer's
+//! `HelloRecord`) also carries the sender's data-plane cipher offer (see
+//! [`crate::cipher`]); the link binds both into its keys.
 
 use std::net::SocketAddr;
 
 use crate::auth;
 use crate::membership::MemberRecord;
 use crate::transport::close_code;
-use crate::wire::{Hello, HelloAck};
+use crate::wire::{Hello, HelloAck, HelloRecord};
 use crate::{Error, MeshSecret, PeerId, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 
 /// Which end of the connection this host is (the roles of [`auth`]).
@@ -67,7 +71,8 @@ pub struct Greeting {
     /// Versions the sender accepts: a range in a hello, the chosen one in an ack.
     pub versions: (u32, u32),
     pub proof: [u8; 32],
-    pub record: MemberRecord,
+    /// The sender's record: in an ack only.
+    pub record: Option<MemberRecord>,
     pub last_key_generation: u64,
     pub observed: SocketAddr,
 }
@@ -77,8 +82,8 @@ impl From<Hello> for Greeting {
         Greeting {
             versions: (hello.min_version, hello.max_version),
             proof: hello.proof,
-            record: hello.record,
-            last_key_generation: hello.last_key_generation,
+            record: None,
+            last_key_generation: 0,
             observed: hello.observed,
         }
     }
@@ -89,7 +94,7 @@ impl From<HelloAck> for Greeting {
         Greeting {
             versions: (ack.version, ack.version),
             proof: ack.proof,
-            record: ack.record,
+            record: Some(ack.record),
             last_key_generation: ack.last_key_generation,
             observed: ack.observed,
         }
@@ -101,7 +106,9 @@ impl From<HelloAck> for Greeting {
 pub struct Admitted {
     /// The protocol version of this connection.
     pub version: u32,
-    pub record: MemberRecord,
+    /// The remote's record: from an ack; the acceptor gets the dialer's
+    /// from [`check_record`].
+    pub record: Option<MemberRecord>,
     pub last_key_generation: u64,
     /// Where the remote saw this host (for learning what to advertise).
     pub observed: SocketAddr,
@@ -212,8 +219,8 @@ pub fn check(
             max,
         });
     }
-    if greeting.record.id != parties.remote || greeting.record.validate().is_err() {
-        return Err(CloseReason::BadRecord);
+    if let Some(record) = &greeting.record {
+        check_record_of(parties.remote, record)?;
     }
     Ok(Admitted {
         version,
@@ -223,19 +230,29 @@ pub fn check(
     })
 }
 
-/// The dialer's first frame. `observed` is the address it dialed.
-pub fn hello(
+fn check_record_of(remote: PeerId, record: &MemberRecord) -> Result<(), CloseReason> {
+    if record.id != remote || record.validate().is_err() {
+        return Err(CloseReason::BadRecord);
+    }
+    Ok(())
+}
+
+/// Judges the dialer's third frame, at the acceptor: its record must be
+/// the certificate's, signed and within limits.
+pub fn check_record(
     parties: &Parties<'_>,
-    record: MemberRecord,
-    last_key_generation: u64,
-    observed: SocketAddr,
-) -> Hello {
+    frame: HelloRecord,
+) -> Result<(MemberRecord, u64), CloseReason> {
+    check_record_of(parties.remote, &frame.record)?;
+    Ok((frame.record, frame.last_key_generation))
+}
+
+/// The dialer's first frame. `observed` is the address it dialed.
+pub fn hello(parties: &Parties<'_>, observed: SocketAddr) -> Hello {
     Hello {
         min_version: MIN_PROTOCOL_VERSION,
         max_version: PROTOCOL_VERSION,
         proof: parties.proof(),
-        record,
-        last_key_generation,
         observed,
     }
 }
@@ -262,24 +279,20 @@ pub fn ack(
 mod tests {
     use super::*;
 
-    const DIALER: PeerId = PeerId([1; 32]);
-    const ACCEPTOR: PeerId = PeerId([2; 32]);
+    use crate::sim::peer;
+    use std::sync::LazyLock;
+
+    static DIALER: LazyLock<PeerId> = LazyLock::new(|| peer(1));
+    static ACCEPTOR: LazyLock<PeerId> = LazyLock::new(|| peer(2));
 
     fn record(id: PeerId) -> MemberRecord {
-        MemberRecord {
-            id,
-            name: "host".into(),
-            addrs: vec!["127.0.0.1:1".into()],
-            incarnation: 1,
-            version: 0,
-            meta: Default::default(),
-        }
+        crate::sim::record(id)
     }
 
     fn parties(secret: &MeshSecret, side: Side) -> Parties<'_> {
         let (local, remote) = match side {
-            Side::Dialer => (DIALER, ACCEPTOR),
-            Side::Acceptor => (ACCEPTOR, DIALER),
+            Side::Dialer => (*DIALER, *ACCEPTOR),
+            Side::Acceptor => (*ACCEPTOR, *DIALER),
         };
         Parties {
             local,
@@ -302,11 +315,20 @@ mod tests {
     ) -> Result<(Admitted, Admitted), CloseReason> {
         let dialer = parties(dialer_secret, Side::Dialer);
         let acceptor = parties(acceptor_secret, Side::Acceptor);
-        let mut hello = hello(&dialer, record(DIALER), 4, addr());
+        let mut hello = hello(&dialer, addr());
         edit(&mut hello);
-        let at_acceptor = check(&acceptor, false, hello.into())?;
-        let ack = ack(&acceptor, &at_acceptor, record(ACCEPTOR), 9, addr());
+        let mut at_acceptor = check(&acceptor, false, hello.into())?;
+        let ack = ack(&acceptor, &at_acceptor, record(*ACCEPTOR), 9, addr());
         let at_dialer = check(&dialer, false, ack.into())?;
+        let (record, generation) = check_record(
+            &acceptor,
+            HelloRecord {
+                record: record(*DIALER),
+                last_key_generation: 4,
+            },
+        )?;
+        at_acceptor.record = Some(record);
+        at_acceptor.last_key_generation = generation;
         Ok((at_acceptor, at_dialer))
     }
 
@@ -314,9 +336,9 @@ mod tests {
     fn both_sides_admit_a_member() {
         let secret = MeshSecret::generate();
         let (at_acceptor, at_dialer) = exchange(&secret, &secret, |_| {}).unwrap();
-        assert_eq!(at_acceptor.record.id, DIALER);
+        assert_eq!(at_acceptor.record.unwrap().id, *DIALER);
         assert_eq!(at_acceptor.last_key_generation, 4);
-        assert_eq!(at_dialer.record.id, ACCEPTOR);
+        assert_eq!(at_dialer.record.unwrap().id, *ACCEPTOR);
         assert_eq!(at_dialer.last_key_generation, 9);
         assert_eq!(at_dialer.version, PROTOCOL_VERSION);
     }
@@ -342,11 +364,11 @@ mod tests {
         let dialer = parties(&dialer_secret, Side::Dialer);
         let admitted = Admitted {
             version: PROTOCOL_VERSION,
-            record: record(DIALER),
+            record: None,
             last_key_generation: 0,
             observed: addr(),
         };
-        let ack = ack(&acceptor, &admitted, record(ACCEPTOR), 0, addr());
+        let ack = ack(&acceptor, &admitted, record(*ACCEPTOR), 0, addr());
         let err = check(&dialer, false, ack.into()).unwrap_err();
         assert_eq!(err, CloseReason::BadProof { side: Side::Dialer });
         assert!(matches!(err.into_error(), Error::AuthRejected { .. }));
@@ -362,19 +384,41 @@ mod tests {
         assert!(matches!(future, Err(CloseReason::Version { .. })));
         let newer_too = exchange(&secret, &secret, |h| h.max_version = PROTOCOL_VERSION + 3);
         assert!(newer_too.is_ok(), "a wider range still meets ours");
-        let impostor = exchange(&secret, &secret, |h| h.record.id = PeerId([3; 32]));
+        let acceptor = parties(&secret, Side::Acceptor);
+        let third = |edit: &dyn Fn(&mut MemberRecord)| {
+            let mut record = record(*DIALER);
+            edit(&mut record);
+            check_record(
+                &acceptor,
+                HelloRecord {
+                    record,
+                    last_key_generation: 0,
+                },
+            )
+        };
+        let impostor = third(&|r| {
+            *r = crate::sim::record(peer(3));
+        });
         assert_eq!(impostor.unwrap_err(), CloseReason::BadRecord);
-        let huge = exchange(&secret, &secret, |h| h.record.name = "x".repeat(10_000));
+        let huge = third(&|r| {
+            r.name = "x".repeat(10_000);
+            r.sign();
+        });
         assert_eq!(huge.unwrap_err(), CloseReason::BadRecord);
+        let unsigned = third(&|r| r.name = "changed".into());
+        assert_eq!(unsigned.unwrap_err(), CloseReason::BadRecord);
+        // A hello carries nothing about the dialer but what TLS showed.
+        let bytes = postcard::to_stdvec(&hello(&parties(&secret, Side::Dialer), addr())).unwrap();
+        assert!(bytes.len() <= crate::wire::MAX_HELLO_LEN);
 
-        assert_eq!(check_peer(DIALER, DIALER, false), Err(CloseReason::OwnId));
+        assert_eq!(check_peer(*DIALER, *DIALER, false), Err(CloseReason::OwnId));
         assert_eq!(
-            check_peer(DIALER, ACCEPTOR, true),
+            check_peer(*DIALER, *ACCEPTOR, true),
             Err(CloseReason::Blocked)
         );
         let dialer = parties(&secret, Side::Dialer);
         let acceptor = parties(&secret, Side::Acceptor);
-        let hello = hello(&dialer, record(DIALER), 0, addr());
+        let hello = hello(&dialer, addr());
         assert_eq!(
             check(&acceptor, true, hello.into()).unwrap_err().code(),
             close_code::BLOCKED
@@ -387,23 +431,34 @@ mod tests {
         let secret = MeshSecret::generate();
         let dialer = parties(&secret, Side::Dialer);
         let acceptor = parties(&secret, Side::Acceptor);
-        let with_offer = |id, offer: CipherOffer| {
+        let with_offer = |id: PeerId, offer: CipherOffer| {
             let mut r = record(id);
             r.meta.insert(META_CIPHERS.into(), offer.to_meta());
+            assert!(r.sign(), "the test holds both keys");
             r
         };
-        let hello = hello(&dialer, with_offer(DIALER, CipherOffer::ALL), 0, addr());
-        let at_acceptor = check(&acceptor, false, hello.into()).unwrap();
+        let hello = hello(&dialer, addr());
+        let admitted = check(&acceptor, false, hello.into()).unwrap();
         let ack = ack(
             &acceptor,
-            &at_acceptor,
-            with_offer(ACCEPTOR, CipherOffer::PORTABLE),
+            &admitted,
+            with_offer(*ACCEPTOR, CipherOffer::PORTABLE),
             0,
             addr(),
         );
         let at_dialer = check(&dialer, false, ack.into()).unwrap();
-        let seen_by_acceptor = CipherOffer::of_meta(&at_acceptor.record.meta);
-        let seen_by_dialer = CipherOffer::of_meta(&at_dialer.record.meta);
+        // The dialer's record (and its offer) only after the ack's proof.
+        let (dialer_record, _) = check_record(
+            &acceptor,
+            HelloRecord {
+                record: with_offer(*DIALER, CipherOffer::ALL),
+                last_key_generation: 0,
+            },
+        )
+        .unwrap();
+        let seen_by_acceptor = CipherOffer::of_meta(&dialer_record.meta);
+        let seen_by_dialer =
+            CipherOffer::of_meta(&at_dialer.record.expect("the ack carries a record").meta);
         assert_eq!(seen_by_acceptor, Some(CipherOffer::ALL));
         assert_eq!(seen_by_dialer, Some(CipherOffer::PORTABLE));
         // Mixed pair: both ends settle on the portable cipher.
@@ -422,9 +477,9 @@ mod tests {
         // The acceptor echoing the dialer's own proof must not pass.
         let secret = MeshSecret::generate();
         let dialer = parties(&secret, Side::Dialer);
-        let hello = hello(&dialer, record(DIALER), 0, addr());
+        let hello = hello(&dialer, addr());
         let mut greeting = Greeting::from(hello.clone());
-        greeting.record = record(ACCEPTOR);
+        greeting.record = Some(record(*ACCEPTOR));
         assert_eq!(
             check(&dialer, false, greeting).unwrap_err(),
             CloseReason::BadProof { side: Side::Dialer }

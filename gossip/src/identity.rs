@@ -7,6 +7,7 @@
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -28,7 +29,7 @@ impl PeerId {
 impl fmt::Display for PeerId {
     /// Short form (first 12 hex chars), enough to tell hosts apart in logs.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_hex()[..12])
+        f.write_str(&hex::encode(&self.0[..6]))
     }
 }
 
@@ -56,6 +57,7 @@ impl FromStr for PeerId {
 pub struct Identity {
     pkcs8: Vec<u8>,
     public: [u8; 32],
+    pair: Arc<Ed25519KeyPair>,
 }
 
 impl fmt::Debug for Identity {
@@ -71,6 +73,7 @@ impl Clone for Identity {
         Identity {
             pkcs8: self.pkcs8.clone(),
             public: self.public,
+            pair: self.pair.clone(),
         }
     }
 }
@@ -82,6 +85,18 @@ impl Identity {
         let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng)
             .map_err(|_| Error::Identity("key generation failed".into()))?;
         Self::from_pkcs8(pkcs8.as_ref().to_vec())
+    }
+
+    /// The identity whose private key is `seed` (RFC 8032): deterministic
+    /// hosts for tests and simulations.
+    pub fn from_seed(seed: [u8; 32]) -> Result<Identity, Error> {
+        // PKCS#8 v1 wrapping of an Ed25519 seed (RFC 8410, section 7).
+        let mut pkcs8 = vec![
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        pkcs8.extend_from_slice(&seed);
+        Self::from_pkcs8(pkcs8)
     }
 
     /// Loads the identity at `path`, creating it (mode 0600) if missing.
@@ -112,7 +127,18 @@ impl Identity {
             .as_ref()
             .try_into()
             .map_err(|_| Error::Identity("unexpected public key length".into()))?;
-        Ok(Identity { pkcs8, public })
+        let pair = Arc::new(pair);
+        crate::signed::register(PeerId(public), pair.clone());
+        Ok(Identity {
+            pkcs8,
+            public,
+            pair,
+        })
+    }
+
+    /// Signs `message` under `domain` (see [`crate::signed`]).
+    pub fn sign(&self, domain: &str, message: &[u8]) -> crate::signed::Signature {
+        crate::signed::sign_with(&self.pair, domain, message)
     }
 
     pub fn peer_id(&self) -> PeerId {

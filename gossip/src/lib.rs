@@ -15,7 +15,8 @@
 //!   liveness, key exchange with retries, anti-entropy replies.
 //! - [`cipher`]: the per-peer choice of data-plane AEAD and its advertisement.
 //! - [`keyexchange`]: ephemeral x25519 + HKDF data-plane key schedule and its 3-message handover.
-//! - [`membership`]: versioned member records and their merge.
+//! - [`membership`]: versioned member records, signed by their subject, and their merge.
+//! - [`signed`]: Ed25519 signatures by host identities and the process keyring.
 //! - [`neighbours`]: the bounded neighbour set proposed for large meshes.
 //! - `simnet` (feature `sim`): the whole mesh on virtual time, for the
 //!   scale study (docs/scale.md).
@@ -42,6 +43,7 @@ pub mod neighbours;
 pub mod node;
 mod peers;
 mod persist;
+pub mod signed;
 #[cfg(test)]
 mod sim;
 #[cfg(any(test, feature = "sim"))]
@@ -58,6 +60,7 @@ pub use keyexchange::SessionKeys;
 pub use node::{
     prefer_new_link, Config, Member, Node, NoopObserver, PeerInfo, PeerObserver, PeerState,
 };
+pub use signed::{Signature, Signed};
 pub use state::{Channel, DecodeError, GCounter, LwwMap, LwwRegister, Mergeable, Stamp};
 pub use token::MeshSecret;
 

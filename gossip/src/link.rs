@@ -49,6 +49,8 @@ pub trait Replica {
     /// Merges a received channel state; returns our encoding after the
     /// merge if the channel is registered here.
     fn merge_channel(&mut self, from: PeerId, name: &str, data: Vec<u8>) -> Option<Vec<u8>>;
+    /// A peer's mesh secret and its rotation epoch.
+    fn offer_secret(&mut self, from: PeerId, epoch: u64, token: &str);
 }
 
 /// The per-link timers (already clamped by the node's config).
@@ -358,6 +360,7 @@ impl Link {
                     }
                 }
             }
+            Message::Secret { epoch, token } => replica.offer_secret(self.remote, epoch, &token.0),
             Message::ChannelDelta { channel, data } => {
                 replica.merge_channel(self.remote, &channel, data);
             }

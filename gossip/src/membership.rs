@@ -3,7 +3,12 @@
 //! A record is owned by the member it describes: only that member changes it,
 //! bumping `version`; a restart bumps `incarnation` (start time in ms, kept
 //! strictly increasing), so a restarted host supersedes its old self wherever
-//! the two meet. Merging keeps, per id, the record with the highest
+//! the two meet. Every record is signed by the member it describes (its id
+//! is its Ed25519 key), and a record whose signature does not verify is
+//! dropped before merge: a member relays other hosts' records but can never
+//! forge or alter one (e.g. swap the `netkey` a network secret is sealed to).
+//! Incarnations may run at most [`MAX_INCARNATION_AHEAD_MS`] ahead of our
+//! clock, so none can be pushed out of reach of a refutation. Merging keeps, per id, the record with the highest
 //! `(incarnation, version)`, which makes the table a join-semilattice: merges
 //! commute and repeat harmlessly, so records can be flooded and re-sent freely.
 
@@ -12,7 +17,16 @@ use std::collections::BTreeMap;
 use ring::digest;
 use serde::{Deserialize, Serialize};
 
+use crate::signed::{self, Signature};
+use crate::state::now_millis;
 use crate::PeerId;
+
+/// Domain of member record signatures.
+const RECORD_DOMAIN: &str = "mesh/member-record/1";
+/// How far ahead of our clock an incarnation (start time in ms) may be: a
+/// day of clock skew. Beyond, a record is refused, so no incarnation can be
+/// pushed to where `+ 1` no longer fits.
+pub const MAX_INCARNATION_AHEAD_MS: u64 = 24 * 3600 * 1000;
 
 /// Bounds on what a peer may make us store (a member is authenticated, but a
 /// bug or a compromised host must not exhaust memory).
@@ -34,9 +48,56 @@ pub struct MemberRecord {
     pub incarnation: u64,
     pub version: u64,
     pub meta: BTreeMap<String, String>,
+    /// The subject's signature over all of the above ([`MemberRecord::sign`]).
+    pub signature: Signature,
+}
+
+/// Why a member record is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("{0}")]
+    Limits(&'static str),
+    #[error("signature is not the subject's")]
+    Signature,
+    #[error("incarnation {0} is too far in the future")]
+    Incarnation(u64),
 }
 
 impl MemberRecord {
+    fn signed_bytes(&self) -> Vec<u8> {
+        let body = (
+            &self.id,
+            &self.name,
+            &self.addrs,
+            self.incarnation,
+            self.version,
+            &self.meta,
+        );
+        postcard::to_stdvec(&body).unwrap_or_default()
+    }
+
+    /// Signs the record as its subject; false if this process does not hold
+    /// the subject's key.
+    pub fn sign(&mut self) -> bool {
+        match signed::sign_as(&self.id, RECORD_DOMAIN, &self.signed_bytes()) {
+            Some(sig) => {
+                self.signature = sig;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether the signature is the subject's over this content.
+    pub fn signature_verifies(&self) -> bool {
+        signed::verify(
+            &self.id,
+            RECORD_DOMAIN,
+            &self.signed_bytes(),
+            &self.signature,
+        )
+    }
+
     fn rank(&self) -> (u64, u64) {
         (self.incarnation, self.version)
     }
@@ -54,13 +115,25 @@ impl MemberRecord {
         }
     }
 
-    /// Checks the size limits above.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks the size limits, the incarnation bound and the signature
+    /// (cheapest first).
+    pub fn validate(&self) -> Result<(), RecordError> {
+        self.check_limits().map_err(RecordError::Limits)?;
+        if self.incarnation > now_millis().saturating_add(MAX_INCARNATION_AHEAD_MS) {
+            return Err(RecordError::Incarnation(self.incarnation));
+        }
+        if !self.signature_verifies() {
+            return Err(RecordError::Signature);
+        }
+        Ok(())
+    }
+
+    fn check_limits(&self) -> Result<(), &'static str> {
         if self.name.len() > MAX_NAME_LEN {
-            return Err(format!("member name longer than {MAX_NAME_LEN} bytes"));
+            return Err("member name too long");
         }
         if self.addrs.len() > MAX_ADDRS || self.addrs.iter().any(|a| a.len() > MAX_ADDR_LEN) {
-            return Err("too many or too long member addresses".into());
+            return Err("too many or too long member addresses");
         }
         if self.meta.len() > MAX_META_ENTRIES
             || self
@@ -68,7 +141,7 @@ impl MemberRecord {
                 .iter()
                 .any(|(k, v)| k.len() > MAX_META_LEN || v.len() > MAX_META_LEN)
         {
-            return Err("member metadata too large".into());
+            return Err("member metadata too large");
         }
         Ok(())
     }
@@ -87,8 +160,10 @@ pub struct MergeOutcome {
     /// (e.g. a pre-restart incarnation with a skewed clock): we bumped our
     /// incarnation past it and the refreshed own record is in `changed`.
     pub refuted_self: bool,
-    /// Records dropped for breaking limits.
+    /// Records dropped for breaking limits, a future incarnation or a
+    /// signature that is not their subject's; the first reason is kept.
     pub rejected: usize,
+    pub first_rejection: Option<(PeerId, RecordError)>,
 }
 
 /// All known members, including the local one.
@@ -133,12 +208,14 @@ impl MembershipTable {
         self.records.is_empty()
     }
 
-    /// Changes the local record (bumping its version) and returns it.
+    /// Changes the local record (bumping its version), signs it with the
+    /// local key and returns it.
     pub fn update_local(&mut self, change: impl FnOnce(&mut MemberRecord)) -> MemberRecord {
         let mut own = self.local().clone();
         change(&mut own);
         own.id = self.local;
-        own.version += 1;
+        own.version = own.version.saturating_add(1);
+        own.sign();
         self.records.insert(self.local, own.clone());
         own
     }
@@ -146,8 +223,21 @@ impl MembershipTable {
     pub fn merge(&mut self, incoming: impl IntoIterator<Item = MemberRecord>) -> MergeOutcome {
         let mut outcome = MergeOutcome::default();
         for record in incoming {
-            if record.validate().is_err() {
+            // What would not change the table needs no signature check
+            // (anti-entropy re-sends whole tables).
+            let stale = self.records.get(&record.id).is_some_and(|existing| {
+                if record.id == self.local {
+                    record.rank() < existing.rank() || record == *existing
+                } else {
+                    !record.supersedes(existing)
+                }
+            });
+            if stale {
+                continue;
+            }
+            if let Err(e) = record.validate() {
                 outcome.rejected += 1;
+                outcome.first_rejection.get_or_insert((record.id, e));
                 continue;
             }
             if record.id == self.local {
@@ -155,7 +245,8 @@ impl MembershipTable {
                 if record.rank() >= own.rank() && record != *own {
                     let past = record.incarnation;
                     let refreshed = self.update_local(|r| {
-                        r.incarnation = r.incarnation.max(past + 1);
+                        // `past` is bounded by validate(), so this never saturates in practice.
+                        r.incarnation = r.incarnation.max(past.saturating_add(1));
                     });
                     outcome.changed.push(refreshed);
                     outcome.refuted_self = true;
@@ -189,16 +280,28 @@ impl MembershipTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Identity;
 
-    fn record(id: u8, incarnation: u64, version: u64) -> MemberRecord {
+    fn id(n: u8) -> PeerId {
+        Identity::from_seed([n; 32]).unwrap().peer_id()
+    }
+
+    fn unsigned(n: u8, incarnation: u64, version: u64) -> MemberRecord {
         MemberRecord {
-            id: PeerId([id; 32]),
-            name: format!("host{id}"),
-            addrs: vec![format!("127.0.0.1:{}", 1000 + id as u16)],
+            id: id(n),
+            name: format!("host{n}"),
+            addrs: vec![format!("127.0.0.1:{}", 1000 + n as u16)],
             incarnation,
             version,
             meta: BTreeMap::new(),
+            signature: Signature::NONE,
         }
+    }
+
+    fn record(n: u8, incarnation: u64, version: u64) -> MemberRecord {
+        let mut r = unsigned(n, incarnation, version);
+        assert!(r.sign());
+        r
     }
 
     #[test]
@@ -209,7 +312,7 @@ mod tests {
         assert!(table.merge([record(2, 5, 3)]).changed.is_empty());
         let out = table.merge([record(2, 6, 0)]);
         assert_eq!(out.changed, vec![record(2, 6, 0)]);
-        assert_eq!(table.get(&PeerId([2; 32])).unwrap().incarnation, 6);
+        assert_eq!(table.get(&id(2)).unwrap().incarnation, 6);
     }
 
     #[test]
@@ -233,6 +336,10 @@ mod tests {
         let out = table.merge([record(1, 12, 4)]);
         assert!(out.refuted_self);
         assert!(table.local().incarnation > 12);
+        assert!(
+            table.local().signature_verifies(),
+            "the refutation is signed"
+        );
         // An older self record is simply ignored.
         assert!(!table.merge([record(1, 3, 0)]).refuted_self);
     }
@@ -240,10 +347,53 @@ mod tests {
     #[test]
     fn oversized_records_are_rejected() {
         let mut table = MembershipTable::new(record(1, 1, 0));
-        let mut big = record(2, 1, 0);
+        let mut big = unsigned(2, 1, 0);
         big.name = "x".repeat(MAX_NAME_LEN + 1);
+        big.sign();
         let out = table.merge([big]);
         assert_eq!(out.rejected, 1);
         assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn forged_and_altered_records_are_dropped_before_merge() {
+        let mut table = MembershipTable::new(record(1, 10, 0));
+        table.merge([record(2, 5, 0)]);
+        let before = table.digest();
+        // Host 3 re-signs a record about host 2 with its own key: the
+        // signature is not the subject's.
+        let mut forged = unsigned(2, 6, 0);
+        forged.meta.insert("netkey".into(), "attacker".into());
+        forged.signature = signed::sign_as(&id(3), RECORD_DOMAIN, &forged.signed_bytes()).unwrap();
+        // A genuine record with its content changed afterwards.
+        let mut altered = record(2, 7, 0);
+        altered.addrs = vec!["192.0.2.1:1".into()];
+        // Unsigned, and a record about us that we never signed.
+        let out = table.merge([forged, altered, unsigned(2, 8, 0), unsigned(1, 99, 0)]);
+        assert_eq!(out.rejected, 4);
+        assert_eq!(out.first_rejection, Some((id(2), RecordError::Signature)));
+        assert!(!out.refuted_self);
+        assert_eq!(table.digest(), before, "nothing changed");
+    }
+
+    #[test]
+    fn incarnations_cannot_be_pushed_out_of_reach() {
+        let mut table = MembershipTable::new(record(1, 10, 0));
+        // Even signed by the subject itself: far-future incarnations are refused.
+        for incarnation in [u64::MAX, now_millis() + 2 * MAX_INCARNATION_AHEAD_MS] {
+            let out = table.merge([record(2, incarnation, 0), record(1, incarnation, 0)]);
+            assert_eq!(out.rejected, 2);
+            assert!(matches!(
+                out.first_rejection,
+                Some((_, RecordError::Incarnation(_)))
+            ));
+            assert!(!out.refuted_self);
+        }
+        assert_eq!(table.len(), 1);
+        assert_eq!(table.local().incarnation, 10);
+        // Within the bound, a refutation still lands above it.
+        let near = now_millis() + 1000;
+        assert!(table.merge([record(1, near, 0)]).refuted_self);
+        assert!(table.local().incarnation > near);
     }
 }

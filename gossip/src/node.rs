@@ -22,6 +22,8 @@ mod config;
 mod connection;
 mod dial;
 mod observer;
+mod outbound;
+mod secrets;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -31,7 +33,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rand::Rng;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
 
@@ -81,11 +83,13 @@ struct Inner {
     link_timers: LinkTimers,
     anti_entropy: Duration,
     state_dir: Option<PathBuf>,
-    secret: RwLock<MeshSecret>,
+    secret: RwLock<secrets::Secrets>,
     peers: Mutex<Peers<LinkHandle>>,
     channels: Mutex<Channels>,
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<AbortHandle>>,
+    /// Permits for accepted connections whose dialer proved nothing yet.
+    unauthenticated: Arc<tokio::sync::Semaphore>,
     this: Weak<Inner>,
 }
 
@@ -138,15 +142,19 @@ impl Node {
         }
         // Start time in ms, strictly above the last run's so the new self wins.
         let incarnation = now_millis().max(persisted.own_incarnation + 1);
-        let own = MemberRecord {
+        let mut own = MemberRecord {
             id,
             name: cfg.name.clone(),
             addrs,
             incarnation,
             version: 0,
             meta: cfg.meta.clone(),
+            signature: Default::default(),
         };
-        own.validate().map_err(Error::Protocol)?;
+        // The identity registered its key when it was loaded.
+        own.sign();
+        own.validate()
+            .map_err(|e| Error::Protocol(format!("own member record: {e}")))?;
         let mut table = MembershipTable::new(own);
         table.merge(persisted.records.iter().filter(|r| r.id != id).cloned());
         let mut peers = Peers::new(table);
@@ -165,11 +173,20 @@ impl Node {
             link_timers,
             anti_entropy: cfg.anti_entropy_interval.max(Duration::from_millis(10)),
             state_dir: cfg.state_dir,
-            secret: RwLock::new(secret),
+            secret: RwLock::new(secrets::Secrets::new(
+                secret,
+                persisted.secret_epoch,
+                persisted
+                    .previous_secrets
+                    .iter()
+                    .filter_map(|t| t.parse().ok())
+                    .collect(),
+            )),
             peers: Mutex::new(peers),
             channels: Mutex::new(Channels::default()),
             shutdown: watch::channel(false).0,
             tasks: Mutex::new(Vec::new()),
+            unauthenticated: Arc::new(tokio::sync::Semaphore::new(connection::MAX_UNAUTHENTICATED)),
             this: this.clone(),
         });
         info!(peer = %id, addr = %local_addr, incarnation, "gossip node started");
@@ -202,6 +219,33 @@ impl Node {
         self.inner.secret().to_token()
     }
 
+    /// Revokes the current secret: a fresh one at the next epoch goes to
+    /// every connected member over its authenticated connection (see
+    /// `node/secrets.rs` for who may still use the old one). Returns the new
+    /// join token.
+    pub fn rotate_secret(&self) -> Result<String, Error> {
+        let (epoch, token) = {
+            let mut secrets = self.inner.secrets_mut();
+            let next = secrets.rotate();
+            (secrets.epoch, next.to_token())
+        };
+        self.inner.save_secrets()?;
+        info!(epoch, "rotated the mesh secret");
+        self.inner.broadcast(
+            &Message::Secret {
+                epoch,
+                token: wire::SecretToken(token.clone()),
+            },
+            None,
+        );
+        Ok(token)
+    }
+
+    /// Rotations the current secret is the result of.
+    pub fn secret_epoch(&self) -> u64 {
+        self.inner.secrets().epoch
+    }
+
     /// Joins the mesh `addr` (`host:port`) belongs to, adopting `token`'s
     /// secret (persisted in the state dir). Returns the id of the host we
     /// joined through; the rest of the mesh is learned from it and dialed in
@@ -210,16 +254,11 @@ impl Node {
         if self.inner.is_shutting_down() {
             return Err(Error::Shutdown);
         }
-        {
-            let mut secret = self.inner.secret.write().unwrap_or_else(|p| p.into_inner());
-            if *secret != *token {
-                *secret = token.clone();
-                info!("adopted the mesh secret of the join token");
-            }
+        let adopted = self.inner.secrets_mut().adopt_token(token.clone());
+        if adopted {
+            info!("adopted the mesh secret of the join token");
         }
-        if let Some(dir) = &self.inner.state_dir {
-            token.save(&dir.join("secret"))?;
-        }
+        self.inner.save_secrets()?;
         let targets = dial::resolve(addr).await?;
         let mut last_error = None;
         for target in targets {
@@ -363,10 +402,51 @@ impl Inner {
     }
 
     fn secret(&self) -> MeshSecret {
+        self.secrets().current
+    }
+
+    fn secrets(&self) -> secrets::Secrets {
         self.secret
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    fn secrets_mut(&self) -> std::sync::RwLockWriteGuard<'_, secrets::Secrets> {
+        self.secret.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes the current secret (`secret`) and the rotation state (in
+    /// the members file).
+    fn save_secrets(&self) -> Result<(), Error> {
+        if let Some(dir) = &self.state_dir {
+            self.secret().save(&dir.join("secret"))?;
+        }
+        self.save_state();
+        Ok(())
+    }
+
+    /// A peer's `(epoch, secret)`: adopted if newer (and re-sent to the
+    /// others, so it spreads beyond the rotating host's links).
+    fn offer_secret(&self, from: PeerId, epoch: u64, token: &str) {
+        let Ok(secret) = token.parse::<MeshSecret>() else {
+            crate::signed::note_rejection(from, "secret", "unreadable token");
+            return;
+        };
+        if !self.secrets_mut().offer(epoch, secret) {
+            return;
+        }
+        info!(peer = %from, epoch, "adopted a rotated mesh secret");
+        if let Err(e) = self.save_secrets() {
+            warn!(error = %e, "cannot save the rotated mesh secret");
+        }
+        self.broadcast(
+            &Message::Secret {
+                epoch,
+                token: wire::SecretToken(token.to_string()),
+            },
+            Some(from),
+        );
     }
 
     fn is_blocked(&self, peer: &PeerId) -> bool {
@@ -461,8 +541,15 @@ impl Inner {
 
     fn merge_members(&self, records: Vec<MemberRecord>, source: PeerId) {
         let outcome = lock(&self.peers).table.merge(records);
-        if outcome.rejected > 0 {
-            warn!(peer = %source, rejected = outcome.rejected, "dropped member records over limits");
+        if let Some((subject, reason)) = &outcome.first_rejection {
+            crate::signed::note_rejection(
+                source,
+                "members",
+                &format!(
+                    "{} member record(s), first about {subject}: {reason}",
+                    outcome.rejected
+                ),
+            );
         }
         // A refuted self record must also reach the source.
         let source = if outcome.refuted_self {
@@ -499,7 +586,10 @@ impl Inner {
 
     fn save_state(&self) {
         let Some(dir) = &self.state_dir else { return };
-        let persisted = Persisted::capture(&mut lock(&self.peers));
+        let mut persisted = Persisted::capture(&mut lock(&self.peers));
+        let secrets = self.secrets();
+        persisted.secret_epoch = secrets.epoch;
+        persisted.previous_secrets = secrets.previous.iter().map(|s| s.to_token()).collect();
         if let Err(e) = persist::save(dir, &persisted) {
             warn!(error = %e, "cannot persist members");
         }
@@ -534,6 +624,10 @@ impl Replica for &Inner {
         Some(channel.encoded())
     }
 
+    fn offer_secret(&mut self, from: PeerId, epoch: u64, token: &str) {
+        Inner::offer_secret(self, from, epoch, token);
+    }
+
     fn merge_channel(&mut self, from: PeerId, name: &str, data: Vec<u8>) -> Option<Vec<u8>> {
         let Some(channel) = lock(&self.channels).named(name) else {
             lock(&self.channels).hold(name, data);
@@ -561,7 +655,7 @@ async fn accept_loop(node: Arc<Inner>) {
 async fn anti_entropy_loop(node: Arc<Inner>) {
     loop {
         tokio::time::sleep(jitter(node.anti_entropy)).await;
-        let target: Option<mpsc::Sender<Bytes>> = {
+        let target: Option<outbound::Outbound> = {
             let peers = lock(&node.peers);
             let up: Vec<&LinkHandle> = peers.up_links().map(|(_, l)| l).collect();
             if up.is_empty() {

@@ -299,7 +299,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::sim::{record, Pair, A, B};
+    use crate::sim::{peer, record, Pair, A, B};
     use crate::wire::Message;
 
     fn peers(local: PeerId) -> Peers<&'static str> {
@@ -323,8 +323,8 @@ mod tests {
 
     #[test]
     fn both_hosts_keep_the_same_link() {
-        let low = PeerId([1; 32]);
-        let high = PeerId([2; 32]);
+        let low = peer(1);
+        let high = peer(2);
         // Simultaneous dials: the link dialed by the lower id survives, seen
         // from either side and whichever arrived first.
         for local in [low, high] {
@@ -344,11 +344,11 @@ mod tests {
         // each host may see them in either order.
         for a_order in [[1, 2], [2, 1]] {
             for b_order in [[1, 2], [2, 1]] {
-                let mut at_a = peers(A);
-                let mut at_b = peers(B);
-                for (host, remote, order) in [(&mut at_a, B, a_order), (&mut at_b, A, b_order)] {
+                let mut at_a = peers(*A);
+                let mut at_b = peers(*B);
+                for (host, remote, order) in [(&mut at_a, *B, a_order), (&mut at_b, *A, b_order)] {
                     for (nth, id) in order.into_iter().enumerate() {
-                        let dialer = if id == 1 { A } else { B };
+                        let dialer = if id == 1 { *A } else { *B };
                         let outcome = host.admit(remote, candidate(id, dialer, remote));
                         // The loser is refused or replaced, never kept beside.
                         match (nth, id) {
@@ -358,8 +358,8 @@ mod tests {
                         }
                     }
                 }
-                let kept_a = at_a.slots[&B].link.as_ref().unwrap().id;
-                let kept_b = at_b.slots[&A].link.as_ref().unwrap().id;
+                let kept_a = at_a.slots[&*B].link.as_ref().unwrap().id;
+                let kept_b = at_b.slots[&*A].link.as_ref().unwrap().id;
                 assert_eq!((kept_a, kept_b), (1, 1), "orders {a_order:?} {b_order:?}");
                 assert!(at_a.is_current(&B, 1) && !at_a.is_current(&B, 2));
             }
@@ -382,65 +382,67 @@ mod tests {
 
     #[test]
     fn a_restarted_peer_replaces_the_link_whoever_dialed() {
-        let mut at_a = peers(A);
-        at_a.admit(B, candidate(1, A, B)).unwrap();
-        let mut restarted = candidate(2, B, B);
+        let mut at_a = peers(*A);
+        at_a.admit(*B, candidate(1, *A, *B)).unwrap();
+        let mut restarted = candidate(2, *B, *B);
         restarted.record.incarnation = 2;
-        let admission = at_a.admit(B, restarted).unwrap();
+        restarted.record.sign();
+        let admission = at_a.admit(*B, restarted).unwrap();
         assert_eq!(admission.replaced, Some("dialed by A"));
         assert_eq!(admission.changed.len(), 1, "the new incarnation is flooded");
         assert!(at_a.is_current(&B, 2));
         assert!(
-            !at_a.link_lost(B, 1, 10, 20),
+            !at_a.link_lost(*B, 1, 10, 20),
             "the old link going is no loss"
         );
-        assert_eq!(at_a.slots[&B].state(), PeerState::Up);
-        assert!(at_a.link_lost(B, 2, 1, 2));
-        assert_eq!(at_a.slots[&B].state(), PeerState::Down);
-        assert_eq!(at_a.slots[&B].bytes_received_closed, 22);
+        assert_eq!(at_a.slots[&*B].state(), PeerState::Up);
+        assert!(at_a.link_lost(*B, 2, 1, 2));
+        assert_eq!(at_a.slots[&*B].state(), PeerState::Down);
+        assert_eq!(at_a.slots[&*B].bytes_received_closed, 22);
     }
 
     #[test]
     fn a_blocked_peer_gets_no_dial_loop_until_unblocked() {
-        let c = PeerId([3; 32]);
-        let mut at_a = peers(A);
-        at_a.table.merge([record(B), record(c)]);
-        assert!(at_a.claim_dial(B));
-        assert!(!at_a.claim_dial(B), "one loop per peer");
-        assert!(!at_a.claim_dial(A), "never ourselves");
-        assert!(!at_a.claim_dial(PeerId([9; 32])), "only members");
-        assert!(at_a.dial_round(B).is_some());
+        let c = peer(3);
+        let mut at_a = peers(*A);
+        at_a.table.merge([record(*B), record(c)]);
+        assert!(at_a.claim_dial(*B));
+        assert!(!at_a.claim_dial(*B), "one loop per peer");
+        assert!(!at_a.claim_dial(*A), "never ourselves");
+        assert!(!at_a.claim_dial(peer(9)), "only members");
+        assert!(at_a.dial_round(*B).is_some());
 
-        at_a.block(&[B, c]);
-        assert_eq!(at_a.dial_round(B), None, "the running loop ends");
-        assert!(!at_a.claim_dial(B) && !at_a.claim_dial(c));
+        at_a.block(&[*B, c]);
+        assert_eq!(at_a.dial_round(*B), None, "the running loop ends");
+        assert!(!at_a.claim_dial(*B) && !at_a.claim_dial(c));
         assert_eq!(at_a.dialing(), 0, "nothing polls a blocked peer");
         assert_eq!(
-            at_a.admit(B, candidate(1, B, B)).err(),
+            at_a.admit(*B, candidate(1, *B, *B)).err(),
             Some(Refusal::Blocked)
         );
 
         let mut restarted = at_a.unblock_all();
         restarted.sort();
-        assert_eq!(restarted, vec![B, c]);
+        assert_eq!(restarted, vec![*B, c]);
         assert_eq!(at_a.dialing(), 2);
         assert!(at_a.unblock_all().is_empty(), "loops already run");
 
-        at_a.admit(B, candidate(1, B, B)).unwrap();
-        assert_eq!(at_a.dial_round(B), None, "up: the loop ends");
+        at_a.admit(*B, candidate(1, *B, *B)).unwrap();
+        assert_eq!(at_a.dial_round(*B), None, "up: the loop ends");
         assert!(at_a.unblock_all().is_empty(), "an up peer needs no dialing");
         assert_eq!(at_a.dialing(), 1);
     }
 
     #[test]
     fn dial_candidates_start_with_the_last_working_address() {
-        let mut at_a = peers(A);
-        let mut b = record(B);
+        let mut at_a = peers(*A);
+        let mut b = record(*B);
         b.addrs = vec!["b.example:7000".into(), "10.0.0.2:7000".into()];
+        b.sign();
         at_a.table.merge([b]);
-        at_a.slots.entry(B).or_default().last_remote = Some("10.0.0.2:7000".parse().unwrap());
+        at_a.slots.entry(*B).or_default().last_remote = Some("10.0.0.2:7000".parse().unwrap());
         assert_eq!(
-            at_a.dial_round(B).unwrap(),
+            at_a.dial_round(*B).unwrap(),
             vec!["10.0.0.2:7000".to_string(), "b.example:7000".to_string()]
         );
     }

@@ -20,6 +20,11 @@ pub(crate) struct Persisted {
     pub own_incarnation: u64,
     pub records: Vec<MemberRecord>,
     pub last_remotes: Vec<(PeerId, SocketAddr)>,
+    /// Rotation epoch of the current secret (in `secret`).
+    pub secret_epoch: u64,
+    /// Secrets before the last rotations, newest last: a known member that
+    /// was down during a rotation may still prove one to get the new one.
+    pub previous_secrets: Vec<String>,
 }
 
 impl Persisted {
@@ -34,6 +39,8 @@ impl Persisted {
                 .iter()
                 .filter_map(|(id, s)| s.last_remote.map(|a| (*id, a)))
                 .collect(),
+            secret_epoch: 0,
+            previous_secrets: Vec::new(),
         }
     }
 }
@@ -71,9 +78,9 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         assert_eq!(load(&dir), Persisted::default(), "no file yet");
 
-        let mut peers: Peers<()> = Peers::new(MembershipTable::new(record(A)));
-        peers.table.merge([record(B)]);
-        peers.slots.entry(B).or_default().last_remote = Some("10.1.2.3:7000".parse().unwrap());
+        let mut peers: Peers<()> = Peers::new(MembershipTable::new(record(*A)));
+        peers.table.merge([record(*B)]);
+        peers.slots.entry(*B).or_default().last_remote = Some("10.1.2.3:7000".parse().unwrap());
         let snapshot = Persisted::capture(&mut peers);
         assert!(!peers.persist_dirty);
         save(&dir, &snapshot).unwrap();
@@ -85,7 +92,7 @@ mod tests {
         assert_eq!(load(&dir), snapshot);
         assert_eq!(
             snapshot.records,
-            vec![record(B)],
+            vec![record(*B)],
             "our own record is not kept"
         );
 

@@ -25,15 +25,21 @@ pub const TIMERS: LinkTimers = LinkTimers {
 
 pub type Dns = LwwMap<String, String>;
 
+/// A signed record (`id` must be one of [`peer`]'s).
 pub fn record(id: PeerId) -> MemberRecord {
-    MemberRecord {
+    let mut record = MemberRecord {
         id,
         name: format!("host-{}", id.0[0]),
         addrs: vec![format!("127.0.0.1:{}", 7000 + id.0[0] as u16)],
         incarnation: 1,
         version: 0,
         meta: Default::default(),
-    }
+        signature: Default::default(),
+    };
+    // Also makes sure the test identities are registered.
+    peer(1);
+    record.sign();
+    record
 }
 
 /// Membership table plus channels of one `Dns` type; nothing is pending.
@@ -80,6 +86,8 @@ impl Replica for MemoryReplica {
         state.merge(&Dns::decode(&data).expect("test channels hold Dns"));
         Some(state.encode())
     }
+
+    fn offer_secret(&mut self, _from: PeerId, _epoch: u64, _token: &str) {}
 }
 
 struct Keypair {
@@ -207,8 +215,23 @@ pub struct Pair {
     pub lost: Vec<(usize, Message)>,
 }
 
-pub const A: PeerId = PeerId([1; 32]);
-pub const B: PeerId = PeerId([2; 32]);
+/// The `n`-th smallest (1-based, up to 16) of sixteen fixed test
+/// identities: real keys, so their records and writes are signed, ordered so
+/// that tie-breaks by id are predictable.
+pub fn peer(n: u8) -> PeerId {
+    static IDS: std::sync::OnceLock<Vec<PeerId>> = std::sync::OnceLock::new();
+    let ids = IDS.get_or_init(|| {
+        let mut ids: Vec<PeerId> = (1..=16u8)
+            .map(|seed| crate::Identity::from_seed([seed; 32]).unwrap().peer_id())
+            .collect();
+        ids.sort();
+        ids
+    });
+    ids[usize::from(n) - 1]
+}
+
+pub static A: std::sync::LazyLock<PeerId> = std::sync::LazyLock::new(|| peer(1));
+pub static B: std::sync::LazyLock<PeerId> = std::sync::LazyLock::new(|| peer(2));
 
 impl Pair {
     /// Hosts `A` (index 0) and `B` (index 1) on one connection dialed by
@@ -226,7 +249,7 @@ impl Pair {
     ) -> Pair {
         let now = Instant::now();
         let host = |index: usize| {
-            let (local, remote) = if index == 0 { (A, B) } else { (B, A) };
+            let (local, remote) = if index == 0 { (*A, *B) } else { (*B, *A) };
             let params = LinkParams {
                 local,
                 remote,

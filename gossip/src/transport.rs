@@ -253,6 +253,15 @@ impl From<quinn::ReadExactError> for ReadError {
 pub async fn read_frame<T: DeserializeOwned>(
     recv: &mut RecvStream,
 ) -> Result<Option<(T, usize)>, ReadError> {
+    read_frame_within(recv, wire::MAX_FRAME_LEN).await
+}
+
+/// [`read_frame`] with a smaller body limit (e.g. a hello, read before the
+/// peer proved anything): a longer prefix is refused before any allocation.
+pub async fn read_frame_within<T: DeserializeOwned>(
+    recv: &mut RecvStream,
+    limit: usize,
+) -> Result<Option<(T, usize)>, ReadError> {
     let mut header = [0u8; FRAME_HEADER_LEN];
     match recv.read_exact(&mut header).await {
         Ok(()) => {}
@@ -260,6 +269,9 @@ pub async fn read_frame<T: DeserializeOwned>(
         Err(e) => return Err(e.into()),
     }
     let len = wire::frame_body_len(header)?;
+    if len > limit {
+        return Err(wire::FrameError::Oversized(len).into());
+    }
     let mut body = vec![0u8; len];
     recv.read_exact(&mut body).await?;
     let value = wire::decode_body(&body)?;

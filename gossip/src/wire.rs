@@ -2,8 +2,19 @@
 //! opened by the dialer, carries length-prefixed postcard frames:
 //! `u32 big-endian length ‖ postcard(message)`, at most [`MAX_FRAME_LEN`].
 //!
-//! The first frame each way is the handshake ([`Hello`] / [`HelloAck`]); every
-//! later frame is a [`Message`].
+//! The handshake is three frames: [`Hello`] (dialer → acceptor: versions and
+//! the proof of the mesh secret only, at most [`MAX_HELLO_LEN`] bytes),
+//! [`HelloAck`] (acceptor → dialer, once the proof verified: its proof and
+//! its signed member record) and [`HelloRecord`] (dialer → acceptor, once
+//! the acceptor's proof verified: the dialer's signed record). So neither
+//! side tells anything about itself beyond the public key of its TLS
+//! certificate before the other has proved the secret. Every later frame is
+//! a [`Message`].
+//!
+//! Wire changes within `mesh/1` (issue 11, not compatible with earlier
+//! builds): the three-frame handshake; [`MemberRecord`] carries its
+//! subject's Ed25519 `signature`; every LWW entry in a channel payload
+//! carries its writer's `signature` (see `gossip::state::LwwEntry`).
 
 use std::net::SocketAddr;
 
@@ -16,6 +27,11 @@ use crate::membership::MemberRecord;
 pub const MAX_FRAME_LEN: usize = 4 * 1024 * 1024;
 /// Bytes of the length prefix.
 pub const FRAME_HEADER_LEN: usize = 4;
+/// Largest [`Hello`] body accepted: it is read before the dialer proved
+/// anything, so it is kept to what a hello needs.
+pub const MAX_HELLO_LEN: usize = 256;
+/// Largest [`HelloRecord`] body (a member record within its limits).
+pub const MAX_RECORD_FRAME_LEN: usize = 256 * 1024;
 
 /// Dialer → acceptor, first frame.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -25,14 +41,20 @@ pub struct Hello {
     pub max_version: u32,
     /// HMAC proving the dialer holds the mesh secret (see `auth`).
     pub proof: [u8; 32],
+    /// The address the dialer reached the acceptor at. A host listening on a
+    /// wildcard address learns what to advertise from this.
+    pub observed: SocketAddr,
+}
+
+/// Dialer → acceptor, third frame, sent only after the acceptor's proof
+/// verified.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HelloRecord {
     /// The dialer's own member record.
     pub record: MemberRecord,
     /// Highest key generation the dialer ever installed with the acceptor, so
     /// generations keep increasing across reconnects and restarts.
     pub last_key_generation: u64,
-    /// The address the dialer reached the acceptor at. A host listening on a
-    /// wildcard address learns what to advertise from this.
-    pub observed: SocketAddr,
 }
 
 /// Acceptor → dialer, sent only after the dialer's proof verified.
@@ -101,6 +123,23 @@ pub enum Message {
         want_reply: bool,
     },
     Digest(Digest),
+    /// The mesh secret as of rotation `epoch` (see `Node::rotate_secret`):
+    /// sent to every peer when a link comes up and after a rotation; a
+    /// host adopts it if `(epoch, token)` is above its own.
+    Secret {
+        epoch: u64,
+        token: SecretToken,
+    },
+}
+
+/// A join token on the wire; never printed.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretToken(pub String);
+
+impl std::fmt::Debug for SecretToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretToken(<redacted>)")
+    }
 }
 
 /// The hash a [`Digest`] carries for a state (SHA-256 of its encoding).

@@ -9,22 +9,43 @@ use common::*;
 use gossip::auth::{membership_proof, Role, EKM_AUTH_LABEL};
 use gossip::membership::MemberRecord;
 use gossip::transport::{self, close_code, TransportTimers};
-use gossip::wire::{Hello, HelloAck};
+use gossip::wire::{encode_frame, Hello, HelloAck, HelloRecord, Message};
 use gossip::{Identity, MeshSecret, PROTOCOL_VERSION};
 
-/// Completes a valid handshake by hand and returns the raw control stream.
-async fn raw_member(
-    target: std::net::SocketAddr,
-    secret: &MeshSecret,
-) -> (
+type Raw = (
     quinn::Endpoint,
     quinn::Connection,
     quinn::SendStream,
     quinn::RecvStream,
-) {
-    let identity = Identity::generate().unwrap();
+);
+
+/// Completes a valid handshake by hand and returns the raw control stream.
+async fn raw_member(target: std::net::SocketAddr, secret: &MeshSecret) -> Raw {
+    raw_member_as(&Identity::generate().unwrap(), target, secret).await
+}
+
+/// The raw member's own record, signed.
+fn raw_record(identity: &Identity, name: &str, version: u64) -> MemberRecord {
+    let mut record = MemberRecord {
+        id: identity.peer_id(),
+        name: name.into(),
+        addrs: vec![],
+        incarnation: 1,
+        version,
+        meta: Default::default(),
+        signature: Default::default(),
+    };
+    assert!(record.sign());
+    record
+}
+
+async fn raw_member_as(
+    identity: &Identity,
+    target: std::net::SocketAddr,
+    secret: &MeshSecret,
+) -> Raw {
     let endpoint = transport::bind_endpoint(
-        &identity,
+        identity,
         loopback(),
         TransportTimers {
             keep_alive: Duration::from_secs(1),
@@ -43,21 +64,17 @@ async fn raw_member(
         min_version: 1,
         max_version: PROTOCOL_VERSION,
         proof: membership_proof(secret, Role::Dialer, &ekm, &identity.peer_id(), &remote),
-        record: MemberRecord {
-            id: identity.peer_id(),
-            name: "raw".into(),
-            addrs: vec![],
-            incarnation: 1,
-            version: 0,
-            meta: Default::default(),
-        },
-        last_key_generation: 0,
         observed: target,
     };
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
     transport::write_frame(&mut send, &hello).await.unwrap();
     let ack = transport::read_frame::<HelloAck>(&mut recv).await.unwrap();
     assert!(ack.is_some(), "valid token: handshake accepted");
+    let third = HelloRecord {
+        record: raw_record(identity, "raw", 0),
+        last_key_generation: 0,
+    };
+    transport::write_frame(&mut send, &third).await.unwrap();
     (endpoint, conn, send, recv)
 }
 
@@ -116,4 +133,161 @@ async fn garbage_and_oversized_frames_close_only_that_connection() {
     assert!(eventually(Duration::from_secs(10), || async { up_count(&other) == 1 }).await);
     node.shutdown().await;
     other.shutdown().await;
+}
+
+/// An authenticated member that forges another host's record (a higher
+/// incarnation with its own `netkey` and address), or pushes incarnations to
+/// `u64::MAX`, changes nothing: every record is checked against its
+/// subject's signature and the incarnation bound before merge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_unreachable_member_records_are_dropped() {
+    init_tracing();
+    let nodes = cluster(2).await;
+    let (observer, victim) = (&nodes[0], &nodes[1]);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            up_count(observer) == 1
+        })
+        .await
+    );
+    let before = observer
+        .members()
+        .into_iter()
+        .find(|m| m.id == victim.id())
+        .unwrap();
+    let secret: MeshSecret = observer.token().parse().unwrap();
+    let attacker = Identity::generate().unwrap();
+    let (_ep, _conn, mut send, _recv) =
+        raw_member_as(&attacker, observer.local_addr(), &secret).await;
+
+    let forged = |incarnation: u64, sign: bool| {
+        let mut r = MemberRecord {
+            id: victim.id(),
+            name: "victim".into(),
+            addrs: vec!["192.0.2.66:7800".into()],
+            incarnation,
+            version: 0,
+            meta: [("netkey".to_string(), "attacker-key".to_string())].into(),
+            signature: Default::default(),
+        };
+        if sign {
+            // Signed with the attacker's key (the victim's key is in this
+            // process too, as every node runs here: sign as the attacker by
+            // swapping ids, which is what a real attacker can do).
+            r.id = attacker.peer_id();
+            r.sign();
+            r.id = victim.id();
+        }
+        r
+    };
+    let mut own_at_max = raw_record(&attacker, "raw", 5);
+    own_at_max.incarnation = u64::MAX;
+    assert!(own_at_max.sign(), "validly signed by its subject");
+    let mut victim_at_max = forged(u64::MAX, true);
+    victim_at_max.addrs.clear();
+    let attack = Message::Members(vec![
+        forged(before.incarnation + 1, true),
+        forged(before.incarnation + 1, false),
+        victim_at_max,
+        own_at_max,
+    ]);
+    send.write_all(&encode_frame(&attack).unwrap())
+        .await
+        .unwrap();
+    let full = Message::MembersFull {
+        records: vec![forged(before.incarnation + 7, true)],
+        want_reply: false,
+    };
+    send.write_all(&encode_frame(&full).unwrap()).await.unwrap();
+    // A genuine update after the attack: once it shows, the attack was processed.
+    let marker = Message::Members(vec![raw_record(&attacker, "raw-after", 1)]);
+    send.write_all(&encode_frame(&marker).unwrap())
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            observer
+                .members()
+                .iter()
+                .any(|m| m.id == attacker.peer_id() && m.name == "raw-after")
+        })
+        .await
+    );
+
+    let after = observer
+        .members()
+        .into_iter()
+        .find(|m| m.id == victim.id())
+        .unwrap();
+    assert_eq!(after.incarnation, before.incarnation);
+    assert_eq!(after.meta, before.meta);
+    assert_ne!(after.addr.to_string(), "192.0.2.66:7800");
+    let raw = observer
+        .members()
+        .into_iter()
+        .find(|m| m.id == attacker.peer_id())
+        .unwrap();
+    assert_eq!(
+        raw.incarnation, 1,
+        "u64::MAX is out of bounds even for its subject"
+    );
+    // The mesh keeps working: the victim is up and a new host joins.
+    assert_eq!(up_count(observer), 2);
+    let late = start(Arc::new(gossip::node::NoopObserver)).await;
+    late.join(&observer.local_addr().to_string(), &secret)
+        .await
+        .unwrap();
+    assert!(eventually(Duration::from_secs(10), || async { up_count(&late) >= 2 }).await);
+    late.shutdown().await;
+    shutdown_all(&nodes).await;
+}
+
+/// Before the proof: a hello beyond the small limit is refused, and the
+/// acceptor sends nothing about itself to a dialer that proved nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_told_or_kept_before_the_proof() {
+    init_tracing();
+    let node = start(Arc::new(gossip::node::NoopObserver)).await;
+    let connect = || async {
+        let identity = Identity::generate().unwrap();
+        let endpoint = transport::bind_endpoint(
+            &identity,
+            loopback(),
+            TransportTimers {
+                keep_alive: Duration::from_secs(1),
+                idle_timeout: Duration::from_secs(5),
+            },
+        )
+        .unwrap();
+        let conn = endpoint
+            .connect(node.local_addr(), transport::SERVER_NAME)
+            .unwrap()
+            .await
+            .unwrap();
+        (endpoint, conn)
+    };
+    // 1. A length prefix just over the hello limit (far below the frame limit).
+    let (_ep, conn) = connect().await;
+    let (mut send, _recv) = conn.open_bi().await.unwrap();
+    send.write_all(&((gossip::wire::MAX_HELLO_LEN as u32 + 1).to_be_bytes()))
+        .await
+        .unwrap();
+    assert_closed_for_protocol_error(&conn).await;
+
+    // 2. A wrong proof: closed, and nothing but the close arrives.
+    let (_ep, conn) = connect().await;
+    let hello = Hello {
+        min_version: 1,
+        max_version: PROTOCOL_VERSION,
+        proof: [7; 32],
+        observed: node.local_addr(),
+    };
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    transport::write_frame(&mut send, &hello).await.unwrap();
+    let got = transport::read_frame::<HelloAck>(&mut recv).await;
+    assert!(
+        !matches!(got, Ok(Some(_))),
+        "no ack (and so no record) without a proof"
+    );
+    node.shutdown().await;
 }

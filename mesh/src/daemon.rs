@@ -22,6 +22,7 @@ use crate::dns::{RecordSource, Resolver};
 use crate::error::ApiError;
 use crate::fabric::{Fabric, Realized};
 use crate::hosts::{HostSet, LookupError, Scope};
+use crate::isolation;
 use crate::netdev::Netlink;
 use crate::netsecret::{self, HostKey};
 use crate::networks::{self, DefinitionError};
@@ -32,6 +33,7 @@ use crate::resolvconf::NetnsEtc;
 use crate::services::records::{ServiceChannels, HEALTH_CHANNEL, LABELS_CHANNEL, SERVICES_CHANNEL};
 use crate::services::Services;
 use crate::state::{AttachmentStore, StateDir};
+use crate::validate::Guards;
 use crate::views;
 
 /// Underlay MTU assumed for the overlay MTU (an Ethernet LAN).
@@ -83,9 +85,17 @@ impl RecordSource for MeshRecords {
     }
 }
 
-/// Opens a replicated channel on `node`, starting from its snapshot.
-fn open_channel<V: records::Record>(node: &Node, state: &StateDir, name: &str) -> Records<V> {
-    node.channel(name, load_snapshot(state, name))
+/// Opens a replicated channel on `node` with its guarded state (see
+/// [`crate::validate`]), then merges its snapshot in (checked like any write).
+fn open_channel<V: records::Record>(
+    node: &Node,
+    state: &StateDir,
+    name: &str,
+    guarded: gossip::LwwMap<String, V>,
+) -> Records<V> {
+    let ch = node.channel(name, guarded);
+    ch.update(load_snapshot(state, name));
+    ch
 }
 
 impl Daemon {
@@ -136,17 +146,38 @@ impl Daemon {
             info!("created a new one-host mesh");
         }
 
+        // Channels other channels' rules read come first.
+        let networks = open_channel(&node, &state, records::NETWORKS_CHANNEL, Guards::networks());
+        let removed = open_channel(&node, &state, records::REMOVED_CHANNEL, Guards::removed());
         let channels = Channels {
-            networks: open_channel(&node, &state, records::NETWORKS_CHANNEL),
-            endpoints: open_channel(&node, &state, records::ENDPOINTS_CHANNEL),
-            ring: open_channel(&node, &state, records::RING_CHANNEL),
-            requests: node.channel(records::REQUESTS_CHANNEL, Default::default()),
-            removed: open_channel(&node, &state, records::REMOVED_CHANNEL),
+            endpoints: open_channel(
+                &node,
+                &state,
+                records::ENDPOINTS_CHANNEL,
+                Guards::endpoints(networks.clone()),
+            ),
+            ring: open_channel(
+                &node,
+                &state,
+                records::RING_CHANNEL,
+                Guards::ring(networks.clone(), removed.clone()),
+            ),
+            requests: node.channel(
+                records::REQUESTS_CHANNEL,
+                Guards::requests(networks.clone()),
+            ),
+            networks,
+            removed,
         };
         let service_channels = ServiceChannels {
-            services: open_channel(&node, &state, SERVICES_CHANNEL),
-            labels: open_channel(&node, &state, LABELS_CHANNEL),
-            health: open_channel(&node, &state, HEALTH_CHANNEL),
+            services: open_channel(
+                &node,
+                &state,
+                SERVICES_CHANNEL,
+                Guards::services(channels.networks.clone()),
+            ),
+            labels: open_channel(&node, &state, LABELS_CHANNEL, Guards::labels()),
+            health: open_channel(&node, &state, HEALTH_CHANNEL, Guards::health()),
             heartbeat: node.channel(
                 crate::services::liveness::HEARTBEAT_CHANNEL,
                 Default::default(),
@@ -387,12 +418,42 @@ impl Daemon {
         }
         self.peers
             .set_networks(self.fabric.finish(devices, &desired));
+        self.apply_isolation(devices, &desired);
+    }
+
+    /// Rebuilds the host's isolation table for the networks realised here
+    /// (see [`crate::isolation`]). A failure is logged, not fatal: the
+    /// networks themselves still work.
+    fn apply_isolation(&self, devices: &Realized, desired: &BTreeMap<String, NetworkDef>) {
+        let bridges: Vec<isolation::Bridge> = devices
+            .wires
+            .iter()
+            .filter_map(|(id, w)| {
+                let def = desired.get(id)?;
+                let svc = crate::ipam::service_address(def.subnet);
+                Some(isolation::Bridge {
+                    name: self.fabric.bridge_of(*w),
+                    service4: svc,
+                    service6: def.ipv6_for(svc),
+                })
+            })
+            .collect();
+        if let Err(e) = isolation::apply(&self.settings.link_prefix, &bridges) {
+            warn!("networks are NOT isolated on this host: {e:#}");
+        }
     }
 
     // ---- API operations ------------------------------------------------
 
     pub fn token(&self) -> String {
         self.node.token()
+    }
+
+    /// `meshctl token rotate` (and `peer rm`): revokes the current secret.
+    pub fn rotate_token(&self) -> Result<String, ApiError> {
+        self.node
+            .rotate_secret()
+            .map_err(|e| ApiError::Internal(anyhow::anyhow!("rotating the mesh secret: {e}")))
     }
 
     pub async fn join(&self, req: api::JoinRequest) -> Result<api::JoinResponse, ApiError> {
@@ -542,9 +603,11 @@ impl Daemon {
             hosts: members,
             sealed_secrets,
         };
-        // The ring first: a host that learns the network can allocate at once.
-        self.alloc.init_ring(&def);
+        // The definition first: a host admits a network's first range only
+        // once it knows the network (and its creator). A host that learns
+        // the network before its range waits for the range to arrive.
         records::put(&self.channels.networks, self.id(), &req.id, def.clone());
+        self.alloc.init_ring(&def);
         if !def.allows_host(&self.id().to_hex()) {
             return Ok(self.network_view(&def));
         }
@@ -661,6 +724,9 @@ impl Daemon {
             }
         }
         self.apply_removals();
+        // Removal revokes: the removed host holds the current secret, and
+        // with it could come back under a fresh identity.
+        self.rotate_token()?;
         Ok(api::RemovePeerResponse {
             removed: m.name.clone(),
         })
@@ -714,6 +780,9 @@ pub async fn cleanup(settings: &Settings) -> Result<usize> {
             nl.delete(&link.name).await?;
             removed += 1;
         }
+    }
+    if let Err(e) = isolation::remove(&settings.link_prefix) {
+        warn!("cannot remove the isolation table: {e:#}");
     }
     if settings.state_dir.exists() {
         AttachmentStore::clear(&StateDir::open(&settings.state_dir)?)?;

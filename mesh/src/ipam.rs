@@ -28,7 +28,12 @@ use crate::records::{RangeEntry, Want};
 
 /// The ranges of one network, sorted by start.
 pub fn ranges<'a>(all: impl Iterator<Item = &'a RangeEntry>, network: &str) -> Vec<RangeEntry> {
-    let mut v: Vec<RangeEntry> = all.filter(|r| r.network == network).cloned().collect();
+    // Empty or inverted ranges never pass admission (`crate::validate`);
+    // skipping them here too keeps every range operation panic-free.
+    let mut v: Vec<RangeEntry> = all
+        .filter(|r| r.network == network && r.start < r.end)
+        .cloned()
+        .collect();
     v.sort_by_key(|r| r.start);
     v
 }

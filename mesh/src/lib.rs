@@ -11,6 +11,7 @@ pub mod hosts;
 pub mod ipam;
 pub mod networks;
 pub mod records;
+pub mod validate;
 pub mod views;
 
 // The parts of the daemon, each over its own state.
@@ -18,6 +19,7 @@ pub mod alloc;
 pub mod attach;
 pub mod dns;
 pub mod fabric;
+pub mod isolation;
 pub mod netdev;
 pub mod netsecret;
 pub mod peers;

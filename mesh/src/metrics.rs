@@ -99,6 +99,13 @@ pub fn render(status: &StatusResponse) -> String {
     let atts = Gauge::<i64>::default();
     atts.set(status.attachments as i64);
     reg.register("attachments", "Containers attached on this host", atts);
+    let rejected = Counter::<u64>::default();
+    rejected.inc_by(gossip::signed::rejected_total());
+    reg.register(
+        "gossip_rejected_records",
+        "Member records and replicated writes dropped: bad signature, future stamp, or not admitted (see the log, once per author)",
+        rejected,
+    );
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &reg);
@@ -158,5 +165,9 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("mesh_hosts 2"), "{text}");
+        assert!(
+            text.contains("mesh_gossip_rejected_records_total"),
+            "{text}"
+        );
     }
 }

@@ -25,6 +25,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route(routes::METRICS, get(metrics))
         .route(routes::PEERS, get(peers))
         .route(routes::TOKEN, get(token))
+        .route(routes::TOKEN_ROTATE, post(rotate_token))
         .route(routes::JOIN, post(join))
         .route(routes::NETWORKS, get(list_networks).post(create_network))
         .route(
@@ -135,6 +136,12 @@ async fn peers(State(d): D) -> ApiResult<Vec<api::PeerStatus>> {
 
 async fn token(State(d): D) -> ApiResult<api::TokenResponse> {
     Ok(Json(api::TokenResponse { token: d.token() }))
+}
+
+async fn rotate_token(State(d): D) -> ApiResult<api::TokenResponse> {
+    Ok(Json(api::TokenResponse {
+        token: d.rotate_token()?,
+    }))
 }
 
 async fn join(State(d): D, Body(req): Body<api::JoinRequest>) -> ApiResult<api::JoinResponse> {

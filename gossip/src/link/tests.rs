@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::sim::{record, Dns, Pair, A, B, REJECT_AFTER, TIMERS};
+use crate::sim::{peer, record, Dns, Pair, A, B, REJECT_AFTER, TIMERS};
 use crate::state::Stamp;
 
 fn key_inits(pair: &Pair, host: usize) -> Vec<u64> {
@@ -93,22 +93,22 @@ fn generations_continue_from_the_handshake() {
 #[test]
 fn digest_exchange_makes_differing_replicas_equal() {
     let mut pair = Pair::new(0, 0);
-    let c = PeerId([3; 32]);
-    let d = PeerId([4; 32]);
+    let c = peer(3);
+    let d = peer(4);
     let mut a_dns = Dns::new();
-    a_dns.apply("web".into(), stamp(5, A), Some("10.0.0.1".into()));
-    a_dns.apply("shared".into(), stamp(7, A), Some("from-a".into()));
+    a_dns.apply("web".into(), stamp(5, *A), Some("10.0.0.1".into()));
+    a_dns.apply("shared".into(), stamp(7, *A), Some("from-a".into()));
     let mut b_dns = Dns::new();
-    b_dns.apply("db".into(), stamp(6, B), Some("10.0.0.2".into()));
-    b_dns.apply("shared".into(), stamp(8, B), Some("from-b".into()));
-    b_dns.apply("web".into(), stamp(9, B), None);
+    b_dns.apply("db".into(), stamp(6, *B), Some("10.0.0.2".into()));
+    b_dns.apply("shared".into(), stamp(8, *B), Some("from-b".into()));
+    b_dns.apply("web".into(), stamp(9, *B), None);
     {
         let a = &mut pair.hosts[0].replica;
         a.table.merge([record(c)]);
         a.channels.insert("dns".into(), a_dns);
         a.channels.insert("empty-on-b".into(), Dns::new());
         let mut only = Dns::new();
-        only.apply("k".into(), stamp(1, A), Some("v".into()));
+        only.apply("k".into(), stamp(1, *A), Some("v".into()));
         a.channels.insert("only-a".into(), only);
     }
     {
@@ -116,7 +116,7 @@ fn digest_exchange_makes_differing_replicas_equal() {
         b.table.merge([record(d)]);
         b.channels.insert("dns".into(), b_dns);
         let mut filled = Dns::new();
-        filled.apply("x".into(), stamp(2, B), Some("y".into()));
+        filled.apply("x".into(), stamp(2, *B), Some("y".into()));
         b.channels.insert("empty-on-b".into(), filled);
     }
     assert_ne!(

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use super::outbound::{self, Outbound, OutboundRx};
 use super::PeerInfo;
 use super::{lock, Inner};
 use crate::auth::EKM_AUTH_LABEL;
@@ -21,11 +22,14 @@ use crate::link::{Action, Link, LinkParams};
 use crate::membership::MemberRecord;
 use crate::peers::{Candidate, Refusal};
 use crate::transport::{self, close_code, ReadError};
-use crate::wire::{self, Hello, HelloAck, Message};
+use crate::wire::{self, Hello, HelloAck, HelloRecord, Message};
 use crate::{Error, PeerId};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const OUTBOUND_QUEUE: usize = 1024;
+/// How long a dialer that proved nothing yet may take to send its hello.
+const UNAUTHENTICATED_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections whose dialer has not proved the secret yet, at most.
+pub(super) const MAX_UNAUTHENTICATED: usize = 64;
 /// Small on purpose: each queued message may be up to 4 MiB.
 const INBOUND_QUEUE: usize = 16;
 
@@ -34,7 +38,7 @@ const INBOUND_QUEUE: usize = 16;
 pub(crate) struct LinkHandle {
     pub conn: quinn::Connection,
     /// Encoded frames for the writer task.
-    pub outbound: mpsc::Sender<Bytes>,
+    pub outbound: Outbound,
 }
 
 /// Maps the error that ended a handshake to what `join()` reports.
@@ -98,12 +102,7 @@ impl Inner {
             secret: &secret,
             ekm: transport::exported_secret(&conn, EKM_AUTH_LABEL)?,
         };
-        let hello = handshake::hello(
-            &parties,
-            self.own_record(),
-            self.last_key_generation(&remote),
-            addr,
-        );
+        let hello = handshake::hello(&parties, addr);
         let exchange = async {
             let (mut send, mut recv) =
                 conn.open_bi().await.map_err(|e| unreachable(Box::new(e)))?;
@@ -142,6 +141,16 @@ impl Inner {
                 return Err(refusal.into_error());
             }
         };
+        // The acceptor proved the secret: now it may learn who we are.
+        let mut send = send;
+        let third = HelloRecord {
+            record: self.own_record(),
+            last_key_generation: self.last_key_generation(&remote),
+        };
+        transport::write_frame(&mut send, &third).await?;
+        let Some(record) = admitted.record else {
+            return Err(Error::protocol("acceptor sent no member record"));
+        };
         self.learn_own_address(admitted.observed);
         self.register(
             conn,
@@ -149,7 +158,7 @@ impl Inner {
             recv,
             remote,
             Side::Dialer,
-            admitted.record,
+            record,
             admitted.last_key_generation,
         )?;
         Ok(remote)
@@ -157,6 +166,13 @@ impl Inner {
 
     pub(super) async fn accept(self: Arc<Self>, incoming: quinn::Incoming) {
         let remote_addr = incoming.remote_address();
+        // Held until the dialer proved the secret: bounds what strangers
+        // can make this host keep.
+        let Ok(permit) = self.unauthenticated.clone().try_acquire_owned() else {
+            debug!(addr = %remote_addr, "refusing a connection: too many handshakes in progress");
+            incoming.refuse();
+            return;
+        };
         let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
             Ok(Ok(conn)) => conn,
             Ok(Err(e)) => {
@@ -179,7 +195,7 @@ impl Inner {
         }
         let exchange = async {
             let (send, mut recv) = conn.accept_bi().await.ok()?;
-            match transport::read_frame::<Hello>(&mut recv).await {
+            match transport::read_frame_within::<Hello>(&mut recv, wire::MAX_HELLO_LEN).await {
                 Ok(Some((hello, _))) => Some((send, recv, hello)),
                 Ok(None) => None,
                 Err(e) => {
@@ -188,13 +204,13 @@ impl Inner {
                 }
             }
         };
-        let Ok(Some((mut send, recv, hello))) =
-            tokio::time::timeout(HANDSHAKE_TIMEOUT, exchange).await
+        let Ok(Some((mut send, mut recv, hello))) =
+            tokio::time::timeout(UNAUTHENTICATED_TIMEOUT, exchange).await
         else {
             transport::close(&conn, close_code::PROTOCOL_ERROR, "no valid hello");
             return;
         };
-        let secret = self.secret();
+        let secrets = self.secrets();
         let Ok(ekm) = transport::exported_secret(&conn, EKM_AUTH_LABEL) else {
             transport::close(
                 &conn,
@@ -203,14 +219,33 @@ impl Inner {
             );
             return;
         };
-        let parties = Parties {
+        let blocked = self.is_blocked(&remote);
+        let mut parties = Parties {
             local: self.id,
             remote,
             side: Side::Acceptor,
-            secret: &secret,
+            secret: &secrets.current,
             ekm,
         };
-        let admitted = match handshake::check(&parties, self.is_blocked(&remote), hello.into()) {
+        let mut verdict = handshake::check(&parties, blocked, hello.clone().into());
+        // A known member that was down during a rotation proves an older
+        // secret: admitted, and the link sends it the current one.
+        let known = lock(&self.peers).table.get(&remote).is_some();
+        if matches!(verdict, Err(CloseReason::BadProof { .. })) && known {
+            for old in secrets.previous.iter().rev() {
+                let stale = Parties {
+                    secret: old,
+                    ..parties
+                };
+                if let Ok(admitted) = handshake::check(&stale, blocked, hello.clone().into()) {
+                    info!(peer = %remote, "member proved a retired mesh secret; sending it the current one");
+                    parties = stale;
+                    verdict = Ok(admitted);
+                    break;
+                }
+            }
+        }
+        let admitted = match verdict {
             Ok(admitted) => admitted,
             Err(refusal) => {
                 if matches!(refusal, CloseReason::BadProof { .. }) {
@@ -220,6 +255,7 @@ impl Inner {
                 return;
             }
         };
+        drop(permit);
         let ack = handshake::ack(
             &parties,
             &admitted,
@@ -227,18 +263,36 @@ impl Inner {
             self.last_key_generation(&remote),
             conn.remote_address(),
         );
-        self.learn_own_address(admitted.observed);
         if transport::write_frame(&mut send, &ack).await.is_err() {
             return;
         }
+        let third = tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            transport::read_frame_within::<HelloRecord>(&mut recv, wire::MAX_RECORD_FRAME_LEN),
+        )
+        .await;
+        let (record, last_key_generation) = match third {
+            Ok(Ok(Some((frame, _)))) => match handshake::check_record(&parties, frame) {
+                Ok(admitted) => admitted,
+                Err(refusal) => {
+                    refuse(&conn, &refusal);
+                    return;
+                }
+            },
+            _ => {
+                transport::close(&conn, close_code::PROTOCOL_ERROR, "no valid member record");
+                return;
+            }
+        };
+        self.learn_own_address(admitted.observed);
         if let Err(e) = self.register(
             conn,
             send,
             recv,
             remote,
             Side::Acceptor,
-            admitted.record,
-            admitted.last_key_generation,
+            record,
+            last_key_generation,
         ) {
             debug!(peer = %remote, error = %e, "connection not kept");
         }
@@ -266,7 +320,7 @@ impl Inner {
             CipherOffer::of_meta(&self.own_record().meta),
             CipherOffer::of_meta(&record.meta),
         );
-        let (out_tx, out_rx) = mpsc::channel::<Bytes>(OUTBOUND_QUEUE);
+        let (out_tx, out_rx) = outbound::queue();
         let admission = {
             let mut peers = lock(&self.peers);
             if self.is_shutting_down() {
@@ -350,9 +404,12 @@ impl Inner {
     }
 }
 
-async fn writer_task(mut send: quinn::SendStream, mut outbound: mpsc::Receiver<Bytes>) {
+async fn writer_task(mut send: quinn::SendStream, mut outbound: OutboundRx) {
     while let Some(frame) = outbound.recv().await {
-        if send.write_chunk(frame).await.is_err() {
+        let len = frame.len();
+        let written = send.write_chunk(frame).await;
+        outbound.written(len);
+        if written.is_err() {
             return;
         }
     }
@@ -401,7 +458,7 @@ struct Driver {
     node: Arc<Inner>,
     conn: quinn::Connection,
     peer: PeerId,
-    outbound: mpsc::Sender<Bytes>,
+    outbound: Outbound,
 }
 
 impl Driver {
@@ -436,6 +493,11 @@ impl Driver {
         let mut link = Link::new(params, Instant::now());
         let mut shutdown = self.node.shutdown.subscribe();
         let mut replica: &Inner = &self.node;
+        let secrets = self.node.secrets();
+        self.send(&Message::Secret {
+            epoch: secrets.epoch,
+            token: wire::SecretToken(secrets.current.to_token()),
+        });
         let mut ended = self.execute(link.open(&replica, Instant::now()));
         let timer = tokio::time::sleep_until(link.poll_timeout().into());
         tokio::pin!(timer);

@@ -117,4 +117,7 @@ impl Replica for HostReplica<'_> {
         }
         Some(self.channel.encode())
     }
+
+    /// Secret rotation is not part of the scale model.
+    fn offer_secret(&mut self, _from: PeerId, _epoch: u64, _token: &str) {}
 }

@@ -167,16 +167,26 @@ pub struct Sim {
     pub events: u64,
 }
 
-/// Host `i`'s id: spread over the id space so ring order is not join order.
+/// Host `i`'s id: a real Ed25519 identity from a seed of `i` (records are
+/// signed by their subject, so simulated hosts need keys the process
+/// keyring holds). Public keys are spread over the id space, so ring order
+/// is not join order. Cached: deriving a key pair per call would dominate
+/// a 1,000-host run.
 pub fn peer_id(i: usize) -> PeerId {
-    let mut id = [0u8; 32];
-    id[..8].copy_from_slice(&((i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)).to_be_bytes());
-    id[8..16].copy_from_slice(&(i as u64).to_be_bytes());
-    PeerId(id)
+    static IDS: std::sync::Mutex<Vec<PeerId>> = std::sync::Mutex::new(Vec::new());
+    let mut ids = IDS.lock().unwrap_or_else(|p| p.into_inner());
+    while ids.len() <= i {
+        let mut seed = [0x5eu8; 32];
+        seed[..8].copy_from_slice(&(ids.len() as u64).to_be_bytes());
+        let identity =
+            crate::Identity::from_seed(seed).expect("any 32-byte seed is an Ed25519 key");
+        ids.push(identity.peer_id());
+    }
+    ids[i]
 }
 
 fn record(i: usize) -> MemberRecord {
-    MemberRecord {
+    let mut r = MemberRecord {
         id: peer_id(i),
         name: format!("host-{i}"),
         addrs: vec![format!(
@@ -188,7 +198,10 @@ fn record(i: usize) -> MemberRecord {
         incarnation: 1,
         version: 0,
         meta: [("data_port".to_string(), "7801".to_string())].into(),
-    }
+        signature: Default::default(),
+    };
+    assert!(r.sign(), "the simulator holds every host's key");
+    r
 }
 
 impl Sim {

@@ -1,0 +1,154 @@
+//! Isolation on the host: an nftables table meshd owns (`inet
+//! <prefix>_isolation`), rebuilt atomically whenever the networks here
+//! change and deleted by `meshd --cleanup`.
+//!
+//! Every network's bridge carries its service addresses and its subnets as
+//! routes in the host namespace, so with forwarding on (usual on Docker and
+//! Kubernetes hosts) the host would route between networks meant to be
+//! apart, and host services on `[::]` would answer every container. The
+//! table, whatever the forwarding sysctls:
+//! - drops everything forwarded from or to a bridge of ours (traffic
+//!   between overlay networks, or between one and the outside) — except
+//!   frames bridged within one bridge, which hosts with `br_netfilter`
+//!   (Docker, Kubernetes) pass through this hook too;
+//! - accepts from a bridge only what goes to *that* bridge's own service
+//!   addresses (DNS) and IPv6 neighbour discovery, and drops the rest of
+//!   what containers send to the host.
+//!
+//! Traffic inside a network never reaches these hooks: it is bridged
+//! between veths and the data plane's TAP.
+
+use std::io::Write;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+/// One network's bridge and the addresses containers may reach on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bridge {
+    pub name: String,
+    pub service4: Ipv4Addr,
+    pub service6: Ipv6Addr,
+}
+
+/// The table's name for a device prefix (nft names: letters, digits, `_`).
+pub fn table_name(prefix: &str) -> String {
+    let clean: String = prefix
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    format!("{clean}_isolation")
+}
+
+/// The nft script that (re)creates the table: declare-then-delete makes
+/// the replacement atomic and idempotent in one transaction.
+pub fn ruleset(prefix: &str, bridges: &[Bridge]) -> String {
+    let table = table_name(prefix);
+    let all = format!("\"{prefix}b*\"");
+    let mut svc4 = Vec::new();
+    let mut svc6 = Vec::new();
+    let mut same = Vec::new();
+    for b in bridges {
+        same.push(format!("\"{0}\" . \"{0}\"", b.name));
+        svc4.push(format!("\"{}\" . {}", b.name, b.service4));
+        svc6.push(format!("\"{}\" . {}", b.name, b.service6));
+    }
+    let elements = |v: &[String]| {
+        if v.is_empty() {
+            String::new()
+        } else {
+            format!("elements = {{ {} }}", v.join(", "))
+        }
+    };
+    format!(
+        r#"table inet {table} {{}}
+delete table inet {table}
+table inet {table} {{
+    set service4 {{ type ifname . ipv4_addr; {e4} }}
+    set service6 {{ type ifname . ipv6_addr; {e6} }}
+    set same_bridge {{ type ifname . ifname; {es} }}
+    chain forward {{
+        type filter hook forward priority filter - 10; policy accept;
+        iifname . oifname @same_bridge accept
+        iifname {all} drop
+        oifname {all} drop
+    }}
+    chain input {{
+        type filter hook input priority filter - 10; policy accept;
+        iifname != {all} accept
+        iifname . ip daddr @service4 accept
+        iifname . ip6 daddr @service6 accept
+        icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit }} accept
+        drop
+    }}
+}}
+"#,
+        e4 = elements(&svc4),
+        e6 = elements(&svc6),
+        es = elements(&same),
+    )
+}
+
+fn nft(script: &str) -> Result<()> {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running nft (is nftables installed?)")?;
+    child
+        .stdin
+        .take()
+        .context("nft stdin")?
+        .write_all(script.as_bytes())
+        .context("writing the ruleset to nft")?;
+    let out = child.wait_with_output().context("waiting for nft")?;
+    if !out.status.success() {
+        bail!(
+            "nft refused the ruleset: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Installs (or replaces) the table for the bridges of this host.
+pub fn apply(prefix: &str, bridges: &[Bridge]) -> Result<()> {
+    nft(&ruleset(prefix, bridges))
+}
+
+/// Deletes the table (`--cleanup`); nothing to do if it is not there.
+pub fn remove(prefix: &str) -> Result<()> {
+    let table = table_name(prefix);
+    nft(&format!(
+        "table inet {table} {{}}\ndelete table inet {table}\n"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ruleset_names_each_bridge_with_its_own_service_addresses() {
+        let rules = ruleset(
+            "mesh-",
+            &[Bridge {
+                name: "mesh-b0000abcd".into(),
+                service4: Ipv4Addr::new(10, 40, 0, 254),
+                service6: "fd00::fe".parse().unwrap(),
+            }],
+        );
+        assert!(rules.contains("table inet mesh__isolation {"));
+        assert!(rules.contains("\"mesh-b0000abcd\" . 10.40.0.254"));
+        assert!(rules.contains("\"mesh-b0000abcd\" . fd00::fe"));
+        assert!(rules.contains("iifname \"mesh-b*\" drop"));
+        assert!(rules.contains("\"mesh-b0000abcd\" . \"mesh-b0000abcd\""));
+        // No bridges: empty sets, still a valid table that drops.
+        let empty = ruleset("x", &[]);
+        assert!(!empty.contains("elements"));
+        assert!(empty.contains("oifname \"xb*\" drop"));
+    }
+}
