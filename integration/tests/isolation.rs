@@ -4,6 +4,7 @@
 //! address reaches nothing there. Run as root (`cargo test -p integration
 //! --test isolation`).
 
+use hickory_proto::rr::RecordType;
 use integration::{is_root, unique_prefix, Lab};
 use std::time::Duration;
 
@@ -57,6 +58,21 @@ fn forwarding_hosts_do_not_route_between_networks_or_to_themselves() {
     // Inside a network all is well, across hosts too.
     lab.wait_ping(&r1, &addr(&red2), Duration::from_secs(10))
         .unwrap();
+
+    // Names: a red container resolves red's names, never blue's, by name
+    // or by address, whichever server it asks.
+    let red_dns: std::net::IpAddr = red1.dns_server.as_deref().unwrap().parse().unwrap();
+    let blue_dns: std::net::IpAddr = blue.dns_server.as_deref().unwrap().parse().unwrap();
+    integration::wait_for(Duration::from_secs(10), || {
+        let a = integration::dns_query(&b1, blue_dns, &format!("{b1}.blue"), RecordType::A)?;
+        anyhow::ensure!(!a.is_empty(), "blue's own name not answered yet");
+        Ok(())
+    })
+    .unwrap();
+    let cross = integration::dns_query(&r1, red_dns, &format!("{b1}.blue"), RecordType::A);
+    assert!(cross.is_err(), "red resolved blue's container: {cross:?}");
+    let soa = integration::dns_query(&r1, red_dns, "blue", RecordType::SOA);
+    assert!(soa.is_err(), "red was answered for blue's zone: {soa:?}");
 
     // Each container routes the other network and a host address through
     // its own service address, as a hostile tenant would. (The host routes

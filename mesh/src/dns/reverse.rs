@@ -102,9 +102,9 @@ pub fn answer(
 ) -> Option<LocalAnswer> {
     let (addr, len) = parse(qname)?;
     let all = source.networks();
-    let mut nets: Vec<&NetworkDef> = all.iter().collect();
-    // The asking network first.
-    nets.sort_by_key(|n| n.id != asked_on);
+    // Only the asking network's own subnets: the names of another
+    // network's containers are not the asker's to learn.
+    let nets: Vec<&NetworkDef> = all.iter().filter(|n| n.id == asked_on).collect();
     let mut zone_of: Option<(Name, u8, String)> = None;
     let mut matching: Vec<&NetworkDef> = Vec::new();
     for def in nets {

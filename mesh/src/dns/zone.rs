@@ -160,7 +160,10 @@ pub fn answer(
             .find(|n| n.id == *zone_label)
             .cloned()
     };
-    if zone_label != asked_on && records.is_empty() && def().is_none() {
+    // Only the asking network's own zone: a container never learns the
+    // names on a network it is not on (tenants on one mesh stay apart).
+    // Other zones go on like any name outside the mesh.
+    if zone_label != asked_on || (records.is_empty() && def().is_none()) {
         return None;
     }
     let apex = network_apex(zone_label)?;
@@ -330,6 +333,24 @@ pub(crate) mod tests {
         assert_eq!(aaaa.answers.len(), 2);
         assert!(addrs(&aaaa).iter().all(IpAddr::is_ipv6));
         assert!(ask(&src, "example.com.", RecordType::A, "10.0.0.9").is_none());
+    }
+
+    #[test]
+    fn another_networks_names_are_not_answered() {
+        let src = exact(fixed(vec![rec("10.0.0.2", "web", None)]));
+        // Asked on network red: blue's zone is not red's to see.
+        let other = |q: &str| {
+            answer(
+                &src,
+                "red",
+                &n(q),
+                RecordType::A,
+                "10.1.0.9".parse().unwrap(),
+            )
+        };
+        assert!(other("web.blue.").is_none());
+        assert!(other("blue.").is_none());
+        assert!(ask(&src, "web.blue.", RecordType::A, "10.0.0.9").is_some());
     }
 
     #[test]
