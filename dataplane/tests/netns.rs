@@ -7,7 +7,6 @@
 
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -20,49 +19,8 @@ const NET: NetworkId = NetworkId(42);
 const PORT: u16 = 7801;
 const MARKER: &[u8] = b"MESH-PLAINTEXT-MARKER-do-not-leak-0123456789";
 
-fn skip_reason() -> Option<&'static str> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("needs root (network namespaces, TAP devices)");
-    }
-    if !std::path::Path::new("/dev/net/tun").exists() {
-        return Some("/dev/net/tun missing");
-    }
-    if Command::new("ip").arg("-V").output().is_err() {
-        return Some("`ip` command missing (iproute2)");
-    }
-    None
-}
-
-fn ip(args: &[&str]) {
-    let output = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        output.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// Deletes the namespaces (and with them the veth and TAPs) even on panic.
-struct Namespaces(Vec<String>);
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for name in &self.0 {
-            let _ = Command::new("ip").args(["netns", "del", name]).status();
-        }
-    }
-}
-
-/// Runs `f` inside namespace `ns` (on mesh-sys's fresh thread) without
-/// waiting for it: the probes on both sides run at the same time.
-fn in_netns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> thread::JoinHandle<T> {
-    let path = format!("/run/netns/{ns}");
-    thread::spawn(move || mesh_sys::netns::run_in_net(&path, f).expect("inside the namespace"))
-}
+mod common;
+use common::{in_netns, ip, skip_reason, Namespaces};
 
 fn random_key(rng: &SystemRandom) -> [u8; 32] {
     let mut key = [0u8; 32];

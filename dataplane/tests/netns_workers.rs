@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::net::UdpSocket;
-use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
@@ -16,47 +15,8 @@ const NET: NetworkId = NetworkId(43);
 const FLOWS: u16 = 6;
 const PER_FLOW: u32 = 4_000;
 
-fn skip_reason() -> Option<&'static str> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("needs root (network namespaces, TAP devices)");
-    }
-    if !std::path::Path::new("/dev/net/tun").exists() {
-        return Some("/dev/net/tun missing");
-    }
-    if Command::new("ip").arg("-V").output().is_err() {
-        return Some("`ip` command missing (iproute2)");
-    }
-    None
-}
-
-fn ip(args: &[&str]) {
-    let output = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        output.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// Deletes the namespaces (and with them the veth and TAPs) even on panic.
-struct Namespaces(Vec<String>);
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for name in &self.0 {
-            let _ = Command::new("ip").args(["netns", "del", name]).status();
-        }
-    }
-}
-
-fn in_netns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> thread::JoinHandle<T> {
-    let path = format!("/run/netns/{ns}");
-    thread::spawn(move || mesh_sys::netns::run_in_net(&path, f).expect("inside the namespace"))
-}
+mod common;
+use common::{in_netns, ip, skip_reason, Namespaces};
 
 #[test]
 fn flows_stay_in_order_across_workers() {
