@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages the lab, the tests and the benchmark use.
 # Idempotent; needs root. Only Debian's package registry is contacted.
+#   scripts/deps.sh        # everything the tests use
+#   scripts/deps.sh lab    # only what the main job (scripts/lab.sh) uses
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 updated=
@@ -17,6 +19,7 @@ install() {
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 }
 install ip:iproute2 ping:iputils-ping tcpdump:tcpdump iperf3:iperf3 nft:nftables getent:libc-bin sysctl:procps tar:tar
+[ "${1:-}" = lab ] && exit 0
 # Container runtimes for the CNI/OCI tests. runc first: podman accepts crun
 # or runc, and crun fails on this kind of host's cgroup layout.
 install runc:runc /bin/busybox:busybox-static

@@ -7,6 +7,6 @@
 #   scripts/lab.sh up         # keep the lab until Ctrl-C
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/deps.sh
+bash scripts/deps.sh lab
 cargo build --release --workspace --bins
 exec ./target/release/mesh-lab "${1:-demo}" "${@:2}"
