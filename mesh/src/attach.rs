@@ -93,14 +93,7 @@ impl Attacher {
         req: &api::AttachRequest,
         members: &dyn Members,
     ) -> Result<Attachment, ApiError> {
-        let requested = match req.ip.as_deref() {
-            Some(text) => Some(
-                networks::parse_member_address(text, net)
-                    .map_err(ApiError::bad)?
-                    .0,
-            ),
-            None => None,
-        };
+        let requested = networks::requested_address(req.ip.as_deref(), net)?;
         crate::services::spec::check_labels(&req.labels)?;
         let target = NetnsTarget::resolve(&req.target).map_err(|e| {
             if e.is_missing() {

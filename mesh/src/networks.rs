@@ -85,6 +85,17 @@ pub fn parse_subnet(s: &str) -> Result<Ipv4Net> {
     }
 }
 
+/// The address a request asks for, if any (`--ip ADDR[/LEN]`), checked
+/// against the network; what attach and reserve both take.
+pub fn requested_address(
+    ip: Option<&str>,
+    net: &NetworkDef,
+) -> Result<Option<Ipv4Addr>, crate::error::ApiError> {
+    ip.map(|text| parse_member_address(text, net).map(|(addr, _)| addr))
+        .transpose()
+        .map_err(crate::error::ApiError::bad)
+}
+
 /// Parses `ADDR/LEN` for an attachment and checks it against the network.
 pub fn parse_member_address(s: &str, net: &NetworkDef) -> Result<(Ipv4Addr, u8)> {
     let (addr, len) = match s.split_once('/') {

@@ -61,14 +61,7 @@ impl Reservations {
         req: &api::ReserveRequest,
         members: &dyn Members,
     ) -> Result<api::Reservation, ApiError> {
-        let want = match req.ip.as_deref() {
-            Some(t) => Some(
-                networks::parse_member_address(t, net)
-                    .map_err(ApiError::bad)?
-                    .0,
-            ),
-            None => None,
-        };
+        let want = networks::requested_address(req.ip.as_deref(), net)?;
         let ip = self.alloc.allocate(net, want, members).await?;
         let mut all = self.list.lock().await;
         all.push(Reservation {
