@@ -69,27 +69,27 @@ fn wait_reaped(lab: &Lab, host: usize, ns: &str, fqdn: &str, dns_from: &str, dns
     .unwrap_or_else(|e| panic!("{ns} was not reaped: {e:#}\n{}", lab.log_tail(host, 30)));
 }
 
+/// Network `blue` on 198.19.`third`.0/24 with container `gone` at .10 named
+/// `web` and a plain container `asker`; returns the DNS server and both.
+fn web_and_asker(lab: &mut Lab, third: u8) -> (String, String, String) {
+    let subnet = format!("198.19.{third}.0/24");
+    let net: Network = lab
+        .meshctl_json(0, &["network", "create", "blue", "--subnet", &subnet])
+        .unwrap();
+    let gone = lab.add_container("gone").unwrap();
+    let asker = lab.add_container("asker").unwrap();
+    let ip = format!("198.19.{third}.10/24");
+    lab.attach_netns(0, &gone, "blue", &["--ip", &ip, "--name", "web"]);
+    lab.attach_netns(0, &asker, "blue", &[]);
+    (net.dns, gone, asker)
+}
+
 #[test]
 fn a_container_whose_namespace_is_deleted_is_reaped() {
     let Some(mut lab) = test_mesh("reap", 1) else {
         return;
     };
-    let net: Network = lab
-        .meshctl_json(
-            0,
-            &["network", "create", "blue", "--subnet", "198.19.40.0/24"],
-        )
-        .unwrap();
-    let dns = net.dns;
-    let gone = lab.add_container("gone").unwrap();
-    let asker = lab.add_container("asker").unwrap();
-    lab.attach_netns(
-        0,
-        &gone,
-        "blue",
-        &["--ip", "198.19.40.10/24", "--name", "web"],
-    );
-    lab.attach_netns(0, &asker, "blue", &[]);
+    let (dns, gone, asker) = web_and_asker(&mut lab, 40);
     // Everything an attachment leaves around is there first.
     wait_for(Duration::from_secs(10), || {
         let a = dns_query(&asker, dns.parse()?, "web.blue", RecordType::A)?;
@@ -115,22 +115,7 @@ fn a_namespace_deleted_while_meshd_is_stopped_is_reaped_at_start() {
     let Some(mut lab) = test_mesh("reaprs", 1) else {
         return;
     };
-    let net: Network = lab
-        .meshctl_json(
-            0,
-            &["network", "create", "blue", "--subnet", "198.19.41.0/24"],
-        )
-        .unwrap();
-    let dns = net.dns;
-    let gone = lab.add_container("gone").unwrap();
-    let asker = lab.add_container("asker").unwrap();
-    lab.attach_netns(
-        0,
-        &gone,
-        "blue",
-        &["--ip", "198.19.41.10/24", "--name", "web"],
-    );
-    lab.attach_netns(0, &asker, "blue", &[]);
+    let (dns, gone, asker) = web_and_asker(&mut lab, 41);
     lab.stop_daemon(0, Signal::SIGTERM).unwrap();
     netns_del(&gone);
     lab.start_daemon(0).unwrap();
