@@ -221,28 +221,14 @@ mod tests {
     use crate::result::{Interface, IpConfig};
 
     fn att() -> api::Attachment {
-        api::Attachment {
-            network: "blue".into(),
-            netns: "/run/netns/x".into(),
-            ifname: "eth0".into(),
-            host_ifname: "msv1".into(),
-            ip: "10.0.0.2/24".into(),
-            ip6: None,
-            mac: "02:00:00:00:00:01".into(),
-            dns_server: None,
-            dns_search: None,
-            container_id: Some("c1".into()),
-            name: None,
-            version: None,
-            labels: Default::default(),
-        }
+        crate::result::tests::attachment()
     }
 
     fn prev(mac: &str, ip: &str) -> CniResult {
         CniResult {
             interfaces: vec![
                 Interface {
-                    name: "msv1".into(),
+                    name: "msv0001".into(),
                     ..Interface::default()
                 },
                 Interface {

@@ -140,7 +140,7 @@ pub fn add_result(conf: &NetConf, env: &Env, att: &Attachment, mtu: Option<u32>)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 
@@ -165,7 +165,7 @@ mod tests {
         Env::from_map(&env).unwrap()
     }
 
-    fn attachment() -> Attachment {
+    pub(crate) fn attachment() -> Attachment {
         Attachment {
             network: "blue".into(),
             netns: "/run/netns/x".into(),
