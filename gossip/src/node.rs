@@ -50,6 +50,7 @@ use connection::LinkHandle;
 
 pub use crate::peers::{prefer_new_link, PeerState};
 pub use config::Config;
+pub use dial::UNPROVEN_DIAL_PERMITS;
 pub use observer::{NoopObserver, PeerInfo, PeerObserver};
 
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(250);
@@ -90,6 +91,8 @@ struct Inner {
     tasks: Mutex<Vec<AbortHandle>>,
     /// Permits for accepted connections whose dialer proved nothing yet.
     unauthenticated: Arc<tokio::sync::Semaphore>,
+    /// Permits for dials to members never reached (see `dial.rs`).
+    unproven_dials: Arc<tokio::sync::Semaphore>,
     this: Weak<Inner>,
 }
 
@@ -187,6 +190,7 @@ impl Node {
             shutdown: watch::channel(false).0,
             tasks: Mutex::new(Vec::new()),
             unauthenticated: Arc::new(tokio::sync::Semaphore::new(connection::MAX_UNAUTHENTICATED)),
+            unproven_dials: Arc::new(tokio::sync::Semaphore::new(dial::UNPROVEN_DIAL_PERMITS)),
             this: this.clone(),
         });
         info!(peer = %id, addr = %local_addr, incarnation, "gossip node started");

@@ -119,6 +119,24 @@ pub(crate) struct Admission<L> {
     pub last_key_generation: u64,
 }
 
+/// How many of its addresses an unproven member gets tried per round (see
+/// [`DialRound::proven`]).
+pub const MAX_UNPROVEN_ADDRS: usize = 4;
+
+/// What one round of a dial loop tries.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct DialRound {
+    /// Addresses in order: the last one that worked first.
+    pub candidates: Vec<String>,
+    /// Whether this host ever had a link with the peer. A record proves only
+    /// that its subject holds its key: any member can mint identities whose
+    /// records point anywhere, so dials to members never reached are
+    /// rationed (a few addresses each, a few at a time across all of them),
+    /// and a flood of fake members cannot turn the mesh into a packet
+    /// cannon aimed at chosen addresses.
+    pub proven: bool,
+}
+
 pub(crate) struct Peers<L> {
     pub table: MembershipTable,
     pub slots: HashMap<PeerId, PeerSlot<L>>,
@@ -258,7 +276,7 @@ impl<L> Peers<L> {
     /// One round of a dial loop: the addresses to try, or `None` when the
     /// loop must end (the peer is up, forgotten or blocked; an unblock
     /// starts a new loop).
-    pub fn dial_round(&mut self, peer: PeerId) -> Option<Vec<String>> {
+    pub fn dial_round(&mut self, peer: PeerId) -> Option<DialRound> {
         let record = self.table.get(&peer).cloned();
         let blocked = self.blocked.contains(&peer);
         let Some(record) = record.filter(|_| !blocked) else {
@@ -272,13 +290,18 @@ impl<L> Peers<L> {
             slot.dialing = false;
             return None;
         }
+        // Reached once (now or before a restart): its last address is known.
+        let proven = slot.last_remote.is_some();
         let mut candidates: Vec<String> = slot.last_remote.iter().map(|a| a.to_string()).collect();
         for addr in record.addrs {
             if !candidates.contains(&addr) {
                 candidates.push(addr);
             }
         }
-        Some(candidates)
+        if !proven {
+            candidates.truncate(MAX_UNPROVEN_ADDRS);
+        }
+        Some(DialRound { candidates, proven })
     }
 
     /// Number of peers a dial loop runs for.
@@ -434,6 +457,24 @@ mod tests {
     }
 
     #[test]
+    fn a_member_never_reached_gets_few_addresses_tried() {
+        let mut at_a = peers(*A);
+        let mut b = record(*B);
+        b.addrs = (0..16).map(|i| format!("10.0.0.{i}:7000")).collect();
+        b.sign();
+        at_a.table.merge([b]);
+        let round = at_a.dial_round(*B).unwrap();
+        assert!(!round.proven);
+        assert_eq!(round.candidates.len(), MAX_UNPROVEN_ADDRS);
+        // Once reached, every address is tried, the one that worked first.
+        at_a.slots.entry(*B).or_default().last_remote = Some("10.0.0.9:7000".parse().unwrap());
+        let round = at_a.dial_round(*B).unwrap();
+        assert!(round.proven);
+        assert_eq!(round.candidates.len(), 16);
+        assert_eq!(round.candidates[0], "10.0.0.9:7000");
+    }
+
+    #[test]
     fn dial_candidates_start_with_the_last_working_address() {
         let mut at_a = peers(*A);
         let mut b = record(*B);
@@ -443,7 +484,10 @@ mod tests {
         at_a.slots.entry(*B).or_default().last_remote = Some("10.0.0.2:7000".parse().unwrap());
         assert_eq!(
             at_a.dial_round(*B).unwrap(),
-            vec!["10.0.0.2:7000".to_string(), "b.example:7000".to_string()]
+            DialRound {
+                candidates: vec!["10.0.0.2:7000".to_string(), "b.example:7000".to_string()],
+                proven: true
+            }
         );
     }
 }

@@ -291,3 +291,89 @@ async fn nothing_is_told_or_kept_before_the_proof() {
     );
     node.shutdown().await;
 }
+
+/// A member that mints many identities whose records point at one address
+/// gets only a few handshake attempts at a time out of a host, and the mesh
+/// keeps admitting genuine newcomers meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_members_pointing_elsewhere_get_rationed_dials() {
+    init_tracing();
+    let observer = start(Arc::new(gossip::node::NoopObserver)).await;
+    let secret: MeshSecret = observer.token().parse().unwrap();
+    // The address the attack aims at: a socket that never answers, so every
+    // handshake to it lasts until its timeout (10 s, longer than we watch).
+    let target = tokio::net::UdpSocket::bind(loopback()).await.unwrap();
+    let aimed = target.local_addr().unwrap().to_string();
+    let attacker = Identity::generate().unwrap();
+    let (_ep, _conn, mut send, _recv) =
+        raw_member_as(&attacker, observer.local_addr(), &secret).await;
+    const FAKES: usize = 200;
+    let fakes: Vec<MemberRecord> = (0..FAKES)
+        .map(|i| {
+            let mut r = raw_record(&Identity::generate().unwrap(), &format!("fake{i}"), 0);
+            r.addrs = vec![aimed.clone()];
+            assert!(r.sign());
+            r
+        })
+        .collect();
+    // Self-signed and within every limit: these are believed as members.
+    let fake_ids: Vec<_> = fakes.iter().map(|r| r.id).collect();
+    send.write_all(&encode_frame(&Message::Members(fakes)).unwrap())
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            let members = observer.members();
+            fake_ids
+                .iter()
+                .all(|id| members.iter().any(|m| m.id == *id))
+        })
+        .await
+    );
+    // Count distinct QUIC connection attempts (Initial packets' destination
+    // connection ids) arriving at the target for 4 s.
+    let mut attempts = std::collections::HashSet::new();
+    let mut buf = [0u8; 2048];
+    let watch = tokio::time::sleep(Duration::from_secs(4));
+    tokio::pin!(watch);
+    loop {
+        tokio::select! {
+            _ = &mut watch => break,
+            got = target.recv_from(&mut buf) => {
+                let (n, _) = got.unwrap();
+                // Long header: flag, 4-byte version, DCID length, DCID.
+                if n > 6 && buf[0] & 0x80 != 0 {
+                    let len = buf[5] as usize;
+                    if n >= 6 + len {
+                        attempts.insert(buf[6..6 + len].to_vec());
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        !attempts.is_empty(),
+        "the fake members are dialed (the count below is meaningful)"
+    );
+    assert!(
+        attempts.len() <= gossip::node::UNPROVEN_DIAL_PERMITS,
+        "{} handshake attempts at once for {FAKES} fake members",
+        attempts.len()
+    );
+    // Meanwhile a genuine host joins, and both sides see the link.
+    let late = start(Arc::new(gossip::node::NoopObserver)).await;
+    late.join(&observer.local_addr().to_string(), &secret)
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            observer
+                .members()
+                .iter()
+                .any(|m| m.id == late.id() && m.state == gossip::PeerState::Up)
+        })
+        .await
+    );
+    late.shutdown().await;
+    observer.shutdown().await;
+}

@@ -3,6 +3,11 @@
 //! runs and whether it goes on is decided by [`crate::peers::Peers`]: a loop
 //! ends when the peer is up, forgotten or blocked, and `unblock_all` starts
 //! new ones — a blocked peer costs nothing while blocked.
+//!
+//! Dials to members this host never reached share [`UNPROVEN_DIAL_PERMITS`]
+//! permits and back off further (see [`crate::peers::DialRound::proven`]):
+//! a member minting thousands of identities pointing at chosen addresses
+//! gets a trickle of handshake attempts out of each host, not a flood.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +20,12 @@ use crate::{Error, PeerId};
 
 const BACKOFF_START: Duration = Duration::from_millis(200);
 const BACKOFF_CAP: Duration = Duration::from_secs(10);
+/// The cap for members never reached.
+const UNPROVEN_BACKOFF_CAP: Duration = Duration::from_secs(60);
+/// Handshake attempts to members never reached, in flight at once over all
+/// of them. Genuine newcomers dial us too, so they join even while these
+/// permits are held by dials that time out.
+pub const UNPROVEN_DIAL_PERMITS: usize = 8;
 /// The higher id of two hosts that learn of each other at once waits this
 /// long before dialing, so that they rarely both dial.
 const HIGHER_ID_DELAY: Duration = Duration::from_millis(500);
@@ -38,8 +49,13 @@ pub(super) async fn resolve(addr: &str) -> Result<Vec<SocketAddr>, Error> {
 }
 
 /// Doubles `backoff` up to the cap.
-fn next_backoff(backoff: Duration) -> Duration {
-    (backoff * 2).min(BACKOFF_CAP)
+fn next_backoff(backoff: Duration, proven: bool) -> Duration {
+    let cap = if proven {
+        BACKOFF_CAP
+    } else {
+        UNPROVEN_BACKOFF_CAP
+    };
+    (backoff * 2).min(cap)
 }
 
 /// Runs for a peer already claimed with [`crate::peers::Peers::claim_dial`].
@@ -52,27 +68,42 @@ pub(super) async fn dial_loop(node: Arc<Inner>, peer: PeerId) {
         if node.is_shutting_down() {
             return;
         }
-        let Some(candidates) = lock(&node.peers).dial_round(peer) else {
+        let Some(round) = lock(&node.peers).dial_round(peer) else {
             return;
         };
-        if try_candidates(&node, peer, candidates).await {
+        if try_candidates(&node, peer, round.candidates, round.proven).await {
             // The next round sees the link and ends the loop.
             continue;
         }
         tokio::time::sleep(jitter(backoff)).await;
-        backoff = next_backoff(backoff);
+        backoff = next_backoff(backoff, round.proven);
     }
 }
 
 /// Tries each address in turn; true once one reached `peer`.
-async fn try_candidates(node: &Arc<Inner>, peer: PeerId, candidates: Vec<String>) -> bool {
+async fn try_candidates(
+    node: &Arc<Inner>,
+    peer: PeerId,
+    candidates: Vec<String>,
+    proven: bool,
+) -> bool {
     for candidate in candidates {
+        // Held across the lookup too: a name in a record is also a target.
+        let _permit = if proven {
+            None
+        } else {
+            match node.unproven_dials.clone().acquire_owned().await {
+                Ok(permit) => Some(permit),
+                Err(_) => return false, // closed: shutting down
+            }
+        };
         // Re-resolved on every attempt: a member's DNS name may move.
         let Ok(targets) = resolve(&candidate).await else {
             debug!(peer = %peer, addr = %candidate, "cannot resolve");
             continue;
         };
-        for target in targets {
+        let per_name = if proven { targets.len() } else { 2 };
+        for target in targets.into_iter().take(per_name) {
             match node.clone().dial_addr(target, Some(peer)).await {
                 Ok(id) if id == peer => return true,
                 Ok(_) => {}
@@ -92,7 +123,7 @@ mod tests {
         let mut backoff = BACKOFF_START;
         let mut steps = vec![backoff];
         for _ in 0..8 {
-            backoff = next_backoff(backoff);
+            backoff = next_backoff(backoff, true);
             steps.push(backoff);
         }
         assert_eq!(steps[1], Duration::from_millis(400));
