@@ -1,14 +1,8 @@
 //! The CNI plugin's parsers: the network configuration on stdin and the
 //! `CNI_ARGS` environment string.
+//! (The body is `mesh_fuzz_cases::cni_config`, which CI replays the corpus through.)
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    let _ = mesh_cni::config::NetConf::parse(data);
-    if let Ok(s) = std::str::from_utf8(data) {
-        let _ = mesh_cni::config::parse_cni_args(s);
-        let _ = mesh_cni::config::parse_version(s);
-        let _ = mesh_cni::config::Command::parse(s);
-    }
-});
+fuzz_target!(|data: &[u8]| mesh_fuzz_cases::cni_config::run(data));

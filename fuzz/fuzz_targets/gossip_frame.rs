@@ -2,63 +2,9 @@
 //! later messages), member records merged into a table, and channel payloads
 //! merged into the daemon's guarded channels (signature, stamp and
 //! ownership checks of `mesh::validate`).
+//! (The body is `mesh_fuzz_cases::gossip_frame`, which CI replays the corpus through.)
 #![no_main]
 
-use gossip::membership::{MemberRecord, MembershipTable};
-use gossip::wire::{self, Hello, HelloAck, HelloRecord, Message};
-use gossip::{Identity, Mergeable};
 use libfuzzer_sys::fuzz_target;
-use mesh::records::{EndpointRecord, NetworkDef, RangeEntry, RemovedPeer, SpaceRequest};
 
-fn table() -> MembershipTable {
-    let id = Identity::from_seed([7; 32]).unwrap();
-    let mut own = MemberRecord {
-        id: id.peer_id(),
-        name: "fuzz".into(),
-        addrs: vec![],
-        incarnation: 1,
-        version: 0,
-        meta: Default::default(),
-        signature: Default::default(),
-    };
-    own.sign();
-    MembershipTable::new(own)
-}
-
-fn merge_channel<V: mesh::records::Record>(guarded: gossip::LwwMap<String, V>, data: &[u8]) {
-    if let Ok(remote) = gossip::LwwMap::<String, V>::decode(data) {
-        let mut ours = guarded;
-        ours.merge(&remote);
-        let _ = ours.encode();
-    }
-}
-
-fuzz_target!(|data: &[u8]| {
-    let _ = wire::decode_body::<Hello>(data);
-    let _ = wire::decode_body::<HelloAck>(data);
-    let _ = wire::decode_body::<HelloRecord>(data);
-    if let Ok(header) = data.get(..4).unwrap_or_default().try_into() {
-        let _ = wire::frame_body_len(header);
-    }
-    match wire::decode_body::<Message>(data) {
-        Ok(Message::Members(records)) | Ok(Message::MembersFull { records, .. }) => {
-            let mut t = table();
-            t.merge(records);
-            let _ = t.digest();
-        }
-        Ok(Message::ChannelFull { data, .. }) | Ok(Message::ChannelDelta { data, .. }) => {
-            use mesh::validate::Guards;
-            let ch = mesh::validate::detached_channels();
-            merge_channel::<NetworkDef>(Guards::networks(), &data);
-            merge_channel::<RemovedPeer>(Guards::removed(), &data);
-            merge_channel::<EndpointRecord>(Guards::endpoints(ch.networks.clone()), &data);
-            merge_channel::<SpaceRequest>(Guards::requests(ch.networks.clone()), &data);
-            merge_channel::<RangeEntry>(Guards::ring(ch.networks.clone(), ch.removed.clone()), &data);
-        }
-        _ => {}
-    }
-    // Channel payloads straight from the input too.
-    let ch = mesh::validate::detached_channels();
-    merge_channel::<RangeEntry>(mesh::validate::Guards::ring(ch.networks, ch.removed), data);
-    let _ = mesh::hosts::short_id(&String::from_utf8_lossy(data));
-});
+fuzz_target!(|data: &[u8]| mesh_fuzz_cases::gossip_frame::run(data));
