@@ -7,6 +7,7 @@ use gossip::membership::{MemberRecord, MembershipTable};
 use gossip::wire::{self, Hello, HelloAck, HelloRecord, Message};
 use gossip::{Identity, Mergeable};
 use mesh::records::{EndpointRecord, NetworkDef, RangeEntry, RemovedPeer, SpaceRequest};
+use mesh::services::records::{HealthRecord, LabelRecord, ServiceDef};
 
 fn table() -> MembershipTable {
     let id = Identity::from_seed([7; 32]).unwrap();
@@ -56,6 +57,9 @@ pub fn run(data: &[u8]) {
                 Guards::ring(ch.networks.clone(), ch.removed.clone()),
                 &data,
             );
+            merge_channel::<ServiceDef>(Guards::services(ch.networks.clone()), &data);
+            merge_channel::<LabelRecord>(Guards::labels(), &data);
+            merge_channel::<HealthRecord>(Guards::health(), &data);
         }
         _ => {}
     }
