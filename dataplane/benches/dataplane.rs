@@ -251,6 +251,51 @@ fn transform_rx(c: &mut Criterion) {
     group.finish();
 }
 
+/// Two workers sealing 64-byte frames on one engine at once, as the
+/// runtime's workers do: what a lock shared by every packet costs shows here
+/// (the reader count's cache line moving between cores), not in one thread.
+fn transform_tx_two_workers(c: &mut Criterion) {
+    let now = Instant::now();
+    let (a, _b) = engines(now);
+    let original = frame(MAC_REMOTE, MAC_LOCAL, 64);
+    let mut group = c.benchmark_group("transform_tx_two_workers");
+    group.throughput(Throughput::Elements(2));
+    group.bench_function("64", |bench| {
+        bench.iter_custom(|iters| {
+            let start = std::sync::Barrier::new(2);
+            let elapsed = std::thread::scope(|scope| {
+                let workers: Vec<_> = (0..2)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            let mut pool = BufPool::new(9216, 4);
+                            let mut out = Vec::with_capacity(4);
+                            start.wait();
+                            let begun = Instant::now();
+                            for _ in 0..iters {
+                                let mut buf = pool.get();
+                                buf.fill_frame(&original);
+                                a.seal_frame(NET, buf, now, &mut pool, &mut out);
+                                for sent in out.drain(..) {
+                                    black_box(sent.datagram.datagram().len());
+                                    pool.put(sent.datagram);
+                                }
+                            }
+                            begun.elapsed()
+                        })
+                    })
+                    .collect();
+                workers
+                    .into_iter()
+                    .map(|w| w.join().unwrap())
+                    .max()
+                    .unwrap()
+            });
+            elapsed
+        })
+    });
+    group.finish();
+}
+
 fn switch_lookup(c: &mut Criterion) {
     let now = Instant::now();
     let table = MacTable::new(now);
@@ -276,6 +321,7 @@ criterion_group!(
     seal_open,
     transform_tx,
     transform_rx,
+    transform_tx_two_workers,
     switch_lookup
 );
 criterion_main!(benches);

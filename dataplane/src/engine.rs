@@ -2,16 +2,23 @@
 //! (`seal_frame`) and to a datagram read from the UDP socket
 //! (`open_datagram`). Pure code over byte buffers and `Instant`s.
 //!
-//! Concurrency: configuration lives behind one `RwLock` that the packet paths
-//! only take for reading; per-packet mutation is atomics (counters, send
-//! counters, MAC refresh) or a lock private to one keypair (replay window).
-//! The write lock is taken by control-plane calls, by housekeeping and once
-//! per rekey when a `next` keypair is promoted by its first packet.
+//! Concurrency: configuration is an immutable snapshot ([`Tables`]) behind an
+//! `ArcSwap`, so the packet paths take no lock at all — a load is a few
+//! atomic operations on a per-thread slot, and no cache line is written by
+//! every worker on every packet as a shared `RwLock`'s reader count is.
+//! Per-packet mutation is atomics (counters, send counters, MAC refresh) or
+//! the lock-free replay window of one keypair. Changes (control-plane calls,
+//! housekeeping that has something to expire, and once per rekey the
+//! promotion of a `next` keypair by its first packet) copy the tables under
+//! a writers' mutex and publish the copy; keypairs, counters and MAC tables
+//! are shared between copies, so nothing a packet does is lost.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use arc_swap::ArcSwap;
 use std::time::Instant;
 
 use crate::keypair::{KeyRefusal, Keypair, NetworkKeys, SessionKeys};
@@ -43,18 +50,21 @@ pub struct Delivery {
     pub frame: Range<usize>,
 }
 
+#[derive(Clone)]
 struct IndexEntry {
     peer: PeerIdx,
     keypair: Arc<Keypair>,
 }
 
+#[derive(Clone)]
 struct Network {
     /// Peers that are members, sorted: the flood list.
     members: Vec<PeerIdx>,
-    macs: MacTable,
+    /// Shared by every copy of the tables: learning is per packet.
+    macs: Arc<MacTable>,
 }
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Tables {
     peers: HashMap<PeerIdx, Peer>,
     networks: HashMap<NetworkId, Network>,
@@ -63,7 +73,7 @@ struct Tables {
     /// Secrets of networks restricted to some hosts.
     secrets: HashMap<NetworkId, [u8; 32]>,
     /// Keys derived for (keypair local index, network) of those networks.
-    network_keys: HashMap<(u32, NetworkId), NetworkKeys>,
+    network_keys: HashMap<(u32, NetworkId), Arc<NetworkKeys>>,
 }
 
 impl Tables {
@@ -83,7 +93,7 @@ impl Tables {
         for (net, secret) in &self.secrets {
             self.network_keys.insert(
                 (keypair.local_index, *net),
-                keypair.derive_network_keys(secret, net.0),
+                Arc::new(keypair.derive_network_keys(secret, net.0)),
             );
         }
     }
@@ -103,8 +113,38 @@ impl Tables {
 
 pub struct Engine {
     epoch: Instant,
-    tables: RwLock<Tables>,
+    tables: ArcSwap<Tables>,
+    /// Serialises changes, so that none is lost between copy and publish.
+    writer: Mutex<()>,
     drops: DropCounters,
+}
+
+/// A copy of the tables being changed; published when dropped.
+struct TablesWrite<'a> {
+    engine: &'a Engine,
+    next: Option<Tables>,
+    _writer: MutexGuard<'a, ()>,
+}
+
+impl std::ops::Deref for TablesWrite<'_> {
+    type Target = Tables;
+    fn deref(&self) -> &Tables {
+        self.next.as_ref().expect("present until drop")
+    }
+}
+
+impl std::ops::DerefMut for TablesWrite<'_> {
+    fn deref_mut(&mut self) -> &mut Tables {
+        self.next.as_mut().expect("present until drop")
+    }
+}
+
+impl Drop for TablesWrite<'_> {
+    fn drop(&mut self) {
+        if let Some(next) = self.next.take() {
+            self.engine.tables.store(Arc::new(next));
+        }
+    }
 }
 
 impl std::fmt::Debug for Engine {
@@ -117,21 +157,28 @@ impl Engine {
     pub fn new(now: Instant) -> Engine {
         Engine {
             epoch: now,
-            tables: RwLock::new(Tables::default()),
+            tables: ArcSwap::from_pointee(Tables::default()),
+            writer: Mutex::new(()),
             drops: DropCounters::default(),
         }
     }
 
-    fn read(&self) -> RwLockReadGuard<'_, Tables> {
-        self.tables
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// The current tables, without a lock.
+    fn read(&self) -> arc_swap::Guard<Arc<Tables>> {
+        self.tables.load()
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, Tables> {
-        self.tables
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// A private copy of the tables to change; published on drop.
+    fn write(&self) -> TablesWrite<'_> {
+        let writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        TablesWrite {
+            engine: self,
+            next: Some(Tables::clone(&self.tables.load())),
+            _writer: writer,
+        }
     }
 
     // ---- control plane ----
@@ -146,7 +193,7 @@ impl Engine {
             net,
             Network {
                 members: Vec::new(),
-                macs: MacTable::new(self.epoch),
+                macs: Arc::new(MacTable::new(self.epoch)),
             },
         );
         tables.rebuild_members();
@@ -254,13 +301,13 @@ impl Engine {
         match secret {
             Some(secret) => {
                 tables.secrets.insert(net, secret);
-                let derived: Vec<((u32, NetworkId), NetworkKeys)> = tables
+                let derived: Vec<((u32, NetworkId), Arc<NetworkKeys>)> = tables
                     .by_index
                     .values()
                     .map(|e| {
                         (
                             (e.keypair.local_index, net),
-                            e.keypair.derive_network_keys(&secret, net.0),
+                            Arc::new(e.keypair.derive_network_keys(&secret, net.0)),
                         )
                     })
                     .collect();
@@ -295,6 +342,19 @@ impl Engine {
 
     /// Periodic cleanup: forget expired keypairs and aged MAC entries.
     pub fn housekeeping(&self, now: Instant) {
+        for network in self.read().networks.values() {
+            network.macs.expire(now);
+        }
+        // Copy the tables only when a keypair is due (once per rekey).
+        let due = |tables: &Tables| {
+            tables
+                .peers
+                .values()
+                .any(|peer| peer.keys.all().any(|keypair| keypair.is_expired(now)))
+        };
+        if !due(&self.read()) {
+            return;
+        }
         let mut tables = self.write();
         let mut expired = Vec::new();
         for peer in tables.peers.values_mut() {
@@ -302,9 +362,6 @@ impl Engine {
         }
         for keypair in &expired {
             tables.unindex(keypair);
-        }
-        for network in tables.networks.values() {
-            network.macs.expire(now);
         }
     }
 
@@ -458,7 +515,10 @@ impl Engine {
         // Most meshes have no restricted network: skip the lookup then.
         let network_keys = match tables.network_keys.is_empty() {
             true => None,
-            false => tables.network_keys.get(&(keypair.local_index, net)),
+            false => tables
+                .network_keys
+                .get(&(keypair.local_index, net))
+                .map(|keys| &**keys),
         };
         *tag_slot = keypair.seal(network_keys, counter, header_slot, payload);
         buf.mark_sealed();
@@ -507,7 +567,8 @@ impl Engine {
             true => None,
             false => tables
                 .network_keys
-                .get(&(entry.keypair.local_index, NetworkId(header.network_id))),
+                .get(&(entry.keypair.local_index, NetworkId(header.network_id)))
+                .map(|keys| &**keys),
         };
         let frame_len = entry
             .keypair

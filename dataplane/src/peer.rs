@@ -15,7 +15,7 @@ use crate::NetworkId;
 /// - `previous`: receive only, for packets still in flight after a rekey;
 /// - `next`: installed but not yet sent with; promoted to `current` when the
 ///   first packet authenticates under it or on `confirm_keys`.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct KeySlots {
     pub current: Option<Arc<Keypair>>,
     pub previous: Option<Arc<Keypair>>,
@@ -79,8 +79,10 @@ impl KeySlots {
     }
 }
 
-/// One remote host.
-#[derive(Debug, Default)]
+/// One remote host. Cloned when the engine's tables are (copy on write):
+/// keypairs and counters are shared, so packets counted or keys used on
+/// the old copy count on the new one too.
+#[derive(Clone, Debug, Default)]
 pub struct Peer {
     /// None until `upsert_peer` tells us (keys may arrive first).
     pub endpoint: Option<SocketAddr>,

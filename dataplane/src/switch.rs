@@ -1,12 +1,19 @@
 //! Per-network L2 learning switch state: which peer is behind which MAC.
 //!
-//! Learning happens on the receive path for every authenticated frame, so
-//! refreshing a known entry only takes the read lock and touches atomics;
-//! the write lock is taken for new MACs and for periodic expiry.
+//! Learning happens on the receive path for every authenticated frame and
+//! lookups on the send path for every frame, so both read an immutable map
+//! behind an `ArcSwap` without a lock: refreshing a known entry touches only
+//! its atomics. New MACs, moves to the local side and expiry copy the map
+//! under a writers' mutex and publish the copy (entries are shared between
+//! copies, so a refresh on the old copy is not lost). That costs a copy of
+//! at most [`MAX_MACS_PER_NETWORK`] pointers per new MAC, which is rare
+//! after the first seconds of a flow.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::RwLock;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
 use std::time::{Duration, Instant};
 
 use crate::PeerIdx;
@@ -43,9 +50,13 @@ struct MacEntry {
     last_seen_ms: AtomicU64,
 }
 
+type Entries = HashMap<Mac, Arc<MacEntry>>;
+
 pub struct MacTable {
     epoch: Instant,
-    entries: RwLock<HashMap<Mac, MacEntry>>,
+    entries: ArcSwap<Entries>,
+    /// Serialises copy-and-publish, so no change is lost.
+    writer: Mutex<()>,
 }
 
 impl std::fmt::Debug for MacTable {
@@ -60,8 +71,17 @@ impl MacTable {
     pub fn new(epoch: Instant) -> MacTable {
         MacTable {
             epoch,
-            entries: RwLock::new(HashMap::new()),
+            entries: ArcSwap::from_pointee(HashMap::new()),
+            writer: Mutex::new(()),
         }
+    }
+
+    /// Applies `change` to a copy of the map and publishes it.
+    fn update(&self, change: impl FnOnce(&mut Entries)) {
+        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = Entries::clone(&self.entries.load());
+        change(&mut next);
+        self.entries.store(Arc::new(next));
     }
 
     fn millis(&self, now: Instant) -> u64 {
@@ -75,7 +95,7 @@ impl MacTable {
         }
         let now_ms = self.millis(now);
         {
-            let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+            let entries = self.entries.load();
             if let Some(entry) = entries.get(&mac) {
                 if entry.peer.load(Ordering::Relaxed) != peer {
                     entry.peer.store(peer, Ordering::Relaxed);
@@ -87,19 +107,22 @@ impl MacTable {
                 return;
             }
         }
-        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
-        entries.insert(
-            mac,
-            MacEntry {
-                peer: AtomicU32::new(peer),
-                last_seen_ms: AtomicU64::new(now_ms),
-            },
-        );
+        self.update(|entries| {
+            // Another worker may have learned it meanwhile: refresh that one.
+            let entry = entries.entry(mac).or_insert_with(|| {
+                Arc::new(MacEntry {
+                    peer: AtomicU32::new(peer),
+                    last_seen_ms: AtomicU64::new(now_ms),
+                })
+            });
+            entry.peer.store(peer, Ordering::Relaxed);
+            entry.last_seen_ms.store(now_ms, Ordering::Relaxed);
+        });
     }
 
     /// The peer behind `mac`, if learned and not aged out.
     pub fn lookup(&self, mac: &Mac, now: Instant) -> Option<PeerIdx> {
-        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        let entries = self.entries.load();
         let entry = entries.get(mac)?;
         let age_ms = self
             .millis(now)
@@ -112,39 +135,42 @@ impl MacTable {
 
     /// `mac` was seen on the local TAP: it is not (or no longer) behind a peer.
     pub fn forget_if_remote(&self, mac: &Mac) {
-        let known = self
-            .entries
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(mac);
-        if known {
-            self.entries
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(mac);
+        if self.entries.load().contains_key(mac) {
+            self.update(|entries| {
+                entries.remove(mac);
+            });
         }
     }
 
     /// Drops every entry pointing at `peer` (peer removed or left the network).
     pub fn forget_peer(&self, peer: PeerIdx) {
-        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
-        entries.retain(|_, entry| entry.peer.load(Ordering::Relaxed) != peer);
+        self.update(|entries| {
+            entries.retain(|_, entry| entry.peer.load(Ordering::Relaxed) != peer);
+        });
     }
 
     /// Removes aged-out entries; returns how many.
     pub fn expire(&self, now: Instant) -> usize {
         let now_ms = self.millis(now);
         let max_age = MAC_AGE.as_millis() as u64;
-        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
-        let before = entries.len();
-        entries.retain(|_, entry| {
+        let fresh = |entry: &MacEntry| {
             now_ms.saturating_sub(entry.last_seen_ms.load(Ordering::Relaxed)) < max_age
+        };
+        // Most ticks expire nothing: copy only when something goes.
+        if self.entries.load().values().all(|entry| fresh(entry)) {
+            return 0;
+        }
+        let mut removed = 0;
+        self.update(|entries| {
+            let before = entries.len();
+            entries.retain(|_, entry| fresh(entry));
+            removed = before - entries.len();
         });
-        before - entries.len()
+        removed
     }
 
     pub fn len(&self) -> usize {
-        self.entries.read().unwrap_or_else(|p| p.into_inner()).len()
+        self.entries.load().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -158,6 +184,39 @@ mod tests {
 
     const A: Mac = [0x02, 0, 0, 0, 0, 0xa];
     const B: Mac = [0x02, 0, 0, 0, 0, 0xb];
+
+    #[test]
+    fn concurrent_learning_loses_no_entry() {
+        // Workers learn at once while another forgets: every copy-and-publish
+        // starts from the latest map, so all learned MACs remain.
+        let t0 = Instant::now();
+        let table = MacTable::new(t0);
+        std::thread::scope(|scope| {
+            for worker in 0..4u8 {
+                let table = &table;
+                scope.spawn(move || {
+                    for i in 0..500u16 {
+                        let [hi, lo] = i.to_be_bytes();
+                        table.learn([0x02, worker, 0, 0, hi, lo], u32::from(worker), t0);
+                        assert_eq!(
+                            table.lookup(&[0x02, worker, 0, 0, hi, lo], t0),
+                            Some(u32::from(worker))
+                        );
+                    }
+                });
+            }
+            let table = &table;
+            scope.spawn(move || {
+                for _ in 0..200 {
+                    table.forget_peer(99);
+                }
+            });
+        });
+        assert_eq!(table.len(), 2000);
+        table.forget_peer(2);
+        assert_eq!(table.len(), 1500);
+        assert_eq!(table.lookup(&[0x02, 2, 0, 0, 0, 7], t0), None);
+    }
 
     #[test]
     fn learns_refreshes_and_moves() {
