@@ -14,6 +14,7 @@ use anyhow::Result;
 use args::{Cli, Command, IpamCommand, NetworkCommand, PeerCommand};
 
 mod service;
+mod traffic;
 use clap::Parser;
 use mesh_api::{
     AttachRequest, Client, CreateNetworkRequest, DetachRequest, JoinRequest, ReleaseRequest,
@@ -234,6 +235,8 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Service(cmd) => return service::run(&c, cmd).await,
         Command::Lb(cmd) => return service::run_lb(&c, cmd).await,
+        Command::Policy(cmd) => return traffic::run_policy(&c, cmd).await,
+        Command::Network(NetworkCommand::Qos(cmd)) => return traffic::run_qos(&c, cmd).await,
     }
     Ok(())
 }

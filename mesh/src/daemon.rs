@@ -33,6 +33,7 @@ use crate::resolvconf::NetnsEtc;
 use crate::services::records::{ServiceChannels, HEALTH_CHANNEL, LABELS_CHANNEL, SERVICES_CHANNEL};
 use crate::services::Services;
 use crate::state::{AttachmentStore, StateDir};
+use crate::traffic::{self, Traffic, TrafficChannels};
 use crate::validate::Guards;
 use crate::views;
 
@@ -52,6 +53,7 @@ pub struct Daemon {
     host_key: Arc<HostKey>,
     reservations: Reservations,
     services: Arc<Services>,
+    traffic: Arc<Traffic>,
     /// Serialises every change to this host's devices: network set-up and
     /// teardown, and attaching (which needs the network's bridge to stay).
     devices: Mutex<Realized>,
@@ -192,6 +194,23 @@ impl Daemon {
         keep_snapshot(&state, SERVICES_CHANNEL, &service_channels.services);
         keep_snapshot(&state, LABELS_CHANNEL, &service_channels.labels);
         keep_snapshot(&state, HEALTH_CHANNEL, &service_channels.health);
+        let traffic_channels = TrafficChannels {
+            policies: open_channel(
+                &node,
+                &state,
+                traffic::POLICY_CHANNEL,
+                Guards::policies(channels.networks.clone()),
+            ),
+            qos: open_channel(
+                &node,
+                &state,
+                traffic::QOS_CHANNEL,
+                Guards::qos(channels.networks.clone()),
+            ),
+        };
+        keep_snapshot(&state, traffic::POLICY_CHANNEL, &traffic_channels.policies);
+        keep_snapshot(&state, traffic::QOS_CHANNEL, &traffic_channels.qos);
+        let labels = service_channels.labels.clone();
         let resolver = Resolver::new(
             Arc::new(MeshRecords {
                 services: service_channels.clone(),
@@ -239,6 +258,17 @@ impl Daemon {
         );
         let reservations =
             Reservations::load(state.clone(), alloc.clone(), channels.endpoints.clone(), me)?;
+        let traffic = Traffic::new(
+            me,
+            settings.link_prefix.clone(),
+            traffic_channels,
+            channels.clone(),
+            labels,
+            attacher.clone(),
+        );
+        // The last known policy before any bridge or container is (re)set
+        // up: a restart never opens a deny network.
+        traffic.install();
         let services = {
             let (node, name) = (node.clone(), settings.name.clone());
             Services::new(
@@ -263,12 +293,14 @@ impl Daemon {
             host_key,
             reservations,
             services,
+            traffic,
             devices: Mutex::new(Realized::default()),
         });
         daemon.reconcile_at_start().await?;
         daemon.clone().watch_channels();
         tokio::spawn(daemon.attacher.clone().reap_forever());
         daemon.services.clone().spawn();
+        daemon.traffic.clone().spawn();
         info!(
             id = %daemon.node.id(),
             control = %daemon.node.local_addr(),
@@ -714,6 +746,7 @@ impl Daemon {
         drop(devices);
         if let Ok(a) = &result {
             self.services.note_attachment(a);
+            self.traffic.install();
         }
         result
     }
@@ -777,6 +810,11 @@ impl Daemon {
         })
     }
 
+    /// Policy and QoS (see [`crate::traffic`]); the API calls it directly.
+    pub fn traffic(&self) -> &Traffic {
+        &self.traffic
+    }
+
     /// Services (see [`crate::services`]); the API calls it directly.
     pub fn services(&self) -> &Services {
         &self.services
@@ -828,6 +866,9 @@ pub async fn cleanup(settings: &Settings) -> Result<usize> {
     }
     if let Err(e) = isolation::remove(&settings.link_prefix) {
         warn!("cannot remove the isolation table: {e:#}");
+    }
+    if let Err(e) = traffic::nft::remove(&settings.link_prefix) {
+        warn!("cannot remove the policy table: {e:#}");
     }
     if settings.state_dir.exists() {
         AttachmentStore::clear(&StateDir::open(&settings.state_dir)?)?;
