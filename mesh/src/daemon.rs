@@ -265,6 +265,7 @@ impl Daemon {
             channels.clone(),
             labels,
             attacher.clone(),
+            dp.clone(),
         );
         // The last known policy before any bridge or container is (re)set
         // up: a restart never opens a deny network.

@@ -4,12 +4,14 @@
 //! - [`spec`]: checking user and peer input,
 //! - [`nft`]: the policy table on this host,
 //! - [`tc`]: HTB on container interfaces,
+//! - [`delay`]: delay, jitter and loss, done by the data plane,
 //! - [`plan`]: from replicated records to what this host installs (pure).
 //!
 //! Rules and shaping are replicated (channels below, written by any
 //! member); every host installs its own part: the policy of the
 //! containers it delivers to, and the shaping of its containers.
 
+pub mod delay;
 pub mod nft;
 pub mod plan;
 pub mod spec;
@@ -63,6 +65,10 @@ struct Installed {
     hooked: std::collections::BTreeSet<String>,
     /// Host-side veth → shaping installed on both ends.
     shaped: BTreeMap<String, tc::Htb>,
+    /// Networks whose delay, jitter or loss the data plane applies.
+    impaired: BTreeMap<String, delay::NetPlan>,
+    /// Bridge ports set up for a shaped network (container veths and TAPs).
+    isolated: std::collections::BTreeSet<String>,
 }
 
 pub struct Traffic {
@@ -72,6 +78,7 @@ pub struct Traffic {
     channels: Channels,
     labels: Records<LabelRecord>,
     attacher: Arc<Attacher>,
+    dp: dataplane::Dataplane,
     installed: Mutex<Installed>,
 }
 
@@ -83,6 +90,7 @@ impl Traffic {
         channels: Channels,
         labels: Records<LabelRecord>,
         attacher: Arc<Attacher>,
+        dp: dataplane::Dataplane,
     ) -> Arc<Traffic> {
         Arc::new(Traffic {
             me,
@@ -91,6 +99,7 @@ impl Traffic {
             channels,
             labels,
             attacher,
+            dp,
             installed: Mutex::new(Installed::default()),
         })
     }
@@ -267,6 +276,66 @@ impl Traffic {
         let mut inst = self.installed.lock().unwrap_or_else(|p| p.into_inner());
         self.install_policy(&facts, &mut inst);
         self.install_shaping(&facts, &mut inst);
+        self.install_impairment(&facts, &mut inst);
+    }
+
+    fn install_impairment(&self, facts: &plan::Facts, inst: &mut Installed) {
+        let plans = delay::plan(facts);
+        for (id, p) in &plans {
+            if inst.impaired.get(id) != Some(p) {
+                debug!(network = %id, "data-plane delay/loss set");
+                self.dp
+                    .set_shaping(dataplane::NetworkId(p.wire), Some(p.shaping()));
+            }
+        }
+        for (id, p) in &inst.impaired {
+            if !plans.contains_key(id) {
+                self.dp.set_shaping(dataplane::NetworkId(p.wire), None);
+            }
+        }
+        // The ports: every local container port and the TAP of a shaped network.
+        let mut want: BTreeMap<String, bool> = BTreeMap::new();
+        for r in self.attacher.records() {
+            if plans.contains_key(&r.attachment.network) {
+                want.insert(r.attachment.host_ifname.clone(), false);
+            }
+        }
+        for p in plans.values() {
+            want.insert(crate::networks::tap_name(&self.prefix, p.wire), true);
+        }
+        for (port, is_tap) in &want {
+            if inst.isolated.contains(port) {
+                continue;
+            }
+            let done = match is_tap {
+                true => delay::tap_learning(port, false),
+                false => delay::isolate(port, true),
+            };
+            match done {
+                Ok(()) => {
+                    inst.isolated.insert(port.clone());
+                }
+                // A port not there yet (a start, an attach in progress).
+                Err(e) => debug!("{e:#}"),
+            }
+        }
+        let taps: Vec<String> = inst
+            .impaired
+            .values()
+            .map(|p| crate::networks::tap_name(&self.prefix, p.wire))
+            .collect();
+        inst.isolated.retain(|port| {
+            if want.contains_key(port) {
+                return true;
+            }
+            // Back to a plain bridge port (it may be gone: then nothing to do).
+            let _ = match taps.contains(port) {
+                true => delay::tap_learning(port, true),
+                false => delay::isolate(port, false),
+            };
+            false
+        });
+        inst.impaired = plans;
     }
 
     fn install_policy(&self, facts: &plan::Facts, inst: &mut Installed) {
@@ -397,6 +466,34 @@ impl Traffic {
             "policy_dropped_packets",
             "Packets to a container of this host dropped by its network's policy",
             policy,
+        );
+        let lost = Family::<Vec<(String, String)>, Counter>::default();
+        let nets = rec::live(&self.channels.networks);
+        let endpoints = rec::live(&self.channels.endpoints);
+        for ((net, mac), n) in self.dp.qos_losses() {
+            let Some(id) = nets.keys().find(|id| crate::networks::wire_id(id) == net.0) else {
+                continue;
+            };
+            let container = match mac {
+                None => "all".to_string(),
+                Some(mac) => match endpoints
+                    .values()
+                    .find(|e| e.network == *id && delay::parse_mac(&e.mac) == Some(mac))
+                {
+                    Some(e) => e.ip.to_string(),
+                    None => continue,
+                },
+            };
+            lost.get_or_create(&vec![
+                ("network".into(), id.clone()),
+                ("container".into(), container),
+            ])
+            .inc_by(n);
+        }
+        reg.register(
+            "qos_lost_frames",
+            "Frames read from this host's containers dropped by QoS loss (container=\"all\": the network's total)",
+            lost,
         );
         let mut text = String::new();
         if encode(&mut text, &reg).is_err() {
