@@ -259,6 +259,15 @@ fn deny_networks_pass_only_what_rules_allow() {
     );
     assert!(w.reaches(&web, &db_ip, 5432), "the other rule still holds");
 
+    // New labels (a re-attach) change what a container may reach.
+    let path = format!("/run/netns/{other}");
+    w.lab
+        .meshctl(2, &["detach", &path, "--network", DENY])
+        .unwrap();
+    w.lab
+        .attach_netns(2, &other, DENY, &["--name", "other", "--label", "app=web"]);
+    w.wait_reaches(&other, &db_ip, 5432);
+
     // A restart of db's daemon never opens the deny network.
     w.lab.stop_daemon(1, Signal::SIGTERM).unwrap();
     assert!(

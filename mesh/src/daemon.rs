@@ -713,6 +713,7 @@ impl Daemon {
             )));
         }
         self.services.remove_network_services(id);
+        self.traffic.forget_network(id);
         records::remove(&self.channels.networks, self.id(), id);
         if records::get(&self.channels.settings, id).is_some() {
             records::remove(&self.channels.settings, self.id(), id);

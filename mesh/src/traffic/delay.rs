@@ -147,7 +147,15 @@ pub fn isolate(port: &str, on: bool) -> Result<()> {
 
 fn flush_learned(port: &str) -> Result<()> {
     let out = Command::new("ip")
-        .args(["link", "set", "dev", port, "type", "bridge_slave", "fdb_flush"])
+        .args([
+            "link",
+            "set",
+            "dev",
+            port,
+            "type",
+            "bridge_slave",
+            "fdb_flush",
+        ])
         .output()
         .context("running ip")?;
     if !out.status.success() {

@@ -263,6 +263,21 @@ impl Traffic {
         Ok(removed.into_iter().map(|(_, q)| q).collect())
     }
 
+    /// `network rm`: the network's rules and shaping go with it (a network
+    /// created later under the same id starts clean).
+    pub fn forget_network(&self, network: &str) {
+        for (key, r) in rec::live(&self.ch.policies) {
+            if r.network == network {
+                rec::remove(&self.ch.policies, self.me, &key);
+            }
+        }
+        for (key, q) in rec::live(&self.ch.qos) {
+            if q.network == network {
+                rec::remove(&self.ch.qos, self.me, &key);
+            }
+        }
+    }
+
     pub fn qos(&self) -> Vec<QosEntry> {
         rec::live(&self.ch.qos).into_values().collect()
     }
