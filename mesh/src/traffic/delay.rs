@@ -76,17 +76,33 @@ impl NetPlan {
     }
 }
 
-/// The shaped networks carried here.
+/// The shaped networks carried here: those where any entry delays or
+/// loses. A container's entry replaces its network's for its frames, also
+/// when it only sets a rate (then its frames pass unimpaired).
 pub fn plan(f: &Facts) -> BTreeMap<String, NetPlan> {
+    let none = Impairment {
+        delay: Duration::ZERO,
+        jitter: Duration::ZERO,
+        loss: 0.0,
+    };
+    let shaped: BTreeSet<&str> = f
+        .qos
+        .values()
+        .filter(|q| per_frame(q).is_some())
+        .map(|q| q.network.as_str())
+        .collect();
     let mut out: BTreeMap<String, NetPlan> = BTreeMap::new();
-    for q in f.qos.values() {
+    for q in f
+        .qos
+        .values()
+        .filter(|q| shaped.contains(q.network.as_str()))
+    {
         let Some(def) = f.networks.get(&q.network) else {
             continue;
         };
         if !def.allows_host(&f.me) {
             continue;
         }
-        let Some(imp) = per_frame(q) else { continue };
         let p = out.entry(q.network.clone()).or_insert_with(|| NetPlan {
             network: q.network.clone(),
             wire: networks::wire_id(&q.network),
@@ -100,7 +116,7 @@ pub fn plan(f: &Facts) -> BTreeMap<String, NetPlan> {
                 .collect(),
         });
         match &q.container {
-            None => p.default = Some(imp),
+            None => p.default = per_frame(q),
             Some(ip) => {
                 let mac = f.endpoints.values().find(|e| {
                     e.network == q.network
@@ -108,7 +124,7 @@ pub fn plan(f: &Facts) -> BTreeMap<String, NetPlan> {
                         && matches!(e.ip, IpAddr::V4(_))
                 });
                 if let Some(mac) = mac.and_then(|e| parse_mac(&e.mac)) {
-                    p.per_mac.insert(mac, imp);
+                    p.per_mac.insert(mac, per_frame(q).unwrap_or(none));
                 }
             }
         }

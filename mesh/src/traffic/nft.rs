@@ -49,6 +49,8 @@ pub struct DenyNetwork {
     pub bridge: String,
     pub service4: Ipv4Addr,
     pub service6: Ipv6Addr,
+    /// The subnet's broadcast address.
+    pub broadcast4: Ipv4Addr,
     pub containers: Vec<Guarded>,
 }
 
@@ -125,6 +127,14 @@ pub fn ruleset(prefix: &str, nets: &[DenyNetwork]) -> String {
         );
         let _ = writeln!(chains, "        ip daddr {} accept", n.service4);
         let _ = writeln!(chains, "        ip6 daddr {} accept", n.service6);
+        // What no rule names: link-local and group addresses (they would
+        // reach containers around the rules).
+        let _ = writeln!(
+            chains,
+            "        ip daddr {{ 224.0.0.0/4, 255.255.255.255, {} }} drop",
+            n.broadcast4
+        );
+        chains.push_str("        ip6 daddr { fe80::/10, ff00::/8 } drop\n");
         let v4: Vec<String> = n
             .containers
             .iter()
@@ -239,6 +249,7 @@ mod tests {
             bridge: "mesh-b0000abcd".into(),
             service4: "10.40.0.254".parse().unwrap(),
             service6: "fd00::fe".parse().unwrap(),
+            broadcast4: "10.40.0.255".parse().unwrap(),
             containers: vec![
                 Guarded {
                     network: "blue".into(),
@@ -264,6 +275,8 @@ mod tests {
         assert!(r.contains("table inet mesh__policy {"), "{r}");
         assert!(r.contains("oifname \"mesh-b0000abcd\" jump net_0000abcd"));
         assert!(r.contains("ct direction reply accept"));
+        assert!(r.contains("ip6 daddr { fe80::/10, ff00::/8 } drop"));
+        assert!(r.contains("255.255.255.255, 10.40.0.255 } drop"));
         assert!(r.contains("10.40.0.3 : jump to_drop_0000abcd_0a280003"));
         assert!(r.contains("ip saddr { 10.40.0.2 } tcp dport { 5432 } accept"));
         assert!(r.contains("ip6 saddr { fd00::2 } tcp dport { 5432 } accept"));

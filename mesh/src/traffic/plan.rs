@@ -93,6 +93,7 @@ pub fn deny_networks(f: &Facts) -> Vec<DenyNetwork> {
             bridge: networks::bridge_name(&f.prefix, w),
             service4: svc,
             service6: def.ipv6_for(svc),
+            broadcast4: def.subnet.broadcast(),
             containers,
         });
     }
