@@ -19,6 +19,8 @@ install() {
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 }
 install ip:iproute2 ping:iputils-ping tcpdump:tcpdump iperf3:iperf3 nft:nftables getent:libc-bin sysctl:procps tar:tar
+# meshd shapes container interfaces inside their namespaces (QoS).
+install nsenter:util-linux tc:iproute2 bridge:iproute2
 [ "${1:-}" = lab ] && exit 0
 # Container runtimes for the CNI/OCI tests. runc first: podman accepts crun
 # or runc, and crun fails on this kind of host's cgroup layout.

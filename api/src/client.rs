@@ -106,6 +106,46 @@ impl Client {
             .await
     }
 
+    /// Changes a network's settings (policy mode, egress).
+    pub async fn update_network(
+        &self,
+        id: &str,
+        req: &UpdateNetworkRequest,
+    ) -> Result<Network, ClientError> {
+        let body = self
+            .call(Method::PATCH, &routes::network(id), Some(req))
+            .await?;
+        decode(&body)
+    }
+
+    pub async fn policies(&self) -> Result<Vec<PolicyRule>, ClientError> {
+        self.get(routes::POLICIES).await
+    }
+
+    pub async fn add_policy(&self, req: &PolicyAddRequest) -> Result<PolicyRule, ClientError> {
+        self.post(routes::POLICIES, req).await
+    }
+
+    pub async fn remove_policy(
+        &self,
+        network: &str,
+        name: &str,
+    ) -> Result<PolicyRule, ClientError> {
+        self.delete(&routes::policy(network, name)).await
+    }
+
+    pub async fn qos(&self) -> Result<Vec<QosEntry>, ClientError> {
+        self.get(routes::QOS).await
+    }
+
+    pub async fn set_qos(&self, req: &QosSetRequest) -> Result<QosEntry, ClientError> {
+        self.post(routes::QOS, req).await
+    }
+
+    pub async fn reset_qos(&self, req: &QosResetRequest) -> Result<Vec<QosEntry>, ClientError> {
+        self.post(routes::QOS_RESET, req).await
+    }
+
     pub async fn attachments(&self) -> Result<Vec<Attachment>, ClientError> {
         self.get(routes::ATTACHMENTS).await
     }

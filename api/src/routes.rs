@@ -23,7 +23,7 @@ pub fn peer(id: &str) -> String {
     format!("{PEERS}/{id}")
 }
 
-/// `DELETE /v1/networks/{id}?force=true`
+/// `DELETE /v1/networks/{id}?force=true`; `PATCH` updates its settings.
 pub fn network(id: &str) -> String {
     format!("{NETWORKS}/{id}")
 }
@@ -45,3 +45,16 @@ pub fn service_targets(name: &str) -> String {
 pub fn service_targets_remove(name: &str) -> String {
     format!("{SERVICES}/{name}/targets/remove")
 }
+
+/// `GET` lists, `POST` adds network policy rules.
+pub const POLICIES: &str = "/v1/policies";
+
+/// `DELETE /v1/policies/{network}/{name}`.
+pub fn policy(network: &str, name: &str) -> String {
+    format!("{POLICIES}/{network}/{name}")
+}
+
+/// `GET` lists, `POST` sets traffic shaping (QoS).
+pub const QOS: &str = "/v1/qos";
+/// `POST`: remove a network's (or a container's) shaping.
+pub const QOS_RESET: &str = "/v1/qos/reset";

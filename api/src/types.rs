@@ -101,6 +101,52 @@ pub struct CreateNetworkRequest {
     /// Restrict the network to these hosts (names or peer ids); empty = all.
     #[serde(default)]
     pub hosts: Vec<String>,
+    /// Default `open`.
+    #[serde(default)]
+    pub policy: Option<PolicyMode>,
+    /// Containers reach outside the mesh through their host.
+    #[serde(default)]
+    pub egress: bool,
+}
+
+/// Whether a network passes everything (`open`) or only what a policy
+/// rule allows (`deny`).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyMode {
+    #[default]
+    Open,
+    Deny,
+}
+
+impl std::fmt::Display for PolicyMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(match self {
+            PolicyMode::Open => "open",
+            PolicyMode::Deny => "deny",
+        })
+    }
+}
+
+impl std::str::FromStr for PolicyMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "open" => Ok(PolicyMode::Open),
+            "deny" => Ok(PolicyMode::Deny),
+            other => Err(format!("policy {other:?} is neither open nor deny")),
+        }
+    }
+}
+
+/// `PATCH /v1/networks/{id}`: change what any member may change; absent
+/// fields stay as they are.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UpdateNetworkRequest {
+    #[serde(default)]
+    pub policy: Option<PolicyMode>,
+    #[serde(default)]
+    pub egress: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -123,6 +169,10 @@ pub struct Network {
     pub mtu: u32,
     /// Host that created it.
     pub created_by: String,
+    #[serde(default)]
+    pub policy: PolicyMode,
+    #[serde(default)]
+    pub egress: bool,
 }
 
 /// What `attach`/`detach` act on: a process (its network namespace) or a
@@ -391,4 +441,98 @@ pub struct Service {
     pub scheduler: Scheduler,
     pub health_interval_ms: u64,
     pub targets: Vec<ServiceTarget>,
+}
+
+/// `meshctl policy add`: allow traffic to the containers `to` selects.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PolicyAddRequest {
+    pub network: String,
+    /// Default: derived from the rule.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `KEY=VALUE[,KEY=VALUE…]` or `any`.
+    pub from: String,
+    /// `KEY=VALUE[,KEY=VALUE…]`.
+    pub to: String,
+    /// `PORT[/tcp|/udp]`; none: every port and protocol.
+    #[serde(default)]
+    pub ports: Vec<String>,
+}
+
+/// One allow rule of a network's policy.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PolicyRule {
+    pub network: String,
+    pub name: String,
+    /// Empty: any container of the network.
+    #[serde(default)]
+    pub from: BTreeMap<String, String>,
+    pub to: BTreeMap<String, String>,
+    #[serde(default)]
+    pub ports: Vec<PolicyPort>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PolicyPort {
+    pub port: u16,
+    /// `None`: TCP and UDP.
+    #[serde(default)]
+    pub protocol: Option<Protocol>,
+}
+
+impl std::fmt::Display for PolicyPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.protocol {
+            Some(p) => write!(f, "{}/{}", self.port, p),
+            None => write!(f, "{}", self.port),
+        }
+    }
+}
+
+/// `meshctl network qos set`: absent fields are not shaped.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct QosSetRequest {
+    pub network: String,
+    /// A container of the network (PID, netns path, name or address);
+    /// none: every container of the network.
+    #[serde(default)]
+    pub container: Option<String>,
+    #[serde(default)]
+    pub rate_kbit: Option<u64>,
+    #[serde(default)]
+    pub ceiling_kbit: Option<u64>,
+    /// Milliseconds (fractions allowed).
+    #[serde(default)]
+    pub delay_ms: Option<f64>,
+    #[serde(default)]
+    pub jitter_ms: Option<f64>,
+    /// Percent of frames dropped, 0-100.
+    #[serde(default)]
+    pub loss_percent: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QosResetRequest {
+    pub network: String,
+    #[serde(default)]
+    pub container: Option<String>,
+}
+
+/// What one network (or one container of it) is shaped to.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct QosEntry {
+    pub network: String,
+    /// The container's address on the network; none: the whole network.
+    #[serde(default)]
+    pub container: Option<String>,
+    #[serde(default)]
+    pub rate_kbit: Option<u64>,
+    #[serde(default)]
+    pub ceiling_kbit: Option<u64>,
+    #[serde(default)]
+    pub delay_ms: Option<f64>,
+    #[serde(default)]
+    pub jitter_ms: Option<f64>,
+    #[serde(default)]
+    pub loss_percent: Option<f64>,
 }

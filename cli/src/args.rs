@@ -121,6 +121,102 @@ pub enum Command {
     /// Circuit-style load balancers (services under another name).
     #[command(subcommand)]
     Lb(LbCommand),
+    /// Allow rules of `deny` networks (over container labels).
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Allow traffic from the containers FROM selects (or any) to those TO selects.
+    Add {
+        network: String,
+        /// `KEY=VALUE[,KEY=VALUE…]` or `any`.
+        #[arg(long)]
+        from: String,
+        /// `KEY=VALUE[,KEY=VALUE…]`.
+        #[arg(long)]
+        to: String,
+        /// `PORT[/tcp|/udp]` (repeatable; none: every port and protocol).
+        #[arg(long = "port")]
+        ports: Vec<String>,
+        /// The rule's name (default: derived from the rule).
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// The rules (of one network, or all).
+    List {
+        network: Option<String>,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Remove a rule: what it allowed stops at once, open connections included.
+    Rm { network: String, name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QosCommand {
+    /// Shape a network's containers (or one container): rate and ceiling
+    /// in kbit/s, delay and jitter (e.g. 50ms), loss in percent.
+    Set {
+        network: String,
+        /// A container (name, address, or on its host a PID or netns path).
+        #[arg(long)]
+        container: Option<String>,
+        #[arg(long)]
+        rate: Option<u64>,
+        #[arg(long)]
+        ceiling: Option<u64>,
+        #[arg(long, value_parser = parse_duration_ms)]
+        delay: Option<f64>,
+        #[arg(long, value_parser = parse_duration_ms)]
+        jitter: Option<f64>,
+        #[arg(long, value_parser = parse_percent)]
+        loss: Option<f64>,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Remove the shaping of a network (and of its containers) or of one container.
+    Reset {
+        network: String,
+        #[arg(long)]
+        container: Option<String>,
+    },
+    /// What is shaped (on one network, or all).
+    Show {
+        network: Option<String>,
+        #[command(flatten)]
+        out: Output,
+    },
+}
+
+/// `50ms`, `1.5s`, `200us`, or a bare number of milliseconds.
+pub fn parse_duration_ms(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix("us") {
+        (n, 0.001)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1000.0)
+    } else {
+        (t, 1.0)
+    };
+    match num.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v * scale),
+        _ => Err(format!("duration {s:?}: expected e.g. 50ms, 1.5s or 200us")),
+    }
+}
+
+/// `10` or `10%`.
+pub fn parse_percent(s: &str) -> Result<f64, String> {
+    let t = s.trim().trim_end_matches('%');
+    match t.parse::<f64>() {
+        Ok(v) if (0.0..=100.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?}: expected a percentage from 0 to 100")),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -271,11 +367,32 @@ pub enum NetworkCommand {
         /// Restrict the network to these hosts (names or ids, comma-separated).
         #[arg(long, value_delimiter = ',')]
         hosts: Vec<String>,
+        /// `open` (default): everything passes; `deny`: only what a policy rule allows.
+        #[arg(long)]
+        policy: Option<mesh_api::PolicyMode>,
+        /// Containers reach outside the mesh through their own host.
+        #[arg(long)]
+        egress: bool,
         #[command(flatten)]
         out: Output,
     },
     /// List networks.
     List(Output),
+    /// Change a network's settings (any host may).
+    Set {
+        id: String,
+        /// `open` or `deny`.
+        #[arg(long)]
+        policy: Option<mesh_api::PolicyMode>,
+        /// `on` or `off`.
+        #[arg(long, value_parser = parse_on_off)]
+        egress: Option<bool>,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Traffic shaping (QoS) of a network's containers.
+    #[command(subcommand)]
+    Qos(QosCommand),
     /// Remove a network from the whole mesh.
     Rm {
         id: String,
@@ -283,6 +400,14 @@ pub enum NetworkCommand {
         #[arg(long)]
         force: bool,
     },
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(format!("{other:?} is neither on nor off")),
+    }
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -379,6 +504,8 @@ mod tests {
             &["metrics"],
             &["service", "list"],
             &["lb", "list", "--details"],
+            &["policy", "list"],
+            &["network", "qos", "show"],
         ] {
             let mut argv = vec!["meshctl"];
             argv.extend_from_slice(args);
@@ -398,7 +525,9 @@ mod tests {
                 | Command::Dns(o)
                 | Command::Metrics(o)
                 | Command::Service(ServiceCommand::List(ListArgs { out: o, .. }))
-                | Command::Lb(LbCommand::List(ListArgs { out: o, .. })) => o.json,
+                | Command::Lb(LbCommand::List(ListArgs { out: o, .. }))
+                | Command::Policy(PolicyCommand::List { out: o, .. })
+                | Command::Network(NetworkCommand::Qos(QosCommand::Show { out: o, .. })) => o.json,
                 other => panic!("{argv:?} parsed as {other:?}"),
             };
             assert!(json, "{argv:?}");
@@ -468,6 +597,93 @@ mod tests {
             "app=x",
         ])
         .unwrap();
+    }
+
+    #[test]
+    fn network_settings_parse() {
+        let cli = Cli::try_parse_from([
+            "meshctl",
+            "network",
+            "create",
+            "a",
+            "--subnet",
+            "10.0.0.0/24",
+            "--policy",
+            "deny",
+            "--egress",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Network(NetworkCommand::Create { policy, egress, .. }) => {
+                assert_eq!(policy, Some(mesh_api::PolicyMode::Deny));
+                assert!(egress);
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli =
+            Cli::try_parse_from(["meshctl", "network", "set", "a", "--egress", "off"]).unwrap();
+        match cli.command {
+            Command::Network(NetworkCommand::Set { policy, egress, .. }) => {
+                assert_eq!((policy, egress), (None, Some(false)));
+            }
+            other => panic!("{other:?}"),
+        }
+        for bad in [&["--policy", "closed"][..], &["--egress", "yes"]] {
+            let mut argv = vec!["meshctl", "network", "set", "a"];
+            argv.extend_from_slice(bad);
+            assert!(Cli::try_parse_from(&argv).is_err(), "{argv:?}");
+        }
+    }
+
+    #[test]
+    fn qos_and_policy_parse() {
+        let cli = Cli::try_parse_from([
+            "meshctl",
+            "network",
+            "qos",
+            "set",
+            "sandbox",
+            "--rate",
+            "5000",
+            "--ceiling",
+            "6000",
+            "--delay",
+            "50ms",
+            "--loss",
+            "10%",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Network(NetworkCommand::Qos(QosCommand::Set {
+                rate,
+                ceiling,
+                delay,
+                loss,
+                ..
+            })) => {
+                assert_eq!((rate, ceiling), (Some(5000), Some(6000)));
+                assert_eq!((delay, loss), (Some(50.0), Some(10.0)));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(parse_duration_ms("1.5s").unwrap(), 1500.0);
+        assert_eq!(parse_duration_ms("200us").unwrap(), 0.2);
+        for bad in ["-5ms", "fast", "", "NaN"] {
+            assert!(parse_duration_ms(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_percent("101").is_err());
+        assert!(
+            Cli::try_parse_from(["meshctl", "network", "qos", "set", "x", "--rate", "-1"]).is_err()
+        );
+        Cli::try_parse_from([
+            "meshctl", "policy", "add", "blue", "--from", "app=web", "--to", "app=db", "--port",
+            "5432/tcp", "--name", "web-db",
+        ])
+        .unwrap();
+        assert!(
+            Cli::try_parse_from(["meshctl", "policy", "add", "blue", "--from", "any"]).is_err()
+        );
+        Cli::try_parse_from(["meshctl", "policy", "rm", "blue", "web-db"]).unwrap();
     }
 
     #[test]

@@ -14,6 +14,7 @@ use anyhow::Result;
 use args::{Cli, Command, IpamCommand, NetworkCommand, PeerCommand};
 
 mod service;
+mod traffic;
 use clap::Parser;
 use mesh_api::{
     AttachRequest, Client, CreateNetworkRequest, DetachRequest, JoinRequest, ReleaseRequest,
@@ -91,6 +92,8 @@ async fn run(cli: Cli) -> Result<()> {
             subnet6,
             labels,
             hosts,
+            policy,
+            egress,
             out,
         }) => {
             let req = CreateNetworkRequest {
@@ -99,6 +102,8 @@ async fn run(cli: Cli) -> Result<()> {
                 subnet6,
                 labels: labels.into_iter().collect(),
                 hosts,
+                policy,
+                egress,
             };
             let n = c.create_network(&req).await?;
             if out.json {
@@ -115,6 +120,27 @@ async fn run(cli: Cli) -> Result<()> {
                 return print::json(&ns);
             }
             print::networks(&ns);
+        }
+        Command::Network(NetworkCommand::Set {
+            id,
+            policy,
+            egress,
+            out,
+        }) => {
+            if policy.is_none() && egress.is_none() {
+                anyhow::bail!("nothing to change: pass --policy and/or --egress");
+            }
+            let req = mesh_api::UpdateNetworkRequest { policy, egress };
+            let n = c.update_network(&id, &req).await?;
+            if out.json {
+                return print::json(&n);
+            }
+            println!(
+                "network {}: policy {}, egress {}",
+                n.id,
+                n.policy,
+                if n.egress { "on" } else { "off" }
+            );
         }
         Command::Network(NetworkCommand::Rm { id, force }) => {
             let n = c.remove_network(&id, force).await?;
@@ -209,6 +235,8 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Service(cmd) => return service::run(&c, cmd).await,
         Command::Lb(cmd) => return service::run_lb(&c, cmd).await,
+        Command::Policy(cmd) => return traffic::run_policy(&c, cmd).await,
+        Command::Network(NetworkCommand::Qos(cmd)) => return traffic::run_qos(&c, cmd).await,
     }
     Ok(())
 }

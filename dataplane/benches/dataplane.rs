@@ -225,6 +225,31 @@ fn transform_tx(c: &mut Criterion) {
     group.finish();
 }
 
+/// One plain TAP read → sealed datagram through `seal_tap_read` (the
+/// worker's entry for networks without QoS: copy into a pool buffer,
+/// switch, seal).
+fn tap_read_tx(c: &mut Criterion) {
+    let now = Instant::now();
+    let (a, _b) = engines(now);
+    let mut pool = BufPool::new(9216, 4);
+    let mut out = Vec::with_capacity(4);
+    let mut group = c.benchmark_group("tap_read_tx");
+    for size in SIZES {
+        let mut read = frame(MAC_REMOTE, MAC_LOCAL, size);
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(size), &size, |bench, _| {
+            bench.iter(|| {
+                a.seal_tap_read(NET, &mut read, false, now, &mut pool, &mut out);
+                for sent in out.drain(..) {
+                    black_box(sent.datagram.datagram().len());
+                    pool.put(sent.datagram);
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
 /// Datagram → open → replay check → MAC learning (setup seals a fresh one).
 fn transform_rx(c: &mut Criterion) {
     let now = Instant::now();
@@ -320,6 +345,7 @@ criterion_group!(
     open,
     seal_open,
     transform_tx,
+    tap_read_tx,
     transform_rx,
     transform_tx_two_workers,
     switch_lookup

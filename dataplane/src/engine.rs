@@ -436,8 +436,22 @@ impl Engine {
         pool: &mut BufPool,
         out: &mut Vec<Outgoing>,
     ) {
+        self.split_tap_read(read, vnet_hdr, pool, |buf, pool| {
+            self.seal_frame(net, buf, now, pool, out)
+        });
+    }
+
+    /// What one TAP read holds, as plain frames in buffers from `pool`
+    /// (checksums completed, super-segments split), each handed to `emit`.
+    pub fn split_tap_read(
+        &self,
+        read: &mut [u8],
+        vnet_hdr: bool,
+        pool: &mut BufPool,
+        mut emit: impl FnMut(PacketBuf, &mut BufPool),
+    ) {
         if !vnet_hdr {
-            return self.seal_copy(net, read, now, pool, out);
+            return self.copy_frame(read, pool, emit);
         }
         let Some(hdr) = VnetHdr::parse(read) else {
             return self.drops.bump(DropReason::BadVnetHdr);
@@ -449,7 +463,7 @@ impl Engine {
             {
                 return self.drops.bump(DropReason::ChecksumOffloadFailed);
             }
-            return self.seal_copy(net, frame, now, pool, out);
+            return self.copy_frame(frame, pool, emit);
         }
         // Both closures need the pool: one takes buffers, one returns drops.
         let pool = std::cell::RefCell::new(pool);
@@ -457,7 +471,7 @@ impl Engine {
             frame,
             &hdr,
             || pool.borrow_mut().get(),
-            |buf| self.seal_frame(net, buf, now, &mut pool.borrow_mut(), out),
+            |buf| emit(buf, &mut pool.borrow_mut()),
         );
         if let Err(error) = result {
             self.drops.bump(error.drop_reason());
@@ -465,17 +479,15 @@ impl Engine {
         }
     }
 
-    fn seal_copy(
+    fn copy_frame(
         &self,
-        net: NetworkId,
         frame: &[u8],
-        now: Instant,
         pool: &mut BufPool,
-        out: &mut Vec<Outgoing>,
+        mut emit: impl FnMut(PacketBuf, &mut BufPool),
     ) {
         let mut buf = pool.get();
         if buf.fill_frame(frame) {
-            self.seal_frame(net, buf, now, pool, out);
+            emit(buf, pool);
         } else {
             self.drop_buf(DropReason::OversizedFrame, buf, pool);
         }

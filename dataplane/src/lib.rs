@@ -19,6 +19,7 @@
 
 pub mod cipher;
 pub mod engine;
+pub mod impair;
 pub mod keypair;
 pub mod offload;
 pub mod peer;

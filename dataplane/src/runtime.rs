@@ -86,6 +86,8 @@ struct Inner {
     wakes: Vec<Arc<Wake>>,
     tasks: Mutex<Tasks>,
     shut_down: AtomicBool,
+    /// QoS losses of shaping since replaced (see [`Dataplane::qos_losses`]).
+    retired_losses: Mutex<std::collections::BTreeMap<(NetworkId, Option<crate::switch::Mac>), u64>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -228,6 +230,7 @@ impl Dataplane {
                     workers: threads,
                 }),
                 shut_down: AtomicBool::new(false),
+                retired_losses: Mutex::new(Default::default()),
             }),
         })
     }
@@ -291,6 +294,63 @@ impl Dataplane {
         }
         self.inner.engine.remove_network(net);
         tracing::info!(?net, "network detached");
+    }
+
+    /// Sets (or with `None` removes) the delay, jitter and loss of `net`
+    /// (see [`crate::impair`]). A network without shaping pays nothing.
+    pub fn set_shaping(&self, net: NetworkId, shaping: Option<crate::impair::Shaping>) {
+        let old = {
+            let mut table = self
+                .inner
+                .taps
+                .shaping
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            match shaping {
+                Some(s) => table.insert(net, Arc::new(s)),
+                None => table.remove(&net),
+            }
+        };
+        if let Some(old) = old {
+            let (lost, by_mac) = old.losses();
+            let mut retired = self
+                .inner
+                .retired_losses
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            *retired.entry((net, None)).or_default() += lost;
+            for (mac, n) in by_mac {
+                *retired.entry((net, Some(mac))).or_default() += n;
+            }
+        }
+        self.inner.publish_taps();
+    }
+
+    /// Frames lost on purpose by QoS since the start: per network (`None`)
+    /// and per source container MAC.
+    pub fn qos_losses(
+        &self,
+    ) -> std::collections::BTreeMap<(NetworkId, Option<crate::switch::Mac>), u64> {
+        let mut out = self
+            .inner
+            .retired_losses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let table = self
+            .inner
+            .taps
+            .shaping
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        for (net, s) in table.iter() {
+            let (lost, by_mac) = s.losses();
+            *out.entry((*net, None)).or_default() += lost;
+            for (mac, n) in by_mac {
+                *out.entry((*net, Some(mac))).or_default() += n;
+            }
+        }
+        out
     }
 
     pub fn upsert_peer(&self, peer: PeerIdx, endpoint: SocketAddr, networks: &[NetworkId]) {

@@ -46,6 +46,8 @@ drop_reasons! {
     NoPeers => "no_peers": "Flooded frame with no member peer to send to.",
     SendFailed => "send_failed": "UDP send error.",
     TapWriteFailed => "tap_write_failed": "Writing to the TAP device failed.",
+    QosLoss => "qos_loss": "Frame dropped on purpose by a network's QoS loss setting.",
+    QosQueueFull => "qos_queue_full": "Frame dropped because the QoS delay queue was full.",
 }
 
 impl DropReason {

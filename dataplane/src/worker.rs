@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use quinn_udp::RecvMeta;
 
 use crate::engine::{Engine, Outgoing};
+use crate::impair::{DelayQueue, Shaping, Verdict};
 use crate::offload::{self, Coalescer, VnetHdr, VNET_HDR_LEN};
 use crate::pool::BufPool;
 use crate::stats::DropReason;
@@ -43,8 +44,14 @@ const FLUSH_AT: usize = 256;
 #[derive(Default)]
 pub(crate) struct TapTable {
     pub queues: RwLock<HashMap<NetworkId, Vec<Arc<Tap>>>>,
+    /// Delay, jitter and loss of the networks that have them (see
+    /// [`crate::impair`]); published with the same version.
+    pub shaping: RwLock<HashMap<NetworkId, Arc<Shaping>>>,
     pub version: AtomicU64,
 }
+
+/// Frames one worker may hold for delay before it drops new ones.
+const DELAY_QUEUE_FRAMES: usize = 8192;
 
 /// Wakes one worker from poll(2): an eventfd plus what it was woken for.
 #[derive(Debug)]
@@ -110,18 +117,28 @@ pub(crate) struct WorkerIo {
 /// This worker's view of the TAP table.
 #[derive(Default)]
 struct MyQueues {
-    /// Queues this worker reads (its own index, where the device has one).
-    read: Vec<(NetworkId, Arc<Tap>)>,
+    /// Queues this worker reads (its own index, where the device has one),
+    /// with the network's shaping if it has any.
+    read: Vec<(NetworkId, Arc<Tap>, Option<Arc<Shaping>>)>,
     /// Where this worker writes each network's received frames.
     write: HashMap<NetworkId, Arc<Tap>>,
+    shaping: HashMap<NetworkId, Arc<Shaping>>,
 }
 
 impl MyQueues {
-    fn of(table: &HashMap<NetworkId, Vec<Arc<Tap>>>, index: usize) -> MyQueues {
-        let mut mine = MyQueues::default();
+    fn of(
+        table: &HashMap<NetworkId, Vec<Arc<Tap>>>,
+        shaping: &HashMap<NetworkId, Arc<Shaping>>,
+        index: usize,
+    ) -> MyQueues {
+        let mut mine = MyQueues {
+            shaping: shaping.clone(),
+            ..MyQueues::default()
+        };
         for (net, queues) in table {
             if let Some(queue) = queues.get(index) {
-                mine.read.push((*net, queue.clone()));
+                mine.read
+                    .push((*net, queue.clone(), shaping.get(net).cloned()));
             }
             if !queues.is_empty() {
                 mine.write
@@ -145,30 +162,56 @@ pub(crate) fn run(io: WorkerIo) {
     let mut version = u64::MAX;
     let mut mine = MyQueues::default();
     let mut last_traffic: Option<Instant> = None;
+    let mut held = DelayQueue::new(DELAY_QUEUE_FRAMES, 0x9e37_79b9 ^ io.index as u64);
+    let mut hairpin = Vec::with_capacity(VNET_HDR_LEN + MAX_TAP_FRAME);
 
     while !io.wake.stop.load(Ordering::Acquire) {
         let current = io.taps.version.load(Ordering::Acquire);
         if current != version {
             let table = io.taps.queues.read().unwrap_or_else(|p| p.into_inner());
-            mine = MyQueues::of(&table, io.index);
+            let shaping = io.taps.shaping.read().unwrap_or_else(|p| p.into_inner());
+            mine = MyQueues::of(&table, &shaping, io.index);
+            held.forget(|net| mine.shaping.contains_key(&net), &mut pool);
             version = current;
             io.wake.seen_version.store(current, Ordering::Release);
         }
+        let released = !held.is_empty()
+            && release_held(
+                &io,
+                &mine,
+                &mut held,
+                &mut hairpin,
+                &mut pool,
+                &mut outgoing,
+            );
         let received = receive_batch(&io, &mut storage, &mut meta, &mut coalescer, &mine);
-        let sent = seal_tap_reads(&io, &mine, &mut scratch, &mut pool, &mut outgoing);
+        let sent = seal_tap_reads(
+            &io,
+            &mine,
+            &mut held,
+            &mut hairpin,
+            &mut scratch,
+            &mut pool,
+            &mut outgoing,
+        );
         let now = Instant::now();
-        if received || sent {
+        if received || sent || released {
             last_traffic = Some(now);
             continue;
         }
-        if last_traffic.is_some_and(|at| now.saturating_duration_since(at) < io.busy_poll) {
+        let due_soon = held
+            .next_due()
+            .is_some_and(|at| at.saturating_duration_since(now) < Duration::from_millis(1));
+        if due_soon
+            || last_traffic.is_some_and(|at| now.saturating_duration_since(at) < io.busy_poll)
+        {
             // Traffic just passed: the next packet is likely microseconds
             // away, cheaper to catch than a sleep and wake-up.
             std::thread::yield_now();
             continue;
         }
         last_traffic = None;
-        sleep_until_ready(&io, &mine);
+        sleep_until_ready(&io, &mine, held.next_due());
     }
 }
 
@@ -266,12 +309,14 @@ fn write_tap(engine: &Engine, mine: &MyQueues, net: &NetworkId, bytes: &[u8]) {
 fn seal_tap_reads(
     io: &WorkerIo,
     mine: &MyQueues,
+    held: &mut DelayQueue,
+    hairpin: &mut Vec<u8>,
     scratch: &mut [u8],
     pool: &mut BufPool,
     outgoing: &mut Vec<Outgoing>,
 ) -> bool {
     let mut any = false;
-    for (net, device) in &mine.read {
+    for (net, device, shaping) in &mine.read {
         for _ in 0..TAP_BATCH {
             let len = match device.read(scratch) {
                 Ok(len) => len,
@@ -283,14 +328,21 @@ fn seal_tap_reads(
                 }
             };
             any = true;
-            io.engine.seal_tap_read(
-                *net,
-                &mut scratch[..len],
-                device.has_vnet_hdr(),
-                Instant::now(),
-                pool,
-                outgoing,
-            );
+            if let Some(shaping) = shaping {
+                let read = &mut scratch[..len];
+                shape_tap_read(
+                    io, mine, *net, shaping, held, hairpin, read, device, pool, outgoing,
+                );
+            } else {
+                io.engine.seal_tap_read(
+                    *net,
+                    &mut scratch[..len],
+                    device.has_vnet_hdr(),
+                    Instant::now(),
+                    pool,
+                    outgoing,
+                );
+            }
             if outgoing.len() >= FLUSH_AT {
                 flush(io, pool, outgoing);
             }
@@ -298,6 +350,106 @@ fn seal_tap_reads(
     }
     flush(io, pool, outgoing);
     any
+}
+
+/// A TAP read of a shaped network: each frame is lost, held or forwarded
+/// (see [`crate::impair`]).
+#[allow(clippy::too_many_arguments)]
+fn shape_tap_read(
+    io: &WorkerIo,
+    mine: &MyQueues,
+    net: NetworkId,
+    shaping: &Shaping,
+    held: &mut DelayQueue,
+    hairpin: &mut Vec<u8>,
+    read: &mut [u8],
+    device: &Tap,
+    pool: &mut BufPool,
+    outgoing: &mut Vec<Outgoing>,
+) {
+    let now = Instant::now();
+    io.engine
+        .split_tap_read(read, device.has_vnet_hdr(), pool, |buf, pool| {
+            match held.admit(shaping, net, buf, now) {
+                Verdict::Held => {}
+                Verdict::Lost(buf) => {
+                    io.engine.count_drop(DropReason::QosLoss);
+                    pool.put(buf);
+                }
+                Verdict::Full(buf) => {
+                    io.engine.count_drop(DropReason::QosQueueFull);
+                    pool.put(buf);
+                }
+                Verdict::Now(buf) => {
+                    forward_shaped(io, mine, net, shaping, buf, now, hairpin, pool, outgoing)
+                }
+            }
+        });
+}
+
+/// Frames whose delay is over go on.
+fn release_held(
+    io: &WorkerIo,
+    mine: &MyQueues,
+    held: &mut DelayQueue,
+    hairpin: &mut Vec<u8>,
+    pool: &mut BufPool,
+    outgoing: &mut Vec<Outgoing>,
+) -> bool {
+    let now = Instant::now();
+    let mut any = false;
+    held.release_due(now, |net, buf| {
+        any = true;
+        match mine.shaping.get(&net) {
+            Some(shaping) => {
+                forward_shaped(io, mine, net, shaping, buf, now, hairpin, pool, outgoing)
+            }
+            None => pool.put(buf),
+        }
+    });
+    if any {
+        flush(io, pool, outgoing);
+    }
+    any
+}
+
+/// Switches a frame of a shaped network: to this host's own containers it
+/// is written back to the TAP (the bridge ports are isolated, so the data
+/// plane does the local switching); broadcast goes both ways; the rest is
+/// sealed for peers as usual.
+#[allow(clippy::too_many_arguments)]
+fn forward_shaped(
+    io: &WorkerIo,
+    mine: &MyQueues,
+    net: NetworkId,
+    shaping: &Shaping,
+    buf: crate::pool::PacketBuf,
+    now: Instant,
+    hairpin: &mut Vec<u8>,
+    pool: &mut BufPool,
+    outgoing: &mut Vec<Outgoing>,
+) {
+    let dst = crate::switch::destination(buf.frame());
+    let group = crate::switch::is_group(&dst);
+    if group || shaping.local.contains(&dst) {
+        let vnet = mine.write.get(&net).is_some_and(|t| t.has_vnet_hdr());
+        hairpin.clear();
+        if vnet {
+            let mut hdr = [0u8; VNET_HDR_LEN];
+            VnetHdr {
+                flags: offload::VIRTIO_NET_HDR_F_DATA_VALID,
+                ..VnetHdr::default()
+            }
+            .encode(&mut hdr);
+            hairpin.extend_from_slice(&hdr);
+        }
+        hairpin.extend_from_slice(buf.frame());
+        write_tap(&io.engine, mine, &net, hairpin);
+        if !group {
+            return pool.put(buf);
+        }
+    }
+    io.engine.seal_frame(net, buf, now, pool, outgoing);
 }
 
 fn flush(io: &WorkerIo, pool: &mut BufPool, outgoing: &mut Vec<Outgoing>) {
@@ -315,7 +467,7 @@ fn flush(io: &WorkerIo, pool: &mut BufPool, outgoing: &mut Vec<Outgoing>) {
 
 /// Sleeps in poll(2) until the receive socket, one of this worker's TAP
 /// queues or the wake eventfd is readable.
-fn sleep_until_ready(io: &WorkerIo, mine: &MyQueues) {
+fn sleep_until_ready(io: &WorkerIo, mine: &MyQueues, due: Option<Instant>) {
     let pollfd = |fd: RawFd| libc::pollfd {
         fd,
         events: libc::POLLIN,
@@ -324,9 +476,14 @@ fn sleep_until_ready(io: &WorkerIo, mine: &MyQueues) {
     let mut fds: Vec<libc::pollfd> = Vec::with_capacity(2 + mine.read.len());
     fds.push(pollfd(io.wake.fd.as_raw_fd()));
     fds.push(pollfd(io.rx.as_raw_fd()));
-    fds.extend(mine.read.iter().map(|(_, tap)| pollfd(tap.as_raw_fd())));
+    fds.extend(mine.read.iter().map(|(_, tap, _)| pollfd(tap.as_raw_fd())));
+    // Held frames wake the worker when the first is due (rounded up to ms).
+    let timeout = due.map_or(-1, |at| {
+        let us = at.saturating_duration_since(Instant::now()).as_micros();
+        us.div_ceil(1000).min(i32::MAX as u128) as i32
+    });
     // SAFETY: `fds` is a valid array of `fds.len()` pollfds.
-    let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+    let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
     if ready > 0 && fds[0].revents != 0 {
         io.wake.drain();
     }

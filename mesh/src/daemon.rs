@@ -33,6 +33,7 @@ use crate::resolvconf::NetnsEtc;
 use crate::services::records::{ServiceChannels, HEALTH_CHANNEL, LABELS_CHANNEL, SERVICES_CHANNEL};
 use crate::services::Services;
 use crate::state::{AttachmentStore, StateDir};
+use crate::traffic::{self, Traffic, TrafficChannels};
 use crate::validate::Guards;
 use crate::views;
 
@@ -52,6 +53,7 @@ pub struct Daemon {
     host_key: Arc<HostKey>,
     reservations: Reservations,
     services: Arc<Services>,
+    traffic: Arc<Traffic>,
     /// Serialises every change to this host's devices: network set-up and
     /// teardown, and attaching (which needs the network's bridge to stay).
     devices: Mutex<Realized>,
@@ -166,6 +168,12 @@ impl Daemon {
                 records::REQUESTS_CHANNEL,
                 Guards::requests(networks.clone()),
             ),
+            settings: open_channel(
+                &node,
+                &state,
+                records::NETWORK_SETTINGS_CHANNEL,
+                Guards::network_settings(networks.clone()),
+            ),
             networks,
             removed,
         };
@@ -186,6 +194,23 @@ impl Daemon {
         keep_snapshot(&state, SERVICES_CHANNEL, &service_channels.services);
         keep_snapshot(&state, LABELS_CHANNEL, &service_channels.labels);
         keep_snapshot(&state, HEALTH_CHANNEL, &service_channels.health);
+        let traffic_channels = TrafficChannels {
+            policies: open_channel(
+                &node,
+                &state,
+                traffic::POLICY_CHANNEL,
+                Guards::policies(channels.networks.clone()),
+            ),
+            qos: open_channel(
+                &node,
+                &state,
+                traffic::QOS_CHANNEL,
+                Guards::qos(channels.networks.clone()),
+            ),
+        };
+        keep_snapshot(&state, traffic::POLICY_CHANNEL, &traffic_channels.policies);
+        keep_snapshot(&state, traffic::QOS_CHANNEL, &traffic_channels.qos);
+        let labels = service_channels.labels.clone();
         let resolver = Resolver::new(
             Arc::new(MeshRecords {
                 services: service_channels.clone(),
@@ -233,6 +258,18 @@ impl Daemon {
         );
         let reservations =
             Reservations::load(state.clone(), alloc.clone(), channels.endpoints.clone(), me)?;
+        let traffic = Traffic::new(
+            me,
+            settings.link_prefix.clone(),
+            traffic_channels,
+            channels.clone(),
+            labels,
+            attacher.clone(),
+            dp.clone(),
+        );
+        // The last known policy before any bridge or container is (re)set
+        // up: a restart never opens a deny network.
+        traffic.install();
         let services = {
             let (node, name) = (node.clone(), settings.name.clone());
             Services::new(
@@ -257,12 +294,14 @@ impl Daemon {
             host_key,
             reservations,
             services,
+            traffic,
             devices: Mutex::new(Realized::default()),
         });
         daemon.reconcile_at_start().await?;
         daemon.clone().watch_channels();
         tokio::spawn(daemon.attacher.clone().reap_forever());
         daemon.services.clone().spawn();
+        daemon.traffic.clone().spawn();
         info!(
             id = %daemon.node.id(),
             control = %daemon.node.local_addr(),
@@ -359,6 +398,11 @@ impl Daemon {
             &self.channels.endpoints,
         );
         keep_snapshot(&self.state, records::RING_CHANNEL, &self.channels.ring);
+        keep_snapshot(
+            &self.state,
+            records::NETWORK_SETTINGS_CHANNEL,
+            &self.channels.settings,
+        );
         keep_snapshot(
             &self.state,
             records::REMOVED_CHANNEL,
@@ -535,7 +579,12 @@ impl Daemon {
     }
 
     fn network_view(&self, def: &NetworkDef) -> api::Network {
-        views::network(def, &self.settings.link_prefix, self.fabric.mtu())
+        views::network(
+            def,
+            &self.channels.settings_of(&def.id),
+            &self.settings.link_prefix,
+            self.fabric.mtu(),
+        )
     }
 
     pub fn list_networks(&self) -> Vec<api::Network> {
@@ -607,6 +656,12 @@ impl Daemon {
         // once it knows the network (and its creator). A host that learns
         // the network before its range waits for the range to arrive.
         records::put(&self.channels.networks, self.id(), &req.id, def.clone());
+        records::put(
+            &self.channels.settings,
+            self.id(),
+            &req.id,
+            records::NetworkSettings::new(req.policy.unwrap_or_default(), req.egress),
+        );
         self.alloc.init_ring(&def);
         if !def.allows_host(&self.id().to_hex()) {
             return Ok(self.network_view(&def));
@@ -618,6 +673,26 @@ impl Daemon {
                 "network {} was recorded but its bridge could not be set up on this host; see the meshd log",
                 req.id
             )));
+        }
+        Ok(self.network_view(&def))
+    }
+
+    /// `meshctl network set`: any member may change a network's settings.
+    pub fn update_network(
+        &self,
+        id: &str,
+        req: api::UpdateNetworkRequest,
+    ) -> Result<api::Network, ApiError> {
+        let def = self.network(id)?;
+        let mut s = self.channels.settings_of(id);
+        if let Some(p) = req.policy {
+            s.policy = p;
+        }
+        if let Some(e) = req.egress {
+            s.egress = e;
+        }
+        if records::get(&self.channels.settings, id).as_ref() != Some(&s) {
+            records::put(&self.channels.settings, self.id(), id, s);
         }
         Ok(self.network_view(&def))
     }
@@ -638,7 +713,11 @@ impl Daemon {
             )));
         }
         self.services.remove_network_services(id);
+        self.traffic.forget_network(id);
         records::remove(&self.channels.networks, self.id(), id);
+        if records::get(&self.channels.settings, id).is_some() {
+            records::remove(&self.channels.settings, self.id(), id);
+        }
         self.alloc.drop_ring(id);
         for e in in_use {
             records::remove(
@@ -669,6 +748,7 @@ impl Daemon {
         drop(devices);
         if let Ok(a) = &result {
             self.services.note_attachment(a);
+            self.traffic.install();
         }
         result
     }
@@ -732,6 +812,11 @@ impl Daemon {
         })
     }
 
+    /// Policy and QoS (see [`crate::traffic`]); the API calls it directly.
+    pub fn traffic(&self) -> &Traffic {
+        &self.traffic
+    }
+
     /// Services (see [`crate::services`]); the API calls it directly.
     pub fn services(&self) -> &Services {
         &self.services
@@ -783,6 +868,9 @@ pub async fn cleanup(settings: &Settings) -> Result<usize> {
     }
     if let Err(e) = isolation::remove(&settings.link_prefix) {
         warn!("cannot remove the isolation table: {e:#}");
+    }
+    if let Err(e) = traffic::nft::remove(&settings.link_prefix) {
+        warn!("cannot remove the policy table: {e:#}");
     }
     if settings.state_dir.exists() {
         AttachmentStore::clear(&StateDir::open(&settings.state_dir)?)?;

@@ -27,6 +27,7 @@ pub mod reserve;
 pub mod resolvconf;
 pub mod services;
 pub mod state;
+pub mod traffic;
 
 // Wiring and the edges.
 pub mod config;

@@ -30,7 +30,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route(routes::NETWORKS, get(list_networks).post(create_network))
         .route(
             &format!("{}/{{id}}", routes::NETWORKS),
-            delete(remove_network),
+            delete(remove_network).patch(update_network),
         )
         .route(routes::ATTACHMENTS, get(attachments))
         .route(routes::ATTACH, post(attach))
@@ -47,6 +47,13 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
             &routes::service_targets_remove("{name}"),
             post(remove_service_target),
         )
+        .route(routes::POLICIES, get(list_policies).post(add_policy))
+        .route(
+            &routes::policy("{network}", "{name}"),
+            delete(remove_policy),
+        )
+        .route(routes::QOS, get(list_qos).post(set_qos))
+        .route(routes::QOS_RESET, post(reset_qos))
         .fallback(no_route)
         .with_state(daemon)
 }
@@ -173,6 +180,14 @@ async fn remove_network(
     Ok(Json(d.remove_network(&id, q.force).await?))
 }
 
+async fn update_network(
+    State(d): D,
+    Path(id): Path<String>,
+    Body(req): Body<api::UpdateNetworkRequest>,
+) -> ApiResult<api::Network> {
+    Ok(Json(d.update_network(&id, req)?))
+}
+
 async fn attachments(State(d): D) -> ApiResult<Vec<api::Attachment>> {
     Ok(Json(d.list_attachments().await))
 }
@@ -212,10 +227,48 @@ async fn metrics(State(d): D) -> ([(axum::http::header::HeaderName, &'static str
             "text/plain; version=0.0.4",
         )],
         crate::services::view::append(
-            &crate::metrics::render(&d.status()),
-            &crate::services::view::render(&d.services().list()),
+            &crate::services::view::append(
+                &crate::metrics::render(&d.status()),
+                &crate::services::view::render(&d.services().list()),
+            ),
+            &d.traffic().metrics(),
         ),
     )
+}
+
+// ---- Policy and QoS ------------------------------------------------------
+
+async fn list_policies(State(d): D) -> Json<Vec<api::PolicyRule>> {
+    Json(d.traffic().policies())
+}
+
+async fn add_policy(
+    State(d): D,
+    Body(req): Body<api::PolicyAddRequest>,
+) -> ApiResult<api::PolicyRule> {
+    Ok(Json(d.traffic().add_policy(req)?))
+}
+
+async fn remove_policy(
+    State(d): D,
+    Path((network, name)): Path<(String, String)>,
+) -> ApiResult<api::PolicyRule> {
+    Ok(Json(d.traffic().remove_policy(&network, &name)?))
+}
+
+async fn list_qos(State(d): D) -> Json<Vec<api::QosEntry>> {
+    Json(d.traffic().qos())
+}
+
+async fn set_qos(State(d): D, Body(req): Body<api::QosSetRequest>) -> ApiResult<api::QosEntry> {
+    Ok(Json(d.traffic().set_qos(req)?))
+}
+
+async fn reset_qos(
+    State(d): D,
+    Body(req): Body<api::QosResetRequest>,
+) -> ApiResult<Vec<api::QosEntry>> {
+    Ok(Json(d.traffic().reset_qos(req)?))
 }
 
 // ---- Services ------------------------------------------------------------

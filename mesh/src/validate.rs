@@ -28,7 +28,8 @@ use gossip::state::{Admission, LwwEntry};
 use gossip::{Channel, LwwMap, PeerId};
 
 use crate::records::{
-    self, EndpointRecord, NetworkDef, RangeEntry, Records, RemovedPeer, SpaceRequest, Want,
+    self, EndpointRecord, NetworkDef, NetworkSettings, RangeEntry, Records, RemovedPeer,
+    SpaceRequest, Want,
 };
 use crate::services::records::{
     health_key, HealthRecord, LabelRecord, ServiceDef, HEALTH_CHANNEL, LABELS_CHANNEL,
@@ -387,6 +388,65 @@ impl Guards {
     }
 }
 
+/// A network's settings: written by any member (`network set` works on any
+/// host), only for a network that exists, with values the API could write.
+pub fn network_settings(key: &str, s: &NetworkSettings, net: Option<&NetworkDef>) -> Verdict {
+    check(net.is_some(), || {
+        format!("settings of network {key:?}, unknown here")
+    })?;
+    s.validate()
+}
+
+impl Guards {
+    pub fn network_settings(networks: Records<NetworkDef>) -> LwwMap<String, NetworkSettings> {
+        guard(
+            records::NETWORK_SETTINGS_CHANNEL,
+            move |key, s: &NetworkSettings, _, _, _| {
+                network_settings(key, s, records::get(&networks, key).as_ref())
+            },
+        )
+    }
+}
+
+/// Policy rules and shaping (see [`crate::traffic`]): written by any
+/// member, under their own key, for a network that exists, with values the
+/// API accepts.
+impl Guards {
+    pub fn policies(networks: Records<NetworkDef>) -> LwwMap<String, mesh_api::PolicyRule> {
+        use crate::traffic::{policy_key, spec, POLICY_CHANNEL};
+        guard(
+            POLICY_CHANNEL,
+            move |key, r: &mesh_api::PolicyRule, _, _, _| {
+                check(*key == policy_key(&r.network, &r.name), || {
+                    format!("key {key:?} does not match the rule")
+                })?;
+                check(records::get(&networks, &r.network).is_some(), || {
+                    format!("rule of unknown network {:?}", r.network)
+                })?;
+                spec::check_rule(r).map_err(|e| e.0)
+            },
+        )
+    }
+
+    pub fn qos(networks: Records<NetworkDef>) -> LwwMap<String, mesh_api::QosEntry> {
+        use crate::traffic::{qos_key, spec, QOS_CHANNEL};
+        guard(QOS_CHANNEL, move |key, q: &mesh_api::QosEntry, _, _, _| {
+            check(*key == qos_key(&q.network, q.container.as_deref()), || {
+                format!("key {key:?} does not match the shaping")
+            })?;
+            let net = records::get(&networks, &q.network)
+                .ok_or_else(|| format!("shaping of unknown network {:?}", q.network))?;
+            if let Some(c) = &q.container {
+                let ip: std::net::Ipv4Addr = c.parse().map_err(|_| format!("bad address {c:?}"))?;
+                check(net.subnet.contains(&ip), || {
+                    format!("{ip} is outside network {}'s subnet", net.id)
+                })?;
+            }
+            spec::check_qos(q).map_err(|e| e.0)
+        })
+    }
+}
+
 /// Detached guarded channels (tests: hosts played without a node).
 pub fn detached_channels() -> records::Channels {
     let networks = Channel::detached(records::NETWORKS_CHANNEL, Guards::networks());
@@ -403,6 +463,10 @@ pub fn detached_channels() -> records::Channels {
         ring: Channel::detached(
             records::RING_CHANNEL,
             Guards::ring(networks.clone(), removed.clone()),
+        ),
+        settings: Channel::detached(
+            records::NETWORK_SETTINGS_CHANNEL,
+            Guards::network_settings(networks.clone()),
         ),
         networks,
         removed,
@@ -672,6 +736,22 @@ mod tests {
             m.remove(attacker, "blue".into());
         });
         assert!(records::live(&ch.networks).is_empty());
+    }
+
+    #[test]
+    fn settings_need_an_existing_network_and_any_member_may_write() {
+        let (creator, other) = (id(1), id(2));
+        let ch = victim_state(creator);
+        let deny = NetworkSettings::new(mesh_api::PolicyMode::Deny, false);
+        gossip_from(&ch.settings, |m| {
+            m.set(other, "red".into(), deny.clone());
+        });
+        assert!(records::live(&ch.settings).is_empty(), "unknown network");
+        gossip_from(&ch.settings, |m| {
+            m.set(other, "blue".into(), deny.clone());
+        });
+        assert_eq!(ch.settings_of("blue"), deny, "a non-creator member may");
+        assert_eq!(ch.settings_of("red"), NetworkSettings::default());
     }
 
     #[test]
