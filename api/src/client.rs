@@ -106,6 +106,18 @@ impl Client {
             .await
     }
 
+    /// Changes a network's settings (policy mode, egress).
+    pub async fn update_network(
+        &self,
+        id: &str,
+        req: &UpdateNetworkRequest,
+    ) -> Result<Network, ClientError> {
+        let body = self
+            .call(Method::PATCH, &routes::network(id), Some(req))
+            .await?;
+        decode(&body)
+    }
+
     pub async fn attachments(&self) -> Result<Vec<Attachment>, ClientError> {
         self.get(routes::ATTACHMENTS).await
     }

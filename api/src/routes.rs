@@ -23,7 +23,7 @@ pub fn peer(id: &str) -> String {
     format!("{PEERS}/{id}")
 }
 
-/// `DELETE /v1/networks/{id}?force=true`
+/// `DELETE /v1/networks/{id}?force=true`; `PATCH` updates its settings.
 pub fn network(id: &str) -> String {
     format!("{NETWORKS}/{id}")
 }

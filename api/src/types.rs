@@ -101,6 +101,52 @@ pub struct CreateNetworkRequest {
     /// Restrict the network to these hosts (names or peer ids); empty = all.
     #[serde(default)]
     pub hosts: Vec<String>,
+    /// Default `open`.
+    #[serde(default)]
+    pub policy: Option<PolicyMode>,
+    /// Containers reach outside the mesh through their host.
+    #[serde(default)]
+    pub egress: bool,
+}
+
+/// Whether a network passes everything (`open`) or only what a policy
+/// rule allows (`deny`).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyMode {
+    #[default]
+    Open,
+    Deny,
+}
+
+impl std::fmt::Display for PolicyMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(match self {
+            PolicyMode::Open => "open",
+            PolicyMode::Deny => "deny",
+        })
+    }
+}
+
+impl std::str::FromStr for PolicyMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "open" => Ok(PolicyMode::Open),
+            "deny" => Ok(PolicyMode::Deny),
+            other => Err(format!("policy {other:?} is neither open nor deny")),
+        }
+    }
+}
+
+/// `PATCH /v1/networks/{id}`: change what any member may change; absent
+/// fields stay as they are.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UpdateNetworkRequest {
+    #[serde(default)]
+    pub policy: Option<PolicyMode>,
+    #[serde(default)]
+    pub egress: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -123,6 +169,10 @@ pub struct Network {
     pub mtu: u32,
     /// Host that created it.
     pub created_by: String,
+    #[serde(default)]
+    pub policy: PolicyMode,
+    #[serde(default)]
+    pub egress: bool,
 }
 
 /// What `attach`/`detach` act on: a process (its network namespace) or a

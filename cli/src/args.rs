@@ -271,11 +271,29 @@ pub enum NetworkCommand {
         /// Restrict the network to these hosts (names or ids, comma-separated).
         #[arg(long, value_delimiter = ',')]
         hosts: Vec<String>,
+        /// `open` (default): everything passes; `deny`: only what a policy rule allows.
+        #[arg(long)]
+        policy: Option<mesh_api::PolicyMode>,
+        /// Containers reach outside the mesh through their own host.
+        #[arg(long)]
+        egress: bool,
         #[command(flatten)]
         out: Output,
     },
     /// List networks.
     List(Output),
+    /// Change a network's settings (any host may).
+    Set {
+        id: String,
+        /// `open` or `deny`.
+        #[arg(long)]
+        policy: Option<mesh_api::PolicyMode>,
+        /// `on` or `off`.
+        #[arg(long, value_parser = parse_on_off)]
+        egress: Option<bool>,
+        #[command(flatten)]
+        out: Output,
+    },
     /// Remove a network from the whole mesh.
     Rm {
         id: String,
@@ -283,6 +301,14 @@ pub enum NetworkCommand {
         #[arg(long)]
         force: bool,
     },
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(format!("{other:?} is neither on nor off")),
+    }
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -468,6 +494,42 @@ mod tests {
             "app=x",
         ])
         .unwrap();
+    }
+
+    #[test]
+    fn network_settings_parse() {
+        let cli = Cli::try_parse_from([
+            "meshctl",
+            "network",
+            "create",
+            "a",
+            "--subnet",
+            "10.0.0.0/24",
+            "--policy",
+            "deny",
+            "--egress",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Network(NetworkCommand::Create { policy, egress, .. }) => {
+                assert_eq!(policy, Some(mesh_api::PolicyMode::Deny));
+                assert!(egress);
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli =
+            Cli::try_parse_from(["meshctl", "network", "set", "a", "--egress", "off"]).unwrap();
+        match cli.command {
+            Command::Network(NetworkCommand::Set { policy, egress, .. }) => {
+                assert_eq!((policy, egress), (None, Some(false)));
+            }
+            other => panic!("{other:?}"),
+        }
+        for bad in [&["--policy", "closed"][..], &["--egress", "yes"]] {
+            let mut argv = vec!["meshctl", "network", "set", "a"];
+            argv.extend_from_slice(bad);
+            assert!(Cli::try_parse_from(&argv).is_err(), "{argv:?}");
+        }
     }
 
     #[test]

@@ -91,6 +91,8 @@ async fn run(cli: Cli) -> Result<()> {
             subnet6,
             labels,
             hosts,
+            policy,
+            egress,
             out,
         }) => {
             let req = CreateNetworkRequest {
@@ -99,6 +101,8 @@ async fn run(cli: Cli) -> Result<()> {
                 subnet6,
                 labels: labels.into_iter().collect(),
                 hosts,
+                policy,
+                egress,
             };
             let n = c.create_network(&req).await?;
             if out.json {
@@ -115,6 +119,27 @@ async fn run(cli: Cli) -> Result<()> {
                 return print::json(&ns);
             }
             print::networks(&ns);
+        }
+        Command::Network(NetworkCommand::Set {
+            id,
+            policy,
+            egress,
+            out,
+        }) => {
+            if policy.is_none() && egress.is_none() {
+                anyhow::bail!("nothing to change: pass --policy and/or --egress");
+            }
+            let req = mesh_api::UpdateNetworkRequest { policy, egress };
+            let n = c.update_network(&id, &req).await?;
+            if out.json {
+                return print::json(&n);
+            }
+            println!(
+                "network {}: policy {}, egress {}",
+                n.id,
+                n.policy,
+                if n.egress { "on" } else { "off" }
+            );
         }
         Command::Network(NetworkCommand::Rm { id, force }) => {
             let n = c.remove_network(&id, force).await?;

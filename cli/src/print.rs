@@ -72,8 +72,8 @@ pub fn peers(peers: &[PeerStatus]) {
 
 pub fn networks(ns: &[Network]) {
     println!(
-        "{:<12} {:<18} {:<24} {:<15} {:<6} {:<12} HOSTS",
-        "NETWORK", "SUBNET", "SUBNET6", "DNS", "MTU", "BRIDGE"
+        "{:<12} {:<18} {:<24} {:<15} {:<6} {:<12} {:<6} {:<6} HOSTS",
+        "NETWORK", "SUBNET", "SUBNET6", "DNS", "MTU", "BRIDGE", "POLICY", "EGRESS"
     );
     for n in ns {
         let hosts = if n.hosts.is_empty() {
@@ -82,8 +82,16 @@ pub fn networks(ns: &[Network]) {
             n.hosts.len().to_string()
         };
         println!(
-            "{:<12} {:<18} {:<24} {:<15} {:<6} {:<12} {}",
-            n.id, n.subnet, n.subnet6, n.dns, n.mtu, n.bridge, hosts
+            "{:<12} {:<18} {:<24} {:<15} {:<6} {:<12} {:<6} {:<6} {}",
+            n.id,
+            n.subnet,
+            n.subnet6,
+            n.dns,
+            n.mtu,
+            n.bridge,
+            n.policy,
+            if n.egress { "on" } else { "off" },
+            hosts
         );
     }
 }

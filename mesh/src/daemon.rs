@@ -166,6 +166,12 @@ impl Daemon {
                 records::REQUESTS_CHANNEL,
                 Guards::requests(networks.clone()),
             ),
+            settings: open_channel(
+                &node,
+                &state,
+                records::NETWORK_SETTINGS_CHANNEL,
+                Guards::network_settings(networks.clone()),
+            ),
             networks,
             removed,
         };
@@ -361,6 +367,11 @@ impl Daemon {
         keep_snapshot(&self.state, records::RING_CHANNEL, &self.channels.ring);
         keep_snapshot(
             &self.state,
+            records::NETWORK_SETTINGS_CHANNEL,
+            &self.channels.settings,
+        );
+        keep_snapshot(
+            &self.state,
             records::REMOVED_CHANNEL,
             &self.channels.removed,
         );
@@ -535,7 +546,12 @@ impl Daemon {
     }
 
     fn network_view(&self, def: &NetworkDef) -> api::Network {
-        views::network(def, &self.settings.link_prefix, self.fabric.mtu())
+        views::network(
+            def,
+            &self.channels.settings_of(&def.id),
+            &self.settings.link_prefix,
+            self.fabric.mtu(),
+        )
     }
 
     pub fn list_networks(&self) -> Vec<api::Network> {
@@ -607,6 +623,12 @@ impl Daemon {
         // once it knows the network (and its creator). A host that learns
         // the network before its range waits for the range to arrive.
         records::put(&self.channels.networks, self.id(), &req.id, def.clone());
+        records::put(
+            &self.channels.settings,
+            self.id(),
+            &req.id,
+            records::NetworkSettings::new(req.policy.unwrap_or_default(), req.egress),
+        );
         self.alloc.init_ring(&def);
         if !def.allows_host(&self.id().to_hex()) {
             return Ok(self.network_view(&def));
@@ -618,6 +640,26 @@ impl Daemon {
                 "network {} was recorded but its bridge could not be set up on this host; see the meshd log",
                 req.id
             )));
+        }
+        Ok(self.network_view(&def))
+    }
+
+    /// `meshctl network set`: any member may change a network's settings.
+    pub fn update_network(
+        &self,
+        id: &str,
+        req: api::UpdateNetworkRequest,
+    ) -> Result<api::Network, ApiError> {
+        let def = self.network(id)?;
+        let mut s = self.channels.settings_of(id);
+        if let Some(p) = req.policy {
+            s.policy = p;
+        }
+        if let Some(e) = req.egress {
+            s.egress = e;
+        }
+        if records::get(&self.channels.settings, id).as_ref() != Some(&s) {
+            records::put(&self.channels.settings, self.id(), id, s);
         }
         Ok(self.network_view(&def))
     }
@@ -639,6 +681,9 @@ impl Daemon {
         }
         self.services.remove_network_services(id);
         records::remove(&self.channels.networks, self.id(), id);
+        if records::get(&self.channels.settings, id).is_some() {
+            records::remove(&self.channels.settings, self.id(), id);
+        }
         self.alloc.drop_ring(id);
         for e in in_use {
             records::remove(

@@ -19,6 +19,9 @@ pub const RING_CHANNEL: &str = "ipam";
 pub const REQUESTS_CHANNEL: &str = "ipam-requests";
 /// Hosts removed for good, keyed by peer id (hex).
 pub const REMOVED_CHANNEL: &str = "removed-peers";
+/// What any member may change about a network ([`NetworkSettings`]), keyed
+/// by network id; apart from the creator-only definitions.
+pub const NETWORK_SETTINGS_CHANNEL: &str = "network-settings";
 
 pub type Records<V> = Channel<LwwMap<String, V>>;
 
@@ -54,6 +57,7 @@ pub struct Channels {
     pub ring: Records<RangeEntry>,
     pub requests: Records<SpaceRequest>,
     pub removed: Records<RemovedPeer>,
+    pub settings: Records<NetworkSettings>,
 }
 
 impl Channels {
@@ -65,6 +69,7 @@ impl Channels {
             ring: Channel::detached(RING_CHANNEL, LwwMap::new()),
             requests: Channel::detached(REQUESTS_CHANNEL, LwwMap::new()),
             removed: Channel::detached(REMOVED_CHANNEL, LwwMap::new()),
+            settings: Channel::detached(NETWORK_SETTINGS_CHANNEL, LwwMap::new()),
         }
     }
 
@@ -81,6 +86,12 @@ impl Channels {
         both(&self.ring, &other.ring);
         both(&self.requests, &other.requests);
         both(&self.removed, &other.removed);
+        both(&self.settings, &other.settings);
+    }
+
+    /// The settings of `network` (the defaults if none were written).
+    pub fn settings_of(&self, network: &str) -> NetworkSettings {
+        get(&self.settings, network).unwrap_or_default()
     }
 
     pub fn removed_hosts(&self) -> BTreeSet<String> {
@@ -155,6 +166,91 @@ impl NetworkDef {
     pub fn ipv6_for(&self, v4: Ipv4Addr) -> Ipv6Addr {
         let offset = u32::from(v4) - u32::from(self.subnet.network());
         Ipv6Addr::from(u128::from(self.subnet6.network()) | u128::from(offset))
+    }
+}
+
+/// What any member may change about a network. Replicated as JSON text
+/// (inside the binary gossip encoding) so that fields can be added: a
+/// field absent from a record decodes to its default, and a field this
+/// version does not know survives re-encoding (the writer's signature
+/// covers the exact text, see [`SettingsFields`]).
+#[derive(Debug, Clone, Default)]
+pub struct NetworkSettings {
+    pub policy: mesh_api::PolicyMode,
+    /// Containers reach outside the mesh through their host (issue 13).
+    pub egress: bool,
+    /// The text this value was decoded from, re-sent verbatim while the
+    /// fields are unchanged.
+    raw: Option<String>,
+}
+
+/// The JSON form of [`NetworkSettings`]; every field has a default.
+#[derive(Serialize, Deserialize, PartialEq)]
+struct SettingsFields {
+    #[serde(default)]
+    policy: mesh_api::PolicyMode,
+    #[serde(default)]
+    egress: bool,
+}
+
+impl NetworkSettings {
+    pub fn new(policy: mesh_api::PolicyMode, egress: bool) -> NetworkSettings {
+        NetworkSettings {
+            policy,
+            egress,
+            raw: None,
+        }
+    }
+
+    fn fields(&self) -> SettingsFields {
+        SettingsFields {
+            policy: self.policy,
+            egress: self.egress,
+        }
+    }
+
+    /// A peer's value admitted only if it is what the API could write.
+    pub fn validate(&self) -> Result<(), String> {
+        match &self.raw {
+            Some(raw) if raw.len() > 4096 => Err("network settings too long".into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl PartialEq for NetworkSettings {
+    fn eq(&self, other: &Self) -> bool {
+        self.fields() == other.fields()
+    }
+}
+
+impl Serialize for NetworkSettings {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let fields = self.fields();
+        let unchanged = self
+            .raw
+            .as_deref()
+            .and_then(|r| serde_json::from_str::<SettingsFields>(r).ok())
+            .is_some_and(|f| f == fields);
+        match (&self.raw, unchanged) {
+            (Some(raw), true) => s.serialize_str(raw),
+            _ => {
+                let text = serde_json::to_string(&fields).map_err(serde::ser::Error::custom)?;
+                s.serialize_str(&text)
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for NetworkSettings {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        let f: SettingsFields = serde_json::from_str(&raw).map_err(serde::de::Error::custom)?;
+        Ok(NetworkSettings {
+            policy: f.policy,
+            egress: f.egress,
+            raw: Some(raw),
+        })
     }
 }
 
@@ -323,6 +419,46 @@ mod tests {
             &endpoint_key("blue", "10.0.0.3".parse().unwrap()),
         );
         assert_eq!(ch.serving_records("blue", &live_hosts).len(), 1);
+    }
+
+    #[test]
+    fn settings_decode_with_missing_and_unknown_fields() {
+        use gossip::Mergeable;
+        let decode = |text: &str| {
+            let bytes = postcard::to_stdvec(text).unwrap();
+            postcard::from_bytes::<NetworkSettings>(&bytes).unwrap()
+        };
+        let old = decode("{}");
+        assert_eq!(old, NetworkSettings::default());
+        assert_eq!(old.policy, mesh_api::PolicyMode::Open);
+        assert!(!old.egress);
+        let partial = decode(r#"{"policy":"deny"}"#);
+        assert_eq!(partial.policy, mesh_api::PolicyMode::Deny);
+        assert!(!partial.egress);
+        // A field of a later version survives re-encoding unchanged (its
+        // writer's signature covers these bytes).
+        let newer = r#"{"policy":"deny","egress":true,"mtu":1300}"#;
+        let v = decode(newer);
+        assert!(v.egress);
+        assert_eq!(
+            postcard::to_stdvec(&v).unwrap(),
+            postcard::to_stdvec(newer).unwrap()
+        );
+        // A changed field is written afresh.
+        let mut changed = v.clone();
+        changed.egress = false;
+        let back: NetworkSettings =
+            postcard::from_bytes(&postcard::to_stdvec(&changed).unwrap()).unwrap();
+        assert!(!back.egress);
+        // Garbage is refused, never defaulted.
+        let bad = postcard::to_stdvec("{\"policy\":\"closed\"}").unwrap();
+        assert!(postcard::from_bytes::<NetworkSettings>(&bad).is_err());
+        // Through a whole channel snapshot too.
+        let ch = Channels::detached();
+        put(&ch.settings, A, "blue", partial.clone());
+        let snap = ch.settings.get().encode();
+        let back = LwwMap::<String, NetworkSettings>::decode(&snap).unwrap();
+        assert_eq!(back.get(&"blue".to_string()), Some(&partial));
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route(routes::NETWORKS, get(list_networks).post(create_network))
         .route(
             &format!("{}/{{id}}", routes::NETWORKS),
-            delete(remove_network),
+            delete(remove_network).patch(update_network),
         )
         .route(routes::ATTACHMENTS, get(attachments))
         .route(routes::ATTACH, post(attach))
@@ -171,6 +171,14 @@ async fn remove_network(
     Query(q): Query<RemoveQuery>,
 ) -> ApiResult<api::Network> {
     Ok(Json(d.remove_network(&id, q.force).await?))
+}
+
+async fn update_network(
+    State(d): D,
+    Path(id): Path<String>,
+    Body(req): Body<api::UpdateNetworkRequest>,
+) -> ApiResult<api::Network> {
+    Ok(Json(d.update_network(&id, req)?))
 }
 
 async fn attachments(State(d): D) -> ApiResult<Vec<api::Attachment>> {

@@ -28,7 +28,8 @@ use gossip::state::{Admission, LwwEntry};
 use gossip::{Channel, LwwMap, PeerId};
 
 use crate::records::{
-    self, EndpointRecord, NetworkDef, RangeEntry, Records, RemovedPeer, SpaceRequest, Want,
+    self, EndpointRecord, NetworkDef, NetworkSettings, RangeEntry, Records, RemovedPeer,
+    SpaceRequest, Want,
 };
 use crate::services::records::{
     health_key, HealthRecord, LabelRecord, ServiceDef, HEALTH_CHANNEL, LABELS_CHANNEL,
@@ -387,6 +388,26 @@ impl Guards {
     }
 }
 
+/// A network's settings: written by any member (`network set` works on any
+/// host), only for a network that exists, with values the API could write.
+pub fn network_settings(key: &str, s: &NetworkSettings, net: Option<&NetworkDef>) -> Verdict {
+    check(net.is_some(), || {
+        format!("settings of network {key:?}, unknown here")
+    })?;
+    s.validate()
+}
+
+impl Guards {
+    pub fn network_settings(networks: Records<NetworkDef>) -> LwwMap<String, NetworkSettings> {
+        guard(
+            records::NETWORK_SETTINGS_CHANNEL,
+            move |key, s: &NetworkSettings, _, _, _| {
+                network_settings(key, s, records::get(&networks, key).as_ref())
+            },
+        )
+    }
+}
+
 /// Detached guarded channels (tests: hosts played without a node).
 pub fn detached_channels() -> records::Channels {
     let networks = Channel::detached(records::NETWORKS_CHANNEL, Guards::networks());
@@ -403,6 +424,10 @@ pub fn detached_channels() -> records::Channels {
         ring: Channel::detached(
             records::RING_CHANNEL,
             Guards::ring(networks.clone(), removed.clone()),
+        ),
+        settings: Channel::detached(
+            records::NETWORK_SETTINGS_CHANNEL,
+            Guards::network_settings(networks.clone()),
         ),
         networks,
         removed,
@@ -672,6 +697,22 @@ mod tests {
             m.remove(attacker, "blue".into());
         });
         assert!(records::live(&ch.networks).is_empty());
+    }
+
+    #[test]
+    fn settings_need_an_existing_network_and_any_member_may_write() {
+        let (creator, other) = (id(1), id(2));
+        let ch = victim_state(creator);
+        let deny = NetworkSettings::new(mesh_api::PolicyMode::Deny, false);
+        gossip_from(&ch.settings, |m| {
+            m.set(other, "red".into(), deny.clone());
+        });
+        assert!(records::live(&ch.settings).is_empty(), "unknown network");
+        gossip_from(&ch.settings, |m| {
+            m.set(other, "blue".into(), deny.clone());
+        });
+        assert_eq!(ch.settings_of("blue"), deny, "a non-creator member may");
+        assert_eq!(ch.settings_of("red"), NetworkSettings::default());
     }
 
     #[test]

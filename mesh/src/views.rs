@@ -9,7 +9,7 @@ use crate::api;
 use crate::hosts::{short_id, HostSet, Members};
 use crate::ipam;
 use crate::networks;
-use crate::records::{self, EndpointRecord, NetworkDef, RangeEntry};
+use crate::records::{self, EndpointRecord, NetworkDef, NetworkSettings, RangeEntry};
 
 /// One peer as `meshctl status` shows it.
 pub fn peer(
@@ -43,7 +43,12 @@ pub fn peer(
     }
 }
 
-pub fn network(def: &NetworkDef, link_prefix: &str, mtu: u32) -> api::Network {
+pub fn network(
+    def: &NetworkDef,
+    settings: &NetworkSettings,
+    link_prefix: &str,
+    mtu: u32,
+) -> api::Network {
     let w = networks::wire_id(&def.id);
     let svc = ipam::service_address(def.subnet);
     api::Network {
@@ -58,6 +63,8 @@ pub fn network(def: &NetworkDef, link_prefix: &str, mtu: u32) -> api::Network {
         bridge: networks::bridge_name(link_prefix, w),
         mtu,
         created_by: def.created_by.clone(),
+        policy: settings.policy,
+        egress: settings.egress,
     }
 }
 

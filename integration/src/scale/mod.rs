@@ -195,6 +195,8 @@ pub fn run(opts: &Options, stop: &AtomicBool) -> Result<Report> {
         subnet6: None,
         labels: BTreeMap::new(),
         hosts: Vec::new(),
+        policy: None,
+        egress: false,
     };
     lab.api(0, |c| async move { c.create_network(&req).await })?;
     let seen = until_all(&all, Duration::from_millis(50), opts.timeout, |i| {
