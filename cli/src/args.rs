@@ -121,6 +121,67 @@ pub enum Command {
     /// Circuit-style load balancers (services under another name).
     #[command(subcommand)]
     Lb(LbCommand),
+    /// Give this host an address of its own on NET (processes here reach
+    /// the containers, containers reach this host).
+    Expose {
+        network: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Take this host's address on NET away again.
+    Hide { network: String },
+    /// Floating IPs: underlay addresses one live host answers for, in
+    /// front of services.
+    #[command(subcommand)]
+    Fip(FipCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FipCommand {
+    /// Addresses of the hosts' own underlay handed to the mesh.
+    #[command(subcommand)]
+    Pool(FipPoolCommand),
+    /// Take a floating IP (ADDR, or the lowest free one of the pools); prints it.
+    Create {
+        addr: Option<String>,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Put SERVICE behind FIP on PUBLIC_PORT (default: the service's port).
+    Associate {
+        fip: String,
+        service: String,
+        #[arg(long = "port")]
+        port: Option<u16>,
+        /// Only if the service name exists on several networks.
+        #[arg(long)]
+        network: Option<String>,
+    },
+    /// Take SERVICE from behind FIP.
+    Dissociate {
+        fip: String,
+        service: String,
+        #[arg(long)]
+        network: Option<String>,
+    },
+    /// Floating IPs, their holder and their services.
+    List(Output),
+    /// Give a floating IP back (refused while it fronts services, unless --force).
+    Release {
+        fip: String,
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FipPoolCommand {
+    /// Add a pool (`ADDR/LEN` on the hosts' underlay).
+    Add { cidr: String },
+    /// Remove a pool (refused while floating IPs are taken from it).
+    Rm { cidr: String },
+    /// The pools and the hosts that may hold their addresses.
+    List(Output),
 }
 
 #[derive(Debug, Subcommand)]
@@ -405,6 +466,10 @@ mod tests {
             &["metrics"],
             &["service", "list"],
             &["lb", "list", "--details"],
+            &["fip", "list"],
+            &["fip", "pool", "list"],
+            &["expose", "blue"],
+            &["fip", "create"],
         ] {
             let mut argv = vec!["meshctl"];
             argv.extend_from_slice(args);
@@ -424,7 +489,11 @@ mod tests {
                 | Command::Dns(o)
                 | Command::Metrics(o)
                 | Command::Service(ServiceCommand::List(ListArgs { out: o, .. }))
-                | Command::Lb(LbCommand::List(ListArgs { out: o, .. })) => o.json,
+                | Command::Lb(LbCommand::List(ListArgs { out: o, .. }))
+                | Command::Fip(FipCommand::List(o))
+                | Command::Fip(FipCommand::Pool(FipPoolCommand::List(o)))
+                | Command::Fip(FipCommand::Create { out: o, .. })
+                | Command::Expose { out: o, .. } => o.json,
                 other => panic!("{argv:?} parsed as {other:?}"),
             };
             assert!(json, "{argv:?}");
@@ -530,6 +599,38 @@ mod tests {
             argv.extend_from_slice(bad);
             assert!(Cli::try_parse_from(&argv).is_err(), "{argv:?}");
         }
+    }
+
+    #[test]
+    fn edge_commands_parse() {
+        let cli = Cli::try_parse_from([
+            "meshctl",
+            "fip",
+            "associate",
+            "198.18.0.200",
+            "web",
+            "--port",
+            "8080",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Fip(FipCommand::Associate {
+                fip, service, port, ..
+            }) => {
+                assert_eq!(
+                    (fip.as_str(), service.as_str(), port),
+                    ("198.18.0.200", "web", Some(8080))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        Cli::try_parse_from(["meshctl", "fip", "pool", "add", "198.18.0.192/26"]).unwrap();
+        Cli::try_parse_from(["meshctl", "fip", "pool", "rm", "198.18.0.192/26"]).unwrap();
+        Cli::try_parse_from(["meshctl", "fip", "create", "198.18.0.200"]).unwrap();
+        Cli::try_parse_from(["meshctl", "fip", "release", "198.18.0.200", "--force"]).unwrap();
+        Cli::try_parse_from(["meshctl", "fip", "dissociate", "198.18.0.200", "web"]).unwrap();
+        Cli::try_parse_from(["meshctl", "hide", "blue"]).unwrap();
+        assert!(Cli::try_parse_from(["meshctl", "fip", "associate", "198.18.0.200"]).is_err());
     }
 
     #[test]

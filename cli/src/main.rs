@@ -13,6 +13,7 @@ mod print;
 use anyhow::Result;
 use args::{Cli, Command, IpamCommand, NetworkCommand, PeerCommand};
 
+mod edge;
 mod service;
 use clap::Parser;
 use mesh_api::{
@@ -234,6 +235,22 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Service(cmd) => return service::run(&c, cmd).await,
         Command::Lb(cmd) => return service::run_lb(&c, cmd).await,
+        Command::Expose { network, out } => {
+            let a = c.expose(&network).await?;
+            if out.json {
+                return print::json(&a);
+            }
+            println!("{}", a.ip);
+        }
+        Command::Hide { network } => {
+            let a = c.hide(&network).await?;
+            if a.gateway {
+                println!("hid {network}; {} stays as its gateway", a.ip);
+            } else {
+                println!("hid {network} ({} removed)", a.ip);
+            }
+        }
+        Command::Fip(cmd) => return edge::run(&c, cmd).await,
     }
     Ok(())
 }

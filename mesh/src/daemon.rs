@@ -19,6 +19,8 @@ use crate::api::{self, PeerStatus, StatusResponse};
 use crate::attach::Attacher;
 use crate::config::Settings;
 use crate::dns::{RecordSource, Resolver};
+use crate::edge::records::{FIPS_CHANNEL, POOLS_CHANNEL};
+use crate::edge::{Edge, EdgeParts};
 use crate::error::ApiError;
 use crate::fabric::{Fabric, Realized};
 use crate::hosts::{HostSet, LookupError, Scope};
@@ -52,6 +54,8 @@ pub struct Daemon {
     host_key: Arc<HostKey>,
     reservations: Reservations,
     services: Arc<Services>,
+    edge: Arc<Edge>,
+    isolation: Arc<isolation::Isolation>,
     /// Serialises every change to this host's devices: network set-up and
     /// teardown, and attaching (which needs the network's bridge to stay).
     devices: Mutex<Realized>,
@@ -250,6 +254,36 @@ impl Daemon {
                 Arc::new(move || HostSet::from_members(&me.to_hex(), &name, &node.members())),
             )
         };
+        let isolation = Arc::new(isolation::Isolation::new(&settings.link_prefix));
+        let pools = open_channel(&node, &state, POOLS_CHANNEL, Guards::fip_pools());
+        let fips = open_channel(&node, &state, FIPS_CHANNEL, Guards::fips(pools.clone()));
+        keep_snapshot(&state, POOLS_CHANNEL, &pools);
+        keep_snapshot(&state, FIPS_CHANNEL, &fips);
+        let edge = {
+            let (n1, n2, name) = (node.clone(), node.clone(), settings.name.clone());
+            Edge::new(EdgeParts {
+                me,
+                prefix: settings.link_prefix.clone(),
+                mtu,
+                nl: fabric.nl.clone(),
+                state: state.clone(),
+                underlay: Some(settings.listen.ip()).filter(|ip| !ip.is_unspecified()),
+                pools,
+                fips,
+                channels: channels.clone(),
+                services: services.clone(),
+                attacher: attacher.clone(),
+                alloc: alloc.clone(),
+                hosts: Arc::new(move || HostSet::from_members(&me.to_hex(), &name, &n1.members())),
+                members: Arc::new(move || {
+                    n2.members()
+                        .into_iter()
+                        .map(|m| (m.id.to_hex(), m.addr.ip(), m.state == gossip::PeerState::Up))
+                        .collect()
+                }),
+                isolation: isolation.clone(),
+            })?
+        };
         let daemon = Arc::new(Daemon {
             settings,
             state,
@@ -263,12 +297,15 @@ impl Daemon {
             host_key,
             reservations,
             services,
+            edge,
+            isolation,
             devices: Mutex::new(Realized::default()),
         });
         daemon.reconcile_at_start().await?;
         daemon.clone().watch_channels();
         tokio::spawn(daemon.attacher.clone().reap_forever());
         daemon.services.clone().spawn();
+        daemon.edge.clone().spawn();
         info!(
             id = %daemon.node.id(),
             control = %daemon.node.local_addr(),
@@ -303,7 +340,8 @@ impl Daemon {
         let desired = records::live(&self.channels.networks);
         self.attacher.adopt(&desired).await?;
         let attachments = self.attacher.records();
-        let keep = self.fabric.device_names(desired.values());
+        let mut keep = self.fabric.device_names(desired.values());
+        keep.extend(self.edge.device_names());
         let nl = &self.fabric.nl;
         for link in nl.links().await? {
             if !networks::is_ours(&self.settings.link_prefix, &link.name) {
@@ -329,6 +367,7 @@ impl Daemon {
             })
             .chain(self.reservations.keys().await)
             .chain(self.services.vip_keys())
+            .chain(self.edge.endpoint_keys())
             .collect();
         for (key, rec) in records::live(&self.channels.endpoints) {
             if rec.host == me && !backed.contains(&key) {
@@ -449,7 +488,7 @@ impl Daemon {
                 })
             })
             .collect();
-        if let Err(e) = isolation::apply(&self.settings.link_prefix, &bridges) {
+        if let Err(e) = self.isolation.set_bridges(bridges) {
             warn!("networks are NOT isolated on this host: {e:#}");
         }
     }
@@ -520,6 +559,7 @@ impl Daemon {
                 .iter()
                 .map(|(k, v)| (k.to_string(), *v))
                 .collect(),
+            host_addresses: self.edge.host_addresses(),
         }
     }
 
@@ -777,6 +817,11 @@ impl Daemon {
         })
     }
 
+    /// The edge (see [`crate::edge`]); the API calls it directly.
+    pub fn edge(&self) -> &Edge {
+        &self.edge
+    }
+
     /// Services (see [`crate::services`]); the API calls it directly.
     pub fn services(&self) -> &Services {
         &self.services
@@ -828,6 +873,9 @@ pub async fn cleanup(settings: &Settings) -> Result<usize> {
     }
     if let Err(e) = isolation::remove(&settings.link_prefix) {
         warn!("cannot remove the isolation table: {e:#}");
+    }
+    if let Err(e) = crate::edge::cleanup(&settings.link_prefix) {
+        warn!("cannot remove the edge table: {e:#}");
     }
     if settings.state_dir.exists() {
         AttachmentStore::clear(&StateDir::open(&settings.state_dir)?)?;

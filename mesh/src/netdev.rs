@@ -259,6 +259,13 @@ impl Netlink {
             .ok_or_else(|| anyhow!("interface {new_name} has no MAC address"))
     }
 
+    /// Brings `dev` up.
+    pub async fn set_up(&self, dev: &str) -> Result<()> {
+        let info = self.must_link(dev).await?;
+        self.set(LinkUnspec::new_with_index(info.index).up().build(), dev)
+            .await
+    }
+
     /// Deletes a link; a link that is already gone is not an error.
     pub async fn delete(&self, name: &str) -> Result<()> {
         let Some(info) = self.link(name).await? else {

@@ -27,6 +27,7 @@ use std::sync::Arc;
 use gossip::state::{Admission, LwwEntry};
 use gossip::{Channel, LwwMap, PeerId};
 
+use crate::edge::records::{fip_key, pool_key, FipPool, FipRecord, FIPS_CHANNEL, POOLS_CHANNEL};
 use crate::records::{
     self, EndpointRecord, NetworkDef, NetworkSettings, RangeEntry, Records, RemovedPeer,
     SpaceRequest, Want,
@@ -408,6 +409,70 @@ impl Guards {
     }
 }
 
+/// The edge's channels (see [`crate::edge`]): a pool only under its own
+/// key and by the host it names; a floating IP under its own key, inside a
+/// pool known here, written by the host it names as last writer, with its
+/// services on distinct public ports. Any member may associate (the
+/// operator works from any host).
+impl Guards {
+    pub fn fip_pools() -> LwwMap<String, FipPool> {
+        guard(POOLS_CHANNEL, |key, p: &FipPool, writer, _, _| {
+            fip_pool(key, p, writer)
+        })
+    }
+
+    pub fn fips(pools: Records<FipPool>) -> LwwMap<String, FipRecord> {
+        guard(FIPS_CHANNEL, move |key, f: &FipRecord, writer, _, _| {
+            let known = records::live(&pools);
+            fip_record(key, f, writer, &known)
+        })
+    }
+}
+
+pub fn fip_pool(key: &str, p: &FipPool, writer: &PeerId) -> Verdict {
+    check(key == pool_key(&p.cidr), || {
+        format!("key {key:?} does not match the pool")
+    })?;
+    check(p.cidr.trunc() == p.cidr, || {
+        format!("pool {} has host bits", p.cidr)
+    })?;
+    check(p.created_by == writer_hex(writer), || {
+        format!("pool {key:?} names another host as its creator")
+    })
+}
+
+pub fn fip_record(
+    key: &str,
+    f: &FipRecord,
+    writer: &PeerId,
+    pools: &std::collections::BTreeMap<String, FipPool>,
+) -> Verdict {
+    check(key == fip_key(f.addr), || {
+        format!("key {key:?} does not match the floating IP")
+    })?;
+    check(f.updated_by == writer_hex(writer), || {
+        format!("floating IP {key:?} names another host as its writer")
+    })?;
+    check(pools.values().any(|p| p.cidr.contains(&f.addr)), || {
+        format!("floating IP {} is in no pool known here", f.addr)
+    })?;
+    check(f.bindings.len() <= 1024, || "too many services".into())?;
+    let mut ports = std::collections::BTreeSet::new();
+    for b in &f.bindings {
+        networks::validate_network_id(&b.network).map_err(|e| e.to_string())?;
+        check(dns_label(&b.service), || {
+            format!("service name {:?} is not a DNS label", b.service)
+        })?;
+        check(b.public_port != 0 && ports.insert(b.public_port), || {
+            format!(
+                "floating IP {} has port {} twice (or 0)",
+                f.addr, b.public_port
+            )
+        })?;
+    }
+    Ok(())
+}
+
 /// Detached guarded channels (tests: hosts played without a node).
 pub fn detached_channels() -> records::Channels {
     let networks = Channel::detached(records::NETWORKS_CHANNEL, Guards::networks());
@@ -713,6 +778,48 @@ mod tests {
         });
         assert_eq!(ch.settings_of("blue"), deny, "a non-creator member may");
         assert_eq!(ch.settings_of("red"), NetworkSettings::default());
+    }
+
+    #[test]
+    fn fip_records_are_checked() {
+        use crate::edge::records::FipBinding;
+        let (a, b) = (id(1), id(2));
+        let cidr: ipnet::Ipv4Net = "198.18.0.0/24".parse().unwrap();
+        let pool = FipPool {
+            cidr,
+            created_by: a.to_hex(),
+        };
+        assert!(fip_pool("198.18.0.0/24", &pool, &a).is_ok());
+        assert!(
+            fip_pool("198.18.0.0/24", &pool, &b).is_err(),
+            "another creator"
+        );
+        assert!(fip_pool("10.0.0.0/8", &pool, &a).is_err(), "wrong key");
+        let pools: BTreeMap<String, FipPool> = [(pool_key(&cidr), pool)].into();
+        let bind = |port| FipBinding {
+            network: "blue".into(),
+            service: "web".into(),
+            public_port: port,
+        };
+        let mut f = FipRecord {
+            addr: "198.18.0.200".parse().unwrap(),
+            updated_by: b.to_hex(),
+            bindings: vec![bind(80)],
+        };
+        assert!(fip_record("198.18.0.200", &f, &b, &pools).is_ok());
+        assert!(
+            fip_record("198.18.0.200", &f, &a, &pools).is_err(),
+            "writer"
+        );
+        assert!(fip_record("198.18.0.201", &f, &b, &pools).is_err(), "key");
+        f.bindings.push(bind(80));
+        assert!(
+            fip_record("198.18.0.200", &f, &b, &pools).is_err(),
+            "port twice"
+        );
+        f.bindings.pop();
+        f.addr = "10.0.0.1".parse().unwrap();
+        assert!(fip_record("10.0.0.1", &f, &b, &pools).is_err(), "no pool");
     }
 
     #[test]

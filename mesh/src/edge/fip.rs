@@ -1,0 +1,311 @@
+//! Floating-IP rules, pure: who holds an address, which address is free,
+//! and whether an association is allowed. Every host computes the same
+//! answers from the same records and the same view of who is up.
+
+use ipnet::Ipv4Net;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use super::records::{FipBinding, FipPool, FipRecord};
+
+/// A host that may hold addresses of a pool: it has an underlay address
+/// in the pool's subnet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub id: String,
+    pub underlay: Ipv4Addr,
+}
+
+/// The pool `addr` belongs to.
+pub fn pool_of(pools: &BTreeMap<String, FipPool>, addr: Ipv4Addr) -> Option<&FipPool> {
+    pools.values().find(|p| p.cidr.contains(&addr))
+}
+
+/// The hosts that may hold addresses of `pool`.
+pub fn candidates<'a>(pool: &FipPool, hosts: &'a [Candidate]) -> Vec<&'a Candidate> {
+    hosts
+        .iter()
+        .filter(|h| pool.cidr.contains(&h.underlay))
+        .collect()
+}
+
+/// Rendezvous score of `host` for `addr` (highest wins): stable across
+/// hosts and releases, and moving only the addresses of a host that leaves.
+fn score(addr: Ipv4Addr, host: &str) -> [u8; 32] {
+    let mut input = addr.octets().to_vec();
+    input.extend_from_slice(host.as_bytes());
+    let d = ring::digest::digest(&ring::digest::SHA256, &input);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// Who answers for `addr`: the best-scored of `live` among `candidates`,
+/// provided `supporting` (the candidates this host hears from) are a
+/// strict majority of all candidates, so at most one side of a partition
+/// can choose at all.
+pub fn holder(
+    addr: Ipv4Addr,
+    candidates: &[&Candidate],
+    live: &BTreeSet<String>,
+    supporting: &BTreeSet<String>,
+) -> Option<String> {
+    let support = candidates
+        .iter()
+        .filter(|c| supporting.contains(&c.id))
+        .count();
+    if support * 2 <= candidates.len() {
+        return None;
+    }
+    candidates
+        .iter()
+        .filter(|c| live.contains(&c.id))
+        .max_by_key(|c| score(addr, &c.id))
+        .map(|c| c.id.clone())
+}
+
+/// Addresses of a pool that may float: not the subnet's network or
+/// broadcast address (for pools shorter than /31), not a host's own.
+fn usable(cidr: &Ipv4Net) -> impl Iterator<Item = Ipv4Addr> {
+    let (first, last) = (u32::from(cidr.network()), u32::from(cidr.broadcast()));
+    let (first, last) = if cidr.prefix_len() < 31 {
+        (first + 1, last - 1)
+    } else {
+        (first, last)
+    };
+    (first..=last).map(Ipv4Addr::from)
+}
+
+/// The lowest free address of any pool.
+pub fn pick_free(
+    pools: &BTreeMap<String, FipPool>,
+    fips: &BTreeMap<String, FipRecord>,
+    hosts: &[Candidate],
+) -> Option<Ipv4Addr> {
+    let taken: BTreeSet<Ipv4Addr> = fips
+        .values()
+        .map(|f| f.addr)
+        .chain(hosts.iter().map(|h| h.underlay))
+        .collect();
+    pools
+        .values()
+        .flat_map(|p| usable(&p.cidr))
+        .find(|a| !taken.contains(a))
+}
+
+/// Why an address cannot be taken, or an association made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FipError {
+    #[error("{0} is in no floating-IP pool (see `meshctl fip pool add`)")]
+    NotInPool(Ipv4Addr),
+    #[error("{0} is already a floating IP")]
+    InUse(Ipv4Addr),
+    #[error("{0} is the underlay address of a host")]
+    HostAddress(Ipv4Addr),
+    #[error("{addr} already fronts {service} ({network}) on port {port}")]
+    PortClash {
+        addr: Ipv4Addr,
+        port: u16,
+        service: String,
+        network: String,
+    },
+    #[error("service {service} ({network}) already has floating IP {other}")]
+    AlreadyAssociated {
+        service: String,
+        network: String,
+        other: Ipv4Addr,
+    },
+    #[error("pool {0} overlaps pool {1}")]
+    Overlap(Ipv4Net, Ipv4Net),
+}
+
+/// Checks that `addr` may become a floating IP.
+pub fn check_new(
+    addr: Ipv4Addr,
+    pools: &BTreeMap<String, FipPool>,
+    fips: &BTreeMap<String, FipRecord>,
+    hosts: &[Candidate],
+) -> Result<(), FipError> {
+    pool_of(pools, addr).ok_or(FipError::NotInPool(addr))?;
+    if fips.values().any(|f| f.addr == addr) {
+        return Err(FipError::InUse(addr));
+    }
+    if hosts.iter().any(|h| h.underlay == addr) {
+        return Err(FipError::HostAddress(addr));
+    }
+    Ok(())
+}
+
+/// Checks that `binding` may be added to `fip`: its public port is free
+/// there and the service has no other floating IP.
+pub fn check_binding(
+    fip: &FipRecord,
+    binding: &FipBinding,
+    fips: &BTreeMap<String, FipRecord>,
+) -> Result<(), FipError> {
+    for f in fips.values() {
+        for b in &f.bindings {
+            let same = b.network == binding.network && b.service == binding.service;
+            if same && f.addr != fip.addr {
+                return Err(FipError::AlreadyAssociated {
+                    service: b.service.clone(),
+                    network: b.network.clone(),
+                    other: f.addr,
+                });
+            }
+            if f.addr == fip.addr && !same && b.public_port == binding.public_port {
+                return Err(FipError::PortClash {
+                    addr: fip.addr,
+                    port: b.public_port,
+                    service: b.service.clone(),
+                    network: b.network.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks that a new pool overlaps no existing one.
+pub fn check_pool(cidr: Ipv4Net, pools: &BTreeMap<String, FipPool>) -> Result<(), FipError> {
+    match pools
+        .values()
+        .find(|p| p.cidr.contains(&cidr.network()) || cidr.contains(&p.cidr.network()))
+    {
+        Some(p) => Err(FipError::Overlap(cidr, p.cidr)),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(id: &str, last: u8) -> Candidate {
+        Candidate {
+            id: id.into(),
+            underlay: Ipv4Addr::new(198, 18, 0, last),
+        }
+    }
+
+    fn set(ids: &[&str]) -> BTreeSet<String> {
+        ids.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn pools() -> BTreeMap<String, FipPool> {
+        let cidr: Ipv4Net = "198.18.0.0/24".parse().unwrap();
+        [(
+            cidr.to_string(),
+            FipPool {
+                cidr,
+                created_by: "a".into(),
+            },
+        )]
+        .into()
+    }
+
+    #[test]
+    fn one_holder_and_only_with_a_majority() {
+        let hosts = [c("a", 1), c("b", 2), c("c", 3), c("x", 9)];
+        let outside = Candidate {
+            id: "y".into(),
+            underlay: Ipv4Addr::new(10, 0, 0, 1),
+        };
+        let pool = &pools()["198.18.0.0/24"];
+        let all: Vec<Candidate> = hosts.iter().cloned().chain([outside]).collect();
+        let cands = candidates(pool, &all);
+        assert_eq!(
+            cands.len(),
+            4,
+            "the host outside the subnet is no candidate"
+        );
+        let fip = Ipv4Addr::new(198, 18, 0, 200);
+        let everyone = set(&["a", "b", "c", "x"]);
+        let h = holder(fip, &cands, &everyone, &everyone).unwrap();
+        // Every host with the same view agrees; without the holder, another.
+        let mut rest = everyone.clone();
+        rest.remove(&h);
+        let h2 = holder(fip, &cands, &rest, &rest).unwrap();
+        assert_ne!(h, h2);
+        // Two of four is no majority: that side holds nothing.
+        let half = set(&["a", "b"]);
+        assert_eq!(holder(fip, &cands, &half, &half), None);
+        // Holders spread over hosts for different addresses.
+        let holders: BTreeSet<String> = (1..=40)
+            .filter_map(|i| holder(Ipv4Addr::new(198, 18, 0, i), &cands, &everyone, &everyone))
+            .collect();
+        assert!(holders.len() > 1);
+    }
+
+    #[test]
+    fn free_addresses_skip_hosts_fips_and_the_subnet_edges() {
+        let hosts = [c("a", 1), c("b", 2)];
+        let mut fips = BTreeMap::new();
+        assert_eq!(
+            pick_free(&pools(), &fips, &hosts),
+            Some(Ipv4Addr::new(198, 18, 0, 3))
+        );
+        let addr = Ipv4Addr::new(198, 18, 0, 3);
+        fips.insert(
+            fip_key(addr),
+            FipRecord {
+                addr,
+                updated_by: "a".into(),
+                bindings: vec![],
+            },
+        );
+        assert_eq!(
+            pick_free(&pools(), &fips, &hosts),
+            Some(Ipv4Addr::new(198, 18, 0, 4))
+        );
+        assert_eq!(
+            check_new(addr, &pools(), &fips, &hosts),
+            Err(FipError::InUse(addr))
+        );
+        let outside = Ipv4Addr::new(10, 1, 1, 1);
+        assert_eq!(
+            check_new(outside, &pools(), &fips, &hosts),
+            Err(FipError::NotInPool(outside))
+        );
+        assert!(check_new(Ipv4Addr::new(198, 18, 0, 1), &pools(), &fips, &hosts).is_err());
+        assert!(check_pool("198.18.0.128/25".parse().unwrap(), &pools()).is_err());
+        assert!(check_pool("198.19.0.0/24".parse().unwrap(), &pools()).is_ok());
+    }
+
+    use super::super::records::fip_key;
+
+    #[test]
+    fn one_fip_per_service_and_one_service_per_port() {
+        let b = |svc: &str, port| FipBinding {
+            network: "blue".into(),
+            service: svc.into(),
+            public_port: port,
+        };
+        let f1 = FipRecord {
+            addr: Ipv4Addr::new(198, 18, 0, 10),
+            updated_by: "a".into(),
+            bindings: vec![b("web", 80)],
+        };
+        let f2 = FipRecord {
+            addr: Ipv4Addr::new(198, 18, 0, 11),
+            updated_by: "a".into(),
+            bindings: vec![],
+        };
+        let fips: BTreeMap<String, FipRecord> = [
+            (fip_key(f1.addr), f1.clone()),
+            (fip_key(f2.addr), f2.clone()),
+        ]
+        .into();
+        assert!(check_binding(&f1, &b("api", 8080), &fips).is_ok());
+        assert!(matches!(
+            check_binding(&f1, &b("api", 80), &fips),
+            Err(FipError::PortClash { port: 80, .. })
+        ));
+        assert!(matches!(
+            check_binding(&f2, &b("web", 80), &fips),
+            Err(FipError::AlreadyAssociated { .. })
+        ));
+        // Re-associating on the same FIP (a port change) is allowed.
+        assert!(check_binding(&f1, &b("web", 81), &fips).is_ok());
+    }
+}
