@@ -27,7 +27,7 @@ pub struct Underlay {
 /// The interface of this namespace with an IPv4 address in `subnet`.
 pub fn underlay_in(subnet: &Ipv4Net) -> Result<Option<Underlay>> {
     let out = std::process::Command::new("ip")
-        .args(["-j", "-4", "addr", "show"])
+        .args(["-j", "addr", "show"])
         .output()
         .context("running ip")?;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("ip's JSON")?;

@@ -7,6 +7,11 @@
 //!   host's own address on it (so replies come back here and leave from
 //!   the floating IP), and containers of egress networks leave masqueraded
 //!   behind the host's underlay address;
+//! - raw: frames bridged inside a network are not tracked. On hosts with
+//!   `br_netfilter` (Docker, Kubernetes) they pass the IP hooks on the
+//!   bridge before reaching the host address's veth, and conntrack would
+//!   bind the connection there, untranslated, before the routed pass that
+//!   must NAT it;
 //! - forward: anything else sent to a floating IP is refused (this host
 //!   answers ARP for it but does not own it at layer 3, so it would
 //!   otherwise route it back out).
@@ -51,7 +56,11 @@ pub fn ruleset(prefix: &str, held: &[Ipv4Addr], forwards: &[Forward], egress: &[
     let _ = writeln!(s, "  set fips {{ type ipv4_addr; {elems} }}");
     let _ = writeln!(
         s,
-        "  chain pre {{\n    type nat hook prerouting priority dstnat; policy accept;"
+        "  chain raw {{\n    type filter hook prerouting priority raw; policy accept;\n    iifname \"{prefix}b*\" notrack\n  }}"
+    );
+    let _ = writeln!(
+        s,
+        "  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;"
     );
     for f in forwards.iter().filter(|f| !f.targets.is_empty()) {
         let map: Vec<String> = f
@@ -73,7 +82,7 @@ pub fn ruleset(prefix: &str, held: &[Ipv4Addr], forwards: &[Forward], egress: &[
     let _ = writeln!(s, "  }}");
     let _ = writeln!(
         s,
-        "  chain post {{\n    type nat hook postrouting priority srcnat; policy accept;"
+        "  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;"
     );
     let _ = writeln!(s, "    oifname \"{prefix}x*\" ct status dnat masquerade");
     if !egress.is_empty() {
@@ -87,7 +96,7 @@ pub fn ruleset(prefix: &str, held: &[Ipv4Addr], forwards: &[Forward], egress: &[
     let _ = writeln!(s, "  }}");
     let _ = writeln!(
         s,
-        "  chain fwd {{\n    type filter hook forward priority filter - 20; policy accept;"
+        "  chain forward {{\n    type filter hook forward priority filter - 20; policy accept;"
     );
     let _ = writeln!(
         s,
@@ -138,6 +147,7 @@ mod tests {
             &["mesh-x0000abcd".into()],
         );
         assert!(s.contains("table ip mesh__edge {"), "{s}");
+        assert!(s.contains("iifname \"mesh-b*\" notrack"), "{s}");
         assert!(s.contains(
             "ip daddr 198.18.0.200 tcp dport 80 dnat to numgen inc mod 2 map { 0 : 10.0.0.2 . 8080, 1 : 10.0.0.3 . 8080 }"
         ), "{s}");
