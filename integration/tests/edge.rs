@@ -394,6 +394,19 @@ fn the_edge_floating_ips_egress_and_expose() {
     // ---- SIGKILL of the holder: another host takes over, new connections work.
     let took = failover(&mut lab, &out, hx);
     eprintln!("failover after SIGKILL: {took:?}");
+    // Back up, the host keeps what it had: its exposed address, the FIP.
+    lab.start_daemon(hx).unwrap();
+    lab.wait_all_up(Duration::from_secs(30)).unwrap();
+    wait_arp(&lab, &out, &holder_mac, Duration::from_secs(20));
+    wait_ask(&lab, &out, FIP, 80);
+    let kept = lab.status(0).unwrap().host_addresses;
+    assert!(
+        kept.iter()
+            .any(|x| x.network == "red" && x.exposed && x.ip == a.ip),
+        "{kept:?}"
+    );
+    lab.wait_ping(&r2, &h1_red, Duration::from_secs(10))
+        .unwrap();
 
     // ---- hide: the exposed address goes.
     lab.meshctl(0, &["hide", "red"]).unwrap();

@@ -5,6 +5,7 @@
 use ipnet::Ipv4Net;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
 
 use super::records::{FipBinding, FipPool, FipRecord};
 
@@ -62,6 +63,61 @@ pub fn holder(
         .filter(|c| live.contains(&c.id))
         .max_by_key(|c| score(addr, &c.id))
         .map(|c| c.id.clone())
+}
+
+/// How long a host that becomes the holder while the previous one may
+/// still answer (it came back, or this host just started) waits before it
+/// answers: long enough for the previous holder to learn it has been
+/// displaced (a heartbeat, [`crate::services::liveness::BEAT`], plus
+/// gossip). A holder that is gone is replaced at once.
+pub const HANDOVER: Duration = Duration::from_millis(2500);
+
+/// What this host remembers between rounds, so that it never answers for
+/// an address while another host may still do so.
+#[derive(Debug, Default)]
+pub struct Handover {
+    /// The last holder other than this host seen for each address (`None`:
+    /// nobody, or not known).
+    last_other: BTreeMap<Ipv4Addr, Option<String>>,
+    /// Since when this host has been the holder, without answering yet.
+    pending: BTreeMap<Ipv4Addr, Instant>,
+    held: BTreeSet<Ipv4Addr>,
+}
+
+impl Handover {
+    /// The addresses this host answers for now, given who holds what
+    /// (`holders`) and who is live.
+    pub fn step(
+        &mut self,
+        me: &str,
+        holders: &BTreeMap<Ipv4Addr, Option<String>>,
+        live: &BTreeSet<String>,
+        now: Instant,
+    ) -> BTreeSet<Ipv4Addr> {
+        let mut held = BTreeSet::new();
+        for (addr, h) in holders {
+            if h.as_deref() != Some(me) {
+                self.pending.remove(addr);
+                self.last_other.insert(*addr, h.clone());
+                continue;
+            }
+            let previous_gone = matches!(
+                self.last_other.get(addr),
+                Some(Some(prev)) if !live.contains(prev)
+            );
+            let since = *self.pending.entry(*addr).or_insert(now);
+            if self.held.contains(addr)
+                || previous_gone
+                || now.saturating_duration_since(since) >= HANDOVER
+            {
+                held.insert(*addr);
+            }
+        }
+        self.pending.retain(|a, _| holders.contains_key(a));
+        self.last_other.retain(|a, _| holders.contains_key(a));
+        self.held = held.clone();
+        held
+    }
 }
 
 /// Addresses of a pool that may float: not the subnet's network or
@@ -273,6 +329,53 @@ mod tests {
     }
 
     use super::super::records::fip_key;
+
+    #[test]
+    fn a_gone_holder_is_replaced_at_once_a_live_one_only_after_the_handover() {
+        let fip = Ipv4Addr::new(198, 18, 0, 200);
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let holders = |h: Option<&str>| -> BTreeMap<Ipv4Addr, Option<String>> {
+            [(fip, h.map(String::from))].into()
+        };
+        // b saw a hold it; a dies (not live): b takes over at once.
+        let mut b = Handover::default();
+        assert!(b
+            .step("b", &holders(Some("a")), &set(&["a", "b"]), at(0))
+            .is_empty());
+        assert_eq!(
+            b.step("b", &holders(Some("b")), &set(&["b"]), at(10)),
+            [fip].into()
+        );
+        // a comes back and is the holder again: b lets go at once…
+        assert!(b
+            .step("b", &holders(Some("a")), &set(&["a", "b"]), at(20))
+            .is_empty());
+        // …while a, just started (it knows no previous holder), waits.
+        let mut a = Handover::default();
+        assert!(a
+            .step("a", &holders(Some("a")), &set(&["a", "b"]), at(0))
+            .is_empty());
+        assert!(a
+            .step("a", &holders(Some("a")), &set(&["a", "b"]), at(2000))
+            .is_empty());
+        assert_eq!(
+            a.step("a", &holders(Some("a")), &set(&["a", "b"]), at(2600)),
+            [fip].into()
+        );
+        // Once held, kept while it stays the holder; lost without a majority.
+        assert_eq!(
+            a.step("a", &holders(Some("a")), &set(&["a"]), at(2700)),
+            [fip].into()
+        );
+        assert!(a
+            .step("a", &holders(None), &set(&["a"]), at(2800))
+            .is_empty());
+        // The majority regained, a waits again (nobody known before).
+        assert!(a
+            .step("a", &holders(Some("a")), &set(&["a", "b"]), at(2900))
+            .is_empty());
+    }
 
     #[test]
     fn one_fip_per_service_and_one_service_per_port() {

@@ -83,6 +83,7 @@ pub struct Edge {
     /// This host's addresses on networks, as in `host-addresses.json`.
     addresses: Mutex<Vec<HostAddressState>>,
     programmed: Mutex<Programmed>,
+    handover: Mutex<fip::Handover>,
     /// Serialises reconciling and the API operations.
     ops: tokio::sync::Mutex<()>,
 }
@@ -132,6 +133,7 @@ impl Edge {
             liveness: Liveness::default(),
             addresses: Mutex::new(addresses),
             programmed: Mutex::new(Programmed::default()),
+            handover: Mutex::new(fip::Handover::default()),
             ops: tokio::sync::Mutex::new(()),
         }))
     }
@@ -226,10 +228,14 @@ impl Edge {
 
     /// Each floating IP and who holds it, as this host sees the mesh.
     fn holders(&self) -> BTreeMap<Ipv4Addr, Option<String>> {
+        self.holders_and_live().0
+    }
+
+    fn holders_and_live(&self) -> (BTreeMap<Ipv4Addr, Option<String>>, BTreeSet<String>) {
         let pools = rec::live(&self.pools);
         let cands = self.candidates();
         let (live, support) = self.views();
-        rec::live(&self.fips)
+        let holders = rec::live(&self.fips)
             .into_values()
             .map(|f| {
                 let h = fip::pool_of(&pools, f.addr).and_then(|p| {
@@ -238,7 +244,8 @@ impl Edge {
                 });
                 (f.addr, h)
             })
-            .collect()
+            .collect();
+        (holders, live)
     }
 
     /// Follows the records for as long as the daemon runs.
@@ -278,12 +285,12 @@ impl Edge {
             .into_iter()
             .filter(|(_, n)| n.allows_host(&me))
             .collect();
-        let holders = self.holders();
-        let held: BTreeSet<Ipv4Addr> = holders
-            .iter()
-            .filter(|(_, h)| h.as_deref() == Some(me.as_str()))
-            .map(|(a, _)| *a)
-            .collect();
+        let (holders, live) = self.holders_and_live();
+        let held = self
+            .handover
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .step(&me, &holders, &live, Instant::now());
         let fips = rec::live(&self.fips);
         // Networks behind a floating IP this host may hold.
         let pools = rec::live(&self.pools);
