@@ -391,6 +391,8 @@ mod tests {
             name: None,
             version: None,
             labels: Default::default(),
+            mode: None,
+            parent: None,
         };
         let err = Client::new(&path).attach(&req).await.unwrap_err();
         assert_eq!(err.kind(), Some(ErrorKind::Conflict));

@@ -202,6 +202,32 @@ pub struct AttachRequest {
     /// Labels (`app=nginx`) that service selectors match.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// `bridge` (a veth on the overlay, the default) or `macvlan`.
+    #[serde(default)]
+    pub mode: Option<AttachMode>,
+    /// For `macvlan`: the host's NIC the interface sits on.
+    #[serde(default)]
+    pub parent: Option<String>,
+}
+
+/// How a container is attached: on the overlay, or on the host's NIC.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    #[default]
+    Bridge,
+    Macvlan,
+}
+
+impl std::str::FromStr for AttachMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "bridge" => Ok(AttachMode::Bridge),
+            "macvlan" => Ok(AttachMode::Macvlan),
+            other => Err(format!("mode {other:?} is neither bridge nor macvlan")),
+        }
+    }
 }
 
 /// Detach by namespace (`target`) or by `container_id`; one must be given.

@@ -78,6 +78,13 @@ pub enum Command {
         /// A label `key=value` that service selectors match (repeatable).
         #[arg(long = "label", value_parser = parse_label)]
         labels: Vec<(String, String)>,
+        /// `bridge` (a veth on the overlay) or `macvlan` (on the host's NIC,
+        /// `--parent`; `--ip` is then an address of that network).
+        #[arg(long, default_value = "bridge")]
+        mode: mesh_api::AttachMode,
+        /// The host's NIC for `--mode macvlan`.
+        #[arg(long)]
+        parent: Option<String>,
         #[command(flatten)]
         out: Output,
     },

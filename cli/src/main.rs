@@ -155,9 +155,13 @@ async fn run(cli: Cli) -> Result<()> {
             container_id,
             version,
             labels,
+            mode,
+            parent,
             out,
         } => {
             let req = AttachRequest {
+                mode: Some(mode),
+                parent,
                 target,
                 network,
                 ip,

@@ -299,13 +299,14 @@ fn the_edge_floating_ips_egress_and_expose() {
         ],
     )
     .unwrap();
-    // From other hosts, once the services reached them.
+    // From another host, once the services reached it (one host: two
+    // hosts associating with one FIP at once race, see the README).
     wait_for(Duration::from_secs(10), || {
         lab.meshctl(1, &["fip", "associate", FIP, "web"])
     })
     .unwrap();
     wait_for(Duration::from_secs(10), || {
-        lab.meshctl(2, &["fip", "associate", FIP, "api", "--port", "81"])
+        lab.meshctl(1, &["fip", "associate", FIP, "api", "--port", "81"])
     })
     .unwrap();
     // Bad input: one line, nothing changed.
@@ -408,6 +409,72 @@ fn the_edge_floating_ips_egress_and_expose() {
     lab.wait_ping(&r2, &h1_red, Duration::from_secs(10))
         .unwrap();
 
+    // ---- macvlan: on the physical network, reachable from the outside,
+    // named in DNS, no overlay interface.
+    let m1 = lab.add_container("m1").unwrap();
+    let m1_path = format!("/run/netns/{m1}");
+    let bad = lab
+        .meshctl(
+            1,
+            &[
+                "attach",
+                &m1_path,
+                "--network",
+                "red",
+                "--mode",
+                "macvlan",
+                "--parent",
+                "nosuch0",
+                "--ip",
+                "198.18.0.150/24",
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(bad.contains("parent interface \"nosuch0\""), "{bad}");
+    assert!(
+        lab.attachments(1).iter().all(|x| x.netns != m1_path),
+        "nothing attached"
+    );
+    let mv = lab.attach_netns(
+        1,
+        &m1,
+        "red",
+        &[
+            "--mode",
+            "macvlan",
+            "--parent",
+            "ul0",
+            "--ip",
+            "198.18.0.150/24",
+            "--name",
+            "m1",
+        ],
+    );
+    assert_eq!(mv.ip, "198.18.0.150/24");
+    lab.wait_ping(&out, "198.18.0.150", Duration::from_secs(10))
+        .unwrap();
+    serve(&mut lab, &m1, "m1", 8080);
+    assert_eq!(
+        wait_ask(&lab, &out, "198.18.0.150", 8080),
+        ("m1".to_string(), OUTSIDE.to_string())
+    );
+    let links = lab.exec_ok(&m1, &["ip", "-o", "link"]).unwrap();
+    assert!(!links.contains("eth-red"), "an overlay interface: {links}");
+    let answers = wait_for(Duration::from_secs(10), || {
+        integration::dns_query(
+            &r2,
+            "10.78.0.254".parse().unwrap(),
+            "m1.red",
+            hickory_proto::rr::RecordType::A,
+        )
+    })
+    .unwrap();
+    assert_eq!(
+        answers,
+        vec![std::net::IpAddr::V4(Ipv4Addr::new(198, 18, 0, 150))]
+    );
+
     // ---- hide: the exposed address goes.
     lab.meshctl(0, &["hide", "red"]).unwrap();
     assert!(lab
@@ -419,13 +486,29 @@ fn the_edge_floating_ips_egress_and_expose() {
     assert!(!lab.ping(&r1, &h1_red, 2), "hidden, yet reachable");
 }
 
-/// Kills host `hx`'s daemon and returns how long until a new connection
-/// from the outside to the FIP worked again.
+/// Kills host `hx`'s daemon and returns how long until another host
+/// answers ARP for the FIP and a new connection from the outside works
+/// (through it: the killed host's kernel may still forward to its own
+/// containers, but nobody answers ARP for it any more).
 fn failover(lab: &mut Lab, out: &str, hx: usize) -> Duration {
     wait_ask(lab, out, FIP, 80);
+    let old = ul_mac(lab, hx);
     lab.stop_daemon(hx, Signal::SIGKILL).unwrap();
     let t0 = Instant::now();
     wait_for(Duration::from_secs(20), || {
+        let seen = lab
+            .arp_who_has(
+                out,
+                "ul0",
+                OUTSIDE,
+                FIP.parse().unwrap(),
+                Duration::from_millis(150),
+            )
+            .unwrap();
+        assert!(seen.len() <= 1, "two hosts answer ARP for {FIP}: {seen:?}");
+        if seen.is_empty() || seen.contains(&old) {
+            anyhow::bail!("no new holder yet ({seen:?})");
+        }
         ask(lab, out, FIP, 80).ok_or_else(|| anyhow::anyhow!("no answer"))
     })
     .unwrap();

@@ -376,7 +376,7 @@ impl Daemon {
         }
 
         self.reconcile_networks_locked(&mut devices).await;
-        for rec in &attachments {
+        for rec in attachments.iter().filter(|a| !crate::attach::is_macvlan(a)) {
             let w = networks::wire_id(&rec.attachment.network);
             if let Some(bridge) = nl.link(&self.fabric.bridge_of(w)).await? {
                 nl.enslave(&rec.attachment.host_ifname, &bridge, self.fabric.mtu())

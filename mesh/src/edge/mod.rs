@@ -551,7 +551,7 @@ impl Edge {
         let mut desired: BTreeMap<(PathBuf, String), Ipv4Addr> = BTreeMap::new();
         for r in self.attacher.records() {
             let a = &r.attachment;
-            if !self.egress(&a.network) {
+            if !self.egress(&a.network) || crate::attach::is_macvlan(&r) {
                 continue;
             }
             if let Some(h) = addresses.iter().find(|h| h.network == a.network) {
