@@ -228,19 +228,6 @@ pub fn services(list: &[mesh_api::Service], details: bool) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bytes_are_human() {
-        assert_eq!(human_bytes(0), "0B");
-        assert_eq!(human_bytes(1023), "1023B");
-        assert_eq!(human_bytes(1536), "1.5K");
-        assert_eq!(human_bytes(3 << 30), "3.0G");
-    }
-}
-
 pub fn fips(list: &[mesh_api::Fip]) {
     if list.is_empty() {
         println!("no floating IPs (see `meshctl fip create`)");
@@ -284,5 +271,18 @@ pub fn fip_pools(list: &[mesh_api::FipPool]) {
     println!("{:<20} {:>5} HOSTS", "POOL", "FIPS");
     for p in list {
         println!("{:<20} {:>5} {}", p.cidr, p.fips, p.hosts.join(", "));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_are_human() {
+        assert_eq!(human_bytes(0), "0B");
+        assert_eq!(human_bytes(1023), "1023B");
+        assert_eq!(human_bytes(1536), "1.5K");
+        assert_eq!(human_bytes(3 << 30), "3.0G");
     }
 }
