@@ -299,14 +299,14 @@ fn the_edge_floating_ips_egress_and_expose() {
         ],
     )
     .unwrap();
-    // From another host, once the services reached it (one host: two
-    // hosts associating with one FIP at once race, see the README).
+    // From two other hosts, once the services reached them: one record
+    // per association, so neither overwrites the other.
     wait_for(Duration::from_secs(10), || {
         lab.meshctl(1, &["fip", "associate", FIP, "web"])
     })
     .unwrap();
     wait_for(Duration::from_secs(10), || {
-        lab.meshctl(1, &["fip", "associate", FIP, "api", "--port", "81"])
+        lab.meshctl(2, &["fip", "associate", FIP, "api", "--port", "81"])
     })
     .unwrap();
     // Bad input: one line, nothing changed.

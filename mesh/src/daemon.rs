@@ -19,7 +19,7 @@ use crate::api::{self, PeerStatus, StatusResponse};
 use crate::attach::Attacher;
 use crate::config::Settings;
 use crate::dns::{RecordSource, Resolver};
-use crate::edge::records::{FIPS_CHANNEL, POOLS_CHANNEL};
+use crate::edge::records::{BINDINGS_CHANNEL, FIPS_CHANNEL, POOLS_CHANNEL};
 use crate::edge::{Edge, EdgeParts};
 use crate::error::ApiError;
 use crate::fabric::{Fabric, Realized};
@@ -259,6 +259,13 @@ impl Daemon {
         let fips = open_channel(&node, &state, FIPS_CHANNEL, Guards::fips(pools.clone()));
         keep_snapshot(&state, POOLS_CHANNEL, &pools);
         keep_snapshot(&state, FIPS_CHANNEL, &fips);
+        let bindings = open_channel(
+            &node,
+            &state,
+            BINDINGS_CHANNEL,
+            Guards::fip_bindings(pools.clone()),
+        );
+        keep_snapshot(&state, BINDINGS_CHANNEL, &bindings);
         let edge = {
             let (n1, n2, name) = (node.clone(), node.clone(), settings.name.clone());
             Edge::new(EdgeParts {
@@ -270,6 +277,7 @@ impl Daemon {
                 underlay: Some(settings.listen.ip()).filter(|ip| !ip.is_unspecified()),
                 pools,
                 fips,
+                bindings,
                 channels: channels.clone(),
                 services: services.clone(),
                 attacher: attacher.clone(),

@@ -27,7 +27,10 @@ use std::sync::Arc;
 use gossip::state::{Admission, LwwEntry};
 use gossip::{Channel, LwwMap, PeerId};
 
-use crate::edge::records::{fip_key, pool_key, FipPool, FipRecord, FIPS_CHANNEL, POOLS_CHANNEL};
+use crate::edge::records::{
+    binding_key, fip_key, pool_key, FipBindingRecord, FipPool, FipRecord, BINDINGS_CHANNEL,
+    FIPS_CHANNEL, POOLS_CHANNEL,
+};
 use crate::records::{
     self, EndpointRecord, NetworkDef, NetworkSettings, RangeEntry, Records, RemovedPeer,
     SpaceRequest, Want,
@@ -422,6 +425,15 @@ impl Guards {
         })
     }
 
+    pub fn fip_bindings(pools: Records<FipPool>) -> LwwMap<String, FipBindingRecord> {
+        guard(
+            BINDINGS_CHANNEL,
+            move |key, b: &FipBindingRecord, writer, _, _| {
+                fip_binding(key, b, writer, &records::live(&pools))
+            },
+        )
+    }
+
     pub fn fips(pools: Records<FipPool>) -> LwwMap<String, FipRecord> {
         guard(FIPS_CHANNEL, move |key, f: &FipRecord, writer, _, _| {
             let known = records::live(&pools);
@@ -454,24 +466,38 @@ pub fn fip_record(
     check(f.updated_by == writer_hex(writer), || {
         format!("floating IP {key:?} names another host as its writer")
     })?;
-    check(pools.values().any(|p| p.cidr.contains(&f.addr)), || {
-        format!("floating IP {} is in no pool known here", f.addr)
+    in_a_pool(f.addr, pools)
+}
+
+fn in_a_pool(
+    addr: std::net::Ipv4Addr,
+    pools: &std::collections::BTreeMap<String, FipPool>,
+) -> Verdict {
+    check(pools.values().any(|p| p.cidr.contains(&addr)), || {
+        format!("floating IP {addr} is in no pool known here")
+    })
+}
+
+/// An association: under its own key, by the host it names, to a port.
+pub fn fip_binding(
+    key: &str,
+    b: &FipBindingRecord,
+    writer: &PeerId,
+    pools: &std::collections::BTreeMap<String, FipPool>,
+) -> Verdict {
+    check(
+        key == binding_key(b.addr, &b.binding.network, &b.binding.service),
+        || format!("key {key:?} does not match the association"),
+    )?;
+    check(b.updated_by == writer_hex(writer), || {
+        format!("association {key:?} names another host as its writer")
     })?;
-    check(f.bindings.len() <= 1024, || "too many services".into())?;
-    let mut ports = std::collections::BTreeSet::new();
-    for b in &f.bindings {
-        networks::validate_network_id(&b.network).map_err(|e| e.to_string())?;
-        check(dns_label(&b.service), || {
-            format!("service name {:?} is not a DNS label", b.service)
-        })?;
-        check(b.public_port != 0 && ports.insert(b.public_port), || {
-            format!(
-                "floating IP {} has port {} twice (or 0)",
-                f.addr, b.public_port
-            )
-        })?;
-    }
-    Ok(())
+    networks::validate_network_id(&b.binding.network).map_err(|e| e.to_string())?;
+    check(dns_label(&b.binding.service), || {
+        format!("service name {:?} is not a DNS label", b.binding.service)
+    })?;
+    check(b.binding.public_port != 0, || "public port 0".into())?;
+    in_a_pool(b.addr, pools)
 }
 
 /// Detached guarded channels (tests: hosts played without a node).
@@ -797,15 +823,9 @@ mod tests {
         );
         assert!(fip_pool("10.0.0.0/8", &pool, &a).is_err(), "wrong key");
         let pools: BTreeMap<String, FipPool> = [(pool_key(&cidr), pool)].into();
-        let bind = |port| FipBinding {
-            network: "blue".into(),
-            service: "web".into(),
-            public_port: port,
-        };
-        let mut f = FipRecord {
+        let f = FipRecord {
             addr: "198.18.0.200".parse().unwrap(),
             updated_by: b.to_hex(),
-            bindings: vec![bind(80)],
         };
         assert!(fip_record("198.18.0.200", &f, &b, &pools).is_ok());
         assert!(
@@ -813,14 +833,32 @@ mod tests {
             "writer"
         );
         assert!(fip_record("198.18.0.201", &f, &b, &pools).is_err(), "key");
-        f.bindings.push(bind(80));
+        let outside = FipRecord {
+            addr: "10.0.0.1".parse().unwrap(),
+            ..f.clone()
+        };
         assert!(
-            fip_record("198.18.0.200", &f, &b, &pools).is_err(),
-            "port twice"
+            fip_record("10.0.0.1", &outside, &b, &pools).is_err(),
+            "no pool"
         );
-        f.bindings.pop();
-        f.addr = "10.0.0.1".parse().unwrap();
-        assert!(fip_record("10.0.0.1", &f, &b, &pools).is_err(), "no pool");
+        let mut bind = FipBindingRecord {
+            addr: f.addr,
+            binding: FipBinding {
+                network: "blue".into(),
+                service: "web".into(),
+                public_port: 80,
+            },
+            updated_by: b.to_hex(),
+        };
+        let key = binding_key(f.addr, "blue", "web");
+        assert!(fip_binding(&key, &bind, &b, &pools).is_ok());
+        assert!(fip_binding(&key, &bind, &a, &pools).is_err(), "writer");
+        assert!(
+            fip_binding("198.18.0.200/blue/api", &bind, &b, &pools).is_err(),
+            "key"
+        );
+        bind.binding.public_port = 0;
+        assert!(fip_binding(&key, &bind, &b, &pools).is_err(), "port 0");
     }
 
     #[test]

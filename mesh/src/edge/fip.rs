@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use super::records::{FipBinding, FipPool, FipRecord};
+use super::records::{fip_key, Fip, FipBinding, FipBindingRecord, FipPool, FipRecord};
 
 /// A host that may hold addresses of a pool: it has an underlay address
 /// in the pool's subnet.
@@ -132,10 +132,49 @@ fn usable(cidr: &Ipv4Net) -> impl Iterator<Item = Ipv4Addr> {
     (first..=last).map(Ipv4Addr::from)
 }
 
+/// The floating IPs with the associations in effect: in key order, one
+/// that would take a public port already taken on its FIP, or give a
+/// service a second FIP, is ignored, so every host resolves associations
+/// written at once on different hosts the same way.
+pub fn effective(
+    fips: &BTreeMap<String, FipRecord>,
+    bindings: &BTreeMap<String, FipBindingRecord>,
+) -> BTreeMap<String, Fip> {
+    let mut out: BTreeMap<String, Fip> = fips
+        .values()
+        .map(|f| {
+            (
+                fip_key(f.addr),
+                Fip {
+                    addr: f.addr,
+                    bindings: Vec::new(),
+                },
+            )
+        })
+        .collect();
+    let mut bound: BTreeSet<(String, String)> = BTreeSet::new();
+    for b in bindings.values() {
+        let service = (b.binding.network.clone(), b.binding.service.clone());
+        let Some(f) = out.get_mut(&fip_key(b.addr)) else {
+            continue;
+        };
+        if bound.contains(&service)
+            || f.bindings
+                .iter()
+                .any(|x| x.public_port == b.binding.public_port)
+        {
+            continue;
+        }
+        bound.insert(service);
+        f.bindings.push(b.binding.clone());
+    }
+    out
+}
+
 /// The lowest free address of any pool.
 pub fn pick_free(
     pools: &BTreeMap<String, FipPool>,
-    fips: &BTreeMap<String, FipRecord>,
+    fips: &BTreeMap<String, Fip>,
     hosts: &[Candidate],
 ) -> Option<Ipv4Addr> {
     let taken: BTreeSet<Ipv4Addr> = fips
@@ -179,7 +218,7 @@ pub enum FipError {
 pub fn check_new(
     addr: Ipv4Addr,
     pools: &BTreeMap<String, FipPool>,
-    fips: &BTreeMap<String, FipRecord>,
+    fips: &BTreeMap<String, Fip>,
     hosts: &[Candidate],
 ) -> Result<(), FipError> {
     pool_of(pools, addr).ok_or(FipError::NotInPool(addr))?;
@@ -195,9 +234,9 @@ pub fn check_new(
 /// Checks that `binding` may be added to `fip`: its public port is free
 /// there and the service has no other floating IP.
 pub fn check_binding(
-    fip: &FipRecord,
+    fip: &Fip,
     binding: &FipBinding,
-    fips: &BTreeMap<String, FipRecord>,
+    fips: &BTreeMap<String, Fip>,
 ) -> Result<(), FipError> {
     for f in fips.values() {
         for b in &f.bindings {
@@ -304,9 +343,8 @@ mod tests {
         let addr = Ipv4Addr::new(198, 18, 0, 3);
         fips.insert(
             fip_key(addr),
-            FipRecord {
+            Fip {
                 addr,
-                updated_by: "a".into(),
                 bindings: vec![],
             },
         );
@@ -384,17 +422,15 @@ mod tests {
             service: svc.into(),
             public_port: port,
         };
-        let f1 = FipRecord {
+        let f1 = Fip {
             addr: Ipv4Addr::new(198, 18, 0, 10),
-            updated_by: "a".into(),
             bindings: vec![b("web", 80)],
         };
-        let f2 = FipRecord {
+        let f2 = Fip {
             addr: Ipv4Addr::new(198, 18, 0, 11),
-            updated_by: "a".into(),
             bindings: vec![],
         };
-        let fips: BTreeMap<String, FipRecord> = [
+        let fips: BTreeMap<String, Fip> = [
             (fip_key(f1.addr), f1.clone()),
             (fip_key(f2.addr), f2.clone()),
         ]
@@ -410,5 +446,51 @@ mod tests {
         ));
         // Re-associating on the same FIP (a port change) is allowed.
         assert!(check_binding(&f1, &b("web", 81), &fips).is_ok());
+    }
+
+    #[test]
+    fn associations_made_at_once_resolve_the_same_everywhere() {
+        use super::super::records::binding_key;
+        let rec = |addr: Ipv4Addr| FipRecord {
+            addr,
+            updated_by: "a".into(),
+        };
+        let (a, b) = (Ipv4Addr::new(198, 18, 0, 10), Ipv4Addr::new(198, 18, 0, 11));
+        let fips: BTreeMap<String, FipRecord> = [(fip_key(a), rec(a)), (fip_key(b), rec(b))].into();
+        let bind = |addr, svc: &str, port| {
+            (
+                binding_key(addr, "blue", svc),
+                FipBindingRecord {
+                    addr,
+                    binding: FipBinding {
+                        network: "blue".into(),
+                        service: svc.into(),
+                        public_port: port,
+                    },
+                    updated_by: "x".into(),
+                },
+            )
+        };
+        // Two hosts at once: api and web on port 80 of a; web also on b.
+        let bindings: BTreeMap<String, FipBindingRecord> = [
+            bind(a, "web", 80),
+            bind(a, "api", 80),
+            bind(a, "db", 5432),
+            bind(b, "web", 8080),
+            bind(Ipv4Addr::new(198, 18, 0, 99), "gone", 1),
+        ]
+        .into();
+        let e = effective(&fips, &bindings);
+        let names = |addr| -> Vec<String> {
+            e[&fip_key(addr)]
+                .bindings
+                .iter()
+                .map(|x| x.service.clone())
+                .collect()
+        };
+        // Key order: "…10/blue/api" before "…10/blue/web".
+        assert_eq!(names(a), ["api", "db"]);
+        assert_eq!(names(b), ["web"]);
+        assert_eq!(e.len(), 2);
     }
 }

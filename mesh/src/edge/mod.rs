@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use self::fip::Candidate;
-use self::records::{FipPool, FipRecord, HOST_ADDRESS_MARK};
+use self::records::{Fip, FipBindingRecord, FipPool, FipRecord, HOST_ADDRESS_MARK};
 use crate::alloc::Allocator;
 use crate::attach::Attacher;
 use crate::isolation::{EdgeOpenings, Isolation};
@@ -72,6 +72,7 @@ pub struct Edge {
     underlay: Option<IpAddr>,
     pub pools: Records<FipPool>,
     pub fips: Records<FipRecord>,
+    pub bindings: Records<FipBindingRecord>,
     channels: Channels,
     services: Arc<Services>,
     attacher: Arc<Attacher>,
@@ -99,6 +100,7 @@ pub struct EdgeParts {
     pub underlay: Option<IpAddr>,
     pub pools: Records<FipPool>,
     pub fips: Records<FipRecord>,
+    pub bindings: Records<FipBindingRecord>,
     pub channels: Channels,
     pub services: Arc<Services>,
     pub attacher: Arc<Attacher>,
@@ -123,6 +125,7 @@ impl Edge {
             underlay: p.underlay,
             pools: p.pools,
             fips: p.fips,
+            bindings: p.bindings,
             channels: p.channels,
             services: p.services,
             attacher: p.attacher,
@@ -226,6 +229,11 @@ impl Edge {
         (fresh(STALE_AFTER), fresh(HOLD_WINDOW))
     }
 
+    /// The floating IPs with the associations in effect.
+    fn effective(&self) -> BTreeMap<String, Fip> {
+        fip::effective(&rec::live(&self.fips), &rec::live(&self.bindings))
+    }
+
     /// Each floating IP and who holds it, as this host sees the mesh.
     fn holders(&self) -> BTreeMap<Ipv4Addr, Option<String>> {
         self.holders_and_live().0
@@ -253,7 +261,7 @@ impl Edge {
         tokio::spawn(async move {
             let mut rx = (
                 self.fips.subscribe(),
-                self.pools.subscribe(),
+                self.bindings.subscribe(),
                 self.channels.networks.subscribe(),
                 self.services.ch.services.subscribe(),
                 self.services.ch.health.subscribe(),
@@ -291,7 +299,7 @@ impl Edge {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .step(&me, &holders, &live, Instant::now());
-        let fips = rec::live(&self.fips);
+        let fips = self.effective();
         // Networks behind a floating IP this host may hold.
         let pools = rec::live(&self.pools);
         let cands = self.candidates();
@@ -473,7 +481,7 @@ impl Edge {
     /// (first) port and its targets in rotation.
     fn forwards(
         &self,
-        fips: &BTreeMap<String, FipRecord>,
+        fips: &BTreeMap<String, Fip>,
         held: &BTreeSet<Ipv4Addr>,
     ) -> Vec<nft::Forward> {
         let snap = self.services.snapshot();

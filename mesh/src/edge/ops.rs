@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use super::fip::{self, FipError};
-use super::records::{fip_key, pool_key, FipBinding, FipPool, FipRecord};
+use super::records::{
+    binding_key, fip_key, pool_key, Fip, FipBinding, FipBindingRecord, FipPool, FipRecord,
+};
 use super::{hostaddr, Edge};
 use crate::api;
 use crate::error::ApiError;
@@ -201,7 +203,7 @@ impl Edge {
         Ok(view)
     }
 
-    fn fip_view(&self, f: &FipRecord, holders: &BTreeMap<Ipv4Addr, Option<String>>) -> api::Fip {
+    fn fip_view(&self, f: &Fip, holders: &BTreeMap<Ipv4Addr, Option<String>>) -> api::Fip {
         let pools = rec::live(&self.pools);
         api::Fip {
             addr: f.addr.to_string(),
@@ -234,27 +236,30 @@ impl Edge {
 
     pub fn list_fips(&self) -> Vec<api::Fip> {
         let holders = self.holders();
-        rec::live(&self.fips)
+        self.effective()
             .values()
             .map(|f| self.fip_view(f, &holders))
             .collect()
     }
 
-    fn get_fip(&self, addr: &str) -> Result<FipRecord, ApiError> {
+    fn get_fip(&self, addr: &str) -> Result<Fip, ApiError> {
         let a = parse_addr(addr)?;
-        rec::get(&self.fips, &fip_key(a)).ok_or_else(|| {
+        self.effective().remove(&fip_key(a)).ok_or_else(|| {
             ApiError::NotFound(format!("no floating IP {a} (see `meshctl fip list`)"))
         })
     }
 
-    fn put_fip(&self, f: FipRecord) -> api::Fip {
-        rec::put(&self.fips, self.me, &fip_key(f.addr), f.clone());
+    fn view_of(&self, addr: Ipv4Addr) -> api::Fip {
+        let f = self.effective().remove(&fip_key(addr)).unwrap_or(Fip {
+            addr,
+            bindings: Vec::new(),
+        });
         self.fip_view(&f, &self.holders())
     }
 
     pub fn create_fip(&self, req: &api::CreateFipRequest) -> Result<api::Fip, ApiError> {
         let pools = rec::live(&self.pools);
-        let fips = rec::live(&self.fips);
+        let fips = self.effective();
         let hosts = self.candidates();
         let addr = match req.addr.as_deref() {
             Some(a) => {
@@ -270,11 +275,12 @@ impl Edge {
                 })
             })?,
         };
-        Ok(self.put_fip(FipRecord {
+        let f = FipRecord {
             addr,
             updated_by: self.me_hex(),
-            bindings: Vec::new(),
-        }))
+        };
+        rec::put(&self.fips, self.me, &fip_key(addr), f);
+        Ok(self.view_of(addr))
     }
 
     pub fn associate(
@@ -282,7 +288,7 @@ impl Edge {
         addr: &str,
         req: &api::FipAssociateRequest,
     ) -> Result<api::Fip, ApiError> {
-        let mut f = self.get_fip(addr)?;
+        let f = self.get_fip(addr)?;
         let def = self.services.find(&req.service, req.network.as_deref())?;
         let port = match (req.port, def.ports.first()) {
             (Some(0), _) => return Err(ApiError::BadRequest("port 0 is not a port".into())),
@@ -300,12 +306,23 @@ impl Edge {
             service: def.name.clone(),
             public_port: port,
         };
-        fip::check_binding(&f, &binding, &rec::live(&self.fips))?;
-        f.bindings
-            .retain(|b| !(b.network == binding.network && b.service == binding.service));
-        f.bindings.push(binding);
-        f.updated_by = self.me_hex();
-        Ok(self.put_fip(f))
+        fip::check_binding(&f, &binding, &self.effective())?;
+        let key = binding_key(f.addr, &def.network, &def.name);
+        let record = FipBindingRecord {
+            addr: f.addr,
+            binding,
+            updated_by: self.me_hex(),
+        };
+        rec::put(&self.bindings, self.me, &key, record);
+        Ok(self.view_of(f.addr))
+    }
+
+    /// The stored associations of `addr` (in effect or not).
+    fn stored_bindings(&self, addr: Ipv4Addr) -> Vec<(String, FipBindingRecord)> {
+        rec::live(&self.bindings)
+            .into_iter()
+            .filter(|(_, b)| b.addr == addr)
+            .collect()
     }
 
     pub fn dissociate(
@@ -313,12 +330,23 @@ impl Edge {
         addr: &str,
         req: &api::FipAssociateRequest,
     ) -> Result<api::Fip, ApiError> {
-        let mut f = self.get_fip(addr)?;
-        let before = f.bindings.len();
-        f.bindings.retain(|b| {
-            !(b.service == req.service && req.network.as_deref().is_none_or(|n| n == b.network))
-        });
-        match before - f.bindings.len() {
+        let f = self.get_fip(addr)?;
+        let matching: Vec<(String, FipBindingRecord)> = self
+            .stored_bindings(f.addr)
+            .into_iter()
+            .filter(|(_, b)| {
+                b.binding.service == req.service
+                    && req
+                        .network
+                        .as_deref()
+                        .is_none_or(|n| n == b.binding.network)
+            })
+            .collect();
+        let networks: std::collections::BTreeSet<&str> = matching
+            .iter()
+            .map(|(_, b)| b.binding.network.as_str())
+            .collect();
+        match networks.len() {
             0 => {
                 return Err(ApiError::NotFound(format!(
                     "floating IP {} does not front service {:?}",
@@ -333,8 +361,10 @@ impl Edge {
                 )))
             }
         }
-        f.updated_by = self.me_hex();
-        Ok(self.put_fip(f))
+        for (key, _) in &matching {
+            rec::remove(&self.bindings, self.me, key);
+        }
+        Ok(self.view_of(f.addr))
     }
 
     pub fn release(&self, addr: &str, force: bool) -> Result<api::Fip, ApiError> {
@@ -353,6 +383,9 @@ impl Edge {
             )));
         }
         let view = self.fip_view(&f, &self.holders());
+        for (key, _) in self.stored_bindings(f.addr) {
+            rec::remove(&self.bindings, self.me, &key);
+        }
         rec::remove(&self.fips, self.me, &fip_key(f.addr));
         Ok(view)
     }

@@ -13,6 +13,10 @@ use crate::records::EndpointRecord;
 pub const POOLS_CHANNEL: &str = "fip-pools";
 /// Floating IPs, keyed by the address.
 pub const FIPS_CHANNEL: &str = "fips";
+/// Services behind floating IPs, keyed by [`binding_key`]: one record per
+/// association, so that associations made at once on different hosts
+/// never overwrite each other.
+pub const BINDINGS_CHANNEL: &str = "fip-bindings";
 
 /// Marks the endpoint record of a host's own address on a network.
 pub const HOST_ADDRESS_MARK: &str = "host-address";
@@ -43,8 +47,29 @@ pub struct FipBinding {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FipRecord {
     pub addr: Ipv4Addr,
-    /// Peer id (hex) of the host that wrote this version of it.
+    /// Peer id (hex) of the host that wrote it.
     pub updated_by: String,
+}
+
+/// One association as replicated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FipBindingRecord {
+    pub addr: Ipv4Addr,
+    // Not `#[serde(flatten)]`: the gossip encoding is not self-describing.
+    pub binding: FipBinding,
+    /// Peer id (hex) of the host that wrote it.
+    pub updated_by: String,
+}
+
+pub fn binding_key(addr: Ipv4Addr, network: &str, service: &str) -> String {
+    format!("{addr}/{network}/{service}")
+}
+
+/// A floating IP with the services in effect behind it (see
+/// [`super::fip::effective`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fip {
+    pub addr: Ipv4Addr,
     pub bindings: Vec<FipBinding>,
 }
 
