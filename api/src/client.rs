@@ -174,6 +174,67 @@ impl Client {
         self.get(routes::DNS).await
     }
 
+    pub async fn expose(&self, network: &str) -> Result<HostAddress, ClientError> {
+        let req = ExposeRequest {
+            network: network.to_string(),
+        };
+        self.post(routes::EXPOSE, &req).await
+    }
+
+    pub async fn hide(&self, network: &str) -> Result<HostAddress, ClientError> {
+        let req = ExposeRequest {
+            network: network.to_string(),
+        };
+        self.post(routes::HIDE, &req).await
+    }
+
+    pub async fn fip_pools(&self) -> Result<Vec<FipPool>, ClientError> {
+        self.get(routes::FIP_POOLS).await
+    }
+
+    pub async fn add_fip_pool(&self, cidr: &str) -> Result<FipPool, ClientError> {
+        let req = FipPoolRequest {
+            cidr: cidr.to_string(),
+        };
+        self.post(routes::FIP_POOLS, &req).await
+    }
+
+    pub async fn remove_fip_pool(&self, cidr: &str) -> Result<FipPool, ClientError> {
+        let req = FipPoolRequest {
+            cidr: cidr.to_string(),
+        };
+        self.post(routes::FIP_POOLS_REMOVE, &req).await
+    }
+
+    pub async fn fips(&self) -> Result<Vec<Fip>, ClientError> {
+        self.get(routes::FIPS).await
+    }
+
+    pub async fn create_fip(&self, req: &CreateFipRequest) -> Result<Fip, ClientError> {
+        self.post(routes::FIPS, req).await
+    }
+
+    pub async fn associate_fip(
+        &self,
+        addr: &str,
+        req: &FipAssociateRequest,
+    ) -> Result<Fip, ClientError> {
+        self.post(&routes::fip_associate(addr), req).await
+    }
+
+    pub async fn dissociate_fip(
+        &self,
+        addr: &str,
+        req: &FipAssociateRequest,
+    ) -> Result<Fip, ClientError> {
+        self.post(&routes::fip_dissociate(addr), req).await
+    }
+
+    pub async fn release_fip(&self, addr: &str, force: bool) -> Result<Fip, ClientError> {
+        self.delete(&format!("{}?force={force}", routes::fip(addr)))
+            .await
+    }
+
     pub async fn remove_peer(&self, peer: &str) -> Result<RemovePeerResponse, ClientError> {
         self.delete(&routes::peer(peer)).await
     }
@@ -358,6 +419,8 @@ mod tests {
             name: None,
             version: None,
             labels: Default::default(),
+            mode: None,
+            parent: None,
         };
         let err = Client::new(&path).attach(&req).await.unwrap_err();
         assert_eq!(err.kind(), Some(ErrorKind::Conflict));

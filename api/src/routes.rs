@@ -58,3 +58,28 @@ pub fn policy(network: &str, name: &str) -> String {
 pub const QOS: &str = "/v1/qos";
 /// `POST`: remove a network's (or a container's) shaping.
 pub const QOS_RESET: &str = "/v1/qos/reset";
+/// `POST`: give this host an address on a network.
+pub const EXPOSE: &str = "/v1/expose";
+/// `POST`: take it away.
+pub const HIDE: &str = "/v1/hide";
+/// `GET` lists, `POST` adds floating-IP pools.
+pub const FIP_POOLS: &str = "/v1/fip-pools";
+/// `POST`: remove a pool (its CIDR has a slash, so it goes in the body).
+pub const FIP_POOLS_REMOVE: &str = "/v1/fip-pools/remove";
+/// `GET` lists, `POST` creates floating IPs.
+pub const FIPS: &str = "/v1/fips";
+
+/// `DELETE /v1/fips/{addr}?force=true`: release.
+pub fn fip(addr: &str) -> String {
+    format!("{FIPS}/{addr}")
+}
+
+/// `POST /v1/fips/{addr}/associate`
+pub fn fip_associate(addr: &str) -> String {
+    format!("{FIPS}/{addr}/associate")
+}
+
+/// `POST /v1/fips/{addr}/dissociate`
+pub fn fip_dissociate(addr: &str) -> String {
+    format!("{FIPS}/{addr}/dissociate")
+}

@@ -86,6 +86,9 @@ pub struct StatusResponse {
     pub attachments: usize,
     /// Data-plane datagrams dropped, by reason.
     pub drops: BTreeMap<String, u64>,
+    /// This host's own addresses on networks (`meshctl expose`, gateways).
+    #[serde(default)]
+    pub host_addresses: Vec<HostAddress>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -199,6 +202,32 @@ pub struct AttachRequest {
     /// Labels (`app=nginx`) that service selectors match.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// `bridge` (a veth on the overlay, the default) or `macvlan`.
+    #[serde(default)]
+    pub mode: Option<AttachMode>,
+    /// For `macvlan`: the host's NIC the interface sits on.
+    #[serde(default)]
+    pub parent: Option<String>,
+}
+
+/// How a container is attached: on the overlay, or on the host's NIC.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    #[default]
+    Bridge,
+    Macvlan,
+}
+
+impl std::str::FromStr for AttachMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "bridge" => Ok(AttachMode::Bridge),
+            "macvlan" => Ok(AttachMode::Macvlan),
+            other => Err(format!("mode {other:?} is neither bridge nor macvlan")),
+        }
+    }
 }
 
 /// Detach by namespace (`target`) or by `container_id`; one must be given.
@@ -535,4 +564,78 @@ pub struct QosEntry {
     pub jitter_ms: Option<f64>,
     #[serde(default)]
     pub loss_percent: Option<f64>,
+// ---- The edge: host addresses, floating IPs --------------------------------
+
+/// `meshctl expose NET` / `hide NET`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExposeRequest {
+    pub network: String,
+}
+
+/// This host's own address on a network.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HostAddress {
+    pub network: String,
+    /// `ADDR/LEN`.
+    pub ip: String,
+    /// The host interface that carries it.
+    pub interface: String,
+    /// `meshctl expose`: containers may reach the host here.
+    pub exposed: bool,
+    /// Kept for the network's egress or floating IPs (a gateway only).
+    pub gateway: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FipPoolRequest {
+    /// `ADDR/LEN` of the hosts' underlay.
+    pub cidr: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FipPool {
+    pub cidr: String,
+    /// Floating IPs taken from it.
+    pub fips: usize,
+    /// Names of the hosts with an underlay address in it (who may hold them).
+    pub hosts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CreateFipRequest {
+    /// An address inside a pool; default: the lowest free one.
+    #[serde(default)]
+    pub addr: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FipAssociateRequest {
+    pub service: String,
+    /// Needed only when the service name exists on several networks.
+    #[serde(default)]
+    pub network: Option<String>,
+    /// Default: the service's (first) port.
+    #[serde(default)]
+    pub port: Option<u16>,
+}
+
+/// One service behind a floating IP.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FipBinding {
+    pub service: String,
+    pub network: String,
+    pub public_port: u16,
+    /// The service port it forwards to (absent if the service is gone).
+    pub service_port: Option<u16>,
+    pub protocol: Option<Protocol>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Fip {
+    pub addr: String,
+    pub pool: Option<String>,
+    /// The host answering for it, as this host sees the mesh (none: no
+    /// side with a majority of the pool's hosts).
+    pub holder: Option<String>,
+    pub bindings: Vec<FipBinding>,
 }

@@ -78,6 +78,13 @@ pub enum Command {
         /// A label `key=value` that service selectors match (repeatable).
         #[arg(long = "label", value_parser = parse_label)]
         labels: Vec<(String, String)>,
+        /// `bridge` (a veth on the overlay) or `macvlan` (on the host's NIC,
+        /// `--parent`; `--ip` is then an address of that network).
+        #[arg(long, default_value = "bridge")]
+        mode: mesh_api::AttachMode,
+        /// The host's NIC for `--mode macvlan`.
+        #[arg(long)]
+        parent: Option<String>,
         #[command(flatten)]
         out: Output,
     },
@@ -124,6 +131,19 @@ pub enum Command {
     /// Allow rules of `deny` networks (over container labels).
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Give this host an address of its own on NET (processes here reach
+    /// the containers, containers reach this host).
+    Expose {
+        network: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Take this host's address on NET away again.
+    Hide { network: String },
+    /// Floating IPs: underlay addresses one live host answers for, in
+    /// front of services.
+    #[command(subcommand)]
+    Fip(FipCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -217,6 +237,55 @@ pub fn parse_percent(s: &str) -> Result<f64, String> {
         Ok(v) if (0.0..=100.0).contains(&v) => Ok(v),
         _ => Err(format!("{s:?}: expected a percentage from 0 to 100")),
     }
+}
+
+
+#[derive(Debug, Subcommand)]
+pub enum FipCommand {
+    /// Addresses of the hosts' own underlay handed to the mesh.
+    #[command(subcommand)]
+    Pool(FipPoolCommand),
+    /// Take a floating IP (ADDR, or the lowest free one of the pools); prints it.
+    Create {
+        addr: Option<String>,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Put SERVICE behind FIP on PUBLIC_PORT (default: the service's port).
+    Associate {
+        fip: String,
+        service: String,
+        #[arg(long = "port")]
+        port: Option<u16>,
+        /// Only if the service name exists on several networks.
+        #[arg(long)]
+        network: Option<String>,
+    },
+    /// Take SERVICE from behind FIP.
+    Dissociate {
+        fip: String,
+        service: String,
+        #[arg(long)]
+        network: Option<String>,
+    },
+    /// Floating IPs, their holder and their services.
+    List(Output),
+    /// Give a floating IP back (refused while it fronts services, unless --force).
+    Release {
+        fip: String,
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FipPoolCommand {
+    /// Add a pool (`ADDR/LEN` on the hosts' underlay).
+    Add { cidr: String },
+    /// Remove a pool (refused while floating IPs are taken from it).
+    Rm { cidr: String },
+    /// The pools and the hosts that may hold their addresses.
+    List(Output),
 }
 
 #[derive(Debug, Subcommand)]
@@ -506,6 +575,10 @@ mod tests {
             &["lb", "list", "--details"],
             &["policy", "list"],
             &["network", "qos", "show"],
+            &["fip", "list"],
+            &["fip", "pool", "list"],
+            &["expose", "blue"],
+            &["fip", "create"],
         ] {
             let mut argv = vec!["meshctl"];
             argv.extend_from_slice(args);
@@ -528,6 +601,10 @@ mod tests {
                 | Command::Lb(LbCommand::List(ListArgs { out: o, .. }))
                 | Command::Policy(PolicyCommand::List { out: o, .. })
                 | Command::Network(NetworkCommand::Qos(QosCommand::Show { out: o, .. })) => o.json,
+                | Command::Fip(FipCommand::List(o))
+                | Command::Fip(FipCommand::Pool(FipPoolCommand::List(o)))
+                | Command::Fip(FipCommand::Create { out: o, .. })
+                | Command::Expose { out: o, .. } => o.json,
                 other => panic!("{argv:?} parsed as {other:?}"),
             };
             assert!(json, "{argv:?}");
@@ -684,6 +761,38 @@ mod tests {
             Cli::try_parse_from(["meshctl", "policy", "add", "blue", "--from", "any"]).is_err()
         );
         Cli::try_parse_from(["meshctl", "policy", "rm", "blue", "web-db"]).unwrap();
+    }
+
+    #[test]
+    fn edge_commands_parse() {
+        let cli = Cli::try_parse_from([
+            "meshctl",
+            "fip",
+            "associate",
+            "198.18.0.200",
+            "web",
+            "--port",
+            "8080",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Fip(FipCommand::Associate {
+                fip, service, port, ..
+            }) => {
+                assert_eq!(
+                    (fip.as_str(), service.as_str(), port),
+                    ("198.18.0.200", "web", Some(8080))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        Cli::try_parse_from(["meshctl", "fip", "pool", "add", "198.18.0.192/26"]).unwrap();
+        Cli::try_parse_from(["meshctl", "fip", "pool", "rm", "198.18.0.192/26"]).unwrap();
+        Cli::try_parse_from(["meshctl", "fip", "create", "198.18.0.200"]).unwrap();
+        Cli::try_parse_from(["meshctl", "fip", "release", "198.18.0.200", "--force"]).unwrap();
+        Cli::try_parse_from(["meshctl", "fip", "dissociate", "198.18.0.200", "web"]).unwrap();
+        Cli::try_parse_from(["meshctl", "hide", "blue"]).unwrap();
+        assert!(Cli::try_parse_from(["meshctl", "fip", "associate", "198.18.0.200"]).is_err());
     }
 
     #[test]

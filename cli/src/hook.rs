@@ -77,6 +77,8 @@ pub async fn run(c: &Client, phase: HookPhase) -> Result<()> {
                 name: get("mesh.name"),
                 version: get("mesh.version"),
                 labels: parse_labels(get("mesh.labels").as_deref())?,
+                mode: None,
+                parent: None,
             };
             let a = c.attach(&req).await?;
             println!(

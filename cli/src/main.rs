@@ -13,6 +13,7 @@ mod print;
 use anyhow::Result;
 use args::{Cli, Command, IpamCommand, NetworkCommand, PeerCommand};
 
+mod edge;
 mod service;
 mod traffic;
 use clap::Parser;
@@ -155,9 +156,13 @@ async fn run(cli: Cli) -> Result<()> {
             container_id,
             version,
             labels,
+            mode,
+            parent,
             out,
         } => {
             let req = AttachRequest {
+                mode: Some(mode),
+                parent,
                 target,
                 network,
                 ip,
@@ -237,6 +242,22 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Lb(cmd) => return service::run_lb(&c, cmd).await,
         Command::Policy(cmd) => return traffic::run_policy(&c, cmd).await,
         Command::Network(NetworkCommand::Qos(cmd)) => return traffic::run_qos(&c, cmd).await,
+        Command::Expose { network, out } => {
+            let a = c.expose(&network).await?;
+            if out.json {
+                return print::json(&a);
+            }
+            println!("{}", a.ip);
+        }
+        Command::Hide { network } => {
+            let a = c.hide(&network).await?;
+            if a.gateway {
+                println!("hid {network}; {} stays as its gateway", a.ip);
+            } else {
+                println!("hid {network} ({} removed)", a.ip);
+            }
+        }
+        Command::Fip(cmd) => return edge::run(&c, cmd).await,
     }
     Ok(())
 }

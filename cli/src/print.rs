@@ -23,6 +23,17 @@ pub fn status(s: &StatusResponse) {
         s.mesh_size, up, s.networks, s.attachments
     );
     println!("encryption ChaCha20-Poly1305, x25519 session keys");
+    for a in &s.host_addresses {
+        let role = match (a.exposed, a.gateway) {
+            (true, true) => "exposed, gateway",
+            (true, false) => "exposed",
+            _ => "gateway",
+        };
+        println!(
+            "address  {} on {} ({}, {role})",
+            a.ip, a.network, a.interface
+        );
+    }
     peers(&s.peers);
     let drops: u64 = s.drops.values().sum();
     if drops > 0 {
@@ -214,6 +225,52 @@ pub fn services(list: &[mesh_api::Service], details: bool) {
                 t.connections
             );
         }
+    }
+}
+
+pub fn fips(list: &[mesh_api::Fip]) {
+    if list.is_empty() {
+        println!("no floating IPs (see `meshctl fip create`)");
+        return;
+    }
+    println!("{:<16} {:<20} {:<12} SERVICES", "FIP", "POOL", "HOLDER");
+    for f in list {
+        let services: Vec<String> = f
+            .bindings
+            .iter()
+            .map(|b| match b.service_port {
+                Some(p) => format!(
+                    "{}:{} -> {}.{}:{p}",
+                    f.addr, b.public_port, b.service, b.network
+                ),
+                None => format!(
+                    "{}:{} -> {}.{} (no such service)",
+                    f.addr, b.public_port, b.service, b.network
+                ),
+            })
+            .collect();
+        println!(
+            "{:<16} {:<20} {:<12} {}",
+            f.addr,
+            f.pool.as_deref().unwrap_or("-"),
+            f.holder.as_deref().unwrap_or("(none)"),
+            if services.is_empty() {
+                "-".to_string()
+            } else {
+                services.join(", ")
+            }
+        );
+    }
+}
+
+pub fn fip_pools(list: &[mesh_api::FipPool]) {
+    if list.is_empty() {
+        println!("no floating-IP pools (see `meshctl fip pool add`)");
+        return;
+    }
+    println!("{:<20} {:>5} HOSTS", "POOL", "FIPS");
+    for p in list {
+        println!("{:<20} {:>5} {}", p.cidr, p.fips, p.hosts.join(", "));
     }
 }
 

@@ -73,6 +73,8 @@ pub fn add(conf: &NetConf, env: &Env) -> Result<CniResult, CniError> {
         name,
         version,
         labels: conf.args_labels.clone(),
+        mode: None,
+        parent: None,
     };
     let att = block(client.attach(&req))?.map_err(|e| api_error(e, conf, &doing))?;
     Ok(add_result(conf, env, &att, Some(net.mtu)))

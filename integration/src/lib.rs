@@ -14,6 +14,7 @@
 
 pub mod bench;
 pub mod cnitool;
+mod outside;
 pub mod scale;
 pub mod svcbench;
 

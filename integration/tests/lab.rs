@@ -480,6 +480,8 @@ fn bad_input_gets_clear_errors_and_leaves_the_daemon_intact() -> Result<()> {
         name: None,
         version: None,
         labels: Default::default(),
+        mode: None,
+        parent: None,
     };
     let kind_of = |req: AttachRequest| {
         lab.api(0, |c| async move { c.attach(&req).await })

@@ -24,6 +24,9 @@ use crate::records::{self, EndpointRecord, NetworkDef, Records};
 use crate::resolvconf::NetnsEtc;
 use crate::state::{AttachmentRecord, AttachmentStore};
 
+mod macvlan;
+pub use macvlan::is_macvlan;
+
 /// How often attachments are checked for a vanished namespace or veth,
 /// besides the check each link-deletion event triggers.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
@@ -93,7 +96,6 @@ impl Attacher {
         req: &api::AttachRequest,
         members: &dyn Members,
     ) -> Result<Attachment, ApiError> {
-        let requested = networks::requested_address(req.ip.as_deref(), net)?;
         crate::services::spec::check_labels(&req.labels)?;
         let target = NetnsTarget::resolve(&req.target).map_err(|e| {
             if e.is_missing() {
@@ -108,11 +110,6 @@ impl Attacher {
                 target.path.display()
             )));
         }
-        let ifname = req
-            .ifname
-            .clone()
-            .unwrap_or_else(|| networks::default_ifname(&net.id));
-        networks::validate_ifname(&ifname).map_err(ApiError::bad)?;
         let name = match &req.name {
             Some(name) => {
                 validate_dns_label(name)?;
@@ -120,10 +117,27 @@ impl Attacher {
             }
             None => default_name(req, &target),
         };
+        if req.mode == Some(api::AttachMode::Macvlan) {
+            return self.attach_macvlan(net, req, &target, name, members).await;
+        }
+        if req.parent.is_some() {
+            return Err(ApiError::BadRequest(
+                "--parent is for --mode macvlan".into(),
+            ));
+        }
+        let requested = networks::requested_address(req.ip.as_deref(), net)?;
+        let ifname = req
+            .ifname
+            .clone()
+            .unwrap_or_else(|| networks::default_ifname(&net.id));
+        networks::validate_ifname(&ifname).map_err(ApiError::bad)?;
 
         let _ops = self.ops.lock().await;
         if let Some(a) = self.store.snapshot().iter().find(|a| {
-            a.attachment.network == net.id && a.netns_dev == target.dev && a.netns_ino == target.ino
+            !is_macvlan(a)
+                && a.attachment.network == net.id
+                && a.netns_dev == target.dev
+                && a.netns_ino == target.ino
         }) {
             return Err(ApiError::Conflict(format!(
                 "{} is already attached to network {} as {}",
@@ -275,7 +289,11 @@ impl Attacher {
                 net.id
             )));
         };
-        self.nl.delete(&rec.attachment.host_ifname).await?;
+        if is_macvlan(&rec) {
+            self.remove_macvlan(&rec).await;
+        } else {
+            self.nl.delete(&rec.attachment.host_ifname).await?;
+        }
         let (_, saved) = self
             .store
             .remove_where(|a| a.attachment.host_ifname == rec.attachment.host_ifname);
@@ -311,6 +329,11 @@ impl Attacher {
         let (gone, saved) = self.store.remove_where(stale);
         let mut first_error = None;
         for rec in &gone {
+            if is_macvlan(rec) {
+                self.remove_macvlan(rec).await;
+                self.forget(rec);
+                continue;
+            }
             if let Err(e) = self.nl.delete(&rec.attachment.host_ifname).await {
                 warn!(dev = %rec.attachment.host_ifname, "cannot delete a detached container's veth: {e:#}");
                 first_error.get_or_insert(e);
@@ -339,7 +362,11 @@ impl Attacher {
         let links: BTreeSet<String> = self.nl.links().await?.into_iter().map(|l| l.name).collect();
         let n = self
             .drop_where(|rec| {
-                let stale = !links.contains(&rec.attachment.host_ifname);
+                let stale = if is_macvlan(rec) {
+                    !namespace_of(rec).still_exists()
+                } else {
+                    !links.contains(&rec.attachment.host_ifname)
+                };
                 if stale {
                     info!(network = %rec.attachment.network, netns = %rec.attachment.netns, ip = %rec.attachment.ip, "reaping an attachment whose namespace is gone");
                 }
@@ -355,7 +382,7 @@ impl Attacher {
         let _ops = self.ops.lock().await;
         let links: BTreeSet<String> = self.nl.links().await?.into_iter().map(|l| l.name).collect();
         self.drop_where(|rec| {
-            let keep = links.contains(&rec.attachment.host_ifname)
+            let keep = (is_macvlan(rec) || links.contains(&rec.attachment.host_ifname))
                 && namespace_of(rec).still_exists()
                 && networks.contains_key(&rec.attachment.network);
             if !keep {

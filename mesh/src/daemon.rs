@@ -19,6 +19,8 @@ use crate::api::{self, PeerStatus, StatusResponse};
 use crate::attach::Attacher;
 use crate::config::Settings;
 use crate::dns::{RecordSource, Resolver};
+use crate::edge::records::{BINDINGS_CHANNEL, FIPS_CHANNEL, POOLS_CHANNEL};
+use crate::edge::{Edge, EdgeParts};
 use crate::error::ApiError;
 use crate::fabric::{Fabric, Realized};
 use crate::hosts::{HostSet, LookupError, Scope};
@@ -54,6 +56,8 @@ pub struct Daemon {
     reservations: Reservations,
     services: Arc<Services>,
     traffic: Arc<Traffic>,
+    edge: Arc<Edge>,
+    isolation: Arc<isolation::Isolation>,
     /// Serialises every change to this host's devices: network set-up and
     /// teardown, and attaching (which needs the network's bridge to stay).
     devices: Mutex<Realized>,
@@ -281,6 +285,44 @@ impl Daemon {
                 Arc::new(move || HostSet::from_members(&me.to_hex(), &name, &node.members())),
             )
         };
+        let isolation = Arc::new(isolation::Isolation::new(&settings.link_prefix));
+        let pools = open_channel(&node, &state, POOLS_CHANNEL, Guards::fip_pools());
+        let fips = open_channel(&node, &state, FIPS_CHANNEL, Guards::fips(pools.clone()));
+        keep_snapshot(&state, POOLS_CHANNEL, &pools);
+        keep_snapshot(&state, FIPS_CHANNEL, &fips);
+        let bindings = open_channel(
+            &node,
+            &state,
+            BINDINGS_CHANNEL,
+            Guards::fip_bindings(pools.clone()),
+        );
+        keep_snapshot(&state, BINDINGS_CHANNEL, &bindings);
+        let edge = {
+            let (n1, n2, name) = (node.clone(), node.clone(), settings.name.clone());
+            Edge::new(EdgeParts {
+                me,
+                prefix: settings.link_prefix.clone(),
+                mtu,
+                nl: fabric.nl.clone(),
+                state: state.clone(),
+                underlay: Some(settings.listen.ip()).filter(|ip| !ip.is_unspecified()),
+                pools,
+                fips,
+                bindings,
+                channels: channels.clone(),
+                services: services.clone(),
+                attacher: attacher.clone(),
+                alloc: alloc.clone(),
+                hosts: Arc::new(move || HostSet::from_members(&me.to_hex(), &name, &n1.members())),
+                members: Arc::new(move || {
+                    n2.members()
+                        .into_iter()
+                        .map(|m| (m.id.to_hex(), m.addr.ip(), m.state == gossip::PeerState::Up))
+                        .collect()
+                }),
+                isolation: isolation.clone(),
+            })?
+        };
         let daemon = Arc::new(Daemon {
             settings,
             state,
@@ -295,6 +337,8 @@ impl Daemon {
             reservations,
             services,
             traffic,
+            edge,
+            isolation,
             devices: Mutex::new(Realized::default()),
         });
         daemon.reconcile_at_start().await?;
@@ -302,6 +346,7 @@ impl Daemon {
         tokio::spawn(daemon.attacher.clone().reap_forever());
         daemon.services.clone().spawn();
         daemon.traffic.clone().spawn();
+        daemon.edge.clone().spawn();
         info!(
             id = %daemon.node.id(),
             control = %daemon.node.local_addr(),
@@ -336,7 +381,8 @@ impl Daemon {
         let desired = records::live(&self.channels.networks);
         self.attacher.adopt(&desired).await?;
         let attachments = self.attacher.records();
-        let keep = self.fabric.device_names(desired.values());
+        let mut keep = self.fabric.device_names(desired.values());
+        keep.extend(self.edge.device_names());
         let nl = &self.fabric.nl;
         for link in nl.links().await? {
             if !networks::is_ours(&self.settings.link_prefix, &link.name) {
@@ -362,6 +408,7 @@ impl Daemon {
             })
             .chain(self.reservations.keys().await)
             .chain(self.services.vip_keys())
+            .chain(self.edge.endpoint_keys())
             .collect();
         for (key, rec) in records::live(&self.channels.endpoints) {
             if rec.host == me && !backed.contains(&key) {
@@ -370,7 +417,7 @@ impl Daemon {
         }
 
         self.reconcile_networks_locked(&mut devices).await;
-        for rec in &attachments {
+        for rec in attachments.iter().filter(|a| !crate::attach::is_macvlan(a)) {
             let w = networks::wire_id(&rec.attachment.network);
             if let Some(bridge) = nl.link(&self.fabric.bridge_of(w)).await? {
                 nl.enslave(&rec.attachment.host_ifname, &bridge, self.fabric.mtu())
@@ -482,7 +529,7 @@ impl Daemon {
                 })
             })
             .collect();
-        if let Err(e) = isolation::apply(&self.settings.link_prefix, &bridges) {
+        if let Err(e) = self.isolation.set_bridges(bridges) {
             warn!("networks are NOT isolated on this host: {e:#}");
         }
     }
@@ -553,6 +600,7 @@ impl Daemon {
                 .iter()
                 .map(|(k, v)| (k.to_string(), *v))
                 .collect(),
+            host_addresses: self.edge.host_addresses(),
         }
     }
 
@@ -817,6 +865,11 @@ impl Daemon {
         &self.traffic
     }
 
+    /// The edge (see [`crate::edge`]); the API calls it directly.
+    pub fn edge(&self) -> &Edge {
+        &self.edge
+    }
+
     /// Services (see [`crate::services`]); the API calls it directly.
     pub fn services(&self) -> &Services {
         &self.services
@@ -871,6 +924,9 @@ pub async fn cleanup(settings: &Settings) -> Result<usize> {
     }
     if let Err(e) = traffic::nft::remove(&settings.link_prefix) {
         warn!("cannot remove the policy table: {e:#}");
+    }
+    if let Err(e) = crate::edge::cleanup(&settings.link_prefix) {
+        warn!("cannot remove the edge table: {e:#}");
     }
     if settings.state_dir.exists() {
         AttachmentStore::clear(&StateDir::open(&settings.state_dir)?)?;

@@ -32,6 +32,17 @@ pub struct Bridge {
     pub service6: Ipv6Addr,
 }
 
+/// The edge's exceptions (see [`crate::edge`]): host interfaces on
+/// networks (`<prefix>x…`) are closed like bridges, except what these open.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EdgeOpenings {
+    /// Host interfaces of egress networks: may forward out (not into
+    /// another network), and get the replies back.
+    pub egress: Vec<String>,
+    /// Host interfaces of exposed networks: containers may reach the host.
+    pub exposed: Vec<String>,
+}
+
 /// The table's name for a device prefix (nft names: letters, digits, `_`).
 pub fn table_name(prefix: &str) -> String {
     let clean: String = prefix
@@ -43,9 +54,28 @@ pub fn table_name(prefix: &str) -> String {
 
 /// The nft script that (re)creates the table: declare-then-delete makes
 /// the replacement atomic and idempotent in one transaction.
-pub fn ruleset(prefix: &str, bridges: &[Bridge]) -> String {
+pub fn ruleset(prefix: &str, bridges: &[Bridge], edge: &EdgeOpenings) -> String {
     let table = table_name(prefix);
     let all = format!("\"{prefix}b*\"");
+    let hostif = format!("\"{prefix}x*\"");
+    let ifset = |v: &[String]| {
+        let q: Vec<String> = v.iter().map(|i| format!("\"{i}\"")).collect();
+        format!("{{ {} }}", q.join(", "))
+    };
+    let mut fwd_edge = String::new();
+    let mut in_edge = String::new();
+    if !edge.egress.is_empty() {
+        let e = ifset(&edge.egress);
+        fwd_edge.push_str(&format!(
+            "        iifname {e} oifname != \"{prefix}*\" accept\n        oifname {e} ct state established,related accept\n"
+        ));
+    }
+    if !edge.exposed.is_empty() {
+        in_edge.push_str(&format!(
+            "        iifname {} accept\n",
+            ifset(&edge.exposed)
+        ));
+    }
     let mut svc4 = Vec::new();
     let mut svc6 = Vec::new();
     let mut same = Vec::new();
@@ -71,11 +101,18 @@ table inet {table} {{
     chain forward {{
         type filter hook forward priority filter - 10; policy accept;
         iifname . oifname @same_bridge accept
+        ct status dnat oifname {hostif} accept
+        ct status dnat iifname {hostif} accept
+{fwd_edge}        iifname {hostif} drop
+        oifname {hostif} drop
         iifname {all} drop
         oifname {all} drop
     }}
     chain input {{
         type filter hook input priority filter - 10; policy accept;
+        iifname {hostif} ct state established,related accept
+{in_edge}        iifname {hostif} icmp type echo-request accept
+        iifname {hostif} drop
         iifname != {all} accept
         iifname . ip daddr @service4 accept
         iifname . ip6 daddr @service6 accept
@@ -90,6 +127,7 @@ table inet {table} {{
     )
 }
 
+/// Runs `nft -f -` on `script` in meshd's namespace.
 pub(crate) fn nft(script: &str) -> Result<()> {
     let mut child = Command::new("nft")
         .args(["-f", "-"])
@@ -114,9 +152,45 @@ pub(crate) fn nft(script: &str) -> Result<()> {
     Ok(())
 }
 
-/// Installs (or replaces) the table for the bridges of this host.
-pub fn apply(prefix: &str, bridges: &[Bridge]) -> Result<()> {
-    nft(&ruleset(prefix, bridges))
+/// The table's inputs and the script last installed: the daemon sets the
+/// bridges, the edge its openings, and either change rebuilds the table
+/// (only when the script changes).
+pub struct Isolation {
+    prefix: String,
+    state: std::sync::Mutex<(Vec<Bridge>, EdgeOpenings, Option<String>)>,
+}
+
+impl Isolation {
+    pub fn new(prefix: &str) -> Isolation {
+        Isolation {
+            prefix: prefix.to_string(),
+            state: std::sync::Mutex::new(Default::default()),
+        }
+    }
+
+    pub fn set_bridges(&self, bridges: Vec<Bridge>) -> Result<()> {
+        self.update(|s| s.0 = bridges)
+    }
+
+    pub fn set_edge(&self, edge: EdgeOpenings) -> Result<()> {
+        self.update(|s| s.1 = edge)
+    }
+
+    fn update(
+        &self,
+        f: impl FnOnce(&mut (Vec<Bridge>, EdgeOpenings, Option<String>)),
+    ) -> Result<()> {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut s);
+        let script = ruleset(&self.prefix, &s.0, &s.1);
+        if s.2.as_ref() == Some(&script) {
+            return Ok(());
+        }
+        s.2 = None;
+        nft(&script)?;
+        s.2 = Some(script);
+        Ok(())
+    }
 }
 
 /// Deletes the table (`--cleanup`); nothing to do if it is not there.
@@ -140,6 +214,7 @@ mod tests {
                 service4: Ipv4Addr::new(10, 40, 0, 254),
                 service6: "fd00::fe".parse().unwrap(),
             }],
+            &EdgeOpenings::default(),
         );
         assert!(rules.contains("table inet mesh__isolation {"));
         assert!(rules.contains("\"mesh-b0000abcd\" . 10.40.0.254"));
@@ -147,8 +222,21 @@ mod tests {
         assert!(rules.contains("iifname \"mesh-b*\" drop"));
         assert!(rules.contains("\"mesh-b0000abcd\" . \"mesh-b0000abcd\""));
         // No bridges: empty sets, still a valid table that drops.
-        let empty = ruleset("x", &[]);
+        let empty = ruleset("x", &[], &EdgeOpenings::default());
         assert!(!empty.contains("elements"));
         assert!(empty.contains("oifname \"xb*\" drop"));
+        // Host interfaces are closed unless the edge opens them.
+        assert!(empty.contains("iifname \"xx*\" drop"));
+        let open = ruleset(
+            "x",
+            &[],
+            &EdgeOpenings {
+                egress: vec!["xx00000001".into()],
+                exposed: vec!["xx00000002".into()],
+            },
+        );
+        assert!(open.contains("iifname { \"xx00000001\" } oifname != \"x*\" accept"));
+        assert!(open.contains("oifname { \"xx00000001\" } ct state established,related accept"));
+        assert!(open.contains("iifname { \"xx00000002\" } accept"));
     }
 }

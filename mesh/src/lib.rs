@@ -18,6 +18,7 @@ pub mod views;
 pub mod alloc;
 pub mod attach;
 pub mod dns;
+pub mod edge;
 pub mod fabric;
 pub mod isolation;
 pub mod netdev;

@@ -150,6 +150,7 @@ mod tests {
             networks: 1,
             attachments: 0,
             drops: [("bad_tag".to_string(), 7u64)].into(),
+            host_addresses: Vec::new(),
         };
         let text = render(&s);
         assert!(

@@ -8,9 +8,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use futures::{Stream, StreamExt, TryStreamExt};
 use rtnetlink::packet_core::NetlinkPayload;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
+use rtnetlink::packet_route::link::MacVlanMode;
 use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
 use rtnetlink::packet_route::RouteNetlinkMessage;
-use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth};
+use rtnetlink::{Handle, LinkBridge, LinkMacVlan, LinkUnspec, LinkVeth};
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -196,6 +197,16 @@ impl Netlink {
         .await
     }
 
+    /// A macvlan (bridge mode) on the link with index `parent`.
+    pub async fn create_macvlan(&self, name: &str, parent: u32) -> Result<()> {
+        self.handle
+            .link()
+            .add(LinkMacVlan::new(name, parent, MacVlanMode::Bridge).build())
+            .execute()
+            .await
+            .with_context(|| format!("creating macvlan {name}"))
+    }
+
     pub async fn create_veth(&self, name: &str, peer: &str, mtu: u32) -> Result<()> {
         self.handle
             .link()
@@ -257,6 +268,13 @@ impl Netlink {
         }
         info.mac
             .ok_or_else(|| anyhow!("interface {new_name} has no MAC address"))
+    }
+
+    /// Brings `dev` up.
+    pub async fn set_up(&self, dev: &str) -> Result<()> {
+        let info = self.must_link(dev).await?;
+        self.set(LinkUnspec::new_with_index(info.index).up().build(), dev)
+            .await
     }
 
     /// Deletes a link; a link that is already gone is not an error.

@@ -215,7 +215,7 @@ pub fn is_ours(prefix: &str, name: &str) -> bool {
         return false;
     };
     let mut chars = rest.chars();
-    matches!(chars.next(), Some('b' | 't' | 'v'))
+    matches!(chars.next(), Some('b' | 't' | 'v' | 'x' | 'y' | 'm'))
         && rest.len() == 9
         && chars.all(|c| c.is_ascii_hexdigit())
 }

@@ -272,6 +272,10 @@ pub struct EndpointRecord {
     pub version: Option<String>,
 }
 
+/// Marks the endpoint record of a macvlan attachment: its address is on
+/// the physical network, not necessarily inside the network's subnet.
+pub const MACVLAN_MARK: &str = "macvlan";
+
 pub fn endpoint_key(network: &str, ip: IpAddr) -> String {
     format!("{network}/{ip}")
 }

@@ -54,6 +54,14 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         )
         .route(routes::QOS, get(list_qos).post(set_qos))
         .route(routes::QOS_RESET, post(reset_qos))
+        .route(routes::EXPOSE, post(expose))
+        .route(routes::HIDE, post(hide))
+        .route(routes::FIP_POOLS, get(list_pools).post(add_pool))
+        .route(routes::FIP_POOLS_REMOVE, post(remove_pool))
+        .route(routes::FIPS, get(list_fips).post(create_fip))
+        .route(&routes::fip("{addr}"), delete(release_fip))
+        .route(&routes::fip_associate("{addr}"), post(associate_fip))
+        .route(&routes::fip_dissociate("{addr}"), post(dissociate_fip))
         .fallback(no_route)
         .with_state(daemon)
 }
@@ -311,6 +319,60 @@ async fn delete_service(
     Query(q): Query<ServiceQuery>,
 ) -> ApiResult<api::Service> {
     Ok(Json(d.services().delete(&name, q.network.as_deref())?))
+}
+
+// ---- The edge ------------------------------------------------------------
+
+async fn expose(State(d): D, Body(req): Body<api::ExposeRequest>) -> ApiResult<api::HostAddress> {
+    Ok(Json(d.edge().expose(&req.network).await?))
+}
+
+async fn hide(State(d): D, Body(req): Body<api::ExposeRequest>) -> ApiResult<api::HostAddress> {
+    Ok(Json(d.edge().hide(&req.network).await?))
+}
+
+async fn list_pools(State(d): D) -> Json<Vec<api::FipPool>> {
+    Json(d.edge().list_pools())
+}
+
+async fn add_pool(State(d): D, Body(req): Body<api::FipPoolRequest>) -> ApiResult<api::FipPool> {
+    Ok(Json(d.edge().add_pool(&req.cidr)?))
+}
+
+async fn remove_pool(State(d): D, Body(req): Body<api::FipPoolRequest>) -> ApiResult<api::FipPool> {
+    Ok(Json(d.edge().remove_pool(&req.cidr)?))
+}
+
+async fn list_fips(State(d): D) -> Json<Vec<api::Fip>> {
+    Json(d.edge().list_fips())
+}
+
+async fn create_fip(State(d): D, Body(req): Body<api::CreateFipRequest>) -> ApiResult<api::Fip> {
+    Ok(Json(d.edge().create_fip(&req)?))
+}
+
+async fn associate_fip(
+    State(d): D,
+    Path(addr): Path<String>,
+    Body(req): Body<api::FipAssociateRequest>,
+) -> ApiResult<api::Fip> {
+    Ok(Json(d.edge().associate(&addr, &req)?))
+}
+
+async fn dissociate_fip(
+    State(d): D,
+    Path(addr): Path<String>,
+    Body(req): Body<api::FipAssociateRequest>,
+) -> ApiResult<api::Fip> {
+    Ok(Json(d.edge().dissociate(&addr, &req)?))
+}
+
+async fn release_fip(
+    State(d): D,
+    Path(addr): Path<String>,
+    Query(q): Query<RemoveQuery>,
+) -> ApiResult<api::Fip> {
+    Ok(Json(d.edge().release(&addr, q.force)?))
 }
 
 #[cfg(test)]

@@ -51,7 +51,27 @@ pub struct Reservation {
     pub label: Option<String>,
 }
 
+const HOST_ADDRESSES: &str = "host-addresses.json";
+
+/// This host's own address on a network (see [`crate::edge`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HostAddressState {
+    pub network: String,
+    pub ip: std::net::Ipv4Addr,
+    /// Asked for with `meshctl expose` (else kept only as a gateway).
+    pub exposed: bool,
+}
+
 impl StateDir {
+    pub fn load_host_addresses(&self) -> Result<Vec<HostAddressState>> {
+        self.load_json(HOST_ADDRESSES)
+            .map(|v| v.unwrap_or_default())
+    }
+
+    pub fn save_host_addresses(&self, records: &[HostAddressState]) -> Result<()> {
+        self.save_json(HOST_ADDRESSES, &records)
+    }
+
     pub fn open(dir: &Path) -> Result<StateDir> {
         std::fs::DirBuilder::new()
             .recursive(true)

@@ -27,6 +27,10 @@ use std::sync::Arc;
 use gossip::state::{Admission, LwwEntry};
 use gossip::{Channel, LwwMap, PeerId};
 
+use crate::edge::records::{
+    binding_key, fip_key, pool_key, FipBindingRecord, FipPool, FipRecord, BINDINGS_CHANNEL,
+    FIPS_CHANNEL, POOLS_CHANNEL,
+};
 use crate::records::{
     self, EndpointRecord, NetworkDef, NetworkSettings, RangeEntry, Records, RemovedPeer,
     SpaceRequest, Want,
@@ -147,7 +151,8 @@ pub fn endpoint(
     let IpAddr::V4(v4) = rec.ip else {
         return Err("endpoint address is not IPv4".into());
     };
-    if let Some(net) = net {
+    let macvlan = rec.version.as_deref() == Some(records::MACVLAN_MARK);
+    if let Some(net) = net.filter(|_| !macvlan) {
         check(net.subnet.contains(&v4), || {
             format!("{v4} is outside network {}'s subnet", net.id)
         })?;
@@ -445,6 +450,93 @@ impl Guards {
             spec::check_qos(q).map_err(|e| e.0)
         })
     }
+}
+
+/// The edge's channels (see [`crate::edge`]): a pool only under its own
+/// key and by the host it names; a floating IP under its own key, inside a
+/// pool known here, written by the host it names as last writer, with its
+/// services on distinct public ports. Any member may associate (the
+/// operator works from any host).
+impl Guards {
+    pub fn fip_pools() -> LwwMap<String, FipPool> {
+        guard(POOLS_CHANNEL, |key, p: &FipPool, writer, _, _| {
+            fip_pool(key, p, writer)
+        })
+    }
+
+    pub fn fip_bindings(pools: Records<FipPool>) -> LwwMap<String, FipBindingRecord> {
+        guard(
+            BINDINGS_CHANNEL,
+            move |key, b: &FipBindingRecord, writer, _, _| {
+                fip_binding(key, b, writer, &records::live(&pools))
+            },
+        )
+    }
+
+    pub fn fips(pools: Records<FipPool>) -> LwwMap<String, FipRecord> {
+        guard(FIPS_CHANNEL, move |key, f: &FipRecord, writer, _, _| {
+            let known = records::live(&pools);
+            fip_record(key, f, writer, &known)
+        })
+    }
+}
+
+pub fn fip_pool(key: &str, p: &FipPool, writer: &PeerId) -> Verdict {
+    check(key == pool_key(&p.cidr), || {
+        format!("key {key:?} does not match the pool")
+    })?;
+    check(p.cidr.trunc() == p.cidr, || {
+        format!("pool {} has host bits", p.cidr)
+    })?;
+    check(p.created_by == writer_hex(writer), || {
+        format!("pool {key:?} names another host as its creator")
+    })
+}
+
+pub fn fip_record(
+    key: &str,
+    f: &FipRecord,
+    writer: &PeerId,
+    pools: &std::collections::BTreeMap<String, FipPool>,
+) -> Verdict {
+    check(key == fip_key(f.addr), || {
+        format!("key {key:?} does not match the floating IP")
+    })?;
+    check(f.updated_by == writer_hex(writer), || {
+        format!("floating IP {key:?} names another host as its writer")
+    })?;
+    in_a_pool(f.addr, pools)
+}
+
+fn in_a_pool(
+    addr: std::net::Ipv4Addr,
+    pools: &std::collections::BTreeMap<String, FipPool>,
+) -> Verdict {
+    check(pools.values().any(|p| p.cidr.contains(&addr)), || {
+        format!("floating IP {addr} is in no pool known here")
+    })
+}
+
+/// An association: under its own key, by the host it names, to a port.
+pub fn fip_binding(
+    key: &str,
+    b: &FipBindingRecord,
+    writer: &PeerId,
+    pools: &std::collections::BTreeMap<String, FipPool>,
+) -> Verdict {
+    check(
+        key == binding_key(b.addr, &b.binding.network, &b.binding.service),
+        || format!("key {key:?} does not match the association"),
+    )?;
+    check(b.updated_by == writer_hex(writer), || {
+        format!("association {key:?} names another host as its writer")
+    })?;
+    networks::validate_network_id(&b.binding.network).map_err(|e| e.to_string())?;
+    check(dns_label(&b.binding.service), || {
+        format!("service name {:?} is not a DNS label", b.binding.service)
+    })?;
+    check(b.binding.public_port != 0, || "public port 0".into())?;
+    in_a_pool(b.addr, pools)
 }
 
 /// Detached guarded channels (tests: hosts played without a node).
@@ -752,6 +844,60 @@ mod tests {
         });
         assert_eq!(ch.settings_of("blue"), deny, "a non-creator member may");
         assert_eq!(ch.settings_of("red"), NetworkSettings::default());
+    }
+
+    #[test]
+    fn fip_records_are_checked() {
+        use crate::edge::records::FipBinding;
+        let (a, b) = (id(1), id(2));
+        let cidr: ipnet::Ipv4Net = "198.18.0.0/24".parse().unwrap();
+        let pool = FipPool {
+            cidr,
+            created_by: a.to_hex(),
+        };
+        assert!(fip_pool("198.18.0.0/24", &pool, &a).is_ok());
+        assert!(
+            fip_pool("198.18.0.0/24", &pool, &b).is_err(),
+            "another creator"
+        );
+        assert!(fip_pool("10.0.0.0/8", &pool, &a).is_err(), "wrong key");
+        let pools: BTreeMap<String, FipPool> = [(pool_key(&cidr), pool)].into();
+        let f = FipRecord {
+            addr: "198.18.0.200".parse().unwrap(),
+            updated_by: b.to_hex(),
+        };
+        assert!(fip_record("198.18.0.200", &f, &b, &pools).is_ok());
+        assert!(
+            fip_record("198.18.0.200", &f, &a, &pools).is_err(),
+            "writer"
+        );
+        assert!(fip_record("198.18.0.201", &f, &b, &pools).is_err(), "key");
+        let outside = FipRecord {
+            addr: "10.0.0.1".parse().unwrap(),
+            ..f.clone()
+        };
+        assert!(
+            fip_record("10.0.0.1", &outside, &b, &pools).is_err(),
+            "no pool"
+        );
+        let mut bind = FipBindingRecord {
+            addr: f.addr,
+            binding: FipBinding {
+                network: "blue".into(),
+                service: "web".into(),
+                public_port: 80,
+            },
+            updated_by: b.to_hex(),
+        };
+        let key = binding_key(f.addr, "blue", "web");
+        assert!(fip_binding(&key, &bind, &b, &pools).is_ok());
+        assert!(fip_binding(&key, &bind, &a, &pools).is_err(), "writer");
+        assert!(
+            fip_binding("198.18.0.200/blue/api", &bind, &b, &pools).is_err(),
+            "key"
+        );
+        bind.binding.public_port = 0;
+        assert!(fip_binding(&key, &bind, &b, &pools).is_err(), "port 0");
     }
 
     #[test]

@@ -221,6 +221,8 @@ pub fn run(opts: &Options, stop: &AtomicBool) -> Result<Report> {
             name: Some(format!("c{}", i + 1)),
             version: None,
             labels: Default::default(),
+            mode: None,
+            parent: None,
         };
         let attached = Instant::now();
         let a = crate::wait_for(Duration::from_secs(10), || {

@@ -35,9 +35,14 @@ impl Liveness {
     /// Hosts whose heartbeat has stopped. Hosts that never sent one are
     /// left to gossip's own liveness.
     pub fn stale(&self, now: Instant) -> BTreeSet<String> {
+        self.stale_after(now, STALE_AFTER)
+    }
+
+    /// Hosts whose counter has not moved for longer than `after`.
+    pub fn stale_after(&self, now: Instant, after: Duration) -> BTreeSet<String> {
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         seen.iter()
-            .filter(|(_, (_, at))| now.saturating_duration_since(*at) > STALE_AFTER)
+            .filter(|(_, (_, at))| now.saturating_duration_since(*at) > after)
             .map(|(h, _)| h.clone())
             .collect()
     }

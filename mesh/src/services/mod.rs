@@ -137,7 +137,7 @@ impl Services {
 
     /// Finds the service `name`; `network` is needed only when the name
     /// exists on several networks.
-    fn find(&self, name: &str, network: Option<&str>) -> Result<ServiceDef, ApiError> {
+    pub fn find(&self, name: &str, network: Option<&str>) -> Result<ServiceDef, ApiError> {
         let found: Vec<ServiceDef> = self
             .all()
             .into_values()

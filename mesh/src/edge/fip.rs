@@ -1,0 +1,496 @@
+//! Floating-IP rules, pure: who holds an address, which address is free,
+//! and whether an association is allowed. Every host computes the same
+//! answers from the same records and the same view of who is up.
+
+use ipnet::Ipv4Net;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use super::records::{fip_key, Fip, FipBinding, FipBindingRecord, FipPool, FipRecord};
+
+/// A host that may hold addresses of a pool: it has an underlay address
+/// in the pool's subnet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub id: String,
+    pub underlay: Ipv4Addr,
+}
+
+/// The pool `addr` belongs to.
+pub fn pool_of(pools: &BTreeMap<String, FipPool>, addr: Ipv4Addr) -> Option<&FipPool> {
+    pools.values().find(|p| p.cidr.contains(&addr))
+}
+
+/// The hosts that may hold addresses of `pool`.
+pub fn candidates<'a>(pool: &FipPool, hosts: &'a [Candidate]) -> Vec<&'a Candidate> {
+    hosts
+        .iter()
+        .filter(|h| pool.cidr.contains(&h.underlay))
+        .collect()
+}
+
+/// Rendezvous score of `host` for `addr` (highest wins): stable across
+/// hosts and releases, and moving only the addresses of a host that leaves.
+fn score(addr: Ipv4Addr, host: &str) -> [u8; 32] {
+    let mut input = addr.octets().to_vec();
+    input.extend_from_slice(host.as_bytes());
+    let d = ring::digest::digest(&ring::digest::SHA256, &input);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// Who answers for `addr`: the best-scored of `live` among `candidates`,
+/// provided `supporting` (the candidates this host hears from) are a
+/// strict majority of all candidates, so at most one side of a partition
+/// can choose at all.
+pub fn holder(
+    addr: Ipv4Addr,
+    candidates: &[&Candidate],
+    live: &BTreeSet<String>,
+    supporting: &BTreeSet<String>,
+) -> Option<String> {
+    let support = candidates
+        .iter()
+        .filter(|c| supporting.contains(&c.id))
+        .count();
+    if support * 2 <= candidates.len() {
+        return None;
+    }
+    candidates
+        .iter()
+        .filter(|c| live.contains(&c.id))
+        .max_by_key(|c| score(addr, &c.id))
+        .map(|c| c.id.clone())
+}
+
+/// How long a host that becomes the holder while the previous one may
+/// still answer (it came back, or this host just started) waits before it
+/// answers: long enough for the previous holder to learn it has been
+/// displaced (a heartbeat, [`crate::services::liveness::BEAT`], plus
+/// gossip). A holder that is gone is replaced at once.
+pub const HANDOVER: Duration = Duration::from_millis(2500);
+
+/// What this host remembers between rounds, so that it never answers for
+/// an address while another host may still do so.
+#[derive(Debug, Default)]
+pub struct Handover {
+    /// The last holder other than this host seen for each address (`None`:
+    /// nobody, or not known).
+    last_other: BTreeMap<Ipv4Addr, Option<String>>,
+    /// Since when this host has been the holder, without answering yet.
+    pending: BTreeMap<Ipv4Addr, Instant>,
+    held: BTreeSet<Ipv4Addr>,
+}
+
+impl Handover {
+    /// The addresses this host answers for now, given who holds what
+    /// (`holders`) and who is live.
+    pub fn step(
+        &mut self,
+        me: &str,
+        holders: &BTreeMap<Ipv4Addr, Option<String>>,
+        live: &BTreeSet<String>,
+        now: Instant,
+    ) -> BTreeSet<Ipv4Addr> {
+        let mut held = BTreeSet::new();
+        for (addr, h) in holders {
+            if h.as_deref() != Some(me) {
+                self.pending.remove(addr);
+                self.last_other.insert(*addr, h.clone());
+                continue;
+            }
+            let previous_gone = matches!(
+                self.last_other.get(addr),
+                Some(Some(prev)) if !live.contains(prev)
+            );
+            let since = *self.pending.entry(*addr).or_insert(now);
+            if self.held.contains(addr)
+                || previous_gone
+                || now.saturating_duration_since(since) >= HANDOVER
+            {
+                held.insert(*addr);
+            }
+        }
+        self.pending.retain(|a, _| holders.contains_key(a));
+        self.last_other.retain(|a, _| holders.contains_key(a));
+        self.held = held.clone();
+        held
+    }
+}
+
+/// Addresses of a pool that may float: not the subnet's network or
+/// broadcast address (for pools shorter than /31), not a host's own.
+fn usable(cidr: &Ipv4Net) -> impl Iterator<Item = Ipv4Addr> {
+    let (first, last) = (u32::from(cidr.network()), u32::from(cidr.broadcast()));
+    let (first, last) = if cidr.prefix_len() < 31 {
+        (first + 1, last - 1)
+    } else {
+        (first, last)
+    };
+    (first..=last).map(Ipv4Addr::from)
+}
+
+/// The floating IPs with the associations in effect: in key order, one
+/// that would take a public port already taken on its FIP, or give a
+/// service a second FIP, is ignored, so every host resolves associations
+/// written at once on different hosts the same way.
+pub fn effective(
+    fips: &BTreeMap<String, FipRecord>,
+    bindings: &BTreeMap<String, FipBindingRecord>,
+) -> BTreeMap<String, Fip> {
+    let mut out: BTreeMap<String, Fip> = fips
+        .values()
+        .map(|f| {
+            (
+                fip_key(f.addr),
+                Fip {
+                    addr: f.addr,
+                    bindings: Vec::new(),
+                },
+            )
+        })
+        .collect();
+    let mut bound: BTreeSet<(String, String)> = BTreeSet::new();
+    for b in bindings.values() {
+        let service = (b.binding.network.clone(), b.binding.service.clone());
+        let Some(f) = out.get_mut(&fip_key(b.addr)) else {
+            continue;
+        };
+        if bound.contains(&service)
+            || f.bindings
+                .iter()
+                .any(|x| x.public_port == b.binding.public_port)
+        {
+            continue;
+        }
+        bound.insert(service);
+        f.bindings.push(b.binding.clone());
+    }
+    out
+}
+
+/// The lowest free address of any pool.
+pub fn pick_free(
+    pools: &BTreeMap<String, FipPool>,
+    fips: &BTreeMap<String, Fip>,
+    hosts: &[Candidate],
+) -> Option<Ipv4Addr> {
+    let taken: BTreeSet<Ipv4Addr> = fips
+        .values()
+        .map(|f| f.addr)
+        .chain(hosts.iter().map(|h| h.underlay))
+        .collect();
+    pools
+        .values()
+        .flat_map(|p| usable(&p.cidr))
+        .find(|a| !taken.contains(a))
+}
+
+/// Why an address cannot be taken, or an association made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FipError {
+    #[error("{0} is in no floating-IP pool (see `meshctl fip pool add`)")]
+    NotInPool(Ipv4Addr),
+    #[error("{0} is already a floating IP")]
+    InUse(Ipv4Addr),
+    #[error("{0} is the underlay address of a host")]
+    HostAddress(Ipv4Addr),
+    #[error("{addr} already fronts {service} ({network}) on port {port}")]
+    PortClash {
+        addr: Ipv4Addr,
+        port: u16,
+        service: String,
+        network: String,
+    },
+    #[error("service {service} ({network}) already has floating IP {other}")]
+    AlreadyAssociated {
+        service: String,
+        network: String,
+        other: Ipv4Addr,
+    },
+    #[error("pool {0} overlaps pool {1}")]
+    Overlap(Ipv4Net, Ipv4Net),
+}
+
+/// Checks that `addr` may become a floating IP.
+pub fn check_new(
+    addr: Ipv4Addr,
+    pools: &BTreeMap<String, FipPool>,
+    fips: &BTreeMap<String, Fip>,
+    hosts: &[Candidate],
+) -> Result<(), FipError> {
+    pool_of(pools, addr).ok_or(FipError::NotInPool(addr))?;
+    if fips.values().any(|f| f.addr == addr) {
+        return Err(FipError::InUse(addr));
+    }
+    if hosts.iter().any(|h| h.underlay == addr) {
+        return Err(FipError::HostAddress(addr));
+    }
+    Ok(())
+}
+
+/// Checks that `binding` may be added to `fip`: its public port is free
+/// there and the service has no other floating IP.
+pub fn check_binding(
+    fip: &Fip,
+    binding: &FipBinding,
+    fips: &BTreeMap<String, Fip>,
+) -> Result<(), FipError> {
+    for f in fips.values() {
+        for b in &f.bindings {
+            let same = b.network == binding.network && b.service == binding.service;
+            if same && f.addr != fip.addr {
+                return Err(FipError::AlreadyAssociated {
+                    service: b.service.clone(),
+                    network: b.network.clone(),
+                    other: f.addr,
+                });
+            }
+            if f.addr == fip.addr && !same && b.public_port == binding.public_port {
+                return Err(FipError::PortClash {
+                    addr: fip.addr,
+                    port: b.public_port,
+                    service: b.service.clone(),
+                    network: b.network.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks that a new pool overlaps no existing one.
+pub fn check_pool(cidr: Ipv4Net, pools: &BTreeMap<String, FipPool>) -> Result<(), FipError> {
+    match pools
+        .values()
+        .find(|p| p.cidr.contains(&cidr.network()) || cidr.contains(&p.cidr.network()))
+    {
+        Some(p) => Err(FipError::Overlap(cidr, p.cidr)),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(id: &str, last: u8) -> Candidate {
+        Candidate {
+            id: id.into(),
+            underlay: Ipv4Addr::new(198, 18, 0, last),
+        }
+    }
+
+    fn set(ids: &[&str]) -> BTreeSet<String> {
+        ids.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn pools() -> BTreeMap<String, FipPool> {
+        let cidr: Ipv4Net = "198.18.0.0/24".parse().unwrap();
+        [(
+            cidr.to_string(),
+            FipPool {
+                cidr,
+                created_by: "a".into(),
+            },
+        )]
+        .into()
+    }
+
+    #[test]
+    fn one_holder_and_only_with_a_majority() {
+        let hosts = [c("a", 1), c("b", 2), c("c", 3), c("x", 9)];
+        let outside = Candidate {
+            id: "y".into(),
+            underlay: Ipv4Addr::new(10, 0, 0, 1),
+        };
+        let pool = &pools()["198.18.0.0/24"];
+        let all: Vec<Candidate> = hosts.iter().cloned().chain([outside]).collect();
+        let cands = candidates(pool, &all);
+        assert_eq!(
+            cands.len(),
+            4,
+            "the host outside the subnet is no candidate"
+        );
+        let fip = Ipv4Addr::new(198, 18, 0, 200);
+        let everyone = set(&["a", "b", "c", "x"]);
+        let h = holder(fip, &cands, &everyone, &everyone).unwrap();
+        // Every host with the same view agrees; without the holder, another.
+        let mut rest = everyone.clone();
+        rest.remove(&h);
+        let h2 = holder(fip, &cands, &rest, &rest).unwrap();
+        assert_ne!(h, h2);
+        // Two of four is no majority: that side holds nothing.
+        let half = set(&["a", "b"]);
+        assert_eq!(holder(fip, &cands, &half, &half), None);
+        // Holders spread over hosts for different addresses.
+        let holders: BTreeSet<String> = (1..=40)
+            .filter_map(|i| holder(Ipv4Addr::new(198, 18, 0, i), &cands, &everyone, &everyone))
+            .collect();
+        assert!(holders.len() > 1);
+    }
+
+    #[test]
+    fn free_addresses_skip_hosts_fips_and_the_subnet_edges() {
+        let hosts = [c("a", 1), c("b", 2)];
+        let mut fips = BTreeMap::new();
+        assert_eq!(
+            pick_free(&pools(), &fips, &hosts),
+            Some(Ipv4Addr::new(198, 18, 0, 3))
+        );
+        let addr = Ipv4Addr::new(198, 18, 0, 3);
+        fips.insert(
+            fip_key(addr),
+            Fip {
+                addr,
+                bindings: vec![],
+            },
+        );
+        assert_eq!(
+            pick_free(&pools(), &fips, &hosts),
+            Some(Ipv4Addr::new(198, 18, 0, 4))
+        );
+        assert_eq!(
+            check_new(addr, &pools(), &fips, &hosts),
+            Err(FipError::InUse(addr))
+        );
+        let outside = Ipv4Addr::new(10, 1, 1, 1);
+        assert_eq!(
+            check_new(outside, &pools(), &fips, &hosts),
+            Err(FipError::NotInPool(outside))
+        );
+        assert!(check_new(Ipv4Addr::new(198, 18, 0, 1), &pools(), &fips, &hosts).is_err());
+        assert!(check_pool("198.18.0.128/25".parse().unwrap(), &pools()).is_err());
+        assert!(check_pool("198.19.0.0/24".parse().unwrap(), &pools()).is_ok());
+    }
+
+    use super::super::records::fip_key;
+
+    #[test]
+    fn a_gone_holder_is_replaced_at_once_a_live_one_only_after_the_handover() {
+        let fip = Ipv4Addr::new(198, 18, 0, 200);
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let holders = |h: Option<&str>| -> BTreeMap<Ipv4Addr, Option<String>> {
+            [(fip, h.map(String::from))].into()
+        };
+        // b saw a hold it; a dies (not live): b takes over at once.
+        let mut b = Handover::default();
+        assert!(b
+            .step("b", &holders(Some("a")), &set(&["a", "b"]), at(0))
+            .is_empty());
+        assert_eq!(
+            b.step("b", &holders(Some("b")), &set(&["b"]), at(10)),
+            [fip].into()
+        );
+        // a comes back and is the holder again: b lets go at once…
+        assert!(b
+            .step("b", &holders(Some("a")), &set(&["a", "b"]), at(20))
+            .is_empty());
+        // …while a, just started (it knows no previous holder), waits.
+        let mut a = Handover::default();
+        assert!(a
+            .step("a", &holders(Some("a")), &set(&["a", "b"]), at(0))
+            .is_empty());
+        assert!(a
+            .step("a", &holders(Some("a")), &set(&["a", "b"]), at(2000))
+            .is_empty());
+        assert_eq!(
+            a.step("a", &holders(Some("a")), &set(&["a", "b"]), at(2600)),
+            [fip].into()
+        );
+        // Once held, kept while it stays the holder; lost without a majority.
+        assert_eq!(
+            a.step("a", &holders(Some("a")), &set(&["a"]), at(2700)),
+            [fip].into()
+        );
+        assert!(a
+            .step("a", &holders(None), &set(&["a"]), at(2800))
+            .is_empty());
+        // The majority regained, a waits again (nobody known before).
+        assert!(a
+            .step("a", &holders(Some("a")), &set(&["a", "b"]), at(2900))
+            .is_empty());
+    }
+
+    #[test]
+    fn one_fip_per_service_and_one_service_per_port() {
+        let b = |svc: &str, port| FipBinding {
+            network: "blue".into(),
+            service: svc.into(),
+            public_port: port,
+        };
+        let f1 = Fip {
+            addr: Ipv4Addr::new(198, 18, 0, 10),
+            bindings: vec![b("web", 80)],
+        };
+        let f2 = Fip {
+            addr: Ipv4Addr::new(198, 18, 0, 11),
+            bindings: vec![],
+        };
+        let fips: BTreeMap<String, Fip> = [
+            (fip_key(f1.addr), f1.clone()),
+            (fip_key(f2.addr), f2.clone()),
+        ]
+        .into();
+        assert!(check_binding(&f1, &b("api", 8080), &fips).is_ok());
+        assert!(matches!(
+            check_binding(&f1, &b("api", 80), &fips),
+            Err(FipError::PortClash { port: 80, .. })
+        ));
+        assert!(matches!(
+            check_binding(&f2, &b("web", 80), &fips),
+            Err(FipError::AlreadyAssociated { .. })
+        ));
+        // Re-associating on the same FIP (a port change) is allowed.
+        assert!(check_binding(&f1, &b("web", 81), &fips).is_ok());
+    }
+
+    #[test]
+    fn associations_made_at_once_resolve_the_same_everywhere() {
+        use super::super::records::binding_key;
+        let rec = |addr: Ipv4Addr| FipRecord {
+            addr,
+            updated_by: "a".into(),
+        };
+        let (a, b) = (Ipv4Addr::new(198, 18, 0, 10), Ipv4Addr::new(198, 18, 0, 11));
+        let fips: BTreeMap<String, FipRecord> = [(fip_key(a), rec(a)), (fip_key(b), rec(b))].into();
+        let bind = |addr, svc: &str, port| {
+            (
+                binding_key(addr, "blue", svc),
+                FipBindingRecord {
+                    addr,
+                    binding: FipBinding {
+                        network: "blue".into(),
+                        service: svc.into(),
+                        public_port: port,
+                    },
+                    updated_by: "x".into(),
+                },
+            )
+        };
+        // Two hosts at once: api and web on port 80 of a; web also on b.
+        let bindings: BTreeMap<String, FipBindingRecord> = [
+            bind(a, "web", 80),
+            bind(a, "api", 80),
+            bind(a, "db", 5432),
+            bind(b, "web", 8080),
+            bind(Ipv4Addr::new(198, 18, 0, 99), "gone", 1),
+        ]
+        .into();
+        let e = effective(&fips, &bindings);
+        let names = |addr| -> Vec<String> {
+            e[&fip_key(addr)]
+                .bindings
+                .iter()
+                .map(|x| x.service.clone())
+                .collect()
+        };
+        // Key order: "…10/blue/api" before "…10/blue/web".
+        assert_eq!(names(a), ["api", "db"]);
+        assert_eq!(names(b), ["web"]);
+        assert_eq!(e.len(), 2);
+    }
+}

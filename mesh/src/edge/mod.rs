@@ -1,0 +1,614 @@
+//! The edge of the mesh: how traffic gets in and out.
+//!
+//! - [`records`]: what is replicated (pools, floating IPs),
+//! - [`fip`]: who holds a floating IP and what may be associated (pure),
+//! - [`hostaddr`]: this host's own address on a network (a veth on the
+//!   bridge), and containers' default routes through it,
+//! - [`nft`]: the host's `<prefix>_edge` table (DNAT, masquerade),
+//! - [`arp`]: answering ARP for the floating IPs held here,
+//! - [`ops`]: the API operations.
+//!
+//! [`Edge`] keeps the kernel in line with the records: every change of
+//! them, and every 250 ms (hosts going down change no record).
+//!
+//! A host address exists on a network when this host exposes it, when the
+//! network has egress (the containers' gateway), or when a floating IP
+//! this host may hold fronts a service on it (the holder reaches the
+//! targets from it, and SNATs to it so replies come back).
+
+pub mod arp;
+pub mod fip;
+pub mod hostaddr;
+pub mod nft;
+pub mod ops;
+pub mod records;
+
+use gossip::PeerId;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+use self::fip::Candidate;
+use self::records::{Fip, FipBindingRecord, FipPool, FipRecord, HOST_ADDRESS_MARK};
+use crate::alloc::Allocator;
+use crate::attach::Attacher;
+use crate::isolation::{EdgeOpenings, Isolation};
+use crate::netdev::{format_mac, Netlink};
+use crate::networks;
+use crate::records::{self as rec, Channels, EndpointRecord, NetworkDef, Records};
+use crate::services::liveness::{Liveness, STALE_AFTER};
+use crate::services::{HostsFn, Services};
+use crate::state::{HostAddressState, StateDir};
+
+const TICK: Duration = Duration::from_millis(250);
+/// A holder keeps a floating IP only while it heard, within this window,
+/// from a majority of the pool's hosts. Shorter than [`STALE_AFTER`], after
+/// which the others consider it gone and choose anew, so the side of a
+/// partition without a majority gives an address up before the other side
+/// takes it.
+pub const HOLD_WINDOW: Duration = Duration::from_millis(2500);
+
+/// Members with the address they are reached at: `(peer id hex, address, up)`.
+pub type MembersFn = Arc<dyn Fn() -> Vec<(String, IpAddr, bool)> + Send + Sync>;
+
+/// What was installed last, so unchanged state costs nothing.
+#[derive(Default)]
+struct Programmed {
+    nft: Option<String>,
+    /// (namespace, interface) → gateway of the default route set there.
+    routes: BTreeMap<(PathBuf, String), Ipv4Addr>,
+    responders: BTreeMap<String, arp::Responder>,
+}
+
+pub struct Edge {
+    me: PeerId,
+    prefix: String,
+    mtu: u32,
+    nl: Netlink,
+    state: StateDir,
+    underlay: Option<IpAddr>,
+    pub pools: Records<FipPool>,
+    pub fips: Records<FipRecord>,
+    pub bindings: Records<FipBindingRecord>,
+    channels: Channels,
+    services: Arc<Services>,
+    attacher: Arc<Attacher>,
+    alloc: Arc<Allocator>,
+    hosts: HostsFn,
+    members: MembersFn,
+    isolation: Arc<Isolation>,
+    liveness: Liveness,
+    /// This host's addresses on networks, as in `host-addresses.json`.
+    addresses: Mutex<Vec<HostAddressState>>,
+    programmed: Mutex<Programmed>,
+    handover: Mutex<fip::Handover>,
+    /// Serialises reconciling and the API operations.
+    ops: tokio::sync::Mutex<()>,
+}
+
+/// What [`Edge::new`] needs from the daemon.
+pub struct EdgeParts {
+    pub me: PeerId,
+    pub prefix: String,
+    pub mtu: u32,
+    pub nl: Netlink,
+    pub state: StateDir,
+    /// This host's underlay address (its control address), if specific.
+    pub underlay: Option<IpAddr>,
+    pub pools: Records<FipPool>,
+    pub fips: Records<FipRecord>,
+    pub bindings: Records<FipBindingRecord>,
+    pub channels: Channels,
+    pub services: Arc<Services>,
+    pub attacher: Arc<Attacher>,
+    pub alloc: Arc<Allocator>,
+    pub hosts: HostsFn,
+    pub members: MembersFn,
+    pub isolation: Arc<Isolation>,
+}
+
+impl Edge {
+    pub fn new(p: EdgeParts) -> anyhow::Result<Arc<Edge>> {
+        let addresses = p.state.load_host_addresses()?;
+        for a in &addresses {
+            p.alloc.note_allocated(&a.network, a.ip);
+        }
+        Ok(Arc::new(Edge {
+            me: p.me,
+            prefix: p.prefix,
+            mtu: p.mtu,
+            nl: p.nl,
+            state: p.state,
+            underlay: p.underlay,
+            pools: p.pools,
+            fips: p.fips,
+            bindings: p.bindings,
+            channels: p.channels,
+            services: p.services,
+            attacher: p.attacher,
+            alloc: p.alloc,
+            hosts: p.hosts,
+            members: p.members,
+            isolation: p.isolation,
+            liveness: Liveness::default(),
+            addresses: Mutex::new(addresses),
+            programmed: Mutex::new(Programmed::default()),
+            handover: Mutex::new(fip::Handover::default()),
+            ops: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    fn me_hex(&self) -> String {
+        self.me.to_hex()
+    }
+
+    /// Whether `network` has egress (`network create --egress`, `network set`).
+    fn egress(&self, network: &str) -> bool {
+        self.channels.settings_of(network).egress
+    }
+
+    /// The device names host addresses use here (kept at start).
+    pub fn device_names(&self) -> Vec<String> {
+        self.addresses()
+            .iter()
+            .flat_map(|a| {
+                let w = networks::wire_id(&a.network);
+                [
+                    hostaddr::host_ifname(&self.prefix, w),
+                    hostaddr::bridge_port_name(&self.prefix, w),
+                ]
+            })
+            .collect()
+    }
+
+    /// Endpoint keys of this host's addresses (backed, not stale).
+    pub fn endpoint_keys(&self) -> Vec<String> {
+        self.addresses()
+            .iter()
+            .map(|a| rec::endpoint_key(&a.network, IpAddr::V4(a.ip)))
+            .collect()
+    }
+
+    fn addresses(&self) -> Vec<HostAddressState> {
+        self.addresses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn save_addresses(&self, list: Vec<HostAddressState>) -> anyhow::Result<()> {
+        self.state.save_host_addresses(&list)?;
+        *self.addresses.lock().unwrap_or_else(|p| p.into_inner()) = list;
+        Ok(())
+    }
+
+    /// Every host that is not removed, with its underlay address.
+    fn candidates(&self) -> Vec<Candidate> {
+        let removed = self.channels.removed_hosts();
+        let mut out: Vec<Candidate> = (self.members)()
+            .into_iter()
+            .filter(|(id, _, _)| !removed.contains(id))
+            .filter_map(|(id, addr, _)| match addr {
+                IpAddr::V4(v4) if !v4.is_unspecified() => Some(Candidate { id, underlay: v4 }),
+                _ => None,
+            })
+            .collect();
+        if let Some(IpAddr::V4(me)) = self.underlay {
+            out.push(Candidate {
+                id: self.me_hex(),
+                underlay: me,
+            });
+        }
+        out
+    }
+
+    /// Hosts heard from within [`STALE_AFTER`] (live) and within
+    /// [`HOLD_WINDOW`] (supporting a holder); this host is both.
+    fn views(&self) -> (BTreeSet<String>, BTreeSet<String>) {
+        let now = Instant::now();
+        let beats = rec::live(&self.services.ch.heartbeat);
+        self.liveness.observe(&beats, now);
+        let up: BTreeSet<String> = (self.members)()
+            .into_iter()
+            .filter(|(_, _, up)| *up)
+            .map(|(id, _, _)| id)
+            .collect();
+        let fresh = |within| {
+            let stale = self.liveness.stale_after(now, within);
+            let mut s: BTreeSet<String> = beats
+                .keys()
+                .filter(|h| up.contains(*h) && !stale.contains(*h))
+                .cloned()
+                .collect();
+            s.insert(self.me_hex());
+            s
+        };
+        (fresh(STALE_AFTER), fresh(HOLD_WINDOW))
+    }
+
+    /// The floating IPs with the associations in effect.
+    fn effective(&self) -> BTreeMap<String, Fip> {
+        fip::effective(&rec::live(&self.fips), &rec::live(&self.bindings))
+    }
+
+    /// Each floating IP and who holds it, as this host sees the mesh.
+    fn holders(&self) -> BTreeMap<Ipv4Addr, Option<String>> {
+        self.holders_and_live().0
+    }
+
+    fn holders_and_live(&self) -> (BTreeMap<Ipv4Addr, Option<String>>, BTreeSet<String>) {
+        let pools = rec::live(&self.pools);
+        let cands = self.candidates();
+        let (live, support) = self.views();
+        let holders = rec::live(&self.fips)
+            .into_values()
+            .map(|f| {
+                let h = fip::pool_of(&pools, f.addr).and_then(|p| {
+                    let pc = fip::candidates(p, &cands);
+                    fip::holder(f.addr, &pc, &live, &support)
+                });
+                (f.addr, h)
+            })
+            .collect();
+        (holders, live)
+    }
+
+    /// Follows the records for as long as the daemon runs.
+    pub fn spawn(self: Arc<Self>) {
+        tokio::spawn(async move {
+            let mut rx = (
+                self.fips.subscribe(),
+                self.bindings.subscribe(),
+                self.channels.networks.subscribe(),
+                self.services.ch.services.subscribe(),
+                self.services.ch.health.subscribe(),
+                self.channels.settings.subscribe(),
+            );
+            loop {
+                self.reconcile().await;
+                tokio::select! {
+                    _ = rx.0.changed() => {}
+                    _ = rx.1.changed() => {}
+                    _ = rx.2.changed() => {}
+                    _ = rx.3.changed() => {}
+                    _ = rx.4.changed() => {}
+                    _ = rx.5.changed() => {}
+                    _ = tokio::time::sleep(TICK) => {}
+                }
+            }
+        });
+    }
+
+    pub async fn reconcile(&self) {
+        let _ops = self.ops.lock().await;
+        self.reconcile_locked().await;
+    }
+
+    async fn reconcile_locked(&self) {
+        let me = self.me_hex();
+        let networks: BTreeMap<String, NetworkDef> = rec::live(&self.channels.networks)
+            .into_iter()
+            .filter(|(_, n)| n.allows_host(&me))
+            .collect();
+        let (holders, live) = self.holders_and_live();
+        let held = self
+            .handover
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .step(&me, &holders, &live, Instant::now());
+        let fips = self.effective();
+        // Networks behind a floating IP this host may hold.
+        let pools = rec::live(&self.pools);
+        let cands = self.candidates();
+        let fip_networks: BTreeSet<String> = fips
+            .values()
+            .filter(|f| {
+                fip::pool_of(&pools, f.addr)
+                    .is_some_and(|p| fip::candidates(p, &cands).iter().any(|c| c.id == me))
+            })
+            .flat_map(|f| f.bindings.iter().map(|b| b.network.clone()))
+            .collect();
+        let gateway = |n: &str| self.egress(n) || fip_networks.contains(n);
+        self.sync_addresses(&networks, &gateway).await;
+
+        let addresses = self.addresses();
+        let ifname = |a: &HostAddressState| {
+            hostaddr::host_ifname(&self.prefix, networks::wire_id(&a.network))
+        };
+        let egress: Vec<String> = addresses
+            .iter()
+            .filter(|a| self.egress(&a.network))
+            .map(ifname)
+            .collect();
+        let openings = EdgeOpenings {
+            egress: egress.clone(),
+            exposed: addresses.iter().filter(|a| a.exposed).map(ifname).collect(),
+        };
+        if let Err(e) = self.isolation.set_edge(openings) {
+            warn!("cannot open the isolation table for the edge: {e:#}");
+        }
+        if !held.is_empty() || !egress.is_empty() {
+            if let Err(e) = hostaddr::enable_forwarding() {
+                warn!("cannot enable forwarding: {e:#}");
+            }
+        }
+        let forwards = self.forwards(&fips, &held);
+        let script = nft::ruleset(
+            &self.prefix,
+            &held.iter().copied().collect::<Vec<_>>(),
+            &forwards,
+            &egress,
+        );
+        let changed = {
+            let p = self.programmed.lock().unwrap_or_else(|p| p.into_inner());
+            p.nft.as_ref() != Some(&script)
+        };
+        if changed {
+            let text = script.clone();
+            let ok = match tokio::task::spawn_blocking(move || nft::apply(&text)).await {
+                Ok(Ok(())) => true,
+                Ok(Err(e)) => {
+                    warn!("cannot install the edge table: {e:#}");
+                    false
+                }
+                Err(e) => {
+                    warn!("edge table task failed: {e}");
+                    false
+                }
+            };
+            self.programmed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .nft = ok.then_some(script);
+        }
+        self.answer_arp(&pools, &held);
+        self.sync_routes(&addresses).await;
+    }
+
+    /// Creates the host addresses wanted and missing, removes the others.
+    async fn sync_addresses(
+        &self,
+        networks: &BTreeMap<String, NetworkDef>,
+        gateway: &(dyn Fn(&str) -> bool + Sync),
+    ) {
+        let mut list = self.addresses();
+        let before = list.clone();
+        // Networks gone, or neither exposed nor needing a gateway.
+        let mut keep = Vec::new();
+        for a in list.drain(..) {
+            if networks.contains_key(&a.network) && (a.exposed || gateway(&a.network)) {
+                keep.push(a);
+            } else {
+                self.drop_address(&a).await;
+            }
+        }
+        list = keep;
+        for net in networks.values() {
+            if gateway(&net.id) && !list.iter().any(|a| a.network == net.id) {
+                match self.allocate(net).await {
+                    Ok(ip) => list.push(HostAddressState {
+                        network: net.id.clone(),
+                        ip,
+                        exposed: false,
+                    }),
+                    Err(e) => warn!(network = %net.id, "no host address for the gateway: {e}"),
+                }
+            }
+        }
+        if list != before {
+            if let Err(e) = self.save_addresses(list.clone()) {
+                warn!("cannot save the host addresses: {e:#}");
+            }
+        }
+        for a in &list {
+            if let Some(net) = networks.get(&a.network) {
+                if let Err(e) = self.plumb(net, a).await {
+                    warn!(network = %a.network, "cannot set up the host address: {e:#}");
+                }
+            }
+        }
+    }
+
+    async fn allocate(&self, net: &NetworkDef) -> Result<Ipv4Addr, crate::error::ApiError> {
+        let hosts = (self.hosts)();
+        Ok(self.alloc.allocate(net, None, &hosts).await?)
+    }
+
+    /// The devices and the endpoint record of one host address.
+    async fn plumb(&self, net: &NetworkDef, a: &HostAddressState) -> anyhow::Result<()> {
+        let w = networks::wire_id(&net.id);
+        let x = hostaddr::host_ifname(&self.prefix, w);
+        let key = rec::endpoint_key(&net.id, IpAddr::V4(a.ip));
+        let existing = rec::get(&self.channels.endpoints, &key);
+        let mac = match self.nl.link(&x).await? {
+            Some(l)
+                if existing.is_some()
+                    && self
+                        .nl
+                        .link(&hostaddr::bridge_port_name(&self.prefix, w))
+                        .await?
+                        .is_some() =>
+            {
+                l.mac
+            }
+            _ => Some(
+                hostaddr::ensure(
+                    &self.nl,
+                    &self.prefix,
+                    w,
+                    self.mtu,
+                    a.ip,
+                    net.subnet.prefix_len(),
+                )
+                .await?,
+            ),
+        };
+        let record = EndpointRecord {
+            network: net.id.clone(),
+            ip: IpAddr::V4(a.ip),
+            ip6: None,
+            mac: mac.map(|m| format_mac(&m)).unwrap_or_default(),
+            host: self.me_hex(),
+            name: None,
+            version: Some(HOST_ADDRESS_MARK.into()),
+        };
+        if existing.as_ref() != Some(&record) {
+            rec::put(&self.channels.endpoints, self.me, &key, record);
+            info!(network = %net.id, ip = %a.ip, "host address ready");
+        }
+        Ok(())
+    }
+
+    async fn drop_address(&self, a: &HostAddressState) {
+        if let Err(e) =
+            hostaddr::remove(&self.nl, &self.prefix, networks::wire_id(&a.network)).await
+        {
+            warn!(network = %a.network, "cannot remove the host address's devices: {e:#}");
+        }
+        rec::remove(
+            &self.channels.endpoints,
+            self.me,
+            &rec::endpoint_key(&a.network, IpAddr::V4(a.ip)),
+        );
+        self.alloc.release(&a.network, a.ip);
+        info!(network = %a.network, ip = %a.ip, "host address removed");
+    }
+
+    /// The DNAT of each floating IP held here: per binding, the service's
+    /// (first) port and its targets in rotation.
+    fn forwards(
+        &self,
+        fips: &BTreeMap<String, Fip>,
+        held: &BTreeSet<Ipv4Addr>,
+    ) -> Vec<nft::Forward> {
+        let snap = self.services.snapshot();
+        let facts = snap.facts();
+        let mut out = Vec::new();
+        for f in fips.values().filter(|f| held.contains(&f.addr)) {
+            for b in &f.bindings {
+                let Ok(def) = self.services.find(&b.service, Some(&b.network)) else {
+                    continue;
+                };
+                let Some(port) = def.ports.first() else {
+                    continue;
+                };
+                let targets = crate::services::sync::frontends(&def, &facts)
+                    .into_iter()
+                    .find(|fe| fe.port == port.port && fe.protocol == port.protocol)
+                    .map(|fe| fe.backends.iter().map(|be| (be.ip, be.port)).collect())
+                    .unwrap_or_default();
+                out.push(nft::Forward {
+                    fip: f.addr,
+                    port: b.public_port,
+                    protocol: port.protocol,
+                    targets,
+                });
+            }
+        }
+        out
+    }
+
+    /// One ARP responder per underlay interface with addresses held here.
+    fn answer_arp(&self, pools: &BTreeMap<String, FipPool>, held: &BTreeSet<Ipv4Addr>) {
+        let mut per_if: BTreeMap<String, (arp::Underlay, BTreeSet<Ipv4Addr>)> = BTreeMap::new();
+        let mut p = self.programmed.lock().unwrap_or_else(|p| p.into_inner());
+        for addr in held {
+            let Some(pool) = fip::pool_of(pools, *addr) else {
+                continue;
+            };
+            match arp::underlay_in(&pool.cidr) {
+                Ok(Some(u)) => {
+                    per_if
+                        .entry(u.name.clone())
+                        .or_insert_with(|| (u, BTreeSet::new()))
+                        .1
+                        .insert(*addr);
+                }
+                Ok(None) => warn!(%addr, "no interface of this host is in pool {}", pool.cidr),
+                Err(e) => warn!("cannot list interfaces: {e:#}"),
+            }
+        }
+        p.responders
+            .retain(|name, r| per_if.get(name).is_some_and(|(u, _)| *u == r.underlay));
+        for (name, (u, addrs)) in per_if {
+            if !p.responders.contains_key(&name) {
+                match arp::Responder::start(u) {
+                    Ok(r) => {
+                        p.responders.insert(name.clone(), r);
+                    }
+                    Err(e) => {
+                        warn!("cannot answer ARP on {name}: {e:#}");
+                        continue;
+                    }
+                }
+            }
+            let r = &p.responders[&name];
+            let new: Vec<Ipv4Addr> = addrs.difference(&r.held()).copied().collect();
+            r.set(addrs);
+            for addr in new {
+                info!(%addr, interface = %name, "took floating IP over");
+            }
+        }
+    }
+
+    /// Containers on egress networks route by default through their host.
+    async fn sync_routes(&self, addresses: &[HostAddressState]) {
+        let mut desired: BTreeMap<(PathBuf, String), Ipv4Addr> = BTreeMap::new();
+        for r in self.attacher.records() {
+            let a = &r.attachment;
+            if !self.egress(&a.network) || crate::attach::is_macvlan(&r) {
+                continue;
+            }
+            if let Some(h) = addresses.iter().find(|h| h.network == a.network) {
+                desired
+                    .entry((PathBuf::from(&a.netns), a.ifname.clone()))
+                    .or_insert(h.ip);
+            }
+        }
+        let programmed = self
+            .programmed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .routes
+            .clone();
+        let mut now = programmed.clone();
+        for (k, gw) in &desired {
+            if programmed.get(k) == Some(gw) {
+                continue;
+            }
+            let (ns, ifname, gw) = (k.0.clone(), k.1.clone(), *gw);
+            match tokio::task::spawn_blocking(move || {
+                hostaddr::set_default_route(&ns, &ifname, Some(gw), None)
+            })
+            .await
+            {
+                Ok(Ok(())) => {
+                    now.insert(k.clone(), gw);
+                }
+                Ok(Err(e)) => warn!("cannot set a container's default route: {e:#}"),
+                Err(e) => warn!("route task failed: {e}"),
+            }
+        }
+        for (k, old) in programmed.iter().filter(|(k, _)| !desired.contains_key(*k)) {
+            let (ns, ifname, old) = (k.0.clone(), k.1.clone(), *old);
+            // The namespace may be gone with its container: nothing to undo.
+            let _ = tokio::task::spawn_blocking(move || {
+                hostaddr::set_default_route(&ns, &ifname, None, Some(old))
+            })
+            .await;
+            now.remove(k);
+        }
+        self.programmed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .routes = now;
+    }
+}
+
+/// `meshd --cleanup`: the edge table goes (its devices go with the others).
+pub fn cleanup(prefix: &str) -> anyhow::Result<()> {
+    nft::remove(prefix)
+}
