@@ -564,6 +564,8 @@ pub struct QosEntry {
     pub jitter_ms: Option<f64>,
     #[serde(default)]
     pub loss_percent: Option<f64>,
+}
+
 // ---- The edge: host addresses, floating IPs --------------------------------
 
 /// `meshctl expose NET` / `hide NET`.
