@@ -24,6 +24,9 @@ use crate::records::{self, EndpointRecord, NetworkDef, Records};
 use crate::resolvconf::NetnsEtc;
 use crate::state::{AttachmentRecord, AttachmentStore};
 
+mod runtime;
+pub use runtime::{RuntimeIdentity, RuntimeVeth};
+
 /// How often attachments are checked for a vanished namespace or veth,
 /// besides the check each link-deletion event triggers.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
@@ -154,7 +157,7 @@ impl Attacher {
             dns_server: Some(dns.to_string()),
             dns_search: Some(net.id.clone()),
             container_id: req.container_id.clone(),
-            name: name.clone(),
+            name,
             version: req.version.clone(),
             labels: req.labels.clone(),
         };
@@ -162,10 +165,21 @@ impl Attacher {
             attachment: attachment.clone(),
             netns_dev: target.dev,
             netns_ino: target.ino,
+            runtime_plumbed: false,
         };
         if let Err(e) = self.store.add(rec) {
             return Err(self.undo(&host_if, net, ip, &req.target, e).await);
         }
+        self.announce(&attachment, net, ip, Some(ip6));
+        if let Err(e) = self.etc.write(&attachment.netns, &net.id, dns) {
+            warn!(netns = %attachment.netns, "cannot write the namespace's resolv.conf: {e}");
+        }
+        info!(network = %net.id, netns = %attachment.netns, ip = %attachment.ip, "attached");
+        Ok(attachment)
+    }
+
+    /// Puts the attachment's endpoint record (its DNS name and address).
+    fn announce(&self, a: &Attachment, net: &NetworkDef, ip: Ipv4Addr, ip6: Option<Ipv6Addr>) {
         records::put(
             &self.endpoints,
             self.me,
@@ -173,18 +187,13 @@ impl Attacher {
             EndpointRecord {
                 network: net.id.clone(),
                 ip: IpAddr::V4(ip),
-                ip6: Some(ip6),
-                mac: attachment.mac.clone(),
+                ip6,
+                mac: a.mac.clone(),
                 host: self.me.to_hex(),
-                name,
-                version: req.version.clone(),
+                name: a.name.clone(),
+                version: a.version.clone(),
             },
         );
-        if let Err(e) = self.etc.write(&attachment.netns, &net.id, dns) {
-            warn!(netns = %attachment.netns, "cannot write the namespace's resolv.conf: {e}");
-        }
-        info!(network = %net.id, netns = %attachment.netns, ip = %attachment.ip, "attached");
-        Ok(attachment)
     }
 
     /// Undoes a failed attach: deleting the host end removes the pair,
@@ -356,7 +365,7 @@ impl Attacher {
         let links: BTreeSet<String> = self.nl.links().await?.into_iter().map(|l| l.name).collect();
         self.drop_where(|rec| {
             let keep = links.contains(&rec.attachment.host_ifname)
-                && namespace_of(rec).still_exists()
+                && (rec.runtime_plumbed || namespace_of(rec).still_exists())
                 && networks.contains_key(&rec.attachment.network);
             if !keep {
                 info!(network = %rec.attachment.network, netns = %rec.attachment.netns, "dropping stale attachment");
@@ -441,7 +450,7 @@ fn default_name(req: &api::AttachRequest, target: &NetnsTarget) -> Option<String
     dns_label_from(&raw)
 }
 
-fn dns_label_from(raw: &str) -> Option<String> {
+pub(crate) fn dns_label_from(raw: &str) -> Option<String> {
     let label: String = raw
         .to_ascii_lowercase()
         .chars()

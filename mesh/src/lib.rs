@@ -31,6 +31,7 @@ pub mod state;
 // Wiring and the edges.
 pub mod config;
 pub mod daemon;
+pub mod docker;
 pub mod error;
 pub mod metrics;
 pub mod server;
