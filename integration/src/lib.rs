@@ -14,6 +14,7 @@
 
 pub mod bench;
 pub mod cnitool;
+pub mod docker;
 pub mod scale;
 pub mod svcbench;
 
@@ -36,6 +37,8 @@ pub struct Host {
     pub state_dir: PathBuf,
     pub socket: PathBuf,
     pub log: PathBuf,
+    /// More `meshd` flags for this host (e.g. the Docker plugin's).
+    pub extra_args: Vec<String>,
     daemon: Option<Child>,
 }
 
@@ -194,6 +197,7 @@ impl Lab {
             name,
             netns,
             underlay_ip: addr,
+            extra_args: Vec::new(),
             daemon: None,
         });
         Ok(())
@@ -241,6 +245,7 @@ impl Lab {
                 &h.name,
             ],
         );
+        cmd.args(&h.extra_args);
         cmd.env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
