@@ -381,6 +381,24 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// The packaged default config documents every key: uncommented, it
+    /// parses (no stale key) and sets every field (no key missing).
+    #[test]
+    fn packaged_default_config_lists_every_key() {
+        let text: String = include_str!("../../packaging/meshd.toml")
+            .lines()
+            .filter_map(|l| l.strip_prefix('#'))
+            .filter(|l| l.contains(" = "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let c = FileConfig::parse(&text).unwrap();
+        let all = format!("{c:?}");
+        assert!(
+            !all.contains("None") && !all.contains("[]"),
+            "packaging/meshd.toml lacks a key: {all}"
+        );
+    }
+
     #[test]
     fn unknown_key_is_refused() {
         let err = FileConfig::parse("lisen = \"1.2.3.4:5\"\n").unwrap_err();
