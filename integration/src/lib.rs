@@ -15,6 +15,7 @@
 pub mod bench;
 pub mod cnitool;
 pub mod docker;
+pub mod podman;
 pub mod scale;
 pub mod svcbench;
 

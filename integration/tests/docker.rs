@@ -1,7 +1,8 @@
 //! Docker's network plugin (`meshd --docker-plugin`) on two lab hosts, each
 //! with a private dockerd (see `integration::docker`): `docker run`
 //! containers on both hosts reach each other by DNS name, reach a
-//! container attached by `meshctl attach`, stay connected across a meshd
+//! container attached by `meshctl attach` and one podman started through
+//! CNI, stay connected across a meshd
 //! restart; `docker network inspect` shows the mesh subnet; bad requests
 //! get the protocol's error answer and leave nothing half-attached; the
 //! Docker side goes with `docker network rm`, the mesh network only when
@@ -9,6 +10,7 @@
 //! Docker cannot run.
 
 use integration::docker::{self, Dockerd, IMAGE};
+use integration::podman::{self, Podman};
 use integration::{test_lab, wait_for, Lab};
 use mesh_api::{Attachment, DnsRecord, Network};
 use std::io::{Read, Write};
@@ -164,6 +166,40 @@ fn docker_containers_join_the_mesh_through_the_plugin() {
     lab.wait_ping(&ns, &web1_ip, Duration::from_secs(20))
         .unwrap();
 
+    // And one podman started through CNI on host 2, where podman can run.
+    let pod = match podman::cannot_run() {
+        None => Some(Podman::new(&lab, NET).expect("podman set up")),
+        Some(why) => {
+            eprintln!("podman part skipped: {why}");
+            None
+        }
+    };
+    if let Some(pod) = &pod {
+        let name = format!("{}-pod", lab.prefix);
+        let net = podman::network_of(1);
+        pod.run(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            &net,
+            "--cap-add",
+            "NET_RAW",
+            podman::IMAGE,
+            "sleep",
+            "300",
+        ])
+        .unwrap();
+        let id = pod.out(&["inspect", "--format", "{{.Id}}", &name]).unwrap();
+        let a = lab
+            .attachments(1)
+            .into_iter()
+            .find(|a| a.container_id.as_deref() == Some(id.as_str()))
+            .expect("the podman container is attached on host 2");
+        wait_docker_ping(&d[0], "web1", a.ip.split('/').next().unwrap());
+    }
+
     // Bad requests: the protocol's error answer, nothing half-attached.
     let veths = host_veths(&lab, 0);
     let attached = lab.attachments(0).len();
@@ -250,6 +286,7 @@ fn docker_containers_join_the_mesh_through_the_plugin() {
     // docker network rm: host 2 did not create the mesh network, so it
     // stays; host 1 did, and once nothing uses it, it goes.
     d[1].docker_ok(&["rm", "-f", "web2"]).unwrap();
+    drop(pod); // Its containers go (CNI DEL).
     d[1].docker_ok(&["network", "rm", DNET]).unwrap();
     lab.meshctl(
         1,

@@ -68,13 +68,18 @@ impl Plugin {
         }
         let pool = parse_pool(&v4.pool)?;
         let mut state = self.state.lock().await;
-        if let Some(m) = state.networks.get(&req.network_id) {
-            return Err(ApiError::Conflict(format!(
-                "Docker network {} already maps to mesh network {}",
-                req.network_id, m.mesh
-            )));
-        }
         let nets = self.daemon.network_defs();
+        if let Some(m) = state.networks.get(&req.network_id) {
+            // dockerd may ask again for a network it knows (a restart):
+            // the same answer, as long as the mapping still holds.
+            return match nets.get(&m.mesh) {
+                Some(n) if n.subnet == pool => Ok(()),
+                _ => Err(ApiError::Conflict(format!(
+                    "Docker network {} maps to mesh network {}, which is gone or has another subnet now",
+                    req.network_id, m.mesh
+                ))),
+            };
+        }
         let wanted = req.driver_option(p::NETWORK_OPTION);
         let existing = match &wanted {
             Some(id) => nets.get(id),
