@@ -259,6 +259,40 @@ fn docker_containers_join_the_mesh_through_the_plugin() {
     assert_eq!(host_veths(&lab, 0), veths, "a refused request left a veth");
     assert_eq!(lab.attachments(0).len(), attached);
 
+    // No --subnet, no mesh.network: a fresh mesh network on a free /24,
+    // Docker-made, so it goes with the Docker network.
+    d[0].docker_ok(&[
+        "network",
+        "create",
+        "-d",
+        "mesh",
+        "--ipam-driver",
+        "mesh",
+        "auto",
+    ])
+    .unwrap();
+    let auto = d[0]
+        .docker_ok(&[
+            "network",
+            "inspect",
+            "auto",
+            "--format",
+            "{{(index .IPAM.Config 0).Subnet}}",
+        ])
+        .unwrap();
+    let nets: Vec<Network> = lab.meshctl_json(0, &["network", "list"]).unwrap();
+    let made = nets
+        .iter()
+        .find(|n| n.subnet == auto)
+        .expect("a mesh network for it");
+    assert!(
+        made.id.starts_with("dk") && auto.starts_with("10.200."),
+        "{made:?}"
+    );
+    d[0].docker_ok(&["network", "rm", "auto"]).unwrap();
+    let nets: Vec<Network> = lab.meshctl_json(0, &["network", "list"]).unwrap();
+    assert!(nets.iter().all(|n| n.subnet != auto), "{nets:?}");
+
     // meshd restarts under running containers: they stay connected.
     lab.stop_daemon(0, nix::sys::signal::Signal::SIGTERM)
         .unwrap();
