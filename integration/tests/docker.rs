@@ -250,6 +250,12 @@ fn docker_containers_join_the_mesh_through_the_plugin() {
         msg.contains("nope") && msg.contains("not a mesh network"),
         "{body}"
     );
+    let (status, body) = plugin_call(&lab, 0, "Plugin.Activate", "");
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["Implements"],
+        serde_json::json!(["NetworkDriver", "IpamDriver"])
+    );
     let (status, _) = plugin_call(&lab, 0, "NetworkDriver.Join", "{not json");
     assert_eq!(status, 400);
     assert_eq!(
