@@ -3,13 +3,14 @@
 //! network namespace with `--iptables=false --ip-forward=false
 //! --bridge=none` (as scripts/compose-test.sh runs it), started and stopped
 //! by PID. `unshare --mount` gives it a mount namespace of its own (slave
-//! to the host's), where the host's plugin directory is bind-mounted on
-//! `/run/docker/plugins` and an empty tmpfs hides any system containerd,
-//! so each dockerd finds its own host's meshd as plugin `mesh` and runs
-//! its own containerd.
+//! to the host's) with an empty tmpfs on `/run` (no system containerd,
+//! systemd or plugins in sight; its own roots are in the lab directory),
+//! where the host's plugin directory is bind-mounted on
+//! `/run/docker/plugins`: each dockerd finds its own host's meshd as plugin
+//! `mesh` and runs its own containerd.
 
 use anyhow::{bail, Context, Result};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
@@ -39,9 +40,6 @@ pub fn cannot_run() -> Option<String> {
     }
     if static_busybox().is_none() {
         return Some("no static busybox (apt-get install busybox-static)".into());
-    }
-    if !Path::new("/run/docker/plugins").is_dir() {
-        return Some("/run/docker/plugins does not exist (docker.io creates it)".into());
     }
     None
 }
@@ -90,8 +88,8 @@ impl Dockerd {
         let log = std::fs::File::create(dir.join("dockerd.log"))?;
         let d = dir.display();
         let script = format!(
-            "mount --bind {plugins} /run/docker/plugins && \
-             {{ [ ! -d /run/containerd ] || mount -t tmpfs none /run/containerd; }} && \
+            "mount -t tmpfs -o mode=755 none /run && mkdir -p /run/docker/plugins && \
+             mount --bind {plugins} /run/docker/plugins && \
              exec dockerd --iptables=false --ip-forward=false --ip-masq=false --bridge=none \
                --userland-proxy=false --storage-driver vfs --log-level warn \
                --host unix://{d}/docker.sock --exec-root {d}/exec --pidfile {d}/dockerd.pid \
