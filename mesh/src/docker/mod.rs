@@ -35,6 +35,47 @@ pub struct Plugin {
     state: Mutex<DockerState>,
 }
 
+impl Plugin {
+    /// At start: endpoints whose veth is gone (their container went while
+    /// meshd was down, or they never joined: meshd's start removes veths
+    /// no attachment holds) are forgotten, and their addresses released;
+    /// dockerd's own later calls for them then find nothing to undo.
+    async fn forget_dead_endpoints(&self) {
+        let live: Vec<String> = self
+            .daemon
+            .list_attachments()
+            .await
+            .into_iter()
+            .map(|a| a.host_ifname)
+            .collect();
+        let mut state = self.state.lock().await;
+        let dead: Vec<(String, store::EndpointState)> = state
+            .endpoints
+            .iter()
+            .filter(|(_, e)| !live.contains(&e.veth.host_if))
+            .map(|(id, e)| (id.clone(), e.clone()))
+            .collect();
+        for (id, ep) in dead {
+            let released = self
+                .daemon
+                .release_reservation(crate::api::ReleaseRequest {
+                    network: ep.mesh.clone(),
+                    ip: ep.ip.to_string(),
+                })
+                .await;
+            if let Err(e) = released {
+                if !matches!(e, crate::error::ApiError::NotFound(_)) {
+                    tracing::warn!(endpoint = %id, "cannot release a dead endpoint's address: {e}");
+                }
+            }
+            if let Err(e) = state.commit(&self.dir, |s| s.endpoints.remove(&id)) {
+                tracing::warn!(endpoint = %id, "cannot forget a dead endpoint: {e:#}");
+            }
+            tracing::info!(endpoint = %id, ip = %ep.ip, "forgot a Docker endpoint whose veth is gone");
+        }
+    }
+}
+
 /// Loads the plugin's state and serves the plugin socket in the background.
 pub async fn spawn(daemon: Arc<Daemon>, settings: DockerSettings) -> Result<()> {
     let dir = StateDir::open(&daemon.settings.state_dir)?;
@@ -45,6 +86,7 @@ pub async fn spawn(daemon: Arc<Daemon>, settings: DockerSettings) -> Result<()> 
         engine: engine::Engine::new(settings.docker_host.clone()),
         state: Mutex::new(state),
     });
+    plugin.forget_dead_endpoints().await;
     let listener = crate::server::bind_private_socket(&settings.plugin_socket).await?;
     tracing::info!(socket = %settings.plugin_socket.display(), "serving the Docker network plugin");
     tokio::spawn(async move {
