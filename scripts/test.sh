@@ -8,6 +8,11 @@ bash scripts/deps.sh
 # The lab tests run the meshd and meshctl binaries: build them first.
 cargo build --workspace --bins
 cargo test --workspace -- --test-threads 2
+# The Debian package: build it (the debug binaries above), dpkg -i, check
+# it, purge it. MESH_SKIP_PACKAGE=1 skips it.
+if [ -z "${MESH_SKIP_PACKAGE:-}" ]; then
+  MESH_PACKAGE_PROFILE=${MESH_PACKAGE_PROFILE:-debug} bash scripts/package-test.sh
+fi
 # The compose lab (docker-compose.yml, a private dockerd): only where it can
 # run (root, /dev/net/tun, dockerd or apt-get); MESH_SKIP_COMPOSE=1 skips it.
 if [ -z "${MESH_SKIP_COMPOSE:-}" ] && why=$(bash scripts/compose-test.sh --check); then

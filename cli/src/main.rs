@@ -1,11 +1,11 @@
 //! `meshctl`: the command-line client of `meshd`'s local API.
 //!
-//! - [`args`]: the command line,
+//! - [`args`]: the command line (in the library, see `lib.rs`),
 //! - [`hook`]: the OCI runtime hook,
 //! - [`print`]: text tables and JSON output,
 //! - [`metrics`]: Prometheus text read into samples for `metrics --json`.
 
-mod args;
+use meshctl::args;
 mod hook;
 mod metrics;
 mod print;

@@ -15,6 +15,8 @@
 pub mod bench;
 pub mod cnitool;
 mod outside;
+pub mod docker;
+pub mod podman;
 pub mod scale;
 pub mod svcbench;
 
@@ -37,6 +39,8 @@ pub struct Host {
     pub state_dir: PathBuf,
     pub socket: PathBuf,
     pub log: PathBuf,
+    /// More `meshd` flags for this host (e.g. the Docker plugin's).
+    pub extra_args: Vec<String>,
     daemon: Option<Child>,
 }
 
@@ -195,6 +199,7 @@ impl Lab {
             name,
             netns,
             underlay_ip: addr,
+            extra_args: Vec::new(),
             daemon: None,
         });
         Ok(())
@@ -242,6 +247,7 @@ impl Lab {
                 &h.name,
             ],
         );
+        cmd.args(&h.extra_args);
         cmd.env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

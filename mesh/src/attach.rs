@@ -26,6 +26,8 @@ use crate::state::{AttachmentRecord, AttachmentStore};
 
 mod macvlan;
 pub use macvlan::is_macvlan;
+mod runtime;
+pub use runtime::{RuntimeIdentity, RuntimeVeth};
 
 /// How often attachments are checked for a vanished namespace or veth,
 /// besides the check each link-deletion event triggers.
@@ -168,7 +170,7 @@ impl Attacher {
             dns_server: Some(dns.to_string()),
             dns_search: Some(net.id.clone()),
             container_id: req.container_id.clone(),
-            name: name.clone(),
+            name,
             version: req.version.clone(),
             labels: req.labels.clone(),
         };
@@ -176,10 +178,21 @@ impl Attacher {
             attachment: attachment.clone(),
             netns_dev: target.dev,
             netns_ino: target.ino,
+            runtime_plumbed: false,
         };
         if let Err(e) = self.store.add(rec) {
             return Err(self.undo(&host_if, net, ip, &req.target, e).await);
         }
+        self.announce(&attachment, net, ip, Some(ip6));
+        if let Err(e) = self.etc.write(&attachment.netns, &net.id, dns) {
+            warn!(netns = %attachment.netns, "cannot write the namespace's resolv.conf: {e}");
+        }
+        info!(network = %net.id, netns = %attachment.netns, ip = %attachment.ip, "attached");
+        Ok(attachment)
+    }
+
+    /// Puts the attachment's endpoint record (its DNS name and address).
+    fn announce(&self, a: &Attachment, net: &NetworkDef, ip: Ipv4Addr, ip6: Option<Ipv6Addr>) {
         records::put(
             &self.endpoints,
             self.me,
@@ -187,18 +200,13 @@ impl Attacher {
             EndpointRecord {
                 network: net.id.clone(),
                 ip: IpAddr::V4(ip),
-                ip6: Some(ip6),
-                mac: attachment.mac.clone(),
+                ip6,
+                mac: a.mac.clone(),
                 host: self.me.to_hex(),
-                name,
-                version: req.version.clone(),
+                name: a.name.clone(),
+                version: a.version.clone(),
             },
         );
-        if let Err(e) = self.etc.write(&attachment.netns, &net.id, dns) {
-            warn!(netns = %attachment.netns, "cannot write the namespace's resolv.conf: {e}");
-        }
-        info!(network = %net.id, netns = %attachment.netns, ip = %attachment.ip, "attached");
-        Ok(attachment)
     }
 
     /// Undoes a failed attach: deleting the host end removes the pair,
@@ -383,7 +391,7 @@ impl Attacher {
         let links: BTreeSet<String> = self.nl.links().await?.into_iter().map(|l| l.name).collect();
         self.drop_where(|rec| {
             let keep = (is_macvlan(rec) || links.contains(&rec.attachment.host_ifname))
-                && namespace_of(rec).still_exists()
+                && (rec.runtime_plumbed || namespace_of(rec).still_exists())
                 && networks.contains_key(&rec.attachment.network);
             if !keep {
                 info!(network = %rec.attachment.network, netns = %rec.attachment.netns, "dropping stale attachment");
@@ -468,7 +476,7 @@ fn default_name(req: &api::AttachRequest, target: &NetnsTarget) -> Option<String
     dns_label_from(&raw)
 }
 
-fn dns_label_from(raw: &str) -> Option<String> {
+pub(crate) fn dns_label_from(raw: &str) -> Option<String> {
     let label: String = raw
         .to_ascii_lowercase()
         .chars()

@@ -11,6 +11,10 @@ pub use mesh_api::{DEFAULT_CONTROL_PORT, DEFAULT_SOCKET as DEFAULT_API_SOCKET};
 /// Interface names this daemon creates start with this, so cleanup can find
 /// them: `<prefix>b…` bridges, `<prefix>t…` TAPs, `<prefix>v…` veth host ends.
 pub const DEFAULT_LINK_PREFIX: &str = "ms";
+/// Where dockerd looks for the socket of a network plugin named `mesh`.
+pub const DEFAULT_DOCKER_PLUGIN_SOCKET: &str = "/run/docker/plugins/mesh.sock";
+/// dockerd's API socket, asked for container names and labels.
+pub const DEFAULT_DOCKER_HOST: &str = "/run/docker.sock";
 
 /// `meshd` command line. Every flag may also come from the config file;
 /// flags win.
@@ -62,6 +66,17 @@ pub struct Flags {
     /// Data-plane worker threads per direction (default: one per core).
     #[arg(long)]
     pub dp_workers: Option<usize>,
+    /// Serve Docker's network and IPAM plugin protocol (`docker network
+    /// create -d mesh --ipam-driver mesh …`).
+    #[arg(long)]
+    pub docker_plugin: bool,
+    /// Socket of the Docker plugin (dockerd finds `mesh` by this file name).
+    #[arg(long, value_name = "PATH")]
+    pub docker_plugin_socket: Option<PathBuf>,
+    /// dockerd's API socket, asked for the names and labels of containers
+    /// that join a mesh network.
+    #[arg(long, value_name = "PATH")]
+    pub docker_host: Option<PathBuf>,
     /// Remove every bridge, TAP and veth this daemon created on the host, then exit.
     #[arg(long)]
     pub cleanup: bool,
@@ -83,6 +98,9 @@ pub struct FileConfig {
     pub metrics_listen: Option<SocketAddr>,
     pub cipher: Option<CipherPolicy>,
     pub dp_workers: Option<usize>,
+    pub docker_plugin: Option<bool>,
+    pub docker_plugin_socket: Option<PathBuf>,
+    pub docker_host: Option<PathBuf>,
 }
 
 /// Which data-plane ciphers this host offers its peers.
@@ -144,6 +162,15 @@ pub struct Settings {
     pub cipher: CipherPolicy,
     /// Data-plane workers per direction; `None`: one per core.
     pub dp_workers: Option<usize>,
+    /// The Docker plugin, when it is on.
+    pub docker: Option<DockerSettings>,
+}
+
+/// Where the Docker plugin listens and where it asks dockerd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerSettings {
+    pub plugin_socket: PathBuf,
+    pub docker_host: PathBuf,
 }
 
 impl FileConfig {
@@ -194,7 +221,21 @@ impl Settings {
                 .and_then(|h| h.into_string().ok())
                 .unwrap_or_else(|| "mesh-host".to_string()),
         };
+        let docker =
+            (flags.docker_plugin || file.docker_plugin.unwrap_or(false)).then(|| DockerSettings {
+                plugin_socket: flags
+                    .docker_plugin_socket
+                    .clone()
+                    .or(file.docker_plugin_socket)
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_DOCKER_PLUGIN_SOCKET)),
+                docker_host: flags
+                    .docker_host
+                    .clone()
+                    .or(file.docker_host)
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_DOCKER_HOST)),
+            });
         Ok(Settings {
+            docker,
             state_dir: flags
                 .state_dir
                 .clone()
@@ -306,6 +347,56 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("line 2"), "{msg}");
         assert!(msg.contains("listen"), "{msg}");
+    }
+
+    #[test]
+    fn docker_plugin_is_off_unless_asked_and_flags_win() {
+        let none = Settings::resolve(&Flags::parse_from(["meshd"])).unwrap();
+        assert_eq!(none.docker, None);
+        let dir = std::env::temp_dir().join(format!("meshcfg-dk-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("meshd.toml");
+        std::fs::write(
+            &path,
+            "docker_plugin = true\ndocker_host = \"/x/docker.sock\"\n",
+        )
+        .unwrap();
+        let c = path.to_str().unwrap();
+        let s = Settings::resolve(&Flags::parse_from(["meshd", "-c", c])).unwrap();
+        let d = s.docker.unwrap();
+        assert_eq!(d.plugin_socket, PathBuf::from(DEFAULT_DOCKER_PLUGIN_SOCKET));
+        assert_eq!(d.docker_host, PathBuf::from("/x/docker.sock"));
+        let s = Settings::resolve(&Flags::parse_from([
+            "meshd",
+            "-c",
+            c,
+            "--docker-plugin-socket",
+            "/p/mesh.sock",
+        ]))
+        .unwrap();
+        assert_eq!(
+            s.docker.unwrap().plugin_socket,
+            PathBuf::from("/p/mesh.sock")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The packaged default config documents every key: uncommented, it
+    /// parses (no stale key) and sets every field (no key missing).
+    #[test]
+    fn packaged_default_config_lists_every_key() {
+        let text: String = include_str!("../../packaging/meshd.toml")
+            .lines()
+            .filter_map(|l| l.strip_prefix('#'))
+            .filter(|l| l.contains(" = "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let c = FileConfig::parse(&text).unwrap();
+        let all = format!("{c:?}");
+        assert!(
+            !all.contains("None") && !all.contains("[]"),
+            "packaging/meshd.toml lacks a key: {all}"
+        );
     }
 
     #[test]

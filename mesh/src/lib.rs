@@ -33,6 +33,7 @@ pub mod traffic;
 // Wiring and the edges.
 pub mod config;
 pub mod daemon;
+pub mod docker;
 pub mod error;
 pub mod metrics;
 pub mod server;

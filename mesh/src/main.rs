@@ -53,6 +53,9 @@ async fn run(flags: Flags, settings: Settings) -> Result<()> {
             }
         });
     }
+    if let Some(docker) = daemon.settings.docker.clone() {
+        mesh::docker::spawn(daemon.clone(), docker).await?;
+    }
     let serve = mesh::server::serve(daemon.clone(), &socket);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
@@ -65,5 +68,8 @@ async fn run(flags: Flags, settings: Settings) -> Result<()> {
     // meshd restarts. `meshd --cleanup` removes them.
     daemon.shutdown().await;
     let _ = std::fs::remove_file(&socket);
+    if let Some(docker) = &daemon.settings.docker {
+        let _ = std::fs::remove_file(&docker.plugin_socket);
+    }
     Ok(())
 }

@@ -96,6 +96,23 @@ impl Reservations {
         })
     }
 
+    /// Hands a reservation's address over to an attachment that now holds
+    /// it (Docker's IPAM reserves before the endpoint joins): the
+    /// reservation goes, the address stays allocated and announced.
+    /// `false` if `ip` was not reserved here.
+    pub async fn hand_over(&self, network: &str, ip: Ipv4Addr) -> anyhow::Result<bool> {
+        let mut all = self.list.lock().await;
+        let Some(pos) = all.iter().position(|r| r.network == network && r.ip == ip) else {
+            return Ok(false);
+        };
+        let rec = all.remove(pos);
+        if let Err(e) = self.state.save_reservations(&all) {
+            all.insert(pos, rec);
+            return Err(e);
+        }
+        Ok(true)
+    }
+
     pub async fn release(&self, req: &api::ReleaseRequest) -> Result<api::Reservation, ApiError> {
         let ip: Ipv4Addr = records::parse_ipv4(&req.ip)
             .map_err(|_| ApiError::BadRequest(format!("{:?} is not an IPv4 address", req.ip)))?;

@@ -110,12 +110,20 @@ async fn no_route(uri: Uri) -> ApiError {
 /// Binds the socket with mode 0600 (root-only) and serves until the
 /// process ends. A stale socket file from a crashed run is replaced.
 pub async fn serve(daemon: Arc<Daemon>, path: &std::path::Path) -> Result<()> {
+    let listener = bind_private_socket(path).await?;
+    axum::serve(listener, router(daemon)).await?;
+    Ok(())
+}
+
+/// Binds a root-only (0600) Unix socket at `path`, replacing a stale one
+/// but never one another process still serves.
+pub async fn bind_private_socket(path: &std::path::Path) -> Result<tokio::net::UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     if path.exists() {
         if tokio::net::UnixStream::connect(path).await.is_ok() {
-            anyhow::bail!("another meshd is serving {}", path.display());
+            anyhow::bail!("another process (meshd?) is serving {}", path.display());
         }
         std::fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
     }
@@ -123,10 +131,9 @@ pub async fn serve(daemon: Arc<Daemon>, path: &std::path::Path) -> Result<()> {
     let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
     let listener = tokio::net::UnixListener::bind(path);
     nix::sys::stat::umask(old);
-    let listener = listener.with_context(|| format!("binding API socket {}", path.display()))?;
+    let listener = listener.with_context(|| format!("binding socket {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    axum::serve(listener, router(daemon)).await?;
-    Ok(())
+    Ok(listener)
 }
 
 /// `GET /metrics` alone, over TCP, for a Prometheus scraper.

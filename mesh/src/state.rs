@@ -25,6 +25,11 @@ pub struct AttachmentRecord {
     pub attachment: Attachment,
     pub netns_dev: u64,
     pub netns_ino: u64,
+    /// The runtime (Docker's network plugin protocol) moved the container
+    /// end of the veth itself: meshd never opened the namespace, so only
+    /// the host end proves the attachment alive.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub runtime_plumbed: bool,
 }
 
 impl AttachmentRecord {
@@ -111,7 +116,7 @@ impl StateDir {
         write_atomic(&self.dir.join("channels").join(name), bytes, 0o600)
     }
 
-    fn load_json<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
+    pub(crate) fn load_json<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
         let p = self.dir.join(name);
         match std::fs::read(&p) {
             Ok(b) => serde_json::from_slice(&b)
@@ -122,7 +127,7 @@ impl StateDir {
         }
     }
 
-    fn save_json<T: Serialize>(&self, name: &str, value: &T) -> Result<()> {
+    pub(crate) fn save_json<T: Serialize>(&self, name: &str, value: &T) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(value)?;
         write_atomic(&self.dir.join(name), &bytes, 0o600)
     }
@@ -216,6 +221,31 @@ impl AttachmentStore {
         (removed, saved)
     }
 
+    /// Changes the record whose host-side veth is `host_ifname`; if the
+    /// change cannot be saved, the list stays as it was. Returns the
+    /// changed record, `None` when there is no such attachment.
+    pub fn update(
+        &self,
+        host_ifname: &str,
+        change: impl FnOnce(&mut AttachmentRecord),
+    ) -> Result<Option<AttachmentRecord>> {
+        let mut list = self.lock();
+        let Some(pos) = list
+            .iter()
+            .position(|r| r.attachment.host_ifname == host_ifname)
+        else {
+            return Ok(None);
+        };
+        let old = list[pos].clone();
+        change(&mut list[pos]);
+        let new = list[pos].clone();
+        if let Err(e) = self.save(&list) {
+            list[pos] = old;
+            return Err(e.context("saving the attachment list"));
+        }
+        Ok(Some(new))
+    }
+
     /// Forgets every attachment (`meshd --cleanup`).
     pub fn clear(state: &StateDir) -> Result<()> {
         state.save_json::<Vec<AttachmentRecord>>(ATTACHMENTS, &Vec::new())
@@ -251,6 +281,7 @@ mod tests {
             },
             netns_dev: 4,
             netns_ino: 4026532000,
+            runtime_plumbed: false,
         }
     }
 

@@ -126,6 +126,7 @@ impl Attacher {
             attachment: attachment.clone(),
             netns_dev: target.dev,
             netns_ino: target.ino,
+            runtime_plumbed: false,
         };
         if let Err(e) = self.store.add(rec.clone()) {
             self.remove_macvlan(&rec).await;

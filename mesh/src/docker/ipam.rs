@@ -1,0 +1,272 @@
+//! `IpamDriver.*`: pools are mesh networks' subnets (the pool id is the
+//! subnet itself, so the driver keeps no pool state), addresses are mesh
+//! IPAM reservations, and the gateway Docker insists on is the network's
+//! DNS address, which no container ever gets.
+
+use ipnet::Ipv4Net;
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use super::protocol::{self as p, AddressAnswer, PoolAnswer};
+use super::Plugin;
+use crate::api;
+use crate::error::ApiError;
+use crate::ipam::service_address;
+use crate::records::NetworkDef;
+
+/// Where a self-chosen pool comes from when `--subnet` is not given.
+const AUTO_POOLS: Ipv4Net = match Ipv4Net::new(Ipv4Addr::new(10, 200, 0, 0), 16) {
+    Ok(n) => n,
+    Err(_) => panic!("constant"),
+};
+const AUTO_POOL_LEN: u8 = 24;
+
+pub(super) fn parse_pool(text: &str) -> Result<Ipv4Net, ApiError> {
+    let net: Ipv4Net = text.parse().map_err(|_| {
+        ApiError::BadRequest(format!("pool {text:?} is not an IPv4 subnet (A.B.C.D/LEN)"))
+    })?;
+    if net.trunc() != net {
+        return Err(ApiError::BadRequest(format!(
+            "pool {text}: host bits are set (did you mean {}?)",
+            net.trunc()
+        )));
+    }
+    Ok(net)
+}
+
+/// Picks the pool for a `RequestPool`: the subnet asked for, checked
+/// against the mesh's networks, else that of the network `--ipam-opt
+/// mesh.network=ID` names, else a free /24 of 10.200.0.0/16.
+pub(super) fn choose_pool(
+    asked: &str,
+    hint: Option<&str>,
+    nets: &BTreeMap<String, NetworkDef>,
+) -> Result<Ipv4Net, ApiError> {
+    let named = match hint {
+        Some(id) => Some(nets.get(id).ok_or_else(|| {
+            ApiError::NetworkNotFound(format!(
+                "mesh network {id:?} does not exist; give --subnet to create it"
+            ))
+        })?),
+        None => None,
+    };
+    if asked.is_empty() {
+        if let Some(n) = named {
+            return Ok(n.subnet);
+        }
+        return AUTO_POOLS
+            .subnets(AUTO_POOL_LEN)
+            .map_err(|e| ApiError::Internal(e.into()))?
+            .find(|c| !nets.values().any(|n| overlaps(n.subnet, *c)))
+            .ok_or_else(|| {
+                ApiError::Conflict(format!(
+                    "no free /{AUTO_POOL_LEN} left in {AUTO_POOLS}; give --subnet"
+                ))
+            });
+    }
+    let pool = parse_pool(asked)?;
+    if let Some(n) = named {
+        if n.subnet != pool {
+            return Err(ApiError::Conflict(format!(
+                "pool clash: mesh network {} has subnet {}, not {pool}",
+                n.id, n.subnet
+            )));
+        }
+    }
+    if let Some(n) = nets
+        .values()
+        .find(|n| n.subnet != pool && overlaps(n.subnet, pool))
+    {
+        return Err(ApiError::Conflict(format!(
+            "pool clash: {pool} overlaps mesh network {} ({})",
+            n.id, n.subnet
+        )));
+    }
+    Ok(pool)
+}
+
+fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// The mesh network whose subnet is `pool`.
+pub(super) fn network_of_pool(
+    pool: Ipv4Net,
+    nets: &BTreeMap<String, NetworkDef>,
+) -> Option<&NetworkDef> {
+    nets.values().find(|n| n.subnet == pool)
+}
+
+impl Plugin {
+    pub(super) async fn request_pool(&self, req: p::RequestPool) -> Result<PoolAnswer, ApiError> {
+        if req.v6 {
+            return Err(ApiError::BadRequest(
+                "mesh IPAM hands out IPv4 pools only (mesh networks derive their IPv6 prefix themselves); leave --ipv6 out".into(),
+            ));
+        }
+        if !req.sub_pool.is_empty() {
+            return Err(ApiError::BadRequest(format!(
+                "--ip-range {} is not supported: mesh IPAM serves the whole subnet",
+                req.sub_pool
+            )));
+        }
+        let _state = self.state.lock().await;
+        let nets = self.daemon.network_defs();
+        let pool = choose_pool(
+            &req.pool,
+            req.options.get(p::NETWORK_OPTION).map(String::as_str),
+            &nets,
+        )?;
+        Ok(PoolAnswer {
+            pool_id: pool.to_string(),
+            pool: pool.to_string(),
+            data: BTreeMap::new(),
+        })
+    }
+
+    pub(super) async fn release_pool(&self, req: p::ReleasePool) -> Result<(), ApiError> {
+        // Nothing is kept per pool; still refuse what was never ours.
+        parse_pool(&req.pool_id).map(|_| ())
+    }
+
+    pub(super) async fn request_address(
+        &self,
+        req: p::RequestAddress,
+    ) -> Result<AddressAnswer, ApiError> {
+        let pool = parse_pool(&req.pool_id)?;
+        let answer = |ip: Ipv4Addr| AddressAnswer {
+            address: format!("{ip}/{}", pool.prefix_len()),
+            data: BTreeMap::new(),
+        };
+        let gateway = service_address(pool);
+        if req.options.get(p::ADDRESS_TYPE_OPTION).map(String::as_str)
+            == Some(p::GATEWAY_ADDRESS_TYPE)
+        {
+            if !req.address.is_empty() && req.address != gateway.to_string() {
+                return Err(ApiError::BadRequest(format!(
+                    "mesh networks route nothing through a gateway; {pool}'s gateway is its DNS address {gateway}: leave --gateway out"
+                )));
+            }
+            return Ok(answer(gateway));
+        }
+        let _state = self.state.lock().await;
+        let nets = self.daemon.network_defs();
+        let net = network_of_pool(pool, &nets).ok_or_else(|| {
+            ApiError::NetworkNotFound(format!(
+                "no mesh network has subnet {pool} (is the Docker network's driver mesh?)"
+            ))
+        })?;
+        let got = self
+            .daemon
+            .reserve(api::ReserveRequest {
+                network: net.id.clone(),
+                ip: (!req.address.is_empty()).then(|| req.address.clone()),
+                label: Some("docker".into()),
+            })
+            .await?;
+        let ip = crate::records::parse_ipv4(&got.ip).map_err(|e| {
+            ApiError::Internal(anyhow::anyhow!("reservation answered {:?}: {e}", got.ip))
+        })?;
+        Ok(answer(ip))
+    }
+
+    pub(super) async fn release_address(&self, req: p::ReleaseAddress) -> Result<(), ApiError> {
+        let pool = parse_pool(&req.pool_id)?;
+        if req.address == service_address(pool).to_string() {
+            return Ok(());
+        }
+        let _state = self.state.lock().await;
+        let nets = self.daemon.network_defs();
+        let Some(net) = network_of_pool(pool, &nets) else {
+            return Ok(()); // The network went, and its addresses with it.
+        };
+        match self
+            .daemon
+            .release_reservation(api::ReleaseRequest {
+                network: net.id.clone(),
+                ip: req.address.clone(),
+            })
+            .await
+        {
+            // Handed over to the attachment, which released it on Leave.
+            Ok(_) | Err(ApiError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(id: &str, subnet: &str) -> (String, NetworkDef) {
+        let subnet: Ipv4Net = subnet.parse().unwrap();
+        (
+            id.into(),
+            NetworkDef {
+                id: id.into(),
+                subnet,
+                subnet6: crate::networks::derive_ula(id),
+                created_by: String::new(),
+                labels: Default::default(),
+                hosts: Vec::new(),
+                sealed_secrets: Default::default(),
+            },
+        )
+    }
+
+    #[test]
+    fn pools_are_checked_against_the_mesh() {
+        let nets: BTreeMap<_, _> =
+            [net("web", "10.40.0.0/24"), net("auto", "10.200.0.0/24")].into();
+        // The subnet of an existing network, or a free one.
+        assert_eq!(
+            choose_pool("10.40.0.0/24", None, &nets)
+                .unwrap()
+                .to_string(),
+            "10.40.0.0/24"
+        );
+        assert_eq!(
+            choose_pool("10.41.0.0/24", None, &nets)
+                .unwrap()
+                .to_string(),
+            "10.41.0.0/24"
+        );
+        // Named network: its subnet; a different one is a clash.
+        assert_eq!(
+            choose_pool("", Some("web"), &nets).unwrap().to_string(),
+            "10.40.0.0/24"
+        );
+        let e = choose_pool("10.41.0.0/24", Some("web"), &nets).unwrap_err();
+        assert!(
+            matches!(e, ApiError::Conflict(_)) && e.to_string().contains("pool clash"),
+            "{e}"
+        );
+        assert!(matches!(
+            choose_pool("", Some("nope"), &nets),
+            Err(ApiError::NetworkNotFound(_))
+        ));
+        // Overlap without equality.
+        let e = choose_pool("10.40.0.0/16", None, &nets).unwrap_err();
+        assert!(e.to_string().contains("overlaps mesh network web"), "{e}");
+        // Self-chosen: the first free /24.
+        assert_eq!(
+            choose_pool("", None, &nets).unwrap().to_string(),
+            "10.200.1.0/24"
+        );
+        assert!(matches!(
+            choose_pool("10.40.0.1/24", None, &nets),
+            Err(ApiError::BadRequest(_))
+        ));
+        assert!(matches!(
+            choose_pool("bogus", None, &nets),
+            Err(ApiError::BadRequest(_))
+        ));
+        assert_eq!(
+            network_of_pool("10.40.0.0/24".parse().unwrap(), &nets)
+                .unwrap()
+                .id,
+            "web"
+        );
+    }
+}
