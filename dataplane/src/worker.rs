@@ -162,7 +162,11 @@ pub(crate) fn run(io: WorkerIo) {
     let mut version = u64::MAX;
     let mut mine = MyQueues::default();
     let mut last_traffic: Option<Instant> = None;
-    let mut held = DelayQueue::new(DELAY_QUEUE_FRAMES, 0x9e37_79b9 ^ io.index as u64);
+    // Loss and jitter draws differ per worker, host and run.
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0x9e37_79b9, |d| d.as_nanos() as u64);
+    let mut held = DelayQueue::new(DELAY_QUEUE_FRAMES, seed ^ (io.index as u64) << 56);
     let mut hairpin = Vec::with_capacity(VNET_HDR_LEN + MAX_TAP_FRAME);
 
     while !io.wake.stop.load(Ordering::Acquire) {

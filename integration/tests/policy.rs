@@ -85,10 +85,6 @@ impl World {
             }
         })
         .unwrap_or_else(|e| {
-            if std::env::var_os("HOLD").is_some() {
-                eprintln!("HOLDING: {e:#}");
-                std::thread::sleep(Duration::from_secs(900));
-            }
             self.lab.dump_logs();
             panic!("{e:#}")
         });

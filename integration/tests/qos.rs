@@ -13,7 +13,8 @@ fn bare(cidr: &str) -> String {
     cidr.split('/').next().unwrap().to_string()
 }
 
-/// Average RTT in ms and loss in percent of `count` pings at `interval` s.
+/// Minimum RTT in ms (the least disturbed by a busy machine; the added
+/// delay has no jitter here) and loss in percent of `count` pings.
 fn ping_stats(lab: &Lab, from: &str, to: &str, count: u32, interval: &str) -> (f64, f64) {
     let out = lab
         .exec(
@@ -40,14 +41,14 @@ fn ping_stats(lab: &Lab, from: &str, to: &str, count: u32, interval: &str) -> (f
         .and_then(|p| p.trim().split('%').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(100.0);
-    let avg = text
+    let min = text
         .lines()
         .find(|l| l.contains("min/avg/max"))
         .and_then(|l| l.split('=').nth(1))
-        .and_then(|v| v.trim().split('/').nth(1))
+        .and_then(|v| v.trim().split('/').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(f64::INFINITY);
-    (avg, loss)
+    (min, loss)
 }
 
 fn rtt(lab: &Lab, from: &str, to: &str) -> f64 {
@@ -56,17 +57,17 @@ fn rtt(lab: &Lab, from: &str, to: &str) -> f64 {
 
 /// iperf3 for 3 s from `client` to `server_ip` (`reverse`: the server
 /// sends); the received rate in Mbit/s.
-fn iperf(lab: &Lab, client: &str, server_ip: &str, reverse: bool) -> f64 {
+fn iperf(lab: &Lab, client: &str, server_ip: &str, reverse: bool) -> anyhow::Result<f64> {
     let mut args = vec!["iperf3", "-c", server_ip, "-t", "3", "-J"];
     if reverse {
         args.push("-R");
     }
-    let out = lab.exec_ok(client, &args).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    v["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .unwrap_or_else(|| panic!("no rate in {out}"))
-        / 1e6
+    let out = lab.exec_ok(client, &args)?;
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    match v["end"]["sum_received"]["bits_per_second"].as_f64() {
+        Some(bps) => Ok(bps / 1e6),
+        None => anyhow::bail!("no rate in {out}"),
+    }
 }
 
 #[test]
@@ -149,11 +150,8 @@ fn rate_ceiling_delay_loss_and_reset() {
     }
     let server = lab.exec(&c_ns, &["iperf3", "-s"]);
     lab.spawn_helper(server).unwrap();
-    let up = wait_for(Duration::from_secs(10), || {
-        Ok(iperf(&lab, &a_ns, &c_ip, false))
-    })
-    .unwrap();
-    let down = iperf(&lab, &a_ns, &c_ip, true);
+    let up = wait_for(Duration::from_secs(10), || iperf(&lab, &a_ns, &c_ip, false)).unwrap();
+    let down = iperf(&lab, &a_ns, &c_ip, true).unwrap();
     eprintln!("qos: --rate 5000 --ceiling 6000: a→c {up:.2} Mbit/s, c→a {down:.2} Mbit/s");
     for r in [up, down] {
         assert!(
@@ -177,17 +175,19 @@ fn rate_ceiling_delay_loss_and_reset() {
         .unwrap()
     };
     applied(&lab, &c_ip, far0);
-    let near = applied(&lab, &b_ip, near0);
-    let far = rtt(&lab, &a_ns, &c_ip);
-    eprintln!("qos: --delay 50ms: same host {near:.3} ms, cross-host {far:.3} ms");
-    assert!(
-        (near - near0 - 50.0).abs() <= 5.0,
-        "same host: {near0} → {near} ms"
-    );
-    assert!(
-        (far - far0 - 50.0).abs() <= 5.0,
-        "cross-host: {far0} → {far} ms"
-    );
+    applied(&lab, &b_ip, near0);
+    // 50 ± 5 ms more, measured again while a busy machine disturbs it.
+    for (what, to, base) in [("same host", &b_ip, near0), ("cross-host", &c_ip, far0)] {
+        let r = wait_for(Duration::from_secs(20), || {
+            let r = rtt(&lab, &a_ns, to);
+            match (r - base - 50.0).abs() <= 5.0 {
+                true => Ok(r),
+                false => anyhow::bail!("{what}: {base} → {r} ms"),
+            }
+        })
+        .unwrap();
+        eprintln!("qos: --delay 50ms: {what} {base:.3} → {r:.3} ms (min RTT)");
+    }
 
     // Loss 10 %: 1,000 fast pings lose 10 ± 3 %.
     lab.meshctl(0, &["network", "qos", "set", NET, "--loss", "10"])
