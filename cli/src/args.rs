@@ -239,7 +239,6 @@ pub fn parse_percent(s: &str) -> Result<f64, String> {
     }
 }
 
-
 #[derive(Debug, Subcommand)]
 pub enum FipCommand {
     /// Addresses of the hosts' own underlay handed to the mesh.
@@ -601,7 +600,7 @@ mod tests {
                 | Command::Lb(LbCommand::List(ListArgs { out: o, .. }))
                 | Command::Policy(PolicyCommand::List { out: o, .. })
                 | Command::Network(NetworkCommand::Qos(QosCommand::Show { out: o, .. })) => o.json,
-                | Command::Fip(FipCommand::List(o))
+                Command::Fip(FipCommand::List(o))
                 | Command::Fip(FipCommand::Pool(FipPoolCommand::List(o)))
                 | Command::Fip(FipCommand::Create { out: o, .. })
                 | Command::Expose { out: o, .. } => o.json,

@@ -14,8 +14,8 @@
 
 pub mod bench;
 pub mod cnitool;
-mod outside;
 pub mod docker;
+mod outside;
 pub mod podman;
 pub mod scale;
 pub mod svcbench;

@@ -32,6 +32,10 @@ pub struct Forward {
     pub targets: Vec<(Ipv4Addr, u16)>,
 }
 
+/// The conntrack zone of frames bridged inside a mesh network (see
+/// [`ruleset`]); routed traffic stays in zone 0.
+pub const BRIDGED_CT_ZONE: u16 = 7800;
+
 pub fn table_name(prefix: &str) -> String {
     let clean: String = prefix
         .chars()
@@ -54,9 +58,14 @@ pub fn ruleset(prefix: &str, held: &[Ipv4Addr], forwards: &[Forward], egress: &[
         format!("elements = {{ {} }}", v.join(", "))
     };
     let _ = writeln!(s, "  set fips {{ type ipv4_addr; {elems} }}");
+    // Frames bridged inside a network pass the IP hooks too (br_netfilter).
+    // Tracked in the routed zone, their entry (untranslated) would be found
+    // again by the routed pass of the same packet and no NAT would happen;
+    // untracked, network policy (issue 14) could not tell replies. So they
+    // get a conntrack zone of their own.
     let _ = writeln!(
         s,
-        "  chain raw {{\n    type filter hook prerouting priority raw; policy accept;\n    iifname \"{prefix}b*\" notrack\n  }}"
+        "  chain raw {{\n    type filter hook prerouting priority raw; policy accept;\n    iifname \"{prefix}b*\" ct zone set {BRIDGED_CT_ZONE}\n  }}"
     );
     let _ = writeln!(
         s,
@@ -147,7 +156,7 @@ mod tests {
             &["mesh-x0000abcd".into()],
         );
         assert!(s.contains("table ip mesh__edge {"), "{s}");
-        assert!(s.contains("iifname \"mesh-b*\" notrack"), "{s}");
+        assert!(s.contains("iifname \"mesh-b*\" ct zone set 7800"), "{s}");
         assert!(s.contains(
             "ip daddr 198.18.0.200 tcp dport 80 dnat to numgen inc mod 2 map { 0 : 10.0.0.2 . 8080, 1 : 10.0.0.3 . 8080 }"
         ), "{s}");
