@@ -193,6 +193,19 @@ impl Attacher {
 
     /// Puts the attachment's endpoint record (its DNS name and address).
     fn announce(&self, a: &Attachment, net: &NetworkDef, ip: Ipv4Addr, ip6: Option<Ipv6Addr>) {
+        self.announce_as(a, net, ip, ip6, a.version.clone());
+    }
+
+    /// [`Self::announce`] with the record's version field given (macvlan
+    /// attachments carry a mark there instead of a version).
+    fn announce_as(
+        &self,
+        a: &Attachment,
+        net: &NetworkDef,
+        ip: Ipv4Addr,
+        ip6: Option<Ipv6Addr>,
+        version: Option<String>,
+    ) {
         records::put(
             &self.endpoints,
             self.me,
@@ -204,7 +217,7 @@ impl Attacher {
                 mac: a.mac.clone(),
                 host: self.me.to_hex(),
                 name: a.name.clone(),
-                version: a.version.clone(),
+                version,
             },
         );
     }

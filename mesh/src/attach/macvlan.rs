@@ -135,20 +135,8 @@ impl Attacher {
             }
             return Err(ApiError::Internal(e));
         }
-        records::put(
-            &self.endpoints,
-            self.me,
-            &records::endpoint_key(&net.id, IpAddr::V4(ip)),
-            EndpointRecord {
-                network: net.id.clone(),
-                ip: IpAddr::V4(ip),
-                ip6: None,
-                mac: attachment.mac.clone(),
-                host: self.me.to_hex(),
-                name,
-                version: Some(MACVLAN_MARK.into()),
-            },
-        );
+        // Marked, so that its address may lie outside the network's subnet.
+        self.announce_as(&attachment, net, ip, None, Some(MACVLAN_MARK.into()));
         info!(network = %net.id, netns = %attachment.netns, ip = %attachment.ip, %parent, "attached (macvlan)");
         Ok(attachment)
     }
