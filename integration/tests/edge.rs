@@ -1,8 +1,8 @@
 //! The edge on the 3-host namespace lab (root) with an "outside"
 //! namespace on the underlay that is not a mesh host: floating IPs in
 //! front of services (two services on one FIP by port, partition, SIGKILL
-//! and link-down failover), egress, expose/hide, macvlan. One lab for every check, to keep lab
-//! time low. Servers are busybox httpd with a CGI script answering
+//! and link-down failover), egress, expose/hide, macvlan. One lab for
+//! every check, to keep lab time low. Servers are busybox httpd with a CGI script answering
 //! `NAME REMOTE_ADDR`.
 
 use integration::{test_mesh, wait_for, Lab};
