@@ -1,8 +1,8 @@
 //! The edge on the 3-host namespace lab (root) with an "outside"
 //! namespace on the underlay that is not a mesh host: floating IPs in
 //! front of services (two services on one FIP by port, partition, SIGKILL
-//! failover), egress, expose/hide. One lab for every check, to keep lab
-//! time low. Servers are busybox httpd with a CGI script answering
+//! and link-down failover), egress, expose/hide, macvlan. One lab for
+//! every check, to keep lab time low. Servers are busybox httpd with a CGI script answering
 //! `NAME REMOTE_ADDR`.
 
 use integration::{test_mesh, wait_for, Lab};
@@ -408,6 +408,26 @@ fn the_edge_floating_ips_egress_and_expose() {
     );
     lab.wait_ping(&r2, &h1_red, Duration::from_secs(10))
         .unwrap();
+
+    // ---- the holder's underlay link goes down: another host takes over.
+    let hx_ns = lab.hosts[hx].netns.clone();
+    lab.exec_ok(&hx_ns, &["ip", "link", "set", "ul0", "down"])
+        .unwrap();
+    let t0 = Instant::now();
+    wait_for(Duration::from_secs(20), || {
+        let seen = arp_answers(&lab, &out);
+        assert!(seen.len() <= 1, "two hosts answer ARP for {FIP}: {seen:?}");
+        if seen.is_empty() || seen.contains(&holder_mac) {
+            anyhow::bail!("no new holder yet ({seen:?})");
+        }
+        ask(&lab, &out, FIP, 80).ok_or_else(|| anyhow::anyhow!("no answer"))
+    })
+    .unwrap();
+    eprintln!("failover after link down: {:?}", t0.elapsed());
+    lab.exec_ok(&hx_ns, &["ip", "link", "set", "ul0", "up"])
+        .unwrap();
+    lab.wait_all_up(Duration::from_secs(30)).unwrap();
+    wait_arp(&lab, &out, &holder_mac, Duration::from_secs(20));
 
     // ---- macvlan: on the physical network, reachable from the outside,
     // named in DNS, no overlay interface.
