@@ -16,7 +16,18 @@ install() {
   [ ${#need[@]} -eq 0 ] && return 0
   echo "installing: ${need[*]}"
   [ -n "$updated" ] || { apt-get update -qq; updated=1; }
-  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # Packages installed for the tests must not start system services (on a
+  # host with systemd, docker.io's dockerd would set the FORWARD policy to
+  # DROP and unbound would take port 53): policy-rc.d refuses every start
+  # while we install, unless the host already has a policy of its own.
+  local policy=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && policy=1
+  fi
+  local rc=0
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null || rc=$?
+  [ -z "$policy" ] || rm -f /usr/sbin/policy-rc.d
+  return $rc
 }
 install ip:iproute2 ping:iputils-ping tcpdump:tcpdump iperf3:iperf3 nft:nftables getent:libc-bin sysctl:procps tar:tar
 # meshd shapes container interfaces inside their namespaces (QoS).
