@@ -55,8 +55,27 @@ pub struct PeerStatus {
     /// Data-plane (UDP) address frames are sent to, once known.
     pub data_address: Option<String>,
     pub state: PeerState,
-    /// "direct" today; "relayed" once relaying exists.
+    /// Data path: `direct`, `relayed via <host>`, or `none` (no working
+    /// path found yet).
     pub path: String,
+    /// Control connection: `direct`, `relayed via <host>`, or `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<String>,
+    /// Largest sealed datagram (UDP payload) that reaches the peer on the
+    /// data path, from the path MTU probes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_mtu: Option<u32>,
+    /// Round trip and loss of the data path's probes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_rtt_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_loss: Option<f64>,
+    /// The peer's wall clock minus ours, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_skew_ms: Option<f64>,
+    /// The peer's meshd version, as it advertises it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
     pub rtt_ms: Option<f64>,
     pub key_generation: Option<u64>,
     pub key_age_secs: Option<f64>,

@@ -37,7 +37,7 @@ pub use cipher::Cipher;
 pub use engine::Engine;
 pub use keypair::SessionKeys;
 pub use runtime::{Dataplane, Options};
-pub use stats::{DropReason, PeerStats, Stats};
+pub use stats::{BurstReport, DropReason, PathMode, PathStats, PeerStats, Stats};
 pub use wire::{overlay_mtu, IpVersion};
 
 /// Daemon-assigned handle for a remote host.

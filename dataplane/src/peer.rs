@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -93,6 +94,10 @@ pub struct Peer {
     pub down: bool,
     pub keys: KeySlots,
     pub counters: Arc<PeerCounters>,
+    /// Largest sealed datagram (UDP payload) known to reach the peer on its
+    /// current path, set by the path prober; 0 = not known yet (no limit
+    /// is enforced). Shared between table copies like the counters.
+    pub path_mtu: Arc<AtomicU32>,
 }
 
 impl Peer {
@@ -113,6 +118,7 @@ impl Peer {
             cipher: self.keys.current.as_ref().map(|k| k.cipher),
             next_generation: self.keys.next.as_ref().map(|k| k.generation),
             previous_generation: self.keys.previous.as_ref().map(|k| k.generation),
+            path: Default::default(),
         }
     }
 }

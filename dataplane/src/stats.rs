@@ -111,7 +111,7 @@ impl PeerCounters {
 }
 
 /// Snapshot of one peer.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct PeerStats {
     pub endpoint: Option<std::net::SocketAddr>,
     pub tx_packets: u64,
@@ -126,10 +126,53 @@ pub struct PeerStats {
     /// Generation installed but not yet used (`send_now = false`).
     pub next_generation: Option<u64>,
     pub previous_generation: Option<u64>,
+    /// How frames reach this peer now (see `path.rs`).
+    pub path: PathStats,
+}
+
+/// How frames reach one peer: the data path's state and what the probes
+/// measured. Filled by the per-peer path state machine.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PathStats {
+    pub mode: PathMode,
+    /// Where sealed datagrams go: the peer's endpoint when direct, the
+    /// relay's when relayed.
+    pub endpoint: Option<std::net::SocketAddr>,
+    /// Largest UDP payload (sealed datagram) known to reach the peer on
+    /// this path; `None` until probed.
+    pub mtu: Option<u32>,
+    /// Round trip of the data-path probes (smoothed).
+    pub rtt: Option<Duration>,
+    /// Fraction of the recent probes that got no answer (0.0–1.0).
+    pub loss: Option<f64>,
+    /// Peer's wall clock minus ours, from the probe answers (ms).
+    pub clock_skew_ms: Option<f64>,
+    /// Since the last authenticated datagram from the peer.
+    pub last_heard: Option<Duration>,
+}
+
+/// Direct, through another peer, or no working path yet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PathMode {
+    #[default]
+    Unknown,
+    Direct,
+    Relayed(PeerIdx),
+}
+
+/// Result of [`crate::Dataplane::probe_burst`]: a short burst of probes
+/// over the peer's current path.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BurstReport {
+    pub sent: u32,
+    pub received: u32,
+    pub rtt_min: Option<Duration>,
+    pub rtt_avg: Option<Duration>,
+    pub rtt_max: Option<Duration>,
 }
 
 /// Snapshot of the whole data plane.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Stats {
     /// Every [`DropReason`] by name, zeros included.
     pub drops: BTreeMap<&'static str, u64>,
