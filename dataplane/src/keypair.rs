@@ -194,6 +194,41 @@ impl Keypair {
         Ok(plaintext_len)
     }
 
+    /// A tag over `aad` alone (empty plaintext): authenticates a relay
+    /// envelope without re-encrypting the sealed datagram inside it.
+    pub fn tag_only(&self, counter: u64, aad: &[u8]) -> [u8; TAG_LEN] {
+        let nonce = Nonce::assume_unique_for_key(nonce_bytes(counter));
+        let tag: Tag = self
+            .send
+            .seal_in_place_separate_tag(nonce, Aad::from(aad), &mut [])
+            .expect("envelope far below the AEAD size limit");
+        let mut out = [0u8; TAG_LEN];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+
+    /// Verifies a [`Self::tag_only`] tag, then applies the replay window.
+    pub fn verify_only(
+        &self,
+        counter: u64,
+        aad: &[u8],
+        tag: &[u8; TAG_LEN],
+        now: Instant,
+    ) -> Result<(), KeyRefusal> {
+        if self.is_expired(now) {
+            return Err(KeyRefusal::Stale);
+        }
+        let nonce = Nonce::assume_unique_for_key(nonce_bytes(counter));
+        let mut tag_copy = *tag;
+        self.recv
+            .open_in_place(nonce, Aad::from(aad), &mut tag_copy)
+            .map_err(|_| KeyRefusal::BadTag)?;
+        if counter >= self.message_limit {
+            return Err(KeyRefusal::Stale);
+        }
+        self.replay.accept(counter).map_err(KeyRefusal::Replay)
+    }
+
     #[cfg(test)]
     pub(crate) fn force_send_counter(&self, counter: u64) {
         self.next_send_counter.store(counter, Ordering::Relaxed);

@@ -22,6 +22,7 @@ pub mod engine;
 pub mod impair;
 pub mod keypair;
 pub mod offload;
+pub mod path;
 pub mod peer;
 pub mod pool;
 pub mod replay;

@@ -15,6 +15,13 @@
 
 /// Message type of a data datagram.
 pub const MSG_TYPE_DATA: u8 = 1;
+/// Path probe (ping or pong), sealed like data with the pair's keys.
+pub const MSG_TYPE_PROBE: u8 = 2;
+/// Relay envelope from the origin to the relay (carries a sealed datagram
+/// for a third host, authenticated with origin↔relay keys).
+pub const MSG_TYPE_RELAY: u8 = 3;
+/// Relay envelope from the relay to the destination (relay↔destination keys).
+pub const MSG_TYPE_RELAYED: u8 = 4;
 /// The only protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u8 = 1;
 /// Length of the cleartext header (also the AEAD associated data).
@@ -37,6 +44,8 @@ pub const MAX_FRAME_LEN: usize = MAX_DATAGRAM_LEN - OVERHEAD;
 pub const MAX_SEALED_DATAGRAM_LEN: usize = HEADER_LEN + crate::tap::MAX_TAP_FRAME + TAG_LEN;
 
 const UDP_HEADER_LEN: u32 = 8;
+
+use std::net::SocketAddr;
 
 /// IP version of the underlay (the network between hosts).
 #[derive(Copy, Clone, Debug, Eq, PartialEq)]
@@ -103,7 +112,7 @@ impl DataHeader {
         if datagram.len() < 2 {
             return Err(HeaderError::Short);
         }
-        if datagram[0] != MSG_TYPE_DATA {
+        if datagram[0] != MSG_TYPE_DATA && datagram[0] != MSG_TYPE_PROBE {
             return Err(HeaderError::UnknownType);
         }
         if datagram[1] != PROTOCOL_VERSION {
@@ -133,6 +142,11 @@ impl DataHeader {
     }
 }
 
+/// Sets the message type of an encoded header (probes share the data layout).
+pub fn set_type(header: &mut [u8; HEADER_LEN], msg_type: u8) {
+    header[0] = msg_type;
+}
+
 /// AEAD nonce for a counter: 4 zero bytes || counter little-endian (WireGuard).
 pub fn nonce_bytes(counter: u64) -> [u8; 12] {
     let mut nonce = [0u8; 12];
@@ -140,9 +154,208 @@ pub fn nonce_bytes(counter: u64) -> [u8; 12] {
     nonce
 }
 
+/// Plaintext of a probe (type 2, same 20-byte header as data with network
+/// id 0; the body is sealed). Layout, big-endian:
+/// `[kind 1][probe id 4][wall clock ms 8][size 2][family 1][ip 16][port 2]`
+/// then zero padding up to the probed size.
+pub const PROBE_BODY_LEN: usize = 34;
+/// Smallest sealed probe datagram.
+pub const MIN_PROBE_DATAGRAM: usize = HEADER_LEN + PROBE_BODY_LEN + TAG_LEN;
+
+#[derive(Copy, Clone, Debug, Eq, PartialEq)]
+pub enum ProbeKind {
+    Ping,
+    Pong,
+}
+
+/// A probe's plaintext. In a ping, `wall_ms` is the sender's clock at send
+/// time and `size` the whole datagram's length; in a pong, `wall_ms` is the
+/// responder's clock when the ping arrived, `size` the ping's length as
+/// received and `observed` the ping's source address (None when relayed).
+#[derive(Copy, Clone, Debug, Eq, PartialEq)]
+pub struct ProbeBody {
+    pub kind: ProbeKind,
+    pub id: u32,
+    pub wall_ms: u64,
+    pub size: u16,
+    pub observed: Option<SocketAddr>,
+}
+
+impl ProbeBody {
+    pub fn encode(&self, out: &mut [u8]) {
+        out[..PROBE_BODY_LEN].fill(0);
+        out[0] = match self.kind {
+            ProbeKind::Ping => 1,
+            ProbeKind::Pong => 2,
+        };
+        out[1..5].copy_from_slice(&self.id.to_be_bytes());
+        out[5..13].copy_from_slice(&self.wall_ms.to_be_bytes());
+        out[13..15].copy_from_slice(&self.size.to_be_bytes());
+        match self.observed {
+            None => out[15] = 0,
+            Some(SocketAddr::V4(addr)) => {
+                out[15] = 4;
+                out[16..20].copy_from_slice(&addr.ip().octets());
+                out[32..34].copy_from_slice(&addr.port().to_be_bytes());
+            }
+            Some(SocketAddr::V6(addr)) => {
+                out[15] = 6;
+                out[16..32].copy_from_slice(&addr.ip().octets());
+                out[32..34].copy_from_slice(&addr.port().to_be_bytes());
+            }
+        }
+    }
+
+    /// Parses an authenticated probe plaintext; None if malformed.
+    pub fn parse(body: &[u8]) -> Option<ProbeBody> {
+        if body.len() < PROBE_BODY_LEN {
+            return None;
+        }
+        let kind = match body[0] {
+            1 => ProbeKind::Ping,
+            2 => ProbeKind::Pong,
+            _ => return None,
+        };
+        let port = u16::from_be_bytes([body[32], body[33]]);
+        let observed = match body[15] {
+            0 => None,
+            4 => {
+                let ip: [u8; 4] = body[16..20].try_into().ok()?;
+                Some(SocketAddr::from((ip, port)))
+            }
+            6 => {
+                let ip: [u8; 16] = body[16..32].try_into().ok()?;
+                Some(SocketAddr::from((ip, port)))
+            }
+            _ => return None,
+        };
+        Some(ProbeBody {
+            kind,
+            id: u32::from_be_bytes(body[1..5].try_into().ok()?),
+            wall_ms: u64::from_be_bytes(body[5..13].try_into().ok()?),
+            size: u16::from_be_bytes([body[13], body[14]]),
+            observed,
+        })
+    }
+}
+
+/// Relay envelope header: `[type 3|4][version][reserved 2][receiver index
+/// 4][counter 8][host tag 8]`, then the inner sealed datagram, then a tag
+/// over nothing with header + inner as associated data (authenticated, not
+/// re-encrypted: the inner datagram is already sealed end to end).
+pub const RELAY_HEADER_LEN: usize = 24;
+/// Bytes a relay hop adds around a sealed datagram.
+pub const RELAY_OVERHEAD: usize = RELAY_HEADER_LEN + TAG_LEN;
+
+/// 8 bytes naming a host on relay envelopes (from its identity).
+pub type HostTag = [u8; 8];
+
+#[derive(Copy, Clone, Debug, Eq, PartialEq)]
+pub struct RelayHeader {
+    /// [`MSG_TYPE_RELAY`] or [`MSG_TYPE_RELAYED`].
+    pub msg_type: u8,
+    pub receiver_index: u32,
+    pub counter: u64,
+    /// Destination host (type 3) or origin host (type 4).
+    pub host: HostTag,
+}
+
+impl RelayHeader {
+    pub fn encode(&self, out: &mut [u8]) {
+        out[0] = self.msg_type;
+        out[1] = PROTOCOL_VERSION;
+        out[2..4].fill(0);
+        out[4..8].copy_from_slice(&self.receiver_index.to_be_bytes());
+        out[8..16].copy_from_slice(&self.counter.to_be_bytes());
+        out[16..24].copy_from_slice(&self.host);
+    }
+
+    /// Parses an envelope (length, type, version, reserved; the inner
+    /// datagram must be a data or probe datagram: one hop only).
+    pub fn parse(datagram: &[u8]) -> Result<RelayHeader, HeaderError> {
+        if datagram.len() < 2 {
+            return Err(HeaderError::Short);
+        }
+        let msg_type = datagram[0];
+        if msg_type != MSG_TYPE_RELAY && msg_type != MSG_TYPE_RELAYED {
+            return Err(HeaderError::UnknownType);
+        }
+        if datagram[1] != PROTOCOL_VERSION {
+            return Err(HeaderError::BadVersion);
+        }
+        if datagram.len() < RELAY_OVERHEAD + MIN_DATAGRAM_LEN.min(MIN_PROBE_DATAGRAM) {
+            return Err(HeaderError::Short);
+        }
+        if datagram.len() > MAX_SEALED_DATAGRAM_LEN + RELAY_OVERHEAD {
+            return Err(HeaderError::Oversized);
+        }
+        if datagram[2] != 0 || datagram[3] != 0 {
+            return Err(HeaderError::Reserved);
+        }
+        let inner_type = datagram[RELAY_HEADER_LEN];
+        if inner_type != MSG_TYPE_DATA && inner_type != MSG_TYPE_PROBE {
+            return Err(HeaderError::UnknownType);
+        }
+        Ok(RelayHeader {
+            msg_type,
+            receiver_index: u32::from_be_bytes(datagram[4..8].try_into().expect("4 bytes")),
+            counter: u64::from_be_bytes(datagram[8..16].try_into().expect("8 bytes")),
+            host: datagram[16..24].try_into().expect("8 bytes"),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn probe_body_round_trips() {
+        for observed in [
+            None,
+            Some("198.18.0.1:7801".parse().unwrap()),
+            Some("[fd00::1]:9".parse().unwrap()),
+        ] {
+            let body = ProbeBody {
+                kind: ProbeKind::Pong,
+                id: 7,
+                wall_ms: 1_700_000_000_123,
+                size: 1400,
+                observed,
+            };
+            let mut bytes = [0u8; PROBE_BODY_LEN];
+            body.encode(&mut bytes);
+            assert_eq!(ProbeBody::parse(&bytes), Some(body));
+        }
+        assert_eq!(ProbeBody::parse(&[2u8; PROBE_BODY_LEN - 1]), None);
+        let mut bad = [0u8; PROBE_BODY_LEN];
+        bad[0] = 9;
+        assert_eq!(ProbeBody::parse(&bad), None);
+    }
+
+    #[test]
+    fn relay_header_refuses_nesting_and_junk() {
+        let mut datagram = vec![0u8; RELAY_OVERHEAD + MIN_DATAGRAM_LEN];
+        let header = RelayHeader {
+            msg_type: MSG_TYPE_RELAY,
+            receiver_index: 5,
+            counter: 6,
+            host: [1, 2, 3, 4, 5, 6, 7, 8],
+        };
+        header.encode(&mut datagram);
+        datagram[RELAY_HEADER_LEN] = MSG_TYPE_DATA;
+        assert_eq!(RelayHeader::parse(&datagram), Ok(header));
+        // A relay envelope inside a relay envelope: refused (one hop only).
+        datagram[RELAY_HEADER_LEN] = MSG_TYPE_RELAYED;
+        assert_eq!(RelayHeader::parse(&datagram), Err(HeaderError::UnknownType));
+        datagram[RELAY_HEADER_LEN] = MSG_TYPE_DATA;
+        datagram[3] = 1;
+        assert_eq!(RelayHeader::parse(&datagram), Err(HeaderError::Reserved));
+        assert_eq!(
+            RelayHeader::parse(&datagram[..RELAY_OVERHEAD]),
+            Err(HeaderError::Short)
+        );
+    }
 
     #[test]
     fn overlay_mtu_matches_the_contract() {

@@ -1,0 +1,605 @@
+//! Per-peer path state machine (sans-IO, virtual time): which way sealed
+//! datagrams go to one peer, and what the probes measured.
+//!
+//! Every [`PathConfig::probe_interval`] a ping goes to each direct
+//! candidate endpoint (advertised, `data_addrs`, peer-reflexive) and through
+//! each relay candidate (another peer this host reaches directly). The route
+//! is direct while a direct candidate answers; when the one in use has been
+//! silent for [`PathConfig::fail_after`] it moves to the relay with the
+//! lowest RTT among those answering, and back to direct after
+//! [`PathConfig::heal_pongs`] consecutive pongs from a direct candidate.
+//! Sending to every candidate from both sides is also what opens NATs
+//! (simultaneous open). The path MTU is a binary search with padded probes
+//! over the route in use, restarted on a route change, periodically, and
+//! when the largest confirmed size stops getting through.
+//!
+//! The caller seals and sends what [`PathState::poll`] returns and feeds
+//! back authenticated pongs ([`PathState::on_pong`]) and pings
+//! ([`PathState::on_ping`]).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::stats::{PathMode, PathStats};
+use crate::wire::MIN_PROBE_DATAGRAM;
+use crate::PeerIdx;
+
+#[derive(Copy, Clone, Debug)]
+pub struct PathConfig {
+    pub probe_interval: Duration,
+    /// The direct path in use is failed after this long without a pong.
+    pub fail_after: Duration,
+    /// A probe not answered within this is lost.
+    pub probe_timeout: Duration,
+    /// Consecutive pongs a direct candidate needs to take over from a relay.
+    pub heal_pongs: u32,
+    /// Largest datagram probed (the local underlay's limit).
+    pub max_datagram: u32,
+    /// Smallest datagram the MTU search considers.
+    pub min_datagram: u32,
+    /// A finished MTU search is started again after this.
+    pub mtu_research: Duration,
+    /// How often the confirmed MTU is re-checked with a probe of that size.
+    pub mtu_confirm: Duration,
+    /// Peer-reflexive candidates not heard from for this long are forgotten.
+    pub candidate_ttl: Duration,
+}
+
+impl Default for PathConfig {
+    fn default() -> PathConfig {
+        PathConfig {
+            probe_interval: Duration::from_secs(1),
+            fail_after: Duration::from_millis(3000),
+            probe_timeout: Duration::from_millis(1500),
+            heal_pongs: 2,
+            // 1500-byte IPv4 underlay: 1500 − 20 − 8.
+            max_datagram: 1472,
+            min_datagram: 576,
+            mtu_research: Duration::from_secs(60),
+            mtu_confirm: Duration::from_secs(5),
+            candidate_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Which way one probe goes.
+#[derive(Copy, Clone, Debug, Eq, PartialEq, Hash, Ord, PartialOrd)]
+pub enum Via {
+    Direct(SocketAddr),
+    Relay(PeerIdx),
+}
+
+/// A probe to seal and send: ping `id`, padded to `size` bytes (the inner
+/// sealed datagram, before any relay envelope).
+#[derive(Copy, Clone, Debug, Eq, PartialEq)]
+pub struct ProbeTx {
+    pub id: u32,
+    pub via: Via,
+    pub size: u32,
+}
+
+/// Where data goes now.
+#[derive(Copy, Clone, Debug, Eq, PartialEq)]
+pub enum Route {
+    /// Nothing answered yet: the advertised endpoint, unconfirmed.
+    Unknown,
+    Direct(SocketAddr),
+    Relayed(PeerIdx),
+}
+
+#[derive(Clone, Debug)]
+struct Candidate {
+    /// Advertised by the control plane (kept) or learned from a ping
+    /// (forgotten after `candidate_ttl` of silence).
+    advertised: bool,
+    last_pong: Option<Instant>,
+    last_heard: Instant,
+    streak: u32,
+    rtt: Option<Duration>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct RelayCandidate {
+    last_pong: Option<Instant>,
+    rtt: Option<Duration>,
+}
+
+#[derive(Clone, Debug)]
+struct InFlight {
+    id: u32,
+    via: Via,
+    size: u32,
+    sent: Instant,
+    wall_ms: u64,
+    mtu_probe: bool,
+}
+
+/// Binary search for the largest datagram that gets through.
+#[derive(Clone, Debug)]
+struct MtuSearch {
+    /// Largest size confirmed on this route (0: none).
+    lo: u32,
+    /// Largest size not yet known to fail.
+    hi: u32,
+    /// Result of the last finished search, still in force.
+    found: Option<u32>,
+    outstanding: bool,
+    next_at: Instant,
+    found_at: Instant,
+    confirm_failures: u32,
+}
+
+impl MtuSearch {
+    fn new(now: Instant, config: &PathConfig) -> MtuSearch {
+        MtuSearch {
+            lo: 0,
+            hi: config.max_datagram,
+            found: None,
+            outstanding: false,
+            next_at: now,
+            found_at: now,
+            confirm_failures: 0,
+        }
+    }
+
+    fn searching(&self) -> bool {
+        self.found.is_none()
+    }
+
+    /// Next size to try: the ceiling first (the common case is one probe).
+    fn next_size(&self, config: &PathConfig) -> u32 {
+        match self.found {
+            Some(found) => found,
+            None if self.lo == 0 && self.hi == config.max_datagram => self.hi,
+            None => (self.lo.max(config.min_datagram) + self.hi).div_ceil(2),
+        }
+        .max(config.min_datagram.max(MIN_PROBE_DATAGRAM as u32))
+    }
+
+    fn settle(&mut self, now: Instant, config: &PathConfig) {
+        let floor = config.min_datagram;
+        if self.lo != 0 && self.hi <= self.lo + 8 {
+            self.found = Some(self.lo);
+            self.found_at = now;
+            self.next_at = now + config.mtu_confirm;
+        } else if self.lo == 0 && self.hi <= floor + 8 {
+            // Not even the smallest size passed: report the floor rather
+            // than nothing (small datagrams demonstrably pass).
+            self.found = Some(floor);
+            self.found_at = now;
+            self.next_at = now + config.mtu_confirm;
+        }
+    }
+
+    fn answered(&mut self, size: u32, now: Instant, config: &PathConfig) {
+        self.outstanding = false;
+        self.confirm_failures = 0;
+        if self.found.is_none() {
+            self.lo = self.lo.max(size);
+            self.hi = self.hi.max(self.lo);
+            self.settle(now, config);
+        } else {
+            self.next_at = now + config.mtu_confirm;
+        }
+    }
+
+    fn lost(&mut self, size: u32, now: Instant, config: &PathConfig) {
+        self.outstanding = false;
+        match self.found {
+            None => {
+                if size > self.lo {
+                    self.hi = size - 1;
+                }
+                self.settle(now, config);
+            }
+            Some(found) if size >= found => {
+                self.confirm_failures += 1;
+                if self.confirm_failures >= 2 {
+                    // The largest size stopped passing: search again.
+                    *self = MtuSearch::new(now, config);
+                } else {
+                    self.next_at = now;
+                }
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+/// The path state of one peer.
+#[derive(Clone, Debug)]
+pub struct PathState {
+    config: PathConfig,
+    candidates: BTreeMap<SocketAddr, Candidate>,
+    relays: BTreeMap<PeerIdx, RelayCandidate>,
+    route: Route,
+    in_flight: VecDeque<InFlight>,
+    next_id: u32,
+    next_round: Instant,
+    /// Recent probes on the route in use: answered or not.
+    outcomes: VecDeque<bool>,
+    rtt: Option<Duration>,
+    skew_ms: Option<f64>,
+    mtu: MtuSearch,
+    last_heard: Option<Instant>,
+    /// When the route last changed, for the logs and tests.
+    changed_at: Option<Instant>,
+}
+
+const OUTCOME_WINDOW: usize = 20;
+const MAX_CANDIDATES: usize = 8;
+
+fn smooth(old: Option<Duration>, sample: Duration) -> Duration {
+    match old {
+        // RFC 6298's 7/8 smoothing.
+        Some(old) => (old * 7 + sample) / 8,
+        None => sample,
+    }
+}
+
+impl PathState {
+    pub fn new(config: PathConfig, now: Instant) -> PathState {
+        PathState {
+            config,
+            candidates: BTreeMap::new(),
+            relays: BTreeMap::new(),
+            route: Route::Unknown,
+            in_flight: VecDeque::new(),
+            next_id: 1,
+            next_round: now,
+            outcomes: VecDeque::new(),
+            rtt: None,
+            skew_ms: None,
+            mtu: MtuSearch::new(now, &config),
+            last_heard: None,
+            changed_at: None,
+        }
+    }
+
+    pub fn route(&self) -> Route {
+        self.route
+    }
+
+    pub fn changed_at(&self) -> Option<Instant> {
+        self.changed_at
+    }
+
+    /// The endpoints the control plane knows for the peer (its advertised
+    /// data endpoint and `data_addrs`). Learned ones are kept.
+    pub fn set_advertised(&mut self, addrs: &[SocketAddr], now: Instant) {
+        self.candidates
+            .retain(|addr, c| !c.advertised || addrs.contains(addr));
+        for addr in addrs {
+            self.candidates
+                .entry(*addr)
+                .and_modify(|c| c.advertised = true)
+                .or_insert(Candidate {
+                    advertised: true,
+                    last_pong: None,
+                    last_heard: now,
+                    streak: 0,
+                    rtt: None,
+                });
+        }
+    }
+
+    /// Peers that may relay to this one (those this host reaches directly).
+    pub fn set_relays(&mut self, relays: &[PeerIdx]) {
+        self.relays.retain(|idx, _| relays.contains(idx));
+        for idx in relays {
+            self.relays.entry(*idx).or_default();
+        }
+        if let Route::Relayed(via) = self.route {
+            if !self.relays.contains_key(&via) {
+                self.route = Route::Unknown;
+            }
+        }
+    }
+
+    /// An authenticated ping arrived from `source` (None: through a relay):
+    /// a new source address becomes a candidate (peer-reflexive; roaming).
+    pub fn on_ping(&mut self, source: Option<SocketAddr>, now: Instant) {
+        self.last_heard = Some(now);
+        let Some(source) = source else { return };
+        if let Some(c) = self.candidates.get_mut(&source) {
+            c.last_heard = now;
+            return;
+        }
+        if self.candidates.len() >= MAX_CANDIDATES {
+            // Make room by forgetting the stalest learned one.
+            let stalest = self
+                .candidates
+                .iter()
+                .filter(|(_, c)| !c.advertised)
+                .min_by_key(|(_, c)| c.last_heard)
+                .map(|(addr, _)| *addr);
+            match stalest {
+                Some(addr) => {
+                    self.candidates.remove(&addr);
+                }
+                None => return,
+            }
+        }
+        self.candidates.insert(
+            source,
+            Candidate {
+                advertised: false,
+                last_pong: None,
+                last_heard: now,
+                streak: 0,
+                rtt: None,
+            },
+        );
+        // Probe it at once rather than at the next round.
+        self.next_round = now;
+    }
+
+    /// Any other authenticated datagram from the peer.
+    pub fn on_heard(&mut self, now: Instant) {
+        self.last_heard = Some(now);
+    }
+
+    fn uses(&self, via: Via) -> bool {
+        match (self.route, via) {
+            (Route::Direct(a), Via::Direct(b)) => a == b,
+            (Route::Relayed(a), Via::Relay(b)) => a == b,
+            _ => false,
+        }
+    }
+
+    fn record_outcome(&mut self, answered: bool) {
+        if self.outcomes.len() == OUTCOME_WINDOW {
+            self.outcomes.pop_front();
+        }
+        self.outcomes.push_back(answered);
+    }
+
+    /// An authenticated pong: `id` echoed, the peer's clock when the ping
+    /// arrived and the size it received. Unknown ids are ignored.
+    pub fn on_pong(&mut self, id: u32, peer_wall_ms: u64, size: u32, now: Instant) {
+        self.last_heard = Some(now);
+        let Some(pos) = self.in_flight.iter().position(|p| p.id == id) else {
+            return;
+        };
+        let probe = self.in_flight.remove(pos).expect("position found");
+        let rtt = now.saturating_duration_since(probe.sent);
+        match probe.via {
+            Via::Direct(addr) => {
+                if let Some(c) = self.candidates.get_mut(&addr) {
+                    c.last_pong = Some(now);
+                    c.last_heard = now;
+                    c.streak += 1;
+                    c.rtt = Some(smooth(c.rtt, rtt));
+                }
+            }
+            Via::Relay(idx) => {
+                if let Some(r) = self.relays.get_mut(&idx) {
+                    r.last_pong = Some(now);
+                    r.rtt = Some(smooth(r.rtt, rtt));
+                }
+            }
+        }
+        if self.uses(probe.via) {
+            if probe.mtu_probe {
+                self.mtu.answered(size.min(probe.size), now, &self.config);
+            } else {
+                self.record_outcome(true);
+            }
+            self.rtt = Some(smooth(self.rtt, rtt));
+            // Peer clock at arrival vs. ours half a round trip after sending.
+            let ours = probe.wall_ms as f64 + rtt.as_secs_f64() * 500.0;
+            self.skew_ms = Some(peer_wall_ms as f64 - ours);
+        }
+        self.decide(now);
+    }
+
+    fn expire_probes(&mut self, now: Instant) {
+        while let Some(probe) = self.in_flight.front() {
+            if now.saturating_duration_since(probe.sent) < self.config.probe_timeout {
+                break;
+            }
+            let probe = self.in_flight.pop_front().expect("front exists");
+            if let Via::Direct(addr) = probe.via {
+                if let Some(c) = self.candidates.get_mut(&addr) {
+                    if !probe.mtu_probe {
+                        c.streak = 0;
+                    }
+                }
+            }
+            if self.uses(probe.via) {
+                if probe.mtu_probe {
+                    self.mtu.lost(probe.size, now, &self.config);
+                } else {
+                    self.record_outcome(false);
+                }
+            }
+        }
+    }
+
+    fn alive(&self, last_pong: Option<Instant>, now: Instant) -> bool {
+        last_pong.is_some_and(|at| now.saturating_duration_since(at) < self.config.fail_after)
+    }
+
+    /// Best direct candidate by RTT that is alive with at least `streak` pongs in a row.
+    fn best_direct(&self, streak: u32, now: Instant) -> Option<SocketAddr> {
+        self.candidates
+            .iter()
+            .filter(|(_, c)| self.alive(c.last_pong, now) && c.streak >= streak)
+            .min_by_key(|(_, c)| c.rtt.unwrap_or(Duration::MAX))
+            .map(|(addr, _)| *addr)
+    }
+
+    fn best_relay(&self, now: Instant) -> Option<PeerIdx> {
+        self.relays
+            .iter()
+            .filter(|(_, r)| self.alive(r.last_pong, now))
+            .min_by_key(|(_, r)| r.rtt.unwrap_or(Duration::MAX))
+            .map(|(idx, _)| *idx)
+    }
+
+    fn decide(&mut self, now: Instant) {
+        let next = match self.route {
+            Route::Direct(addr)
+                if self
+                    .candidates
+                    .get(&addr)
+                    .is_some_and(|c| self.alive(c.last_pong, now)) =>
+            {
+                Route::Direct(addr)
+            }
+            Route::Direct(_) => self
+                .best_direct(1, now)
+                .map(Route::Direct)
+                .or_else(|| self.best_relay(now).map(Route::Relayed))
+                .unwrap_or(self.route),
+            Route::Relayed(via) => match self.best_direct(self.config.heal_pongs, now) {
+                Some(addr) => Route::Direct(addr),
+                None if self.alive(self.relays.get(&via).and_then(|r| r.last_pong), now) => {
+                    Route::Relayed(via)
+                }
+                None => self.best_relay(now).map_or(self.route, Route::Relayed),
+            },
+            Route::Unknown => self
+                .best_direct(1, now)
+                .map(Route::Direct)
+                .or_else(|| self.best_relay(now).map(Route::Relayed))
+                .unwrap_or(Route::Unknown),
+        };
+        if next != self.route {
+            tracing::debug!(from = ?self.route, to = ?next, "data path changed");
+            self.route = next;
+            self.changed_at = Some(now);
+            self.outcomes.clear();
+            self.rtt = None;
+            // The MTU of the old route says nothing about the new one.
+            self.mtu = MtuSearch::new(now, &self.config);
+        }
+    }
+
+    fn take_id(&mut self) -> u32 {
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        id
+    }
+
+    fn send(
+        &mut self,
+        via: Via,
+        size: u32,
+        mtu_probe: bool,
+        now: Instant,
+        wall_ms: u64,
+    ) -> ProbeTx {
+        let id = self.take_id();
+        self.in_flight.push_back(InFlight {
+            id,
+            via,
+            size,
+            sent: now,
+            wall_ms,
+            mtu_probe,
+        });
+        ProbeTx { id, via, size }
+    }
+
+    /// Advances to `now`: expires probes, decides the route, returns the
+    /// probes due. `wall_ms` is the local wall clock (for the skew).
+    pub fn poll(&mut self, now: Instant, wall_ms: u64) -> Vec<ProbeTx> {
+        self.expire_probes(now);
+        let ttl = self.config.candidate_ttl;
+        let route = self.route;
+        self.candidates.retain(|addr, c| {
+            c.advertised
+                || route == Route::Direct(*addr)
+                || now.saturating_duration_since(c.last_heard) < ttl
+        });
+        self.decide(now);
+        let mut out = Vec::new();
+        let small = MIN_PROBE_DATAGRAM as u32;
+        if now >= self.next_round {
+            self.next_round = now + self.config.probe_interval;
+            let targets: Vec<Via> = self
+                .candidates
+                .keys()
+                .map(|a| Via::Direct(*a))
+                .chain(self.relays.keys().map(|r| Via::Relay(*r)))
+                .collect();
+            for via in targets {
+                out.push(self.send(via, small, false, now, wall_ms));
+            }
+        }
+        let via = match self.route {
+            Route::Direct(addr) => Some(Via::Direct(addr)),
+            Route::Relayed(idx) => Some(Via::Relay(idx)),
+            Route::Unknown => None,
+        };
+        if let Some(via) = via {
+            if !self.mtu.outstanding && now >= self.mtu.next_at {
+                if self
+                    .mtu
+                    .found
+                    .is_some_and(|found| found < self.config.max_datagram)
+                    && now.saturating_duration_since(self.mtu.found_at) >= self.config.mtu_research
+                {
+                    // Periodically look for a larger MTU again (paths change).
+                    let found = self.mtu.found.unwrap_or(0);
+                    self.mtu = MtuSearch::new(now, &self.config);
+                    self.mtu.lo = found;
+                }
+                let size = self.mtu.next_size(&self.config);
+                self.mtu.outstanding = true;
+                out.push(self.send(via, size, true, now, wall_ms));
+            }
+        }
+        out
+    }
+
+    /// When [`Self::poll`] wants to run next.
+    pub fn next_timeout(&self) -> Instant {
+        let mut at = self.next_round;
+        if let Some(probe) = self.in_flight.front() {
+            at = at.min(probe.sent + self.config.probe_timeout);
+        }
+        if !self.mtu.outstanding {
+            at = at.min(self.mtu.next_at);
+        }
+        at
+    }
+
+    /// Largest sealed datagram known to pass on the route in use; 0 = not known.
+    pub fn path_mtu(&self) -> u32 {
+        if self.mtu.searching() {
+            0
+        } else {
+            self.mtu.found.unwrap_or(0)
+        }
+    }
+
+    pub fn stats(&self, now: Instant) -> PathStats {
+        let mode = match self.route {
+            Route::Unknown => PathMode::Unknown,
+            Route::Direct(_) => PathMode::Direct,
+            Route::Relayed(idx) => PathMode::Relayed(idx),
+        };
+        let loss = (!self.outcomes.is_empty()).then(|| {
+            self.outcomes.iter().filter(|ok| !**ok).count() as f64 / self.outcomes.len() as f64
+        });
+        PathStats {
+            mode,
+            endpoint: match self.route {
+                Route::Direct(addr) => Some(addr),
+                _ => None,
+            },
+            mtu: Some(self.path_mtu()).filter(|mtu| *mtu > 0),
+            rtt: self.rtt,
+            loss,
+            clock_skew_ms: self.skew_ms,
+            last_heard: self.last_heard.map(|at| now.saturating_duration_since(at)),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "path_tests.rs"]
+mod tests;

@@ -1,0 +1,270 @@
+//! Deterministic tests of [`PathState`] on virtual time: a simulated
+//! network answers (or drops) each probe after a fixed delay.
+
+use super::*;
+
+const A: &str = "198.18.0.2:7801";
+const B: &str = "198.18.0.9:7801";
+const STEP: Duration = Duration::from_millis(50);
+
+struct Net {
+    /// Direct addresses that currently answer.
+    direct_up: Vec<SocketAddr>,
+    /// Relays that answer, with their round trip.
+    relays: Vec<(PeerIdx, Duration)>,
+    direct_rtt: Duration,
+    /// Largest datagram that gets through (per route kind).
+    mtu: u32,
+    relay_mtu: u32,
+    /// Every n-th probe is lost (0: none).
+    lose_every: u32,
+    sent: u32,
+    /// (due, id, size) of pongs on their way back.
+    pending: Vec<(Instant, u32, u32)>,
+    peer_clock_offset_ms: i64,
+}
+
+impl Net {
+    fn new() -> Net {
+        Net {
+            direct_up: vec![A.parse().unwrap()],
+            relays: vec![],
+            direct_rtt: Duration::from_millis(2),
+            mtu: 1472,
+            relay_mtu: 1432,
+            lose_every: 0,
+            sent: 0,
+            pending: vec![],
+            peer_clock_offset_ms: 0,
+        }
+    }
+}
+
+struct Sim {
+    now: Instant,
+    start: Instant,
+    path: PathState,
+    net: Net,
+}
+
+impl Sim {
+    fn new() -> Sim {
+        let now = Instant::now();
+        let mut path = PathState::new(PathConfig::default(), now);
+        path.set_advertised(&[A.parse().unwrap()], now);
+        Sim {
+            now,
+            start: now,
+            path,
+            net: Net::new(),
+        }
+    }
+
+    fn wall_ms(&self) -> u64 {
+        1_000_000 + self.now.duration_since(self.start).as_millis() as u64
+    }
+
+    fn step(&mut self) {
+        self.now += STEP;
+        let now = self.now;
+        let wall = self.wall_ms();
+        let due: Vec<(Instant, u32, u32)> = self.net.pending.clone();
+        self.net.pending.clear();
+        for (at, id, size) in due {
+            if at <= now {
+                let peer_wall = (wall as i64 + self.net.peer_clock_offset_ms) as u64;
+                self.path.on_pong(id, peer_wall, size, now);
+            } else {
+                self.net.pending.push((at, id, size));
+            }
+        }
+        for probe in self.path.poll(now, wall) {
+            self.net.sent += 1;
+            if self.net.lose_every != 0 && self.net.sent.is_multiple_of(self.net.lose_every) {
+                continue;
+            }
+            let answer = match probe.via {
+                Via::Direct(addr) => (self.net.direct_up.contains(&addr)
+                    && probe.size <= self.net.mtu)
+                    .then_some(self.net.direct_rtt),
+                Via::Relay(idx) => self
+                    .net
+                    .relays
+                    .iter()
+                    .find(|(r, _)| *r == idx)
+                    .filter(|_| probe.size <= self.net.relay_mtu)
+                    .map(|(_, rtt)| *rtt),
+            };
+            if let Some(rtt) = answer {
+                self.net.pending.push((now + rtt, probe.id, probe.size));
+            }
+        }
+    }
+
+    fn run(&mut self, time: Duration) {
+        let end = self.now + time;
+        while self.now < end {
+            self.step();
+        }
+    }
+
+    /// Runs until `done` holds; returns how long that took (panics after `limit`).
+    fn until(&mut self, limit: Duration, done: impl Fn(&PathState) -> bool) -> Duration {
+        let start = self.now;
+        while !done(&self.path) {
+            assert!(
+                self.now - start < limit,
+                "not within {limit:?}: {:?}",
+                self.path.route()
+            );
+            self.step();
+        }
+        self.now - start
+    }
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn goes_direct_and_finds_the_full_mtu_with_one_probe() {
+    let mut sim = Sim::new();
+    assert_eq!(sim.path.route(), Route::Unknown);
+    sim.until(Duration::from_secs(1), |p| {
+        p.route() == Route::Direct(addr(A))
+    });
+    sim.until(Duration::from_secs(2), |p| p.path_mtu() != 0);
+    assert_eq!(sim.path.path_mtu(), 1472);
+    let stats = sim.path.stats(sim.now);
+    assert_eq!(stats.mode, PathMode::Direct);
+    assert_eq!(stats.endpoint, Some(addr(A)));
+    assert!(stats.rtt.unwrap() <= Duration::from_millis(60));
+}
+
+#[test]
+fn binary_search_finds_a_small_path_mtu() {
+    let mut sim = Sim::new();
+    // A 1300-byte underlay somewhere: 1300 − 28.
+    sim.net.mtu = 1272;
+    let took = sim.until(Duration::from_secs(30), |p| p.path_mtu() != 0);
+    let mtu = sim.path.path_mtu();
+    assert!((1264..=1272).contains(&mtu), "{mtu} after {took:?}");
+    // It stays put while the path does not change.
+    sim.run(Duration::from_secs(20));
+    assert!((1264..=1272).contains(&sim.path.path_mtu()));
+}
+
+#[test]
+fn mtu_shrinking_later_is_noticed_and_searched_again() {
+    let mut sim = Sim::new();
+    sim.until(Duration::from_secs(3), |p| p.path_mtu() == 1472);
+    sim.net.mtu = 1200;
+    sim.until(Duration::from_secs(60), |p| {
+        (1192..=1200).contains(&p.path_mtu())
+    });
+}
+
+#[test]
+fn fails_over_to_the_fastest_relay_and_heals_back() {
+    let mut sim = Sim::new();
+    sim.net.relays = vec![
+        (7, Duration::from_millis(300)),
+        (8, Duration::from_millis(5)),
+    ];
+    sim.path.set_relays(&[7, 8]);
+    sim.until(Duration::from_secs(1), |p| {
+        p.route() == Route::Direct(addr(A))
+    });
+    sim.run(Duration::from_secs(3));
+    sim.net.direct_up.clear();
+    let failover = sim.until(Duration::from_secs(5), |p| p.route() == Route::Relayed(8));
+    assert!(failover <= Duration::from_secs(5), "{failover:?}");
+    // The relayed path has its own (smaller) MTU.
+    sim.until(Duration::from_secs(20), |p| p.path_mtu() != 0);
+    assert!((1424..=1432).contains(&sim.path.path_mtu()));
+    sim.net.direct_up.push(addr(A));
+    let heal = sim.until(Duration::from_secs(10), |p| {
+        p.route() == Route::Direct(addr(A))
+    });
+    assert!(
+        heal >= Duration::from_millis(900),
+        "needs two pongs: {heal:?}"
+    );
+}
+
+#[test]
+fn a_single_pong_does_not_end_relaying() {
+    let mut sim = Sim::new();
+    sim.net.relays = vec![(7, Duration::from_millis(5))];
+    sim.path.set_relays(&[7]);
+    sim.net.direct_up.clear();
+    sim.until(Duration::from_secs(3), |p| p.route() == Route::Relayed(7));
+    // Direct answers every other probe round only: streak never reaches 2.
+    for _ in 0..10 {
+        sim.net.direct_up.push(addr(A));
+        sim.run(Duration::from_millis(1000));
+        sim.net.direct_up.clear();
+        sim.run(Duration::from_millis(2000));
+        assert_eq!(sim.path.route(), Route::Relayed(7));
+    }
+}
+
+#[test]
+fn no_relay_means_staying_on_the_failed_direct_path() {
+    let mut sim = Sim::new();
+    sim.until(Duration::from_secs(1), |p| {
+        p.route() == Route::Direct(addr(A))
+    });
+    sim.net.direct_up.clear();
+    sim.run(Duration::from_secs(10));
+    assert_eq!(sim.path.route(), Route::Direct(addr(A)));
+    let loss = sim.path.stats(sim.now).loss.unwrap();
+    assert!(loss > 0.5, "{loss}");
+}
+
+#[test]
+fn roams_to_a_new_address_learned_from_a_ping() {
+    let mut sim = Sim::new();
+    sim.until(Duration::from_secs(1), |p| {
+        p.route() == Route::Direct(addr(A))
+    });
+    // The peer moved: the old address is dead, pings come from the new one.
+    sim.net.direct_up = vec![addr(B)];
+    let now = sim.now;
+    sim.path.on_ping(Some(addr(B)), now);
+    let took = sim.until(Duration::from_secs(10), |p| {
+        p.route() == Route::Direct(addr(B))
+    });
+    assert!(took <= Duration::from_secs(4), "{took:?}");
+    // The dead learned-from-nowhere address is advertised: kept, not used.
+    sim.run(Duration::from_secs(5));
+    assert_eq!(sim.path.route(), Route::Direct(addr(B)));
+}
+
+#[test]
+fn learned_candidates_are_bounded_and_expire() {
+    let mut sim = Sim::new();
+    for port in 0..50u16 {
+        let now = sim.now;
+        sim.path
+            .on_ping(Some(SocketAddr::from(([10, 0, 0, 1], 1000 + port))), now);
+    }
+    assert!(sim.path.candidates.len() <= MAX_CANDIDATES);
+    sim.run(Duration::from_secs(70));
+    assert_eq!(sim.path.candidates.len(), 1, "only the advertised one left");
+}
+
+#[test]
+fn loss_and_clock_skew_are_measured() {
+    let mut sim = Sim::new();
+    sim.net.lose_every = 4;
+    sim.net.peer_clock_offset_ms = 2500;
+    sim.run(Duration::from_secs(30));
+    let stats = sim.path.stats(sim.now);
+    assert_eq!(stats.mode, PathMode::Direct);
+    let loss = stats.loss.unwrap();
+    assert!((0.05..0.5).contains(&loss), "{loss}");
+    let skew = stats.clock_skew_ms.unwrap();
+    assert!((2400.0..2600.0).contains(&skew), "{skew}");
+}
