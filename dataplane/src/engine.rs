@@ -30,8 +30,14 @@ use crate::pool::{BufPool, PacketBuf};
 use crate::replay::ReplayReject;
 use crate::stats::{DropCounters, DropReason, Stats};
 use crate::switch::{self, MacTable};
-use crate::wire::{DataHeader, HeaderError, ETHERNET_HEADER_LEN, HEADER_LEN};
+use crate::wire::{
+    DataHeader, HeaderError, HostTag, ETHERNET_HEADER_LEN, HEADER_LEN, MSG_TYPE_DATA,
+};
 use crate::{NetworkId, PeerIdx};
+
+mod paths;
+
+pub use paths::BURST_ID_BIT;
 
 /// A sealed datagram ready to send.
 #[derive(Debug)]
@@ -39,6 +45,9 @@ pub struct Outgoing {
     pub peer: PeerIdx,
     pub endpoint: SocketAddr,
     pub datagram: PacketBuf,
+    /// Send from the data port itself (probes and their answers), so that
+    /// the address a peer observes, and a NAT's mapping, is the data port's.
+    pub from_data_port: bool,
 }
 
 /// An authenticated frame to write to the TAP of `network`; it sits at
@@ -74,6 +83,10 @@ struct Tables {
     secrets: HashMap<NetworkId, [u8; 32]>,
     /// Keys derived for (keypair local index, network) of those networks.
     network_keys: HashMap<(u32, NetworkId), Arc<NetworkKeys>>,
+    /// Host tag → peer, for relay envelopes.
+    by_tag: HashMap<HostTag, PeerIdx>,
+    /// This host's tag.
+    local_tag: HostTag,
 }
 
 impl Tables {
@@ -117,6 +130,10 @@ pub struct Engine {
     /// Serialises changes, so that none is lost between copy and publish.
     writer: Mutex<()>,
     drops: DropCounters,
+    /// Path state of every peer (probes are rare: a mutex is fine).
+    paths: Mutex<paths::PathTable>,
+    /// Envelopes this host forwarded as a relay.
+    relay_forwards: std::sync::atomic::AtomicU64,
 }
 
 /// A copy of the tables being changed; published when dropped.
@@ -160,6 +177,8 @@ impl Engine {
             tables: ArcSwap::from_pointee(Tables::default()),
             writer: Mutex::new(()),
             drops: DropCounters::default(),
+            paths: Mutex::new(paths::PathTable::default()),
+            relay_forwards: Default::default(),
         }
     }
 
@@ -210,9 +229,12 @@ impl Engine {
 
     /// Creates or updates a peer's endpoint and network memberships.
     pub fn upsert_peer(&self, peer: PeerIdx, endpoint: Option<SocketAddr>, networks: &[NetworkId]) {
+        // A direct endpoint the probes confirmed (e.g. after roaming) wins
+        // over the advertised one until it fails.
+        let confirmed = self.advertise_endpoint(peer, endpoint);
         let mut tables = self.write();
         let entry = tables.peers.entry(peer).or_default();
-        entry.endpoint = endpoint;
+        entry.endpoint = confirmed.or(endpoint);
         let left: Vec<NetworkId> = entry
             .networks
             .iter()
@@ -248,6 +270,8 @@ impl Engine {
         let Some(removed) = tables.peers.remove(&peer) else {
             return;
         };
+        tables.by_tag.retain(|_, idx| *idx != peer);
+        self.forget_path(peer);
         for keypair in removed.keys.all() {
             tables.unindex(keypair);
         }
@@ -535,10 +559,18 @@ impl Engine {
         *tag_slot = keypair.seal(network_keys, counter, header_slot, payload);
         buf.mark_sealed();
         peer.counters.record_tx(frame_len);
+        if let Some(relay) = peer.relay {
+            match self.wrap_relay(tables, relay, peer_idx, buf, now, pool, false) {
+                Ok(outgoing) => out.push(outgoing),
+                Err(reason) => self.drops.bump(reason),
+            }
+            return;
+        }
         out.push(Outgoing {
             peer: peer_idx,
             endpoint,
             datagram: buf,
+            from_data_port: false,
         });
     }
 
@@ -560,13 +592,10 @@ impl Engine {
     }
 
     fn open_uncounted(&self, datagram: &mut [u8], now: Instant) -> Result<Delivery, DropReason> {
-        let header = DataHeader::parse(datagram).map_err(|error| match error {
-            HeaderError::Short => DropReason::Short,
-            HeaderError::UnknownType => DropReason::UnknownType,
-            HeaderError::BadVersion => DropReason::BadVersion,
-            HeaderError::Reserved => DropReason::BadReserved,
-            HeaderError::Oversized => DropReason::OversizedDatagram,
-        })?;
+        if datagram.first().is_some_and(|t| *t != MSG_TYPE_DATA) {
+            return Err(DropReason::UnknownType);
+        }
+        let header = DataHeader::parse(datagram).map_err(header_drop)?;
         let tables = self.read();
         let entry = tables
             .by_index
@@ -585,12 +614,7 @@ impl Engine {
         let frame_len = entry
             .keypair
             .open(network_keys, header.counter, header_bytes, body, now)
-            .map_err(|refusal| match refusal {
-                KeyRefusal::Stale => DropReason::StaleKey,
-                KeyRefusal::BadTag => DropReason::BadTag,
-                KeyRefusal::Replay(ReplayReject::Replayed) => DropReason::Replayed,
-                KeyRefusal::Replay(ReplayReject::TooOld) => DropReason::TooOld,
-            })?;
+            .map_err(refusal_drop)?;
         // Authenticated from here on.
         let peer_idx = entry.peer;
         let peer = tables
@@ -639,13 +663,34 @@ impl Engine {
 
     pub fn stats(&self, now: Instant) -> Stats {
         let tables = self.read();
+        let mut peers: std::collections::BTreeMap<PeerIdx, crate::PeerStats> = tables
+            .peers
+            .iter()
+            .map(|(idx, peer)| (*idx, peer.snapshot(now)))
+            .collect();
+        self.fill_path_stats(&mut peers, now);
         Stats {
             drops: self.drops.snapshot(),
-            peers: tables
-                .peers
-                .iter()
-                .map(|(idx, peer)| (*idx, peer.snapshot(now)))
-                .collect(),
+            peers,
         }
+    }
+}
+
+fn header_drop(error: HeaderError) -> DropReason {
+    match error {
+        HeaderError::Short => DropReason::Short,
+        HeaderError::UnknownType => DropReason::UnknownType,
+        HeaderError::BadVersion => DropReason::BadVersion,
+        HeaderError::Reserved => DropReason::BadReserved,
+        HeaderError::Oversized => DropReason::OversizedDatagram,
+    }
+}
+
+fn refusal_drop(refusal: KeyRefusal) -> DropReason {
+    match refusal {
+        KeyRefusal::Stale => DropReason::StaleKey,
+        KeyRefusal::BadTag => DropReason::BadTag,
+        KeyRefusal::Replay(ReplayReject::Replayed) => DropReason::Replayed,
+        KeyRefusal::Replay(ReplayReject::TooOld) => DropReason::TooOld,
     }
 }

@@ -98,6 +98,11 @@ pub struct Peer {
     /// current path, set by the path prober; 0 = not known yet (no limit
     /// is enforced). Shared between table copies like the counters.
     pub path_mtu: Arc<AtomicU32>,
+    /// Frames go through this peer (a relay envelope to its endpoint)
+    /// instead of to `endpoint`; chosen by the path state machine.
+    pub relay: Option<crate::PeerIdx>,
+    /// The peer's host tag on relay envelopes (zero: unknown).
+    pub tag: crate::wire::HostTag,
 }
 
 impl Peer {

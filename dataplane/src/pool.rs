@@ -93,6 +93,19 @@ impl PacketBuf {
         &mut self.storage[..end]
     }
 
+    /// The whole buffer, to build a datagram of another layout in (a relay
+    /// envelope); then [`Self::set_datagram_len`].
+    pub(crate) fn raw_mut(&mut self) -> &mut [u8] {
+        &mut self.storage
+    }
+
+    /// Declares the first `len` bytes of the buffer a finished datagram.
+    pub(crate) fn set_datagram_len(&mut self, len: usize) {
+        let len = len.clamp(HEADER_LEN + TAG_LEN, self.storage.len());
+        self.frame_len = len - HEADER_LEN - TAG_LEN;
+        self.sealed = true;
+    }
+
     /// The sealed datagram (empty if not sealed).
     pub fn datagram(&self) -> &[u8] {
         if !self.sealed {

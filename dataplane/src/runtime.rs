@@ -84,6 +84,8 @@ struct Inner {
     /// Every network's TAP queues, read by the workers.
     taps: Arc<TapTable>,
     wakes: Vec<Arc<Wake>>,
+    /// The data-port socket probes are sent from.
+    probe_socket: Arc<UdpIo>,
     tasks: Mutex<Tasks>,
     shut_down: AtomicBool,
     /// QoS losses of shaping since replaced (see [`Dataplane::qos_losses`]).
@@ -102,6 +104,7 @@ impl std::fmt::Debug for Inner {
 #[derive(Default)]
 struct Tasks {
     housekeeping: Option<tokio::task::JoinHandle<()>>,
+    paths: Option<tokio::task::JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
 }
 
@@ -115,6 +118,9 @@ impl Inner {
     fn stop_tasks(&self) {
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(task) = tasks.housekeeping.take() {
+            task.abort();
+        }
+        if let Some(task) = tasks.paths.take() {
             task.abort();
         }
         for wake in &self.wakes {
@@ -211,6 +217,9 @@ impl Dataplane {
                 }
             }
         });
+        // Probes leave from the data port (receive socket 0): the address
+        // peers observe, and the one a NAT maps, is the data port's.
+        let paths = runtime.spawn(run_paths(engine.clone(), receivers[0].clone()));
         tracing::info!(
             %local_addr,
             gro_segments = receivers[0].gro_segments(),
@@ -225,8 +234,10 @@ impl Dataplane {
                 local_addr,
                 taps,
                 wakes,
+                probe_socket: receivers[0].clone(),
                 tasks: Mutex::new(Tasks {
                     housekeeping: Some(housekeeping),
+                    paths: Some(paths),
                     workers: threads,
                 }),
                 shut_down: AtomicBool::new(false),
@@ -387,6 +398,66 @@ impl Dataplane {
         self.inner.engine.stats(Instant::now())
     }
 
+    /// Other data addresses of `peer` (its `data_addrs`), probed as
+    /// candidates next to the endpoint of `upsert_peer`.
+    pub fn set_candidates(&self, peer: PeerIdx, addrs: &[SocketAddr]) {
+        self.inner.engine.set_candidates(peer, addrs);
+    }
+
+    /// Tags naming hosts on relay envelopes (see [`crate::wire::HostTag`]).
+    pub fn set_local_tag(&self, tag: crate::wire::HostTag) {
+        self.inner.engine.set_local_tag(tag);
+    }
+
+    pub fn set_peer_tag(&self, peer: PeerIdx, tag: crate::wire::HostTag) {
+        self.inner.engine.set_peer_tag(peer, tag);
+    }
+
+    /// Where peers saw this host's data port (from their probe answers).
+    pub fn reflexive_addrs(&self) -> Vec<SocketAddr> {
+        self.inner.engine.reflexive_addrs(Instant::now())
+    }
+
+    /// Sends `count` probes `interval` apart over the peer's current path
+    /// and reports how many came back and their round trips (waiting up to
+    /// a second after the last).
+    pub fn probe_burst(
+        &self,
+        peer: PeerIdx,
+        count: u32,
+        interval: Duration,
+    ) -> impl std::future::Future<Output = crate::BurstReport> + Send + 'static {
+        let engine = self.inner.engine.clone();
+        let socket = self.inner.probe_socket.clone();
+        async move {
+            let mut pool = crate::pool::BufPool::new(crate::tap::MAX_TAP_FRAME, 1);
+            let mut ids = Vec::new();
+            let mut sent = 0;
+            for i in 0..count {
+                if i > 0 {
+                    tokio::time::sleep(interval).await;
+                }
+                sent += 1;
+                match engine.send_burst_probe(peer, Instant::now(), &mut pool) {
+                    Ok((id, outgoing)) => {
+                        ids.push(id);
+                        let batch = [outgoing];
+                        socket.send_batch(&batch, |_, error| {
+                            worker::count_send_error(&engine, &error)
+                        });
+                        let [outgoing] = batch;
+                        pool.put(outgoing.datagram);
+                    }
+                    Err(reason) => tracing::debug!(peer, ?reason, "burst probe not sent"),
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let mut report = engine.burst_result(&ids);
+            report.sent = sent;
+            report
+        }
+    }
+
     /// Stops every thread and task and closes the TAPs. The UDP socket closes
     /// when the last handle is dropped. Idempotent.
     pub fn shutdown(&self) {
@@ -394,6 +465,27 @@ impl Dataplane {
             self.inner.stop_tasks();
             tracing::info!(local_addr = %self.inner.local_addr, "data plane shut down");
         }
+    }
+}
+
+/// Drives every peer's path state machine: probes out of the data port,
+/// route changes into the engine's tables.
+async fn run_paths(engine: Arc<Engine>, socket: Arc<UdpIo>) {
+    let mut pool = crate::pool::BufPool::new(crate::tap::MAX_TAP_FRAME, 16);
+    let mut out = Vec::new();
+    loop {
+        let next = engine.poll_paths(Instant::now(), &mut pool, &mut out);
+        if !out.is_empty() {
+            socket.send_batch(&out, |_, error| worker::count_send_error(&engine, &error));
+            for outgoing in out.drain(..) {
+                pool.put(outgoing.datagram);
+            }
+        }
+        // At least every 100 ms: a pong may make the route decision due.
+        let wait = next
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_millis(100));
+        tokio::time::sleep(wait).await;
     }
 }
 

@@ -48,6 +48,9 @@ drop_reasons! {
     TapWriteFailed => "tap_write_failed": "Writing to the TAP device failed.",
     QosLoss => "qos_loss": "Frame dropped on purpose by a network's QoS loss setting.",
     QosQueueFull => "qos_queue_full": "Frame dropped because the QoS delay queue was full.",
+    TooBig => "too_big": "UDP send refused with EMSGSIZE: larger than the local interface allows (the socket never fragments).",
+    BadProbe => "bad_probe": "Authenticated probe with a malformed body or a non-zero network id.",
+    RelayRefused => "relay_refused": "Relay envelope for an unknown host, for the sender itself, for a host not reached directly (one hop only), or whose inner datagram is not from the named origin.",
 }
 
 impl DropReason {

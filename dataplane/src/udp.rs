@@ -212,6 +212,7 @@ impl UdpIo {
         let addr = socket.local_addr()?;
         socket.set_nonblocking(true)?;
         let state = UdpSocketState::new((&socket).into())?;
+        never_fragment(&socket, addr.is_ipv6())?;
         // Best effort: the kernel caps these at net.core.{r,w}mem_max.
         let _ = state.set_recv_buffer_size((&socket).into(), SOCKET_BUFFER_BYTES);
         let _ = state.set_send_buffer_size((&socket).into(), SOCKET_BUFFER_BYTES);
@@ -410,6 +411,49 @@ impl UdpIo {
             }
             other => other,
         }
+    }
+}
+
+/// DF on every datagram and no kernel PMTU cache in the way: a datagram
+/// too large for the local interface fails with EMSGSIZE (counted), one
+/// too large for the path is lost, which the path prober measures.
+fn never_fragment(socket: &std::net::UdpSocket, ipv6: bool) -> io::Result<()> {
+    let set = |level, name, value: libc::c_int| {
+        // SAFETY: setsockopt with a c_int option on a socket we own.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                level,
+                name,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    if ipv6 {
+        set(
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_PROBE,
+        )?;
+        // A dual-stack socket also sends IPv4.
+        let _ = set(
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_PROBE,
+        );
+        Ok(())
+    } else {
+        set(
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_PROBE,
+        )
     }
 }
 

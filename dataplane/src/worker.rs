@@ -188,7 +188,15 @@ pub(crate) fn run(io: WorkerIo) {
                 &mut pool,
                 &mut outgoing,
             );
-        let received = receive_batch(&io, &mut storage, &mut meta, &mut coalescer, &mine);
+        let received = receive_batch(
+            &io,
+            &mut storage,
+            &mut meta,
+            &mut coalescer,
+            &mine,
+            &mut pool,
+            &mut outgoing,
+        );
         let sent = seal_tap_reads(
             &io,
             &mine,
@@ -219,7 +227,8 @@ pub(crate) fn run(io: WorkerIo) {
     }
 }
 
-/// One `recvmmsg` batch: open each datagram, write it to the TAP. Returns
+/// One `recvmmsg` batch: open each datagram, write it to the TAP; probe
+/// answers and relayed envelopes go out at the end of the batch. Returns
 /// whether anything was received.
 fn receive_batch(
     io: &WorkerIo,
@@ -227,6 +236,8 @@ fn receive_batch(
     meta: &mut [RecvMeta],
     coalescer: &mut Coalescer<NetworkId>,
     mine: &MyQueues,
+    pool: &mut BufPool,
+    outgoing: &mut Vec<Outgoing>,
 ) -> bool {
     let received = {
         let mut slices: [IoSliceMut<'_>; quinn_udp::BATCH_SIZE] = {
@@ -256,7 +267,8 @@ fn receive_batch(
         let stride = meta.stride.max(1);
         let len = meta.len.min(buf.len());
         for datagram in buf[..len].chunks_mut(stride) {
-            let Ok(delivery) = engine.open_datagram(datagram, now) else {
+            let Ok(Some(delivery)) = engine.receive(datagram, meta.addr, now, pool, outgoing)
+            else {
                 continue;
             };
             let Some(tap) = mine.write.get(&delivery.network) else {
@@ -293,6 +305,7 @@ fn receive_batch(
         }
     }
     coalescer.flush(|net, bytes| write_tap(engine, mine, net, bytes));
+    flush(io, pool, outgoing);
     received > 0
 }
 
@@ -460,13 +473,35 @@ fn flush(io: &WorkerIo, pool: &mut BufPool, outgoing: &mut Vec<Outgoing>) {
     if outgoing.is_empty() {
         return;
     }
-    io.tx.send_batch(outgoing, |_, error| {
-        io.engine.count_drop(DropReason::SendFailed);
-        tracing::debug!(%error, "UDP send failed");
-    });
+    if outgoing.iter().any(|out| out.from_data_port) {
+        // Probe answers leave from the data port (what the peer observes,
+        // what a NAT mapped); they are few.
+        let (port, rest): (Vec<Outgoing>, Vec<Outgoing>) =
+            outgoing.drain(..).partition(|out| out.from_data_port);
+        io.rx
+            .send_batch(&port, |_, error| count_send_error(&io.engine, &error));
+        outgoing.extend(port);
+        io.tx
+            .send_batch(&rest, |_, error| count_send_error(&io.engine, &error));
+        outgoing.extend(rest);
+    } else {
+        io.tx
+            .send_batch(outgoing, |_, error| count_send_error(&io.engine, &error));
+    }
     for out in outgoing.drain(..) {
         pool.put(out.datagram);
     }
+}
+
+/// EMSGSIZE is its own drop: the sockets never fragment
+/// (`IP_PMTUDISC_PROBE`), so a datagram over the local MTU is refused.
+pub(crate) fn count_send_error(engine: &Engine, error: &io::Error) {
+    let reason = match error.raw_os_error() {
+        Some(libc::EMSGSIZE) => DropReason::TooBig,
+        _ => DropReason::SendFailed,
+    };
+    engine.count_drop(reason);
+    tracing::debug!(%error, "UDP send failed");
 }
 
 /// Sleeps in poll(2) until the receive socket, one of this worker's TAP

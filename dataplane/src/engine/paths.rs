@@ -1,0 +1,664 @@
+//! The engine's side of paths: probes (ping/pong, sealed with the pair's
+//! session keys), relay envelopes (origin → relay → destination, the inner
+//! datagram never opened by the relay), and applying what each peer's
+//! [`PathState`] decides to the tables the packet paths read.
+//!
+//! Relaying is one hop of explicit routing: an envelope names its
+//! destination by host tag, the relay forwards it only to a host it reaches
+//! directly, and an envelope never carries another envelope (the inner
+//! type must be data or probe), so nothing loops or floods.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::{header_drop, refusal_drop, Delivery, Engine, Outgoing, Tables};
+use crate::path::{PathConfig, PathState, Route, Via};
+use crate::pool::{BufPool, PacketBuf};
+use crate::stats::{BurstReport, DropReason, PeerStats};
+use crate::wire::{
+    self, DataHeader, HostTag, ProbeBody, ProbeKind, RelayHeader, HEADER_LEN, MIN_PROBE_DATAGRAM,
+    MSG_TYPE_DATA, MSG_TYPE_PROBE, MSG_TYPE_RELAY, MSG_TYPE_RELAYED, OVERHEAD, PROBE_BODY_LEN,
+    RELAY_HEADER_LEN, TAG_LEN,
+};
+use crate::PeerIdx;
+
+/// Probe ids with this bit belong to [`Engine::send_burst_probe`], not to
+/// a path state machine.
+pub const BURST_ID_BIT: u32 = 1 << 31;
+/// Our own reflexive addresses are forgotten after this without a pong.
+const REFLEXIVE_TTL: Duration = Duration::from_secs(60);
+
+#[derive(Debug)]
+struct PeerPath {
+    state: PathState,
+    /// The endpoint the control plane gives in `upsert_peer`.
+    endpoint: Option<SocketAddr>,
+    /// The peer's other advertised addresses (`data_addrs`).
+    extra: Vec<SocketAddr>,
+}
+
+impl PeerPath {
+    fn advertise(&mut self, now: Instant) {
+        let mut all: Vec<SocketAddr> = self.endpoint.into_iter().collect();
+        all.extend(self.extra.iter().copied());
+        all.dedup();
+        self.state.set_advertised(&all, now);
+    }
+}
+
+#[derive(Debug, Default)]
+pub(super) struct PathTable {
+    peers: HashMap<PeerIdx, PeerPath>,
+    config: Option<PathConfig>,
+    /// Where peers saw our probes come from (their pongs say).
+    reflexive: BTreeMap<SocketAddr, Instant>,
+    /// Burst probe id → (sent, answered).
+    bursts: HashMap<u32, (Instant, Option<Instant>)>,
+    next_burst: u32,
+}
+
+impl PathTable {
+    fn peer(&mut self, idx: PeerIdx, now: Instant) -> &mut PeerPath {
+        let config = self.config.unwrap_or_default();
+        self.peers.entry(idx).or_insert_with(|| PeerPath {
+            state: PathState::new(config, now),
+            endpoint: None,
+            extra: Vec::new(),
+        })
+    }
+}
+
+/// Local wall clock in ms since the Unix epoch (for the clock skew).
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// IPv4 peers reach a dual-stack socket as v4-mapped v6 addresses.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(ip) => SocketAddr::from((ip, v6.port())),
+            None => addr,
+        },
+        v4 => v4,
+    }
+}
+
+impl Engine {
+    fn lock_paths(&self) -> std::sync::MutexGuard<'_, PathTable> {
+        self.paths.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets the probing parameters for peers created from now on (tests,
+    /// and the daemon's view of the local underlay MTU).
+    pub fn set_path_config(&self, config: PathConfig) {
+        self.lock_paths().config = Some(config);
+    }
+
+    /// Records the control plane's endpoint for `peer`; returns the direct
+    /// endpoint the probes confirmed, if there is one.
+    pub(super) fn advertise_endpoint(
+        &self,
+        peer: PeerIdx,
+        endpoint: Option<SocketAddr>,
+    ) -> Option<SocketAddr> {
+        let now = Instant::now();
+        let mut paths = self.lock_paths();
+        let path = paths.peer(peer, now);
+        path.endpoint = endpoint;
+        path.advertise(now);
+        match path.state.route() {
+            Route::Direct(addr) => Some(addr),
+            _ => None,
+        }
+    }
+
+    pub(super) fn forget_path(&self, peer: PeerIdx) {
+        self.lock_paths().peers.remove(&peer);
+    }
+
+    /// The peer's further data addresses (its `data_addrs`), probed as
+    /// candidates besides the endpoint of `upsert_peer`.
+    pub fn set_candidates(&self, peer: PeerIdx, addrs: &[SocketAddr]) {
+        let now = Instant::now();
+        let mut paths = self.lock_paths();
+        let path = paths.peer(peer, now);
+        path.extra = addrs.to_vec();
+        path.advertise(now);
+    }
+
+    /// This host's tag and every peer's (from their identities), naming
+    /// hosts on relay envelopes.
+    pub fn set_local_tag(&self, tag: HostTag) {
+        self.write().local_tag = tag;
+    }
+
+    pub fn set_peer_tag(&self, peer: PeerIdx, tag: HostTag) {
+        let mut tables = self.write();
+        tables.by_tag.retain(|_, idx| *idx != peer);
+        tables.by_tag.insert(tag, peer);
+        tables.peers.entry(peer).or_default().tag = tag;
+    }
+
+    /// Addresses peers recently saw our probes come from (reflexive).
+    pub fn reflexive_addrs(&self, now: Instant) -> Vec<SocketAddr> {
+        let mut paths = self.lock_paths();
+        paths
+            .reflexive
+            .retain(|_, at| now.saturating_duration_since(*at) < REFLEXIVE_TTL);
+        paths.reflexive.keys().copied().collect()
+    }
+
+    /// Envelopes forwarded by this host as a relay.
+    pub fn relay_forwards(&self) -> u64 {
+        self.relay_forwards.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn fill_path_stats(&self, peers: &mut BTreeMap<PeerIdx, PeerStats>, now: Instant) {
+        let paths = self.lock_paths();
+        for (idx, stats) in peers.iter_mut() {
+            if let Some(path) = paths.peers.get(idx) {
+                stats.path = path.state.stats(now);
+                if let Route::Relayed(_) = path.state.route() {
+                    stats.path.endpoint = None;
+                }
+            }
+        }
+        drop(paths);
+        // A relayed path's endpoint is the relay's.
+        let relays: Vec<(PeerIdx, PeerIdx)> = peers
+            .iter()
+            .filter_map(|(idx, s)| match s.path.mode {
+                crate::PathMode::Relayed(via) => Some((*idx, via)),
+                _ => None,
+            })
+            .collect();
+        for (idx, via) in relays {
+            let endpoint = peers.get(&via).and_then(|s| s.endpoint);
+            if let Some(stats) = peers.get_mut(&idx) {
+                stats.path.endpoint = endpoint;
+            }
+        }
+    }
+
+    /// Runs every peer's path state machine: the probes due are sealed
+    /// into `out` (send them from the data port), route changes are applied
+    /// to the tables and path MTUs published. Returns when to call again.
+    pub fn poll_paths(&self, now: Instant, pool: &mut BufPool, out: &mut Vec<Outgoing>) -> Instant {
+        let wall = wall_ms();
+        let tables = self.read();
+        let mut paths = self.lock_paths();
+        // Peers reached directly may relay for the others.
+        let direct: Vec<PeerIdx> = paths
+            .peers
+            .iter()
+            .filter(|(idx, p)| {
+                matches!(p.state.route(), Route::Direct(_))
+                    && tables.peers.get(idx).is_some_and(|t| t.tag != [0; 8])
+            })
+            .map(|(idx, _)| *idx)
+            .collect();
+        let mut next = now + Duration::from_secs(1);
+        let mut changes = Vec::new();
+        for (idx, path) in paths.peers.iter_mut() {
+            let Some(peer) = tables.peers.get(idx) else {
+                continue;
+            };
+            if peer.keys.current.is_none() {
+                continue;
+            }
+            let relays: Vec<PeerIdx> = direct.iter().copied().filter(|r| r != idx).collect();
+            path.state.set_relays(&relays);
+            for probe in path.state.poll(now, wall) {
+                let body = ProbeBody {
+                    kind: ProbeKind::Ping,
+                    id: probe.id,
+                    wall_ms: wall,
+                    size: probe.size.min(u16::MAX as u32) as u16,
+                    observed: None,
+                };
+                match self.probe_to(
+                    &tables,
+                    *idx,
+                    &body,
+                    probe.size as usize,
+                    probe.via,
+                    now,
+                    pool,
+                ) {
+                    Ok(outgoing) => out.push(outgoing),
+                    Err(reason) => tracing::trace!(peer = idx, ?reason, "probe not sent"),
+                }
+            }
+            next = next.min(path.state.next_timeout());
+            let (endpoint, relay) = match path.state.route() {
+                Route::Direct(addr) => (Some(addr), None),
+                Route::Relayed(via) => (peer.endpoint.or(path.endpoint), Some(via)),
+                Route::Unknown => (path.endpoint.or(peer.endpoint), None),
+            };
+            if endpoint != peer.endpoint || relay != peer.relay {
+                changes.push((*idx, endpoint, relay));
+            }
+            peer.path_mtu
+                .store(path.state.path_mtu(), Ordering::Relaxed);
+        }
+        drop(paths);
+        drop(tables);
+        if !changes.is_empty() {
+            let mut tables = self.write();
+            for (idx, endpoint, relay) in changes {
+                if let Some(peer) = tables.peers.get_mut(&idx) {
+                    tracing::info!(peer = idx, ?endpoint, ?relay, "data path now");
+                    peer.endpoint = endpoint;
+                    peer.relay = relay;
+                }
+            }
+        }
+        next.max(now + Duration::from_millis(20))
+    }
+
+    /// Seals a probe for `peer` and addresses it along `via`.
+    #[allow(clippy::too_many_arguments)]
+    fn probe_to(
+        &self,
+        tables: &Tables,
+        peer: PeerIdx,
+        body: &ProbeBody,
+        size: usize,
+        via: Via,
+        now: Instant,
+        pool: &mut BufPool,
+    ) -> Result<Outgoing, DropReason> {
+        let buf = self.seal_probe(tables, peer, body, size, now, pool)?;
+        match via {
+            Via::Direct(endpoint) => Ok(Outgoing {
+                peer,
+                endpoint,
+                datagram: buf,
+                from_data_port: true,
+            }),
+            Via::Relay(relay) => self.wrap_relay(tables, relay, peer, buf, now, pool, true),
+        }
+    }
+
+    fn seal_probe(
+        &self,
+        tables: &Tables,
+        peer: PeerIdx,
+        body: &ProbeBody,
+        size: usize,
+        now: Instant,
+        pool: &mut BufPool,
+    ) -> Result<PacketBuf, DropReason> {
+        let keypair = tables
+            .peers
+            .get(&peer)
+            .ok_or(DropReason::UnknownPeer)?
+            .keys
+            .current
+            .clone()
+            .ok_or(DropReason::NoKey)?;
+        let counter = keypair
+            .take_send_counter(now)
+            .map_err(|_| DropReason::StaleKey)?;
+        let mut buf = pool.get();
+        let len = size
+            .saturating_sub(OVERHEAD)
+            .max(PROBE_BODY_LEN)
+            .min(buf.frame_capacity());
+        let space = buf.frame_space();
+        space[..len].fill(0);
+        body.encode(&mut space[..PROBE_BODY_LEN]);
+        buf.set_frame_len(len);
+        let (header, payload, tag) = buf.seal_parts();
+        DataHeader {
+            receiver_index: keypair.remote_index,
+            counter,
+            network_id: 0,
+        }
+        .encode(header);
+        wire::set_type(header, MSG_TYPE_PROBE);
+        *tag = keypair.seal(None, counter, header, payload);
+        buf.mark_sealed();
+        Ok(buf)
+    }
+
+    /// Puts the sealed datagram `inner` (for `dst`) into an envelope to
+    /// `relay`, authenticated with our keys with the relay.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn wrap_relay(
+        &self,
+        tables: &Tables,
+        relay: PeerIdx,
+        dst: PeerIdx,
+        inner: PacketBuf,
+        now: Instant,
+        pool: &mut BufPool,
+        from_data_port: bool,
+    ) -> Result<Outgoing, DropReason> {
+        let result = self.wrap_into(tables, relay, dst, &inner, now, pool, from_data_port);
+        pool.put(inner);
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn wrap_into(
+        &self,
+        tables: &Tables,
+        relay: PeerIdx,
+        dst: PeerIdx,
+        inner: &PacketBuf,
+        now: Instant,
+        pool: &mut BufPool,
+        from_data_port: bool,
+    ) -> Result<Outgoing, DropReason> {
+        let tag = tables
+            .peers
+            .get(&dst)
+            .map(|p| p.tag)
+            .filter(|t| *t != [0; 8])
+            .ok_or(DropReason::RelayRefused)?;
+        let via = tables.peers.get(&relay).ok_or(DropReason::UnknownPeer)?;
+        let endpoint = via.endpoint.ok_or(DropReason::NoEndpoint)?;
+        let keypair = via.keys.current.as_ref().ok_or(DropReason::NoKey)?;
+        let counter = keypair
+            .take_send_counter(now)
+            .map_err(|_| DropReason::StaleKey)?;
+        let inner = inner.datagram();
+        let len = RELAY_HEADER_LEN + inner.len() + TAG_LEN;
+        let mut buf = pool.get();
+        let raw = buf.raw_mut();
+        if len > raw.len() {
+            pool.put(buf);
+            return Err(DropReason::OversizedFrame);
+        }
+        RelayHeader {
+            msg_type: MSG_TYPE_RELAY,
+            receiver_index: keypair.remote_index,
+            counter,
+            host: tag,
+        }
+        .encode(&mut raw[..RELAY_HEADER_LEN]);
+        let body_end = RELAY_HEADER_LEN + inner.len();
+        raw[RELAY_HEADER_LEN..body_end].copy_from_slice(inner);
+        let mac = keypair.tag_only(counter, &raw[..body_end]);
+        raw[body_end..len].copy_from_slice(&mac);
+        buf.set_datagram_len(len);
+        Ok(Outgoing {
+            peer: dst,
+            endpoint,
+            datagram: buf,
+            from_data_port,
+        })
+    }
+
+    /// Handles any datagram from the UDP socket: data (returned for the
+    /// TAP), probes (answered or fed to the path state), relay envelopes
+    /// (forwarded, or opened when they are for us). Datagrams to send go to
+    /// `out`. Every failure is counted before it is returned.
+    pub fn receive(
+        &self,
+        datagram: &mut [u8],
+        source: SocketAddr,
+        now: Instant,
+        pool: &mut BufPool,
+        out: &mut Vec<Outgoing>,
+    ) -> Result<Option<Delivery>, DropReason> {
+        let source = canonical(source);
+        let result = match datagram.first().copied() {
+            Some(MSG_TYPE_DATA) => self.open_uncounted(datagram, now).map(Some),
+            Some(MSG_TYPE_PROBE) => self
+                .handle_probe(datagram, Some(source), None, now, pool, out)
+                .map(|()| None),
+            Some(MSG_TYPE_RELAY) => self.forward(datagram, now, pool, out).map(|()| None),
+            Some(MSG_TYPE_RELAYED) => self.unwrap_relayed(datagram, now, pool, out),
+            _ => Err(DropReason::UnknownType),
+        };
+        if let Err(reason) = result {
+            self.drops.bump(reason);
+        }
+        result
+    }
+
+    /// Verifies an envelope's tag with the sender's keypair; returns the
+    /// header and the sending peer.
+    fn verify_envelope(
+        &self,
+        tables: &Tables,
+        datagram: &[u8],
+        now: Instant,
+    ) -> Result<(RelayHeader, PeerIdx), DropReason> {
+        let header = RelayHeader::parse(datagram).map_err(header_drop)?;
+        let entry = tables
+            .by_index
+            .get(&header.receiver_index)
+            .ok_or(DropReason::UnknownIndex)?;
+        let (aad, tag) = datagram.split_at(datagram.len() - TAG_LEN);
+        let tag: &[u8; TAG_LEN] = tag.try_into().map_err(|_| DropReason::Short)?;
+        entry
+            .keypair
+            .verify_only(header.counter, aad, tag, now)
+            .map_err(refusal_drop)?;
+        Ok((header, entry.peer))
+    }
+
+    /// As the relay: re-authenticates the envelope for its destination and
+    /// forwards it, the inner datagram untouched.
+    fn forward(
+        &self,
+        datagram: &mut [u8],
+        now: Instant,
+        pool: &mut BufPool,
+        out: &mut Vec<Outgoing>,
+    ) -> Result<(), DropReason> {
+        let tables = self.read();
+        let (header, from) = self.verify_envelope(&tables, datagram, now)?;
+        let to = *tables
+            .by_tag
+            .get(&header.host)
+            .ok_or(DropReason::RelayRefused)?;
+        let origin_tag = tables.peers.get(&from).map_or([0; 8], |p| p.tag);
+        let dst = tables.peers.get(&to).ok_or(DropReason::RelayRefused)?;
+        // One hop only: never to the sender, never onwards through a relay.
+        if to == from || dst.relay.is_some() || origin_tag == [0; 8] {
+            return Err(DropReason::RelayRefused);
+        }
+        let endpoint = dst.endpoint.ok_or(DropReason::NoEndpoint)?;
+        let keypair = dst.keys.current.as_ref().ok_or(DropReason::NoKey)?;
+        let counter = keypair
+            .take_send_counter(now)
+            .map_err(|_| DropReason::StaleKey)?;
+        RelayHeader {
+            msg_type: MSG_TYPE_RELAYED,
+            receiver_index: keypair.remote_index,
+            counter,
+            host: origin_tag,
+        }
+        .encode(&mut datagram[..RELAY_HEADER_LEN]);
+        let body_end = datagram.len() - TAG_LEN;
+        let mac = keypair.tag_only(counter, &datagram[..body_end]);
+        datagram[body_end..].copy_from_slice(&mac);
+        let mut buf = pool.get();
+        let raw = buf.raw_mut();
+        if datagram.len() > raw.len() {
+            pool.put(buf);
+            return Err(DropReason::OversizedDatagram);
+        }
+        raw[..datagram.len()].copy_from_slice(datagram);
+        buf.set_datagram_len(datagram.len());
+        self.relay_forwards.fetch_add(1, Ordering::Relaxed);
+        out.push(Outgoing {
+            peer: to,
+            endpoint,
+            datagram: buf,
+            from_data_port: false,
+        });
+        Ok(())
+    }
+
+    /// As the destination: verifies the relay's envelope, then opens the
+    /// inner datagram, which must come from the origin the envelope names.
+    fn unwrap_relayed(
+        &self,
+        datagram: &mut [u8],
+        now: Instant,
+        pool: &mut BufPool,
+        out: &mut Vec<Outgoing>,
+    ) -> Result<Option<Delivery>, DropReason> {
+        let (origin, relay) = {
+            let tables = self.read();
+            let (header, relay) = self.verify_envelope(&tables, datagram, now)?;
+            let origin = *tables
+                .by_tag
+                .get(&header.host)
+                .ok_or(DropReason::RelayRefused)?;
+            (origin, relay)
+        };
+        let end = datagram.len() - TAG_LEN;
+        let inner = &mut datagram[RELAY_HEADER_LEN..end];
+        if inner[0] == MSG_TYPE_PROBE {
+            return self
+                .handle_probe(inner, None, Some((relay, origin)), now, pool, out)
+                .map(|()| None);
+        }
+        let mut delivery = self.open_uncounted(inner, now)?;
+        if delivery.peer != origin {
+            return Err(DropReason::RelayRefused);
+        }
+        delivery.frame =
+            delivery.frame.start + RELAY_HEADER_LEN..delivery.frame.end + RELAY_HEADER_LEN;
+        Ok(Some(delivery))
+    }
+
+    /// Opens a probe; answers a ping (directly to `source`, or back through
+    /// the relay it came by), feeds a pong to the peer's path state.
+    fn handle_probe(
+        &self,
+        datagram: &mut [u8],
+        source: Option<SocketAddr>,
+        relayed: Option<(PeerIdx, PeerIdx)>,
+        now: Instant,
+        pool: &mut BufPool,
+        out: &mut Vec<Outgoing>,
+    ) -> Result<(), DropReason> {
+        let received_len = datagram.len();
+        let header = DataHeader::parse(datagram).map_err(header_drop)?;
+        let tables = self.read();
+        let entry = tables
+            .by_index
+            .get(&header.receiver_index)
+            .ok_or(DropReason::UnknownIndex)?;
+        let peer = entry.peer;
+        let (header_bytes, body) = datagram.split_at_mut(HEADER_LEN);
+        let header_bytes: &[u8; HEADER_LEN] =
+            (&*header_bytes).try_into().map_err(|_| DropReason::Short)?;
+        let len = entry
+            .keypair
+            .open(None, header.counter, header_bytes, body, now)
+            .map_err(refusal_drop)?;
+        if header.network_id != 0 {
+            return Err(DropReason::BadProbe);
+        }
+        if relayed.is_some_and(|(_, origin)| origin != peer) {
+            return Err(DropReason::RelayRefused);
+        }
+        let probe = ProbeBody::parse(&body[..len]).ok_or(DropReason::BadProbe)?;
+        match probe.kind {
+            ProbeKind::Ping => {
+                let pong = ProbeBody {
+                    kind: ProbeKind::Pong,
+                    id: probe.id,
+                    wall_ms: wall_ms(),
+                    size: received_len.min(u16::MAX as usize) as u16,
+                    observed: source,
+                };
+                let via = match (source, relayed) {
+                    (Some(addr), _) => Via::Direct(addr),
+                    (None, Some((relay, _))) => Via::Relay(relay),
+                    (None, None) => return Ok(()),
+                };
+                match self.probe_to(&tables, peer, &pong, MIN_PROBE_DATAGRAM, via, now, pool) {
+                    Ok(outgoing) => out.push(outgoing),
+                    Err(reason) => self.drops.bump(reason),
+                }
+                drop(tables);
+                self.lock_paths().peer(peer, now).state.on_ping(source, now);
+            }
+            ProbeKind::Pong => {
+                drop(tables);
+                let mut paths = self.lock_paths();
+                if probe.id & BURST_ID_BIT != 0 {
+                    if let Some((_, answered)) = paths.bursts.get_mut(&probe.id) {
+                        answered.get_or_insert(now);
+                    }
+                    return Ok(());
+                }
+                if let (Some(observed), Some(_)) = (probe.observed, source) {
+                    paths.reflexive.insert(canonical(observed), now);
+                }
+                paths.peer(peer, now).state.on_pong(
+                    probe.id,
+                    probe.wall_ms,
+                    probe.size as u32,
+                    now,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// One probe of a burst ([`crate::Dataplane::probe_burst`]) over the
+    /// peer's current route; returns its id to ask [`Self::burst_result`].
+    pub fn send_burst_probe(
+        &self,
+        peer: PeerIdx,
+        now: Instant,
+        pool: &mut BufPool,
+    ) -> Result<(u32, Outgoing), DropReason> {
+        let tables = self.read();
+        let entry = tables.peers.get(&peer).ok_or(DropReason::UnknownPeer)?;
+        let via = match (entry.relay, entry.endpoint) {
+            (Some(relay), _) => Via::Relay(relay),
+            (None, Some(addr)) => Via::Direct(addr),
+            (None, None) => return Err(DropReason::NoEndpoint),
+        };
+        let id = {
+            let mut paths = self.lock_paths();
+            paths.next_burst = paths.next_burst.wrapping_add(1);
+            let id = BURST_ID_BIT | (paths.next_burst & !BURST_ID_BIT);
+            paths.bursts.insert(id, (now, None));
+            id
+        };
+        let body = ProbeBody {
+            kind: ProbeKind::Ping,
+            id,
+            wall_ms: wall_ms(),
+            size: MIN_PROBE_DATAGRAM as u16,
+            observed: None,
+        };
+        let outgoing = self.probe_to(&tables, peer, &body, MIN_PROBE_DATAGRAM, via, now, pool)?;
+        Ok((id, outgoing))
+    }
+
+    /// Collects (and forgets) the burst probes `ids`.
+    pub fn burst_result(&self, ids: &[u32]) -> BurstReport {
+        let mut paths = self.lock_paths();
+        let rtts: Vec<Duration> = ids
+            .iter()
+            .filter_map(|id| paths.bursts.remove(id))
+            .filter_map(|(sent, answered)| answered.map(|at| at.saturating_duration_since(sent)))
+            .collect();
+        let received = rtts.len() as u32;
+        BurstReport {
+            sent: ids.len() as u32,
+            received,
+            rtt_min: rtts.iter().min().copied(),
+            rtt_max: rtts.iter().max().copied(),
+            rtt_avg: (received > 0).then(|| rtts.iter().sum::<Duration>() / received),
+        }
+    }
+}
