@@ -280,6 +280,41 @@ impl Node {
         }))
     }
 
+    /// Sets (`None`: removes) one key of this host's member metadata; the
+    /// record is re-signed with a new version and gossiped. A value the
+    /// record could not carry (over the metadata limits) is refused with a
+    /// warning; an unchanged value costs nothing.
+    pub fn set_meta(&self, key: &str, value: Option<String>) {
+        let changed = {
+            let mut peers = lock(&self.inner.peers);
+            let own = peers.table.local();
+            if own.meta.get(key) == value.as_ref() {
+                return;
+            }
+            let too_big = key.len() > crate::membership::MAX_META_LEN
+                || value
+                    .as_ref()
+                    .is_some_and(|v| v.len() > crate::membership::MAX_META_LEN)
+                || (value.is_some()
+                    && !own.meta.contains_key(key)
+                    && own.meta.len() >= crate::membership::MAX_META_ENTRIES);
+            if too_big {
+                warn!(key, "member metadata value too large; not advertised");
+                return;
+            }
+            peers.table.update_local(|own| match value {
+                Some(value) => {
+                    own.meta.insert(key.to_string(), value);
+                }
+                None => {
+                    own.meta.remove(key);
+                }
+            })
+        };
+        debug!(key, "own member metadata changed");
+        self.inner.after_merge(vec![changed], None);
+    }
+
     /// Every other known member (the local host is not included).
     pub fn members(&self) -> Vec<Member> {
         let peers = lock(&self.inner.peers);

@@ -350,6 +350,7 @@ impl Daemon {
         daemon.services.clone().spawn();
         daemon.traffic.clone().spawn();
         daemon.edge.clone().spawn();
+        crate::paths::spawn(daemon.node.clone(), daemon.peers.clone(), daemon.dp.clone());
         info!(
             id = %daemon.node.id(),
             control = %daemon.node.local_addr(),
@@ -572,9 +573,13 @@ impl Daemon {
     pub fn status(&self) -> StatusResponse {
         let stats = self.dp.stats();
         let removed = self.channels.removed_hosts();
-        let peers: Vec<PeerStatus> = self
-            .node
-            .members()
+        let members = self.node.members();
+        // Relays are named by their host name in `path`.
+        let names: std::collections::HashMap<dataplane::PeerIdx, String> = members
+            .iter()
+            .filter_map(|m| Some((self.peers.handle(&m.id)?, m.name.clone())))
+            .collect();
+        let peers: Vec<PeerStatus> = members
             .iter()
             .filter(|m| !removed.contains(&m.id.to_hex()))
             .map(|m| {
@@ -583,7 +588,9 @@ impl Daemon {
                     .handle(&m.id)
                     .and_then(|idx| stats.peers.get(&idx).cloned())
                     .unwrap_or_default();
-                views::peer(m, &traffic, self.peers.data_endpoint(&m.id))
+                views::peer(m, &traffic, self.peers.data_endpoint(&m.id), |idx| {
+                    names.get(&idx).cloned()
+                })
             })
             .collect();
         StatusResponse {

@@ -23,6 +23,7 @@ pub mod fabric;
 pub mod isolation;
 pub mod netdev;
 pub mod netsecret;
+pub mod paths;
 pub mod peers;
 pub mod reserve;
 pub mod resolvconf;

@@ -20,6 +20,10 @@ pub trait PeerPlane: Send + Sync + 'static {
     fn set_peer_down(&self, peer: PeerIdx, down: bool);
     fn install_keys(&self, peer: PeerIdx, keys: dataplane::SessionKeys, send_now: bool);
     fn confirm_keys(&self, peer: PeerIdx, generation: u64);
+    /// Names the peer on relay envelopes.
+    fn set_peer_tag(&self, peer: PeerIdx, tag: dataplane::wire::HostTag);
+    /// The peer's further data addresses (its `data_addrs`).
+    fn set_candidates(&self, peer: PeerIdx, addrs: &[SocketAddr]);
 }
 
 impl PeerPlane for Dataplane {
@@ -37,6 +41,12 @@ impl PeerPlane for Dataplane {
     }
     fn confirm_keys(&self, peer: PeerIdx, generation: u64) {
         Dataplane::confirm_keys(self, peer, generation)
+    }
+    fn set_peer_tag(&self, peer: PeerIdx, tag: dataplane::wire::HostTag) {
+        Dataplane::set_peer_tag(self, peer, tag)
+    }
+    fn set_candidates(&self, peer: PeerIdx, addrs: &[SocketAddr]) {
+        Dataplane::set_candidates(self, peer, addrs)
     }
 }
 
@@ -56,6 +66,12 @@ impl<T: PeerPlane> PeerPlane for Arc<T> {
     fn confirm_keys(&self, peer: PeerIdx, generation: u64) {
         (**self).confirm_keys(peer, generation)
     }
+    fn set_peer_tag(&self, peer: PeerIdx, tag: dataplane::wire::HostTag) {
+        (**self).set_peer_tag(peer, tag)
+    }
+    fn set_candidates(&self, peer: PeerIdx, addrs: &[SocketAddr]) {
+        (**self).set_candidates(peer, addrs)
+    }
 }
 
 impl PeerPlane for Engine {
@@ -74,10 +90,36 @@ impl PeerPlane for Engine {
     fn confirm_keys(&self, peer: PeerIdx, generation: u64) {
         Engine::confirm_keys(self, peer, generation);
     }
+    fn set_peer_tag(&self, peer: PeerIdx, tag: dataplane::wire::HostTag) {
+        Engine::set_peer_tag(self, peer, tag)
+    }
+    fn set_candidates(&self, peer: PeerIdx, addrs: &[SocketAddr]) {
+        Engine::set_candidates(self, peer, addrs)
+    }
 }
 
 /// Key under which a host advertises its data-plane UDP port.
 pub const META_DATA_PORT: &str = "data_port";
+/// Key under which a host advertises where its peers see its data port
+/// (reflexive addresses, comma-separated), for NAT traversal.
+pub const META_DATA_ADDRS: &str = "data_addrs";
+
+/// A host's tag on relay envelopes: the first 8 bytes of its identity.
+pub fn host_tag(peer: &PeerId) -> dataplane::wire::HostTag {
+    let mut tag = [0u8; 8];
+    tag.copy_from_slice(&peer.0[..8]);
+    tag
+}
+
+/// The addresses in a `data_addrs` value; malformed entries are skipped
+/// (the record is signed, but by a peer that may run another version).
+pub fn parse_data_addrs(value: &str) -> Vec<SocketAddr> {
+    value
+        .split(',')
+        .filter_map(|a| a.trim().parse().ok())
+        .take(8)
+        .collect()
+}
 
 #[derive(Debug, Clone)]
 struct PeerEntry {
@@ -144,10 +186,11 @@ impl<P: PeerPlane> PeerTable<P> {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn entry<'a>(t: &'a mut Table, peer: &PeerId) -> &'a mut PeerEntry {
+    fn entry<'a>(&self, t: &'a mut Table, peer: &PeerId) -> &'a mut PeerEntry {
         if !t.peers.contains_key(peer) {
             let idx = t.next_idx;
             t.next_idx = t.next_idx.wrapping_add(1).max(1);
+            self.dp.set_peer_tag(idx, host_tag(peer));
             t.peers.insert(
                 *peer,
                 PeerEntry {
@@ -179,6 +222,13 @@ impl<P: PeerPlane> PeerTable<P> {
         self.lock().peers.get(peer).map(|e| e.idx)
     }
 
+    /// Passes a peer's current `data_addrs` on (they change after peer_up).
+    pub fn update_candidates(&self, peer: &PeerId, addrs: &[SocketAddr]) {
+        if let Some(idx) = self.handle(peer) {
+            self.dp.set_candidates(idx, addrs);
+        }
+    }
+
     /// A host removed for good: out of the data plane, keys and all, and
     /// whatever gossip still reports about it is ignored.
     pub fn forget(&self, peer: &PeerId) {
@@ -205,16 +255,33 @@ impl<P: PeerPlane> PeerObserver for PeerTable<P> {
         };
         // The data plane listens on the address the peer's control plane
         // answered from, so it works without any address configuration.
-        let endpoint = SocketAddr::new(peer.remote.ip(), port);
+        // Its reflexive data addresses are probed too (NAT traversal); with
+        // no usable control address (control relayed) they are all there is.
+        let data_addrs = peer
+            .meta
+            .get(META_DATA_ADDRS)
+            .map(|v| parse_data_addrs(v))
+            .unwrap_or_default();
+        let endpoint = match peer.remote.ip().is_unspecified() {
+            false => SocketAddr::new(peer.remote.ip(), port),
+            true => match data_addrs.first() {
+                Some(addr) => *addr,
+                None => {
+                    warn!(peer = %peer.id, "no data address known for peer");
+                    return;
+                }
+            },
+        };
         let mut t = self.lock();
         if t.removed.contains(&peer.id) {
             return;
         }
-        let e = Self::entry(&mut t, &peer.id);
+        let e = self.entry(&mut t, &peer.id);
         e.data_endpoint = Some(endpoint);
         e.up = true;
         let idx = e.idx;
         self.dp.upsert_peer(idx, endpoint, &t.networks_of(&peer.id));
+        self.dp.set_candidates(idx, &data_addrs);
         self.dp.set_peer_down(idx, false);
         info!(peer = %peer.id, name = %peer.name, %endpoint, "peer up");
     }
@@ -237,7 +304,7 @@ impl<P: PeerPlane> PeerObserver for PeerTable<P> {
         if t.removed.contains(peer) {
             return;
         }
-        let idx = Self::entry(&mut t, peer).idx;
+        let idx = self.entry(&mut t, peer).idx;
         drop(t);
         self.dp.install_keys(
             idx,

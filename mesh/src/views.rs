@@ -12,27 +12,38 @@ use crate::networks;
 use crate::records::{self, EndpointRecord, NetworkDef, NetworkSettings, RangeEntry};
 
 /// One peer as `meshctl status` shows it.
+/// `data_address` is the endpoint the control plane gave; the one in use
+/// (after roaming, or the relay's) wins. `name_of` names a relay.
 pub fn peer(
     m: &gossip::Member,
     traffic: &dataplane::PeerStats,
     data_address: Option<std::net::SocketAddr>,
+    name_of: impl Fn(dataplane::PeerIdx) -> Option<String>,
 ) -> api::PeerStatus {
+    let path = &traffic.path;
     api::PeerStatus {
         id: m.id.to_string(),
         name: m.name.clone(),
         address: m.addr.to_string(),
-        data_address: data_address.map(|a| a.to_string()),
+        data_address: path.endpoint.or(data_address).map(|a| a.to_string()),
         state: match m.state {
             gossip::PeerState::Connecting => api::PeerState::Connecting,
             gossip::PeerState::Up => api::PeerState::Up,
             gossip::PeerState::Down => api::PeerState::Down,
         },
-        path: "direct".into(),
+        path: match path.mode {
+            dataplane::PathMode::Direct => "direct".into(),
+            dataplane::PathMode::Relayed(via) => format!(
+                "relayed via {}",
+                name_of(via).unwrap_or_else(|| format!("peer {via}"))
+            ),
+            dataplane::PathMode::Unknown => "none".into(),
+        },
         control: None,
-        path_mtu: None,
-        path_rtt_ms: None,
-        path_loss: None,
-        clock_skew_ms: None,
+        path_mtu: path.mtu,
+        path_rtt_ms: path.rtt.map(|d| d.as_secs_f64() * 1e3),
+        path_loss: path.loss,
+        clock_skew_ms: path.clock_skew_ms,
         version: None,
         rtt_ms: m.rtt.map(|d| d.as_secs_f64() * 1e3),
         key_generation: m.key_generation,

@@ -1,0 +1,84 @@
+//! Keeps the data paths' inputs current: publishes where peers see this
+//! host's data port (`data_addrs`, from the data plane's probe answers) in
+//! the signed member record, and hands every peer's `data_addrs` to the
+//! data plane as candidate endpoints. Everything travels over the
+//! authenticated control plane: no STUN or any other outside service.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dataplane::Dataplane;
+use gossip::Node;
+
+use crate::peers::{parse_data_addrs, PeerTable, META_DATA_ADDRS};
+
+/// How often reflexive addresses and candidates are synchronised.
+const SYNC_INTERVAL: Duration = Duration::from_secs(2);
+/// At most this many reflexive addresses are advertised.
+const MAX_ADVERTISED: usize = 4;
+
+/// The `data_addrs` value for these reflexive addresses (sorted, bounded;
+/// None when there are none).
+pub fn data_addrs_value(mut addrs: Vec<std::net::SocketAddr>) -> Option<String> {
+    addrs.sort();
+    addrs.dedup();
+    addrs.truncate(MAX_ADVERTISED);
+    (!addrs.is_empty()).then(|| {
+        addrs
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    })
+}
+
+/// One synchronisation round.
+pub fn sync(node: &Node, peers: &PeerTable, dp: &Dataplane) {
+    node.set_meta(META_DATA_ADDRS, data_addrs_value(dp.reflexive_addrs()));
+    for member in node.members() {
+        let addrs = member
+            .meta
+            .get(META_DATA_ADDRS)
+            .map(|v| parse_data_addrs(v))
+            .unwrap_or_default();
+        peers.update_candidates(&member.id, &addrs);
+    }
+}
+
+/// Names this host on relay envelopes and keeps [`sync`] running.
+pub fn spawn(node: Node, peers: Arc<PeerTable>, dp: Dataplane) {
+    dp.set_local_tag(crate::peers::host_tag(&node.id()));
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(SYNC_INTERVAL);
+        loop {
+            ticks.tick().await;
+            sync(&node, &peers, &dp);
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_addrs_are_sorted_deduplicated_bounded_and_round_trip() {
+        let addrs: Vec<std::net::SocketAddr> =
+            ["198.18.0.9:7801", "10.0.0.1:4000", "198.18.0.9:7801"]
+                .iter()
+                .map(|a| a.parse().unwrap())
+                .collect();
+        let value = data_addrs_value(addrs).unwrap();
+        assert_eq!(value, "10.0.0.1:4000,198.18.0.9:7801");
+        assert_eq!(parse_data_addrs(&value).len(), 2);
+        assert_eq!(data_addrs_value(vec![]), None);
+        let many = (0..10)
+            .map(|p| std::net::SocketAddr::from(([10, 0, 0, 1], 1000 + p)))
+            .collect();
+        assert_eq!(parse_data_addrs(&data_addrs_value(many).unwrap()).len(), 4);
+        assert_eq!(
+            parse_data_addrs("junk, 1.2.3.4:5 ,::"),
+            vec!["1.2.3.4:5".parse().unwrap()]
+        );
+    }
+}
