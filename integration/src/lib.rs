@@ -453,6 +453,18 @@ impl Lab {
         Ok(())
     }
 
+    /// One iperf3 TCP stream of `secs` seconds from namespace `ns` to an
+    /// iperf3 server at `dst`:`port`, in Gbit/s as the receiver counted.
+    pub fn iperf_gbps(&self, ns: &str, dst: &str, port: u16, secs: u32) -> Result<f64> {
+        let (port, secs) = (port.to_string(), secs.to_string());
+        let out = self.exec_ok(ns, &["iperf3", "-c", dst, "-p", &port, "-t", &secs, "-J"])?;
+        let v: serde_json::Value = serde_json::from_str(&out).context("iperf3 JSON")?;
+        match v["end"]["sum_received"]["bits_per_second"].as_f64() {
+            Some(bps) => Ok(bps / 1e9),
+            None => bail!("iperf3 gave no result: {}", v["error"]),
+        }
+    }
+
     /// `ping -c count` from namespace `ns`; true if every probe answered.
     pub fn ping(&self, ns: &str, dst: &str, count: u32) -> bool {
         self.exec(
