@@ -141,6 +141,9 @@ pub(crate) struct Peers<L> {
     pub table: MembershipTable,
     pub slots: HashMap<PeerId, PeerSlot<L>>,
     blocked: HashSet<PeerId>,
+    /// Test hook: direct connections refused, relayed control allowed
+    /// (a firewall between two hosts rather than a partition).
+    pub direct_blocked: HashSet<PeerId>,
     /// Something the members file holds changed since it was written.
     pub persist_dirty: bool,
 }
@@ -151,6 +154,7 @@ impl<L> Peers<L> {
             table,
             slots: HashMap::new(),
             blocked: HashSet::new(),
+            direct_blocked: HashSet::new(),
             persist_dirty: true,
         }
     }
@@ -255,6 +259,7 @@ impl<L> Peers<L> {
     /// already marked as dialing.
     pub fn unblock_all(&mut self) -> Vec<PeerId> {
         self.blocked.clear();
+        self.direct_blocked.clear();
         let known: Vec<PeerId> = self.table.others().map(|r| r.id).collect();
         known.into_iter().filter(|p| self.claim_dial(*p)).collect()
     }

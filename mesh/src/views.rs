@@ -28,7 +28,11 @@ pub fn peer(
             gossip::PeerState::Down => api::PeerState::Down,
         },
         path: "direct".into(),
-        control: None,
+        control: Some(match (&m.relay_name, m.state) {
+            (Some(relay), _) => format!("relayed via {relay}"),
+            (None, gossip::PeerState::Up) => "direct".into(),
+            (None, _) => "none".into(),
+        }),
         path_mtu: None,
         path_rtt_ms: None,
         path_loss: None,
