@@ -18,6 +18,7 @@
 //!
 //! [`Link`]: crate::link::Link
 
+mod addrs;
 mod config;
 mod connection;
 mod dial;
@@ -86,6 +87,10 @@ struct Inner {
     local_addr: SocketAddr,
     /// Bound to 0.0.0.0/[::]: advertised addresses are learned from peers.
     listen_unspecified: bool,
+    /// Advertised whatever peers see (the specific listen address, `advertise`).
+    configured_addrs: Vec<String>,
+    /// This host's IP addresses as of the last poll (`node/addrs.rs`).
+    local_ips: Mutex<std::collections::BTreeSet<std::net::IpAddr>>,
     observer: Arc<dyn PeerObserver>,
     link_timers: LinkTimers,
     anti_entropy: Duration,
@@ -151,6 +156,7 @@ impl Node {
         if !local_addr.ip().is_unspecified() {
             addrs.insert(0, local_addr.to_string());
         }
+        let addrs_configured = addrs.clone();
         // Start time in ms, strictly above the last run's so the new self wins.
         let incarnation = now_millis().max(persisted.own_incarnation + 1);
         let mut own = MemberRecord {
@@ -180,6 +186,8 @@ impl Node {
             endpoint,
             local_addr,
             listen_unspecified: local_addr.ip().is_unspecified(),
+            configured_addrs: addrs_configured,
+            local_ips: Mutex::new(mesh_sys::ifaddrs::local_ips().unwrap_or_default()),
             observer: cfg.observer,
             link_timers,
             anti_entropy: cfg.anti_entropy_interval.max(Duration::from_millis(10)),
@@ -209,6 +217,7 @@ impl Node {
         node.inner.spawn(anti_entropy_loop(node.inner.clone()));
         node.inner.spawn(persist_loop(node.inner.clone()));
         node.inner.spawn(relay::relay_loop(node.inner.clone()));
+        node.inner.spawn(addrs::addrs_loop(node.inner.clone()));
         let known: Vec<PeerId> = lock(&node.inner.peers)
             .table
             .others()
@@ -550,30 +559,6 @@ impl Inner {
         if let Some(this) = self.this.upgrade() {
             self.spawn(dial::dial_loop(this, peer));
         }
-    }
-
-    /// A host bound to a wildcard address cannot know what to advertise;
-    /// it adopts the addresses its peers reached it at (as STUN would). With
-    /// one UDP socket per host the port seen is the listen port.
-    fn learn_own_address(&self, observed: SocketAddr) {
-        if !self.listen_unspecified || observed.ip().is_unspecified() {
-            return;
-        }
-        let observed = SocketAddr::new(observed.ip(), self.local_addr.port()).to_string();
-        let changed = {
-            let mut peers = lock(&self.peers);
-            if peers.table.local().addrs.contains(&observed) {
-                return;
-            }
-            peers.table.update_local(|own| {
-                if own.addrs.len() >= crate::membership::MAX_ADDRS {
-                    own.addrs.remove(0);
-                }
-                own.addrs.push(observed.clone());
-            })
-        };
-        info!(addr = %observed, "advertising an address peers reached us at");
-        self.after_merge(vec![changed], None);
     }
 
     /// Floods changed member records and dials members we just learned of.
