@@ -35,19 +35,6 @@ fn wait_control(lab: &Lab, i: usize, name: &str, want: &str, limit: Duration) ->
     Ok(start.elapsed())
 }
 
-fn block_control(lab: &Lab, peer_ip: &str) -> Result<()> {
-    let rules = format!(
-        "table inet meshlab_ctl {{\n chain input {{ type filter hook input priority 0; ip saddr {peer_ip} udp sport 7800 drop; ip saddr {peer_ip} udp dport 7800 drop; }}\n chain output {{ type filter hook output priority 0; ip daddr {peer_ip} udp dport 7800 drop; ip daddr {peer_ip} udp sport 7800 drop; }}\n}}\n"
-    );
-    let file = lab.dir.join("control-block.nft");
-    std::fs::write(&file, rules)?;
-    lab.exec_ok(
-        &lab.hosts[0].netns,
-        &["nft", "-f", file.to_str().context("path")?],
-    )?;
-    Ok(())
-}
-
 #[test]
 fn control_relays_through_a_third_host_when_the_control_port_is_blocked() {
     let Some(mut lab) = test_lab("crelay", 3) else {
@@ -70,8 +57,7 @@ fn control_relays_through_a_third_host_when_the_control_port_is_blocked() {
         Some("direct")
     );
 
-    let h2_ip = lab.hosts[1].underlay_ip.to_string();
-    block_control(&lab, &h2_ip).unwrap();
+    lab.block_udp_port(0, 1, 7800).unwrap();
     let blocked_at = Instant::now();
     let t1 = wait_control(&lab, 0, "h2", "relayed via h3", Duration::from_secs(20));
     let t2 = wait_control(&lab, 1, "h1", "relayed via h3", Duration::from_secs(10));
@@ -105,11 +91,7 @@ fn control_relays_through_a_third_host_when_the_control_port_is_blocked() {
     lab.wait_ping(&c1, "198.19.7.2", Duration::from_secs(5))
         .expect("containers talk after rotations");
 
-    lab.exec_ok(
-        &lab.hosts[0].netns,
-        &["nft", "delete", "table", "inet", "meshlab_ctl"],
-    )
-    .unwrap();
+    lab.unblock_udp_port(0, 1, 7800).unwrap();
     let healed_at = Instant::now();
     wait_control(&lab, 0, "h2", "direct", Duration::from_secs(20)).unwrap();
     wait_control(&lab, 1, "h1", "direct", Duration::from_secs(10)).unwrap();
