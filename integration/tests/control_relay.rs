@@ -102,3 +102,61 @@ fn control_relays_through_a_third_host_when_the_control_port_is_blocked() {
     lab.wait_ping(&c1, "198.19.7.2", Duration::from_secs(10))
         .expect("direct again");
 }
+
+/// Makes a lab router drop datagrams that arrive on its WAN side for no
+/// mapping, as NAT gateways do, instead of taking them itself: the lab's
+/// routers answer them from their own stack, and the conntrack entry that
+/// leaves makes the router remap its host's own later packets to that peer
+/// to another port — a clash that closes the very hole simultaneous open
+/// needs (whichever side's first packet arrives before the other's left).
+fn drop_unsolicited(lab: &Lab, router: &str) -> Result<()> {
+    let rules = "table inet meshlab_gateway {\n chain input { type filter hook input priority 0; iifname \"wan\" ct state new drop; }\n}\n";
+    let file = lab.dir.join(format!("gateway-{router}.nft"));
+    std::fs::write(&file, rules)?;
+    lab.exec_ok(router, &["nft", "-f", file.to_str().context("path")?])?;
+    Ok(())
+}
+
+/// h2 and h3 each behind a masquerading router (no port forwarded): they
+/// learn the reflexive control addresses peers saw them at, advertise
+/// them, and open a direct QUIC link through both NATs by dialing each
+/// other at once; once the NATs turn symmetric, their control goes through
+/// h1.
+#[test]
+fn control_opens_through_nats_and_relays_when_they_turn_symmetric() {
+    let Some(mut lab) = test_lab("cnat", 3) else {
+        return;
+    };
+    for i in [1, 2] {
+        let router = lab
+            .put_behind_nat(i, integration::Nat::PortPreserving)
+            .unwrap();
+        drop_unsolicited(&lab, &router).unwrap();
+    }
+    lab.start_mesh().expect("mesh up through the NATs");
+    let direct = wait_control(&lab, 1, "h3", "direct", Duration::from_secs(30))
+        .and_then(|_| wait_control(&lab, 2, "h2", "direct", Duration::from_secs(10)));
+    if direct.is_err() {
+        lab.dump_logs();
+    }
+    direct.unwrap();
+    let address = peer(&lab, 1, "h3").unwrap().address;
+    assert!(
+        address.starts_with("198.18.0.103:"),
+        "h2 holds its link to h3 at h3's NAT, not {address}"
+    );
+
+    lab.set_nat(1, integration::Nat::Symmetric).unwrap();
+    lab.set_nat(2, integration::Nat::Symmetric).unwrap();
+    let start = Instant::now();
+    let relayed = wait_control(&lab, 1, "h3", "relayed via h1", Duration::from_secs(30))
+        .and_then(|_| wait_control(&lab, 2, "h2", "relayed via h1", Duration::from_secs(10)));
+    if relayed.is_err() {
+        lab.dump_logs();
+    }
+    relayed.unwrap();
+    println!(
+        "control behind symmetric NATs: relayed via h1 after {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+}
