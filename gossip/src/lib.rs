@@ -17,6 +17,8 @@
 //! - [`keyexchange`]: ephemeral x25519 + HKDF data-plane key schedule and its 3-message handover.
 //! - [`membership`]: versioned member records, signed by their subject, and their merge.
 //! - [`signed`]: Ed25519 signatures by host identities and the process keyring.
+//! - [`relay`]: control traffic between two members through a third when
+//!   they cannot connect directly, end-to-end authenticated.
 //! - [`neighbours`]: the bounded neighbour set proposed for large meshes.
 //! - `simnet` (feature `sim`): the whole mesh on virtual time, for the
 //!   scale study (docs/scale.md).
@@ -43,6 +45,7 @@ pub mod neighbours;
 pub mod node;
 mod peers;
 mod persist;
+pub mod relay;
 pub mod signed;
 #[cfg(test)]
 mod sim;

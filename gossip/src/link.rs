@@ -361,6 +361,8 @@ impl Link {
                 }
             }
             Message::Secret { epoch, token } => replica.offer_secret(self.remote, epoch, &token.0),
+            // Routed by the node before they reach a link (see `relay.rs`).
+            Message::Relay { .. } | Message::Relayed { .. } => {}
             Message::ChannelDelta { channel, data } => {
                 replica.merge_channel(self.remote, &channel, data);
             }

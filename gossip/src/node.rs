@@ -18,11 +18,13 @@
 //!
 //! [`Link`]: crate::link::Link
 
+mod addrs;
 mod config;
 mod connection;
 mod dial;
 mod observer;
 mod outbound;
+mod relay;
 mod secrets;
 
 use std::collections::BTreeMap;
@@ -72,6 +74,11 @@ pub struct Member {
     /// UDP bytes over all connections with this peer since this node started.
     pub bytes_sent: u64,
     pub bytes_received: u64,
+    /// Control traffic with this peer goes through that member (no direct
+    /// QUIC link); `None`: direct (or not up).
+    pub relay: Option<PeerId>,
+    /// The relay's member name, for display.
+    pub relay_name: Option<String>,
 }
 
 struct Inner {
@@ -80,6 +87,10 @@ struct Inner {
     local_addr: SocketAddr,
     /// Bound to 0.0.0.0/[::]: advertised addresses are learned from peers.
     listen_unspecified: bool,
+    /// Advertised whatever peers see (the specific listen address, `advertise`).
+    configured_addrs: Vec<String>,
+    /// This host's IP addresses as of the last poll (`node/addrs.rs`).
+    local_ips: Mutex<std::collections::BTreeSet<std::net::IpAddr>>,
     observer: Arc<dyn PeerObserver>,
     link_timers: LinkTimers,
     anti_entropy: Duration,
@@ -87,6 +98,8 @@ struct Inner {
     secret: RwLock<secrets::Secrets>,
     peers: Mutex<Peers<LinkHandle>>,
     channels: Mutex<Channels>,
+    /// Relayed control sessions and forwarding (`node/relay.rs`).
+    relay: Mutex<relay::RelayState>,
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<AbortHandle>>,
     /// Permits for accepted connections whose dialer proved nothing yet.
@@ -143,6 +156,7 @@ impl Node {
         if !local_addr.ip().is_unspecified() {
             addrs.insert(0, local_addr.to_string());
         }
+        let addrs_configured = addrs.clone();
         // Start time in ms, strictly above the last run's so the new self wins.
         let incarnation = now_millis().max(persisted.own_incarnation + 1);
         let mut own = MemberRecord {
@@ -172,6 +186,8 @@ impl Node {
             endpoint,
             local_addr,
             listen_unspecified: local_addr.ip().is_unspecified(),
+            configured_addrs: addrs_configured,
+            local_ips: Mutex::new(mesh_sys::ifaddrs::local_ips().unwrap_or_default()),
             observer: cfg.observer,
             link_timers,
             anti_entropy: cfg.anti_entropy_interval.max(Duration::from_millis(10)),
@@ -187,6 +203,7 @@ impl Node {
             )),
             peers: Mutex::new(peers),
             channels: Mutex::new(Channels::default()),
+            relay: Mutex::new(relay::RelayState::new(id, link_timers)),
             shutdown: watch::channel(false).0,
             tasks: Mutex::new(Vec::new()),
             unauthenticated: Arc::new(tokio::sync::Semaphore::new(connection::MAX_UNAUTHENTICATED)),
@@ -199,6 +216,8 @@ impl Node {
         node.inner.spawn(accept_loop(node.inner.clone()));
         node.inner.spawn(anti_entropy_loop(node.inner.clone()));
         node.inner.spawn(persist_loop(node.inner.clone()));
+        node.inner.spawn(relay::relay_loop(node.inner.clone()));
+        node.inner.spawn(addrs::addrs_loop(node.inner.clone()));
         let known: Vec<PeerId> = lock(&node.inner.peers)
             .table
             .others()
@@ -317,6 +336,8 @@ impl Node {
 
     /// Every other known member (the local host is not included).
     pub fn members(&self) -> Vec<Member> {
+        // Before `peers`: the lock order of `node/relay.rs`.
+        let vias = lock(&self.inner.relay).vias();
         let peers = lock(&self.inner.peers);
         peers
             .table
@@ -330,11 +351,17 @@ impl Node {
                     .or_else(|| slot.and_then(|s| s.last_remote))
                     .or_else(|| record.addrs.iter().find_map(|a| a.parse().ok()))
                     .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+                let relay = vias.get(&record.id).copied().filter(|_| conn.is_none());
+                let state = slot.map(|s| s.state()).unwrap_or(PeerState::Connecting);
                 Member {
                     id: record.id,
                     name: record.name.clone(),
                     addr,
-                    state: slot.map(|s| s.state()).unwrap_or(PeerState::Connecting),
+                    state: if relay.is_some() {
+                        PeerState::Up
+                    } else {
+                        state
+                    },
                     rtt: conn.map(|c| c.rtt()),
                     key_generation: slot.and_then(|s| s.current_generation),
                     key_age: slot.and_then(|s| s.key_installed_at.map(|t| t.elapsed())),
@@ -344,6 +371,14 @@ impl Node {
                         + stats.as_ref().map(|s| s.udp_tx.bytes).unwrap_or(0),
                     bytes_received: slot.map(|s| s.bytes_received_closed).unwrap_or(0)
                         + stats.as_ref().map(|s| s.udp_rx.bytes).unwrap_or(0),
+                    relay,
+                    relay_name: relay.map(|r| {
+                        peers
+                            .table
+                            .get(&r)
+                            .map(|r| r.name.clone())
+                            .unwrap_or_default()
+                    }),
                 }
             })
             .collect()
@@ -377,6 +412,24 @@ impl Node {
                 close_code::BLOCKED,
                 "traffic with this host is blocked",
             );
+        }
+    }
+
+    /// Test hook simulating a firewall between this host and `peers`:
+    /// closes the direct connections and refuses them (dial loops keep
+    /// trying) until [`Node::unblock_all`]; control through a relay stays
+    /// allowed (see `gossip::relay`).
+    pub fn block_direct(&self, peers: &[PeerId]) {
+        let mut table = lock(&self.inner.peers);
+        table.direct_blocked.extend(peers.iter().copied());
+        for peer in peers {
+            if let Some(link) = table.slots.get(peer).and_then(|s| s.link.as_ref()) {
+                transport::close(
+                    &link.handle.conn,
+                    close_code::BLOCKED,
+                    "direct traffic blocked",
+                );
+            }
         }
     }
 
@@ -488,8 +541,10 @@ impl Inner {
         );
     }
 
+    /// Whether direct connections with `peer` are refused.
     fn is_blocked(&self, peer: &PeerId) -> bool {
-        lock(&self.peers).is_blocked(peer)
+        let peers = lock(&self.peers);
+        peers.is_blocked(peer) || peers.direct_blocked.contains(peer)
     }
 
     fn own_record(&self) -> MemberRecord {
@@ -539,30 +594,6 @@ impl Inner {
         if let Some(this) = self.this.upgrade() {
             self.spawn(dial::dial_loop(this, peer));
         }
-    }
-
-    /// A host bound to a wildcard address cannot know what to advertise;
-    /// it adopts the addresses its peers reached it at (as STUN would). With
-    /// one UDP socket per host the port seen is the listen port.
-    fn learn_own_address(&self, observed: SocketAddr) {
-        if !self.listen_unspecified || observed.ip().is_unspecified() {
-            return;
-        }
-        let observed = SocketAddr::new(observed.ip(), self.local_addr.port()).to_string();
-        let changed = {
-            let mut peers = lock(&self.peers);
-            if peers.table.local().addrs.contains(&observed) {
-                return;
-            }
-            peers.table.update_local(|own| {
-                if own.addrs.len() >= crate::membership::MAX_ADDRS {
-                    own.addrs.remove(0);
-                }
-                own.addrs.push(observed.clone());
-            })
-        };
-        info!(addr = %observed, "advertising an address peers reached us at");
-        self.after_merge(vec![changed], None);
     }
 
     /// Floods changed member records and dials members we just learned of.
@@ -616,6 +647,7 @@ impl Inner {
             // Under the lock that admits links: see `register`.
             self.observer.peer_down(&peer);
         }
+        self.relay_link_lost(peer);
         self.ensure_dialing(peer);
     }
 

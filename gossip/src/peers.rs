@@ -50,6 +50,10 @@ pub(crate) struct Linked<L> {
     pub dialer: PeerId,
     /// The peer's incarnation when this link was established.
     pub incarnation: u64,
+    /// Ours then: a link made after this host moved to a new incarnation
+    /// (it restarted or roamed, see `node/addrs.rs`) replaces older ones,
+    /// as the peer decides from our record's incarnation.
+    pub local_incarnation: u64,
 }
 
 pub(crate) struct PeerSlot<L> {
@@ -141,6 +145,9 @@ pub(crate) struct Peers<L> {
     pub table: MembershipTable,
     pub slots: HashMap<PeerId, PeerSlot<L>>,
     blocked: HashSet<PeerId>,
+    /// Test hook: direct connections refused, relayed control allowed
+    /// (a firewall between two hosts rather than a partition).
+    pub direct_blocked: HashSet<PeerId>,
     /// Something the members file holds changed since it was written.
     pub persist_dirty: bool,
 }
@@ -151,6 +158,7 @@ impl<L> Peers<L> {
             table,
             slots: HashMap::new(),
             blocked: HashSet::new(),
+            direct_blocked: HashSet::new(),
             persist_dirty: true,
         }
     }
@@ -181,16 +189,18 @@ impl<L> Peers<L> {
             return Err(Refusal::Blocked);
         }
         let local = self.local();
+        let local_incarnation = self.table.local().incarnation;
         let incarnation = candidate.record.incarnation;
         let outcome = self.table.merge([candidate.record]);
         let slot = self.slots.entry(remote).or_default();
         if let Some(existing) = &slot.link {
-            let keep_new = prefer_new_link(
-                local,
-                remote,
-                (existing.dialer, existing.incarnation),
-                (candidate.dialer, incarnation),
-            );
+            let keep_new = local_incarnation > existing.local_incarnation
+                || prefer_new_link(
+                    local,
+                    remote,
+                    (existing.dialer, existing.incarnation),
+                    (candidate.dialer, incarnation),
+                );
             if !keep_new {
                 return Err(Refusal::Duplicate);
             }
@@ -200,6 +210,7 @@ impl<L> Peers<L> {
             handle: candidate.handle,
             dialer: candidate.dialer,
             incarnation,
+            local_incarnation,
         });
         slot.ever_up = true;
         slot.last_remote = Some(candidate.remote_addr);
@@ -255,6 +266,7 @@ impl<L> Peers<L> {
     /// already marked as dialing.
     pub fn unblock_all(&mut self) -> Vec<PeerId> {
         self.blocked.clear();
+        self.direct_blocked.clear();
         let known: Vec<PeerId> = self.table.others().map(|r| r.id).collect();
         known.into_iter().filter(|p| self.claim_dial(*p)).collect()
     }
@@ -422,6 +434,32 @@ mod tests {
         assert!(at_a.link_lost(*B, 2, 1, 2));
         assert_eq!(at_a.slots[&*B].state(), PeerState::Down);
         assert_eq!(at_a.slots[&*B].bytes_received_closed, 22);
+    }
+
+    #[test]
+    fn a_roamed_host_replaces_its_links_on_both_sides() {
+        // B (the higher id) roamed: new incarnation, dials A again while
+        // A's old link (dialed by A, the lower id) is still up on both.
+        let mut at_a = peers(*A);
+        let mut at_b = peers(*B);
+        at_a.admit(*B, candidate(1, *A, *B)).unwrap();
+        at_b.admit(*A, candidate(1, *A, *A)).unwrap();
+        // Without a new incarnation the lower id's link is kept...
+        assert_eq!(
+            at_b.admit(*A, candidate(2, *B, *A)).err(),
+            Some(Refusal::Duplicate)
+        );
+        let roamed = at_b.table.update_local(|own| own.incarnation += 1);
+        // ...with one, the roamed host's dial wins at both ends.
+        let admitted = at_b.admit(*A, candidate(3, *B, *A)).unwrap();
+        assert_eq!(admitted.replaced, Some("dialed by A"));
+        let mut from_b = candidate(3, *B, *B);
+        from_b.record = roamed;
+        assert_eq!(
+            at_a.admit(*B, from_b).unwrap().replaced,
+            Some("dialed by A")
+        );
+        assert!(at_a.is_current(&B, 3) && at_b.is_current(&A, 3));
     }
 
     #[test]

@@ -22,6 +22,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::membership::MemberRecord;
+use crate::PeerId;
 
 /// Largest frame body accepted (a full channel state must fit in it).
 pub const MAX_FRAME_LEN: usize = 4 * 1024 * 1024;
@@ -129,6 +130,16 @@ pub enum Message {
     Secret {
         epoch: u64,
         token: SecretToken,
+    },
+    /// Sender → relay: forward `payload` to member `to` (see `relay.rs`).
+    Relay {
+        to: PeerId,
+        payload: Vec<u8>,
+    },
+    /// Relay → recipient: `payload` from member `from`. Never forwarded again.
+    Relayed {
+        from: PeerId,
+        payload: Vec<u8>,
     },
 }
 

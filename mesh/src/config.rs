@@ -66,6 +66,10 @@ pub struct Flags {
     /// Data-plane worker threads per direction (default: one per core).
     #[arg(long)]
     pub dp_workers: Option<usize>,
+    /// Seconds between data-plane key rotations with each peer (1–120;
+    /// default 110).
+    #[arg(long, value_name = "SECS")]
+    pub rekey_interval: Option<u64>,
     /// Serve Docker's network and IPAM plugin protocol (`docker network
     /// create -d mesh --ipam-driver mesh …`).
     #[arg(long)]
@@ -98,6 +102,7 @@ pub struct FileConfig {
     pub metrics_listen: Option<SocketAddr>,
     pub cipher: Option<CipherPolicy>,
     pub dp_workers: Option<usize>,
+    pub rekey_interval: Option<u64>,
     pub docker_plugin: Option<bool>,
     pub docker_plugin_socket: Option<PathBuf>,
     pub docker_host: Option<PathBuf>,
@@ -162,6 +167,8 @@ pub struct Settings {
     pub cipher: CipherPolicy,
     /// Data-plane workers per direction; `None`: one per core.
     pub dp_workers: Option<usize>,
+    /// Data-plane rekey period with each peer.
+    pub rekey_interval: std::time::Duration,
     /// The Docker plugin, when it is on.
     pub docker: Option<DockerSettings>,
 }
@@ -263,6 +270,11 @@ impl Settings {
             dp_workers: match flags.dp_workers.or(file.dp_workers) {
                 Some(0) => bail!("dp_workers must be at least 1"),
                 other => other,
+            },
+            rekey_interval: match flags.rekey_interval.or(file.rekey_interval) {
+                None => gossip::Config::DEFAULT_REKEY_INTERVAL,
+                Some(secs @ 1..=120) => std::time::Duration::from_secs(secs),
+                Some(secs) => bail!("rekey_interval must be 1 to 120 seconds, not {secs}"),
             },
             dns_upstreams: if flags.dns_upstreams.is_empty() {
                 file.dns_upstreams

@@ -138,6 +138,7 @@ impl Daemon {
         );
         cfg.name = settings.name.clone();
         cfg.state_dir = Some(settings.state_dir.clone());
+        cfg.rekey_interval = settings.rekey_interval;
         cfg.meta
             .insert(META_DATA_PORT.into(), dp.local_addr().port().to_string());
         let ciphers = settings.cipher.offer();

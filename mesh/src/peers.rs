@@ -341,6 +341,7 @@ mod tests {
             id: PeerId([n; 32]),
             name: format!("h{n}"),
             remote: SocketAddr::from(([127, 0, 0, n], 7800)),
+            relay: None,
             meta: BTreeMap::from([(META_DATA_PORT.to_string(), "7801".to_string())]),
         }
     }

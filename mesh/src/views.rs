@@ -39,7 +39,11 @@ pub fn peer(
             ),
             dataplane::PathMode::Unknown => "none".into(),
         },
-        control: None,
+        control: Some(match (&m.relay_name, m.state) {
+            (Some(relay), _) => format!("relayed via {relay}"),
+            (None, gossip::PeerState::Up) => "direct".into(),
+            (None, _) => "none".into(),
+        }),
         path_mtu: path.mtu,
         path_rtt_ms: path.rtt.map(|d| d.as_secs_f64() * 1e3),
         path_loss: path.loss,

@@ -1,7 +1,9 @@
 //! The recurring system chores of mesh, each written once and used by the
 //! daemon, the CNI plugin, the lab and the tests:
 //! - [`netns`]: run a closure on a fresh thread inside another namespace;
-//! - [`fs`]: replace a file atomically (write, fsync, rename) with a fixed mode.
+//! - [`fs`]: replace a file atomically (write, fsync, rename) with a fixed mode;
+//! - [`ifaddrs`]: the host's own IP addresses.
 
 pub mod fs;
+pub mod ifaddrs;
 pub mod netns;

@@ -356,6 +356,7 @@ impl Inner {
                             .as_ref()
                             .map(|r| r.meta.clone())
                             .unwrap_or_default(),
+                        relay: None,
                     };
                     info!(peer = %remote, addr = %info.remote, name = %info.name, ?side, "peer up");
                     self.observer.peer_up(&info);
@@ -385,6 +386,7 @@ impl Inner {
                 "replaced by a newer connection",
             );
         }
+        self.direct_link_up(remote);
         self.after_merge(admission.changed, Some(remote));
 
         let (in_tx, in_rx) = mpsc::channel::<Message>(INBOUND_QUEUE);
@@ -508,6 +510,10 @@ impl Driver {
             let actions = tokio::select! {
                 _ = shutdown.changed() => break "shutdown",
                 message = inbound.recv() => match message {
+                    Some(message @ (Message::Relay { .. } | Message::Relayed { .. })) => {
+                        self.node.on_relay_message(self.peer, message);
+                        Vec::new()
+                    }
                     Some(message) => link.handle(message, Instant::now(), &mut replica),
                     None => break "connection closed",
                 },

@@ -80,23 +80,28 @@ pub(super) async fn dial_loop(node: Arc<Inner>, peer: PeerId) {
     }
 }
 
-/// Tries each address in turn; true once one reached `peer`.
+/// Tries every address at once; true once one reached `peer`. All at
+/// once, not in turn: a member behind a NAT advertises a private address
+/// nobody else can reach (a dial to it only times out) beside its
+/// reflexive one, and that NAT lets us in only while its host is dialing
+/// us too (simultaneous open), so a dial must not wait behind a dead one.
 async fn try_candidates(
     node: &Arc<Inner>,
     peer: PeerId,
     candidates: Vec<String>,
     proven: bool,
 ) -> bool {
+    // One permit per round: a name in a record is also a target.
+    let _permit = if proven {
+        None
+    } else {
+        match node.unproven_dials.clone().acquire_owned().await {
+            Ok(permit) => Some(permit),
+            Err(_) => return false, // closed: shutting down
+        }
+    };
+    let mut dials = tokio::task::JoinSet::new();
     for candidate in candidates {
-        // Held across the lookup too: a name in a record is also a target.
-        let _permit = if proven {
-            None
-        } else {
-            match node.unproven_dials.clone().acquire_owned().await {
-                Ok(permit) => Some(permit),
-                Err(_) => return false, // closed: shutting down
-            }
-        };
         // Re-resolved on every attempt: a member's DNS name may move.
         let Ok(targets) = resolve(&candidate).await else {
             debug!(peer = %peer, addr = %candidate, "cannot resolve");
@@ -104,11 +109,16 @@ async fn try_candidates(
         };
         let per_name = if proven { targets.len() } else { 2 };
         for target in targets.into_iter().take(per_name) {
-            match node.clone().dial_addr(target, Some(peer)).await {
-                Ok(id) if id == peer => return true,
-                Ok(_) => {}
-                Err(e) => debug!(peer = %peer, addr = %target, error = %e, "dial failed"),
-            }
+            let node = node.clone();
+            dials.spawn(async move { (target, node.dial_addr(target, Some(peer)).await) });
+        }
+    }
+    // Dropping the set ends the dials still in flight once one got through.
+    while let Some(done) = dials.join_next().await {
+        match done {
+            Ok((_, Ok(id))) if id == peer => return true,
+            Ok((_, Ok(_))) | Err(_) => {}
+            Ok((target, Err(e))) => debug!(peer = %peer, addr = %target, error = %e, "dial failed"),
         }
     }
     false

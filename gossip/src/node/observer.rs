@@ -13,6 +13,10 @@ pub struct PeerInfo {
     /// The QUIC address we are connected to.
     pub remote: SocketAddr,
     pub meta: BTreeMap<String, String>,
+    /// Control traffic goes through this member (no direct QUIC link; see
+    /// `gossip::relay`); `None`: a direct link. `remote` is then the
+    /// peer's last known address.
+    pub relay: Option<PeerId>,
 }
 
 /// Callbacks into the data plane.
