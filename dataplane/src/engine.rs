@@ -33,12 +33,16 @@ use crate::switch::{self, MacTable};
 use crate::wire::{DataHeader, HeaderError, ETHERNET_HEADER_LEN, HEADER_LEN};
 use crate::{NetworkId, PeerIdx};
 
-/// A sealed datagram ready to send.
+/// A sealed datagram ready to send, or (`to_tap`) the data plane's own
+/// answer to a frame from the TAP (ICMP too-big, see [`crate::icmp`]).
 #[derive(Debug)]
 pub struct Outgoing {
     pub peer: PeerIdx,
     pub endpoint: SocketAddr,
     pub datagram: PacketBuf,
+    /// Some: not sent; `datagram` holds an unsealed frame to write into the
+    /// local TAP of this network.
+    pub to_tap: Option<NetworkId>,
 }
 
 /// An authenticated frame to write to the TAP of `network`; it sits at
@@ -229,6 +233,15 @@ impl Engine {
         tracing::debug!(peer, ?endpoint, ?networks, "peer updated");
     }
 
+    /// Sets the largest sealed datagram that reaches `peer` (0: unknown, no
+    /// limit); what the path prober learned, or a test's choice.
+    pub fn set_path_mtu(&self, peer: PeerIdx, mtu: u32) {
+        if let Some(peer) = self.read().peers.get(&peer) {
+            peer.path_mtu
+                .store(mtu, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     /// Takes a peer out of the flood lists while it is down (and puts it
     /// back when it is up again); unicast to and from it is unaffected.
     pub fn set_peer_down(&self, peer: PeerIdx, down: bool) {
@@ -408,6 +421,11 @@ impl Engine {
         };
         let unicast = known.filter(|peer| tables.peers.get(peer).is_some_and(|p| p.is_member(net)));
         if let Some(peer) = unicast {
+            let Some(frame) = tables.peers.get(&peer).and_then(|p| {
+                crate::pmtu::fit_to_path(p, peer, net, frame, pool, out, &self.drops)
+            }) else {
+                return;
+            };
             return self.seal_for(&tables, peer, net, frame, now, pool, out);
         }
         let Some((&last, others)) = network.members.split_last() else {
@@ -539,6 +557,7 @@ impl Engine {
             peer: peer_idx,
             endpoint,
             datagram: buf,
+            to_tap: None,
         });
     }
 
@@ -610,6 +629,10 @@ impl Engine {
                 let frame = &datagram[HEADER_LEN..HEADER_LEN + frame_len];
                 network.macs.learn(switch::source(frame), peer_idx, now);
                 peer.counters.record_rx(frame_len);
+                crate::pmtu::clamp_received(
+                    peer,
+                    &mut datagram[HEADER_LEN..HEADER_LEN + frame_len],
+                );
                 Ok(())
             }
             _ => Err(DropReason::WrongNetwork),

@@ -48,6 +48,9 @@ drop_reasons! {
     TapWriteFailed => "tap_write_failed": "Writing to the TAP device failed.",
     QosLoss => "qos_loss": "Frame dropped on purpose by a network's QoS loss setting.",
     QosQueueFull => "qos_queue_full": "Frame dropped because the QoS delay queue was full.",
+    TooBigAnswered => "too_big_answered": "Frame larger than the peer's path MTU; answered into the TAP with ICMP fragmentation-needed / packet-too-big.",
+    TooBigMayFragment => "too_big_may_fragment": "IPv4 frame without DF larger than the peer's path MTU (not fragmented by the mesh).",
+    TooBigUnanswered => "too_big_unanswered": "Frame larger than the peer's path MTU that no ICMP may answer (not IP, an ICMP error, a non-first fragment, a non-unicast source).",
 }
 
 impl DropReason {

@@ -1,0 +1,81 @@
+//! The engine's one hook for path MTU (called from `Engine::seal_frame`'s
+//! unicast branch and the receive path): TCP SYNs get their MSS clamped to
+//! the peer's path, and a frame that still would not fit once sealed is not
+//! sent into a black hole but answered into the local TAP with ICMP.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::Ordering;
+
+use crate::engine::Outgoing;
+use crate::icmp::{self, NoAnswer};
+use crate::mss;
+use crate::peer::Peer;
+use crate::pool::{BufPool, PacketBuf};
+use crate::stats::{DropCounters, DropReason};
+use crate::wire::{ETHERNET_HEADER_LEN, OVERHEAD};
+use crate::{NetworkId, PeerIdx};
+
+/// Fits `buf` (a frame for unicast peer `peer_idx`) to the peer's path:
+/// returns it to be sealed, or consumes it (answered or dropped, counted).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn fit_to_path(
+    peer: &Peer,
+    peer_idx: PeerIdx,
+    net: NetworkId,
+    mut buf: PacketBuf,
+    pool: &mut BufPool,
+    out: &mut Vec<Outgoing>,
+    drops: &DropCounters,
+) -> Option<PacketBuf> {
+    let path_mtu = peer.path_mtu.load(Ordering::Relaxed);
+    if path_mtu == 0 {
+        return Some(buf);
+    }
+    mss::clamp(buf.frame_mut(), path_mtu);
+    if OVERHEAD + buf.frame_len() <= path_mtu as usize {
+        return Some(buf);
+    }
+    // The MTU the container's kernel understands: the largest IP packet.
+    let ip_mtu = path_mtu.saturating_sub((OVERHEAD + ETHERNET_HEADER_LEN) as u32);
+    let mut answer = pool.get();
+    let reason = match icmp::answer_too_big(buf.frame(), ip_mtu, answer.frame_space()) {
+        Ok(len) => {
+            answer.set_frame_len(len);
+            out.push(Outgoing {
+                peer: peer_idx,
+                endpoint: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+                datagram: answer,
+                to_tap: Some(net),
+            });
+            DropReason::TooBigAnswered
+        }
+        Err(refusal) => {
+            pool.put(answer);
+            match refusal {
+                NoAnswer::MayFragment => DropReason::TooBigMayFragment,
+                NoAnswer::NotIp | NoAnswer::Forbidden | NoAnswer::NoRoom => {
+                    DropReason::TooBigUnanswered
+                }
+            }
+        }
+    };
+    tracing::trace!(
+        peer = peer_idx,
+        path_mtu,
+        len = buf.frame_len(),
+        ?reason,
+        "frame too big for the path"
+    );
+    drops.bump(reason);
+    pool.put(buf);
+    None
+}
+
+/// A frame received from `peer`: SYNs toward our containers are clamped to
+/// what the path back to that peer carries (the direction the MSS limits).
+pub(crate) fn clamp_received(peer: &Peer, frame: &mut [u8]) {
+    let path_mtu = peer.path_mtu.load(Ordering::Relaxed);
+    if path_mtu != 0 {
+        mss::clamp(frame, path_mtu);
+    }
+}
