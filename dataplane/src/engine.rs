@@ -242,6 +242,15 @@ impl Engine {
         }
     }
 
+    /// Sets the bound on `peer`'s path MTU that the underlay interfaces of
+    /// both hosts give (see [`Peer::mtu_cap`]); 0: none.
+    pub fn set_mtu_cap(&self, peer: PeerIdx, cap: u32) {
+        if let Some(peer) = self.read().peers.get(&peer) {
+            peer.mtu_cap
+                .store(cap, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     /// Takes a peer out of the flood lists while it is down (and puts it
     /// back when it is up again); unicast to and from it is unaffected.
     pub fn set_peer_down(&self, peer: PeerIdx, down: bool) {

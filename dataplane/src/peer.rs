@@ -98,6 +98,11 @@ pub struct Peer {
     /// current path, set by the path prober; 0 = not known yet (no limit
     /// is enforced). Shared between table copies like the counters.
     pub path_mtu: Arc<AtomicU32>,
+    /// Upper bound on `path_mtu` from what both hosts' underlay interfaces
+    /// allow (the daemon sets it from the `underlay_mtu` the peer
+    /// advertises), so a smaller link is respected before probing found
+    /// it; 0 = no bound. Shared between table copies.
+    pub mtu_cap: Arc<AtomicU32>,
 }
 
 impl Peer {

@@ -15,6 +15,18 @@ use crate::stats::{DropCounters, DropReason};
 use crate::wire::{ETHERNET_HEADER_LEN, OVERHEAD};
 use crate::{NetworkId, PeerIdx};
 
+/// The largest datagram the peer's path takes: what probing found, within
+/// what the underlay interfaces allow; 0 = unknown (no limit).
+fn limit(peer: &Peer) -> u32 {
+    let probed = peer.path_mtu.load(Ordering::Relaxed);
+    let cap = peer.mtu_cap.load(Ordering::Relaxed);
+    match (probed, cap) {
+        (0, cap) => cap,
+        (probed, 0) => probed,
+        (probed, cap) => probed.min(cap),
+    }
+}
+
 /// Fits `buf` (a frame for unicast peer `peer_idx`) to the peer's path:
 /// returns it to be sealed, or consumes it (answered or dropped, counted).
 #[allow(clippy::too_many_arguments)]
@@ -27,7 +39,7 @@ pub(crate) fn fit_to_path(
     out: &mut Vec<Outgoing>,
     drops: &DropCounters,
 ) -> Option<PacketBuf> {
-    let path_mtu = peer.path_mtu.load(Ordering::Relaxed);
+    let path_mtu = limit(peer);
     if path_mtu == 0 {
         return Some(buf);
     }
@@ -74,7 +86,7 @@ pub(crate) fn fit_to_path(
 /// A frame received from `peer`: SYNs toward our containers are clamped to
 /// what the path back to that peer carries (the direction the MSS limits).
 pub(crate) fn clamp_received(peer: &Peer, frame: &mut [u8]) {
-    let path_mtu = peer.path_mtu.load(Ordering::Relaxed);
+    let path_mtu = limit(peer);
     if path_mtu != 0 {
         mss::clamp(frame, path_mtu);
     }

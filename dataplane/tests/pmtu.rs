@@ -194,3 +194,25 @@ fn syn_mss_is_clamped_on_send_and_on_receive() {
     assert_eq!(u16::from_be_bytes([frame[56], frame[57]]), want);
     assert!(tcp_ok(frame));
 }
+
+#[test]
+fn the_underlay_cap_bounds_the_probed_path() {
+    let mut pair = Pair::new();
+    pair.a.set_path_mtu(PEER_B, 0);
+    pair.a.set_mtu_cap(PEER_B, PATH - 100);
+    let frame = ipv4_tcp(MAC_B, MAC_A, PATH as usize - OVERHEAD, true, 0x10, None);
+    assert_eq!(
+        pair.seal(true, &frame)[0].to_tap,
+        Some(NET),
+        "cap alone limits"
+    );
+    pair.a.set_path_mtu(PEER_B, PATH + 200);
+    assert_eq!(
+        pair.seal(true, &frame)[0].to_tap,
+        Some(NET),
+        "the smaller wins"
+    );
+    pair.a.set_mtu_cap(PEER_B, 0);
+    pair.a.set_path_mtu(PEER_B, PATH);
+    assert_eq!(pair.seal(true, &frame)[0].to_tap, None);
+}

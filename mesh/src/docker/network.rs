@@ -104,6 +104,7 @@ impl Plugin {
                         hosts: Vec::new(),
                         policy: None,
                         egress: false,
+                        mtu: None,
                     })
                     .await?;
                 (id, true)
