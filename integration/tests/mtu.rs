@@ -174,6 +174,24 @@ fn a_small_underlay_makes_no_black_hole() {
     assert!(!ok && out.contains("Frag needed"), "{out}");
     tcp_every_pair(&mut lab, &cs, 5401).unwrap();
 
+    // Back to the default: every device, container ends included, follows.
+    lab.meshctl(0, &["network", "set", "big", "--mtu", "auto"])
+        .expect("network set --mtu auto");
+    wait_network_mtu(&lab, "big", 1280);
+    for (ns, _) in &cs {
+        wait_for(Duration::from_secs(10), || {
+            let mtu = lab.exec_ok(ns, &["cat", "/sys/class/net/eth-big/mtu"])?;
+            ensure!(mtu.trim() == "1280", "{ns}: mtu {}", mtu.trim());
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    }
+    let (ok, out) = ping_df(&lab, c1, to_small, 1300);
+    assert!(
+        !ok && out.contains("message too long"),
+        "now refused locally: {out}"
+    );
+
     // Bad input is a clear error.
     let err = lab
         .meshctl(
