@@ -429,13 +429,11 @@ impl Engine {
             network.macs.lookup(&destination, now)
         };
         let unicast = known.filter(|peer| tables.peers.get(peer).is_some_and(|p| p.is_member(net)));
-        if let Some(peer) = unicast {
-            let Some(frame) = tables.peers.get(&peer).and_then(|p| {
-                crate::pmtu::fit_to_path(p, peer, net, frame, pool, out, &self.drops)
-            }) else {
-                return;
+        if let Some((idx, peer)) = unicast.and_then(|i| Some((i, tables.peers.get(&i)?))) {
+            let seal = |buf, pool: &mut BufPool, out: &mut Vec<Outgoing>| {
+                self.seal_for(&tables, idx, net, buf, now, pool, out)
             };
-            return self.seal_for(&tables, peer, net, frame, now, pool, out);
+            return crate::pmtu::fit_to_path(peer, idx, net, frame, pool, out, &self.drops, seal);
         }
         let Some((&last, others)) = network.members.split_last() else {
             return self.drop_buf(DropReason::NoPeers, frame, pool);

@@ -9,7 +9,7 @@
 //!   seal/open decisions, including what one TAP read becomes), [`offload`]
 //!   (`virtio_net_hdr`, splitting TCP super-segments, coalescing them back),
 //!   [`stats`] (drop reasons and counters), [`pool`] (buffers with headroom),
-//!   [`icmp`] and [`mss`] (fitting frames to a peer's path MTU);
+//!   [`icmp`], [`mss`] and [`frag`] (fitting frames to a peer's path MTU);
 //! - thin Linux I/O edge: [`tap`], [`udp`], `worker` (one thread per core,
 //!   both directions for its share of the flows), [`runtime`] (the
 //!   [`Dataplane`] handle the daemon drives, started with [`Options`]).
@@ -20,6 +20,7 @@
 
 pub mod cipher;
 pub mod engine;
+pub mod frag;
 pub mod icmp;
 pub mod impair;
 pub mod keypair;

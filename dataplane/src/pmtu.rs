@@ -1,12 +1,14 @@
 //! The engine's one hook for path MTU (called from `Engine::seal_frame`'s
 //! unicast branch and the receive path): TCP SYNs get their MSS clamped to
 //! the peer's path, and a frame that still would not fit once sealed is not
-//! sent into a black hole but answered into the local TAP with ICMP.
+//! sent into a black hole: answered into the local TAP with ICMP, or, for
+//! IPv4 without DF, fragmented.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering;
 
 use crate::engine::Outgoing;
+use crate::frag;
 use crate::icmp::{self, NoAnswer};
 use crate::mss;
 use crate::peer::Peer;
@@ -27,8 +29,10 @@ fn limit(peer: &Peer) -> u32 {
     }
 }
 
-/// Fits `buf` (a frame for unicast peer `peer_idx`) to the peer's path:
-/// returns it to be sealed, or consumes it (answered or dropped, counted).
+/// Fits `buf` (a frame for unicast peer `peer_idx`) to the peer's path
+/// and hands what fits to `seal`: the frame itself, or its IPv4 fragments
+/// (no DF); a frame with DF or IPv6 is answered with ICMP instead. Every
+/// frame not sent is counted.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn fit_to_path(
     peer: &Peer,
@@ -38,14 +42,15 @@ pub(crate) fn fit_to_path(
     pool: &mut BufPool,
     out: &mut Vec<Outgoing>,
     drops: &DropCounters,
-) -> Option<PacketBuf> {
+    mut seal: impl FnMut(PacketBuf, &mut BufPool, &mut Vec<Outgoing>),
+) {
     let path_mtu = limit(peer);
     if path_mtu == 0 {
-        return Some(buf);
+        return seal(buf, pool, out);
     }
     mss::clamp(buf.frame_mut(), path_mtu);
     if OVERHEAD + buf.frame_len() <= path_mtu as usize {
-        return Some(buf);
+        return seal(buf, pool, out);
     }
     // The MTU the container's kernel understands: the largest IP packet.
     let ip_mtu = path_mtu.saturating_sub((OVERHEAD + ETHERNET_HEADER_LEN) as u32);
@@ -61,10 +66,26 @@ pub(crate) fn fit_to_path(
             });
             DropReason::TooBigAnswered
         }
+        Err(NoAnswer::MayFragment) => {
+            pool.put(answer);
+            let mut pieces = Vec::new();
+            let split = frag::fragment_v4(buf.frame(), ip_mtu, || pool.get(), |p| pieces.push(p));
+            if split.is_ok() {
+                pool.put(buf);
+                for piece in pieces {
+                    seal(piece, pool, out);
+                }
+                return;
+            }
+            for piece in pieces {
+                pool.put(piece);
+            }
+            DropReason::TooBigUnfragmentable
+        }
         Err(refusal) => {
             pool.put(answer);
             match refusal {
-                NoAnswer::MayFragment => DropReason::TooBigMayFragment,
+                NoAnswer::MayFragment => DropReason::TooBigUnfragmentable,
                 NoAnswer::NotIp | NoAnswer::Forbidden | NoAnswer::NoRoom => {
                     DropReason::TooBigUnanswered
                 }
@@ -80,7 +101,6 @@ pub(crate) fn fit_to_path(
     );
     drops.bump(reason);
     pool.put(buf);
-    None
 }
 
 /// A frame received from `peer`: SYNs toward our containers are clamped to

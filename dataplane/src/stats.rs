@@ -49,7 +49,7 @@ drop_reasons! {
     QosLoss => "qos_loss": "Frame dropped on purpose by a network's QoS loss setting.",
     QosQueueFull => "qos_queue_full": "Frame dropped because the QoS delay queue was full.",
     TooBigAnswered => "too_big_answered": "Frame larger than the peer's path MTU; answered into the TAP with ICMP fragmentation-needed / packet-too-big.",
-    TooBigMayFragment => "too_big_may_fragment": "IPv4 frame without DF larger than the peer's path MTU (not fragmented by the mesh).",
+    TooBigUnfragmentable => "too_big_unfragmentable": "IPv4 frame without DF larger than the peer's path MTU that cannot be fragmented (IP options, bad lengths); others are fragmented.",
     TooBigUnanswered => "too_big_unanswered": "Frame larger than the peer's path MTU that no ICMP may answer (not IP, an ICMP error, a non-first fragment, a non-unicast source).",
 }
 

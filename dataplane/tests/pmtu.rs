@@ -148,11 +148,26 @@ fn a_df_frame_too_big_is_answered_with_frag_needed_into_the_tap() {
 }
 
 #[test]
-fn without_df_it_is_dropped_and_counted() {
+fn without_df_it_is_fragmented_to_fit() {
     let mut pair = Pair::new();
-    let big = ipv4_tcp(MAC_B, MAC_A, 1400, false, 0x10, None);
-    assert!(pair.seal(true, &big).is_empty());
-    assert_eq!(pair.a.drops().get(DropReason::TooBigMayFragment), 1);
+    let big = ipv4_tcp(MAC_B, MAC_A, 3000, false, 0x10, None);
+    let mut out = pair.seal(true, &big);
+    assert_eq!(out.len(), 3, "3000 bytes in pieces of at most 1250 of IP");
+    let mut payload = Vec::new();
+    for o in &mut out {
+        assert_eq!(o.to_tap, None);
+        assert!(o.datagram.datagram().len() <= PATH as usize);
+        let d = pair
+            .b
+            .open_datagram(o.datagram.datagram_mut(usize::MAX), pair.now)
+            .expect("B opens every piece");
+        payload.extend_from_slice(&o.datagram.datagram()[d.frame][34..]);
+    }
+    assert_eq!(payload, &big[34..], "the pieces carry the whole packet");
+    let mut options = big.clone();
+    options[14] = 0x46;
+    assert!(pair.seal(true, &options).is_empty());
+    assert_eq!(pair.a.drops().get(DropReason::TooBigUnfragmentable), 1);
 }
 
 #[test]

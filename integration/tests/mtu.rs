@@ -20,6 +20,10 @@ const PATH_IP_MTU: u32 = 1222;
 
 /// `ping -M do -c 1 -s size`; (success, everything it printed).
 fn ping_df(lab: &Lab, ns: &str, dst: &str, size: u32) -> (bool, String) {
+    ping_mode(lab, ns, dst, size, "do")
+}
+
+fn ping_mode(lab: &Lab, ns: &str, dst: &str, size: u32, mode: &str) -> (bool, String) {
     let out = lab
         .exec(
             ns,
@@ -31,7 +35,7 @@ fn ping_df(lab: &Lab, ns: &str, dst: &str, size: u32) -> (bool, String) {
                 "-W",
                 "2",
                 "-M",
-                "do",
+                mode,
                 "-s",
                 &size.to_string(),
                 dst,
@@ -173,6 +177,9 @@ fn a_small_underlay_makes_no_black_hole() {
     );
     assert!(!ok && out.contains("Frag needed"), "{out}");
     tcp_every_pair(&mut lab, &cs, 5401).unwrap();
+    // Without DF the mesh fragments (both ways: the reply has no DF either).
+    let (ok, out) = ping_mode(&lab, c1, to_small, 1300, "dont");
+    assert!(ok, "ping -M dont -s 1300 passes in fragments: {out}");
 
     // Back to the default: every device, container ends included, follows.
     lab.meshctl(0, &["network", "set", "big", "--mtu", "auto"])
