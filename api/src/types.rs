@@ -129,6 +129,10 @@ pub struct CreateNetworkRequest {
     /// Containers reach outside the mesh through their host.
     #[serde(default)]
     pub egress: bool,
+    /// Interface MTU of the network's bridge, TAP and veths; default: what
+    /// the smallest known path between the hosts allows.
+    #[serde(default)]
+    pub mtu: Option<u32>,
 }
 
 /// Whether a network passes everything (`open`) or only what a policy
@@ -169,6 +173,9 @@ pub struct UpdateNetworkRequest {
     pub policy: Option<PolicyMode>,
     #[serde(default)]
     pub egress: Option<bool>,
+    /// Some(0): back to the default (the smallest known path's).
+    #[serde(default)]
+    pub mtu: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -188,7 +195,11 @@ pub struct Network {
     pub wire_id: u32,
     /// Bridge on this host.
     pub bridge: String,
+    /// The interface MTU in use on this host.
     pub mtu: u32,
+    /// Whether `mtu` was set for the network (else it is the default).
+    #[serde(default)]
+    pub mtu_set: bool,
     /// Host that created it.
     pub created_by: String,
     #[serde(default)]

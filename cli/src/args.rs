@@ -306,6 +306,10 @@ pub enum NetworkCommand {
         /// Containers reach outside the mesh through their own host.
         #[arg(long)]
         egress: bool,
+        /// Interface MTU of the network (1280-9000); default: what the
+        /// smallest known path between the hosts allows.
+        #[arg(long)]
+        mtu: Option<u32>,
         #[command(flatten)]
         out: Output,
     },
@@ -320,6 +324,9 @@ pub enum NetworkCommand {
         /// `on` or `off`.
         #[arg(long, value_parser = parse_on_off)]
         egress: Option<bool>,
+        /// Interface MTU (1280-9000), or `auto`: what the smallest path allows.
+        #[arg(long, value_parser = parse_mtu)]
+        mtu: Option<u32>,
         #[command(flatten)]
         out: Output,
     },
@@ -340,6 +347,16 @@ fn parse_on_off(s: &str) -> Result<bool, String> {
         "on" => Ok(true),
         "off" => Ok(false),
         other => Err(format!("{other:?} is neither on nor off")),
+    }
+}
+
+/// `auto` is 0 on the wire: back to the default.
+fn parse_mtu(s: &str) -> Result<u32, String> {
+    match s {
+        "auto" => Ok(0),
+        n => n
+            .parse()
+            .map_err(|_| format!("{n:?} is neither a number nor auto")),
     }
 }
 
@@ -569,7 +586,19 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        for bad in [&["--policy", "closed"][..], &["--egress", "yes"]] {
+        for (arg, want) in [("auto", 0), ("1300", 1300)] {
+            let cli =
+                Cli::try_parse_from(["meshctl", "network", "set", "a", "--mtu", arg]).unwrap();
+            match cli.command {
+                Command::Network(NetworkCommand::Set { mtu, .. }) => assert_eq!(mtu, Some(want)),
+                other => panic!("{other:?}"),
+            }
+        }
+        for bad in [
+            &["--policy", "closed"][..],
+            &["--egress", "yes"],
+            &["--mtu", "big"],
+        ] {
             let mut argv = vec!["meshctl", "network", "set", "a"];
             argv.extend_from_slice(bad);
             assert!(Cli::try_parse_from(&argv).is_err(), "{argv:?}");

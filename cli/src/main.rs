@@ -95,6 +95,7 @@ async fn run(cli: Cli) -> Result<()> {
             hosts,
             policy,
             egress,
+            mtu,
             out,
         }) => {
             let req = CreateNetworkRequest {
@@ -105,6 +106,7 @@ async fn run(cli: Cli) -> Result<()> {
                 hosts,
                 policy,
                 egress,
+                mtu,
             };
             let n = c.create_network(&req).await?;
             if out.json {
@@ -126,21 +128,28 @@ async fn run(cli: Cli) -> Result<()> {
             id,
             policy,
             egress,
+            mtu,
             out,
         }) => {
-            if policy.is_none() && egress.is_none() {
-                anyhow::bail!("nothing to change: pass --policy and/or --egress");
+            if policy.is_none() && egress.is_none() && mtu.is_none() {
+                anyhow::bail!("nothing to change: pass --policy, --egress and/or --mtu");
             }
-            let req = mesh_api::UpdateNetworkRequest { policy, egress };
+            let req = mesh_api::UpdateNetworkRequest {
+                policy,
+                egress,
+                mtu,
+            };
             let n = c.update_network(&id, &req).await?;
             if out.json {
                 return print::json(&n);
             }
             println!(
-                "network {}: policy {}, egress {}",
+                "network {}: policy {}, egress {}, mtu {}{}",
                 n.id,
                 n.policy,
-                if n.egress { "on" } else { "off" }
+                if n.egress { "on" } else { "off" },
+                n.mtu,
+                if n.mtu_set { "" } else { " (auto)" }
             );
         }
         Command::Network(NetworkCommand::Rm { id, force }) => {

@@ -39,7 +39,8 @@ mod paths;
 
 pub use paths::BURST_ID_BIT;
 
-/// A sealed datagram ready to send.
+/// A sealed datagram ready to send, or (`to_tap`) the data plane's own
+/// answer to a frame from the TAP (ICMP too-big, see [`crate::icmp`]).
 #[derive(Debug)]
 pub struct Outgoing {
     pub peer: PeerIdx,
@@ -48,6 +49,9 @@ pub struct Outgoing {
     /// Send from the data port itself (probes and their answers), so that
     /// the address a peer observes, and a NAT's mapping, is the data port's.
     pub from_data_port: bool,
+    /// Some: not sent; `datagram` holds an unsealed frame to write into the
+    /// local TAP of this network.
+    pub to_tap: Option<NetworkId>,
 }
 
 /// An authenticated frame to write to the TAP of `network`; it sits at
@@ -251,6 +255,24 @@ impl Engine {
         tracing::debug!(peer, ?endpoint, ?networks, "peer updated");
     }
 
+    /// Sets the largest sealed datagram that reaches `peer` (0: unknown, no
+    /// limit); what the path prober learned, or a test's choice.
+    pub fn set_path_mtu(&self, peer: PeerIdx, mtu: u32) {
+        if let Some(peer) = self.read().peers.get(&peer) {
+            peer.path_mtu
+                .store(mtu, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Sets the bound on `peer`'s path MTU that the underlay interfaces of
+    /// both hosts give (see [`Peer::mtu_cap`]); 0: none.
+    pub fn set_mtu_cap(&self, peer: PeerIdx, cap: u32) {
+        if let Some(peer) = self.read().peers.get(&peer) {
+            peer.mtu_cap
+                .store(cap, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     /// Takes a peer out of the flood lists while it is down (and puts it
     /// back when it is up again); unicast to and from it is unaffected.
     pub fn set_peer_down(&self, peer: PeerIdx, down: bool) {
@@ -431,8 +453,11 @@ impl Engine {
             network.macs.lookup(&destination, now)
         };
         let unicast = known.filter(|peer| tables.peers.get(peer).is_some_and(|p| p.is_member(net)));
-        if let Some(peer) = unicast {
-            return self.seal_for(&tables, peer, net, frame, now, pool, out);
+        if let Some((idx, peer)) = unicast.and_then(|i| Some((i, tables.peers.get(&i)?))) {
+            let seal = |buf, pool: &mut BufPool, out: &mut Vec<Outgoing>| {
+                self.seal_for(&tables, idx, net, buf, now, pool, out)
+            };
+            return crate::pmtu::fit_to_path(peer, idx, net, frame, pool, out, &self.drops, seal);
         }
         let Some((&last, others)) = network.members.split_last() else {
             return self.drop_buf(DropReason::NoPeers, frame, pool);
@@ -571,6 +596,7 @@ impl Engine {
             endpoint,
             datagram: buf,
             from_data_port: false,
+            to_tap: None,
         });
     }
 
@@ -634,6 +660,10 @@ impl Engine {
                 let frame = &datagram[HEADER_LEN..HEADER_LEN + frame_len];
                 network.macs.learn(switch::source(frame), peer_idx, now);
                 peer.counters.record_rx(frame_len);
+                crate::pmtu::clamp_received(
+                    peer,
+                    &mut datagram[HEADER_LEN..HEADER_LEN + frame_len],
+                );
                 Ok(())
             }
             _ => Err(DropReason::WrongNetwork),

@@ -8,7 +8,8 @@
 //!   [`switch`] (per-network MAC learning), [`peer`], [`engine`] (the
 //!   seal/open decisions, including what one TAP read becomes), [`offload`]
 //!   (`virtio_net_hdr`, splitting TCP super-segments, coalescing them back),
-//!   [`stats`] (drop reasons and counters), [`pool`] (buffers with headroom);
+//!   [`stats`] (drop reasons and counters), [`pool`] (buffers with headroom),
+//!   [`icmp`], [`mss`] and [`frag`] (fitting frames to a peer's path MTU);
 //! - thin Linux I/O edge: [`tap`], [`udp`], `worker` (one thread per core,
 //!   both directions for its share of the flows), [`runtime`] (the
 //!   [`Dataplane`] handle the daemon drives, started with [`Options`]).
@@ -19,11 +20,15 @@
 
 pub mod cipher;
 pub mod engine;
+pub mod frag;
+pub mod icmp;
 pub mod impair;
 pub mod keypair;
+pub mod mss;
 pub mod offload;
 pub mod path;
 pub mod peer;
+mod pmtu;
 pub mod pool;
 pub mod replay;
 pub mod runtime;

@@ -103,6 +103,11 @@ pub struct Peer {
     pub relay: Option<crate::PeerIdx>,
     /// The peer's host tag on relay envelopes (zero: unknown).
     pub tag: crate::wire::HostTag,
+    /// Upper bound on `path_mtu` from what both hosts' underlay interfaces
+    /// allow (the daemon sets it from the `underlay_mtu` the peer
+    /// advertises), so a smaller link is respected before probing found
+    /// it; 0 = no bound. Shared between table copies.
+    pub mtu_cap: Arc<AtomicU32>,
 }
 
 impl Peer {

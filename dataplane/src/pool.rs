@@ -68,6 +68,17 @@ impl PacketBuf {
         self.frame_len
     }
 
+    pub fn frame_mut(&mut self) -> &mut [u8] {
+        &mut self.storage[HEADER_LEN..HEADER_LEN + self.frame_len]
+    }
+
+    /// The frame with `prefix` bytes of the headroom before it (at most
+    /// the wire header's length), e.g. for a `virtio_net_hdr`.
+    pub fn frame_with_prefix_mut(&mut self, prefix: usize) -> &mut [u8] {
+        let start = HEADER_LEN - prefix.min(HEADER_LEN);
+        &mut self.storage[start..HEADER_LEN + self.frame_len]
+    }
+
     /// Header slot, frame (to encrypt) and tag slot, split for in-place sealing.
     pub(crate) fn seal_parts(&mut self) -> (&mut [u8; HEADER_LEN], &mut [u8], &mut [u8; TAG_LEN]) {
         let (header, rest) = self.storage.split_at_mut(HEADER_LEN);

@@ -374,6 +374,11 @@ impl Dataplane {
         self.inner.engine.remove_peer(peer);
     }
 
+    /// See [`Engine::set_mtu_cap`].
+    pub fn set_mtu_cap(&self, peer: PeerIdx, cap: u32) {
+        self.inner.engine.set_mtu_cap(peer, cap);
+    }
+
     /// See [`Engine::set_peer_down`].
     pub fn set_peer_down(&self, peer: PeerIdx, down: bool) {
         self.inner.engine.set_peer_down(peer, down);

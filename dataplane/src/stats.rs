@@ -51,6 +51,9 @@ drop_reasons! {
     TooBig => "too_big": "UDP send refused with EMSGSIZE: larger than the local interface allows (the socket never fragments).",
     BadProbe => "bad_probe": "Authenticated probe with a malformed body or a non-zero network id.",
     RelayRefused => "relay_refused": "Relay envelope for an unknown host, for the sender itself, for a host not reached directly (one hop only), or whose inner datagram is not from the named origin.",
+    TooBigAnswered => "too_big_answered": "Frame larger than the peer's path MTU; answered into the TAP with ICMP fragmentation-needed / packet-too-big.",
+    TooBigUnfragmentable => "too_big_unfragmentable": "IPv4 frame without DF larger than the peer's path MTU that cannot be fragmented (IP options, bad lengths); others are fragmented.",
+    TooBigUnanswered => "too_big_unanswered": "Frame larger than the peer's path MTU that no ICMP may answer (not IP, an ICMP error, a non-first fragment, a non-unicast source).",
 }
 
 impl DropReason {

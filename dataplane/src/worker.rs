@@ -305,7 +305,7 @@ fn receive_batch(
         }
     }
     coalescer.flush(|net, bytes| write_tap(engine, mine, net, bytes));
-    flush(io, pool, outgoing);
+    flush(io, mine, pool, outgoing);
     received > 0
 }
 
@@ -361,11 +361,11 @@ fn seal_tap_reads(
                 );
             }
             if outgoing.len() >= FLUSH_AT {
-                flush(io, pool, outgoing);
+                flush(io, mine, pool, outgoing);
             }
         }
     }
-    flush(io, pool, outgoing);
+    flush(io, mine, pool, outgoing);
     any
 }
 
@@ -425,7 +425,7 @@ fn release_held(
         }
     });
     if any {
-        flush(io, pool, outgoing);
+        flush(io, mine, pool, outgoing);
     }
     any
 }
@@ -469,9 +469,33 @@ fn forward_shaped(
     io.engine.seal_frame(net, buf, now, pool, outgoing);
 }
 
-fn flush(io: &WorkerIo, pool: &mut BufPool, outgoing: &mut Vec<Outgoing>) {
+fn flush(io: &WorkerIo, mine: &MyQueues, pool: &mut BufPool, outgoing: &mut Vec<Outgoing>) {
     if outgoing.is_empty() {
         return;
+    }
+    // ICMP answers of the path-MTU check go back into our own TAP (rare:
+    // the partition allocates only when there is one).
+    if outgoing.iter().any(|out| out.to_tap.is_some()) {
+        let (local, remote): (Vec<Outgoing>, Vec<Outgoing>) =
+            outgoing.drain(..).partition(|out| out.to_tap.is_some());
+        outgoing.extend(remote);
+        for mut answer in local {
+            let net = answer.to_tap.expect("partitioned");
+            let vnet = mine.write.get(&net).is_some_and(|t| t.has_vnet_hdr());
+            let bytes = if vnet {
+                let bytes = answer.datagram.frame_with_prefix_mut(VNET_HDR_LEN);
+                VnetHdr {
+                    flags: offload::VIRTIO_NET_HDR_F_DATA_VALID,
+                    ..VnetHdr::default()
+                }
+                .encode(&mut bytes[..VNET_HDR_LEN]);
+                &*bytes
+            } else {
+                answer.datagram.frame()
+            };
+            write_tap(&io.engine, mine, &net, bytes);
+            pool.put(answer.datagram);
+        }
     }
     if outgoing.iter().any(|out| out.from_data_port) {
         // Probe answers leave from the data port (what the peer observes,

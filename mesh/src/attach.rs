@@ -36,7 +36,7 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
 pub struct Attacher {
     nl: Netlink,
     prefix: String,
-    mtu: u32,
+    mtu: std::sync::Arc<crate::mtu::Mtus>,
     me: PeerId,
     store: AttachmentStore,
     alloc: Arc<Allocator>,
@@ -52,7 +52,7 @@ impl Attacher {
     pub fn new(
         nl: Netlink,
         prefix: String,
-        mtu: u32,
+        mtu: std::sync::Arc<crate::mtu::Mtus>,
         me: PeerId,
         store: AttachmentStore,
         alloc: Arc<Allocator>,
@@ -256,10 +256,11 @@ impl Attacher {
             .link(&networks::bridge_name(&self.prefix, wire))
             .await?
             .context("the network's bridge is missing")?;
-        self.nl.create_veth(host_if, peer_if, self.mtu).await?;
-        self.nl.enslave(host_if, &bridge, self.mtu).await?;
+        let mtu = self.mtu.of(&net.id);
+        self.nl.create_veth(host_if, peer_if, mtu).await?;
+        self.nl.enslave(host_if, &bridge, mtu).await?;
         self.nl.move_to_netns(peer_if, &target.open()?).await?;
-        let (peer_if, ifname, mtu) = (peer_if.to_string(), ifname.to_string(), self.mtu);
+        let (peer_if, ifname) = (peer_if.to_string(), ifname.to_string());
         let (len4, len6) = (net.subnet.prefix_len(), net.subnet6.prefix_len());
         in_netns(target, move || async move {
             let nl = Netlink::connect()?;

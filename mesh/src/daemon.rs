@@ -39,11 +39,9 @@ use crate::traffic::{self, Traffic, TrafficChannels};
 use crate::validate::Guards;
 use crate::views;
 
+mod mtu_sync;
 mod network_ops;
 mod runtime;
-
-/// Underlay MTU assumed for the overlay MTU (an Ethernet LAN).
-const UNDERLAY_MTU: u32 = 1500;
 
 pub struct Daemon {
     pub settings: Settings,
@@ -141,6 +139,15 @@ impl Daemon {
         cfg.rekey_interval = settings.rekey_interval;
         cfg.meta
             .insert(META_DATA_PORT.into(), dp.local_addr().port().to_string());
+        let underlay_mtu = crate::mtu::underlay_mtu(settings.listen.ip()).unwrap_or_else(|| {
+            warn!("cannot tell the underlay interface's MTU; assuming 1500");
+            crate::mtu::ASSUMED_UNDERLAY_MTU
+        });
+        info!(underlay_mtu, "underlay MTU");
+        cfg.meta.insert(
+            crate::mtu::META_UNDERLAY_MTU.into(),
+            underlay_mtu.to_string(),
+        );
         let ciphers = settings.cipher.offer();
         info!(ciphers = %ciphers.to_meta(), "data-plane ciphers offered");
         cfg.meta
@@ -228,14 +235,15 @@ impl Daemon {
             settings.dns_upstreams.clone(),
         );
         let nl = Netlink::connect()?;
-        let mtu = dataplane::overlay_mtu(
-            UNDERLAY_MTU,
+        let mtu = Arc::new(crate::mtu::Mtus::new(
+            underlay_mtu,
             if settings.listen.is_ipv6() {
                 IpVersion::V6
             } else {
                 IpVersion::V4
             },
-        );
+            channels.settings.clone(),
+        ));
         let me = node.id();
         let alloc = Arc::new(Allocator::new(me, &channels));
         let (store, dropped) = AttachmentStore::load(state.clone())?;
@@ -248,7 +256,7 @@ impl Daemon {
         let attacher = Arc::new(Attacher::new(
             nl.clone(),
             settings.link_prefix.clone(),
-            mtu,
+            mtu.clone(),
             me,
             store,
             alloc.clone(),
@@ -259,7 +267,7 @@ impl Daemon {
             nl,
             dp.clone(),
             settings.link_prefix.clone(),
-            mtu,
+            mtu.clone(),
             resolver,
             host_key.clone(),
             me.to_hex(),
@@ -347,6 +355,7 @@ impl Daemon {
         });
         daemon.reconcile_at_start().await?;
         daemon.clone().watch_channels();
+        daemon.clone().spawn_mtu_sync();
         tokio::spawn(daemon.attacher.clone().reap_forever());
         daemon.services.clone().spawn();
         daemon.traffic.clone().spawn();
@@ -425,7 +434,8 @@ impl Daemon {
         for rec in attachments.iter().filter(|a| !crate::attach::is_macvlan(a)) {
             let w = networks::wire_id(&rec.attachment.network);
             if let Some(bridge) = nl.link(&self.fabric.bridge_of(w)).await? {
-                nl.enslave(&rec.attachment.host_ifname, &bridge, self.fabric.mtu())
+                let mtu = self.fabric.mtus().of(&rec.attachment.network);
+                nl.enslave(&rec.attachment.host_ifname, &bridge, mtu)
                     .await?;
             }
         }

@@ -32,7 +32,7 @@ pub struct Fabric {
     pub nl: Netlink,
     dp: Dataplane,
     prefix: String,
-    mtu: u32,
+    mtu: Arc<crate::mtu::Mtus>,
     resolver: Arc<Resolver>,
     host_key: Arc<HostKey>,
     me: String,
@@ -43,7 +43,7 @@ impl Fabric {
         nl: Netlink,
         dp: Dataplane,
         prefix: String,
-        mtu: u32,
+        mtu: Arc<crate::mtu::Mtus>,
         resolver: Arc<Resolver>,
         host_key: Arc<HostKey>,
         me: String,
@@ -59,8 +59,8 @@ impl Fabric {
         }
     }
 
-    pub fn mtu(&self) -> u32 {
-        self.mtu
+    pub fn mtus(&self) -> &Arc<crate::mtu::Mtus> {
+        &self.mtu
     }
 
     pub fn bridge_of(&self, wire: u32) -> String {
@@ -155,9 +155,10 @@ impl Fabric {
         // The same MAC and service addresses on every host: a container
         // always reaches its own host's bridge for DNS, never a remote one.
         let bridge_name = self.bridge_of(w);
+        let mtu = self.mtu.of(&def.id);
         let bridge = self
             .nl
-            .ensure_bridge(&bridge_name, self.mtu, networks::service_mac(w))
+            .ensure_bridge(&bridge_name, mtu, networks::service_mac(w))
             .await?;
         let svc = ipam::service_address(def.subnet);
         self.nl
@@ -177,7 +178,8 @@ impl Fabric {
         self.dp
             .add_network(NetworkId(w), &tap)
             .with_context(|| format!("opening TAP {tap}"))?;
-        self.nl.enslave(&tap, &bridge, self.mtu).await?;
+        self.nl.enslave(&tap, &bridge, mtu).await?;
+        self.mtu.note_applied(&def.id, mtu);
         let secret = if def.hosts.is_empty() {
             None
         } else {
@@ -188,7 +190,7 @@ impl Fabric {
             Some(self.host_key.open(&def.id, sealed)?)
         };
         self.dp.set_network_secret(NetworkId(w), secret);
-        info!(network = %def.id, bridge = %bridge.name, %tap, mtu = self.mtu, "network ready");
+        info!(network = %def.id, bridge = %bridge.name, %tap, mtu, "network ready");
         Ok(w)
     }
 
@@ -198,6 +200,7 @@ impl Fabric {
             t.abort();
         }
         realized.wires.remove(id);
+        self.mtu.forget(id);
         self.dp.remove_network(NetworkId(w));
         self.nl.delete(&networks::tap_name(&self.prefix, w)).await?;
         self.nl

@@ -197,6 +197,12 @@ impl Netlink {
         .await
     }
 
+    pub async fn set_mtu(&self, dev: &str, mtu: u32) -> Result<()> {
+        let info = self.must_link(dev).await?;
+        self.set(LinkUnspec::new_with_index(info.index).mtu(mtu).build(), dev)
+            .await
+    }
+
     /// A macvlan (bridge mode) on the link with index `parent`.
     pub async fn create_macvlan(&self, name: &str, parent: u32) -> Result<()> {
         self.handle

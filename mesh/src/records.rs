@@ -179,6 +179,11 @@ pub struct NetworkSettings {
     pub policy: mesh_api::PolicyMode,
     /// Containers reach outside the mesh through their host (issue 13).
     pub egress: bool,
+    /// Interface MTU of the network's devices; None: what the smallest
+    /// known path allows (see [`crate::mtu`]). A setting rather than a
+    /// field of [`NetworkDef`]: that one is postcard, where a new field
+    /// would not decode on older hosts.
+    pub mtu: Option<u32>,
     /// The text this value was decoded from, re-sent verbatim while the
     /// fields are unchanged.
     raw: Option<String>,
@@ -191,6 +196,8 @@ struct SettingsFields {
     policy: mesh_api::PolicyMode,
     #[serde(default)]
     egress: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mtu: Option<u32>,
 }
 
 impl NetworkSettings {
@@ -198,6 +205,7 @@ impl NetworkSettings {
         NetworkSettings {
             policy,
             egress,
+            mtu: None,
             raw: None,
         }
     }
@@ -206,6 +214,7 @@ impl NetworkSettings {
         SettingsFields {
             policy: self.policy,
             egress: self.egress,
+            mtu: self.mtu,
         }
     }
 
@@ -213,7 +222,7 @@ impl NetworkSettings {
     pub fn validate(&self) -> Result<(), String> {
         match &self.raw {
             Some(raw) if raw.len() > 4096 => Err("network settings too long".into()),
-            _ => Ok(()),
+            _ => self.mtu.map_or(Ok(()), crate::mtu::validate),
         }
     }
 }
@@ -249,6 +258,7 @@ impl<'de> Deserialize<'de> for NetworkSettings {
         Ok(NetworkSettings {
             policy: f.policy,
             egress: f.egress,
+            mtu: f.mtu,
             raw: Some(raw),
         })
     }

@@ -86,6 +86,7 @@ pub fn network(
         created_by: def.created_by.clone(),
         policy: settings.policy,
         egress: settings.egress,
+        mtu_set: settings.mtu.is_some(),
     }
 }
 

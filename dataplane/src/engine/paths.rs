@@ -280,6 +280,7 @@ impl Engine {
                 endpoint,
                 datagram: buf,
                 from_data_port: true,
+                to_tap: None,
             }),
             Via::Relay(relay) => self.wrap_relay(tables, relay, peer, buf, now, pool, true),
         }
@@ -393,6 +394,7 @@ impl Engine {
             endpoint,
             datagram: buf,
             from_data_port,
+            to_tap: None,
         })
     }
 
@@ -496,6 +498,7 @@ impl Engine {
             endpoint,
             datagram: buf,
             from_data_port: false,
+            to_tap: None,
         });
         Ok(())
     }

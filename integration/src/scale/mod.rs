@@ -197,6 +197,7 @@ pub fn run(opts: &Options, stop: &AtomicBool) -> Result<Report> {
         hosts: Vec::new(),
         policy: None,
         egress: false,
+        mtu: None,
     };
     lab.api(0, |c| async move { c.create_network(&req).await })?;
     let seen = until_all(&all, Duration::from_millis(50), opts.timeout, |i| {

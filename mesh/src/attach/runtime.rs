@@ -48,8 +48,9 @@ impl Attacher {
                 .link(&networks::bridge_name(&self.prefix, wire))
                 .await?
                 .context("the network's bridge is missing")?;
-            self.nl.create_veth(&host_if, &peer_if, self.mtu).await?;
-            self.nl.enslave(&host_if, &bridge, self.mtu).await?;
+            let mtu = self.mtu.of_wire(wire);
+            self.nl.create_veth(&host_if, &peer_if, mtu).await?;
+            self.nl.enslave(&host_if, &bridge, mtu).await?;
             let peer = self
                 .nl
                 .link(&peer_if)

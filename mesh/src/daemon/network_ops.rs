@@ -8,7 +8,7 @@ impl Daemon {
             def,
             &self.channels.settings_of(&def.id),
             &self.settings.link_prefix,
-            self.fabric.mtu(),
+            self.fabric.mtus().of(&def.id),
         )
     }
 
@@ -50,6 +50,10 @@ impl Daemon {
             DefinitionError::Invalid(e) => ApiError::bad(e),
             DefinitionError::Conflict(m) => ApiError::Conflict(m),
         })?;
+        let mut settings =
+            records::NetworkSettings::new(req.policy.unwrap_or_default(), req.egress);
+        settings.mtu = req.mtu;
+        settings.validate().map_err(ApiError::BadRequest)?;
         let hosts = self.hosts();
         let mut members = Vec::new();
         for h in &req.hosts {
@@ -81,12 +85,7 @@ impl Daemon {
         // once it knows the network (and its creator). A host that learns
         // the network before its range waits for the range to arrive.
         records::put(&self.channels.networks, self.id(), &req.id, def.clone());
-        records::put(
-            &self.channels.settings,
-            self.id(),
-            &req.id,
-            records::NetworkSettings::new(req.policy.unwrap_or_default(), req.egress),
-        );
+        records::put(&self.channels.settings, self.id(), &req.id, settings);
         self.alloc.init_ring(&def);
         if !def.allows_host(&self.id().to_hex()) {
             return Ok(self.network_view(&def));
@@ -115,6 +114,10 @@ impl Daemon {
         }
         if let Some(e) = req.egress {
             s.egress = e;
+        }
+        if let Some(m) = req.mtu {
+            s.mtu = Some(m).filter(|m| *m != 0);
+            s.validate().map_err(ApiError::BadRequest)?;
         }
         if records::get(&self.channels.settings, id).as_ref() != Some(&s) {
             records::put(&self.channels.settings, self.id(), id, s);

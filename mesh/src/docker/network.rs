@@ -95,6 +95,12 @@ impl Plugin {
             Some(n) => (n.id.clone(), false),
             None => {
                 let id = wanted.unwrap_or_else(|| default_mesh_id(&req.network_id));
+                let mtu = match req.driver_option(p::MTU_OPTION) {
+                    None => None,
+                    Some(v) => Some(v.parse::<u32>().map_err(|_| {
+                        ApiError::BadRequest(format!("{}={v:?} is not a number", p::MTU_OPTION))
+                    })?),
+                };
                 self.daemon
                     .create_network(api::CreateNetworkRequest {
                         id: id.clone(),
@@ -104,6 +110,7 @@ impl Plugin {
                         hosts: Vec::new(),
                         policy: None,
                         egress: false,
+                        mtu,
                     })
                     .await?;
                 (id, true)

@@ -13,6 +13,8 @@ pub const ADDRESS_SPACE: &str = "mesh";
 /// Driver option (`-o`) and IPAM option (`--ipam-opt`) naming the mesh
 /// network a Docker network maps to.
 pub const NETWORK_OPTION: &str = "mesh.network";
+/// `docker network create -o com.docker.network.driver.mtu=N`.
+pub const MTU_OPTION: &str = "com.docker.network.driver.mtu";
 /// Where dockerd puts the `-o` options in `CreateNetwork.Options`.
 pub const GENERIC_OPTIONS: &str = "com.docker.network.generic";
 /// `RequestAddress` option: what the address is for.

@@ -66,7 +66,7 @@ struct Programmed {
 pub struct Edge {
     me: PeerId,
     prefix: String,
-    mtu: u32,
+    mtu: std::sync::Arc<crate::mtu::Mtus>,
     nl: Netlink,
     state: StateDir,
     underlay: Option<IpAddr>,
@@ -93,7 +93,7 @@ pub struct Edge {
 pub struct EdgeParts {
     pub me: PeerId,
     pub prefix: String,
-    pub mtu: u32,
+    pub mtu: std::sync::Arc<crate::mtu::Mtus>,
     pub nl: Netlink,
     pub state: StateDir,
     /// This host's underlay address (its control address), if specific.
@@ -439,7 +439,7 @@ impl Edge {
                     &self.nl,
                     &self.prefix,
                     w,
-                    self.mtu,
+                    self.mtu.of(&net.id),
                     a.ip,
                     net.subnet.prefix_len(),
                 )

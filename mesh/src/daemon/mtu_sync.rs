@@ -1,0 +1,85 @@
+//! Keeps the MTUs current: the default network MTU follows the members'
+//! advertised underlay MTUs, each peer's path bound follows its own, and a
+//! network whose MTU changed (a smaller host joined, `network set --mtu`)
+//! has every device re-set: container ends (in their namespaces), the
+//! bridge's ports (veths, TAP) and the bridge.
+
+use super::*;
+use std::time::Duration;
+
+/// Members' meta changes arrive by gossip without a signal of their own.
+const SYNC_INTERVAL: Duration = Duration::from_secs(2);
+
+impl Daemon {
+    pub(super) fn spawn_mtu_sync(self: Arc<Self>) {
+        let mut settings = self.channels.settings.subscribe();
+        tokio::spawn(async move {
+            loop {
+                self.sync_mtus().await;
+                tokio::select! {
+                    _ = tokio::time::sleep(SYNC_INTERVAL) => {}
+                    r = settings.changed() => if r.is_err() { break },
+                }
+            }
+        });
+    }
+
+    async fn sync_mtus(&self) {
+        let mtus = self.fabric.mtus().clone();
+        let members = self.node.members();
+        if mtus.refresh(members.iter().map(|m| &m.meta)) {
+            info!(mtu = mtus.default_mtu(), "default network MTU changed");
+        }
+        for m in &members {
+            if let Some(idx) = self.peers.handle(&m.id) {
+                let cap = mtus.path_cap(crate::mtu::advertised(&m.meta));
+                self.dp.set_mtu_cap(idx, cap);
+            }
+        }
+        let devices = self.devices.lock().await;
+        for (id, &w) in &devices.wires {
+            let want = mtus.of(id);
+            if mtus.applied(id) == Some(want) {
+                continue;
+            }
+            match self.apply_mtu(id, w, want).await {
+                Ok(()) => {
+                    mtus.note_applied(id, want);
+                    info!(network = %id, mtu = want, "network MTU applied");
+                }
+                Err(e) => {
+                    warn!(network = %id, mtu = want, "cannot apply the network's MTU (retrying): {e:#}")
+                }
+            }
+        }
+    }
+
+    async fn apply_mtu(&self, id: &str, wire: u32, mtu: u32) -> Result<()> {
+        for rec in self.attacher.records() {
+            if rec.attachment.network != id || crate::attach::is_macvlan(&rec) {
+                continue;
+            }
+            let Ok(target) = crate::netdev::NetnsTarget::resolve(&rec.attachment.netns) else {
+                continue; // gone: the reaper takes it
+            };
+            let ifname = rec.attachment.ifname.clone();
+            crate::netdev::in_netns(&target, move || async move {
+                Netlink::connect()?.set_mtu(&ifname, mtu).await
+            })
+            .await
+            .with_context(|| format!("in {}", rec.attachment.netns))?;
+        }
+        let nl = &self.fabric.nl;
+        let bridge_name = self.fabric.bridge_of(wire);
+        let bridge = nl
+            .link(&bridge_name)
+            .await?
+            .with_context(|| format!("bridge {bridge_name} is missing"))?;
+        for port in nl.links().await? {
+            if port.controller == Some(bridge.index) {
+                nl.set_mtu(&port.name, mtu).await?;
+            }
+        }
+        nl.set_mtu(&bridge_name, mtu).await
+    }
+}
