@@ -103,7 +103,7 @@ pub fn advertised(meta: &BTreeMap<String, String>) -> u32 {
 /// The MTUs of this host's networks: explicit ones from the network
 /// settings, otherwise the default from the smallest known underlay.
 pub struct Mtus {
-    own_underlay: u32,
+    own_underlay: AtomicU32,
     family: IpVersion,
     settings: Records<NetworkSettings>,
     /// overlay_mtu(smallest underlay of the members), floored.
@@ -115,7 +115,7 @@ pub struct Mtus {
 impl Mtus {
     pub fn new(own_underlay: u32, family: IpVersion, settings: Records<NetworkSettings>) -> Mtus {
         Mtus {
-            own_underlay,
+            own_underlay: AtomicU32::new(own_underlay),
             family,
             settings,
             default: AtomicU32::new(overlay_default(own_underlay, family)),
@@ -124,13 +124,19 @@ impl Mtus {
     }
 
     pub fn own_underlay(&self) -> u32 {
-        self.own_underlay
+        self.own_underlay.load(Ordering::Relaxed)
+    }
+
+    /// This host's underlay interface MTU changed; returns whether it did.
+    /// Takes effect at the next [`Self::refresh`].
+    pub fn set_own_underlay(&self, mtu: u32) -> bool {
+        self.own_underlay.swap(mtu, Ordering::Relaxed) != mtu
     }
 
     /// Recomputes the default from the members' advertised underlay MTUs;
     /// returns whether it changed.
     pub fn refresh<'a>(&self, members: impl Iterator<Item = &'a BTreeMap<String, String>>) -> bool {
-        let smallest = members.map(advertised).fold(self.own_underlay, u32::min);
+        let smallest = members.map(advertised).fold(self.own_underlay(), u32::min);
         let new = overlay_default(smallest, self.family);
         self.default.swap(new, Ordering::Relaxed) != new
     }
@@ -167,7 +173,7 @@ impl Mtus {
             IpVersion::V4 => 20,
             IpVersion::V6 => 40,
         };
-        self.own_underlay
+        self.own_underlay()
             .min(peer_underlay)
             .saturating_sub(header + UDP_HEADER_LEN)
     }
@@ -221,6 +227,10 @@ mod tests {
         // Garbage is not believed.
         m.refresh([meta("12"), meta("x")].iter());
         assert_eq!(m.default_mtu(), 1422);
+        // The own interface shrinking counts like a member's.
+        assert!(m.set_own_underlay(1450) && !m.set_own_underlay(1450));
+        assert!(m.refresh(std::iter::empty()));
+        assert_eq!((m.default_mtu(), m.path_cap(1500)), (1372, 1422));
     }
 
     #[test]

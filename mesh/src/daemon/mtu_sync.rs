@@ -26,6 +26,14 @@ impl Daemon {
 
     async fn sync_mtus(&self) {
         let mtus = self.fabric.mtus().clone();
+        // The own interface's MTU counts here at once; other hosts see the
+        // value advertised at start until the record can be re-signed with
+        // a new meta value (`Node::set_meta`, not on this branch yet).
+        if let Some(own) = crate::mtu::underlay_mtu(self.settings.listen.ip()) {
+            if mtus.set_own_underlay(own) {
+                warn!(underlay_mtu = own, "the underlay interface's MTU changed");
+            }
+        }
         let members = self.node.members();
         if mtus.refresh(members.iter().map(|m| &m.meta)) {
             info!(mtu = mtus.default_mtu(), "default network MTU changed");
