@@ -40,6 +40,7 @@ use crate::validate::Guards;
 use crate::views;
 
 mod network_ops;
+mod observe;
 mod runtime;
 
 /// Underlay MTU assumed for the overlay MTU (an Ethernet LAN).
@@ -148,6 +149,7 @@ impl Daemon {
             crate::netsecret::META_NETWORK_KEY.into(),
             host_key.public_hex(),
         );
+        crate::doctor::advertise(&mut cfg.meta);
         let node = Node::start(cfg)
             .await
             .with_context(|| format!("starting the control plane on udp {}", settings.listen))?;

@@ -33,7 +33,7 @@ pub fn peer(
         path_rtt_ms: None,
         path_loss: None,
         clock_skew_ms: None,
-        version: None,
+        version: m.meta.get(crate::doctor::META_VERSION).cloned(),
         rtt_ms: m.rtt.map(|d| d.as_secs_f64() * 1e3),
         key_generation: m.key_generation,
         key_age_secs: m.key_age.map(|d| d.as_secs_f64()),
