@@ -40,6 +40,8 @@ install podman:podman
 # DNS lab test: dig, and a real caching resolver forwarding to mesh.
 # (dnsperf and dnsmasq only for benches/dns.sh, which installs them.)
 install dig:dnsutils unbound:unbound
+# Path fault tests: flushing a NAT router's mappings.
+install conntrack:conntrack
 # Docker plugin lab test: a private dockerd per lab host (docker.io brings
 # containerd and runc); the package test reads man pages with man-db.
 install dockerd:docker.io containerd:containerd man:man-db

@@ -15,12 +15,14 @@
 pub mod bench;
 pub mod cnitool;
 pub mod docker;
+mod faults;
 mod outside;
 pub mod podman;
 pub mod scale;
 pub mod svcbench;
 
 use anyhow::{anyhow, bail, Context, Result};
+pub use faults::Nat;
 use mesh_api::{Attachment, Client, ClientError, StatusResponse};
 use serde::de::DeserializeOwned;
 use std::net::Ipv4Addr;
@@ -41,6 +43,9 @@ pub struct Host {
     pub log: PathBuf,
     /// More `meshd` flags for this host (e.g. the Docker plugin's).
     pub extra_args: Vec<String>,
+    /// `--listen` instead of `<underlay_ip>:7800` (e.g. `0.0.0.0:7800` for
+    /// a host whose address changes; see `faults.rs`).
+    pub listen: Option<String>,
     daemon: Option<Child>,
 }
 
@@ -65,6 +70,8 @@ pub struct Lab {
     /// Other processes we started (captures, servers), ended by PID.
     helpers: Vec<Child>,
     keep: bool,
+    /// Hosts put behind a NAT router (host index → router namespace).
+    routers: std::collections::BTreeMap<usize, String>,
 }
 
 static LAB_COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -153,6 +160,7 @@ impl Lab {
             namespaces: Vec::new(),
             helpers: Vec::new(),
             keep: std::env::var_os("MESH_LAB_KEEP").is_some(),
+            routers: Default::default(),
         };
         let ul = lab.underlay.clone();
         lab.add_netns(&ul)?;
@@ -200,6 +208,7 @@ impl Lab {
             netns,
             underlay_ip: addr,
             extra_args: Vec::new(),
+            listen: None,
             daemon: None,
         });
         Ok(())
@@ -232,7 +241,7 @@ impl Lab {
             .create(true)
             .append(true)
             .open(&h.log)?;
-        let listen = h.control_address();
+        let listen = h.listen.clone().unwrap_or_else(|| h.control_address());
         let mut cmd = self.exec(
             &h.netns,
             &[
@@ -442,6 +451,18 @@ impl Lab {
             )?;
         }
         Ok(())
+    }
+
+    /// One iperf3 TCP stream of `secs` seconds from namespace `ns` to an
+    /// iperf3 server at `dst`:`port`, in Gbit/s as the receiver counted.
+    pub fn iperf_gbps(&self, ns: &str, dst: &str, port: u16, secs: u32) -> Result<f64> {
+        let (port, secs) = (port.to_string(), secs.to_string());
+        let out = self.exec_ok(ns, &["iperf3", "-c", dst, "-p", &port, "-t", &secs, "-J"])?;
+        let v: serde_json::Value = serde_json::from_str(&out).context("iperf3 JSON")?;
+        match v["end"]["sum_received"]["bits_per_second"].as_f64() {
+            Some(bps) => Ok(bps / 1e9),
+            None => bail!("iperf3 gave no result: {}", v["error"]),
+        }
     }
 
     /// `ping -c count` from namespace `ns`; true if every probe answered.

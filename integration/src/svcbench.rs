@@ -3,7 +3,7 @@
 //! second and one iperf3 stream, through the VIP and to the target's own
 //! address; printed with their VIP/direct ratios. Not a test: numbers only.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -44,28 +44,6 @@ fn connect_rate(ns: &str, dst: SocketAddr, secs: f64) -> Result<f64> {
         }
         Ok(n as f64 / start.elapsed().as_secs_f64())
     })?
-}
-
-/// One iperf3 stream from `ns` to `dst`, in Gbit/s.
-fn iperf(lab: &Lab, ns: &str, dst: &str, secs: u32) -> Result<f64> {
-    let out = lab.exec_ok(
-        ns,
-        &[
-            "iperf3",
-            "-c",
-            dst,
-            "-p",
-            &IPERF_PORT.to_string(),
-            "-t",
-            &secs.to_string(),
-            "-J",
-        ],
-    )?;
-    let v: serde_json::Value = serde_json::from_str(&out).context("iperf3 JSON")?;
-    match v["end"]["sum_received"]["bits_per_second"].as_f64() {
-        Some(bps) => Ok(bps / 1e9),
-        None => bail!("iperf3 gave no result: {}", v["error"]),
-    }
 }
 
 pub fn run(secs: u32) -> Result<()> {
@@ -125,8 +103,8 @@ pub fn run(secs: u32) -> Result<()> {
             direct_cps = direct_cps.max(connect_rate(ns, direct_accept, rate_secs)?);
             vip_cps = vip_cps.max(connect_rate(ns, vip_accept, rate_secs)?);
         }
-        let direct_gbps = iperf(&lab, ns, &target, secs)?;
-        let vip_gbps = iperf(&lab, ns, &svc.vip, secs)?;
+        let direct_gbps = lab.iperf_gbps(ns, &target, IPERF_PORT, secs)?;
+        let vip_gbps = lab.iperf_gbps(ns, &svc.vip, IPERF_PORT, secs)?;
         println!(
             "{:<40} {:>10.0} {:>10.0} {:>7.3}",
             format!("new connections/s, client on {what}"),

@@ -1,0 +1,133 @@
+//! Path faults with both planes at once (root only): two hosts that cannot
+//! reach each other at all talk through a third, and two hosts behind NATs
+//! find a direct path, falling back to a relay when the NATs turn
+//! symmetric. Switch-over times and the relay's throughput are printed.
+
+use anyhow::{bail, ensure, Result};
+use integration::{test_lab, wait_for, Lab, Nat};
+use mesh_api::PeerStatus;
+use std::time::{Duration, Instant};
+
+const NET: &str = "paths";
+const IPERF_PORT: u16 = 5201;
+
+/// Host `i`'s view of the peer named `name`.
+fn peer(lab: &Lab, i: usize, name: &str) -> Result<PeerStatus> {
+    let status = lab.status(i)?;
+    match status.peers.into_iter().find(|p| p.name == name) {
+        Some(p) => Ok(p),
+        None => bail!("{} does not know {name}", lab.hosts[i].name),
+    }
+}
+
+/// Polls until host `i` shows the data path to `name` as `want`; returns
+/// how long it took.
+fn wait_path(lab: &Lab, i: usize, name: &str, want: &str, timeout: Duration) -> Duration {
+    let start = Instant::now();
+    wait_for(timeout, || {
+        let p = peer(lab, i, name)?;
+        ensure!(p.path == want, "path to {name} is {:?}", p.path);
+        Ok(())
+    })
+    .unwrap_or_else(|e| panic!("{}: {e:#}", lab.hosts[i].name));
+    start.elapsed()
+}
+
+/// A container per host on network `paths`; returns (namespace, address).
+fn containers(lab: &mut Lab) -> Vec<(String, String)> {
+    lab.meshctl(0, &["network", "create", NET, "--subnet", "10.79.0.0/24"])
+        .expect("network create");
+    (0..lab.hosts.len())
+        .map(|i| {
+            let ns = lab.add_container(&format!("c{}", i + 1)).unwrap();
+            let a = lab.attach_netns(i, &ns, NET, &[]);
+            let ip = a.ip.split('/').next().unwrap().to_string();
+            (ns, ip)
+        })
+        .collect()
+}
+
+#[test]
+fn hosts_that_cannot_reach_each_other_talk_through_a_third() {
+    let Some(mut lab) = test_lab("relay", 3) else {
+        return;
+    };
+    lab.start_mesh().expect("mesh up");
+    let cs = containers(&mut lab);
+    let (c1, c2) = (&cs[0].0, &cs[1].1);
+    lab.wait_ping(c1, c2, Duration::from_secs(10)).unwrap();
+    wait_path(&lab, 0, "h2", "direct", Duration::from_secs(10));
+    let server = lab.exec(&cs[1].0, &["iperf3", "-s", "-p", "5201"]);
+    lab.spawn_helper(server).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let direct = lab
+        .iperf_gbps(c1, c2, IPERF_PORT, 3)
+        .expect("iperf3 direct");
+
+    // Everything between h1 and h2 is dropped, data and control.
+    lab.partition(0, &[1]).unwrap();
+    let to_relay = wait_path(&lab, 0, "h2", "relayed via h3", Duration::from_secs(15));
+    wait_path(&lab, 1, "h1", "relayed via h3", Duration::from_secs(15));
+    lab.wait_ping(c1, c2, Duration::from_secs(5)).unwrap();
+    assert!(
+        lab.ping(c1, c2, 5),
+        "containers on h1 and h2 talk through h3"
+    );
+    wait_for(Duration::from_secs(20), || {
+        let p = peer(&lab, 0, "h2")?;
+        ensure!(
+            p.control.as_deref() == Some("relayed via h3"),
+            "control to h2 is {:?}",
+            p.control
+        );
+        ensure!(p.state == mesh_api::PeerState::Up, "h2 is {}", p.state);
+        Ok(())
+    })
+    .unwrap();
+    let relayed = lab
+        .iperf_gbps(c1, c2, IPERF_PORT, 3)
+        .expect("iperf3 relayed");
+
+    lab.heal(0).unwrap();
+    let to_direct = wait_path(&lab, 0, "h2", "direct", Duration::from_secs(20));
+    assert!(lab.ping(c1, c2, 3), "containers talk after the heal");
+    println!(
+        "direct→relayed {:.1} s, relayed→direct {:.1} s; iperf3 direct {direct:.2} Gbit/s, \
+         relayed {relayed:.2} Gbit/s (ratio {:.2})",
+        to_relay.as_secs_f64(),
+        to_direct.as_secs_f64(),
+        relayed / direct
+    );
+}
+
+#[test]
+fn hosts_behind_nats_find_a_direct_path_and_relay_when_they_cannot() {
+    let Some(mut lab) = test_lab("nat", 3) else {
+        return;
+    };
+    // h1 is on the underlay; h2 and h3 each sit behind a masquerading
+    // router and can only be reached through what they open themselves.
+    lab.put_behind_nat(1, Nat::PortPreserving).unwrap();
+    lab.put_behind_nat(2, Nat::PortPreserving).unwrap();
+    lab.start_mesh().expect("mesh up through the NATs");
+    let cs = containers(&mut lab);
+    let (c2, c3) = (&cs[1].0, &cs[2].1);
+    lab.wait_ping(c2, c3, Duration::from_secs(15)).unwrap();
+    // A direct path between the two NATed hosts, on the NATs' addresses.
+    wait_path(&lab, 1, "h3", "direct", Duration::from_secs(20));
+    wait_path(&lab, 2, "h2", "direct", Duration::from_secs(20));
+    let p = peer(&lab, 1, "h3").unwrap();
+    let endpoint = p.data_address.unwrap_or_default();
+    assert!(
+        endpoint.starts_with("198.18.0.103:"),
+        "h2 reaches h3 through h3's NAT, not {endpoint:?}"
+    );
+
+    // Symmetric NATs (and every mapping forgotten): no direct path is
+    // possible any more; the relay carries the traffic.
+    lab.set_nat(1, Nat::Symmetric).unwrap();
+    lab.set_nat(2, Nat::Symmetric).unwrap();
+    wait_path(&lab, 1, "h3", "relayed via h1", Duration::from_secs(30));
+    lab.wait_ping(c2, c3, Duration::from_secs(10)).unwrap();
+    assert!(lab.ping(c2, c3, 3), "containers behind symmetric NATs talk");
+}
