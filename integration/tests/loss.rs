@@ -18,6 +18,26 @@ fn all_peers_up(lab: &Lab) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Percentage of 100 quick pings from host 1 to host 2 over the underlay
+/// that got no answer: proof the fault is in place.
+fn underlay_ping_loss(lab: &Lab) -> f64 {
+    let dst = lab.hosts[1].underlay_ip.to_string();
+    let out = lab
+        .exec(
+            &lab.hosts[0].netns,
+            &[
+                "ping", "-n", "-q", "-c", "100", "-i", "0.01", "-W", "1", &dst,
+            ],
+        )
+        .output()
+        .expect("ping");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split(',')
+        .find_map(|f| f.trim().strip_suffix("% packet loss"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no loss figure in {text}"))
+}
+
 #[test]
 fn tcp_flows_through_loss_and_the_mesh_recovers_from_heavy_loss() {
     let Some(mut lab) = test_mesh("loss", 2) else {
@@ -46,6 +66,9 @@ fn tcp_flows_through_loss_and_the_mesh_recovers_from_heavy_loss() {
     .expect("iperf3 without loss");
 
     lab.underlay_loss(10).expect("10 % loss");
+    let measured = underlay_ping_loss(&lab);
+    println!("underlay ping loss at 10 %: {measured} % (both directions count)");
+    assert!(measured > 0.0, "the loss fault is not in place");
     let lossy = lab
         .iperf_gbps(&c1, "198.19.7.2", 5301, 5)
         .expect("iperf3 at 10 % loss");
