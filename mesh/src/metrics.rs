@@ -286,6 +286,27 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("mesh_hosts 2"), "{text}");
+        // Every series the Grafana dashboard queries is one meshd serves.
+        let dash: serde_json::Value =
+            serde_json::from_str(include_str!("../../docs/grafana/mesh.json")).unwrap();
+        assert_eq!(dash["schemaVersion"], 39);
+        let mut exprs = 0;
+        for panel in dash["panels"].as_array().unwrap() {
+            for t in panel["targets"].as_array().into_iter().flatten() {
+                let e = t["expr"].as_str().unwrap();
+                exprs += 1;
+                for name in e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                    if name.starts_with("mesh_") {
+                        assert!(
+                            text.contains(&format!("\n{name}{{"))
+                                || text.contains(&format!("\n{name} ")),
+                            "the dashboard queries {name}, which meshd does not serve"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(exprs >= 10, "{exprs}");
         assert!(
             text.contains("mesh_gossip_rejected_records_total"),
             "{text}"
