@@ -93,35 +93,33 @@ fn doctor_metrics_and_top() {
     assert!(web["tx"]["packets"].as_f64().unwrap() > 5.0, "{top}");
     assert_eq!(top["peers"][0]["state"], "up", "{top}");
 
-    // h2's meshd gone: one problem line naming it, and a non-zero exit.
+    // h2's meshd gone: a problem line naming it (the control connection
+    // down, once the liveness timeout passed), and a non-zero exit.
     lab.stop_daemon(1, nix::sys::signal::Signal::SIGKILL)
         .unwrap();
-    let err = wait_for(Duration::from_secs(15), || {
-        match lab.meshctl(0, &["doctor"]) {
-            Ok(out) => anyhow::bail!("doctor still passes: {out}"),
-            Err(e) => Ok(e.to_string()),
-        }
-    })
-    .unwrap();
-    assert!(err.contains("problem(s) found"), "{err}");
-    let r: DoctorReport = serde_json::from_str(
-        &std::process::Command::new(lab.bin("meshctl"))
+    let h2 = lab.hosts[1].name.clone();
+    let (code, r) = wait_for(Duration::from_secs(15), || {
+        let out = std::process::Command::new(lab.bin("meshctl"))
             .arg("--socket")
             .arg(&lab.hosts[0].socket)
             .args(["doctor", "--json"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap(),
-    )
-    .unwrap();
-    let problems = r.problems();
-    assert!(
-        problems
-            .iter()
-            .any(|(peer, c)| *peer == Some(lab.hosts[1].name.as_str())
+            .output()?;
+        let r: DoctorReport = serde_json::from_slice(&out.stdout)?;
+        let down = r.problems().iter().any(|(peer, c)| {
+            *peer == Some(h2.as_str())
                 && c.name == "control"
                 && c.status == CheckStatus::Fail
-                && c.fix.as_deref().unwrap_or("").contains("meshd runs on")),
-        "{problems:?}"
-    );
+                && c.fix.as_deref().unwrap_or("").contains("meshd runs on")
+        });
+        anyhow::ensure!(
+            down,
+            "control to h2 not reported down yet: {:?}",
+            r.problems()
+        );
+        Ok((out.status.code(), r))
+    })
+    .unwrap();
+    assert_eq!(code, Some(1), "{r:?}");
+    let text = lab.meshctl(0, &["doctor"]).unwrap_err().to_string();
+    assert!(text.contains("problem(s) found"), "{text}");
 }

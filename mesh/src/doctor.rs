@@ -209,7 +209,9 @@ fn clock_skew(p: &PeerStatus) -> Check {
     let Some(skew) = p.clock_skew_ms else {
         return Check::skipped("clock_skew", "not measured yet");
     };
-    let detail = format!("{skew:+.0} ms");
+    // Below half a millisecond is none (and never prints as "-0").
+    let shown = if skew.abs() < 0.5 { 0.0 } else { skew };
+    let detail = format!("{shown:+.0} ms");
     let fix = format!(
         "synchronise the clocks of this host and {} (NTP, chrony): signed records from the future are refused",
         p.name
