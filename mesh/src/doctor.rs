@@ -18,6 +18,10 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const PROBE_COUNT: u32 = 10;
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(20);
 
+/// No network MTU goes below IPv6's minimum link MTU (RFC 8200): advice
+/// to go lower would be refused.
+pub const MIN_NETWORK_MTU: u32 = 1280;
+
 /// Puts this host's version into its member record's meta.
 pub fn advertise(meta: &mut BTreeMap<String, String>) {
     meta.insert(META_VERSION.into(), VERSION.into());
@@ -117,13 +121,21 @@ fn path_mtu(p: &PeerStatus, cx: &PeerContext) -> Check {
     match cx.largest_network {
         Some((net, net_mtu)) if sealed_len(net_mtu) > mtu => {
             let fits = mtu.saturating_sub(sealed_len(0));
+            let remedy = if fits >= MIN_NETWORK_MTU {
+                format!("give {net} an MTU of at most {fits} (network create --mtu)")
+            } else {
+                format!(
+                    "raise the underlay MTU on the path by {} bytes (a network MTU cannot go below {MIN_NETWORK_MTU})",
+                    sealed_len(net_mtu) - mtu
+                )
+            };
             Check::warn(
                 "path_mtu",
                 format!(
                     "{mtu} bytes: full-size frames of network {net} (MTU {net_mtu}) do not fit"
                 ),
                 format!(
-                    "they are answered with \"fragmentation needed\" (TCP adapts); for a clean path give {net} an MTU of at most {fits} (network create --mtu)"
+                    "they are answered with \"fragmentation needed\" and TCP's MSS is clamped; for whole frames {remedy}"
                 ),
             )
         }

@@ -126,15 +126,25 @@ fn underlay(f: &Facts) -> Check {
         .map(|(n, m)| format!("{n} ({m})"))
         .collect();
     let detail = format!("{dev} {mtu} bytes: overlay frames up to {fits} fit");
+    let largest = f.networks.iter().map(|(_, m)| *m).max().unwrap_or(0);
     if over.is_empty() {
-        Check::ok("underlay_mtu", detail)
-    } else {
-        Check::warn(
-            "underlay_mtu",
-            format!("{detail}; networks over that: {}", over.join(", ")),
-            format!("their large frames cannot leave this host whole: create them with --mtu {fits} or less"),
-        )
+        return Check::ok("underlay_mtu", detail);
     }
+    let remedy = if fits >= super::MIN_NETWORK_MTU {
+        format!("create them with --mtu {fits} or less")
+    } else {
+        // The overhead is the same at any size.
+        format!(
+            "raise {dev}'s MTU to {} (a network MTU cannot go below {})",
+            largest + (mtu - fits),
+            super::MIN_NETWORK_MTU
+        )
+    };
+    Check::warn(
+        "underlay_mtu",
+        format!("{detail}; networks over that: {}", over.join(", ")),
+        format!("their large frames are answered with \"fragmentation needed\" and TCP's MSS is clamped; for whole frames {remedy}"),
+    )
 }
 
 /// Reads the facts. `tap_name` is a name for the transient TAP (a `%d`

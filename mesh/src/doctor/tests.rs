@@ -83,9 +83,14 @@ fn a_path_too_small_for_the_network_warns_with_the_mtu_that_fits() {
     let c = peer_checks(&p, &cx(None));
     let m = c.iter().find(|c| c.name == "path_mtu").unwrap();
     assert_eq!(m.status, CheckStatus::Warn);
-    assert!(m.fix.as_deref().unwrap().contains("1222"), "{m:?}");
-    // That MTU is what overlay_mtu gives for the 1300-byte underlay.
+    // 1222 would fit, but is below IPv6's minimum: the path must grow by
+    // 1472 - 1272 bytes instead.
     assert_eq!(dataplane::overlay_mtu(1300, dataplane::IpVersion::V4), 1222);
+    assert!(m.fix.as_deref().unwrap().contains("by 200 bytes"), "{m:?}");
+    p.path_mtu = Some(1400);
+    let c = peer_checks(&p, &cx(None));
+    let m = c.iter().find(|c| c.name == "path_mtu").unwrap();
+    assert!(m.fix.as_deref().unwrap().contains("at most 1350"), "{m:?}");
     p.path_mtu = Some(sealed_len(1422));
     assert_eq!(
         status_of(&peer_checks(&p, &cx(None)), "path_mtu"),
@@ -189,5 +194,20 @@ fn host_problems_each_say_what_to_do() {
         u.detail.contains("blue (1422)") && !u.detail.contains("red"),
         "{u:?}"
     );
-    assert!(u.fix.as_deref().unwrap().contains("--mtu 1222"), "{u:?}");
+    assert!(
+        u.fix
+            .as_deref()
+            .unwrap()
+            .contains("raise eth0's MTU to 1500"),
+        "{u:?}"
+    );
+    let f = Facts {
+        underlay: Some(("eth0".into(), 1400, false)),
+        ..f
+    };
+    let u = host::checks(&f)
+        .into_iter()
+        .find(|c| c.name == "underlay_mtu")
+        .unwrap();
+    assert!(u.fix.as_deref().unwrap().contains("--mtu 1322"), "{u:?}");
 }
