@@ -2,7 +2,7 @@
 //! typed method per route, over a Unix-socket HTTP/1.1 connection.
 
 use crate::error::{ErrorBody, ErrorKind};
-use crate::{routes, types::*};
+use crate::{observe::*, routes, types::*};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};
@@ -276,6 +276,21 @@ impl Client {
     }
 
     /// Prometheus text format.
+    /// `peer`: one peer's checks (name or id) instead of every peer's.
+    pub async fn doctor(&self, peer: Option<&str>) -> Result<DoctorReport, ClientError> {
+        match peer {
+            Some(p) => {
+                self.get(&format!("{}?peer={}", routes::DOCTOR, query_escape(p)))
+                    .await
+            }
+            None => self.get(routes::DOCTOR).await,
+        }
+    }
+
+    pub async fn attachment_stats(&self) -> Result<Vec<AttachmentStats>, ClientError> {
+        self.get(routes::ATTACHMENT_STATS).await
+    }
+
     pub async fn metrics(&self) -> Result<String, ClientError> {
         self.get_text(routes::METRICS).await
     }
@@ -360,10 +375,28 @@ fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ClientError> {
     serde_json::from_slice(body).map_err(|e| ClientError::Decode(e.to_string()))
 }
 
+/// Percent-encodes a query value (everything but RFC 3986's unreserved).
+fn query_escape(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn query_values_are_percent_encoded() {
+        assert_eq!(query_escape("h-1.x_y~"), "h-1.x_y~");
+        assert_eq!(query_escape("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
+    }
 
     /// A one-shot server on a fresh socket that answers `response` (a raw
     /// HTTP/1.1 answer) to the first request.

@@ -2,7 +2,7 @@
 //!
 //! The one definition shared by the daemon (server side) and its clients
 //! (`meshctl`, the CNI plugin, the namespace lab):
-//! - [`types`]: request and response bodies,
+//! - [`types`]: request and response bodies ([`observe`]: doctor and top),
 //! - [`routes`]: the paths,
 //! - [`error`]: the error body with its machine-readable [`ErrorKind`],
 //! - [`client`]: a typed client,
@@ -12,11 +12,13 @@
 
 pub mod client;
 pub mod error;
+pub mod observe;
 pub mod routes;
 pub mod types;
 
 pub use client::{Client, ClientError};
 pub use error::{ErrorBody, ErrorKind};
+pub use observe::*;
 pub use types::*;
 
 /// Where meshd serves this API unless told otherwise.

@@ -17,6 +17,10 @@ pub const IPAM: &str = "/v1/ipam";
 pub const IPAM_RESERVE: &str = "/v1/ipam/reserve";
 pub const IPAM_RELEASE: &str = "/v1/ipam/release";
 pub const DNS: &str = "/v1/dns";
+/// `GET [?peer=NAME]`: `meshctl doctor`'s checks.
+pub const DOCTOR: &str = "/v1/doctor";
+/// `GET`: per-attachment traffic counters (`meshctl top`).
+pub const ATTACHMENT_STATS: &str = "/v1/attachments/stats";
 
 /// `DELETE /v1/peers/{peer}`: the peer is gone for good.
 pub fn peer(id: &str) -> String {

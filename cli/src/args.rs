@@ -5,9 +5,11 @@ use mesh_api::DEFAULT_SOCKET;
 use std::path::PathBuf;
 
 mod edge;
+mod observe;
 mod traffic;
 
 pub use edge::{FipCommand, FipPoolCommand};
+pub use observe::{parse_interval, DoctorArgs, TopArgs};
 pub use traffic::{parse_duration_ms, parse_percent, PolicyCommand, QosCommand};
 
 #[derive(Debug, Parser)]
@@ -128,6 +130,11 @@ pub enum Command {
     Dns(Output),
     /// Prometheus metrics (text format; `--json`: a list of samples).
     Metrics(Output),
+    /// Check this host and its peers; one line per problem with what to do
+    /// (exit status 1 if there is any).
+    Doctor(DoctorArgs),
+    /// Live traffic rates per container and per peer, refreshed in place.
+    Top(TopArgs),
     /// Services: a VIP and a DNS name in front of a fleet of targets.
     #[command(subcommand)]
     Service(ServiceCommand),

@@ -3,7 +3,8 @@
 //! - [`args`]: the command line (in the library, see `lib.rs`),
 //! - [`hook`]: the OCI runtime hook,
 //! - [`print`]: text tables and JSON output,
-//! - [`metrics`]: Prometheus text read into samples for `metrics --json`.
+//! - [`metrics`]: Prometheus text read into samples for `metrics --json`,
+//! - [`doctor`], [`top`]: `meshctl doctor` and `meshctl top`.
 
 use meshctl::args;
 mod hook;
@@ -13,8 +14,10 @@ mod print;
 use anyhow::Result;
 use args::{Cli, Command, IpamCommand, NetworkCommand, PeerCommand};
 
+mod doctor;
 mod edge;
 mod service;
+mod top;
 mod traffic;
 use clap::Parser;
 use mesh_api::{
@@ -247,6 +250,8 @@ async fn run(cli: Cli) -> Result<()> {
             }
             print!("{text}");
         }
+        Command::Doctor(a) => return doctor::run(&c, a).await,
+        Command::Top(a) => return top::run(&c, a).await,
         Command::Service(cmd) => return service::run(&c, cmd).await,
         Command::Lb(cmd) => return service::run_lb(&c, cmd).await,
         Command::Policy(cmd) => return traffic::run_policy(&c, cmd).await,

@@ -19,6 +19,7 @@ mod faults;
 mod outside;
 pub mod podman;
 pub mod scale;
+pub mod soak;
 pub mod svcbench;
 
 use anyhow::{anyhow, bail, Context, Result};

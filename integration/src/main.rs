@@ -80,6 +80,12 @@ enum Cmd {
         #[arg(long)]
         out: Option<std::path::PathBuf>,
     },
+    /// Soak: three hosts under iperf3 load and attach/detach churn; every
+    /// meshd's RSS and open fds sampled each minute, growth printed.
+    Soak {
+        #[arg(long, default_value_t = 30)]
+        minutes: u64,
+    },
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -122,6 +128,7 @@ fn main() -> std::process::ExitCode {
             kill_percent,
             out,
         } => scale(hosts, idle_secs, pings, kill_percent, out),
+        Cmd::Soak { minutes } => integration::soak::run(minutes, &STOP),
     };
     match r {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -41,6 +41,7 @@ use crate::views;
 
 mod mtu_sync;
 mod network_ops;
+mod observe;
 mod runtime;
 
 pub struct Daemon {
@@ -156,6 +157,7 @@ impl Daemon {
             crate::netsecret::META_NETWORK_KEY.into(),
             host_key.public_hex(),
         );
+        crate::doctor::advertise(&mut cfg.meta);
         let node = Node::start(cfg)
             .await
             .with_context(|| format!("starting the control plane on udp {}", settings.listen))?;

@@ -36,6 +36,8 @@ pub mod traffic;
 pub mod config;
 pub mod daemon;
 pub mod docker;
+pub mod doctor;
 pub mod error;
+pub mod linkstats;
 pub mod metrics;
 pub mod server;

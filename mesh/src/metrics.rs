@@ -10,12 +10,15 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::api::{PeerState, StatusResponse};
+use crate::api::{AttachmentStats, PeerState, StatusResponse};
 
 type Labels = Vec<(String, String)>;
 
-/// Renders a status snapshot in the Prometheus text format.
-pub fn render(status: &StatusResponse) -> String {
+type F64Gauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
+/// Renders a status snapshot and the attachments' counters in the
+/// Prometheus text format.
+pub fn render(status: &StatusResponse, attachments: &[AttachmentStats]) -> String {
     let mut reg = Registry::with_prefix("mesh");
     let drops = Family::<Labels, Counter>::default();
     for (reason, n) in &status.drops {
@@ -31,8 +34,8 @@ pub fn render(status: &StatusResponse) -> String {
     let bytes = Family::<Labels, Counter>::default();
     let packets = Family::<Labels, Counter>::default();
     let up = Family::<Labels, Gauge>::default();
-    let rtt = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
-    let key_age = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    let rtt = Family::<Labels, F64Gauge>::default();
+    let key_age = Family::<Labels, F64Gauge>::default();
     for p in &status.peers {
         let peer = |extra: Option<(&str, &str)>| {
             let mut l: Labels = vec![
@@ -90,6 +93,8 @@ pub fn render(status: &StatusResponse) -> String {
         "Age of the current data-plane session key",
         key_age,
     );
+    register_paths(&mut reg, status);
+    register_attachments(&mut reg, &status.host.name, attachments);
     let size = Gauge::<i64>::default();
     size.set(status.mesh_size as i64);
     reg.register("hosts", "Hosts in the mesh, this one included", size);
@@ -112,10 +117,92 @@ pub fn render(status: &StatusResponse) -> String {
     out
 }
 
+/// Per peer, the data path's own measurements (from the path probes).
+fn register_paths(reg: &mut Registry, status: &StatusResponse) {
+    let rtt = Family::<Labels, F64Gauge>::default();
+    let loss = Family::<Labels, F64Gauge>::default();
+    let mtu = Family::<Labels, Gauge>::default();
+    let relayed = Family::<Labels, Gauge>::default();
+    for p in &status.peers {
+        let l: Labels = vec![
+            ("peer".into(), p.name.clone()),
+            ("peer_id".into(), p.id.clone()),
+        ];
+        if let Some(ms) = p.path_rtt_ms {
+            rtt.get_or_create(&l).set(ms / 1e3);
+        }
+        if let Some(x) = p.path_loss {
+            loss.get_or_create(&l).set(x);
+        }
+        if let Some(m) = p.path_mtu {
+            mtu.get_or_create(&l).set(i64::from(m));
+        }
+        let via = p.path.strip_prefix("relayed via ");
+        let mut l = l;
+        l.push(("via".into(), via.unwrap_or_default().into()));
+        relayed.get_or_create(&l).set(i64::from(via.is_some()));
+    }
+    reg.register(
+        "peer_path_rtt_seconds",
+        "Round trip of the data path's probes",
+        rtt,
+    );
+    reg.register(
+        "peer_path_loss_ratio",
+        "Fraction of the data path's recent probes that got no answer",
+        loss,
+    );
+    reg.register(
+        "peer_path_mtu_bytes",
+        "Largest sealed datagram (UDP payload) known to reach the peer",
+        mtu,
+    );
+    reg.register(
+        "peer_path_relayed",
+        "1 if frames to the peer go through another host (label via), 0 if direct",
+        relayed,
+    );
+}
+
+/// Per attachment, counters in each direction as the container sees them.
+fn register_attachments(reg: &mut Registry, host: &str, list: &[AttachmentStats]) {
+    let bytes = Family::<Labels, Counter>::default();
+    let packets = Family::<Labels, Counter>::default();
+    let drops = Family::<Labels, Counter>::default();
+    for a in list {
+        for (dir, c) in [("tx", &a.tx), ("rx", &a.rx)] {
+            let l: Labels = vec![
+                ("network".into(), a.network.clone()),
+                ("container".into(), a.container.clone()),
+                ("host".into(), host.into()),
+                ("direction".into(), dir.into()),
+            ];
+            bytes.get_or_create(&l).inc_by(c.bytes);
+            packets.get_or_create(&l).inc_by(c.packets);
+            drops.get_or_create(&l).inc_by(c.drops);
+        }
+    }
+    reg.register(
+        "attachment_bytes",
+        "Bytes a container sent (tx) / received (rx) on a network",
+        bytes,
+    );
+    reg.register(
+        "attachment_packets",
+        "Packets a container sent (tx) / received (rx) on a network",
+        packets,
+    );
+    reg.register(
+        "attachment_dropped_packets",
+        "Packets dropped on the host end of a container's interface, by direction",
+        drops,
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{HostStatus, PeerStatus, Traffic};
+    use crate::api::{HostStatus, InterfaceCounters, PeerStatus, Traffic};
 
     #[test]
     fn renders_counters_per_reason_and_peer() {
@@ -133,11 +220,11 @@ mod tests {
                 address: "z".into(),
                 data_address: None,
                 state: PeerState::Up,
-                path: "direct".into(),
+                path: "relayed via h3".into(),
                 control: None,
-                path_mtu: None,
-                path_rtt_ms: None,
-                path_loss: None,
+                path_mtu: Some(1272),
+                path_rtt_ms: Some(2.0),
+                path_loss: Some(0.1),
                 clock_skew_ms: None,
                 version: None,
                 rtt_ms: Some(1.5),
@@ -158,7 +245,34 @@ mod tests {
             drops: [("bad_tag".to_string(), 7u64)].into(),
             host_addresses: Vec::new(),
         };
-        let text = render(&s);
+        let att = AttachmentStats {
+            network: "blue".into(),
+            container: "web".into(),
+            host_ifname: "msv00000001".into(),
+            ip: "10.0.0.2/24".into(),
+            tx: InterfaceCounters {
+                bytes: 1000,
+                packets: 10,
+                drops: 1,
+            },
+            rx: InterfaceCounters {
+                bytes: 2000,
+                packets: 20,
+                drops: 0,
+            },
+        };
+        let text = render(&s, &[att]);
+        for line in [
+            "mesh_attachment_bytes_total{network=\"blue\",container=\"web\",host=\"h1\",direction=\"tx\"} 1000",
+            "mesh_attachment_packets_total{network=\"blue\",container=\"web\",host=\"h1\",direction=\"rx\"} 20",
+            "mesh_attachment_dropped_packets_total{network=\"blue\",container=\"web\",host=\"h1\",direction=\"tx\"} 1",
+            "mesh_peer_path_mtu_bytes{peer=\"h2\",peer_id=\"b\"} 1272",
+            "mesh_peer_path_rtt_seconds{peer=\"h2\",peer_id=\"b\"} 0.002",
+            "mesh_peer_path_loss_ratio{peer=\"h2\",peer_id=\"b\"} 0.1",
+            "mesh_peer_path_relayed{peer=\"h2\",peer_id=\"b\",via=\"h3\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} not in {text}");
+        }
         assert!(
             text.contains("mesh_dataplane_dropped_datagrams_total{reason=\"bad_tag\"} 7"),
             "{text}"
@@ -172,6 +286,27 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("mesh_hosts 2"), "{text}");
+        // Every series the Grafana dashboard queries is one meshd serves.
+        let dash: serde_json::Value =
+            serde_json::from_str(include_str!("../../docs/grafana/mesh.json")).unwrap();
+        assert_eq!(dash["schemaVersion"], 39);
+        let mut exprs = 0;
+        for panel in dash["panels"].as_array().unwrap() {
+            for t in panel["targets"].as_array().into_iter().flatten() {
+                let e = t["expr"].as_str().unwrap();
+                exprs += 1;
+                for name in e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                    if name.starts_with("mesh_") {
+                        assert!(
+                            text.contains(&format!("\n{name}{{"))
+                                || text.contains(&format!("\n{name} ")),
+                            "the dashboard queries {name}, which meshd does not serve"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(exprs >= 10, "{exprs}");
         assert!(
             text.contains("mesh_gossip_rejected_records_total"),
             "{text}"

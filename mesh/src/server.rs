@@ -33,6 +33,8 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
             delete(remove_network).patch(update_network),
         )
         .route(routes::ATTACHMENTS, get(attachments))
+        .route(routes::ATTACHMENT_STATS, get(attachment_stats))
+        .route(routes::DOCTOR, get(doctor))
         .route(routes::ATTACH, post(attach))
         .route(routes::DETACH, post(detach))
         .route(routes::IPAM, get(ipam))
@@ -152,6 +154,19 @@ async fn status(State(d): D) -> ApiResult<api::StatusResponse> {
     Ok(Json(d.status()))
 }
 
+#[derive(Deserialize)]
+struct DoctorQuery {
+    peer: Option<String>,
+}
+
+async fn doctor(State(d): D, Query(q): Query<DoctorQuery>) -> ApiResult<api::DoctorReport> {
+    Ok(Json(d.doctor(q.peer.as_deref()).await?))
+}
+
+async fn attachment_stats(State(d): D) -> ApiResult<Vec<api::AttachmentStats>> {
+    Ok(Json(d.attachment_stats().await))
+}
+
 async fn peers(State(d): D) -> ApiResult<Vec<api::PeerStatus>> {
     Ok(Json(d.peers()))
 }
@@ -243,7 +258,7 @@ async fn metrics(State(d): D) -> ([(axum::http::header::HeaderName, &'static str
         )],
         crate::services::view::append(
             &crate::services::view::append(
-                &crate::metrics::render(&d.status()),
+                &crate::metrics::render(&d.status(), &d.attachment_stats().await),
                 &crate::services::view::render(&d.services().list()),
             ),
             &d.traffic().metrics(),

@@ -48,7 +48,7 @@ pub fn peer(
         path_rtt_ms: path.rtt.map(|d| d.as_secs_f64() * 1e3),
         path_loss: path.loss,
         clock_skew_ms: path.clock_skew_ms,
-        version: None,
+        version: m.meta.get(crate::doctor::META_VERSION).cloned(),
         rtt_ms: m.rtt.map(|d| d.as_secs_f64() * 1e3),
         key_generation: m.key_generation,
         key_age_secs: m.key_age.map(|d| d.as_secs_f64()),
