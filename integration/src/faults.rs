@@ -104,9 +104,14 @@ impl Lab {
             Nat::Symmetric => " fully-random",
         };
         // Only what the host started gets back in: no port is forwarded.
+        // Unsolicited datagrams to the router itself are dropped too, as a
+        // NAT gateway does: accepted, they would leave a conntrack entry
+        // on the router's own port that makes masquerade pick another port
+        // for the host's next flow to that peer, defeating hole punching.
         let rules = format!(
             "table ip {NAT_TABLE} {{\n\
              chain post {{ type nat hook postrouting priority 100; oifname \"wan\" masquerade{flags}; }}\n\
+             chain unsolicited {{ type filter hook input priority 0; iifname \"wan\" ct state new drop; }}\n\
              chain only_replies {{ type filter hook forward priority 0; policy drop;\n\
                ct state established,related accept; iifname \"lan\" oifname \"wan\" accept; }}\n\
              }}\n"
