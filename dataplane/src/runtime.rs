@@ -476,7 +476,15 @@ async fn run_paths(engine: Arc<Engine>, socket: Arc<UdpIo>) {
     loop {
         let next = engine.poll_paths(Instant::now(), &mut pool, &mut out);
         if !out.is_empty() {
-            socket.send_batch(&out, |_, error| worker::count_send_error(&engine, &error));
+            socket.send_batch(&out, |_, error| {
+                // A probe larger than the local interface is how the MTU
+                // search learns the local limit: not a drop.
+                if error.raw_os_error() == Some(libc::EMSGSIZE) {
+                    tracing::trace!("path MTU probe over the local MTU");
+                } else {
+                    worker::count_send_error(&engine, &error);
+                }
+            });
             for outgoing in out.drain(..) {
                 pool.put(outgoing.datagram);
             }
