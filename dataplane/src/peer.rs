@@ -103,6 +103,9 @@ pub struct Peer {
     pub relay: Option<crate::PeerIdx>,
     /// The peer's host tag on relay envelopes (zero: unknown).
     pub tag: crate::wire::HostTag,
+    /// The peer is behind a NAT (it says so): send to it from the data
+    /// port, the only local port its NAT has a mapping for.
+    pub nat: bool,
 }
 
 impl Peer {
