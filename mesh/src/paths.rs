@@ -10,7 +10,7 @@ use std::time::Duration;
 use dataplane::Dataplane;
 use gossip::Node;
 
-use crate::peers::{data_candidates, PeerTable, META_DATA_ADDRS, META_DATA_NAT};
+use crate::peers::{parse_data_addrs, PeerTable, META_DATA_ADDRS, META_DATA_NAT};
 
 /// How often reflexive addresses and candidates are synchronised.
 const SYNC_INTERVAL: Duration = Duration::from_secs(2);
@@ -37,7 +37,11 @@ pub fn sync(node: &Node, peers: &PeerTable, dp: &Dataplane) {
     node.set_meta(META_DATA_ADDRS, data_addrs_value(dp.reflexive_addrs()));
     node.set_meta(META_DATA_NAT, dp.behind_nat().then(|| "1".to_string()));
     for member in node.members() {
-        let addrs = data_candidates(&member.meta);
+        let addrs = member
+            .meta
+            .get(META_DATA_ADDRS)
+            .map(|v| parse_data_addrs(v))
+            .unwrap_or_default();
         let nat = member.meta.contains_key(META_DATA_NAT);
         peers.update_paths(&member.id, &addrs, nat);
     }
@@ -58,7 +62,6 @@ pub fn spawn(node: Node, peers: Arc<PeerTable>, dp: Dataplane) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::peers::parse_data_addrs;
 
     #[test]
     fn data_addrs_are_sorted_deduplicated_bounded_and_round_trip() {
@@ -75,22 +78,6 @@ mod tests {
             .map(|p| std::net::SocketAddr::from(([10, 0, 0, 1], 1000 + p)))
             .collect();
         assert_eq!(parse_data_addrs(&data_addrs_value(many).unwrap()).len(), 4);
-        let meta = std::collections::BTreeMap::from([
-            (
-                META_DATA_ADDRS.to_string(),
-                "198.18.0.102:52256".to_string(),
-            ),
-            (crate::peers::META_DATA_PORT.to_string(), "7801".to_string()),
-        ]);
-        assert_eq!(
-            data_candidates(&meta),
-            vec![
-                "198.18.0.102:52256"
-                    .parse::<std::net::SocketAddr>()
-                    .unwrap(),
-                "198.18.0.102:7801".parse().unwrap()
-            ]
-        );
         assert_eq!(
             parse_data_addrs("junk, 1.2.3.4:5 ,::"),
             vec!["1.2.3.4:5".parse().unwrap()]

@@ -126,28 +126,6 @@ pub fn host_tag(peer: &PeerId) -> dataplane::wire::HostTag {
     tag
 }
 
-/// Candidate data endpoints of a peer from its meta: its `data_addrs`, and
-/// each of their IPs with its `data_port`. The latter is the mapping a
-/// port-preserving NAT makes towards a host it has not talked to yet (a
-/// reflexive port can differ from the data port when the NAT's port was
-/// taken by an earlier flow, e.g. unsolicited probes to the NAT itself).
-pub fn data_candidates(meta: &std::collections::BTreeMap<String, String>) -> Vec<SocketAddr> {
-    let mut addrs = meta
-        .get(META_DATA_ADDRS)
-        .map(|v| parse_data_addrs(v))
-        .unwrap_or_default();
-    if let Some(port) = meta.get(META_DATA_PORT).and_then(|p| p.parse::<u16>().ok()) {
-        let guesses: Vec<SocketAddr> = addrs
-            .iter()
-            .map(|a| SocketAddr::new(a.ip(), port))
-            .filter(|a| !addrs.contains(a))
-            .collect();
-        addrs.extend(guesses);
-    }
-    addrs.dedup();
-    addrs
-}
-
 /// The addresses in a `data_addrs` value; malformed entries are skipped
 /// (the record is signed, but by a peer that may run another version).
 pub fn parse_data_addrs(value: &str) -> Vec<SocketAddr> {
@@ -296,7 +274,11 @@ impl<P: PeerPlane> PeerObserver for PeerTable<P> {
         // answered from, so it works without any address configuration.
         // Its reflexive data addresses are probed too (NAT traversal); with
         // no usable control address (control relayed) they are all there is.
-        let data_addrs = data_candidates(&peer.meta);
+        let data_addrs = peer
+            .meta
+            .get(META_DATA_ADDRS)
+            .map(|v| parse_data_addrs(v))
+            .unwrap_or_default();
         let endpoint = match peer.remote.ip().is_unspecified() {
             false => SocketAddr::new(peer.remote.ip(), port),
             true => match data_addrs.first() {
