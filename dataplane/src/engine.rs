@@ -585,7 +585,8 @@ impl Engine {
         buf.mark_sealed();
         peer.counters.record_tx(frame_len);
         if let Some(relay) = peer.relay {
-            match self.wrap_relay(tables, relay, peer_idx, buf, now, pool, false) {
+            let nat = tables.peers.get(&relay).is_some_and(|r| r.nat);
+            match self.wrap_relay(tables, relay, peer_idx, buf, now, pool, nat) {
                 Ok(outgoing) => out.push(outgoing),
                 Err(reason) => self.drops.bump(reason),
             }
@@ -595,7 +596,7 @@ impl Engine {
             peer: peer_idx,
             endpoint,
             datagram: buf,
-            from_data_port: false,
+            from_data_port: peer.nat,
             to_tap: None,
         });
     }

@@ -108,6 +108,9 @@ pub struct Peer {
     /// advertises), so a smaller link is respected before probing found
     /// it; 0 = no bound. Shared between table copies.
     pub mtu_cap: Arc<AtomicU32>,
+    /// The peer is behind a NAT (it says so): send to it from the data
+    /// port, the only local port its NAT has a mapping for.
+    pub nat: bool,
 }
 
 impl Peer {

@@ -418,6 +418,19 @@ impl Dataplane {
         self.inner.engine.set_peer_tag(peer, tag);
     }
 
+    /// Whether peers see this host's data port at another IP address than
+    /// the one it is bound to (a NAT in between). False when bound to a
+    /// wildcard address (nothing to compare with).
+    pub fn behind_nat(&self) -> bool {
+        let local = self.inner.local_addr.ip();
+        !local.is_unspecified() && self.reflexive_addrs().iter().any(|a| a.ip() != local)
+    }
+
+    /// See [`Engine::set_peer_nat`].
+    pub fn set_peer_nat(&self, peer: PeerIdx, nat: bool) {
+        self.inner.engine.set_peer_nat(peer, nat);
+    }
+
     /// Where peers saw this host's data port (from their probe answers).
     pub fn reflexive_addrs(&self) -> Vec<SocketAddr> {
         self.inner.engine.reflexive_addrs(Instant::now())
@@ -481,7 +494,15 @@ async fn run_paths(engine: Arc<Engine>, socket: Arc<UdpIo>) {
     loop {
         let next = engine.poll_paths(Instant::now(), &mut pool, &mut out);
         if !out.is_empty() {
-            socket.send_batch(&out, |_, error| worker::count_send_error(&engine, &error));
+            socket.send_batch(&out, |_, error| {
+                // A probe larger than the local interface is how the MTU
+                // search learns the local limit: not a drop.
+                if error.raw_os_error() == Some(libc::EMSGSIZE) {
+                    tracing::trace!("path MTU probe over the local MTU");
+                } else {
+                    worker::count_send_error(&engine, &error);
+                }
+            });
             for outgoing in out.drain(..) {
                 pool.put(outgoing.datagram);
             }

@@ -334,11 +334,16 @@ fn cross_two_namespaces(tag: &str, options: Options) {
             "plaintext marker leaked onto the underlay"
         );
     }
-    // Each sealed datagram has the v1 header with our network id.
+    // Each sealed datagram has the v1 header: data with our network id,
+    // or a path probe (type 2, network id 0).
     for frame in &sealed {
         let udp_payload = &frame[42..];
-        assert_eq!(&udp_payload[..4], &[1, 1, 0, 0]);
-        assert_eq!(&udp_payload[16..20], &NET.0.to_be_bytes());
+        match udp_payload[0] {
+            1 => assert_eq!(&udp_payload[16..20], &NET.0.to_be_bytes()),
+            2 => assert_eq!(&udp_payload[16..20], &[0, 0, 0, 0]),
+            other => panic!("unexpected message type {other}"),
+        }
+        assert_eq!(&udp_payload[1..4], &[1, 0, 0]);
     }
 
     let stats_a = dp_a.stats();

@@ -347,3 +347,24 @@ impl Lab {
         }
     }
 }
+
+#[test]
+fn frames_to_a_peer_behind_a_nat_leave_from_the_data_port() {
+    let mut lab = Lab::new();
+    let frame_to = |lab: &mut Lab, peer: u32| {
+        let mut frame = vec![0u8; 64];
+        frame[..6].copy_from_slice(&[0xff; 6]);
+        let mut buf = lab.pool.get();
+        buf.fill_frame(&frame);
+        let mut out = Vec::new();
+        lab.hosts[0].seal_frame(NET, buf, lab.now, &mut lab.pool, &mut out);
+        out.iter()
+            .find(|o| o.peer == peer)
+            .map(|o| o.from_data_port)
+            .unwrap()
+    };
+    assert!(!frame_to(&mut lab, 2), "ephemeral send ports by default");
+    lab.hosts[0].set_peer_nat(2, true);
+    assert!(frame_to(&mut lab, 2), "B's NAT only maps the data port");
+    assert!(!frame_to(&mut lab, 3));
+}

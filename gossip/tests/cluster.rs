@@ -271,3 +271,48 @@ async fn wildcard_listener_learns_what_to_advertise() {
     );
     shutdown_all(&nodes).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_meta_is_signed_and_gossiped_and_refuses_oversized_values() {
+    init_tracing();
+    let nodes = cluster(3).await;
+    assert!(
+        eventually(CONVERGE, || async {
+            nodes.iter().all(|n| up_count(n) == 2)
+        })
+        .await
+    );
+    let id = nodes[1].id();
+    let meta_at = |n: &Node, key: &str| {
+        n.members()
+            .into_iter()
+            .find(|m| m.id == id)
+            .and_then(|m| m.meta.get(key).cloned())
+    };
+    nodes[1].set_meta("data_addrs", Some("198.18.0.9:7801".into()));
+    assert!(
+        eventually(CONVERGE, || async {
+            [&nodes[0], &nodes[2]]
+                .iter()
+                .all(|n| meta_at(n, "data_addrs").as_deref() == Some("198.18.0.9:7801"))
+        })
+        .await,
+        "the new value reaches every member"
+    );
+    // Too large for a member record: not advertised, the old value stays.
+    nodes[1].set_meta("data_addrs", Some("x".repeat(4096)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        meta_at(&nodes[0], "data_addrs").as_deref(),
+        Some("198.18.0.9:7801")
+    );
+    nodes[1].set_meta("data_addrs", None);
+    assert!(
+        eventually(CONVERGE, || async {
+            meta_at(&nodes[0], "data_addrs").is_none() && meta_at(&nodes[2], "data_addrs").is_none()
+        })
+        .await,
+        "a removed key disappears everywhere"
+    );
+    shutdown_all(&nodes).await;
+}

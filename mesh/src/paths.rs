@@ -10,7 +10,7 @@ use std::time::Duration;
 use dataplane::Dataplane;
 use gossip::Node;
 
-use crate::peers::{parse_data_addrs, PeerTable, META_DATA_ADDRS};
+use crate::peers::{parse_data_addrs, PeerTable, META_DATA_ADDRS, META_DATA_NAT};
 
 /// How often reflexive addresses and candidates are synchronised.
 const SYNC_INTERVAL: Duration = Duration::from_secs(2);
@@ -35,13 +35,15 @@ pub fn data_addrs_value(mut addrs: Vec<std::net::SocketAddr>) -> Option<String> 
 /// One synchronisation round.
 pub fn sync(node: &Node, peers: &PeerTable, dp: &Dataplane) {
     node.set_meta(META_DATA_ADDRS, data_addrs_value(dp.reflexive_addrs()));
+    node.set_meta(META_DATA_NAT, dp.behind_nat().then(|| "1".to_string()));
     for member in node.members() {
         let addrs = member
             .meta
             .get(META_DATA_ADDRS)
             .map(|v| parse_data_addrs(v))
             .unwrap_or_default();
-        peers.update_candidates(&member.id, &addrs);
+        let nat = member.meta.contains_key(META_DATA_NAT);
+        peers.update_paths(&member.id, &addrs, nat);
     }
 }
 

@@ -24,6 +24,8 @@ pub trait PeerPlane: Send + Sync + 'static {
     fn set_peer_tag(&self, peer: PeerIdx, tag: dataplane::wire::HostTag);
     /// The peer's further data addresses (its `data_addrs`).
     fn set_candidates(&self, peer: PeerIdx, addrs: &[SocketAddr]);
+    /// The peer says it is behind a NAT (meta `data_nat`).
+    fn set_peer_nat(&self, peer: PeerIdx, nat: bool);
 }
 
 impl PeerPlane for Dataplane {
@@ -47,6 +49,9 @@ impl PeerPlane for Dataplane {
     }
     fn set_candidates(&self, peer: PeerIdx, addrs: &[SocketAddr]) {
         Dataplane::set_candidates(self, peer, addrs)
+    }
+    fn set_peer_nat(&self, peer: PeerIdx, nat: bool) {
+        Dataplane::set_peer_nat(self, peer, nat)
     }
 }
 
@@ -72,6 +77,9 @@ impl<T: PeerPlane> PeerPlane for Arc<T> {
     fn set_candidates(&self, peer: PeerIdx, addrs: &[SocketAddr]) {
         (**self).set_candidates(peer, addrs)
     }
+    fn set_peer_nat(&self, peer: PeerIdx, nat: bool) {
+        (**self).set_peer_nat(peer, nat)
+    }
 }
 
 impl PeerPlane for Engine {
@@ -96,6 +104,9 @@ impl PeerPlane for Engine {
     fn set_candidates(&self, peer: PeerIdx, addrs: &[SocketAddr]) {
         Engine::set_candidates(self, peer, addrs)
     }
+    fn set_peer_nat(&self, peer: PeerIdx, nat: bool) {
+        Engine::set_peer_nat(self, peer, nat)
+    }
 }
 
 /// Key under which a host advertises its data-plane UDP port.
@@ -103,6 +114,10 @@ pub const META_DATA_PORT: &str = "data_port";
 /// Key under which a host advertises where its peers see its data port
 /// (reflexive addresses, comma-separated), for NAT traversal.
 pub const META_DATA_ADDRS: &str = "data_addrs";
+/// Key (`1` when present) under which a host says its data port is behind
+/// a NAT: peers then send to it from their data port, the one port its
+/// NAT has mappings for (probes go from there).
+pub const META_DATA_NAT: &str = "data_nat";
 
 /// A host's tag on relay envelopes: the first 8 bytes of its identity.
 pub fn host_tag(peer: &PeerId) -> dataplane::wire::HostTag {
@@ -222,10 +237,12 @@ impl<P: PeerPlane> PeerTable<P> {
         self.lock().peers.get(peer).map(|e| e.idx)
     }
 
-    /// Passes a peer's current `data_addrs` on (they change after peer_up).
-    pub fn update_candidates(&self, peer: &PeerId, addrs: &[SocketAddr]) {
+    /// Passes a peer's current `data_addrs` and `data_nat` on (they change
+    /// after peer_up).
+    pub fn update_paths(&self, peer: &PeerId, addrs: &[SocketAddr], nat: bool) {
         if let Some(idx) = self.handle(peer) {
             self.dp.set_candidates(idx, addrs);
+            self.dp.set_peer_nat(idx, nat);
         }
     }
 

@@ -144,6 +144,14 @@ impl Engine {
         tables.peers.entry(peer).or_default().tag = tag;
     }
 
+    /// Whether the peer is behind a NAT (see [`crate::peer::Peer::nat`]).
+    pub fn set_peer_nat(&self, peer: PeerIdx, nat: bool) {
+        let mut tables = self.write();
+        if let Some(entry) = tables.peers.get_mut(&peer) {
+            entry.nat = nat;
+        }
+    }
+
     /// Addresses peers recently saw our probes come from (reflexive).
     pub fn reflexive_addrs(&self, now: Instant) -> Vec<SocketAddr> {
         let mut paths = self.lock_paths();
@@ -497,7 +505,7 @@ impl Engine {
             peer: to,
             endpoint,
             datagram: buf,
-            from_data_port: false,
+            from_data_port: dst.nat,
             to_tap: None,
         });
         Ok(())
