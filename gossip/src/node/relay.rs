@@ -3,7 +3,7 @@
 //! frames onto the relay's link, peer up/down and keys to the observer.
 //!
 //! Which peers get a relayed session: members with no direct link for
-//! [`RELAY_AFTER`] (the dial loop keeps dialing; a direct link takes over
+//! [`RELAY_AFTER`], or at once when their direct link was lost (the dial loop keeps dialing; a direct link takes over
 //! the moment it is admitted), initiated by the lower id of the two so
 //! that both never start at once. The relay is one of our up links, tried
 //! in turn: a handshake unanswered within [`HANDSHAKE_RETRY`] moves on to
@@ -137,9 +137,14 @@ impl Inner {
         }
     }
 
-    /// The direct link to `peer` was lost: sessions relayed by it end.
+    /// The direct link to `peer` was lost: sessions relayed by it end, and
+    /// `peer` gets a relayed session at the next round, without waiting
+    /// [`RELAY_AFTER`] (its link already took `dead_after` to be given up).
     pub(super) fn relay_link_lost(&self, peer: PeerId) {
         let mut relay = lock(&self.relay);
+        if let Some(long_ago) = Instant::now().checked_sub(RELAY_AFTER) {
+            relay.unlinked_since.insert(peer, long_ago);
+        }
         let events: Vec<Event> = relay
             .control
             .through(&peer)
