@@ -127,6 +127,11 @@ impl Inner {
         }
     }
 
+    /// The member relaying control with `peer`, if any.
+    pub(super) fn relayed_via(&self, peer: &PeerId) -> Option<PeerId> {
+        lock(&self.relay).control.via(peer)
+    }
+
     /// A direct link to `peer` was admitted: it carries the control now.
     pub(super) fn direct_link_up(&self, peer: PeerId) {
         let mut relay = lock(&self.relay);
