@@ -33,6 +33,9 @@ pub(super) struct RelayState {
     control: RelayControl,
     /// C's forwarding budget per sending member.
     budgets: HashMap<PeerId, RelayBudget>,
+    /// Our budget per relay for what it hands us: a member relaying
+    /// garbage costs us a signature check per packet at most this often.
+    received: HashMap<PeerId, RelayBudget>,
     /// Since when each member has had no direct link.
     unlinked_since: HashMap<PeerId, Instant>,
     /// Handshakes started per peer, to rotate through the relays.
@@ -44,6 +47,7 @@ impl RelayState {
         RelayState {
             control: RelayControl::new(local, timers),
             budgets: HashMap::new(),
+            received: HashMap::new(),
             unlinked_since: HashMap::new(),
             attempts: HashMap::new(),
         }
@@ -97,6 +101,14 @@ impl Inner {
         let now = Instant::now();
         let secret = self.secret();
         let mut relay = lock(&self.relay);
+        let budget = relay
+            .received
+            .entry(via)
+            .or_insert_with(|| RelayBudget::new(now));
+        if !budget.take(now) {
+            debug!(via = %via, "relayed packets over budget; dropped");
+            return;
+        }
         let (ctx_lkg, ciphers) = {
             let peers = lock(&self.peers);
             let known = from != self.id && peers.table.get(&from).is_some();
@@ -244,6 +256,9 @@ impl Inner {
             (unlinked, ups)
         };
         relay.unlinked_since.retain(|p, _| unlinked.contains(p));
+        // Budgets only for members with a link: the maps stay bounded.
+        relay.budgets.retain(|p, _| ups.contains(p));
+        relay.received.retain(|p, _| ups.contains(p));
         for peer in unlinked {
             let since = *relay.unlinked_since.entry(peer).or_insert(now);
             let relays: Vec<PeerId> = ups.iter().copied().filter(|c| *c != peer).collect();
