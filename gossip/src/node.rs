@@ -3,8 +3,10 @@
 //! keeps the host-wide state (`peers.rs`, `channels.rs`).
 //!
 //! Per host: one QUIC endpoint, an accept loop, an anti-entropy ticker, a
-//! persistence ticker and one dial loop per member we are not connected to
-//! (`node/dial.rs`). Per connection (`node/connection.rs`): a reader task (framing
+//! persistence ticker, one dial loop per member we are not connected to
+//! (`node/dial.rs`), the relayed-control ticker (`node/relay.rs`: sessions
+//! through a third member with peers we cannot connect to) and the
+//! address poll (`node/addrs.rs`: reflexive addresses, roaming). Per connection (`node/connection.rs`): a reader task (framing
 //! only), a writer task (framing only) and a driver feeding its [`Link`]
 //! with messages and timer ticks and carrying out the link's actions. The
 //! driver never waits on the network: it queues frames with `try_send`, and

@@ -187,8 +187,8 @@ pub fn initiate(
     ))
 }
 
-/// Step 2 (B): a session, not yet confirmed, and the reply. `None` for the
-/// reply only if this process does not hold `local`'s key.
+/// Step 2 (B): a session, pending until A's first sealed packet opens
+/// under it, and the reply.
 pub fn respond(
     local: PeerId,
     init: &Init,

@@ -20,6 +20,9 @@ use crate::{Error, PeerId};
 
 const BACKOFF_START: Duration = Duration::from_millis(200);
 const BACKOFF_CAP: Duration = Duration::from_secs(10);
+/// The cap while control with the peer goes through a relay: the direct
+/// link is to take over soon after the path heals.
+const RELAYED_BACKOFF_CAP: Duration = Duration::from_secs(3);
 /// The cap for members never reached.
 const UNPROVEN_BACKOFF_CAP: Duration = Duration::from_secs(60);
 /// Handshake attempts to members never reached, in flight at once over all
@@ -75,7 +78,13 @@ pub(super) async fn dial_loop(node: Arc<Inner>, peer: PeerId) {
             // The next round sees the link and ends the loop.
             continue;
         }
-        tokio::time::sleep(jitter(backoff)).await;
+        let relayed = node.relayed_via(&peer).is_some();
+        tokio::time::sleep(jitter(if relayed {
+            backoff.min(RELAYED_BACKOFF_CAP)
+        } else {
+            backoff
+        }))
+        .await;
         backoff = next_backoff(backoff, round.proven);
     }
 }

@@ -3,7 +3,7 @@
 //! frames onto the relay's link, peer up/down and keys to the observer.
 //!
 //! Which peers get a relayed session: members with no direct link for
-//! [`RELAY_AFTER`] (the dial loop keeps dialing; a direct link takes over
+//! [`RELAY_AFTER`], or at once when their direct link was lost (the dial loop keeps dialing; a direct link takes over
 //! the moment it is admitted), initiated by the lower id of the two so
 //! that both never start at once. The relay is one of our up links, tried
 //! in turn: a handshake unanswered within [`HANDSHAKE_RETRY`] moves on to
@@ -33,6 +33,9 @@ pub(super) struct RelayState {
     control: RelayControl,
     /// C's forwarding budget per sending member.
     budgets: HashMap<PeerId, RelayBudget>,
+    /// Our budget per relay for what it hands us: a member relaying
+    /// garbage costs us a signature check per packet at most this often.
+    received: HashMap<PeerId, RelayBudget>,
     /// Since when each member has had no direct link.
     unlinked_since: HashMap<PeerId, Instant>,
     /// Handshakes started per peer, to rotate through the relays.
@@ -44,6 +47,7 @@ impl RelayState {
         RelayState {
             control: RelayControl::new(local, timers),
             budgets: HashMap::new(),
+            received: HashMap::new(),
             unlinked_since: HashMap::new(),
             attempts: HashMap::new(),
         }
@@ -97,6 +101,14 @@ impl Inner {
         let now = Instant::now();
         let secret = self.secret();
         let mut relay = lock(&self.relay);
+        let budget = relay
+            .received
+            .entry(via)
+            .or_insert_with(|| RelayBudget::new(now));
+        if !budget.take(now) {
+            debug!(via = %via, "relayed packets over budget; dropped");
+            return;
+        }
         let (ctx_lkg, ciphers) = {
             let peers = lock(&self.peers);
             let known = from != self.id && peers.table.get(&from).is_some();
@@ -127,6 +139,11 @@ impl Inner {
         }
     }
 
+    /// The member relaying control with `peer`, if any.
+    pub(super) fn relayed_via(&self, peer: &PeerId) -> Option<PeerId> {
+        lock(&self.relay).control.via(peer)
+    }
+
     /// A direct link to `peer` was admitted: it carries the control now.
     pub(super) fn direct_link_up(&self, peer: PeerId) {
         let mut relay = lock(&self.relay);
@@ -137,9 +154,14 @@ impl Inner {
         }
     }
 
-    /// The direct link to `peer` was lost: sessions relayed by it end.
+    /// The direct link to `peer` was lost: sessions relayed by it end, and
+    /// `peer` gets a relayed session at the next round, without waiting
+    /// [`RELAY_AFTER`] (its link already took `dead_after` to be given up).
     pub(super) fn relay_link_lost(&self, peer: PeerId) {
         let mut relay = lock(&self.relay);
+        if let Some(long_ago) = Instant::now().checked_sub(RELAY_AFTER) {
+            relay.unlinked_since.insert(peer, long_ago);
+        }
         let events: Vec<Event> = relay
             .control
             .through(&peer)
@@ -234,6 +256,9 @@ impl Inner {
             (unlinked, ups)
         };
         relay.unlinked_since.retain(|p, _| unlinked.contains(p));
+        // Budgets only for members with a link: the maps stay bounded.
+        relay.budgets.retain(|p, _| ups.contains(p));
+        relay.received.retain(|p, _| ups.contains(p));
         for peer in unlinked {
             let since = *relay.unlinked_since.entry(peer).or_insert(now);
             let relays: Vec<PeerId> = ups.iter().copied().filter(|c| *c != peer).collect();
