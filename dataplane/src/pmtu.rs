@@ -14,14 +14,20 @@ use crate::mss;
 use crate::peer::Peer;
 use crate::pool::{BufPool, PacketBuf};
 use crate::stats::{DropCounters, DropReason};
-use crate::wire::{ETHERNET_HEADER_LEN, OVERHEAD};
+use crate::wire::{ETHERNET_HEADER_LEN, OVERHEAD, RELAY_OVERHEAD};
 use crate::{NetworkId, PeerIdx};
 
 /// The largest datagram the peer's path takes: what probing found, within
 /// what the underlay interfaces allow; 0 = unknown (no limit).
 fn limit(peer: &Peer) -> u32 {
     let probed = peer.path_mtu.load(Ordering::Relaxed);
-    let cap = peer.mtu_cap.load(Ordering::Relaxed);
+    let mut cap = peer.mtu_cap.load(Ordering::Relaxed);
+    // Through a relay the datagram travels inside an envelope: until the
+    // probes have measured the relayed path, the underlays' bound must
+    // leave room for it, or full-size frames die at our own socket.
+    if peer.relay.is_some() && cap != 0 {
+        cap = cap.saturating_sub(RELAY_OVERHEAD as u32).max(1);
+    }
     match (probed, cap) {
         (0, cap) => cap,
         (probed, 0) => probed,
@@ -110,5 +116,28 @@ pub(crate) fn clamp_received(peer: &Peer, frame: &mut [u8]) {
     let path_mtu = limit(peer);
     if path_mtu != 0 {
         mss::clamp(frame, path_mtu);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_limit_is_the_smaller_bound_and_leaves_room_for_a_relay_envelope() {
+        let peer = Peer::default();
+        assert_eq!(limit(&peer), 0, "nothing known: no limit");
+        peer.mtu_cap.store(1472, Ordering::Relaxed);
+        assert_eq!(limit(&peer), 1472);
+        peer.path_mtu.store(1464, Ordering::Relaxed);
+        assert_eq!(limit(&peer), 1464, "probed below the underlays' bound");
+        let relayed = Peer {
+            relay: Some(3),
+            ..peer.clone()
+        };
+        relayed.path_mtu.store(0, Ordering::Relaxed);
+        assert_eq!(limit(&relayed), 1472 - RELAY_OVERHEAD as u32);
+        relayed.path_mtu.store(1424, Ordering::Relaxed);
+        assert_eq!(limit(&relayed), 1424, "the relayed path as probed");
     }
 }
