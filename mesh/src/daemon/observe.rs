@@ -67,13 +67,15 @@ impl Daemon {
         )
         .await;
 
-        let mut peers = Vec::new();
-        for p in status
+        let selected: Vec<&api::PeerStatus> = status
             .peers
             .iter()
             .filter(|p| only.as_ref().is_none_or(|id| *id == p.id))
-        {
-            let probe = self.probe(&p.id).await;
+            .collect();
+        // Bursts to every peer at once: a run takes one burst's time.
+        let probes = futures::future::join_all(selected.iter().map(|p| self.probe(&p.id))).await;
+        let mut peers = Vec::new();
+        for (p, probe) in selected.into_iter().zip(probes) {
             let cx = PeerContext {
                 version: doctor::VERSION,
                 rekey: gossip::Config::DEFAULT_REKEY_INTERVAL,
@@ -94,12 +96,20 @@ impl Daemon {
         })
     }
 
-    /// A short probe burst over the data path to the peer with hex id
-    /// `id`. Not yet: the data plane's probes (`Dataplane::probe_burst`)
-    /// land with the path work; until then the check says "probe not
-    /// available".
-    async fn probe(&self, _id: &str) -> Option<dataplane::BurstReport> {
-        None
+    /// A short probe burst over the data path to the peer whose id reads
+    /// `id` (as [`api::PeerStatus::id`]); `None` without a data-plane peer.
+    async fn probe(&self, id: &str) -> Option<dataplane::BurstReport> {
+        let member = self
+            .node
+            .members()
+            .into_iter()
+            .find(|m| m.id.to_string() == id)?;
+        let idx = self.peers.handle(&member.id)?;
+        Some(
+            self.dp
+                .probe_burst(idx, doctor::PROBE_COUNT, doctor::PROBE_INTERVAL)
+                .await,
+        )
     }
 
     /// Each attachment's counters, from the host end of its veth.
