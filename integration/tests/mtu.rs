@@ -221,5 +221,8 @@ fn a_small_underlay_makes_no_black_hole() {
 /// The MTU in ping's "Frag needed and DF set (mtu = N)".
 fn reported_mtu(ping_output: &str) -> Option<u32> {
     let rest = &ping_output[ping_output.find("mtu = ")? + "mtu = ".len()..];
-    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }

@@ -26,12 +26,13 @@ impl Daemon {
 
     async fn sync_mtus(&self) {
         let mtus = self.fabric.mtus().clone();
-        // The own interface's MTU counts here at once; other hosts see the
-        // value advertised at start until the record can be re-signed with
-        // a new meta value (`Node::set_meta`, not on this branch yet).
+        // The own interface's MTU counts here at once, and the own record
+        // is re-signed with it so that the other hosts follow.
         if let Some(own) = crate::mtu::underlay_mtu(self.settings.listen.ip()) {
             if mtus.set_own_underlay(own) {
                 warn!(underlay_mtu = own, "the underlay interface's MTU changed");
+                self.node
+                    .set_meta(crate::mtu::META_UNDERLAY_MTU, Some(own.to_string()));
             }
         }
         let members = self.node.members();

@@ -1,0 +1,57 @@
+//! What `meshctl status` shows: this host, its peers with their paths,
+//! and the data plane's drop counters.
+
+use crate::api::{self, PeerStatus, StatusResponse};
+
+use super::Daemon;
+use crate::{records, views};
+
+impl Daemon {
+    pub fn status(&self) -> StatusResponse {
+        let stats = self.dp.stats();
+        let removed = self.channels.removed_hosts();
+        let members = self.node.members();
+        // Relays are named by their host name in `path`.
+        let names: std::collections::HashMap<dataplane::PeerIdx, String> = members
+            .iter()
+            .filter_map(|m| Some((self.peers.handle(&m.id)?, m.name.clone())))
+            .collect();
+        let peers: Vec<PeerStatus> = members
+            .iter()
+            .filter(|m| !removed.contains(&m.id.to_hex()))
+            .map(|m| {
+                let traffic = self
+                    .peers
+                    .handle(&m.id)
+                    .and_then(|idx| stats.peers.get(&idx).cloned())
+                    .unwrap_or_default();
+                views::peer(m, &traffic, self.peers.data_endpoint(&m.id), |idx| {
+                    names.get(&idx).cloned()
+                })
+            })
+            .collect();
+        StatusResponse {
+            host: api::HostStatus {
+                id: self.id().to_string(),
+                name: self.settings.name.clone(),
+                control_address: self.node.local_addr().to_string(),
+                data_address: self.dp.local_addr().to_string(),
+            },
+            mesh_size: 1 + peers.len(),
+            peers,
+            networks: records::live(&self.channels.networks).len(),
+            // Read without waiting for an attach in progress.
+            attachments: self.attacher.count(),
+            drops: stats
+                .drops
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
+            host_addresses: self.edge.host_addresses(),
+        }
+    }
+
+    pub fn peers(&self) -> Vec<PeerStatus> {
+        self.status().peers
+    }
+}
