@@ -466,6 +466,62 @@ impl Lab {
         }
     }
 
+    /// Host `i`'s view of the peer named `name`.
+    pub fn peer_status(&self, i: usize, name: &str) -> Result<mesh_api::PeerStatus> {
+        self.status(i)?
+            .peers
+            .into_iter()
+            .find(|p| p.name == name)
+            .with_context(|| format!("{} does not know {name}", self.hosts[i].name))
+    }
+
+    /// Polls until host `i` shows the data path to `name` as `want`
+    /// (`direct`, `relayed via h3`, …); returns how long that took.
+    pub fn wait_path(
+        &self,
+        i: usize,
+        name: &str,
+        want: &str,
+        timeout: Duration,
+    ) -> Result<Duration> {
+        let start = Instant::now();
+        wait_for(timeout, || {
+            let p = self.peer_status(i, name)?;
+            anyhow::ensure!(
+                p.path == want,
+                "{} sees the path to {name} {:?}",
+                self.hosts[i].name,
+                p.path
+            );
+            Ok(())
+        })?;
+        Ok(start.elapsed())
+    }
+
+    /// Polls until host `i` has `name` up with its control connection
+    /// `want` (`direct`, `relayed via h3`); returns how long that took.
+    pub fn wait_control(
+        &self,
+        i: usize,
+        name: &str,
+        want: &str,
+        timeout: Duration,
+    ) -> Result<Duration> {
+        let start = Instant::now();
+        wait_for(timeout, || {
+            let p = self.peer_status(i, name)?;
+            match p.control.as_deref() {
+                Some(c) if c == want && p.state == mesh_api::PeerState::Up => Ok(()),
+                other => bail!(
+                    "{} sees {name} control {other:?} ({})",
+                    self.hosts[i].name,
+                    p.state
+                ),
+            }
+        })?;
+        Ok(start.elapsed())
+    }
+
     /// `ping -c count` from namespace `ns`; true if every probe answered.
     pub fn ping(&self, ns: &str, dst: &str, count: u32) -> bool {
         self.exec(

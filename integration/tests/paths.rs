@@ -3,35 +3,12 @@
 //! find a direct path, falling back to a relay when the NATs turn
 //! symmetric. Switch-over times and the relay's throughput are printed.
 
-use anyhow::{bail, ensure, Result};
+use anyhow::ensure;
 use integration::{test_lab, wait_for, Lab, Nat};
-use mesh_api::PeerStatus;
 use std::time::{Duration, Instant};
 
 const NET: &str = "paths";
 const IPERF_PORT: u16 = 5201;
-
-/// Host `i`'s view of the peer named `name`.
-fn peer(lab: &Lab, i: usize, name: &str) -> Result<PeerStatus> {
-    let status = lab.status(i)?;
-    match status.peers.into_iter().find(|p| p.name == name) {
-        Some(p) => Ok(p),
-        None => bail!("{} does not know {name}", lab.hosts[i].name),
-    }
-}
-
-/// Polls until host `i` shows the data path to `name` as `want`; returns
-/// how long it took.
-fn wait_path(lab: &Lab, i: usize, name: &str, want: &str, timeout: Duration) -> Duration {
-    let start = Instant::now();
-    wait_for(timeout, || {
-        let p = peer(lab, i, name)?;
-        ensure!(p.path == want, "path to {name} is {:?}", p.path);
-        Ok(())
-    })
-    .unwrap_or_else(|e| panic!("{}: {e:#}", lab.hosts[i].name));
-    start.elapsed()
-}
 
 /// A container per host on network `paths`; returns (namespace, address).
 fn containers(lab: &mut Lab) -> Vec<(String, String)> {
@@ -56,7 +33,8 @@ fn hosts_that_cannot_reach_each_other_talk_through_a_third() {
     let cs = containers(&mut lab);
     let (c1, c2) = (&cs[0].0, &cs[1].1);
     lab.wait_ping(c1, c2, Duration::from_secs(10)).unwrap();
-    wait_path(&lab, 0, "h2", "direct", Duration::from_secs(10));
+    lab.wait_path(0, "h2", "direct", Duration::from_secs(10))
+        .unwrap();
     let server = lab.exec(&cs[1].0, &["iperf3", "-s", "-p", "5201"]);
     lab.spawn_helper(server).unwrap();
     std::thread::sleep(Duration::from_millis(300));
@@ -66,15 +44,18 @@ fn hosts_that_cannot_reach_each_other_talk_through_a_third() {
 
     // Everything between h1 and h2 is dropped, data and control.
     lab.partition(0, &[1]).unwrap();
-    let to_relay = wait_path(&lab, 0, "h2", "relayed via h3", Duration::from_secs(15));
-    wait_path(&lab, 1, "h1", "relayed via h3", Duration::from_secs(15));
+    let to_relay = lab
+        .wait_path(0, "h2", "relayed via h3", Duration::from_secs(15))
+        .unwrap();
+    lab.wait_path(1, "h1", "relayed via h3", Duration::from_secs(15))
+        .unwrap();
     lab.wait_ping(c1, c2, Duration::from_secs(5)).unwrap();
     assert!(
         lab.ping(c1, c2, 5),
         "containers on h1 and h2 talk through h3"
     );
     wait_for(Duration::from_secs(20), || {
-        let p = peer(&lab, 0, "h2")?;
+        let p = lab.peer_status(0, "h2")?;
         ensure!(
             p.control.as_deref() == Some("relayed via h3"),
             "control to h2 is {:?}",
@@ -89,7 +70,9 @@ fn hosts_that_cannot_reach_each_other_talk_through_a_third() {
         .expect("iperf3 relayed");
 
     lab.heal(0).unwrap();
-    let to_direct = wait_path(&lab, 0, "h2", "direct", Duration::from_secs(20));
+    let to_direct = lab
+        .wait_path(0, "h2", "direct", Duration::from_secs(20))
+        .unwrap();
     assert!(lab.ping(c1, c2, 3), "containers talk after the heal");
     println!(
         "direct→relayed {:.1} s, relayed→direct {:.1} s; iperf3 direct {direct:.2} Gbit/s, \
@@ -114,20 +97,43 @@ fn hosts_behind_nats_find_a_direct_path_and_relay_when_they_cannot() {
     let (c2, c3) = (&cs[1].0, &cs[2].1);
     lab.wait_ping(c2, c3, Duration::from_secs(15)).unwrap();
     // A direct path between the two NATed hosts, on the NATs' addresses.
-    wait_path(&lab, 1, "h3", "direct", Duration::from_secs(20));
-    wait_path(&lab, 2, "h2", "direct", Duration::from_secs(20));
-    let p = peer(&lab, 1, "h3").unwrap();
+    lab.wait_path(1, "h3", "direct", Duration::from_secs(20))
+        .unwrap();
+    lab.wait_path(2, "h2", "direct", Duration::from_secs(20))
+        .unwrap();
+    let p = lab.peer_status(1, "h3").unwrap();
     let endpoint = p.data_address.unwrap_or_default();
     assert!(
         endpoint.starts_with("198.18.0.103:"),
         "h2 reaches h3 through h3's NAT, not {endpoint:?}"
+    );
+    // The control connection opens through both NATs as well (each side
+    // dials the other's reflexive address at once).
+    lab.wait_control(1, "h3", "direct", Duration::from_secs(30))
+        .unwrap();
+    lab.wait_control(2, "h2", "direct", Duration::from_secs(10))
+        .unwrap();
+    let address = lab.peer_status(1, "h3").unwrap().address;
+    assert!(
+        address.starts_with("198.18.0.103:"),
+        "h2 holds its control link to h3 at h3's NAT, not {address}"
     );
 
     // Symmetric NATs (and every mapping forgotten): no direct path is
     // possible any more; the relay carries the traffic.
     lab.set_nat(1, Nat::Symmetric).unwrap();
     lab.set_nat(2, Nat::Symmetric).unwrap();
-    wait_path(&lab, 1, "h3", "relayed via h1", Duration::from_secs(30));
+    let start = Instant::now();
+    lab.wait_path(1, "h3", "relayed via h1", Duration::from_secs(30))
+        .unwrap();
+    lab.wait_control(1, "h3", "relayed via h1", Duration::from_secs(30))
+        .unwrap();
+    lab.wait_control(2, "h2", "relayed via h1", Duration::from_secs(10))
+        .unwrap();
+    println!(
+        "behind symmetric NATs: data and control relayed via h1 after {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
     lab.wait_ping(c2, c3, Duration::from_secs(10)).unwrap();
     assert!(lab.ping(c2, c3, 3), "containers behind symmetric NATs talk");
 }

@@ -4,35 +4,13 @@
 //! path within 10 s of the unblock; switch-over times and iperf3
 //! throughput relayed vs. direct are printed.
 
-use anyhow::{bail, ensure, Result};
-use integration::{test_lab, wait_for, Lab};
-use mesh_api::PeerStatus;
-use std::time::{Duration, Instant};
+use anyhow::ensure;
+use integration::{test_lab, wait_for};
+use std::time::Duration;
 
 const NET: &str = "relay";
 const DATA_PORT: u16 = 7801;
 const IPERF_PORT: u16 = 5201;
-
-fn peer(lab: &Lab, i: usize, name: &str) -> Result<PeerStatus> {
-    let status = lab.status(i)?;
-    match status.peers.into_iter().find(|p| p.name == name) {
-        Some(p) => Ok(p),
-        None => bail!("{} does not know {name}", lab.hosts[i].name),
-    }
-}
-
-/// Polls (every 100 ms) until host `i` shows the data path to `name` as
-/// `want`; returns how long that took.
-fn wait_path(lab: &Lab, i: usize, name: &str, want: &str, timeout: Duration) -> Duration {
-    let start = Instant::now();
-    wait_for(timeout, || {
-        let p = peer(lab, i, name)?;
-        ensure!(p.path == want, "path to {name} is {:?}", p.path);
-        Ok(())
-    })
-    .unwrap_or_else(|e| panic!("{}: {e:#}", lab.hosts[i].name));
-    start.elapsed()
-}
 
 #[test]
 fn blocked_data_port_is_relayed_through_the_third_host_and_heals() {
@@ -51,10 +29,11 @@ fn blocked_data_port_is_relayed_through_the_third_host_and_heals() {
         .collect();
     let (c1, c2) = (&cs[0].0, &cs[1].1);
     lab.wait_ping(c1, c2, Duration::from_secs(10)).unwrap();
-    wait_path(&lab, 0, "h2", "direct", Duration::from_secs(10));
+    lab.wait_path(0, "h2", "direct", Duration::from_secs(10))
+        .unwrap();
     // The probes measured the path: a 1500-byte underlay, IPv4.
     wait_for(Duration::from_secs(10), || {
-        let p = peer(&lab, 0, "h2")?;
+        let p = lab.peer_status(0, "h2")?;
         ensure!(p.path_mtu == Some(1472), "path MTU {:?}", p.path_mtu);
         ensure!(p.path_rtt_ms.is_some(), "no probe RTT");
         Ok(())
@@ -68,10 +47,13 @@ fn blocked_data_port_is_relayed_through_the_third_host_and_heals() {
         .expect("iperf3 direct");
 
     lab.block_udp_port(0, 1, DATA_PORT).unwrap();
-    let to_relay = wait_path(&lab, 0, "h2", "relayed via h3", Duration::from_secs(5));
-    wait_path(&lab, 1, "h1", "relayed via h3", Duration::from_secs(5));
+    let to_relay = lab
+        .wait_path(0, "h2", "relayed via h3", Duration::from_secs(5))
+        .unwrap();
+    lab.wait_path(1, "h1", "relayed via h3", Duration::from_secs(5))
+        .unwrap();
     // The control plane was not touched: still direct, still up.
-    let p = peer(&lab, 0, "h2").unwrap();
+    let p = lab.peer_status(0, "h2").unwrap();
     assert_eq!(p.state, mesh_api::PeerState::Up);
     assert_ne!(p.control.as_deref(), Some("relayed via h3"));
     assert!(
@@ -81,7 +63,7 @@ fn blocked_data_port_is_relayed_through_the_third_host_and_heals() {
     // The relayed path's endpoint is h3's data port; its MTU smaller by
     // the relay envelope (40 bytes; the search stops within 8 bytes).
     wait_for(Duration::from_secs(10), || {
-        let p = peer(&lab, 0, "h2")?;
+        let p = lab.peer_status(0, "h2")?;
         let endpoint = p.data_address.clone().unwrap_or_default();
         ensure!(endpoint.starts_with("198.18.0.3:"), "endpoint {endpoint}");
         let mtu = p.path_mtu.unwrap_or(0);
@@ -104,8 +86,11 @@ fn blocked_data_port_is_relayed_through_the_third_host_and_heals() {
     println!("h1 too_big drops while relayed: {too_big:?}");
 
     lab.unblock_udp_port(0, 1, DATA_PORT).unwrap();
-    let to_direct = wait_path(&lab, 0, "h2", "direct", Duration::from_secs(10));
-    wait_path(&lab, 1, "h1", "direct", Duration::from_secs(10));
+    let to_direct = lab
+        .wait_path(0, "h2", "direct", Duration::from_secs(10))
+        .unwrap();
+    lab.wait_path(1, "h1", "direct", Duration::from_secs(10))
+        .unwrap();
     assert!(lab.ping(c1, c2, 3), "containers talk after the unblock");
     println!(
         "data-plane relay: direct→relayed {:.1} s, relayed→direct {:.1} s; iperf3 direct \
