@@ -497,20 +497,22 @@ fn flush(io: &WorkerIo, mine: &MyQueues, pool: &mut BufPool, outgoing: &mut Vec<
             pool.put(answer.datagram);
         }
     }
-    if outgoing.iter().any(|out| out.from_data_port) {
-        // Probe answers leave from the data port (what the peer observes,
-        // what a NAT mapped); they are few.
-        let (port, rest): (Vec<Outgoing>, Vec<Outgoing>) =
-            outgoing.drain(..).partition(|out| out.from_data_port);
-        io.rx
-            .send_batch(&port, |_, error| count_send_error(&io.engine, &error));
-        outgoing.extend(port);
-        io.tx
-            .send_batch(&rest, |_, error| count_send_error(&io.engine, &error));
-        outgoing.extend(rest);
-    } else {
-        io.tx
-            .send_batch(outgoing, |_, error| count_send_error(&io.engine, &error));
+    // Probes, their answers and data to peers behind a NAT leave from the
+    // data port (what the peer observes, what its NAT mapped), the rest
+    // from the sending socket: each run of one kind is one batch, so the
+    // order is kept and nothing is allocated.
+    let mut start = 0;
+    while start < outgoing.len() {
+        let from_port = outgoing[start].from_data_port;
+        let end = outgoing[start..]
+            .iter()
+            .position(|out| out.from_data_port != from_port)
+            .map_or(outgoing.len(), |n| start + n);
+        let socket = if from_port { &io.rx } else { &io.tx };
+        socket.send_batch(&outgoing[start..end], |_, error| {
+            count_send_error(&io.engine, &error)
+        });
+        start = end;
     }
     for out in outgoing.drain(..) {
         pool.put(out.datagram);
