@@ -454,6 +454,22 @@ impl Lab {
         Ok(())
     }
 
+    /// Starts an iperf3 server in namespace `ns` on `port` (ended with the
+    /// lab) and waits until it listens, so a client never races it.
+    pub fn iperf_server(&mut self, ns: &str, port: u16) -> Result<u32> {
+        let cmd = self.exec(ns, &["iperf3", "-s", "-p", &port.to_string()]);
+        let pid = self.spawn_helper(cmd)?;
+        let wanted = format!(":{port} ");
+        wait_for(Duration::from_secs(5), || {
+            let out = self.exec_ok(ns, &["ss", "-Htln"])?;
+            match out.lines().any(|l| l.contains(&wanted)) {
+                true => Ok(()),
+                false => bail!("iperf3 in {ns} does not listen on {port} yet"),
+            }
+        })?;
+        Ok(pid)
+    }
+
     /// One iperf3 TCP stream of `secs` seconds from namespace `ns` to an
     /// iperf3 server at `dst`:`port`, in Gbit/s as the receiver counted.
     pub fn iperf_gbps(&self, ns: &str, dst: &str, port: u16, secs: u32) -> Result<f64> {

@@ -35,9 +35,7 @@ fn hosts_that_cannot_reach_each_other_talk_through_a_third() {
     lab.wait_ping(c1, c2, Duration::from_secs(10)).unwrap();
     lab.wait_path(0, "h2", "direct", Duration::from_secs(10))
         .unwrap();
-    let server = lab.exec(&cs[1].0, &["iperf3", "-s", "-p", "5201"]);
-    lab.spawn_helper(server).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    lab.iperf_server(&cs[1].0.clone(), IPERF_PORT).unwrap();
     let direct = lab
         .iperf_gbps(c1, c2, IPERF_PORT, 3)
         .expect("iperf3 direct");

@@ -39,9 +39,7 @@ fn blocked_data_port_is_relayed_through_the_third_host_and_heals() {
         Ok(())
     })
     .unwrap();
-    let server = lab.exec(&cs[1].0, &["iperf3", "-s", "-p", "5201"]);
-    lab.spawn_helper(server).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    lab.iperf_server(&cs[1].0.clone(), IPERF_PORT).unwrap();
     let direct = lab
         .iperf_gbps(c1, c2, IPERF_PORT, 3)
         .expect("iperf3 direct");
