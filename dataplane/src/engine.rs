@@ -36,6 +36,7 @@ use crate::wire::{
 use crate::{NetworkId, PeerIdx};
 
 mod paths;
+pub use paths::ProbeCounts;
 
 pub use paths::BURST_ID_BIT;
 
@@ -138,6 +139,9 @@ pub struct Engine {
     paths: Mutex<paths::PathTable>,
     /// Envelopes this host forwarded as a relay.
     relay_forwards: std::sync::atomic::AtomicU64,
+    /// Path probes sent directly / in relay envelopes.
+    probes_direct: std::sync::atomic::AtomicU64,
+    probes_relayed: std::sync::atomic::AtomicU64,
 }
 
 /// A copy of the tables being changed; published when dropped.
@@ -183,6 +187,8 @@ impl Engine {
             drops: DropCounters::default(),
             paths: Mutex::new(paths::PathTable::default()),
             relay_forwards: Default::default(),
+            probes_direct: Default::default(),
+            probes_relayed: Default::default(),
         }
     }
 

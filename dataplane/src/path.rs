@@ -1,17 +1,31 @@
 //! Per-peer path state machine (sans-IO, virtual time): which way sealed
 //! datagrams go to one peer, and what the probes measured.
 //!
-//! Every [`PathConfig::probe_interval`] a ping goes to each direct
-//! candidate endpoint (advertised, `data_addrs`, peer-reflexive) and through
-//! each relay candidate (another peer this host reaches directly). The route
-//! is direct while a direct candidate answers; when the one in use has been
-//! silent for [`PathConfig::fail_after`] it moves to the relay with the
-//! lowest RTT among those answering, and back to direct after
+//! Probing is driven by demand, so that its cost is O(active peers), not
+//! O(members):
+//! - An **active** peer (data to or from it within [`PathConfig::idle_after`],
+//!   or just configured) gets a ping every [`PathConfig::probe_interval`] at
+//!   each direct candidate endpoint (advertised, `data_addrs`,
+//!   peer-reflexive). Only while no direct candidate answers does it also
+//!   get pings through at most [`PathConfig::max_relays`] relay candidates
+//!   (peers this host reaches directly): those that answered before, then
+//!   the caller's order (a rendezvous hash, so that relaying spreads).
+//! - An **idle** peer gets nothing, unless a NAT sits between the two hosts:
+//!   then one keep-alive ping every [`PathConfig::keepalive`] on the route
+//!   in use holds the mapping open. Its route is kept as it was; the first
+//!   frame for it ([`PathState::on_traffic`]) starts probing again at once.
+//!   Whether the host is up is the control plane's business, not this one's.
+//!
+//! The route is direct while a direct candidate answers; when the one in
+//! use has been silent for [`PathConfig::fail_after`] it moves to the relay
+//! with the lowest RTT among those answering, and back to direct after
 //! [`PathConfig::heal_pongs`] consecutive pongs from a direct candidate.
 //! Sending to every candidate from both sides is also what opens NATs
 //! (simultaneous open). The path MTU is a binary search with padded probes
 //! over the route in use, restarted on a route change, periodically, and
-//! when the largest confirmed size stops getting through.
+//! when the largest confirmed size stops getting through; once found, the
+//! re-check rides on the round's ping on the route (sent at that size), not
+//! on a stream of its own.
 //!
 //! The caller seals and sends what [`PathState::poll`] returns and feeds
 //! back authenticated pongs ([`PathState::on_pong`]) and pings
@@ -44,6 +58,13 @@ pub struct PathConfig {
     pub mtu_confirm: Duration,
     /// Peer-reflexive candidates not heard from for this long are forgotten.
     pub candidate_ttl: Duration,
+    /// A peer without data for this long is idle: no probes (see the module).
+    pub idle_after: Duration,
+    /// Keep-alive interval of an idle peer across a NAT (WireGuard's
+    /// persistent keep-alive convention: under common 30 s UDP timeouts).
+    pub keepalive: Duration,
+    /// Relay candidates probed at once while the direct path fails.
+    pub max_relays: usize,
 }
 
 impl Default for PathConfig {
@@ -59,6 +80,9 @@ impl Default for PathConfig {
             mtu_research: Duration::from_secs(60),
             mtu_confirm: Duration::from_secs(5),
             candidate_ttl: Duration::from_secs(60),
+            idle_after: Duration::from_secs(30),
+            keepalive: Duration::from_secs(25),
+            max_relays: 3,
         }
     }
 }
@@ -103,6 +127,8 @@ struct Candidate {
 struct RelayCandidate {
     last_pong: Option<Instant>,
     rtt: Option<Duration>,
+    /// Position in the caller's preference order.
+    rank: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -225,9 +251,21 @@ pub struct PathState {
     last_heard: Option<Instant>,
     /// When the route last changed, for the logs and tests.
     changed_at: Option<Instant>,
+    /// Last data to or from the peer (creation counts: a new peer's path
+    /// is found before it is needed).
+    last_traffic: Instant,
+    /// When the peer last became active: the direct path gets one probe
+    /// timeout to answer before relays are asked.
+    woke_at: Instant,
+    /// A NAT is between the hosts: idle keep-alives are needed.
+    keepalive: bool,
 }
 
 const OUTCOME_WINDOW: usize = 20;
+
+fn small_probe() -> u32 {
+    MIN_PROBE_DATAGRAM as u32
+}
 const MAX_CANDIDATES: usize = 8;
 
 fn smooth(old: Option<Duration>, sample: Duration) -> Duration {
@@ -254,7 +292,32 @@ impl PathState {
             mtu: MtuSearch::new(now, &config),
             last_heard: None,
             changed_at: None,
+            last_traffic: now,
+            woke_at: now,
+            keepalive: false,
         }
+    }
+
+    /// Data went to or came from the peer: it is active (again).
+    pub fn on_traffic(&mut self, now: Instant) {
+        if !self.active(now) {
+            self.woke_at = now;
+            self.next_round = now;
+            if !self.mtu.outstanding {
+                self.mtu.next_at = self.mtu.next_at.min(now);
+            }
+        }
+        self.last_traffic = now;
+    }
+
+    /// Whether data moved within [`PathConfig::idle_after`].
+    pub fn active(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.last_traffic) < self.config.idle_after
+    }
+
+    /// Whether a NAT sits between the hosts (idle keep-alives needed).
+    pub fn set_keepalive(&mut self, on: bool) {
+        self.keepalive = on;
     }
 
     pub fn route(&self) -> Route {
@@ -284,11 +347,12 @@ impl PathState {
         }
     }
 
-    /// Peers that may relay to this one (those this host reaches directly).
+    /// Peers that may relay to this one (those this host reaches
+    /// directly), most preferred first.
     pub fn set_relays(&mut self, relays: &[PeerIdx]) {
         self.relays.retain(|idx, _| relays.contains(idx));
-        for idx in relays {
-            self.relays.entry(*idx).or_default();
+        for (rank, idx) in relays.iter().enumerate() {
+            self.relays.entry(*idx).or_default().rank = rank;
         }
         if let Route::Relayed(via) = self.route {
             if !self.relays.contains_key(&via) {
@@ -439,6 +503,11 @@ impl PathState {
     }
 
     fn decide(&mut self, now: Instant) {
+        // An idle peer is not probed, so silence says nothing: keep the
+        // route until traffic wakes it (a first pong still sets one).
+        if !self.active(now) && self.route != Route::Unknown {
+            return;
+        }
         let next = match self.route {
             Route::Direct(addr)
                 if self
@@ -516,37 +585,47 @@ impl PathState {
         });
         self.decide(now);
         let mut out = Vec::new();
-        let small = MIN_PROBE_DATAGRAM as u32;
-        if now >= self.next_round {
-            self.next_round = now + self.config.probe_interval;
-            let targets: Vec<Via> = self
-                .candidates
-                .keys()
-                .map(|a| Via::Direct(*a))
-                .chain(self.relays.keys().map(|r| Via::Relay(*r)))
-                .collect();
-            for via in targets {
-                out.push(self.send(via, small, false, now, wall_ms));
-            }
-        }
-        let via = match self.route {
+        let route_via = match self.route {
             Route::Direct(addr) => Some(Via::Direct(addr)),
             Route::Relayed(idx) => Some(Via::Relay(idx)),
             Route::Unknown => None,
         };
-        if let Some(via) = via {
-            if !self.mtu.outstanding && now >= self.mtu.next_at {
-                if self
-                    .mtu
-                    .found
-                    .is_some_and(|found| found < self.config.max_datagram)
-                    && now.saturating_duration_since(self.mtu.found_at) >= self.config.mtu_research
-                {
-                    // Periodically look for a larger MTU again (paths change).
-                    let found = self.mtu.found.unwrap_or(0);
-                    self.mtu = MtuSearch::new(now, &self.config);
-                    self.mtu.lo = found;
+        if !self.active(now) {
+            if self.keepalive && now >= self.next_round {
+                self.next_round = now + self.config.keepalive;
+                let targets: Vec<Via> = match route_via {
+                    Some(via) => vec![via],
+                    None => self.candidates.keys().map(|a| Via::Direct(*a)).collect(),
+                };
+                for via in targets {
+                    out.push(self.send(via, small_probe(), false, now, wall_ms));
                 }
+            }
+            return out;
+        }
+        if route_via.is_some() {
+            self.mtu_research(now);
+        }
+        let confirm_due = !self.mtu.searching() && !self.mtu.outstanding && now >= self.mtu.next_at;
+        if now >= self.next_round {
+            self.next_round = now + self.config.probe_interval;
+            let mut targets: Vec<Via> = self.candidates.keys().map(|a| Via::Direct(*a)).collect();
+            if self.direct_failing(now) {
+                targets.extend(self.relay_targets(now).into_iter().map(Via::Relay));
+            }
+            for via in targets {
+                if confirm_due && Some(via) == route_via && !self.mtu.outstanding {
+                    // The MTU re-check is this round's ping on the route.
+                    let size = self.mtu.next_size(&self.config);
+                    self.mtu.outstanding = true;
+                    out.push(self.send(via, size, true, now, wall_ms));
+                } else {
+                    out.push(self.send(via, small_probe(), false, now, wall_ms));
+                }
+            }
+        }
+        if let Some(via) = route_via {
+            if self.mtu.searching() && !self.mtu.outstanding && now >= self.mtu.next_at {
                 let size = self.mtu.next_size(&self.config);
                 self.mtu.outstanding = true;
                 out.push(self.send(via, size, true, now, wall_ms));
@@ -555,13 +634,70 @@ impl PathState {
         out
     }
 
-    /// When [`Self::poll`] wants to run next.
-    pub fn next_timeout(&self) -> Instant {
-        let mut at = self.next_round;
+    /// Periodically looks for a larger MTU again (paths change).
+    fn mtu_research(&mut self, now: Instant) {
+        if !self.mtu.outstanding
+            && now >= self.mtu.next_at
+            && self
+                .mtu
+                .found
+                .is_some_and(|found| found < self.config.max_datagram)
+            && now.saturating_duration_since(self.mtu.found_at) >= self.config.mtu_research
+        {
+            let found = self.mtu.found.unwrap_or(0);
+            self.mtu = MtuSearch::new(now, &self.config);
+            self.mtu.lo = found;
+        }
+    }
+
+    /// No direct candidate answers, and the direct path had its chance
+    /// since the peer became active: time to ask relays.
+    fn direct_failing(&self, now: Instant) -> bool {
+        let direct_alive = self
+            .candidates
+            .values()
+            .any(|c| self.alive(c.last_pong, now));
+        !direct_alive && now.saturating_duration_since(self.woke_at) >= self.config.probe_timeout
+    }
+
+    /// The relays to probe this round: those that answered recently (best
+    /// RTT first), then the caller's preference order; at most
+    /// [`PathConfig::max_relays`].
+    fn relay_targets(&self, now: Instant) -> Vec<PeerIdx> {
+        let mut ranked: Vec<(bool, Duration, usize, PeerIdx)> = self
+            .relays
+            .iter()
+            .map(|(idx, r)| {
+                (
+                    !self.alive(r.last_pong, now),
+                    r.rtt.unwrap_or(Duration::MAX),
+                    r.rank,
+                    *idx,
+                )
+            })
+            .collect();
+        ranked.sort_unstable();
+        ranked
+            .into_iter()
+            .take(self.config.max_relays)
+            .map(|(_, _, _, idx)| idx)
+            .collect()
+    }
+
+    /// When [`Self::poll`] wants to run next (traffic may wake an idle
+    /// peer earlier: the caller polls at least once a second).
+    pub fn next_timeout(&self, now: Instant) -> Instant {
+        let far = now + self.config.idle_after;
+        let active = self.active(now);
+        let mut at = if active || self.keepalive {
+            self.next_round
+        } else {
+            far
+        };
         if let Some(probe) = self.in_flight.front() {
             at = at.min(probe.sent + self.config.probe_timeout);
         }
-        if !self.mtu.outstanding {
+        if active && !self.mtu.outstanding && self.mtu.searching() {
             at = at.min(self.mtu.next_at);
         }
         at

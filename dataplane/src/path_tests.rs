@@ -22,6 +22,8 @@ struct Net {
     /// (due, id, size) of pongs on their way back.
     pending: Vec<(Instant, u32, u32)>,
     peer_clock_offset_ms: i64,
+    /// Every probe sent, by way and size.
+    log: Vec<(Instant, Via, u32)>,
 }
 
 impl Net {
@@ -36,6 +38,7 @@ impl Net {
             sent: 0,
             pending: vec![],
             peer_clock_offset_ms: 0,
+            log: vec![],
         }
     }
 }
@@ -45,6 +48,8 @@ struct Sim {
     start: Instant,
     path: PathState,
     net: Net,
+    /// Data flows to the peer (it stays active) while set.
+    traffic: bool,
 }
 
 impl Sim {
@@ -57,6 +62,7 @@ impl Sim {
             start: now,
             path,
             net: Net::new(),
+            traffic: true,
         }
     }
 
@@ -78,7 +84,11 @@ impl Sim {
                 self.net.pending.push((at, id, size));
             }
         }
+        if self.traffic {
+            self.path.on_traffic(now);
+        }
         for probe in self.path.poll(now, wall) {
+            self.net.log.push((now, probe.via, probe.size));
             self.net.sent += 1;
             if self.net.lose_every != 0 && self.net.sent.is_multiple_of(self.net.lose_every) {
                 continue;
@@ -267,4 +277,113 @@ fn loss_and_clock_skew_are_measured() {
     assert!((0.05..0.5).contains(&loss), "{loss}");
     let skew = stats.clock_skew_ms.unwrap();
     assert!((2400.0..2600.0).contains(&skew), "{skew}");
+}
+
+impl Sim {
+    /// Probes sent since `since`: (direct, relayed).
+    fn sent_since(&self, since: Instant) -> (usize, usize) {
+        let recent = self.net.log.iter().filter(|(at, _, _)| *at >= since);
+        recent.fold((0, 0), |(d, r), (_, via, _)| match via {
+            Via::Direct(_) => (d + 1, r),
+            Via::Relay(_) => (d, r + 1),
+        })
+    }
+}
+
+#[test]
+fn an_idle_peer_costs_nothing_and_traffic_wakes_it_at_once() {
+    let mut sim = Sim::new();
+    sim.until(Duration::from_secs(3), |p| p.path_mtu() == 1472);
+    sim.traffic = false;
+    // The idle window runs out, then nothing is sent for minutes.
+    sim.run(Duration::from_secs(31));
+    let quiet = sim.now;
+    sim.run(Duration::from_secs(300));
+    assert_eq!(sim.sent_since(quiet), (0, 0));
+    assert_eq!(sim.path.route(), Route::Direct(addr(A)), "route kept");
+    assert!(sim.path.next_timeout(sim.now) > sim.now + Duration::from_secs(10));
+    // The first frame: probing starts in the same poll.
+    sim.traffic = true;
+    let woke = sim.now;
+    sim.step();
+    assert!(sim.sent_since(woke).0 >= 1, "probed on the first frame");
+    sim.run(Duration::from_secs(5));
+    assert_eq!(sim.path.route(), Route::Direct(addr(A)));
+}
+
+#[test]
+fn an_idle_peer_across_a_nat_gets_only_keepalives() {
+    let mut sim = Sim::new();
+    sim.path.set_keepalive(true);
+    sim.until(Duration::from_secs(1), |p| {
+        p.route() == Route::Direct(addr(A))
+    });
+    sim.traffic = false;
+    sim.run(Duration::from_secs(31));
+    let quiet = sim.now;
+    sim.run(Duration::from_secs(100));
+    let (direct, relayed) = sim.sent_since(quiet);
+    assert!((3..=5).contains(&direct), "one per 25 s: {direct}");
+    assert_eq!(relayed, 0);
+}
+
+#[test]
+fn an_active_healthy_path_costs_one_ping_per_round_and_no_relay_probes() {
+    let mut sim = Sim::new();
+    sim.net.relays = (10..40).map(|r| (r, Duration::from_millis(3))).collect();
+    let relays: Vec<PeerIdx> = (10..40).collect();
+    sim.path.set_relays(&relays);
+    sim.until(Duration::from_secs(3), |p| p.path_mtu() == 1472);
+    let steady = sim.now;
+    sim.run(Duration::from_secs(60));
+    let (direct, relayed) = sim.sent_since(steady);
+    // One ping a second; the MTU re-check is one of them, not extra.
+    assert!((59..=61).contains(&direct), "{direct}");
+    assert_eq!(relayed, 0, "no relay probed while the direct path works");
+    assert!(sim
+        .net
+        .log
+        .iter()
+        .any(|(at, _, size)| *at >= steady && *size == 1472));
+}
+
+#[test]
+fn a_failing_direct_path_probes_a_bounded_few_relays() {
+    let mut sim = Sim::new();
+    sim.net.relays = (10..40).map(|r| (r, Duration::from_millis(3))).collect();
+    let relays: Vec<PeerIdx> = (10..40).collect();
+    sim.path.set_relays(&relays);
+    sim.until(Duration::from_secs(1), |p| {
+        p.route() == Route::Direct(addr(A))
+    });
+    sim.net.direct_up.clear();
+    let cut = sim.now;
+    sim.until(Duration::from_secs(6), |p| {
+        matches!(p.route(), Route::Relayed(_))
+    });
+    sim.run(Duration::from_secs(10));
+    let secs = (sim.now - cut).as_secs_f64();
+    let (_, relayed) = sim.sent_since(cut);
+    let max = PathConfig::default().max_relays;
+    assert!(
+        relayed as f64 <= max as f64 * (secs + 1.0) + 8.0,
+        "{relayed} relay probes in {secs:.0} s"
+    );
+    let asked: std::collections::BTreeSet<Via> = sim
+        .net
+        .log
+        .iter()
+        .filter(|(at, via, _)| *at >= cut && matches!(via, Via::Relay(_)))
+        .map(|(_, via, _)| *via)
+        .collect();
+    assert!(asked.len() <= max, "{asked:?}");
+    // Healed: relays are no longer probed.
+    sim.net.direct_up.push(addr(A));
+    sim.until(Duration::from_secs(10), |p| {
+        p.route() == Route::Direct(addr(A))
+    });
+    sim.run(Duration::from_secs(4));
+    let healed = sim.now;
+    sim.run(Duration::from_secs(10));
+    assert_eq!(sim.sent_since(healed).1, 0);
 }

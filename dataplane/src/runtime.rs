@@ -422,8 +422,17 @@ impl Dataplane {
     /// the one it is bound to (a NAT in between). False when bound to a
     /// wildcard address (nothing to compare with).
     pub fn behind_nat(&self) -> bool {
-        let local = self.inner.local_addr.ip();
-        !local.is_unspecified() && self.reflexive_addrs().iter().any(|a| a.ip() != local)
+        behind_nat(self.inner.local_addr.ip(), &self.reflexive_addrs())
+    }
+
+    /// See [`Engine::probes_sent`].
+    pub fn probes_sent(&self) -> crate::engine::ProbeCounts {
+        self.inner.engine.probes_sent()
+    }
+
+    /// See [`Engine::active_paths`].
+    pub fn active_paths(&self) -> usize {
+        self.inner.engine.active_paths(Instant::now())
     }
 
     /// See [`Engine::set_peer_nat`].
@@ -486,12 +495,22 @@ impl Dataplane {
     }
 }
 
+/// Peers see `local` at another address: a NAT in between. Unknowable
+/// when bound to a wildcard address (nothing to compare with).
+fn behind_nat(local: std::net::IpAddr, reflexive: &[SocketAddr]) -> bool {
+    !local.is_unspecified() && reflexive.iter().any(|a| a.ip() != local)
+}
+
 /// Drives every peer's path state machine: probes out of the data port,
 /// route changes into the engine's tables.
 async fn run_paths(engine: Arc<Engine>, socket: Arc<UdpIo>) {
     let mut pool = crate::pool::BufPool::new(crate::tap::MAX_TAP_FRAME, 16);
     let mut out = Vec::new();
+    let local = socket.local_addr().ok().map(|a| a.ip());
     loop {
+        // Behind a NAT, idle paths need keep-alives (see `path.rs`).
+        let nat = local.is_some_and(|ip| behind_nat(ip, &engine.reflexive_addrs(Instant::now())));
+        engine.set_local_nat(nat);
         let next = engine.poll_paths(Instant::now(), &mut pool, &mut out);
         if !out.is_empty() {
             socket.send_batch(&out, |_, error| {

@@ -37,6 +37,9 @@ struct PeerPath {
     endpoint: Option<SocketAddr>,
     /// The peer's other advertised addresses (`data_addrs`).
     extra: Vec<SocketAddr>,
+    /// Data packets to and from the peer at the last poll: a change is
+    /// traffic (probes are not counted there).
+    packets_seen: u64,
 }
 
 impl PeerPath {
@@ -57,6 +60,8 @@ pub(super) struct PathTable {
     /// Burst probe id → (sent, answered).
     bursts: HashMap<u32, (Instant, Option<Instant>)>,
     next_burst: u32,
+    /// This host is behind a NAT: idle peers need keep-alives.
+    local_nat: bool,
 }
 
 impl PathTable {
@@ -66,8 +71,35 @@ impl PathTable {
             state: PathState::new(config, now),
             endpoint: None,
             extra: Vec::new(),
+            packets_seen: 0,
         })
     }
+}
+
+/// Path probes sent, by way (see [`Engine::probes_sent`]).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProbeCounts {
+    pub direct: u64,
+    pub relayed: u64,
+}
+
+/// The relay candidates for `dst`, most preferred first: highest random
+/// weight of (destination tag, relay tag), so that each destination has
+/// its own stable order and relaying spreads over the directly reached
+/// peers instead of piling onto one.
+fn relay_order(dst_tag: HostTag, dst: PeerIdx, direct: &[(PeerIdx, HostTag)]) -> Vec<PeerIdx> {
+    let weight = |relay: &HostTag| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&(dst_tag, relay), &mut h);
+        std::hash::Hasher::finish(&h)
+    };
+    let mut ranked: Vec<(u64, PeerIdx)> = direct
+        .iter()
+        .filter(|(idx, _)| *idx != dst)
+        .map(|(idx, tag)| (weight(tag), *idx))
+        .collect();
+    ranked.sort_unstable_by(|a, b| b.cmp(a));
+    ranked.into_iter().map(|(_, idx)| idx).collect()
 }
 
 /// Local wall clock in ms since the Unix epoch (for the clock skew).
@@ -144,6 +176,11 @@ impl Engine {
         tables.peers.entry(peer).or_default().tag = tag;
     }
 
+    /// Whether this host is behind a NAT (idle paths then get keep-alives).
+    pub fn set_local_nat(&self, nat: bool) {
+        self.lock_paths().local_nat = nat;
+    }
+
     /// Whether the peer is behind a NAT (see [`crate::peer::Peer::nat`]).
     pub fn set_peer_nat(&self, peer: PeerIdx, nat: bool) {
         let mut tables = self.write();
@@ -164,6 +201,23 @@ impl Engine {
     /// Envelopes forwarded by this host as a relay.
     pub fn relay_forwards(&self) -> u64 {
         self.relay_forwards.load(Ordering::Relaxed)
+    }
+
+    /// Path probes sent (pings and pongs), directly and in relay envelopes.
+    pub fn probes_sent(&self) -> ProbeCounts {
+        ProbeCounts {
+            direct: self.probes_direct.load(Ordering::Relaxed),
+            relayed: self.probes_relayed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Peers whose path is probed now (data within the idle window).
+    pub fn active_paths(&self, now: Instant) -> usize {
+        self.lock_paths()
+            .peers
+            .values()
+            .filter(|p| p.state.active(now))
+            .count()
     }
 
     pub(super) fn fill_path_stats(&self, peers: &mut BTreeMap<PeerIdx, PeerStats>, now: Instant) {
@@ -200,15 +254,16 @@ impl Engine {
         let wall = wall_ms();
         let tables = self.read();
         let mut paths = self.lock_paths();
+        let local_nat = paths.local_nat;
         // Peers reached directly may relay for the others.
-        let direct: Vec<PeerIdx> = paths
+        let direct: Vec<(PeerIdx, HostTag)> = paths
             .peers
             .iter()
-            .filter(|(idx, p)| {
-                matches!(p.state.route(), Route::Direct(_))
-                    && tables.peers.get(idx).is_some_and(|t| t.tag != [0; 8])
+            .filter(|(_, p)| matches!(p.state.route(), Route::Direct(_)))
+            .filter_map(|(idx, _)| {
+                let tag = tables.peers.get(idx)?.tag;
+                (tag != [0; 8]).then_some((*idx, tag))
             })
-            .map(|(idx, _)| *idx)
             .collect();
         let mut next = now + Duration::from_secs(1);
         let mut changes = Vec::new();
@@ -219,8 +274,14 @@ impl Engine {
             if peer.keys.current.is_none() {
                 continue;
             }
-            let relays: Vec<PeerIdx> = direct.iter().copied().filter(|r| r != idx).collect();
-            path.state.set_relays(&relays);
+            let packets = peer.counters.tx_packets.load(Ordering::Relaxed)
+                + peer.counters.rx_packets.load(Ordering::Relaxed);
+            if packets != path.packets_seen {
+                path.packets_seen = packets;
+                path.state.on_traffic(now);
+            }
+            path.state.set_keepalive(local_nat || peer.nat);
+            path.state.set_relays(&relay_order(peer.tag, *idx, &direct));
             for probe in path.state.poll(now, wall) {
                 let body = ProbeBody {
                     kind: ProbeKind::Ping,
@@ -242,7 +303,7 @@ impl Engine {
                     Err(reason) => tracing::trace!(peer = idx, ?reason, "probe not sent"),
                 }
             }
-            next = next.min(path.state.next_timeout());
+            next = next.min(path.state.next_timeout(now));
             let (endpoint, relay) = match path.state.route() {
                 Route::Direct(addr) => (Some(addr), None),
                 Route::Relayed(via) => (peer.endpoint.or(path.endpoint), Some(via)),
@@ -282,6 +343,11 @@ impl Engine {
         pool: &mut BufPool,
     ) -> Result<Outgoing, DropReason> {
         let buf = self.seal_probe(tables, peer, body, size, now, pool)?;
+        let counter = match via {
+            Via::Direct(_) => &self.probes_direct,
+            Via::Relay(_) => &self.probes_relayed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         match via {
             Via::Direct(endpoint) => Ok(Outgoing {
                 peer,
