@@ -25,6 +25,7 @@ use crate::error::ApiError;
 use crate::fabric::{Fabric, Realized};
 use crate::hosts::{HostSet, LookupError, Scope};
 use crate::isolation;
+use crate::liveness::Liveness;
 use crate::netdev::Netlink;
 use crate::netsecret::{self, HostKey};
 use crate::networks::{self, DefinitionError};
@@ -204,10 +205,6 @@ impl Daemon {
             ),
             labels: open_channel(&node, &state, LABELS_CHANNEL, Guards::labels()),
             health: open_channel(&node, &state, HEALTH_CHANNEL, Guards::health()),
-            heartbeat: node.channel(
-                crate::services::liveness::HEARTBEAT_CHANNEL,
-                Default::default(),
-            ),
         };
         keep_snapshot(&state, SERVICES_CHANNEL, &service_channels.services);
         keep_snapshot(&state, LABELS_CHANNEL, &service_channels.labels);
@@ -289,6 +286,7 @@ impl Daemon {
         // The last known policy before any bridge or container is (re)set
         // up: a restart never opens a deny network.
         traffic.install();
+        let liveness = Arc::new(Liveness::default());
         let services = {
             let (node, name) = (node.clone(), settings.name.clone());
             Services::new(
@@ -298,6 +296,7 @@ impl Daemon {
                 alloc.clone(),
                 attacher.clone(),
                 Arc::new(move || HostSet::from_members(&me.to_hex(), &name, &node.members())),
+                liveness.clone(),
             )
         };
         let isolation = Arc::new(isolation::Isolation::new(&settings.link_prefix));
@@ -336,6 +335,7 @@ impl Daemon {
                         .collect()
                 }),
                 isolation: isolation.clone(),
+                liveness: liveness.clone(),
             })?
         };
         let daemon = Arc::new(Daemon {
@@ -360,6 +360,12 @@ impl Daemon {
         daemon.clone().watch_channels();
         daemon.clone().spawn_mtu_sync();
         tokio::spawn(daemon.attacher.clone().reap_forever());
+        crate::liveness::spawn_observer(
+            liveness,
+            daemon.node.clone(),
+            daemon.peers.clone(),
+            daemon.dp.clone(),
+        );
         daemon.services.clone().spawn();
         daemon.traffic.clone().spawn();
         daemon.edge.clone().spawn();

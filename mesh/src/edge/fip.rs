@@ -68,8 +68,9 @@ pub fn holder(
 /// How long a host that becomes the holder while the previous one may
 /// still answer (it came back, or this host just started) waits before it
 /// answers: long enough for the previous holder to learn it has been
-/// displaced (a heartbeat, [`crate::services::liveness::BEAT`], plus
-/// gossip). A holder that is gone is replaced at once.
+/// displaced (it hears the new holder on their control link within a
+/// heartbeat, 2 s, and sees the records by gossip). A holder that is gone
+/// is replaced at once.
 pub const HANDOVER: Duration = Duration::from_millis(2500);
 
 /// What this host remembers between rounds, so that it never answers for

@@ -36,20 +36,21 @@ use self::records::{Fip, FipBindingRecord, FipPool, FipRecord, HOST_ADDRESS_MARK
 use crate::alloc::Allocator;
 use crate::attach::Attacher;
 use crate::isolation::{EdgeOpenings, Isolation};
+use crate::liveness::{Liveness, STALE_AFTER};
 use crate::netdev::{format_mac, Netlink};
 use crate::networks;
 use crate::records::{self as rec, Channels, EndpointRecord, NetworkDef, Records};
-use crate::services::liveness::{Liveness, STALE_AFTER};
 use crate::services::{HostsFn, Services};
 use crate::state::{HostAddressState, StateDir};
 
 const TICK: Duration = Duration::from_millis(250);
 /// A holder keeps a floating IP only while it heard, within this window,
-/// from a majority of the pool's hosts. Shorter than [`STALE_AFTER`], after
+/// from a majority of the pool's hosts: one control heartbeat (2 s) and
+/// some slack. Shorter than [`STALE_AFTER`], after
 /// which the others consider it gone and choose anew, so the side of a
 /// partition without a majority gives an address up before the other side
 /// takes it.
-pub const HOLD_WINDOW: Duration = Duration::from_millis(2500);
+pub const HOLD_WINDOW: Duration = Duration::from_millis(3000);
 
 /// Members with the address they are reached at: `(peer id hex, address, up)`.
 pub type MembersFn = Arc<dyn Fn() -> Vec<(String, IpAddr, bool)> + Send + Sync>;
@@ -80,7 +81,7 @@ pub struct Edge {
     hosts: HostsFn,
     members: MembersFn,
     isolation: Arc<Isolation>,
-    liveness: Liveness,
+    liveness: Arc<Liveness>,
     /// This host's addresses on networks, as in `host-addresses.json`.
     addresses: Mutex<Vec<HostAddressState>>,
     programmed: Mutex<Programmed>,
@@ -108,6 +109,7 @@ pub struct EdgeParts {
     pub hosts: HostsFn,
     pub members: MembersFn,
     pub isolation: Arc<Isolation>,
+    pub liveness: Arc<Liveness>,
 }
 
 impl Edge {
@@ -133,7 +135,7 @@ impl Edge {
             hosts: p.hosts,
             members: p.members,
             isolation: p.isolation,
-            liveness: Liveness::default(),
+            liveness: p.liveness,
             addresses: Mutex::new(addresses),
             programmed: Mutex::new(Programmed::default()),
             handover: Mutex::new(fip::Handover::default()),
@@ -209,20 +211,8 @@ impl Edge {
     /// [`HOLD_WINDOW`] (supporting a holder); this host is both.
     fn views(&self) -> (BTreeSet<String>, BTreeSet<String>) {
         let now = Instant::now();
-        let beats = rec::live(&self.services.ch.heartbeat);
-        self.liveness.observe(&beats, now);
-        let up: BTreeSet<String> = (self.members)()
-            .into_iter()
-            .filter(|(_, _, up)| *up)
-            .map(|(id, _, _)| id)
-            .collect();
         let fresh = |within| {
-            let stale = self.liveness.stale_after(now, within);
-            let mut s: BTreeSet<String> = beats
-                .keys()
-                .filter(|h| up.contains(*h) && !stale.contains(*h))
-                .cloned()
-                .collect();
+            let mut s = self.liveness.fresh(within, now);
             s.insert(self.me_hex());
             s
         };

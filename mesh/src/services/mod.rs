@@ -6,14 +6,12 @@
 //! - [`lb`]: the nftables rules in client namespaces, and applying them,
 //! - [`sync`]: keeping every local container's rules in line with the records,
 //! - [`health`]: checking this host's own targets and publishing the result,
-//! - [`liveness`]: hosts whose heartbeat stopped lose their targets at once,
 //! - [`view`]: API views and metrics.
 //!
 //! [`Services`] answers the API operations; the daemon wires it in.
 
 pub mod health;
 pub mod lb;
-pub mod liveness;
 pub mod records;
 pub mod spec;
 pub mod sync;
@@ -34,6 +32,7 @@ use crate::api::{self, Attachment};
 use crate::attach::Attacher;
 use crate::error::ApiError;
 use crate::hosts::HostSet;
+use crate::liveness::{Liveness, STALE_AFTER};
 use crate::records::{self as rec, Channels, EndpointRecord, NetworkDef};
 
 /// What DNS answers for the services of `network`: `NAME` → its VIPs (A
@@ -85,7 +84,7 @@ pub struct Services {
     programmed: Mutex<BTreeMap<PathBuf, String>>,
     /// New connections per counter name, summed over this host's namespaces.
     counters: Mutex<BTreeMap<String, u64>>,
-    liveness: liveness::Liveness,
+    liveness: Arc<Liveness>,
 }
 
 impl Services {
@@ -96,6 +95,7 @@ impl Services {
         alloc: Arc<Allocator>,
         attacher: Arc<Attacher>,
         hosts: HostsFn,
+        liveness: Arc<Liveness>,
     ) -> Arc<Services> {
         Arc::new(Services {
             me,
@@ -106,7 +106,7 @@ impl Services {
             hosts,
             programmed: Mutex::new(BTreeMap::new()),
             counters: Mutex::new(BTreeMap::new()),
-            liveness: liveness::Liveness::default(),
+            liveness,
         })
     }
 
@@ -335,25 +335,16 @@ impl Services {
         self.all().values().map(|d| self.view(d)).collect()
     }
 
-    /// Hosts up (by gossip, and by heartbeat where they send one) and not
-    /// removed; this one always.
+    /// Hosts up (by gossip, and heard from lately: [`crate::liveness`]) and
+    /// not removed; this one always.
     fn live_hosts(&self, hosts: &HostSet) -> BTreeSet<String> {
         let removed = self.channels.removed_hosts();
-        let now = std::time::Instant::now();
-        self.liveness.observe(&rec::live(&self.ch.heartbeat), now);
-        let stale = self.liveness.stale(now);
+        let stale = self.liveness.stale(STALE_AFTER, std::time::Instant::now());
         let me = self.me_hex();
         hosts
             .live()
             .into_iter()
             .filter(|h| !removed.contains(h) && (*h == me || !stale.contains(h)))
             .collect()
-    }
-
-    /// Bumps this host's heartbeat.
-    fn beat(&self) {
-        let me = self.me_hex();
-        let n = rec::get(&self.ch.heartbeat, &me).unwrap_or(0);
-        rec::put(&self.ch.heartbeat, self.me, &me, n.wrapping_add(1));
     }
 }

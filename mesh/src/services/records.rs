@@ -85,8 +85,6 @@ pub struct ServiceChannels {
     pub services: Records<ServiceDef>,
     pub labels: Records<LabelRecord>,
     pub health: Records<HealthRecord>,
-    /// See [`super::liveness`].
-    pub heartbeat: Records<u64>,
 }
 
 impl ServiceChannels {
@@ -96,7 +94,6 @@ impl ServiceChannels {
             services: Channel::detached(SERVICES_CHANNEL, LwwMap::new()),
             labels: Channel::detached(LABELS_CHANNEL, LwwMap::new()),
             health: Channel::detached(HEALTH_CHANNEL, LwwMap::new()),
-            heartbeat: Channel::detached(super::liveness::HEARTBEAT_CHANNEL, LwwMap::new()),
         }
     }
 }

@@ -59,12 +59,7 @@ impl Services {
                 s.channels.networks.subscribe(),
             );
             let mut last_read = Instant::now() - COUNTER_READ;
-            let mut last_beat = Instant::now() - super::liveness::BEAT;
             loop {
-                if last_beat.elapsed() >= super::liveness::BEAT {
-                    s.beat();
-                    last_beat = Instant::now();
-                }
                 s.sync_once().await;
                 if last_read.elapsed() >= COUNTER_READ {
                     s.read_counters().await;
