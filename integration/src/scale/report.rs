@@ -140,6 +140,15 @@ impl Report {
                 digits, x.median, digits, x.max
             )
         };
+        // Reports saved before datagrams were counted have no per-host
+        // rates: their zeros are not measurements.
+        let datagrams = |x: &Distribution, unit: &str, digits: usize| {
+            if self.idle_by_host.is_empty() {
+                "not counted (older report)".to_string()
+            } else {
+                d(x, unit, digits)
+            }
+        };
         let cpu_pct = |secs_per_min: f64| secs_per_min / 60.0 * 100.0;
         // Budgets are only known for reports that recorded them.
         let budget = |limit: f64, max: f64| {
@@ -222,7 +231,7 @@ impl Report {
             ),
             Row::new(
                 "idle control datagrams sent per host",
-                d(&self.idle_control_datagrams_per_sec, "datagrams/s", 1),
+                datagrams(&self.idle_control_datagrams_per_sec, "datagrams/s", 1),
                 budget(
                     self.budget_control_datagrams_per_sec,
                     self.idle_control_datagrams_per_sec.max,
@@ -230,7 +239,7 @@ impl Report {
             ),
             Row::new(
                 "idle data-plane datagrams sent per host",
-                d(&self.idle_data_datagrams_per_sec, "datagrams/s", 1),
+                datagrams(&self.idle_data_datagrams_per_sec, "datagrams/s", 1),
                 budget(
                     self.budget_data_datagrams_per_sec,
                     self.idle_data_datagrams_per_sec.max,
@@ -238,13 +247,13 @@ impl Report {
             ),
             Row::new(
                 "idle relay datagrams sent per host",
-                d(&self.idle_relay_datagrams_per_sec, "datagrams/s", 1),
+                datagrams(&self.idle_relay_datagrams_per_sec, "datagrams/s", 1),
                 relay_target,
             ),
             Row::new(
                 "SIGKILLed hosts marked down by all others",
                 format!(
-                    "{:.2} s ({} hosts)",
+                    "{:.2} s ({} killed)",
                     self.marked_down_secs,
                     self.killed.len()
                 ),
@@ -365,6 +374,7 @@ mod tests {
     #[test]
     fn table_holds_datagrams_to_the_recorded_budgets() {
         let mut r = Report::new(12);
+        r.idle_by_host.push(HostIdle::default());
         r.budget_data_datagrams_per_sec = 13.0;
         r.budget_control_datagrams_per_sec = 10.25;
         r.idle_data_datagrams_per_sec = Distribution::of(&[90.0, 121.5]);
@@ -383,9 +393,11 @@ mod tests {
     fn side_by_side_lines_up_two_reports() {
         let mut before = Report::new(50);
         before.convergence_secs = 1.27;
+        before.idle_by_host.push(HostIdle::default());
         before.idle_data_datagrams_per_sec = Distribution::of(&[2450.0]);
         before.killed = vec!["h6".into(); 5];
         let mut after = Report::new(12);
+        after.idle_by_host.push(HostIdle::default());
         after.convergence_secs = 1.1;
         after.idle_data_datagrams_per_sec = Distribution::of(&[7.5]);
         let t = side_by_side("before.json", &before, "this run", &after);
@@ -407,7 +419,10 @@ mod tests {
             ),
             "{t}"
         );
-        assert!(t.contains("| 0.00 s (5 hosts) | 0.00 s (0 hosts) |"), "{t}");
+        assert!(
+            t.contains("| 0.00 s (5 killed) | 0.00 s (0 killed) |"),
+            "{t}"
+        );
     }
 
     #[test]
@@ -430,6 +445,9 @@ mod tests {
         std::fs::write(&old, json.to_string()).unwrap();
         let r = Report::load(&old).unwrap();
         assert_eq!((r.hosts, r.idle_data_datagrams_per_sec.max), (50, 0.0));
+        assert!(r
+            .table()
+            .contains("| idle relay datagrams sent per host | not counted"));
         assert_eq!(file_label(&old), "old.json");
 
         let missing = dir.join("missing.json");
