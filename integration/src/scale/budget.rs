@@ -20,10 +20,10 @@ pub fn data_datagrams_per_sec(opts: &Options) -> f64 {
 ///
 /// Every pair of hosts shares one QUIC link (a full mesh: `hosts - 1` links
 /// per host). The dialer of a link sends a heartbeat every 2 s and the other
-/// end an ACK, so one datagram per link per 2 s lands on each host on
-/// average (0.5 per link); anti-entropy adds one digest every 3 s and its
-/// ACKs. `0.75` per link leaves room for QUIC's own ACK pacing; `+ 2` covers
-/// the digests and rekeys.
+/// end an ACK, so each end sends one datagram per 2 s on it on average
+/// (0.5 per link); `0.75` leaves room for QUIC's own ACK timing. `+ 2`
+/// covers anti-entropy (one digest to one peer every 3 s, and its ACK) and
+/// rekeys. Nothing else may be sent per link per second while idle.
 pub fn control_datagrams_per_sec(opts: &Options) -> f64 {
     0.75 * links(opts) as f64 + 2.0
 }
