@@ -7,6 +7,7 @@
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use integration::scale::{file_label, side_by_side, Report};
 use integration::{unique_prefix, Lab};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -64,6 +65,8 @@ enum Cmd {
     /// Scale lab: N complete meshd hosts joined through one seed; measures
     /// convergence, change propagation, pings, idle cost per daemon and
     /// recovery from SIGKILL, and prints one table (see docs/scale.md).
+    /// `--compare A.json --against B.json` runs nothing and prints two
+    /// saved reports side by side.
     Scale {
         #[arg(long, default_value_t = 50)]
         hosts: usize,
@@ -79,6 +82,18 @@ enum Cmd {
         /// Also write the raw numbers as JSON here.
         #[arg(long)]
         out: Option<std::path::PathBuf>,
+        /// A report saved earlier with --out: print it next to this run's.
+        #[arg(long, value_name = "FILE")]
+        compare: Option<std::path::PathBuf>,
+        /// With --compare: run nothing, print the two saved reports side by
+        /// side (--compare's on the left).
+        #[arg(
+            long,
+            value_name = "FILE",
+            requires = "compare",
+            conflicts_with = "out"
+        )]
+        against: Option<std::path::PathBuf>,
     },
     /// Soak: three hosts under iperf3 load and attach/detach churn; every
     /// meshd's RSS and open fds sampled each minute, growth printed.
@@ -127,7 +142,12 @@ fn main() -> std::process::ExitCode {
             pings,
             kill_percent,
             out,
-        } => scale(hosts, idle_secs, pings, kill_percent, out),
+            compare,
+            against,
+        } => match (compare, against) {
+            (Some(a), Some(b)) => compare_saved(&a, &b),
+            (compare, _) => scale(hosts, idle_secs, pings, kill_percent, out, compare),
+        },
         Cmd::Soak { minutes } => integration::soak::run(minutes, &STOP),
     };
     match r {
@@ -145,7 +165,12 @@ fn scale(
     pings: usize,
     kill_percent: u32,
     out: Option<std::path::PathBuf>,
+    compare: Option<std::path::PathBuf>,
 ) -> Result<()> {
+    // Read before the run: a bad file must not cost a whole lab.
+    let earlier = compare
+        .map(|path| Ok::<_, anyhow::Error>((Report::load(&path)?, file_label(&path))))
+        .transpose()?;
     let opts = integration::scale::Options {
         idle: Duration::from_secs(idle_secs),
         ping_fanout: pings,
@@ -159,6 +184,20 @@ fn scale(
             .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
         println!("raw numbers: {}", path.display());
     }
+    if let Some((earlier, label)) = earlier {
+        print!("\n{}", side_by_side(&label, &earlier, "this run", &report));
+    }
+    Ok(())
+}
+
+/// `--compare A --against B`: two saved reports, nothing run.
+fn compare_saved(a: &std::path::Path, b: &std::path::Path) -> Result<()> {
+    let (ra, rb) = (Report::load(a)?, Report::load(b)?);
+    let (mut la, mut lb) = (file_label(a), file_label(b));
+    if la == lb {
+        (la, lb) = (a.display().to_string(), b.display().to_string());
+    }
+    print!("{}", side_by_side(&la, &ra, &lb, &rb));
     Ok(())
 }
 

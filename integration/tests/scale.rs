@@ -1,8 +1,11 @@
 //! The scale lab at a size CI can afford: 12 complete daemons, one
 //! network, one container per host (root; needs meshd/meshctl built).
+//! Besides convergence and recovery it holds every host's idle sending to
+//! a budget in datagrams (`scale::budget`), which does not depend on how
+//! loaded the CI machine is.
 
 use integration::is_root;
-use integration::scale::{self, Options};
+use integration::scale::{self, budget, Options, Report};
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
@@ -18,6 +21,7 @@ fn twelve_hosts_converge_reach_each_other_and_recover_from_sigkill() {
     };
     let report = scale::run(&opts, &AtomicBool::new(false)).expect("scale lab run");
     eprintln!("{}", report.table());
+    let over_budget = idle_datagrams_over_budget(&opts, &report);
     assert_eq!(report.hosts, 12);
     assert_eq!(
         report.pings_ok, report.pings_total,
@@ -32,4 +36,53 @@ fn twelve_hosts_converge_reach_each_other_and_recover_from_sigkill() {
         report.idle_control_bytes_per_sec.min > 0.0,
         "heartbeats are counted on every host"
     );
+    assert_eq!(report.idle_by_host.len(), 12, "every host's counters read");
+    assert!(
+        over_budget.is_empty(),
+        "idle sending over budget:\n{}",
+        over_budget.join("\n")
+    );
+}
+
+/// Prints every host's idle datagram rates next to the budgets and returns
+/// one line per host and quantity over its budget (relays: any at all,
+/// since every direct path works in this lab).
+fn idle_datagrams_over_budget(opts: &Options, report: &Report) -> Vec<String> {
+    let data_budget = budget::data_datagrams_per_sec(opts);
+    let control_budget = budget::control_datagrams_per_sec(opts);
+    eprintln!(
+        "idle datagrams sent per second (budgets: data ≤ {data_budget:.2}, \
+         control ≤ {control_budget:.2}, relay = 0):"
+    );
+    let mut over = Vec::new();
+    for h in &report.idle_by_host {
+        eprintln!(
+            "  {}: data {:.1}, relay {:.1}, control {:.1}",
+            h.host,
+            h.data_datagrams_per_sec,
+            h.relay_datagrams_per_sec,
+            h.control_datagrams_per_sec
+        );
+        let mut check = |what: &str, value: f64, limit: f64| {
+            if value > limit {
+                over.push(format!(
+                    "{}: {what} {value:.1}/s > {limit:.2}/s (by {:.1}/s)",
+                    h.host,
+                    value - limit
+                ));
+            }
+        };
+        check(
+            "data-plane datagrams",
+            h.data_datagrams_per_sec,
+            data_budget,
+        );
+        check(
+            "control datagrams",
+            h.control_datagrams_per_sec,
+            control_budget,
+        );
+        check("relay datagrams", h.relay_datagrams_per_sec, 0.0);
+    }
+    over
 }

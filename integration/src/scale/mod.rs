@@ -10,6 +10,7 @@
 //! phase polls nothing (readings come from /proc and nftables counters), so
 //! the daemons' idle cost is their own.
 
+pub mod budget;
 mod neigh;
 pub mod procfs;
 mod report;
@@ -22,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::{unique_prefix, Lab, CONTROL_PORT};
-pub use report::{Distribution, Report};
+pub use report::{file_label, side_by_side, Distribution, HostIdle, Report};
 
 /// The network every container is attached to.
 pub const NETWORK: &str = "scale";
@@ -142,13 +143,12 @@ pub fn run(opts: &Options, stop: &AtomicBool) -> Result<Report> {
     let n = opts.hosts;
     let _neigh = neigh::NeighGuard::raise(n).context("raising the neighbour table limits")?;
     let mut report = Report::new(n);
+    report.budget_control_datagrams_per_sec = budget::control_datagrams_per_sec(opts);
+    report.budget_data_datagrams_per_sec = budget::data_datagrams_per_sec(opts);
     let built = Instant::now();
     let mut lab = Lab::new(&unique_prefix("sc"), n)?;
     let rules = lab.dir.join("counters.nft");
-    std::fs::write(
-        &rules,
-        procfs::counter_rules(CONTROL_PORT, CONTROL_PORT + 1),
-    )?;
+    std::fs::write(&rules, procfs::counter_rules(CONTROL_PORT))?;
     let rules = rules.to_str().context("lab path is not UTF-8")?.to_string();
     for i in 0..n {
         check_stop(stop)?;
@@ -303,16 +303,29 @@ fn ping_sample(
     Ok(())
 }
 
-fn control_counters(lab: &Lab, i: usize) -> Result<(u64, u64)> {
+/// A host's send counters at one moment.
+#[derive(Clone, Copy, Debug, Default)]
+struct Sent {
+    control: procfs::Counter,
+    data: procfs::Counter,
+    relay: procfs::Counter,
+}
+
+fn sent_counters(lab: &Lab, i: usize) -> Result<Sent> {
     let ns = &lab.hosts[i].netns;
-    let read = |name: &str| -> Result<u64> {
+    let read = |name: &str| -> Result<procfs::Counter> {
         let text = lab.exec_ok(
             ns,
             &["nft", "list", "counter", "inet", "meshlab_scale", name],
         )?;
-        procfs::parse_counter_bytes(&text)
+        procfs::parse_counter(&text)
+            .with_context(|| format!("counter {name} of {}", lab.hosts[i].name))
     };
-    Ok((read("control")?, read("data")?))
+    Ok(Sent {
+        control: read("control")?,
+        data: read("data")?,
+        relay: read("relay")?,
+    })
 }
 
 /// Lets the mesh settle, then reads every daemon before and after
@@ -325,9 +338,9 @@ fn idle_cost(lab: &Lab, opts: &Options, stop: &AtomicBool, report: &mut Report) 
             .daemon_pid()
             .ok_or_else(|| anyhow!("{} runs no daemon", lab.hosts[i].name))
     };
-    let read_all = || -> Result<Vec<(procfs::ProcSample, (u64, u64))>> {
+    let read_all = || -> Result<Vec<(procfs::ProcSample, Sent)>> {
         (0..n)
-            .map(|i| Ok((procfs::sample(pid(i)?)?, control_counters(lab, i)?)))
+            .map(|i| Ok((procfs::sample(pid(i)?)?, sent_counters(lab, i)?)))
             .collect()
     };
     eprintln!("scale: measuring the idle cost for {:?}", opts.idle);
@@ -342,20 +355,35 @@ fn idle_cost(lab: &Lab, opts: &Options, stop: &AtomicBool, report: &mut Report) 
     report.load_idle = report::loadavg();
     let tick = procfs::clock_ticks_per_sec();
     let mut by_thread: BTreeMap<String, f64> = BTreeMap::new();
-    let (mut cpu, mut control, mut data) = (Vec::new(), Vec::new(), Vec::new());
-    for ((b, (bc, bd)), (a, (ac, ad))) in before.iter().zip(&after) {
+    let mut cpu = Vec::new();
+    let (mut control_bytes, mut data_bytes) = (Vec::new(), Vec::new());
+    let mut by_host = Vec::new();
+    for (i, ((b, sb), (a, sa))) in before.iter().zip(&after).enumerate() {
         cpu.push(a.cpu_ticks.saturating_sub(b.cpu_ticks) as f64 / tick * 60.0 / secs);
-        control.push(ac.saturating_sub(*bc) as f64 / secs);
-        data.push(ad.saturating_sub(*bd) as f64 / secs);
+        let (control, data) = (sa.control.since(sb.control), sa.data.since(sb.data));
+        control_bytes.push(control.bytes as f64 / secs);
+        data_bytes.push(data.bytes as f64 / secs);
+        by_host.push(HostIdle {
+            host: lab.hosts[i].name.clone(),
+            control_datagrams_per_sec: control.packets as f64 / secs,
+            data_datagrams_per_sec: data.packets as f64 / secs,
+            relay_datagrams_per_sec: sa.relay.since(sb.relay).packets as f64 / secs,
+        });
         for (kind, ticks) in &a.ticks_by_thread {
             let earlier = b.ticks_by_thread.get(kind).copied().unwrap_or(0);
             *by_thread.entry(kind.clone()).or_default() +=
                 ticks.saturating_sub(earlier) as f64 / tick * 60.0 / secs / n as f64;
         }
     }
+    let rates =
+        |f: fn(&HostIdle) -> f64| Distribution::of(&by_host.iter().map(f).collect::<Vec<_>>());
     report.idle_cpu_secs_per_min = Distribution::of(&cpu);
-    report.idle_control_bytes_per_sec = Distribution::of(&control);
-    report.idle_data_bytes_per_sec = Distribution::of(&data);
+    report.idle_control_bytes_per_sec = Distribution::of(&control_bytes);
+    report.idle_data_bytes_per_sec = Distribution::of(&data_bytes);
+    report.idle_control_datagrams_per_sec = rates(|h| h.control_datagrams_per_sec);
+    report.idle_data_datagrams_per_sec = rates(|h| h.data_datagrams_per_sec);
+    report.idle_relay_datagrams_per_sec = rates(|h| h.relay_datagrams_per_sec);
+    report.idle_by_host = by_host;
     report.idle_cpu_by_thread = by_thread;
     report.rss_mib = Distribution::of(
         &after

@@ -91,30 +91,66 @@ fn thread_kind(comm: &str) -> String {
         .to_string()
 }
 
-/// nftables rules counting what a host sends from its control (QUIC) and
-/// data-plane ports, inside the host's namespace.
-pub fn counter_rules(control_port: u16, data_port: u16) -> String {
+/// First payload byte of a data-plane relay envelope, origin → relay
+/// (`MSG_TYPE_RELAY` in dataplane/src/wire.rs).
+const MSG_TYPE_RELAY: u8 = 3;
+/// The same, relay → destination (`MSG_TYPE_RELAYED`).
+const MSG_TYPE_RELAYED: u8 = 4;
+
+/// nftables rules counting what a host sends, inside the host's namespace:
+/// `control` is the QUIC port; `data` is every other UDP datagram, since
+/// data-plane workers also send from ephemeral ports; `relay` is the subset
+/// of those that are relay envelopes (type byte = first UDP payload byte,
+/// `@th,64,8`: 64 bits past the transport header's start).
+pub fn counter_rules(control_port: u16) -> String {
     format!(
         "table inet meshlab_scale {{\n counter control {{ }}\n counter data {{ }}\n \
+         counter relay {{ }}\n \
          chain output {{ type filter hook output priority 0; policy accept;\n  \
          udp sport {control_port} counter name \"control\"\n  \
-         udp sport {data_port} counter name \"data\"\n }}\n}}\n"
+         meta l4proto udp udp sport != {control_port} counter name \"data\"\n  \
+         meta l4proto udp udp sport != {control_port} \
+         @th,64,8 {{ {MSG_TYPE_RELAY}, {MSG_TYPE_RELAYED} }} counter name \"relay\"\n \
+         }}\n}}\n"
     )
 }
 
-/// Bytes from `nft list counter inet meshlab_scale NAME` output.
-pub fn parse_counter_bytes(text: &str) -> Result<u64> {
-    let mut words = text.split_whitespace();
-    while let Some(w) = words.next() {
-        if w == "bytes" {
-            return words
-                .next()
-                .context("counter without a byte count")?
-                .parse()
-                .context("byte count is not a number");
+/// One reading of an nftables counter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl Counter {
+    /// What was counted between `earlier` and `self` (a reset reads as 0).
+    pub fn since(self, earlier: Counter) -> Counter {
+        Counter {
+            packets: self.packets.saturating_sub(earlier.packets),
+            bytes: self.bytes.saturating_sub(earlier.bytes),
         }
     }
-    bail!("no byte count in nft output: {text}")
+}
+
+/// Packets and bytes from `nft list counter inet meshlab_scale NAME` output.
+pub fn parse_counter(text: &str) -> Result<Counter> {
+    let number = |key: &str| -> Result<u64> {
+        let mut words = text.split_whitespace();
+        while let Some(w) = words.next() {
+            if w == key {
+                return words
+                    .next()
+                    .with_context(|| format!("counter without a {key} count"))?
+                    .parse()
+                    .with_context(|| format!("{key} count is not a number"));
+            }
+        }
+        bail!("no {key} count in nft output: {text}")
+    };
+    Ok(Counter {
+        packets: number("packets")?,
+        bytes: number("bytes")?,
+    })
 }
 
 #[cfg(test)]
@@ -137,12 +173,50 @@ mod tests {
     }
 
     #[test]
-    fn counter_bytes_are_parsed() {
+    fn counters_are_parsed() {
         let text =
             "table inet meshlab_scale {\n\tcounter control {\n\t\tpackets 12 bytes 3456\n\t}\n}\n";
-        assert_eq!(parse_counter_bytes(text).unwrap(), 3456);
-        assert!(parse_counter_bytes("packets 1").is_err());
-        assert!(parse_counter_bytes("bytes x").is_err());
+        let c = parse_counter(text).unwrap();
+        assert_eq!(
+            c,
+            Counter {
+                packets: 12,
+                bytes: 3456
+            }
+        );
+        assert!(parse_counter("packets 1").is_err());
+        assert!(parse_counter("bytes 1").is_err());
+        assert!(parse_counter("packets 1 bytes x").is_err());
+        assert!(parse_counter("packets").is_err());
+        let later = Counter {
+            packets: 20,
+            bytes: 4000,
+        };
+        assert_eq!(
+            later.since(c),
+            Counter {
+                packets: 8,
+                bytes: 544
+            }
+        );
+        assert_eq!(c.since(later), Counter::default());
         assert_eq!(thread_kind("mesh-dp-tap12"), "mesh-dp-tap");
+    }
+
+    #[test]
+    fn counter_rules_count_relay_envelopes() {
+        let rules = counter_rules(7800);
+        assert!(
+            rules.contains("udp sport 7800 counter name \"control\""),
+            "{rules}"
+        );
+        assert!(
+            rules.contains("udp sport != 7800 counter name \"data\""),
+            "{rules}"
+        );
+        assert!(
+            rules.contains("@th,64,8 { 3, 4 } counter name \"relay\""),
+            "{rules}"
+        );
     }
 }

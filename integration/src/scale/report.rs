@@ -1,12 +1,14 @@
-//! The scale lab's numbers: one JSON document and one table against the
-//! issue's targets.
+//! The scale lab's numbers: one JSON document, one table against the
+//! issue's targets, and two reports side by side (before/after).
 
-use serde::Serialize;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::path::Path;
 
 /// Median and extremes of one quantity over the daemons.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub struct Distribution {
     pub min: f64,
     pub median: f64,
@@ -28,7 +30,18 @@ impl Distribution {
     }
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+/// What one host sent during the idle window, per second.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct HostIdle {
+    pub host: String,
+    pub control_datagrams_per_sec: f64,
+    pub data_datagrams_per_sec: f64,
+    pub relay_datagrams_per_sec: f64,
+}
+
+/// Fields added after reports were first saved carry `#[serde(default)]`,
+/// so an older JSON still loads (and shows zeros there).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Report {
     pub hosts: usize,
     /// Load average (1, 5, 15 min) at the start, during the idle window, at the end.
@@ -53,8 +66,27 @@ pub struct Report {
     pub idle_cpu_by_thread: BTreeMap<String, f64>,
     /// UDP bytes sent from the control port (QUIC), IP headers included.
     pub idle_control_bytes_per_sec: Distribution,
-    /// UDP bytes sent from the data-plane port (keepalives, no traffic).
+    /// UDP bytes sent from any other port: the data plane's probes (no
+    /// traffic). Reports saved before datagrams were counted hold only the
+    /// data-plane port's (7801) bytes here.
     pub idle_data_bytes_per_sec: Distribution,
+    /// Datagrams sent from the control port.
+    #[serde(default)]
+    pub idle_control_datagrams_per_sec: Distribution,
+    /// UDP datagrams sent from any other port (the data plane).
+    #[serde(default)]
+    pub idle_data_datagrams_per_sec: Distribution,
+    /// The subset of those that are relay envelopes (types 3 and 4).
+    #[serde(default)]
+    pub idle_relay_datagrams_per_sec: Distribution,
+    /// The three datagram rates of every host.
+    #[serde(default)]
+    pub idle_by_host: Vec<HostIdle>,
+    /// The budgets (`scale::budget`) the run was held to; 0 = not recorded.
+    #[serde(default)]
+    pub budget_control_datagrams_per_sec: f64,
+    #[serde(default)]
+    pub budget_data_datagrams_per_sec: f64,
     pub killed: Vec<String>,
     pub marked_down_secs: f64,
     /// From the first restart until every host lists every other up again.
@@ -87,60 +119,92 @@ impl Report {
         }
     }
 
-    /// The table README and the closing note carry; targets are the
-    /// issue's for N = 50.
-    pub fn table(&self) -> String {
-        let mut t = String::new();
+    /// Reads a report saved with `mesh-lab scale --out`.
+    pub fn load(path: &Path) -> Result<Report> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the scale report {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is not a scale report (one written by mesh-lab scale --out)",
+                path.display()
+            )
+        })
+    }
+
+    /// One row per measured quantity. Labels do not depend on N, so two
+    /// reports' rows line up in [`side_by_side`].
+    fn rows(&self) -> Vec<Row> {
         let d = |x: &Distribution, unit: &str, digits: usize| {
             format!(
                 "{:.*} {unit} median, {:.*} max",
                 digits, x.median, digits, x.max
             )
         };
+        // Reports saved before datagrams were counted have no per-host
+        // rates: their zeros are not measurements.
+        let datagrams = |x: &Distribution, unit: &str, digits: usize| {
+            if self.idle_by_host.is_empty() {
+                "not counted (older report)".to_string()
+            } else {
+                d(x, unit, digits)
+            }
+        };
         let cpu_pct = |secs_per_min: f64| secs_per_min / 60.0 * 100.0;
-        let rows: Vec<(String, String, String)> = vec![
-            (
-                "membership converged after the last join".into(),
+        // Budgets are only known for reports that recorded them.
+        let budget = |limit: f64, max: f64| {
+            if limit > 0.0 {
+                format!("≤ {limit:.2}/s (CI budget): {}", verdict(max <= limit))
+            } else {
+                String::new()
+            }
+        };
+        let relay_target = if self.budget_data_datagrams_per_sec > 0.0 {
+            format!(
+                "0 (direct paths work): {}",
+                verdict(self.idle_relay_datagrams_per_sec.max == 0.0)
+            )
+        } else {
+            String::new()
+        };
+        vec![
+            Row::new(
+                "membership converged after the last join",
                 format!("{:.2} s", self.convergence_secs),
                 format!("< 5 s: {}", verdict(self.convergence_secs < 5.0)),
             ),
-            (
-                format!("{} joins through one seed took", self.hosts - 1),
-                format!("{:.2} s", self.joins_secs),
+            Row::new(
+                "joins through one seed took",
+                format!(
+                    "{:.2} s ({} joins)",
+                    self.joins_secs,
+                    self.hosts.saturating_sub(1)
+                ),
                 String::new(),
             ),
-            (
-                "new network visible on every host".into(),
+            Row::new(
+                "new network visible on every host",
                 format!("{:.2} s", self.network_visible_secs),
                 format!("< 2 s: {}", verdict(self.network_visible_secs < 2.0)),
             ),
-            (
-                "attach (DNS record) visible on every host".into(),
+            Row::new(
+                "attach (DNS record) visible on every host",
                 format!("{:.2} s", self.attach_visible_secs),
                 format!("< 2 s: {}", verdict(self.attach_visible_secs < 2.0)),
             ),
-            (
-                "container pings answered".into(),
+            Row::new(
+                "container pings answered",
                 format!("{} / {}", self.pings_ok, self.pings_total),
                 verdict(self.pings_ok == self.pings_total).into(),
             ),
-            (
-                "RSS per daemon".into(),
+            Row::new(
+                "RSS per daemon",
                 d(&self.rss_mib, "MiB", 1),
                 format!("< 30 MiB: {}", verdict(self.rss_mib.max < 30.0)),
             ),
-            (
-                "open fds per daemon".into(),
-                d(&self.fds, "", 0),
-                String::new(),
-            ),
-            (
-                "threads per daemon".into(),
-                d(&self.threads, "", 0),
-                String::new(),
-            ),
-            (
-                "idle CPU per daemon".into(),
+            Row::new("open fds per daemon", d(&self.fds, "", 0), String::new()),
+            Row::new("threads per daemon", d(&self.threads, "", 0), String::new()),
+            Row::new(
+                "idle CPU per daemon",
                 format!(
                     "{:.2} % median, {:.2} % max of a core ({:.2} s/min median)",
                     cpu_pct(self.idle_cpu_secs_per_min.median),
@@ -152,37 +216,65 @@ impl Report {
                     verdict(cpu_pct(self.idle_cpu_secs_per_min.median) < 1.0)
                 ),
             ),
-            (
-                "idle control traffic sent per host".into(),
+            Row::new(
+                "idle control traffic sent per host",
                 d(&self.idle_control_bytes_per_sec, "B/s", 0),
                 format!(
                     "< 2 KB/s: {}",
                     verdict(self.idle_control_bytes_per_sec.median < 2000.0)
                 ),
             ),
-            (
-                "idle data-plane traffic sent per host".into(),
+            Row::new(
+                "idle data-plane traffic sent per host",
                 d(&self.idle_data_bytes_per_sec, "B/s", 0),
                 String::new(),
             ),
-            (
+            Row::new(
+                "idle control datagrams sent per host",
+                datagrams(&self.idle_control_datagrams_per_sec, "datagrams/s", 1),
+                budget(
+                    self.budget_control_datagrams_per_sec,
+                    self.idle_control_datagrams_per_sec.max,
+                ),
+            ),
+            Row::new(
+                "idle data-plane datagrams sent per host",
+                datagrams(&self.idle_data_datagrams_per_sec, "datagrams/s", 1),
+                budget(
+                    self.budget_data_datagrams_per_sec,
+                    self.idle_data_datagrams_per_sec.max,
+                ),
+            ),
+            Row::new(
+                "idle relay datagrams sent per host",
+                datagrams(&self.idle_relay_datagrams_per_sec, "datagrams/s", 1),
+                relay_target,
+            ),
+            Row::new(
+                "SIGKILLed hosts marked down by all others",
                 format!(
-                    "{} SIGKILLed hosts marked down by all others",
+                    "{:.2} s ({} killed)",
+                    self.marked_down_secs,
                     self.killed.len()
                 ),
-                format!("{:.2} s", self.marked_down_secs),
                 String::new(),
             ),
-            (
-                "restarted hosts back up everywhere".into(),
+            Row::new(
+                "restarted hosts back up everywhere",
                 format!("{:.2} s", self.back_up_secs),
                 String::new(),
             ),
-        ];
+        ]
+    }
+
+    /// The table README and the closing note carry; targets are the
+    /// issue's for N = 50.
+    pub fn table(&self) -> String {
+        let mut t = String::new();
         let _ = writeln!(t, "| N = {} | measured | target |", self.hosts);
         let _ = writeln!(t, "|---|---|---|");
-        for (what, value, target) in rows {
-            let _ = writeln!(t, "| {what} | {value} | {target} |");
+        for row in self.rows() {
+            let _ = writeln!(t, "| {} | {} | {} |", row.what, row.value, row.target);
         }
         let _ = writeln!(
             t,
@@ -212,6 +304,51 @@ impl Report {
     }
 }
 
+/// One line of the table.
+struct Row {
+    what: String,
+    value: String,
+    target: String,
+}
+
+impl Row {
+    fn new(what: &str, value: String, target: String) -> Row {
+        Row {
+            what: what.to_string(),
+            value,
+            target,
+        }
+    }
+}
+
+/// A saved report's label in a comparison: its file name.
+pub fn file_label(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+/// Two reports in one table, one value column each (`a` on the left), with
+/// the rows of [`Report::table`].
+pub fn side_by_side(a_label: &str, a: &Report, b_label: &str, b: &Report) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "| quantity | {a_label} (N = {}) | {b_label} (N = {}) |",
+        a.hosts, b.hosts
+    );
+    let _ = writeln!(t, "|---|---|---|");
+    for (ra, rb) in a.rows().into_iter().zip(b.rows()) {
+        let _ = writeln!(t, "| {} | {} | {} |", ra.what, ra.value, rb.value);
+    }
+    let _ = writeln!(
+        t,
+        "\nload average in the idle window (1/5/15 min): {a_label} {:?}, {b_label} {:?}",
+        a.load_idle, b.load_idle
+    );
+    t
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,5 +369,94 @@ mod tests {
         let t = r.table();
         assert!(t.contains("< 5 s: MISSED"), "{t}");
         assert!(t.contains("150 / 150 | met"), "{t}");
+    }
+
+    #[test]
+    fn table_holds_datagrams_to_the_recorded_budgets() {
+        let mut r = Report::new(12);
+        r.idle_by_host.push(HostIdle::default());
+        r.budget_data_datagrams_per_sec = 13.0;
+        r.budget_control_datagrams_per_sec = 10.25;
+        r.idle_data_datagrams_per_sec = Distribution::of(&[90.0, 121.5]);
+        r.idle_control_datagrams_per_sec = Distribution::of(&[6.0]);
+        r.idle_relay_datagrams_per_sec = Distribution::of(&[0.0, 60.0]);
+        let t = r.table();
+        assert!(
+            t.contains("121.5 max | ≤ 13.00/s (CI budget): MISSED"),
+            "{t}"
+        );
+        assert!(t.contains("6.0 max | ≤ 10.25/s (CI budget): met"), "{t}");
+        assert!(t.contains("0 (direct paths work): MISSED"), "{t}");
+    }
+
+    #[test]
+    fn side_by_side_lines_up_two_reports() {
+        let mut before = Report::new(50);
+        before.convergence_secs = 1.27;
+        before.idle_by_host.push(HostIdle::default());
+        before.idle_data_datagrams_per_sec = Distribution::of(&[2450.0]);
+        before.killed = vec!["h6".into(); 5];
+        let mut after = Report::new(12);
+        after.idle_by_host.push(HostIdle::default());
+        after.convergence_secs = 1.1;
+        after.idle_data_datagrams_per_sec = Distribution::of(&[7.5]);
+        let t = side_by_side("before.json", &before, "this run", &after);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(
+            lines[0],
+            "| quantity | before.json (N = 50) | this run (N = 12) |"
+        );
+        assert_eq!(lines.len(), 2 + before.rows().len() + 2, "{t}");
+        assert!(
+            t.contains("| membership converged after the last join | 1.27 s | 1.10 s |"),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "| idle data-plane datagrams sent per host \
+                 | 2450.0 datagrams/s median, 2450.0 max \
+                 | 7.5 datagrams/s median, 7.5 max |"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains("| 0.00 s (5 killed) | 0.00 s (0 killed) |"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn reports_saved_before_datagrams_were_counted_still_load() {
+        let mut json = serde_json::to_value(Report::new(50)).unwrap();
+        let map = json.as_object_mut().unwrap();
+        for new in [
+            "idle_control_datagrams_per_sec",
+            "idle_data_datagrams_per_sec",
+            "idle_relay_datagrams_per_sec",
+            "idle_by_host",
+            "budget_control_datagrams_per_sec",
+            "budget_data_datagrams_per_sec",
+        ] {
+            assert!(map.remove(new).is_some(), "{new}");
+        }
+        let dir = std::env::temp_dir().join(format!("mesh-scale-report-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let old = dir.join("old.json");
+        std::fs::write(&old, json.to_string()).unwrap();
+        let r = Report::load(&old).unwrap();
+        assert_eq!((r.hosts, r.idle_data_datagrams_per_sec.max), (50, 0.0));
+        assert!(r
+            .table()
+            .contains("| idle relay datagrams sent per host | not counted"));
+        assert_eq!(file_label(&old), "old.json");
+
+        let missing = dir.join("missing.json");
+        let e = format!("{:#}", Report::load(&missing).unwrap_err());
+        assert!(e.contains("missing.json"), "{e}");
+        let bad = dir.join("bad.json");
+        std::fs::write(&bad, "{\"hosts\": \"many\"}").unwrap();
+        let e = format!("{:#}", Report::load(&bad).unwrap_err());
+        assert!(e.contains("bad.json is not a scale report"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
