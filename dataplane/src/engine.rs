@@ -576,7 +576,8 @@ impl Engine {
             counter,
             network_id: net.0,
         };
-        let frame_len = buf.frame_len();
+        // Counted before sealing: the destination MAC is still readable.
+        peer.counters.record_tx(buf.frame());
         let (header_slot, payload, tag_slot) = buf.seal_parts();
         header.encode(header_slot);
         // Most meshes have no restricted network: skip the lookup then.
@@ -589,7 +590,6 @@ impl Engine {
         };
         *tag_slot = keypair.seal(network_keys, counter, header_slot, payload);
         buf.mark_sealed();
-        peer.counters.record_tx(frame_len);
         if let Some(relay) = peer.relay {
             let nat = tables.peers.get(&relay).is_some_and(|r| r.nat);
             match self.wrap_relay(tables, relay, peer_idx, buf, now, pool, nat) {
@@ -666,7 +666,7 @@ impl Engine {
             Some(network) if peer.is_member(net) => {
                 let frame = &datagram[HEADER_LEN..HEADER_LEN + frame_len];
                 network.macs.learn(switch::source(frame), peer_idx, now);
-                peer.counters.record_rx(frame_len);
+                peer.counters.record_rx(frame);
                 crate::pmtu::clamp_received(
                     peer,
                     &mut datagram[HEADER_LEN..HEADER_LEN + frame_len],

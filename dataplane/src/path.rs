@@ -60,6 +60,9 @@ pub struct PathConfig {
     pub candidate_ttl: Duration,
     /// A peer without data for this long is idle: no probes (see the module).
     pub idle_after: Duration,
+    /// A new peer is probed this long without traffic, to find its path
+    /// before it is needed (and show it in the status).
+    pub warmup: Duration,
     /// Keep-alive interval of an idle peer across a NAT (WireGuard's
     /// persistent keep-alive convention: under common 30 s UDP timeouts).
     pub keepalive: Duration,
@@ -81,6 +84,7 @@ impl Default for PathConfig {
             mtu_confirm: Duration::from_secs(5),
             candidate_ttl: Duration::from_secs(60),
             idle_after: Duration::from_secs(30),
+            warmup: Duration::from_secs(5),
             keepalive: Duration::from_secs(25),
             max_relays: 3,
         }
@@ -251,9 +255,9 @@ pub struct PathState {
     last_heard: Option<Instant>,
     /// When the route last changed, for the logs and tests.
     changed_at: Option<Instant>,
-    /// Last data to or from the peer (creation counts: a new peer's path
-    /// is found before it is needed).
-    last_traffic: Instant,
+    /// Probed until then: data moved within `idle_after`, or the peer is
+    /// new (`warmup`).
+    active_until: Instant,
     /// When the peer last became active: the direct path gets one probe
     /// timeout to answer before relays are asked.
     woke_at: Instant,
@@ -292,7 +296,7 @@ impl PathState {
             mtu: MtuSearch::new(now, &config),
             last_heard: None,
             changed_at: None,
-            last_traffic: now,
+            active_until: now + config.warmup,
             woke_at: now,
             keepalive: false,
         }
@@ -307,12 +311,13 @@ impl PathState {
                 self.mtu.next_at = self.mtu.next_at.min(now);
             }
         }
-        self.last_traffic = now;
+        self.active_until = now + self.config.idle_after;
     }
 
-    /// Whether data moved within [`PathConfig::idle_after`].
+    /// Whether data moved within [`PathConfig::idle_after`] (or the peer
+    /// is new).
     pub fn active(&self, now: Instant) -> bool {
-        now.saturating_duration_since(self.last_traffic) < self.config.idle_after
+        now < self.active_until
     }
 
     /// Whether a NAT sits between the hosts (idle keep-alives needed).

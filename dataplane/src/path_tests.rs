@@ -387,3 +387,17 @@ fn a_failing_direct_path_probes_a_bounded_few_relays() {
     sim.run(Duration::from_secs(10));
     assert_eq!(sim.sent_since(healed).1, 0);
 }
+
+#[test]
+fn a_new_peer_without_traffic_finds_its_path_then_goes_quiet() {
+    let mut sim = Sim::new();
+    sim.traffic = false;
+    sim.until(Duration::from_secs(1), |p| {
+        p.route() == Route::Direct(addr(A))
+    });
+    sim.run(PathConfig::default().warmup);
+    let quiet = sim.now;
+    sim.run(Duration::from_secs(120));
+    assert_eq!(sim.sent_since(quiet), (0, 0));
+    assert_eq!(sim.path.route(), Route::Direct(addr(A)));
+}

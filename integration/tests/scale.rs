@@ -51,15 +51,16 @@ fn idle_datagrams_over_budget(opts: &Options, report: &Report) -> Vec<String> {
     let data_budget = budget::data_datagrams_per_sec(opts);
     let control_budget = budget::control_datagrams_per_sec(opts);
     eprintln!(
-        "idle datagrams sent per second (budgets: data ≤ {data_budget:.2}, \
+        "idle datagrams sent per second (budgets: probes ≤ {data_budget:.2}, \
          control ≤ {control_budget:.2}, relay = 0):"
     );
     let mut over = Vec::new();
     for h in &report.idle_by_host {
         eprintln!(
-            "  {}: data {:.1}, relay {:.1}, control {:.1}",
+            "  {}: data {:.1} (probes {:.1}), relay {:.1}, control {:.1}",
             h.host,
             h.data_datagrams_per_sec,
+            h.probe_datagrams_per_sec,
             h.relay_datagrams_per_sec,
             h.control_datagrams_per_sec
         );
@@ -72,11 +73,7 @@ fn idle_datagrams_over_budget(opts: &Options, report: &Report) -> Vec<String> {
                 ));
             }
         };
-        check(
-            "data-plane datagrams",
-            h.data_datagrams_per_sec,
-            data_budget,
-        );
+        check("path probes", h.probe_datagrams_per_sec, data_budget);
         check(
             "control datagrams",
             h.control_datagrams_per_sec,

@@ -37,8 +37,8 @@ struct PeerPath {
     endpoint: Option<SocketAddr>,
     /// The peer's other advertised addresses (`data_addrs`).
     extra: Vec<SocketAddr>,
-    /// Data packets to and from the peer at the last poll: a change is
-    /// traffic (probes are not counted there).
+    /// Unicast frames to and from the peer at the last poll: a change is
+    /// traffic (probes and flood copies are not counted there).
     packets_seen: u64,
 }
 
@@ -274,8 +274,7 @@ impl Engine {
             if peer.keys.current.is_none() {
                 continue;
             }
-            let packets = peer.counters.tx_packets.load(Ordering::Relaxed)
-                + peer.counters.rx_packets.load(Ordering::Relaxed);
+            let packets = peer.counters.unicast_packets.load(Ordering::Relaxed);
             if packets != path.packets_seen {
                 path.packets_seen = packets;
                 path.state.on_traffic(now);

@@ -308,6 +308,7 @@ fn ping_sample(
 struct Sent {
     control: procfs::Counter,
     data: procfs::Counter,
+    probe: procfs::Counter,
     relay: procfs::Counter,
 }
 
@@ -324,6 +325,7 @@ fn sent_counters(lab: &Lab, i: usize) -> Result<Sent> {
     Ok(Sent {
         control: read("control")?,
         data: read("data")?,
+        probe: read("probe")?,
         relay: read("relay")?,
     })
 }
@@ -367,6 +369,7 @@ fn idle_cost(lab: &Lab, opts: &Options, stop: &AtomicBool, report: &mut Report) 
             host: lab.hosts[i].name.clone(),
             control_datagrams_per_sec: control.packets as f64 / secs,
             data_datagrams_per_sec: data.packets as f64 / secs,
+            probe_datagrams_per_sec: sa.probe.since(sb.probe).packets as f64 / secs,
             relay_datagrams_per_sec: sa.relay.since(sb.relay).packets as f64 / secs,
         });
         for (kind, ticks) in &a.ticks_by_thread {
@@ -382,6 +385,7 @@ fn idle_cost(lab: &Lab, opts: &Options, stop: &AtomicBool, report: &mut Report) 
     report.idle_data_bytes_per_sec = Distribution::of(&data_bytes);
     report.idle_control_datagrams_per_sec = rates(|h| h.control_datagrams_per_sec);
     report.idle_data_datagrams_per_sec = rates(|h| h.data_datagrams_per_sec);
+    report.idle_probe_datagrams_per_sec = rates(|h| h.probe_datagrams_per_sec);
     report.idle_relay_datagrams_per_sec = rates(|h| h.relay_datagrams_per_sec);
     report.idle_by_host = by_host;
     report.idle_cpu_by_thread = by_thread;

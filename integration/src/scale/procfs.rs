@@ -91,6 +91,8 @@ fn thread_kind(comm: &str) -> String {
         .to_string()
 }
 
+/// First payload byte of a data-plane path probe (`MSG_TYPE_PROBE`).
+const MSG_TYPE_PROBE: u8 = 2;
 /// First payload byte of a data-plane relay envelope, origin → relay
 /// (`MSG_TYPE_RELAY` in dataplane/src/wire.rs).
 const MSG_TYPE_RELAY: u8 = 3;
@@ -99,16 +101,19 @@ const MSG_TYPE_RELAYED: u8 = 4;
 
 /// nftables rules counting what a host sends, inside the host's namespace:
 /// `control` is the QUIC port; `data` is every other UDP datagram, since
-/// data-plane workers also send from ephemeral ports; `relay` is the subset
-/// of those that are relay envelopes (type byte = first UDP payload byte,
-/// `@th,64,8`: 64 bits past the transport header's start).
+/// data-plane workers also send from ephemeral ports; `probe` and `relay`
+/// are the subsets of those that are path probes sent directly and relay
+/// envelopes (type byte = first UDP payload byte, `@th,64,8`: 64 bits past
+/// the transport header's start). The rest is containers' frames.
 pub fn counter_rules(control_port: u16) -> String {
     format!(
         "table inet meshlab_scale {{\n counter control {{ }}\n counter data {{ }}\n \
-         counter relay {{ }}\n \
+         counter probe {{ }}\n counter relay {{ }}\n \
          chain output {{ type filter hook output priority 0; policy accept;\n  \
          udp sport {control_port} counter name \"control\"\n  \
          meta l4proto udp udp sport != {control_port} counter name \"data\"\n  \
+         meta l4proto udp udp sport != {control_port} \
+         @th,64,8 {MSG_TYPE_PROBE} counter name \"probe\"\n  \
          meta l4proto udp udp sport != {control_port} \
          @th,64,8 {{ {MSG_TYPE_RELAY}, {MSG_TYPE_RELAYED} }} counter name \"relay\"\n \
          }}\n}}\n"

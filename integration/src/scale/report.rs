@@ -36,6 +36,8 @@ pub struct HostIdle {
     pub host: String,
     pub control_datagrams_per_sec: f64,
     pub data_datagrams_per_sec: f64,
+    #[serde(default)]
+    pub probe_datagrams_per_sec: f64,
     pub relay_datagrams_per_sec: f64,
 }
 
@@ -76,6 +78,9 @@ pub struct Report {
     /// UDP datagrams sent from any other port (the data plane).
     #[serde(default)]
     pub idle_data_datagrams_per_sec: Distribution,
+    /// The subset of those that are path probes sent directly (type 2).
+    #[serde(default)]
+    pub idle_probe_datagrams_per_sec: Distribution,
     /// The subset of those that are relay envelopes (types 3 and 4).
     #[serde(default)]
     pub idle_relay_datagrams_per_sec: Distribution,
@@ -240,9 +245,14 @@ impl Report {
             Row::new(
                 "idle data-plane datagrams sent per host",
                 datagrams(&self.idle_data_datagrams_per_sec, "datagrams/s", 1),
+                String::new(),
+            ),
+            Row::new(
+                "of which path probes (direct)",
+                datagrams(&self.idle_probe_datagrams_per_sec, "datagrams/s", 1),
                 budget(
                     self.budget_data_datagrams_per_sec,
-                    self.idle_data_datagrams_per_sec.max,
+                    self.idle_probe_datagrams_per_sec.max,
                 ),
             ),
             Row::new(
@@ -377,7 +387,8 @@ mod tests {
         r.idle_by_host.push(HostIdle::default());
         r.budget_data_datagrams_per_sec = 13.0;
         r.budget_control_datagrams_per_sec = 10.25;
-        r.idle_data_datagrams_per_sec = Distribution::of(&[90.0, 121.5]);
+        r.idle_data_datagrams_per_sec = Distribution::of(&[95.0, 130.0]);
+        r.idle_probe_datagrams_per_sec = Distribution::of(&[90.0, 121.5]);
         r.idle_control_datagrams_per_sec = Distribution::of(&[6.0]);
         r.idle_relay_datagrams_per_sec = Distribution::of(&[0.0, 60.0]);
         let t = r.table();
