@@ -460,6 +460,9 @@ impl Engine {
         };
         let unicast = known.filter(|peer| tables.peers.get(peer).is_some_and(|p| p.is_member(net)));
         if let Some((idx, peer)) = unicast.and_then(|i| Some((i, tables.peers.get(&i)?))) {
+            peer.counters
+                .unicast_tx
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let seal = |buf, pool: &mut BufPool, out: &mut Vec<Outgoing>| {
                 self.seal_for(&tables, idx, net, buf, now, pool, out)
             };
@@ -576,8 +579,7 @@ impl Engine {
             counter,
             network_id: net.0,
         };
-        // Counted before sealing: the destination MAC is still readable.
-        peer.counters.record_tx(buf.frame());
+        let frame_len = buf.frame_len();
         let (header_slot, payload, tag_slot) = buf.seal_parts();
         header.encode(header_slot);
         // Most meshes have no restricted network: skip the lookup then.
@@ -590,6 +592,7 @@ impl Engine {
         };
         *tag_slot = keypair.seal(network_keys, counter, header_slot, payload);
         buf.mark_sealed();
+        peer.counters.record_tx(frame_len);
         if let Some(relay) = peer.relay {
             let nat = tables.peers.get(&relay).is_some_and(|r| r.nat);
             match self.wrap_relay(tables, relay, peer_idx, buf, now, pool, nat) {
@@ -666,7 +669,7 @@ impl Engine {
             Some(network) if peer.is_member(net) => {
                 let frame = &datagram[HEADER_LEN..HEADER_LEN + frame_len];
                 network.macs.learn(switch::source(frame), peer_idx, now);
-                peer.counters.record_rx(frame);
+                peer.counters.record_rx(frame_len);
                 crate::pmtu::clamp_received(
                     peer,
                     &mut datagram[HEADER_LEN..HEADER_LEN + frame_len],

@@ -101,35 +101,23 @@ pub struct PeerCounters {
     pub tx_bytes: AtomicU64,
     pub rx_packets: AtomicU64,
     pub rx_bytes: AtomicU64,
-    /// Frames to a unicast MAC, either way: what makes a path active.
-    /// Flood copies (ARP, neighbour discovery) go to every member and would
-    /// keep every path busy.
-    pub unicast_packets: AtomicU64,
-}
-
-/// Whether an Ethernet frame is addressed to one station (I/G bit clear).
-fn is_unicast(frame: &[u8]) -> bool {
-    frame.first().is_some_and(|b| b & 1 == 0)
+    /// Frames switched to this peer alone (its MAC was learned): what
+    /// makes its path active. Flood copies (ARP, neighbour discovery,
+    /// unknown unicast) go to every member and would keep every path busy;
+    /// what arrives is answered, and the answer is unicast.
+    pub unicast_tx: AtomicU64,
 }
 
 impl PeerCounters {
-    /// `frame` is the Ethernet frame (the overlay payload), not the datagram.
-    pub fn record_tx(&self, frame: &[u8]) {
+    /// `bytes` counts the Ethernet frame (the overlay payload), not the datagram.
+    pub fn record_tx(&self, bytes: usize) {
         self.tx_packets.fetch_add(1, Ordering::Relaxed);
-        self.tx_bytes
-            .fetch_add(frame.len() as u64, Ordering::Relaxed);
-        if is_unicast(frame) {
-            self.unicast_packets.fetch_add(1, Ordering::Relaxed);
-        }
+        self.tx_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
-    pub fn record_rx(&self, frame: &[u8]) {
+    pub fn record_rx(&self, bytes: usize) {
         self.rx_packets.fetch_add(1, Ordering::Relaxed);
-        self.rx_bytes
-            .fetch_add(frame.len() as u64, Ordering::Relaxed);
-        if is_unicast(frame) {
-            self.unicast_packets.fetch_add(1, Ordering::Relaxed);
-        }
+        self.rx_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 }
 

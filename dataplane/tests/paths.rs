@@ -47,6 +47,10 @@ struct Lab {
     pool: BufPool,
     /// Frames delivered to each host's TAP.
     delivered: Vec<Vec<Vec<u8>>>,
+    /// (from, to): containers that send each other a frame every second,
+    /// which keeps the pair's path probed (idle paths are not).
+    talking: Vec<(usize, usize)>,
+    steps: u64,
 }
 
 impl Lab {
@@ -70,6 +74,8 @@ impl Lab {
             blocked: BTreeSet::new(),
             pool: BufPool::new(9216, 16),
             delivered: vec![Vec::new(); 3],
+            talking: Vec::new(),
+            steps: 0,
         }
     }
 
@@ -108,6 +114,12 @@ impl Lab {
 
     fn step(&mut self) {
         self.now += STEP;
+        self.steps += 1;
+        if self.steps.is_multiple_of(20) {
+            for (from, to) in self.talking.clone() {
+                self.send_frame(from, to, 0x5a);
+            }
+        }
         let mut queue = Vec::new();
         for (i, host) in self.hosts.iter().enumerate() {
             let mut out = Vec::new();
@@ -169,6 +181,7 @@ fn probes_make_paths_direct_and_learn_reflexive_addresses() {
 #[test]
 fn blocked_pair_is_relayed_by_the_third_host_and_heals() {
     let mut lab = Lab::new();
+    lab.talking = vec![(0, 1), (1, 0)];
     lab.until(Duration::from_secs(2), |lab| {
         lab.mode(0, 1) == PathMode::Direct
     });
@@ -206,6 +219,7 @@ fn blocked_pair_is_relayed_by_the_third_host_and_heals() {
 #[test]
 fn relay_cannot_tamper_or_replay_and_never_relays_twice() {
     let mut lab = Lab::new();
+    lab.talking = vec![(0, 1), (1, 0)];
     lab.until(Duration::from_secs(2), |lab| {
         lab.mode(0, 1) == PathMode::Direct
     });
@@ -367,4 +381,39 @@ fn frames_to_a_peer_behind_a_nat_leave_from_the_data_port() {
     lab.hosts[0].set_peer_nat(2, true);
     assert!(frame_to(&mut lab, 2), "B's NAT only maps the data port");
     assert!(!frame_to(&mut lab, 3));
+}
+
+#[test]
+fn idle_peers_are_not_probed_and_talking_ones_never_through_relays() {
+    let mut lab = Lab::new();
+    lab.until(Duration::from_secs(2), |lab| {
+        (0..3).all(|i| {
+            (0..3)
+                .filter(|j| *j != i)
+                .all(|j| lab.mode(i, j) == PathMode::Direct)
+        })
+    });
+    // Past the warm-up with nobody talking: silence.
+    lab.run_for(Duration::from_secs(6));
+    let before: Vec<_> = lab.hosts.iter().map(|h| h.probes_sent()).collect();
+    lab.run_for(Duration::from_secs(60));
+    let after: Vec<_> = lab.hosts.iter().map(|h| h.probes_sent()).collect();
+    assert_eq!(before, after, "idle peers cost no probes");
+    // A and B talk: only that pair is probed, once a second each way (and
+    // answered), and never through C while the direct path works. (C got
+    // the first frames as floods, before the MACs were learned: floods do
+    // not make a path active.)
+    lab.talking = vec![(0, 1), (1, 0)];
+    lab.run_for(Duration::from_secs(2));
+    let before: Vec<_> = lab.hosts.iter().map(|h| h.probes_sent()).collect();
+    lab.run_for(Duration::from_secs(20));
+    let after: Vec<_> = lab.hosts.iter().map(|h| h.probes_sent()).collect();
+    for (host, (b, a)) in before.iter().zip(&after).enumerate() {
+        assert_eq!(a.relayed, b.relayed, "host {host} probed through a relay");
+    }
+    let sent = |h: usize| after[h].direct - before[h].direct;
+    assert!((30..=50).contains(&sent(0)), "A: {}", sent(0));
+    assert!((30..=50).contains(&sent(1)), "B: {}", sent(1));
+    assert_eq!(sent(2), 0, "C is idle");
+    assert_eq!(lab.hosts[0].active_paths(lab.now), 1);
 }

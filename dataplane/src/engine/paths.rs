@@ -37,7 +37,7 @@ struct PeerPath {
     endpoint: Option<SocketAddr>,
     /// The peer's other advertised addresses (`data_addrs`).
     extra: Vec<SocketAddr>,
-    /// Unicast frames to and from the peer at the last poll: a change is
+    /// Frames switched to the peer alone at the last poll: a change is
     /// traffic (probes and flood copies are not counted there).
     packets_seen: u64,
 }
@@ -100,6 +100,20 @@ fn relay_order(dst_tag: HostTag, dst: PeerIdx, direct: &[(PeerIdx, HostTag)]) ->
         .collect();
     ranked.sort_unstable_by(|a, b| b.cmp(a));
     ranked.into_iter().map(|(_, idx)| idx).collect()
+}
+
+/// The endpoint and relay the packet paths use for a route
+/// (`advertised`: the control plane's endpoint; `current`: the tables').
+fn table_route(
+    route: Route,
+    advertised: Option<SocketAddr>,
+    current: Option<SocketAddr>,
+) -> (Option<SocketAddr>, Option<PeerIdx>) {
+    match route {
+        Route::Direct(addr) => (Some(addr), None),
+        Route::Relayed(via) => (current.or(advertised), Some(via)),
+        Route::Unknown => (advertised.or(current), None),
+    }
 }
 
 /// Local wall clock in ms since the Unix epoch (for the clock skew).
@@ -274,7 +288,7 @@ impl Engine {
             if peer.keys.current.is_none() {
                 continue;
             }
-            let packets = peer.counters.unicast_packets.load(Ordering::Relaxed);
+            let packets = peer.counters.unicast_tx.load(Ordering::Relaxed);
             if packets != path.packets_seen {
                 path.packets_seen = packets;
                 path.state.on_traffic(now);
@@ -303,11 +317,7 @@ impl Engine {
                 }
             }
             next = next.min(path.state.next_timeout(now));
-            let (endpoint, relay) = match path.state.route() {
-                Route::Direct(addr) => (Some(addr), None),
-                Route::Relayed(via) => (peer.endpoint.or(path.endpoint), Some(via)),
-                Route::Unknown => (path.endpoint.or(peer.endpoint), None),
-            };
+            let (endpoint, relay) = table_route(path.state.route(), path.endpoint, peer.endpoint);
             if endpoint != peer.endpoint || relay != peer.relay {
                 changes.push((*idx, endpoint, relay));
             }
@@ -676,12 +686,23 @@ impl Engine {
                 if let (Some(observed), Some(_)) = (probe.observed, source) {
                     paths.reflexive.insert(canonical(observed), now);
                 }
-                paths.peer(peer, now).state.on_pong(
-                    probe.id,
-                    probe.wall_ms,
-                    probe.size as u32,
-                    now,
-                );
+                let path = paths.peer(peer, now);
+                let before = path.state.route();
+                path.state
+                    .on_pong(probe.id, probe.wall_ms, probe.size as u32, now);
+                let (route, advertised) = (path.state.route(), path.endpoint);
+                // The tables' writer is taken before the paths elsewhere.
+                drop(paths);
+                if route != before {
+                    // Applied now rather than at the next poll: frames take
+                    // the new route from the next one on.
+                    let mut tables = self.write();
+                    if let Some(entry) = tables.peers.get_mut(&peer) {
+                        (entry.endpoint, entry.relay) =
+                            table_route(route, advertised, entry.endpoint);
+                        tracing::info!(peer, endpoint = ?entry.endpoint, relay = ?entry.relay, "data path now");
+                    }
+                }
             }
         }
         Ok(())
