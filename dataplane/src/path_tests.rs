@@ -401,3 +401,101 @@ fn a_new_peer_without_traffic_finds_its_path_then_goes_quiet() {
     assert_eq!(sim.sent_since(quiet), (0, 0));
     assert_eq!(sim.path.route(), Route::Direct(addr(A)));
 }
+
+/// One host's view of a 1,000-host mesh on virtual time: 999 path state
+/// machines, of which 10 carry traffic. What it sends per second must be
+/// the 10 active peers' worth, whatever N is.
+#[test]
+fn a_thousand_peers_cost_what_the_active_ones_cost() {
+    const N: usize = 999;
+    const ACTIVE: usize = 10;
+    let start = Instant::now();
+    let config = PathConfig::default();
+    let endpoint = |i: usize| SocketAddr::from(([10, (i >> 8) as u8, i as u8, 1], 7801));
+    let relays: Vec<PeerIdx> = (0..N as PeerIdx).collect();
+    let mut peers: Vec<PathState> = (0..N)
+        .map(|i| {
+            let mut p = PathState::new(config, start);
+            p.set_advertised(&[endpoint(i)], start);
+            p.set_relays(&relays);
+            p
+        })
+        .collect();
+    // Every direct path answers after 2 ms; `cut` ones do not.
+    let mut cut = std::collections::BTreeSet::new();
+    let mut pending: Vec<(Instant, usize, u32, u32)> = Vec::new();
+    let mut now = start;
+    let mut run = |secs: u64,
+                   peers: &mut Vec<PathState>,
+                   cut: &std::collections::BTreeSet<usize>,
+                   now: &mut Instant|
+     -> (usize, usize) {
+        let mut out = (0, 0);
+        let end = *now + Duration::from_secs(secs);
+        while *now < end {
+            *now += STEP;
+            pending.retain(|&(at, i, id, size)| {
+                if at <= *now {
+                    peers[i].on_pong(id, 0, size, *now);
+                    false
+                } else {
+                    true
+                }
+            });
+            for (i, path) in peers.iter_mut().enumerate() {
+                if i < ACTIVE {
+                    path.on_traffic(*now);
+                }
+                for probe in path.poll(*now, 0) {
+                    match probe.via {
+                        Via::Direct(_) => {
+                            out.0 += 1;
+                            if !cut.contains(&i) {
+                                pending.push((
+                                    *now + Duration::from_millis(2),
+                                    i,
+                                    probe.id,
+                                    probe.size,
+                                ));
+                            }
+                        }
+                        Via::Relay(_) => {
+                            out.1 += 1;
+                            pending.push((
+                                *now + Duration::from_millis(4),
+                                i,
+                                probe.id,
+                                probe.size,
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    };
+    // Warm-up: every new peer's path is found once.
+    run(10, &mut peers, &cut, &mut now);
+    let steady = run(60, &mut peers, &cut, &mut now);
+    // One ping a second per active peer (the MTU re-check among them).
+    assert!(
+        steady.0 <= ACTIVE * 61,
+        "{} direct probes in 60 s",
+        steady.0
+    );
+    assert_eq!(steady.1, 0, "no relay probe while direct paths work");
+    // Two active peers lose their direct path: each asks at most
+    // `max_relays` relays, never all 998.
+    cut.extend([0, 1]);
+    let failing = run(20, &mut peers, &cut, &mut now);
+    assert!(
+        failing.1 <= 2 * config.max_relays * 21,
+        "{} relay probes in 20 s",
+        failing.1
+    );
+    assert!(matches!(peers[0].route(), Route::Relayed(_)));
+    assert!(
+        matches!(peers[500].route(), Route::Direct(_)),
+        "idle peers keep their route"
+    );
+}
