@@ -594,7 +594,14 @@ impl Engine {
         buf.mark_sealed();
         peer.counters.record_tx(frame_len);
         if let Some(relay) = peer.relay {
-            let nat = tables.peers.get(&relay).is_some_and(|r| r.nat);
+            let via = tables.peers.get(&relay);
+            let nat = via.is_some_and(|r| r.nat);
+            // The path to the relay carries traffic: keep it probed.
+            if let Some(via) = via {
+                via.counters
+                    .unicast_tx
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             match self.wrap_relay(tables, relay, peer_idx, buf, now, pool, nat) {
                 Ok(outgoing) => out.push(outgoing),
                 Err(reason) => self.drops.bump(reason),

@@ -400,7 +400,13 @@ impl PathState {
                 rtt: None,
             },
         );
-        // Probe it at once rather than at the next round.
+        // Probe it at once rather than at the next round, even when idle:
+        // the peer is reaching out from an address we do not know (it
+        // roamed, or its NAT mapping changed), so it is using the path.
+        if !self.active(now) {
+            self.woke_at = now;
+            self.active_until = now + self.config.warmup;
+        }
         self.next_round = now;
     }
 

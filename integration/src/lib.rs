@@ -470,6 +470,14 @@ impl Lab {
         Ok(pid)
     }
 
+    /// Keeps traffic flowing from namespace `ns` to `dst` (a ping every
+    /// 0.5 s) until the lab ends or [`Self::stop_helper`]: data paths are
+    /// probed, and so fail over, only while they carry traffic.
+    pub fn keep_talking(&mut self, ns: &str, dst: &str) -> Result<u32> {
+        let cmd = self.exec(ns, &["ping", "-n", "-q", "-i", "0.5", dst]);
+        self.spawn_helper(cmd)
+    }
+
     /// One iperf3 TCP stream of `secs` seconds from namespace `ns` to an
     /// iperf3 server at `dst`:`port`, in Gbit/s as the receiver counted.
     pub fn iperf_gbps(&self, ns: &str, dst: &str, port: u16, secs: u32) -> Result<f64> {

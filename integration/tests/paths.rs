@@ -118,7 +118,9 @@ fn hosts_behind_nats_find_a_direct_path_and_relay_when_they_cannot() {
     );
 
     // Symmetric NATs (and every mapping forgotten): no direct path is
-    // possible any more; the relay carries the traffic.
+    // possible any more; the relay carries the traffic (while there is
+    // some: an idle path is not probed).
+    lab.keep_talking(c2, c3).unwrap();
     lab.set_nat(1, Nat::Symmetric).unwrap();
     lab.set_nat(2, Nat::Symmetric).unwrap();
     let start = Instant::now();

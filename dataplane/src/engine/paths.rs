@@ -576,6 +576,9 @@ impl Engine {
         raw[..datagram.len()].copy_from_slice(datagram);
         buf.set_datagram_len(datagram.len());
         self.relay_forwards.fetch_add(1, Ordering::Relaxed);
+        // Forwarding is traffic on our path to the destination: probed
+        // while it lasts, so a rebound NAT mapping is found again.
+        dst.counters.unicast_tx.fetch_add(1, Ordering::Relaxed);
         out.push(Outgoing {
             peer: to,
             endpoint,
