@@ -108,6 +108,20 @@ pub struct StatusResponse {
     /// This host's own addresses on networks (`meshctl expose`, gateways).
     #[serde(default)]
     pub host_addresses: Vec<HostAddress>,
+    /// What the data plane's path probing costs (see the README's "Paths").
+    #[serde(default)]
+    pub probing: ProbingStatus,
+}
+
+/// Data-path probing on this host: only active peers are probed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbingStatus {
+    /// Peers whose path is probed now (traffic within 30 s, or new).
+    pub active_peers: usize,
+    /// Probes (pings and answers) sent directly since the start.
+    pub probes_direct: u64,
+    /// Probes sent in relay envelopes since the start.
+    pub probes_relayed: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

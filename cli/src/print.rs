@@ -22,7 +22,7 @@ pub fn status(s: &StatusResponse) {
         "mesh     {} host(s), {} peer(s) up, {} network(s), {} attachment(s) here",
         s.mesh_size, up, s.networks, s.attachments
     );
-    println!("encryption ChaCha20-Poly1305, x25519 session keys");
+    println!("{}", encryption_line(&s.peers));
     for a in &s.host_addresses {
         let role = match (a.exposed, a.gateway) {
             (true, true) => "exposed, gateway",
@@ -45,6 +45,28 @@ pub fn status(s: &StatusResponse) {
             .collect();
         println!("dropped  {}", list.join(" "));
     }
+}
+
+/// The ciphers the peers' session keys actually use, most used first
+/// (a pair uses AES-256-GCM only when both CPUs have AES hardware).
+fn encryption_line(peers: &[PeerStatus]) -> String {
+    let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+    for cipher in peers.iter().filter_map(|p| p.cipher.as_deref()) {
+        *counts.entry(cipher).or_default() += 1;
+    }
+    if counts.is_empty() {
+        return "encryption no session keys yet (x25519, per peer)".to_string();
+    }
+    let mut used: Vec<(&str, usize)> = counts.into_iter().collect();
+    used.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let list: Vec<String> = used
+        .iter()
+        .map(|(cipher, n)| {
+            let peers = if *n == 1 { "peer" } else { "peers" };
+            format!("{cipher} ({n} {peers})")
+        })
+        .collect();
+    format!("encryption {}, x25519 session keys", list.join(", "))
 }
 
 pub fn peers(peers: &[PeerStatus]) {
@@ -276,6 +298,34 @@ pub fn fip_pools(list: &[mesh_api::FipPool]) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_encryption_line_names_the_ciphers_in_use() {
+        let peer = |cipher: Option<&str>| -> PeerStatus {
+            let mut p: PeerStatus = serde_json::from_value(serde_json::json!({
+                "id": "a", "name": "h", "address": "x", "state": "up",
+                "path": "direct", "tx": {"bytes": 0, "packets": 0},
+                "rx": {"bytes": 0, "packets": 0}
+            }))
+            .unwrap();
+            p.cipher = cipher.map(str::to_string);
+            p
+        };
+        assert_eq!(
+            encryption_line(&[
+                peer(Some("aes-256-gcm")),
+                peer(Some("chacha20-poly1305")),
+                peer(Some("aes-256-gcm")),
+                peer(None),
+            ]),
+            "encryption aes-256-gcm (2 peers), chacha20-poly1305 (1 peer), x25519 session keys"
+        );
+        assert_eq!(
+            encryption_line(&[peer(None)]),
+            "encryption no session keys yet (x25519, per peer)"
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -242,6 +242,7 @@ mod tests {
                 attachments: 1,
                 drops: Default::default(),
                 host_addresses: Vec::new(),
+                probing: Default::default(),
             },
             attachments: vec![att],
         }

@@ -31,6 +31,27 @@ pub fn render(status: &StatusResponse, attachments: &[AttachmentStats]) -> Strin
         "Datagrams and frames dropped by the data plane, by reason",
         drops,
     );
+    let probes = Family::<Labels, Counter>::default();
+    for (via, n) in [
+        ("direct", status.probing.probes_direct),
+        ("relay", status.probing.probes_relayed),
+    ] {
+        probes
+            .get_or_create(&vec![("via".into(), via.into())])
+            .inc_by(n);
+    }
+    reg.register(
+        "path_probes_sent",
+        "Data-path probes (pings and answers) sent, directly or through a relay",
+        probes,
+    );
+    let active = Gauge::<i64>::default();
+    active.set(status.probing.active_peers as i64);
+    reg.register(
+        "paths_active",
+        "Peers whose data path is probed now (traffic within 30 s)",
+        active,
+    );
     let bytes = Family::<Labels, Counter>::default();
     let packets = Family::<Labels, Counter>::default();
     let up = Family::<Labels, Gauge>::default();
@@ -244,6 +265,11 @@ mod tests {
             attachments: 0,
             drops: [("bad_tag".to_string(), 7u64)].into(),
             host_addresses: Vec::new(),
+            probing: crate::api::ProbingStatus {
+                active_peers: 2,
+                probes_direct: 40,
+                probes_relayed: 3,
+            },
         };
         let att = AttachmentStats {
             network: "blue".into(),
@@ -263,6 +289,9 @@ mod tests {
         };
         let text = render(&s, &[att]);
         for line in [
+            "mesh_path_probes_sent_total{via=\"direct\"} 40",
+            "mesh_path_probes_sent_total{via=\"relay\"} 3",
+            "mesh_paths_active 2",
             "mesh_attachment_bytes_total{network=\"blue\",container=\"web\",host=\"h1\",direction=\"tx\"} 1000",
             "mesh_attachment_packets_total{network=\"blue\",container=\"web\",host=\"h1\",direction=\"rx\"} 20",
             "mesh_attachment_dropped_packets_total{network=\"blue\",container=\"web\",host=\"h1\",direction=\"tx\"} 1",

@@ -251,6 +251,11 @@ pub fn run(opts: &Options, stop: &AtomicBool) -> Result<Report> {
     ping_sample(&lab, opts, &containers, &ips, &mut report)?;
     check_stop(stop)?;
     idle_cost(&lab, opts, stop, &mut report)?;
+    // Read after the window, so that the API calls are not in it.
+    let active: Vec<f64> = (0..opts.hosts)
+        .map(|i| Ok(status(&lab, i)?.probing.active_peers as f64))
+        .collect::<Result<_>>()?;
+    report.active_paths = Distribution::of(&active);
     check_stop(stop)?;
     kill_and_restart(&mut lab, opts, &mut report)?;
     report.load_after = report::loadavg();

@@ -84,6 +84,9 @@ pub struct Report {
     /// The subset of those that are relay envelopes (types 3 and 4).
     #[serde(default)]
     pub idle_relay_datagrams_per_sec: Distribution,
+    /// Peers whose data path each host probed at the end of the window.
+    #[serde(default)]
+    pub active_paths: Distribution,
     /// The three datagram rates of every host.
     #[serde(default)]
     pub idle_by_host: Vec<HostIdle>,
@@ -254,6 +257,11 @@ impl Report {
                     self.budget_data_datagrams_per_sec,
                     self.idle_probe_datagrams_per_sec.max,
                 ),
+            ),
+            Row::new(
+                "active (probed) data paths per host",
+                datagrams(&self.active_paths, "", 0),
+                String::new(),
             ),
             Row::new(
                 "idle relay datagrams sent per host",

@@ -48,6 +48,14 @@ impl Daemon {
                 .map(|(k, v)| (k.to_string(), *v))
                 .collect(),
             host_addresses: self.edge.host_addresses(),
+            probing: {
+                let sent = self.dp.probes_sent();
+                api::ProbingStatus {
+                    active_peers: self.dp.active_paths(),
+                    probes_direct: sent.direct,
+                    probes_relayed: sent.relayed,
+                }
+            },
         }
     }
 
