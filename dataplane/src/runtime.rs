@@ -485,6 +485,38 @@ impl Dataplane {
         }
     }
 
+    /// One probe over the peer's current path: its round trip, `None` if
+    /// no answer came within `timeout`, an error if it could not be sent
+    /// (no key, no endpoint). For a question asked once, such as whether a
+    /// silent host is still there.
+    pub fn probe_once(
+        &self,
+        peer: PeerIdx,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Result<Option<Duration>, crate::DropReason>> + Send + 'static
+    {
+        let engine = self.inner.engine.clone();
+        let socket = self.inner.probe_socket.clone();
+        async move {
+            let mut pool = crate::pool::BufPool::new(crate::tap::MAX_TAP_FRAME, 1);
+            let (id, outgoing) = engine.send_burst_probe(peer, Instant::now(), &mut pool)?;
+            let batch = [outgoing];
+            socket.send_batch(&batch, |_, error| worker::count_send_error(&engine, &error));
+            let deadline = Instant::now() + timeout;
+            let rtt = loop {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                if let Some(rtt) = engine.burst_rtt(id) {
+                    break Some(rtt);
+                }
+                if Instant::now() >= deadline {
+                    break None;
+                }
+            };
+            engine.burst_result(&[id]);
+            Ok(rtt)
+        }
+    }
+
     /// Stops every thread and task and closes the TAPs. The UDP socket closes
     /// when the last handle is dropped. Idempotent.
     pub fn shutdown(&self) {

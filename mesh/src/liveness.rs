@@ -11,7 +11,14 @@
 //! - the data path: an authenticated probe from the peer (active peers are
 //!   probed every second);
 //! - a control session relayed through a third host has no connection of
-//!   its own to count: it is heard while gossip calls it up.
+//!   its own to count: it is heard while gossip calls it up;
+//! - suspicion: a host not heard for [`SUSPECT_AFTER`] (a heartbeat late)
+//!   gets one data-path probe, SWIM's direct probe. An answer within
+//!   [`SUSPECT_PROBE_TIMEOUT`] is hearing from it; none makes it stale at
+//!   [`CONFIRMED_STALE_AFTER`] of silence rather than at [`STALE_AFTER`]. This costs a probe per late
+//!   heartbeat, nothing while hosts are well, and the probe is answered by
+//!   the host's data-plane thread, so a busy control plane alone does not
+//!   make a host look dead.
 //!
 //! A host gossip calls down is never live, whatever was heard.
 
@@ -28,8 +35,22 @@ use crate::peers::PeerTable;
 /// over (floating IPs, service targets): two control heartbeats (2 s
 /// apart) missed, well before gossip's own 5 s verdict.
 pub const STALE_AFTER: Duration = Duration::from_millis(4000);
+/// Silence after which a host is asked directly (one heartbeat, 2 s, and
+/// some slack).
+pub const SUSPECT_AFTER: Duration = Duration::from_millis(2200);
+/// A host that did not answer is stale once silent this long, rather
+/// than [`STALE_AFTER`]. Longer than the floating IPs' hold window (3 s),
+/// so that a holder cut off from the others gives an address up before
+/// they take it.
+pub const CONFIRMED_STALE_AFTER: Duration = Duration::from_millis(3500);
+/// How long the suspicion probe's answer is waited for.
+pub const SUSPECT_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// How often the daemon observes the members.
 pub const OBSERVE_EVERY: Duration = Duration::from_millis(250);
+
+/// A suspicion probe could not be sent (no key or path to the host).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProbeUnsent;
 
 /// What one look at one member shows.
 #[derive(Clone, Debug, PartialEq)]
@@ -51,6 +72,25 @@ struct Heard {
     control_rx: u64,
     at: Instant,
     up: bool,
+    /// When the last suspicion probe was sent, and whether it went
+    /// unanswered (`Some(false)`: answered, `None`: pending).
+    probe: Option<(Instant, Option<bool>)>,
+}
+
+impl Heard {
+    /// A suspicion probe sent after the host was last heard found nothing.
+    fn confirmed_silent(&self) -> bool {
+        matches!(self.probe, Some((sent, Some(true))) if sent >= self.at)
+    }
+
+    fn live_within(&self, within: Duration, now: Instant) -> bool {
+        let within = if self.confirmed_silent() {
+            within.min(CONFIRMED_STALE_AFTER)
+        } else {
+            within
+        };
+        self.up && now.saturating_duration_since(self.at) <= within
+    }
 }
 
 #[derive(Debug, Default)]
@@ -80,6 +120,7 @@ impl Liveness {
                     now.checked_sub(STALE_AFTER * 2).unwrap_or(now)
                 },
                 up: s.up,
+                probe: None,
             });
             entry.up = s.up;
             if s.control_rx != entry.control_rx || (s.up && s.relayed) {
@@ -96,18 +137,54 @@ impl Liveness {
     pub fn fresh(&self, within: Duration, now: Instant) -> BTreeSet<String> {
         self.lock()
             .iter()
-            .filter(|(_, h)| h.up && now.saturating_duration_since(h.at) <= within)
+            .filter(|(_, h)| h.live_within(within, now))
             .map(|(host, _)| host.clone())
             .collect()
     }
 
-    /// Hosts up by gossip but not heard from within `within`.
-    pub fn stale(&self, within: Duration, now: Instant) -> BTreeSet<String> {
+    /// Hosts up by gossip that are gone as far as service targets go:
+    /// silent and not answering a probe, or silent for [`STALE_AFTER`].
+    /// (Floating IPs wait for [`CONFIRMED_STALE_AFTER`] instead, through
+    /// [`Self::fresh`], to stay clear of a cut-off holder's hold window.)
+    pub fn stale(&self, now: Instant) -> BTreeSet<String> {
         self.lock()
             .iter()
-            .filter(|(_, h)| h.up && now.saturating_duration_since(h.at) > within)
+            .filter(|(_, h)| h.up && (h.confirmed_silent() || !h.live_within(STALE_AFTER, now)))
             .map(|(host, _)| host.clone())
             .collect()
+    }
+
+    /// Hosts to ask directly now: up, silent for [`SUSPECT_AFTER`], not
+    /// asked since they were last heard. Each is marked as asked.
+    pub fn take_suspects(&self, now: Instant) -> Vec<String> {
+        let mut heard = self.lock();
+        let mut out = Vec::new();
+        for (host, h) in heard.iter_mut() {
+            let asked = h.probe.is_some_and(|(sent, _)| sent >= h.at);
+            if h.up && !asked && now.saturating_duration_since(h.at) > SUSPECT_AFTER {
+                h.probe = Some((now, None));
+                out.push(host.clone());
+            }
+        }
+        out
+    }
+
+    /// What the suspicion probe to `host` found: an answer after `rtt`,
+    /// silence (`Ok(None)`), or nothing (it could not be sent: no key or
+    /// path yet; then only [`STALE_AFTER`] decides).
+    pub fn probe_result(&self, host: &str, result: Result<Option<Duration>, ProbeUnsent>) {
+        let mut heard = self.lock();
+        let Some(h) = heard.get_mut(host) else { return };
+        let Some((sent, _)) = h.probe else { return };
+        h.probe = Some((sent, Some(false)));
+        match result {
+            Ok(Some(rtt)) => h.at = h.at.max(sent + rtt),
+            Ok(None) => {
+                tracing::info!(peer = host, "a silent host did not answer a probe: stale");
+                h.probe = Some((sent, Some(true)));
+            }
+            Err(ProbeUnsent) => {}
+        }
     }
 }
 
@@ -134,7 +211,23 @@ pub fn spawn_observer(liveness: Arc<Liveness>, node: Node, peers: Arc<PeerTable>
                         .and_then(|p| p.path.last_heard),
                 })
                 .collect();
-            liveness.observe(&sightings, std::time::Instant::now());
+            let now = Instant::now();
+            liveness.observe(&sightings, now);
+            for host in liveness.take_suspects(now) {
+                let idx = host
+                    .parse::<gossip::PeerId>()
+                    .ok()
+                    .and_then(|id| peers.handle(&id));
+                let probe = idx.map(|idx| dp.probe_once(idx, SUSPECT_PROBE_TIMEOUT));
+                let liveness = liveness.clone();
+                tokio::spawn(async move {
+                    let result = match probe {
+                        Some(probe) => probe.await.map_err(|_| ProbeUnsent),
+                        None => Err(ProbeUnsent),
+                    };
+                    liveness.probe_result(&host, result);
+                });
+            }
         }
     });
 }
@@ -168,7 +261,7 @@ mod tests {
         let t2 = t0 + Duration::from_millis(4500);
         l.observe(&[seen("a", true, 236), seen("b", true, 100)], t2);
         assert_eq!(l.fresh(STALE_AFTER, t2), set(&["a"]));
-        assert_eq!(l.stale(STALE_AFTER, t2), set(&["b"]));
+        assert_eq!(l.stale(t2), set(&["b"]));
         // b is heard again.
         let t3 = t2 + Duration::from_millis(100);
         l.observe(&[seen("a", true, 236), seen("b", true, 168)], t3);
@@ -183,7 +276,7 @@ mod tests {
         let t1 = t0 + Duration::from_millis(300);
         l.observe(&[seen("a", false, 2)], t1);
         assert!(l.fresh(STALE_AFTER, t1).is_empty());
-        assert!(l.stale(STALE_AFTER, t1).is_empty(), "down is not stale");
+        assert!(l.stale(t1).is_empty(), "down is not stale");
         // Never seen up: not live on first sight.
         l.observe(&[seen("c", false, 0)], t1);
         assert!(l.fresh(STALE_AFTER, t1).is_empty());
@@ -202,5 +295,48 @@ mod tests {
         data.data_heard = Some(Duration::from_secs(1));
         l.observe(&[data, relayed], t1);
         assert_eq!(l.fresh(STALE_AFTER, t1), set(&["d", "r"]));
+    }
+
+    #[test]
+    fn a_late_heartbeat_gets_one_probe_and_silence_makes_the_host_stale_early() {
+        let l = Liveness::default();
+        let t0 = Instant::now();
+        l.observe(&[seen("a", true, 1), seen("b", true, 1)], t0);
+        assert!(l.take_suspects(t0 + Duration::from_secs(2)).is_empty());
+        let t1 = t0 + SUSPECT_AFTER + Duration::from_millis(100);
+        l.observe(&[seen("a", true, 1), seen("b", true, 1)], t1);
+        let mut asked = l.take_suspects(t1);
+        asked.sort();
+        assert_eq!(asked, ["a".to_string(), "b".to_string()]);
+        assert!(l.take_suspects(t1).is_empty(), "asked once per silence");
+        // a answers after 3 ms; b does not.
+        l.probe_result("a", Ok(Some(Duration::from_millis(3))));
+        l.probe_result("b", Ok(None));
+        // Service targets go at once; floating IPs wait for the margin.
+        let t_probe = t1 + SUSPECT_PROBE_TIMEOUT;
+        assert_eq!(l.stale(t_probe), set(&["b"]));
+        assert_eq!(l.fresh(STALE_AFTER, t_probe), set(&["a", "b"]));
+        let t2 = t0 + CONFIRMED_STALE_AFTER + Duration::from_millis(1);
+        assert!(t2 < t0 + STALE_AFTER);
+        assert_eq!(l.fresh(STALE_AFTER, t2), set(&["a"]));
+        assert_eq!(l.stale(t2), set(&["b"]));
+        // b's link speaks again: live, and it may be asked again later.
+        l.observe(&[seen("a", true, 1), seen("b", true, 9)], t2);
+        assert_eq!(l.fresh(STALE_AFTER, t2), set(&["a", "b"]));
+    }
+
+    #[test]
+    fn a_probe_that_cannot_be_sent_leaves_the_verdict_to_the_timeout() {
+        let l = Liveness::default();
+        let t0 = Instant::now();
+        l.observe(&[seen("a", true, 1)], t0);
+        let t1 = t0 + SUSPECT_AFTER + Duration::from_millis(100);
+        assert_eq!(l.take_suspects(t1), ["a".to_string()]);
+        l.probe_result("a", Err(ProbeUnsent));
+        assert_eq!(l.fresh(STALE_AFTER, t1), set(&["a"]));
+        assert_eq!(
+            l.stale(t0 + STALE_AFTER + Duration::from_millis(1)),
+            set(&["a"])
+        );
     }
 }

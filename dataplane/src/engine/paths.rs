@@ -744,6 +744,13 @@ impl Engine {
         Ok((id, outgoing))
     }
 
+    /// The round trip of burst probe `id`, once answered.
+    pub fn burst_rtt(&self, id: u32) -> Option<Duration> {
+        let paths = self.lock_paths();
+        let (sent, answered) = paths.bursts.get(&id)?;
+        answered.map(|at| at.saturating_duration_since(*sent))
+    }
+
     /// Collects (and forgets) the burst probes `ids`.
     pub fn burst_result(&self, ids: &[u32]) -> BurstReport {
         let mut paths = self.lock_paths();

@@ -32,7 +32,7 @@ use crate::api::{self, Attachment};
 use crate::attach::Attacher;
 use crate::error::ApiError;
 use crate::hosts::HostSet;
-use crate::liveness::{Liveness, STALE_AFTER};
+use crate::liveness::Liveness;
 use crate::records::{self as rec, Channels, EndpointRecord, NetworkDef};
 
 /// What DNS answers for the services of `network`: `NAME` → its VIPs (A
@@ -339,7 +339,7 @@ impl Services {
     /// not removed; this one always.
     fn live_hosts(&self, hosts: &HostSet) -> BTreeSet<String> {
         let removed = self.channels.removed_hosts();
-        let stale = self.liveness.stale(STALE_AFTER, std::time::Instant::now());
+        let stale = self.liveness.stale(std::time::Instant::now());
         let me = self.me_hex();
         hosts
             .live()
