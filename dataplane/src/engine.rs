@@ -463,6 +463,12 @@ impl Engine {
             peer.counters
                 .unicast_tx
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // The path to the relay carries this traffic: keep it probed.
+            if let Some(via) = peer.relay.and_then(|r| tables.peers.get(&r)) {
+                via.counters
+                    .unicast_tx
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             let seal = |buf, pool: &mut BufPool, out: &mut Vec<Outgoing>| {
                 self.seal_for(&tables, idx, net, buf, now, pool, out)
             };
@@ -594,14 +600,7 @@ impl Engine {
         buf.mark_sealed();
         peer.counters.record_tx(frame_len);
         if let Some(relay) = peer.relay {
-            let via = tables.peers.get(&relay);
-            let nat = via.is_some_and(|r| r.nat);
-            // The path to the relay carries traffic: keep it probed.
-            if let Some(via) = via {
-                via.counters
-                    .unicast_tx
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
+            let nat = tables.peers.get(&relay).is_some_and(|r| r.nat);
             match self.wrap_relay(tables, relay, peer_idx, buf, now, pool, nat) {
                 Ok(outgoing) => out.push(outgoing),
                 Err(reason) => self.drops.bump(reason),

@@ -3,8 +3,8 @@
 //!
 //! Probing is driven by demand, so that its cost is O(active peers), not
 //! O(members):
-//! - An **active** peer (data to or from it within [`PathConfig::idle_after`],
-//!   or just configured) gets a ping every [`PathConfig::probe_interval`] at
+//! - An **active** peer (frames switched to it within
+//!   [`PathConfig::idle_after`], or just configured) gets a ping every [`PathConfig::probe_interval`] at
 //!   each direct candidate endpoint (advertised, `data_addrs`,
 //!   peer-reflexive). Only while no direct candidate answers does it also
 //!   get pings through at most [`PathConfig::max_relays`] relay candidates
@@ -130,6 +130,8 @@ struct Candidate {
 #[derive(Clone, Debug, Default)]
 struct RelayCandidate {
     last_pong: Option<Instant>,
+    /// When it was last asked: unanswered relays take turns.
+    last_probe: Option<Instant>,
     rtt: Option<Duration>,
     /// Position in the caller's preference order.
     rank: usize,
@@ -302,8 +304,13 @@ impl PathState {
         }
     }
 
-    /// Data went to or came from the peer: it is active (again).
+    /// Frames were switched to the peer: it is active (again).
     pub fn on_traffic(&mut self, now: Instant) {
+        self.wake(now, self.config.idle_after);
+    }
+
+    /// Active until at least `now + for_`; probing starts at once if idle.
+    fn wake(&mut self, now: Instant, for_: Duration) {
         if !self.active(now) {
             self.woke_at = now;
             self.next_round = now;
@@ -311,7 +318,13 @@ impl PathState {
                 self.mtu.next_at = self.mtu.next_at.min(now);
             }
         }
-        self.active_until = now + self.config.idle_after;
+        self.active_until = self.active_until.max(now + for_);
+    }
+
+    /// Whether the caller should keep the relay candidates current: only
+    /// while they may be probed (ranking them costs a hash per peer).
+    pub fn wants_relays(&self, now: Instant) -> bool {
+        self.active(now) && (matches!(self.route, Route::Relayed(_)) || self.direct_failing(now))
     }
 
     /// Whether data moved within [`PathConfig::idle_after`] (or the peer
@@ -338,6 +351,17 @@ impl PathState {
     pub fn set_advertised(&mut self, addrs: &[SocketAddr], now: Instant) {
         self.candidates
             .retain(|addr, c| !c.advertised || addrs.contains(addr));
+        if let Route::Direct(addr) = self.route {
+            if !self.candidates.contains_key(&addr) {
+                // The peer moved away from the address in use: an idle
+                // path must not keep sending there.
+                self.set_route(Route::Unknown, now);
+            }
+        }
+        if addrs.iter().any(|a| !self.candidates.contains_key(a)) {
+            // A new address to try: find out now, traffic or not.
+            self.wake(now, self.config.warmup);
+        }
         for addr in addrs {
             self.candidates
                 .entry(*addr)
@@ -403,10 +427,7 @@ impl PathState {
         // Probe it at once rather than at the next round, even when idle:
         // the peer is reaching out from an address we do not know (it
         // roamed, or its NAT mapping changed), so it is using the path.
-        if !self.active(now) {
-            self.woke_at = now;
-            self.active_until = now + self.config.warmup;
-        }
+        self.wake(now, self.config.warmup);
         self.next_round = now;
     }
 
@@ -547,14 +568,18 @@ impl PathState {
                 .unwrap_or(Route::Unknown),
         };
         if next != self.route {
-            tracing::debug!(from = ?self.route, to = ?next, "data path changed");
-            self.route = next;
-            self.changed_at = Some(now);
-            self.outcomes.clear();
-            self.rtt = None;
-            // The MTU of the old route says nothing about the new one.
-            self.mtu = MtuSearch::new(now, &self.config);
+            self.set_route(next, now);
         }
+    }
+
+    fn set_route(&mut self, next: Route, now: Instant) {
+        tracing::debug!(from = ?self.route, to = ?next, "data path changed");
+        self.route = next;
+        self.changed_at = Some(now);
+        self.outcomes.clear();
+        self.rtt = None;
+        // The MTU of the old route says nothing about the new one.
+        self.mtu = MtuSearch::new(now, &self.config);
     }
 
     fn take_id(&mut self) -> u32 {
@@ -622,7 +647,19 @@ impl PathState {
             self.next_round = now + self.config.probe_interval;
             let mut targets: Vec<Via> = self.candidates.keys().map(|a| Via::Direct(*a)).collect();
             if self.direct_failing(now) {
-                targets.extend(self.relay_targets(now).into_iter().map(Via::Relay));
+                let relays = self.relay_targets(now);
+                for idx in &relays {
+                    if let Some(r) = self.relays.get_mut(idx) {
+                        r.last_probe = Some(now);
+                    }
+                }
+                targets.extend(relays.into_iter().map(Via::Relay));
+            }
+            if let Route::Relayed(via) = self.route {
+                if !targets.contains(&Via::Relay(via)) {
+                    // The relay in use is always checked.
+                    targets.push(Via::Relay(via));
+                }
             }
             for via in targets {
                 if confirm_due && Some(via) == route_via && !self.mtu.outstanding {
@@ -671,17 +708,24 @@ impl PathState {
         !direct_alive && now.saturating_duration_since(self.woke_at) >= self.config.probe_timeout
     }
 
-    /// The relays to probe this round: those that answered recently (best
-    /// RTT first), then the caller's preference order; at most
-    /// [`PathConfig::max_relays`].
+    /// The relays to probe this round, at most [`PathConfig::max_relays`]:
+    /// those that answered recently (best RTT first), then the others in
+    /// turn (least recently asked first, then the caller's preference
+    /// order), so that relays that cannot help do not block the rest.
     fn relay_targets(&self, now: Instant) -> Vec<PeerIdx> {
-        let mut ranked: Vec<(bool, Duration, usize, PeerIdx)> = self
+        let mut ranked: Vec<(bool, Duration, Option<Instant>, usize, PeerIdx)> = self
             .relays
             .iter()
             .map(|(idx, r)| {
+                let alive = self.alive(r.last_pong, now);
                 (
-                    !self.alive(r.last_pong, now),
-                    r.rtt.unwrap_or(Duration::MAX),
+                    !alive,
+                    if alive {
+                        r.rtt.unwrap_or(Duration::MAX)
+                    } else {
+                        Duration::ZERO
+                    },
+                    if alive { None } else { r.last_probe },
                     r.rank,
                     *idx,
                 )
@@ -691,7 +735,7 @@ impl PathState {
         ranked
             .into_iter()
             .take(self.config.max_relays)
-            .map(|(_, _, _, idx)| idx)
+            .map(|(_, _, _, _, idx)| idx)
             .collect()
     }
 

@@ -499,3 +499,35 @@ fn a_thousand_peers_cost_what_the_active_ones_cost() {
         "idle peers keep their route"
     );
 }
+
+#[test]
+fn an_idle_peer_that_moves_is_followed_without_traffic() {
+    let mut sim = Sim::new();
+    sim.until(Duration::from_secs(1), |p| {
+        p.route() == Route::Direct(addr(A))
+    });
+    sim.traffic = false;
+    sim.run(Duration::from_secs(40));
+    // The control plane now advertises B only (the peer renumbered).
+    sim.net.direct_up = vec![addr(B)];
+    let now = sim.now;
+    sim.path.set_advertised(&[addr(B)], now);
+    assert_ne!(
+        sim.path.route(),
+        Route::Direct(addr(A)),
+        "not kept while idle"
+    );
+    sim.until(Duration::from_secs(2), |p| {
+        p.route() == Route::Direct(addr(B))
+    });
+}
+
+#[test]
+fn relays_that_never_answer_take_turns_with_the_others() {
+    let mut sim = Sim::new();
+    // Only the 5th relay in preference order can reach the peer.
+    sim.net.relays = vec![(14, Duration::from_millis(3))];
+    sim.path.set_relays(&[10, 11, 12, 13, 14]);
+    sim.net.direct_up.clear();
+    sim.until(Duration::from_secs(10), |p| p.route() == Route::Relayed(14));
+}

@@ -435,6 +435,12 @@ impl Dataplane {
         self.inner.engine.active_paths(Instant::now())
     }
 
+    /// See [`Engine::set_local_nat`] (the daemon knows which interface
+    /// addresses a wildcard-bound socket stands for).
+    pub fn set_local_nat(&self, nat: bool) {
+        self.inner.engine.set_local_nat(nat);
+    }
+
     /// See [`Engine::set_peer_nat`].
     pub fn set_peer_nat(&self, peer: PeerIdx, nat: bool) {
         self.inner.engine.set_peer_nat(peer, nat);
@@ -538,11 +544,7 @@ fn behind_nat(local: std::net::IpAddr, reflexive: &[SocketAddr]) -> bool {
 async fn run_paths(engine: Arc<Engine>, socket: Arc<UdpIo>) {
     let mut pool = crate::pool::BufPool::new(crate::tap::MAX_TAP_FRAME, 16);
     let mut out = Vec::new();
-    let local = socket.local_addr().ok().map(|a| a.ip());
     loop {
-        // Behind a NAT, idle paths need keep-alives (see `path.rs`).
-        let nat = local.is_some_and(|ip| behind_nat(ip, &engine.reflexive_addrs(Instant::now())));
-        engine.set_local_nat(nat);
         let next = engine.poll_paths(Instant::now(), &mut pool, &mut out);
         if !out.is_empty() {
             socket.send_batch(&out, |_, error| {

@@ -129,6 +129,15 @@ impl Lab {
         self.carry(queue);
     }
 
+    /// Every host reaches every other directly.
+    fn all_direct(&self) -> bool {
+        (0..3).all(|i| {
+            (0..3)
+                .filter(|j| *j != i)
+                .all(|j| self.mode(i, j) == PathMode::Direct)
+        })
+    }
+
     fn mode(&self, host: usize, peer: usize) -> PathMode {
         self.hosts[host].stats(self.now).peers[&(peer as u32 + 1)]
             .path
@@ -161,13 +170,7 @@ impl Lab {
 #[test]
 fn probes_make_paths_direct_and_learn_reflexive_addresses() {
     let mut lab = Lab::new();
-    lab.until(Duration::from_secs(2), |lab| {
-        (0..3).all(|i| {
-            (0..3)
-                .filter(|j| *j != i)
-                .all(|j| lab.mode(i, j) == PathMode::Direct)
-        })
-    });
+    lab.until(Duration::from_secs(2), Lab::all_direct);
     assert_eq!(lab.hosts[0].reflexive_addrs(lab.now), vec![addr(0)]);
     lab.until(Duration::from_secs(3), |lab| {
         lab.hosts[0].stats(lab.now).peers[&2].path.mtu == Some(1472)
@@ -386,13 +389,7 @@ fn frames_to_a_peer_behind_a_nat_leave_from_the_data_port() {
 #[test]
 fn idle_peers_are_not_probed_and_talking_ones_never_through_relays() {
     let mut lab = Lab::new();
-    lab.until(Duration::from_secs(2), |lab| {
-        (0..3).all(|i| {
-            (0..3)
-                .filter(|j| *j != i)
-                .all(|j| lab.mode(i, j) == PathMode::Direct)
-        })
-    });
+    lab.until(Duration::from_secs(2), Lab::all_direct);
     // Past the warm-up with nobody talking: silence.
     lab.run_for(Duration::from_secs(6));
     let before: Vec<_> = lab.hosts.iter().map(|h| h.probes_sent()).collect();

@@ -39,12 +39,15 @@ pub const STALE_AFTER: Duration = Duration::from_millis(4000);
 /// some slack).
 pub const SUSPECT_AFTER: Duration = Duration::from_millis(2200);
 /// A host that did not answer is stale once silent this long, rather
-/// than [`STALE_AFTER`]. Longer than the floating IPs' hold window (3 s),
+/// than [`STALE_AFTER`]. 1 s longer than the floating IPs' hold window (2.5 s),
 /// so that a holder cut off from the others gives an address up before
 /// they take it.
 pub const CONFIRMED_STALE_AFTER: Duration = Duration::from_millis(3500);
 /// How long the suspicion probe's answer is waited for.
 pub const SUSPECT_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// A suspicion probe is sent only over a path that answered within this
+/// (an active one: probed every second).
+const VERIFIED_WITHIN: Duration = Duration::from_secs(5);
 /// How often the daemon observes the members.
 pub const OBSERVE_EVERY: Duration = Duration::from_millis(250);
 
@@ -122,6 +125,10 @@ impl Liveness {
                 up: s.up,
                 probe: None,
             });
+            if s.up && !entry.up {
+                // Just linked (again): that is hearing from it.
+                entry.at = now;
+            }
             entry.up = s.up;
             if s.control_rx != entry.control_rx || (s.up && s.relayed) {
                 entry.control_rx = s.control_rx;
@@ -214,10 +221,20 @@ pub fn spawn_observer(liveness: Arc<Liveness>, node: Node, peers: Arc<PeerTable>
             let now = Instant::now();
             liveness.observe(&sightings, now);
             for host in liveness.take_suspects(now) {
+                // Only a path verified lately gives a verdict: an idle
+                // path's route may be stale (a NAT mapping expired), and
+                // silence there says nothing about the host.
                 let idx = host
                     .parse::<gossip::PeerId>()
                     .ok()
-                    .and_then(|id| peers.handle(&id));
+                    .and_then(|id| peers.handle(&id))
+                    .filter(|idx| {
+                        stats
+                            .peers
+                            .get(idx)
+                            .and_then(|p| p.path.last_heard)
+                            .is_some_and(|age| age <= VERIFIED_WITHIN)
+                    });
                 let probe = idx.map(|idx| dp.probe_once(idx, SUSPECT_PROBE_TIMEOUT));
                 let liveness = liveness.clone();
                 tokio::spawn(async move {

@@ -32,10 +32,48 @@ pub fn data_addrs_value(mut addrs: Vec<std::net::SocketAddr>) -> Option<String> 
     })
 }
 
+/// This host's interface addresses.
+fn interface_ips() -> Vec<std::net::IpAddr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    addrs
+        .filter_map(|ifa| {
+            let addr = ifa.address?;
+            match (addr.as_sockaddr_in(), addr.as_sockaddr_in6()) {
+                (Some(v4), _) => Some(std::net::IpAddr::V4(v4.ip())),
+                (_, Some(v6)) => Some(std::net::IpAddr::V6(v6.ip())),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// Whether peers see the data port at an address that is not one of
+/// ours: a NAT in between. Bound to one address, that address is ours;
+/// bound to a wildcard, any interface address is.
+pub fn behind_nat(
+    bound: std::net::IpAddr,
+    reflexive: &[std::net::SocketAddr],
+    interfaces: &[std::net::IpAddr],
+) -> bool {
+    reflexive.iter().any(|seen| {
+        if bound.is_unspecified() {
+            !interfaces.contains(&seen.ip())
+        } else {
+            seen.ip() != bound
+        }
+    })
+}
+
 /// One synchronisation round.
 pub fn sync(node: &Node, peers: &PeerTable, dp: &Dataplane) {
-    node.set_meta(META_DATA_ADDRS, data_addrs_value(dp.reflexive_addrs()));
-    node.set_meta(META_DATA_NAT, dp.behind_nat().then(|| "1".to_string()));
+    let reflexive = dp.reflexive_addrs();
+    let nat = behind_nat(dp.local_addr().ip(), &reflexive, &interface_ips());
+    // Idle paths need keep-alives behind a NAT (`dataplane/src/path.rs`).
+    dp.set_local_nat(nat);
+    node.set_meta(META_DATA_ADDRS, data_addrs_value(reflexive));
+    node.set_meta(META_DATA_NAT, nat.then(|| "1".to_string()));
     for member in node.members() {
         let addrs = member
             .meta
@@ -82,5 +120,22 @@ mod tests {
             parse_data_addrs("junk, 1.2.3.4:5 ,::"),
             vec!["1.2.3.4:5".parse().unwrap()]
         );
+    }
+
+    #[test]
+    fn nat_is_judged_against_the_bound_address_or_every_interface() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let seen = |s: &str| vec![s.parse::<std::net::SocketAddr>().unwrap()];
+        let ifs = [ip("192.0.2.7"), ip("10.1.0.7")];
+        assert!(!behind_nat(ip("192.0.2.7"), &seen("192.0.2.7:7801"), &ifs));
+        assert!(behind_nat(
+            ip("192.0.2.7"),
+            &seen("198.51.100.9:40000"),
+            &ifs
+        ));
+        // Bound to the wildcard: any interface address is ours.
+        assert!(!behind_nat(ip("0.0.0.0"), &seen("10.1.0.7:7801"), &ifs));
+        assert!(behind_nat(ip("0.0.0.0"), &seen("198.51.100.9:40000"), &ifs));
+        assert!(!behind_nat(ip("0.0.0.0"), &[], &ifs));
     }
 }

@@ -294,7 +294,9 @@ impl Engine {
                 path.state.on_traffic(now);
             }
             path.state.set_keepalive(local_nat || peer.nat);
-            path.state.set_relays(&relay_order(peer.tag, *idx, &direct));
+            if path.state.wants_relays(now) {
+                path.state.set_relays(&relay_order(peer.tag, *idx, &direct));
+            }
             for probe in path.state.poll(now, wall) {
                 let body = ProbeBody {
                     kind: ProbeKind::Ping,
@@ -576,9 +578,13 @@ impl Engine {
         raw[..datagram.len()].copy_from_slice(datagram);
         buf.set_datagram_len(datagram.len());
         self.relay_forwards.fetch_add(1, Ordering::Relaxed);
-        // Forwarding is traffic on our path to the destination: probed
-        // while it lasts, so a rebound NAT mapping is found again.
-        dst.counters.unicast_tx.fetch_add(1, Ordering::Relaxed);
+        // Forwarding data is traffic on our path to the destination:
+        // probed while it lasts, so a rebound NAT mapping is found again.
+        // (Probes and keep-alives do not count, or idle pairs would keep
+        // their relays' paths busy for ever.)
+        if datagram.get(RELAY_HEADER_LEN) == Some(&MSG_TYPE_DATA) {
+            dst.counters.unicast_tx.fetch_add(1, Ordering::Relaxed);
+        }
         out.push(Outgoing {
             peer: to,
             endpoint,
@@ -729,9 +735,7 @@ impl Engine {
         let id = {
             let mut paths = self.lock_paths();
             paths.next_burst = paths.next_burst.wrapping_add(1);
-            let id = BURST_ID_BIT | (paths.next_burst & !BURST_ID_BIT);
-            paths.bursts.insert(id, (now, None));
-            id
+            BURST_ID_BIT | (paths.next_burst & !BURST_ID_BIT)
         };
         let body = ProbeBody {
             kind: ProbeKind::Ping,
@@ -741,6 +745,8 @@ impl Engine {
             observed: None,
         };
         let outgoing = self.probe_to(&tables, peer, &body, MIN_PROBE_DATAGRAM, via, now, pool)?;
+        // Only once sealed: a probe that could not be sent leaves nothing.
+        self.lock_paths().bursts.insert(id, (now, None));
         Ok((id, outgoing))
     }
 

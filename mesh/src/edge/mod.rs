@@ -46,11 +46,13 @@ use crate::state::{HostAddressState, StateDir};
 const TICK: Duration = Duration::from_millis(250);
 /// A holder keeps a floating IP only while it heard, within this window,
 /// from a majority of the pool's hosts: one control heartbeat (2 s) and
-/// some slack. Shorter than [`STALE_AFTER`], after
+/// some slack; a host silent for 2.2 s is probed (`crate::liveness`), and
+/// its answer counts. 1 s shorter than the 3.5 s at which the others
+/// consider it gone at the earliest (and [`STALE_AFTER`]), after
 /// which the others consider it gone and choose anew, so the side of a
 /// partition without a majority gives an address up before the other side
 /// takes it.
-pub const HOLD_WINDOW: Duration = Duration::from_millis(3000);
+pub const HOLD_WINDOW: Duration = Duration::from_millis(2500);
 
 /// Members with the address they are reached at: `(peer id hex, address, up)`.
 pub type MembersFn = Arc<dyn Fn() -> Vec<(String, IpAddr, bool)> + Send + Sync>;
