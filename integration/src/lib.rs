@@ -432,6 +432,9 @@ impl Lab {
 
     /// Starts a helper process (capture, server) that the lab ends on drop.
     pub fn spawn_helper(&mut self, mut cmd: Command) -> Result<u32> {
+        // A group of its own, so that stopping it also ends what a helper
+        // shell started (a `while true; do nc -l …; done` loop's nc).
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let child = cmd
             .stdin(Stdio::null())
             .spawn()
@@ -445,11 +448,15 @@ impl Lab {
     pub fn stop_helper(&mut self, pid: u32) -> Result<()> {
         if let Some(pos) = self.helpers.iter().position(|c| c.id() == pid) {
             let child = self.helpers.remove(pos);
+            let group = nix::unistd::Pid::from_raw(pid as i32);
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGTERM);
             terminate(
                 child,
                 nix::sys::signal::Signal::SIGTERM,
                 Duration::from_secs(5),
             )?;
+            // Whatever the helper left in its group (its leader is reaped).
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
         }
         Ok(())
     }
