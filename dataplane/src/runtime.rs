@@ -418,13 +418,6 @@ impl Dataplane {
         self.inner.engine.set_peer_tag(peer, tag);
     }
 
-    /// Whether peers see this host's data port at another IP address than
-    /// the one it is bound to (a NAT in between). False when bound to a
-    /// wildcard address (nothing to compare with).
-    pub fn behind_nat(&self) -> bool {
-        behind_nat(self.inner.local_addr.ip(), &self.reflexive_addrs())
-    }
-
     /// See [`Engine::probes_sent`].
     pub fn probes_sent(&self) -> crate::engine::ProbeCounts {
         self.inner.engine.probes_sent()
@@ -531,12 +524,6 @@ impl Dataplane {
             tracing::info!(local_addr = %self.inner.local_addr, "data plane shut down");
         }
     }
-}
-
-/// Peers see `local` at another address: a NAT in between. Unknowable
-/// when bound to a wildcard address (nothing to compare with).
-fn behind_nat(local: std::net::IpAddr, reflexive: &[SocketAddr]) -> bool {
-    !local.is_unspecified() && reflexive.iter().any(|a| a.ip() != local)
 }
 
 /// Drives every peer's path state machine: probes out of the data port,
