@@ -16,6 +16,8 @@ pub mod bench;
 pub mod cnitool;
 pub mod docker;
 mod faults;
+pub mod frames;
+pub mod http;
 mod outside;
 pub mod podman;
 pub mod scale;

@@ -263,6 +263,13 @@ impl Attacher {
         let (peer_if, ifname) = (peer_if.to_string(), ifname.to_string());
         let (len4, len6) = (net.subnet.prefix_len(), net.subnet6.prefix_len());
         in_netns(target, move || async move {
+            // Before it comes up: the link-local address port security
+            // admits is the EUI-64 one, and routers are the hosts' alone.
+            for (key, value) in [("addr_gen_mode", "0"), ("accept_ra", "0")] {
+                let path = format!("/proc/sys/net/ipv6/conf/{peer_if}/{key}");
+                // No IPv6 in the namespace (disabled): nothing to set.
+                let _ = std::fs::write(&path, value);
+            }
             let nl = Netlink::connect()?;
             let mac = nl
                 .configure_interface(&peer_if, &ifname, mtu, IpAddr::V4(ip), len4)

@@ -625,9 +625,19 @@ impl Daemon {
         drop(devices);
         if let Ok(a) = &result {
             self.services.note_attachment(a);
-            self.traffic.install();
+            self.ready(a).await;
         }
         result
+    }
+
+    /// What a container needs before its attach returns (a container that
+    /// connects out at start must find it there): its port security and
+    /// policy, and on an egress network its default route.
+    pub(crate) async fn ready(&self, a: &api::Attachment) {
+        self.traffic.install();
+        if self.channels.settings_of(&a.network).egress {
+            self.edge.reconcile().await;
+        }
     }
 
     pub async fn detach(&self, req: api::DetachRequest) -> Result<api::Attachment, ApiError> {
@@ -753,6 +763,9 @@ pub async fn cleanup(settings: &Settings) -> Result<usize> {
     }
     if let Err(e) = traffic::nft::remove(&settings.link_prefix) {
         warn!("cannot remove the policy table: {e:#}");
+    }
+    if let Err(e) = traffic::ports::remove(&settings.link_prefix) {
+        warn!("cannot remove the port-security table: {e:#}");
     }
     if let Err(e) = crate::edge::cleanup(&settings.link_prefix) {
         warn!("cannot remove the edge table: {e:#}");

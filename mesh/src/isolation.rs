@@ -11,18 +11,20 @@
 //!   between overlay networks, or between one and the outside) — except
 //!   frames bridged within one bridge, which hosts with `br_netfilter`
 //!   (Docker, Kubernetes) pass through this hook too;
-//! - accepts from a bridge only what goes to *that* bridge's own service
-//!   addresses (DNS) and IPv6 neighbour discovery, and drops the rest of
-//!   what containers send to the host.
+//! - accepts from a bridge only DNS (udp/tcp 53) and ping to *that*
+//!   bridge's own service addresses, and IPv6 neighbour discovery, and
+//!   drops the rest of what containers send to the host: the service
+//!   address serves DNS and nothing else, whatever routes the host has
+//!   (`meshctl expose` gives the host a route back to containers).
 //!
 //! Traffic inside a network never reaches these hooks: it is bridged
 //! between veths and the data plane's TAP.
 
-use std::io::Write;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::process::{Command, Stdio};
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
+
+use crate::kernel::nft::{self, Family};
 
 /// One network's bridge and the addresses containers may reach on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,13 +45,9 @@ pub struct EdgeOpenings {
     pub exposed: Vec<String>,
 }
 
-/// The table's name for a device prefix (nft names: letters, digits, `_`).
+/// The table's name for a device prefix.
 pub fn table_name(prefix: &str) -> String {
-    let clean: String = prefix
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    format!("{clean}_isolation")
+    nft::table_name(prefix, "isolation")
 }
 
 /// The nft script that (re)creates the table: declare-then-delete makes
@@ -114,8 +112,10 @@ table inet {table} {{
 {in_edge}        iifname {hostif} icmp type echo-request accept
         iifname {hostif} drop
         iifname != {all} accept
-        iifname . ip daddr @service4 accept
-        iifname . ip6 daddr @service6 accept
+        iifname . ip daddr @service4 meta l4proto {{ tcp, udp }} th dport 53 accept
+        iifname . ip daddr @service4 icmp type echo-request accept
+        iifname . ip6 daddr @service6 meta l4proto {{ tcp, udp }} th dport 53 accept
+        iifname . ip6 daddr @service6 icmpv6 type echo-request accept
         icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit }} accept
         drop
     }}
@@ -125,31 +125,6 @@ table inet {table} {{
         e6 = elements(&svc6),
         es = elements(&same),
     )
-}
-
-/// Runs `nft -f -` on `script` in meshd's namespace.
-pub(crate) fn nft(script: &str) -> Result<()> {
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("running nft (is nftables installed?)")?;
-    child
-        .stdin
-        .take()
-        .context("nft stdin")?
-        .write_all(script.as_bytes())
-        .context("writing the ruleset to nft")?;
-    let out = child.wait_with_output().context("waiting for nft")?;
-    if !out.status.success() {
-        bail!(
-            "nft refused the ruleset: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
 }
 
 /// The table's inputs and the script last installed: the daemon sets the
@@ -187,7 +162,7 @@ impl Isolation {
             return Ok(());
         }
         s.2 = None;
-        nft(&script)?;
+        nft::run(&script)?;
         s.2 = Some(script);
         Ok(())
     }
@@ -195,10 +170,7 @@ impl Isolation {
 
 /// Deletes the table (`--cleanup`); nothing to do if it is not there.
 pub fn remove(prefix: &str) -> Result<()> {
-    let table = table_name(prefix);
-    nft(&format!(
-        "table inet {table} {{}}\ndelete table inet {table}\n"
-    ))
+    Ok(nft::delete_table(None, Family::Inet, &table_name(prefix))?)
 }
 
 #[cfg(test)]
@@ -221,6 +193,10 @@ mod tests {
         assert!(rules.contains("\"mesh-b0000abcd\" . fd00::fe"));
         assert!(rules.contains("iifname \"mesh-b*\" drop"));
         assert!(rules.contains("\"mesh-b0000abcd\" . \"mesh-b0000abcd\""));
+        // The service address answers DNS and ping, nothing else.
+        assert!(rules.contains("@service4 meta l4proto { tcp, udp } th dport 53 accept"));
+        assert!(rules.contains("@service6 icmpv6 type echo-request accept"));
+        assert!(!rules.contains("@service4 accept"));
         // No bridges: empty sets, still a valid table that drops.
         let empty = ruleset("x", &[], &EdgeOpenings::default());
         assert!(!empty.contains("elements"));

@@ -21,6 +21,7 @@ pub mod dns;
 pub mod edge;
 pub mod fabric;
 pub mod isolation;
+pub mod kernel;
 pub mod liveness;
 pub mod mtu;
 pub mod netdev;

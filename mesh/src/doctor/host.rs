@@ -206,14 +206,9 @@ fn htb() -> Htb {
 }
 
 async fn nftables() -> Result<(), String> {
-    let out = tokio::process::Command::new("nft")
-        .args(["list", "tables"])
-        .output()
+    tokio::task::spawn_blocking(crate::kernel::nft::list_tables)
         .await
-        .map_err(|e| format!("running nft: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
+        .map_err(|e| e.to_string())?
+        .map(drop)
+        .map_err(|e| e.to_string())
 }

@@ -20,6 +20,8 @@
 //! ([`crate::isolation`]).
 
 use mesh_api::Protocol;
+
+use crate::kernel::nft::{self as kernel, Family};
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
@@ -37,11 +39,7 @@ pub struct Forward {
 pub const BRIDGED_CT_ZONE: u16 = 7800;
 
 pub fn table_name(prefix: &str) -> String {
-    let clean: String = prefix
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    format!("{clean}_edge")
+    kernel::table_name(prefix, "edge")
 }
 
 /// The `nft -f` script for the floating IPs held here (`held`, with their
@@ -117,13 +115,12 @@ pub fn ruleset(prefix: &str, held: &[Ipv4Addr], forwards: &[Forward], egress: &[
 
 /// Installs (or replaces) the table.
 pub fn apply(script: &str) -> anyhow::Result<()> {
-    crate::isolation::nft(script)
+    Ok(kernel::run(script)?)
 }
 
 /// Deletes the table (`--cleanup`); nothing to do if it is not there.
 pub fn remove(prefix: &str) -> anyhow::Result<()> {
-    let table = table_name(prefix);
-    crate::isolation::nft(&format!("table ip {table} {{}}\ndelete table ip {table}\n"))
+    Ok(kernel::delete_table(None, Family::Ip, &table_name(prefix))?)
 }
 
 #[cfg(test)]

@@ -10,14 +10,14 @@
 //! transaction, and named counters (one per service target) outlive the
 //! replacement, so connection counts survive changes of the target set.
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use mesh_api::{Protocol, Scheduler};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+
+use crate::kernel::nft::{self as kernel, Family};
 
 /// The table meshd owns in every container namespace it load-balances for.
 pub const TABLE: &str = "meshsvc";
@@ -162,66 +162,19 @@ pub fn script(frontends: &[Frontend]) -> String {
     out
 }
 
-/// Runs `nft ARGS` inside the network namespace `netns`, `stdin` on its
-/// standard input; returns its output.
-fn nft_in(netns: &Path, args: &[&str], stdin: Option<String>) -> Result<String> {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let path: PathBuf = netns.to_path_buf();
-    // A process forked on the entered thread starts in that namespace.
-    let output = mesh_sys::netns::run_in_net(&path, move || -> Result<std::process::Output> {
-        let mut child = Command::new("nft")
-            .args(&args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("running nft (is nftables installed?)")?;
-        if let Some(mut w) = child.stdin.take() {
-            w.write_all(stdin.unwrap_or_default().as_bytes())?;
-        }
-        Ok(child.wait_with_output()?)
-    })
-    .with_context(|| format!("entering {}", netns.display()))??;
-    if !output.status.success() {
-        bail!(
-            "nft in {}: {}",
-            netns.display(),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
 /// Installs `script` (from [`script`]) in `netns`, atomically.
 pub fn apply(netns: &Path, script: &str) -> Result<()> {
-    nft_in(netns, &["-f", "-"], Some(script.to_string())).map(drop)
+    Ok(kernel::run_in(netns, script)?)
 }
 
 /// Removes meshd's table from `netns` (no service left for it).
 pub fn remove(netns: &Path) -> Result<()> {
-    nft_in(netns, &["delete", "table", "inet", TABLE], None).map(drop)
+    Ok(kernel::delete_table(Some(netns), Family::Inet, TABLE)?)
 }
 
 /// The counters (name → packets, i.e. new connections) in `netns`.
 pub fn read_counters(netns: &Path) -> Result<BTreeMap<String, u64>> {
-    let text = nft_in(
-        netns,
-        &["-j", "list", "counters", "table", "inet", TABLE],
-        None,
-    )?;
-    parse_counters(&text)
-}
-
-pub fn parse_counters(json: &str) -> Result<BTreeMap<String, u64>> {
-    let v: serde_json::Value = serde_json::from_str(json).context("nft's JSON")?;
-    let mut out = BTreeMap::new();
-    for item in v["nftables"].as_array().into_iter().flatten() {
-        let c = &item["counter"];
-        if let (Some(name), Some(packets)) = (c["name"].as_str(), c["packets"].as_u64()) {
-            out.insert(name.to_string(), packets);
-        }
-    }
-    Ok(out)
+    Ok(kernel::counters(Some(netns), Family::Inet, TABLE)?)
 }
 
 #[cfg(test)]
@@ -308,15 +261,5 @@ mod tests {
         assert_ne!(a, counter_name("blue/db", Ipv4Addr::new(10, 0, 0, 2)));
         assert_eq!(a.len(), 17);
         assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
-    }
-
-    #[test]
-    fn counters_parse_from_nft_json() {
-        let json = r#"{"nftables": [{"metainfo": {"version": "1.0.6"}}, {"counter": {"family": "inet", "name": "c1", "table": "meshsvc", "handle": 3, "packets": 7, "bytes": 420}}]}"#;
-        assert_eq!(
-            parse_counters(json).unwrap(),
-            [("c1".to_string(), 7)].into()
-        );
-        assert!(parse_counters("not json").is_err());
     }
 }

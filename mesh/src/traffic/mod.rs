@@ -5,15 +5,19 @@
 //! - [`nft`]: the policy table on this host,
 //! - [`tc`]: HTB on container interfaces,
 //! - [`delay`]: delay, jitter and loss, done by the data plane,
+//! - [`ports`]: port security, each container's veth admits only its
+//!   own MAC and addresses,
 //! - [`plan`]: from replicated records to what this host installs (pure).
 //!
 //! Rules and shaping are replicated (channels below, written by any
 //! member); every host installs its own part: the policy of the
 //! containers it delivers to, and the shaping of its containers.
 
+mod carried;
 pub mod delay;
 pub mod nft;
 pub mod plan;
+pub mod ports;
 pub mod spec;
 pub mod tc;
 
@@ -27,8 +31,10 @@ use tracing::{debug, warn};
 use crate::api::{self, PolicyRule, QosEntry};
 use crate::attach::Attacher;
 use crate::error::ApiError;
+use crate::kernel::nft::{self as kernel, Family};
 use crate::records::{self as rec, Channels, Records};
 use crate::services::records::LabelRecord;
+use carried::Carried;
 
 /// Policy rules, keyed by [`policy_key`].
 pub const POLICY_CHANNEL: &str = "network-policies";
@@ -57,10 +63,12 @@ pub struct TrafficChannels {
 #[derive(Default)]
 struct Installed {
     ruleset: Option<String>,
-    /// Counter name → (network, container address) of the installed table.
-    counters: BTreeMap<String, (String, String)>,
-    /// Drops counted by tables replaced since (a rebuild resets counters).
-    dropped_before: BTreeMap<(String, String), u64>,
+    /// Policy drops per (network, container address).
+    policy_drops: Carried<(String, String)>,
+    /// The port-security table installed.
+    ports: Option<String>,
+    /// Port-security drops per (network, container address, reason).
+    port_drops: Carried<(String, String, ports::Reason)>,
     /// Bridges whose IP frames already pass the IP hooks.
     hooked: std::collections::BTreeSet<String>,
     /// Host-side veth → shaping installed on both ends.
@@ -289,6 +297,7 @@ impl Traffic {
     pub fn install(&self) {
         let facts = self.facts();
         let mut inst = self.installed.lock().unwrap_or_else(|p| p.into_inner());
+        self.install_ports(&mut inst);
         self.install_policy(&facts, &mut inst);
         self.install_shaping(&facts, &mut inst);
         self.install_impairment(&facts, &mut inst);
@@ -357,29 +366,23 @@ impl Traffic {
         let nets = plan::deny_networks(facts);
         let script = nft::ruleset(&self.prefix, &nets);
         if inst.ruleset.as_deref() != Some(script.as_str()) {
-            // Keep the drops of the table about to be replaced.
-            if let Ok(now) = nft::read_counters(&self.prefix) {
-                for (name, packets) in now {
-                    if let Some(who) = inst.counters.get(&name) {
-                        *inst.dropped_before.entry(who.clone()).or_default() += packets;
-                    }
-                }
-            }
+            inst.policy_drops.carry(&nft::read_counters(&self.prefix));
             match nft::apply(&self.prefix, &nets) {
                 Ok(()) => {
                     debug!(networks = nets.len(), "policy table installed");
                     inst.ruleset = Some(script);
-                    inst.counters = nets
-                        .iter()
-                        .flat_map(|n| {
-                            n.containers.iter().map(move |c| {
-                                (
-                                    nft::counter_name(n.wire, c.ip),
-                                    (c.network.clone(), c.ip.to_string()),
-                                )
+                    inst.policy_drops.installed(
+                        nets.iter()
+                            .flat_map(|n| {
+                                n.containers.iter().map(move |c| {
+                                    (
+                                        nft::counter_name(n.wire, c.ip),
+                                        (c.network.clone(), c.ip.to_string()),
+                                    )
+                                })
                             })
-                        })
-                        .collect();
+                            .collect(),
+                    );
                 }
                 Err(e) => {
                     inst.ruleset = None;
@@ -397,6 +400,42 @@ impl Traffic {
                     inst.hooked.insert(n.bridge.clone());
                 }
                 Err(e) => debug!("{e:#}"),
+            }
+        }
+    }
+
+    /// Port security first: a container's frames are checked before any
+    /// rule that trusts their source address.
+    fn install_ports(&self, inst: &mut Installed) {
+        let ports = plan::ports(&self.attacher.records());
+        let script = ports::ruleset(&self.prefix, &ports);
+        if inst.ports.as_deref() == Some(script.as_str()) {
+            return;
+        }
+        let table = ports::table_name(&self.prefix);
+        let read = || kernel::counters(None, Family::Bridge, &table).unwrap_or_default();
+        inst.port_drops.carry(&read());
+        match kernel::run(&script) {
+            Ok(()) => {
+                debug!(ports = ports.len(), "port security installed");
+                inst.ports = Some(script);
+                inst.port_drops.installed(
+                    ports
+                        .iter()
+                        .flat_map(|p| {
+                            ports::Reason::ALL.map(|r| {
+                                (
+                                    ports::counter_name(&p.host_if, r),
+                                    (p.network.clone(), p.ip.to_string(), r),
+                                )
+                            })
+                        })
+                        .collect(),
+                );
+            }
+            Err(e) => {
+                inst.ports = None;
+                warn!("port security NOT installed on this host: {e:#}");
             }
         }
     }
@@ -477,6 +516,20 @@ impl Traffic {
                 ])
                 .inc_by(n);
         }
+        let port = Family::<Vec<(String, String)>, Counter>::default();
+        for ((network, container, reason), n) in self.port_drops() {
+            port.get_or_create(&vec![
+                ("network".into(), network),
+                ("container".into(), container),
+                ("reason".into(), reason.as_str().into()),
+            ])
+            .inc_by(n);
+        }
+        reg.register(
+            "port_dropped_frames",
+            "Frames from or to a container of this host dropped because they are not its own (source MAC or address, ARP, neighbour advertisement, router messages, DHCP server, ethertype; destination: to an address not the container's)",
+            port,
+        );
         reg.register(
             "policy_dropped_packets",
             "Packets to a container of this host dropped by its network's policy",
@@ -520,14 +573,15 @@ impl Traffic {
     /// Policy drops per (network, container address), since meshd started.
     pub fn policy_drops(&self) -> BTreeMap<(String, String), u64> {
         let inst = self.installed.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out = inst.dropped_before.clone();
-        if let Ok(now) = nft::read_counters(&self.prefix) {
-            for (name, packets) in now {
-                if let Some(who) = inst.counters.get(&name) {
-                    *out.entry(who.clone()).or_default() += packets;
-                }
-            }
-        }
-        out
+        inst.policy_drops.totals(&nft::read_counters(&self.prefix))
+    }
+
+    /// Port-security drops per (network, container address, reason),
+    /// since meshd started.
+    pub fn port_drops(&self) -> BTreeMap<(String, String, ports::Reason), u64> {
+        let inst = self.installed.lock().unwrap_or_else(|p| p.into_inner());
+        let now = kernel::counters(None, Family::Bridge, &ports::table_name(&self.prefix))
+            .unwrap_or_default();
+        inst.port_drops.totals(&now)
     }
 }

@@ -22,9 +22,9 @@ use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context, Result};
-use mesh_api::{PolicyPort, Protocol};
 
-use crate::isolation;
+use crate::kernel::nft::{self as kernel, Family};
+use mesh_api::{PolicyPort, Protocol};
 
 /// Sources a rule admits: `None` for any container of the network.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +55,7 @@ pub struct DenyNetwork {
 }
 
 pub fn table_name(prefix: &str) -> String {
-    isolation::table_name(prefix).replace("_isolation", "_policy")
+    kernel::table_name(prefix, "policy")
 }
 
 /// The counter of frames dropped on their way to `ip` of network `wire`.
@@ -122,8 +122,13 @@ pub fn ruleset(prefix: &str, nets: &[DenyNetwork]) -> String {
         let _ = writeln!(jumps, "        oifname \"{}\" jump net_{w:08x}", n.bridge);
         let _ = writeln!(chains, "    chain net_{w:08x} {{");
         chains.push_str("        ct direction reply accept\n");
+        // Routers are the hosts': a container's router advertisement
+        // would hand its neighbours a prefix no rule names.
         chains.push_str(
-            "        icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, nd-router-advert } accept\n",
+            "        icmpv6 type { nd-router-advert, nd-redirect } drop\n        icmp type redirect drop\n",
+        );
+        chains.push_str(
+            "        icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit } accept\n",
         );
         let _ = writeln!(chains, "        ip daddr {} accept", n.service4);
         let _ = writeln!(chains, "        ip6 daddr {} accept", n.service6);
@@ -177,61 +182,29 @@ table inet {table} {{
 
 /// Installs (or replaces) the table.
 pub fn apply(prefix: &str, nets: &[DenyNetwork]) -> Result<()> {
-    isolation::nft(&ruleset(prefix, nets))
+    Ok(kernel::run(&ruleset(prefix, nets))?)
 }
 
 /// Deletes the table (`--cleanup`).
 pub fn remove(prefix: &str) -> Result<()> {
-    let table = table_name(prefix);
-    isolation::nft(&format!(
-        "table inet {table} {{}}\ndelete table inet {table}\n"
-    ))
+    Ok(kernel::delete_table(
+        None,
+        Family::Inet,
+        &table_name(prefix),
+    )?)
 }
 
 /// The table's counters now (name → packets); empty if it is not there.
-pub fn read_counters(prefix: &str) -> Result<BTreeMap<String, u64>> {
-    let out = std::process::Command::new("nft")
-        .args([
-            "-j",
-            "list",
-            "counters",
-            "table",
-            "inet",
-            &table_name(prefix),
-        ])
-        .output()
-        .context("running nft")?;
-    if !out.status.success() {
-        return Ok(BTreeMap::new());
-    }
-    parse_counters(&out.stdout)
-}
-
-fn parse_counters(json: &[u8]) -> Result<BTreeMap<String, u64>> {
-    let v: serde_json::Value = serde_json::from_slice(json).context("nft's JSON")?;
-    let mut out = BTreeMap::new();
-    for item in v["nftables"].as_array().into_iter().flatten() {
-        let c = &item["counter"];
-        if let (Some(name), Some(packets)) = (c["name"].as_str(), c["packets"].as_u64()) {
-            out.insert(name.to_string(), packets);
-        }
-    }
-    Ok(out)
+pub fn read_counters(prefix: &str) -> BTreeMap<String, u64> {
+    kernel::counters(None, Family::Inet, &table_name(prefix)).unwrap_or_default()
 }
 
 /// Passes the bridged IP frames of `bridge` through the IP hooks (where
 /// the table and conntrack are). Idempotent.
 pub fn route_through_ip_hooks(bridge: &str) -> Result<()> {
-    let out = std::process::Command::new("ip")
-        .args(["link", "set", "dev", bridge, "type", "bridge"])
-        .args(["nf_call_iptables", "1", "nf_call_ip6tables", "1"])
-        .output()
-        .context("running ip")?;
-    if !out.status.success() {
-        anyhow::bail!(
-            "bridge {bridge}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+    for hook in ["nf_call_iptables", "nf_call_ip6tables"] {
+        let path = format!("/sys/class/net/{bridge}/bridge/{hook}");
+        std::fs::write(&path, "1").with_context(|| format!("writing {path}"))?;
     }
     Ok(())
 }
@@ -289,11 +262,5 @@ mod tests {
         let empty = ruleset("x", &[]);
         assert!(empty.contains("policy accept;"));
         assert!(!empty.contains("jump"));
-    }
-
-    #[test]
-    fn counters_parse() {
-        let json = br#"{"nftables":[{"metainfo":{}},{"counter":{"family":"inet","name":"drop_1","table":"t","handle":2,"packets":7,"bytes":9}}]}"#;
-        assert_eq!(parse_counters(json).unwrap()["drop_1"], 7);
     }
 }

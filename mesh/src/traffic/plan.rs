@@ -7,10 +7,12 @@ use std::net::{IpAddr, Ipv4Addr};
 use mesh_api::{PolicyMode, PolicyRule, QosEntry};
 
 use super::nft::{Allow, DenyNetwork, Guarded};
+use super::ports::Port;
 use super::{qos_key, tc::Htb};
 use crate::records::{EndpointRecord, NetworkDef, NetworkSettings};
 use crate::services::records::LabelRecord;
 use crate::services::targets::labels_of;
+use crate::state::AttachmentRecord;
 use crate::{ipam, networks};
 
 pub struct Facts {
@@ -116,6 +118,32 @@ pub fn htb_for(f: &Facts, network: &str, ip: &str) -> Option<Htb> {
         rate_kbit: rate,
         ceil_kbit: q.ceiling_kbit.unwrap_or(rate).max(rate),
     })
+}
+
+/// The ports of this host's veth attachments (macvlan attachments have
+/// no host end: the LAN they join is not the mesh's to police). A record
+/// that does not parse is left out, so its veth passes nothing.
+pub fn ports(records: &[AttachmentRecord]) -> Vec<Port> {
+    records
+        .iter()
+        .filter(|r| !crate::attach::is_macvlan(r))
+        .filter_map(|r| {
+            let a = &r.attachment;
+            let net: ipnet::Ipv4Net = a.ip.parse().ok()?;
+            let ip6 = match &a.ip6 {
+                Some(v) => Some(v.parse::<ipnet::Ipv6Net>().ok()?.addr()),
+                None => None,
+            };
+            Some(Port {
+                host_if: a.host_ifname.clone(),
+                network: a.network.clone(),
+                mac: super::delay::parse_mac(&a.mac)?,
+                ip: net.addr(),
+                broadcast4: net.broadcast(),
+                ip6,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -258,3 +286,4 @@ mod tests {
         assert_eq!(htb_for(&f, "blue", "10.40.0.2"), None, "delay only: no HTB");
     }
 }
+
