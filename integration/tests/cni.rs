@@ -121,6 +121,40 @@ fn cni_add_check_del_across_two_hosts() {
         .expect("k1 -> k2 over the mesh");
     assert!(lab.ping(&ns2, "198.19.7.1", 3), "k2 -> k1");
 
+    // Port security holds for a CNI attachment: k1 sending as another
+    // address reaches nothing, and its host counts it.
+    lab.exec_ok(
+        &ns1,
+        &["ip", "addr", "add", "198.19.7.77/24", "dev", "eth0"],
+    )
+    .unwrap();
+    assert!(
+        !lab.exec(
+            &ns1,
+            &[
+                "ping",
+                "-c",
+                "2",
+                "-W",
+                "1",
+                "-I",
+                "198.19.7.77",
+                "198.19.7.2"
+            ]
+        )
+        .status()
+        .unwrap()
+        .success(),
+        "k1 reached k2 from an address it was not given"
+    );
+    assert!(lab.port_drops(0, "198.19.7.1", None) > 0, "no drop counted");
+    lab.exec_ok(
+        &ns1,
+        &["ip", "addr", "del", "198.19.7.77/24", "dev", "eth0"],
+    )
+    .unwrap();
+    assert!(lab.ping(&ns1, "198.19.7.2", 3), "k1 -> k2 after");
+
     t1.check(&c1).unwrap().ok::<()>().unwrap();
     t2.check(&c2).unwrap().ok::<()>().unwrap();
 

@@ -55,21 +55,9 @@ fn replies(lab: &Lab, ns: &str, dst: &str, n: u32) -> u32 {
         .unwrap_or(0)
 }
 
-/// Frames host `i` dropped at `container`'s port for `reason`.
-fn port_drops(lab: &Lab, i: usize, container: &str, reason: &str) -> u64 {
-    let metrics = lab.meshctl(i, &["metrics"]).unwrap();
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("mesh_port_dropped_frames_total{"))
-        .filter(|l| l.contains(&format!("container=\"{container}\"")))
-        .filter(|l| l.contains(&format!("reason=\"{reason}\"")))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
 fn wait_drops(lab: &Lab, i: usize, container: &str, reason: &str, above: u64) -> u64 {
     wait_for(Duration::from_secs(5), || {
-        let n = port_drops(lab, i, container, reason);
+        let n = lab.port_drops(i, container, Some(reason));
         if n > above {
             Ok(n)
         } else {
@@ -249,7 +237,7 @@ fn a_container_is_what_it_was_attached_as() {
     };
 
     // ---- 4. MAC takeover: web keeps reaching db, every time.
-    let before = port_drops(&lab, 2, &mal_ip, "mac");
+    let before = lab.port_drops(2, &mal_ip, Some("mac"));
     lab.exec_ok(
         &mallory.ns,
         &["ip", "link", "set", "dev", &dev, "address", &web.deny.mac],
@@ -278,7 +266,7 @@ fn a_container_is_what_it_was_attached_as() {
 
     // ---- 5. A spray of random source MACs: dropped at the port, so the
     // switches' tables keep what others use.
-    let before = port_drops(&lab, 2, &mal_ip, "mac");
+    let before = lab.port_drops(2, &mal_ip, Some("mac"));
     // In bursts: a veth queues at most `netdev_max_backlog` (1,000) frames.
     for _ in 0..25 {
         let spray = frames::random_mac_spray(200, db_ip.parse().unwrap());

@@ -200,6 +200,50 @@ fn docker_containers_join_the_mesh_through_the_plugin() {
         wait_docker_ping(&d[0], "web1", a.ip.split('/').next().unwrap());
     }
 
+    // Port security holds for a Docker attachment: web1 sending from an
+    // address it was not given reaches nothing, and its host counts it.
+    let web2 = attachment_named(&lab, 1, "web2").unwrap();
+    let web2_ip = web2.ip.split('/').next().unwrap().to_string();
+    // From the host into web1's namespace: a container that has NET_ADMIN.
+    let pid = d[0]
+        .docker_ok(&["inspect", "--format", "{{.State.Pid}}", "web1"])
+        .unwrap();
+    let in_web1 = |cmd: &[&str]| {
+        std::process::Command::new("nsenter")
+            .args(["-t", pid.trim(), "-n", "--"])
+            .args(cmd)
+            .output()
+            .unwrap()
+    };
+    let added = in_web1(&["ip", "addr", "add", "10.77.0.199/24", "dev", "eth0"]);
+    assert!(added.status.success(), "{added:?}");
+    let out = in_web1(&["ping", "-c", "2", "-W", "1", "-I", "10.77.0.199", &web2_ip]);
+    assert!(!out.status.success(), "web1 reached web2 as 10.77.0.199");
+    assert!(lab.port_drops(0, &web1_ip, None) > 0, "no drop counted");
+    in_web1(&["ip", "addr", "del", "10.77.0.199/24", "dev", "eth0"]);
+    wait_docker_ping(&d[0], "web1", &web2_ip);
+
+    // On an egress network a Docker container has its default route
+    // (through this host) when it starts: dockerd sets the gateway the
+    // plugin's Join names.
+    lab.meshctl(0, &["network", "set", NET, "--egress", "on"])
+        .unwrap();
+    let gw = wait_for(Duration::from_secs(10), || {
+        lab.status(0)?
+            .host_addresses
+            .into_iter()
+            .find(|a| a.network == NET && a.gateway)
+            .ok_or_else(|| anyhow::anyhow!("no gateway on host 1 yet"))
+    })
+    .unwrap();
+    let routes = d[0]
+        .docker_ok(&["run", "--rm", "--network", DNET, IMAGE, "ip", "route"])
+        .unwrap();
+    let gw_ip = gw.ip.split('/').next().unwrap();
+    assert!(routes.contains(&format!("default via {gw_ip}")), "{routes}");
+    lab.meshctl(0, &["network", "set", NET, "--egress", "off"])
+        .unwrap();
+
     // Bad requests: the protocol's error answer, nothing half-attached.
     let veths = host_veths(&lab, 0);
     let attached = lab.attachments(0).len();

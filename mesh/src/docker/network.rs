@@ -244,12 +244,14 @@ impl Plugin {
             return Err(ApiError::Internal(e));
         }
         let src_name = ep.veth.peer_if.clone();
+        let gateway = self.daemon.edge().egress_gateway(&ep.mesh);
         self.clone().learn_identity(req.endpoint_id.clone(), ep);
         Ok(JoinAnswer {
             interface_name: InterfaceName {
                 src_name,
                 dst_prefix: p::DST_PREFIX.into(),
             },
+            gateway: gateway.map(|g| g.to_string()).unwrap_or_default(),
             disable_gateway_service: true,
         })
     }

@@ -185,13 +185,17 @@ pub struct InterfaceName {
     pub dst_prefix: String,
 }
 
-/// No gateway and no routes: a mesh network is one L2 segment, reached
-/// through the connected route of the address. `DisableGatewayService`
-/// keeps dockerd from adding a `docker_gwbridge` leg for a default route.
+/// A mesh network is one L2 segment, reached through the connected route
+/// of the address; on an egress network `Gateway` is this host's address
+/// on it, so dockerd sets the default route before the container starts.
+/// `DisableGatewayService` keeps dockerd from adding a `docker_gwbridge`
+/// leg for a default route.
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct JoinAnswer {
     #[serde(rename = "InterfaceName")]
     pub interface_name: InterfaceName,
+    #[serde(rename = "Gateway", skip_serializing_if = "String::is_empty")]
+    pub gateway: String,
     #[serde(rename = "DisableGatewayService")]
     pub disable_gateway_service: bool,
 }
@@ -240,11 +244,13 @@ mod tests {
                 src_name: "msc1".into(),
                 dst_prefix: DST_PREFIX.into(),
             },
+            gateway: String::new(),
             disable_gateway_service: true,
         })
         .unwrap();
         assert_eq!(j["InterfaceName"]["SrcName"], "msc1");
         assert_eq!(j["InterfaceName"]["DstPrefix"], "eth");
+        assert!(j.get("Gateway").is_none(), "no egress: no gateway");
         let p = serde_json::to_value(PoolAnswer {
             pool_id: "p".into(),
             pool: "10.1.0.0/24".into(),

@@ -176,6 +176,18 @@ impl Edge {
             .collect()
     }
 
+    /// The default gateway of containers on `network` here, if it has
+    /// egress and this host's gateway address is up.
+    pub fn egress_gateway(&self, network: &str) -> Option<Ipv4Addr> {
+        if !self.egress(network) {
+            return None;
+        }
+        self.addresses()
+            .iter()
+            .find(|a| a.network == network)
+            .map(|a| a.ip)
+    }
+
     fn addresses(&self) -> Vec<HostAddressState> {
         self.addresses
             .lock()

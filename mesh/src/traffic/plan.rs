@@ -286,4 +286,3 @@ mod tests {
         assert_eq!(htb_for(&f, "blue", "10.40.0.2"), None, "delay only: no HTB");
     }
 }
-
