@@ -317,3 +317,81 @@ fn a_container_is_what_it_was_attached_as() {
         "the first connection out after attach failed"
     );
 }
+
+/// The cost of port security, measured (not asserted): one run, same
+/// machine, the table in place and removed by hand, alternating. Run with
+/// `cargo test -p integration --release --test container_edge --
+/// --ignored port_security_cost --nocapture`.
+#[test]
+#[ignore]
+fn port_security_cost() {
+    let Some(mut lab) = test_mesh("pscost", 2) else {
+        return;
+    };
+    lab.meshctl(0, &["network", "create", OPEN, "--subnet", "10.94.0.0/24"])
+        .unwrap();
+    let attach = |lab: &mut Lab, host: usize, name: &str| {
+        let ns = lab.add_container(name).unwrap();
+        let a = lab.attach_netns(host, &ns, OPEN, &["--name", name]);
+        (ns, bare(&a.ip))
+    };
+    let (a, _) = attach(&mut lab, 0, "a");
+    let (b, b_ip) = attach(&mut lab, 0, "b");
+    let (c, c_ip) = attach(&mut lab, 1, "c");
+    for (ns, port) in [(&b, 5201), (&c, 5201)] {
+        lab.iperf_server(ns, port).unwrap();
+    }
+    lab.wait_ping(&a, &c_ip, Duration::from_secs(10)).unwrap();
+    let hosts: Vec<String> = lab.hosts.iter().map(|h| h.netns.clone()).collect();
+    let saved: Vec<String> = hosts
+        .iter()
+        .map(|h| {
+            lab.exec_ok(h, &["nft", "list", "table", "bridge", "ms_ports"])
+                .unwrap()
+        })
+        .collect();
+    let set = |lab: &Lab, on: bool| {
+        for (h, table) in hosts.iter().zip(&saved) {
+            if on {
+                let file = lab.dir.join("ports.nft");
+                std::fs::write(&file, table).unwrap();
+                lab.exec_ok(h, &["nft", "-f", file.to_str().unwrap()])
+                    .unwrap();
+            } else {
+                lab.exec_ok(h, &["nft", "delete", "table", "bridge", "ms_ports"])
+                    .unwrap();
+            }
+        }
+    };
+    // Small UDP datagrams as fast as iperf3 sends them: packets per second
+    // received, the per-packet measure.
+    let pps = |lab: &Lab, dst: &str| -> f64 {
+        let out = lab
+            .exec_ok(
+                &a,
+                &[
+                    "iperf3", "-c", dst, "-u", "-l", "64", "-b", "0", "-t", "3", "-J",
+                ],
+            )
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let s = &v["end"]["sum"];
+        let got = s["packets"].as_f64().unwrap() - s["lost_packets"].as_f64().unwrap();
+        got / s["seconds"].as_f64().unwrap()
+    };
+    println!("round\ttable\tsame-host kpps\tsame-host Gbit/s\tcross-host kpps\tcross-host Gbit/s");
+    for round in 1..=3 {
+        for on in [true, false] {
+            set(&lab, on);
+            let same = pps(&lab, &b_ip) / 1e3;
+            let same_tcp = lab.iperf_gbps(&a, &b_ip, 5201, 3).unwrap();
+            let cross = pps(&lab, &c_ip) / 1e3;
+            let cross_tcp = lab.iperf_gbps(&a, &c_ip, 5201, 3).unwrap();
+            println!(
+                "{round}\t{}\t{same:.1}\t{same_tcp:.2}\t{cross:.1}\t{cross_tcp:.2}",
+                if on { "on" } else { "off" }
+            );
+        }
+    }
+    set(&lab, true);
+}
