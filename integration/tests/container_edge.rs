@@ -11,8 +11,8 @@
 //!   every time.
 //!
 //! And the host side: the service address serves DNS and nothing else
-//! after `meshctl expose`, and an egress network's route is in place when
-//! `meshctl attach` returns. Every drop shows in `mesh_port_dropped_frames`.
+//! after `meshctl expose`, and a service's rules and an egress network's
+//! route are in place when `meshctl attach` returns. Every drop shows in `mesh_port_dropped_frames`.
 
 use integration::frames::{self, parse_mac};
 use integration::{dns_query, test_mesh, wait_for, Lab};
@@ -304,7 +304,37 @@ fn a_container_is_what_it_was_attached_as() {
     );
     assert!(lab.ping(&db.ns, svc, 1), "the service address answers ping");
 
-    // ---- 7. Egress: the first connection after attach returns goes out.
+    // ---- 7. A service's rules are in a container when its attach returns.
+    lab.meshctl(
+        0,
+        &[
+            "service",
+            "create",
+            "dbsvc",
+            "--network",
+            OPEN,
+            "--port",
+            "9000:22",
+            "--selector",
+            "app=db",
+            "--ip",
+            "10.94.0.200",
+        ],
+    )
+    .unwrap();
+    let (name, _) = lab.wait_ask(&web.ns, "10.94.0.200", 9000).unwrap();
+    assert_eq!(name, "db");
+    let late = lab.add_container("late").unwrap();
+    lab.attach_netns(2, &late, OPEN, &["--name", "late"]);
+    assert_eq!(
+        lab.ask(&late, "10.94.0.200", 9000)
+            .map(|(n, _)| n)
+            .as_deref(),
+        Some("db"),
+        "the first connection to a service after attach returns failed"
+    );
+
+    // ---- 8. Egress: the first connection after attach returns goes out.
     lab.serve_who(&out, "outside", 8080).unwrap();
     let h1 = lab.hosts[0].netns.clone();
     lab.wait_ask(&h1, OUTSIDE, 8080).unwrap();
@@ -380,7 +410,7 @@ fn port_security_cost() {
         got / s["seconds"].as_f64().unwrap()
     };
     println!("round\ttable\tsame-host kpps\tsame-host Gbit/s\tcross-host kpps\tcross-host Gbit/s");
-    for round in 1..=3 {
+    for round in 1..=5 {
         for on in [true, false] {
             set(&lab, on);
             let same = pps(&lab, &b_ip) / 1e3;

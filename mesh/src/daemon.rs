@@ -625,17 +625,20 @@ impl Daemon {
         drop(devices);
         if let Ok(a) = &result {
             self.services.note_attachment(a);
-            self.ready(a).await;
+            self.ready(a, true).await;
         }
         result
     }
 
     /// What a container needs before its attach returns (a container that
     /// connects out at start must find it there): its port security and
-    /// policy, and on an egress network its default route.
-    pub(crate) async fn ready(&self, a: &api::Attachment) {
+    /// policy, its services' rules and, with `routes`, on an egress
+    /// network its default route (a runtime that moves the interface in
+    /// itself sets that route from the gateway the plugin names).
+    pub(crate) async fn ready(&self, a: &api::Attachment, routes: bool) {
         self.traffic.install();
-        if self.channels.settings_of(&a.network).egress {
+        self.services.sync_once().await;
+        if routes && self.channels.settings_of(&a.network).egress {
             self.edge.reconcile().await;
         }
     }

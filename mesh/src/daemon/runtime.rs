@@ -54,9 +54,7 @@ impl Daemon {
         if let Err(e) = self.reservations.hand_over(&net.id, ip).await {
             warn!(network = %net.id, %ip, "cannot hand the reservation over to the attachment: {e:#}");
         }
-        // Port security before the runtime starts the container (the
-        // container's routes follow once the runtime has moved its end).
-        self.traffic.install();
+        self.ready(&a, false).await;
         Ok(a)
     }
 

@@ -161,19 +161,33 @@ pub fn ruleset(prefix: &str, ports: &[Port]) -> String {
         };
         let _ = write!(
             chains,
+            // Frames of a connection a container has open are the common
+            // case: one MAC compare, one ethertype dispatch, and TCP or
+            // plain UDP from its own address is done.
             r#"    chain from_{i} {{
         ether saddr != {mac} {mac_drop}
-        ether type != {{ ip, ip6, arp }} {ethertype}
-        arp saddr ether != {mac} {arp}
-        arp saddr ip != {{ {ip}, 0.0.0.0 }} {arp}
+        ether type vmap {{ ip : goto ip4_{i}, ip6 : goto ip6_{i}, arp : goto arp_{i} }}
+        {ethertype}
+    }}
+    chain ip4_{i} {{
+        ip saddr {ip} meta l4proto tcp accept
+        ip saddr {ip} udp sport != 67 accept
         ip saddr 0.0.0.0 udp sport 68 udp dport 67 accept
         ip saddr != {ip} {ip_drop}
+        icmp type redirect {router}
+        udp sport 67 {dhcp}
+    }}
+    chain arp_{i} {{
+        arp saddr ether != {mac} {arp}
+        arp saddr ip != {{ {ip}, 0.0.0.0 }} {arp}
+    }}
+    chain ip6_{i} {{
         ip6 saddr :: icmpv6 type {{ nd-neighbor-solicit, mld-listener-report, mld2-listener-report }} accept
         ip6 saddr != {own6} {ip6_drop}
+        meta l4proto tcp accept
         icmpv6 type {{ nd-router-advert, nd-redirect }} {router}
-        icmp type redirect {router}
-        icmpv6 type nd-neighbor-advert jump advert_{i}
-        udp sport {{ 67, 547 }} {dhcp}
+        icmpv6 type nd-neighbor-advert goto advert_{i}
+        udp sport 547 {dhcp}
     }}
     chain advert_{i} {{
 "#,
@@ -189,14 +203,15 @@ pub fn ruleset(prefix: &str, ports: &[Port]) -> String {
         // nft 1.0.6 has no `icmpv6 taddr`: the target is 128 bits at
         // offset 64 of the ICMPv6 header.
         for a in p.ip6.into_iter().chain([ll]) {
-            let _ = writeln!(chains, "        @th,64,128 0x{:032x} return", u128::from(a));
+            let _ = writeln!(chains, "        @th,64,128 0x{:032x} accept", u128::from(a));
         }
         let _ = write!(
             chains,
             r#"        {nd}
     }}
     chain to_{i} {{
-        ip daddr != {{ {ip}, {bcast}, 255.255.255.255, 224.0.0.0/4 }} {dst}
+        ip daddr {ip} accept
+        ip daddr != {{ {bcast}, 255.255.255.255, 224.0.0.0/4 }} {dst}
         ip6 daddr != {{ {own6_list}, ff00::/8 }} {dst}
     }}
 "#,
@@ -260,8 +275,11 @@ mod tests {
         assert!(r.contains("arp saddr ip != { 10.40.0.2, 0.0.0.0 }"));
         assert!(r.contains("ip saddr != 10.40.0.2 counter name \"mesh_v0000abcd_ip\" drop"));
         assert!(r.contains("ip6 saddr != { fd00::2, fe80::42:aff:fe28:2 }"));
-        assert!(r.contains("@th,64,128 0xfd000000000000000000000000000002 return"));
-        assert!(r.contains("ip daddr != { 10.40.0.2, 10.40.0.255, 255.255.255.255, 224.0.0.0/4 }"));
+        assert!(r.contains("@th,64,128 0xfd000000000000000000000000000002 accept"));
+        assert!(r.contains("ip daddr 10.40.0.2 accept\n        ip daddr != { 10.40.0.255, 255.255.255.255, 224.0.0.0/4 }"));
+        assert!(
+            r.contains("ether type vmap { ip : goto ip4_0, ip6 : goto ip6_0, arp : goto arp_0 }")
+        );
         assert!(r.contains("ip6 daddr != { fd00::2, fe80::42:aff:fe28:2, ff00::/8 }"));
         for reason in Reason::ALL {
             assert!(r.contains(&format!("counter mesh_v0000abcd_{} {{ }}", reason.as_str())));
