@@ -329,7 +329,7 @@ fn transform_pinned(c: &mut Criterion) {
     let now = Instant::now();
     let (a, b) = engines(now);
     let pins = |ours: [u8; 6], theirs: [u8; 6]| {
-        let mut macs: std::collections::HashMap<[u8; 6], MacOwner> = (0..998u32)
+        let mut macs: dataplane::NetworkPins = (0..998u32)
             .map(|i| {
                 let b = i.to_be_bytes();
                 (

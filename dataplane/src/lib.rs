@@ -44,7 +44,7 @@ mod worker;
 pub use cipher::Cipher;
 pub use engine::Engine;
 pub use keypair::SessionKeys;
-pub use pins::{MacOwner, PinSet};
+pub use pins::{MacOwner, NetworkPins, PinSet};
 pub use runtime::{Dataplane, Options};
 pub use stats::{BurstReport, DropReason, PathMode, PathStats, PeerStats, Stats, SwitchStats};
 pub use wire::{overlay_mtu, IpVersion};

@@ -2,14 +2,13 @@
 //! learning: host A and its peers B and C, each a real engine, exchange
 //! sealed datagrams as byte vectors.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use dataplane::engine::{Engine, Outgoing};
 use dataplane::pool::BufPool;
 use dataplane::switch::MAX_MACS_PER_PORT;
-use dataplane::{DropReason, MacOwner, NetworkId, PinSet, SessionKeys};
+use dataplane::{DropReason, MacOwner, NetworkId, NetworkPins, PinSet, SessionKeys};
 
 const NET: NetworkId = NetworkId(7);
 const LATER_NET: NetworkId = NetworkId(9);
@@ -110,7 +109,7 @@ impl Mesh {
 }
 
 fn pins(entries: &[([u8; 6], MacOwner)]) -> PinSet {
-    PinSet::from([(NET, entries.iter().copied().collect::<HashMap<_, _>>())])
+    PinSet::from([(NET, entries.iter().copied().collect::<NetworkPins>())])
 }
 
 #[test]
@@ -158,7 +157,10 @@ fn a_pinned_mac_from_the_wrong_peer_is_dropped_counted_and_not_learned() {
 fn unpinned_macs_are_still_learned_and_pins_apply_to_networks_added_later() {
     let mut m = Mesh::new();
     let mut set = pins(&[(WEB, MacOwner::Peer(PEER_B))]);
-    set.insert(LATER_NET, HashMap::from([(WEB, MacOwner::Peer(PEER_C))]));
+    set.insert(
+        LATER_NET,
+        [(WEB, MacOwner::Peer(PEER_C))].into_iter().collect(),
+    );
     m.a.set_pinned_macs(set);
     assert_eq!(m.a_sends_to(&frame(LOOSE, DB)), vec![PEER_B, PEER_C]);
     assert_eq!(m.to_a("c", &frame(BROADCAST, LOOSE)), Ok(PEER_C));
