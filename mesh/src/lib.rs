@@ -22,6 +22,7 @@ pub mod edge;
 pub mod fabric;
 pub mod isolation;
 pub mod liveness;
+pub mod macpins;
 pub mod mtu;
 pub mod netdev;
 pub mod netsecret;
