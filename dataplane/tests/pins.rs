@@ -94,7 +94,7 @@ impl Mesh {
     }
 
     /// `from` (B or C) sends `frame` to A; what A makes of it.
-    fn to_a(&mut self, from: &str, frame: &[u8]) -> Result<u32, DropReason> {
+    fn send_to_a(&mut self, from: &str, frame: &[u8]) -> Result<u32, DropReason> {
         let out = self.seal(from, frame);
         assert_eq!(out.len(), 1, "one datagram to A");
         let mut datagram = out[0].datagram.datagram().to_vec();
@@ -122,7 +122,7 @@ fn a_pinned_mac_from_the_wrong_peer_is_dropped_counted_and_not_learned() {
     // C claims web's MAC: dropped, counted against C, not delivered.
     for _ in 0..3 {
         assert_eq!(
-            m.to_a("c", &frame(BROADCAST, WEB)),
+            m.send_to_a("c", &frame(BROADCAST, WEB)),
             Err(DropReason::SpoofedSource)
         );
     }
@@ -137,10 +137,10 @@ fn a_pinned_mac_from_the_wrong_peer_is_dropped_counted_and_not_learned() {
     // heard from web (pinned lookup, no learning needed).
     assert_eq!(m.a_sends_to(&frame(WEB, DB)), vec![PEER_B]);
     // B itself may use it.
-    assert_eq!(m.to_a("b", &frame(DB, WEB)), Ok(PEER_B));
+    assert_eq!(m.send_to_a("b", &frame(DB, WEB)), Ok(PEER_B));
     // A MAC of this host's coming from a peer is a spoof too.
     assert_eq!(
-        m.to_a("b", &frame(BROADCAST, DB)),
+        m.send_to_a("b", &frame(BROADCAST, DB)),
         Err(DropReason::SpoofedSource)
     );
     assert_eq!(m.a.stats(m.t0).peers[&PEER_B].spoofed_rx, 1);
@@ -163,7 +163,7 @@ fn unpinned_macs_are_still_learned_and_pins_apply_to_networks_added_later() {
     );
     m.a.set_pinned_macs(set);
     assert_eq!(m.a_sends_to(&frame(LOOSE, DB)), vec![PEER_B, PEER_C]);
-    assert_eq!(m.to_a("c", &frame(BROADCAST, LOOSE)), Ok(PEER_C));
+    assert_eq!(m.send_to_a("c", &frame(BROADCAST, LOOSE)), Ok(PEER_C));
     assert_eq!(m.a_sends_to(&frame(LOOSE, DB)), vec![PEER_C]);
     assert_eq!(m.a.stats(m.t0).switch.learned, 1);
     m.a.add_network(LATER_NET);
@@ -174,7 +174,7 @@ fn unpinned_macs_are_still_learned_and_pins_apply_to_networks_added_later() {
 fn a_pin_follows_the_control_plane_and_shadows_what_was_learned() {
     let mut m = Mesh::new();
     // Before any pin, C's claim to web's MAC is learned (the old defect).
-    assert_eq!(m.to_a("c", &frame(BROADCAST, WEB)), Ok(PEER_C));
+    assert_eq!(m.send_to_a("c", &frame(BROADCAST, WEB)), Ok(PEER_C));
     assert_eq!(m.a_sends_to(&frame(WEB, DB)), vec![PEER_C]);
     // The control plane pins it to B: B gets web's traffic at once, and
     // the stolen entry is gone for good.
@@ -184,16 +184,22 @@ fn a_pin_follows_the_control_plane_and_shadows_what_was_learned() {
     // Web moves to C: the pin moves, B's frames as web are now the spoof.
     m.a.set_pinned_macs(pins(&[(WEB, MacOwner::Peer(PEER_C))]));
     assert_eq!(m.a_sends_to(&frame(WEB, DB)), vec![PEER_C]);
-    assert_eq!(m.to_a("b", &frame(DB, WEB)), Err(DropReason::SpoofedSource));
-    assert_eq!(m.to_a("c", &frame(DB, WEB)), Ok(PEER_C));
+    assert_eq!(
+        m.send_to_a("b", &frame(DB, WEB)),
+        Err(DropReason::SpoofedSource)
+    );
+    assert_eq!(m.send_to_a("c", &frame(DB, WEB)), Ok(PEER_C));
     // Web moves to this host.
     m.a.set_pinned_macs(pins(&[(WEB, MacOwner::Local)]));
-    assert_eq!(m.to_a("c", &frame(DB, WEB)), Err(DropReason::SpoofedSource));
+    assert_eq!(
+        m.send_to_a("c", &frame(DB, WEB)),
+        Err(DropReason::SpoofedSource)
+    );
     assert!(m.seal("a", &frame(BROADCAST, WEB)).len() == 2);
     // Web is detached: unpinned, flooded, learned like any MAC again.
     m.a.set_pinned_macs(PinSet::new());
     assert_eq!(m.a_sends_to(&frame(WEB, DB)), vec![PEER_B, PEER_C]);
-    assert_eq!(m.to_a("b", &frame(DB, WEB)), Ok(PEER_B));
+    assert_eq!(m.send_to_a("b", &frame(DB, WEB)), Ok(PEER_B));
     assert_eq!(m.a_sends_to(&frame(WEB, DB)), vec![PEER_B]);
     assert_eq!(m.a.stats(m.t0).switch.pinned, 0);
 }
@@ -202,7 +208,7 @@ fn a_pin_follows_the_control_plane_and_shadows_what_was_learned() {
 fn a_random_mac_spray_from_one_peer_leaves_the_others_entries() {
     let mut m = Mesh::new();
     m.a.set_pinned_macs(pins(&[(WEB, MacOwner::Peer(PEER_B))]));
-    assert_eq!(m.to_a("b", &frame(BROADCAST, LOOSE)), Ok(PEER_B));
+    assert_eq!(m.send_to_a("b", &frame(BROADCAST, LOOSE)), Ok(PEER_B));
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     for _ in 0..10_000 {
         x ^= x << 13;
@@ -211,7 +217,7 @@ fn a_random_mac_spray_from_one_peer_leaves_the_others_entries() {
         let b = x.to_be_bytes();
         let mac = [(b[2] & 0xfe) | 0x02, b[3], b[4], b[5], b[6], b[7]];
         // Delivered (unknown MACs are not a spoof), not necessarily learned.
-        assert_eq!(m.to_a("c", &frame(BROADCAST, mac)), Ok(PEER_C));
+        assert_eq!(m.send_to_a("c", &frame(BROADCAST, mac)), Ok(PEER_C));
     }
     let switch = m.a.stats(m.t0).switch;
     assert_eq!(switch.learned, 1 + MAX_MACS_PER_PORT as usize);
@@ -220,7 +226,7 @@ fn a_random_mac_spray_from_one_peer_leaves_the_others_entries() {
     assert_eq!(m.a_sends_to(&frame(WEB, DB)), vec![PEER_B]);
     // C's own legitimate traffic still flows.
     assert_eq!(
-        m.to_a("c", &frame(DB, [0x02, 0, 0, 0, 0, 0xcc])),
+        m.send_to_a("c", &frame(DB, [0x02, 0, 0, 0, 0, 0xcc])),
         Ok(PEER_C)
     );
 }
