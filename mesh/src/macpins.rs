@@ -10,7 +10,7 @@
 use dataplane::{Dataplane, MacOwner, NetworkId, PeerIdx, PinSet};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::networks;
 use crate::peers::PeerTable;
@@ -123,7 +123,8 @@ pub fn spawn(channels: Channels, peers: Arc<PeerTable>, dp: Dataplane, me: Strin
                         "MACs claimed by attachments on several hosts are not pinned"
                     );
                 }
-                info!(
+                // Every attach anywhere changes it: debug, not info.
+                debug!(
                     pinned = summary.pinned,
                     unresolved_hosts = summary.unresolved,
                     "attachment MACs pinned in the data plane"
