@@ -111,6 +111,25 @@ pub struct StatusResponse {
     /// What the data plane's path probing costs (see the README's "Paths").
     #[serde(default)]
     pub probing: ProbingStatus,
+    /// The data plane's switch: pinned and learned MACs, spoofs.
+    #[serde(default)]
+    pub switch: SwitchStatus,
+}
+
+/// The data plane's MAC switching on this host, every network summed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwitchStatus {
+    /// MACs of attachments pinned to their hosts (from the endpoint records).
+    pub pinned_macs: usize,
+    /// MACs learned from frames (those no attachment claims).
+    pub learned_macs: usize,
+    /// New or moved MACs not learned: their peer or network had its share.
+    pub learn_refused: u64,
+    /// Frames dropped because their source MAC is pinned to another host,
+    /// by the peer (host name) they came from; non-zero ones only. Spoofs
+    /// from this host's own TAP count in `drops.spoofed_source` only.
+    #[serde(default)]
+    pub spoofed_from: BTreeMap<String, u64>,
 }
 
 /// Data-path probing on this host: only active peers are probed.

@@ -243,6 +243,7 @@ mod tests {
                 drops: Default::default(),
                 host_addresses: Vec::new(),
                 probing: Default::default(),
+                switch: Default::default(),
             },
             attachments: vec![att],
         }

@@ -321,6 +321,62 @@ fn transform_tx_two_workers(c: &mut Criterion) {
     group.finish();
 }
 
+/// `transform_tx`/`transform_rx` at 64 bytes when the control plane has
+/// pinned 1000 MACs per network on both hosts, the frame's among them: the
+/// source check and pinned lookup on top of the plain path.
+fn transform_pinned(c: &mut Criterion) {
+    use dataplane::{MacOwner, PinSet};
+    let now = Instant::now();
+    let (a, b) = engines(now);
+    let pins = |ours: [u8; 6], theirs: [u8; 6]| {
+        let mut macs: dataplane::NetworkPins = (0..998u32)
+            .map(|i| {
+                let b = i.to_be_bytes();
+                (
+                    [0x02, 0x77, b[0], b[1], b[2], b[3]],
+                    MacOwner::Peer(1 + i % 8),
+                )
+            })
+            .collect();
+        macs.insert(ours, MacOwner::Local);
+        macs.insert(theirs, MacOwner::Peer(1));
+        PinSet::from([(NET, macs)])
+    };
+    a.set_pinned_macs(pins(MAC_LOCAL, MAC_REMOTE));
+    b.set_pinned_macs(pins(MAC_REMOTE, MAC_LOCAL));
+    let mut pool = BufPool::new(9216, 4);
+    let mut out = Vec::with_capacity(4);
+    let original = frame(MAC_REMOTE, MAC_LOCAL, 64);
+    let mut group = c.benchmark_group("transform_pinned");
+    group.throughput(Throughput::Bytes(64));
+    group.bench_function("tx_64", |bench| {
+        bench.iter(|| {
+            let mut buf = pool.get();
+            buf.fill_frame(&original);
+            a.seal_frame(NET, buf, now, &mut pool, &mut out);
+            assert_eq!(out.len(), 1);
+            for sent in out.drain(..) {
+                black_box(sent.datagram.datagram().len());
+                pool.put(sent.datagram);
+            }
+        })
+    });
+    group.bench_function("rx_64", |bench| {
+        bench.iter_batched_ref(
+            || {
+                let mut buf = pool.get();
+                buf.fill_frame(&original);
+                let mut out = Vec::with_capacity(1);
+                a.seal_frame(NET, buf, now, &mut pool, &mut out);
+                out[0].datagram.datagram().to_vec()
+            },
+            |datagram| black_box(b.open_datagram(datagram, now).expect("opens")),
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
 fn switch_lookup(c: &mut Criterion) {
     let now = Instant::now();
     let table = MacTable::new(now);
@@ -406,6 +462,7 @@ criterion_group!(
     tap_read_tx,
     transform_rx,
     transform_tx_two_workers,
+    transform_pinned,
     switch_lookup,
     relay_forward
 );

@@ -26,9 +26,10 @@ use crate::offload::{
     self, VnetHdr, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE, VNET_HDR_LEN,
 };
 use crate::peer::Peer;
+use crate::pins::{self, MacOwner, NetworkPins, PinSet, SourceCheck};
 use crate::pool::{BufPool, PacketBuf};
 use crate::replay::ReplayReject;
-use crate::stats::{DropCounters, DropReason, Stats};
+use crate::stats::{DropCounters, DropReason, Stats, SwitchStats};
 use crate::switch::{self, MacTable};
 use crate::wire::{
     DataHeader, HeaderError, HostTag, ETHERNET_HEADER_LEN, HEADER_LEN, MSG_TYPE_DATA,
@@ -76,6 +77,8 @@ struct Network {
     members: Vec<PeerIdx>,
     /// Shared by every copy of the tables: learning is per packet.
     macs: Arc<MacTable>,
+    /// MACs the control plane places (see [`crate::pins`]); replaced whole.
+    pins: Arc<NetworkPins>,
 }
 
 #[derive(Clone, Default)]
@@ -92,6 +95,8 @@ struct Tables {
     by_tag: HashMap<HostTag, PeerIdx>,
     /// This host's tag.
     local_tag: HostTag,
+    /// Every network's pins as last set, also for networks added later.
+    pins: HashMap<NetworkId, Arc<NetworkPins>>,
 }
 
 impl Tables {
@@ -218,11 +223,13 @@ impl Engine {
         if tables.networks.contains_key(&net) {
             return false;
         }
+        let pins = tables.pins.get(&net).cloned().unwrap_or_default();
         tables.networks.insert(
             net,
             Network {
                 members: Vec::new(),
                 macs: Arc::new(MacTable::new(self.epoch)),
+                pins,
             },
         );
         tables.rebuild_members();
@@ -259,6 +266,34 @@ impl Engine {
         }
         tables.rebuild_members();
         tracing::debug!(peer, ?endpoint, ?networks, "peer updated");
+    }
+
+    /// Replaces every network's pinned MACs (see [`crate::pins`]) with
+    /// `pins`: a MAC absent from it is unpinned (learned again), one that
+    /// moved follows at once. Learned entries of newly pinned MACs go.
+    pub fn set_pinned_macs(&self, pins: PinSet) {
+        let pins: HashMap<NetworkId, Arc<NetworkPins>> = pins
+            .into_iter()
+            .filter(|(_, macs)| !macs.is_empty())
+            .map(|(net, macs)| (net, Arc::new(macs)))
+            .collect();
+        let mut tables = self.write();
+        let mut shadowed = Vec::new();
+        for (net, network) in tables.networks.iter_mut() {
+            let next = pins.get(net).cloned().unwrap_or_default();
+            shadowed.push((
+                network.macs.clone(),
+                next.keys().copied().collect::<Vec<_>>(),
+            ));
+            network.pins = next;
+        }
+        let total: usize = pins.values().map(|macs| macs.len()).sum();
+        tables.pins = pins;
+        drop(tables);
+        for (macs, pinned) in shadowed {
+            macs.forget(&pinned);
+        }
+        tracing::debug!(pinned = total, "pinned MACs replaced");
     }
 
     /// Sets the largest sealed datagram that reaches `peer` (0: unknown, no
@@ -448,15 +483,25 @@ impl Engine {
             return self.drop_buf(DropReason::WrongNetwork, frame, pool);
         };
         let destination = switch::destination(frame.frame());
-        // A source seen locally is not behind a peer (any more).
-        network
-            .macs
-            .forget_if_remote(&switch::source(frame.frame()));
+        let source = switch::source(frame.frame());
+        match pins::check_source(&network.pins, &source, MacOwner::Local) {
+            // A remote attachment's MAC sent from here: a spoof.
+            SourceCheck::Foreign => return self.drop_buf(DropReason::SpoofedSource, frame, pool),
+            SourceCheck::Pinned => {}
+            // A source seen locally is not behind a peer (any more).
+            SourceCheck::Unpinned => network.macs.forget_if_remote(&source),
+        }
 
         let known = if switch::is_group(&destination) {
             None
         } else {
-            network.macs.lookup(&destination, now)
+            match network.pins.get(&destination) {
+                Some(MacOwner::Peer(peer)) => Some(*peer),
+                Some(MacOwner::Local) => {
+                    return self.drop_buf(DropReason::LocalDestination, frame, pool)
+                }
+                None => network.macs.lookup(&destination, now),
+            }
         };
         let unicast = known.filter(|peer| tables.peers.get(peer).is_some_and(|p| p.is_member(net)));
         if let Some((idx, peer)) = unicast.and_then(|i| Some((i, tables.peers.get(&i)?))) {
@@ -673,14 +718,26 @@ impl Engine {
         let net = NetworkId(header.network_id);
         let membership = match tables.networks.get(&net) {
             Some(network) if peer.is_member(net) => {
-                let frame = &datagram[HEADER_LEN..HEADER_LEN + frame_len];
-                network.macs.learn(switch::source(frame), peer_idx, now);
-                peer.counters.record_rx(frame_len);
-                crate::pmtu::clamp_received(
-                    peer,
-                    &mut datagram[HEADER_LEN..HEADER_LEN + frame_len],
-                );
-                Ok(())
+                let source = switch::source(&datagram[HEADER_LEN..HEADER_LEN + frame_len]);
+                match pins::check_source(&network.pins, &source, MacOwner::Peer(peer_idx)) {
+                    SourceCheck::Foreign => {
+                        peer.counters
+                            .spoofed_rx
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        Err(DropReason::SpoofedSource)
+                    }
+                    check => {
+                        if check == SourceCheck::Unpinned {
+                            network.macs.learn(source, peer_idx, now);
+                        }
+                        peer.counters.record_rx(frame_len);
+                        crate::pmtu::clamp_received(
+                            peer,
+                            &mut datagram[HEADER_LEN..HEADER_LEN + frame_len],
+                        );
+                        Ok(())
+                    }
+                }
             }
             _ => Err(DropReason::WrongNetwork),
         };
@@ -715,9 +772,16 @@ impl Engine {
             .map(|(idx, peer)| (*idx, peer.snapshot(now)))
             .collect();
         self.fill_path_stats(&mut peers, now);
+        let mut switch = SwitchStats::default();
+        for network in tables.networks.values() {
+            switch.pinned += network.pins.len();
+            switch.learned += network.macs.len();
+            switch.learn_refused += network.macs.refused();
+        }
         Stats {
             drops: self.drops.snapshot(),
             peers,
+            switch,
         }
     }
 }

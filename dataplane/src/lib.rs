@@ -5,7 +5,8 @@
 //! Layout (one concept per module, like wireguard-go's `device/`):
 //! - sans-IO core, testable without root: [`wire`] (framing), [`keypair`]
 //!   (session keys, sealing, key lifetime), [`replay`] (sliding window),
-//!   [`switch`] (per-network MAC learning), [`peer`], [`engine`] (the
+//!   [`switch`] (per-network MAC learning), [`pins`] (MACs the control
+//!   plane places on a host), [`peer`], [`engine`] (the
 //!   seal/open decisions, including what one TAP read becomes), [`offload`]
 //!   (`virtio_net_hdr`, splitting TCP super-segments, coalescing them back),
 //!   [`stats`] (drop reasons and counters), [`pool`] (buffers with headroom),
@@ -28,6 +29,7 @@ pub mod mss;
 pub mod offload;
 pub mod path;
 pub mod peer;
+pub mod pins;
 mod pmtu;
 pub mod pool;
 pub mod replay;
@@ -42,8 +44,9 @@ mod worker;
 pub use cipher::Cipher;
 pub use engine::Engine;
 pub use keypair::SessionKeys;
+pub use pins::{MacOwner, NetworkPins, PinSet};
 pub use runtime::{Dataplane, Options};
-pub use stats::{BurstReport, DropReason, PathMode, PathStats, PeerStats, Stats};
+pub use stats::{BurstReport, DropReason, PathMode, PathStats, PeerStats, Stats, SwitchStats};
 pub use wire::{overlay_mtu, IpVersion};
 
 /// Daemon-assigned handle for a remote host.

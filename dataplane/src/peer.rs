@@ -132,6 +132,7 @@ impl Peer {
             next_generation: self.keys.next.as_ref().map(|k| k.generation),
             previous_generation: self.keys.previous.as_ref().map(|k| k.generation),
             path: Default::default(),
+            spoofed_rx: self.counters.spoofed_rx.load(Relaxed),
         }
     }
 }

@@ -395,6 +395,11 @@ impl Dataplane {
         self.inner.engine.set_network_secret(net, secret);
     }
 
+    /// See [`Engine::set_pinned_macs`].
+    pub fn set_pinned_macs(&self, pins: crate::PinSet) {
+        self.inner.engine.set_pinned_macs(pins);
+    }
+
     pub fn confirm_keys(&self, peer: PeerIdx, generation: u64) {
         self.inner.engine.confirm_keys(peer, generation);
     }

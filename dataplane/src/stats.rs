@@ -54,6 +54,8 @@ drop_reasons! {
     TooBigAnswered => "too_big_answered": "Frame larger than the peer's path MTU; answered into the TAP with ICMP fragmentation-needed / packet-too-big.",
     TooBigUnfragmentable => "too_big_unfragmentable": "IPv4 frame without DF larger than the peer's path MTU that cannot be fragmented (IP options, bad lengths); others are fragmented.",
     TooBigUnanswered => "too_big_unanswered": "Frame larger than the peer's path MTU that no ICMP may answer (not IP, an ICMP error, a non-first fragment, a non-unicast source).",
+    SpoofedSource => "spoofed_source": "Frame whose source MAC the control plane pins to another host (from a peer: not that peer; from the TAP: a remote attachment's MAC; from a peer: one of this host's).",
+    LocalDestination => "local_destination": "Frame from the TAP to a MAC pinned to this host: the bridge delivers it, no peer needs a copy.",
 }
 
 impl DropReason {
@@ -106,6 +108,9 @@ pub struct PeerCounters {
     /// unknown unicast) go to every member and would keep every path busy;
     /// what arrives is answered, and the answer is unicast.
     pub unicast_tx: AtomicU64,
+    /// Authenticated frames from this peer whose source MAC is pinned to
+    /// another host (dropped): which host spoofs.
+    pub spoofed_rx: AtomicU64,
 }
 
 impl PeerCounters {
@@ -139,6 +144,8 @@ pub struct PeerStats {
     pub previous_generation: Option<u64>,
     /// How frames reach this peer now (see `path.rs`).
     pub path: PathStats,
+    /// Frames from this peer dropped for a source MAC pinned elsewhere.
+    pub spoofed_rx: u64,
 }
 
 /// How frames reach one peer: the data path's state and what the probes
@@ -188,6 +195,19 @@ pub struct Stats {
     /// Every [`DropReason`] by name, zeros included.
     pub drops: BTreeMap<&'static str, u64>,
     pub peers: BTreeMap<PeerIdx, PeerStats>,
+    pub switch: SwitchStats,
+}
+
+/// The switches of every network, summed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SwitchStats {
+    /// MACs the control plane pinned (on networks configured here).
+    pub pinned: usize,
+    /// MACs learned from frames (no attachment claims them).
+    pub learned: usize,
+    /// New or moved MACs not learned because their port (peer) or the
+    /// network had its share (see [`crate::switch::MAX_MACS_PER_PORT`]).
+    pub learn_refused: u64,
 }
 
 impl Stats {

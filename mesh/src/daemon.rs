@@ -358,6 +358,12 @@ impl Daemon {
         });
         daemon.reconcile_at_start().await?;
         daemon.clone().watch_channels();
+        crate::macpins::spawn(
+            daemon.channels.clone(),
+            daemon.peers.clone(),
+            daemon.dp.clone(),
+            daemon.id().to_hex(),
+        );
         daemon.clone().spawn_mtu_sync();
         tokio::spawn(daemon.attacher.clone().reap_forever());
         crate::liveness::spawn_observer(

@@ -23,6 +23,7 @@ pub mod fabric;
 pub mod isolation;
 pub mod kernel;
 pub mod liveness;
+pub mod macpins;
 pub mod mtu;
 pub mod netdev;
 pub mod netsecret;

@@ -115,6 +115,7 @@ pub fn render(status: &StatusResponse, attachments: &[AttachmentStats]) -> Strin
         key_age,
     );
     register_paths(&mut reg, status);
+    register_switch(&mut reg, status);
     register_attachments(&mut reg, &status.host.name, attachments);
     let size = Gauge::<i64>::default();
     size.set(status.mesh_size as i64);
@@ -182,6 +183,41 @@ fn register_paths(reg: &mut Registry, status: &StatusResponse) {
         "peer_path_relayed",
         "1 if frames to the peer go through another host (label via), 0 if direct",
         relayed,
+    );
+}
+
+/// The data plane's switch: pinned and learned MACs, refusals, spoofs.
+fn register_switch(reg: &mut Registry, status: &StatusResponse) {
+    let macs = Family::<Labels, Gauge>::default();
+    for (kind, n) in [
+        ("pinned", status.switch.pinned_macs),
+        ("learned", status.switch.learned_macs),
+    ] {
+        macs.get_or_create(&vec![("kind".into(), kind.into())])
+            .set(n as i64);
+    }
+    reg.register(
+        "dataplane_macs",
+        "MACs the switch knows: pinned to their hosts by the control plane, or learned",
+        macs,
+    );
+    let refused = Counter::<u64>::default();
+    refused.inc_by(status.switch.learn_refused);
+    reg.register(
+        "dataplane_mac_learn_refused",
+        "New or moved MACs not learned because their peer or network had its share",
+        refused,
+    );
+    let spoofed = Family::<Labels, Counter>::default();
+    for (peer, n) in &status.switch.spoofed_from {
+        spoofed
+            .get_or_create(&vec![("peer".into(), peer.clone())])
+            .inc_by(*n);
+    }
+    reg.register(
+        "peer_spoofed_frames",
+        "Frames from a peer dropped because their source MAC is pinned to another host",
+        spoofed,
     );
 }
 
@@ -270,6 +306,12 @@ mod tests {
                 probes_direct: 40,
                 probes_relayed: 3,
             },
+            switch: crate::api::SwitchStatus {
+                pinned_macs: 4,
+                learned_macs: 1,
+                learn_refused: 9,
+                spoofed_from: [("h2".to_string(), 5u64)].into(),
+            },
         };
         let att = AttachmentStats {
             network: "blue".into(),
@@ -292,6 +334,9 @@ mod tests {
             "mesh_path_probes_sent_total{via=\"direct\"} 40",
             "mesh_path_probes_sent_total{via=\"relay\"} 3",
             "mesh_paths_active 2",
+            "mesh_dataplane_macs{kind=\"pinned\"} 4",
+            "mesh_dataplane_mac_learn_refused_total 9",
+            "mesh_peer_spoofed_frames_total{peer=\"h2\"} 5",
             "mesh_attachment_bytes_total{network=\"blue\",container=\"web\",host=\"h1\",direction=\"tx\"} 1000",
             "mesh_attachment_packets_total{network=\"blue\",container=\"web\",host=\"h1\",direction=\"rx\"} 20",
             "mesh_attachment_dropped_packets_total{network=\"blue\",container=\"web\",host=\"h1\",direction=\"tx\"} 1",

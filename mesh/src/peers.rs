@@ -183,6 +183,8 @@ impl Table {
 pub struct PeerTable<P: PeerPlane = Dataplane> {
     dp: P,
     table: Mutex<Table>,
+    /// Bumped when a peer gets or loses its handle (see [`Self::subscribe`]).
+    handles: tokio::sync::watch::Sender<u64>,
 }
 
 impl<P: PeerPlane> PeerTable<P> {
@@ -193,6 +195,7 @@ impl<P: PeerPlane> PeerTable<P> {
                 next_idx: 1,
                 ..Table::default()
             }),
+            handles: tokio::sync::watch::channel(0).0,
         })
     }
 
@@ -214,6 +217,7 @@ impl<P: PeerPlane> PeerTable<P> {
                     up: false,
                 },
             );
+            self.handles.send_modify(|n| *n += 1);
         }
         t.peers.get_mut(peer).expect("inserted above")
     }
@@ -231,6 +235,12 @@ impl<P: PeerPlane> PeerTable<P> {
 
     pub fn data_endpoint(&self, peer: &PeerId) -> Option<SocketAddr> {
         self.lock().peers.get(peer).and_then(|e| e.data_endpoint)
+    }
+
+    /// Changes whenever a peer gets a data-plane handle or loses it: what
+    /// is keyed by handles (pinned MACs) is then recomputed.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.handles.subscribe()
     }
 
     pub fn handle(&self, peer: &PeerId) -> Option<PeerIdx> {
@@ -255,6 +265,7 @@ impl<P: PeerPlane> PeerTable<P> {
         }
         if let Some(e) = t.peers.remove(peer) {
             self.dp.remove_peer(e.idx);
+            self.handles.send_modify(|n| *n += 1);
             info!(peer = %peer, "removed peer left the data plane");
         }
     }
@@ -405,6 +416,21 @@ mod tests {
         assert_eq!(flood_size(&engine), 1);
         t.peer_up(&info(2));
         assert_eq!(flood_size(&engine), 2);
+    }
+
+    #[test]
+    fn subscribers_hear_of_new_and_forgotten_handles() {
+        let (t, _engine) = table();
+        let mut rx = t.subscribe();
+        rx.mark_unchanged();
+        t.peer_up(&info(2));
+        assert!(rx.has_changed().unwrap());
+        rx.mark_unchanged();
+        // Up again: same handle, nothing keyed by handles changes.
+        t.peer_up(&info(2));
+        assert!(!rx.has_changed().unwrap());
+        t.forget(&info(2).id);
+        assert!(rx.has_changed().unwrap());
     }
 
     #[test]

@@ -48,6 +48,20 @@ impl Daemon {
                 .map(|(k, v)| (k.to_string(), *v))
                 .collect(),
             host_addresses: self.edge.host_addresses(),
+            switch: api::SwitchStatus {
+                pinned_macs: stats.switch.pinned,
+                learned_macs: stats.switch.learned,
+                learn_refused: stats.switch.learn_refused,
+                spoofed_from: stats
+                    .peers
+                    .iter()
+                    .filter(|(_, p)| p.spoofed_rx > 0)
+                    .map(|(idx, p)| {
+                        let name = names.get(idx).cloned();
+                        (name.unwrap_or_else(|| format!("peer {idx}")), p.spoofed_rx)
+                    })
+                    .collect(),
+            },
             probing: {
                 let sent = self.dp.probes_sent();
                 api::ProbingStatus {
