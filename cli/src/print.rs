@@ -257,6 +257,11 @@ pub fn fips(list: &[mesh_api::Fip]) {
     }
     println!("{:<16} {:<20} {:<12} SERVICES", "FIP", "POOL", "HOLDER");
     for f in list {
+        let holder = match (&f.holder, &f.reason) {
+            (Some(h), _) => h.clone(),
+            (None, Some(why)) => format!("(none: {why})"),
+            (None, None) => "(none)".to_string(),
+        };
         let services: Vec<String> = f
             .bindings
             .iter()
@@ -275,7 +280,7 @@ pub fn fips(list: &[mesh_api::Fip]) {
             "{:<16} {:<20} {:<12} {}",
             f.addr,
             f.pool.as_deref().unwrap_or("-"),
-            f.holder.as_deref().unwrap_or("(none)"),
+            holder,
             if services.is_empty() {
                 "-".to_string()
             } else {
@@ -292,7 +297,12 @@ pub fn fip_pools(list: &[mesh_api::FipPool]) {
     }
     println!("{:<20} {:>5} HOSTS", "POOL", "FIPS");
     for p in list {
-        println!("{:<20} {:>5} {}", p.cidr, p.fips, p.hosts.join(", "));
+        let hosts = if p.hosts.is_empty() {
+            "(none: no host's underlay subnet contains it)".to_string()
+        } else {
+            p.hosts.join(", ")
+        };
+        println!("{:<20} {:>5} {hosts}", p.cidr, p.fips);
     }
 }
 
