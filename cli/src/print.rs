@@ -257,11 +257,7 @@ pub fn fips(list: &[mesh_api::Fip]) {
     }
     println!("{:<16} {:<20} {:<12} SERVICES", "FIP", "POOL", "HOLDER");
     for f in list {
-        let holder = match (&f.holder, &f.reason) {
-            (Some(h), _) => h.clone(),
-            (None, Some(why)) => format!("(none: {why})"),
-            (None, None) => "(none)".to_string(),
-        };
+        let holder = holder_cell(f);
         let services: Vec<String> = f
             .bindings
             .iter()
@@ -290,6 +286,15 @@ pub fn fips(list: &[mesh_api::Fip]) {
     }
 }
 
+/// The holder, or why there is none (older meshd give no reason).
+fn holder_cell(f: &mesh_api::Fip) -> String {
+    match (&f.holder, &f.reason) {
+        (Some(h), _) => h.clone(),
+        (None, Some(why)) => format!("(none: {why})"),
+        (None, None) => "(none)".to_string(),
+    }
+}
+
 pub fn fip_pools(list: &[mesh_api::FipPool]) {
     if list.is_empty() {
         println!("no floating-IP pools (see `meshctl fip pool add`)");
@@ -308,6 +313,27 @@ pub fn fip_pools(list: &[mesh_api::FipPool]) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_holder_column_says_why_there_is_none() {
+        let fip = |v: serde_json::Value| -> mesh_api::Fip { serde_json::from_value(v).unwrap() };
+        // From an older meshd: no reason field.
+        let old = fip(serde_json::json!({
+            "addr": "192.168.1.241", "pool": "192.168.1.240/28",
+            "holder": null, "bindings": []
+        }));
+        assert_eq!(super::holder_cell(&old), "(none)");
+        let mut f = old.clone();
+        f.reason = Some("no host's underlay subnet contains 192.168.1.240/28".into());
+        assert_eq!(
+            super::holder_cell(&f),
+            "(none: no host's underlay subnet contains 192.168.1.240/28)"
+        );
+        let json = serde_json::to_value(&old).unwrap();
+        assert!(json.get("reason").is_none(), "absent when none: {json}");
+        f.holder = Some("h2".into());
+        f.reason = None;
+        assert_eq!(super::holder_cell(&f), "h2");
+    }
 
     #[test]
     fn the_encryption_line_names_the_ciphers_in_use() {
