@@ -559,7 +559,11 @@ impl Edge {
                     .collect::<Vec<_>>()
             })
             .await
-            .unwrap_or_default();
+            .unwrap_or_else(|e| {
+                // Nothing claimed this round; probed again at the next.
+                warn!("probe task failed: {e}");
+                Vec::new()
+            });
             let mut refusals = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
             for (u, addrs, r) in found {
                 let in_use = match r {
