@@ -662,7 +662,8 @@ pub struct FipPool {
     pub cidr: String,
     /// Floating IPs taken from it.
     pub fips: usize,
-    /// Names of the hosts with an underlay address in it (who may hold them).
+    /// Names of the hosts whose underlay subnet contains it (who may hold
+    /// its addresses).
     pub hosts: Vec<String>,
 }
 
@@ -699,8 +700,11 @@ pub struct FipBinding {
 pub struct Fip {
     pub addr: String,
     pub pool: Option<String>,
-    /// The host answering for it, as this host sees the mesh (none: no
-    /// side with a majority of the pool's hosts).
+    /// The host answering for it, as this host sees the mesh.
     pub holder: Option<String>,
+    /// Why nobody answers for it, when `holder` is none (e.g. "no majority
+    /// of candidates reachable …"). Absent from older meshd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     pub bindings: Vec<FipBinding>,
 }

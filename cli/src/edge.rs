@@ -10,11 +10,19 @@ pub async fn run(c: &Client, cmd: FipCommand) -> Result<()> {
     match cmd {
         FipCommand::Pool(FipPoolCommand::Add { cidr }) => {
             let p = c.add_fip_pool(&cidr).await?;
-            println!(
-                "added pool {} ({} host(s) may hold its addresses)",
-                p.cidr,
-                p.hosts.len()
-            );
+            if p.hosts.is_empty() {
+                // Added all the same: hosts on that LAN may join later.
+                println!(
+                    "added pool {}, but no host's underlay subnet contains it: nobody answers for its addresses until one does",
+                    p.cidr
+                );
+            } else {
+                println!(
+                    "added pool {} ({} host(s) may hold its addresses)",
+                    p.cidr,
+                    p.hosts.len()
+                );
+            }
         }
         FipCommand::Pool(FipPoolCommand::Rm { cidr }) => {
             let p = c.remove_fip_pool(&cidr).await?;

@@ -257,6 +257,7 @@ pub fn fips(list: &[mesh_api::Fip]) {
     }
     println!("{:<16} {:<20} {:<12} SERVICES", "FIP", "POOL", "HOLDER");
     for f in list {
+        let holder = holder_cell(f);
         let services: Vec<String> = f
             .bindings
             .iter()
@@ -275,13 +276,22 @@ pub fn fips(list: &[mesh_api::Fip]) {
             "{:<16} {:<20} {:<12} {}",
             f.addr,
             f.pool.as_deref().unwrap_or("-"),
-            f.holder.as_deref().unwrap_or("(none)"),
+            holder,
             if services.is_empty() {
                 "-".to_string()
             } else {
                 services.join(", ")
             }
         );
+    }
+}
+
+/// The holder, or why there is none (older meshd give no reason).
+fn holder_cell(f: &mesh_api::Fip) -> String {
+    match (&f.holder, &f.reason) {
+        (Some(h), _) => h.clone(),
+        (None, Some(why)) => format!("(none: {why})"),
+        (None, None) => "(none)".to_string(),
     }
 }
 
@@ -292,12 +302,38 @@ pub fn fip_pools(list: &[mesh_api::FipPool]) {
     }
     println!("{:<20} {:>5} HOSTS", "POOL", "FIPS");
     for p in list {
-        println!("{:<20} {:>5} {}", p.cidr, p.fips, p.hosts.join(", "));
+        let hosts = if p.hosts.is_empty() {
+            "(none: no host's underlay subnet contains it)".to_string()
+        } else {
+            p.hosts.join(", ")
+        };
+        println!("{:<20} {:>5} {hosts}", p.cidr, p.fips);
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_holder_column_says_why_there_is_none() {
+        let fip = |v: serde_json::Value| -> mesh_api::Fip { serde_json::from_value(v).unwrap() };
+        // From an older meshd: no reason field.
+        let old = fip(serde_json::json!({
+            "addr": "192.168.1.241", "pool": "192.168.1.240/28",
+            "holder": null, "bindings": []
+        }));
+        assert_eq!(super::holder_cell(&old), "(none)");
+        let mut f = old.clone();
+        f.reason = Some("no host's underlay subnet contains 192.168.1.240/28".into());
+        assert_eq!(
+            super::holder_cell(&f),
+            "(none: no host's underlay subnet contains 192.168.1.240/28)"
+        );
+        let json = serde_json::to_value(&old).unwrap();
+        assert!(json.get("reason").is_none(), "absent when none: {json}");
+        f.holder = Some("h2".into());
+        f.reason = None;
+        assert_eq!(super::holder_cell(&f), "h2");
+    }
 
     #[test]
     fn the_encryption_line_names_the_ciphers_in_use() {

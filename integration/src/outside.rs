@@ -1,6 +1,7 @@
-//! The outside: a namespace on the lab's underlay that is not a mesh host
-//! (clients of floating IPs, the far end of egress), and an ARP probe to
-//! see who answers for an address from there.
+//! The outside: namespaces on the lab's underlay that are not mesh hosts
+//! (clients of floating IPs, the far end of egress, a machine owning an
+//! address of the LAN), and an ARP probe to see who answers for an
+//! address from there.
 
 use anyhow::{anyhow, Context, Result};
 use std::net::Ipv4Addr;
@@ -12,16 +13,24 @@ impl Lab {
     /// Adds namespace `<p>-out` with `ul0` at 198.18.0.`last`/24 on the
     /// underlay; returns its name.
     pub fn add_outside(&mut self, last: u8) -> Result<String> {
-        let ns = format!("{}-out", self.prefix);
+        self.add_lan_machine("out", last)
+    }
+
+    /// Adds namespace `<p>-<name>` (a machine of the LAN, not a mesh host)
+    /// with `ul0` at 198.18.0.`last`/24 on the underlay bridge; returns its
+    /// name. `name`: a few letters (the bridge port is `p<name>`).
+    pub fn add_lan_machine(&mut self, name: &str, last: u8) -> Result<String> {
+        let ns = format!("{}-{name}", self.prefix);
         self.add_netns(&ns)?;
         let ul = self.underlay.clone();
+        let port = format!("p{name}");
         self.exec_ok(
             &ul,
             &[
-                "ip", "link", "add", "pout", "type", "veth", "peer", "name", "ul0", "netns", &ns,
+                "ip", "link", "add", &port, "type", "veth", "peer", "name", "ul0", "netns", &ns,
             ],
         )?;
-        self.exec_ok(&ul, &["ip", "link", "set", "pout", "master", "br0", "up"])?;
+        self.exec_ok(&ul, &["ip", "link", "set", &port, "master", "br0", "up"])?;
         let addr = format!("198.18.0.{last}/24");
         self.exec_ok(&ns, &["ip", "addr", "add", &addr, "dev", "ul0"])?;
         self.exec_ok(&ns, &["ip", "link", "set", "ul0", "up"])?;

@@ -1,8 +1,10 @@
 //! The edge on the 3-host namespace lab (root) with an "outside"
-//! namespace on the underlay that is not a mesh host: floating IPs in
-//! front of services (two services on one FIP by port, partition, SIGKILL
-//! and link-down failover), egress, expose/hide, macvlan. One lab for
-//! every check, to keep lab time low. Servers are busybox httpd with a CGI script answering
+//! namespace on the underlay that is not a mesh host: floating IPs from a
+//! sub-range of the underlay (hosts at 198.18.0.1-3/24, the pool
+//! 198.18.0.240/28) in front of services (two services on one FIP by port,
+//! partition, SIGKILL and link-down failover), egress, expose/hide,
+//! macvlan. One lab for those checks, to keep lab time low; another for
+//! an address a machine of the LAN already uses. Servers are busybox httpd with a CGI script answering
 //! `NAME REMOTE_ADDR`.
 
 use integration::{test_mesh, wait_for, Lab};
@@ -13,7 +15,10 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 const OUTSIDE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
-const FIP: &str = "198.18.0.200";
+/// A sub-range of the underlay 198.18.0.0/24 that holds no host.
+const POOL: &str = "198.18.0.240/28";
+const FIP: &str = "198.18.0.241";
+const FIP2: &str = "198.18.0.242";
 
 fn bare(cidr: &str) -> String {
     cidr.split('/').next().unwrap().to_string()
@@ -258,8 +263,11 @@ fn the_edge_floating_ips_egress_and_expose() {
 
     // ---- floating IP in front of services whose targets are on the two
     // hosts that do not hold it.
-    lab.meshctl(0, &["fip", "pool", "add", "198.18.0.0/24"])
-        .unwrap();
+    lab.meshctl(0, &["fip", "pool", "add", POOL]).unwrap();
+    // Every host's underlay subnet (198.18.0.0/24) contains the pool.
+    let pools: Vec<mesh_api::FipPool> = lab.meshctl_json(0, &["fip", "pool", "list"]).unwrap();
+    let may_hold: BTreeSet<&str> = pools[0].hosts.iter().map(String::as_str).collect();
+    assert_eq!(may_hold, ["h1", "h2", "h3"].into(), "{pools:?}");
     assert_eq!(lab.meshctl(0, &["fip", "create", FIP]).unwrap().trim(), FIP);
     let hx = holder(&lab, 0);
     let others: Vec<usize> = (0..3).filter(|i| *i != hx).collect();
@@ -326,27 +334,19 @@ fn the_edge_floating_ips_egress_and_expose() {
     refused(
         &lab,
         &["fip", "create", "198.18.0.2"],
-        "underlay address of a host",
+        "no floating-IP pool",
     );
-    refused(
-        &lab,
-        &["fip", "associate", "198.18.0.201", "web"],
-        "no floating IP",
-    );
+    refused(&lab, &["fip", "associate", FIP2, "web"], "no floating IP");
     refused(&lab, &["fip", "associate", FIP, "nosuch"], "no service");
     refused(&lab, &["fip", "release", FIP], "dissociate first");
+    refused(&lab, &["fip", "pool", "rm", POOL], "release them first");
+    lab.meshctl(0, &["fip", "create", FIP2]).unwrap();
     refused(
         &lab,
-        &["fip", "pool", "rm", "198.18.0.0/24"],
-        "release them first",
-    );
-    lab.meshctl(0, &["fip", "create", "198.18.0.201"]).unwrap();
-    refused(
-        &lab,
-        &["fip", "associate", "198.18.0.201", "web"],
+        &["fip", "associate", FIP2, "web"],
         "already has floating IP",
     );
-    lab.meshctl(0, &["fip", "release", "198.18.0.201"]).unwrap();
+    lab.meshctl(0, &["fip", "release", FIP2]).unwrap();
 
     // Answers come from the backends, both, on both ports.
     wait_ask(&lab, &out, FIP, 80);
@@ -383,9 +383,18 @@ fn the_edge_floating_ips_egress_and_expose() {
         started.elapsed()
     );
     assert_ne!(holder(&lab, others[0]), hx);
+    let minority = fips(&lab, hx);
     assert!(
-        fips(&lab, hx).iter().all(|f| f.holder.is_none()),
-        "the minority names no holder"
+        minority.iter().all(|f| f.holder.is_none()
+            && f.reason
+                .as_deref()
+                .is_some_and(|r| r.contains("no majority of candidates reachable"))),
+        "the minority names no holder, and says why: {minority:?}"
+    );
+    let table = lab.meshctl(hx, &["fip", "list"]).unwrap();
+    assert!(
+        table.contains("(none: no majority of candidates reachable"),
+        "{table}"
     );
     wait_ask(&lab, &out, FIP, 80);
     lab.heal(hx).unwrap();
@@ -543,8 +552,7 @@ fn fip_failover_median_of_five() {
     let Some(Edge { mut lab, out }) = edge_lab() else {
         return;
     };
-    lab.meshctl(0, &["fip", "pool", "add", "198.18.0.0/24"])
-        .unwrap();
+    lab.meshctl(0, &["fip", "pool", "add", POOL]).unwrap();
     lab.meshctl(0, &["fip", "create", FIP]).unwrap();
     for i in 0..3 {
         let (ns, _) = container(
@@ -586,4 +594,110 @@ fn fip_failover_median_of_five() {
     }
     times.sort();
     eprintln!("failover times {times:?}; median {:?}", times[2]);
+}
+
+/// A machine of the LAN (not a mesh host) owns addresses of the pool:
+/// `fip create` refuses one it already answers for; one it takes after
+/// creation is never claimed by a mesh host (the holder's ARP probe finds
+/// it) and `fip list` says why; once freed, a mesh host claims it.
+#[test]
+fn an_address_in_use_on_the_lan_is_neither_taken_nor_answered() {
+    let Some(mut lab) = test_mesh("edgeuse", 3) else {
+        return;
+    };
+    let out = lab.add_outside(100).unwrap();
+    let owner = lab.add_lan_machine("own", 245).unwrap();
+    let owner_mac = lab.mac_of(&owner, "ul0").unwrap();
+    let mesh_macs: BTreeSet<String> = (0..3).map(|i| ul_mac(&lab, i)).collect();
+    lab.meshctl(0, &["fip", "pool", "add", POOL]).unwrap();
+
+    // In use before: refused, naming the address and who answered.
+    let e = lab
+        .meshctl(1, &["fip", "create", "198.18.0.245"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("198.18.0.245 is in use on the LAN") && e.contains(&owner_mac),
+        "{e}"
+    );
+    assert!(fips(&lab, 1).is_empty(), "nothing created");
+
+    // Taken after creation, before the holder's wait (a holder new to an
+    // address waits 2.5 s before it answers) ends: the probe refuses it.
+    let taken = "198.18.0.246";
+    lab.meshctl(0, &["fip", "create", taken]).unwrap();
+    lab.exec_ok(
+        &owner,
+        &["ip", "addr", "add", &format!("{taken}/24"), "dev", "ul0"],
+    )
+    .unwrap();
+    let ask_arp = |wait| {
+        lab.arp_who_has(&out, "ul0", OUTSIDE, taken.parse().unwrap(), wait)
+            .unwrap()
+    };
+    let until = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < until {
+        let seen = ask_arp(Duration::from_millis(300));
+        assert_eq!(
+            seen,
+            [owner_mac.clone()].into(),
+            "only the owner answers for {taken} (mesh hosts: {mesh_macs:?})"
+        );
+    }
+    // The kernel of the outside agrees.
+    lab.exec_ok(&out, &["ip", "neigh", "flush", "dev", "ul0"])
+        .unwrap();
+    assert!(lab.ping(&out, taken, 1));
+    let neigh = lab.exec_ok(&out, &["ip", "neigh", "show", taken]).unwrap();
+    assert!(neigh.contains(&owner_mac), "{neigh}");
+    // Every host says why nobody answers.
+    for i in 0..3 {
+        wait_for(Duration::from_secs(15), || {
+            let f = fips(&lab, i).into_iter().find(|f| f.addr == taken);
+            match f {
+                Some(f)
+                    if f.holder.is_none()
+                        && f.reason.as_deref().is_some_and(|r| {
+                            r.contains(&format!("address in use by {owner_mac}"))
+                        }) =>
+                {
+                    Ok(())
+                }
+                other => anyhow::bail!("host {i}: {other:?}"),
+            }
+        })
+        .unwrap();
+    }
+    let table = lab.meshctl(2, &["fip", "list"]).unwrap();
+    assert!(
+        table.contains(&format!("(none: address in use by {owner_mac}")),
+        "{table}"
+    );
+
+    // Freed: probed again after the backoff (at most 16 s), and claimed.
+    lab.exec_ok(
+        &owner,
+        &["ip", "addr", "del", &format!("{taken}/24"), "dev", "ul0"],
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    let claimed = wait_for(Duration::from_secs(30), || {
+        let seen = ask_arp(Duration::from_millis(300));
+        match seen.iter().next() {
+            Some(m) if seen.len() == 1 && mesh_macs.contains(m) => Ok(m.clone()),
+            _ => anyhow::bail!("{seen:?} answer"),
+        }
+    })
+    .unwrap();
+    eprintln!("claimed {taken} {:?} after it was freed", t0.elapsed());
+    let holder = wait_for(Duration::from_secs(10), || {
+        fips(&lab, 0)
+            .into_iter()
+            .find(|f| f.addr == taken)
+            .and_then(|f| f.holder)
+            .ok_or_else(|| anyhow::anyhow!("no holder named yet"))
+    })
+    .unwrap();
+    let i = lab.hosts.iter().position(|h| h.name == holder).unwrap();
+    assert_eq!(ul_mac(&lab, i), claimed, "the named holder answers");
 }

@@ -160,6 +160,20 @@ impl Daemon {
             host_key.public_hex(),
         );
         crate::doctor::advertise(&mut cfg.meta);
+        // The underlay subnet decides which floating-IP pools this host may
+        // hold: advertised from the first record on (the edge keeps it current).
+        let underlay_advert = match settings.listen.ip() {
+            IpAddr::V4(ip) if !ip.is_unspecified() => crate::edge::underlay::advert_for(ip)
+                .unwrap_or_else(|e| {
+                    warn!("cannot read the underlay interface: {e:#}");
+                    None
+                }),
+            _ => None,
+        };
+        if let Some(a) = underlay_advert {
+            cfg.meta
+                .extend(a.meta().into_iter().map(|(k, v)| (k.to_string(), v)));
+        }
         let node = Node::start(cfg)
             .await
             .with_context(|| format!("starting the control plane on udp {}", settings.listen))?;
@@ -312,7 +326,8 @@ impl Daemon {
         );
         keep_snapshot(&state, BINDINGS_CHANNEL, &bindings);
         let edge = {
-            let (n1, n2, name) = (node.clone(), node.clone(), settings.name.clone());
+            let (n1, n2, n3) = (node.clone(), node.clone(), node.clone());
+            let name = settings.name.clone();
             Edge::new(EdgeParts {
                 me,
                 prefix: settings.link_prefix.clone(),
@@ -331,9 +346,15 @@ impl Daemon {
                 members: Arc::new(move || {
                     n2.members()
                         .into_iter()
-                        .map(|m| (m.id.to_hex(), m.addr.ip(), m.state == gossip::PeerState::Up))
+                        .map(|m| crate::edge::Member {
+                            id: m.id.to_hex(),
+                            addr: m.addr.ip(),
+                            meta: m.meta,
+                        })
                         .collect()
                 }),
+                advertise: Arc::new(move |k, v| n3.set_meta(k, v)),
+                underlay_advert,
                 isolation: isolation.clone(),
                 liveness: liveness.clone(),
             })?

@@ -370,7 +370,7 @@ async fn list_fips(State(d): D) -> Json<Vec<api::Fip>> {
 }
 
 async fn create_fip(State(d): D, Body(req): Body<api::CreateFipRequest>) -> ApiResult<api::Fip> {
-    Ok(Json(d.edge().create_fip(&req)?))
+    Ok(Json(d.edge().create_fip(&req).await?))
 }
 
 async fn associate_fip(

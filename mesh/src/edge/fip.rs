@@ -9,12 +9,28 @@ use std::time::{Duration, Instant};
 
 use super::records::{fip_key, Fip, FipBinding, FipBindingRecord, FipPool, FipRecord};
 
-/// A host that may hold addresses of a pool: it has an underlay address
-/// in the pool's subnet.
+/// A mesh host, as far as holding floating IPs goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
     pub id: String,
     pub underlay: Ipv4Addr,
+    /// The subnet of its underlay interface (member metadata); `None`: a
+    /// host of an older version, which advertises none.
+    pub subnet: Option<Ipv4Net>,
+}
+
+impl Candidate {
+    /// Whether it may hold the addresses of `pool`: the pool is on its
+    /// LAN, i.e. its underlay subnet contains the whole pool (operators hand
+    /// a sub-range of the LAN to floating IPs; the hosts are never in it).
+    /// Without a subnet, the rule of older versions: its address lies in
+    /// the pool (so mixed-version meshes agree on pools that cover the LAN).
+    pub fn may_hold(&self, pool: &Ipv4Net) -> bool {
+        match self.subnet {
+            Some(s) => s.trunc().contains(pool),
+            None => pool.contains(&self.underlay),
+        }
+    }
 }
 
 /// The pool `addr` belongs to.
@@ -24,10 +40,22 @@ pub fn pool_of(pools: &BTreeMap<String, FipPool>, addr: Ipv4Addr) -> Option<&Fip
 
 /// The hosts that may hold addresses of `pool`.
 pub fn candidates<'a>(pool: &FipPool, hosts: &'a [Candidate]) -> Vec<&'a Candidate> {
-    hosts
-        .iter()
-        .filter(|h| pool.cidr.contains(&h.underlay))
-        .collect()
+    hosts.iter().filter(|h| h.may_hold(&pool.cidr)).collect()
+}
+
+/// Why a floating IP has no holder (`meshctl fip list` shows it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoHolder {
+    #[error("{0} is in no floating-IP pool")]
+    NoPool(Ipv4Addr),
+    #[error("no host's underlay subnet contains {0}")]
+    NoCandidate(Ipv4Net),
+    #[error("no majority of candidates reachable (this host hears {heard} of {of})")]
+    NoMajority { heard: usize, of: usize },
+    #[error("no candidate is up")]
+    NoneUp,
+    #[error("address in use by {mac}, not a mesh host (ARP probe by {prober})")]
+    InUse { mac: String, prober: String },
 }
 
 /// Rendezvous score of `host` for `addr` (highest wins): stable across
@@ -50,19 +78,39 @@ pub fn holder(
     candidates: &[&Candidate],
     live: &BTreeSet<String>,
     supporting: &BTreeSet<String>,
-) -> Option<String> {
+) -> Result<String, NoHolder> {
     let support = candidates
         .iter()
         .filter(|c| supporting.contains(&c.id))
         .count();
     if support * 2 <= candidates.len() {
-        return None;
+        return Err(NoHolder::NoMajority {
+            heard: support,
+            of: candidates.len(),
+        });
     }
     candidates
         .iter()
         .filter(|c| live.contains(&c.id))
         .max_by_key(|c| score(addr, &c.id))
         .map(|c| c.id.clone())
+        .ok_or(NoHolder::NoneUp)
+}
+
+/// [`holder`] from the pools and every host.
+pub fn resolve(
+    addr: Ipv4Addr,
+    pools: &BTreeMap<String, FipPool>,
+    hosts: &[Candidate],
+    live: &BTreeSet<String>,
+    supporting: &BTreeSet<String>,
+) -> Result<String, NoHolder> {
+    let pool = pool_of(pools, addr).ok_or(NoHolder::NoPool(addr))?;
+    let cands = candidates(pool, hosts);
+    if cands.is_empty() {
+        return Err(NoHolder::NoCandidate(pool.cidr));
+    }
+    holder(addr, &cands, live, supporting)
 }
 
 /// How long a host that becomes the holder while the previous one may
@@ -172,12 +220,12 @@ pub fn effective(
     out
 }
 
-/// The lowest free address of any pool.
-pub fn pick_free(
-    pools: &BTreeMap<String, FipPool>,
+/// The free addresses of the pools, lowest first.
+pub fn free<'a>(
+    pools: &'a BTreeMap<String, FipPool>,
     fips: &BTreeMap<String, Fip>,
     hosts: &[Candidate],
-) -> Option<Ipv4Addr> {
+) -> impl Iterator<Item = Ipv4Addr> + 'a {
     let taken: BTreeSet<Ipv4Addr> = fips
         .values()
         .map(|f| f.addr)
@@ -186,7 +234,16 @@ pub fn pick_free(
     pools
         .values()
         .flat_map(|p| usable(&p.cidr))
-        .find(|a| !taken.contains(a))
+        .filter(move |a| !taken.contains(a))
+}
+
+/// The lowest free address of any pool.
+pub fn pick_free(
+    pools: &BTreeMap<String, FipPool>,
+    fips: &BTreeMap<String, Fip>,
+    hosts: &[Candidate],
+) -> Option<Ipv4Addr> {
+    free(pools, fips, hosts).next()
 }
 
 /// Why an address cannot be taken, or an association made.
@@ -198,6 +255,8 @@ pub enum FipError {
     InUse(Ipv4Addr),
     #[error("{0} is the underlay address of a host")]
     HostAddress(Ipv4Addr),
+    #[error("{addr} is in use on the LAN: {mac} answers ARP for it (not a mesh host)")]
+    Taken { addr: Ipv4Addr, mac: String },
     #[error("{addr} already fronts {service} ({network}) on port {port}")]
     PortClash {
         addr: Ipv4Addr,
@@ -278,9 +337,11 @@ mod tests {
     use super::*;
 
     fn c(id: &str, last: u8) -> Candidate {
+        let underlay = Ipv4Addr::new(198, 18, 0, last);
         Candidate {
             id: id.into(),
-            underlay: Ipv4Addr::new(198, 18, 0, last),
+            underlay,
+            subnet: Some(Ipv4Net::new(underlay, 24).unwrap()),
         }
     }
 
@@ -306,6 +367,7 @@ mod tests {
         let outside = Candidate {
             id: "y".into(),
             underlay: Ipv4Addr::new(10, 0, 0, 1),
+            subnet: Some("10.0.0.1/16".parse().unwrap()),
         };
         let pool = &pools()["198.18.0.0/24"];
         let all: Vec<Candidate> = hosts.iter().cloned().chain([outside]).collect();
@@ -325,12 +387,114 @@ mod tests {
         assert_ne!(h, h2);
         // Two of four is no majority: that side holds nothing.
         let half = set(&["a", "b"]);
-        assert_eq!(holder(fip, &cands, &half, &half), None);
+        assert_eq!(
+            holder(fip, &cands, &half, &half),
+            Err(NoHolder::NoMajority { heard: 2, of: 4 })
+        );
         // Holders spread over hosts for different addresses.
         let holders: BTreeSet<String> = (1..=40)
-            .filter_map(|i| holder(Ipv4Addr::new(198, 18, 0, i), &cands, &everyone, &everyone))
+            .filter_map(|i| holder(Ipv4Addr::new(198, 18, 0, i), &cands, &everyone, &everyone).ok())
             .collect();
         assert!(holders.len() > 1);
+    }
+
+    fn pool(cidr: &str) -> BTreeMap<String, FipPool> {
+        let cidr: Ipv4Net = cidr.parse().unwrap();
+        [(
+            cidr.to_string(),
+            FipPool {
+                cidr,
+                created_by: "a".into(),
+            },
+        )]
+        .into()
+    }
+
+    fn host(id: &str, underlay: &str, subnet: Option<&str>) -> Candidate {
+        Candidate {
+            id: id.into(),
+            underlay: underlay.parse().unwrap(),
+            subnet: subnet.map(|s| s.parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn a_sub_range_of_the_lan_is_held_by_the_hosts_on_that_lan() {
+        let pools = pool("192.168.1.240/28");
+        let p = &pools["192.168.1.240/28"];
+        let hosts = [
+            host("h1", "192.168.1.1", Some("192.168.1.1/24")),
+            host("h2", "192.168.1.2", Some("192.168.1.2/24")),
+            // A subnet wider than the LAN still contains the pool.
+            host("h3", "192.168.0.3", Some("192.168.0.3/23")),
+            // Another LAN, and a subnet that covers only part of the pool.
+            host("other", "10.0.0.1", Some("10.0.0.1/24")),
+            host("half", "192.168.1.250", Some("192.168.1.248/29")),
+            // Older versions advertise no subnet: in the pool or not.
+            host("old-in", "192.168.1.241", None),
+            host("old-out", "192.168.1.4", None),
+        ];
+        let ids: Vec<&str> = candidates(p, &hosts)
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect();
+        assert_eq!(ids, ["h1", "h2", "h3", "old-in"]);
+        // The defect this rule fixes: with the old rule alone (nobody's
+        // address in the pool), nobody could hold it.
+        let fip = Ipv4Addr::new(192, 168, 1, 242);
+        let up = set(&["h1", "h2", "h3", "old-in"]);
+        let h = resolve(fip, &pools, &hosts, &up, &up).unwrap();
+        assert!(["h1", "h2", "h3", "old-in"].contains(&h.as_str()), "{h}");
+    }
+
+    #[test]
+    fn the_reasons_a_fip_has_no_holder() {
+        let pools = pool("192.168.1.240/28");
+        let fip = Ipv4Addr::new(192, 168, 1, 241);
+        let elsewhere = [
+            host("a", "10.0.0.1", Some("10.0.0.1/24")),
+            host("b", "192.168.1.2", Some("192.168.1.2/32")),
+        ];
+        let all = set(&["a", "b"]);
+        let reason = |r: Result<String, NoHolder>| r.unwrap_err().to_string();
+        assert_eq!(
+            reason(resolve(fip, &pools, &elsewhere, &all, &all)),
+            "no host's underlay subnet contains 192.168.1.240/28"
+        );
+        assert_eq!(
+            reason(resolve(
+                Ipv4Addr::new(10, 1, 1, 1),
+                &pools,
+                &elsewhere,
+                &all,
+                &all
+            )),
+            "10.1.1.1 is in no floating-IP pool"
+        );
+        let lan = [
+            host("a", "192.168.1.1", Some("192.168.1.1/24")),
+            host("b", "192.168.1.2", Some("192.168.1.2/24")),
+            host("c", "192.168.1.3", Some("192.168.1.3/24")),
+        ];
+        let me = set(&["a"]);
+        assert_eq!(
+            reason(resolve(fip, &pools, &lan, &me, &me)),
+            "no majority of candidates reachable (this host hears 1 of 3)"
+        );
+        // A host that hears a majority without any candidate being live
+        // (it is no candidate itself, and the others just went stale).
+        assert_eq!(
+            reason(resolve(fip, &pools, &lan, &set(&["x"]), &set(&["a", "b"]))),
+            "no candidate is up"
+        );
+        assert_eq!(
+            NoHolder::InUse {
+                mac: "52:54:00:12:34:56".into(),
+                prober: "h2".into()
+            }
+            .to_string(),
+            "address in use by 52:54:00:12:34:56, not a mesh host (ARP probe by h2)"
+        );
     }
 
     #[test]

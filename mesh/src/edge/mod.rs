@@ -6,6 +6,10 @@
 //!   bridge), and containers' default routes through it,
 //! - [`nft`]: the host's `<prefix>_edge` table (DNAT, masquerade),
 //! - [`arp`]: answering ARP for the floating IPs held here,
+//! - [`probe`]: probing an address before answering for it (a machine that
+//!   is not a mesh host may own it),
+//! - [`underlay`]: the underlay interfaces, and what this host advertises
+//!   about its own (subnet, MAC),
 //! - [`ops`]: the API operations.
 //!
 //! [`Edge`] keeps the kernel in line with the records: every change of
@@ -21,7 +25,9 @@ pub mod fip;
 pub mod hostaddr;
 pub mod nft;
 pub mod ops;
+pub mod probe;
 pub mod records;
+pub mod underlay;
 
 use gossip::PeerId;
 use std::collections::{BTreeMap, BTreeSet};
@@ -54,8 +60,25 @@ const TICK: Duration = Duration::from_millis(250);
 /// takes it.
 pub const HOLD_WINDOW: Duration = Duration::from_millis(2500);
 
-/// Members with the address they are reached at: `(peer id hex, address, up)`.
-pub type MembersFn = Arc<dyn Fn() -> Vec<(String, IpAddr, bool)> + Send + Sync>;
+/// How often this host re-reads its underlay interface (subnet, MAC).
+const ADVERT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A member as the edge needs it.
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// Peer id (hex).
+    pub id: String,
+    /// The address it is reached at.
+    pub addr: IpAddr,
+    /// Its (signed) member metadata.
+    pub meta: BTreeMap<String, String>,
+}
+
+/// The other members.
+pub type MembersFn = Arc<dyn Fn() -> Vec<Member> + Send + Sync>;
+/// Sets (`Some`) or removes (`None`) an entry of this host's member
+/// metadata.
+pub type AdvertiseFn = Arc<dyn Fn(&str, Option<String>) + Send + Sync>;
 
 /// What was installed last, so unchanged state costs nothing.
 #[derive(Default)]
@@ -88,6 +111,11 @@ pub struct Edge {
     addresses: Mutex<Vec<HostAddressState>>,
     programmed: Mutex<Programmed>,
     handover: Mutex<fip::Handover>,
+    /// This host's underlay interface, as last read.
+    advert: Mutex<Option<underlay::Advert>>,
+    advertise: AdvertiseFn,
+    /// Floating IPs this host would hold but found in use on the LAN.
+    refusals: Mutex<probe::Refusals>,
     /// Serialises reconciling and the API operations.
     ops: tokio::sync::Mutex<()>,
 }
@@ -110,6 +138,9 @@ pub struct EdgeParts {
     pub alloc: Arc<Allocator>,
     pub hosts: HostsFn,
     pub members: MembersFn,
+    pub advertise: AdvertiseFn,
+    /// This host's underlay interface as read at start.
+    pub underlay_advert: Option<underlay::Advert>,
     pub isolation: Arc<Isolation>,
     pub liveness: Arc<Liveness>,
 }
@@ -141,6 +172,9 @@ impl Edge {
             addresses: Mutex::new(addresses),
             programmed: Mutex::new(Programmed::default()),
             handover: Mutex::new(fip::Handover::default()),
+            advert: Mutex::new(p.underlay_advert),
+            advertise: p.advertise,
+            refusals: Mutex::new(probe::Refusals::default()),
             ops: tokio::sync::Mutex::new(()),
         }))
     }
@@ -201,14 +235,19 @@ impl Edge {
         Ok(())
     }
 
-    /// Every host that is not removed, with its underlay address.
+    /// Every host that is not removed, with its underlay address and
+    /// subnet.
     fn candidates(&self) -> Vec<Candidate> {
         let removed = self.channels.removed_hosts();
         let mut out: Vec<Candidate> = (self.members)()
             .into_iter()
-            .filter(|(id, _, _)| !removed.contains(id))
-            .filter_map(|(id, addr, _)| match addr {
-                IpAddr::V4(v4) if !v4.is_unspecified() => Some(Candidate { id, underlay: v4 }),
+            .filter(|m| !removed.contains(&m.id))
+            .filter_map(|m| match m.addr {
+                IpAddr::V4(v4) if !v4.is_unspecified() => Some(Candidate {
+                    subnet: underlay::advertised_net(&m.meta),
+                    id: m.id,
+                    underlay: v4,
+                }),
                 _ => None,
             })
             .collect();
@@ -216,9 +255,73 @@ impl Edge {
             out.push(Candidate {
                 id: self.me_hex(),
                 underlay: me,
+                subnet: self.own_advert().map(|a| a.net),
             });
         }
         out
+    }
+
+    fn own_advert(&self) -> Option<underlay::Advert> {
+        *self.advert.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The underlay MACs of the mesh's hosts: their ARP answers are no
+    /// conflict when probing.
+    fn mesh_macs(&self) -> BTreeSet<[u8; 6]> {
+        (self.members)()
+            .iter()
+            .filter_map(|m| underlay::advertised_mac(&m.meta))
+            .chain(self.own_advert().map(|a| a.mac))
+            .collect()
+    }
+
+    /// The MAC that host `id` found answering for `addr` when it probed,
+    /// if it refused to hold it.
+    fn in_use(&self, id: &str, addr: Ipv4Addr) -> Option<[u8; 6]> {
+        if id == self.me_hex() {
+            let r = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+            return r.get(addr).map(|r| r.mac);
+        }
+        let members = (self.members)();
+        let m = members.iter().find(|m| m.id == id)?;
+        probe::parse_meta(m.meta.get(probe::META_FIPS_IN_USE)?)
+            .get(&addr)
+            .copied()
+    }
+
+    /// Re-reads this host's underlay interface and advertises its subnet
+    /// and MAC when they changed.
+    async fn refresh_advert(&self) {
+        let Some(IpAddr::V4(ip)) = self.underlay else {
+            return; // a wildcard listen address: no one interface
+        };
+        let advert = match tokio::task::spawn_blocking(move || underlay::advert_for(ip)).await {
+            Ok(Ok(a)) => a,
+            Ok(Err(e)) => {
+                warn!("cannot read the underlay interface: {e:#}");
+                return;
+            }
+            Err(e) => {
+                warn!("underlay task failed: {e}");
+                return;
+            }
+        };
+        let old = std::mem::replace(
+            &mut *self.advert.lock().unwrap_or_else(|p| p.into_inner()),
+            advert,
+        );
+        if old == advert {
+            return;
+        }
+        match advert {
+            Some(a) => {
+                info!(subnet = %a.net, mac = %format_mac(&a.mac), "underlay interface");
+                for (k, v) in a.meta() {
+                    (self.advertise)(k, Some(v));
+                }
+            }
+            None => warn!(%ip, "no interface carries the underlay address"),
+        }
     }
 
     /// Hosts heard from within [`STALE_AFTER`] (live) and within
@@ -238,23 +341,29 @@ impl Edge {
         fip::effective(&rec::live(&self.fips), &rec::live(&self.bindings))
     }
 
-    /// Each floating IP and who holds it, as this host sees the mesh.
-    fn holders(&self) -> BTreeMap<Ipv4Addr, Option<String>> {
+    /// Each floating IP and who holds it (or why nobody), as this host
+    /// sees the mesh.
+    fn holders(&self) -> BTreeMap<Ipv4Addr, Result<String, fip::NoHolder>> {
         self.holders_and_live().0
     }
 
-    fn holders_and_live(&self) -> (BTreeMap<Ipv4Addr, Option<String>>, BTreeSet<String>) {
+    #[allow(clippy::type_complexity)]
+    fn holders_and_live(
+        &self,
+    ) -> (
+        BTreeMap<Ipv4Addr, Result<String, fip::NoHolder>>,
+        BTreeSet<String>,
+    ) {
         let pools = rec::live(&self.pools);
         let cands = self.candidates();
         let (live, support) = self.views();
         let holders = rec::live(&self.fips)
             .into_values()
             .map(|f| {
-                let h = fip::pool_of(&pools, f.addr).and_then(|p| {
-                    let pc = fip::candidates(p, &cands);
-                    fip::holder(f.addr, &pc, &live, &support)
-                });
-                (f.addr, h)
+                (
+                    f.addr,
+                    fip::resolve(f.addr, &pools, &cands, &live, &support),
+                )
             })
             .collect();
         (holders, live)
@@ -262,6 +371,13 @@ impl Edge {
 
     /// Follows the records for as long as the daemon runs.
     pub fn spawn(self: Arc<Self>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                me.refresh_advert().await;
+                tokio::time::sleep(ADVERT_INTERVAL).await;
+            }
+        });
         tokio::spawn(async move {
             let mut rx = (
                 self.fips.subscribe(),
@@ -298,14 +414,17 @@ impl Edge {
             .filter(|(_, n)| n.allows_host(&me))
             .collect();
         let (holders, live) = self.holders_and_live();
-        let held = self
+        let holders: BTreeMap<Ipv4Addr, Option<String>> =
+            holders.into_iter().map(|(a, h)| (a, h.ok())).collect();
+        let chosen = self
             .handover
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .step(&me, &holders, &live, Instant::now());
+        let pools = rec::live(&self.pools);
+        let (held, links) = self.probe_new(&pools, chosen).await;
         let fips = self.effective();
         // Networks behind a floating IP this host may hold.
-        let pools = rec::live(&self.pools);
         let cands = self.candidates();
         let fip_networks: BTreeSet<String> = fips
             .values()
@@ -368,8 +487,133 @@ impl Edge {
                 .unwrap_or_else(|p| p.into_inner())
                 .nft = ok.then_some(script);
         }
-        self.answer_arp(&pools, &held);
+        self.answer_arp(&held, &links);
         self.sync_routes(&addresses).await;
+    }
+
+    /// Of the addresses the handover gives this host (`chosen`), those it
+    /// answers for: the ones answered already, and the new ones an ARP
+    /// probe finds free (see [`probe`]); with the interface of each.
+    async fn probe_new(
+        &self,
+        pools: &BTreeMap<String, FipPool>,
+        chosen: BTreeSet<Ipv4Addr>,
+    ) -> (BTreeSet<Ipv4Addr>, BTreeMap<Ipv4Addr, arp::Underlay>) {
+        self.refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(&chosen);
+        let mut links = BTreeMap::new();
+        if chosen.is_empty() {
+            self.advertise_refusals();
+            return (chosen, links);
+        }
+        let ifs = match tokio::task::spawn_blocking(underlay::interfaces).await {
+            Ok(Ok(ifs)) => ifs,
+            Ok(Err(e)) => {
+                warn!("cannot list interfaces: {e:#}");
+                Vec::new()
+            }
+            Err(e) => {
+                warn!("interfaces task failed: {e}");
+                Vec::new()
+            }
+        };
+        for addr in &chosen {
+            let Some(pool) = fip::pool_of(pools, *addr) else {
+                continue;
+            };
+            match underlay::on_link(&ifs, &pool.cidr) {
+                Some(u) => {
+                    links.insert(*addr, u.clone());
+                }
+                None => warn!(%addr, "no interface of this host has pool {} on link", pool.cidr),
+            }
+        }
+        let answered: BTreeSet<Ipv4Addr> = {
+            let p = self.programmed.lock().unwrap_or_else(|p| p.into_inner());
+            p.responders.values().flat_map(|r| r.held()).collect()
+        };
+        let now = Instant::now();
+        let mut held = BTreeSet::new();
+        let mut to_probe: BTreeMap<String, (arp::Underlay, BTreeSet<Ipv4Addr>)> = BTreeMap::new();
+        {
+            let refusals = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+            for addr in &chosen {
+                match links.get(addr) {
+                    Some(_) if answered.contains(addr) => {
+                        held.insert(*addr);
+                    }
+                    Some(u) if refusals.due(*addr, now) => {
+                        to_probe
+                            .entry(u.name.clone())
+                            .or_insert_with(|| (u.clone(), BTreeSet::new()))
+                            .1
+                            .insert(*addr);
+                    }
+                    Some(_) => {} // in use when last probed; not yet due
+                    // Not answered on any interface; DNAT it all the same.
+                    None => {
+                        held.insert(*addr);
+                    }
+                }
+            }
+        }
+        if !to_probe.is_empty() {
+            let mesh = self.mesh_macs();
+            let found = tokio::task::spawn_blocking(move || {
+                to_probe
+                    .into_values()
+                    .map(|(u, addrs)| {
+                        let r = probe::probe(&u, &addrs, &mesh);
+                        (u, addrs, r)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_else(|e| {
+                // Nothing claimed this round; probed again at the next.
+                warn!("probe task failed: {e}");
+                Vec::new()
+            });
+            let mut refusals = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+            for (u, addrs, r) in found {
+                let in_use = match r {
+                    Ok(in_use) => in_use,
+                    Err(e) => {
+                        // As before probing existed: claim it.
+                        warn!(interface = %u.name, "cannot probe for floating IPs; claiming them unprobed: {e:#}");
+                        BTreeMap::new()
+                    }
+                };
+                for addr in addrs {
+                    match in_use.get(&addr) {
+                        Some(mac) => {
+                            let retry = refusals.refuse(addr, *mac, now);
+                            warn!(%addr, mac = %format_mac(mac), interface = %u.name, ?retry,
+                                "floating IP in use on the LAN by a machine that is not a mesh host; not answering for it");
+                        }
+                        None => {
+                            if refusals.clear(addr) {
+                                info!(%addr, "floating IP no longer in use on the LAN");
+                            }
+                            held.insert(addr);
+                        }
+                    }
+                }
+            }
+        }
+        self.advertise_refusals();
+        (held, links)
+    }
+
+    fn advertise_refusals(&self) {
+        let meta = self
+            .refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .meta();
+        (self.advertise)(probe::META_FIPS_IN_USE, meta);
     }
 
     /// Creates the host addresses wanted and missing, removes the others.
@@ -516,25 +760,18 @@ impl Edge {
     }
 
     /// One ARP responder per underlay interface with addresses held here.
-    fn answer_arp(&self, pools: &BTreeMap<String, FipPool>, held: &BTreeSet<Ipv4Addr>) {
+    fn answer_arp(&self, held: &BTreeSet<Ipv4Addr>, links: &BTreeMap<Ipv4Addr, arp::Underlay>) {
         let mut per_if: BTreeMap<String, (arp::Underlay, BTreeSet<Ipv4Addr>)> = BTreeMap::new();
-        let mut p = self.programmed.lock().unwrap_or_else(|p| p.into_inner());
         for addr in held {
-            let Some(pool) = fip::pool_of(pools, *addr) else {
-                continue;
-            };
-            match arp::underlay_in(&pool.cidr) {
-                Ok(Some(u)) => {
-                    per_if
-                        .entry(u.name.clone())
-                        .or_insert_with(|| (u, BTreeSet::new()))
-                        .1
-                        .insert(*addr);
-                }
-                Ok(None) => warn!(%addr, "no interface of this host is in pool {}", pool.cidr),
-                Err(e) => warn!("cannot list interfaces: {e:#}"),
+            if let Some(u) = links.get(addr) {
+                per_if
+                    .entry(u.name.clone())
+                    .or_insert_with(|| (u.clone(), BTreeSet::new()))
+                    .1
+                    .insert(*addr);
             }
         }
+        let mut p = self.programmed.lock().unwrap_or_else(|p| p.into_inner());
         p.responders
             .retain(|name, r| per_if.get(name).is_some_and(|(u, _)| *u == r.underlay));
         for (name, (u, addrs)) in per_if {

@@ -9,9 +9,10 @@ use super::fip::{self, FipError};
 use super::records::{
     binding_key, fip_key, pool_key, Fip, FipBinding, FipBindingRecord, FipPool, FipRecord,
 };
-use super::{hostaddr, Edge};
+use super::{hostaddr, probe, underlay, Edge};
 use crate::api;
 use crate::error::ApiError;
+use crate::netdev::format_mac;
 use crate::networks;
 use crate::records::{self as rec, NetworkDef};
 use crate::state::HostAddressState;
@@ -24,6 +25,10 @@ impl From<FipError> for ApiError {
         }
     }
 }
+
+/// Free addresses `fip create` without an address probes before it gives
+/// up (each probe takes [`probe::PROBE_WAIT`]).
+const PICK_TRIES: usize = 4;
 
 fn parse_addr(s: &str) -> Result<Ipv4Addr, ApiError> {
     s.trim()
@@ -203,16 +208,34 @@ impl Edge {
         Ok(view)
     }
 
-    fn fip_view(&self, f: &Fip, holders: &BTreeMap<Ipv4Addr, Option<String>>) -> api::Fip {
+    fn fip_view(
+        &self,
+        f: &Fip,
+        holders: &BTreeMap<Ipv4Addr, Result<String, fip::NoHolder>>,
+    ) -> api::Fip {
         let pools = rec::live(&self.pools);
+        let decided = match holders.get(&f.addr) {
+            // The holder probed and found the address in use: it does not
+            // answer.
+            Some(Ok(h)) => match self.in_use(h, f.addr) {
+                Some(mac) => Err(fip::NoHolder::InUse {
+                    mac: format_mac(&mac),
+                    prober: self.host_name(h),
+                }),
+                None => Ok(self.host_name(h)),
+            },
+            Some(Err(e)) => Err(e.clone()),
+            None => Err(fip::NoHolder::NoPool(f.addr)),
+        };
+        let (holder, reason) = match decided {
+            Ok(h) => (Some(h), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
         api::Fip {
             addr: f.addr.to_string(),
             pool: fip::pool_of(&pools, f.addr).map(|p| p.cidr.to_string()),
-            holder: holders
-                .get(&f.addr)
-                .cloned()
-                .flatten()
-                .map(|h| self.host_name(&h)),
+            holder,
+            reason,
             bindings: f
                 .bindings
                 .iter()
@@ -257,7 +280,57 @@ impl Edge {
         self.fip_view(&f, &self.holders())
     }
 
-    pub fn create_fip(&self, req: &api::CreateFipRequest) -> Result<api::Fip, ApiError> {
+    /// Refuses `addr` if a machine that is not a mesh host answers ARP for
+    /// it on this host's LAN (no probe if the address is not on link here).
+    async fn check_unused(&self, addr: Ipv4Addr) -> Result<(), ApiError> {
+        let mesh = self.mesh_macs();
+        let found = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let ifs = underlay::interfaces()?;
+            let Some(link) = underlay::on_link(&ifs, &Ipv4Net::from(addr)) else {
+                return Ok(None);
+            };
+            let in_use = probe::probe(link, &[addr].into(), &mesh)?;
+            Ok(in_use.get(&addr).copied())
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .map_err(ApiError::Internal)?;
+        match found {
+            Some(mac) => Err(FipError::Taken {
+                addr,
+                mac: format_mac(&mac),
+            }
+            .into()),
+            None => Ok(()),
+        }
+    }
+
+    /// The lowest free address of the pools that no machine on the LAN
+    /// answers for (of the first [`PICK_TRIES`]).
+    async fn pick_unused(
+        &self,
+        pools: &BTreeMap<String, FipPool>,
+        fips: &BTreeMap<String, Fip>,
+        hosts: &[fip::Candidate],
+    ) -> Result<Ipv4Addr, ApiError> {
+        let free: Vec<Ipv4Addr> = fip::free(pools, fips, hosts).take(PICK_TRIES).collect();
+        let mut last = None;
+        for a in free {
+            match self.check_unused(a).await {
+                Ok(()) => return Ok(a),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            ApiError::Conflict(if pools.is_empty() {
+                "no floating-IP pool (see `meshctl fip pool add`)".into()
+            } else {
+                "every address of the floating-IP pools is taken".into()
+            })
+        }))
+    }
+
+    pub async fn create_fip(&self, req: &api::CreateFipRequest) -> Result<api::Fip, ApiError> {
         let pools = rec::live(&self.pools);
         let fips = self.effective();
         let hosts = self.candidates();
@@ -265,15 +338,10 @@ impl Edge {
             Some(a) => {
                 let a = parse_addr(a)?;
                 fip::check_new(a, &pools, &fips, &hosts)?;
+                self.check_unused(a).await?;
                 a
             }
-            None => fip::pick_free(&pools, &fips, &hosts).ok_or_else(|| {
-                ApiError::Conflict(if pools.is_empty() {
-                    "no floating-IP pool (see `meshctl fip pool add`)".into()
-                } else {
-                    "every address of the floating-IP pools is taken".into()
-                })
-            })?,
+            None => self.pick_unused(&pools, &fips, &hosts).await?,
         };
         let f = FipRecord {
             addr,
