@@ -18,48 +18,99 @@ impl Lab {
 }
 
 fn send(dev: &str, frames: &[Vec<u8>]) -> Result<()> {
-    let name = std::ffi::CString::new(dev)?;
-    // SAFETY: a valid NUL-terminated name.
-    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    if index == 0 {
-        bail!("no interface {dev}");
+    let socket = PacketSocket::open(dev, 0)?;
+    frames.iter().try_for_each(|f| socket.send(f))
+}
+
+/// A packet socket on one interface, closed on drop. With a protocol
+/// (an ethertype) it also receives that protocol's frames.
+pub(crate) struct PacketSocket {
+    fd: i32,
+    sll: libc::sockaddr_ll,
+}
+
+impl PacketSocket {
+    pub(crate) fn open(dev: &str, protocol: u16) -> Result<PacketSocket> {
+        let name = std::ffi::CString::new(dev)?;
+        // SAFETY: a valid NUL-terminated name.
+        let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        if index == 0 {
+            bail!("no interface {dev}");
+        }
+        // SAFETY: plain socket(2); closed on drop.
+        let fd =
+            unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(protocol.to_be())) };
+        if fd < 0 {
+            bail!("packet socket: {}", std::io::Error::last_os_error());
+        }
+        let socket = PacketSocket {
+            fd,
+            sll: libc::sockaddr_ll {
+                sll_family: libc::AF_PACKET as u16,
+                sll_protocol: protocol.to_be(),
+                sll_ifindex: index as i32,
+                sll_hatype: 0,
+                sll_pkttype: 0,
+                sll_halen: 6,
+                sll_addr: [0; 8],
+            },
+        };
+        if protocol != 0 {
+            let len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+            // SAFETY: sll is valid for len bytes.
+            let sll = &socket.sll as *const _ as *const libc::sockaddr;
+            if unsafe { libc::bind(fd, sll, len) } < 0 {
+                bail!("bind: {}", std::io::Error::last_os_error());
+            }
+        }
+        Ok(socket)
     }
-    // SAFETY: plain socket(2); closed below. Protocol 0: send only.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
-    if fd < 0 {
-        bail!("packet socket: {}", std::io::Error::last_os_error());
-    }
-    let sll = libc::sockaddr_ll {
-        sll_family: libc::AF_PACKET as u16,
-        sll_protocol: 0,
-        sll_ifindex: index as i32,
-        sll_hatype: 0,
-        sll_pkttype: 0,
-        sll_halen: 6,
-        sll_addr: [0; 8],
-    };
-    let len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
-    let mut result = Ok(());
-    for f in frames {
-        // SAFETY: f and sll are valid for their lengths.
+
+    pub(crate) fn send(&self, frame: &[u8]) -> Result<()> {
+        let len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+        // SAFETY: frame and sll are valid for their lengths.
         let n = unsafe {
             libc::sendto(
-                fd,
-                f.as_ptr() as *const libc::c_void,
-                f.len(),
+                self.fd,
+                frame.as_ptr() as *const libc::c_void,
+                frame.len(),
                 0,
-                &sll as *const _ as *const libc::sockaddr,
+                &self.sll as *const _ as *const libc::sockaddr,
                 len,
             )
         };
         if n < 0 {
-            result = Err(anyhow::anyhow!("send: {}", std::io::Error::last_os_error()));
-            break;
+            bail!("send: {}", std::io::Error::last_os_error());
         }
+        Ok(())
     }
-    // SAFETY: fd is ours.
-    unsafe { libc::close(fd) };
-    result
+
+    /// One frame into `buf` within 100 ms: its length, or `None`.
+    pub(crate) fn recv(&self, buf: &mut [u8]) -> Option<usize> {
+        let tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 100_000,
+        };
+        // SAFETY: tv is a valid timeval; buf is valid for its length.
+        let n = unsafe {
+            libc::setsockopt(
+                self.fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                &tv as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::timeval>() as u32,
+            );
+            libc::recv(self.fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0)
+        };
+        usize::try_from(n).ok()
+    }
+}
+
+impl Drop for PacketSocket {
+    fn drop(&mut self) {
+        // SAFETY: fd is ours.
+        unsafe { libc::close(self.fd) };
+    }
 }
 
 pub fn parse_mac(s: &str) -> Result<Mac> {

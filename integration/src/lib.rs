@@ -581,6 +581,25 @@ impl Lab {
     }
 
     /// Polls `ping` until it succeeds or `timeout` passes.
+    /// Replies to `count` pings (0.2 s apart) from `ns` to `dst`.
+    pub fn ping_replies(&self, ns: &str, dst: &str, count: u32) -> u32 {
+        let n = count.to_string();
+        let Ok(out) = self
+            .exec(
+                ns,
+                &["ping", "-n", "-q", "-c", &n, "-i", "0.2", "-W", "1", dst],
+            )
+            .output()
+        else {
+            return 0;
+        };
+        // "5 packets transmitted, 5 received, 0% packet loss, time 1204ms"
+        String::from_utf8_lossy(&out.stdout)
+            .split(',')
+            .find_map(|p| p.trim().strip_suffix(" received")?.parse().ok())
+            .unwrap_or(0)
+    }
+
     pub fn wait_ping(&self, ns: &str, dst: &str, timeout: Duration) -> Result<()> {
         wait_for(timeout, || {
             if self.ping(ns, dst, 1) {

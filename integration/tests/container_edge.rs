@@ -29,32 +29,6 @@ fn bare(cidr: &str) -> String {
     cidr.split('/').next().unwrap().to_string()
 }
 
-/// Replies to `n` pings from `ns` to `dst`.
-fn replies(lab: &Lab, ns: &str, dst: &str, n: u32) -> u32 {
-    let out = lab
-        .exec(
-            ns,
-            &[
-                "ping",
-                "-n",
-                "-q",
-                "-c",
-                &n.to_string(),
-                "-i",
-                "0.2",
-                "-W",
-                "1",
-                dst,
-            ],
-        )
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.split(',')
-        .find_map(|p| p.trim().strip_suffix(" received")?.parse().ok())
-        .unwrap_or(0)
-}
-
 fn wait_drops(lab: &Lab, i: usize, container: &str, reason: &str, above: u64) -> u64 {
     wait_for(Duration::from_secs(5), || {
         let n = lab.port_drops(i, container, Some(reason));
@@ -247,7 +221,7 @@ fn a_container_is_what_it_was_attached_as() {
         &mallory.ns,
         &["busybox", "arping", "-U", "-c", "3", "-I", &dev, &mal_ip],
     );
-    let _ = replies(&lab, &mallory.ns, &db_ip, 3);
+    let _ = lab.ping_replies(&mallory.ns, &db_ip, 3);
     web_keeps_db(&lab);
     wait_drops(&lab, 2, &mal_ip, "mac", before);
     lab.exec_ok(

@@ -24,70 +24,10 @@ fn bare(cidr: &str) -> String {
     cidr.split('/').next().unwrap().to_string()
 }
 
-/// Serves `NAME REMOTE_ADDR` on `port` in namespace `ns` (a lab helper).
-fn serve(lab: &mut Lab, ns: &str, name: &str, port: u16) {
-    let root = lab.dir.join(format!("www-{name}"));
-    let cgi = root.join("cgi-bin");
-    std::fs::create_dir_all(&cgi).unwrap();
-    let script = cgi.join("who");
-    std::fs::write(
-        &script,
-        format!("#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho \"{name} $REMOTE_ADDR\"\n"),
-    )
-    .unwrap();
-    std::process::Command::new("chmod")
-        .arg("+x")
-        .arg(&script)
-        .status()
-        .unwrap();
-    let port = port.to_string();
-    let cmd = lab.exec(
-        ns,
-        &[
-            "busybox",
-            "httpd",
-            "-f",
-            "-p",
-            &port,
-            "-h",
-            root.to_str().unwrap(),
-        ],
-    );
-    lab.spawn_helper(cmd).unwrap();
-}
-
-/// One new connection from `ns` to `host:port`: `(name, remote addr)` of
-/// the answer, or `None`.
-fn ask(lab: &Lab, ns: &str, host: &str, port: u16) -> Option<(String, String)> {
-    let url = format!("http://{host}:{port}/cgi-bin/who");
-    let out = lab
-        .exec_ok(
-            ns,
-            &["timeout", "2", "busybox", "wget", "-q", "-O", "-", &url],
-        )
-        .ok()?;
-    let mut parts = out.split_whitespace();
-    let name = parts.next()?.to_string();
-    // busybox httpd listens on IPv6: `[::ffff:A.B.C.D]`.
-    let seen = parts.next()?.trim_matches(|c| c == '[' || c == ']');
-    Some((
-        name,
-        seen.strip_prefix("::ffff:").unwrap_or(seen).to_string(),
-    ))
-}
-
-fn wait_ask(lab: &Lab, ns: &str, host: &str, port: u16) -> (String, String) {
-    wait_for(Duration::from_secs(15), || {
-        ask(lab, ns, host, port)
-            .ok_or_else(|| anyhow::anyhow!("{ns} gets no answer from {host}:{port}"))
-    })
-    .unwrap()
-}
-
 /// Names answering `n` new connections to the FIP.
 fn names_behind(lab: &Lab, out: &str, port: u16, n: usize) -> BTreeSet<String> {
     (0..n)
-        .filter_map(|_| ask(lab, out, FIP, port))
+        .filter_map(|_| lab.ask(out, FIP, port))
         .map(|(name, _)| name)
         .collect()
 }
@@ -172,7 +112,7 @@ fn edge_lab() -> Option<Edge> {
     .unwrap();
     lab.meshctl(0, &["network", "create", "red", "--subnet", "10.78.0.0/24"])
         .unwrap();
-    serve(&mut lab, &out, "outside", 8080);
+    lab.serve_who(&out, "outside", 8080).unwrap();
     Some(Edge { lab, out })
 }
 
@@ -219,8 +159,8 @@ fn the_edge_floating_ips_egress_and_expose() {
         .unwrap();
     lab.wait_ping(&r2, &h1_red, Duration::from_secs(10))
         .unwrap();
-    serve(&mut lab, &h1, "host1", 8090);
-    assert_eq!(wait_ask(&lab, &r2, &h1_red, 8090).0, "host1");
+    lab.serve_who(&h1, "host1", 8090).unwrap();
+    assert_eq!(lab.wait_ask(&r2, &h1_red, 8090).unwrap().0, "host1");
     assert!(!lab.ping(&h2, &r1_ip, 1), "host 2 did not expose red");
 
     // ---- egress: blue goes out masqueraded behind the host; red does not;
@@ -228,7 +168,7 @@ fn the_edge_floating_ips_egress_and_expose() {
     let (c1, c1_ip) = container(&mut lab, 0, "c1", "blue", &[]);
     lab.wait_ping(&c1, &OUTSIDE.to_string(), Duration::from_secs(10))
         .unwrap();
-    let (name, seen) = wait_ask(&lab, &c1, &OUTSIDE.to_string(), 8080);
+    let (name, seen) = lab.wait_ask(&c1, &OUTSIDE.to_string(), 8080).unwrap();
     assert_eq!(
         (name.as_str(), seen.as_str()),
         ("outside", "198.18.0.1"),
@@ -245,18 +185,18 @@ fn the_edge_floating_ips_egress_and_expose() {
         .expect("blue has a gateway on host 1");
     assert!(gw.gateway && !gw.exposed);
     assert!(
-        ask(&lab, &c1, &bare(&gw.ip), 8090).is_none(),
+        lab.ask(&c1, &bare(&gw.ip), 8090).is_none(),
         "the gateway is not exposed"
     );
-    serve(&mut lab, &c1, "c1", 8080);
-    wait_ask(&lab, &c1, &c1_ip, 8080);
+    lab.serve_who(&c1, "c1", 8080).unwrap();
+    lab.wait_ask(&c1, &c1_ip, 8080).unwrap();
     lab.exec_ok(
         &out,
         &["ip", "route", "add", "10.77.0.0/24", "via", "198.18.0.1"],
     )
     .unwrap();
     assert!(
-        ask(&lab, &out, &c1_ip, 8080).is_none(),
+        lab.ask(&out, &c1_ip, 8080).is_none(),
         "the outside opened a connection inward"
     );
     assert!(!lab.ping(&out, &c1_ip, 2), "the outside pinged a container");
@@ -274,8 +214,8 @@ fn the_edge_floating_ips_egress_and_expose() {
     for (k, host) in others.iter().enumerate() {
         let name = format!("b{k}");
         let (ns, _) = container(&mut lab, *host, &name, "blue", &["--label", "app=web"]);
-        serve(&mut lab, &ns, &name, 8080);
-        serve(&mut lab, &ns, &format!("{name}-api"), 8081);
+        lab.serve_who(&ns, &name, 8080).unwrap();
+        lab.serve_who(&ns, &format!("{name}-api"), 8081).unwrap();
     }
     lab.meshctl(
         0,
@@ -349,7 +289,7 @@ fn the_edge_floating_ips_egress_and_expose() {
     lab.meshctl(0, &["fip", "release", FIP2]).unwrap();
 
     // Answers come from the backends, both, on both ports.
-    wait_ask(&lab, &out, FIP, 80);
+    lab.wait_ask(&out, FIP, 80).unwrap();
     wait_for(Duration::from_secs(15), || {
         let web = names_behind(&lab, &out, 80, 6);
         let api = names_behind(&lab, &out, 81, 6);
@@ -396,7 +336,7 @@ fn the_edge_floating_ips_egress_and_expose() {
         table.contains("(none: no majority of candidates reachable"),
         "{table}"
     );
-    wait_ask(&lab, &out, FIP, 80);
+    lab.wait_ask(&out, FIP, 80).unwrap();
     lab.heal(hx).unwrap();
     lab.wait_all_up(Duration::from_secs(30)).unwrap();
     wait_arp(&lab, &out, &holder_mac, Duration::from_secs(15));
@@ -408,7 +348,7 @@ fn the_edge_floating_ips_egress_and_expose() {
     lab.start_daemon(hx).unwrap();
     lab.wait_all_up(Duration::from_secs(30)).unwrap();
     wait_arp(&lab, &out, &holder_mac, Duration::from_secs(20));
-    wait_ask(&lab, &out, FIP, 80);
+    lab.wait_ask(&out, FIP, 80).unwrap();
     let kept = lab.status(0).unwrap().host_addresses;
     assert!(
         kept.iter()
@@ -429,7 +369,8 @@ fn the_edge_floating_ips_egress_and_expose() {
         if seen.is_empty() || seen.contains(&holder_mac) {
             anyhow::bail!("no new holder yet ({seen:?})");
         }
-        ask(&lab, &out, FIP, 80).ok_or_else(|| anyhow::anyhow!("no answer"))
+        lab.ask(&out, FIP, 80)
+            .ok_or_else(|| anyhow::anyhow!("no answer"))
     })
     .unwrap();
     eprintln!("failover after link down: {:?}", t0.elapsed());
@@ -483,9 +424,9 @@ fn the_edge_floating_ips_egress_and_expose() {
     assert_eq!(mv.ip, "198.18.0.150/24");
     lab.wait_ping(&out, "198.18.0.150", Duration::from_secs(10))
         .unwrap();
-    serve(&mut lab, &m1, "m1", 8080);
+    lab.serve_who(&m1, "m1", 8080).unwrap();
     assert_eq!(
-        wait_ask(&lab, &out, "198.18.0.150", 8080),
+        lab.wait_ask(&out, "198.18.0.150", 8080).unwrap(),
         ("m1".to_string(), OUTSIDE.to_string())
     );
     let links = lab.exec_ok(&m1, &["ip", "-o", "link"]).unwrap();
@@ -520,7 +461,7 @@ fn the_edge_floating_ips_egress_and_expose() {
 /// (through it: the killed host's kernel may still forward to its own
 /// containers, but nobody answers ARP for it any more).
 fn failover(lab: &mut Lab, out: &str, hx: usize) -> Duration {
-    wait_ask(lab, out, FIP, 80);
+    lab.wait_ask(out, FIP, 80).unwrap();
     let old = ul_mac(lab, hx);
     lab.stop_daemon(hx, Signal::SIGKILL).unwrap();
     let t0 = Instant::now();
@@ -538,7 +479,8 @@ fn failover(lab: &mut Lab, out: &str, hx: usize) -> Duration {
         if seen.is_empty() || seen.contains(&old) {
             anyhow::bail!("no new holder yet ({seen:?})");
         }
-        ask(lab, out, FIP, 80).ok_or_else(|| anyhow::anyhow!("no answer"))
+        lab.ask(out, FIP, 80)
+            .ok_or_else(|| anyhow::anyhow!("no answer"))
     })
     .unwrap();
     t0.elapsed()
@@ -562,7 +504,7 @@ fn fip_failover_median_of_five() {
             "blue",
             &["--label", "app=web"],
         );
-        serve(&mut lab, &ns, &format!("b{i}"), 8080);
+        lab.serve_who(&ns, &format!("b{i}"), 8080).unwrap();
     }
     lab.meshctl(
         0,

@@ -53,13 +53,8 @@ fn containers_on_three_hosts_talk_at_layer_2() {
     );
 
     // TCP across hosts.
-    let server = lab
-        .spawn_helper({
-            let mut c = lab.exec(&cs[2], &["iperf3", "-s", "-1", "-B", "198.19.1.3"]);
-            c.stdout(Stdio::null()).stderr(Stdio::null());
-            c
-        })
-        .unwrap();
+    // Listening before the client starts (iperf3 -J exits 0 on a refusal).
+    let server = lab.iperf_server(&cs[2], 5201).unwrap();
     let out = wait_for(Duration::from_secs(10), || {
         let o = lab
             .exec(&cs[0], &["iperf3", "-c", "198.19.1.3", "-t", "2", "-J"])

@@ -1,8 +1,8 @@
 //! MACs the control plane knows win (issue 26), on the 3-host namespace
 //! lab (root): web on host 1, db on host 2, and host 3 as the attacker.
 //!
-//! The attacker is a *host-level* spoofer: python3 writes raw frames
-//! (AF_PACKET) into host 3's TAP of the network from host 3's own
+//! The attacker is a *host-level* spoofer: it writes raw frames
+//! (AF_PACKET, `integration::frames`) into host 3's TAP of the network from host 3's own
 //! namespace. The nftables source-MAC check on each container's veth does
 //! not see those frames (they never cross a veth), so what stops them here
 //! is the data plane: web's MAC is pinned to host 1 in every host's switch.
@@ -11,8 +11,10 @@
 //! random source MACs (learning refuses past its per-peer share) and
 //! web and db still talk.
 
+use integration::frames::{self, parse_mac};
 use integration::{is_root, unique_prefix, wait_for, Lab};
 use mesh_api::{Attachment, StatusResponse};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 const NET: &str = "macp";
@@ -20,72 +22,19 @@ const NET: &str = "macp";
 const MAX_MACS_PER_PORT: usize = 1024;
 const SPRAY: usize = 5000;
 
-/// Writes frames into the network's TAP on the host it runs on. The TAP
-/// is `mst` + the first 4 bytes of SHA-256(network id), as meshd names it
-/// with the default link prefix.
-const SPOOFER: &str = r#"
-import hashlib, random, socket, sys, time
-
-mode, net = sys.argv[1], sys.argv[2]
-tap = "mst" + hashlib.sha256(net.encode()).digest()[:4].hex()
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-s.bind((tap, 0))
-bcast = b"\xff" * 6
-if mode == "steal":
-    # Gratuitous ARP replies "IP is at MAC", sent from MAC (someone else's).
-    mac = bytes.fromhex(sys.argv[3].replace(":", ""))
-    ip = socket.inet_aton(sys.argv[4])
-    arp = bytes.fromhex("0001080006040002") + mac + ip + bcast + ip
-    frame = bcast + mac + b"\x08\x06" + arp + b"\0" * 18
-    end = time.time() + float(sys.argv[5])
-    sent = 0
-    while time.time() < end:
-        s.send(frame)
-        sent += 1
-        time.sleep(0.01)
-elif mode == "spray":
-    count, rnd = int(sys.argv[3]), random.Random(int(sys.argv[4]))
-    for sent in range(1, count + 1):
-        src = bytes([(rnd.randrange(256) & 0xFE) | 0x02]) + rnd.randbytes(5)
-        s.send(bcast + src + b"\x88\xb5" + b"\0" * 46)
-        if sent % 500 == 0:
-            time.sleep(0.02)  # a burst the underlay's socket buffers take
-else:
-    sys.exit("mode must be steal or spray")
-print(sent)
-"#;
+/// The network's TAP on the attacker's host (the lab has one network).
+fn tap_of(lab: &Lab, host_ns: &str) -> String {
+    let links = lab.exec_ok(host_ns, &["ip", "-o", "link"]).unwrap();
+    links
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .find(|n| n.starts_with("mst"))
+        .unwrap_or_else(|| panic!("no TAP on the attacker's host:\n{links}"))
+}
 
 fn bare(cidr: &str) -> String {
     cidr.split('/').next().unwrap().to_string()
-}
-
-/// `count` pings from `ns` to `ip`: how many answered.
-fn answered(lab: &Lab, ns: &str, ip: &str, count: u32) -> u32 {
-    let out = lab
-        .exec(
-            ns,
-            &[
-                "ping",
-                "-n",
-                "-c",
-                &count.to_string(),
-                "-i",
-                "0.3",
-                "-W",
-                "1",
-                ip,
-            ],
-        )
-        .output()
-        .expect("running ping");
-    let text = String::from_utf8_lossy(&out.stdout);
-    // "5 packets transmitted, 5 received, 0% packet loss, time 1204ms"
-    text.lines()
-        .find_map(|l| {
-            let (_, rest) = l.split_once("transmitted, ")?;
-            rest.split(' ').next()?.parse().ok()
-        })
-        .unwrap_or(0)
 }
 
 fn status(lab: &Lab, host: usize) -> StatusResponse {
@@ -99,8 +48,8 @@ fn drops(s: &StatusResponse, reason: &str) -> u64 {
 
 #[test]
 fn a_host_spoofing_a_mac_steals_nothing_and_a_mac_spray_flushes_nothing() {
-    if !is_root() || integration::which("python3").is_none() {
-        eprintln!("skipping: needs root and python3");
+    if !is_root() {
+        eprintln!("skipping: needs root");
         return;
     }
     let prefix = unique_prefix("mac");
@@ -126,29 +75,29 @@ fn a_host_spoofing_a_mac_steals_nothing_and_a_mac_spray_flushes_nothing() {
     })
     .unwrap_or_else(|e| panic!("{e:#}"));
 
-    let script = lab.dir.join("spoofer.py");
-    std::fs::write(&script, SPOOFER).unwrap();
-    let script = script.to_str().unwrap().to_string();
     let attacker = lab.hosts[2].netns.clone();
+    let tap = tap_of(&lab, &attacker);
+    let claim = frames::arp_announce(parse_mac(&w.mac).unwrap(), web_ip.parse().unwrap());
 
     // 1. Host 3 claims web's MAC: a burst first, then on and on while db
     // pings web.
-    let burst = lab
-        .exec_ok(
-            &attacker,
-            &["python3", &script, "steal", NET, &w.mac, &web_ip, "1"],
-        )
+    lab.send_frames(&attacker, &tap, vec![claim.clone(); 50])
         .unwrap_or_else(|e| panic!("spoofer: {e:#}"));
-    assert!(burst.trim().parse::<u32>().unwrap_or(0) > 10, "{burst}");
-    let steal = lab.exec(
-        &attacker,
-        &["python3", &script, "steal", NET, &w.mac, &web_ip, "120"],
-    );
-    let steal = lab.spawn_helper(steal).unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    let got = answered(&lab, &db, &web_ip, 6);
-    let back = answered(&lab, &web, &db_ip, 3);
-    lab.stop_helper(steal).unwrap();
+    let stop = AtomicBool::new(false);
+    let (got, back) = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                lab.send_frames(&attacker, &tap, vec![claim.clone()])
+                    .unwrap();
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let got = lab.ping_replies(&db, &web_ip, 6);
+        let back = lab.ping_replies(&web, &db_ip, 3);
+        stop.store(true, Ordering::Relaxed);
+        (got, back)
+    });
     assert_eq!(
         got, 6,
         "db → web lost replies while host 3 claimed web's MAC"
@@ -172,13 +121,13 @@ fn a_host_spoofing_a_mac_steals_nothing_and_a_mac_spray_flushes_nothing() {
     assert!(counted >= 10.0, "{line}");
 
     // 2. Host 3 sprays random source MACs (no attachment claims them).
-    let sent = lab
-        .exec_ok(
-            &attacker,
-            &["python3", &script, "spray", NET, &SPRAY.to_string(), "26"],
-        )
-        .unwrap_or_else(|e| panic!("spoofer: {e:#}"));
-    assert_eq!(sent.trim(), SPRAY.to_string());
+    // In bursts the underlay's socket buffers take.
+    for _ in 0..SPRAY / 500 {
+        let spray = frames::random_mac_spray(500, db_ip.parse().unwrap());
+        lab.send_frames(&attacker, &tap, spray)
+            .unwrap_or_else(|e| panic!("spoofer: {e:#}"));
+        std::thread::sleep(Duration::from_millis(20));
+    }
     wait_for(Duration::from_secs(10), || {
         for host in 0..2 {
             let s = status(&lab, host).switch;
@@ -197,12 +146,12 @@ fn a_host_spoofing_a_mac_steals_nothing_and_a_mac_spray_flushes_nothing() {
         );
     }
     assert_eq!(
-        answered(&lab, &db, &web_ip, 4),
+        lab.ping_replies(&db, &web_ip, 4),
         4,
         "db → web after the spray"
     );
     assert_eq!(
-        answered(&lab, &web, &db_ip, 4),
+        lab.ping_replies(&web, &db_ip, 4),
         4,
         "web → db after the spray"
     );
