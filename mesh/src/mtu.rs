@@ -16,6 +16,7 @@ use std::sync::Mutex;
 
 use dataplane::IpVersion;
 
+use crate::kernel::interfaces;
 use crate::networks;
 use crate::records::{NetworkSettings, Records};
 
@@ -44,52 +45,18 @@ pub fn validate(mtu: u32) -> Result<(), String> {
 /// smallest MTU of the up, non-loopback interfaces with an address of that
 /// family (the daemon may use any of them). None: nothing found.
 pub fn underlay_mtu(ip: IpAddr) -> Option<u32> {
-    use nix::net::if_::InterfaceFlags;
-    let addrs = nix::ifaddrs::getifaddrs().ok()?;
-    let mut names: Vec<String> = Vec::new();
-    for ifa in addrs {
-        let Some(addr) = ifa.address else { continue };
-        let found: Option<IpAddr> = match (addr.as_sockaddr_in(), addr.as_sockaddr_in6()) {
-            (Some(v4), _) => Some(IpAddr::V4(v4.ip())),
-            (_, Some(v6)) => Some(IpAddr::V6(v6.ip())),
-            _ => None,
-        };
-        let Some(found) = found else { continue };
-        let usable = ifa.flags.contains(InterfaceFlags::IFF_UP)
-            && !ifa.flags.contains(InterfaceFlags::IFF_LOOPBACK)
-            && found.is_ipv4() == ip.is_ipv4();
-        if found == ip {
-            return interface_mtu(&ifa.interface_name);
-        }
-        if ip.is_unspecified() && usable {
-            names.push(ifa.interface_name);
-        }
+    let ifs = crate::kernel::interfaces::list().ok()?;
+    if let Some(i) = ifs.iter().find(|i| i.addrs.iter().any(|a| a.addr() == ip)) {
+        return interfaces::mtu(&i.name);
     }
-    names.iter().filter_map(|n| interface_mtu(n)).min()
-}
-
-/// `SIOCGIFMTU` (works in the daemon's network namespace, unlike sysfs,
-/// which shows the namespace it was mounted in).
-fn interface_mtu(name: &str) -> Option<u32> {
-    use std::os::fd::AsRawFd;
-    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
-    // SAFETY: ifreq is plain data; all-zero is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    let bytes = name.as_bytes();
-    if bytes.len() >= req.ifr_name.len() {
+    if !ip.is_unspecified() {
         return None;
     }
-    for (dst, src) in req.ifr_name.iter_mut().zip(bytes) {
-        *dst = *src as libc::c_char;
-    }
-    // SAFETY: SIOCGIFMTU reads ifr_name and writes ifru_mtu of `req`,
-    // which lives for the call.
-    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFMTU, &mut req) };
-    if rc != 0 {
-        return None;
-    }
-    // SAFETY: on success the kernel filled the mtu member of the union.
-    Some(unsafe { req.ifr_ifru.ifru_mtu } as u32)
+    ifs.iter()
+        .filter(|i| i.up && !i.loopback)
+        .filter(|i| i.addrs.iter().any(|a| a.addr().is_ipv4() == ip.is_ipv4()))
+        .filter_map(|i| interfaces::mtu(&i.name))
+        .min()
 }
 
 /// What a member's `underlay_mtu` meta says (absent or bad: assumed 1500).

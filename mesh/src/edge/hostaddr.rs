@@ -8,8 +8,8 @@
 use anyhow::{Context, Result};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
-use std::process::Command;
 
+use crate::kernel::command::{self as kernel, Tool};
 use crate::netdev::Netlink;
 use crate::networks;
 
@@ -97,16 +97,8 @@ pub fn set_default_route(
         .to_vec(),
         (None, None) => return Ok(()),
     };
-    let out = mesh_sys::netns::run_in_net(netns, move || Command::new("ip").args(&args).output())
-        .with_context(|| format!("entering {}", netns.display()))?
-        .context("running ip")?;
-    if !out.status.success() {
-        anyhow::bail!(
-            "ip route in {}: {}",
-            netns.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    kernel::run(Some(netns), Tool::Ip, &args)?;
     Ok(())
 }
 

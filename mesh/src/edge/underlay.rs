@@ -1,4 +1,4 @@
-//! The underlay interfaces as the kernel has them (`ip -j addr`): the one
+//! The underlay interfaces as the kernel has them: the one
 //! a floating IP is answered on, and this host's underlay subnet and MAC,
 //! which it advertises in its (signed) member metadata. The subnet decides
 //! which pools a host may hold (a pool is a sub-range of the LAN the hosts
@@ -33,50 +33,29 @@ pub struct Interface {
     pub addrs: Vec<Ipv4Net>,
 }
 
-/// The interfaces of this namespace with a MAC, as `ip -j addr` lists them.
+/// The interfaces of this namespace with a MAC, and their IPv4 addresses.
 pub fn interfaces() -> Result<Vec<Interface>> {
-    let out = std::process::Command::new("ip")
-        .args(["-j", "addr", "show"])
-        .output()
-        .context("running ip")?;
-    if !out.status.success() {
-        anyhow::bail!("ip addr: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    parse(&out.stdout)
-}
-
-fn parse(json: &[u8]) -> Result<Vec<Interface>> {
-    let v: serde_json::Value = serde_json::from_slice(json).context("ip's JSON")?;
-    let mut out = Vec::new();
-    for link in v.as_array().into_iter().flatten() {
-        let (Some(name), Some(index), Some(mac)) = (
-            link["ifname"].as_str(),
-            link["ifindex"].as_u64(),
-            link["address"].as_str().and_then(parse_mac),
-        ) else {
-            continue;
-        };
-        let addrs = link["addr_info"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|a| a["family"].as_str() == Some("inet"))
-            .filter_map(|a| {
-                let ip: Ipv4Addr = a["local"].as_str()?.parse().ok()?;
-                let len = u8::try_from(a["prefixlen"].as_u64()?).ok()?;
-                Ipv4Net::new(ip, len).ok()
+    let ifs = crate::kernel::interfaces::list().context("listing the interfaces")?;
+    Ok(ifs
+        .into_iter()
+        .filter_map(|i| {
+            Some(Interface {
+                link: Underlay {
+                    name: i.name,
+                    index: i.index,
+                    mac: i.mac?,
+                },
+                addrs: i
+                    .addrs
+                    .iter()
+                    .filter_map(|a| match a {
+                        ipnet::IpNet::V4(v4) => Some(*v4),
+                        ipnet::IpNet::V6(_) => None,
+                    })
+                    .collect(),
             })
-            .collect();
-        out.push(Interface {
-            link: Underlay {
-                name: name.to_string(),
-                index: index as u32,
-                mac,
-            },
-            addrs,
-        });
-    }
-    Ok(out)
+        })
+        .collect())
 }
 
 /// The interface whose subnet contains all of `net` (a pool, or one
@@ -144,19 +123,23 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
 mod tests {
     use super::*;
 
-    const IP_JSON: &str = r#"[
-      {"ifindex":1,"ifname":"lo","address":"00:00:00:00:00:00",
-       "addr_info":[{"family":"inet","local":"127.0.0.1","prefixlen":8}]},
-      {"ifindex":4,"ifname":"eth0","address":"02:fc:00:00:00:01",
-       "addr_info":[{"family":"inet","local":"192.168.1.10","prefixlen":24},
-                    {"family":"inet6","local":"fd00::2","prefixlen":64}]},
-      {"ifindex":5,"ifname":"wg0","addr_info":[{"family":"inet","local":"10.9.0.1","prefixlen":24}]}
-    ]"#;
+    fn iface(name: &str, index: u32, mac: [u8; 6], addrs: &[&str]) -> Interface {
+        Interface {
+            link: Underlay {
+                name: name.into(),
+                index,
+                mac,
+            },
+            addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),
+        }
+    }
 
     #[test]
     fn finds_the_interface_whose_subnet_holds_a_pool() {
-        let ifs = parse(IP_JSON.as_bytes()).unwrap();
-        assert_eq!(ifs.len(), 2, "wg0 has no MAC: {ifs:?}");
+        let ifs = vec![
+            iface("eth0", 4, [2, 0xfc, 0, 0, 0, 1], &["192.168.1.10/24"]),
+            iface("eth1", 5, [2, 0xfc, 0, 0, 0, 2], &["10.9.0.1/24"]),
+        ];
         let pool: Ipv4Net = "192.168.1.240/28".parse().unwrap();
         assert_eq!(on_link(&ifs, &pool).unwrap().name, "eth0");
         let fip: Ipv4Net = "192.168.1.241/32".parse().unwrap();

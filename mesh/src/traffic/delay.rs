@@ -16,14 +16,14 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
-use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use dataplane::impair::{Impairment, Shaping};
 use mesh_api::QosEntry;
 
 use super::plan::Facts;
+use crate::kernel::command::{self as kernel, Tool};
 use crate::networks;
 
 pub type Mac = [u8; 6];
@@ -134,17 +134,8 @@ pub fn plan(f: &Facts) -> BTreeMap<String, NetPlan> {
 
 /// Sets flags of a bridge port (`bridge link set dev PORT …`).
 pub fn port_flags(port: &str, flags: &[&str]) -> Result<()> {
-    let out = Command::new("bridge")
-        .args(["link", "set", "dev", port])
-        .args(flags)
-        .output()
-        .context("running bridge (iproute2)")?;
-    if !out.status.success() {
-        bail!(
-            "bridge port {port}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
+    let args = [&["link", "set", "dev", port][..], flags].concat();
+    kernel::run(None, Tool::Bridge, &args)?;
     Ok(())
 }
 
@@ -162,24 +153,17 @@ pub fn isolate(port: &str, on: bool) -> Result<()> {
 }
 
 fn flush_learned(port: &str) -> Result<()> {
-    let out = Command::new("ip")
-        .args([
-            "link",
-            "set",
-            "dev",
-            port,
-            "type",
-            "bridge_slave",
-            "fdb_flush",
-        ])
-        .output()
-        .context("running ip")?;
-    if !out.status.success() {
-        bail!(
-            "flushing what bridge port {port} learned: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
+    let args = [
+        "link",
+        "set",
+        "dev",
+        port,
+        "type",
+        "bridge_slave",
+        "fdb_flush",
+    ];
+    kernel::run(None, Tool::Ip, &args)
+        .with_context(|| format!("flushing what bridge port {port} learned"))?;
     Ok(())
 }
 

@@ -4,9 +4,10 @@
 //! for what it sends. One class takes all traffic: it is held to `rate`
 //! and may borrow up to `ceil` when the link has room, never above.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use std::path::Path;
-use std::process::Command;
+
+use crate::kernel::command::{self as kernel, Tool};
 
 /// A container interface's shaping (kbit/s).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,25 +16,9 @@ pub struct Htb {
     pub ceil_kbit: u64,
 }
 
-fn run(cmd: &mut Command) -> Result<()> {
-    let out = cmd
-        .output()
-        .context("running tc (is iproute2 installed?)")?;
-    if !out.status.success() {
-        bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
-    }
+fn tc(netns: Option<&Path>, args: &[&str]) -> Result<()> {
+    kernel::run(netns, Tool::Tc, args)?;
     Ok(())
-}
-
-fn tc(netns: Option<&Path>) -> Command {
-    match netns {
-        Some(ns) => {
-            let mut c = Command::new("nsenter");
-            c.arg(format!("--net={}", ns.display())).arg("tc");
-            c
-        }
-        None => Command::new("tc"),
-    }
 }
 
 /// Shapes `dev` (in `netns`, or the host's) to `shape`, or removes its
@@ -41,33 +26,29 @@ fn tc(netns: Option<&Path>) -> Command {
 pub fn shape(netns: Option<&Path>, dev: &str, shape: Option<Htb>) -> Result<()> {
     let Some(s) = shape else {
         // Nothing installed is fine: the goal is "no shaping".
-        let _ = run(tc(netns).args(["qdisc", "del", "dev", dev, "root"]));
+        let _ = tc(netns, &["qdisc", "del", "dev", dev, "root"]);
         return Ok(());
     };
-    run(tc(netns).args([
-        "qdisc", "replace", "dev", dev, "root", "handle", "1:", "htb", "default", "1",
-    ]))
+    tc(
+        netns,
+        &[
+            "qdisc", "replace", "dev", dev, "root", "handle", "1:", "htb", "default", "1",
+        ],
+    )
     .with_context(|| format!("HTB on {dev}"))?;
     // A burst of ~10 ms at the ceiling keeps the rate steady at low rates.
     let burst = (s.ceil_kbit * 1000 / 8 / 100).max(1600);
-    run(tc(netns).args([
-        "class",
-        "replace",
-        "dev",
-        dev,
-        "parent",
-        "1:",
-        "classid",
-        "1:1",
-        "htb",
-        "rate",
-        &format!("{}kbit", s.rate_kbit),
-        "ceil",
-        &format!("{}kbit", s.ceil_kbit),
-        "burst",
-        &burst.to_string(),
-        "cburst",
-        &burst.to_string(),
-    ]))
+    let (rate, ceil) = (
+        format!("{}kbit", s.rate_kbit),
+        format!("{}kbit", s.ceil_kbit),
+    );
+    let burst = burst.to_string();
+    tc(
+        netns,
+        &[
+            "class", "replace", "dev", dev, "parent", "1:", "classid", "1:1", "htb", "rate", &rate,
+            "ceil", &ceil, "burst", &burst, "cburst", &burst,
+        ],
+    )
     .with_context(|| format!("HTB class on {dev}"))
 }
