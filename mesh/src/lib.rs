@@ -29,6 +29,7 @@ pub mod netdev;
 pub mod netsecret;
 pub mod paths;
 pub mod peers;
+pub mod reconcile;
 pub mod reserve;
 pub mod resolvconf;
 pub mod services;

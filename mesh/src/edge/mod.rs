@@ -378,28 +378,15 @@ impl Edge {
                 tokio::time::sleep(ADVERT_INTERVAL).await;
             }
         });
-        tokio::spawn(async move {
-            let mut rx = (
-                self.fips.subscribe(),
-                self.bindings.subscribe(),
-                self.channels.networks.subscribe(),
-                self.services.ch.services.subscribe(),
-                self.services.ch.health.subscribe(),
-                self.channels.settings.subscribe(),
-            );
-            loop {
-                self.reconcile().await;
-                tokio::select! {
-                    _ = rx.0.changed() => {}
-                    _ = rx.1.changed() => {}
-                    _ = rx.2.changed() => {}
-                    _ = rx.3.changed() => {}
-                    _ = rx.4.changed() => {}
-                    _ = rx.5.changed() => {}
-                    _ = tokio::time::sleep(TICK) => {}
-                }
-            }
-        });
+        let channels = vec![
+            self.fips.subscribe(),
+            self.bindings.subscribe(),
+            self.channels.networks.subscribe(),
+            self.services.ch.services.subscribe(),
+            self.services.ch.health.subscribe(),
+            self.channels.settings.subscribe(),
+        ];
+        crate::reconcile::follow(self, channels, TICK);
     }
 
     pub async fn reconcile(&self) {
@@ -852,4 +839,10 @@ impl Edge {
 /// `meshd --cleanup`: the edge table goes (its devices go with the others).
 pub fn cleanup(prefix: &str) -> anyhow::Result<()> {
     nft::remove(prefix)
+}
+
+impl crate::reconcile::Reconciler for Edge {
+    async fn reconcile(self: Arc<Self>) {
+        Edge::reconcile(&self).await;
+    }
 }

@@ -84,6 +84,8 @@ pub struct Services {
     programmed: Mutex<BTreeMap<PathBuf, String>>,
     /// New connections per counter name, summed over this host's namespaces.
     counters: Mutex<BTreeMap<String, u64>>,
+    /// When the counters were last read (every `sync::COUNTER_READ`).
+    counters_read: Mutex<Option<std::time::Instant>>,
     liveness: Arc<Liveness>,
 }
 
@@ -106,6 +108,7 @@ impl Services {
             hosts,
             programmed: Mutex::new(BTreeMap::new()),
             counters: Mutex::new(BTreeMap::new()),
+            counters_read: Mutex::new(None),
             liveness,
         })
     }

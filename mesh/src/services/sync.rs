@@ -49,33 +49,15 @@ pub fn frontends(def: &ServiceDef, facts: &Facts) -> Vec<Frontend> {
 impl Services {
     /// Follows the records for as long as the daemon runs.
     pub fn spawn(self: Arc<Self>) {
-        let s = self.clone();
-        tokio::spawn(async move {
-            let mut rx = (
-                s.ch.services.subscribe(),
-                s.ch.labels.subscribe(),
-                s.ch.health.subscribe(),
-                s.channels.endpoints.subscribe(),
-                s.channels.networks.subscribe(),
-            );
-            let mut last_read = Instant::now() - COUNTER_READ;
-            loop {
-                s.sync_once().await;
-                if last_read.elapsed() >= COUNTER_READ {
-                    s.read_counters().await;
-                    last_read = Instant::now();
-                }
-                tokio::select! {
-                    _ = rx.0.changed() => {}
-                    _ = rx.1.changed() => {}
-                    _ = rx.2.changed() => {}
-                    _ = rx.3.changed() => {}
-                    _ = rx.4.changed() => {}
-                    _ = tokio::time::sleep(TICK) => {}
-                }
-            }
-        });
-        tokio::spawn(self.health_forever());
+        let channels = vec![
+            self.ch.services.subscribe(),
+            self.ch.labels.subscribe(),
+            self.ch.health.subscribe(),
+            self.channels.endpoints.subscribe(),
+            self.channels.networks.subscribe(),
+        ];
+        tokio::spawn(self.clone().health_forever());
+        crate::reconcile::follow(self, channels, TICK);
     }
 
     /// Brings records and rules in line once.
@@ -202,6 +184,23 @@ impl Services {
         .await;
         if let Ok(sum) = read {
             *self.counters.lock().unwrap_or_else(|p| p.into_inner()) = sum;
+        }
+    }
+}
+
+impl crate::reconcile::Reconciler for Services {
+    async fn reconcile(self: Arc<Self>) {
+        self.sync_once().await;
+        let due = {
+            let mut last = self.counters_read.lock().unwrap_or_else(|p| p.into_inner());
+            let due = last.is_none_or(|t| t.elapsed() >= COUNTER_READ);
+            if due {
+                *last = Some(Instant::now());
+            }
+            due
+        };
+        if due {
+            self.read_counters().await;
         }
     }
 }

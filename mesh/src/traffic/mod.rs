@@ -471,33 +471,15 @@ impl Traffic {
     /// Follows the records: reinstalls on every change of the channels the
     /// plan reads, and every 2 s (devices that were not there yet).
     pub fn spawn(self: Arc<Self>) {
-        let changed = Arc::new(tokio::sync::Notify::new());
-        for mut rx in [
+        let channels = vec![
             self.ch.policies.subscribe(),
             self.ch.qos.subscribe(),
             self.channels.settings.subscribe(),
             self.channels.endpoints.subscribe(),
             self.channels.networks.subscribe(),
             self.labels.subscribe(),
-        ] {
-            let changed = changed.clone();
-            tokio::spawn(async move {
-                while rx.changed().await.is_ok() {
-                    changed.notify_one();
-                }
-            });
-        }
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(2));
-            loop {
-                tokio::select! {
-                    _ = changed.notified() => {}
-                    _ = tick.tick() => {}
-                }
-                let t = self.clone();
-                let _ = tokio::task::spawn_blocking(move || t.install()).await;
-            }
-        });
+        ];
+        crate::reconcile::follow(self, channels, Duration::from_secs(2));
     }
 
     /// Prometheus text of the drops by policy (and by QoS loss, counted
@@ -583,5 +565,12 @@ impl Traffic {
         let now = kernel::counters(None, Family::Bridge, &ports::table_name(&self.prefix))
             .unwrap_or_default();
         inst.port_drops.totals(&now)
+    }
+}
+
+impl crate::reconcile::Reconciler for Traffic {
+    async fn reconcile(self: Arc<Self>) {
+        // nft and tc are processes: off the async threads.
+        let _ = tokio::task::spawn_blocking(move || self.install()).await;
     }
 }

@@ -1,0 +1,77 @@
+//! The one reconcile loop. A subsystem that keeps the kernel (or the data
+//! plane) in line with replicated records implements [`Reconciler`]: it
+//! reads the records, computes what it wants (a pure plan, unit-tested in
+//! its own module), compares that with what it last installed and applies
+//! the difference. [`follow`] runs it on every change of the channels it
+//! reads and on a tick (for what was not there yet: a device, a namespace).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+
+pub trait Reconciler: Send + Sync + 'static {
+    /// Brings what is installed in line with the records once; failures
+    /// are logged and retried by the next pass.
+    fn reconcile(self: Arc<Self>) -> impl Future<Output = ()> + Send;
+}
+
+/// Runs `r` now, then on every change of `channels` and every `tick`,
+/// for as long as the daemon runs. Changes arriving during a pass fold
+/// into one more pass.
+pub fn follow<R: Reconciler>(r: Arc<R>, channels: Vec<watch::Receiver<u64>>, tick: Duration) {
+    let changed = Arc::new(Notify::new());
+    for mut rx in channels {
+        let changed = changed.clone();
+        tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                changed.notify_one();
+            }
+        });
+    }
+    tokio::spawn(async move {
+        loop {
+            r.clone().reconcile().await;
+            tokio::select! {
+                _ = changed.notified() => {}
+                _ = tokio::time::sleep(tick) => {}
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct Count(AtomicUsize, Arc<Notify>);
+
+    impl Reconciler for Count {
+        async fn reconcile(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            self.1.notify_one();
+        }
+    }
+
+    #[tokio::test]
+    async fn runs_at_once_on_changes_and_on_the_tick() {
+        let done = Arc::new(Notify::new());
+        let r = Arc::new(Count(AtomicUsize::new(0), done.clone()));
+        let (tx, rx) = watch::channel(0u64);
+        follow(r.clone(), vec![rx], Duration::from_secs(3600));
+        done.notified().await;
+        assert_eq!(r.0.load(Ordering::SeqCst), 1, "a first pass at once");
+        tx.send(1).unwrap();
+        done.notified().await;
+        assert_eq!(r.0.load(Ordering::SeqCst), 2, "a pass on a change");
+        // No channel: the tick alone drives it.
+        let ticked = Arc::new(Count(AtomicUsize::new(0), done.clone()));
+        follow(ticked.clone(), vec![], Duration::from_millis(10));
+        for _ in 0..3 {
+            done.notified().await;
+        }
+        assert!(ticked.0.load(Ordering::SeqCst) >= 3);
+        assert_eq!(r.0.load(Ordering::SeqCst), 2, "no change, no pass");
+    }
+}
