@@ -260,20 +260,32 @@ fn transform_rx(c: &mut Criterion) {
         let original = frame(MAC_REMOTE, MAC_LOCAL, size);
         group.throughput(Throughput::Bytes(size as u64));
         group.bench_with_input(BenchmarkId::from_parameter(size), &size, |bench, _| {
-            bench.iter_batched_ref(
-                || {
-                    let mut buf = pool.get();
-                    buf.fill_frame(&original);
-                    let mut out = Vec::with_capacity(1);
-                    a.seal_frame(NET, buf, now, &mut pool, &mut out);
-                    out[0].datagram.datagram().to_vec()
-                },
-                |datagram| black_box(b.open_datagram(datagram, now).expect("opens")),
-                BatchSize::SmallInput,
-            )
+            bench_open(bench, &a, &b, &mut pool, &original, now)
         });
     }
     group.finish();
+}
+
+/// Opening what `a` sealed of `original`, on `b` (the sealing is setup).
+fn bench_open(
+    bench: &mut criterion::Bencher,
+    a: &Engine,
+    b: &Engine,
+    pool: &mut BufPool,
+    original: &[u8],
+    now: Instant,
+) {
+    bench.iter_batched_ref(
+        || {
+            let mut buf = pool.get();
+            buf.fill_frame(original);
+            let mut out = Vec::with_capacity(1);
+            a.seal_frame(NET, buf, now, pool, &mut out);
+            out[0].datagram.datagram().to_vec()
+        },
+        |datagram| black_box(b.open_datagram(datagram, now).expect("opens")),
+        BatchSize::SmallInput,
+    )
 }
 
 /// Two workers sealing 64-byte frames on one engine at once, as the
@@ -362,17 +374,7 @@ fn transform_pinned(c: &mut Criterion) {
         })
     });
     group.bench_function("rx_64", |bench| {
-        bench.iter_batched_ref(
-            || {
-                let mut buf = pool.get();
-                buf.fill_frame(&original);
-                let mut out = Vec::with_capacity(1);
-                a.seal_frame(NET, buf, now, &mut pool, &mut out);
-                out[0].datagram.datagram().to_vec()
-            },
-            |datagram| black_box(b.open_datagram(datagram, now).expect("opens")),
-            BatchSize::SmallInput,
-        )
+        bench_open(bench, &a, &b, &mut pool, &original, now)
     });
     group.finish();
 }

@@ -643,3 +643,44 @@ fn an_address_in_use_on_the_lan_is_neither_taken_nor_answered() {
     let i = lab.hosts.iter().position(|h| h.name == holder).unwrap();
     assert_eq!(ul_mac(&lab, i), claimed, "the named holder answers");
 }
+
+/// meshd's default `--listen 0.0.0.0:7800`: hosts advertise the subnets
+/// of their interfaces, and a pool that is a sub-range of their LAN gets a
+/// holder, answered by exactly one of them.
+#[test]
+fn a_sub_range_pool_gets_a_holder_on_hosts_listening_on_every_address() {
+    let Some(mut lab) = integration::test_lab("edgewild", 3) else {
+        return;
+    };
+    for h in &mut lab.hosts {
+        h.listen = Some("0.0.0.0:7800".into());
+    }
+    lab.start_mesh().expect("mesh up");
+    let out = lab.add_outside(100).unwrap();
+    let mesh_macs: BTreeSet<String> = (0..3).map(|i| ul_mac(&lab, i)).collect();
+    lab.meshctl(0, &["fip", "pool", "add", POOL]).unwrap();
+    let fip = "198.18.0.247";
+    lab.meshctl(0, &["fip", "create", fip]).unwrap();
+    wait_for(Duration::from_secs(15), || {
+        let f = fips(&lab, 2).into_iter().find(|f| f.addr == fip);
+        match f.and_then(|f| f.holder) {
+            Some(h) => Ok(h),
+            None => anyhow::bail!("no holder yet: {:?}", fips(&lab, 2)),
+        }
+    })
+    .unwrap();
+    let seen = wait_for(Duration::from_secs(10), || {
+        let seen = lab.arp_who_has(
+            &out,
+            "ul0",
+            OUTSIDE,
+            fip.parse().unwrap(),
+            Duration::from_millis(400),
+        )?;
+        anyhow::ensure!(!seen.is_empty(), "nobody answers ARP for {fip}");
+        Ok(seen)
+    })
+    .unwrap();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(seen.is_subset(&mesh_macs), "{seen:?} vs {mesh_macs:?}");
+}

@@ -162,17 +162,26 @@ impl Daemon {
         crate::doctor::advertise(&mut cfg.meta);
         // The underlay subnet decides which floating-IP pools this host may
         // hold: advertised from the first record on (the edge keeps it current).
-        let underlay_advert = match settings.listen.ip() {
-            IpAddr::V4(ip) if !ip.is_unspecified() => crate::edge::underlay::advert_for(ip)
-                .unwrap_or_else(|e| {
-                    warn!("cannot read the underlay interface: {e:#}");
-                    None
-                }),
+        let listen_v4 = match settings.listen.ip() {
+            IpAddr::V4(ip) if !ip.is_unspecified() => Some(ip),
             _ => None,
         };
-        if let Some(a) = underlay_advert {
-            cfg.meta
-                .extend(a.meta().into_iter().map(|(k, v)| (k.to_string(), v)));
+        // A host on an IPv6 address holds no (IPv4) floating IPs.
+        let v6_only = matches!(settings.listen.ip(), IpAddr::V6(ip) if !ip.is_unspecified());
+        let underlay_advert = match v6_only {
+            true => Vec::new(),
+            false => crate::edge::underlay::adverts_for(listen_v4, &settings.link_prefix)
+                .unwrap_or_else(|e| {
+                    warn!("cannot read the underlay interfaces: {e:#}");
+                    Vec::new()
+                }),
+        };
+        if !underlay_advert.is_empty() {
+            cfg.meta.extend(
+                crate::edge::underlay::meta(&underlay_advert)
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v)),
+            );
         }
         let node = Node::start(cfg)
             .await

@@ -14,9 +14,9 @@ use super::records::{fip_key, Fip, FipBinding, FipBindingRecord, FipPool, FipRec
 pub struct Candidate {
     pub id: String,
     pub underlay: Ipv4Addr,
-    /// The subnet of its underlay interface (member metadata); `None`: a
+    /// The subnets of its underlay interfaces (member metadata); none: a
     /// host of an older version, which advertises none.
-    pub subnet: Option<Ipv4Net>,
+    pub subnets: Vec<Ipv4Net>,
 }
 
 impl Candidate {
@@ -26,9 +26,9 @@ impl Candidate {
     /// Without a subnet, the rule of older versions: its address lies in
     /// the pool (so mixed-version meshes agree on pools that cover the LAN).
     pub fn may_hold(&self, pool: &Ipv4Net) -> bool {
-        match self.subnet {
-            Some(s) => s.trunc().contains(pool),
-            None => pool.contains(&self.underlay),
+        match self.subnets.is_empty() {
+            false => self.subnets.iter().any(|s| s.trunc().contains(pool)),
+            true => pool.contains(&self.underlay),
         }
     }
 }
@@ -341,7 +341,7 @@ mod tests {
         Candidate {
             id: id.into(),
             underlay,
-            subnet: Some(Ipv4Net::new(underlay, 24).unwrap()),
+            subnets: vec![Ipv4Net::new(underlay, 24).unwrap()],
         }
     }
 
@@ -367,7 +367,7 @@ mod tests {
         let outside = Candidate {
             id: "y".into(),
             underlay: Ipv4Addr::new(10, 0, 0, 1),
-            subnet: Some("10.0.0.1/16".parse().unwrap()),
+            subnets: vec!["10.0.0.1/16".parse().unwrap()],
         };
         let pool = &pools()["198.18.0.0/24"];
         let all: Vec<Candidate> = hosts.iter().cloned().chain([outside]).collect();
@@ -414,7 +414,7 @@ mod tests {
         Candidate {
             id: id.into(),
             underlay: underlay.parse().unwrap(),
-            subnet: subnet.map(|s| s.parse().unwrap()),
+            subnets: subnet.map(|s| s.parse().unwrap()).into_iter().collect(),
         }
     }
 

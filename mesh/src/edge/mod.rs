@@ -112,7 +112,7 @@ pub struct Edge {
     programmed: Mutex<Programmed>,
     handover: Mutex<fip::Handover>,
     /// This host's underlay interface, as last read.
-    advert: Mutex<Option<underlay::Advert>>,
+    advert: Mutex<Vec<underlay::Advert>>,
     advertise: AdvertiseFn,
     /// Floating IPs this host would hold but found in use on the LAN.
     refusals: Mutex<probe::Refusals>,
@@ -140,7 +140,7 @@ pub struct EdgeParts {
     pub members: MembersFn,
     pub advertise: AdvertiseFn,
     /// This host's underlay interface as read at start.
-    pub underlay_advert: Option<underlay::Advert>,
+    pub underlay_advert: Vec<underlay::Advert>,
     pub isolation: Arc<Isolation>,
     pub liveness: Arc<Liveness>,
 }
@@ -242,27 +242,40 @@ impl Edge {
         let mut out: Vec<Candidate> = (self.members)()
             .into_iter()
             .filter(|m| !removed.contains(&m.id))
-            .filter_map(|m| match m.addr {
-                IpAddr::V4(v4) if !v4.is_unspecified() => Some(Candidate {
-                    subnet: underlay::advertised_net(&m.meta),
+            .filter_map(|m| {
+                let subnets = underlay::advertised_nets(&m.meta);
+                let underlay = match m.addr {
+                    IpAddr::V4(v4) => v4,
+                    IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+                };
+                // Without subnets only the address can tell (older hosts).
+                (!subnets.is_empty() || !underlay.is_unspecified()).then_some(Candidate {
                     id: m.id,
-                    underlay: v4,
-                }),
-                _ => None,
+                    underlay,
+                    subnets,
+                })
             })
             .collect();
-        if let Some(IpAddr::V4(me)) = self.underlay {
+        let own = self.own_advert();
+        let me = match self.underlay {
+            Some(IpAddr::V4(v4)) => Some(v4),
+            _ => own.first().map(|a| a.net.addr()),
+        };
+        if let Some(me) = me {
             out.push(Candidate {
                 id: self.me_hex(),
                 underlay: me,
-                subnet: self.own_advert().map(|a| a.net),
+                subnets: own.iter().map(|a| a.net).collect(),
             });
         }
         out
     }
 
-    fn own_advert(&self) -> Option<underlay::Advert> {
-        *self.advert.lock().unwrap_or_else(|p| p.into_inner())
+    fn own_advert(&self) -> Vec<underlay::Advert> {
+        self.advert
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The underlay MACs of the mesh's hosts: their ARP answers are no
@@ -270,8 +283,8 @@ impl Edge {
     fn mesh_macs(&self) -> BTreeSet<[u8; 6]> {
         (self.members)()
             .iter()
-            .filter_map(|m| underlay::advertised_mac(&m.meta))
-            .chain(self.own_advert().map(|a| a.mac))
+            .flat_map(|m| underlay::advertised_macs(&m.meta))
+            .chain(self.own_advert().iter().map(|a| a.mac))
             .collect()
     }
 
@@ -292,13 +305,17 @@ impl Edge {
     /// Re-reads this host's underlay interface and advertises its subnet
     /// and MAC when they changed.
     async fn refresh_advert(&self) {
-        let Some(IpAddr::V4(ip)) = self.underlay else {
-            return; // a wildcard listen address: no one interface
+        let ip = match self.underlay {
+            Some(IpAddr::V4(ip)) => Some(ip),
+            Some(IpAddr::V6(_)) => return, // floating IPs are IPv4
+            None => None,                  // a wildcard listen address
         };
-        let advert = match tokio::task::spawn_blocking(move || underlay::advert_for(ip)).await {
+        let prefix = self.prefix.clone();
+        let read = move || underlay::adverts_for(ip, &prefix);
+        let adverts = match tokio::task::spawn_blocking(read).await {
             Ok(Ok(a)) => a,
             Ok(Err(e)) => {
-                warn!("cannot read the underlay interface: {e:#}");
+                warn!("cannot read the underlay interfaces: {e:#}");
                 return;
             }
             Err(e) => {
@@ -308,19 +325,19 @@ impl Edge {
         };
         let old = std::mem::replace(
             &mut *self.advert.lock().unwrap_or_else(|p| p.into_inner()),
-            advert,
+            adverts.clone(),
         );
-        if old == advert {
+        if old == adverts {
             return;
         }
-        match advert {
-            Some(a) => {
-                info!(subnet = %a.net, mac = %format_mac(&a.mac), "underlay interface");
-                for (k, v) in a.meta() {
-                    (self.advertise)(k, Some(v));
-                }
-            }
-            None => warn!(%ip, "no interface carries the underlay address"),
+        if adverts.is_empty() {
+            warn!(?ip, "no underlay interface found to advertise");
+        }
+        for a in &adverts {
+            info!(subnet = %a.net, mac = %format_mac(&a.mac), "underlay interface");
+        }
+        for (k, v) in underlay::meta(&adverts) {
+            (self.advertise)(k, (!adverts.is_empty()).then_some(v));
         }
     }
 

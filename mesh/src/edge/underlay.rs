@@ -76,7 +76,7 @@ pub fn own(ifs: &[Interface], ip: Ipv4Addr) -> Option<(Ipv4Net, &Underlay)> {
     })
 }
 
-/// What a host advertises about its underlay interface.
+/// What a host advertises about one underlay interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Advert {
     /// The interface address with its prefix length.
@@ -84,30 +84,69 @@ pub struct Advert {
     pub mac: [u8; 6],
 }
 
-impl Advert {
-    pub fn meta(&self) -> [(&'static str, String); 2] {
-        [
-            (META_UNDERLAY_NET, self.net.to_string()),
-            (META_UNDERLAY_MAC, format_mac(&self.mac)),
-        ]
-    }
+/// The most interfaces a host advertises, and the widest subnet believed
+/// (a member's claim of `0.0.0.0/0` would make it a candidate for every
+/// pool: it is its own signed word, but not a LAN).
+const MAX_ADVERTS: usize = 8;
+const WIDEST_PREFIX: u8 = 8;
+
+/// Member metadata for `adverts` (comma-separated lists, in one order).
+pub fn meta(adverts: &[Advert]) -> [(&'static str, String); 2] {
+    let nets: Vec<String> = adverts.iter().map(|a| a.net.to_string()).collect();
+    let macs: Vec<String> = adverts.iter().map(|a| format_mac(&a.mac)).collect();
+    [
+        (META_UNDERLAY_NET, nets.join(",")),
+        (META_UNDERLAY_MAC, macs.join(",")),
+    ]
 }
 
-/// The underlay subnet a member advertises (none: an older version, or
-/// nonsense).
-pub fn advertised_net(meta: &BTreeMap<String, String>) -> Option<Ipv4Net> {
-    meta.get(META_UNDERLAY_NET)?.parse().ok()
+/// The underlay subnets a member advertises (none: an older version, or
+/// nonsense); subnets wider than a /8 are not believed.
+pub fn advertised_nets(meta: &BTreeMap<String, String>) -> Vec<Ipv4Net> {
+    let Some(text) = meta.get(META_UNDERLAY_NET) else {
+        return Vec::new();
+    };
+    text.split(',')
+        .filter_map(|n| n.trim().parse::<Ipv4Net>().ok())
+        .filter(|n| n.prefix_len() >= WIDEST_PREFIX)
+        .take(MAX_ADVERTS)
+        .collect()
 }
 
-/// The underlay MAC a member advertises.
-pub fn advertised_mac(meta: &BTreeMap<String, String>) -> Option<[u8; 6]> {
-    parse_mac(meta.get(META_UNDERLAY_MAC)?)
+/// The underlay MACs a member advertises.
+pub fn advertised_macs(meta: &BTreeMap<String, String>) -> Vec<[u8; 6]> {
+    let Some(text) = meta.get(META_UNDERLAY_MAC) else {
+        return Vec::new();
+    };
+    text.split(',')
+        .filter_map(|m| parse_mac(m.trim()))
+        .take(MAX_ADVERTS)
+        .collect()
 }
 
-/// This host's advert for underlay address `ip`, read from the kernel.
-pub fn advert_for(ip: Ipv4Addr) -> Result<Option<Advert>> {
+/// This host's adverts, read from the kernel: the interface carrying its
+/// underlay address `ip`; with a wildcard listen address (`None`) every
+/// interface with a MAC and an IPv4 address but meshd's own devices
+/// (named `link_prefix…`), since peers may reach it on any of them.
+pub fn adverts_for(ip: Option<Ipv4Addr>, link_prefix: &str) -> Result<Vec<Advert>> {
     let ifs = interfaces()?;
-    Ok(own(&ifs, ip).map(|(net, link)| Advert { net, mac: link.mac }))
+    Ok(match ip {
+        Some(ip) => own(&ifs, ip)
+            .map(|(net, link)| Advert { net, mac: link.mac })
+            .into_iter()
+            .collect(),
+        None => ifs
+            .iter()
+            .filter(|i| !i.link.name.starts_with(link_prefix))
+            .flat_map(|i| {
+                i.addrs.iter().map(|net| Advert {
+                    net: *net,
+                    mac: i.link.mac,
+                })
+            })
+            .take(MAX_ADVERTS)
+            .collect(),
+    })
 }
 
 pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
@@ -159,12 +198,28 @@ mod tests {
             net: "192.168.1.10/24".parse().unwrap(),
             mac: [0x52, 0x54, 0, 0x12, 0x34, 0x56],
         };
-        let meta: BTreeMap<String, String> =
-            a.meta().into_iter().map(|(k, v)| (k.into(), v)).collect();
-        assert_eq!(meta[META_UNDERLAY_MAC], "52:54:00:12:34:56");
-        assert_eq!(advertised_net(&meta), Some(a.net));
-        assert_eq!(advertised_mac(&meta), Some(a.mac));
-        assert_eq!(advertised_net(&BTreeMap::new()), None);
+        let b = Advert {
+            net: "10.1.2.3/16".parse().unwrap(),
+            mac: [0x52, 0x54, 0, 0x12, 0x34, 0x57],
+        };
+        let meta: BTreeMap<String, String> = meta(&[a, b])
+            .into_iter()
+            .map(|(k, v)| (k.into(), v))
+            .collect();
+        assert_eq!(
+            meta[META_UNDERLAY_MAC],
+            "52:54:00:12:34:56,52:54:00:12:34:57"
+        );
+        assert_eq!(advertised_nets(&meta), vec![a.net, b.net]);
+        assert_eq!(advertised_macs(&meta), vec![a.mac, b.mac]);
+        assert!(advertised_nets(&BTreeMap::new()).is_empty());
         assert_eq!(parse_mac("02:00"), None);
+        // A claim to the whole Internet is not a LAN.
+        let wide: BTreeMap<String, String> = [(
+            META_UNDERLAY_NET.to_string(),
+            "1.2.3.4/0,10.0.0.1/8".to_string(),
+        )]
+        .into();
+        assert_eq!(advertised_nets(&wide), vec!["10.0.0.1/8".parse().unwrap()]);
     }
 }

@@ -366,9 +366,10 @@ impl Traffic {
         let nets = plan::deny_networks(facts);
         let script = nft::ruleset(&self.prefix, &nets);
         if inst.ruleset.as_deref() != Some(script.as_str()) {
-            inst.policy_drops.carry(&nft::read_counters(&self.prefix));
+            let before = nft::read_counters(&self.prefix);
             match nft::apply(&self.prefix, &nets) {
                 Ok(()) => {
+                    inst.policy_drops.carry(&before);
                     debug!(networks = nets.len(), "policy table installed");
                     inst.ruleset = Some(script);
                     inst.policy_drops.installed(
@@ -413,10 +414,11 @@ impl Traffic {
             return;
         }
         let table = ports::table_name(&self.prefix);
-        let read = || kernel::counters(None, Family::Bridge, &table).unwrap_or_default();
-        inst.port_drops.carry(&read());
+        let before = kernel::counters(None, Family::Bridge, &table).unwrap_or_default();
         match kernel::run(&script) {
             Ok(()) => {
+                // Only now is the old table gone with its counts.
+                inst.port_drops.carry(&before);
                 debug!(ports = ports.len(), "port security installed");
                 inst.ports = Some(script);
                 inst.port_drops.installed(

@@ -182,7 +182,8 @@ pub fn ruleset(prefix: &str, ports: &[Port]) -> String {
         arp saddr ip != {{ {ip}, 0.0.0.0 }} {arp}
     }}
     chain ip6_{i} {{
-        ip6 saddr :: icmpv6 type {{ nd-neighbor-solicit, mld-listener-report, mld2-listener-report }} accept
+        ip6 saddr :: icmpv6 type {{ mld-listener-report, mld2-listener-report }} accept
+        ip6 saddr :: icmpv6 type nd-neighbor-solicit goto advert_{i}
         ip6 saddr != {own6} {ip6_drop}
         meta l4proto tcp accept
         icmpv6 type {{ nd-router-advert, nd-redirect }} {router}
@@ -200,8 +201,10 @@ pub fn ruleset(prefix: &str, ports: &[Port]) -> String {
             router = c(Reason::Router),
             dhcp = c(Reason::Dhcp),
         );
-        // nft 1.0.6 has no `icmpv6 taddr`: the target is 128 bits at
-        // offset 64 of the ICMPv6 header.
+        // Advertisements, and solicitations from `::` (duplicate address
+        // detection), only for the container's own addresses: it may not
+        // fail a neighbour's DAD. nft 1.0.6 has no `icmpv6 taddr`: the
+        // target is 128 bits at offset 64 of the ICMPv6 header.
         for a in p.ip6.into_iter().chain([ll]) {
             let _ = writeln!(chains, "        @th,64,128 0x{:032x} accept", u128::from(a));
         }
@@ -211,6 +214,7 @@ pub fn ruleset(prefix: &str, ports: &[Port]) -> String {
     }}
     chain to_{i} {{
         ip daddr {ip} accept
+        ether type != {{ ip, ip6, arp }} {dst}
         ip daddr != {{ {bcast}, 255.255.255.255, 224.0.0.0/4 }} {dst}
         ip6 daddr != {{ {own6_list}, ff00::/8 }} {dst}
     }}
@@ -276,7 +280,10 @@ mod tests {
         assert!(r.contains("ip saddr != 10.40.0.2 counter name \"mesh_v0000abcd_ip\" drop"));
         assert!(r.contains("ip6 saddr != { fd00::2, fe80::42:aff:fe28:2 }"));
         assert!(r.contains("@th,64,128 0xfd000000000000000000000000000002 accept"));
-        assert!(r.contains("ip daddr 10.40.0.2 accept\n        ip daddr != { 10.40.0.255, 255.255.255.255, 224.0.0.0/4 }"));
+        assert!(r.contains("ip daddr 10.40.0.2 accept\n"));
+        assert!(r.contains("ip daddr != { 10.40.0.255, 255.255.255.255, 224.0.0.0/4 }"));
+        // Duplicate address detection only for its own addresses.
+        assert!(r.contains("ip6 saddr :: icmpv6 type nd-neighbor-solicit goto advert_0"));
         assert!(
             r.contains("ether type vmap { ip : goto ip4_0, ip6 : goto ip6_0, arp : goto arp_0 }")
         );
