@@ -659,24 +659,40 @@ impl Daemon {
         };
         let result = self.attacher.attach(&net, wire, &req, &self.hosts()).await;
         drop(devices);
-        if let Ok(a) = &result {
-            self.services.note_attachment(a);
-            self.ready(a, true).await;
+        let a = result?;
+        self.services.note_attachment(&a);
+        if let Err(e) = self.ready(&a, true).await {
+            // Fail closed: a container whose port is not checked is no
+            // attachment (its veth passes nothing meanwhile).
+            let undo = api::DetachRequest {
+                target: Some(a.netns.clone()),
+                network: a.network.clone(),
+                container_id: None,
+            };
+            if let Err(d) = self.detach(undo).await {
+                warn!(netns = %a.netns, "cannot undo the attachment: {d}");
+            }
+            return Err(ApiError::Internal(anyhow::anyhow!(e)));
         }
-        result
+        Ok(a)
     }
 
     /// What a container needs before its attach returns (a container that
-    /// connects out at start must find it there): its port security and
-    /// policy, its services' rules and, with `routes`, on an egress
+    /// connects out at start must find it there): its port security (an
+    /// error if that failed) and policy, its services' rules and, with
+    /// `routes`, on an egress
     /// network its default route (a runtime that moves the interface in
     /// itself sets that route from the gateway the plugin names).
-    pub(crate) async fn ready(&self, a: &api::Attachment, routes: bool) {
-        self.traffic.install();
+    pub(crate) async fn ready(&self, a: &api::Attachment, routes: bool) -> Result<(), String> {
+        let traffic = self.traffic.clone();
+        let ports = tokio::task::spawn_blocking(move || traffic.install_checked())
+            .await
+            .map_err(|e| e.to_string())?;
         self.services.sync_once().await;
         if routes && self.channels.settings_of(&a.network).egress {
             self.edge.reconcile().await;
         }
+        ports
     }
 
     pub async fn detach(&self, req: api::DetachRequest) -> Result<api::Attachment, ApiError> {

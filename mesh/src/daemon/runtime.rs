@@ -54,7 +54,10 @@ impl Daemon {
         if let Err(e) = self.reservations.hand_over(&net.id, ip).await {
             warn!(network = %net.id, %ip, "cannot hand the reservation over to the attachment: {e:#}");
         }
-        self.ready(&a, false).await;
+        if let Err(e) = self.ready(&a, false).await {
+            let _ = self.detach_runtime_attachment(&veth.host_if).await;
+            return Err(ApiError::Internal(anyhow::anyhow!(e)));
+        }
         Ok(a)
     }
 

@@ -67,6 +67,8 @@ struct Installed {
     policy_drops: Carried<(String, String)>,
     /// The port-security table installed.
     ports: Option<String>,
+    /// Why the last port-security install failed (cleared by a success).
+    ports_error: Option<String>,
     /// Port-security drops per (network, container address, reason).
     port_drops: Carried<(String, String, ports::Reason)>,
     /// Bridges whose IP frames already pass the IP hooks.
@@ -405,6 +407,18 @@ impl Traffic {
         }
     }
 
+    /// Installs what the records say now and tells whether every local
+    /// container's port security is in place (an attach is not done
+    /// without it).
+    pub fn install_checked(&self) -> Result<(), String> {
+        self.install();
+        let inst = self.installed.lock().unwrap_or_else(|p| p.into_inner());
+        match &inst.ports_error {
+            Some(e) => Err(format!("port security could not be installed: {e}")),
+            None => Ok(()),
+        }
+    }
+
     /// Port security first: a container's frames are checked before any
     /// rule that trusts their source address.
     fn install_ports(&self, inst: &mut Installed) {
@@ -417,6 +431,7 @@ impl Traffic {
         let before = kernel::counters(None, Family::Bridge, &table).unwrap_or_default();
         match kernel::run(&script) {
             Ok(()) => {
+                inst.ports_error = None;
                 // Only now is the old table gone with its counts.
                 inst.port_drops.carry(&before);
                 debug!(ports = ports.len(), "port security installed");
@@ -437,6 +452,7 @@ impl Traffic {
             }
             Err(e) => {
                 inst.ports = None;
+                inst.ports_error = Some(e.to_string());
                 warn!("port security NOT installed on this host: {e:#}");
             }
         }
