@@ -14,6 +14,11 @@ pub mod records;
 pub mod validate;
 pub mod views;
 
+// How the parts reach the kernel (the only module that spawns nft, ip,
+// tc or bridge) and the one loop that keeps it in line with the records.
+pub mod kernel;
+pub mod reconcile;
+
 // The parts of the daemon, each over its own state.
 pub mod alloc;
 pub mod attach;
@@ -21,7 +26,6 @@ pub mod dns;
 pub mod edge;
 pub mod fabric;
 pub mod isolation;
-pub mod kernel;
 pub mod liveness;
 pub mod macpins;
 pub mod mtu;
@@ -29,7 +33,6 @@ pub mod netdev;
 pub mod netsecret;
 pub mod paths;
 pub mod peers;
-pub mod reconcile;
 pub mod reserve;
 pub mod resolvconf;
 pub mod services;
