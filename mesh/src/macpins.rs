@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use tracing::{debug, warn};
 
+use crate::netdev::parse_mac;
 use crate::networks;
 use crate::peers::PeerTable;
 use crate::records::{self, Channels, EndpointRecord, MACVLAN_MARK};
@@ -22,23 +23,11 @@ pub struct Summary {
     pub pinned: usize,
     /// Records of hosts the data plane has no handle for yet.
     pub unresolved: usize,
-    /// (network, MAC) claimed by records of more than one host: the
-    /// control plane does not know where it is, so learning decides.
+    /// (network, MAC) claimed by records of more than one host. The
+    /// first claim (the earliest stamp) keeps the pin, so a member that
+    /// writes a record with another host's container's MAC takes nothing;
+    /// claims of one millisecond are left to learning.
     pub conflicts: Vec<(String, String)>,
-}
-
-/// `aa:bb:cc:dd:ee:ff` → bytes; anything else is None.
-pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut parts = s.split(':');
-    for byte in &mut mac {
-        let part = parts.next()?;
-        if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return None;
-        }
-        *byte = u8::from_str_radix(part, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
 }
 
 /// The pins for `records`: MAC → host per network, this host (`me`, hex)
@@ -47,11 +36,13 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
 /// never cross the overlay) and of removed hosts pin nothing.
 pub fn compute(
     records: &BTreeMap<String, EndpointRecord>,
+    first_written: &BTreeMap<String, u64>,
     me: &str,
     removed: &BTreeSet<String>,
     handle: impl Fn(&str) -> Option<PeerIdx>,
 ) -> (PinSet, Summary) {
-    let mut claims: BTreeMap<(&str, [u8; 6]), BTreeSet<&str>> = BTreeMap::new();
+    // (network, MAC) → host → when its claim was written.
+    let mut claims: BTreeMap<(&str, [u8; 6]), BTreeMap<&str, u64>> = BTreeMap::new();
     for (key, rec) in records {
         if rec.mac.is_empty()
             || rec.version.as_deref() == Some(MACVLAN_MARK)
@@ -67,20 +58,32 @@ pub fn compute(
         if mac[0] & 1 == 1 || mac == [0; 6] {
             continue;
         }
-        claims
+        let at = first_written.get(key).copied().unwrap_or(0);
+        let earliest = claims
             .entry((rec.network.as_str(), mac))
             .or_default()
-            .insert(rec.host.as_str());
+            .entry(rec.host.as_str())
+            .or_insert(at);
+        *earliest = (*earliest).min(at);
     }
     let mut pins = PinSet::new();
     let mut summary = Summary::default();
     for ((network, mac), hosts) in claims {
-        let mut hosts = hosts.into_iter();
-        let (Some(host), None) = (hosts.next(), hosts.next()) else {
+        if hosts.len() > 1 {
             summary
                 .conflicts
                 .push((network.to_string(), crate::netdev::format_mac(&mac)));
-            continue;
+        }
+        // This host knows its own veths: its claim stands here.
+        let host = if hosts.contains_key(me) {
+            me
+        } else {
+            let first = hosts.values().min().copied().unwrap_or(0);
+            let mut earliest = hosts.iter().filter(|(_, at)| **at == first);
+            let (Some((host, _)), None) = (earliest.next(), earliest.next()) else {
+                continue;
+            };
+            *host
         };
         let owner = if host == me {
             MacOwner::Local
@@ -107,8 +110,14 @@ pub fn spawn(channels: Channels, peers: Arc<PeerTable>, dp: Dataplane, me: Strin
     tokio::spawn(async move {
         let mut last: Option<(PinSet, Summary)> = None;
         loop {
+            let state = channels.endpoints.get();
+            let first_written: BTreeMap<String, u64> = state
+                .entries()
+                .map(|(k, e)| (k.clone(), e.stamp.timestamp))
+                .collect();
             let (pins, summary) = compute(
                 &records::live(&channels.endpoints),
+                &first_written,
                 &me,
                 &channels.removed_hosts(),
                 |host| peers.handle(&host.parse().ok()?),
@@ -120,7 +129,7 @@ pub fn spawn(channels: Channels, peers: Arc<PeerTable>, dp: Dataplane, me: Strin
                 if !summary.conflicts.is_empty() {
                     warn!(
                         conflicts = ?summary.conflicts,
-                        "MACs claimed by attachments on several hosts are not pinned"
+                        "MACs claimed by attachments on several hosts: pinned to the first claim"
                     );
                 }
                 // Every attach anywhere changes it: debug, not info.
@@ -181,7 +190,7 @@ mod tests {
             rec("blue", "10.0.0.2", WEB, "bb"),
             rec("red", "10.1.0.2", WEB, "cc"),
         ]);
-        let (pins, summary) = compute(&records, ME, &BTreeSet::new(), handles);
+        let (pins, summary) = compute(&records, &BTreeMap::new(), ME, &BTreeSet::new(), handles);
         let blue = &pins[&NetworkId(networks::wire_id("blue"))];
         assert_eq!(blue[&parse_mac(DB).unwrap()], MacOwner::Local);
         assert_eq!(blue[&parse_mac(WEB).unwrap()], MacOwner::Peer(2));
@@ -203,11 +212,11 @@ mod tests {
             rec("blue", "10.0.0.6", "01:00:5e:00:00:01", "bb"),
         ]);
         let removed = BTreeSet::from(["gone".to_string()]);
-        let (pins, summary) = compute(&records, ME, &removed, handles);
+        let (pins, summary) = compute(&records, &BTreeMap::new(), ME, &removed, handles);
         assert!(pins.is_empty(), "{pins:?}");
         assert_eq!(summary.unresolved, 1);
         // Once the data plane knows the host, it is pinned.
-        let (pins, _) = compute(&records, ME, &removed, |h| {
+        let (pins, _) = compute(&records, &BTreeMap::new(), ME, &removed, |h| {
             handles(h).or((h == "dd").then_some(4))
         });
         assert_eq!(
@@ -217,7 +226,27 @@ mod tests {
     }
 
     #[test]
-    fn a_mac_claimed_from_two_hosts_is_left_to_learning() {
+    fn a_later_claim_on_another_host_takes_nothing() {
+        let records = BTreeMap::from([
+            rec("blue", "10.0.0.2", WEB, "bb"),
+            rec("blue", "10.0.0.7", WEB, "cc"),
+        ]);
+        let written: BTreeMap<String, u64> = records
+            .keys()
+            .map(|k| (k.clone(), if k.contains("10.0.0.2") { 100 } else { 200 }))
+            .collect();
+        let (pins, summary) = compute(&records, &written, ME, &BTreeSet::new(), handles);
+        let blue = &pins[&NetworkId(networks::wire_id("blue"))];
+        assert_eq!(
+            blue[&parse_mac(WEB).unwrap()],
+            MacOwner::Peer(2),
+            "bb was first"
+        );
+        assert_eq!(summary.conflicts, vec![("blue".into(), WEB.into())]);
+    }
+
+    #[test]
+    fn a_mac_claimed_from_two_hosts_at_once_is_left_to_learning() {
         let records = BTreeMap::from([
             rec("blue", "10.0.0.2", WEB, "bb"),
             rec("blue", "10.0.0.7", WEB, "cc"),
@@ -225,7 +254,7 @@ mod tests {
             // Two addresses of one container on one host are no conflict.
             rec("blue", "10.0.0.8", DB, ME),
         ]);
-        let (pins, summary) = compute(&records, ME, &BTreeSet::new(), handles);
+        let (pins, summary) = compute(&records, &BTreeMap::new(), ME, &BTreeSet::new(), handles);
         let blue = &pins[&NetworkId(networks::wire_id("blue"))];
         assert!(!blue.contains_key(&parse_mac(WEB).unwrap()));
         assert_eq!(blue[&parse_mac(DB).unwrap()], MacOwner::Local);

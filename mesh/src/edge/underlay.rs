@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use crate::netdev::format_mac;
+pub use crate::netdev::parse_mac;
 
 /// Member metadata: the host's underlay interface address with its prefix
 /// length (`192.168.1.10/24`). Hosts of older versions advertise none.
@@ -147,15 +148,6 @@ pub fn adverts_for(ip: Option<Ipv4Addr>, link_prefix: &str) -> Result<Vec<Advert
             .take(MAX_ADVERTS)
             .collect(),
     })
-}
-
-pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let parts: Vec<u8> = s
-        .split(':')
-        .map(|p| u8::from_str_radix(p, 16))
-        .collect::<Result<_, _>>()
-        .ok()?;
-    parts.try_into().ok()
 }
 
 #[cfg(test)]

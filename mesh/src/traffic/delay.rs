@@ -24,18 +24,10 @@ use mesh_api::QosEntry;
 
 use super::plan::Facts;
 use crate::kernel::command::{self as kernel, Tool};
+pub use crate::netdev::parse_mac;
 use crate::networks;
 
 pub type Mac = [u8; 6];
-
-pub fn parse_mac(s: &str) -> Option<Mac> {
-    let mut out = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in out.iter_mut() {
-        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
-    }
-    parts.next().is_none().then_some(out)
-}
 
 /// One direction's share of a round trip's impairment.
 pub fn per_frame(q: &QosEntry) -> Option<Impairment> {
