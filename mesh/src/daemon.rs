@@ -816,7 +816,7 @@ pub async fn cleanup(settings: &Settings) -> Result<usize> {
     if let Err(e) = isolation::remove(&settings.link_prefix) {
         warn!("cannot remove the isolation table: {e:#}");
     }
-    if let Err(e) = traffic::nft::remove(&settings.link_prefix) {
+    if let Err(e) = traffic::policy::remove(&settings.link_prefix) {
         warn!("cannot remove the policy table: {e:#}");
     }
     if let Err(e) = traffic::ports::remove(&settings.link_prefix) {

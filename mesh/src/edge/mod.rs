@@ -4,7 +4,7 @@
 //! - [`fip`]: who holds a floating IP and what may be associated (pure),
 //! - [`hostaddr`]: this host's own address on a network (a veth on the
 //!   bridge), and containers' default routes through it,
-//! - [`nft`]: the host's `<prefix>_edge` table (DNAT, masquerade),
+//! - [`table`]: the host's `<prefix>_edge` table (DNAT, masquerade),
 //! - [`arp`]: answering ARP for the floating IPs held here,
 //! - [`probe`]: probing an address before answering for it (a machine that
 //!   is not a mesh host may own it),
@@ -23,7 +23,7 @@
 pub mod arp;
 pub mod fip;
 pub mod hostaddr;
-pub mod nft;
+pub mod table;
 pub mod ops;
 pub mod probe;
 pub mod records;
@@ -463,7 +463,7 @@ impl Edge {
             }
         }
         let forwards = self.forwards(&fips, &held);
-        let script = nft::ruleset(
+        let script = table::ruleset(
             &self.prefix,
             &held.iter().copied().collect::<Vec<_>>(),
             &forwards,
@@ -475,7 +475,7 @@ impl Edge {
         };
         if changed {
             let text = script.clone();
-            let ok = match tokio::task::spawn_blocking(move || nft::apply(&text)).await {
+            let ok = match tokio::task::spawn_blocking(move || table::apply(&text)).await {
                 Ok(Ok(())) => true,
                 Ok(Err(e)) => {
                     warn!("cannot install the edge table: {e:#}");
@@ -735,7 +735,7 @@ impl Edge {
         &self,
         fips: &BTreeMap<String, Fip>,
         held: &BTreeSet<Ipv4Addr>,
-    ) -> Vec<nft::Forward> {
+    ) -> Vec<table::Forward> {
         let snap = self.services.snapshot();
         let facts = snap.facts();
         let mut out = Vec::new();
@@ -752,7 +752,7 @@ impl Edge {
                     .find(|fe| fe.port == port.port && fe.protocol == port.protocol)
                     .map(|fe| fe.backends.iter().map(|be| (be.ip, be.port)).collect())
                     .unwrap_or_default();
-                out.push(nft::Forward {
+                out.push(table::Forward {
                     fip: f.addr,
                     port: b.public_port,
                     protocol: port.protocol,
@@ -855,7 +855,7 @@ impl Edge {
 
 /// `meshd --cleanup`: the edge table goes (its devices go with the others).
 pub fn cleanup(prefix: &str) -> anyhow::Result<()> {
-    nft::remove(prefix)
+    table::remove(prefix)
 }
 
 impl crate::reconcile::Reconciler for Edge {

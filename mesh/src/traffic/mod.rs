@@ -2,7 +2,7 @@
 //! network) and QoS (rate and ceiling per container interface).
 //!
 //! - [`spec`]: checking user and peer input,
-//! - [`nft`]: the policy table on this host,
+//! - [`policy`]: the policy table on this host,
 //! - [`tc`]: HTB on container interfaces,
 //! - [`delay`]: delay, jitter and loss, done by the data plane,
 //! - [`ports`]: port security, each container's veth admits only its
@@ -15,7 +15,7 @@
 
 mod carried;
 pub mod delay;
-pub mod nft;
+pub mod policy;
 pub mod plan;
 pub mod ports;
 pub mod spec;
@@ -366,10 +366,10 @@ impl Traffic {
 
     fn install_policy(&self, facts: &plan::Facts, inst: &mut Installed) {
         let nets = plan::deny_networks(facts);
-        let script = nft::ruleset(&self.prefix, &nets);
+        let script = policy::ruleset(&self.prefix, &nets);
         if inst.ruleset.as_deref() != Some(script.as_str()) {
-            let before = nft::read_counters(&self.prefix);
-            match nft::apply(&self.prefix, &nets) {
+            let before = policy::read_counters(&self.prefix);
+            match policy::apply(&self.prefix, &nets) {
                 Ok(()) => {
                     inst.policy_drops.carry(&before);
                     debug!(networks = nets.len(), "policy table installed");
@@ -379,7 +379,7 @@ impl Traffic {
                             .flat_map(|n| {
                                 n.containers.iter().map(move |c| {
                                     (
-                                        nft::counter_name(n.wire, c.ip),
+                                        policy::counter_name(n.wire, c.ip),
                                         (c.network.clone(), c.ip.to_string()),
                                     )
                                 })
@@ -398,7 +398,7 @@ impl Traffic {
                 continue;
             }
             // The bridge may not be up yet (a start); the next pass retries.
-            match nft::route_through_ip_hooks(&n.bridge) {
+            match policy::route_through_ip_hooks(&n.bridge) {
                 Ok(()) => {
                     inst.hooked.insert(n.bridge.clone());
                 }
@@ -573,7 +573,7 @@ impl Traffic {
     /// Policy drops per (network, container address), since meshd started.
     pub fn policy_drops(&self) -> BTreeMap<(String, String), u64> {
         let inst = self.installed.lock().unwrap_or_else(|p| p.into_inner());
-        inst.policy_drops.totals(&nft::read_counters(&self.prefix))
+        inst.policy_drops.totals(&policy::read_counters(&self.prefix))
     }
 
     /// Port-security drops per (network, container address, reason),

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use mesh_api::{PolicyMode, PolicyRule, QosEntry};
 
-use super::nft::{Allow, DenyNetwork, Guarded};
+use super::policy::{Allow, DenyNetwork, Guarded};
 use super::ports::Port;
 use super::{qos_key, tc::Htb};
 use crate::records::{EndpointRecord, NetworkDef, NetworkSettings};
