@@ -30,6 +30,7 @@ need=()
 command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
+command -v nft >/dev/null 2>&1 || need+=(nftables)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -55,6 +56,13 @@ mkdir -p "$ROOTFS/bin" "$ROOTFS/usr/bin" "$ROOTFS/tmp" "$ROOTFS/run" "$ROOTFS/va
 cp /bin/busybox "$ROOTFS/bin/busybox"
 for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$ROOTFS/bin/$a"; done
 cp "$BIN/meshd" "$BIN/meshctl" "$ROOTFS/usr/bin/"
+# nft, with the libraries and loader it needs: meshd programs port security,
+# isolation and policy with it (an attach fails without port security).
+cp "$(command -v nft)" "$ROOTFS/usr/bin/nft"
+for lib in $(ldd "$(command -v nft)" | grep -o '/[^ ]*'); do
+  cp --parents -L "$lib" "$ROOTFS"
+done
+for f in /etc/protocols /etc/services; do [ -e "$f" ] && cp "$f" "$ROOTFS/etc/"; done
 ! command -v strip >/dev/null 2>&1 || strip "$ROOTFS/usr/bin/meshd" "$ROOTFS/usr/bin/meshctl"
 chmod 1777 "$ROOTFS/tmp"
 
