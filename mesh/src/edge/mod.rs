@@ -23,10 +23,10 @@
 pub mod arp;
 pub mod fip;
 pub mod hostaddr;
-pub mod table;
 pub mod ops;
 pub mod probe;
 pub mod records;
+pub mod table;
 pub mod underlay;
 
 use gossip::PeerId;

@@ -15,8 +15,8 @@
 
 mod carried;
 pub mod delay;
-pub mod policy;
 pub mod plan;
+pub mod policy;
 pub mod ports;
 pub mod spec;
 pub mod tc;
@@ -573,7 +573,8 @@ impl Traffic {
     /// Policy drops per (network, container address), since meshd started.
     pub fn policy_drops(&self) -> BTreeMap<(String, String), u64> {
         let inst = self.installed.lock().unwrap_or_else(|p| p.into_inner());
-        inst.policy_drops.totals(&policy::read_counters(&self.prefix))
+        inst.policy_drops
+            .totals(&policy::read_counters(&self.prefix))
     }
 
     /// Port-security drops per (network, container address, reason),
