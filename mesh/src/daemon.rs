@@ -40,11 +40,16 @@ use crate::traffic::{self, Traffic, TrafficChannels};
 use crate::validate::Guards;
 use crate::views;
 
+mod cleanup;
 mod mtu_sync;
 mod network_ops;
 mod observe;
 mod runtime;
+mod snapshots;
 mod status;
+
+pub use cleanup::cleanup;
+use snapshots::{keep_snapshot, load_snapshot, save_snapshot};
 
 pub struct Daemon {
     pub settings: Settings,
@@ -768,65 +773,4 @@ impl Daemon {
     pub fn services(&self) -> &Services {
         &self.services
     }
-}
-
-fn load_snapshot<S: gossip::Mergeable + Default>(state: &StateDir, name: &str) -> S {
-    match state.load_channel(name) {
-        Ok(Some(bytes)) => S::decode(&bytes).unwrap_or_else(|e| {
-            warn!(channel = name, "ignoring unreadable snapshot: {e}");
-            S::default()
-        }),
-        Ok(None) => S::default(),
-        Err(e) => {
-            warn!(channel = name, "cannot read snapshot: {e:#}");
-            S::default()
-        }
-    }
-}
-
-fn save_snapshot<V: records::Record>(state: &StateDir, name: &str, ch: &Records<V>) {
-    use gossip::Mergeable;
-    if let Err(e) = state.save_channel(name, &ch.get().encode()) {
-        warn!(channel = name, "cannot save snapshot: {e:#}");
-    }
-}
-
-/// Saves the channel's snapshot on every change.
-fn keep_snapshot<V: records::Record>(state: &StateDir, name: &'static str, ch: &Records<V>) {
-    let (state, ch) = (state.clone(), ch.clone());
-    let mut rx = ch.subscribe();
-    tokio::spawn(async move {
-        while rx.changed().await.is_ok() {
-            save_snapshot(&state, name, &ch);
-        }
-    });
-}
-
-/// `meshd --cleanup`: remove every device this daemon creates, and forget
-/// the attachments (their veths are gone with the host ends).
-pub async fn cleanup(settings: &Settings) -> Result<usize> {
-    let nl = Netlink::connect()?;
-    let mut removed = 0;
-    for link in nl.links().await? {
-        if networks::is_ours(&settings.link_prefix, &link.name) {
-            nl.delete(&link.name).await?;
-            removed += 1;
-        }
-    }
-    if let Err(e) = isolation::remove(&settings.link_prefix) {
-        warn!("cannot remove the isolation table: {e:#}");
-    }
-    if let Err(e) = traffic::policy::remove(&settings.link_prefix) {
-        warn!("cannot remove the policy table: {e:#}");
-    }
-    if let Err(e) = traffic::ports::remove(&settings.link_prefix) {
-        warn!("cannot remove the port-security table: {e:#}");
-    }
-    if let Err(e) = crate::edge::cleanup(&settings.link_prefix) {
-        warn!("cannot remove the edge table: {e:#}");
-    }
-    if settings.state_dir.exists() {
-        AttachmentStore::clear(&StateDir::open(&settings.state_dir)?)?;
-    }
-    Ok(removed)
 }

@@ -21,6 +21,7 @@
 //! targets from it, and SNATs to it so replies come back).
 
 pub mod arp;
+mod candidacy;
 pub mod fip;
 pub mod hostaddr;
 pub mod ops;
@@ -37,7 +38,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
-use self::fip::Candidate;
 use self::records::{Fip, FipBindingRecord, FipPool, FipRecord, HOST_ADDRESS_MARK};
 use crate::alloc::Allocator;
 use crate::attach::Attacher;
@@ -233,112 +233,6 @@ impl Edge {
         self.state.save_host_addresses(&list)?;
         *self.addresses.lock().unwrap_or_else(|p| p.into_inner()) = list;
         Ok(())
-    }
-
-    /// Every host that is not removed, with its underlay address and
-    /// subnet.
-    fn candidates(&self) -> Vec<Candidate> {
-        let removed = self.channels.removed_hosts();
-        let mut out: Vec<Candidate> = (self.members)()
-            .into_iter()
-            .filter(|m| !removed.contains(&m.id))
-            .filter_map(|m| {
-                let subnets = underlay::advertised_nets(&m.meta);
-                let underlay = match m.addr {
-                    IpAddr::V4(v4) => v4,
-                    IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
-                };
-                // Without subnets only the address can tell (older hosts).
-                (!subnets.is_empty() || !underlay.is_unspecified()).then_some(Candidate {
-                    id: m.id,
-                    underlay,
-                    subnets,
-                })
-            })
-            .collect();
-        let own = self.own_advert();
-        let me = match self.underlay {
-            Some(IpAddr::V4(v4)) => Some(v4),
-            _ => own.first().map(|a| a.net.addr()),
-        };
-        if let Some(me) = me {
-            out.push(Candidate {
-                id: self.me_hex(),
-                underlay: me,
-                subnets: own.iter().map(|a| a.net).collect(),
-            });
-        }
-        out
-    }
-
-    fn own_advert(&self) -> Vec<underlay::Advert> {
-        self.advert
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// The underlay MACs of the mesh's hosts: their ARP answers are no
-    /// conflict when probing.
-    fn mesh_macs(&self) -> BTreeSet<[u8; 6]> {
-        (self.members)()
-            .iter()
-            .flat_map(|m| underlay::advertised_macs(&m.meta))
-            .chain(self.own_advert().iter().map(|a| a.mac))
-            .collect()
-    }
-
-    /// The MAC that host `id` found answering for `addr` when it probed,
-    /// if it refused to hold it.
-    fn in_use(&self, id: &str, addr: Ipv4Addr) -> Option<[u8; 6]> {
-        if id == self.me_hex() {
-            let r = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
-            return r.get(addr).map(|r| r.mac);
-        }
-        let members = (self.members)();
-        let m = members.iter().find(|m| m.id == id)?;
-        probe::parse_meta(m.meta.get(probe::META_FIPS_IN_USE)?)
-            .get(&addr)
-            .copied()
-    }
-
-    /// Re-reads this host's underlay interface and advertises its subnet
-    /// and MAC when they changed.
-    async fn refresh_advert(&self) {
-        let ip = match self.underlay {
-            Some(IpAddr::V4(ip)) => Some(ip),
-            Some(IpAddr::V6(_)) => return, // floating IPs are IPv4
-            None => None,                  // a wildcard listen address
-        };
-        let prefix = self.prefix.clone();
-        let read = move || underlay::adverts_for(ip, &prefix);
-        let adverts = match tokio::task::spawn_blocking(read).await {
-            Ok(Ok(a)) => a,
-            Ok(Err(e)) => {
-                warn!("cannot read the underlay interfaces: {e:#}");
-                return;
-            }
-            Err(e) => {
-                warn!("underlay task failed: {e}");
-                return;
-            }
-        };
-        let old = std::mem::replace(
-            &mut *self.advert.lock().unwrap_or_else(|p| p.into_inner()),
-            adverts.clone(),
-        );
-        if old == adverts {
-            return;
-        }
-        if adverts.is_empty() {
-            warn!(?ip, "no underlay interface found to advertise");
-        }
-        for a in &adverts {
-            info!(subnet = %a.net, mac = %format_mac(&a.mac), "underlay interface");
-        }
-        for (k, v) in underlay::meta(&adverts) {
-            (self.advertise)(k, (!adverts.is_empty()).then_some(v));
-        }
     }
 
     /// Hosts heard from within [`STALE_AFTER`] (live) and within
