@@ -114,6 +114,20 @@ pub struct StatusResponse {
     /// The data plane's switch: pinned and learned MACs, spoofs.
     #[serde(default)]
     pub switch: SwitchStatus,
+    /// Networks of the mesh this host does not carry, with why (an
+    /// overlap with another network, the LAN or a route of this host, a
+    /// global IPv6 prefix it does not permit, its `max_networks`).
+    #[serde(default)]
+    pub refused_networks: BTreeMap<String, RefusedNetwork>,
+}
+
+/// Why this host does not carry a network.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedNetwork {
+    /// `overlaps_network`, `wire_id`, `overlaps_underlay`,
+    /// `overlaps_route`, `global_ipv6` or `max_networks`.
+    pub reason: String,
+    pub detail: String,
 }
 
 /// The data plane's MAC switching on this host, every network summed.

@@ -23,6 +23,9 @@ pub fn status(s: &StatusResponse) {
         s.mesh_size, up, s.networks, s.attachments
     );
     println!("{}", encryption_line(&s.peers));
+    for (id, why) in &s.refused_networks {
+        println!("refused  network {id} is not carried here: {}", why.detail);
+    }
     for a in &s.host_addresses {
         let role = match (a.exposed, a.gateway) {
             (true, true) => "exposed, gateway",

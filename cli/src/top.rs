@@ -244,6 +244,7 @@ mod tests {
                 host_addresses: Vec::new(),
                 probing: Default::default(),
                 switch: Default::default(),
+                refused_networks: Default::default(),
             },
             attachments: vec![att],
         }

@@ -84,6 +84,18 @@ pub struct Flags {
     /// Remove every bridge, TAP and veth this daemon created on the host, then exit.
     #[arg(long)]
     pub cleanup: bool,
+    /// The most networks this host carries (default 256); the mesh may
+    /// define more, this host refuses the newest beyond it.
+    #[arg(long, value_name = "N")]
+    pub max_networks: Option<usize>,
+    /// A global IPv6 prefix networks may take their prefixes from
+    /// (repeatable); without one, a network's IPv6 prefix must be a ULA.
+    #[arg(long = "global-ipv6", value_name = "PREFIX")]
+    pub global_ipv6: Vec<ipnet::Ipv6Net>,
+    /// A range of the LAN this host may answer floating IPs in
+    /// (repeatable); without one, the subnets of its underlay interfaces.
+    #[arg(long = "fip-pool", value_name = "CIDR")]
+    pub fip_pools: Vec<ipnet::Ipv4Net>,
 }
 
 /// The config file. Unknown keys are an error, so a typo is not ignored.
@@ -106,6 +118,11 @@ pub struct FileConfig {
     pub docker_plugin: Option<bool>,
     pub docker_plugin_socket: Option<PathBuf>,
     pub docker_host: Option<PathBuf>,
+    pub max_networks: Option<usize>,
+    #[serde(default)]
+    pub global_ipv6: Vec<ipnet::Ipv6Net>,
+    #[serde(default)]
+    pub fip_pools: Vec<ipnet::Ipv4Net>,
 }
 
 /// Which data-plane ciphers this host offers its peers.
@@ -171,6 +188,12 @@ pub struct Settings {
     pub rekey_interval: std::time::Duration,
     /// The Docker plugin, when it is on.
     pub docker: Option<DockerSettings>,
+    /// The most networks this host carries.
+    pub max_networks: usize,
+    /// Global IPv6 prefixes networks may use here (else only ULAs).
+    pub global_ipv6: Vec<ipnet::Ipv6Net>,
+    /// Where this host answers floating IPs; empty: its underlay subnets.
+    pub fip_pools: Vec<ipnet::Ipv4Net>,
 }
 
 /// Where the Docker plugin listens and where it asks dockerd.
@@ -241,7 +264,32 @@ impl Settings {
                     .or(file.docker_host)
                     .unwrap_or_else(|| PathBuf::from(DEFAULT_DOCKER_HOST)),
             });
+        let max_networks = flags
+            .max_networks
+            .or(file.max_networks)
+            .unwrap_or(crate::networks::landing::DEFAULT_MAX_NETWORKS);
+        if max_networks == 0 {
+            bail!("max_networks must be at least 1");
+        }
+        let global_ipv6 = flags_or_file(&flags.global_ipv6, file.global_ipv6);
+        let fip_pools = flags_or_file(&flags.fip_pools, file.fip_pools);
+        for p in &global_ipv6 {
+            if p.trunc() != *p || p.prefix_len() > crate::networks::MIN_PREFIX6 {
+                bail!(
+                    "global_ipv6 {p}: give a prefix of a /{} or wider, host bits zero",
+                    crate::networks::MIN_PREFIX6
+                );
+            }
+        }
+        for p in &fip_pools {
+            if p.trunc() != *p {
+                bail!("fip_pools {p}: host bits set; did you mean {}?", p.trunc());
+            }
+        }
         Ok(Settings {
+            max_networks,
+            global_ipv6,
+            fip_pools,
             docker,
             state_dir: flags
                 .state_dir
@@ -276,12 +324,17 @@ impl Settings {
                 Some(secs @ 1..=120) => std::time::Duration::from_secs(secs),
                 Some(secs) => bail!("rekey_interval must be 1 to 120 seconds, not {secs}"),
             },
-            dns_upstreams: if flags.dns_upstreams.is_empty() {
-                file.dns_upstreams
-            } else {
-                flags.dns_upstreams.clone()
-            },
+            dns_upstreams: flags_or_file(&flags.dns_upstreams, file.dns_upstreams),
         })
+    }
+}
+
+/// A list setting: the flags' values when any are given, else the file's.
+fn flags_or_file<T: Clone>(flags: &[T], file: Vec<T>) -> Vec<T> {
+    if flags.is_empty() {
+        file
+    } else {
+        flags.to_vec()
     }
 }
 

@@ -7,7 +7,7 @@
 use anyhow::{Context, Result};
 use dataplane::{Dataplane, IpVersion};
 use gossip::{Identity, MeshSecret, Node, PeerId};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -41,6 +41,7 @@ use crate::validate::Guards;
 use crate::views;
 
 mod cleanup;
+mod landing;
 mod mtu_sync;
 mod network_ops;
 mod observe;
@@ -49,7 +50,13 @@ mod snapshots;
 mod status;
 
 pub use cleanup::cleanup;
-use snapshots::{keep_snapshot, load_snapshot, save_snapshot};
+use snapshots::{keep_snapshot, load_snapshot};
+
+/// How often a network that could not be set up is retried.
+const NETWORK_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
+/// How often the landing of networks is re-judged against routes and
+/// adverts.
+const LANDING_TICK: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub struct Daemon {
     pub settings: Settings,
@@ -67,6 +74,8 @@ pub struct Daemon {
     traffic: Arc<Traffic>,
     edge: Arc<Edge>,
     isolation: Arc<isolation::Isolation>,
+    /// Which networks this host carries, and why not the others.
+    carried: networks::landing::Carried,
     /// Serialises every change to this host's devices: network set-up and
     /// teardown, and attaching (which needs the network's bridge to stay).
     devices: Mutex<Realized>,
@@ -328,6 +337,7 @@ impl Daemon {
             )
         };
         let isolation = Arc::new(isolation::Isolation::new(&settings.link_prefix));
+        let carried = networks::landing::Carried::default();
         let pools = open_channel(&node, &state, POOLS_CHANNEL, Guards::fip_pools());
         let fips = open_channel(&node, &state, FIPS_CHANNEL, Guards::fips(pools.clone()));
         keep_snapshot(&state, POOLS_CHANNEL, &pools);
@@ -389,6 +399,7 @@ impl Daemon {
             traffic,
             edge,
             isolation,
+            carried,
             devices: Mutex::new(Realized::default()),
         });
         daemon.reconcile_at_start().await?;
@@ -492,16 +503,29 @@ impl Daemon {
         Ok(())
     }
 
-    /// Follows replicated state: realises networks created elsewhere, keeps
+    /// Follows replicated state: realises networks that land here, keeps
     /// snapshots on disk, serves address space and applies removals.
     fn watch_channels(self: Arc<Self>) {
+        keep_snapshot(
+            &self.state,
+            records::NETWORKS_CHANNEL,
+            &self.channels.networks,
+        );
+        crate::reconcile::follow(
+            self.clone(),
+            vec![self.channels.networks.subscribe(), self.carried.subscribe()],
+            NETWORK_RETRY,
+        );
+        // Routes and members' underlay adverts change without a record
+        // changing: re-judge the landing often (cheap: /proc and the member
+        // list); a changed verdict wakes the reconcile above.
         let d = self.clone();
-        let mut rx = self.channels.networks.subscribe();
         tokio::spawn(async move {
-            while rx.changed().await.is_ok() {
-                save_snapshot(&d.state, records::NETWORKS_CHANNEL, &d.channels.networks);
-                let mut devices = d.devices.lock().await;
-                d.reconcile_networks_locked(&mut devices).await;
+            loop {
+                tokio::time::sleep(LANDING_TICK).await;
+                let carried_now: BTreeSet<String> =
+                    d.devices.lock().await.wires.keys().cloned().collect();
+                d.land(&carried_now);
             }
         });
         keep_snapshot(
@@ -559,11 +583,8 @@ impl Daemon {
     }
 
     async fn reconcile_networks_locked(&self, devices: &mut Realized) {
-        let me = self.id().to_hex();
-        let desired: BTreeMap<String, NetworkDef> = records::live(&self.channels.networks)
-            .into_iter()
-            .filter(|(_, n)| n.allows_host(&me))
-            .collect();
+        let carried_now: BTreeSet<String> = devices.wires.keys().cloned().collect();
+        let desired = self.land(&carried_now).carried.clone();
         for (id, w) in self.fabric.realize_missing(devices, &desired).await {
             if let Err(e) = self.attacher.drop_network(&id).await {
                 warn!(network = %id, "cannot detach the network's containers: {e:#}");
@@ -772,5 +793,13 @@ impl Daemon {
     /// Services (see [`crate::services`]); the API calls it directly.
     pub fn services(&self) -> &Services {
         &self.services
+    }
+}
+
+/// The networks of this host: set up what lands here, tear down the rest.
+impl crate::reconcile::Reconciler for Daemon {
+    async fn reconcile(self: Arc<Self>) {
+        let mut devices = self.devices.lock().await;
+        self.reconcile_networks_locked(&mut devices).await;
     }
 }

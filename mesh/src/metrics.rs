@@ -123,6 +123,20 @@ pub fn render(status: &StatusResponse, attachments: &[AttachmentStats]) -> Strin
     let nets = Gauge::<i64>::default();
     nets.set(status.networks as i64);
     reg.register("networks", "Networks defined in the mesh", nets);
+    let refused = Family::<Vec<(String, String)>, Gauge<i64>>::default();
+    for (id, why) in &status.refused_networks {
+        refused
+            .get_or_create(&vec![
+                ("network".into(), id.clone()),
+                ("reason".into(), why.reason.clone()),
+            ])
+            .set(1);
+    }
+    reg.register(
+        "network_refused",
+        "1 for each network of the mesh this host refuses to carry, by reason",
+        refused,
+    );
     let atts = Gauge::<i64>::default();
     atts.set(status.attachments as i64);
     reg.register("attachments", "Containers attached on this host", atts);
@@ -312,6 +326,14 @@ mod tests {
                 learn_refused: 9,
                 spoofed_from: [("h2".to_string(), 5u64)].into(),
             },
+            refused_networks: [(
+                "lan".to_string(),
+                crate::api::RefusedNetwork {
+                    reason: "overlaps_route".into(),
+                    detail: "its prefix overlaps a route".into(),
+                },
+            )]
+            .into(),
         };
         let att = AttachmentStats {
             network: "blue".into(),
@@ -360,6 +382,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("mesh_hosts 2"), "{text}");
+        assert!(
+            text.contains("mesh_network_refused{network=\"lan\",reason=\"overlaps_route\"} 1"),
+            "{text}"
+        );
         // Every series the Grafana dashboard queries is one meshd serves.
         let dash: serde_json::Value =
             serde_json::from_str(include_str!("../../docs/grafana/mesh.json")).unwrap();

@@ -32,6 +32,11 @@ impl Daemon {
                 net.id
             )));
         }
+        if let Some(why) = self.carried.get().refused.get(id) {
+            return Err(ApiError::Conflict(format!(
+                "network {id} is not carried on this host: {why}"
+            )));
+        }
         Ok(net)
     }
 
@@ -81,6 +86,7 @@ impl Daemon {
             hosts: members,
             sealed_secrets,
         };
+        self.check_landing(&def)?;
         // The definition first: a host admits a network's first range only
         // once it knows the network (and its creator). A host that learns
         // the network before its range waits for the range to arrive.

@@ -64,6 +64,11 @@ impl Daemon {
             &here.iter().map(|n| n.bridge.clone()).collect::<Vec<_>>(),
             underlay,
             here.iter().map(|n| (n.id.clone(), n.mtu)).collect(),
+            status
+                .refused_networks
+                .iter()
+                .map(|(id, why)| (id.clone(), why.detail.clone()))
+                .collect(),
         )
         .await;
 

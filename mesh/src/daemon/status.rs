@@ -62,6 +62,19 @@ impl Daemon {
                     })
                     .collect(),
             },
+            refused_networks: self
+                .carried
+                .get()
+                .refused
+                .iter()
+                .map(|(id, why)| {
+                    let r = api::RefusedNetwork {
+                        reason: why.reason().into(),
+                        detail: why.to_string(),
+                    };
+                    (id.clone(), r)
+                })
+                .collect(),
             probing: {
                 let sent = self.dp.probes_sent();
                 api::ProbingStatus {

@@ -25,6 +25,8 @@ pub struct Facts {
     pub underlay: Option<(String, u32, bool)>,
     /// Networks carried here and their MTU.
     pub networks: Vec<(String, u32)>,
+    /// Networks of the mesh this host refuses to carry, with why.
+    pub refused: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +105,18 @@ pub fn checks(f: &Facts) -> Vec<Check> {
         ),
     });
     out.push(underlay(f));
+    out.push(match f.refused.as_slice() {
+        [] => Check::ok("networks", "every network of the mesh lands here"),
+        refused => Check::fail(
+            "networks",
+            refused
+                .iter()
+                .map(|(id, why)| format!("network {id} is not carried here: {why}"))
+                .collect::<Vec<_>>()
+                .join("; "),
+            "remove the network (meshctl network rm) and create it again with a subnet that overlaps nothing, or permit it in meshd.toml (global_ipv6, max_networks)",
+        ),
+    });
     out
 }
 
@@ -155,6 +169,7 @@ pub async fn gather(
     bridges: &[String],
     underlay: Option<(String, u32, bool)>,
     networks: Vec<(String, u32)>,
+    refused: Vec<(String, String)>,
 ) -> Facts {
     Facts {
         // Not persistent: the kernel removes it when the fd closes.
@@ -180,6 +195,7 @@ pub async fn gather(
         }),
         underlay,
         networks,
+        refused,
     }
 }
 

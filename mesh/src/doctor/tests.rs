@@ -156,6 +156,7 @@ fn facts() -> Facts {
         br_netfilter: None,
         underlay: Some(("eth0".into(), 1500, false)),
         networks: vec![("blue".into(), 1422)],
+        refused: vec![],
     }
 }
 
@@ -163,7 +164,7 @@ fn facts() -> Facts {
 fn a_sound_host_has_no_problem() {
     let c = host::checks(&facts());
     assert!(c.iter().all(|c| c.status == CheckStatus::Ok), "{c:?}");
-    assert_eq!(c.len(), 7);
+    assert_eq!(c.len(), 8);
 }
 
 #[test]
@@ -177,9 +178,14 @@ fn host_problems_each_say_what_to_do() {
         br_netfilter: Some(vec!["msb00000001".into()]),
         underlay: Some(("eth0".into(), 1300, false)),
         networks: vec![("blue".into(), 1422), ("red".into(), 1200)],
+        refused: vec![(
+            "lan".into(),
+            "its prefix 192.168.1.0/24 overlaps this host's route to 192.168.1.0/24 (dev eth0)"
+                .into(),
+        )],
     };
     let c = host::checks(&f);
-    for name in ["tun", "nftables", "ip_forward"] {
+    for name in ["tun", "nftables", "ip_forward", "networks"] {
         assert_eq!(status_of(&c, name), CheckStatus::Fail, "{name}");
     }
     for name in ["htb", "br_netfilter", "underlay_mtu"] {

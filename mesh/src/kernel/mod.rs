@@ -4,11 +4,13 @@
 //!
 //! - [`nft`]: whole nftables scripts, atomically; tables' names, counters;
 //! - [`command`]: iproute2, on the host or in a namespace;
-//! - [`interfaces`]: the interfaces, addresses, MACs and MTUs here.
+//! - [`interfaces`]: the interfaces, addresses, MACs and MTUs here;
+//! - [`routes`]: the routes here.
 
 pub mod command;
 pub mod interfaces;
 pub mod nft;
+pub mod routes;
 
 #[cfg(test)]
 mod tests {

@@ -100,11 +100,13 @@ pub fn plan(f: &Facts) -> BTreeMap<String, NetPlan> {
             wire: networks::wire_id(&q.network),
             default: None,
             per_mac: BTreeMap::new(),
+            // This host's own store: another member's writes cannot
+            // change which frames are local here.
             local: f
-                .endpoints
-                .values()
-                .filter(|e| e.network == q.network && e.host == f.me)
-                .filter_map(|e| parse_mac(&e.mac))
+                .attachments
+                .iter()
+                .filter(|r| r.attachment.network == q.network)
+                .filter_map(|r| parse_mac(&r.attachment.mac))
                 .collect(),
         });
         match &q.container {

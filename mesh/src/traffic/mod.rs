@@ -128,6 +128,7 @@ impl Traffic {
             labels: rec::live(&self.labels),
             rules: rec::live(&self.ch.policies),
             qos: rec::live(&self.ch.qos),
+            attachments: self.attacher.records(),
         }
     }
 

@@ -1,5 +1,10 @@
 //! From the replicated records to what this host installs: the policy of
 //! its containers on deny networks, and each container's shaping. Pure.
+//!
+//! This host's own containers come from its own attachment store, never
+//! from the replicated endpoint and label records: another member may
+//! delete or overwrite those (a later stamp wins), and that must not take
+//! away what this host enforces for its containers.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -24,6 +29,8 @@ pub struct Facts {
     pub labels: BTreeMap<String, LabelRecord>,
     pub rules: BTreeMap<String, PolicyRule>,
     pub qos: BTreeMap<String, QosEntry>,
+    /// This host's attachments (its own store).
+    pub attachments: Vec<AttachmentRecord>,
 }
 
 fn matches(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
@@ -48,20 +55,37 @@ pub fn deny_networks(f: &Facts) -> Vec<DenyNetwork> {
         if !deny || !def.allows_host(&f.me) {
             continue;
         }
-        // Containers (not VIPs or bare reservations: those have no MAC).
-        let members: Vec<Member> = f
-            .endpoints
+        // This host's containers, as attached here.
+        let mut members: Vec<Member> = f
+            .attachments
             .iter()
-            .filter(|(_, e)| e.network == *id && !e.mac.is_empty())
-            .filter_map(|(key, e)| {
-                let IpAddr::V4(ip) = e.ip else { return None };
+            .filter(|r| r.attachment.network == *id)
+            .filter_map(|r| {
                 Some(Member {
-                    ip,
-                    host: &e.host,
-                    labels: labels_of(key, e, &f.labels).cloned().unwrap_or_default(),
+                    ip: r.ip().ok()?,
+                    host: &f.me,
+                    labels: r.attachment.labels.clone(),
                 })
             })
             .collect();
+        let local: std::collections::BTreeSet<Ipv4Addr> = members.iter().map(|m| m.ip).collect();
+        // Other hosts' containers (not VIPs or bare reservations: those
+        // have no MAC), as their records say; a record claiming one of
+        // this host's addresses is not believed.
+        members.extend(
+            f.endpoints
+                .iter()
+                .filter(|(_, e)| e.network == *id && !e.mac.is_empty() && e.host != f.me)
+                .filter_map(|(key, e)| {
+                    let IpAddr::V4(ip) = e.ip else { return None };
+                    Some(Member {
+                        ip,
+                        host: &e.host,
+                        labels: labels_of(key, e, &f.labels).cloned().unwrap_or_default(),
+                    })
+                })
+                .filter(|m| !local.contains(&m.ip)),
+        );
         let rules: Vec<&PolicyRule> = f.rules.values().filter(|r| r.network == *id).collect();
         let containers = members
             .iter()
@@ -162,6 +186,16 @@ mod tests {
         }
     }
 
+    /// An attachment of this host, as its store has it.
+    fn attached(ip: &str, mac: &str, app: &str) -> AttachmentRecord {
+        serde_json::from_value(serde_json::json!({
+            "network": "blue", "netns": "/run/netns/c", "ifname": "eth-blue",
+            "host_ifname": "msv00000003", "ip": format!("{ip}/24"), "mac": mac,
+            "labels": {"app": app}, "netns_dev": 1, "netns_ino": 2,
+        }))
+        .unwrap()
+    }
+
     fn facts(policy: PolicyMode) -> Facts {
         let mut f = Facts {
             me: "me".into(),
@@ -172,6 +206,7 @@ mod tests {
             labels: BTreeMap::new(),
             rules: BTreeMap::new(),
             qos: BTreeMap::new(),
+            attachments: vec![attached("10.40.0.3", "02:00:00:00:00:03", "db")],
         };
         f.networks.insert(
             "blue".into(),
@@ -242,6 +277,46 @@ mod tests {
             .unwrap()
             .0
             .is_empty());
+    }
+
+    #[test]
+    fn another_hosts_writes_cannot_remove_a_local_containers_policy() {
+        let guarded = |f: &Facts| {
+            let nets = deny_networks(f);
+            let c = &nets[0].containers;
+            assert_eq!(c.len(), 1, "{c:?}");
+            assert_eq!(c[0].ip.to_string(), "10.40.0.3");
+            c[0].allow.len()
+        };
+        // Its endpoint and labels deleted by another member.
+        let mut f = facts(PolicyMode::Deny);
+        f.endpoints.remove("blue/10.40.0.3");
+        f.labels.remove("blue/10.40.0.3");
+        assert_eq!(
+            guarded(&f),
+            1,
+            "still guarded, its rule still found by label"
+        );
+        // Overwritten: another host claims the address with labels that
+        // would let everyone in.
+        let mut f = facts(PolicyMode::Deny);
+        let e = f.endpoints.get_mut("blue/10.40.0.3").unwrap();
+        e.host = "other".into();
+        let l = f.labels.get_mut("blue/10.40.0.3").unwrap();
+        l.host = "other".into();
+        l.labels = [("app".to_string(), "web".to_string())].into();
+        assert_eq!(guarded(&f), 1);
+        let from = &deny_networks(&f)[0].containers[0].allow[0].from;
+        assert_eq!(
+            from.as_ref().unwrap().0,
+            vec!["10.40.0.2".parse::<Ipv4Addr>().unwrap()],
+            "the forged claim on this host's address is not a source"
+        );
+        // A record naming this host for a container it does not have
+        // guards nothing.
+        let mut f = facts(PolicyMode::Deny);
+        f.endpoints.get_mut("blue/10.40.0.2").unwrap().host = "me".into();
+        assert_eq!(guarded(&f), 1);
     }
 
     #[test]

@@ -1,0 +1,99 @@
+//! This host's side of [`networks::landing`]: the world a network lands in
+//! (its routes, the members' underlay subnets, its configuration) and the
+//! verdicts, published to the subsystems that act per network.
+
+use super::*;
+use crate::kernel::routes::Route;
+use crate::networks::landing::{self, Landing, World};
+use ipnet::IpNet;
+
+impl Daemon {
+    /// What a network must leave alone on this host.
+    pub(super) fn world(&self) -> World {
+        let prefix = &self.settings.link_prefix;
+        let routes = match crate::kernel::routes::list() {
+            Ok(routes) => routes
+                .into_iter()
+                .filter(|r| capturable(r, prefix))
+                .map(|r| (r.dst, r.dev))
+                .collect(),
+            Err(e) => {
+                warn!("cannot read this host's routes, so new networks are not checked against them: {e}");
+                Vec::new()
+            }
+        };
+        let underlays = self
+            .node
+            .members()
+            .iter()
+            .flat_map(|m| {
+                crate::edge::underlay::advertised_nets(&m.meta)
+                    .into_iter()
+                    .map(|n| (m.name.clone(), n))
+            })
+            .collect();
+        World {
+            routes,
+            underlays,
+            global6: self.settings.global_ipv6.clone(),
+            max_networks: self.settings.max_networks,
+        }
+    }
+
+    /// Every live definition, oldest first (its stamp, then its id).
+    fn definitions_by_age(&self) -> Vec<NetworkDef> {
+        let map = self.channels.networks.get();
+        let mut defs: Vec<(u64, NetworkDef)> = map
+            .entries()
+            .filter_map(|(_, e)| Some((e.stamp.timestamp, e.value.clone()?)))
+            .collect();
+        defs.sort_by(|a, b| (a.0, &a.1.id).cmp(&(b.0, &b.1.id)));
+        defs.into_iter().map(|(_, d)| d).collect()
+    }
+
+    /// Decides which networks this host carries (those in `carried_now`
+    /// are kept unless a mesh-wide rule refuses them) and publishes it.
+    pub(super) fn land(&self, carried_now: &BTreeSet<String>) -> Arc<Landing> {
+        let defs = self.definitions_by_age();
+        let refs: Vec<&NetworkDef> = defs.iter().collect();
+        let new = landing::plan(&refs, &self.id().to_hex(), &self.world(), carried_now);
+        let before = self.carried.get();
+        for (id, why) in &new.refused {
+            if before.refused.get(id) != Some(why) {
+                warn!(network = %id, reason = why.reason(), "network not carried on this host: {why}");
+            }
+        }
+        self.carried.set(new);
+        self.carried.get()
+    }
+
+    /// The API's check before a new definition is written.
+    pub(super) fn check_landing(&self, def: &NetworkDef) -> Result<(), ApiError> {
+        let existing = records::live(&self.channels.networks);
+        landing::check_new(
+            def,
+            existing.values(),
+            &self.id().to_hex(),
+            &self.world(),
+            self.carried.get().carried.len(),
+        )
+        .map_err(|why| ApiError::Conflict(format!("network {:?} is refused: {why}", def.id)))
+    }
+}
+
+/// Whether a new network could capture `r`: not a default route, not one
+/// through meshd's own devices (a carried network's own bridge), not
+/// IPv6 link-local or multicast (every interface has those).
+fn capturable(r: &Route, link_prefix: &str) -> bool {
+    if r.dst.prefix_len() == 0 || networks::is_ours(link_prefix, &r.dev) {
+        return false;
+    }
+    match r.dst {
+        IpNet::V4(_) => true,
+        IpNet::V6(n) => {
+            let link_local: ipnet::Ipv6Net = "fe80::/10".parse().expect("a valid prefix");
+            let multicast: ipnet::Ipv6Net = "ff00::/8".parse().expect("a valid prefix");
+            !link_local.contains(&n) && !multicast.contains(&n)
+        }
+    }
+}
