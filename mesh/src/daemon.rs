@@ -190,6 +190,9 @@ impl Daemon {
                     Vec::new()
                 }),
         };
+        if let Some((k, v)) = crate::edge::underlay::permits_meta(&settings.fip_pools) {
+            cfg.meta.insert(k.to_string(), v);
+        }
         if !underlay_advert.is_empty() {
             cfg.meta.extend(
                 crate::edge::underlay::meta(&underlay_advert)
@@ -379,6 +382,7 @@ impl Daemon {
                 }),
                 advertise: Arc::new(move |k, v| n3.set_meta(k, v)),
                 underlay_advert,
+                fip_permits: settings.fip_pools.clone(),
                 isolation: isolation.clone(),
                 liveness: liveness.clone(),
             })?

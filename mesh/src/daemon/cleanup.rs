@@ -1,7 +1,7 @@
 //! `meshd --cleanup`.
 
 use anyhow::Result;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::config::Settings;
 use crate::netdev::Netlink;
@@ -32,7 +32,13 @@ pub async fn cleanup(settings: &Settings) -> Result<usize> {
         warn!("cannot remove the edge table: {e:#}");
     }
     if settings.state_dir.exists() {
-        AttachmentStore::clear(&StateDir::open(&settings.state_dir)?)?;
+        let state = StateDir::open(&settings.state_dir)?;
+        AttachmentStore::clear(&state)?;
+        match crate::edge::hostaddr::restore_forwarding(&state) {
+            Ok(true) => info!("net.ipv4.ip_forward is 0 again, as before meshd"),
+            Ok(false) => {}
+            Err(e) => warn!("cannot restore net.ipv4.ip_forward: {e:#}"),
+        }
     }
     Ok(removed)
 }

@@ -20,6 +20,7 @@ impl Edge {
             .filter(|m| !removed.contains(&m.id))
             .filter_map(|m| {
                 let subnets = underlay::advertised_nets(&m.meta);
+                let permits = underlay::advertised_permits(&m.meta);
                 let underlay = match m.addr {
                     IpAddr::V4(v4) => v4,
                     IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
@@ -29,6 +30,7 @@ impl Edge {
                     id: m.id,
                     underlay,
                     subnets,
+                    permits,
                 })
             })
             .collect();
@@ -42,6 +44,7 @@ impl Edge {
                 id: self.me_hex(),
                 underlay: me,
                 subnets: own.iter().map(|a| a.net).collect(),
+                permits: self.fip_permits.clone(),
             });
         }
         out

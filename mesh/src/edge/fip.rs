@@ -17,6 +17,9 @@ pub struct Candidate {
     /// The subnets of its underlay interfaces (member metadata); none: a
     /// host of an older version, which advertises none.
     pub subnets: Vec<Ipv4Net>,
+    /// The ranges its operator permits floating IPs in (`fip_pools`);
+    /// none: anywhere on its LAN.
+    pub permits: Vec<Ipv4Net>,
 }
 
 impl Candidate {
@@ -25,11 +28,15 @@ impl Candidate {
     /// a sub-range of the LAN to floating IPs; the hosts are never in it).
     /// Without a subnet, the rule of older versions: its address lies in
     /// the pool (so mixed-version meshes agree on pools that cover the LAN).
+    /// A replicated pool is a proposal: a host whose operator lists ranges
+    /// holds only a pool inside one of them.
     pub fn may_hold(&self, pool: &Ipv4Net) -> bool {
-        match self.subnets.is_empty() {
-            false => self.subnets.iter().any(|s| s.trunc().contains(pool)),
-            true => pool.contains(&self.underlay),
-        }
+        let permitted = self.permits.is_empty() || self.permits.iter().any(|r| r.contains(pool));
+        permitted
+            && match self.subnets.is_empty() {
+                false => self.subnets.iter().any(|s| s.trunc().contains(pool)),
+                true => pool.contains(&self.underlay),
+            }
     }
 }
 
@@ -342,6 +349,7 @@ mod tests {
             id: id.into(),
             underlay,
             subnets: vec![Ipv4Net::new(underlay, 24).unwrap()],
+            permits: vec![],
         }
     }
 
@@ -368,6 +376,7 @@ mod tests {
             id: "y".into(),
             underlay: Ipv4Addr::new(10, 0, 0, 1),
             subnets: vec!["10.0.0.1/16".parse().unwrap()],
+            permits: vec![],
         };
         let pool = &pools()["198.18.0.0/24"];
         let all: Vec<Candidate> = hosts.iter().cloned().chain([outside]).collect();
@@ -415,6 +424,7 @@ mod tests {
             id: id.into(),
             underlay: underlay.parse().unwrap(),
             subnets: subnet.map(|s| s.parse().unwrap()).into_iter().collect(),
+            permits: vec![],
         }
     }
 
@@ -445,6 +455,24 @@ mod tests {
         let up = set(&["h1", "h2", "h3", "old-in"]);
         let h = resolve(fip, &pools, &hosts, &up, &up).unwrap();
         assert!(["h1", "h2", "h3", "old-in"].contains(&h.as_str()), "{h}");
+    }
+
+    #[test]
+    fn a_host_holds_only_pools_its_operator_permits() {
+        let pools = pool("192.168.1.240/28");
+        let p = &pools["192.168.1.240/28"];
+        let mut strict = host("strict", "192.168.1.1", Some("192.168.1.1/24"));
+        strict.permits = vec!["192.168.1.224/27".parse().unwrap()];
+        let mut elsewhere = host("elsewhere", "192.168.1.2", Some("192.168.1.2/24"));
+        elsewhere.permits = vec!["192.168.1.128/28".parse().unwrap()];
+        let mut partly = host("partly", "192.168.1.3", Some("192.168.1.3/24"));
+        partly.permits = vec!["192.168.1.240/29".parse().unwrap()];
+        let hosts = [strict, elsewhere, partly];
+        let ids: Vec<&str> = candidates(p, &hosts)
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect();
+        assert_eq!(ids, ["strict"], "a pool is held whole or not at all");
     }
 
     #[test]

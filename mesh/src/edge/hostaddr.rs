@@ -12,6 +12,7 @@ use std::path::Path;
 use crate::kernel::command::{self as kernel, Tool};
 use crate::netdev::Netlink;
 use crate::networks;
+use crate::state::StateDir;
 
 pub fn host_ifname(prefix: &str, wire: u32) -> String {
     format!("{prefix}x{wire:08x}")
@@ -102,15 +103,32 @@ pub fn set_default_route(
     Ok(())
 }
 
+const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+/// In the state directory: meshd turned forwarding on (it was off), so
+/// `meshd --cleanup` turns it off again.
+const FORWARDING_SET: &str = "ip-forward-set";
+
 /// Lets this host route (floating IPs, egress); the isolation table keeps
-/// everything else from being forwarded.
-pub fn enable_forwarding() -> Result<()> {
-    let path = "/proc/sys/net/ipv4/ip_forward";
-    if std::fs::read_to_string(path)
+/// everything else from being forwarded. Remembers when it was off.
+pub fn enable_forwarding(state: &StateDir) -> Result<()> {
+    if std::fs::read_to_string(IP_FORWARD)
         .map(|s| s.trim() == "1")
         .unwrap_or(false)
     {
         return Ok(());
     }
-    std::fs::write(path, "1").with_context(|| format!("writing {path}"))
+    std::fs::write(state.file(FORWARDING_SET), "net.ipv4.ip_forward was 0\n")
+        .context("recording that forwarding was off")?;
+    std::fs::write(IP_FORWARD, "1").with_context(|| format!("writing {IP_FORWARD}"))
+}
+
+/// Turns forwarding off again if meshd turned it on; whether it did.
+pub fn restore_forwarding(state: &StateDir) -> Result<bool> {
+    let marker = state.file(FORWARDING_SET);
+    if !marker.exists() {
+        return Ok(false);
+    }
+    std::fs::write(IP_FORWARD, "0").with_context(|| format!("writing {IP_FORWARD}"))?;
+    std::fs::remove_file(&marker).with_context(|| format!("removing {}", marker.display()))?;
+    Ok(true)
 }

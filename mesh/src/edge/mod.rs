@@ -116,6 +116,8 @@ pub struct Edge {
     advertise: AdvertiseFn,
     /// Floating IPs this host would hold but found in use on the LAN.
     refusals: Mutex<probe::Refusals>,
+    /// Where this host's operator permits floating IPs (`fip_pools`).
+    fip_permits: Vec<ipnet::Ipv4Net>,
     /// Serialises reconciling and the API operations.
     ops: tokio::sync::Mutex<()>,
 }
@@ -143,6 +145,8 @@ pub struct EdgeParts {
     pub underlay_advert: Vec<underlay::Advert>,
     pub isolation: Arc<Isolation>,
     pub liveness: Arc<Liveness>,
+    /// `fip_pools` from meshd.toml.
+    pub fip_permits: Vec<ipnet::Ipv4Net>,
 }
 
 impl Edge {
@@ -175,6 +179,7 @@ impl Edge {
             advert: Mutex::new(p.underlay_advert),
             advertise: p.advertise,
             refusals: Mutex::new(probe::Refusals::default()),
+            fip_permits: p.fip_permits,
             ops: tokio::sync::Mutex::new(()),
         }))
     }
@@ -352,7 +357,7 @@ impl Edge {
             warn!("cannot open the isolation table for the edge: {e:#}");
         }
         if !held.is_empty() || !egress.is_empty() {
-            if let Err(e) = hostaddr::enable_forwarding() {
+            if let Err(e) = hostaddr::enable_forwarding(&self.state) {
                 warn!("cannot enable forwarding: {e:#}");
             }
         }
@@ -435,9 +440,20 @@ impl Edge {
         let now = Instant::now();
         let mut held = BTreeSet::new();
         let mut to_probe: BTreeMap<String, (arp::Underlay, BTreeSet<Ipv4Addr>)> = BTreeMap::new();
+        // A pool that contains this host's gateway is a member's mistake
+        // (or worse); the gateway may be down when probed, so never by ARP
+        // alone.
+        let gateways = crate::kernel::routes::gateways().unwrap_or_default();
         {
-            let refusals = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+            let mut refusals = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
             for addr in &chosen {
+                if gateways.contains(&IpAddr::V4(*addr)) {
+                    if refusals.get(*addr).is_none() {
+                        warn!(%addr, "floating IP is this host's gateway; not answering for it");
+                    }
+                    refusals.refuse(*addr, [0; 6], now);
+                    continue;
+                }
                 match links.get(addr) {
                     Some(_) if answered.contains(addr) => {
                         held.insert(*addr);

@@ -18,6 +18,9 @@ pub use crate::netdev::parse_mac;
 pub const META_UNDERLAY_NET: &str = "underlay_net";
 /// Member metadata: the MAC of that interface (`52:54:00:12:34:56`).
 pub const META_UNDERLAY_MAC: &str = "underlay_mac";
+/// Member metadata: the ranges the host's operator permits floating IPs
+/// in (`fip_pools` in meshd.toml), comma-separated; absent: its LAN.
+pub const META_FIP_POOLS: &str = "fip_pools";
 
 /// An interface of the underlay: where a pool's addresses are answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +115,31 @@ pub fn advertised_nets(meta: &BTreeMap<String, String>) -> Vec<Ipv4Net> {
         .filter(|n| n.prefix_len() >= WIDEST_PREFIX)
         .take(MAX_ADVERTS)
         .collect()
+}
+
+/// The floating-IP ranges a member permits (none: anywhere on its LAN).
+pub fn advertised_permits(meta: &BTreeMap<String, String>) -> Vec<Ipv4Net> {
+    let Some(text) = meta.get(META_FIP_POOLS) else {
+        return Vec::new();
+    };
+    let permits: Vec<Ipv4Net> = text
+        .split(',')
+        .filter_map(|n| n.trim().parse::<Ipv4Net>().ok())
+        .take(MAX_ADVERTS)
+        .collect();
+    if permits.is_empty() {
+        // Listed but unreadable: permits nothing rather than everything.
+        return vec![Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 32).expect("a valid prefix")];
+    }
+    permits
+}
+
+/// Member metadata for this host's `fip_pools` (none when it has none).
+pub fn permits_meta(permits: &[Ipv4Net]) -> Option<(&'static str, String)> {
+    (!permits.is_empty()).then(|| {
+        let list: Vec<String> = permits.iter().map(|p| p.to_string()).collect();
+        (META_FIP_POOLS, list.join(","))
+    })
 }
 
 /// The underlay MACs a member advertises.

@@ -7,13 +7,20 @@
 //! /128 local routes) count too.
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// One route: its destination and the device it leaves by.
+/// One route: its destination, its gateway if any, and the device it
+/// leaves by.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     pub dst: IpNet,
+    pub via: Option<IpAddr>,
     pub dev: String,
+}
+
+/// The gateways of this namespace's routes (a floating IP is never one).
+pub fn gateways() -> std::io::Result<Vec<IpAddr>> {
+    Ok(list()?.into_iter().filter_map(|r| r.via).collect())
 }
 
 /// The routes of meshd's namespace, IPv4 then IPv6.
@@ -36,7 +43,7 @@ fn parse_v4(text: &str) -> Vec<Route> {
         .filter_map(|line| {
             let f: Vec<&str> = line.split_whitespace().collect();
             let hex = |i: usize| u32::from_str_radix(f.get(i)?, 16).ok();
-            let (dst, flags, mask) = (hex(1)?, hex(3)?, hex(7)?);
+            let (dst, via, flags, mask) = (hex(1)?, hex(2)?, hex(3)?, hex(7)?);
             if flags & RTF_UP == 0 {
                 return None;
             }
@@ -44,6 +51,7 @@ fn parse_v4(text: &str) -> Vec<Route> {
             let len = mask.count_ones() as u8;
             Some(Route {
                 dst: IpNet::V4(Ipv4Net::new(dst, len).ok()?),
+                via: (via != 0).then(|| IpAddr::V4(Ipv4Addr::from(via.to_ne_bytes()))),
                 dev: f[0].to_string(),
             })
         })
@@ -61,12 +69,14 @@ fn parse_v6(text: &str) -> Vec<Route> {
             }
             let dst = u128::from_str_radix(f[0], 16).ok()?;
             let len = u8::from_str_radix(f[1], 16).ok()?;
+            let via = u128::from_str_radix(f[4], 16).ok()?;
             let flags = u32::from_str_radix(f[8], 16).ok()?;
             if flags & RTF_UP == 0 {
                 return None;
             }
             Some(Route {
                 dst: IpNet::V6(Ipv6Net::new(Ipv6Addr::from(dst), len).ok()?),
+                via: (via != 0).then(|| IpAddr::V6(Ipv6Addr::from(via))),
                 dev: f[9].to_string(),
             })
         })
@@ -87,15 +97,19 @@ mod tests {
         let r = parse_v4(v4);
         assert_eq!(r.len(), 2, "the route that is not up is left out: {r:?}");
         assert_eq!(r[0].dst.to_string(), "0.0.0.0/0");
+        assert_eq!(r[0].via, Some("192.0.2.1".parse().unwrap()));
+        assert_eq!(r[1].via, None);
         assert_eq!(r[1].dst.to_string(), "192.0.2.0/24");
         assert_eq!(r[1].dev, "eth0");
-        let v6 = "fd000000000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001     eth0\n\
+        let v6 = "00000000000000000000000000000000 00 00000000000000000000000000000000 00 fd000000000000000000000000000001 00000400 00000003 00000000 00000003     eth0\n\
+                  fd000000000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001     eth0\n\
                   fd000000000000000000000000000002 80 00000000000000000000000000000000 00 00000000000000000000000000000000 00000000 00000004 00000000 80200001     eth0\n\
                   garbage\n";
         let r = parse_v6(v6);
-        assert_eq!(r.len(), 2);
-        assert_eq!(r[0].dst.to_string(), "fd00::/64");
-        assert_eq!(r[1].dst.to_string(), "fd00::2/128");
+        assert_eq!(r.len(), 3);
+        assert_eq!(r[0].via, Some("fd00::1".parse().unwrap()));
+        assert_eq!(r[1].dst.to_string(), "fd00::/64");
+        assert_eq!(r[2].dst.to_string(), "fd00::2/128");
     }
 
     #[test]
