@@ -324,15 +324,27 @@ fn networks_are_isolated() {
         return;
     };
     lab.start_mesh().unwrap();
-    // Same subnet on both networks: only isolation keeps them apart.
+    // Networks may not overlap (each host routes both), so each container
+    // gets an on-link route to the other network's subnet: only the
+    // segments' isolation keeps them apart.
     lab.meshctl(
         0,
         &["network", "create", "blue", "--subnet", "198.19.3.0/24"],
     )
     .unwrap();
+    let overlap = lab
+        .meshctl(
+            0,
+            &["network", "create", "red", "--subnet", "198.19.3.0/24"],
+        )
+        .unwrap_err();
+    assert!(
+        format!("{overlap:#}").contains("overlaps network"),
+        "{overlap:#}"
+    );
     lab.meshctl(
         0,
-        &["network", "create", "red", "--subnet", "198.19.3.0/24"],
+        &["network", "create", "red", "--subnet", "198.19.4.0/24"],
     )
     .unwrap();
     let b1 = lab.add_container("b1").unwrap();
@@ -344,12 +356,19 @@ fn networks_are_isolated() {
     })
     .unwrap();
     wait_for(Duration::from_secs(10), || {
-        lab.attach(1, &r2, "red", "198.19.3.3/24")
+        lab.attach(1, &r2, "red", "198.19.4.3/24")
     })
     .unwrap();
+    for (ns, other, dev) in [
+        (&b1, "198.19.4.0/24", "eth-blue"),
+        (&r2, "198.19.3.0/24", "eth-red"),
+    ] {
+        lab.exec_ok(ns, &["ip", "route", "add", other, "dev", dev])
+            .unwrap();
+    }
     lab.wait_ping(&b1, "198.19.3.2", Duration::from_secs(10))
         .unwrap();
-    assert!(!lab.ping(&b1, "198.19.3.3", 3), "blue reached red");
+    assert!(!lab.ping(&b1, "198.19.4.3", 3), "blue reached red");
     assert!(!lab.ping(&r2, "198.19.3.1", 3), "red reached blue");
 }
 
