@@ -67,6 +67,20 @@ impl Daemon {
         self.carried.get()
     }
 
+    /// IPv4 space a new network must stay out of here: this host's routes
+    /// and the members' LANs (the Docker plugin picks pools around them).
+    pub(crate) fn occupied_v4(&self) -> Vec<ipnet::Ipv4Net> {
+        let w = self.world();
+        w.routes
+            .iter()
+            .filter_map(|(r, _)| match r {
+                IpNet::V4(v4) => Some(v4.trunc()),
+                IpNet::V6(_) => None,
+            })
+            .chain(w.underlays.iter().map(|(_, n)| n.trunc()))
+            .collect()
+    }
+
     /// The API's check before a new definition is written.
     pub(super) fn check_landing(&self, def: &NetworkDef) -> Result<(), ApiError> {
         let existing = records::live(&self.channels.networks);

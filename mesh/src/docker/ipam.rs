@@ -41,6 +41,7 @@ pub(super) fn choose_pool(
     asked: &str,
     hint: Option<&str>,
     nets: &BTreeMap<String, NetworkDef>,
+    occupied: &[Ipv4Net],
 ) -> Result<Ipv4Net, ApiError> {
     let named = match hint {
         Some(id) => Some(nets.get(id).ok_or_else(|| {
@@ -57,7 +58,10 @@ pub(super) fn choose_pool(
         return AUTO_POOLS
             .subnets(AUTO_POOL_LEN)
             .map_err(|e| ApiError::Internal(e.into()))?
-            .find(|c| !nets.values().any(|n| overlaps(n.subnet, *c)))
+            .find(|c| {
+                !nets.values().any(|n| overlaps(n.subnet, *c))
+                    && !occupied.iter().any(|o| overlaps(*o, *c))
+            })
             .ok_or_else(|| {
                 ApiError::Conflict(format!(
                     "no free /{AUTO_POOL_LEN} left in {AUTO_POOLS}; give --subnet"
@@ -116,6 +120,7 @@ impl Plugin {
             &req.pool,
             req.options.get(p::NETWORK_OPTION).map(String::as_str),
             &nets,
+            &self.daemon.occupied_v4(),
         )?;
         Ok(PoolAnswer {
             pool_id: pool.to_string(),
@@ -221,45 +226,51 @@ mod tests {
             [net("web", "10.40.0.0/24"), net("auto", "10.200.0.0/24")].into();
         // The subnet of an existing network, or a free one.
         assert_eq!(
-            choose_pool("10.40.0.0/24", None, &nets)
+            choose_pool("10.40.0.0/24", None, &nets, &[])
                 .unwrap()
                 .to_string(),
             "10.40.0.0/24"
         );
         assert_eq!(
-            choose_pool("10.41.0.0/24", None, &nets)
+            choose_pool("10.41.0.0/24", None, &nets, &[])
                 .unwrap()
                 .to_string(),
             "10.41.0.0/24"
         );
         // Named network: its subnet; a different one is a clash.
         assert_eq!(
-            choose_pool("", Some("web"), &nets).unwrap().to_string(),
+            choose_pool("", Some("web"), &nets, &[]).unwrap().to_string(),
             "10.40.0.0/24"
         );
-        let e = choose_pool("10.41.0.0/24", Some("web"), &nets).unwrap_err();
+        let e = choose_pool("10.41.0.0/24", Some("web"), &nets, &[]).unwrap_err();
         assert!(
             matches!(e, ApiError::Conflict(_)) && e.to_string().contains("pool clash"),
             "{e}"
         );
         assert!(matches!(
-            choose_pool("", Some("nope"), &nets),
+            choose_pool("", Some("nope"), &nets, &[]),
             Err(ApiError::NetworkNotFound(_))
         ));
         // Overlap without equality.
-        let e = choose_pool("10.40.0.0/16", None, &nets).unwrap_err();
+        let e = choose_pool("10.40.0.0/16", None, &nets, &[]).unwrap_err();
         assert!(e.to_string().contains("overlaps mesh network web"), "{e}");
         // Self-chosen: the first free /24.
         assert_eq!(
-            choose_pool("", None, &nets).unwrap().to_string(),
+            choose_pool("", None, &nets, &[]).unwrap().to_string(),
             "10.200.1.0/24"
         );
+        // Nor a LAN or a route of the host.
+        let lan: Ipv4Net = "10.200.1.0/24".parse().unwrap();
+        assert_eq!(
+            choose_pool("", None, &nets, &[lan]).unwrap().to_string(),
+            "10.200.2.0/24"
+        );
         assert!(matches!(
-            choose_pool("10.40.0.1/24", None, &nets),
+            choose_pool("10.40.0.1/24", None, &nets, &[]),
             Err(ApiError::BadRequest(_))
         ));
         assert!(matches!(
-            choose_pool("bogus", None, &nets),
+            choose_pool("bogus", None, &nets, &[]),
             Err(ApiError::BadRequest(_))
         ));
         assert_eq!(
