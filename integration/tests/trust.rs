@@ -332,4 +332,39 @@ fn members_slips_and_strangers_cannot_capture_hosts_or_remove_protection() {
     for fip in ["198.18.0.225", gateway] {
         assert!(answered(fip).is_empty(), "{fip} is answered");
     }
+
+    // ---- `meshd --cleanup` gives the holder back as it was ----
+    let fips: Vec<Fip> = lab.meshctl_json(0, &["fip", "list"]).unwrap();
+    let name = fips
+        .iter()
+        .find(|f| f.addr == "198.18.0.241")
+        .and_then(|f| f.holder.clone())
+        .unwrap();
+    let i = lab.hosts.iter().position(|h| h.name == name).unwrap();
+    let forwarding = |lab: &Lab| {
+        let v = lab.exec_ok(
+            &lab.hosts[i].netns,
+            &["cat", "/proc/sys/net/ipv4/ip_forward"],
+        );
+        v.unwrap().trim().to_string()
+    };
+    assert_eq!(forwarding(&lab), "1", "the holder routes");
+    lab.stop_daemon(i, nix::sys::signal::Signal::SIGTERM)
+        .unwrap();
+    let meshd = lab.bin("meshd");
+    let state = lab.hosts[i].state_dir.to_str().unwrap().to_string();
+    lab.exec_ok(
+        &lab.hosts[i].netns,
+        &[meshd.to_str().unwrap(), "--cleanup", "--state-dir", &state],
+    )
+    .unwrap();
+    assert_eq!(
+        forwarding(&lab),
+        "0",
+        "meshd turned forwarding on, so cleanup turns it off"
+    );
+    let links = lab
+        .exec_ok(&lab.hosts[i].netns, &["ip", "-o", "link"])
+        .unwrap();
+    assert!(!links.contains(": msb"), "a bridge is left: {links}");
 }

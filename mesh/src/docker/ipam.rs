@@ -239,7 +239,9 @@ mod tests {
         );
         // Named network: its subnet; a different one is a clash.
         assert_eq!(
-            choose_pool("", Some("web"), &nets, &[]).unwrap().to_string(),
+            choose_pool("", Some("web"), &nets, &[])
+                .unwrap()
+                .to_string(),
             "10.40.0.0/24"
         );
         let e = choose_pool("10.41.0.0/24", Some("web"), &nets, &[]).unwrap_err();
