@@ -410,6 +410,7 @@ impl Daemon {
         daemon.clone().watch_channels();
         crate::macpins::spawn(
             daemon.channels.clone(),
+            daemon.attacher.clone(),
             daemon.peers.clone(),
             daemon.dp.clone(),
             daemon.id().to_hex(),

@@ -1,7 +1,9 @@
 //! MACs the control plane knows win: every attachment's MAC, from the
 //! replicated endpoint records, is pinned in the data plane to the host the
 //! record names (see `dataplane::pins`), so a container or host elsewhere
-//! that sends with it is dropped instead of stealing its traffic.
+//! that sends with it is dropped instead of stealing its traffic. This
+//! host's own attachments are pinned from its own store as well, so another
+//! member deleting their records cannot unpin them here.
 //!
 //! Recomputed whole, and handed over whole, whenever the endpoint records,
 //! the removed hosts or the data plane's peers change: a host not yet known
@@ -12,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use tracing::{debug, warn};
 
+use crate::attach::Attacher;
 use crate::netdev::parse_mac;
 use crate::networks;
 use crate::peers::PeerTable;
@@ -37,12 +40,19 @@ pub struct Summary {
 pub fn compute(
     records: &BTreeMap<String, EndpointRecord>,
     first_written: &BTreeMap<String, u64>,
+    local: &[(String, [u8; 6])],
     me: &str,
     removed: &BTreeSet<String>,
     handle: impl Fn(&str) -> Option<PeerIdx>,
 ) -> (PinSet, Summary) {
     // (network, MAC) → host → when its claim was written.
     let mut claims: BTreeMap<(&str, [u8; 6]), BTreeMap<&str, u64>> = BTreeMap::new();
+    for (network, mac) in local {
+        claims
+            .entry((network.as_str(), *mac))
+            .or_default()
+            .insert(me, 0);
+    }
     for (key, rec) in records {
         if rec.mac.is_empty()
             || rec.version.as_deref() == Some(MACVLAN_MARK)
@@ -103,7 +113,13 @@ pub fn compute(
 
 /// Keeps the data plane's pins in line with the records, for as long as
 /// the channels live.
-pub fn spawn(channels: Channels, peers: Arc<PeerTable>, dp: Dataplane, me: String) {
+pub fn spawn(
+    channels: Channels,
+    attacher: Arc<Attacher>,
+    peers: Arc<PeerTable>,
+    dp: Dataplane,
+    me: String,
+) {
     let mut endpoints = channels.endpoints.subscribe();
     let mut removed = channels.removed.subscribe();
     let mut peer_changes = peers.subscribe();
@@ -115,9 +131,18 @@ pub fn spawn(channels: Channels, peers: Arc<PeerTable>, dp: Dataplane, me: Strin
                 .entries()
                 .map(|(k, e)| (k.clone(), e.stamp.timestamp))
                 .collect();
+            // Attaching writes an endpoint record, so a change of the local
+            // store also wakes this loop.
+            let local: Vec<(String, [u8; 6])> = attacher
+                .records()
+                .iter()
+                .filter(|r| !crate::attach::is_macvlan(r))
+                .filter_map(|r| Some((r.attachment.network.clone(), parse_mac(&r.attachment.mac)?)))
+                .collect();
             let (pins, summary) = compute(
                 &records::live(&channels.endpoints),
                 &first_written,
+                &local,
                 &me,
                 &channels.removed_hosts(),
                 |host| peers.handle(&host.parse().ok()?),
@@ -190,7 +215,14 @@ mod tests {
             rec("blue", "10.0.0.2", WEB, "bb"),
             rec("red", "10.1.0.2", WEB, "cc"),
         ]);
-        let (pins, summary) = compute(&records, &BTreeMap::new(), ME, &BTreeSet::new(), handles);
+        let (pins, summary) = compute(
+            &records,
+            &BTreeMap::new(),
+            &[],
+            ME,
+            &BTreeSet::new(),
+            handles,
+        );
         let blue = &pins[&NetworkId(networks::wire_id("blue"))];
         assert_eq!(blue[&parse_mac(DB).unwrap()], MacOwner::Local);
         assert_eq!(blue[&parse_mac(WEB).unwrap()], MacOwner::Peer(2));
@@ -212,11 +244,11 @@ mod tests {
             rec("blue", "10.0.0.6", "01:00:5e:00:00:01", "bb"),
         ]);
         let removed = BTreeSet::from(["gone".to_string()]);
-        let (pins, summary) = compute(&records, &BTreeMap::new(), ME, &removed, handles);
+        let (pins, summary) = compute(&records, &BTreeMap::new(), &[], ME, &removed, handles);
         assert!(pins.is_empty(), "{pins:?}");
         assert_eq!(summary.unresolved, 1);
         // Once the data plane knows the host, it is pinned.
-        let (pins, _) = compute(&records, &BTreeMap::new(), ME, &removed, |h| {
+        let (pins, _) = compute(&records, &BTreeMap::new(), &[], ME, &removed, |h| {
             handles(h).or((h == "dd").then_some(4))
         });
         assert_eq!(
@@ -235,7 +267,7 @@ mod tests {
             .keys()
             .map(|k| (k.clone(), if k.contains("10.0.0.2") { 100 } else { 200 }))
             .collect();
-        let (pins, summary) = compute(&records, &written, ME, &BTreeSet::new(), handles);
+        let (pins, summary) = compute(&records, &written, &[], ME, &BTreeSet::new(), handles);
         let blue = &pins[&NetworkId(networks::wire_id("blue"))];
         assert_eq!(
             blue[&parse_mac(WEB).unwrap()],
@@ -254,11 +286,40 @@ mod tests {
             // Two addresses of one container on one host are no conflict.
             rec("blue", "10.0.0.8", DB, ME),
         ]);
-        let (pins, summary) = compute(&records, &BTreeMap::new(), ME, &BTreeSet::new(), handles);
+        let (pins, summary) = compute(
+            &records,
+            &BTreeMap::new(),
+            &[],
+            ME,
+            &BTreeSet::new(),
+            handles,
+        );
         let blue = &pins[&NetworkId(networks::wire_id("blue"))];
         assert!(!blue.contains_key(&parse_mac(WEB).unwrap()));
         assert_eq!(blue[&parse_mac(DB).unwrap()], MacOwner::Local);
         assert_eq!(summary.conflicts, vec![("blue".into(), WEB.into())]);
+    }
+
+    #[test]
+    fn this_hosts_attachments_stay_pinned_when_their_records_go() {
+        // Another member deleted DB's record and wrote one claiming its
+        // MAC for itself: the local store still pins it here.
+        let records = BTreeMap::from([rec("blue", "10.0.0.9", DB, "bb")]);
+        let local = [("blue".to_string(), parse_mac(DB).unwrap())];
+        let written = BTreeMap::from([(
+            records::endpoint_key("blue", "10.0.0.9".parse().unwrap()),
+            1,
+        )]);
+        let (pins, _) = compute(&records, &written, &local, ME, &BTreeSet::new(), handles);
+        let blue = &pins[&NetworkId(networks::wire_id("blue"))];
+        assert_eq!(blue[&parse_mac(DB).unwrap()], MacOwner::Local);
+        let (pins, _) = compute(&records, &written, &[], ME, &BTreeSet::new(), handles);
+        let blue = &pins[&NetworkId(networks::wire_id("blue"))];
+        assert_eq!(
+            blue[&parse_mac(DB).unwrap()],
+            MacOwner::Peer(2),
+            "without the store"
+        );
     }
 
     #[test]

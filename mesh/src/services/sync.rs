@@ -134,6 +134,9 @@ impl Services {
     /// services of removed networks dropped; every VIP claimed.
     fn tidy_records(&self) {
         let me = self.me_hex();
+        // First this host's own endpoints, which its labels hang on.
+        self.attacher
+            .reassert_endpoints(&rec::live(&self.channels.networks));
         for r in self.attacher.records() {
             self.note_attachment(&r.attachment);
         }
