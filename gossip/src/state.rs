@@ -19,11 +19,14 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::wire::MAX_PART_LEN;
 use crate::PeerId;
 
 mod lww;
+pub mod quota;
 
 pub use lww::{Admission, LwwEntry, LwwMap, MAX_STAMP_AHEAD_MS};
+pub use quota::{Quota, QuotaError};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("cannot decode channel state: {0}")]
@@ -37,6 +40,17 @@ pub trait Mergeable: Clone + Send + Sync + 'static {
     fn decode(bytes: &[u8]) -> Result<Self, DecodeError>
     where
         Self: Sized;
+    /// The value as encodings of about `max` bytes each, every one a value
+    /// of its own whose merge with the others is this one — so a state of
+    /// any size travels as frames under the limit and a receiver merges
+    /// each part as it comes. Values that stay small keep the default (one
+    /// part).
+    fn encode_parts(&self, _max: usize) -> Vec<Vec<u8>> {
+        vec![self.encode()]
+    }
+    /// Starts refusing writes that take a writer past `quota` on `channel`
+    /// (see [`quota`]); values without per-writer entries ignore it.
+    fn limit_writers(&mut self, _channel: &str, _quota: Quota) {}
 }
 
 fn postcard_encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -207,7 +221,8 @@ impl Mergeable for GCounter {
 
 /// Where a channel sends its local deltas (implemented by the node).
 pub(crate) trait DeltaSink: Send + Sync {
-    fn broadcast_delta(&self, channel: &str, data: Vec<u8>);
+    /// Sends each part (see [`Mergeable::encode_parts`]) as one delta.
+    fn broadcast_delta(&self, channel: &str, parts: Vec<Vec<u8>>);
 }
 
 /// Type-erased view the node uses for remote updates and anti-entropy.
@@ -215,6 +230,8 @@ pub(crate) trait ErasedChannel: Send + Sync {
     /// Decodes and merges; returns whether local state changed.
     fn merge_encoded(&self, bytes: &[u8]) -> Result<bool, DecodeError>;
     fn encoded(&self) -> Vec<u8>;
+    /// The state in parts of about `max` bytes ([`Mergeable::encode_parts`]).
+    fn encoded_parts(&self, max: usize) -> Vec<Vec<u8>>;
 }
 
 pub(crate) struct ChannelInner<S> {
@@ -257,6 +274,10 @@ impl<S: Mergeable> ErasedChannel for ChannelInner<S> {
     fn encoded(&self) -> Vec<u8> {
         self.lock().encode()
     }
+
+    fn encoded_parts(&self, max: usize) -> Vec<Vec<u8>> {
+        self.lock().encode_parts(max)
+    }
 }
 
 /// Handle to a replicated value. Cheap to clone.
@@ -276,7 +297,7 @@ impl<S> Clone for Channel<S> {
 struct Detached;
 
 impl DeltaSink for Detached {
-    fn broadcast_delta(&self, _: &str, _: Vec<u8>) {}
+    fn broadcast_delta(&self, _: &str, _: Vec<Vec<u8>>) {}
 }
 
 impl<S: Mergeable> Channel<S> {
@@ -307,7 +328,7 @@ impl<S: Mergeable> Channel<S> {
         if changed {
             self.inner.bump();
             if let Some(sink) = self.inner.sink.upgrade() {
-                sink.broadcast_delta(&self.inner.name, delta.encode());
+                sink.broadcast_delta(&self.inner.name, delta.encode_parts(MAX_PART_LEN));
             }
         }
     }
@@ -326,7 +347,7 @@ impl<S: Mergeable> Channel<S> {
         };
         self.inner.bump();
         if let Some(sink) = self.inner.sink.upgrade() {
-            sink.broadcast_delta(&self.inner.name, delta.encode());
+            sink.broadcast_delta(&self.inner.name, delta.encode_parts(MAX_PART_LEN));
         }
     }
 

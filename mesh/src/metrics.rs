@@ -133,6 +133,13 @@ pub fn render(status: &StatusResponse, attachments: &[AttachmentStats]) -> Strin
         "Member records and replicated writes dropped: bad signature, future stamp, or not admitted (see the log, once per author)",
         rejected,
     );
+    let quota = Counter::<u64>::default();
+    quota.inc_by(gossip::state::quota::refused_total());
+    reg.register(
+        "gossip_quota_refused_writes",
+        "Replicated writes refused because their writer was over its per-writer channel quota (local and remote; remote ones are also in gossip_rejected_records)",
+        quota,
+    );
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &reg);

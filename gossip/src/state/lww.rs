@@ -8,6 +8,9 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use tracing::warn;
+
+use super::quota::{self, Limit, Quota, QuotaError};
 use super::{now_millis, postcard_decode, postcard_encode, DecodeError, Mergeable, Stamp};
 use crate::signed::{self, Signature};
 use crate::PeerId;
@@ -103,9 +106,16 @@ struct Guard<K, V> {
 /// is dropped, counted and logged once per writer (see
 /// [`signed::note_rejection`]). The guard is local: it is not encoded, and a
 /// decoded map has none (it is merged into a guarded one).
+///
+/// A *limited* map ([`Mergeable::limit_writers`], done by the node for every
+/// channel) also refuses writes that would take their writer past its
+/// [`Quota`]: a local one with a [`QuotaError`], a remote one is dropped;
+/// both are counted ([`quota::refused_total`]). Like the guard, the limit is
+/// local.
 pub struct LwwMap<K, V> {
     pub(super) entries: BTreeMap<K, LwwEntry<V>>,
     guard: Option<Arc<Guard<K, V>>>,
+    limit: Option<Limit>,
 }
 
 impl<K, V> Default for LwwMap<K, V> {
@@ -113,6 +123,7 @@ impl<K, V> Default for LwwMap<K, V> {
         LwwMap {
             entries: BTreeMap::new(),
             guard: None,
+            limit: None,
         }
     }
 }
@@ -122,8 +133,14 @@ impl<K: Clone, V: Clone> Clone for LwwMap<K, V> {
         LwwMap {
             entries: self.entries.clone(),
             guard: self.guard.clone(),
+            limit: self.limit.clone(),
         }
     }
+}
+
+/// Encoded bytes of one slot, as it travels in a full state.
+fn slot_size<K: Serialize, V: Serialize>(key: &K, entry: &LwwEntry<V>) -> usize {
+    postcard::experimental::serialized_size(&(key, entry)).unwrap_or(usize::MAX / 2)
 }
 
 impl<K: PartialEq, V: PartialEq> PartialEq for LwwMap<K, V> {
@@ -160,26 +177,68 @@ where
                 name: name.to_string(),
                 admit,
             })),
+            limit: None,
         }
     }
 
     /// Sets `key` and returns the one-entry delta to pass to `Channel::update`.
+    /// Over the writer's quota, nothing changes, the refusal is logged and
+    /// the delta is empty (see [`LwwMap::try_set`]).
     pub fn set(&mut self, writer: PeerId, key: K, value: V) -> Self {
+        self.write_or_log(writer, key, Some(value))
+    }
+
+    /// Removes `key` (leaves a tombstone) and returns the delta; quota as
+    /// for [`LwwMap::set`].
+    pub fn remove(&mut self, writer: PeerId, key: K) -> Self {
+        self.write_or_log(writer, key, None)
+    }
+
+    /// [`LwwMap::set`], with a write over the writer's quota refused.
+    pub fn try_set(&mut self, writer: PeerId, key: K, value: V) -> Result<Self, QuotaError> {
         self.write(writer, key, Some(value))
     }
 
-    /// Removes `key` (leaves a tombstone) and returns the delta.
-    pub fn remove(&mut self, writer: PeerId, key: K) -> Self {
+    /// [`LwwMap::remove`], with a write over the writer's quota refused.
+    pub fn try_remove(&mut self, writer: PeerId, key: K) -> Result<Self, QuotaError> {
         self.write(writer, key, None)
     }
 
-    fn write(&mut self, writer: PeerId, key: K, value: Option<V>) -> Self {
+    fn write_or_log(&mut self, writer: PeerId, key: K, value: Option<V>) -> Self {
+        self.write(writer, key, value).unwrap_or_else(|e| {
+            warn!(error = %e, "local write not made");
+            Self::default()
+        })
+    }
+
+    fn write(&mut self, writer: PeerId, key: K, value: Option<V>) -> Result<Self, QuotaError> {
         let stamp = Stamp::next(writer, self.entries.get(&key).map(|e| e.stamp));
         let entry = LwwEntry::signed(&key, stamp, value);
+        if let Some(limit) = &mut self.limit {
+            let old = self
+                .entries
+                .get(&key)
+                .map(|e| (e.stamp.writer, slot_size(&key, e)));
+            let size = slot_size(&key, &entry);
+            if let Err(e) = limit.check(writer, old, size) {
+                quota::count_refusal();
+                return Err(e);
+            }
+            limit.record(writer, old, size);
+        }
         self.entries.insert(key.clone(), entry.clone());
         let mut delta = Self::default();
         delta.entries.insert(key, entry);
-        delta
+        Ok(delta)
+    }
+
+    /// Starts counting writers against `quota` (replacing an earlier one).
+    pub fn set_quota(&mut self, channel: &str, quota: Quota) {
+        let slots = self
+            .entries
+            .iter()
+            .map(|(k, e)| (e.stamp.writer, slot_size(k, e)));
+        self.limit = Some(Limit::new(channel, quota, slots));
     }
 
     /// Inserts an entry with an explicit stamp, merging it like a remote write.
@@ -287,17 +346,22 @@ where
     {
         let mut changed = false;
         for (key, theirs) in incoming {
-            match self.entries.get_mut(key) {
-                Some(ours) if !theirs.beats(ours) => {}
-                Some(ours) => {
-                    *ours = theirs.clone();
-                    changed = true;
-                }
-                None => {
-                    self.entries.insert(key.clone(), theirs.clone());
-                    changed = true;
-                }
+            let ours = self.entries.get(key);
+            if ours.is_some_and(|ours| !theirs.beats(ours)) {
+                continue;
             }
+            if let Some(limit) = &mut self.limit {
+                let old = ours.map(|e| (e.stamp.writer, slot_size(key, e)));
+                let size = slot_size(key, theirs);
+                if let Err(e) = limit.check(theirs.stamp.writer, old, size) {
+                    quota::count_refusal();
+                    signed::note_rejection(theirs.stamp.writer, limit.channel(), &e.to_string());
+                    continue;
+                }
+                limit.record(theirs.stamp.writer, old, size);
+            }
+            self.entries.insert(key.clone(), theirs.clone());
+            changed = true;
         }
         changed
     }
@@ -318,6 +382,18 @@ where
         Ok(LwwMap {
             entries: postcard_decode(bytes)?,
             guard: None,
+            limit: None,
         })
+    }
+    /// Runs of whole slots: each part is a map of its own (every entry
+    /// carries its own signature), so a receiver merges each as it comes.
+    fn encode_parts(&self, max: usize) -> Vec<Vec<u8>> {
+        crate::wire::split_by_size(self.entries.iter().collect(), max)
+            .into_iter()
+            .map(|part| postcard_encode(&part.into_iter().collect::<BTreeMap<_, _>>()))
+            .collect()
+    }
+    fn limit_writers(&mut self, channel: &str, quota: Quota) {
+        self.set_quota(channel, quota);
     }
 }
