@@ -21,6 +21,7 @@
 //! [`Link`]: crate::link::Link
 
 mod addrs;
+pub mod admission;
 mod config;
 mod connection;
 mod dial;
@@ -107,7 +108,7 @@ struct Inner {
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<AbortHandle>>,
     /// Permits for accepted connections whose dialer proved nothing yet.
-    unauthenticated: Arc<tokio::sync::Semaphore>,
+    unauthenticated: Arc<Mutex<admission::Slots>>,
     /// Permits for dials to members never reached (see `dial.rs`).
     unproven_dials: Arc<tokio::sync::Semaphore>,
     this: Weak<Inner>,
@@ -212,7 +213,7 @@ impl Node {
             relay: Mutex::new(relay::RelayState::new(id, link_timers)),
             shutdown: watch::channel(false).0,
             tasks: Mutex::new(Vec::new()),
-            unauthenticated: Arc::new(tokio::sync::Semaphore::new(connection::MAX_UNAUTHENTICATED)),
+            unauthenticated: Default::default(),
             unproven_dials: Arc::new(tokio::sync::Semaphore::new(dial::UNPROVEN_DIAL_PERMITS)),
             this: this.clone(),
         });
