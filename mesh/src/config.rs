@@ -103,10 +103,6 @@ pub struct FileConfig {
     pub cipher: Option<CipherPolicy>,
     pub dp_workers: Option<usize>,
     pub rekey_interval: Option<u64>,
-    /// Per-writer quota of every replicated channel: slots and bytes one
-    /// host's writes may take (gossip's `Quota::DEFAULT` if unset).
-    pub channel_quota_entries: Option<usize>,
-    pub channel_quota_bytes: Option<usize>,
     pub docker_plugin: Option<bool>,
     pub docker_plugin_socket: Option<PathBuf>,
     pub docker_host: Option<PathBuf>,
@@ -173,8 +169,6 @@ pub struct Settings {
     pub dp_workers: Option<usize>,
     /// Data-plane rekey period with each peer.
     pub rekey_interval: std::time::Duration,
-    /// What one host's writes may take in each replicated channel.
-    pub channel_quota: gossip::Quota,
     /// The Docker plugin, when it is on.
     pub docker: Option<DockerSettings>,
 }
@@ -281,18 +275,6 @@ impl Settings {
                 None => gossip::Config::DEFAULT_REKEY_INTERVAL,
                 Some(secs @ 1..=120) => std::time::Duration::from_secs(secs),
                 Some(secs) => bail!("rekey_interval must be 1 to 120 seconds, not {secs}"),
-            },
-            channel_quota: gossip::Quota {
-                entries: match file.channel_quota_entries {
-                    None => gossip::Quota::DEFAULT.entries,
-                    Some(n @ 1..) => n,
-                    Some(_) => bail!("channel_quota_entries must be at least 1"),
-                },
-                bytes: match file.channel_quota_bytes {
-                    None => gossip::Quota::DEFAULT.bytes,
-                    Some(n @ 4096..) => n,
-                    Some(n) => bail!("channel_quota_bytes must be at least 4096, not {n}"),
-                },
             },
             dns_upstreams: if flags.dns_upstreams.is_empty() {
                 file.dns_upstreams
