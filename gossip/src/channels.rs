@@ -112,7 +112,7 @@ mod tests {
 
     struct Nowhere;
     impl DeltaSink for Nowhere {
-        fn broadcast_delta(&self, _: &str, _: Vec<u8>) {}
+        fn broadcast_delta(&self, _: &str, _: Vec<Vec<u8>>) {}
     }
 
     fn sink() -> Weak<dyn DeltaSink> {

@@ -64,7 +64,9 @@ pub use node::{
     prefer_new_link, Config, Member, Node, NoopObserver, PeerInfo, PeerObserver, PeerState,
 };
 pub use signed::{Signature, Signed};
-pub use state::{Channel, DecodeError, GCounter, LwwMap, LwwRegister, Mergeable, Stamp};
+pub use state::{
+    Channel, DecodeError, GCounter, LwwMap, LwwRegister, Mergeable, Quota, QuotaError, Stamp,
+};
 pub use token::MeshSecret;
 
 /// ALPN protocol id; a peer speaking another major version fails the TLS handshake.

@@ -17,14 +17,17 @@
 //!   `max(3 × heartbeat, 2 s)` (a frame dropped under overload);
 //! - push-pull anti-entropy replies: a [`Message::Digest`] is answered with
 //!   the full state of whatever differs, and full states sent with
-//!   `want_reply` are answered if they still differ after the merge.
+//!   `want_reply` are answered if they still differ after the merge. A full
+//!   state goes out as self-contained parts of at most [`wire::MAX_PART_LEN`]
+//!   bytes (so no state size stops replication); only the last part asks for
+//!   a reply, with the hash of the whole.
 //!
 //! What is shared by all links of a host — the membership table and the
 //! channels — is reached through the [`Replica`] passed to `handle`. The
 //! `Node` moves frames between QUIC and its links; tests step two links
 //! against each other on virtual time.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use tracing::debug;
@@ -42,13 +45,25 @@ pub trait Replica {
     fn digest(&self) -> Digest;
     /// Every member record, our own included.
     fn member_records(&self) -> Vec<MemberRecord>;
+    /// The membership table's hash (as in [`Replica::digest`]).
+    fn member_digest(&self) -> [u8; 32] {
+        self.digest().members
+    }
     /// Merges records received from `from` (the node floods what changed).
     fn merge_members(&mut self, from: PeerId, records: Vec<MemberRecord>);
     /// Our encoding of channel `name`, if it is registered here.
     fn channel_state(&self, name: &str) -> Option<Vec<u8>>;
-    /// Merges a received channel state; returns our encoding after the
-    /// merge if the channel is registered here.
-    fn merge_channel(&mut self, from: PeerId, name: &str, data: Vec<u8>) -> Option<Vec<u8>>;
+    /// Channel `name` in parts of at most about [`wire::MAX_PART_LEN`]
+    /// bytes (see `Mergeable::encode_parts`) and the hash of its whole
+    /// encoding, if it is registered here.
+    fn channel_parts(&self, name: &str) -> Option<(Vec<Vec<u8>>, [u8; 32])> {
+        let whole = self.channel_state(name)?;
+        let hash = wire::state_hash(&whole);
+        Some((vec![whole], hash))
+    }
+    /// Merges a received channel state (or part of one); false if the
+    /// channel is not registered here.
+    fn merge_channel(&mut self, from: PeerId, name: &str, data: Vec<u8>) -> bool;
     /// A peer's mesh secret and its rotation epoch.
     fn offer_secret(&mut self, from: PeerId, epoch: u64, token: &str);
 }
@@ -341,23 +356,9 @@ impl Link {
                 records,
                 want_reply,
             } => {
-                let theirs: HashSet<(PeerId, u64, u64)> = records
-                    .iter()
-                    .map(|r| (r.id, r.incarnation, r.version))
-                    .collect();
                 replica.merge_members(self.remote, records);
-                if want_reply {
-                    let ours = replica.member_records();
-                    let differs = ours.len() != theirs.len()
-                        || ours
-                            .iter()
-                            .any(|r| !theirs.contains(&(r.id, r.incarnation, r.version)));
-                    if differs {
-                        out.push(Action::Send(Message::MembersFull {
-                            records: ours,
-                            want_reply: false,
-                        }));
-                    }
+                if want_reply.is_some_and(|theirs| theirs != replica.member_digest()) {
+                    out.extend(members_full(replica, false));
                 }
             }
             Message::Secret { epoch, token } => replica.offer_secret(self.remote, epoch, &token.0),
@@ -371,42 +372,72 @@ impl Link {
                 data,
                 want_reply,
             } => {
-                let theirs = wire::state_hash(&data);
-                if let Some(ours) = replica.merge_channel(self.remote, &channel, data) {
-                    if want_reply && wire::state_hash(&ours) != theirs {
-                        out.push(Action::Send(Message::ChannelFull {
-                            channel,
-                            data: ours,
-                            want_reply: false,
-                        }));
-                    }
+                let known = replica.merge_channel(self.remote, &channel, data);
+                if let (true, Some(theirs)) = (known, want_reply) {
+                    out.extend(channel_full(replica, &channel, false, Some(theirs)));
                 }
             }
             Message::Digest(digest) => {
                 let ours = replica.digest();
                 if digest.members != ours.members {
-                    out.push(Action::Send(Message::MembersFull {
-                        records: replica.member_records(),
-                        want_reply: true,
-                    }));
+                    out.extend(members_full(replica, true));
                 }
                 let theirs: HashMap<String, [u8; 32]> = digest.channels.into_iter().collect();
                 for (name, hash) in ours.channels {
-                    if theirs.get(&name) == Some(&hash) {
-                        continue;
-                    }
-                    if let Some(data) = replica.channel_state(&name) {
-                        out.push(Action::Send(Message::ChannelFull {
-                            channel: name,
-                            data,
-                            want_reply: true,
-                        }));
+                    if theirs.get(&name) != Some(&hash) {
+                        out.extend(channel_full(replica, &name, true, None));
                     }
                 }
             }
         }
         Ok(())
     }
+}
+
+/// The membership table as [`Message::MembersFull`] parts; with
+/// `want_reply`, the last asks for the receiver's table if it differs.
+fn members_full<R: Replica + ?Sized>(replica: &R, want_reply: bool) -> Vec<Action> {
+    let hash = replica.member_digest();
+    let parts = wire::split_by_size(replica.member_records(), wire::MAX_PART_LEN);
+    let last = parts.len() - 1;
+    parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, records)| {
+            Action::Send(Message::MembersFull {
+                records,
+                want_reply: (want_reply && i == last).then_some(hash),
+            })
+        })
+        .collect()
+}
+
+/// Channel `name` as [`Message::ChannelFull`] parts — none if it is not
+/// registered here or its hash equals `unless`.
+fn channel_full<R: Replica + ?Sized>(
+    replica: &R,
+    name: &str,
+    want_reply: bool,
+    unless: Option<[u8; 32]>,
+) -> Vec<Action> {
+    let Some((parts, hash)) = replica.channel_parts(name) else {
+        return Vec::new();
+    };
+    if unless == Some(hash) {
+        return Vec::new();
+    }
+    let last = parts.len().saturating_sub(1);
+    parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, data)| {
+            Action::Send(Message::ChannelFull {
+                channel: name.to_string(),
+                data,
+                want_reply: (want_reply && i == last).then_some(hash),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

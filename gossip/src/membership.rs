@@ -36,6 +36,13 @@ pub const MAX_ADDRS: usize = 16;
 pub const MAX_ADDR_LEN: usize = 255;
 pub const MAX_META_ENTRIES: usize = 64;
 pub const MAX_META_LEN: usize = 1024;
+/// All metadata keys and values of a record together, at most.
+pub const MAX_META_BYTES: usize = 2048;
+/// A whole encoded record, signature included, at most: 1,000 members take
+/// at most 2.5 MB, 60 % of a frame (`wire::MAX_FRAME_LEN`); a real one
+/// (listen address, data port, MTU, ciphers, network key, underlay) is
+/// about 500 bytes. Full tables travel in parts anyway (`wire::MAX_PART_LEN`).
+pub const MAX_RECORD_LEN: usize = 2560;
 
 /// What a member says about itself; gossiped verbatim.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,7 +150,20 @@ impl MemberRecord {
         {
             return Err("member metadata too large");
         }
+        let meta_bytes: usize = self.meta.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if meta_bytes > MAX_META_BYTES {
+            return Err("member metadata over 2048 bytes in all");
+        }
+        if postcard::experimental::serialized_size(self).unwrap_or(usize::MAX) > MAX_RECORD_LEN {
+            return Err("member record over 2560 bytes");
+        }
         Ok(())
+    }
+
+    /// Whether the record is within the size limits (what
+    /// [`MemberRecord::validate`] checks first).
+    pub fn check_size(&self) -> Result<(), RecordError> {
+        self.check_limits().map_err(RecordError::Limits)
     }
 }
 
@@ -353,6 +373,44 @@ mod tests {
         let out = table.merge([big]);
         assert_eq!(out.rejected, 1);
         assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn a_thousand_records_at_the_limits_stay_well_inside_a_frame() {
+        let mut big = unsigned(2, 1, 0);
+        for i in 0..8 {
+            big.meta
+                .insert(format!("k{i}"), "v".repeat(MAX_META_BYTES / 8 - 2));
+        }
+        assert!(big.sign());
+        assert!(big.validate().is_ok());
+        // Fill the rest of the record with addresses, up to its cap.
+        while big.addrs.len() < MAX_ADDRS {
+            big.addrs.push("a".repeat(30));
+            big.sign();
+            if big.validate().is_err() {
+                big.addrs.pop();
+                break;
+            }
+        }
+        big.sign();
+        let size = postcard::to_stdvec(&big).unwrap().len();
+        assert!(
+            size <= MAX_RECORD_LEN && size > MAX_RECORD_LEN - 64,
+            "{size}"
+        );
+        let table = postcard::to_stdvec(&vec![big.clone(); 1000]).unwrap().len();
+        assert!(table < crate::wire::MAX_FRAME_LEN * 2 / 3, "{table} bytes");
+        // One byte more metadata, or a record past its cap, is refused.
+        let mut over = big.clone();
+        over.meta
+            .insert("k0".into(), "v".repeat(MAX_META_BYTES / 8 - 1));
+        over.sign();
+        assert!(matches!(over.validate(), Err(RecordError::Limits(_))));
+        let mut over = big;
+        over.addrs.push("a".repeat(64));
+        over.sign();
+        assert!(matches!(over.validate(), Err(RecordError::Limits(_))));
     }
 
     #[test]

@@ -21,6 +21,7 @@
 //! [`Link`]: crate::link::Link
 
 mod addrs;
+pub mod admission;
 mod config;
 mod connection;
 mod dial;
@@ -46,7 +47,7 @@ use crate::link::{LinkTimers, Replica};
 use crate::membership::{MemberRecord, MembershipTable};
 use crate::peers::Peers;
 use crate::persist::{self, Persisted};
-use crate::state::{now_millis, Channel, DeltaSink, Mergeable};
+use crate::state::{now_millis, Channel, DeltaSink, Mergeable, Quota};
 use crate::transport::{self, close_code, TransportTimers};
 use crate::wire::{self, Digest, Message};
 use crate::{Error, MeshSecret, PeerId};
@@ -97,6 +98,8 @@ struct Inner {
     link_timers: LinkTimers,
     anti_entropy: Duration,
     state_dir: Option<PathBuf>,
+    channel_quota: Quota,
+    quotas: BTreeMap<String, Quota>,
     secret: RwLock<secrets::Secrets>,
     peers: Mutex<Peers<LinkHandle>>,
     channels: Mutex<Channels>,
@@ -105,7 +108,7 @@ struct Inner {
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<AbortHandle>>,
     /// Permits for accepted connections whose dialer proved nothing yet.
-    unauthenticated: Arc<tokio::sync::Semaphore>,
+    unauthenticated: Arc<Mutex<admission::Slots>>,
     /// Permits for dials to members never reached (see `dial.rs`).
     unproven_dials: Arc<tokio::sync::Semaphore>,
     this: Weak<Inner>,
@@ -194,6 +197,8 @@ impl Node {
             link_timers,
             anti_entropy: cfg.anti_entropy_interval.max(Duration::from_millis(10)),
             state_dir: cfg.state_dir,
+            channel_quota: cfg.channel_quota,
+            quotas: cfg.channel_quotas,
             secret: RwLock::new(secrets::Secrets::new(
                 secret,
                 persisted.secret_epoch,
@@ -208,7 +213,7 @@ impl Node {
             relay: Mutex::new(relay::RelayState::new(id, link_timers)),
             shutdown: watch::channel(false).0,
             tasks: Mutex::new(Vec::new()),
-            unauthenticated: Arc::new(tokio::sync::Semaphore::new(connection::MAX_UNAUTHENTICATED)),
+            unauthenticated: Default::default(),
             unproven_dials: Arc::new(tokio::sync::Semaphore::new(dial::UNPROVEN_DIAL_PERMITS)),
             this: this.clone(),
         });
@@ -312,15 +317,14 @@ impl Node {
             if own.meta.get(key) == value.as_ref() {
                 return;
             }
-            let too_big = key.len() > crate::membership::MAX_META_LEN
-                || value
-                    .as_ref()
-                    .is_some_and(|v| v.len() > crate::membership::MAX_META_LEN)
-                || (value.is_some()
-                    && !own.meta.contains_key(key)
-                    && own.meta.len() >= crate::membership::MAX_META_ENTRIES);
-            if too_big {
-                warn!(key, "member metadata value too large; not advertised");
+            let mut changed = own.clone();
+            changed.version = changed.version.saturating_add(1);
+            match &value {
+                Some(value) => changed.meta.insert(key.to_string(), value.clone()),
+                None => changed.meta.remove(key),
+            };
+            if let Err(e) = changed.check_size() {
+                warn!(key, error = %e, "member metadata not advertised");
                 return;
             }
             peers.table.update_local(|own| match value {
@@ -389,17 +393,20 @@ impl Node {
     /// Registers (or returns the already registered) channel `name`.
     /// `initial` is merged into it and sent to the mesh.
     /// Registering the same name with another type replaces the old channel.
-    pub fn channel<S: Mergeable>(&self, name: &str, initial: S) -> Channel<S> {
+    /// Every writer is held to the channel's quota (`Config::channel_quota`,
+    /// or its entry in `Config::channel_quotas`).
+    pub fn channel<S: Mergeable>(&self, name: &str, mut initial: S) -> Channel<S> {
         let mut channels = lock(&self.inner.channels);
         if let Some(existing) = channels.get::<S>(name) {
             drop(channels);
             existing.update(initial);
             return existing;
         }
+        initial.limit_writers(name, self.inner.quota(name));
         let sink: Weak<dyn DeltaSink> = self.inner.this.clone();
         let channel = channels.register(name, initial, sink);
         drop(channels);
-        let state = channel.erased().encoded();
+        let state = channel.erased().encoded_parts(wire::MAX_PART_LEN);
         self.inner.broadcast_delta(name, state);
         channel
     }
@@ -471,12 +478,14 @@ impl Node {
 }
 
 impl DeltaSink for Inner {
-    fn broadcast_delta(&self, channel: &str, data: Vec<u8>) {
-        let message = Message::ChannelDelta {
-            channel: channel.to_string(),
-            data,
-        };
-        self.broadcast(&message, None);
+    fn broadcast_delta(&self, channel: &str, parts: Vec<Vec<u8>>) {
+        for data in parts {
+            let message = Message::ChannelDelta {
+                channel: channel.to_string(),
+                data,
+            };
+            self.broadcast(&message, None);
+        }
     }
 }
 
@@ -489,6 +498,11 @@ impl Inner {
         let mut tasks = lock(&self.tasks);
         tasks.retain(|t| !t.is_finished());
         tasks.push(handle.abort_handle());
+    }
+
+    /// The per-writer quota of channel `name`.
+    fn quota(&self, name: &str) -> Quota {
+        self.quotas.get(name).copied().unwrap_or(self.channel_quota)
     }
 
     fn is_shutting_down(&self) -> bool {
@@ -605,7 +619,10 @@ impl Inner {
         }
         lock(&self.peers).persist_dirty = true;
         let ids: Vec<PeerId> = changed.iter().map(|r| r.id).collect();
-        self.broadcast(&Message::Members(changed), source);
+        // A joiner's whole table can change at once: in parts, like a full state.
+        for part in wire::split_by_size(changed, wire::MAX_PART_LEN) {
+            self.broadcast(&Message::Members(part), source);
+        }
         for id in ids {
             self.ensure_dialing(id);
         }
@@ -684,8 +701,18 @@ impl Replica for &Inner {
         }
     }
 
+    /// Starting at a random record: a table larger than a peer's outbound
+    /// queue (`node/outbound.rs`) then gets a different part through each
+    /// round instead of the same first ones every time.
     fn member_records(&self) -> Vec<MemberRecord> {
-        lock(&self.peers).table.records().cloned().collect()
+        let mut records: Vec<MemberRecord> = lock(&self.peers).table.records().cloned().collect();
+        let start = rand::thread_rng().gen_range(0..records.len().max(1));
+        records.rotate_left(start);
+        records
+    }
+
+    fn member_digest(&self) -> [u8; 32] {
+        lock(&self.peers).table.digest()
     }
 
     fn merge_members(&mut self, from: PeerId, records: Vec<MemberRecord>) {
@@ -697,21 +724,30 @@ impl Replica for &Inner {
         Some(channel.encoded())
     }
 
+    /// Parts in a random rotation, as for the member records.
+    fn channel_parts(&self, name: &str) -> Option<(Vec<Vec<u8>>, [u8; 32])> {
+        let channel = lock(&self.channels).named(name)?;
+        let mut parts = channel.encoded_parts(wire::MAX_PART_LEN);
+        let start = rand::thread_rng().gen_range(0..parts.len().max(1));
+        parts.rotate_left(start);
+        Some((parts, wire::state_hash(&channel.encoded())))
+    }
+
     fn offer_secret(&mut self, from: PeerId, epoch: u64, token: &str) {
         Inner::offer_secret(self, from, epoch, token);
     }
 
-    fn merge_channel(&mut self, from: PeerId, name: &str, data: Vec<u8>) -> Option<Vec<u8>> {
+    fn merge_channel(&mut self, from: PeerId, name: &str, data: Vec<u8>) -> bool {
         let Some(channel) = lock(&self.channels).named(name) else {
             lock(&self.channels).hold(name, data);
-            return None;
+            return false;
         };
         if let Err(e) = channel.merge_encoded(&data) {
             // An opaque payload we cannot read is the channel owner's problem
             // (e.g. a newer daemon's type); the connection itself is fine.
             warn!(peer = %from, channel = name, error = %e, "dropping undecodable channel update");
         }
-        Some(channel.encoded())
+        true
     }
 }
 

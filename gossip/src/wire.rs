@@ -15,6 +15,9 @@
 //! builds): the three-frame handshake; [`MemberRecord`] carries its
 //! subject's Ed25519 `signature`; every LWW entry in a channel payload
 //! carries its writer's `signature` (see `gossip::state::LwwEntry`).
+//! Issue 27: full states (members, channels) travel as self-contained parts
+//! of at most [`MAX_PART_LEN`] bytes; the last part carries the sender's
+//! whole-state hash in `want_reply`.
 
 use std::net::SocketAddr;
 
@@ -24,8 +27,12 @@ use serde::{Deserialize, Serialize};
 use crate::membership::MemberRecord;
 use crate::PeerId;
 
-/// Largest frame body accepted (a full channel state must fit in it).
+/// Largest frame body accepted.
 pub const MAX_FRAME_LEN: usize = 4 * 1024 * 1024;
+/// Target size of one part of a full state or of a large delta: a quarter
+/// of a frame, so a part plus its envelope always fits, and a slow peer's
+/// outbound queue (`node/outbound.rs`) holds several.
+pub const MAX_PART_LEN: usize = 1024 * 1024;
 /// Bytes of the length prefix.
 pub const FRAME_HEADER_LEN: usize = 4;
 /// Largest [`Hello`] body accepted: it is read before the dialer proved
@@ -111,17 +118,20 @@ pub enum Message {
         channel: String,
         data: Vec<u8>,
     },
-    /// A channel's full state; `want_reply` asks the receiver to send back its
-    /// own if, after merging, it still differs (push-pull anti-entropy).
+    /// One part of a channel's full state (each part merges on its own).
+    /// `want_reply`, on the last part only, is the hash of the sender's whole
+    /// state: the receiver sends back its own full state if, after merging,
+    /// its hash still differs (push-pull anti-entropy).
     ChannelFull {
         channel: String,
         data: Vec<u8>,
-        want_reply: bool,
+        want_reply: Option<[u8; 32]>,
     },
-    /// Membership table sent in answer to a digest mismatch; same `want_reply` rule.
+    /// One part of the membership table, sent in answer to a digest
+    /// mismatch; same `want_reply` rule (the hash is the table's digest).
     MembersFull {
         records: Vec<MemberRecord>,
-        want_reply: bool,
+        want_reply: Option<[u8; 32]>,
     },
     Digest(Digest),
     /// The mesh secret as of rotation `epoch` (see `Node::rotate_secret`):
@@ -158,6 +168,27 @@ pub fn state_hash(bytes: &[u8]) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref());
     out
+}
+
+/// Splits `items` into runs whose encodings add up to at most `max` bytes
+/// (an item larger than `max` travels alone). Never returns an empty list,
+/// so an empty state still goes out as one (empty) part.
+pub fn split_by_size<T: Serialize>(items: Vec<T>, max: usize) -> Vec<Vec<T>> {
+    let mut parts = vec![Vec::new()];
+    let mut size = 0;
+    for item in items {
+        let len = postcard::experimental::serialized_size(&item).unwrap_or(max);
+        let current = parts.last().map_or(0, Vec::len);
+        if current > 0 && size + len > max {
+            parts.push(Vec::new());
+            size = 0;
+        }
+        size += len;
+        if let Some(last) = parts.last_mut() {
+            last.push(item);
+        }
+    }
+    parts
 }
 
 /// Why a frame could not be decoded.
@@ -240,6 +271,21 @@ mod tests {
         let mut frame = encode_frame(&Message::Heartbeat).unwrap();
         frame.push(0);
         assert!(decode_body::<Message>(&frame[4..]).is_err());
+    }
+
+    #[test]
+    fn split_parts_stay_under_the_bound_and_keep_everything() {
+        let items: Vec<Vec<u8>> = (0..100u8).map(|i| vec![i; 100 + i as usize]).collect();
+        let parts = split_by_size(items.clone(), 1000);
+        assert!(parts.len() > 1);
+        for part in &parts {
+            assert!(postcard::to_stdvec(part).unwrap().len() <= 1000 + 8);
+        }
+        assert_eq!(parts.concat(), items);
+        assert_eq!(split_by_size(Vec::<u8>::new(), 10), vec![Vec::<u8>::new()]);
+        // An item over the bound travels alone.
+        let big = split_by_size(vec![vec![0u8; 50], vec![1u8; 5000], vec![2u8; 50]], 1000);
+        assert_eq!(big.len(), 3);
     }
 
     #[test]

@@ -196,7 +196,7 @@ async fn forged_and_unreachable_member_records_are_dropped() {
         .unwrap();
     let full = Message::MembersFull {
         records: vec![forged(before.incarnation + 7, true)],
-        want_reply: false,
+        want_reply: None,
     };
     send.write_all(&encode_frame(&full).unwrap()).await.unwrap();
     // A genuine update after the attack: once it shows, the attack was processed.
@@ -376,4 +376,93 @@ async fn fake_members_pointing_elsewhere_get_rationed_dials() {
     );
     late.shutdown().await;
     observer.shutdown().await;
+}
+
+/// An authenticated member that writes far past its per-writer quota (6 MiB
+/// where a writer may hold 4 MiB) is refused beyond it and counted; the
+/// host's own writes still land and a host that joins afterwards still gets
+/// the whole channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_over_its_channel_quota_is_refused_and_replication_goes_on() {
+    use gossip::{LwwMap, Mergeable, Quota};
+    type Big = LwwMap<String, String>;
+    init_tracing();
+    let node = start(Arc::new(gossip::node::NoopObserver)).await;
+    let channel = node.channel("big", Big::new());
+    let secret: MeshSecret = node.token().parse().unwrap();
+    let attacker = Identity::generate().unwrap();
+    let (_ep, _conn, mut send, _recv) = raw_member_as(&attacker, node.local_addr(), &secret).await;
+    let refused_before = gossip::state::quota::refused_total();
+
+    // 8 deltas of 48 entries of 16 KiB: each well under a frame, 6 MiB in all.
+    for batch in 0..8 {
+        let mut delta = Big::new();
+        for i in 0..48 {
+            delta.set(
+                attacker.peer_id(),
+                format!("flood-{batch}-{i}"),
+                "y".repeat(16 * 1024),
+            );
+        }
+        let frame = encode_frame(&Message::ChannelDelta {
+            channel: "big".into(),
+            data: delta.encode(),
+        })
+        .unwrap();
+        send.write_all(&frame).await.unwrap();
+    }
+    // A marker record after the flood: once it shows, the flood was processed.
+    let marker = Message::Members(vec![raw_record(&attacker, "flooded", 1)]);
+    send.write_all(&encode_frame(&marker).unwrap())
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            node.members()
+                .iter()
+                .any(|m| m.id == attacker.peer_id() && m.name == "flooded")
+        })
+        .await
+    );
+    let held: usize = channel
+        .get()
+        .entries()
+        .filter(|(_, e)| e.stamp.writer == attacker.peer_id())
+        .map(|(k, e)| postcard::to_stdvec(&(k, e)).unwrap().len())
+        .sum();
+    assert!(
+        held <= Quota::DEFAULT.bytes,
+        "the writer holds {held} bytes, over its quota"
+    );
+    assert!(
+        held > Quota::DEFAULT.bytes / 2,
+        "writes under the quota landed"
+    );
+    assert!(
+        gossip::state::quota::refused_total() > refused_before,
+        "the refused writes are counted"
+    );
+
+    // The host's own writes still land, and a late joiner gets everything.
+    channel.modify(|m| m.set(node.id(), "own".into(), "z".into()));
+    assert_eq!(
+        channel.get().get(&"own".to_string()).map(String::as_str),
+        Some("z")
+    );
+    let late = start(Arc::new(gossip::node::NoopObserver)).await;
+    let late_channel = late.channel("big", Big::new());
+    late.join(&node.local_addr().to_string(), &secret)
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            late_channel.get() == channel.get()
+        })
+        .await,
+        "the late joiner holds {} of {} entries",
+        late_channel.get().entries().count(),
+        channel.get().entries().count()
+    );
+    late.shutdown().await;
+    node.shutdown().await;
 }

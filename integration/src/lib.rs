@@ -18,6 +18,7 @@ pub mod docker;
 mod faults;
 pub mod frames;
 pub mod http;
+pub mod initials;
 pub mod member;
 mod metrics;
 mod outside;

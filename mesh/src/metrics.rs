@@ -147,6 +147,27 @@ pub fn render(status: &StatusResponse, attachments: &[AttachmentStats]) -> Strin
         "Member records and replicated writes dropped: bad signature, future stamp, or not admitted (see the log, once per author)",
         rejected,
     );
+    let quota = Counter::<u64>::default();
+    quota.inc_by(gossip::state::quota::refused_total());
+    reg.register(
+        "gossip_quota_refused_writes",
+        "Replicated writes refused because their writer was over its per-writer channel quota (local and remote; remote ones are also in gossip_rejected_records)",
+        quota,
+    );
+    let retried = Counter::<u64>::default();
+    retried.inc_by(gossip::node::admission::retried_total());
+    reg.register(
+        "gossip_handshakes_retried",
+        "Incoming QUIC handshakes from unvalidated addresses answered with a Retry (handshake slots a quarter full)",
+        retried,
+    );
+    let refused = Counter::<u64>::default();
+    refused.inc_by(gossip::node::admission::refused_total());
+    reg.register(
+        "gossip_handshakes_refused",
+        "Incoming QUIC handshakes refused: all handshake slots, or those of their source address, taken",
+        refused,
+    );
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &reg);

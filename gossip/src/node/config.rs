@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::PeerObserver;
 use crate::link::LinkTimers;
+use crate::state::Quota;
 use crate::{Identity, MeshSecret};
 
 pub struct Config {
@@ -28,6 +29,10 @@ pub struct Config {
     pub heartbeat_interval: Duration,
     pub dead_after: Duration,
     pub anti_entropy_interval: Duration,
+    /// What each writer may hold in a channel ([`Quota::DEFAULT`]).
+    pub channel_quota: Quota,
+    /// Per channel name, a quota other than `channel_quota`.
+    pub channel_quotas: BTreeMap<String, Quota>,
     pub observer: Arc<dyn PeerObserver>,
 }
 
@@ -64,6 +69,8 @@ impl Config {
             heartbeat_interval: Self::DEFAULT_HEARTBEAT_INTERVAL,
             dead_after: Self::DEFAULT_DEAD_AFTER,
             anti_entropy_interval: Self::DEFAULT_ANTI_ENTROPY_INTERVAL,
+            channel_quota: Quota::DEFAULT,
+            channel_quotas: BTreeMap::new(),
             observer,
         }
     }

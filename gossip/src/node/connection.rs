@@ -10,6 +10,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use super::admission::{Slot, Verdict};
 use super::outbound::{self, Outbound, OutboundRx};
 use super::PeerInfo;
 use super::{lock, Inner};
@@ -28,8 +29,6 @@ use crate::{Error, PeerId};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a dialer that proved nothing yet may take to send its hello.
 const UNAUTHENTICATED_TIMEOUT: Duration = Duration::from_secs(5);
-/// Connections whose dialer has not proved the secret yet, at most.
-pub(super) const MAX_UNAUTHENTICATED: usize = 64;
 /// Small on purpose: each queued message may be up to 4 MiB.
 const INBOUND_QUEUE: usize = 16;
 
@@ -167,11 +166,25 @@ impl Inner {
     pub(super) async fn accept(self: Arc<Self>, incoming: quinn::Incoming) {
         let remote_addr = incoming.remote_address();
         // Held until the dialer proved the secret: bounds what strangers
-        // can make this host keep.
-        let Ok(permit) = self.unauthenticated.clone().try_acquire_owned() else {
-            debug!(addr = %remote_addr, "refusing a connection: too many handshakes in progress");
-            incoming.refuse();
-            return;
+        // can make this host keep (see `admission.rs`).
+        let permit = match Slot::take(
+            &self.unauthenticated,
+            remote_addr.ip(),
+            incoming.remote_address_validated(),
+            incoming.may_retry(),
+        ) {
+            Ok(slot) => slot,
+            Err(Verdict::Retry) => {
+                if let Err(e) = incoming.retry() {
+                    e.into_incoming().refuse();
+                }
+                return;
+            }
+            Err(verdict) => {
+                debug!(addr = %remote_addr, ?verdict, "refusing a connection");
+                incoming.refuse();
+                return;
+            }
         };
         let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
             Ok(Ok(conn)) => conn,

@@ -94,8 +94,8 @@ impl Replica for NoReplica {
     fn channel_state(&self, _: &str) -> Option<Vec<u8>> {
         None
     }
-    fn merge_channel(&mut self, _: PeerId, _: &str, _: Vec<u8>) -> Option<Vec<u8>> {
-        None
+    fn merge_channel(&mut self, _: PeerId, _: &str, _: Vec<u8>) -> bool {
+        false
     }
     fn offer_secret(&mut self, _: PeerId, _: u64, _: &str) {}
 }

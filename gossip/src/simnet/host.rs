@@ -107,15 +107,17 @@ impl Replica for HostReplica<'_> {
         (name == CHANNEL).then(|| self.channel.encode())
     }
 
-    fn merge_channel(&mut self, from: PeerId, name: &str, data: Vec<u8>) -> Option<Vec<u8>> {
+    fn merge_channel(&mut self, from: PeerId, name: &str, data: Vec<u8>) -> bool {
         if name != CHANNEL {
-            return None;
+            return false;
         }
-        let incoming = Records::decode(&data).ok()?;
+        let Ok(incoming) = Records::decode(&data) else {
+            return true;
+        };
         if self.channel.merge(&incoming) && self.relay {
             self.effects.channel.push((from, data));
         }
-        Some(self.channel.encode())
+        true
     }
 
     /// Secret rotation is not part of the scale model.

@@ -1,0 +1,399 @@
+//! Last-writer-wins map entries, signed by their writers, and the map
+//! itself with its local admission guard.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use tracing::warn;
+
+use super::quota::{self, Limit, Quota, QuotaError};
+use super::{now_millis, postcard_decode, postcard_encode, DecodeError, Mergeable, Stamp};
+use crate::signed::{self, Signature};
+use crate::PeerId;
+
+/// Domain of the signature every LWW write carries.
+const LWW_DOMAIN: &str = "mesh/lww-entry/1";
+/// Admission passes over one batch (see `LwwMap::merge_from`): deep enough
+/// for the hand-over chains a full state carries, bounded so a crafted
+/// batch cannot make a merge quadratic.
+const MAX_ADMISSION_PASSES: usize = 8;
+/// How far ahead of our clock a guarded map accepts a stamp: beyond, a
+/// write would silently win over every later one (a value nobody can
+/// change or remove).
+pub const MAX_STAMP_AHEAD_MS: u64 = 10 * 60 * 1000;
+
+/// One LWW slot: a value or a tombstone (`None`), signed by the stamp's
+/// writer over key, stamp and value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LwwEntry<V> {
+    pub stamp: Stamp,
+    pub value: Option<V>,
+    pub signature: Signature,
+}
+
+fn entry_bytes<K: Serialize, V: Serialize>(key: &K, stamp: &Stamp, value: &Option<V>) -> Vec<u8> {
+    postcard_encode(&(key, stamp, value))
+}
+
+impl<V: Serialize> LwwEntry<V> {
+    /// A write, signed as `stamp.writer` if this process holds that key.
+    pub fn signed<K: Serialize>(key: &K, stamp: Stamp, value: Option<V>) -> LwwEntry<V> {
+        let signature =
+            signed::sign_as(&stamp.writer, LWW_DOMAIN, &entry_bytes(key, &stamp, &value))
+                .unwrap_or(Signature::NONE);
+        LwwEntry {
+            stamp,
+            value,
+            signature,
+        }
+    }
+
+    /// Whether the signature is the writer's over `key`, stamp and value.
+    pub fn signature_verifies<K: Serialize>(&self, key: &K) -> bool {
+        signed::verify(
+            &self.stamp.writer,
+            LWW_DOMAIN,
+            &entry_bytes(key, &self.stamp, &self.value),
+            &self.signature,
+        )
+    }
+
+    /// Total order used by merges. Equal stamps with different contents can
+    /// only come from a misbehaving writer; comparing encodings keeps merges
+    /// commutative even then.
+    pub(super) fn beats(&self, other: &LwwEntry<V>) -> bool {
+        match self.stamp.cmp(&other.stamp) {
+            std::cmp::Ordering::Greater => true,
+            std::cmp::Ordering::Less => false,
+            std::cmp::Ordering::Equal => {
+                (postcard_encode(&self.value), self.signature)
+                    > (postcard_encode(&other.value), other.signature)
+            }
+        }
+    }
+}
+
+/// What a guarded map asks before a write enters it: `Err(reason)` drops
+/// it. Gets the key, the write (its signature already verified), the map
+/// with what the batch being merged has had admitted so far, and the rest
+/// of the batch still waiting (so a rule can refuse writes that conflict
+/// with each other rather than let their order decide).
+pub type Admission<K, V> = Arc<
+    dyn Fn(&K, &LwwEntry<V>, &LwwMap<K, V>, &[(&K, &LwwEntry<V>)]) -> Result<(), String>
+        + Send
+        + Sync,
+>;
+
+struct Guard<K, V> {
+    /// Names the map in logs and metrics.
+    name: String,
+    admit: Admission<K, V>,
+}
+
+/// Per-key last-writer-wins map with tombstones.
+///
+/// Tombstones are kept forever (a removed key must not be resurrected by a
+/// host that missed the removal); callers with high churn should namespace
+/// keys so the set stays bounded.
+///
+/// A *guarded* map ([`LwwMap::guarded`]) admits a write only if its
+/// signature is its writer's, its stamp is at most [`MAX_STAMP_AHEAD_MS`]
+/// ahead of our clock and the map's [`Admission`] accepts it; anything else
+/// is dropped, counted and logged once per writer (see
+/// [`signed::note_rejection`]). The guard is local: it is not encoded, and a
+/// decoded map has none (it is merged into a guarded one).
+///
+/// A *limited* map ([`Mergeable::limit_writers`], done by the node for every
+/// channel) also refuses writes that would take their writer past its
+/// [`Quota`]: a local one with a [`QuotaError`], a remote one is dropped;
+/// both are counted ([`quota::refused_total`]). Like the guard, the limit is
+/// local.
+pub struct LwwMap<K, V> {
+    pub(super) entries: BTreeMap<K, LwwEntry<V>>,
+    guard: Option<Arc<Guard<K, V>>>,
+    limit: Option<Limit>,
+}
+
+impl<K, V> Default for LwwMap<K, V> {
+    fn default() -> Self {
+        LwwMap {
+            entries: BTreeMap::new(),
+            guard: None,
+            limit: None,
+        }
+    }
+}
+
+impl<K: Clone, V: Clone> Clone for LwwMap<K, V> {
+    fn clone(&self) -> Self {
+        LwwMap {
+            entries: self.entries.clone(),
+            guard: self.guard.clone(),
+            limit: self.limit.clone(),
+        }
+    }
+}
+
+/// Encoded bytes of one slot, as it travels in a full state.
+fn slot_size<K: Serialize, V: Serialize>(key: &K, entry: &LwwEntry<V>) -> usize {
+    postcard::experimental::serialized_size(&(key, entry)).unwrap_or(usize::MAX / 2)
+}
+
+impl<K: PartialEq, V: PartialEq> PartialEq for LwwMap<K, V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries == other.entries
+    }
+}
+
+impl<K: Eq, V: Eq> Eq for LwwMap<K, V> {}
+
+impl<K: fmt::Debug, V: fmt::Debug> fmt::Debug for LwwMap<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LwwMap")
+            .field("entries", &self.entries)
+            .field("guard", &self.guard.as_ref().map(|g| &g.name))
+            .finish()
+    }
+}
+
+impl<K, V> LwwMap<K, V>
+where
+    K: Ord + Clone + Serialize,
+    V: Clone + Serialize + PartialEq,
+{
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty map that admits only signed writes that `admit` accepts.
+    pub fn guarded(name: &str, admit: Admission<K, V>) -> Self {
+        LwwMap {
+            entries: BTreeMap::new(),
+            guard: Some(Arc::new(Guard {
+                name: name.to_string(),
+                admit,
+            })),
+            limit: None,
+        }
+    }
+
+    /// Sets `key` and returns the one-entry delta to pass to `Channel::update`.
+    /// Over the writer's quota, nothing changes, the refusal is logged and
+    /// the delta is empty (see [`LwwMap::try_set`]).
+    pub fn set(&mut self, writer: PeerId, key: K, value: V) -> Self {
+        self.write_or_log(writer, key, Some(value))
+    }
+
+    /// Removes `key` (leaves a tombstone) and returns the delta; quota as
+    /// for [`LwwMap::set`].
+    pub fn remove(&mut self, writer: PeerId, key: K) -> Self {
+        self.write_or_log(writer, key, None)
+    }
+
+    /// [`LwwMap::set`], with a write over the writer's quota refused.
+    pub fn try_set(&mut self, writer: PeerId, key: K, value: V) -> Result<Self, QuotaError> {
+        self.write(writer, key, Some(value))
+    }
+
+    /// [`LwwMap::remove`], with a write over the writer's quota refused.
+    pub fn try_remove(&mut self, writer: PeerId, key: K) -> Result<Self, QuotaError> {
+        self.write(writer, key, None)
+    }
+
+    fn write_or_log(&mut self, writer: PeerId, key: K, value: Option<V>) -> Self {
+        self.write(writer, key, value).unwrap_or_else(|e| {
+            warn!(error = %e, "local write not made");
+            Self::default()
+        })
+    }
+
+    fn write(&mut self, writer: PeerId, key: K, value: Option<V>) -> Result<Self, QuotaError> {
+        let stamp = Stamp::next(writer, self.entries.get(&key).map(|e| e.stamp));
+        let entry = LwwEntry::signed(&key, stamp, value);
+        if let Some(limit) = &mut self.limit {
+            let old = self
+                .entries
+                .get(&key)
+                .map(|e| (e.stamp.writer, slot_size(&key, e)));
+            let size = slot_size(&key, &entry);
+            if let Err(e) = limit.check(writer, old, size) {
+                quota::count_refusal();
+                return Err(e);
+            }
+            limit.record(writer, old, size);
+        }
+        self.entries.insert(key.clone(), entry.clone());
+        let mut delta = Self::default();
+        delta.entries.insert(key, entry);
+        Ok(delta)
+    }
+
+    /// Starts counting writers against `quota` (replacing an earlier one).
+    pub fn set_quota(&mut self, channel: &str, quota: Quota) {
+        let slots = self
+            .entries
+            .iter()
+            .map(|(k, e)| (e.stamp.writer, slot_size(k, e)));
+        self.limit = Some(Limit::new(channel, quota, slots));
+    }
+
+    /// Inserts an entry with an explicit stamp, merging it like a remote write.
+    pub fn apply(&mut self, key: K, stamp: Stamp, value: Option<V>) -> bool {
+        let mut single = Self::default();
+        let entry = LwwEntry::signed(&key, stamp, value);
+        single.entries.insert(key, entry);
+        self.merge_from(&single)
+    }
+
+    pub fn get(&self, key: &K) -> Option<&V> {
+        self.entries.get(key).and_then(|e| e.value.as_ref())
+    }
+
+    pub fn contains_key(&self, key: &K) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Live (non-removed) entries in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.entries
+            .iter()
+            .filter_map(|(k, e)| e.value.as_ref().map(|v| (k, v)))
+    }
+
+    /// Every slot including tombstones, with stamps.
+    pub fn entries(&self) -> impl Iterator<Item = (&K, &LwwEntry<V>)> {
+        self.entries.iter()
+    }
+
+    /// Number of live entries.
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Merges `other` in; a guarded map first drops what it does not admit.
+    fn merge_from(&mut self, other: &Self) -> bool {
+        let Some(guard) = self.guard.clone() else {
+            return self.merge_entries(other.entries.iter());
+        };
+        let now = now_millis();
+        let mut pending: Vec<(&K, &LwwEntry<V>)> = Vec::new();
+        for (key, theirs) in &other.entries {
+            if !self.entries.get(key).is_none_or(|ours| theirs.beats(ours)) {
+                continue;
+            }
+            let bad = if theirs.stamp.timestamp > now.saturating_add(MAX_STAMP_AHEAD_MS) {
+                Some(format!(
+                    "stamp {} ms ahead of our clock",
+                    theirs.stamp.timestamp - now
+                ))
+            } else if !theirs.signature_verifies(key) {
+                Some("signature is not the writer's".to_string())
+            } else {
+                None
+            };
+            match bad {
+                Some(reason) => signed::note_rejection(theirs.stamp.writer, &guard.name, &reason),
+                None => pending.push((key, theirs)),
+            }
+        }
+        // Admission may depend on the map (who owns what): each pass judges
+        // what is left against the map as the previous passes left it, so a
+        // batch holding a chain of hand-overs (a full state after a restart)
+        // lands at once, in whatever order it is listed; entries of one pass
+        // are judged together, so one pass's order does not matter either.
+        let mut changed = false;
+        for pass in 1..=MAX_ADMISSION_PASSES {
+            let mut admitted = Vec::new();
+            let mut refused = Vec::new();
+            pending.retain(|(key, theirs)| {
+                self.entries.get(key).is_none_or(|ours| theirs.beats(ours))
+            });
+            for &(key, theirs) in &pending {
+                match (guard.admit)(key, theirs, self, &pending) {
+                    Ok(()) => admitted.push((key, theirs)),
+                    Err(reason) => refused.push((key, theirs, reason)),
+                }
+            }
+            if admitted.is_empty() || pass == MAX_ADMISSION_PASSES {
+                // Left for the next anti-entropy round if still refused.
+                for (_, theirs, reason) in refused {
+                    signed::note_rejection(theirs.stamp.writer, &guard.name, &reason);
+                }
+                changed |= self.merge_entries(admitted.into_iter());
+                return changed;
+            }
+            changed |= self.merge_entries(admitted.into_iter());
+            pending = refused.into_iter().map(|(k, e, _)| (k, e)).collect();
+        }
+        changed
+    }
+
+    fn merge_entries<'a>(
+        &mut self,
+        incoming: impl Iterator<Item = (&'a K, &'a LwwEntry<V>)>,
+    ) -> bool
+    where
+        K: 'a,
+        V: 'a,
+    {
+        let mut changed = false;
+        for (key, theirs) in incoming {
+            let ours = self.entries.get(key);
+            if ours.is_some_and(|ours| !theirs.beats(ours)) {
+                continue;
+            }
+            if let Some(limit) = &mut self.limit {
+                let old = ours.map(|e| (e.stamp.writer, slot_size(key, e)));
+                let size = slot_size(key, theirs);
+                if let Err(e) = limit.check(theirs.stamp.writer, old, size) {
+                    quota::count_refusal();
+                    signed::note_rejection(theirs.stamp.writer, limit.channel(), &e.to_string());
+                    continue;
+                }
+                limit.record(theirs.stamp.writer, old, size);
+            }
+            self.entries.insert(key.clone(), theirs.clone());
+            changed = true;
+        }
+        changed
+    }
+}
+
+impl<K, V> Mergeable for LwwMap<K, V>
+where
+    K: Ord + Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
+    V: Clone + Serialize + DeserializeOwned + PartialEq + Send + Sync + 'static,
+{
+    fn merge(&mut self, other: &Self) -> bool {
+        self.merge_from(other)
+    }
+    fn encode(&self) -> Vec<u8> {
+        postcard_encode(&self.entries)
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        Ok(LwwMap {
+            entries: postcard_decode(bytes)?,
+            guard: None,
+            limit: None,
+        })
+    }
+    /// Runs of whole slots: each part is a map of its own (every entry
+    /// carries its own signature), so a receiver merges each as it comes.
+    fn encode_parts(&self, max: usize) -> Vec<Vec<u8>> {
+        crate::wire::split_by_size(self.entries.iter().collect(), max)
+            .into_iter()
+            .map(|part| postcard_encode(&part.into_iter().collect::<BTreeMap<_, _>>()))
+            .collect()
+    }
+    fn limit_writers(&mut self, channel: &str, quota: Quota) {
+        self.set_quota(channel, quota);
+    }
+}
