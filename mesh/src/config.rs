@@ -271,15 +271,22 @@ impl Settings {
         if max_networks == 0 {
             bail!("max_networks must be at least 1");
         }
+        use crate::networks::landing::MAX_PREFIX6;
         let global_ipv6 = flags_or_file(&flags.global_ipv6, file.global_ipv6);
         let fip_pools = flags_or_file(&flags.fip_pools, file.fip_pools);
         for p in &global_ipv6 {
-            if p.trunc() != *p || p.prefix_len() > crate::networks::MIN_PREFIX6 {
+            if p.trunc() != *p || p.prefix_len() > MAX_PREFIX6 {
                 bail!(
-                    "global_ipv6 {p}: give a prefix of a /{} or wider, host bits zero",
-                    crate::networks::MIN_PREFIX6
+                    "global_ipv6 {p}: give a prefix of a /{MAX_PREFIX6} or wider, host bits zero"
                 );
             }
+        }
+        if fip_pools.len() > crate::edge::underlay::MAX_ADVERTS {
+            bail!(
+                "fip_pools lists {} ranges; at most {} (the other hosts read only that many)",
+                fip_pools.len(),
+                crate::edge::underlay::MAX_ADVERTS
+            );
         }
         for p in &fip_pools {
             if p.trunc() != *p {

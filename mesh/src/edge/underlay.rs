@@ -91,7 +91,7 @@ pub struct Advert {
 /// The most interfaces a host advertises, and the widest subnet believed
 /// (a member's claim of `0.0.0.0/0` would make it a candidate for every
 /// pool: it is its own signed word, but not a LAN).
-const MAX_ADVERTS: usize = 8;
+pub const MAX_ADVERTS: usize = 8;
 const WIDEST_PREFIX: u8 = 8;
 
 /// Member metadata for `adverts` (comma-separated lists, in one order).

@@ -81,6 +81,8 @@ pub enum Refusal {
     },
     #[error("its IPv6 prefix {0} is global and not inside a prefix this host permits (global_ipv6 in meshd.toml); use a ULA (fd00::/8)")]
     GlobalIpv6(Ipv6Net),
+    #[error("{0}")]
+    Unsuitable(String),
     #[error(
         "this host already carries {0} networks, the most it carries (max_networks in meshd.toml)"
     )]
@@ -96,6 +98,7 @@ impl Refusal {
             Refusal::OverlapsUnderlay { .. } => "overlaps_underlay",
             Refusal::OverlapsRoute { .. } => "overlaps_route",
             Refusal::GlobalIpv6(_) => "global_ipv6",
+            Refusal::Unsuitable(_) => "unsuitable_prefix",
             Refusal::TooMany(_) => "max_networks",
         }
     }
@@ -128,8 +131,57 @@ pub fn clash(def: &NetworkDef, other: &NetworkDef) -> Option<Refusal> {
     (wire_id(&def.id) == wire_id(&other.id)).then(|| Refusal::WireId(other.id.clone()))
 }
 
+/// The IPv6 prefix lengths a network may have: a network is one link, so
+/// wider would claim a site's space and narrower breaks the /64 that
+/// hosts expect.
+pub const MIN_PREFIX6: u8 = 48;
+pub const MAX_PREFIX6: u8 = 64;
+
+/// IPv4 space that is never a network's: the host's own or not unicast,
+/// so a bridge route for it would break the host.
+const RESERVED4: [(&str, &str); 5] = [
+    ("0.0.0.0/8", "\"this network\""),
+    ("127.0.0.0/8", "loopback"),
+    ("169.254.0.0/16", "link-local"),
+    ("224.0.0.0/4", "multicast"),
+    ("240.0.0.0/4", "reserved"),
+];
+
+/// Why `def`'s prefixes are never a network's here (reserved IPv4 space;
+/// an IPv6 prefix outside /48–/64, or neither a ULA nor global unicast).
+/// A host-local rule, not an admission rule: definitions of older
+/// versions stay in the state, and a host that carries one keeps it.
+pub fn unsuitable(def: &NetworkDef) -> Option<Refusal> {
+    for (space, what) in RESERVED4 {
+        let space: Ipv4Net = space.parse().expect("a valid prefix");
+        if space.contains(&def.subnet.network()) || def.subnet.contains(&space.network()) {
+            return Some(Refusal::Unsuitable(format!(
+                "its subnet {} overlaps {space}, which is {what} space",
+                def.subnet
+            )));
+        }
+    }
+    let v6 = def.subnet6;
+    if !(MIN_PREFIX6..=MAX_PREFIX6).contains(&v6.prefix_len()) {
+        return Some(Refusal::Unsuitable(format!(
+            "its IPv6 prefix {v6} is not a /{MIN_PREFIX6} to a /{MAX_PREFIX6} (a network is one link)"
+        )));
+    }
+    let ula: Ipv6Net = "fc00::/7".parse().expect("a valid prefix");
+    let global: Ipv6Net = "2000::/3".parse().expect("a valid prefix");
+    if !ula.contains(&v6) && !global.contains(&v6) {
+        return Some(Refusal::Unsuitable(format!(
+            "its IPv6 prefix {v6} is neither a ULA (fc00::/7) nor global unicast (2000::/3)"
+        )));
+    }
+    None
+}
+
 /// How carrying `def` would harm this host, if it would.
 pub fn harm(def: &NetworkDef, world: &World) -> Option<Refusal> {
+    if let Some(r) = unsuitable(def) {
+        return Some(r);
+    }
     if let Some((host, net)) = world
         .underlays
         .iter()
@@ -306,7 +358,7 @@ mod tests {
         // A refused network blocks nothing: c overlaps only b.
         let c = net("c", "10.40.0.192/26");
         let l = plan(&[&a, &b, &c], "me", &world(), &BTreeSet::new());
-        assert_eq!(l.refused["c"].to_string().contains("\"a\""), true);
+        assert!(l.refused["c"].to_string().contains("\"a\""));
     }
 
     #[test]
@@ -351,6 +403,19 @@ mod tests {
         assert_eq!(r.reason(), "overlaps_underlay");
         assert!(r.to_string().contains("10.1.0.0/16"), "{r}");
         let mut g = net("g", "10.50.0.0/24");
+        for (bad, why) in [
+            ("fd00::/96", "narrower than a /64"),
+            ("2000::/3", "wider than a /48"),
+            ("fe80::/64", "link-local"),
+            ("ff02::/64", "multicast"),
+        ] {
+            g.subnet6 = bad.parse().unwrap();
+            assert_eq!(harm(&g, &w).unwrap().reason(), "unsuitable_prefix", "{why}");
+        }
+        for reserved in ["127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/24", "0.0.0.0/8"] {
+            let r = harm(&net("r", reserved), &w).unwrap();
+            assert_eq!(r.reason(), "unsuitable_prefix", "{reserved}");
+        }
         g.subnet6 = "2000::/48".parse().unwrap();
         assert_eq!(harm(&g, &w).unwrap().reason(), "global_ipv6");
         g.subnet6 = "2001:db8:1:5::/64".parse().unwrap();

@@ -45,13 +45,16 @@ pub fn derive_ula(id: &str) -> Ipv6Net {
     Ipv6Net::new(Ipv6Addr::from(b), 64).expect("64 is a valid prefix length")
 }
 
+/// Parses an IPv6 prefix: the form every host admits in a replicated
+/// definition. Which prefixes a host carries is stricter (see
+/// [`landing::unsuitable`]), so tightening it never deletes a network.
 pub fn parse_subnet6(s: &str) -> Result<Ipv6Net> {
     let net: Ipv6Net = s.parse().map_err(|_| {
         anyhow::anyhow!("IPv6 prefix {s:?} is not in CIDR form (e.g. fd12:3456:789a::/64)")
     })?;
-    if !(MIN_PREFIX6..=MAX_PREFIX6).contains(&net.prefix_len()) {
+    if net.prefix_len() > 96 {
         bail!(
-            "IPv6 prefix {s:?} must be a /{MIN_PREFIX6} to a /{MAX_PREFIX6} (a network is a link: wider would claim a site's space, narrower breaks the /64 hosts expect)"
+            "IPv6 prefix {s:?} is too small: it needs at least a /96 to pair with IPv4 addresses"
         );
     }
     if net.trunc() != net {
@@ -60,27 +63,8 @@ pub fn parse_subnet6(s: &str) -> Result<Ipv6Net> {
             net.trunc()
         );
     }
-    let ula: Ipv6Net = "fc00::/7".parse().expect("a valid prefix");
-    let global: Ipv6Net = "2000::/3".parse().expect("a valid prefix");
-    if !ula.contains(&net) && !global.contains(&net) {
-        bail!("IPv6 prefix {s:?} is neither a ULA (fd00::/8) nor global unicast (2000::/3)");
-    }
     Ok(net)
 }
-
-/// The IPv6 prefix lengths a network may have.
-pub const MIN_PREFIX6: u8 = 48;
-pub const MAX_PREFIX6: u8 = 64;
-
-/// IPv4 space that is never a network's: it is the host's own or not
-/// unicast, so a bridge route for it would break the host.
-const RESERVED4: [(&str, &str); 5] = [
-    ("0.0.0.0/8", "\"this network\""),
-    ("127.0.0.0/8", "loopback"),
-    ("169.254.0.0/16", "link-local"),
-    ("224.0.0.0/4", "multicast"),
-    ("240.0.0.0/4", "reserved"),
-];
 
 /// Parses an IPv4 subnet such as `10.40.0.0/24`; the host bits must be zero
 /// so the operator's intent is unambiguous.
@@ -101,15 +85,7 @@ pub fn parse_subnet(s: &str) -> Result<Ipv4Net> {
         IpNet::V4(v4) if v4.prefix_len() < 8 => {
             bail!("subnet {s:?} is too large: use a /8 or smaller")
         }
-        IpNet::V4(v4) => {
-            for (space, what) in RESERVED4 {
-                let space: Ipv4Net = space.parse().expect("a valid prefix");
-                if space.contains(&v4.network()) || v4.contains(&space.network()) {
-                    bail!("subnet {s:?} overlaps {space}, which is {what} space");
-                }
-            }
-            Ok(v4)
-        }
+        IpNet::V4(v4) => Ok(v4),
         IpNet::V6(_) => bail!("subnet {s:?} is IPv6: give the IPv4 subnet with --subnet and the IPv6 prefix with --subnet6"),
     }
 }
@@ -281,11 +257,6 @@ mod tests {
         assert!(parse_subnet6("fd00::/64").is_ok());
         assert!(parse_subnet6("fd00::1/64").is_err());
         assert!(parse_subnet6("fd00::/120").is_err());
-        assert!(parse_subnet6("fd00::/96").is_err(), "narrower than a /64");
-        assert!(parse_subnet6("2000::/3").is_err(), "wider than a /48");
-        assert!(parse_subnet6("2001:db8:1::/48").is_ok());
-        assert!(parse_subnet6("fe80::/64").is_err(), "link-local");
-        assert!(parse_subnet6("ff02::/64").is_err(), "multicast");
     }
 
     #[test]
@@ -308,9 +279,7 @@ mod tests {
             .contains("10.40.0.0/24"));
         assert!(parse_subnet("10.40.0.0").is_err());
         assert!(parse_subnet("10.40.0.0/31").is_err());
-        for reserved in ["127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/24", "0.0.0.0/8"] {
-            assert!(parse_subnet(reserved).is_err(), "{reserved}");
-        }
+
         assert!(parse_subnet("fd00::/64")
             .unwrap_err()
             .to_string()
