@@ -454,6 +454,7 @@ mod tests {
             labels: Default::default(),
             mode: None,
             parent: None,
+            origin: Default::default(),
         };
         let err = Client::new(&path).attach(&req).await.unwrap_err();
         assert_eq!(err.kind(), Some(ErrorKind::Conflict));

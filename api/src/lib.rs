@@ -13,12 +13,14 @@
 pub mod client;
 pub mod error;
 pub mod observe;
+pub mod origin;
 pub mod routes;
 pub mod types;
 
 pub use client::{Client, ClientError};
 pub use error::{ErrorBody, ErrorKind};
 pub use observe::*;
+pub use origin::{BadOrigin, Origin};
 pub use types::*;
 
 /// Where meshd serves this API unless told otherwise.

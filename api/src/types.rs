@@ -285,6 +285,10 @@ pub struct AttachRequest {
     /// For `macvlan`: the host's NIC the interface sits on.
     #[serde(default)]
     pub parent: Option<String>,
+    /// Which runtime asks (`cni:<config name>`, `hook`, `cli`); absent:
+    /// `unknown`.
+    #[serde(default)]
+    pub origin: crate::Origin,
 }
 
 /// How a container is attached: on the overlay, or on the host's NIC.
@@ -315,6 +319,10 @@ pub struct DetachRequest {
     pub network: String,
     #[serde(default)]
     pub container_id: Option<String>,
+    /// Only an attachment this runtime made (CNI GC never detaches
+    /// another runtime's container that happens to share an id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<crate::Origin>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -345,6 +353,9 @@ pub struct Attachment {
     /// Labels that service selectors match.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Which runtime made it; `unknown` for records older than origins.
+    #[serde(default)]
+    pub origin: crate::Origin,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -4,7 +4,7 @@
 
 use crate::args::HookPhase;
 use anyhow::{bail, Result};
-use mesh_api::{AttachRequest, Client, DetachRequest};
+use mesh_api::{AttachRequest, Client, DetachRequest, Origin};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -79,6 +79,7 @@ pub async fn run(c: &Client, phase: HookPhase) -> Result<()> {
                 labels: parse_labels(get("mesh.labels").as_deref())?,
                 mode: None,
                 parent: None,
+                origin: Origin::Hook,
             };
             let a = c.attach(&req).await?;
             println!(
@@ -91,6 +92,7 @@ pub async fn run(c: &Client, phase: HookPhase) -> Result<()> {
                 target: None,
                 network: network.clone(),
                 container_id: Some(state.id.clone()),
+                origin: None,
             };
             match c.detach(&req).await {
                 Ok(a) => println!("detached {} from {} ({})", state.id, a.network, a.ip),

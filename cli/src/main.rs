@@ -183,6 +183,7 @@ async fn run(cli: Cli) -> Result<()> {
                 name,
                 version,
                 labels: labels.into_iter().collect(),
+                origin: mesh_api::Origin::Cli,
             };
             let a = c.attach(&req).await?;
             if out.json {
@@ -199,6 +200,7 @@ async fn run(cli: Cli) -> Result<()> {
                 target,
                 network,
                 container_id,
+                origin: None,
             };
             let a = c.detach(&req).await?;
             println!("detached {} from {} ({})", a.netns, a.network, a.ip);

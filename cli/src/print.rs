@@ -134,13 +134,13 @@ pub fn networks(ns: &[Network]) {
 
 pub fn attachments(list: &[Attachment]) {
     println!(
-        "{:<12} {:<18} {:<14} {:<19} NETNS",
-        "NETWORK", "ADDRESS", "IFNAME", "MAC"
+        "{:<12} {:<18} {:<14} {:<19} {:<12} NETNS",
+        "NETWORK", "ADDRESS", "IFNAME", "MAC", "ORIGIN"
     );
     for a in list {
         println!(
-            "{:<12} {:<18} {:<14} {:<19} {}",
-            a.network, a.ip, a.ifname, a.mac, a.netns
+            "{:<12} {:<18} {:<14} {:<19} {:<12} {}",
+            a.network, a.ip, a.ifname, a.mac, a.origin, a.netns
         );
     }
 }

@@ -75,6 +75,7 @@ pub fn add(conf: &NetConf, env: &Env) -> Result<CniResult, CniError> {
         labels: conf.args_labels.clone(),
         mode: None,
         parent: None,
+        origin: api::Origin::Cni(conf.name.clone()),
     };
     let att = block(client.attach(&req))?.map_err(|e| api_error(e, conf, &doing))?;
     Ok(add_result(conf, env, &att, Some(net.mtu)))
@@ -91,6 +92,7 @@ pub fn del(conf: &NetConf, env: &Env) -> Result<(), CniError> {
         target: None,
         network: conf.network.clone(),
         container_id: Some(cid),
+        origin: None,
     };
     match block(client.detach(&req))? {
         Ok(_) => Ok(()),
@@ -189,9 +191,15 @@ pub fn gc(conf: &NetConf) -> Result<(), CniError> {
     };
     let valid: HashSet<(String, Option<String>)> = valid.into_iter().collect();
     let atts = block(client.attachments())?.map_err(|e| api_error(e, conf, &doing))?;
+    // The runtime lists only its own containers: everything another runtime
+    // (Docker, an OCI hook, meshctl, another CNI configuration) attached,
+    // or an older plugin whose attachments carry no origin, is not ours.
+    let ours = api::Origin::Cni(conf.name.clone());
     let mut errors = Vec::new();
-    for a in atts.iter().filter(|a| a.network == conf.network) {
-        // Attachments made by hand (no container id) are not ours to collect.
+    for a in atts
+        .iter()
+        .filter(|a| a.network == conf.network && a.origin == ours)
+    {
         let Some(cid) = a.container_id.clone() else {
             continue;
         };
@@ -204,6 +212,7 @@ pub fn gc(conf: &NetConf) -> Result<(), CniError> {
             target: None,
             network: conf.network.clone(),
             container_id: Some(cid.clone()),
+            origin: Some(ours.clone()),
         };
         match block(client.detach(&req))? {
             Ok(_) => eprintln!("mesh CNI: GC detached stale container {cid}"),

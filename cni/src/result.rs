@@ -180,6 +180,7 @@ pub(crate) mod tests {
             name: None,
             version: None,
             labels: Default::default(),
+            origin: mesh_api::Origin::Cni("blue".into()),
         }
     }
 

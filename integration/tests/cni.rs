@@ -4,7 +4,7 @@
 //! host's meshd socket.
 
 use integration::cnitool::{CniResult, CniTool, Container, VersionReply};
-use integration::{test_mesh, wait_for, Lab};
+use integration::{test_lab, test_mesh, wait_for, Lab};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -348,4 +348,171 @@ fn cni_errors_concurrency_gc_and_status() {
     assert_eq!(later.code(), Some(11), "{later:?}");
     // DEL with the namespace still there cannot be done without meshd.
     assert_eq!(t1.del(&c).unwrap().code(), Some(11));
+}
+
+/// `meshctl hook start` as an OCI runtime runs it (createRuntime): the
+/// container's state on stdin, its pid in the container's namespace.
+fn hook_attach(lab: &mut Lab, ns: &str, id: &str, ip: &str) {
+    let pid = lab
+        .spawn_helper({
+            let mut c = lab.exec(ns, &["sleep", "600"]);
+            c.stdout(std::process::Stdio::null());
+            c
+        })
+        .unwrap();
+    let state = json!({"ociVersion": "1.0.2", "id": id, "status": "creating", "pid": pid,
+        "annotations": {"mesh.network": "blue", "mesh.ip": ip}});
+    let mut child = std::process::Command::new(lab.bin("meshctl"))
+        .arg("--socket")
+        .arg(&lab.hosts[0].socket)
+        .args(["hook", "start"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), state.to_string().as_bytes()).unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "hook: {out:?}");
+}
+
+/// GC with an empty valid list (the runtime has no containers left)
+/// collects the calling configuration's own attachments and nothing that
+/// an OCI hook, `meshctl attach`, the Docker plugin or another CNI
+/// configuration made on the same network, container ids and all.
+#[test]
+fn cni_gc_collects_only_its_own() {
+    use integration::docker::{self, Dockerd, IMAGE};
+    let Some(mut lab) = test_lab("cgc", 1) else {
+        return;
+    };
+    let docker_why = docker::cannot_run();
+    if docker_why.is_none() {
+        docker::enable_plugin(&mut lab, 0).unwrap();
+    }
+    lab.start_mesh().expect("mesh up");
+    lab.meshctl(0, &["network", "create", "blue", "--subnet", SUBNET])
+        .expect("network create");
+
+    // This configuration's own: two containers, both stale at GC.
+    let mine = tool(&lab, 0, None);
+    for (k, id) in ["cni-a", "cni-b"].iter().enumerate() {
+        let ns = lab.add_container(id).unwrap();
+        let r = mine
+            .add(
+                &container(id, &ns),
+                json!({"ips": [format!("198.19.7.{}/24", 10 + k)]}),
+            )
+            .unwrap();
+        assert!(r.success, "{r:?}");
+    }
+    // Another CNI configuration on the same mesh network.
+    let mut conf = mine.conf.clone();
+    conf["name"] = json!("blue-other");
+    conf["network"] = json!("blue");
+    let other = CniTool::new(lab.bin("mesh"), Some(&lab.hosts[0].netns), conf).unwrap();
+    let ns = lab.add_container("cni-o").unwrap();
+    let r = other
+        .add(&container("cni-o", &ns), json!({"ips": ["198.19.7.20/24"]}))
+        .unwrap();
+    assert!(r.success, "{r:?}");
+    // The OCI hook's and the CLI's, each with a container id.
+    let ns = lab.add_container("hk").unwrap();
+    hook_attach(&mut lab, &ns, "hook-c1", "198.19.7.30/24");
+    let ns = lab.add_container("cl").unwrap();
+    lab.meshctl(
+        0,
+        &[
+            "attach",
+            &format!("/run/netns/{ns}"),
+            "--network",
+            "blue",
+            "--ip",
+            "198.19.7.40/24",
+            "--container-id",
+            "cli-c1",
+        ],
+    )
+    .unwrap();
+    // Docker's, through a private dockerd and the plugin; named by the
+    // container id Docker reports.
+    let _d = match &docker_why {
+        Some(why) => {
+            eprintln!("Docker part skipped: {why}");
+            None
+        }
+        None => {
+            let d = Dockerd::start(&lab, 0).expect("dockerd");
+            d.import_busybox().expect("image");
+            d.docker_ok(&[
+                "network",
+                "create",
+                "-d",
+                "mesh",
+                "--ipam-driver",
+                "mesh",
+                "--subnet",
+                SUBNET,
+                "-o",
+                "mesh.network=blue",
+                "web",
+            ])
+            .unwrap();
+            let id = d
+                .docker_ok(&["run", "-d", "--network", "web", IMAGE, "sleep", "600"])
+                .unwrap();
+            wait_for(Duration::from_secs(20), || {
+                let ids = lab.attached_ids(0);
+                ids.contains(&id)
+                    .then_some(())
+                    .ok_or_else(|| anyhow::anyhow!("no attachment of {id} yet: {ids:?}"))
+            })
+            .unwrap();
+            Some((d, id))
+        }
+    };
+    let before = lab.attached_ids(0);
+    eprintln!("attached before GC: {before:?}");
+    for id in ["cni-a", "cni-b", "cni-o", "hook-c1", "cli-c1"] {
+        assert!(
+            before.iter().any(|b| b == id),
+            "{id} not attached: {before:?}"
+        );
+    }
+
+    let g = mine.gc(&[]).unwrap();
+    assert!(g.success, "{g:?}");
+    let mut after = lab.attached_ids(0);
+    after.sort();
+    let mut want: Vec<String> = before
+        .iter()
+        .filter(|id| *id != "cni-a" && *id != "cni-b")
+        .cloned()
+        .collect();
+    want.sort();
+    assert_eq!(after, want, "GC took other runtimes' attachments");
+
+    // The list says who made each.
+    let listed: Vec<Value> = lab.meshctl_json(0, &["attachments"]).unwrap();
+    let origin = |id: &str| {
+        listed
+            .iter()
+            .find(|a| a["container_id"] == id)
+            .map(|a| a["origin"].clone())
+    };
+    assert_eq!(origin("cni-o"), Some(json!("cni:blue-other")));
+    assert_eq!(origin("hook-c1"), Some(json!("hook")));
+    assert_eq!(origin("cli-c1"), Some(json!("cli")));
+    if let Some((_, id)) = &_d {
+        assert_eq!(origin(id), Some(json!("docker")));
+    }
+    let table = lab.meshctl(0, &["attachments"]).unwrap();
+    assert!(
+        table.contains("ORIGIN") && table.contains("cni:blue-other"),
+        "{table}"
+    );
+    // The other configuration collects its own too.
+    assert!(other.gc(&[]).unwrap().success);
+    assert!(!lab.attached_ids(0).iter().any(|id| id == "cni-o"));
 }

@@ -496,6 +496,7 @@ fn bad_input_gets_clear_errors_and_leaves_the_daemon_intact() -> Result<()> {
         labels: Default::default(),
         mode: None,
         parent: None,
+        origin: mesh_api::Origin::Cli,
     };
     let kind_of = |req: AttachRequest| {
         lab.api(0, |c| async move { c.attach(&req).await })

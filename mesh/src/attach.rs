@@ -173,6 +173,7 @@ impl Attacher {
             name,
             version: req.version.clone(),
             labels: req.labels.clone(),
+            origin: req.origin.clone(),
         };
         let rec = AttachmentRecord {
             attachment: attachment.clone(),
@@ -335,6 +336,10 @@ impl Attacher {
         let _ops = self.ops.lock().await;
         let matches = |a: &AttachmentRecord| {
             a.attachment.network == net.id
+                && req
+                    .origin
+                    .as_ref()
+                    .is_none_or(|o| *o == a.attachment.origin)
                 && match (&req.container_id, &target, &req.target) {
                     (Some(id), _, _) => a.attachment.container_id.as_deref() == Some(id.as_str()),
                     (None, Some(t), _) => a.netns_dev == t.dev && a.netns_ino == t.ino,

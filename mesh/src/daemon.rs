@@ -699,6 +699,7 @@ impl Daemon {
                 target: Some(a.netns.clone()),
                 network: a.network.clone(),
                 container_id: None,
+                origin: None,
             };
             if let Err(d) = self.detach(undo).await {
                 warn!(netns = %a.netns, "cannot undo the attachment: {d}");

@@ -278,6 +278,7 @@ mod tests {
                 name: None,
                 version: None,
                 labels: Default::default(),
+                origin: Default::default(),
             },
             netns_dev: 4,
             netns_ino: 4026532000,

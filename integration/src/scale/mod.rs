@@ -224,6 +224,7 @@ pub fn run(opts: &Options, stop: &AtomicBool) -> Result<Report> {
             labels: Default::default(),
             mode: None,
             parent: None,
+            origin: mesh_api::Origin::Cli,
         };
         let attached = Instant::now();
         let a = crate::wait_for(Duration::from_secs(10), || {

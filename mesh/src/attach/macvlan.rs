@@ -121,6 +121,7 @@ impl Attacher {
             name: name.clone(),
             version: None,
             labels: BTreeMap::new(),
+            origin: req.origin.clone(),
         };
         let rec = AttachmentRecord {
             attachment: attachment.clone(),

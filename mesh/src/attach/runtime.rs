@@ -112,6 +112,7 @@ impl Attacher {
             name: None,
             version: None,
             labels: BTreeMap::new(),
+            origin: crate::api::Origin::Docker,
         };
         // The namespace's identity where meshd can see it (a runtime in
         // another mount namespace keeps its sandbox files to itself).
@@ -192,6 +193,8 @@ mod tests {
             "ip":"10.0.0.2/24","mac":"02:00:00:00:00:01","netns_dev":4,"netns_ino":5}"#;
         let rec: AttachmentRecord = serde_json::from_str(old).unwrap();
         assert!(!rec.runtime_plumbed);
+        // Records from before origins: no CNI configuration collects them.
+        assert_eq!(rec.attachment.origin, crate::api::Origin::Unknown);
         let mut docker = rec.clone();
         docker.runtime_plumbed = true;
         let text = serde_json::to_string(&docker).unwrap();

@@ -1,7 +1,11 @@
 //! DNS over TCP on one address of one network (RFC 7766): messages with a
 //! two-byte length prefix, any number of queries per connection answered
 //! in order, connections closed after an idle timeout, and a cap on
-//! connections (beyond it new ones are closed at once).
+//! connections (beyond it new ones are closed at once). A connection holds
+//! one of the capped slots, so none may keep it without making progress:
+//! an answer the client does not take within [`WRITE_TIMEOUT`] closes it,
+//! and no connection lives longer than [`MAX_LIFETIME`] (a client that
+//! reads just fast enough is still bounded).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -19,6 +23,17 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// A connection without a complete query for this long is closed
 /// (RFC 7766 §6.2.3 asks for seconds, not minutes).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// An answer (at most 64 KiB) not taken by the client within this long
+/// closes the connection: a client that never reads would otherwise hold
+/// its slot for good once the socket buffers are full.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(4);
+/// Send buffer of a connection (the kernel doubles it): room for the
+/// largest answer, not the megabytes autotuning grows to for a client
+/// that does not read, times every slot.
+pub const SEND_BUFFER: usize = 64 * 1024;
+/// Longest life of a connection, however busy: clients reconnect
+/// (RFC 7766 §6.2.3 lets servers close), slots turn over.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(120);
 
 /// Serves DNS over TCP for `network` on `listener` until aborted.
 pub async fn serve(resolver: Arc<Resolver>, network: String, listener: TcpListener) {
@@ -54,8 +69,14 @@ async fn connection(
     _slot: OwnedSemaphorePermit,
 ) {
     let _ = stream.set_nodelay(true);
+    if let Err(e) = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER) {
+        debug!("DNS TCP send buffer: {e}");
+    }
+    let end = tokio::time::Instant::now() + MAX_LIFETIME;
     loop {
-        let request = match tokio::time::timeout(IDLE_TIMEOUT, read_message(&mut stream)).await {
+        let idle = tokio::time::Instant::now() + IDLE_TIMEOUT;
+        let request = match tokio::time::timeout_at(idle.min(end), read_message(&mut stream)).await
+        {
             Ok(Ok(Some(m))) => m,
             // Closed by the client, idle, or broken.
             _ => return,
@@ -67,7 +88,16 @@ async fn connection(
             // Not a query we can even reply to: the stream is out of step.
             return;
         };
-        if write_message(&mut stream, &resp).await.is_err() {
+        let write = tokio::time::timeout(WRITE_TIMEOUT, write_message(&mut stream, &resp));
+        match write.await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return,
+            Err(_) => {
+                debug!(network = %network, %client, "DNS TCP client does not read its answers, closing");
+                return;
+            }
+        }
+        if tokio::time::Instant::now() >= end {
             return;
         }
     }

@@ -170,7 +170,7 @@ async fn forwards_to_upstream_and_caches_by_ttl() {
         assert!(m.metadata.recursion_available);
     }
     assert_eq!(count.load(Ordering::SeqCst), 2, "second query not cached");
-    assert_eq!(sources.lock().unwrap().len(), 1, "one socket per upstream");
+    assert_eq!(sources.lock().unwrap().len(), 2, "a socket per query");
 }
 
 #[tokio::test]
@@ -305,4 +305,123 @@ async fn truncated_upstream_answers_are_fetched_over_tcp() {
     )
     .await;
     assert!(len <= 512 && m.metadata.truncation && m.answers.len() < 40);
+}
+
+/// Every forwarded query leaves from a port of its own with a random id;
+/// datagrams that do not answer it (another port, another id, another
+/// question) are ignored, and the real answer still gets through.
+#[tokio::test]
+async fn upstream_queries_use_fresh_ports_and_ids_and_ignore_forgeries() {
+    let up = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let up_addr = up.local_addr().unwrap();
+    let forger = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    let answer = |id: u16, q: &Query, ip: [u8; 4]| {
+        let mut a = Message::response(id, OpCode::Query);
+        a.add_query(q.clone());
+        a.add_answer(Record::from_rdata(
+            q.name().clone(),
+            60,
+            RData::A(A(ip.into())),
+        ));
+        a.to_vec().unwrap()
+    };
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        loop {
+            let (n, from) = up.recv_from(&mut buf).await.unwrap();
+            let q = Message::from_vec(&buf[..n]).unwrap();
+            let (id, question) = (q.metadata.id, q.queries[0].clone());
+            seen2.lock().unwrap().push((from, id));
+            let bad = [192, 0, 2, 66];
+            // Right id and question from the wrong port; from the right
+            // port a wrong id, then the wrong question; then the answer.
+            forger
+                .send_to(&answer(id, &question, bad), from)
+                .await
+                .unwrap();
+            up.send_to(&answer(id ^ 0x5a5a, &question, bad), from)
+                .await
+                .unwrap();
+            let other = Query::query(Name::from_ascii("other.example.").unwrap(), RecordType::A);
+            up.send_to(&answer(id, &other, bad), from).await.unwrap();
+            up.send_to(&answer(id, &question, [192, 0, 2, 7]), from)
+                .await
+                .unwrap();
+        }
+    });
+    let r = Resolver::new(Arc::new(fixed(vec![])), vec![up_addr]);
+    for name in ["one.example.", "two.example."] {
+        let (_, m) = ask(&r, &query(name, RecordType::A, None), Transport::Udp).await;
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        let ips: Vec<String> = m.answers.iter().map(|a| a.data.to_string()).collect();
+        assert_eq!(ips, ["192.0.2.7"], "{name}: a forged answer was taken");
+    }
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    let ((from1, id1), (from2, id2)) = (seen[0], seen[1]);
+    assert_ne!(from1.port(), from2.port(), "same source port: {seen:?}");
+    // Random ids (1 in 21845 that two random ones are this close).
+    assert!(id1.abs_diff(id2) > 1, "predictable ids: {seen:?}");
+}
+
+/// Clients that send queries and never read their answers take every TCP
+/// slot; the write timeout frees them, and a well-behaved client is
+/// answered well before the idle timeout would close anything.
+#[tokio::test]
+async fn tcp_clients_that_never_read_do_not_lock_out_the_rest() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // 250 addresses: ~4 KB per answer, 2000 answers to a connection: more
+    // than socket buffers hold even where they grow to megabytes.
+    // Snapshots kept: the server answers as fast as it can write.
+    let recs = (0..250)
+        .map(|i| rec(&format!("10.0.0.{}", i + 2), "many", None))
+        .collect();
+    let r = Resolver {
+        source: snapshot::Snapshots::new(Arc::new(fixed(recs)), std::time::Duration::from_secs(60)),
+        upstreams: Upstreams::new(vec![]),
+    };
+    let server = tokio::spawn(tcp::serve(Arc::new(r), "blue".into(), listener));
+    let q = query("many.blue.", RecordType::A, None).to_vec().unwrap();
+    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+    let flood: Vec<u8> = framed.repeat(2000);
+    let mut stalled = Vec::new();
+    let setup = std::time::Instant::now();
+    for _ in 0..tcp::MAX_CONNECTIONS {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        let mut s = sock.connect(addr).await.unwrap();
+        s.write_all(&flood).await.unwrap();
+        stalled.push(s);
+    }
+    eprintln!("slots taken in {:?}", setup.elapsed());
+    let start = std::time::Instant::now();
+    // Less than IDLE_TIMEOUT: only a write timeout can free a slot by then.
+    let deadline = std::time::Duration::from_secs(9);
+    let answered = loop {
+        let attempt = async {
+            let mut s = tokio::net::TcpStream::connect(addr).await?;
+            s.write_all(&framed).await?;
+            let len = s.read_u16().await?;
+            let mut buf = vec![0u8; usize::from(len)];
+            s.read_exact(&mut buf).await?;
+            Message::from_vec(&buf).map_err(std::io::Error::other)
+        };
+        if let Ok(Ok(m)) = tokio::time::timeout(std::time::Duration::from_secs(1), attempt).await {
+            break Some(m);
+        }
+        if start.elapsed() > deadline {
+            break None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let m = answered.expect("no answer while clients that never read hold the slots");
+    assert_eq!(m.answers.len(), 250);
+    eprintln!("answered {:?} after the slots were taken", start.elapsed());
+    drop(stalled);
+    server.abort();
 }

@@ -1,19 +1,25 @@
 //! Forwarding names outside the mesh to the operator's upstream servers.
 //!
-//! Bounded: one UDP socket per upstream, opened on first use and shared
-//! by every query (answers are matched to waiters by id and question), a
-//! cap on queries in flight (beyond it clients get SERVFAIL at once rather
-//! than piling up tasks), and a cache that honours TTLs and negative TTLs.
-//! An upstream answer with TC is asked again over TCP.
+//! Spoof-resistant (RFC 5452): every UDP query goes out from a socket of
+//! its own, on a port the kernel picks at random, connected to the
+//! upstream (the kernel drops datagrams from any other address or port),
+//! with a random id; an answer counts only if it is a response with the
+//! query's id and question, anything else on the socket is ignored. An
+//! off-path forger has to hit port and id at once, for one query only,
+//! and no socket is shared between networks or outlives its query.
+//!
+//! Bounded: a cap on queries in flight (and so on sockets; beyond it
+//! clients get SERVFAIL at once rather than piling up tasks), and a cache
+//! that honours TTLs and negative TTLs. An upstream answer with TC is
+//! asked again over TCP.
 
-use hickory_proto::op::{Edns, Message, Query};
-use std::collections::HashMap;
+use hickory_proto::op::{Edns, Message, MessageType, Query};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
-use tokio::sync::{oneshot, OnceCell, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
 
 use super::cache::{Cache, Key};
@@ -22,6 +28,8 @@ use super::wire::EDNS_UDP_LIMIT;
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 /// Queries waiting on upstreams at once, over every network and transport.
 pub const MAX_IN_FLIGHT: usize = 256;
+/// Larger than any answer we ask for (EDNS_UDP_LIMIT).
+const RECV_BUFFER: usize = 4096;
 
 pub struct Upstreams {
     servers: Vec<Upstream>,
@@ -31,20 +39,6 @@ pub struct Upstreams {
 
 struct Upstream {
     addr: SocketAddr,
-    channel: OnceCell<Arc<Channel>>,
-}
-
-/// One connected UDP socket to one upstream and the queries waiting on it.
-struct Channel {
-    sock: UdpSocket,
-    waiting: Mutex<HashMap<u16, Waiter>>,
-}
-
-struct Waiter {
-    /// Tells this waiter from a later one that reuses its id.
-    token: u64,
-    query: Query,
-    tx: oneshot::Sender<Message>,
 }
 
 pub fn cache_key(q: &Query) -> Key {
@@ -58,13 +52,7 @@ pub fn cache_key(q: &Query) -> Key {
 impl Upstreams {
     pub fn new(addrs: Vec<SocketAddr>) -> Upstreams {
         Upstreams {
-            servers: addrs
-                .into_iter()
-                .map(|addr| Upstream {
-                    addr,
-                    channel: OnceCell::new(),
-                })
-                .collect(),
+            servers: addrs.into_iter().map(|addr| Upstream { addr }).collect(),
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             cache: Mutex::new(Cache::default()),
         }
@@ -102,8 +90,10 @@ impl Upstreams {
     }
 }
 
+/// A query for `q` with a fresh random id.
 fn query_message(q: &Query) -> Message {
     let mut m = Message::query();
+    m.metadata.id = rand::random();
     m.metadata.recursion_desired = true;
     m.add_query(q.clone());
     let mut e = Edns::new();
@@ -112,13 +102,16 @@ fn query_message(q: &Query) -> Message {
     m
 }
 
+/// Whether `ans` answers the query `id` for `q` (RFC 5452 §9.1).
+fn answers(ans: &Message, id: u16, q: &Query) -> bool {
+    ans.metadata.message_type == MessageType::Response
+        && ans.metadata.id == id
+        && ans.queries.first() == Some(q)
+}
+
 impl Upstream {
     async fn ask(&self, q: &Query) -> std::io::Result<Message> {
-        let ch = self
-            .channel
-            .get_or_try_init(|| Channel::open(self.addr))
-            .await?;
-        let ans = tokio::time::timeout(UPSTREAM_TIMEOUT, ch.ask(q))
+        let ans = tokio::time::timeout(UPSTREAM_TIMEOUT, ask_udp(self.addr, q))
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer"))??;
         if !ans.metadata.truncation {
@@ -131,100 +124,27 @@ impl Upstream {
     }
 }
 
-impl Channel {
-    async fn open(addr: SocketAddr) -> std::io::Result<Arc<Channel>> {
-        let bind: SocketAddr = if addr.is_ipv4() {
-            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-        } else {
-            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-        };
-        let sock = UdpSocket::bind(bind).await?;
-        // Connected: the kernel drops datagrams from anyone else.
-        sock.connect(addr).await?;
-        let ch = Arc::new(Channel {
-            sock,
-            waiting: Mutex::new(HashMap::new()),
-        });
-        tokio::spawn(ch.clone().read_answers());
-        Ok(ch)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u16, Waiter>> {
-        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    async fn read_answers(self: Arc<Channel>) {
-        let mut buf = vec![0u8; 4096];
-        loop {
-            let n = match self.sock.recv(&mut buf).await {
-                Ok(n) => n,
-                Err(e) => {
-                    // ICMP unreachable surfaces here; the waiter times out.
-                    debug!("upstream socket: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let Ok(ans) = Message::from_vec(&buf[..n]) else {
-                continue;
-            };
-            let mut waiting = self.lock();
-            let matches = waiting
-                .get(&ans.metadata.id)
-                .is_some_and(|w| ans.queries.first() == Some(&w.query));
-            if matches {
-                if let Some(w) = waiting.remove(&ans.metadata.id) {
-                    let _ = w.tx.send(ans);
-                }
-            }
-        }
-    }
-
-    async fn ask(&self, q: &Query) -> std::io::Result<Message> {
-        let mut m = query_message(q);
-        let (tx, rx) = oneshot::channel();
-        let token: u64 = rand::random();
-        {
-            let mut waiting = self.lock();
-            // At most MAX_IN_FLIGHT of 65536 ids are taken: a free one is
-            // found within a few draws.
-            while waiting.contains_key(&m.metadata.id) {
-                m.metadata.id = rand::random();
-            }
-            waiting.insert(
-                m.metadata.id,
-                Waiter {
-                    token,
-                    query: q.clone(),
-                    tx,
-                },
-            );
-        }
-        let id = m.metadata.id;
-        let _forget = Forget {
-            ch: self,
-            id,
-            token,
-        };
-        let bytes = m.to_vec().map_err(std::io::Error::other)?;
-        self.sock.send(&bytes).await?;
-        rx.await
-            .map_err(|_| std::io::Error::other("upstream reader ended"))
-    }
-}
-
-/// Removes a waiter that gave up (timeout, error) so its id is free again.
-struct Forget<'a> {
-    ch: &'a Channel,
-    id: u16,
-    token: u64,
-}
-
-impl Drop for Forget<'_> {
-    fn drop(&mut self) {
-        let mut waiting = self.ch.lock();
-        if waiting.get(&self.id).is_some_and(|w| w.token == self.token) {
-            waiting.remove(&self.id);
+/// One query from a socket of its own; waits (the caller bounds how long)
+/// until the answer to it arrives.
+async fn ask_udp(addr: SocketAddr, q: &Query) -> std::io::Result<Message> {
+    let bind: SocketAddr = if addr.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    // Port 0: the kernel picks a random free ephemeral port.
+    let sock = UdpSocket::bind(bind).await?;
+    sock.connect(addr).await?;
+    let m = query_message(q);
+    let bytes = m.to_vec().map_err(std::io::Error::other)?;
+    sock.send(&bytes).await?;
+    let mut buf = vec![0u8; RECV_BUFFER];
+    loop {
+        // An ICMP unreachable surfaces here: the next upstream is asked.
+        let n = sock.recv(&mut buf).await?;
+        match Message::from_vec(&buf[..n]) {
+            Ok(ans) if answers(&ans, m.metadata.id, q) => return Ok(ans),
+            _ => debug!(upstream = %addr, "ignoring a datagram that does not answer the query"),
         }
     }
 }
@@ -241,7 +161,7 @@ async fn ask_tcp(addr: SocketAddr, q: &Query) -> std::io::Result<Message> {
     let mut buf = vec![0u8; usize::from(len)];
     s.read_exact(&mut buf).await?;
     let ans = Message::from_vec(&buf).map_err(std::io::Error::other)?;
-    if ans.metadata.id != m.metadata.id || ans.queries.first() != Some(q) {
+    if !answers(&ans, m.metadata.id, q) {
         return Err(std::io::Error::other("TCP answer does not match the query"));
     }
     Ok(ans)

@@ -12,6 +12,9 @@
 //!   address its MAC gives); router advertisements, redirects and DHCP
 //!   server replies never come from a container, nor does any ethertype
 //!   but IPv4, IPv6 and ARP (no VLAN tags, no other protocols);
+//! - **from the container** broadcast and multicast frames (every peer
+//!   gets a copy) pass at [`FLOOD_RATE`] a second with a burst of
+//!   [`FLOOD_BURST`]; the rest are dropped as [`Reason::Flood`];
 //! - **to the container** a unicast IP packet must be addressed to the
 //!   container's own address on that network: another address (a second
 //!   network's, routed through it by a neighbour) never reaches it;
@@ -40,6 +43,15 @@ pub struct Port {
     pub ip6: Option<Ipv6Addr>,
 }
 
+/// Broadcast/multicast frames a second a container may send. ARP, IPv6
+/// neighbour discovery and MLD, DHCP and mDNS need a few a second; the
+/// burst lets a container resolve a couple of hundred neighbours at
+/// once. A flood (a packet socket sends 10^5 a second and more) is cut
+/// at the port instead of being copied to every peer.
+pub const FLOOD_RATE: u32 = 200;
+/// Frames above the rate a container may send at once.
+pub const FLOOD_BURST: u32 = 400;
+
 /// Why a frame was dropped at a port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Reason {
@@ -61,10 +73,12 @@ pub enum Reason {
     Dhcp,
     /// To the container, addressed to an address not its own.
     Destination,
+    /// A broadcast or multicast frame over [`FLOOD_RATE`].
+    Flood,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 10] = [
         Reason::Mac,
         Reason::Ethertype,
         Reason::Arp,
@@ -74,6 +88,7 @@ impl Reason {
         Reason::Router,
         Reason::Dhcp,
         Reason::Destination,
+        Reason::Flood,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -87,6 +102,7 @@ impl Reason {
             Reason::Router => "router",
             Reason::Dhcp => "dhcp",
             Reason::Destination => "destination",
+            Reason::Flood => "flood",
         }
     }
 }
@@ -166,6 +182,7 @@ pub fn ruleset(prefix: &str, ports: &[Port]) -> String {
             // plain UDP from its own address is done.
             r#"    chain from_{i} {{
         ether saddr != {mac} {mac_drop}
+        ether daddr & 01:00:00:00:00:00 == 01:00:00:00:00:00 limit rate over {FLOOD_RATE}/second burst {FLOOD_BURST} packets {flood}
         ether type vmap {{ ip : goto ip4_{i}, ip6 : goto ip6_{i}, arp : goto arp_{i} }}
         {ethertype}
     }}
@@ -200,6 +217,7 @@ pub fn ruleset(prefix: &str, ports: &[Port]) -> String {
             ip6_drop = c(Reason::Ip6),
             router = c(Reason::Router),
             dhcp = c(Reason::Dhcp),
+            flood = c(Reason::Flood),
         );
         // Advertisements, and solicitations from `::` (duplicate address
         // detection), only for the container's own addresses: it may not
@@ -277,6 +295,9 @@ mod tests {
             r.contains("ether saddr != 02:42:0a:28:00:02 counter name \"mesh_v0000abcd_mac\" drop")
         );
         assert!(r.contains("arp saddr ip != { 10.40.0.2, 0.0.0.0 }"));
+        // Broadcast and multicast (the group bit) from the container are
+        // bounded, per port.
+        assert!(r.contains("ether daddr & 01:00:00:00:00:00 == 01:00:00:00:00:00 limit rate over 200/second burst 400 packets counter name \"mesh_v0000abcd_flood\" drop"));
         assert!(r.contains("ip saddr != 10.40.0.2 counter name \"mesh_v0000abcd_ip\" drop"));
         assert!(r.contains("ip6 saddr != { fd00::2, fe80::42:aff:fe28:2 }"));
         assert!(r.contains("@th,64,128 0xfd000000000000000000000000000002 accept"));
