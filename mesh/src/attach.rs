@@ -25,6 +25,7 @@ use crate::resolvconf::NetnsEtc;
 use crate::state::{AttachmentRecord, AttachmentStore};
 
 mod macvlan;
+mod reassert;
 pub use macvlan::is_macvlan;
 mod runtime;
 pub use runtime::{RuntimeIdentity, RuntimeVeth};
@@ -45,6 +46,8 @@ pub struct Attacher {
     /// Serialises attach, detach and reaping (taken after the daemon's
     /// device lock where both are held).
     ops: tokio::sync::Mutex<()>,
+    /// When each endpoint record may be written again (see [`reassert`]).
+    reasserts: std::sync::Mutex<reassert::Backoff>,
 }
 
 impl Attacher {
@@ -69,6 +72,7 @@ impl Attacher {
             endpoints,
             etc,
             ops: tokio::sync::Mutex::new(()),
+            reasserts: Default::default(),
         }
     }
 
@@ -190,42 +194,6 @@ impl Attacher {
         }
         info!(network = %net.id, netns = %attachment.netns, ip = %attachment.ip, "attached");
         Ok(attachment)
-    }
-
-    /// Writes again the endpoint record of each of this host's attachments
-    /// that another member deleted or overwrote (a later stamp wins), so
-    /// its name, MAC pin and service membership come back everywhere. Only
-    /// on networks that still exist: removing a network removes its
-    /// records, and its attachments go with it.
-    pub fn reassert_endpoints(&self, networks: &BTreeMap<String, NetworkDef>) -> usize {
-        let live = records::live(&self.endpoints);
-        let mut rewritten = 0;
-        for r in self.records() {
-            let a = &r.attachment;
-            let (Some(net), Ok(ip)) = (networks.get(&a.network), r.ip()) else {
-                continue;
-            };
-            let key = records::endpoint_key(&net.id, IpAddr::V4(ip));
-            let ours = live
-                .get(&key)
-                .is_some_and(|e| e.host == self.me.to_hex() && e.mac == a.mac);
-            if ours {
-                continue;
-            }
-            let version = match is_macvlan(&r) {
-                true => Some(records::MACVLAN_MARK.to_string()),
-                false => a.version.clone(),
-            };
-            let ip6 = a
-                .ip6
-                .as_deref()
-                .and_then(|v| v.parse::<ipnet::Ipv6Net>().ok())
-                .map(|n| n.addr());
-            warn!(network = %net.id, %ip, "this host's endpoint record was deleted or overwritten by another member; writing it again");
-            self.announce_as(a, net, ip, ip6, version);
-            rewritten += 1;
-        }
-        rewritten
     }
 
     /// Puts the attachment's endpoint record (its DNS name and address).

@@ -7,7 +7,7 @@
 use anyhow::{Context, Result};
 use dataplane::{Dataplane, IpVersion};
 use gossip::{Identity, MeshSecret, Node, PeerId};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -51,12 +51,6 @@ mod status;
 
 pub use cleanup::cleanup;
 use snapshots::{keep_snapshot, load_snapshot};
-
-/// How often a network that could not be set up is retried.
-const NETWORK_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
-/// How often the landing of networks is re-judged against routes and
-/// adverts.
-const LANDING_TICK: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub struct Daemon {
     pub settings: Settings,
@@ -516,23 +510,7 @@ impl Daemon {
             records::NETWORKS_CHANNEL,
             &self.channels.networks,
         );
-        crate::reconcile::follow(
-            self.clone(),
-            vec![self.channels.networks.subscribe(), self.carried.subscribe()],
-            NETWORK_RETRY,
-        );
-        // Routes and members' underlay adverts change without a record
-        // changing: re-judge the landing often (cheap: /proc and the member
-        // list); a changed verdict wakes the reconcile above.
-        let d = self.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(LANDING_TICK).await;
-                let carried_now: BTreeSet<String> =
-                    d.devices.lock().await.wires.keys().cloned().collect();
-                d.land(&carried_now);
-            }
-        });
+        self.clone().follow_landing();
         keep_snapshot(
             &self.state,
             records::ENDPOINTS_CHANNEL,
@@ -588,8 +566,7 @@ impl Daemon {
     }
 
     async fn reconcile_networks_locked(&self, devices: &mut Realized) {
-        let carried_now: BTreeSet<String> = devices.wires.keys().cloned().collect();
-        let desired = self.land(&carried_now).carried.clone();
+        let desired = self.land(devices).carried.clone();
         for (id, w) in self.fabric.realize_missing(devices, &desired).await {
             if let Err(e) = self.attacher.drop_network(&id).await {
                 warn!(network = %id, "cannot detach the network's containers: {e:#}");
@@ -799,13 +776,5 @@ impl Daemon {
     /// Services (see [`crate::services`]); the API calls it directly.
     pub fn services(&self) -> &Services {
         &self.services
-    }
-}
-
-/// The networks of this host: set up what lands here, tear down the rest.
-impl crate::reconcile::Reconciler for Daemon {
-    async fn reconcile(self: Arc<Self>) {
-        let mut devices = self.devices.lock().await;
-        self.reconcile_networks_locked(&mut devices).await;
     }
 }

@@ -253,6 +253,11 @@ where
         self.entries.get(key).and_then(|e| e.value.as_ref())
     }
 
+    /// The slot of `key`, a tombstone included, with its stamp.
+    pub fn entry(&self, key: &K) -> Option<&LwwEntry<V>> {
+        self.entries.get(key)
+    }
+
     pub fn contains_key(&self, key: &K) -> bool {
         self.get(key).is_some()
     }

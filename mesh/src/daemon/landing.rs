@@ -6,6 +6,15 @@ use super::*;
 use crate::kernel::routes::Route;
 use crate::networks::landing::{self, Landing, World};
 use ipnet::IpNet;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// How often a network that could not be set up is retried.
+const NETWORK_RETRY: Duration = Duration::from_secs(30);
+/// How often the landing is judged again: routes and members' underlay
+/// adverts change without a record changing. Local work only (reads
+/// /proc and the member list); no message is sent.
+const LANDING_TICK: Duration = Duration::from_secs(5);
 
 impl Daemon {
     /// What a network must leave alone on this host.
@@ -22,10 +31,12 @@ impl Daemon {
                 Vec::new()
             }
         };
+        let removed = self.channels.removed_hosts();
         let underlays = self
             .node
             .members()
             .iter()
+            .filter(|m| !removed.contains(&m.id.to_hex()))
             .flat_map(|m| {
                 crate::edge::underlay::advertised_nets(&m.meta)
                     .into_iter()
@@ -51,20 +62,50 @@ impl Daemon {
         defs.into_iter().map(|(_, d)| d).collect()
     }
 
-    /// Decides which networks this host carries (those in `carried_now`
-    /// are kept unless a mesh-wide rule refuses them) and publishes it.
-    pub(super) fn land(&self, carried_now: &BTreeSet<String>) -> Arc<Landing> {
+    /// Decides which networks this host carries and publishes it. Those
+    /// it carries now (set up here, or with attachments in its store: at
+    /// start nothing is set up yet) are kept unless a rule for every host
+    /// refuses them. Called with the devices lock held, so two judgements
+    /// never cross.
+    pub(super) fn land(&self, devices: &Realized) -> Arc<Landing> {
+        let carried_now: BTreeSet<String> = devices
+            .wires
+            .keys()
+            .cloned()
+            .chain(
+                self.attacher
+                    .records()
+                    .into_iter()
+                    .map(|r| r.attachment.network),
+            )
+            .collect();
         let defs = self.definitions_by_age();
         let refs: Vec<&NetworkDef> = defs.iter().collect();
-        let new = landing::plan(&refs, &self.id().to_hex(), &self.world(), carried_now);
+        let new = landing::plan(&refs, &self.id().to_hex(), &self.world(), &carried_now);
         let before = self.carried.get();
         for (id, why) in &new.refused {
             if before.refused.get(id) != Some(why) {
                 warn!(network = %id, reason = why.reason(), "network not carried on this host: {why}");
             }
         }
-        self.carried.set(new);
-        self.carried.get()
+        self.carried.set(new)
+    }
+
+    /// Follows the networks: the reconcile on every change of the
+    /// definitions or of the landing, the landing on a tick.
+    pub(super) fn follow_landing(self: Arc<Self>) {
+        crate::reconcile::follow(
+            self.clone(),
+            vec![self.channels.networks.subscribe(), self.carried.subscribe()],
+            NETWORK_RETRY,
+        );
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(LANDING_TICK).await;
+                let devices = self.devices.lock().await;
+                self.land(&devices);
+            }
+        });
     }
 
     /// IPv4 space a new network must stay out of here: this host's routes
@@ -109,5 +150,13 @@ fn capturable(r: &Route, link_prefix: &str) -> bool {
             let multicast: ipnet::Ipv6Net = "ff00::/8".parse().expect("a valid prefix");
             !link_local.contains(&n) && !multicast.contains(&n)
         }
+    }
+}
+
+/// The networks of this host: set up what lands here, tear down the rest.
+impl crate::reconcile::Reconciler for Daemon {
+    async fn reconcile(self: Arc<Self>) {
+        let mut devices = self.devices.lock().await;
+        self.reconcile_networks_locked(&mut devices).await;
     }
 }

@@ -86,6 +86,9 @@ impl Daemon {
             hosts: members,
             sealed_secrets,
         };
+        // Held from the check to the set-up: two creates cannot both pass
+        // the check, nor a landing tick judge in between.
+        let mut devices = self.devices.lock().await;
         self.check_landing(&def)?;
         // The definition first: a host admits a network's first range only
         // once it knows the network (and its creator). A host that learns
@@ -96,7 +99,6 @@ impl Daemon {
         if !def.allows_host(&self.id().to_hex()) {
             return Ok(self.network_view(&def));
         }
-        let mut devices = self.devices.lock().await;
         self.reconcile_networks_locked(&mut devices).await;
         if !devices.wires.contains_key(&req.id) {
             return Err(ApiError::Internal(anyhow::anyhow!(

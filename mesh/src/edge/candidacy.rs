@@ -2,7 +2,7 @@
 //! subnets they advertise, this host's own adverts (re-read from the
 //! kernel), and the MACs and refusals the ARP probe weighs.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use tracing::{info, warn};
 
@@ -47,6 +47,41 @@ impl Edge {
                 permits: self.fip_permits.clone(),
             });
         }
+        out
+    }
+
+    /// Addresses this host never answers for as floating IPs, with what
+    /// each is: its gateways, its own interfaces' addresses, and every mesh
+    /// host's underlay address.
+    pub(super) fn protected_addresses(
+        &self,
+        ifs: &[underlay::Interface],
+    ) -> BTreeMap<Ipv4Addr, &'static str> {
+        let mut out = BTreeMap::new();
+        for c in self.candidates() {
+            out.insert(c.underlay, "a mesh host's address");
+            for net in c.subnets {
+                out.insert(net.addr(), "a mesh host's address");
+            }
+        }
+        for i in ifs {
+            for a in &i.addrs {
+                out.insert(a.addr(), "this host's own address");
+            }
+        }
+        match crate::kernel::routes::gateways() {
+            Ok(gws) => {
+                for gw in gws {
+                    if let IpAddr::V4(v4) = gw {
+                        out.insert(v4, "this host's gateway");
+                    }
+                }
+            }
+            Err(e) => warn!(
+                "cannot read the routes, so gateways are not protected from floating IPs: {e}"
+            ),
+        }
+        out.remove(&Ipv4Addr::UNSPECIFIED);
         out
     }
 

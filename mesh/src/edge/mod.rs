@@ -440,16 +440,17 @@ impl Edge {
         let now = Instant::now();
         let mut held = BTreeSet::new();
         let mut to_probe: BTreeMap<String, (arp::Underlay, BTreeSet<Ipv4Addr>)> = BTreeMap::new();
-        // A pool that contains this host's gateway is a member's mistake
-        // (or worse); the gateway may be down when probed, so never by ARP
-        // alone.
-        let gateways = crate::kernel::routes::gateways().unwrap_or_default();
+        // Addresses that are never a floating IP, whatever a replicated
+        // pool says: this host's gateways (a gateway may be down when
+        // probed) and the mesh hosts' own addresses (the probe ignores the
+        // mesh's MACs, so it would not see them).
+        let protected = self.protected_addresses(&ifs);
         {
             let mut refusals = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
             for addr in &chosen {
-                if gateways.contains(&IpAddr::V4(*addr)) {
+                if let Some(what) = protected.get(addr) {
                     if refusals.get(*addr).is_none() {
-                        warn!(%addr, "floating IP is this host's gateway; not answering for it");
+                        warn!(%addr, "floating IP is {what}; not answering for it");
                     }
                     refusals.refuse(*addr, [0; 6], now);
                     continue;

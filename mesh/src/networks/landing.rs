@@ -9,8 +9,10 @@
 //! - **mesh-wide** (the same verdict on every host, from replicated state
 //!   only): networks are taken oldest first (the definition's stamp, then
 //!   id); one whose prefixes overlap an earlier one's, or whose wire id is
-//!   an earlier one's, is refused everywhere. The earlier network keeps
-//!   working when a partition heals and shows a clashing one.
+//!   an earlier one's, is refused. Except that a host takes the networks
+//!   it already carries first: a clashing definition that claims to be
+//!   older (a partition that heals, a backdated stamp) is refused there
+//!   rather than tearing down a network in use.
 //! - **host-local** (this host's own view): the underlay subnets members
 //!   advertise, this host's routes, the global IPv6 prefixes its operator
 //!   permits, and how many networks it carries (`max_networks`).
@@ -230,14 +232,25 @@ pub fn plan(
 ) -> Landing {
     let mut landing = Landing::default();
     let mut accepted: Vec<&NetworkDef> = Vec::new();
-    for def in defs {
-        let verdict = match accepted.iter().find_map(|o| clash(def, o)) {
+    // What this host carries goes first: a definition that claims to be
+    // older (a healed partition, or a member's backdated stamp) does not
+    // tear down a network in use here; it is refused here instead.
+    let (now, new): (Vec<&NetworkDef>, Vec<&NetworkDef>) = defs
+        .iter()
+        .partition(|d| carried_now.contains(&d.id) && d.allows_host(me));
+    for def in now.into_iter().chain(new) {
+        let clashes = accepted.iter().find_map(|o| clash(def, o));
+        if !def.allows_host(me) {
+            // Not this host's to refuse, but it counts for the others.
+            if clashes.is_none() {
+                accepted.push(def);
+            }
+            continue;
+        }
+        let verdict = match clashes {
             Some(r) => Err(r),
             None => {
                 accepted.push(def);
-                if !def.allows_host(me) {
-                    continue;
-                }
                 let stays = carried_now.contains(&def.id);
                 match harm(def, world).filter(|_| !stays) {
                     Some(r) => Err(r),
@@ -250,7 +263,7 @@ pub fn plan(
         };
         match verdict {
             Ok(()) => {
-                landing.carried.insert(def.id.clone(), (*def).clone());
+                landing.carried.insert(def.id.clone(), def.clone());
             }
             Err(r) => {
                 landing.refused.insert(def.id.clone(), r);
@@ -285,13 +298,15 @@ impl Carried {
             .clone()
     }
 
-    /// Publishes `landing`; followers wake only when it changed.
-    pub fn set(&self, landing: Landing) {
+    /// Publishes `landing` and returns it; followers wake only when it
+    /// changed.
+    pub fn set(&self, landing: Landing) -> Arc<Landing> {
         let mut cur = self.landing.lock().unwrap_or_else(|e| e.into_inner());
         if **cur != landing {
             *cur = Arc::new(landing);
             self.version.send_modify(|v| *v += 1);
         }
+        cur.clone()
     }
 
     pub fn subscribe(&self) -> watch::Receiver<u64> {
@@ -439,14 +454,23 @@ mod tests {
         let now: BTreeSet<String> = ["n4".to_string()].into();
         let l = plan(&refs, "me", &world(), &now);
         assert!(l.carried.contains_key("n4"));
-        assert_eq!(l.carried.len(), 4, "the cap refuses new networks only");
-        assert_eq!(l.refused["n3"].reason(), "max_networks");
+        assert_eq!(l.carried.len(), 3, "it counts toward the cap");
+        assert_eq!(l.refused["n2"].reason(), "max_networks");
         assert_eq!(
             check_new(&net("n9", "10.61.0.0/24"), &defs, "me", &world(), 3)
                 .unwrap_err()
                 .reason(),
             "max_networks"
         );
+    }
+
+    #[test]
+    fn a_network_in_use_is_not_evicted_by_an_older_claim() {
+        let (old, used) = (net("old", "10.40.0.0/24"), net("used", "10.40.0.0/25"));
+        let now: BTreeSet<String> = ["used".to_string()].into();
+        let l = plan(&[&old, &used], "me", &world(), &now);
+        assert!(l.carried.contains_key("used"));
+        assert_eq!(l.refused["old"].reason(), "overlaps_network");
     }
 
     #[test]
@@ -458,5 +482,10 @@ mod tests {
         assert!(l.carried.is_empty());
         assert!(!l.refused.contains_key("a"), "not this host's to refuse");
         assert_eq!(l.refused["b"].reason(), "overlaps_network");
+        // Nor is a clash between networks of other hosts.
+        let mut c = net("c", "192.168.1.0/26");
+        c.hosts = vec!["other".into()];
+        let l = plan(&[&a, &c], "me", &world(), &BTreeSet::new());
+        assert!(l.refused.is_empty(), "{:?}", l.refused);
     }
 }

@@ -71,11 +71,15 @@ pub fn deny_networks(f: &Facts) -> Vec<DenyNetwork> {
         let local: std::collections::BTreeSet<Ipv4Addr> = members.iter().map(|m| m.ip).collect();
         // Other hosts' containers (not VIPs or bare reservations: those
         // have no MAC), as their records say; a record claiming one of
-        // this host's addresses is not believed.
+        // this host's addresses is not believed. This host's own address
+        // on the network (a gateway, `expose`) is guarded like a container.
+        let own_address =
+            |e: &EndpointRecord| e.host == f.me && crate::edge::records::is_host_address(e);
         members.extend(
             f.endpoints
                 .iter()
-                .filter(|(_, e)| e.network == *id && !e.mac.is_empty() && e.host != f.me)
+                .filter(|(_, e)| e.network == *id && !e.mac.is_empty())
+                .filter(|(_, e)| e.host != f.me || own_address(e))
                 .filter_map(|(key, e)| {
                     let IpAddr::V4(ip) = e.ip else { return None };
                     Some(Member {
