@@ -377,6 +377,7 @@ impl Daemon {
                 advertise: Arc::new(move |k, v| n3.set_meta(k, v)),
                 underlay_advert,
                 fip_permits: settings.fip_pools.clone(),
+                carried: carried.clone(),
                 isolation: isolation.clone(),
                 liveness: liveness.clone(),
             })?

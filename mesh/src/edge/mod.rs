@@ -118,6 +118,8 @@ pub struct Edge {
     refusals: Mutex<probe::Refusals>,
     /// Where this host's operator permits floating IPs (`fip_pools`).
     fip_permits: Vec<ipnet::Ipv4Net>,
+    /// The networks this host carries.
+    carried: crate::networks::landing::Carried,
     /// Serialises reconciling and the API operations.
     ops: tokio::sync::Mutex<()>,
 }
@@ -147,6 +149,7 @@ pub struct EdgeParts {
     pub liveness: Arc<Liveness>,
     /// `fip_pools` from meshd.toml.
     pub fip_permits: Vec<ipnet::Ipv4Net>,
+    pub carried: crate::networks::landing::Carried,
 }
 
 impl Edge {
@@ -180,6 +183,7 @@ impl Edge {
             advertise: p.advertise,
             refusals: Mutex::new(probe::Refusals::default()),
             fip_permits: p.fip_permits,
+            carried: p.carried,
             ops: tokio::sync::Mutex::new(()),
         }))
     }
@@ -301,6 +305,7 @@ impl Edge {
             self.services.ch.services.subscribe(),
             self.services.ch.health.subscribe(),
             self.channels.settings.subscribe(),
+            self.carried.subscribe(),
         ];
         crate::reconcile::follow(self, channels, TICK);
     }
@@ -311,11 +316,10 @@ impl Edge {
     }
 
     async fn reconcile_locked(&self) {
+        // Only the networks that land here: a refused one has no bridge,
+        // and an address on it would be the capture its refusal avoids.
+        let networks: BTreeMap<String, NetworkDef> = self.carried.get().carried.clone();
         let me = self.me_hex();
-        let networks: BTreeMap<String, NetworkDef> = rec::live(&self.channels.networks)
-            .into_iter()
-            .filter(|(_, n)| n.allows_host(&me))
-            .collect();
         let (holders, live) = self.holders_and_live();
         let holders: BTreeMap<Ipv4Addr, Option<String>> =
             holders.into_iter().map(|(a, h)| (a, h.ok())).collect();

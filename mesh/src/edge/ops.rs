@@ -59,6 +59,11 @@ impl Edge {
                 "network {id} is restricted to other hosts; this host is not one of them"
             )));
         }
+        if let Some(why) = self.carried.get().refused.get(id) {
+            return Err(ApiError::Conflict(format!(
+                "network {id} is not carried on this host: {why}"
+            )));
+        }
         Ok(net)
     }
 
