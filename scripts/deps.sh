@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages the lab, the tests and the benchmark use.
-# Idempotent; needs root. Only Debian's package registry is contacted.
+# Idempotent; needs root. Only Debian's package registry is contacted, and
+# crates.io for mdbook (the tests build the book in docs/) when it is missing.
 #   scripts/deps.sh        # everything the tests use
 #   scripts/deps.sh lab    # only what the main job (scripts/lab.sh) uses
 set -euo pipefail
@@ -45,3 +46,10 @@ install conntrack:conntrack
 # Docker plugin lab test: a private dockerd per lab host (docker.io brings
 # containerd and runc); the package test reads man pages with man-db.
 install dockerd:docker.io containerd:containerd man:man-db
+# The book in docs/ (scripts/test.sh builds it): mdbook from crates.io,
+# only when it is not on PATH already (building it takes minutes).
+MDBOOK_VERSION=0.4.52
+if ! command -v mdbook >/dev/null 2>&1; then
+  echo "installing: mdbook $MDBOOK_VERSION (cargo install)"
+  cargo install mdbook --locked --version "$MDBOOK_VERSION" --no-default-features --features search
+fi

@@ -8,7 +8,8 @@
 //! - [`client`]: a typed client,
 //! - the defaults every side agrees on ([`DEFAULT_SOCKET`], the ports).
 //!
-//! `README.md` has examples.
+//! The book's Local API page (`docs/api.md`) lists the routes and error
+//! kinds; `README.md` has examples.
 
 pub mod client;
 pub mod error;

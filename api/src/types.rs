@@ -108,7 +108,7 @@ pub struct StatusResponse {
     /// This host's own addresses on networks (`meshctl expose`, gateways).
     #[serde(default)]
     pub host_addresses: Vec<HostAddress>,
-    /// What the data plane's path probing costs (see the README's "Paths").
+    /// What the data plane's path probing costs (see docs/paths.md, "Paths").
     #[serde(default)]
     pub probing: ProbingStatus,
     /// The data plane's switch: pinned and learned MACs, spoofs.

@@ -1,5 +1,5 @@
-//! The README's `mesh-lab scale --compare before.json --against after.json`
-//! as written: two saved reports side by side, nothing run (no root).
+//! `mesh-lab scale --compare before.json --against after.json` as written in
+//! docs/scale-lab.md: two saved reports side by side, nothing run (no root).
 
 use integration::scale::Report;
 use std::process::Command;

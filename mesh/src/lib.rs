@@ -2,6 +2,8 @@
 //! The local API's types come from `mesh-api` (re-exported as [`api`]).
 //! Modules depend downwards only: the rules over replicated state know
 //! nothing of the parts, the parts nothing of [`daemon`], which wires them.
+//! `docs/architecture.md` draws these layers, the packet path and the
+//! control path.
 
 /// The local API types live in the `mesh-api` crate, shared with every client.
 pub use mesh_api as api;

@@ -1,4 +1,4 @@
-//! `meshctl fip …` (see README, Reaching in and out).
+//! `meshctl fip …` (see docs/edge.md, Reaching in and out).
 
 use clap::Subcommand;
 

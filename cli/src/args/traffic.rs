@@ -1,5 +1,5 @@
-//! `meshctl policy …` and `meshctl network qos …` (see README, QoS and
-//! network policy).
+//! `meshctl policy …` and `meshctl network qos …` (see docs/qos-policy.md,
+//! QoS and network policy).
 
 use clap::Subcommand;
 

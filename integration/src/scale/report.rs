@@ -285,7 +285,7 @@ impl Report {
         ]
     }
 
-    /// The table README and the closing note carry; targets are the
+    /// The table docs/scale-lab.md and the closing note carry; targets are the
     /// issue's for N = 50.
     pub fn table(&self) -> String {
         let mut t = String::new();
