@@ -163,6 +163,27 @@ impl Dockerd {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
+    /// `docker network create -d mesh --ipam-driver mesh [--subnet S]
+    /// [-o mesh.network=M] NAME`: what an operator types to put a Docker
+    /// network on the mesh.
+    pub fn create_mesh_network(
+        &self,
+        name: &str,
+        subnet: Option<&str>,
+        mesh_network: Option<&str>,
+    ) -> Result<String> {
+        let option = mesh_network.map(|m| format!("mesh.network={m}"));
+        let mut args = vec!["network", "create", "-d", "mesh", "--ipam-driver", "mesh"];
+        if let Some(s) = subnet {
+            args.extend(["--subnet", s]);
+        }
+        if let Some(o) = &option {
+            args.extend(["-o", o.as_str()]);
+        }
+        args.push(name);
+        self.docker_ok(&args)
+    }
+
     /// Imports [`IMAGE`] from a static busybox (no registry).
     pub fn import_busybox(&self) -> Result<()> {
         let busybox = static_busybox().context("no static busybox")?;

@@ -445,20 +445,8 @@ fn cni_gc_collects_only_its_own() {
         None => {
             let d = Dockerd::start(&lab, 0).expect("dockerd");
             d.import_busybox().expect("image");
-            d.docker_ok(&[
-                "network",
-                "create",
-                "-d",
-                "mesh",
-                "--ipam-driver",
-                "mesh",
-                "--subnet",
-                SUBNET,
-                "-o",
-                "mesh.network=blue",
-                "web",
-            ])
-            .unwrap();
+            d.create_mesh_network("web", Some(SUBNET), Some("blue"))
+                .unwrap();
             let id = d
                 .docker_ok(&["run", "-d", "--network", "web", IMAGE, "sleep", "600"])
                 .unwrap();

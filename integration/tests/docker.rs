@@ -102,21 +102,7 @@ fn docker_containers_join_the_mesh_through_the_plugin() {
 
     // Host 1 creates the mesh network through Docker; host 2 maps its
     // Docker network to that one once it knows it.
-    let create = |dk: &Dockerd| {
-        dk.docker_ok(&[
-            "network",
-            "create",
-            "-d",
-            "mesh",
-            "--ipam-driver",
-            "mesh",
-            "--subnet",
-            SUBNET,
-            "-o",
-            &format!("mesh.network={NET}"),
-            DNET,
-        ])
-    };
+    let create = |dk: &Dockerd| dk.create_mesh_network(DNET, Some(SUBNET), Some(NET));
     create(&d[0]).unwrap_or_else(|e| panic!("{e:#}\n{}", lab.log_tail(0, 20)));
     let net: Network = wait_for(Duration::from_secs(20), || {
         let nets: Vec<Network> = lab.meshctl_json(1, &["network", "list"])?;
@@ -315,16 +301,7 @@ fn docker_containers_join_the_mesh_through_the_plugin() {
 
     // No --subnet, no mesh.network: a fresh mesh network on a free /24,
     // Docker-made, so it goes with the Docker network.
-    d[0].docker_ok(&[
-        "network",
-        "create",
-        "-d",
-        "mesh",
-        "--ipam-driver",
-        "mesh",
-        "auto",
-    ])
-    .unwrap();
+    d[0].create_mesh_network("auto", None, None).unwrap();
     let auto = d[0]
         .docker_ok(&[
             "network",

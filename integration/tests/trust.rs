@@ -93,42 +93,31 @@ fn members_slips_and_strangers_cannot_capture_hosts_or_remove_protection() {
     };
 
     // ---- networks that would capture the hosts' own traffic ----
-    refused(
-        &lab,
-        &["network", "create", "lan", "--subnet", "198.18.0.0/24"],
-        "overlaps the underlay subnet 198.18.0.0/24",
-    );
-    refused(
-        &lab,
-        &[
-            "network",
-            "create",
-            "g",
-            "--subnet",
-            "10.70.1.0/24",
-            "--subnet6",
-            "2000::/3",
-        ],
-        "/48 to a /64",
-    );
-    refused(
-        &lab,
-        &[
-            "network",
-            "create",
-            "g",
-            "--subnet",
-            "10.70.1.0/24",
-            "--subnet6",
-            "2001:db8:7::/64",
-        ],
-        "global",
-    );
-    refused(
-        &lab,
-        &["network", "create", "lo", "--subnet", "127.0.0.0/8"],
-        "loopback",
-    );
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["lan", "--subnet", "198.18.0.0/24"],
+            "overlaps the underlay subnet 198.18.0.0/24",
+        ),
+        (
+            &["g", "--subnet", "10.70.1.0/24", "--subnet6", "2000::/3"],
+            "/48 to a /64",
+        ),
+        (
+            &[
+                "g",
+                "--subnet",
+                "10.70.1.0/24",
+                "--subnet6",
+                "2001:db8:7::/64",
+            ],
+            "global",
+        ),
+        (&["lo", "--subnet", "127.0.0.0/8"], "loopback"),
+    ];
+    for (args, want) in cases {
+        let args: Vec<&str> = ["network", "create"].iter().chain(args).copied().collect();
+        refused(&lab, &args, want);
+    }
     lab.meshctl(
         0,
         &[
