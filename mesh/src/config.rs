@@ -96,6 +96,14 @@ pub struct Flags {
     /// (repeatable); without one, the subnets of its underlay interfaces.
     #[arg(long = "fip-pool", value_name = "CIDR")]
     pub fip_pools: Vec<ipnet::Ipv4Net>,
+    /// Replicated records (live and deleted) one writer may hold in one
+    /// channel here (default 16384); writes past it are refused.
+    #[arg(long, value_name = "N")]
+    pub channel_quota_entries: Option<usize>,
+    /// Encoded bytes one writer may hold in one channel here (default
+    /// 4194304).
+    #[arg(long, value_name = "BYTES")]
+    pub channel_quota_bytes: Option<usize>,
 }
 
 /// The config file. Unknown keys are an error, so a typo is not ignored.
@@ -123,6 +131,8 @@ pub struct FileConfig {
     pub global_ipv6: Vec<ipnet::Ipv6Net>,
     #[serde(default)]
     pub fip_pools: Vec<ipnet::Ipv4Net>,
+    pub channel_quota_entries: Option<usize>,
+    pub channel_quota_bytes: Option<usize>,
 }
 
 /// Which data-plane ciphers this host offers its peers.
@@ -194,6 +204,8 @@ pub struct Settings {
     pub global_ipv6: Vec<ipnet::Ipv6Net>,
     /// Where this host answers floating IPs; empty: its underlay subnets.
     pub fip_pools: Vec<ipnet::Ipv4Net>,
+    /// What one writer may hold in one replicated channel.
+    pub channel_quota: gossip::Quota,
 }
 
 /// Where the Docker plugin listens and where it asks dockerd.
@@ -293,7 +305,21 @@ impl Settings {
                 bail!("fip_pools {p}: host bits set; did you mean {}?", p.trunc());
             }
         }
+        let channel_quota = gossip::Quota {
+            entries: flags
+                .channel_quota_entries
+                .or(file.channel_quota_entries)
+                .unwrap_or(gossip::Quota::DEFAULT.entries),
+            bytes: flags
+                .channel_quota_bytes
+                .or(file.channel_quota_bytes)
+                .unwrap_or(gossip::Quota::DEFAULT.bytes),
+        };
+        if channel_quota.entries < 64 || channel_quota.bytes < 64 * 1024 {
+            bail!("channel_quota_entries must be at least 64 and channel_quota_bytes at least 65536 (a host writes its own records within them)");
+        }
         Ok(Settings {
+            channel_quota,
             max_networks,
             global_ipv6,
             fip_pools,

@@ -148,6 +148,7 @@ impl Daemon {
         cfg.name = settings.name.clone();
         cfg.state_dir = Some(settings.state_dir.clone());
         cfg.rekey_interval = settings.rekey_interval;
+        cfg.channel_quota = settings.channel_quota;
         cfg.meta
             .insert(META_DATA_PORT.into(), dp.local_addr().port().to_string());
         let underlay_mtu = crate::mtu::underlay_mtu(settings.listen.ip()).unwrap_or_else(|| {

@@ -63,6 +63,8 @@ pub enum NoHolder {
     NoneUp,
     #[error("address in use by {mac}, not a mesh host (ARP probe by {prober})")]
     InUse { mac: String, prober: String },
+    #[error("address is a gateway or a mesh host's own address, never a floating IP (refused by {prober})")]
+    Protected { prober: String },
 }
 
 /// Rendezvous score of `host` for `addr` (highest wins): stable across

@@ -223,6 +223,10 @@ impl Edge {
             // The holder probed and found the address in use: it does not
             // answer.
             Some(Ok(h)) => match self.in_use(h, f.addr) {
+                // Refused without a probe (see `Edge::protected_addresses`).
+                Some([0, 0, 0, 0, 0, 0]) => Err(fip::NoHolder::Protected {
+                    prober: self.host_name(h),
+                }),
                 Some(mac) => Err(fip::NoHolder::InUse {
                     mac: format_mac(&mac),
                     prober: self.host_name(h),
