@@ -197,6 +197,18 @@ mod tests {
         )
     }
 
+    /// The pins of `records` alone: no stamps, no local store, nobody removed.
+    fn plain(records: &BTreeMap<String, EndpointRecord>) -> (PinSet, Summary) {
+        compute(
+            records,
+            &BTreeMap::new(),
+            &[],
+            ME,
+            &BTreeSet::new(),
+            handles,
+        )
+    }
+
     fn handles(host: &str) -> Option<PeerIdx> {
         match host {
             "bb" => Some(2),
@@ -215,14 +227,7 @@ mod tests {
             rec("blue", "10.0.0.2", WEB, "bb"),
             rec("red", "10.1.0.2", WEB, "cc"),
         ]);
-        let (pins, summary) = compute(
-            &records,
-            &BTreeMap::new(),
-            &[],
-            ME,
-            &BTreeSet::new(),
-            handles,
-        );
+        let (pins, summary) = plain(&records);
         let blue = &pins[&NetworkId(networks::wire_id("blue"))];
         assert_eq!(blue[&parse_mac(DB).unwrap()], MacOwner::Local);
         assert_eq!(blue[&parse_mac(WEB).unwrap()], MacOwner::Peer(2));
@@ -286,14 +291,7 @@ mod tests {
             // Two addresses of one container on one host are no conflict.
             rec("blue", "10.0.0.8", DB, ME),
         ]);
-        let (pins, summary) = compute(
-            &records,
-            &BTreeMap::new(),
-            &[],
-            ME,
-            &BTreeSet::new(),
-            handles,
-        );
+        let (pins, summary) = plain(&records);
         let blue = &pins[&NetworkId(networks::wire_id("blue"))];
         assert!(!blue.contains_key(&parse_mac(WEB).unwrap()));
         assert_eq!(blue[&parse_mac(DB).unwrap()], MacOwner::Local);

@@ -3,6 +3,7 @@
 //! IPAM reservations, and the gateway Docker insists on is the network's
 //! DNS address, which no container ever gets.
 
+use crate::networks::overlaps;
 use ipnet::Ipv4Net;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -87,10 +88,6 @@ pub(super) fn choose_pool(
         )));
     }
     Ok(pool)
-}
-
-fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
-    a.contains(&b.network()) || b.contains(&a.network())
 }
 
 /// The mesh network whose subnet is `pool`.

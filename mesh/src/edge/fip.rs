@@ -334,7 +334,7 @@ pub fn check_binding(
 pub fn check_pool(cidr: Ipv4Net, pools: &BTreeMap<String, FipPool>) -> Result<(), FipError> {
     match pools
         .values()
-        .find(|p| p.cidr.contains(&cidr.network()) || cidr.contains(&p.cidr.network()))
+        .find(|p| crate::networks::overlaps(p.cidr, cidr))
     {
         Some(p) => Err(FipError::Overlap(cidr, p.cidr)),
         None => Ok(()),

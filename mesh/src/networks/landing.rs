@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
-use super::wire_id;
+use super::{overlaps as overlap, wire_id};
 use crate::records::NetworkDef;
 
 /// Networks a host carries unless its configuration says otherwise: each
@@ -104,15 +104,6 @@ impl Refusal {
             Refusal::TooMany(_) => "max_networks",
         }
     }
-
-    /// Whether every host reaches the same verdict.
-    pub fn mesh_wide(&self) -> bool {
-        matches!(self, Refusal::OverlapsNetwork { .. } | Refusal::WireId(_))
-    }
-}
-
-fn overlap(a: IpNet, b: IpNet) -> bool {
-    a.contains(&b.network()) || b.contains(&a.network())
 }
 
 fn prefixes(def: &NetworkDef) -> [IpNet; 2] {
@@ -369,7 +360,6 @@ mod tests {
         let l = plan(&[&a, &b], "me", &world(), &BTreeSet::new());
         assert!(l.carried.contains_key("a"));
         assert_eq!(l.refused["b"].reason(), "overlaps_network");
-        assert!(l.refused["b"].mesh_wide());
         // A refused network blocks nothing: c overlaps only b.
         let c = net("c", "10.40.0.192/26");
         let l = plan(&[&a, &b, &c], "me", &world(), &BTreeSet::new());

@@ -33,6 +33,12 @@ pub fn validate_network_id(id: &str) -> Result<()> {
     Ok(())
 }
 
+/// Whether two prefixes (IPv4 or IPv6) share an address.
+pub fn overlaps(a: impl Into<IpNet>, b: impl Into<IpNet>) -> bool {
+    let (a, b) = (a.into(), b.into());
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
 /// A ULA /64 derived from the network id (RFC 4193 layout: fd, a 40-bit
 /// global id from SHA-256 of the id, subnet 0), so every host derives the
 /// same prefix with no coordination.
