@@ -767,6 +767,11 @@ impl PathState {
         }
     }
 
+    /// Since an authenticated probe or answer was last heard on the path.
+    pub fn heard_ago(&self, now: Instant) -> Option<Duration> {
+        self.last_heard.map(|at| now.saturating_duration_since(at))
+    }
+
     pub fn stats(&self, now: Instant) -> PathStats {
         let mode = match self.route {
             Route::Unknown => PathMode::Unknown,

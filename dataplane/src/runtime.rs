@@ -408,6 +408,12 @@ impl Dataplane {
         self.inner.engine.stats(Instant::now())
     }
 
+    /// Since each peer's path last heard from it (peers never heard are
+    /// left out).
+    pub fn last_heard(&self) -> std::collections::BTreeMap<PeerIdx, Duration> {
+        self.inner.engine.last_heard(Instant::now())
+    }
+
     /// Other data addresses of `peer` (its `data_addrs`), probed as
     /// candidates next to the endpoint of `upsert_peer`.
     pub fn set_candidates(&self, peer: PeerIdx, addrs: &[SocketAddr]) {

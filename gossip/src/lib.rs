@@ -61,7 +61,8 @@ pub use error::Error;
 pub use identity::{Identity, PeerId};
 pub use keyexchange::SessionKeys;
 pub use node::{
-    prefer_new_link, Config, Member, Node, NoopObserver, PeerInfo, PeerObserver, PeerState,
+    prefer_new_link, Activity, Config, Member, Node, NoopObserver, PeerInfo, PeerObserver,
+    PeerState,
 };
 pub use signed::{Signature, Signed};
 pub use state::{

@@ -20,6 +20,7 @@
 //!
 //! [`Link`]: crate::link::Link
 
+mod activity;
 mod addrs;
 pub mod admission;
 mod config;
@@ -54,6 +55,7 @@ use crate::{Error, MeshSecret, PeerId};
 use connection::LinkHandle;
 
 pub use crate::peers::{prefer_new_link, PeerState};
+pub use activity::Activity;
 pub use config::Config;
 pub use dial::UNPROVEN_DIAL_PERMITS;
 pub use observer::{NoopObserver, PeerInfo, PeerObserver};

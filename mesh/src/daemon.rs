@@ -33,6 +33,7 @@ use crate::peers::{PeerTable, META_DATA_PORT};
 use crate::records::{self, Channels, EndpointRecord, NetworkDef, Records, RemovedPeer};
 use crate::reserve::Reservations;
 use crate::resolvconf::NetnsEtc;
+use crate::roster::Roster;
 use crate::services::records::{ServiceChannels, HEALTH_CHANNEL, LABELS_CHANNEL, SERVICES_CHANNEL};
 use crate::services::Services;
 use crate::state::{AttachmentStore, StateDir};
@@ -67,6 +68,7 @@ pub struct Daemon {
     services: Arc<Services>,
     traffic: Arc<Traffic>,
     edge: Arc<Edge>,
+    roster: Arc<Roster>,
     isolation: Arc<isolation::Isolation>,
     /// Which networks this host carries, and why not the others.
     carried: networks::landing::Carried,
@@ -81,12 +83,14 @@ struct MeshRecords {
     channels: Channels,
     services: ServiceChannels,
     node: Node,
+    roster: Arc<Roster>,
 }
 
 impl RecordSource for MeshRecords {
     fn records(&self, network: &str) -> Vec<EndpointRecord> {
-        let hosts = HostSet::from_members(&self.node.id().to_hex(), "", &self.node.members());
-        let mut records = self.channels.serving_records(network, &hosts.live());
+        let mut records = self
+            .channels
+            .serving_records(network, &self.roster.hosts().live());
         // Services answer as NAME.<network> with their VIPs.
         records.extend(crate::services::dns_records(
             &self.services,
@@ -261,11 +265,17 @@ impl Daemon {
         keep_snapshot(&state, traffic::POLICY_CHANNEL, &traffic_channels.policies);
         keep_snapshot(&state, traffic::QOS_CHANNEL, &traffic_channels.qos);
         let labels = service_channels.labels.clone();
+        let roster = Arc::new(Roster::new(
+            &node.id().to_hex(),
+            &settings.name,
+            &node.members(),
+        ));
         let resolver = Resolver::new(
             Arc::new(MeshRecords {
                 services: service_channels.clone(),
                 channels: channels.clone(),
                 node: node.clone(),
+                roster: roster.clone(),
             }),
             settings.dns_upstreams.clone(),
         );
@@ -323,14 +333,14 @@ impl Daemon {
         traffic.install();
         let liveness = Arc::new(Liveness::default());
         let services = {
-            let (node, name) = (node.clone(), settings.name.clone());
+            let roster = roster.clone();
             Services::new(
                 me,
                 service_channels,
                 channels.clone(),
                 alloc.clone(),
                 attacher.clone(),
-                Arc::new(move || HostSet::from_members(&me.to_hex(), &name, &node.members())),
+                Arc::new(move || roster.hosts()),
                 liveness.clone(),
             )
         };
@@ -348,8 +358,7 @@ impl Daemon {
         );
         keep_snapshot(&state, BINDINGS_CHANNEL, &bindings);
         let edge = {
-            let (n1, n2, n3) = (node.clone(), node.clone(), node.clone());
-            let name = settings.name.clone();
+            let (r1, n3) = (roster.clone(), node.clone());
             Edge::new(EdgeParts {
                 me,
                 prefix: settings.link_prefix.clone(),
@@ -364,17 +373,8 @@ impl Daemon {
                 services: services.clone(),
                 attacher: attacher.clone(),
                 alloc: alloc.clone(),
-                hosts: Arc::new(move || HostSet::from_members(&me.to_hex(), &name, &n1.members())),
-                members: Arc::new(move || {
-                    n2.members()
-                        .into_iter()
-                        .map(|m| crate::edge::Member {
-                            id: m.id.to_hex(),
-                            addr: m.addr.ip(),
-                            meta: m.meta,
-                        })
-                        .collect()
-                }),
+                hosts: Arc::new(move || r1.hosts()),
+                roster: roster.clone(),
                 advertise: Arc::new(move |k, v| n3.set_meta(k, v)),
                 underlay_advert,
                 fip_permits: settings.fip_pools.clone(),
@@ -398,6 +398,7 @@ impl Daemon {
             services,
             traffic,
             edge,
+            roster,
             isolation,
             carried,
             devices: Mutex::new(Realized::default()),
@@ -415,6 +416,7 @@ impl Daemon {
         tokio::spawn(daemon.attacher.clone().reap_forever());
         crate::liveness::spawn_observer(
             liveness,
+            daemon.roster.clone(),
             daemon.node.clone(),
             daemon.peers.clone(),
             daemon.dp.clone(),

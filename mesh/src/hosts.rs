@@ -27,7 +27,7 @@ pub struct Host {
 }
 
 /// A snapshot of the mesh's hosts, taken once per operation.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostSet {
     me: Host,
     peers: Vec<Host>,

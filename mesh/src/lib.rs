@@ -37,6 +37,7 @@ pub mod paths;
 pub mod peers;
 pub mod reserve;
 pub mod resolvconf;
+pub mod roster;
 pub mod services;
 pub mod state;
 pub mod traffic;

@@ -28,8 +28,10 @@ use std::time::{Duration, Instant};
 
 use dataplane::Dataplane;
 use gossip::Node;
+use tokio::sync::watch;
 
 use crate::peers::PeerTable;
+use crate::roster::Roster;
 
 /// A host not heard from for this long is gone for the parts that fail
 /// over (floating IPs, service targets): two control heartbeats (2 s
@@ -50,6 +52,14 @@ pub const SUSPECT_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 const VERIFIED_WITHIN: Duration = Duration::from_secs(5);
 /// How often the daemon observes the members.
 pub const OBSERVE_EVERY: Duration = Duration::from_millis(250);
+/// A floating IP's holder keeps it only while it heard, within this
+/// window, from a majority of the pool's hosts (`crate::edge`): one
+/// control heartbeat (2 s) and some slack; a host silent for
+/// [`SUSPECT_AFTER`] is probed, and its answer counts. 1 s shorter than
+/// [`CONFIRMED_STALE_AFTER`], after which the others consider it gone and
+/// choose anew, so the side of a partition without a majority gives an
+/// address up before the other side takes it.
+pub const HOLD_WINDOW: Duration = Duration::from_millis(2500);
 
 /// A suspicion probe could not be sent (no key or path to the host).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,9 +106,31 @@ impl Heard {
     }
 }
 
-#[derive(Debug, Default)]
+/// What the readers decide on: who is live, who supports a holder, who
+/// is stale. It moves at the observer's pace (or on a probe's answer), so
+/// a reader that follows [`Liveness::subscribe`] needs no timer of its own.
+#[derive(Debug, Default, PartialEq)]
+struct Verdicts {
+    live: BTreeSet<String>,
+    support: BTreeSet<String>,
+    stale: BTreeSet<String>,
+}
+
+#[derive(Debug)]
 pub struct Liveness {
     heard: Mutex<BTreeMap<String, Heard>>,
+    verdicts: Mutex<Verdicts>,
+    version: watch::Sender<u64>,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Liveness {
+            heard: Mutex::default(),
+            verdicts: Mutex::default(),
+            version: watch::channel(0).0,
+        }
+    }
 }
 
 impl Liveness {
@@ -106,9 +138,35 @@ impl Liveness {
         self.heard.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Moves whenever who is live, supporting or stale changes.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    /// Recomputes the verdicts as of `now` and tells followers if they
+    /// changed.
+    fn publish(&self, now: Instant) {
+        let next = Verdicts {
+            live: self.fresh(STALE_AFTER, now),
+            support: self.fresh(HOLD_WINDOW, now),
+            stale: self.stale(now),
+        };
+        let mut v = self.verdicts.lock().unwrap_or_else(|p| p.into_inner());
+        if *v != next {
+            *v = next;
+            drop(v);
+            self.version.send_modify(|n| *n += 1);
+        }
+    }
+
     /// Notes one observation of every member; hosts no longer listed are
     /// forgotten.
     pub fn observe(&self, sightings: &[Sighting], now: Instant) {
+        self.note(sightings, now);
+        self.publish(now);
+    }
+
+    fn note(&self, sightings: &[Sighting], now: Instant) {
         let mut heard = self.lock();
         heard.retain(|host, _| sightings.iter().any(|s| &s.host == host));
         for s in sightings {
@@ -180,6 +238,11 @@ impl Liveness {
     /// silence (`Ok(None)`), or nothing (it could not be sent: no key or
     /// path yet; then only [`STALE_AFTER`] decides).
     pub fn probe_result(&self, host: &str, result: Result<Option<Duration>, ProbeUnsent>) {
+        self.note_probe(host, result);
+        self.publish(Instant::now());
+    }
+
+    fn note_probe(&self, host: &str, result: Result<Option<Duration>, ProbeUnsent>) {
         let mut heard = self.lock();
         let Some(h) = heard.get_mut(host) else { return };
         let Some((sent, _)) = h.probe else { return };
@@ -197,25 +260,30 @@ impl Liveness {
 
 /// Feeds the one failure detector ([`crate::liveness`]) from what the
 /// control links and the data plane already know; nothing is sent for it.
-pub fn spawn_observer(liveness: Arc<Liveness>, node: Node, peers: Arc<PeerTable>, dp: Dataplane) {
+/// Each look at gossip's members also refreshes the `roster`.
+pub fn spawn_observer(
+    liveness: Arc<Liveness>,
+    roster: Arc<Roster>,
+    node: Node,
+    peers: Arc<PeerTable>,
+    dp: Dataplane,
+) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(OBSERVE_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let stats = dp.stats();
-            let sightings: Vec<Sighting> = node
-                .members()
+            let heard = dp.last_heard();
+            let activity = node.activity();
+            roster.look(&activity, || node.members());
+            let sightings: Vec<Sighting> = activity
                 .into_iter()
                 .map(|m| Sighting {
                     host: m.id.to_hex(),
                     up: m.state == gossip::PeerState::Up,
-                    relayed: m.relay.is_some(),
+                    relayed: m.relayed,
                     control_rx: m.bytes_received,
-                    data_heard: peers
-                        .handle(&m.id)
-                        .and_then(|idx| stats.peers.get(&idx))
-                        .and_then(|p| p.path.last_heard),
+                    data_heard: peers.handle(&m.id).and_then(|idx| heard.get(&idx).copied()),
                 })
                 .collect();
             let now = Instant::now();
@@ -228,13 +296,7 @@ pub fn spawn_observer(liveness: Arc<Liveness>, node: Node, peers: Arc<PeerTable>
                     .parse::<gossip::PeerId>()
                     .ok()
                     .and_then(|id| peers.handle(&id))
-                    .filter(|idx| {
-                        stats
-                            .peers
-                            .get(idx)
-                            .and_then(|p| p.path.last_heard)
-                            .is_some_and(|age| age <= VERIFIED_WITHIN)
-                    });
+                    .filter(|idx| heard.get(idx).is_some_and(|age| *age <= VERIFIED_WITHIN));
                 let probe = idx.map(|idx| dp.probe_once(idx, SUSPECT_PROBE_TIMEOUT));
                 let liveness = liveness.clone();
                 tokio::spawn(async move {

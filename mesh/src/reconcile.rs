@@ -3,22 +3,31 @@
 //! reads the records, computes what it wants (a pure plan, unit-tested in
 //! its own module), compares that with what it last installed and applies
 //! the difference. [`follow`] runs it on every change of the channels it
-//! reads and on a tick (for what was not there yet: a device, a namespace).
+//! reads (records, and the failure detector's verdicts), when it asked to
+//! be woken ([`Reconciler::next_wake`]: a timer of its own, such as a
+//! handover), and on a slow tick (for what was not there yet: a device, a
+//! namespace). Nothing runs on a fast timer: an idle mesh costs no passes.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
 
 pub trait Reconciler: Send + Sync + 'static {
     /// Brings what is installed in line with the records once; failures
     /// are logged and retried by the next pass.
     fn reconcile(self: Arc<Self>) -> impl Future<Output = ()> + Send;
+
+    /// When the next pass is due for a reason no channel announces (a
+    /// timer of the reconciler's own), if before the tick.
+    fn next_wake(&self) -> Option<Instant> {
+        None
+    }
 }
 
-/// Runs `r` now, then on every change of `channels` and every `tick`,
-/// for as long as the daemon runs. Changes arriving during a pass fold
-/// into one more pass.
+/// Runs `r` now, then on every change of `channels`, at its
+/// [`Reconciler::next_wake`] and every `tick`, for as long as the daemon
+/// runs. Changes arriving during a pass fold into one more pass.
 pub fn follow<R: Reconciler>(r: Arc<R>, channels: Vec<watch::Receiver<u64>>, tick: Duration) {
     let changed = Arc::new(Notify::new());
     for mut rx in channels {
@@ -32,9 +41,15 @@ pub fn follow<R: Reconciler>(r: Arc<R>, channels: Vec<watch::Receiver<u64>>, tic
     tokio::spawn(async move {
         loop {
             r.clone().reconcile().await;
+            // A deadline already past was the pass just run's to handle.
+            let now = Instant::now();
+            let wake = r
+                .next_wake()
+                .filter(|at| *at > now)
+                .map_or(tick, |at| (at - now).min(tick));
             tokio::select! {
                 _ = changed.notified() => {}
-                _ = tokio::time::sleep(tick) => {}
+                _ = tokio::time::sleep(wake) => {}
             }
         }
     });
@@ -73,5 +88,39 @@ mod tests {
         }
         assert!(ticked.0.load(Ordering::SeqCst) >= 3);
         assert_eq!(r.0.load(Ordering::SeqCst), 2, "no change, no pass");
+    }
+
+    struct Timer(AtomicUsize, Arc<Notify>, Instant);
+
+    impl Reconciler for Timer {
+        async fn reconcile(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            self.1.notify_one();
+        }
+        fn next_wake(&self) -> Option<Instant> {
+            Some(self.2)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reconciler_is_woken_when_it_asks_and_only_then() {
+        let done = Arc::new(Notify::new());
+        let at = Instant::now() + Duration::from_millis(50);
+        let r = Arc::new(Timer(AtomicUsize::new(0), done.clone(), at));
+        follow(r.clone(), vec![], Duration::from_secs(3600));
+        done.notified().await;
+        done.notified().await;
+        assert_eq!(
+            r.0.load(Ordering::SeqCst),
+            2,
+            "woken before the hour-long tick"
+        );
+        // The deadline is past now: no pass until the tick.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            r.0.load(Ordering::SeqCst),
+            2,
+            "a past deadline is no wake-up"
+        );
     }
 }

@@ -234,6 +234,17 @@ impl Engine {
             .count()
     }
 
+    /// Since each peer's path last heard an authenticated probe or answer:
+    /// what the failure detector reads every observation, without the
+    /// cost of [`Engine::stats`].
+    pub fn last_heard(&self, now: Instant) -> BTreeMap<PeerIdx, Duration> {
+        self.lock_paths()
+            .peers
+            .iter()
+            .filter_map(|(idx, path)| Some((*idx, path.state.heard_ago(now)?)))
+            .collect()
+    }
+
     pub(super) fn fill_path_stats(&self, peers: &mut BTreeMap<PeerIdx, PeerStats>, now: Instant) {
         let paths = self.lock_paths();
         for (idx, stats) in peers.iter_mut() {

@@ -15,8 +15,10 @@ impl Edge {
     /// subnet.
     pub(super) fn candidates(&self) -> Vec<Candidate> {
         let removed = self.channels.removed_hosts();
-        let mut out: Vec<Candidate> = (self.members)()
-            .into_iter()
+        let mut out: Vec<Candidate> = self
+            .roster
+            .members()
+            .iter()
             .filter(|m| !removed.contains(&m.id))
             .filter_map(|m| {
                 let subnets = underlay::advertised_nets(&m.meta);
@@ -27,7 +29,7 @@ impl Edge {
                 };
                 // Without subnets only the address can tell (older hosts).
                 (!subnets.is_empty() || !underlay.is_unspecified()).then_some(Candidate {
-                    id: m.id,
+                    id: m.id.clone(),
                     underlay,
                     subnets,
                     permits,
@@ -95,7 +97,8 @@ impl Edge {
     /// The underlay MACs of the mesh's hosts: their ARP answers are no
     /// conflict when probing.
     pub(super) fn mesh_macs(&self) -> BTreeSet<[u8; 6]> {
-        (self.members)()
+        self.roster
+            .members()
             .iter()
             .flat_map(|m| underlay::advertised_macs(&m.meta))
             .chain(self.own_advert().iter().map(|a| a.mac))
@@ -109,7 +112,7 @@ impl Edge {
             let r = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
             return r.get(addr).map(|r| r.mac);
         }
-        let members = (self.members)();
+        let members = self.roster.members();
         let m = members.iter().find(|m| m.id == id)?;
         probe::parse_meta(m.meta.get(probe::META_FIPS_IN_USE)?)
             .get(&addr)

@@ -176,6 +176,16 @@ impl Handover {
         self.held = held.clone();
         held
     }
+
+    /// When an address this host was given but does not answer for yet
+    /// becomes its to answer for (the earliest), if any.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.pending
+            .iter()
+            .filter(|(a, _)| !self.held.contains(a))
+            .map(|(_, since)| *since + HANDOVER)
+            .min()
+    }
 }
 
 /// Addresses of a pool that may float: not the subnet's network or
@@ -584,11 +594,13 @@ mod tests {
         assert!(b
             .step("b", &holders(Some("a")), &set(&["a", "b"]), at(20))
             .is_empty());
-        // …while a, just started (it knows no previous holder), waits.
+        // …while a, just started (it knows no previous holder), waits,
+        // and says until when (the daemon wakes its pass then).
         let mut a = Handover::default();
         assert!(a
             .step("a", &holders(Some("a")), &set(&["a", "b"]), at(0))
             .is_empty());
+        assert_eq!(a.next_due(), Some(at(0) + HANDOVER));
         assert!(a
             .step("a", &holders(Some("a")), &set(&["a", "b"]), at(2000))
             .is_empty());
@@ -596,6 +608,7 @@ mod tests {
             a.step("a", &holders(Some("a")), &set(&["a", "b"]), at(2600)),
             [fip].into()
         );
+        assert_eq!(a.next_due(), None, "held: nothing to wait for");
         // Once held, kept while it stays the holder; lost without a majority.
         assert_eq!(
             a.step("a", &holders(Some("a")), &set(&["a"]), at(2700)),

@@ -46,36 +46,22 @@ use crate::liveness::{Liveness, STALE_AFTER};
 use crate::netdev::{format_mac, Netlink};
 use crate::networks;
 use crate::records::{self as rec, Channels, EndpointRecord, NetworkDef, Records};
+use crate::roster::Roster;
 use crate::services::{HostsFn, Services};
 use crate::state::{HostAddressState, StateDir};
 
-const TICK: Duration = Duration::from_millis(250);
-/// A holder keeps a floating IP only while it heard, within this window,
-/// from a majority of the pool's hosts: one control heartbeat (2 s) and
-/// some slack; a host silent for 2.2 s is probed (`crate::liveness`), and
-/// its answer counts. 1 s shorter than the 3.5 s at which the others
-/// consider it gone at the earliest (and [`STALE_AFTER`]), after
-/// which the others consider it gone and choose anew, so the side of a
-/// partition without a majority gives an address up before the other side
-/// takes it.
-pub const HOLD_WINDOW: Duration = Duration::from_millis(2500);
+/// A pass also runs this often for what no record or verdict announces:
+/// a device or namespace that was not there yet. Hosts going up, down or
+/// silent come from the failure detector ([`Liveness::subscribe`]) and the
+/// roster, the floating IPs' timers from [`Edge::next_wake`].
+const TICK: Duration = Duration::from_secs(5);
+pub use crate::liveness::HOLD_WINDOW;
 
 /// How often this host re-reads its underlay interface (subnet, MAC).
 const ADVERT_INTERVAL: Duration = Duration::from_secs(5);
 
-/// A member as the edge needs it.
-#[derive(Debug, Clone)]
-pub struct Member {
-    /// Peer id (hex).
-    pub id: String,
-    /// The address it is reached at.
-    pub addr: IpAddr,
-    /// Its (signed) member metadata.
-    pub meta: BTreeMap<String, String>,
-}
+pub use crate::roster::Member;
 
-/// The other members.
-pub type MembersFn = Arc<dyn Fn() -> Vec<Member> + Send + Sync>;
 /// Sets (`Some`) or removes (`None`) an entry of this host's member
 /// metadata.
 pub type AdvertiseFn = Arc<dyn Fn(&str, Option<String>) + Send + Sync>;
@@ -104,7 +90,7 @@ pub struct Edge {
     attacher: Arc<Attacher>,
     alloc: Arc<Allocator>,
     hosts: HostsFn,
-    members: MembersFn,
+    roster: Arc<Roster>,
     isolation: Arc<Isolation>,
     liveness: Arc<Liveness>,
     /// This host's addresses on networks, as in `host-addresses.json`.
@@ -141,7 +127,7 @@ pub struct EdgeParts {
     pub attacher: Arc<Attacher>,
     pub alloc: Arc<Allocator>,
     pub hosts: HostsFn,
-    pub members: MembersFn,
+    pub roster: Arc<Roster>,
     pub advertise: AdvertiseFn,
     /// This host's underlay interface as read at start.
     pub underlay_advert: Vec<underlay::Advert>,
@@ -173,7 +159,7 @@ impl Edge {
             attacher: p.attacher,
             alloc: p.alloc,
             hosts: p.hosts,
-            members: p.members,
+            roster: p.roster,
             isolation: p.isolation,
             liveness: p.liveness,
             addresses: Mutex::new(addresses),
@@ -306,6 +292,8 @@ impl Edge {
             self.services.ch.health.subscribe(),
             self.channels.settings.subscribe(),
             self.carried.subscribe(),
+            self.liveness.subscribe(),
+            self.roster.subscribe(),
         ];
         crate::reconcile::follow(self, channels, TICK);
     }
@@ -581,7 +569,7 @@ impl Edge {
 
     async fn allocate(&self, net: &NetworkDef) -> Result<Ipv4Addr, crate::error::ApiError> {
         let hosts = (self.hosts)();
-        Ok(self.alloc.allocate(net, None, &hosts).await?)
+        Ok(self.alloc.allocate(net, None, &*hosts).await?)
     }
 
     /// The devices and the endpoint record of one host address.
@@ -776,5 +764,21 @@ pub fn cleanup(prefix: &str) -> anyhow::Result<()> {
 impl crate::reconcile::Reconciler for Edge {
     async fn reconcile(self: Arc<Self>) {
         Edge::reconcile(&self).await;
+    }
+
+    /// A floating IP given to this host is answered for after the
+    /// handover wait; one found in use is probed again after its backoff.
+    fn next_wake(&self) -> Option<Instant> {
+        let handover = self
+            .handover
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .next_due();
+        let retry = self
+            .refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .next_retry();
+        handover.into_iter().chain(retry).min()
     }
 }

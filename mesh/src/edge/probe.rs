@@ -127,6 +127,11 @@ pub struct Refusals {
 }
 
 impl Refusals {
+    /// When the earliest refused address may be probed again.
+    pub fn next_retry(&self) -> Option<Instant> {
+        self.by_addr.values().map(|r| r.retry_at).min()
+    }
+
     /// Whether `addr` may be probed (again) now.
     pub fn due(&self, addr: Ipv4Addr, now: Instant) -> bool {
         self.by_addr.get(&addr).is_none_or(|r| now >= r.retry_at)

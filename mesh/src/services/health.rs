@@ -18,7 +18,12 @@ use crate::records as rec;
 
 /// Failed checks in a row before a target leaves the rotation.
 pub const FAILS_TO_FAIL: u32 = 2;
+/// How finely checks are timed; a wake-up with nothing due costs a few
+/// version compares.
 const TICK: Duration = Duration::from_millis(250);
+/// Which checks this host runs is worked out again when a record or a
+/// verdict it depends on changes, and at least this often.
+const RECOMPUTE: Duration = Duration::from_secs(5);
 
 type Check = (String, Ipv4Addr, u16);
 
@@ -66,11 +71,37 @@ impl Services {
 
     pub(crate) async fn health_forever(self: Arc<Self>) {
         let mut state: BTreeMap<Check, CheckState> = BTreeMap::new();
+        let mut inputs = [
+            self.ch.services.subscribe(),
+            self.ch.labels.subscribe(),
+            self.channels.endpoints.subscribe(),
+            self.liveness.subscribe(),
+        ];
+        let mut checks = BTreeMap::new();
+        let mut computed: Option<Instant> = None;
         loop {
             tokio::time::sleep(TICK).await;
-            let checks = self.my_checks();
-            state.retain(|c, _| checks.contains_key(c));
-            self.drop_stale_health(&checks);
+            let mut changed = false;
+            for rx in &mut inputs {
+                changed |= rx.has_changed().unwrap_or(false);
+                rx.borrow_and_update();
+            }
+            if changed || computed.is_none_or(|t| t.elapsed() >= RECOMPUTE) {
+                checks = self.my_checks();
+                state.retain(|c, _| checks.contains_key(c));
+                self.drop_stale_health(&checks);
+                computed = Some(Instant::now());
+            }
+            let now = Instant::now();
+            let due = |c: &Check| {
+                state
+                    .get(c)
+                    .and_then(|st: &CheckState| st.next)
+                    .is_none_or(|t| t <= now)
+            };
+            if !checks.keys().any(due) {
+                continue;
+            }
             let netns: BTreeMap<(String, Ipv4Addr), PathBuf> = self
                 .attacher
                 .records()
@@ -82,7 +113,6 @@ impl Services {
                     ))
                 })
                 .collect();
-            let now = Instant::now();
             let mut probes = Vec::new();
             for (check, every) in &checks {
                 let st = state.entry(check.clone()).or_default();

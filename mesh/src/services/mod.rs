@@ -70,8 +70,8 @@ impl From<SpecError> for ApiError {
     }
 }
 
-/// A snapshot of the mesh's hosts, taken when needed.
-pub type HostsFn = Arc<dyn Fn() -> HostSet + Send + Sync>;
+/// The mesh's hosts as last observed (`crate::roster`).
+pub type HostsFn = Arc<dyn Fn() -> Arc<HostSet> + Send + Sync>;
 
 pub struct Services {
     me: PeerId,
@@ -188,7 +188,7 @@ impl Services {
             None => None,
         };
         let hosts = (self.hosts)();
-        let vip = self.alloc.allocate(net, want, &hosts).await?;
+        let vip = self.alloc.allocate(net, want, &*hosts).await?;
         let def = ServiceDef {
             network: net.id.clone(),
             name: req.name.clone(),

@@ -1,7 +1,9 @@
 //! Keeps this host's part of every service in line with the records: the
 //! rules in each local container's namespace, the labels this host
 //! publishes, the VIPs' address claims. Runs on every change of the
-//! records it reads, and every 250 ms (hosts going up or down change no record).
+//! records it reads and of the failure detector's verdicts (hosts going
+//! up, down or silent change no record), and every second (a lost
+//! endpoint record is written again on its own backoff).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -15,7 +17,7 @@ use super::targets::{self, Facts};
 use super::Services;
 use crate::records::{self as rec};
 
-const TICK: Duration = Duration::from_millis(250);
+const TICK: Duration = Duration::from_secs(1);
 /// Counters are read (one `nft` per namespace) at most this often.
 const COUNTER_READ: Duration = Duration::from_secs(2);
 
@@ -55,6 +57,7 @@ impl Services {
             self.ch.health.subscribe(),
             self.channels.endpoints.subscribe(),
             self.channels.networks.subscribe(),
+            self.liveness.subscribe(),
         ];
         tokio::spawn(self.clone().health_forever());
         crate::reconcile::follow(self, channels, TICK);

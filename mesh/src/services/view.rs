@@ -22,7 +22,7 @@ pub struct Snapshot {
     pub labels: BTreeMap<String, LabelRecord>,
     pub health: BTreeMap<String, HealthRecord>,
     pub live_hosts: BTreeSet<String>,
-    pub hosts: HostSet,
+    pub hosts: std::sync::Arc<HostSet>,
 }
 
 impl Snapshot {
