@@ -5,7 +5,7 @@
 
 use mesh::dns::wire::Transport;
 use mesh::dns::{RecordSource, Resolver};
-use mesh::records::{EndpointRecord, NetworkDef};
+use mesh_model::records::{EndpointRecord, NetworkDef};
 use std::sync::{Arc, OnceLock};
 
 struct Fixed;

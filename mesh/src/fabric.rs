@@ -12,12 +12,12 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::dns::Resolver;
-use crate::ipam;
 use crate::netdev::Netlink;
 use crate::netsecret::HostKey;
-use crate::networks;
 use crate::peers::NetworkScope;
-use crate::records::NetworkDef;
+use mesh_model::ipam;
+use mesh_model::networks;
+use mesh_model::records::NetworkDef;
 
 /// The networks carried here now. Held under the daemon's lock that
 /// serialises every change to this host's devices.

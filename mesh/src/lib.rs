@@ -8,12 +8,7 @@
 /// The local API types live in the `mesh-api` crate, shared with every client.
 pub use mesh_api as api;
 
-// Replicated state and the rules over it (no I/O).
-pub mod hosts;
-pub mod ipam;
-pub mod networks;
-pub mod records;
-pub mod validate;
+// The API's read views over replicated state.
 pub mod views;
 
 // How the parts reach the kernel (the only module that spawns nft, ip,
@@ -24,6 +19,7 @@ pub mod reconcile;
 // The parts of the daemon, each over its own state.
 pub mod alloc;
 pub mod attach;
+pub mod carried;
 pub mod dns;
 pub mod edge;
 pub mod fabric;

@@ -6,10 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use crate::api;
-use crate::hosts::{short_id, HostSet, Members};
-use crate::ipam;
-use crate::networks;
-use crate::records::{self, EndpointRecord, NetworkDef, NetworkSettings, RangeEntry};
+use mesh_model::hosts::{short_id, HostSet, Members};
+use mesh_model::ipam;
+use mesh_model::networks;
+use mesh_model::records::{self, EndpointRecord, NetworkDef, NetworkSettings, RangeEntry};
 
 /// One peer as `meshctl status` shows it.
 /// `data_address` is the endpoint the control plane gave; the one in use
@@ -156,7 +156,7 @@ pub fn ipam(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hosts::Host;
+    use mesh_model::hosts::Host;
 
     fn hosts() -> HostSet {
         let h = |id: &str, name: &str, up| Host {

@@ -4,7 +4,8 @@
 use crate::api::{self, PeerStatus, StatusResponse};
 
 use super::Daemon;
-use crate::{records, views};
+use crate::views;
+use mesh_model::records;
 
 impl Daemon {
     pub fn status(&self) -> StatusResponse {

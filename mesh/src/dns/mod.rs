@@ -36,7 +36,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinHandle;
 use tracing::debug;
 
-use crate::records::{EndpointRecord, NetworkDef};
+use mesh_model::records::{EndpointRecord, NetworkDef};
 use snapshot::Snapshots;
 use upstream::Upstreams;
 use wire::Transport;

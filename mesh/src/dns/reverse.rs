@@ -12,7 +12,7 @@ use std::net::IpAddr;
 
 use super::snapshot::Snapshots;
 use super::zone::{self, LocalAnswer, NS_LABEL, RECORD_TTL};
-use crate::records::NetworkDef;
+use mesh_model::records::NetworkDef;
 
 /// The address prefix a reverse name spells: `(address, prefix length)`,
 /// or None for names outside `in-addr.arpa.`/`ip6.arpa.`.

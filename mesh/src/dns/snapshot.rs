@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::RecordSource;
-use crate::records::{EndpointRecord, NetworkDef};
+use mesh_model::records::{EndpointRecord, NetworkDef};
 
 /// How stale an answer may be, beyond what the TTL already allows.
 pub const MAX_AGE: Duration = Duration::from_millis(100);

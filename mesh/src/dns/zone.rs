@@ -10,8 +10,8 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use super::snapshot::Snapshots;
-use crate::ipam;
-use crate::records::{EndpointRecord, NetworkDef};
+use mesh_model::ipam;
+use mesh_model::records::{EndpointRecord, NetworkDef};
 
 /// TTL of our own records: short, since containers come and go.
 pub const RECORD_TTL: u32 = 5;

@@ -26,7 +26,6 @@ pub mod fip;
 pub mod hostaddr;
 pub mod ops;
 pub mod probe;
-pub mod records;
 pub mod table;
 pub mod underlay;
 
@@ -38,16 +37,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
-use self::records::{Fip, FipBindingRecord, FipPool, FipRecord, HOST_ADDRESS_MARK};
 use crate::alloc::Allocator;
 use crate::attach::Attacher;
 use crate::isolation::{EdgeOpenings, Isolation};
 use crate::liveness::{Liveness, STALE_AFTER};
 use crate::netdev::{format_mac, Netlink};
-use crate::networks;
-use crate::records::{self as rec, Channels, EndpointRecord, NetworkDef, Records};
 use crate::services::{HostsFn, Services};
 use crate::state::{HostAddressState, StateDir};
+use mesh_model::edge::{Fip, FipBindingRecord, FipPool, FipRecord, HOST_ADDRESS_MARK};
+use mesh_model::networks;
+use mesh_model::records::{self as rec, Channels, EndpointRecord, NetworkDef, Records};
 
 const TICK: Duration = Duration::from_millis(250);
 /// A holder keeps a floating IP only while it heard, within this window,
@@ -119,7 +118,7 @@ pub struct Edge {
     /// Where this host's operator permits floating IPs (`fip_pools`).
     fip_permits: Vec<ipnet::Ipv4Net>,
     /// The networks this host carries.
-    carried: crate::networks::landing::Carried,
+    carried: crate::carried::Carried,
     /// Serialises reconciling and the API operations.
     ops: tokio::sync::Mutex<()>,
 }
@@ -149,7 +148,7 @@ pub struct EdgeParts {
     pub liveness: Arc<Liveness>,
     /// `fip_pools` from meshd.toml.
     pub fip_permits: Vec<ipnet::Ipv4Net>,
-    pub carried: crate::networks::landing::Carried,
+    pub carried: crate::carried::Carried,
 }
 
 impl Edge {

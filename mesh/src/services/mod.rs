@@ -12,8 +12,6 @@
 
 pub mod health;
 pub mod lb;
-pub mod records;
-pub mod spec;
 pub mod sync;
 pub mod targets;
 pub mod view;
@@ -25,15 +23,15 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tracing::info;
 
-use self::records::{ExplicitTarget, LabelRecord, ServiceChannels, ServiceDef};
-use self::spec::SpecError;
 use crate::alloc::Allocator;
 use crate::api::{self, Attachment};
 use crate::attach::Attacher;
 use crate::error::ApiError;
-use crate::hosts::HostSet;
 use crate::liveness::Liveness;
-use crate::records::{self as rec, Channels, EndpointRecord, NetworkDef};
+use mesh_model::hosts::HostSet;
+use mesh_model::records::{self as rec, Channels, EndpointRecord, NetworkDef};
+use mesh_model::services::{self as records, spec};
+use mesh_model::services::{ExplicitTarget, LabelRecord, ServiceChannels, ServiceDef};
 
 /// What DNS answers for the services of `network`: `NAME` → its VIPs (A
 /// and AAAA), as records the DNS server already serves; `host` is the
@@ -62,12 +60,6 @@ pub fn is_vip_claim(e: &EndpointRecord) -> bool {
         && e.version
             .as_deref()
             .is_some_and(|v| v.starts_with(VIP_MARK))
-}
-
-impl From<SpecError> for ApiError {
-    fn from(e: SpecError) -> ApiError {
-        ApiError::BadRequest(e.0)
-    }
 }
 
 /// A snapshot of the mesh's hosts, taken when needed.
@@ -181,7 +173,7 @@ impl Services {
         }
         let want = match req.ip.as_deref() {
             Some(t) => Some(
-                crate::networks::parse_member_address(t, net)
+                mesh_model::networks::parse_member_address(t, net)
                     .map_err(ApiError::bad)?
                     .0,
             ),
