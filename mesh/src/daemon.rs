@@ -32,7 +32,6 @@ use crate::resolvconf::NetnsEtc;
 use crate::services::Services;
 use crate::state::{AttachmentStore, StateDir};
 use crate::traffic::Traffic;
-use crate::views;
 use mesh_model::edge::{BINDINGS_CHANNEL, FIPS_CHANNEL, POOLS_CHANNEL};
 use mesh_model::hosts::{HostSet, LookupError, Scope};
 use mesh_model::networks::{self, DefinitionError};
@@ -40,6 +39,7 @@ use mesh_model::records::{self, Channels, EndpointRecord, NetworkDef, Records, R
 use mesh_model::services::{ServiceChannels, HEALTH_CHANNEL, LABELS_CHANNEL, SERVICES_CHANNEL};
 use mesh_model::traffic::{TrafficChannels, POLICY_CHANNEL, QOS_CHANNEL};
 use mesh_model::validate::Guards;
+use mesh_model::views;
 
 mod cleanup;
 mod landing;

@@ -8,9 +8,6 @@
 /// The local API types live in the `mesh-api` crate, shared with every client.
 pub use mesh_api as api;
 
-// The API's read views over replicated state.
-pub mod views;
-
 // How the parts reach the kernel (the only module that spawns nft, ip,
 // tc or bridge) and the one loop that keeps it in line with the records.
 pub mod kernel;

@@ -21,7 +21,8 @@
 //!   checks of a new definition, and where a network lands
 //!   ([`networks::landing`]);
 //! - [`hosts`]: the hosts of the mesh at one moment, and resolving an
-//!   operator's name or id prefix to one.
+//!   operator's name or id prefix to one;
+//! - [`views`]: the API's read views of networks, names and the ring.
 //!
 //! Each area returns its own error type ([`networks::NetworkError`],
 //! [`networks::DefinitionError`], [`networks::landing::Refusal`],
@@ -38,3 +39,4 @@ pub mod records;
 pub mod services;
 pub mod traffic;
 pub mod validate;
+pub mod views;
