@@ -11,10 +11,10 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::dns::Resolver;
 use crate::netdev::Netlink;
 use crate::netsecret::HostKey;
 use crate::peers::NetworkScope;
+use mesh_dns::Resolver;
 use mesh_model::ipam;
 use mesh_model::networks;
 use mesh_model::records::NetworkDef;
@@ -143,7 +143,7 @@ impl Fabric {
         let mut tasks = Vec::new();
         for addr in [IpAddr::V4(svc), IpAddr::V6(def.ipv6_for(svc))] {
             tasks.extend(
-                crate::dns::serve_on(self.resolver.clone(), &def.id, addr, &bridge)
+                mesh_dns::serve_on(self.resolver.clone(), &def.id, addr, &bridge)
                     .with_context(|| format!("binding DNS on {addr}:53 ({bridge})"))?,
             );
         }

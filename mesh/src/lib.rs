@@ -17,7 +17,6 @@ pub mod reconcile;
 pub mod alloc;
 pub mod attach;
 pub mod carried;
-pub mod dns;
 pub mod edge;
 pub mod fabric;
 pub mod isolation;

@@ -80,11 +80,11 @@ impl Snapshots {
 
 #[cfg(test)]
 mod tests {
-    use super::super::zone::tests::{fixed, rec};
     use super::*;
+    use crate::zone::tests::{fixed, rec};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    struct Counting(super::super::zone::tests::Fixed, AtomicUsize);
+    struct Counting(crate::zone::tests::Fixed, AtomicUsize);
     impl RecordSource for Counting {
         fn records(&self, network: &str) -> Vec<EndpointRecord> {
             self.1.fetch_add(1, Ordering::SeqCst);

@@ -232,7 +232,7 @@ pub fn apex_answer(apex: &Name, network: &str, qtype: RecordType) -> LocalAnswer
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::dns::RecordSource;
+    use crate::RecordSource;
     use std::collections::BTreeMap;
     use std::sync::Arc;
 

@@ -174,8 +174,8 @@ pub fn answer(
 
 #[cfg(test)]
 mod tests {
-    use super::super::zone::tests::{blue, exact, fixed, rec, Fixed};
     use super::*;
+    use crate::zone::tests::{blue, exact, fixed, rec, Fixed};
     use hickory_proto::op::ResponseCode;
 
     fn n(s: &str) -> Name {
