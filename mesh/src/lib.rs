@@ -1,7 +1,15 @@
 //! `meshd`, the mesh daemon, as a library: the binary is a thin `main`.
 //! The local API's types come from `mesh-api` (re-exported as [`api`]).
-//! Modules depend downwards only: the rules over replicated state know
-//! nothing of the parts, the parts nothing of [`daemon`], which wires them.
+//! What is replicated and the rules over it (record types, channel names,
+//! admission guards, IPAM, the network and host model, the API's read
+//! views) are the `mesh-model` crate, which does no I/O; the DNS server is
+//! the `mesh-dns` crate, fed through its `RecordSource` (see
+//! [`daemon`]). This crate does the I/O: it programs the kernel, keeps it
+//! in line with the records, and serves the API.
+//!
+//! Modules depend downwards only: `mesh-model` knows nothing of the parts,
+//! the parts nothing of [`daemon`], which wires them; only the API side
+//! ([`error`], [`server`]) turns the model's errors into HTTP answers.
 //! `docs/architecture.md` draws these layers, the packet path and the
 //! control path.
 
