@@ -23,6 +23,8 @@
 //! one over its replicated channels and starts the servers with
 //! [`serve_on`] on each network's bridge.
 
+#![warn(unreachable_pub)]
+
 pub mod cache;
 pub mod reverse;
 pub mod snapshot;

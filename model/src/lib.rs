@@ -31,6 +31,8 @@
 //! [`gossip::LwwMap::guarded`] wants. Only `meshd`'s API server turns
 //! them into HTTP answers.
 
+#![warn(unreachable_pub)]
+
 pub mod edge;
 pub mod hosts;
 pub mod ipam;
