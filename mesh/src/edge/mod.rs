@@ -1,6 +1,7 @@
 //! The edge of the mesh: how traffic gets in and out.
 //!
-//! - [`records`]: what is replicated (pools, floating IPs),
+//! - what is replicated (pools, floating IPs) is [`mesh_model::edge`],
+//!   and its guards are in [`mesh_model::validate`],
 //! - [`fip`]: who holds a floating IP and what may be associated (pure),
 //! - [`hostaddr`]: this host's own address on a network (a veth on the
 //!   bridge), and containers' default routes through it,

@@ -1,7 +1,8 @@
 //! Services: a VIP and a DNS name in front of a fleet of targets.
 //!
-//! - [`records`]: what is replicated (definitions, container labels, health),
-//! - [`spec`]: parsing and checking user input,
+//! - what is replicated (definitions, container labels, health) is
+//!   [`mesh_model::services`], and parsing and checking user input
+//!   [`mesh_model::services::spec`],
 //! - [`targets`]: who the targets are and which are in rotation (pure),
 //! - [`lb`]: the nftables rules in client namespaces, and applying them,
 //! - [`sync`]: keeping every local container's rules in line with the records,

@@ -1,8 +1,9 @@
 //! Traffic control: network policy (who may reach whom on a `deny`
 //! network) and QoS (rate and ceiling per container interface).
 //!
-//! - `mesh_model::traffic`: the channels, and checking user and peer
-//!   input ([`spec`]),
+//! - what is replicated (the channels, their keys) is
+//!   [`mesh_model::traffic`], and checking user and peer input
+//!   [`mesh_model::traffic::spec`],
 //! - [`policy`]: the policy table on this host,
 //! - [`tc`]: HTB on container interfaces,
 //! - [`delay`]: delay, jitter and loss, done by the data plane,
@@ -10,8 +11,7 @@
 //!   own MAC and addresses,
 //! - [`plan`]: from replicated records to what this host installs (pure).
 //!
-//! Rules and shaping are replicated (channels below, written by any
-//! member); every host installs its own part: the policy of the
+//! Rules and shaping are replicated (written by any member); every host installs its own part: the policy of the
 //! containers it delivers to, and the shaping of its containers.
 
 mod carried;
