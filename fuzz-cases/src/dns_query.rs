@@ -3,9 +3,9 @@
 //! truncation), with no upstreams (so names outside the mesh are refused
 //! without touching the network).
 
-use mesh::dns::wire::Transport;
-use mesh::dns::{RecordSource, Resolver};
-use mesh::records::{EndpointRecord, NetworkDef};
+use mesh_dns::wire::Transport;
+use mesh_dns::{RecordSource, Resolver};
+use mesh_model::records::{EndpointRecord, NetworkDef};
 use std::sync::{Arc, OnceLock};
 
 struct Fixed;

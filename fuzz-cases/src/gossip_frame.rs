@@ -1,13 +1,13 @@
 //! The control plane's decoders: every frame a peer can send (handshake and
 //! later messages), member records merged into a table, and channel payloads
 //! merged into the daemon's guarded channels (signature, stamp and
-//! ownership checks of `mesh::validate`).
+//! ownership checks of `mesh_model::validate`).
 
 use gossip::membership::{MemberRecord, MembershipTable};
 use gossip::wire::{self, Hello, HelloAck, HelloRecord, Message};
 use gossip::{Identity, Mergeable};
-use mesh::records::{EndpointRecord, NetworkDef, RangeEntry, RemovedPeer, SpaceRequest};
-use mesh::services::records::{HealthRecord, LabelRecord, ServiceDef};
+use mesh_model::records::{EndpointRecord, NetworkDef, RangeEntry, RemovedPeer, SpaceRequest};
+use mesh_model::services::{HealthRecord, LabelRecord, ServiceDef};
 
 fn table() -> MembershipTable {
     let id = Identity::from_seed([7; 32]).unwrap();
@@ -24,7 +24,7 @@ fn table() -> MembershipTable {
     MembershipTable::new(own)
 }
 
-fn merge_channel<V: mesh::records::Record>(guarded: gossip::LwwMap<String, V>, data: &[u8]) {
+fn merge_channel<V: mesh_model::records::Record>(guarded: gossip::LwwMap<String, V>, data: &[u8]) {
     if let Ok(remote) = gossip::LwwMap::<String, V>::decode(data) {
         let mut ours = guarded;
         ours.merge(&remote);
@@ -47,8 +47,8 @@ pub fn run(data: &[u8]) {
             let _ = t.digest();
         }
         Ok(Message::ChannelFull { data, .. }) | Ok(Message::ChannelDelta { data, .. }) => {
-            use mesh::validate::Guards;
-            let ch = mesh::validate::detached_channels();
+            use mesh_model::validate::Guards;
+            let ch = mesh_model::validate::detached_channels();
             merge_channel::<NetworkDef>(Guards::networks(), &data);
             merge_channel::<RemovedPeer>(Guards::removed(), &data);
             merge_channel::<EndpointRecord>(Guards::endpoints(ch.networks.clone()), &data);
@@ -64,7 +64,10 @@ pub fn run(data: &[u8]) {
         _ => {}
     }
     // Channel payloads straight from the input too.
-    let ch = mesh::validate::detached_channels();
-    merge_channel::<RangeEntry>(mesh::validate::Guards::ring(ch.networks, ch.removed), data);
-    let _ = mesh::hosts::short_id(&String::from_utf8_lossy(data));
+    let ch = mesh_model::validate::detached_channels();
+    merge_channel::<RangeEntry>(
+        mesh_model::validate::Guards::ring(ch.networks, ch.removed),
+        data,
+    );
+    let _ = mesh_model::hosts::short_id(&String::from_utf8_lossy(data));
 }

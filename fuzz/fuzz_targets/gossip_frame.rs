@@ -1,7 +1,7 @@
 //! The control plane's decoders: every frame a peer can send (handshake and
 //! later messages), member records merged into a table, and channel payloads
 //! merged into the daemon's guarded channels (signature, stamp and
-//! ownership checks of `mesh::validate`).
+//! ownership checks of `mesh_model::validate`).
 //! (The body is `mesh_fuzz_cases::gossip_frame`, which CI replays the corpus through.)
 #![no_main]
 

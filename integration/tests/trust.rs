@@ -17,9 +17,9 @@
 
 use integration::member::RawMember;
 use integration::{is_root, unique_prefix, wait_for, Lab};
-use mesh::records::{EndpointRecord, NetworkDef, ENDPOINTS_CHANNEL, NETWORKS_CHANNEL};
-use mesh::services::records::{LabelRecord, LABELS_CHANNEL};
 use mesh_api::{DnsRecord, Fip, StatusResponse};
+use mesh_model::records::{EndpointRecord, NetworkDef, ENDPOINTS_CHANNEL, NETWORKS_CHANNEL};
+use mesh_model::services::{LabelRecord, LABELS_CHANNEL};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -205,7 +205,7 @@ fn members_slips_and_strangers_cannot_capture_hosts_or_remove_protection() {
         let def = |id: &str, subnet: &str| NetworkDef {
             id: id.into(),
             subnet: subnet.parse().unwrap(),
-            subnet6: mesh::networks::derive_ula(id),
+            subnet6: mesh_model::networks::derive_ula(id),
             created_by: me.clone(),
             labels: Default::default(),
             hosts: vec![],
@@ -258,7 +258,7 @@ fn members_slips_and_strangers_cannot_capture_hosts_or_remove_protection() {
     // The member deletes db's records again and again while other tries
     // to reach it: db's host writes them back (waiting longer each time),
     // so they are missing most of the time, and db stays closed anyway.
-    let key = mesh::records::endpoint_key("deny", db_ip.parse().unwrap());
+    let key = mesh_model::records::endpoint_key("deny", db_ip.parse().unwrap());
     let delete = move |node: &gossip::Node| {
         let eps = node.channel(
             ENDPOINTS_CHANNEL,

@@ -2,7 +2,7 @@
 //! ring and request channels and this host's allocations, asks an owner for
 //! space when ours is full, answers such requests, and inherits the ranges
 //! of hosts removed for good. The rules are plain functions in
-//! [`crate::ipam`]; who is up and what hosts are called comes from a
+//! [`mesh_model::ipam`]; who is up and what hosts are called comes from a
 //! [`Members`].
 
 use gossip::PeerId;
@@ -13,9 +13,9 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use crate::error::ApiError;
-use crate::hosts::Members;
-use crate::ipam;
-use crate::records::{
+use mesh_model::hosts::Members;
+use mesh_model::ipam;
+use mesh_model::records::{
     self, Channels, EndpointRecord, NetworkDef, RangeEntry, Records, RemovedPeer, SpaceRequest,
     Want,
 };
@@ -352,7 +352,7 @@ fn fallback_heir(members: &dyn Members, gone: &BTreeSet<String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hosts::{Host, HostSet};
+    use mesh_model::hosts::{Host, HostSet};
     use std::sync::Arc;
 
     fn id(n: u8) -> PeerId {
@@ -363,7 +363,7 @@ mod tests {
         NetworkDef {
             id: "blue".into(),
             subnet: "10.40.0.0/29".parse().unwrap(),
-            subnet6: crate::networks::derive_ula("blue"),
+            subnet6: mesh_model::networks::derive_ula("blue"),
             created_by: id(1).to_hex(),
             labels: BTreeMap::new(),
             hosts: vec![],

@@ -17,12 +17,12 @@ use tracing::{info, warn};
 use crate::alloc::Allocator;
 use crate::api::{self, Attachment};
 use crate::error::ApiError;
-use crate::hosts::Members;
 use crate::netdev::{format_mac, hostname_of, in_netns, Netlink, NetnsTarget};
-use crate::networks;
-use crate::records::{self, EndpointRecord, NetworkDef, Records};
 use crate::resolvconf::NetnsEtc;
 use crate::state::{AttachmentRecord, AttachmentStore};
+use mesh_model::hosts::Members;
+use mesh_model::networks;
+use mesh_model::records::{self, EndpointRecord, NetworkDef, Records};
 
 mod macvlan;
 mod reassert;
@@ -102,7 +102,7 @@ impl Attacher {
         req: &api::AttachRequest,
         members: &dyn Members,
     ) -> Result<Attachment, ApiError> {
-        crate::services::spec::check_labels(&req.labels)?;
+        mesh_model::services::spec::check_labels(&req.labels)?;
         let target = NetnsTarget::resolve(&req.target).map_err(|e| {
             if e.is_missing() {
                 ApiError::NotFound(e.to_string())
@@ -162,7 +162,7 @@ impl Attacher {
             Ok(mac) => mac,
             Err(e) => return Err(self.undo(&host_if, net, ip, &req.target, e).await),
         };
-        let dns = crate::ipam::service_address(net.subnet);
+        let dns = mesh_model::ipam::service_address(net.subnet);
         let attachment = Attachment {
             network: net.id.clone(),
             netns: target.path.display().to_string(),

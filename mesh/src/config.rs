@@ -279,11 +279,11 @@ impl Settings {
         let max_networks = flags
             .max_networks
             .or(file.max_networks)
-            .unwrap_or(crate::networks::landing::DEFAULT_MAX_NETWORKS);
+            .unwrap_or(mesh_model::networks::landing::DEFAULT_MAX_NETWORKS);
         if max_networks == 0 {
             bail!("max_networks must be at least 1");
         }
-        use crate::networks::landing::MAX_PREFIX6;
+        use mesh_model::networks::landing::MAX_PREFIX6;
         let global_ipv6 = flags_or_file(&flags.global_ipv6, file.global_ipv6);
         let fip_pools = flags_or_file(&flags.fip_pools, file.fip_pools);
         for p in &global_ipv6 {

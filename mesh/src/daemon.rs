@@ -18,28 +18,29 @@ use crate::alloc::Allocator;
 use crate::api;
 use crate::attach::Attacher;
 use crate::config::Settings;
-use crate::dns::{RecordSource, Resolver};
-use crate::edge::records::{BINDINGS_CHANNEL, FIPS_CHANNEL, POOLS_CHANNEL};
 use crate::edge::{Edge, EdgeParts};
 use crate::error::ApiError;
 use crate::fabric::{Fabric, Realized};
-use crate::hosts::{HostSet, LookupError, Scope};
 use crate::isolation;
 use crate::liveness::Liveness;
 use crate::netdev::Netlink;
 use crate::netsecret::{self, HostKey};
-use crate::networks::{self, DefinitionError};
 use crate::peers::{PeerTable, META_DATA_PORT};
-use crate::records::{self, Channels, EndpointRecord, NetworkDef, Records, RemovedPeer};
 use crate::reserve::Reservations;
 use crate::resolvconf::NetnsEtc;
 use crate::roster::Roster;
-use crate::services::records::{ServiceChannels, HEALTH_CHANNEL, LABELS_CHANNEL, SERVICES_CHANNEL};
 use crate::services::Services;
 use crate::state::{AttachmentStore, StateDir};
-use crate::traffic::{self, Traffic, TrafficChannels};
-use crate::validate::Guards;
-use crate::views;
+use crate::traffic::Traffic;
+use mesh_dns::{RecordSource, Resolver};
+use mesh_model::edge::{BINDINGS_CHANNEL, FIPS_CHANNEL, POOLS_CHANNEL};
+use mesh_model::hosts::{HostSet, LookupError, Scope};
+use mesh_model::networks::{self, DefinitionError};
+use mesh_model::records::{self, Channels, EndpointRecord, NetworkDef, Records, RemovedPeer};
+use mesh_model::services::{ServiceChannels, HEALTH_CHANNEL, LABELS_CHANNEL, SERVICES_CHANNEL};
+use mesh_model::traffic::{TrafficChannels, POLICY_CHANNEL, QOS_CHANNEL};
+use mesh_model::validate::Guards;
+use mesh_model::views;
 
 mod cleanup;
 mod landing;
@@ -71,7 +72,7 @@ pub struct Daemon {
     roster: Arc<Roster>,
     isolation: Arc<isolation::Isolation>,
     /// Which networks this host carries, and why not the others.
-    carried: networks::landing::Carried,
+    carried: crate::carried::Carried,
     /// Serialises every change to this host's devices: network set-up and
     /// teardown, and attaching (which needs the network's bridge to stay).
     devices: Mutex<Realized>,
@@ -108,7 +109,7 @@ impl RecordSource for MeshRecords {
 }
 
 /// Opens a replicated channel on `node` with its guarded state (see
-/// [`crate::validate`]), then merges its snapshot in (checked like any write).
+/// [`mesh_model::validate`]), then merges its snapshot in (checked like any write).
 fn open_channel<V: records::Record>(
     node: &Node,
     state: &StateDir,
@@ -252,18 +253,18 @@ impl Daemon {
             policies: open_channel(
                 &node,
                 &state,
-                traffic::POLICY_CHANNEL,
+                POLICY_CHANNEL,
                 Guards::policies(channels.networks.clone()),
             ),
             qos: open_channel(
                 &node,
                 &state,
-                traffic::QOS_CHANNEL,
+                QOS_CHANNEL,
                 Guards::qos(channels.networks.clone()),
             ),
         };
-        keep_snapshot(&state, traffic::POLICY_CHANNEL, &traffic_channels.policies);
-        keep_snapshot(&state, traffic::QOS_CHANNEL, &traffic_channels.qos);
+        keep_snapshot(&state, POLICY_CHANNEL, &traffic_channels.policies);
+        keep_snapshot(&state, QOS_CHANNEL, &traffic_channels.qos);
         let labels = service_channels.labels.clone();
         let roster = Arc::new(Roster::new(
             &node.id().to_hex(),
@@ -345,7 +346,7 @@ impl Daemon {
             )
         };
         let isolation = Arc::new(isolation::Isolation::new(&settings.link_prefix));
-        let carried = networks::landing::Carried::default();
+        let carried = crate::carried::Carried::default();
         let pools = open_channel(&node, &state, POOLS_CHANNEL, Guards::fip_pools());
         let fips = open_channel(&node, &state, FIPS_CHANNEL, Guards::fips(pools.clone()));
         keep_snapshot(&state, POOLS_CHANNEL, &pools);
@@ -593,7 +594,7 @@ impl Daemon {
             .iter()
             .filter_map(|(id, w)| {
                 let def = desired.get(id)?;
-                let svc = crate::ipam::service_address(def.subnet);
+                let svc = mesh_model::ipam::service_address(def.subnet);
                 Some(isolation::Bridge {
                     name: self.fabric.bridge_of(*w),
                     service4: svc,

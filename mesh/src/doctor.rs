@@ -20,7 +20,7 @@ pub const PROBE_INTERVAL: Duration = Duration::from_millis(20);
 
 /// No network MTU goes below IPv6's minimum link MTU (RFC 8200): advice
 /// to go lower would be refused.
-pub const MIN_NETWORK_MTU: u32 = crate::mtu::MIN_MTU;
+pub const MIN_NETWORK_MTU: u32 = mesh_model::networks::MIN_MTU;
 
 /// Puts this host's version into its member record's meta.
 pub fn advertise(meta: &mut BTreeMap<String, String>) {

@@ -1,12 +1,15 @@
 //! Errors of the local API. Each variant is answered with an
 //! [`ErrorKind`] (and so an HTTP status) next to its message, so clients
-//! branch on the kind, never on the text.
+//! branch on the kind, never on the text. The model's errors (see
+//! `mesh_model`) become API errors here, and only here.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use crate::api::{ErrorBody, ErrorKind};
+use mesh_model::networks::NetworkError;
+use mesh_model::services::spec::SpecError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -32,8 +35,8 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn bad(e: anyhow::Error) -> ApiError {
-        ApiError::BadRequest(format!("{e:#}"))
+    pub fn bad(e: impl Into<anyhow::Error>) -> ApiError {
+        ApiError::BadRequest(format!("{:#}", e.into()))
     }
 
     /// The standard answer for an unknown network id.
@@ -57,6 +60,20 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         StatusCode::from_u16(self.kind().status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+}
+
+/// A service or traffic request that does not check out.
+impl From<SpecError> for ApiError {
+    fn from(e: SpecError) -> ApiError {
+        ApiError::BadRequest(e.0)
+    }
+}
+
+/// A network id, address, subnet, interface name or MTU refused.
+impl From<NetworkError> for ApiError {
+    fn from(e: NetworkError) -> ApiError {
+        ApiError::BadRequest(e.0)
     }
 }
 

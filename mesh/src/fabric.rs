@@ -11,13 +11,13 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::dns::Resolver;
-use crate::ipam;
 use crate::netdev::Netlink;
 use crate::netsecret::HostKey;
-use crate::networks;
 use crate::peers::NetworkScope;
-use crate::records::NetworkDef;
+use mesh_dns::Resolver;
+use mesh_model::ipam;
+use mesh_model::networks;
+use mesh_model::records::NetworkDef;
 
 /// The networks carried here now. Held under the daemon's lock that
 /// serialises every change to this host's devices.
@@ -143,7 +143,7 @@ impl Fabric {
         let mut tasks = Vec::new();
         for addr in [IpAddr::V4(svc), IpAddr::V6(def.ipv6_for(svc))] {
             tasks.extend(
-                crate::dns::serve_on(self.resolver.clone(), &def.id, addr, &bridge)
+                mesh_dns::serve_on(self.resolver.clone(), &def.id, addr, &bridge)
                     .with_context(|| format!("binding DNS on {addr}:53 ({bridge})"))?,
             );
         }

@@ -1,20 +1,20 @@
 //! `meshd`, the mesh daemon, as a library: the binary is a thin `main`.
 //! The local API's types come from `mesh-api` (re-exported as [`api`]).
-//! Modules depend downwards only: the rules over replicated state know
-//! nothing of the parts, the parts nothing of [`daemon`], which wires them.
+//! What is replicated and the rules over it (record types, channel names,
+//! admission guards, IPAM, the network and host model, the API's read
+//! views) are the `mesh-model` crate, which does no I/O; the DNS server is
+//! the `mesh-dns` crate, fed through its `RecordSource` (see
+//! [`daemon`]). This crate does the I/O: it programs the kernel, keeps it
+//! in line with the records, and serves the API.
+//!
+//! Modules depend downwards only: `mesh-model` knows nothing of the parts,
+//! the parts nothing of [`daemon`], which wires them; only the API side
+//! ([`error`], [`server`]) turns the model's errors into HTTP answers.
 //! `docs/architecture.md` draws these layers, the packet path and the
 //! control path.
 
 /// The local API types live in the `mesh-api` crate, shared with every client.
 pub use mesh_api as api;
-
-// Replicated state and the rules over it (no I/O).
-pub mod hosts;
-pub mod ipam;
-pub mod networks;
-pub mod records;
-pub mod validate;
-pub mod views;
 
 // How the parts reach the kernel (the only module that spawns nft, ip,
 // tc or bridge) and the one loop that keeps it in line with the records.
@@ -24,7 +24,7 @@ pub mod reconcile;
 // The parts of the daemon, each over its own state.
 pub mod alloc;
 pub mod attach;
-pub mod dns;
+pub mod carried;
 pub mod edge;
 pub mod fabric;
 pub mod isolation;

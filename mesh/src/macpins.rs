@@ -16,9 +16,9 @@ use tracing::{debug, warn};
 
 use crate::attach::Attacher;
 use crate::netdev::parse_mac;
-use crate::networks;
 use crate::peers::PeerTable;
-use crate::records::{self, Channels, EndpointRecord, MACVLAN_MARK};
+use mesh_model::networks;
+use mesh_model::records::{self, Channels, EndpointRecord, MACVLAN_MARK};
 
 /// What a computation left out, for the log.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

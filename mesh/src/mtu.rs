@@ -17,29 +17,14 @@ use std::sync::Mutex;
 use dataplane::IpVersion;
 
 use crate::kernel::interfaces;
-use crate::networks;
-use crate::records::{NetworkSettings, Records};
+use mesh_model::networks::{self, MAX_MTU, MIN_MTU};
+use mesh_model::records::{NetworkSettings, Records};
 
 pub const META_UNDERLAY_MTU: &str = "underlay_mtu";
-/// IPv6's minimum link MTU (RFC 8200), below which Linux drops IPv6.
-pub const MIN_MTU: u32 = 1280;
-/// Jumbo frames; the data plane carries frames up to 9216 + 32 bytes.
-pub const MAX_MTU: u32 = 9000;
 /// Assumed for a host that advertises nothing (versions before this one
 /// assumed it of every host).
 pub const ASSUMED_UNDERLAY_MTU: u32 = 1500;
 const UDP_HEADER_LEN: u32 = 8;
-
-/// An explicit network MTU the API accepts.
-pub fn validate(mtu: u32) -> Result<(), String> {
-    if (MIN_MTU..=MAX_MTU).contains(&mtu) {
-        Ok(())
-    } else {
-        Err(format!(
-            "mtu {mtu} is outside {MIN_MTU}-{MAX_MTU} (IPv6 needs at least {MIN_MTU})"
-        ))
-    }
-}
 
 /// The MTU of the interface holding `ip`; for an unspecified address the
 /// smallest MTU of the up, non-loopback interfaces with an address of that
@@ -114,19 +99,19 @@ impl Mtus {
 
     /// The interface MTU of network `id`.
     pub fn of(&self, id: &str) -> u32 {
-        crate::records::get(&self.settings, id)
+        mesh_model::records::get(&self.settings, id)
             .and_then(|s| s.mtu)
             .unwrap_or_else(|| self.default_mtu())
     }
 
     /// Whether network `id` has an MTU of its own.
     pub fn is_set(&self, id: &str) -> bool {
-        crate::records::get(&self.settings, id).is_some_and(|s| s.mtu.is_some())
+        mesh_model::records::get(&self.settings, id).is_some_and(|s| s.mtu.is_some())
     }
 
     /// The MTU of the network with wire id `wire` (default if unknown).
     pub fn of_wire(&self, wire: u32) -> u32 {
-        crate::records::live(&self.settings)
+        mesh_model::records::live(&self.settings)
             .iter()
             .find(|(id, _)| networks::wire_id(id) == wire)
             .and_then(|(_, s)| s.mtu)
@@ -205,12 +190,6 @@ mod tests {
         let m = mtus(1500);
         assert_eq!(m.path_cap(1300), 1272);
         assert_eq!(m.path_cap(9000), 1472);
-    }
-
-    #[test]
-    fn validate_bounds() {
-        assert!(validate(1280).is_ok() && validate(9000).is_ok() && validate(1422).is_ok());
-        assert!(validate(1279).is_err() && validate(9001).is_err() && validate(0).is_err());
     }
 
     #[test]

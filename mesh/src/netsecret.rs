@@ -113,10 +113,10 @@ pub enum SealError {
 pub fn seal_to_members(
     network: &str,
     members: &[String],
-    hosts: &crate::hosts::HostSet,
+    hosts: &mesh_model::hosts::HostSet,
     own: &HostKey,
 ) -> Result<std::collections::BTreeMap<String, String>, SealError> {
-    use crate::hosts::Members;
+    use mesh_model::hosts::Members;
     let mut out = std::collections::BTreeMap::new();
     if members.is_empty() {
         return Ok(out);

@@ -11,10 +11,10 @@ use tokio::sync::Mutex;
 use crate::alloc::Allocator;
 use crate::api;
 use crate::error::ApiError;
-use crate::hosts::Members;
-use crate::networks;
-use crate::records::{self, EndpointRecord, NetworkDef, Records};
 use crate::state::{Reservation, StateDir};
+use mesh_model::hosts::Members;
+use mesh_model::networks;
+use mesh_model::records::{self, EndpointRecord, NetworkDef, Records};
 
 pub struct Reservations {
     state: StateDir,

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
-use crate::hosts::HostSet;
+use mesh_model::hosts::HostSet;
 
 /// A member as the edge needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]

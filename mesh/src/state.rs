@@ -15,7 +15,7 @@ use std::sync::{Mutex, MutexGuard};
 use tracing::warn;
 
 use crate::api::Attachment;
-use crate::records::{parse_ipv4, BadAddress};
+use mesh_model::records::{parse_ipv4, BadAddress};
 
 /// A container attachment made by this host, with what is needed to find
 /// it again after a restart.

@@ -11,7 +11,7 @@
 //! (no mesh DNS server, no service VIPs) unless also attached in bridge mode.
 
 use super::*;
-use crate::records::MACVLAN_MARK;
+use mesh_model::records::MACVLAN_MARK;
 
 /// Whether an attachment is a macvlan one (it has no host end).
 pub fn is_macvlan(rec: &AttachmentRecord) -> bool {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 use super::{is_macvlan, Attacher};
-use crate::records::{self, NetworkDef, MACVLAN_MARK};
+use mesh_model::records::{self, NetworkDef, MACVLAN_MARK};
 
 const FIRST_WAIT: Duration = Duration::from_secs(1);
 const LONGEST_WAIT: Duration = Duration::from_secs(300);

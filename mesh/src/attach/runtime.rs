@@ -13,9 +13,9 @@ use super::Attacher;
 use crate::api::Attachment;
 use crate::error::ApiError;
 use crate::netdev::{format_mac, NetnsTarget};
-use crate::networks;
-use crate::records::NetworkDef;
 use crate::state::AttachmentRecord;
+use mesh_model::networks;
+use mesh_model::records::NetworkDef;
 
 /// A veth made for a runtime: the host end on the bridge, the other end
 /// still in meshd's namespace for the runtime to move.
@@ -96,7 +96,7 @@ impl Attacher {
         {
             return Ok(a.attachment.clone());
         }
-        let dns = crate::ipam::service_address(net.subnet);
+        let dns = mesh_model::ipam::service_address(net.subnet);
         let attachment = Attachment {
             network: net.id.clone(),
             netns: netns.to_string(),
@@ -141,7 +141,7 @@ impl Attacher {
         host_if: &str,
         who: RuntimeIdentity,
     ) -> Result<Option<Attachment>, ApiError> {
-        crate::services::spec::check_labels(&who.labels)?;
+        mesh_model::services::spec::check_labels(&who.labels)?;
         let _ops = self.ops.lock().await;
         let Some(rec) = self
             .store

@@ -6,7 +6,8 @@ use tracing::{info, warn};
 use crate::config::Settings;
 use crate::netdev::Netlink;
 use crate::state::{AttachmentStore, StateDir};
-use crate::{isolation, networks, traffic};
+use crate::{isolation, traffic};
+use mesh_model::networks;
 
 /// `meshd --cleanup`: remove every device this daemon creates, and forget
 /// the attachments (their veths are gone with the host ends).

@@ -4,8 +4,8 @@
 
 use super::*;
 use crate::kernel::routes::Route;
-use crate::networks::landing::{self, Landing, World};
 use ipnet::IpNet;
+use mesh_model::networks::landing::{self, Landing, World};
 use std::collections::BTreeSet;
 use std::time::Duration;
 

@@ -7,8 +7,8 @@ use super::Daemon;
 use crate::api::{self, AttachmentStats, DoctorReport, InterfaceCounters, PeerDiagnosis};
 use crate::doctor::{self, host, PeerContext};
 use crate::error::ApiError;
-use crate::hosts::{LookupError, Scope};
 use crate::linkstats;
+use mesh_model::hosts::{LookupError, Scope};
 
 impl Daemon {
     /// Every peer's checks (or `peer`'s only) and this host's own.

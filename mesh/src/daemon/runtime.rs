@@ -8,7 +8,7 @@ use tracing::warn;
 use super::Daemon;
 use crate::api;
 use crate::error::ApiError;
-use crate::records::{self, NetworkDef};
+use mesh_model::records::{self, NetworkDef};
 
 /// What Docker's network plugin ([`crate::docker`]) asks of the daemon:
 /// the same networks, addresses and attachments as every other way in.

@@ -3,8 +3,8 @@
 
 use tracing::warn;
 
-use crate::records::{self, Records};
 use crate::state::StateDir;
+use mesh_model::records::{self, Records};
 
 pub(super) fn load_snapshot<S: gossip::Mergeable + Default>(state: &StateDir, name: &str) -> S {
     match state.load_channel(name) {

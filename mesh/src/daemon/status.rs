@@ -4,7 +4,7 @@
 use crate::api::{self, PeerStatus, StatusResponse};
 
 use super::Daemon;
-use crate::{records, views};
+use mesh_model::records;
 
 impl Daemon {
     pub fn status(&self) -> StatusResponse {
@@ -25,7 +25,7 @@ impl Daemon {
                     .handle(&m.id)
                     .and_then(|idx| stats.peers.get(&idx).cloned())
                     .unwrap_or_default();
-                views::peer(m, &traffic, self.peers.data_endpoint(&m.id), |idx| {
+                peer(m, &traffic, self.peers.data_endpoint(&m.id), |idx| {
                     names.get(&idx).cloned()
                 })
             })
@@ -88,5 +88,58 @@ impl Daemon {
 
     pub fn peers(&self) -> Vec<PeerStatus> {
         self.status().peers
+    }
+}
+
+/// One peer as `meshctl status` shows it.
+/// `data_address` is the endpoint the control plane gave; the one in use
+/// (after roaming, or the relay's) wins. `name_of` names a relay.
+pub fn peer(
+    m: &gossip::Member,
+    traffic: &dataplane::PeerStats,
+    data_address: Option<std::net::SocketAddr>,
+    name_of: impl Fn(dataplane::PeerIdx) -> Option<String>,
+) -> api::PeerStatus {
+    let path = &traffic.path;
+    api::PeerStatus {
+        id: m.id.to_string(),
+        name: m.name.clone(),
+        address: m.addr.to_string(),
+        data_address: path.endpoint.or(data_address).map(|a| a.to_string()),
+        state: match m.state {
+            gossip::PeerState::Connecting => api::PeerState::Connecting,
+            gossip::PeerState::Up => api::PeerState::Up,
+            gossip::PeerState::Down => api::PeerState::Down,
+        },
+        path: match path.mode {
+            dataplane::PathMode::Direct => "direct".into(),
+            dataplane::PathMode::Relayed(via) => format!(
+                "relayed via {}",
+                name_of(via).unwrap_or_else(|| format!("peer {via}"))
+            ),
+            dataplane::PathMode::Unknown => "none".into(),
+        },
+        control: Some(match (&m.relay_name, m.state) {
+            (Some(relay), _) => format!("relayed via {relay}"),
+            (None, gossip::PeerState::Up) => "direct".into(),
+            (None, _) => "none".into(),
+        }),
+        path_mtu: path.mtu,
+        path_rtt_ms: path.rtt.map(|d| d.as_secs_f64() * 1e3),
+        path_loss: path.loss,
+        clock_skew_ms: path.clock_skew_ms,
+        version: m.meta.get(crate::doctor::META_VERSION).cloned(),
+        rtt_ms: m.rtt.map(|d| d.as_secs_f64() * 1e3),
+        key_generation: m.key_generation,
+        key_age_secs: m.key_age.map(|d| d.as_secs_f64()),
+        cipher: traffic.cipher.map(|c| c.name().to_string()),
+        tx: api::Traffic {
+            bytes: traffic.tx_bytes,
+            packets: traffic.tx_packets,
+        },
+        rx: api::Traffic {
+            bytes: traffic.rx_bytes,
+            packets: traffic.rx_packets,
+        },
     }
 }

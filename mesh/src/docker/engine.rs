@@ -126,7 +126,7 @@ fn identity_of(list: Vec<Container>, endpoint: &str) -> Option<RuntimeIdentity> 
         .into_iter()
         .filter(|(k, v)| {
             let one = BTreeMap::from([(k.clone(), v.clone())]);
-            crate::services::spec::check_labels(&one).is_ok()
+            mesh_model::services::spec::check_labels(&one).is_ok()
         })
         .collect();
     Some(RuntimeIdentity {

@@ -3,8 +3,8 @@
 //! IPAM reservations, and the gateway Docker insists on is the network's
 //! DNS address, which no container ever gets.
 
-use crate::networks::overlaps;
 use ipnet::Ipv4Net;
+use mesh_model::networks::overlaps;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
@@ -12,8 +12,8 @@ use super::protocol::{self as p, AddressAnswer, PoolAnswer};
 use super::Plugin;
 use crate::api;
 use crate::error::ApiError;
-use crate::ipam::service_address;
-use crate::records::NetworkDef;
+use mesh_model::ipam::service_address;
+use mesh_model::records::NetworkDef;
 
 /// Where a self-chosen pool comes from when `--subnet` is not given.
 const AUTO_POOLS: Ipv4Net = match Ipv4Net::new(Ipv4Addr::new(10, 200, 0, 0), 16) {
@@ -166,7 +166,7 @@ impl Plugin {
                 label: Some("docker".into()),
             })
             .await?;
-        let ip = crate::records::parse_ipv4(&got.ip).map_err(|e| {
+        let ip = mesh_model::records::parse_ipv4(&got.ip).map_err(|e| {
             ApiError::Internal(anyhow::anyhow!("reservation answered {:?}: {e}", got.ip))
         })?;
         Ok(answer(ip))
@@ -208,7 +208,7 @@ mod tests {
             NetworkDef {
                 id: id.into(),
                 subnet,
-                subnet6: crate::networks::derive_ula(id),
+                subnet6: mesh_model::networks::derive_ula(id),
                 created_by: String::new(),
                 labels: Default::default(),
                 hosts: Vec::new(),

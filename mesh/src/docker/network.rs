@@ -308,7 +308,7 @@ fn endpoint_address(text: &str) -> Result<Ipv4Addr, ApiError> {
             "the endpoint has no IPv4 address: the mesh driver needs --ipam-driver mesh".into(),
         ));
     }
-    crate::records::parse_ipv4(text).map_err(|_| {
+    mesh_model::records::parse_ipv4(text).map_err(|_| {
         ApiError::BadRequest(format!("endpoint address {text:?} is not IPv4 A.B.C.D/LEN"))
     })
 }
@@ -321,7 +321,7 @@ mod tests {
     fn default_ids_are_valid_mesh_ids() {
         let id = default_mesh_id("3F2A1B4C5E6D7F8091a2b3c4d5e6f708");
         assert_eq!(id, "dk3f2a1b4c5");
-        crate::networks::validate_network_id(&id).unwrap();
+        mesh_model::networks::validate_network_id(&id).unwrap();
         assert!(endpoint_address("").is_err());
         assert_eq!(
             endpoint_address("10.1.0.2/24").unwrap(),

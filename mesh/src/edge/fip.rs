@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use super::records::{fip_key, Fip, FipBinding, FipBindingRecord, FipPool, FipRecord};
+use mesh_model::edge::{fip_key, Fip, FipBinding, FipBindingRecord, FipPool, FipRecord};
 
 /// A mesh host, as far as holding floating IPs goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -344,7 +344,7 @@ pub fn check_binding(
 pub fn check_pool(cidr: Ipv4Net, pools: &BTreeMap<String, FipPool>) -> Result<(), FipError> {
     match pools
         .values()
-        .find(|p| crate::networks::overlaps(p.cidr, cidr))
+        .find(|p| mesh_model::networks::overlaps(p.cidr, cidr))
     {
         Some(p) => Err(FipError::Overlap(cidr, p.cidr)),
         None => Ok(()),
@@ -571,7 +571,7 @@ mod tests {
         assert!(check_pool("198.19.0.0/24".parse().unwrap(), &pools()).is_ok());
     }
 
-    use super::super::records::fip_key;
+    use mesh_model::edge::fip_key;
 
     #[test]
     fn a_gone_holder_is_replaced_at_once_a_live_one_only_after_the_handover() {
@@ -658,7 +658,7 @@ mod tests {
 
     #[test]
     fn associations_made_at_once_resolve_the_same_everywhere() {
-        use super::super::records::binding_key;
+        use mesh_model::edge::binding_key;
         let rec = |addr: Ipv4Addr| FipRecord {
             addr,
             updated_by: "a".into(),

@@ -11,8 +11,8 @@ use std::path::Path;
 
 use crate::kernel::command::{self as kernel, Tool};
 use crate::netdev::Netlink;
-use crate::networks;
 use crate::state::StateDir;
+use mesh_model::networks;
 
 pub fn host_ifname(prefix: &str, wire: u32) -> String {
     format!("{prefix}x{wire:08x}")

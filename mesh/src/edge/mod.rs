@@ -1,6 +1,7 @@
 //! The edge of the mesh: how traffic gets in and out.
 //!
-//! - [`records`]: what is replicated (pools, floating IPs),
+//! - what is replicated (pools, floating IPs) is [`mesh_model::edge`],
+//!   and its guards are in [`mesh_model::validate`],
 //! - [`fip`]: who holds a floating IP and what may be associated (pure),
 //! - [`hostaddr`]: this host's own address on a network (a veth on the
 //!   bridge), and containers' default routes through it,
@@ -26,7 +27,6 @@ pub mod fip;
 pub mod hostaddr;
 pub mod ops;
 pub mod probe;
-pub mod records;
 pub mod table;
 pub mod underlay;
 
@@ -38,17 +38,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
-use self::records::{Fip, FipBindingRecord, FipPool, FipRecord, HOST_ADDRESS_MARK};
 use crate::alloc::Allocator;
 use crate::attach::Attacher;
 use crate::isolation::{EdgeOpenings, Isolation};
 use crate::liveness::{Liveness, STALE_AFTER};
 use crate::netdev::{format_mac, Netlink};
-use crate::networks;
-use crate::records::{self as rec, Channels, EndpointRecord, NetworkDef, Records};
 use crate::roster::Roster;
 use crate::services::{HostsFn, Services};
 use crate::state::{HostAddressState, StateDir};
+use mesh_model::edge::{Fip, FipBindingRecord, FipPool, FipRecord, HOST_ADDRESS_MARK};
+use mesh_model::networks;
+use mesh_model::records::{self as rec, Channels, EndpointRecord, NetworkDef, Records};
 
 /// A pass also runs this often for what no record or verdict announces:
 /// a device or namespace that was not there yet. Hosts going up, down or
@@ -105,7 +105,7 @@ pub struct Edge {
     /// Where this host's operator permits floating IPs (`fip_pools`).
     fip_permits: Vec<ipnet::Ipv4Net>,
     /// The networks this host carries.
-    carried: crate::networks::landing::Carried,
+    carried: crate::carried::Carried,
     /// Serialises reconciling and the API operations.
     ops: tokio::sync::Mutex<()>,
 }
@@ -135,7 +135,7 @@ pub struct EdgeParts {
     pub liveness: Arc<Liveness>,
     /// `fip_pools` from meshd.toml.
     pub fip_permits: Vec<ipnet::Ipv4Net>,
-    pub carried: crate::networks::landing::Carried,
+    pub carried: crate::carried::Carried,
 }
 
 impl Edge {

@@ -6,16 +6,16 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use super::fip::{self, FipError};
-use super::records::{
-    binding_key, fip_key, pool_key, Fip, FipBinding, FipBindingRecord, FipPool, FipRecord,
-};
 use super::{hostaddr, probe, underlay, Edge};
 use crate::api;
 use crate::error::ApiError;
 use crate::netdev::format_mac;
-use crate::networks;
-use crate::records::{self as rec, NetworkDef};
 use crate::state::HostAddressState;
+use mesh_model::edge::{
+    binding_key, fip_key, pool_key, Fip, FipBinding, FipBindingRecord, FipPool, FipRecord,
+};
+use mesh_model::networks;
+use mesh_model::records::{self as rec, NetworkDef};
 
 impl From<FipError> for ApiError {
     fn from(e: FipError) -> ApiError {
@@ -177,7 +177,7 @@ impl Edge {
         hosts
             .peer(id)
             .map(|h| h.name.clone())
-            .unwrap_or_else(|| crate::hosts::short_id(id).to_string())
+            .unwrap_or_else(|| mesh_model::hosts::short_id(id).to_string())
     }
 
     pub fn list_pools(&self) -> Vec<api::FipPool> {

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::info;
 
-use super::records::{health_key, HealthRecord};
 use super::targets;
 use super::Services;
-use crate::records as rec;
+use mesh_model::records as rec;
+use mesh_model::services::{health_key, HealthRecord};
 
 /// Failed checks in a row before a target leaves the rotation.
 pub const FAILS_TO_FAIL: u32 = 2;

@@ -1,7 +1,8 @@
 //! Services: a VIP and a DNS name in front of a fleet of targets.
 //!
-//! - [`records`]: what is replicated (definitions, container labels, health),
-//! - [`spec`]: parsing and checking user input,
+//! - what is replicated (definitions, container labels, health) is
+//!   [`mesh_model::services`], and parsing and checking user input
+//!   [`mesh_model::services::spec`],
 //! - [`targets`]: who the targets are and which are in rotation (pure),
 //! - [`lb`]: the nftables rules in client namespaces, and applying them,
 //! - [`sync`]: keeping every local container's rules in line with the records,
@@ -12,8 +13,6 @@
 
 pub mod health;
 pub mod lb;
-pub mod records;
-pub mod spec;
 pub mod sync;
 pub mod targets;
 pub mod view;
@@ -25,15 +24,15 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tracing::info;
 
-use self::records::{ExplicitTarget, LabelRecord, ServiceChannels, ServiceDef};
-use self::spec::SpecError;
 use crate::alloc::Allocator;
 use crate::api::{self, Attachment};
 use crate::attach::Attacher;
 use crate::error::ApiError;
-use crate::hosts::HostSet;
 use crate::liveness::Liveness;
-use crate::records::{self as rec, Channels, EndpointRecord, NetworkDef};
+use mesh_model::hosts::HostSet;
+use mesh_model::records::{self as rec, Channels, EndpointRecord, NetworkDef};
+use mesh_model::services::{self as records, spec};
+use mesh_model::services::{ExplicitTarget, LabelRecord, ServiceChannels, ServiceDef};
 
 /// What DNS answers for the services of `network`: `NAME` → its VIPs (A
 /// and AAAA), as records the DNS server already serves; `host` is the
@@ -62,12 +61,6 @@ pub fn is_vip_claim(e: &EndpointRecord) -> bool {
         && e.version
             .as_deref()
             .is_some_and(|v| v.starts_with(VIP_MARK))
-}
-
-impl From<SpecError> for ApiError {
-    fn from(e: SpecError) -> ApiError {
-        ApiError::BadRequest(e.0)
-    }
 }
 
 /// The mesh's hosts as last observed (`crate::roster`).
@@ -181,7 +174,7 @@ impl Services {
         }
         let want = match req.ip.as_deref() {
             Some(t) => Some(
-                crate::networks::parse_member_address(t, net)
+                mesh_model::networks::parse_member_address(t, net)
                     .map_err(ApiError::bad)?
                     .0,
             ),

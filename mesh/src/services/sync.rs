@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 use super::lb::{self, Backend, Frontend};
-use super::records::ServiceDef;
 use super::targets::{self, Facts};
 use super::Services;
-use crate::records::{self as rec};
+use mesh_model::records::{self as rec};
+use mesh_model::services::ServiceDef;
 
 const TICK: Duration = Duration::from_secs(1);
 /// Counters are read (one `nft` per namespace) at most this often.

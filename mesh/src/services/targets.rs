@@ -6,9 +6,9 @@ use mesh_api::{Protocol, ServicePort, TargetHealth};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::records::{health_key, HealthRecord, LabelRecord, ServiceDef};
-use super::spec::DEFAULT_WEIGHT;
-use crate::records::{endpoint_key, EndpointRecord};
+use mesh_model::records::{endpoint_key, EndpointRecord};
+use mesh_model::services::spec::DEFAULT_WEIGHT;
+use mesh_model::services::{health_key, HealthRecord, LabelRecord, ServiceDef};
 
 /// The replicated facts targets are computed from.
 pub struct Facts<'a> {
@@ -147,9 +147,9 @@ pub fn checks_of(def: &ServiceDef, facts: &Facts, host: &str) -> BTreeSet<(Ipv4A
 
 #[cfg(test)]
 mod tests {
-    use super::super::records::ExplicitTarget;
     use super::*;
     use mesh_api::Scheduler;
+    use mesh_model::services::ExplicitTarget;
 
     fn endpoint(ip: &str, host: &str, mac: &str) -> EndpointRecord {
         EndpointRecord {

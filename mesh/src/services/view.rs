@@ -9,12 +9,12 @@ use prometheus_client::registry::Registry;
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::lb::counter_name;
-use super::records::{HealthRecord, LabelRecord, ServiceDef};
 use super::targets::{self, Facts};
 use super::Services;
 use crate::api;
-use crate::hosts::{HostSet, Members};
-use crate::records::{self as rec, EndpointRecord};
+use mesh_model::hosts::{HostSet, Members};
+use mesh_model::records::{self as rec, EndpointRecord};
+use mesh_model::services::{HealthRecord, LabelRecord, ServiceDef};
 
 /// The replicated facts at one moment, owned.
 pub struct Snapshot {

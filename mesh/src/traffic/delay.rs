@@ -25,7 +25,7 @@ use mesh_api::QosEntry;
 use super::plan::Facts;
 use crate::kernel::command::{self as kernel, Tool};
 pub use crate::netdev::parse_mac;
-use crate::networks;
+use mesh_model::networks;
 
 pub type Mac = [u8; 6];
 

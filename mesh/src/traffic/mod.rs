@@ -1,7 +1,9 @@
 //! Traffic control: network policy (who may reach whom on a `deny`
 //! network) and QoS (rate and ceiling per container interface).
 //!
-//! - [`spec`]: checking user and peer input,
+//! - what is replicated (the channels, their keys) is
+//!   [`mesh_model::traffic`], and checking user and peer input
+//!   [`mesh_model::traffic::spec`],
 //! - [`policy`]: the policy table on this host,
 //! - [`tc`]: HTB on container interfaces,
 //! - [`delay`]: delay, jitter and loss, done by the data plane,
@@ -9,8 +11,7 @@
 //!   own MAC and addresses,
 //! - [`plan`]: from replicated records to what this host installs (pure).
 //!
-//! Rules and shaping are replicated (channels below, written by any
-//! member); every host installs its own part: the policy of the
+//! Rules and shaping are replicated (written by any member); every host installs its own part: the policy of the
 //! containers it delivers to, and the shaping of its containers.
 
 mod carried;
@@ -18,7 +19,6 @@ pub mod delay;
 pub mod plan;
 pub mod policy;
 pub mod ports;
-pub mod spec;
 pub mod tc;
 
 use gossip::PeerId;
@@ -32,32 +32,10 @@ use crate::api::{self, PolicyRule, QosEntry};
 use crate::attach::Attacher;
 use crate::error::ApiError;
 use crate::kernel::nft::{self as kernel, Family};
-use crate::records::{self as rec, Channels, Records};
-use crate::services::records::LabelRecord;
 use carried::Carried;
-
-/// Policy rules, keyed by [`policy_key`].
-pub const POLICY_CHANNEL: &str = "network-policies";
-/// Shaping, keyed by [`qos_key`].
-pub const QOS_CHANNEL: &str = "network-qos";
-
-pub fn policy_key(network: &str, name: &str) -> String {
-    format!("{network}/{name}")
-}
-
-/// A network's shaping (`container` none) or one container's (its address).
-pub fn qos_key(network: &str, container: Option<&str>) -> String {
-    match container {
-        Some(ip) => format!("{network}/{ip}"),
-        None => network.to_string(),
-    }
-}
-
-#[derive(Clone)]
-pub struct TrafficChannels {
-    pub policies: Records<PolicyRule>,
-    pub qos: Records<QosEntry>,
-}
+use mesh_model::records::{self as rec, Channels, Records};
+use mesh_model::services::LabelRecord;
+use mesh_model::traffic::{policy_key, qos_key, spec, TrafficChannels};
 
 /// What this host last installed.
 #[derive(Default)]
@@ -114,7 +92,7 @@ impl Traffic {
         })
     }
 
-    fn network(&self, id: &str) -> Result<crate::records::NetworkDef, ApiError> {
+    fn network(&self, id: &str) -> Result<mesh_model::records::NetworkDef, ApiError> {
         rec::get(&self.channels.networks, id).ok_or_else(|| ApiError::network_not_found(id))
     }
 
@@ -328,7 +306,7 @@ impl Traffic {
             }
         }
         for p in plans.values() {
-            want.insert(crate::networks::tap_name(&self.prefix, p.wire), true);
+            want.insert(mesh_model::networks::tap_name(&self.prefix, p.wire), true);
         }
         for (port, is_tap) in &want {
             if inst.isolated.contains(port) {
@@ -349,7 +327,7 @@ impl Traffic {
         let taps: Vec<String> = inst
             .impaired
             .values()
-            .map(|p| crate::networks::tap_name(&self.prefix, p.wire))
+            .map(|p| mesh_model::networks::tap_name(&self.prefix, p.wire))
             .collect();
         inst.isolated.retain(|port| {
             if want.contains_key(port) {
@@ -540,7 +518,10 @@ impl Traffic {
         let nets = rec::live(&self.channels.networks);
         let endpoints = rec::live(&self.channels.endpoints);
         for ((net, mac), n) in self.dp.qos_losses() {
-            let Some(id) = nets.keys().find(|id| crate::networks::wire_id(id) == net.0) else {
+            let Some(id) = nets
+                .keys()
+                .find(|id| mesh_model::networks::wire_id(id) == net.0)
+            else {
                 continue;
             };
             let container = match mac {

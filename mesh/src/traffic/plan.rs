@@ -14,11 +14,11 @@ use mesh_api::{PolicyMode, PolicyRule, QosEntry};
 use super::policy::{Allow, DenyNetwork, Guarded};
 use super::ports::Port;
 use super::{qos_key, tc::Htb};
-use crate::records::{EndpointRecord, NetworkDef, NetworkSettings};
-use crate::services::records::LabelRecord;
 use crate::services::targets::labels_of;
 use crate::state::AttachmentRecord;
-use crate::{ipam, networks};
+use mesh_model::records::{EndpointRecord, NetworkDef, NetworkSettings};
+use mesh_model::services::LabelRecord;
+use mesh_model::{ipam, networks};
 
 pub struct Facts {
     pub me: String,
@@ -74,7 +74,7 @@ pub fn deny_networks(f: &Facts) -> Vec<DenyNetwork> {
         // this host's addresses is not believed. This host's own address
         // on the network (a gateway, `expose`) is guarded like a container.
         let own_address =
-            |e: &EndpointRecord| e.host == f.me && crate::edge::records::is_host_address(e);
+            |e: &EndpointRecord| e.host == f.me && mesh_model::edge::is_host_address(e);
         members.extend(
             f.endpoints
                 .iter()

@@ -1,8 +1,6 @@
 //! The network model: identifiers, subnets, names of the devices that carry
 //! a network on a host, and the checks a new network definition passes.
 //! The replicated record itself is [`crate::records::NetworkDef`].
-
-use anyhow::{bail, Result};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -10,6 +8,36 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use crate::records::NetworkDef;
 
 pub mod landing;
+
+/// A network id, subnet, address, interface name or MTU that is refused;
+/// the text says why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NetworkError(pub String);
+
+type Result<T, E = NetworkError> = std::result::Result<T, E>;
+
+macro_rules! err {
+    ($($arg:tt)*) => { NetworkError(format!($($arg)*)) };
+}
+
+macro_rules! bail {
+    ($($arg:tt)*) => { return Err(err!($($arg)*)) };
+}
+
+/// IPv6's minimum link MTU (RFC 8200), below which Linux drops IPv6.
+pub const MIN_MTU: u32 = 1280;
+/// Jumbo frames; the data plane carries frames up to 9216 + 32 bytes.
+pub const MAX_MTU: u32 = 9000;
+
+/// An explicit network MTU the API accepts.
+pub fn validate_mtu(mtu: u32) -> Result<()> {
+    if (MIN_MTU..=MAX_MTU).contains(&mtu) {
+        Ok(())
+    } else {
+        bail!("mtu {mtu} is outside {MIN_MTU}-{MAX_MTU} (IPv6 needs at least {MIN_MTU})")
+    }
+}
 
 /// Linux interface names hold 15 bytes. `eth-<id>` must fit, so an id has at
 /// most 11 characters.
@@ -55,9 +83,9 @@ pub fn derive_ula(id: &str) -> Ipv6Net {
 /// definition. Which prefixes a host carries is stricter (see
 /// [`landing::unsuitable`]), so tightening it never deletes a network.
 pub fn parse_subnet6(s: &str) -> Result<Ipv6Net> {
-    let net: Ipv6Net = s.parse().map_err(|_| {
-        anyhow::anyhow!("IPv6 prefix {s:?} is not in CIDR form (e.g. fd12:3456:789a::/64)")
-    })?;
+    let net: Ipv6Net = s
+        .parse()
+        .map_err(|_| err!("IPv6 prefix {s:?} is not in CIDR form (e.g. fd12:3456:789a::/64)"))?;
     if net.prefix_len() > 96 {
         bail!(
             "IPv6 prefix {s:?} is too small: it needs at least a /96 to pair with IPv4 addresses"
@@ -77,7 +105,7 @@ pub fn parse_subnet6(s: &str) -> Result<Ipv6Net> {
 pub fn parse_subnet(s: &str) -> Result<Ipv4Net> {
     let net: IpNet = s
         .parse()
-        .map_err(|_| anyhow::anyhow!("subnet {s:?} is not in CIDR form (e.g. 10.40.0.0/24)"))?;
+        .map_err(|_| err!("subnet {s:?} is not in CIDR form (e.g. 10.40.0.0/24)"))?;
     if net.trunc() != net {
         bail!(
             "subnet {s:?} has host bits set; did you mean {}?",
@@ -98,29 +126,25 @@ pub fn parse_subnet(s: &str) -> Result<Ipv4Net> {
 
 /// The address a request asks for, if any (`--ip ADDR[/LEN]`), checked
 /// against the network; what attach and reserve both take.
-pub fn requested_address(
-    ip: Option<&str>,
-    net: &NetworkDef,
-) -> Result<Option<Ipv4Addr>, crate::error::ApiError> {
+pub fn requested_address(ip: Option<&str>, net: &NetworkDef) -> Result<Option<Ipv4Addr>> {
     ip.map(|text| parse_member_address(text, net).map(|(addr, _)| addr))
         .transpose()
-        .map_err(crate::error::ApiError::bad)
 }
 
 /// Parses `ADDR/LEN` for an attachment and checks it against the network.
 pub fn parse_member_address(s: &str, net: &NetworkDef) -> Result<(Ipv4Addr, u8)> {
     let (addr, len) = match s.split_once('/') {
         Some((a, l)) => {
-            let len: u8 = l.parse().map_err(|_| {
-                anyhow::anyhow!("address {s:?}: prefix length {l:?} is not a number")
-            })?;
+            let len: u8 = l
+                .parse()
+                .map_err(|_| err!("address {s:?}: prefix length {l:?} is not a number"))?;
             (a, len)
         }
         None => (s, net.subnet.prefix_len()),
     };
     let ip: Ipv4Addr = addr
         .parse()
-        .map_err(|_| anyhow::anyhow!("{addr:?} is not an IPv4 address"))?;
+        .map_err(|_| err!("{addr:?} is not an IPv4 address"))?;
     if !net.subnet.contains(&ip) {
         bail!(
             "address {ip} is outside network {}'s subnet {}",
@@ -150,8 +174,8 @@ pub fn parse_member_address(s: &str, net: &NetworkDef) -> Result<(Ipv4Addr, u8)>
 #[derive(Debug, thiserror::Error)]
 pub enum DefinitionError {
     /// The request itself is malformed.
-    #[error("{0:#}")]
-    Invalid(anyhow::Error),
+    #[error("{0}")]
+    Invalid(NetworkError),
     /// It clashes with a network that exists.
     #[error("{0}")]
     Conflict(String),
@@ -179,7 +203,7 @@ pub fn check_new_network(
         None => derive_ula(id),
     };
     if labels.keys().any(String::is_empty) {
-        return Err(DefinitionError::Invalid(anyhow::anyhow!(
+        return Err(DefinitionError::Invalid(err!(
             "a label needs a key (key=value)"
         )));
     }
@@ -238,6 +262,13 @@ pub fn validate_ifname(name: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mtu_bounds() {
+        let ok = |m| validate_mtu(m).is_ok();
+        assert!(ok(1280) && ok(9000) && ok(1422));
+        assert!(!ok(1279) && !ok(9001) && !ok(0));
+    }
 
     fn net() -> NetworkDef {
         NetworkDef {

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use gossip::state::{Admission, LwwEntry};
 use gossip::{Channel, LwwMap, PeerId};
 
-use crate::edge::records::{
+use crate::edge::{
     binding_key, fip_key, pool_key, FipBindingRecord, FipPool, FipRecord, BINDINGS_CHANNEL,
     FIPS_CHANNEL, POOLS_CHANNEL,
 };
@@ -35,13 +35,10 @@ use crate::records::{
     self, EndpointRecord, NetworkDef, NetworkSettings, RangeEntry, Records, RemovedPeer,
     SpaceRequest, Want,
 };
-use crate::services::records::{
-    health_key, HealthRecord, LabelRecord, ServiceDef, HEALTH_CHANNEL, LABELS_CHANNEL,
-    SERVICES_CHANNEL,
-};
 use crate::{ipam, networks};
 
 mod edge;
+mod services;
 mod traffic;
 
 pub use edge::{fip_binding, fip_pool, fip_record};
@@ -351,53 +348,6 @@ impl Guards {
     }
 }
 
-/// The service channels (see [`crate::services`]): a service may be
-/// written by any member (`service add` on any host changes its targets)
-/// but only under its own key, on a network that exists, with its VIP in
-/// that network; labels and health results only by the host that has the
-/// container.
-impl Guards {
-    pub fn services(networks: Records<NetworkDef>) -> LwwMap<String, ServiceDef> {
-        guard(SERVICES_CHANNEL, move |key, def: &ServiceDef, _, _, _| {
-            check(*key == def.key(), || {
-                format!("key {key:?} does not match the service")
-            })?;
-            check(dns_label(&def.name), || {
-                format!("service name {:?} is not a DNS label", def.name)
-            })?;
-            let net = records::get(&networks, &def.network).ok_or_else(|| {
-                format!("service {key:?} is on unknown network {:?}", def.network)
-            })?;
-            check(net.subnet.contains(&def.vip), || {
-                format!("VIP {} is outside network {}'s subnet", def.vip, net.id)
-            })
-        })
-    }
-
-    pub fn labels() -> LwwMap<String, LabelRecord> {
-        guard(LABELS_CHANNEL, |key, rec: &LabelRecord, writer, _, _| {
-            check(rec.host == writer_hex(writer), || {
-                format!("labels {key:?} are for another host's container")
-            })?;
-            check(
-                *key == records::endpoint_key(&rec.network, IpAddr::V4(rec.ip)),
-                || format!("key {key:?} does not match the labels"),
-            )
-        })
-    }
-
-    pub fn health() -> LwwMap<String, HealthRecord> {
-        guard(HEALTH_CHANNEL, |key, rec: &HealthRecord, writer, _, _| {
-            check(rec.host == writer_hex(writer), || {
-                format!("health {key:?} is reported for another host's target")
-            })?;
-            check(*key == health_key(&rec.network, rec.ip, rec.port), || {
-                format!("key {key:?} does not match the health record")
-            })
-        })
-    }
-}
-
 /// A network's settings: written by any member (`network set` works on any
 /// host), only for a network that exists, with values the API could write.
 pub fn network_settings(key: &str, s: &NetworkSettings, net: Option<&NetworkDef>) -> Verdict {
@@ -541,8 +491,8 @@ mod tests {
         assert_eq!(records::live(&ch.ring), before, "victim's ring unchanged");
 
         // The victim still allocates and grants.
-        let alloc = crate::alloc::Allocator::new(victim, &ch);
-        let ring = alloc.ring_of("blue");
+        let ring_of = |network| ipam::ranges(records::live(&ch.ring).values(), network);
+        let ring = ring_of("blue");
         assert_eq!(ring.len(), 1);
         let grant = ipam::plan_grant(
             &ring,
@@ -559,7 +509,7 @@ mod tests {
             }
             delta
         });
-        let ring = alloc.ring_of("blue");
+        let ring = ring_of("blue");
         assert_eq!(
             ring.len(),
             2,
@@ -577,7 +527,7 @@ mod tests {
             m.set(attacker, low.key(), low.clone());
             m.set(attacker, high.key(), high.clone());
         });
-        assert_eq!(alloc.ring_of("blue").len(), 3);
+        assert_eq!(ring_of("blue").len(), 3);
 
         // A host that learns all of it at once (a full state after a
         // restart or a join) admits the whole chain of hand-overs.
@@ -727,7 +677,7 @@ mod tests {
 
     #[test]
     fn fip_records_are_checked() {
-        use crate::edge::records::FipBinding;
+        use crate::edge::FipBinding;
         let (a, b) = (id(1), id(2));
         let cidr: ipnet::Ipv4Net = "198.18.0.0/24".parse().unwrap();
         let pool = FipPool {

@@ -74,8 +74,7 @@ impl Channels {
     }
 
     /// Plays gossip between two hosts' detached channels: each learns what
-    /// the other knows.
-    #[cfg(test)]
+    /// the other knows (tests: hosts played without a node).
     pub fn sync_with(&self, other: &Channels) {
         fn both<V: Record>(a: &Records<V>, b: &Records<V>) {
             a.update(b.get());
@@ -151,7 +150,7 @@ pub struct NetworkDef {
     #[serde(default)]
     pub hosts: Vec<String>,
     /// For a restricted network: its secret, sealed to each member host
-    /// (peer id hex → sealed copy, see [`crate::netsecret`]).
+    /// (peer id hex → sealed copy, see `netsecret` in meshd).
     #[serde(default)]
     pub sealed_secrets: BTreeMap<String, String>,
 }
@@ -180,7 +179,7 @@ pub struct NetworkSettings {
     /// Containers reach outside the mesh through their host (issue 13).
     pub egress: bool,
     /// Interface MTU of the network's devices; None: what the smallest
-    /// known path allows (see [`crate::mtu`]). A setting rather than a
+    /// known path allows (see `mtu` in meshd). A setting rather than a
     /// field of [`NetworkDef`]: that one is postcard, where a new field
     /// would not decode on older hosts.
     pub mtu: Option<u32>,
@@ -222,7 +221,10 @@ impl NetworkSettings {
     pub fn validate(&self) -> Result<(), String> {
         match &self.raw {
             Some(raw) if raw.len() > 4096 => Err("network settings too long".into()),
-            _ => self.mtu.map_or(Ok(()), crate::mtu::validate),
+            _ => self
+                .mtu
+                .map_or(Ok(()), crate::networks::validate_mtu)
+                .map_err(|e| e.to_string()),
         }
     }
 }

@@ -66,7 +66,7 @@ pub fn binding_key(addr: Ipv4Addr, network: &str, service: &str) -> String {
 }
 
 /// A floating IP with the services in effect behind it (see
-/// [`super::fip::effective`]).
+/// `edge::fip::effective` in meshd).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fip {
     pub addr: Ipv4Addr,

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::RecordSource;
-use crate::records::{EndpointRecord, NetworkDef};
+use mesh_model::records::{EndpointRecord, NetworkDef};
 
 /// How stale an answer may be, beyond what the TTL already allows.
 pub const MAX_AGE: Duration = Duration::from_millis(100);
@@ -80,11 +80,11 @@ impl Snapshots {
 
 #[cfg(test)]
 mod tests {
-    use super::super::zone::tests::{fixed, rec};
     use super::*;
+    use crate::zone::tests::{fixed, rec};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    struct Counting(super::super::zone::tests::Fixed, AtomicUsize);
+    struct Counting(crate::zone::tests::Fixed, AtomicUsize);
     impl RecordSource for Counting {
         fn records(&self, network: &str) -> Vec<EndpointRecord> {
             self.1.fetch_add(1, Ordering::SeqCst);

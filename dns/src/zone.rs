@@ -10,8 +10,8 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use super::snapshot::Snapshots;
-use crate::ipam;
-use crate::records::{EndpointRecord, NetworkDef};
+use mesh_model::ipam;
+use mesh_model::records::{EndpointRecord, NetworkDef};
 
 /// TTL of our own records: short, since containers come and go.
 pub const RECORD_TTL: u32 = 5;
@@ -232,13 +232,13 @@ pub fn apex_answer(apex: &Name, network: &str, qtype: RecordType) -> LocalAnswer
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::dns::RecordSource;
+    use crate::RecordSource;
     use std::collections::BTreeMap;
     use std::sync::Arc;
 
-    pub struct Fixed {
-        pub records: Vec<EndpointRecord>,
-        pub networks: Vec<NetworkDef>,
+    pub(crate) struct Fixed {
+        pub(crate) records: Vec<EndpointRecord>,
+        pub(crate) networks: Vec<NetworkDef>,
     }
     impl RecordSource for Fixed {
         fn records(&self, network: &str) -> Vec<EndpointRecord> {
@@ -253,7 +253,7 @@ pub(crate) mod tests {
         }
     }
 
-    pub fn blue() -> NetworkDef {
+    pub(crate) fn blue() -> NetworkDef {
         NetworkDef {
             id: "blue".into(),
             subnet: "10.0.0.0/24".parse().unwrap(),
@@ -265,7 +265,7 @@ pub(crate) mod tests {
         }
     }
 
-    pub fn rec(ip: &str, name: &str, version: Option<&str>) -> EndpointRecord {
+    pub(crate) fn rec(ip: &str, name: &str, version: Option<&str>) -> EndpointRecord {
         EndpointRecord {
             network: "blue".into(),
             ip: ip.parse().unwrap(),
@@ -281,7 +281,7 @@ pub(crate) mod tests {
         }
     }
 
-    pub fn fixed(records: Vec<EndpointRecord>) -> Fixed {
+    pub(crate) fn fixed(records: Vec<EndpointRecord>) -> Fixed {
         Fixed {
             records,
             networks: vec![blue()],
@@ -289,7 +289,7 @@ pub(crate) mod tests {
     }
 
     /// Snapshots that are always fresh: every read sees `f` as it is.
-    pub fn exact(f: Fixed) -> Snapshots {
+    pub(crate) fn exact(f: Fixed) -> Snapshots {
         Snapshots::new(Arc::new(f), std::time::Duration::ZERO)
     }
 

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 
 use super::snapshot::Snapshots;
 use super::zone::{self, LocalAnswer, NS_LABEL, RECORD_TTL};
-use crate::records::NetworkDef;
+use mesh_model::records::NetworkDef;
 
 /// The address prefix a reverse name spells: `(address, prefix length)`,
 /// or None for names outside `in-addr.arpa.`/`ip6.arpa.`.
@@ -174,8 +174,8 @@ pub fn answer(
 
 #[cfg(test)]
 mod tests {
-    use super::super::zone::tests::{blue, exact, fixed, rec, Fixed};
     use super::*;
+    use crate::zone::tests::{blue, exact, fixed, rec, Fixed};
     use hickory_proto::op::ResponseCode;
 
     fn n(s: &str) -> Name {

@@ -1,6 +1,9 @@
 //! What services replicate: their definitions, the labels of attached
 //! containers (what selectors match) and the health each host sees of its
 //! own targets. Kept apart from [`crate::records`] so the two evolve alone.
+//! [`spec`] checks what users (and peers) ask of services.
+
+pub mod spec;
 
 use gossip::{Channel, LwwMap};
 use mesh_api::{Scheduler, ServicePort};

@@ -1,68 +1,17 @@
 //! The API's read views, built from replicated state and a [`HostSet`]
 //! snapshot: plain functions, so what `meshctl` shows is testable without
-//! a daemon.
+//! a daemon. (A peer's status, which reads the data plane's counters, is
+//! built in meshd's `daemon::status`.)
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use crate::api;
+use mesh_api as api;
+
 use crate::hosts::{short_id, HostSet, Members};
 use crate::ipam;
 use crate::networks;
 use crate::records::{self, EndpointRecord, NetworkDef, NetworkSettings, RangeEntry};
-
-/// One peer as `meshctl status` shows it.
-/// `data_address` is the endpoint the control plane gave; the one in use
-/// (after roaming, or the relay's) wins. `name_of` names a relay.
-pub fn peer(
-    m: &gossip::Member,
-    traffic: &dataplane::PeerStats,
-    data_address: Option<std::net::SocketAddr>,
-    name_of: impl Fn(dataplane::PeerIdx) -> Option<String>,
-) -> api::PeerStatus {
-    let path = &traffic.path;
-    api::PeerStatus {
-        id: m.id.to_string(),
-        name: m.name.clone(),
-        address: m.addr.to_string(),
-        data_address: path.endpoint.or(data_address).map(|a| a.to_string()),
-        state: match m.state {
-            gossip::PeerState::Connecting => api::PeerState::Connecting,
-            gossip::PeerState::Up => api::PeerState::Up,
-            gossip::PeerState::Down => api::PeerState::Down,
-        },
-        path: match path.mode {
-            dataplane::PathMode::Direct => "direct".into(),
-            dataplane::PathMode::Relayed(via) => format!(
-                "relayed via {}",
-                name_of(via).unwrap_or_else(|| format!("peer {via}"))
-            ),
-            dataplane::PathMode::Unknown => "none".into(),
-        },
-        control: Some(match (&m.relay_name, m.state) {
-            (Some(relay), _) => format!("relayed via {relay}"),
-            (None, gossip::PeerState::Up) => "direct".into(),
-            (None, _) => "none".into(),
-        }),
-        path_mtu: path.mtu,
-        path_rtt_ms: path.rtt.map(|d| d.as_secs_f64() * 1e3),
-        path_loss: path.loss,
-        clock_skew_ms: path.clock_skew_ms,
-        version: m.meta.get(crate::doctor::META_VERSION).cloned(),
-        rtt_ms: m.rtt.map(|d| d.as_secs_f64() * 1e3),
-        key_generation: m.key_generation,
-        key_age_secs: m.key_age.map(|d| d.as_secs_f64()),
-        cipher: traffic.cipher.map(|c| c.name().to_string()),
-        tx: api::Traffic {
-            bytes: traffic.tx_bytes,
-            packets: traffic.tx_packets,
-        },
-        rx: api::Traffic {
-            bytes: traffic.rx_bytes,
-            packets: traffic.rx_packets,
-        },
-    }
-}
 
 pub fn network(
     def: &NetworkDef,

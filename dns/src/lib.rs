@@ -1,5 +1,5 @@
-//! The embedded DNS server: on every host, per network, UDP and TCP on the
-//! network's service addresses (IPv4 and IPv6, the same on every host, on
+//! `mesh-dns`, the embedded DNS server of `meshd`: on every host, per
+//! network, UDP and TCP on the network's service addresses (IPv4 and IPv6, the same on every host, on
 //! the network's bridge). It is authoritative for each network's zone
 //! `<network>.` (container names, SOA, NS, negative answers with the SOA)
 //! and for the reverse zones of the networks' subnets, and forwards other
@@ -17,6 +17,13 @@
 //! - [`zone`], [`reverse`]: the answers (pure, tested without sockets),
 //!   over [`snapshot`]s of the replicated records;
 //! - [`udp`], [`tcp`]: the servers; [`upstream`], [`cache`]: forwarding.
+//!
+//! It reads the mesh only through a [`RecordSource`] (endpoint records and
+//! network definitions, the types of `mesh-model`); `meshd` provides the
+//! one over its replicated channels and starts the servers with
+//! [`serve_on`] on each network's bridge.
+
+#![warn(unreachable_pub)]
 
 pub mod cache;
 pub mod reverse;
@@ -36,7 +43,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinHandle;
 use tracing::debug;
 
-use crate::records::{EndpointRecord, NetworkDef};
+use mesh_model::records::{EndpointRecord, NetworkDef};
 use snapshot::Snapshots;
 use upstream::Upstreams;
 use wire::Transport;
