@@ -418,4 +418,28 @@ mod tests {
             set(&["a"])
         );
     }
+
+    #[test]
+    fn followers_are_woken_when_a_verdict_changes_not_on_every_look() {
+        let l = Liveness::default();
+        let mut rx = l.subscribe();
+        let t0 = Instant::now();
+        l.observe(&[seen("a", true, 1)], t0);
+        assert!(rx.has_changed().unwrap(), "a is live");
+        rx.borrow_and_update();
+        // Heard again and again: the same verdicts, nobody woken.
+        for i in 1..8u64 {
+            l.observe(
+                &[seen("a", true, 1 + i)],
+                t0 + Duration::from_millis(250 * i),
+            );
+        }
+        assert!(!rx.has_changed().unwrap());
+        // Silent past the hold window: no longer supporting a holder.
+        let later = t0 + Duration::from_millis(1750) + HOLD_WINDOW + Duration::from_millis(10);
+        l.observe(&[seen("a", true, 8)], later);
+        assert!(rx.has_changed().unwrap());
+        assert!(l.fresh(STALE_AFTER, later).contains("a"));
+        assert!(!l.fresh(HOLD_WINDOW, later).contains("a"));
+    }
 }

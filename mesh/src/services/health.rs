@@ -21,6 +21,9 @@ pub const FAILS_TO_FAIL: u32 = 2;
 /// How finely checks are timed; a wake-up with nothing due costs a few
 /// version compares.
 const TICK: Duration = Duration::from_millis(250);
+/// After a first failed check, the next comes this soon (HAProxy's
+/// `fastinter`).
+const CONFIRM_AFTER: Duration = Duration::from_millis(250);
 /// Which checks this host runs is worked out again when a record or a
 /// verdict it depends on changes, and at least this often.
 const RECOMPUTE: Duration = Duration::from_secs(5);
@@ -137,6 +140,12 @@ impl Services {
                 let st = state.entry(check.clone()).or_default();
                 let (fails, publish) = verdict(st.fails, ok);
                 st.fails = fails;
+                if fails > 0 && fails < FAILS_TO_FAIL {
+                    // A first failure is confirmed soon, not a whole
+                    // interval later: a dead target leaves within about
+                    // one interval, a blip costs one extra check.
+                    st.next = Some(Instant::now() + CONFIRM_AFTER);
+                }
                 if let Some(healthy) = publish {
                     self.publish_health(&check, healthy);
                 }
