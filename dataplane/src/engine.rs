@@ -29,7 +29,7 @@ use crate::peer::Peer;
 use crate::pins::{self, MacOwner, NetworkPins, PinSet, SourceCheck};
 use crate::pool::{BufPool, PacketBuf};
 use crate::replay::ReplayReject;
-use crate::stats::{DropCounters, DropReason, Stats, SwitchStats};
+use crate::stats::{DropCounters, DropReason};
 use crate::switch::{self, MacTable};
 use crate::wire::{
     DataHeader, HeaderError, HostTag, ETHERNET_HEADER_LEN, HEADER_LEN, MSG_TYPE_DATA,
@@ -37,6 +37,7 @@ use crate::wire::{
 use crate::{NetworkId, PeerIdx};
 
 mod paths;
+mod report;
 pub use paths::ProbeCounts;
 
 pub use paths::BURST_ID_BIT;
@@ -762,27 +763,6 @@ impl Engine {
             peer: peer_idx,
             frame: HEADER_LEN..HEADER_LEN + frame_len,
         })
-    }
-
-    pub fn stats(&self, now: Instant) -> Stats {
-        let tables = self.read();
-        let mut peers: std::collections::BTreeMap<PeerIdx, crate::PeerStats> = tables
-            .peers
-            .iter()
-            .map(|(idx, peer)| (*idx, peer.snapshot(now)))
-            .collect();
-        self.fill_path_stats(&mut peers, now);
-        let mut switch = SwitchStats::default();
-        for network in tables.networks.values() {
-            switch.pinned += network.pins.len();
-            switch.learned += network.macs.len();
-            switch.learn_refused += network.macs.refused();
-        }
-        Stats {
-            drops: self.drops.snapshot(),
-            peers,
-            switch,
-        }
     }
 }
 

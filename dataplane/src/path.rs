@@ -257,8 +257,7 @@ pub struct PathState {
     last_heard: Option<Instant>,
     /// When the route last changed, for the logs and tests.
     changed_at: Option<Instant>,
-    /// Probed until then: data moved within `idle_after`, or the peer is
-    /// new (`warmup`).
+    /// Probed until then: data moved within `idle_after`, or new (`warmup`).
     active_until: Instant,
     /// When the peer last became active: the direct path gets one probe
     /// timeout to answer before relays are asked.
@@ -791,7 +790,7 @@ impl PathState {
             rtt: self.rtt,
             loss,
             clock_skew_ms: self.skew_ms,
-            last_heard: self.last_heard.map(|at| now.saturating_duration_since(at)),
+            last_heard: self.heard_ago(now),
         }
     }
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use super::{header_drop, refusal_drop, Delivery, Engine, Outgoing, Tables};
 use crate::path::{PathConfig, PathState, Route, Via};
 use crate::pool::{BufPool, PacketBuf};
-use crate::stats::{BurstReport, DropReason, PeerStats};
+use crate::stats::{BurstReport, DropReason};
 use crate::wire::{
     self, DataHeader, HostTag, ProbeBody, ProbeKind, RelayHeader, HEADER_LEN, MIN_PROBE_DATAGRAM,
     MSG_TYPE_DATA, MSG_TYPE_PROBE, MSG_TYPE_RELAY, MSG_TYPE_RELAYED, OVERHEAD, PROBE_BODY_LEN,
@@ -31,8 +31,8 @@ pub const BURST_ID_BIT: u32 = 1 << 31;
 const REFLEXIVE_TTL: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
-struct PeerPath {
-    state: PathState,
+pub(super) struct PeerPath {
+    pub(super) state: PathState,
     /// The endpoint the control plane gives in `upsert_peer`.
     endpoint: Option<SocketAddr>,
     /// The peer's other advertised addresses (`data_addrs`).
@@ -53,7 +53,7 @@ impl PeerPath {
 
 #[derive(Debug, Default)]
 pub(super) struct PathTable {
-    peers: HashMap<PeerIdx, PeerPath>,
+    pub(super) peers: HashMap<PeerIdx, PeerPath>,
     config: Option<PathConfig>,
     /// Where peers saw our probes come from (their pongs say).
     reflexive: BTreeMap<SocketAddr, Instant>,
@@ -135,7 +135,7 @@ fn canonical(addr: SocketAddr) -> SocketAddr {
 }
 
 impl Engine {
-    fn lock_paths(&self) -> std::sync::MutexGuard<'_, PathTable> {
+    pub(super) fn lock_paths(&self) -> std::sync::MutexGuard<'_, PathTable> {
         self.paths.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -222,53 +222,6 @@ impl Engine {
         ProbeCounts {
             direct: self.probes_direct.load(Ordering::Relaxed),
             relayed: self.probes_relayed.load(Ordering::Relaxed),
-        }
-    }
-
-    /// Peers whose path is probed now (data within the idle window).
-    pub fn active_paths(&self, now: Instant) -> usize {
-        self.lock_paths()
-            .peers
-            .values()
-            .filter(|p| p.state.active(now))
-            .count()
-    }
-
-    /// Since each peer's path last heard an authenticated probe or answer:
-    /// what the failure detector reads every observation, without the
-    /// cost of [`Engine::stats`].
-    pub fn last_heard(&self, now: Instant) -> BTreeMap<PeerIdx, Duration> {
-        self.lock_paths()
-            .peers
-            .iter()
-            .filter_map(|(idx, path)| Some((*idx, path.state.heard_ago(now)?)))
-            .collect()
-    }
-
-    pub(super) fn fill_path_stats(&self, peers: &mut BTreeMap<PeerIdx, PeerStats>, now: Instant) {
-        let paths = self.lock_paths();
-        for (idx, stats) in peers.iter_mut() {
-            if let Some(path) = paths.peers.get(idx) {
-                stats.path = path.state.stats(now);
-                if let Route::Relayed(_) = path.state.route() {
-                    stats.path.endpoint = None;
-                }
-            }
-        }
-        drop(paths);
-        // A relayed path's endpoint is the relay's.
-        let relays: Vec<(PeerIdx, PeerIdx)> = peers
-            .iter()
-            .filter_map(|(idx, s)| match s.path.mode {
-                crate::PathMode::Relayed(via) => Some((*idx, via)),
-                _ => None,
-            })
-            .collect();
-        for (idx, via) in relays {
-            let endpoint = peers.get(&via).and_then(|s| s.endpoint);
-            if let Some(stats) = peers.get_mut(&idx) {
-                stats.path.endpoint = endpoint;
-            }
         }
     }
 
