@@ -344,56 +344,6 @@ impl Node {
         self.inner.after_merge(vec![changed], None);
     }
 
-    /// Every other known member (the local host is not included).
-    pub fn members(&self) -> Vec<Member> {
-        // Before `peers`: the lock order of `node/relay.rs`.
-        let vias = lock(&self.inner.relay).vias();
-        let peers = lock(&self.inner.peers);
-        peers
-            .table
-            .others()
-            .map(|record| {
-                let slot = peers.slots.get(&record.id);
-                let conn = slot.and_then(|s| s.link.as_ref()).map(|l| &l.handle.conn);
-                let stats = conn.map(|c| c.stats());
-                let addr = conn
-                    .map(|c| c.remote_address())
-                    .or_else(|| slot.and_then(|s| s.last_remote))
-                    .or_else(|| record.addrs.iter().find_map(|a| a.parse().ok()))
-                    .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-                let relay = vias.get(&record.id).copied().filter(|_| conn.is_none());
-                let state = slot.map(|s| s.state()).unwrap_or(PeerState::Connecting);
-                Member {
-                    id: record.id,
-                    name: record.name.clone(),
-                    addr,
-                    state: if relay.is_some() {
-                        PeerState::Up
-                    } else {
-                        state
-                    },
-                    rtt: conn.map(|c| c.rtt()),
-                    key_generation: slot.and_then(|s| s.current_generation),
-                    key_age: slot.and_then(|s| s.key_installed_at.map(|t| t.elapsed())),
-                    incarnation: record.incarnation,
-                    meta: record.meta.clone(),
-                    bytes_sent: slot.map(|s| s.bytes_sent_closed).unwrap_or(0)
-                        + stats.as_ref().map(|s| s.udp_tx.bytes).unwrap_or(0),
-                    bytes_received: slot.map(|s| s.bytes_received_closed).unwrap_or(0)
-                        + stats.as_ref().map(|s| s.udp_rx.bytes).unwrap_or(0),
-                    relay,
-                    relay_name: relay.map(|r| {
-                        peers
-                            .table
-                            .get(&r)
-                            .map(|r| r.name.clone())
-                            .unwrap_or_default()
-                    }),
-                }
-            })
-            .collect()
-    }
-
     /// Registers (or returns the already registered) channel `name`.
     /// `initial` is merged into it and sent to the mesh.
     /// Registering the same name with another type replaces the old channel.

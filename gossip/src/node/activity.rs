@@ -1,17 +1,24 @@
-//! What a failure detector reads about every member several times a
-//! second, without the names, metadata and addresses [`Node::members`]
-//! copies: the link's state and receive counter, and the version of the
-//! member's record (so a reader knows when [`Node::members`] would tell
-//! it something new).
+//! The two views of the other members: [`Node::members`], complete (names,
+//! metadata, addresses, session and traffic figures) for status and for
+//! rebuilding a roster, and [`Node::activity`], what a failure detector
+//! reads several times a second without those copies: the link's state and
+//! receive counter and the version of the member's record (so a reader
+//! knows when [`Node::members`] would tell it something new). One walk
+//! over the table serves both.
 
-use super::{lock, Node};
+use std::net::SocketAddr;
+
+use super::connection::LinkHandle;
+use super::{lock, Member, Node};
+use crate::membership::MemberRecord;
+use crate::peers::{PeerSlot, Peers};
 use crate::{PeerId, PeerState};
 
 /// One other member's link activity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Activity {
     pub id: PeerId,
-    /// As in [`super::Member::state`]: up through a relay counts as up.
+    /// As in [`Member::state`]: up through a relay counts as up.
     pub state: PeerState,
     /// Control traffic goes through a third member.
     pub relayed: bool,
@@ -21,12 +28,22 @@ pub struct Activity {
     /// the name, addresses or metadata change.
     pub record: (u64, u64),
     /// The direct connection's remote address, if there is one.
-    pub remote: Option<std::net::SocketAddr>,
+    pub remote: Option<SocketAddr>,
+}
+
+/// What both views read of one member's link.
+struct Link<'a> {
+    record: &'a MemberRecord,
+    slot: Option<&'a PeerSlot<LinkHandle>>,
+    conn: Option<&'a quinn::Connection>,
+    /// The member relaying control traffic, when there is no connection.
+    relay: Option<PeerId>,
+    /// Up through a relay counts as up.
+    state: PeerState,
 }
 
 impl Node {
-    /// Every other member's link activity (see [`Activity`]).
-    pub fn activity(&self) -> Vec<Activity> {
+    fn each_member<T>(&self, mut view: impl FnMut(Link<'_>, &Peers<LinkHandle>) -> T) -> Vec<T> {
         // Before `peers`: the lock order of `node/relay.rs`.
         let vias = lock(&self.inner.relay).vias();
         let peers = lock(&self.inner.peers);
@@ -36,18 +53,70 @@ impl Node {
             .map(|record| {
                 let slot = peers.slots.get(&record.id);
                 let conn = slot.and_then(|s| s.link.as_ref()).map(|l| &l.handle.conn);
-                let relayed = conn.is_none() && vias.contains_key(&record.id);
-                let state = slot.map(|s| s.state()).unwrap_or(PeerState::Connecting);
-                Activity {
-                    id: record.id,
-                    state: if relayed { PeerState::Up } else { state },
-                    relayed,
-                    bytes_received: slot.map(|s| s.bytes_received_closed).unwrap_or(0)
-                        + conn.map(|c| c.stats().udp_rx.bytes).unwrap_or(0),
-                    record: (record.incarnation, record.version),
-                    remote: conn.map(|c| c.remote_address()),
-                }
+                let relay = vias.get(&record.id).copied().filter(|_| conn.is_none());
+                let state = match relay {
+                    Some(_) => PeerState::Up,
+                    None => slot.map(|s| s.state()).unwrap_or(PeerState::Connecting),
+                };
+                let link = Link {
+                    record,
+                    slot,
+                    conn,
+                    relay,
+                    state,
+                };
+                view(link, &peers)
             })
             .collect()
+    }
+
+    /// Every other known member (the local host is not included).
+    pub fn members(&self) -> Vec<Member> {
+        self.each_member(|l, peers| {
+            let (record, slot) = (l.record, l.slot);
+            let stats = l.conn.map(|c| c.stats());
+            let addr = l
+                .conn
+                .map(|c| c.remote_address())
+                .or_else(|| slot.and_then(|s| s.last_remote))
+                .or_else(|| record.addrs.iter().find_map(|a| a.parse().ok()))
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+            Member {
+                id: record.id,
+                name: record.name.clone(),
+                addr,
+                state: l.state,
+                rtt: l.conn.map(|c| c.rtt()),
+                key_generation: slot.and_then(|s| s.current_generation),
+                key_age: slot.and_then(|s| s.key_installed_at.map(|t| t.elapsed())),
+                incarnation: record.incarnation,
+                meta: record.meta.clone(),
+                bytes_sent: slot.map(|s| s.bytes_sent_closed).unwrap_or(0)
+                    + stats.as_ref().map(|s| s.udp_tx.bytes).unwrap_or(0),
+                bytes_received: slot.map(|s| s.bytes_received_closed).unwrap_or(0)
+                    + stats.as_ref().map(|s| s.udp_rx.bytes).unwrap_or(0),
+                relay: l.relay,
+                relay_name: l.relay.map(|r| {
+                    peers
+                        .table
+                        .get(&r)
+                        .map(|r| r.name.clone())
+                        .unwrap_or_default()
+                }),
+            }
+        })
+    }
+
+    /// Every other member's link activity (see [`Activity`]).
+    pub fn activity(&self) -> Vec<Activity> {
+        self.each_member(|l, _| Activity {
+            id: l.record.id,
+            state: l.state,
+            relayed: l.relay.is_some(),
+            bytes_received: l.slot.map(|s| s.bytes_received_closed).unwrap_or(0)
+                + l.conn.map(|c| c.stats().udp_rx.bytes).unwrap_or(0),
+            record: (l.record.incarnation, l.record.version),
+            remote: l.conn.map(|c| c.remote_address()),
+        })
     }
 }
