@@ -45,7 +45,6 @@ pub mod traffic;
 // Wiring and the edges.
 pub mod config;
 pub mod daemon;
-pub mod docker;
 pub mod doctor;
 pub mod error;
 pub mod linkstats;
