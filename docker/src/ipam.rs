@@ -307,4 +307,64 @@ mod tests {
             "web"
         );
     }
+
+    /// Through meshd's API: its networks and occupied space shape the
+    /// pool; a reservation meshd no longer has (handed over to the
+    /// attachment) is no error to release.
+    #[tokio::test]
+    async fn pools_and_releases_go_through_meshd() {
+        use axum::http::StatusCode;
+        use axum::routing::{get, post};
+        use axum::Json;
+        use serde_json::json;
+
+        let network = |id: &str, subnet: &str| {
+            json!({"id": id, "subnet": subnet, "subnet6": "fd00::/64", "dns": "", "dns6": "",
+                   "wire_id": 1, "bridge": "b", "mtu": 1422, "created_by": "h"})
+        };
+        let nets = json!([
+            network("web", "10.40.0.0/24"),
+            network("auto", "10.200.0.0/24")
+        ]);
+        let meshd = axum::Router::new()
+            .route(
+                mesh_api::routes::NETWORKS,
+                get(move || async move { Json(nets) }),
+            )
+            .route(
+                mesh_api::routes::RUNTIME_OCCUPIED,
+                get(|| async { Json(json!({"v4": ["10.200.1.0/24"]})) }),
+            )
+            .route(
+                mesh_api::routes::IPAM_RELEASE,
+                post(|| async {
+                    (
+                        StatusCode::NOT_FOUND,
+                        Json(json!({"error": "no reservation", "kind": "not_found"})),
+                    )
+                }),
+            );
+        let (plugin, dir) = crate::testing::plugin_with(meshd).await;
+        let got = plugin
+            .request_pool(p::RequestPool::default())
+            .await
+            .unwrap();
+        assert_eq!(got.pool, "10.200.2.0/24");
+        let named = p::RequestPool {
+            options: [(p::NETWORK_OPTION.to_string(), "web".to_string())].into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            plugin.request_pool(named).await.unwrap().pool,
+            "10.40.0.0/24"
+        );
+        plugin
+            .release_address(p::ReleaseAddress {
+                pool_id: "10.40.0.0/24".into(),
+                address: "10.40.0.7".into(),
+            })
+            .await
+            .unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

@@ -30,6 +30,8 @@ mod network;
 pub mod protocol;
 mod server;
 mod store;
+#[cfg(test)]
+mod testing;
 
 pub use error::{Error, StoreError};
 

@@ -55,7 +55,7 @@ async fn run(flags: Flags, settings: Settings) -> Result<()> {
     }
     // The API first: the Docker plugin reaches meshd through it.
     let listener = mesh::server::bind_private_socket(&socket)?;
-    let mut serve = tokio::spawn(mesh::server::serve_on(daemon.clone(), listener));
+    let mut serve = tokio::spawn(mesh::server::serve(daemon.clone(), listener));
     if let Some(docker) = daemon.settings.docker.clone() {
         let plugin = mesh_docker::Settings {
             plugin_socket: docker.plugin_socket,

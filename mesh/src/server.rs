@@ -114,14 +114,10 @@ async fn no_route(uri: Uri) -> ApiError {
     ApiError::NotFound(format!("no API route {}", uri.path()))
 }
 
-/// Binds the socket with mode 0600 (root-only) and serves until the
-/// process ends. A stale socket file from a crashed run is replaced.
-pub async fn serve(daemon: Arc<Daemon>, path: &std::path::Path) -> Result<()> {
-    serve_on(daemon, bind_private_socket(path)?).await
-}
-
-/// Serves the API on a socket bound with [`bind_private_socket`].
-pub async fn serve_on(daemon: Arc<Daemon>, listener: tokio::net::UnixListener) -> Result<()> {
+/// Serves the API until the process ends, on a socket bound with
+/// [`bind_private_socket`] (root-only; a stale socket file from a crashed
+/// run is replaced).
+pub async fn serve(daemon: Arc<Daemon>, listener: tokio::net::UnixListener) -> Result<()> {
     axum::serve(listener, router(daemon)).await?;
     Ok(())
 }
