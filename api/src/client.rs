@@ -1,8 +1,9 @@
-//! The client half, used by `meshctl`, the CNI plugin and the lab: one
+//! The client half, used by `meshctl`, the CNI and Docker plugins and the
+//! lab: one
 //! typed method per route, over a Unix-socket HTTP/1.1 connection.
 
 use crate::error::{ErrorBody, ErrorKind};
-use crate::{observe::*, routes, types::*};
+use crate::{observe::*, routes, runtime::*, types::*};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};
@@ -168,6 +169,50 @@ impl Client {
 
     pub async fn release(&self, req: &ReleaseRequest) -> Result<Reservation, ClientError> {
         self.post(routes::IPAM_RELEASE, req).await
+    }
+
+    /// A veth on the bridge of `network` for the runtime to move.
+    pub async fn runtime_veth(&self, network: &str) -> Result<RuntimeVeth, ClientError> {
+        let req = RuntimeVethRequest {
+            network: network.to_string(),
+        };
+        self.post(routes::RUNTIME_VETHS, &req).await
+    }
+
+    /// Records the attachment of a veth the runtime has moved in.
+    pub async fn record_runtime(
+        &self,
+        req: &RecordRuntimeRequest,
+    ) -> Result<Attachment, ClientError> {
+        self.post(routes::RUNTIME_ATTACHMENTS, req).await
+    }
+
+    /// Names the container of a runtime attachment; `None` if it is gone.
+    pub async fn identify_runtime(
+        &self,
+        req: &IdentifyRuntimeRequest,
+    ) -> Result<Option<Attachment>, ClientError> {
+        let a: RuntimeAttachment = self.post(routes::RUNTIME_IDENTIFY, req).await?;
+        Ok(a.attachment)
+    }
+
+    /// Undoes the runtime attachment on `host_if`; `None` if there was none.
+    pub async fn detach_runtime(&self, host_if: &str) -> Result<Option<Attachment>, ClientError> {
+        let req = RuntimeInterface {
+            host_if: host_if.to_string(),
+        };
+        let a: RuntimeAttachment = self.post(routes::RUNTIME_DETACH, &req).await?;
+        Ok(a.attachment)
+    }
+
+    /// The IPv4 space a new network must stay out of on this host.
+    pub async fn occupied(&self) -> Result<OccupiedPrefixes, ClientError> {
+        self.get(routes::RUNTIME_OCCUPIED).await
+    }
+
+    /// This host's egress gateway on `network`, if any.
+    pub async fn egress_gateway(&self, network: &str) -> Result<EgressGateway, ClientError> {
+        self.get(&routes::runtime_gateway(network)).await
     }
 
     pub async fn dns(&self) -> Result<Vec<DnsRecord>, ClientError> {
@@ -479,6 +524,31 @@ mod tests {
         let err = Client::new(&path2).token().await.unwrap_err();
         assert!(matches!(err, ClientError::Decode(_)), "{err:?}");
         assert_eq!(err.kind(), None);
+        for p in [path, path2] {
+            std::fs::remove_dir_all(p.parent().unwrap()).unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn runtime_calls_use_their_routes() {
+        let (path, server) = serve_once(http("200 OK", r#"{"attachment":null}"#)).await;
+        let gone = Client::new(&path).detach_runtime("msv1").await.unwrap();
+        assert_eq!(gone, None);
+        let sent = server.await.unwrap();
+        assert!(
+            sent.starts_with("POST /v1/runtime/attachments/detach "),
+            "{sent}"
+        );
+        assert!(sent.contains(r#""host_if":"msv1""#), "{sent}");
+
+        let (path2, server) =
+            serve_once(http("200 OK", r#"{"network":"web","gateway":"10.1.0.1"}"#)).await;
+        let gw = Client::new(&path2).egress_gateway("web").await.unwrap();
+        assert_eq!(gw.gateway.as_deref(), Some("10.1.0.1"));
+        assert!(server
+            .await
+            .unwrap()
+            .starts_with("GET /v1/runtime/gateway/web "));
         for p in [path, path2] {
             std::fs::remove_dir_all(p.parent().unwrap()).unwrap();
         }

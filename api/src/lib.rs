@@ -1,8 +1,9 @@
 //! The local control API of `meshd`: HTTP/1.1 + JSON over a Unix socket.
 //!
 //! The one definition shared by the daemon (server side) and its clients
-//! (`meshctl`, the CNI plugin, the namespace lab):
-//! - [`types`]: request and response bodies ([`observe`]: doctor and top),
+//! (`meshctl`, the CNI and Docker plugins, the namespace lab):
+//! - [`types`]: request and response bodies ([`observe`]: doctor and top;
+//!   [`runtime`]: runtimes that plumb containers themselves),
 //! - [`routes`]: the paths,
 //! - [`error`]: the error body with its machine-readable [`ErrorKind`],
 //! - [`client`]: a typed client,
@@ -16,12 +17,14 @@ pub mod error;
 pub mod observe;
 pub mod origin;
 pub mod routes;
+pub mod runtime;
 pub mod types;
 
 pub use client::{Client, ClientError};
 pub use error::{ErrorBody, ErrorKind};
 pub use observe::*;
 pub use origin::{BadOrigin, Origin};
+pub use runtime::*;
 pub use types::*;
 
 /// Where meshd serves this API unless told otherwise.

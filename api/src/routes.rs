@@ -87,3 +87,20 @@ pub fn fip_associate(addr: &str) -> String {
 pub fn fip_dissociate(addr: &str) -> String {
     format!("{FIPS}/{addr}/dissociate")
 }
+
+/// `POST`: a veth on a network's bridge for a runtime to move
+/// ([`crate::runtime`]).
+pub const RUNTIME_VETHS: &str = "/v1/runtime/veths";
+/// `POST`: record the attachment of a veth the runtime has moved in.
+pub const RUNTIME_ATTACHMENTS: &str = "/v1/runtime/attachments";
+/// `POST`: name a runtime attachment's container.
+pub const RUNTIME_IDENTIFY: &str = "/v1/runtime/attachments/identify";
+/// `POST`: undo a runtime attachment (or an unrecorded veth).
+pub const RUNTIME_DETACH: &str = "/v1/runtime/attachments/detach";
+/// `GET`: the IPv4 space a new network must stay out of on this host.
+pub const RUNTIME_OCCUPIED: &str = "/v1/runtime/occupied";
+
+/// `GET /v1/runtime/gateway/{network}`: a network's egress gateway here.
+pub fn runtime_gateway(network: &str) -> String {
+    format!("/v1/runtime/gateway/{network}")
+}

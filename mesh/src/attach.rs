@@ -28,7 +28,6 @@ mod macvlan;
 mod reassert;
 pub use macvlan::is_macvlan;
 mod runtime;
-pub use runtime::{RuntimeIdentity, RuntimeVeth};
 
 /// How often attachments are checked for a vanished namespace or veth,
 /// besides the check each link-deletion event triggers.
@@ -503,24 +502,7 @@ fn default_name(req: &api::AttachRequest, target: &NetnsTarget) -> Option<String
                 .ok()
                 .map(|p| p.display().to_string())
         })?;
-    dns_label_from(&raw)
-}
-
-pub(crate) fn dns_label_from(raw: &str) -> Option<String> {
-    let label: String = raw
-        .to_ascii_lowercase()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(63)
-        .collect();
-    let label = label.trim_matches('-').to_string();
-    (!label.is_empty()).then_some(label)
+    networks::dns_label_from(&raw)
 }
 
 /// Container names become DNS labels: keep them to what DNS allows.
@@ -546,11 +528,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn default_names_become_dns_labels() {
-        assert_eq!(dns_label_from("Web_1").as_deref(), Some("web-1"));
-        assert_eq!(dns_label_from("--x--").as_deref(), Some("x"));
-        assert_eq!(dns_label_from("___"), None);
-        assert_eq!(dns_label_from(&"a".repeat(80)).unwrap().len(), 63);
+    fn names_must_be_dns_labels() {
         assert!(validate_dns_label("web_1").is_ok());
         assert!(validate_dns_label("-web").is_err());
         assert!(validate_dns_label("").is_err());

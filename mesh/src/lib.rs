@@ -5,7 +5,10 @@
 //! views) are the `mesh-model` crate, which does no I/O; the DNS server is
 //! the `mesh-dns` crate, fed through its `RecordSource` (see
 //! [`daemon`]). This crate does the I/O: it programs the kernel, keeps it
-//! in line with the records, and serves the API.
+//! in line with the records, and serves the API. Docker's network plugin
+//! is the `mesh-docker` crate, a client of that API like the CNI plugin;
+//! `meshd --docker-plugin` runs it in this process (see `main.rs`), and
+//! `daemon/runtime.rs` answers the runtime routes it uses.
 //!
 //! Modules depend downwards only: `mesh-model` knows nothing of the parts,
 //! the parts nothing of [`daemon`], which wires them; only the API side
@@ -45,7 +48,6 @@ pub mod traffic;
 // Wiring and the edges.
 pub mod config;
 pub mod daemon;
-pub mod docker;
 pub mod doctor;
 pub mod error;
 pub mod linkstats;

@@ -53,17 +53,29 @@ async fn run(flags: Flags, settings: Settings) -> Result<()> {
             }
         });
     }
+    // The API first: the Docker plugin reaches meshd through it.
+    let listener = mesh::server::bind_private_socket(&socket)?;
+    let mut serve = tokio::spawn(mesh::server::serve(daemon.clone(), listener));
     if let Some(docker) = daemon.settings.docker.clone() {
-        mesh::docker::spawn(daemon.clone(), docker).await?;
+        let plugin = mesh_docker::Settings {
+            plugin_socket: docker.plugin_socket,
+            docker_host: docker.docker_host,
+            state_dir: daemon.settings.state_dir.clone(),
+        };
+        if let Err(e) = mesh_docker::spawn(mesh::api::Client::new(&socket), plugin).await {
+            serve.abort();
+            let _ = std::fs::remove_file(&socket);
+            return Err(e.into());
+        }
     }
-    let serve = mesh::server::serve(daemon.clone(), &socket);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     tokio::select! {
-        r = serve => r?,
+        r = &mut serve => r.context("the API server")??,
         _ = tokio::signal::ctrl_c() => info!("interrupted"),
         _ = term.recv() => info!("terminated"),
     }
+    serve.abort();
     // Devices and attachments stay: containers keep their interfaces while
     // meshd restarts. `meshd --cleanup` removes them.
     daemon.shutdown().await;

@@ -9,7 +9,6 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
 use crate::api::{self, routes};
@@ -42,6 +41,12 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route(routes::IPAM_RELEASE, post(release))
         .route(routes::DNS, get(dns))
         .route(&format!("{}/{{peer}}", routes::PEERS), delete(remove_peer))
+        .route(routes::RUNTIME_VETHS, post(runtime_veth))
+        .route(routes::RUNTIME_ATTACHMENTS, post(record_runtime))
+        .route(routes::RUNTIME_IDENTIFY, post(identify_runtime))
+        .route(routes::RUNTIME_DETACH, post(detach_runtime))
+        .route(routes::RUNTIME_OCCUPIED, get(occupied))
+        .route(&routes::runtime_gateway("{network}"), get(egress_gateway))
         .route(routes::SERVICES, get(list_services).post(create_service))
         .route(&routes::service("{name}"), delete(delete_service))
         .route(&routes::service_targets("{name}"), post(add_service_target))
@@ -109,33 +114,20 @@ async fn no_route(uri: Uri) -> ApiError {
     ApiError::NotFound(format!("no API route {}", uri.path()))
 }
 
-/// Binds the socket with mode 0600 (root-only) and serves until the
-/// process ends. A stale socket file from a crashed run is replaced.
-pub async fn serve(daemon: Arc<Daemon>, path: &std::path::Path) -> Result<()> {
-    let listener = bind_private_socket(path).await?;
+/// Serves the API until the process ends, on a socket bound with
+/// [`bind_private_socket`] (root-only; a stale socket file from a crashed
+/// run is replaced).
+pub async fn serve(daemon: Arc<Daemon>, listener: tokio::net::UnixListener) -> Result<()> {
     axum::serve(listener, router(daemon)).await?;
     Ok(())
 }
 
 /// Binds a root-only (0600) Unix socket at `path`, replacing a stale one
 /// but never one another process still serves.
-pub async fn bind_private_socket(path: &std::path::Path) -> Result<tokio::net::UnixListener> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    if path.exists() {
-        if tokio::net::UnixStream::connect(path).await.is_ok() {
-            anyhow::bail!("another process (meshd?) is serving {}", path.display());
-        }
-        std::fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
-    }
-    // umask first, so the socket is never reachable with wider permissions.
-    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
-    let listener = tokio::net::UnixListener::bind(path);
-    nix::sys::stat::umask(old);
-    let listener = listener.with_context(|| format!("binding socket {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(listener)
+pub fn bind_private_socket(path: &std::path::Path) -> Result<tokio::net::UnixListener> {
+    let listener = mesh_sys::socket::bind_private(path)?;
+    tokio::net::UnixListener::from_std(listener)
+        .with_context(|| format!("serving {}", path.display()))
 }
 
 /// `GET /metrics` alone, over TCP, for a Prometheus scraper.
@@ -264,6 +256,46 @@ async fn metrics(State(d): D) -> ([(axum::http::header::HeaderName, &'static str
             &d.traffic().metrics(),
         ),
     )
+}
+
+// ---- Runtimes that plumb containers themselves (Docker) -------------------
+
+async fn runtime_veth(
+    State(d): D,
+    Body(req): Body<api::RuntimeVethRequest>,
+) -> ApiResult<api::RuntimeVeth> {
+    Ok(Json(d.runtime_veth(&req.network).await?))
+}
+
+async fn record_runtime(
+    State(d): D,
+    Body(req): Body<api::RecordRuntimeRequest>,
+) -> ApiResult<api::Attachment> {
+    Ok(Json(d.record_runtime_attachment(req).await?))
+}
+
+async fn identify_runtime(
+    State(d): D,
+    Body(req): Body<api::IdentifyRuntimeRequest>,
+) -> ApiResult<api::RuntimeAttachment> {
+    let attachment = d.identify_runtime_attachment(req).await?;
+    Ok(Json(api::RuntimeAttachment { attachment }))
+}
+
+async fn detach_runtime(
+    State(d): D,
+    Body(req): Body<api::RuntimeInterface>,
+) -> ApiResult<api::RuntimeAttachment> {
+    let attachment = d.detach_runtime_attachment(&req.host_if).await?;
+    Ok(Json(api::RuntimeAttachment { attachment }))
+}
+
+async fn occupied(State(d): D) -> ApiResult<api::OccupiedPrefixes> {
+    Ok(Json(d.occupied_prefixes()))
+}
+
+async fn egress_gateway(State(d): D, Path(network): Path<String>) -> ApiResult<api::EgressGateway> {
+    Ok(Json(d.egress_gateway(&network)))
 }
 
 // ---- Policy and QoS ------------------------------------------------------

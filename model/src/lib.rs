@@ -17,9 +17,9 @@
 //! The rules over them:
 //! - [`validate`]: the admission guards of every guarded channel;
 //! - [`ipam`]: allocating from and splitting the address ring;
-//! - [`networks`]: identifiers, subnets, device names, MTU bounds, the
-//!   checks of a new definition, and where a network lands
-//!   ([`networks::landing`]);
+//! - [`networks`]: identifiers, subnets, device names, MTU bounds,
+//!   containers' DNS labels, the checks of a new definition, and where a
+//!   network lands ([`networks::landing`]);
 //! - [`hosts`]: the hosts of the mesh at one moment, and resolving an
 //!   operator's name or id prefix to one;
 //! - [`views`]: the API's read views of networks, names and the ring.

@@ -2,8 +2,10 @@
 //! daemon, the CNI plugin, the lab and the tests:
 //! - [`netns`]: run a closure on a fresh thread inside another namespace;
 //! - [`fs`]: replace a file atomically (write, fsync, rename) with a fixed mode;
-//! - [`ifaddrs`]: the host's own IP addresses.
+//! - [`ifaddrs`]: the host's own IP addresses;
+//! - [`socket`]: bind a root-only Unix socket to serve on.
 
 pub mod fs;
 pub mod ifaddrs;
 pub mod netns;
+pub mod socket;

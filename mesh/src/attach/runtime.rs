@@ -1,5 +1,5 @@
 //! Attachments whose container end the runtime moves in itself (Docker's
-//! network-plugin protocol): meshd makes the veth and puts its host end on
+//! network-plugin protocol, through the API's runtime routes): meshd makes the veth and puts its host end on
 //! the network's bridge; the runtime moves the other end into the
 //! container, renames and addresses it. From then on the attachment is
 //! listed, announced in DNS and reaped like any other: its host end going
@@ -10,30 +10,12 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use super::Attacher;
-use crate::api::Attachment;
+use crate::api::{Attachment, RuntimeIdentity, RuntimeVeth};
 use crate::error::ApiError;
 use crate::netdev::{format_mac, NetnsTarget};
 use crate::state::AttachmentRecord;
 use mesh_model::networks;
 use mesh_model::records::NetworkDef;
-
-/// A veth made for a runtime: the host end on the bridge, the other end
-/// still in meshd's namespace for the runtime to move.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct RuntimeVeth {
-    pub host_if: String,
-    pub peer_if: String,
-    pub mac: String,
-}
-
-/// Who the container behind a runtime attachment is, once the runtime
-/// says (Docker tells the plugin only after the container started).
-#[derive(Debug, Clone, Default)]
-pub struct RuntimeIdentity {
-    pub container_id: Option<String>,
-    pub name: Option<String>,
-    pub labels: BTreeMap<String, String>,
-}
 
 impl Attacher {
     /// Makes a veth pair with its host end on the bridge of wire id `wire`.

@@ -110,7 +110,7 @@ impl Daemon {
 
     /// IPv4 space a new network must stay out of here: this host's routes
     /// and the members' LANs (the Docker plugin picks pools around them).
-    pub(crate) fn occupied_v4(&self) -> Vec<ipnet::Ipv4Net> {
+    pub(super) fn occupied_v4(&self) -> Vec<ipnet::Ipv4Net> {
         let w = self.world();
         w.routes
             .iter()

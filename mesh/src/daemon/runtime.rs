@@ -1,27 +1,18 @@
-//! What Docker's network plugin asks of the daemon (see [`crate::docker`]),
-//! apart from the daemon's own wiring in `daemon.rs`.
-
-use std::collections::BTreeMap;
+//! The runtime routes (`/v1/runtime/...`, see [`mesh_api::runtime`]):
+//! what a runtime that moves the container's interface in itself (Docker's
+//! network plugin, the `mesh-docker` crate) asks of the daemon, apart from
+//! the routes every client has. The same networks, addresses and
+//! attachments as every other way in.
 
 use tracing::warn;
 
 use super::Daemon;
 use crate::api;
 use crate::error::ApiError;
-use mesh_model::records::{self, NetworkDef};
 
-/// What Docker's network plugin ([`crate::docker`]) asks of the daemon:
-/// the same networks, addresses and attachments as every other way in.
 impl Daemon {
-    pub(crate) fn network_defs(&self) -> BTreeMap<String, NetworkDef> {
-        records::live(&self.channels.networks)
-    }
-
     /// A veth on the bridge of `network` for the runtime to move.
-    pub(crate) async fn runtime_veth(
-        &self,
-        network: &str,
-    ) -> Result<crate::attach::RuntimeVeth, ApiError> {
+    pub async fn runtime_veth(&self, network: &str) -> Result<api::RuntimeVeth, ApiError> {
         let net = self.network_here(network)?;
         // Held so the bridge stays while the veth is put on it.
         let devices = self.devices.lock().await;
@@ -34,20 +25,19 @@ impl Daemon {
         self.attacher.runtime_veth(wire).await
     }
 
-    /// Records a runtime-plumbed attachment holding the reserved `ip`;
+    /// Records a runtime-plumbed attachment holding the reserved address;
     /// the reservation is handed over to it.
-    pub(crate) async fn record_runtime_attachment(
+    pub async fn record_runtime_attachment(
         &self,
-        network: &str,
-        veth: &crate::attach::RuntimeVeth,
-        ip: std::net::Ipv4Addr,
-        netns: &str,
-        ifname: &str,
+        req: api::RecordRuntimeRequest,
     ) -> Result<api::Attachment, ApiError> {
-        let net = self.network_here(network)?;
+        let ip: std::net::Ipv4Addr = req.ip.parse().map_err(|_| {
+            ApiError::BadRequest(format!("address {:?} is not IPv4 A.B.C.D", req.ip))
+        })?;
+        let net = self.network_here(&req.network)?;
         let a = self
             .attacher
-            .record_runtime(&net, veth, ip, netns, ifname)
+            .record_runtime(&net, &req.veth, ip, &req.netns, &req.ifname)
             .await?;
         // If the hand-over cannot be saved both hold the address; the
         // runtime's release of it ends the reservation later.
@@ -55,30 +45,52 @@ impl Daemon {
             warn!(network = %net.id, %ip, "cannot hand the reservation over to the attachment: {e:#}");
         }
         if let Err(e) = self.ready(&a, false).await {
-            let _ = self.detach_runtime_attachment(&veth.host_if).await;
+            let _ = self.detach_runtime_attachment(&req.veth.host_if).await;
             return Err(ApiError::Internal(anyhow::anyhow!(e)));
         }
         Ok(a)
     }
 
-    pub(crate) async fn identify_runtime_attachment(
+    /// Names the container of the attachment on `req.host_if`; `None` if
+    /// there is no such attachment (any more).
+    pub async fn identify_runtime_attachment(
         &self,
-        network: &str,
-        host_if: &str,
-        who: crate::attach::RuntimeIdentity,
+        req: api::IdentifyRuntimeRequest,
     ) -> Result<Option<api::Attachment>, ApiError> {
-        let net = self.network(network)?;
-        let a = self.attacher.identify_runtime(&net, host_if, who).await?;
+        let net = self.network(&req.network)?;
+        let a = self
+            .attacher
+            .identify_runtime(&net, &req.host_if, req.who)
+            .await?;
         if let Some(a) = &a {
             self.services.note_attachment(a);
         }
         Ok(a)
     }
 
-    pub(crate) async fn detach_runtime_attachment(
+    pub async fn detach_runtime_attachment(
         &self,
         host_if: &str,
     ) -> Result<Option<api::Attachment>, ApiError> {
         self.attacher.detach_runtime(host_if).await
+    }
+
+    /// The IPv4 space a new network must stay out of here.
+    pub fn occupied_prefixes(&self) -> api::OccupiedPrefixes {
+        api::OccupiedPrefixes {
+            v4: self
+                .occupied_v4()
+                .into_iter()
+                .map(|n| n.to_string())
+                .collect(),
+        }
+    }
+
+    /// This host's address on `network` if it routes the network's egress.
+    pub fn egress_gateway(&self, network: &str) -> api::EgressGateway {
+        api::EgressGateway {
+            network: network.to_string(),
+            gateway: self.edge.egress_gateway(network).map(|g| g.to_string()),
+        }
     }
 }

@@ -259,9 +259,37 @@ pub fn validate_ifname(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// A container's DNS name made from what a runtime calls it (its name or
+/// id): lower case, anything but letters, digits and `-` becomes `-`, at
+/// most 63 characters, no `-` at either end. `None` if nothing is left.
+pub fn dns_label_from(raw: &str) -> Option<String> {
+    let label: String = raw
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(63)
+        .collect();
+    let label = label.trim_matches('-').to_string();
+    (!label.is_empty()).then_some(label)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runtime_names_become_dns_labels() {
+        assert_eq!(dns_label_from("Web_1").as_deref(), Some("web-1"));
+        assert_eq!(dns_label_from("--x--").as_deref(), Some("x"));
+        assert_eq!(dns_label_from("___"), None);
+        assert_eq!(dns_label_from(&"a".repeat(80)).unwrap().len(), 63);
+    }
 
     #[test]
     fn mtu_bounds() {

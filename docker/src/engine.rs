@@ -3,20 +3,38 @@
 //! A plain HTTP/1.0 GET over dockerd's Unix socket (connection closes after
 //! the answer, so no chunked bodies), only ever to the configured socket.
 
-use anyhow::{bail, Context, Result};
+use mesh_api::RuntimeIdentity;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::attach::RuntimeIdentity;
-
 /// How long to look for a container after its endpoint joined: dockerd
 /// lists the endpoint once the container has started.
 const IDENTIFY_FOR: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(300);
 const ANSWER_LIMIT: usize = 16 << 20;
+
+/// Why dockerd could not say who a container is.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("connecting to dockerd at {path}: {source}")]
+    Connect {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("talking to dockerd: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("dockerd's answer has no header end")]
+    NoHeaderEnd,
+    #[error("dockerd answered GET {path} with {status_line}")]
+    Status { path: String, status_line: String },
+    #[error("reading dockerd's container list: {0}")]
+    Decode(#[from] serde_json::Error),
+    #[error("dockerd lists no container with endpoint {0}")]
+    NotListed(String),
+}
 
 #[derive(Debug, Clone)]
 pub struct Engine {
@@ -53,10 +71,13 @@ impl Engine {
         Engine { socket }
     }
 
-    async fn get(&self, path: &str) -> Result<Vec<u8>> {
+    async fn get(&self, path: &str) -> Result<Vec<u8>, EngineError> {
         let mut s = tokio::net::UnixStream::connect(&self.socket)
             .await
-            .with_context(|| format!("connecting to dockerd at {}", self.socket.display()))?;
+            .map_err(|source| EngineError::Connect {
+                path: self.socket.clone(),
+                source,
+            })?;
         s.write_all(format!("GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n").as_bytes())
             .await?;
         let mut raw = Vec::new();
@@ -67,41 +88,48 @@ impl Engine {
         let split = raw
             .windows(4)
             .position(|w| w == b"\r\n\r\n")
-            .context("dockerd's answer has no header end")?;
+            .ok_or(EngineError::NoHeaderEnd)?;
         let head = String::from_utf8_lossy(&raw[..split]);
         let status = head.split_whitespace().nth(1).unwrap_or("");
         if status != "200" {
-            bail!(
-                "dockerd answered GET {path} with {}",
-                head.lines().next().unwrap_or("")
-            );
+            return Err(EngineError::Status {
+                path: path.to_string(),
+                status_line: head.lines().next().unwrap_or("").to_string(),
+            });
         }
         Ok(raw[split + 4..].to_vec())
     }
 
     /// The container whose endpoint on Docker network `network` is
     /// `endpoint`, if dockerd lists it now.
-    pub async fn find(&self, network: &str, endpoint: &str) -> Result<Option<RuntimeIdentity>> {
+    pub async fn find(
+        &self,
+        network: &str,
+        endpoint: &str,
+    ) -> Result<Option<RuntimeIdentity>, EngineError> {
         // filters={"network":["<id>"]}, URL-encoded.
         let path =
             format!("/containers/json?all=1&filters=%7B%22network%22%3A%5B%22{network}%22%5D%7D");
-        let list: Vec<Container> = serde_json::from_slice(&self.get(&path).await?)
-            .context("reading dockerd's container list")?;
+        let list: Vec<Container> = serde_json::from_slice(&self.get(&path).await?)?;
         Ok(identity_of(list, endpoint))
     }
 
     /// Polls until dockerd lists the container of `endpoint`.
-    pub async fn identify(&self, network: &str, endpoint: &str) -> Result<RuntimeIdentity> {
+    pub async fn identify(
+        &self,
+        network: &str,
+        endpoint: &str,
+    ) -> Result<RuntimeIdentity, EngineError> {
         let start = tokio::time::Instant::now();
         loop {
             match self.find(network, endpoint).await {
                 Ok(Some(who)) => return Ok(who),
                 Ok(None) => {}
                 Err(e) if start.elapsed() > IDENTIFY_FOR => return Err(e),
-                Err(e) => tracing::debug!("asking dockerd: {e:#}"),
+                Err(e) => tracing::debug!("asking dockerd: {e}"),
             }
             if start.elapsed() > IDENTIFY_FOR {
-                bail!("dockerd lists no container with endpoint {endpoint}");
+                return Err(EngineError::NotListed(endpoint.to_string()));
             }
             tokio::time::sleep(POLL).await;
         }
@@ -118,7 +146,7 @@ fn identity_of(list: Vec<Container>, endpoint: &str) -> Option<RuntimeIdentity> 
     let name = c
         .names
         .first()
-        .and_then(|n| crate::attach::dns_label_from(n.trim_start_matches('/')));
+        .and_then(|n| mesh_model::networks::dns_label_from(n.trim_start_matches('/')));
     // Labels service selectors cannot match (image metadata, say) stay out.
     let labels = c
         .labels

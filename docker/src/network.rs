@@ -3,21 +3,20 @@
 //! made at `CreateEndpoint`, recorded at `Join` (when dockerd moves it into
 //! the container), undone at `Leave`/`DeleteEndpoint`.
 
+use mesh_api::ErrorKind;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use tracing::{info, warn};
 
-use super::ipam::{network_of_pool, parse_pool};
-use super::protocol::{self as p, InterfaceName, JoinAnswer};
-use super::store::{EndpointState, NetworkMapping};
-use super::Plugin;
-use crate::api;
-use crate::error::ApiError;
+use crate::ipam::{network_of_pool, parse_pool};
+use crate::protocol::{self as p, InterfaceName, JoinAnswer};
+use crate::store::{EndpointState, NetworkMapping};
+use crate::{Error, Plugin};
 
 /// The mesh network id for a Docker network created without `-o
 /// mesh.network`: `dk` and the start of Docker's id (mesh ids have 11
 /// characters at most).
-pub(super) fn default_mesh_id(docker_id: &str) -> String {
+pub(crate) fn default_mesh_id(docker_id: &str) -> String {
     let hex: String = docker_id
         .chars()
         .filter(char::is_ascii_hexdigit)
@@ -26,55 +25,55 @@ pub(super) fn default_mesh_id(docker_id: &str) -> String {
     format!("dk{}", hex.to_ascii_lowercase())
 }
 
-fn unknown_network(id: &str) -> ApiError {
-    ApiError::NetworkNotFound(format!(
+fn unknown_network(id: &str) -> Error {
+    Error::NetworkNotFound(format!(
         "Docker network {id} is not a mesh network on this host (create it with -d mesh --ipam-driver mesh)"
     ))
 }
 
-fn unknown_endpoint(id: &str) -> ApiError {
-    ApiError::NotFound(format!("endpoint {id} is not known to the mesh plugin"))
+fn unknown_endpoint(id: &str) -> Error {
+    Error::NotFound(format!("endpoint {id} is not known to the mesh plugin"))
 }
 
 impl Plugin {
-    pub(super) async fn create_network(&self, req: p::CreateNetwork) -> Result<(), ApiError> {
+    pub(crate) async fn create_network(&self, req: p::CreateNetwork) -> Result<(), Error> {
         if req.network_id.is_empty() {
-            return Err(ApiError::BadRequest(
+            return Err(Error::BadRequest(
                 "CreateNetwork without a NetworkID".into(),
             ));
         }
         let v4 = match req.ipv4_data.as_slice() {
             [one] => one,
-            [] => return Err(ApiError::BadRequest(
+            [] => return Err(Error::BadRequest(
                 "the mesh driver needs an IPv4 pool: create the network with --ipam-driver mesh"
                     .into(),
             )),
             _ => {
-                return Err(ApiError::BadRequest(
+                return Err(Error::BadRequest(
                     "a mesh network has one IPv4 subnet; give --subnet once".into(),
                 ))
             }
         };
         if v4.address_space != p::ADDRESS_SPACE {
-            return Err(ApiError::BadRequest(format!(
+            return Err(Error::BadRequest(format!(
                 "the mesh driver needs --ipam-driver mesh (this pool is from address space {:?})",
                 v4.address_space
             )));
         }
         if !req.ipv6_data.is_empty() {
-            return Err(ApiError::BadRequest(
+            return Err(Error::BadRequest(
                 "the mesh driver takes no IPv6 pool; leave --ipv6 out".into(),
             ));
         }
         let pool = parse_pool(&v4.pool)?;
         let mut state = self.state.lock().await;
-        let nets = self.daemon.network_defs();
+        let nets = self.mesh_networks().await?;
         if let Some(m) = state.networks.get(&req.network_id) {
             // dockerd may ask again for a network it knows (a restart):
             // the same answer, as long as the mapping still holds.
             return match nets.get(&m.mesh) {
                 Some(n) if n.subnet == pool => Ok(()),
-                _ => Err(ApiError::Conflict(format!(
+                _ => Err(Error::Conflict(format!(
                     "Docker network {} maps to mesh network {}, which is gone or has another subnet now",
                     req.network_id, m.mesh
                 ))),
@@ -87,7 +86,7 @@ impl Plugin {
         };
         let (mesh, created) = match existing {
             Some(n) if n.subnet != pool => {
-                return Err(ApiError::Conflict(format!(
+                return Err(Error::Conflict(format!(
                     "pool clash: mesh network {} has subnet {}; create the Docker network with --subnet {}",
                     n.id, n.subnet, n.subnet
                 )))
@@ -98,11 +97,11 @@ impl Plugin {
                 let mtu = match req.driver_option(p::MTU_OPTION) {
                     None => None,
                     Some(v) => Some(v.parse::<u32>().map_err(|_| {
-                        ApiError::BadRequest(format!("{}={v:?} is not a number", p::MTU_OPTION))
+                        Error::BadRequest(format!("{}={v:?} is not a number", p::MTU_OPTION))
                     })?),
                 };
-                self.daemon
-                    .create_network(api::CreateNetworkRequest {
+                self.meshd
+                    .create_network(&mesh_api::CreateNetworkRequest {
                         id: id.clone(),
                         subnet: pool.to_string(),
                         subnet6: None,
@@ -120,42 +119,44 @@ impl Plugin {
             mesh: mesh.clone(),
             created_by_docker: created,
         };
-        if let Err(e) = state.commit(&self.dir, |s| {
+        if let Err(e) = state.commit(&self.file, |s| {
             s.networks.insert(req.network_id.clone(), mapping)
         }) {
             if created {
-                let _ = self.daemon.remove_network(&mesh, false).await;
+                let _ = self.meshd.remove_network(&mesh, false).await;
             }
-            return Err(ApiError::Internal(e));
+            return Err(Error::Store(e));
         }
         info!(docker = %req.network_id, %mesh, created, "Docker network mapped");
         Ok(())
     }
 
-    pub(super) async fn delete_network(&self, req: p::NetworkRef) -> Result<(), ApiError> {
+    pub(crate) async fn delete_network(&self, req: p::NetworkRef) -> Result<(), Error> {
         let mut state = self.state.lock().await;
         let Some(m) = state.networks.get(&req.network_id).cloned() else {
             return Ok(()); // Already gone: let dockerd finish.
         };
         let last = !state.mesh_in_use(&m.mesh, &req.network_id);
         state
-            .commit(&self.dir, |s| s.networks.remove(&req.network_id))
-            .map_err(ApiError::Internal)?;
+            .commit(&self.file, |s| s.networks.remove(&req.network_id))
+            .map_err(Error::Store)?;
         if m.created_by_docker && last {
             // Containers of other hosts keep it (remove_network refuses).
-            match self.daemon.remove_network(&m.mesh, false).await {
+            match self.meshd.remove_network(&m.mesh, false).await {
                 Ok(_) => info!(mesh = %m.mesh, "removed the mesh network Docker created"),
-                Err(ApiError::Conflict(why)) | Err(ApiError::BadRequest(why)) => {
-                    info!(mesh = %m.mesh, "keeping the mesh network: {why}")
-                }
-                Err(ApiError::NetworkNotFound(_)) => {}
-                Err(e) => warn!(mesh = %m.mesh, "cannot remove the mesh network: {e}"),
+                Err(why) => match why.kind() {
+                    Some(ErrorKind::Conflict | ErrorKind::BadRequest) => {
+                        info!(mesh = %m.mesh, "keeping the mesh network: {why}")
+                    }
+                    Some(ErrorKind::NetworkNotFound) => {}
+                    _ => warn!(mesh = %m.mesh, "cannot remove the mesh network: {why}"),
+                },
             }
         }
         Ok(())
     }
 
-    pub(super) async fn create_endpoint(&self, req: p::CreateEndpoint) -> Result<(), ApiError> {
+    pub(crate) async fn create_endpoint(&self, req: p::CreateEndpoint) -> Result<(), Error> {
         let mut state = self.state.lock().await;
         let m = state
             .networks
@@ -163,18 +164,18 @@ impl Plugin {
             .cloned()
             .ok_or_else(|| unknown_network(&req.network_id))?;
         if state.endpoints.contains_key(&req.endpoint_id) {
-            return Err(ApiError::Conflict(format!(
+            return Err(Error::Conflict(format!(
                 "endpoint {} exists already",
                 req.endpoint_id
             )));
         }
         if !req.interface.mac_address.is_empty() {
-            return Err(ApiError::BadRequest(
+            return Err(Error::BadRequest(
                 "the mesh driver picks the MAC address itself; leave --mac-address out".into(),
             ));
         }
         let ip = endpoint_address(&req.interface.address)?;
-        let veth = self.daemon.runtime_veth(&m.mesh).await?;
+        let veth = self.meshd.runtime_veth(&m.mesh).await?;
         let ep = EndpointState {
             network: req.network_id.clone(),
             mesh: m.mesh.clone(),
@@ -182,33 +183,31 @@ impl Plugin {
             veth: veth.clone(),
             joined: false,
         };
-        if let Err(e) = state.commit(&self.dir, |s| {
+        if let Err(e) = state.commit(&self.file, |s| {
             s.endpoints.insert(req.endpoint_id.clone(), ep)
         }) {
-            let _ = self.daemon.detach_runtime_attachment(&veth.host_if).await;
-            return Err(ApiError::Internal(e));
+            let _ = self.meshd.detach_runtime(&veth.host_if).await;
+            return Err(Error::Store(e));
         }
         Ok(())
     }
 
-    pub(super) async fn delete_endpoint(&self, req: p::EndpointRef) -> Result<(), ApiError> {
+    pub(crate) async fn delete_endpoint(&self, req: p::EndpointRef) -> Result<(), Error> {
         let mut state = self.state.lock().await;
         let Some(ep) = state.endpoints.get(&req.endpoint_id).cloned() else {
             return Ok(());
         };
-        self.daemon
-            .detach_runtime_attachment(&ep.veth.host_if)
-            .await?;
+        self.meshd.detach_runtime(&ep.veth.host_if).await?;
         state
-            .commit(&self.dir, |s| s.endpoints.remove(&req.endpoint_id))
-            .map_err(ApiError::Internal)?;
+            .commit(&self.file, |s| s.endpoints.remove(&req.endpoint_id))
+            .map_err(Error::Store)?;
         Ok(())
     }
 
-    pub(super) async fn endpoint_info(
+    pub(crate) async fn endpoint_info(
         &self,
         req: p::EndpointRef,
-    ) -> Result<serde_json::Value, ApiError> {
+    ) -> Result<serde_json::Value, Error> {
         let state = self.state.lock().await;
         let ep = state
             .endpoints
@@ -221,56 +220,58 @@ impl Plugin {
         }}))
     }
 
-    pub(super) async fn join(self: &Arc<Self>, req: p::Join) -> Result<JoinAnswer, ApiError> {
+    pub(crate) async fn join(self: &Arc<Self>, req: p::Join) -> Result<JoinAnswer, Error> {
         let mut state = self.state.lock().await;
         let ep = state
             .endpoints
             .get(&req.endpoint_id)
             .cloned()
             .ok_or_else(|| unknown_endpoint(&req.endpoint_id))?;
-        self.daemon
-            .record_runtime_attachment(&ep.mesh, &ep.veth, ep.ip, &req.sandbox_key, p::DST_PREFIX)
+        // Asked first: once the attachment is recorded, nothing should fail.
+        let gateway = self.meshd.egress_gateway(&ep.mesh).await?.gateway;
+        self.meshd
+            .record_runtime(&mesh_api::RecordRuntimeRequest {
+                network: ep.mesh.clone(),
+                veth: ep.veth.clone(),
+                ip: ep.ip.to_string(),
+                netns: req.sandbox_key.clone(),
+                ifname: p::DST_PREFIX.into(),
+            })
             .await?;
-        let saved = state.commit(&self.dir, |s| {
+        let saved = state.commit(&self.file, |s| {
             if let Some(e) = s.endpoints.get_mut(&req.endpoint_id) {
                 e.joined = true;
             }
         });
         if let Err(e) = saved {
-            let _ = self
-                .daemon
-                .detach_runtime_attachment(&ep.veth.host_if)
-                .await;
-            return Err(ApiError::Internal(e));
+            let _ = self.meshd.detach_runtime(&ep.veth.host_if).await;
+            return Err(Error::Store(e));
         }
         let src_name = ep.veth.peer_if.clone();
-        let gateway = self.daemon.edge().egress_gateway(&ep.mesh);
         self.clone().learn_identity(req.endpoint_id.clone(), ep);
         Ok(JoinAnswer {
             interface_name: InterfaceName {
                 src_name,
                 dst_prefix: p::DST_PREFIX.into(),
             },
-            gateway: gateway.map(|g| g.to_string()).unwrap_or_default(),
+            gateway: gateway.unwrap_or_default(),
             disable_gateway_service: true,
         })
     }
 
-    pub(super) async fn leave(&self, req: p::EndpointRef) -> Result<(), ApiError> {
+    pub(crate) async fn leave(&self, req: p::EndpointRef) -> Result<(), Error> {
         let mut state = self.state.lock().await;
         let Some(ep) = state.endpoints.get(&req.endpoint_id).cloned() else {
             return Err(unknown_endpoint(&req.endpoint_id));
         };
-        self.daemon
-            .detach_runtime_attachment(&ep.veth.host_if)
-            .await?;
+        self.meshd.detach_runtime(&ep.veth.host_if).await?;
         state
-            .commit(&self.dir, |s| {
+            .commit(&self.file, |s| {
                 if let Some(e) = s.endpoints.get_mut(&req.endpoint_id) {
                     e.joined = false;
                 }
             })
-            .map_err(ApiError::Internal)?;
+            .map_err(Error::Store)?;
         Ok(())
     }
 
@@ -281,16 +282,17 @@ impl Plugin {
             let who = match self.engine.identify(&ep.network, &endpoint).await {
                 Ok(who) => who,
                 Err(e) => {
-                    warn!(%endpoint, "no DNS name for the Docker container: {e:#}");
+                    warn!(%endpoint, "no DNS name for the Docker container: {e}");
                     return;
                 }
             };
             let name = who.name.clone();
-            match self
-                .daemon
-                .identify_runtime_attachment(&ep.mesh, &ep.veth.host_if, who)
-                .await
-            {
+            let req = mesh_api::IdentifyRuntimeRequest {
+                network: ep.mesh.clone(),
+                host_if: ep.veth.host_if.clone(),
+                who,
+            };
+            match self.meshd.identify_runtime(&req).await {
                 Ok(Some(a)) => {
                     info!(network = %a.network, ip = %a.ip, name = ?name, "Docker container named")
                 }
@@ -302,14 +304,14 @@ impl Plugin {
 }
 
 /// The endpoint's address from mesh IPAM (`A.B.C.D/LEN`).
-fn endpoint_address(text: &str) -> Result<Ipv4Addr, ApiError> {
+fn endpoint_address(text: &str) -> Result<Ipv4Addr, Error> {
     if text.is_empty() {
-        return Err(ApiError::BadRequest(
+        return Err(Error::BadRequest(
             "the endpoint has no IPv4 address: the mesh driver needs --ipam-driver mesh".into(),
         ));
     }
     mesh_model::records::parse_ipv4(text).map_err(|_| {
-        ApiError::BadRequest(format!("endpoint address {text:?} is not IPv4 A.B.C.D/LEN"))
+        Error::BadRequest(format!("endpoint address {text:?} is not IPv4 A.B.C.D/LEN"))
     })
 }
 

@@ -13,17 +13,15 @@ use serde::Serialize;
 use serde_json::json;
 use std::sync::Arc;
 
-use super::protocol::{ErrAnswer, CONTENT_TYPE};
-use super::Plugin;
-use crate::error::ApiError;
+use crate::protocol::{ErrAnswer, CONTENT_TYPE};
+use crate::{Error, Plugin};
 
-pub(super) async fn serve(
+pub(crate) async fn serve(
     plugin: Arc<Plugin>,
     listener: tokio::net::UnixListener,
-) -> anyhow::Result<()> {
+) -> std::io::Result<()> {
     let app = Router::new().fallback(dispatch).with_state(plugin);
-    axum::serve(listener, app).await?;
-    Ok(())
+    axum::serve(listener, app).await
 }
 
 fn reply(status: StatusCode, body: &impl Serialize) -> Response {
@@ -31,7 +29,7 @@ fn reply(status: StatusCode, body: &impl Serialize) -> Response {
     (status, [(header::CONTENT_TYPE, CONTENT_TYPE)], bytes).into_response()
 }
 
-fn answer<T: Serialize>(call: &str, result: Result<T, ApiError>) -> Response {
+fn answer<T: Serialize>(call: &str, result: Result<T, Error>) -> Response {
     match result {
         Ok(v) => reply(StatusCode::OK, &v),
         Err(e) => {
@@ -63,7 +61,7 @@ macro_rules! call {
 }
 
 /// `{}`: what calls without a payload of their own answer.
-fn empty(r: Result<(), ApiError>) -> Result<serde_json::Value, ApiError> {
+fn empty(r: Result<(), Error>) -> Result<serde_json::Value, Error> {
     r.map(|()| json!({}))
 }
 
@@ -111,8 +109,8 @@ async fn dispatch(State(p): State<Arc<Plugin>>, uri: Uri, body: Bytes) -> Respon
         "IpamDriver.GetDefaultAddressSpaces" => reply(
             StatusCode::OK,
             &json!({
-                "LocalDefaultAddressSpace": super::protocol::ADDRESS_SPACE,
-                "GlobalDefaultAddressSpace": super::protocol::ADDRESS_SPACE,
+                "LocalDefaultAddressSpace": crate::protocol::ADDRESS_SPACE,
+                "GlobalDefaultAddressSpace": crate::protocol::ADDRESS_SPACE,
             }),
         ),
         "IpamDriver.RequestPool" => call!(c, body, |r| p.request_pool(r)),

@@ -3,68 +3,96 @@
 //! mesh network and whether Docker created it, and each endpoint's veth
 //! and address.
 
-use anyhow::Result;
+use mesh_api::RuntimeVeth;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
 
-use crate::attach::RuntimeVeth;
-use crate::state::StateDir;
+use crate::error::StoreError;
 
 const FILE: &str = "docker.json";
 
+/// The state file in `state_dir`, the directory made (root-only) if meshd
+/// has not made it yet.
+pub(crate) fn open(state_dir: &Path) -> Result<PathBuf, StoreError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(state_dir)
+        .map_err(|source| StoreError::Dir {
+            path: state_dir.to_path_buf(),
+            source,
+        })?;
+    Ok(state_dir.join(FILE))
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DockerState {
+pub(crate) struct DockerState {
     /// By Docker network id.
     #[serde(default)]
-    pub networks: BTreeMap<String, NetworkMapping>,
+    pub(crate) networks: BTreeMap<String, NetworkMapping>,
     /// By Docker endpoint id.
     #[serde(default)]
-    pub endpoints: BTreeMap<String, EndpointState>,
+    pub(crate) endpoints: BTreeMap<String, EndpointState>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NetworkMapping {
-    pub mesh: String,
+pub(crate) struct NetworkMapping {
+    pub(crate) mesh: String,
     /// The mesh network was made for this Docker network (and may go with it).
-    pub created_by_docker: bool,
+    pub(crate) created_by_docker: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EndpointState {
-    pub network: String,
-    pub mesh: String,
-    pub ip: Ipv4Addr,
-    pub veth: RuntimeVeth,
+pub(crate) struct EndpointState {
+    pub(crate) network: String,
+    pub(crate) mesh: String,
+    pub(crate) ip: Ipv4Addr,
+    pub(crate) veth: RuntimeVeth,
     #[serde(default)]
-    pub joined: bool,
+    pub(crate) joined: bool,
 }
 
 impl DockerState {
-    pub fn load(dir: &StateDir) -> Result<DockerState> {
-        Ok(dir.load_json(FILE)?.unwrap_or_default())
+    /// The state in `file`; none yet is the empty state.
+    pub(crate) fn load(file: &Path) -> Result<DockerState, StoreError> {
+        match std::fs::read(file) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt {
+                path: file.to_path_buf(),
+                source,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(DockerState::default()),
+            Err(source) => Err(StoreError::Read {
+                path: file.to_path_buf(),
+                source,
+            }),
+        }
     }
 
-    pub fn save(&self, dir: &StateDir) -> Result<()> {
-        dir.save_json(FILE, self)
+    /// Replaces `file` atomically, root-only.
+    pub(crate) fn save(&self, file: &Path) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec_pretty(self).map_err(StoreError::Encode)?;
+        Ok(mesh_sys::fs::write_atomic(file, &bytes, 0o600)?)
     }
 
     /// Whether a Docker network other than `except` maps to `mesh`.
-    pub fn mesh_in_use(&self, mesh: &str, except: &str) -> bool {
+    pub(crate) fn mesh_in_use(&self, mesh: &str, except: &str) -> bool {
         self.networks
             .iter()
             .any(|(id, m)| id != except && m.mesh == mesh)
     }
 
     /// Applies `change` and saves; if saving fails, nothing changed.
-    pub fn commit<T>(
+    pub(crate) fn commit<T>(
         &mut self,
-        dir: &StateDir,
+        file: &Path,
         change: impl FnOnce(&mut DockerState) -> T,
-    ) -> Result<T> {
+    ) -> Result<T, StoreError> {
         let mut next = self.clone();
         let out = change(&mut next);
-        next.save(dir)?;
+        next.save(file)?;
         *self = next;
         Ok(out)
     }
@@ -78,7 +106,7 @@ mod tests {
     fn state_round_trips_and_a_failed_save_changes_nothing() {
         let dir = std::env::temp_dir().join(format!("meshdocker-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let sd = StateDir::open(&dir).unwrap();
+        let sd = open(&dir).unwrap();
         let mut s = DockerState::load(&sd).unwrap();
         assert_eq!(s, DockerState::default());
         s.commit(&sd, |s| {
