@@ -171,14 +171,6 @@ fn gossip_cipher(cipher: dataplane::Cipher) -> gossip::Cipher {
     }
 }
 
-/// The data plane's name for a cipher the control plane negotiated.
-pub fn dataplane_cipher(cipher: gossip::Cipher) -> dataplane::Cipher {
-    match cipher {
-        gossip::Cipher::ChaCha20Poly1305 => dataplane::Cipher::ChaCha20Poly1305,
-        gossip::Cipher::Aes256Gcm => dataplane::Cipher::Aes256Gcm,
-    }
-}
-
 /// Settings after merging file and flags, validated.
 #[derive(Debug, Clone)]
 pub struct Settings {

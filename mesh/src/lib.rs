@@ -22,6 +22,7 @@ pub use mesh_api as api;
 // How the parts reach the kernel (the only module that spawns nft, ip,
 // tc or bridge) and the one loop that keeps it in line with the records.
 pub mod kernel;
+mod layering;
 pub mod reconcile;
 
 // The parts of the daemon, each over its own state.

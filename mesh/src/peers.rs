@@ -342,7 +342,7 @@ impl<P: PeerPlane> PeerObserver for PeerTable<P> {
                 remote_index: keys.remote_index,
                 send_key: keys.send_key,
                 recv_key: keys.recv_key,
-                cipher: crate::config::dataplane_cipher(keys.cipher),
+                cipher: dataplane_cipher(keys.cipher),
             },
             send_now,
         );
@@ -352,6 +352,14 @@ impl<P: PeerPlane> PeerObserver for PeerTable<P> {
         if let Some(idx) = self.handle(peer) {
             self.dp.confirm_keys(idx, generation);
         }
+    }
+}
+
+/// The data plane's name for a cipher the control plane negotiated.
+fn dataplane_cipher(cipher: gossip::Cipher) -> dataplane::Cipher {
+    match cipher {
+        gossip::Cipher::ChaCha20Poly1305 => dataplane::Cipher::ChaCha20Poly1305,
+        gossip::Cipher::Aes256Gcm => dataplane::Cipher::Aes256Gcm,
     }
 }
 
