@@ -72,14 +72,6 @@ impl Channels {
         self.registered.get(name).map(|e| e.erased.clone())
     }
 
-    /// Every registered channel.
-    pub fn all(&self) -> Vec<(String, Arc<dyn ErasedChannel>)> {
-        self.registered
-            .iter()
-            .map(|(name, e)| (name.clone(), e.erased.clone()))
-            .collect()
-    }
-
     /// The channels a digest covers (encoding them is left to the caller,
     /// outside this registry's lock).
     pub fn for_digest(&self) -> Vec<(String, Arc<dyn ErasedChannel>)> {

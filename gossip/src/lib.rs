@@ -67,7 +67,6 @@ pub use node::{
 pub use signed::{Signature, Signed};
 pub use state::{
     Channel, DecodeError, GCounter, LwwMap, LwwRegister, Mergeable, Quota, QuotaError, Stamp,
-    TOMBSTONE_HORIZON,
 };
 pub use token::MeshSecret;
 

@@ -26,7 +26,6 @@ pub mod admission;
 mod config;
 mod connection;
 mod dial;
-mod expiry;
 mod observer;
 mod outbound;
 mod relay;
@@ -226,7 +225,6 @@ impl Node {
         node.inner.spawn(accept_loop(node.inner.clone()));
         node.inner.spawn(anti_entropy_loop(node.inner.clone()));
         node.inner.spawn(persist_loop(node.inner.clone()));
-        node.inner.spawn(expiry::expire_loop(node.inner.clone()));
         node.inner.spawn(relay::relay_loop(node.inner.clone()));
         node.inner.spawn(addrs::addrs_loop(node.inner.clone()));
         let known: Vec<PeerId> = lock(&node.inner.peers)
@@ -357,7 +355,6 @@ impl Node {
             return existing;
         }
         initial.limit_writers(name, self.inner.quota(name));
-        initial.expire(now_millis());
         let sink: Weak<dyn DeltaSink> = self.inner.this.clone();
         let channel = channels.register(name, initial, sink);
         drop(channels);

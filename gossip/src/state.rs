@@ -25,7 +25,7 @@ use crate::PeerId;
 mod lww;
 pub mod quota;
 
-pub use lww::{Admission, LwwEntry, LwwMap, MAX_STAMP_AHEAD_MS, TOMBSTONE_HORIZON};
+pub use lww::{Admission, LwwEntry, LwwMap, MAX_STAMP_AHEAD_MS};
 pub use quota::{Quota, QuotaError};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,13 +51,6 @@ pub trait Mergeable: Clone + Send + Sync + 'static {
     /// Starts refusing writes that take a writer past `quota` on `channel`
     /// (see [`quota`]); values without per-writer entries ignore it.
     fn limit_writers(&mut self, _channel: &str, _quota: Quota) {}
-    /// Drops what is older than the horizon and only exists so that a
-    /// removal wins (tombstones; see [`TOMBSTONE_HORIZON`]), as of
-    /// `now_ms`; returns how many went. Values without tombstones keep
-    /// the default.
-    fn expire(&mut self, _now_ms: u64) -> usize {
-        0
-    }
 }
 
 fn postcard_encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -239,8 +232,6 @@ pub(crate) trait ErasedChannel: Send + Sync {
     fn encoded(&self) -> Vec<u8>;
     /// The state in parts of about `max` bytes ([`Mergeable::encode_parts`]).
     fn encoded_parts(&self, max: usize) -> Vec<Vec<u8>>;
-    /// [`Mergeable::expire`] on the channel's value.
-    fn expire(&self, now_ms: u64) -> usize;
 }
 
 pub(crate) struct ChannelInner<S> {
@@ -286,11 +277,6 @@ impl<S: Mergeable> ErasedChannel for ChannelInner<S> {
 
     fn encoded_parts(&self, max: usize) -> Vec<Vec<u8>> {
         self.lock().encode_parts(max)
-    }
-
-    /// Live values do not change, so followers are not woken.
-    fn expire(&self, now_ms: u64) -> usize {
-        self.lock().expire(now_ms)
     }
 }
 
@@ -503,57 +489,5 @@ mod tests {
         b.merge(&a);
         assert_eq!(a.value(), 7);
         assert_eq!(a, b);
-    }
-
-    #[test]
-    fn tombstones_expire_after_the_horizon_and_free_their_writers_quota() {
-        let now = now_millis();
-        let horizon = TOMBSTONE_HORIZON.as_millis() as u64;
-        let quota = Quota {
-            entries: 2,
-            bytes: 1 << 20,
-        };
-        let mut m: LwwMap<String, u32> = LwwMap::new();
-        m.set_quota("c", quota);
-        m.try_set(A, "a".into(), 1).unwrap();
-        m.try_set(A, "b".into(), 2).unwrap();
-        m.try_remove(A, "a".into()).unwrap();
-        // The tombstone still counts: a third key is over the quota.
-        assert!(m.try_set(A, "c".into(), 3).is_err());
-        assert_eq!(m.expire(now + horizon - 60_000), 0, "not yet");
-        assert_eq!(m.expire(now + horizon + 60_000), 1);
-        assert!(m.entry(&"a".into()).is_none());
-        assert_eq!(
-            m.get(&"b".into()),
-            Some(&2),
-            "live values stay, however old"
-        );
-        m.try_set(A, "c".into(), 3).unwrap();
-    }
-
-    #[test]
-    fn an_expired_removal_is_no_news_but_still_wins_over_a_stale_value() {
-        let old = now_millis() - TOMBSTONE_HORIZON.as_millis() as u64 - 1_000;
-        let stamp = |timestamp, writer| Stamp { timestamp, writer };
-        // b still carries an expired tombstone: a, which does not hold the
-        // key, takes nothing in (else it would pass it on again).
-        let mut b: LwwMap<String, u32> = LwwMap::new();
-        let key = "k".to_string();
-        b.entries
-            .insert(key.clone(), LwwEntry::signed(&key, stamp(old, B), None));
-        let mut a: LwwMap<String, u32> = LwwMap::new();
-        assert!(!a.merge(&b));
-        assert!(a.entry(&"k".into()).is_none());
-        // A host that missed the removal holds the older value: the
-        // removal wins there.
-        let mut stale: LwwMap<String, u32> = LwwMap::new();
-        stale.apply("k".into(), stamp(old - 5_000, A), Some(7));
-        assert!(stale.merge(&b));
-        assert_eq!(stale.get(&"k".into()), None);
-        // A recent removal is news as ever.
-        let mut fresh = LwwMap::new();
-        fresh.apply("k".into(), stamp(now_millis(), B), None);
-        assert!(a.merge(&fresh));
-        assert!(a.entry(&"k".into()).is_some());
     }
 }

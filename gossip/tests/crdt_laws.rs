@@ -8,15 +8,8 @@ fn peer() -> impl Strategy<Value = PeerId> {
 }
 
 fn stamp() -> impl Strategy<Value = Stamp> {
-    // Small ranges so equal stamps (and same-stamp conflicts) actually occur;
-    // recent, since the laws hold within the tombstone horizon (an expired
-    // tombstone is taken as absent: `gossip::TOMBSTONE_HORIZON`).
-    static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let base = *BASE.get_or_init(|| gossip::state::now_millis() - 60_000);
-    (0u64..6, peer()).prop_map(move |(at, writer)| Stamp {
-        timestamp: base + at,
-        writer,
-    })
+    // Small ranges so equal stamps (and same-stamp conflicts) actually occur.
+    (0u64..6, peer()).prop_map(|(timestamp, writer)| Stamp { timestamp, writer })
 }
 
 fn lww_map() -> impl Strategy<Value = LwwMap<u8, u8>> {

@@ -124,7 +124,6 @@ fn open_channel<V: records::Record>(
 impl Daemon {
     pub async fn start(settings: Settings) -> Result<Arc<Daemon>> {
         let state = StateDir::open(&settings.state_dir)?;
-        snapshots::resync_after_absence(&state);
         let identity = Identity::load_or_create(&state.file("identity.key"))
             .context("loading the host identity")?;
         // The mesh secret is gossip's file: it keeps the saved one, or
@@ -416,7 +415,6 @@ impl Daemon {
         );
         daemon.clone().spawn_mtu_sync();
         tokio::spawn(daemon.attacher.clone().reap_forever());
-        snapshots::keep_contact(&daemon.state, daemon.roster.clone());
         crate::liveness::spawn_observer(
             liveness,
             daemon.roster.clone(),

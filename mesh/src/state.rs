@@ -44,9 +44,6 @@ pub struct StateDir {
     dir: PathBuf,
 }
 
-/// When this host last knew another host live (see
-/// `daemon::snapshots::resync_after_absence`).
-const LAST_CONTACT: &str = "last-contact";
 const ATTACHMENTS: &str = "attachments.json";
 const RESERVATIONS: &str = "reservations.json";
 
@@ -102,39 +99,6 @@ impl StateDir {
 
     pub fn save_reservations(&self, records: &[Reservation]) -> Result<()> {
         self.save_json(RESERVATIONS, &records)
-    }
-
-    /// When this host last knew another host live (wall-clock ms), if
-    /// it was ever noted.
-    pub fn last_contact(&self) -> Option<u64> {
-        let text = std::fs::read_to_string(self.dir.join(LAST_CONTACT)).ok()?;
-        text.trim().parse().ok()
-    }
-
-    pub fn save_contact(&self, at_ms: u64) -> Result<()> {
-        write_atomic(
-            &self.dir.join(LAST_CONTACT),
-            at_ms.to_string().as_bytes(),
-            0o600,
-        )
-    }
-
-    /// Drops every channel snapshot: replicated state is then taken from
-    /// the mesh alone. Returns how many went.
-    pub fn drop_channel_snapshots(&self) -> Result<usize> {
-        let dir = self.dir.join("channels");
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
-        };
-        let mut n = 0;
-        for entry in entries {
-            let path = entry?.path();
-            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
-            n += 1;
-        }
-        Ok(n)
     }
 
     /// Snapshot of a replicated channel, so a host that restarts alone

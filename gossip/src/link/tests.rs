@@ -164,15 +164,8 @@ fn digest_exchange_makes_differing_replicas_equal() {
     );
 }
 
-/// A stamp `at` ms after a recent base: tombstones older than
-/// `TOMBSTONE_HORIZON` are expired, so test stamps must be recent.
-fn stamp(at: u64, writer: PeerId) -> Stamp {
-    static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let base = *BASE.get_or_init(|| crate::state::now_millis() - 60_000);
-    Stamp {
-        timestamp: base + at,
-        writer,
-    }
+fn stamp(timestamp: u64, writer: PeerId) -> Stamp {
+    Stamp { timestamp, writer }
 }
 
 #[test]

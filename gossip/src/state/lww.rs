@@ -25,15 +25,6 @@ const MAX_ADMISSION_PASSES: usize = 8;
 /// write would silently win over every later one (a value nobody can
 /// change or remove).
 pub const MAX_STAMP_AHEAD_MS: u64 = 10 * 60 * 1000;
-/// How long a tombstone is kept: longer than any host is expected to be
-/// out of contact. A removal older than this is known everywhere that was
-/// in contact since, and a host that was not must drop its replicated
-/// state and take the mesh's (meshd does that at start), so the removed
-/// key cannot come back. Without expiry, tombstones grow with churn (a
-/// container replaced per host per minute is 1.4 M a day at 1,000 hosts)
-/// and count against their writer's quota.
-pub const TOMBSTONE_HORIZON: std::time::Duration = std::time::Duration::from_secs(72 * 3600);
-const HORIZON_MS: u64 = TOMBSTONE_HORIZON.as_millis() as u64;
 
 /// One LWW slot: a value or a tombstone (`None`), signed by the stamp's
 /// writer over key, stamp and value.
@@ -105,10 +96,9 @@ struct Guard<K, V> {
 
 /// Per-key last-writer-wins map with tombstones.
 ///
-/// Tombstones are kept for [`TOMBSTONE_HORIZON`] ([`Mergeable::expire`]);
-/// a tombstone older than that arriving for a key this map does not hold
-/// is not news and is not taken in (else hosts would pass an expired
-/// removal back and forth until the last one expired it).
+/// Tombstones are kept forever (a removed key must not be resurrected by a
+/// host that missed the removal); callers with high churn should namespace
+/// keys so the set stays bounded.
 ///
 /// A *guarded* map ([`LwwMap::guarded`]) admits a write only if its
 /// signature is its writer's, its stamp is at most [`MAX_STAMP_AHEAD_MS`]
@@ -242,26 +232,6 @@ where
         Ok(delta)
     }
 
-    /// Drops the tombstones older than [`TOMBSTONE_HORIZON`] as of
-    /// `now_ms`, freeing their writers' quota; returns how many.
-    pub fn expire_tombstones(&mut self, now_ms: u64) -> usize {
-        let before = now_ms.saturating_sub(HORIZON_MS);
-        let expired: Vec<K> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| e.value.is_none() && e.stamp.timestamp < before)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in &expired {
-            if let Some(e) = self.entries.remove(key) {
-                if let Some(limit) = &mut self.limit {
-                    limit.release(e.stamp.writer, slot_size(key, &e));
-                }
-            }
-        }
-        expired.len()
-    }
-
     /// Starts counting writers against `quota` (replacing an earlier one).
     pub fn set_quota(&mut self, channel: &str, quota: Quota) {
         let slots = self
@@ -380,15 +350,9 @@ where
         V: 'a,
     {
         let mut changed = false;
-        let expired_before = now_millis().saturating_sub(HORIZON_MS);
         for (key, theirs) in incoming {
             let ours = self.entries.get(key);
             if ours.is_some_and(|ours| !theirs.beats(ours)) {
-                continue;
-            }
-            // An expired removal still wins over an older value held here
-            // (this host missed it); for a key not held it is no news.
-            if ours.is_none() && theirs.value.is_none() && theirs.stamp.timestamp < expired_before {
                 continue;
             }
             if let Some(limit) = &mut self.limit {
@@ -436,8 +400,5 @@ where
     }
     fn limit_writers(&mut self, channel: &str, quota: Quota) {
         self.set_quota(channel, quota);
-    }
-    fn expire(&mut self, now_ms: u64) -> usize {
-        self.expire_tombstones(now_ms)
     }
 }

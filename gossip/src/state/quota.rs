@@ -128,19 +128,14 @@ impl Limit {
     /// Books a write [`Limit::check`] allowed.
     pub fn record(&mut self, writer: PeerId, old: Option<(PeerId, usize)>, size: usize) {
         if let Some((previous, old_size)) = old {
-            self.release(previous, old_size);
+            let slot = self.usage.entry(previous).or_default();
+            slot.0 = slot.0.saturating_sub(1);
+            slot.1 = slot.1.saturating_sub(old_size);
+            if slot.0 == 0 {
+                self.usage.remove(&previous);
+            }
         }
         self.add(writer, size);
-    }
-
-    /// A slot of `writer` of `size` bytes is gone (an expired tombstone).
-    pub fn release(&mut self, writer: PeerId, size: usize) {
-        let slot = self.usage.entry(writer).or_default();
-        slot.0 = slot.0.saturating_sub(1);
-        slot.1 = slot.1.saturating_sub(size);
-        if slot.0 == 0 {
-            self.usage.remove(&writer);
-        }
     }
 
     fn add(&mut self, writer: PeerId, size: usize) {
