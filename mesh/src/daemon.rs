@@ -583,6 +583,8 @@ impl Daemon {
         self.peers
             .set_networks(self.fabric.finish(devices, &desired));
         self.apply_isolation(devices, &desired);
+        // Bridges exist now: host addresses on them can be set up.
+        self.edge.poke();
     }
 
     /// Rebuilds the host's isolation table for the networks realised here

@@ -146,12 +146,14 @@ impl Liveness {
     /// Recomputes the verdicts as of `now` and tells followers if they
     /// changed.
     fn publish(&self, now: Instant) {
+        // Computed and compared under one lock: the observer and a probe's
+        // answer may publish at once, and must not store out of order.
+        let mut v = self.verdicts.lock().unwrap_or_else(|p| p.into_inner());
         let next = Verdicts {
             live: self.fresh(STALE_AFTER, now),
             support: self.fresh(HOLD_WINDOW, now),
             stale: self.stale(now),
         };
-        let mut v = self.verdicts.lock().unwrap_or_else(|p| p.into_inner());
         if *v != next {
             *v = next;
             drop(v);

@@ -18,9 +18,9 @@ pub trait Reconciler: Send + Sync + 'static {
     /// are logged and retried by the next pass.
     fn reconcile(self: Arc<Self>) -> impl Future<Output = ()> + Send;
 
-    /// When the next pass is due for a reason no channel announces (a
-    /// timer of the reconciler's own), if before the tick.
-    fn next_wake(&self) -> Option<Instant> {
+    /// The earliest moment strictly after `after` at which a pass is due
+    /// for a reason no channel announces (a timer of the reconciler's own).
+    fn next_wake(&self, _after: Instant) -> Option<Instant> {
         None
     }
 }
@@ -40,13 +40,14 @@ pub fn follow<R: Reconciler>(r: Arc<R>, channels: Vec<watch::Receiver<u64>>, tic
     }
     tokio::spawn(async move {
         loop {
+            // A deadline up to the start of a pass is that pass's; one that
+            // comes due while it runs gets a pass at once.
+            let started = Instant::now();
             r.clone().reconcile().await;
-            // A deadline already past was the pass just run's to handle.
             let now = Instant::now();
             let wake = r
-                .next_wake()
-                .filter(|at| *at > now)
-                .map_or(tick, |at| (at - now).min(tick));
+                .next_wake(started)
+                .map_or(tick, |at| at.saturating_duration_since(now).min(tick));
             tokio::select! {
                 _ = changed.notified() => {}
                 _ = tokio::time::sleep(wake) => {}
@@ -97,8 +98,8 @@ mod tests {
             self.0.fetch_add(1, Ordering::SeqCst);
             self.1.notify_one();
         }
-        fn next_wake(&self) -> Option<Instant> {
-            Some(self.2)
+        fn next_wake(&self, after: Instant) -> Option<Instant> {
+            Some(self.2).filter(|at| *at > after)
         }
     }
 

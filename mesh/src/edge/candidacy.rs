@@ -156,5 +156,7 @@ impl Edge {
         for (k, v) in underlay::meta(&adverts) {
             (self.advertise)(k, (!adverts.is_empty()).then_some(v));
         }
+        // This host's own candidacy changed.
+        self.poke();
     }
 }

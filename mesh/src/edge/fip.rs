@@ -177,13 +177,14 @@ impl Handover {
         held
     }
 
-    /// When an address this host was given but does not answer for yet
-    /// becomes its to answer for (the earliest), if any.
-    pub fn next_due(&self) -> Option<Instant> {
+    /// When, after `after`, an address this host was given but does not
+    /// answer for yet becomes its to answer for (the earliest), if ever.
+    pub fn next_due(&self, after: Instant) -> Option<Instant> {
         self.pending
             .iter()
             .filter(|(a, _)| !self.held.contains(a))
             .map(|(_, since)| *since + HANDOVER)
+            .filter(|at| *at > after)
             .min()
     }
 }
@@ -600,7 +601,7 @@ mod tests {
         assert!(a
             .step("a", &holders(Some("a")), &set(&["a", "b"]), at(0))
             .is_empty());
-        assert_eq!(a.next_due(), Some(at(0) + HANDOVER));
+        assert_eq!(a.next_due(at(0)), Some(at(0) + HANDOVER));
         assert!(a
             .step("a", &holders(Some("a")), &set(&["a", "b"]), at(2000))
             .is_empty());
@@ -608,7 +609,7 @@ mod tests {
             a.step("a", &holders(Some("a")), &set(&["a", "b"]), at(2600)),
             [fip].into()
         );
-        assert_eq!(a.next_due(), None, "held: nothing to wait for");
+        assert_eq!(a.next_due(at(0)), None, "held: nothing to wait for");
         // Once held, kept while it stays the holder; lost without a majority.
         assert_eq!(
             a.step("a", &holders(Some("a")), &set(&["a"]), at(2700)),

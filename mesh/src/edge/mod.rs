@@ -13,8 +13,10 @@
 //!   about its own (subnet, MAC),
 //! - [`ops`]: the API operations.
 //!
-//! [`Edge`] keeps the kernel in line with the records: every change of
-//! them, and every 250 ms (hosts going down change no record).
+//! [`Edge`] keeps the kernel in line with the records: on every change of
+//! them, of the failure detector's verdicts and of the members, when a
+//! network's devices are realised, at its own deadlines (a handover, a
+//! re-probe) and on a slow tick.
 //!
 //! A host address exists on a network when this host exposes it, when the
 //! network has egress (the containers' gateway), or when a floating IP
@@ -108,6 +110,9 @@ pub struct Edge {
     carried: crate::carried::Carried,
     /// Serialises reconciling and the API operations.
     ops: tokio::sync::Mutex<()>,
+    /// Moved by [`Edge::poke`]: a pass is due for a reason no channel
+    /// carries.
+    pokes: tokio::sync::watch::Sender<u64>,
 }
 
 /// What [`Edge::new`] needs from the daemon.
@@ -171,11 +176,19 @@ impl Edge {
             fip_permits: p.fip_permits,
             carried: p.carried,
             ops: tokio::sync::Mutex::new(()),
+            pokes: tokio::sync::watch::channel(0).0,
         }))
     }
 
     fn me_hex(&self) -> String {
         self.me.to_hex()
+    }
+
+    /// Asks for a pass soon: a network's devices were realised, this
+    /// host's underlay advert changed, or an API operation set a deadline
+    /// ([`crate::reconcile::Reconciler::next_wake`]) outside the loop.
+    pub fn poke(&self) {
+        self.pokes.send_modify(|v| *v += 1);
     }
 
     /// Whether `network` has egress (`network create --egress`, `network set`).
@@ -294,6 +307,12 @@ impl Edge {
             self.carried.subscribe(),
             self.liveness.subscribe(),
             self.roster.subscribe(),
+            // Who may hold (removed hosts), and where a floating IP's
+            // forwards lead (endpoints and labels of the targets).
+            self.channels.removed.subscribe(),
+            self.channels.endpoints.subscribe(),
+            self.services.ch.labels.subscribe(),
+            self.pokes.subscribe(),
         ];
         crate::reconcile::follow(self, channels, TICK);
     }
@@ -768,17 +787,17 @@ impl crate::reconcile::Reconciler for Edge {
 
     /// A floating IP given to this host is answered for after the
     /// handover wait; one found in use is probed again after its backoff.
-    fn next_wake(&self) -> Option<Instant> {
+    fn next_wake(&self, after: Instant) -> Option<Instant> {
         let handover = self
             .handover
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .next_due();
+            .next_due(after);
         let retry = self
             .refusals
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .next_retry();
+            .next_retry(after);
         handover.into_iter().chain(retry).min()
     }
 }

@@ -113,6 +113,7 @@ impl Edge {
             self.set_exposed(&net.id, true)?;
         }
         self.reconcile_locked().await;
+        self.poke();
         let w = networks::wire_id(&net.id);
         let plumbed = self
             .nl
@@ -127,6 +128,7 @@ impl Edge {
                 // Undo: the address goes unless a gateway still needs it.
                 self.set_exposed(&net.id, false)?;
                 self.reconcile_locked().await;
+                self.poke();
                 Err(ApiError::Internal(anyhow::anyhow!(
                     "network {} has no bridge on this host yet; see the meshd log",
                     net.id
@@ -149,6 +151,7 @@ impl Edge {
         };
         self.set_exposed(network, false)?;
         self.reconcile_locked().await;
+        self.poke();
         a.exposed = false;
         Ok(self.address_view(&a))
     }

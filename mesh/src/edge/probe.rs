@@ -127,9 +127,14 @@ pub struct Refusals {
 }
 
 impl Refusals {
-    /// When the earliest refused address may be probed again.
-    pub fn next_retry(&self) -> Option<Instant> {
-        self.by_addr.values().map(|r| r.retry_at).min()
+    /// When, after `after`, the earliest refused address may be probed
+    /// again.
+    pub fn next_retry(&self, after: Instant) -> Option<Instant> {
+        self.by_addr
+            .values()
+            .map(|r| r.retry_at)
+            .filter(|at| *at > after)
+            .min()
     }
 
     /// Whether `addr` may be probed (again) now.
