@@ -11,7 +11,8 @@
 //!   is not a mesh host may own it),
 //! - [`underlay`]: the underlay interfaces, and what this host advertises
 //!   about its own (subnet, MAC),
-//! - [`ops`]: the API operations.
+//! - [`ops`]: the API operations,
+//! - `schedule`: when the edge reconciles.
 //!
 //! [`Edge`] keeps the kernel in line with the records: on every change of
 //! them, of the failure detector's verdicts and of the members, when a
@@ -29,6 +30,7 @@ pub mod fip;
 pub mod hostaddr;
 pub mod ops;
 pub mod probe;
+mod schedule;
 pub mod table;
 pub mod underlay;
 
@@ -37,7 +39,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tracing::{info, warn};
 
 use crate::alloc::Allocator;
@@ -52,15 +54,7 @@ use mesh_model::edge::{Fip, FipBindingRecord, FipPool, FipRecord, HOST_ADDRESS_M
 use mesh_model::networks;
 use mesh_model::records::{self as rec, Channels, EndpointRecord, NetworkDef, Records};
 
-/// A pass also runs this often for what no record or verdict announces:
-/// a device or namespace that was not there yet. Hosts going up, down or
-/// silent come from the failure detector ([`Liveness::subscribe`]) and the
-/// roster, the floating IPs' timers from [`Edge::next_wake`].
-const TICK: Duration = Duration::from_secs(5);
 pub use crate::liveness::HOLD_WINDOW;
-
-/// How often this host re-reads its underlay interface (subnet, MAC).
-const ADVERT_INTERVAL: Duration = Duration::from_secs(5);
 
 pub use crate::roster::Member;
 
@@ -184,13 +178,6 @@ impl Edge {
         self.me.to_hex()
     }
 
-    /// Asks for a pass soon: a network's devices were realised, this
-    /// host's underlay advert changed, or an API operation set a deadline
-    /// ([`crate::reconcile::Reconciler::next_wake`]) outside the loop.
-    pub fn poke(&self) {
-        self.pokes.send_modify(|v| *v += 1);
-    }
-
     /// Whether `network` has egress (`network create --egress`, `network set`).
     fn egress(&self, network: &str) -> bool {
         self.channels.settings_of(network).egress
@@ -286,35 +273,6 @@ impl Edge {
             })
             .collect();
         (holders, live)
-    }
-
-    /// Follows the records for as long as the daemon runs.
-    pub fn spawn(self: Arc<Self>) {
-        let me = self.clone();
-        tokio::spawn(async move {
-            loop {
-                me.refresh_advert().await;
-                tokio::time::sleep(ADVERT_INTERVAL).await;
-            }
-        });
-        let channels = vec![
-            self.fips.subscribe(),
-            self.bindings.subscribe(),
-            self.channels.networks.subscribe(),
-            self.services.ch.services.subscribe(),
-            self.services.ch.health.subscribe(),
-            self.channels.settings.subscribe(),
-            self.carried.subscribe(),
-            self.liveness.subscribe(),
-            self.roster.subscribe(),
-            // Who may hold (removed hosts), and where a floating IP's
-            // forwards lead (endpoints and labels of the targets).
-            self.channels.removed.subscribe(),
-            self.channels.endpoints.subscribe(),
-            self.services.ch.labels.subscribe(),
-            self.pokes.subscribe(),
-        ];
-        crate::reconcile::follow(self, channels, TICK);
     }
 
     pub async fn reconcile(&self) {
@@ -778,26 +736,4 @@ impl Edge {
 /// `meshd --cleanup`: the edge table goes (its devices go with the others).
 pub fn cleanup(prefix: &str) -> anyhow::Result<()> {
     table::remove(prefix)
-}
-
-impl crate::reconcile::Reconciler for Edge {
-    async fn reconcile(self: Arc<Self>) {
-        Edge::reconcile(&self).await;
-    }
-
-    /// A floating IP given to this host is answered for after the
-    /// handover wait; one found in use is probed again after its backoff.
-    fn next_wake(&self, after: Instant) -> Option<Instant> {
-        let handover = self
-            .handover
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .next_due(after);
-        let retry = self
-            .refusals
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .next_retry(after);
-        handover.into_iter().chain(retry).min()
-    }
 }
