@@ -106,18 +106,22 @@ mod tests {
     #[tokio::test]
     async fn a_reconciler_is_woken_when_it_asks_and_only_then() {
         let done = Arc::new(Notify::new());
-        let at = Instant::now() + Duration::from_millis(50);
+        // Far enough ahead that the first pass surely starts before it.
+        let at = Instant::now() + Duration::from_millis(500);
         let r = Arc::new(Timer(AtomicUsize::new(0), done.clone(), at));
         follow(r.clone(), vec![], Duration::from_secs(3600));
-        done.notified().await;
-        done.notified().await;
+        let pass = || tokio::time::timeout(Duration::from_secs(30), done.notified());
+        pass().await.expect("a first pass at once");
+        pass()
+            .await
+            .expect("a pass at the deadline, not the hour-long tick");
         assert_eq!(
             r.0.load(Ordering::SeqCst),
             2,
             "woken before the hour-long tick"
         );
         // The deadline is past now: no pass until the tick.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(
             r.0.load(Ordering::SeqCst),
             2,
