@@ -57,6 +57,9 @@ pub enum Command {
     },
     /// This host, mesh size, and every peer's state and traffic.
     Status(Output),
+    /// Versions: this client, the daemon, and every peer's meshd and
+    /// protocol range, with the protocol version each link speaks.
+    Version(Output),
     /// The member list.
     Peers(Output),
     /// Create, list and remove networks.

@@ -19,6 +19,7 @@ mod edge;
 mod service;
 mod top;
 mod traffic;
+mod version;
 use clap::Parser;
 use mesh_api::{
     AttachRequest, Client, CreateNetworkRequest, DetachRequest, JoinRequest, ReleaseRequest,
@@ -83,6 +84,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
             print::status(&s);
         }
+        Command::Version(out) => return version::run(&c, out.json).await,
         Command::Peers(out) => {
             let p = c.peers().await?;
             if out.json {

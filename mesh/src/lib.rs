@@ -54,3 +54,4 @@ pub mod error;
 pub mod linkstats;
 pub mod metrics;
 pub mod server;
+pub mod version;
