@@ -35,6 +35,11 @@ fn yaml_block(doc: &str, name: &str) -> String {
     lan(&doc[start..start + len])
 }
 
+/// A file without its `# NAME` line.
+fn uncommented(file: &str) -> String {
+    file.split_once('\n').unwrap().1.to_string()
+}
+
 /// The `meshctl` lines of the ```sh blocks of `doc` (comments cut), each
 /// with the lines it prints there (up to the next command or comment).
 fn sh_steps(doc: &str) -> Vec<(String, Vec<String>)> {
@@ -204,13 +209,13 @@ fn apply_export_delete_pis_service_file() {
     // ---- refused whole: a typo, and an object the mesh cannot take; the
     // valid network in the same file is not created either.
     // A valid network of its own, then the service with a typo.
-    let extra = yaml_block(DOC, "mesh.yaml")
+    let extra = uncommented(&yaml_block(DOC, "mesh.yaml"))
         .split("---")
         .next()
         .unwrap()
         .replace("name: web", "name: extra")
         .replace("10.40.0.0", "10.41.0.0");
-    let typo = nginx_yaml.replace("targetPort", "targetport");
+    let typo = uncommented(&nginx_yaml).replace("targetPort", "targetport");
     ctl.write("bad.yaml", &format!("{extra}---\n{typo}"));
     let e = ctl
         .run(0, "meshctl apply -f bad.yaml --network web")

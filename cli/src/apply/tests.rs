@@ -399,3 +399,25 @@ fn an_export_applied_to_the_mesh_it_came_from_changes_nothing() {
     });
     assert_eq!(create.unwrap().ip.as_deref(), Some("10.40.0.3"));
 }
+
+#[test]
+fn a_directory_is_its_yaml_files_by_name() {
+    let dir = std::env::temp_dir().join(format!("meshctl-apply-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("b.yml"), PI).unwrap();
+    std::fs::write(dir.join("a.yaml"), MESH).unwrap();
+    std::fs::write(dir.join("notes.txt"), "not yaml").unwrap();
+    let docs = super::load::load(std::slice::from_ref(&dir)).unwrap();
+    let files: Vec<String> = docs
+        .iter()
+        .map(|(o, _)| format!("{}#{}", o.file.rsplit('/').next().unwrap(), o.doc))
+        .collect();
+    assert_eq!(files, ["a.yaml#1", "a.yaml#2", "b.yml#1"]);
+    let e = super::load::load(&[dir.join("nosuch.yaml")]).unwrap_err();
+    assert!(e.to_string().contains("nosuch.yaml: "), "{e}");
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let e = super::load::load(&[empty]).unwrap_err();
+    assert!(e.0[0].ends_with("no *.yaml or *.yml file"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
