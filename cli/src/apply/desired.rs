@@ -206,7 +206,7 @@ impl Builder<'_> {
             origin,
             d.metadata.name,
             s.network,
-            &s.ports,
+            &s.ports.iter().map(PortText::text).collect::<Vec<_>>(),
             s.selector,
             s.scheduler,
             ip,
@@ -256,7 +256,10 @@ impl Builder<'_> {
         at("spec.network", netspec::validate_network_id(&s.network))?;
         let mut ports = Vec::new();
         for (i, p) in s.ports.iter().enumerate() {
-            ports.push(at(&format!("spec.ports[{i}]"), trafficspec::parse_port(p))?);
+            ports.push(at(
+                &format!("spec.ports[{i}]"),
+                trafficspec::parse_port(&p.text()),
+            )?);
         }
         ports.sort();
         ports.dedup();

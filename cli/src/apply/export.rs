@@ -82,7 +82,11 @@ pub fn render(cur: &Current) -> Result<String> {
             &s.name,
             ServiceSpec {
                 network: s.network.clone(),
-                ports: s.ports.iter().map(port_text).collect(),
+                ports: s
+                    .ports
+                    .iter()
+                    .map(|p| PortText::from_text(port_text(p)))
+                    .collect(),
                 selector: s.selector.clone(),
                 scheduler: s.scheduler,
                 ip: Some(bare(&s.vip).to_string()),
@@ -101,7 +105,11 @@ pub fn render(cur: &Current) -> Result<String> {
                 network: r.network.clone(),
                 from: r.from.clone(),
                 to: r.to.clone(),
-                ports: r.ports.iter().map(|p| p.to_string()).collect(),
+                ports: r
+                    .ports
+                    .iter()
+                    .map(|p| PortText::from_text(p.to_string()))
+                    .collect(),
             },
         ))?);
     }

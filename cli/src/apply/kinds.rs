@@ -68,8 +68,8 @@ pub struct NetworkSpec {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ServiceSpec {
     pub network: String,
-    /// `PORT[:TARGET_PORT][/tcp|/udp]`, as `--port`.
-    pub ports: Vec<String>,
+    /// `PORT[:TARGET_PORT][/tcp|/udp]`, as `--port` (or a bare number).
+    pub ports: Vec<PortText>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub selector: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "is_default")]
@@ -104,7 +104,32 @@ pub struct PolicySpec {
     pub to: BTreeMap<String, String>,
     /// `PORT[/tcp|/udp]`; none: every port and protocol.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ports: Vec<String>,
+    pub ports: Vec<PortText>,
+}
+
+/// A port as `--port` takes it: `80` may be written as a number.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PortText {
+    Number(u32),
+    Text(String),
+}
+
+impl PortText {
+    pub fn text(&self) -> String {
+        match self {
+            PortText::Number(n) => n.to_string(),
+            PortText::Text(t) => t.clone(),
+        }
+    }
+
+    /// A bare number as a number, anything else as text.
+    pub fn from_text(t: String) -> PortText {
+        match t.parse() {
+            Ok(n) => PortText::Number(n),
+            Err(_) => PortText::Text(t),
+        }
+    }
 }
 
 /// A number, or text with a unit (`50ms`, `10%`).

@@ -378,6 +378,10 @@ fn an_export_applied_to_the_mesh_it_came_from_changes_nothing() {
         text.contains("delay: 50ms") && text.contains("jitter: 0.5ms"),
         "{text}"
     );
+    assert!(
+        text.contains("  ports:\n  - 80\n"),
+        "a bare port is a number: {text}"
+    );
     let want = desired(&[("backup.yaml", &text)], None).unwrap();
     let items = Planner::new(&cur, &want).apply().unwrap();
     assert_eq!(items.len(), 7, "{:?}", lines(&items));
@@ -420,4 +424,32 @@ fn a_directory_is_its_yaml_files_by_name() {
     let e = super::load::load(&[empty]).unwrap_err();
     assert!(e.0[0].ends_with("no *.yaml or *.yml file"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_load_balancer_without_an_address_keeps_the_one_it_got() {
+    let any = PI.replace("  loadBalancerIP: 192.168.1.241\n", "");
+    let want = desired(&[("pi.yaml", &any)], Some("web")).unwrap();
+    assert_eq!(want.fips[0].addr, None);
+    // Found by its association, not taken again.
+    let items = Planner::new(&applied(), &want).apply().unwrap();
+    assert_eq!(
+        lines(&items),
+        ["unchanged service nginx.web", "unchanged fip 192.168.1.241"]
+    );
+    let mut cur = applied();
+    cur.fips.clear();
+    let items = Planner::new(&cur, &want).apply().unwrap();
+    assert_eq!(items[1].to_string(), "create fip (next free address)");
+    assert!(matches!(
+        items[1].steps[..],
+        [Step::CreateFip(None), Step::Associate(None, _)]
+    ));
+    // A ClusterIP service has no floating IP; loadBalancerIP needs one.
+    let cluster = PI.replace("LoadBalancer", "ClusterIP");
+    let e = desired(&[("c.yaml", &cluster)], Some("web")).unwrap_err();
+    assert!(
+        e[0].contains("spec.loadBalancerIP: needs spec.type: LoadBalancer"),
+        "{e:?}"
+    );
 }
