@@ -202,52 +202,34 @@ impl Builder<'_> {
             targets.push((ip, port, w));
         }
         let ip = s.ip.as_deref().map(|t| ipv4("spec.ip", t)).transpose()?;
-        self.push_service(
-            origin,
-            d.metadata.name,
-            s.network,
-            &s.ports.iter().map(PortText::text).collect::<Vec<_>>(),
-            s.selector,
-            s.scheduler,
+        let want = SvcWant {
+            origin: origin.clone(),
+            name: d.metadata.name,
+            network: s.network,
+            ports: Vec::new(),
+            selector: s.selector,
+            scheduler: s.scheduler,
             ip,
-            s.health_interval_ms,
+            health_interval_ms: 0,
             targets,
-        )
+        };
+        let ports: Vec<String> = s.ports.iter().map(PortText::text).collect();
+        self.push_service(want, &ports, s.health_interval_ms)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn push_service(
-        &mut self,
-        origin: &Origin,
-        name: String,
-        network: String,
-        ports: &[String],
-        selector: BTreeMap<String, String>,
-        scheduler: Scheduler,
-        ip: Option<Ipv4Addr>,
-        health: Option<u64>,
-        mut targets: Vec<(Ipv4Addr, Option<u16>, u32)>,
-    ) -> Check<()> {
-        at("metadata.name", svcspec::check_name(&name))?;
-        at("spec.network", netspec::validate_network_id(&network))?;
-        let ports = at("spec.ports", svcspec::parse_ports(ports))?;
-        labels("spec.selector", &selector)?;
-        let health_interval_ms = at(
+    /// Checks what both service kinds share; `ports` and the health
+    /// interval are filled in from `--port` texts and the optional value.
+    fn push_service(&mut self, mut w: SvcWant, ports: &[String], health: Option<u64>) -> Check<()> {
+        at("metadata.name", svcspec::check_name(&w.name))?;
+        at("spec.network", netspec::validate_network_id(&w.network))?;
+        w.ports = at("spec.ports", svcspec::parse_ports(ports))?;
+        labels("spec.selector", &w.selector)?;
+        w.health_interval_ms = at(
             "spec.healthIntervalMs",
             svcspec::check_health_interval(health),
         )?;
-        targets.sort();
-        self.out.services.push(SvcWant {
-            origin: origin.clone(),
-            name,
-            network,
-            ports,
-            selector,
-            scheduler,
-            ip,
-            health_interval_ms,
-            targets,
-        });
+        w.targets.sort();
+        self.out.services.push(w);
         Ok(())
     }
 
@@ -412,17 +394,18 @@ impl Builder<'_> {
             .map(|t| ipv4("spec.clusterIP", t))
             .transpose()?;
         let public = s.ports.first().map(|p| p.port);
-        self.push_service(
-            origin,
-            m.name.clone(),
-            network.clone(),
-            &ports,
-            s.selector,
-            Scheduler::Rr,
+        let want = SvcWant {
+            origin: origin.clone(),
+            name: m.name.clone(),
+            network: network.clone(),
+            ports: Vec::new(),
+            selector: s.selector,
+            scheduler: Scheduler::Rr,
             ip,
-            None,
-            Vec::new(),
-        )?;
+            health_interval_ms: 0,
+            targets: Vec::new(),
+        };
+        self.push_service(want, &ports, None)?;
         if lb {
             let addr = s
                 .load_balancer_ip
