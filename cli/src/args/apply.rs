@@ -35,3 +35,52 @@ pub struct ExportArgs {
     #[arg(short = 'o', long = "output")]
     pub output: Option<PathBuf>,
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::args::{Cli, Command};
+    use clap::Parser;
+
+    #[test]
+    fn apply_delete_and_export_parse() {
+        let cli = Cli::try_parse_from([
+            "meshctl",
+            "apply",
+            "-f",
+            "a.yaml",
+            "--filename",
+            "dir",
+            "--network",
+            "web",
+            "--dry-run",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Apply(a) => {
+                assert_eq!(a.files, ["a.yaml", "dir"].map(std::path::PathBuf::from));
+                assert_eq!(a.network.as_deref(), Some("web"));
+                assert!(a.dry_run);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            Cli::try_parse_from(["meshctl", "apply"]).is_err(),
+            "-f is required"
+        );
+        assert!(Cli::try_parse_from(["meshctl", "delete", "-f", "x.yaml", "--dry-run"]).is_err());
+        match Cli::try_parse_from(["meshctl", "delete", "-f", "-"])
+            .unwrap()
+            .command
+        {
+            Command::Delete(d) => assert_eq!(d.files, [std::path::PathBuf::from("-")]),
+            other => panic!("{other:?}"),
+        }
+        match Cli::try_parse_from(["meshctl", "export", "-o", "b.yaml"])
+            .unwrap()
+            .command
+        {
+            Command::Export(e) => assert_eq!(e.output, Some("b.yaml".into())),
+            other => panic!("{other:?}"),
+        }
+    }
+}
