@@ -5,10 +5,12 @@ use mesh_api::DEFAULT_SOCKET;
 use std::path::PathBuf;
 
 mod edge;
+mod log;
 mod observe;
 mod traffic;
 
 pub use edge::{FipCommand, FipPoolCommand};
+pub use log::{format_time, parse_since, LogArgs};
 pub use observe::{parse_interval, DoctorArgs, TopArgs};
 pub use traffic::{parse_duration_ms, parse_percent, PolicyCommand, QosCommand};
 
@@ -135,6 +137,9 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Live traffic rates per container and per peer, refreshed in place.
     Top(TopArgs),
+    /// The audit trail: replicated writes this host admitted (who, when,
+    /// channel, key, create/update/delete) and those it refused, with why.
+    Log(LogArgs),
     /// Services: a VIP and a DNS name in front of a fleet of targets.
     #[command(subcommand)]
     Service(ServiceCommand),
