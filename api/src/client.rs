@@ -343,7 +343,10 @@ impl Client {
         }
         match params.is_empty() {
             true => self.get(routes::LOG).await,
-            false => self.get(&format!("{}?{}", routes::LOG, params.join("&"))).await,
+            false => {
+                self.get(&format!("{}?{}", routes::LOG, params.join("&")))
+                    .await
+            }
         }
     }
 

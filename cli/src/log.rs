@@ -32,7 +32,12 @@ fn table(entries: &[LogEntry]) {
     let (hw, cw) = entries.iter().fold((4, 7), |(h, c), e| {
         (h.max(host(e).len()), c.max(e.channel.len()))
     });
-    let kw = entries.iter().map(|e| e.key.len()).max().unwrap_or(3).max(3);
+    let kw = entries
+        .iter()
+        .map(|e| e.key.len())
+        .max()
+        .unwrap_or(3)
+        .max(3);
     let head = format!(
         "{:<20} {:<hw$} {:<6} {:<cw$} {:<kw$}",
         "TIME", "HOST", "OP", "CHANNEL", "KEY"

@@ -253,7 +253,11 @@ mod tests {
                     Op::Create,
                     Some("signature is not the writer's".into())
                 ),
-                ("odd".into(), Op::Create, Some("odd values are refused".into())),
+                (
+                    "odd".into(),
+                    Op::Create,
+                    Some("odd values are refused".into())
+                ),
             ]
         );
     }

@@ -44,11 +44,11 @@ use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
 
 use crate::channels::Channels;
+use crate::journal::JournalSink;
 use crate::link::{LinkTimers, Replica};
 use crate::membership::{MemberRecord, MembershipTable};
 use crate::peers::Peers;
 use crate::persist::{self, Persisted};
-use crate::journal::JournalSink;
 use crate::state::{now_millis, Channel, DeltaSink, Mergeable, Quota};
 use crate::transport::{self, close_code, TransportTimers};
 use crate::wire::{self, Digest, Message};

@@ -90,10 +90,18 @@ impl Journal {
         let _ = self.shared.roster.set(roster);
     }
 
-    /// Entries matching `query`, oldest first.
+    /// Entries matching `query`, oldest first. An author membership did
+    /// not know yet when its write came (the roster follows membership a
+    /// moment behind) is named now if it can be.
     pub fn list(&self, query: &LogQuery) -> Vec<LogEntry> {
-        lock(&self.shared.ring)
-            .iter()
+        let hosts = self.shared.roster.get().map(|r| r.hosts());
+        let mut ring = lock(&self.shared.ring);
+        if let Some(hosts) = hosts {
+            for e in ring.iter_mut().filter(|e| e.host.is_none()) {
+                e.host = hosts.peer(&e.host_id).map(|h| h.name.clone());
+            }
+        }
+        ring.iter()
             .filter(|e| query.since_ms.is_none_or(|t| e.time_ms >= t))
             .filter(|e| query.host.as_deref().is_none_or(|h| e.by(h)))
             .cloned()
@@ -267,7 +275,11 @@ impl Keeper {
         if self.file.is_some() {
             return;
         }
-        match OpenOptions::new().create(true).append(true).open(&self.path) {
+        match OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+        {
             Ok(f) => {
                 self.size = f.metadata().map(|m| m.len()).unwrap_or(0);
                 self.file = Some(BufWriter::new(f));
