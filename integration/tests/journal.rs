@@ -129,6 +129,17 @@ fn the_journal_lists_who_wrote_what_and_what_was_refused() {
             .any(|e| e.key == "audit" && e.op == LogOp::Create),
         "{later}: {after:?}"
     );
+    // As README and docs/meshctl.md show it (h0 is called h1 in the lab).
+    assert_eq!(h0.name, "h1");
+    let text = lab
+        .meshctl(1, &["log", "--since", "10m", "--host", "h1", "--json"])
+        .unwrap();
+    let shown: Vec<LogEntry> = serde_json::from_str(&text).unwrap();
+    assert!(shown.iter().any(|e| e.key == "audit"), "{text}");
+    assert!(
+        shown.iter().all(|e| e.host_id.starts_with(&h0.id)),
+        "{text}"
+    );
     let e = lab.meshctl(1, &["log", "--since", "soon"]).unwrap_err();
     assert!(format!("{e:#}").contains("RFC 3339"), "{e:#}");
 
