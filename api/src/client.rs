@@ -3,7 +3,7 @@
 //! typed method per route, over a Unix-socket HTTP/1.1 connection.
 
 use crate::error::{ErrorBody, ErrorKind};
-use crate::{observe::*, routes, runtime::*, types::*};
+use crate::{journal::*, observe::*, routes, runtime::*, types::*};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};
@@ -329,6 +329,24 @@ impl Client {
                     .await
             }
             None => self.get(routes::DOCTOR).await,
+        }
+    }
+
+    /// The audit trail, filtered as `query` says.
+    pub async fn log(&self, query: &LogQuery) -> Result<Vec<LogEntry>, ClientError> {
+        let mut params = Vec::new();
+        if let Some(ms) = query.since_ms {
+            params.push(format!("since_ms={ms}"));
+        }
+        if let Some(h) = &query.host {
+            params.push(format!("host={}", query_escape(h)));
+        }
+        match params.is_empty() {
+            true => self.get(routes::LOG).await,
+            false => {
+                self.get(&format!("{}?{}", routes::LOG, params.join("&")))
+                    .await
+            }
         }
     }
 

@@ -4,6 +4,7 @@
 //! (`meshctl`, the CNI and Docker plugins, the namespace lab):
 //! - [`types`]: request and response bodies ([`observe`]: doctor and top;
 //!   [`runtime`]: runtimes that plumb containers themselves),
+//! - [`journal`]: the audit trail (`meshctl log`),
 //! - [`routes`]: the paths,
 //! - [`error`]: the error body with its machine-readable [`ErrorKind`],
 //! - [`client`]: a typed client,
@@ -14,6 +15,7 @@
 
 pub mod client;
 pub mod error;
+pub mod journal;
 pub mod observe;
 pub mod origin;
 pub mod routes;
@@ -22,6 +24,7 @@ pub mod types;
 
 pub use client::{Client, ClientError};
 pub use error::{ErrorBody, ErrorKind};
+pub use journal::{LogEntry, LogOp, LogQuery};
 pub use observe::*;
 pub use origin::{BadOrigin, Origin};
 pub use runtime::*;

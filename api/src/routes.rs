@@ -21,6 +21,8 @@ pub const DNS: &str = "/v1/dns";
 pub const DOCTOR: &str = "/v1/doctor";
 /// `GET`: per-attachment traffic counters (`meshctl top`).
 pub const ATTACHMENT_STATS: &str = "/v1/attachments/stats";
+/// `GET [?since_ms=MS&host=H]`: the audit trail of replicated writes (`meshctl log`).
+pub const LOG: &str = "/v1/log";
 
 /// `DELETE /v1/peers/{peer}`: the peer is gone for good.
 pub fn peer(id: &str) -> String {

@@ -6,11 +6,13 @@ use std::path::PathBuf;
 
 mod apply;
 mod edge;
+mod log;
 mod observe;
 mod traffic;
 
 pub use apply::{ApplyArgs, DeleteFilesArgs, ExportArgs};
 pub use edge::{FipCommand, FipPoolCommand};
+pub use log::{format_time, parse_since, LogArgs};
 pub use observe::{parse_interval, DoctorArgs, TopArgs};
 pub use traffic::{parse_duration_ms, parse_percent, PolicyCommand, QosCommand};
 
@@ -140,6 +142,9 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Live traffic rates per container and per peer, refreshed in place.
     Top(TopArgs),
+    /// The audit trail: replicated writes this host admitted (who, when,
+    /// channel, key, create/update/delete) and those it refused, with why.
+    Log(LogArgs),
     /// Services: a VIP and a DNS name in front of a fleet of targets.
     #[command(subcommand)]
     Service(ServiceCommand),

@@ -18,6 +18,7 @@ use args::{Cli, Command, IpamCommand, NetworkCommand, PeerCommand};
 mod apply;
 mod doctor;
 mod edge;
+mod log;
 mod service;
 mod top;
 mod traffic;
@@ -258,6 +259,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Doctor(a) => return doctor::run(&c, a).await,
         Command::Top(a) => return top::run(&c, a).await,
+        Command::Log(a) => return log::run(&c, a).await,
         Command::Service(cmd) => return service::run(&c, cmd).await,
         Command::Lb(cmd) => return service::run_lb(&c, cmd).await,
         Command::Policy(cmd) => return traffic::run_policy(&c, cmd).await,

@@ -114,6 +114,26 @@ impl Engine {
         Ok(identity_of(list, endpoint))
     }
 
+    /// The name of Docker network `id`; `None` while dockerd does not
+    /// list it (it does once the driver's `CreateNetwork` has answered).
+    pub async fn network_name(&self, id: &str) -> Result<Option<String>, EngineError> {
+        #[derive(Deserialize)]
+        struct Named {
+            #[serde(rename = "Name")]
+            name: String,
+        }
+        if !id.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Ok(None); // Not a Docker id: nothing to ask.
+        }
+        match self.get(&format!("/networks/{id}")).await {
+            Ok(body) => Ok(Some(serde_json::from_slice::<Named>(&body)?.name)),
+            Err(EngineError::Status { status_line, .. }) if status_line.contains(" 404") => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Polls until dockerd lists the container of `endpoint`.
     pub async fn identify(
         &self,

@@ -184,7 +184,11 @@ impl Plugin {
             }
             return Ok(answer(gateway));
         }
-        let _state = self.state.lock().await;
+        let mut state = self.state.lock().await;
+        if state.networks.values().any(|m| m.pending.is_some()) {
+            // A container's address: its mesh network must exist now.
+            self.settle_all(&mut state).await?;
+        }
         let nets = self.mesh_networks().await?;
         let net = network_of_pool(pool, &nets).ok_or_else(|| {
             Error::NetworkNotFound(format!(

@@ -17,15 +17,18 @@
 //! - [`protocol`]: the protocols' messages;
 //! - `server`: the plugin socket, one route per call;
 //! - `network`, `ipam`: the NetworkDriver and IpamDriver calls;
+//! - `naming`: the Docker network's name as its mesh network's id;
 //! - `store`: what the plugin remembers (`docker.json` in meshd's state
 //!   directory);
-//! - [`engine`]: dockerd's API, asked who a container is.
+//! - [`engine`]: dockerd's API, asked who a container is and what a
+//!   network is called.
 
 #![warn(unreachable_pub)]
 
 pub mod engine;
 mod error;
 mod ipam;
+mod naming;
 mod network;
 pub mod protocol;
 mod server;

@@ -10,7 +10,7 @@ use tracing::{info, warn};
 
 use crate::ipam::{network_of_pool, parse_pool};
 use crate::protocol::{self as p, InterfaceName, JoinAnswer};
-use crate::store::{EndpointState, NetworkMapping};
+use crate::store::{EndpointState, NetworkMapping, Pending};
 use crate::{Error, Plugin};
 
 /// The mesh network id for a Docker network created without `-o
@@ -36,7 +36,10 @@ fn unknown_endpoint(id: &str) -> Error {
 }
 
 impl Plugin {
-    pub(crate) async fn create_network(&self, req: p::CreateNetwork) -> Result<(), Error> {
+    pub(crate) async fn create_network(
+        self: &Arc<Self>,
+        req: p::CreateNetwork,
+    ) -> Result<(), Error> {
         if req.network_id.is_empty() {
             return Err(Error::BadRequest(
                 "CreateNetwork without a NetworkID".into(),
@@ -71,6 +74,15 @@ impl Plugin {
         if let Some(m) = state.networks.get(&req.network_id) {
             // dockerd may ask again for a network it knows (a restart):
             // the same answer, as long as the mapping still holds.
+            if let Some(p) = &m.pending {
+                return match p.pool == pool.to_string() {
+                    true => Ok(()),
+                    false => Err(Error::Conflict(format!(
+                        "Docker network {} has subnet {}, not {pool}",
+                        req.network_id, p.pool
+                    ))),
+                };
+            }
             return match nets.get(&m.mesh) {
                 Some(n) if n.subnet == pool => Ok(()),
                 _ => Err(Error::Conflict(format!(
@@ -93,31 +105,39 @@ impl Plugin {
             }
             Some(n) => (n.id.clone(), false),
             None => {
-                let id = wanted.unwrap_or_else(|| default_mesh_id(&req.network_id));
                 let mtu = match req.driver_option(p::MTU_OPTION) {
                     None => None,
                     Some(v) => Some(v.parse::<u32>().map_err(|_| {
                         Error::BadRequest(format!("{}={v:?} is not a number", p::MTU_OPTION))
                     })?),
                 };
-                self.meshd
-                    .create_network(&mesh_api::CreateNetworkRequest {
-                        id: id.clone(),
-                        subnet: pool.to_string(),
-                        subnet6: None,
-                        labels: Default::default(),
-                        hosts: Vec::new(),
-                        policy: None,
-                        egress: false,
-                        mtu,
-                    })
-                    .await?;
+                let Some(id) = wanted else {
+                    // Named after the Docker network once dockerd says
+                    // what it is called (see `naming`).
+                    let mapping = NetworkMapping {
+                        mesh: default_mesh_id(&req.network_id),
+                        created_by_docker: true,
+                        pending: Some(Pending {
+                            pool: pool.to_string(),
+                            mtu,
+                        }),
+                    };
+                    state
+                        .commit(&self.file, |s| {
+                            s.networks.insert(req.network_id.clone(), mapping)
+                        })
+                        .map_err(Error::Store)?;
+                    self.settle_soon(req.network_id.clone());
+                    return Ok(());
+                };
+                self.make(&id, pool, mtu, None).await?;
                 (id, true)
             }
         };
         let mapping = NetworkMapping {
             mesh: mesh.clone(),
             created_by_docker: created,
+            pending: None,
         };
         if let Err(e) = state.commit(&self.file, |s| {
             s.networks.insert(req.network_id.clone(), mapping)
@@ -158,6 +178,13 @@ impl Plugin {
 
     pub(crate) async fn create_endpoint(&self, req: p::CreateEndpoint) -> Result<(), Error> {
         let mut state = self.state.lock().await;
+        if state
+            .networks
+            .get(&req.network_id)
+            .is_some_and(|m| m.pending.is_some())
+        {
+            self.settle_all(&mut state).await?;
+        }
         let m = state
             .networks
             .get(&req.network_id)

@@ -43,6 +43,19 @@ pub(crate) struct NetworkMapping {
     pub(crate) mesh: String,
     /// The mesh network was made for this Docker network (and may go with it).
     pub(crate) created_by_docker: bool,
+    /// Set while the mesh network is still to be made (see `naming`):
+    /// `mesh` is then the `dk` form it falls back to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) pending: Option<Pending>,
+}
+
+/// What a pending mesh network is made with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Pending {
+    /// The IPv4 subnet dockerd's pool has.
+    pub(crate) pool: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) mtu: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,6 +128,7 @@ mod tests {
                 NetworkMapping {
                     mesh: "web".into(),
                     created_by_docker: true,
+                    pending: None,
                 },
             )
         })

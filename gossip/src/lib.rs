@@ -16,6 +16,8 @@
 //! - [`cipher`]: the per-peer choice of data-plane AEAD and its advertisement.
 //! - [`keyexchange`]: ephemeral x25519 + HKDF data-plane key schedule and its 3-message handover.
 //! - [`membership`]: versioned member records, signed by their subject, and their merge.
+//! - [`journal`]: the audit hook: admitted and refused writes reported to
+//!   the node's [`journal::JournalSink`].
 //! - [`signed`]: Ed25519 signatures by host identities and the process keyring.
 //! - [`relay`]: control traffic between two members through a third when
 //!   they cannot connect directly, end-to-end authenticated.
@@ -38,6 +40,7 @@ pub mod cipher;
 mod error;
 pub mod handshake;
 pub mod identity;
+pub mod journal;
 pub mod keyexchange;
 pub mod link;
 pub mod membership;

@@ -44,6 +44,7 @@ use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
 
 use crate::channels::Channels;
+use crate::journal::JournalSink;
 use crate::link::{LinkTimers, Replica};
 use crate::membership::{MemberRecord, MembershipTable};
 use crate::peers::Peers;
@@ -113,6 +114,8 @@ struct Inner {
     unauthenticated: Arc<Mutex<admission::Slots>>,
     /// Permits for dials to members never reached (see `dial.rs`).
     unproven_dials: Arc<tokio::sync::Semaphore>,
+    /// Where channels report admitted and refused writes ([`Node::set_journal`]).
+    journal: std::sync::OnceLock<Arc<dyn JournalSink>>,
     this: Weak<Inner>,
 }
 
@@ -217,6 +220,7 @@ impl Node {
             tasks: Mutex::new(Vec::new()),
             unauthenticated: Default::default(),
             unproven_dials: Arc::new(tokio::sync::Semaphore::new(dial::UNPROVEN_DIAL_PERMITS)),
+            journal: Default::default(),
             this: this.clone(),
         });
         info!(peer = %id, addr = %local_addr, incarnation, "gossip node started");
@@ -423,6 +427,13 @@ impl Node {
         info!(peer = %self.inner.id, "gossip node stopped");
     }
 
+    /// Reports every write the channels admit or refuse to `sink` from now
+    /// on (see [`crate::journal`]); set once, before channels are opened so
+    /// state held for them is reported too. False if one was set already.
+    pub fn set_journal(&self, sink: Arc<dyn JournalSink>) -> bool {
+        self.inner.journal.set(sink).is_ok()
+    }
+
     /// Peers a dial loop currently runs for (diagnostics and tests).
     pub fn dialing(&self) -> usize {
         lock(&self.inner.peers).dialing()
@@ -438,6 +449,10 @@ impl DeltaSink for Inner {
             };
             self.broadcast(&message, None);
         }
+    }
+
+    fn journal(&self) -> Option<Arc<dyn JournalSink>> {
+        self.journal.get().cloned()
     }
 }
 

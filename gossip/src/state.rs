@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::journal::{self, JournalSink};
 use crate::wire::MAX_PART_LEN;
 use crate::PeerId;
 
@@ -223,6 +224,10 @@ impl Mergeable for GCounter {
 pub(crate) trait DeltaSink: Send + Sync {
     /// Sends each part (see [`Mergeable::encode_parts`]) as one delta.
     fn broadcast_delta(&self, channel: &str, parts: Vec<Vec<u8>>);
+    /// Where merges into the channel report writes (see [`journal`]).
+    fn journal(&self) -> Option<Arc<dyn JournalSink>> {
+        None
+    }
 }
 
 /// Type-erased view the node uses for remote updates and anti-entropy.
@@ -235,7 +240,7 @@ pub(crate) trait ErasedChannel: Send + Sync {
 }
 
 pub(crate) struct ChannelInner<S> {
-    name: String,
+    name: Arc<str>,
     state: Mutex<S>,
     changes: watch::Sender<u64>,
     sink: Weak<dyn DeltaSink>,
@@ -244,7 +249,7 @@ pub(crate) struct ChannelInner<S> {
 impl<S: Mergeable> ChannelInner<S> {
     pub(crate) fn new(name: &str, initial: S, sink: Weak<dyn DeltaSink>) -> Self {
         ChannelInner {
-            name: name.to_string(),
+            name: name.into(),
             state: Mutex::new(initial),
             changes: watch::channel(0).0,
             sink,
@@ -256,6 +261,15 @@ impl<S: Mergeable> ChannelInner<S> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn journal(&self) -> Option<Arc<dyn JournalSink>> {
+        self.sink.upgrade().and_then(|s| s.journal())
+    }
+
+    /// Merges `other` into the state, its writes reported to the journal.
+    fn merge_in(&self, other: &S) -> bool {
+        journal::scoped(self.journal(), &self.name, || self.lock().merge(other))
+    }
+
     fn bump(&self) {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
@@ -264,7 +278,7 @@ impl<S: Mergeable> ChannelInner<S> {
 impl<S: Mergeable> ErasedChannel for ChannelInner<S> {
     fn merge_encoded(&self, bytes: &[u8]) -> Result<bool, DecodeError> {
         let remote = S::decode(bytes)?;
-        let changed = self.lock().merge(&remote);
+        let changed = self.merge_in(&remote);
         if changed {
             self.bump();
         }
@@ -324,7 +338,7 @@ impl<S: Mergeable> Channel<S> {
     /// Merges `delta` locally and, if that changed anything, sends it to
     /// every connected member.
     pub fn update(&self, delta: S) {
-        let changed = self.inner.lock().merge(&delta);
+        let changed = self.inner.merge_in(&delta);
         if changed {
             self.inner.bump();
             if let Some(sink) = self.inner.sink.upgrade() {
@@ -336,11 +350,12 @@ impl<S: Mergeable> Channel<S> {
     /// Computes a delta from the current value under the channel lock (so
     /// concurrent writers on this host do not race) and applies it.
     pub fn modify(&self, make_delta: impl FnOnce(&mut S) -> S) {
+        let journal = self.inner.journal();
         let delta = {
             let mut state = self.inner.lock();
             let mut scratch = state.clone();
             let delta = make_delta(&mut scratch);
-            if !state.merge(&delta) {
+            if !journal::scoped(journal, &self.inner.name, || state.merge(&delta)) {
                 return;
             }
             delta

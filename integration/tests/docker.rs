@@ -3,7 +3,10 @@
 //! containers on both hosts reach each other by DNS name, reach a
 //! container attached by `meshctl attach` and one podman started through
 //! CNI, stay connected across a meshd
-//! restart; `docker network inspect` shows the mesh subnet; bad requests
+//! restart; `docker network inspect` shows the mesh subnet; a Docker
+//! network's name is its mesh network's id when it is a valid one (else
+//! `dk` + Docker's id), so containers answer as `NAME.<docker network>`;
+//! bad requests
 //! get the protocol's error answer and leave nothing half-attached; the
 //! Docker side goes with `docker network rm`, the mesh network only when
 //! Docker made it and nothing uses it. Skipped (with the reason) where
@@ -16,10 +19,10 @@ use mesh_api::{Attachment, DnsRecord, Network};
 use std::io::{Read, Write};
 use std::time::Duration;
 
-const NET: &str = "dkweb";
 const SUBNET: &str = "10.77.0.0/24";
-/// The Docker network's name on both hosts.
-const DNET: &str = "web";
+/// The Docker network's name on both hosts, and so the mesh network's id.
+const DNET: &str = "dnet";
+const NET: &str = DNET;
 
 fn run_container(d: &Dockerd, name: &str, dns: &str, extra: &[&str]) -> String {
     let mut args = vec!["run", "-d", "--network", DNET, "--name", name, "--dns", dns];
@@ -100,9 +103,10 @@ fn docker_containers_join_the_mesh_through_the_plugin() {
         dk.import_busybox().expect("image");
     }
 
-    // Host 1 creates the mesh network through Docker; host 2 maps its
-    // Docker network to that one once it knows it.
-    let create = |dk: &Dockerd| dk.create_mesh_network(DNET, Some(SUBNET), Some(NET));
+    // Host 1 creates the mesh network through Docker, named after the
+    // Docker network (README's form: no -o mesh.network); host 2 maps its
+    // Docker network to that one by its subnet once it knows it.
+    let create = |dk: &Dockerd| dk.create_mesh_network(DNET, Some(SUBNET), None);
     create(&d[0]).unwrap_or_else(|e| panic!("{e:#}\n{}", lab.log_tail(0, 20)));
     let net: Network = wait_for(Duration::from_secs(20), || {
         let nets: Vec<Network> = lab.meshctl_json(1, &["network", "list"])?;
@@ -112,6 +116,10 @@ fn docker_containers_join_the_mesh_through_the_plugin() {
     })
     .unwrap();
     assert_eq!(net.subnet, SUBNET);
+    assert_eq!(
+        net.labels.get("docker.network").map(String::as_str),
+        Some(DNET)
+    );
     create(&d[1]).unwrap();
     let subnet = d[0]
         .docker_ok(&[
@@ -300,29 +308,51 @@ fn docker_containers_join_the_mesh_through_the_plugin() {
     assert_eq!(lab.attachments(0).len(), attached);
 
     // No --subnet, no mesh.network: a fresh mesh network on a free /24,
-    // Docker-made, so it goes with the Docker network.
-    d[0].create_mesh_network("auto", None, None).unwrap();
-    let auto = d[0]
-        .docker_ok(&[
-            "network",
-            "inspect",
-            "auto",
-            "--format",
-            "{{(index .IPAM.Config 0).Subnet}}",
-        ])
+    // Docker-made, so it goes with the Docker network; named after it when
+    // the name is a valid mesh id, else dk + the start of Docker's id.
+    for (name, id_is) in [("auto", "auto"), ("Auto_Net", "dk")] {
+        let docker_id = d[0].create_mesh_network(name, None, None).unwrap();
+        let auto = d[0]
+            .docker_ok(&[
+                "network",
+                "inspect",
+                name,
+                "--format",
+                "{{(index .IPAM.Config 0).Subnet}}",
+            ])
+            .unwrap();
+        let made = wait_for(Duration::from_secs(20), || {
+            let nets: Vec<Network> = lab.meshctl_json(0, &["network", "list"])?;
+            nets.into_iter()
+                .find(|n| n.subnet == auto)
+                .ok_or_else(|| anyhow::anyhow!("no mesh network for {name} yet"))
+        })
         .unwrap();
-    let nets: Vec<Network> = lab.meshctl_json(0, &["network", "list"]).unwrap();
-    let made = nets
-        .iter()
-        .find(|n| n.subnet == auto)
-        .expect("a mesh network for it");
-    assert!(
-        made.id.starts_with("dk") && auto.starts_with("10.200."),
-        "{made:?}"
-    );
-    d[0].docker_ok(&["network", "rm", "auto"]).unwrap();
-    let nets: Vec<Network> = lab.meshctl_json(0, &["network", "list"]).unwrap();
-    assert!(nets.iter().all(|n| n.subnet != auto), "{nets:?}");
+        let want = match id_is {
+            "dk" => format!("dk{}", &docker_id[..9]),
+            id => id.to_string(),
+        };
+        assert!(
+            made.id == want && auto.starts_with("10.200."),
+            "{name}: {made:?}"
+        );
+        assert_eq!(
+            made.labels.get("docker.network").map(String::as_str),
+            Some(name)
+        );
+        // A container on it right away.
+        d[0].docker_ok(&["run", "--rm", "--network", name, IMAGE, "true"])
+            .unwrap();
+        d[0].docker_ok(&["network", "rm", name]).unwrap();
+        wait_for(Duration::from_secs(20), || {
+            let nets: Vec<Network> = lab.meshctl_json(0, &["network", "list"])?;
+            match nets.iter().any(|n| n.subnet == auto) {
+                true => Err(anyhow::anyhow!("{} is still there", made.id)),
+                false => Ok(()),
+            }
+        })
+        .unwrap();
+    }
 
     // meshd restarts under running containers: they stay connected.
     lab.stop_daemon(0, nix::sys::signal::Signal::SIGTERM)

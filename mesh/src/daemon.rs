@@ -70,6 +70,8 @@ pub struct Daemon {
     traffic: Arc<Traffic>,
     edge: Arc<Edge>,
     roster: Arc<Roster>,
+    /// The audit trail of replicated writes (`meshctl log`).
+    pub(crate) journal: Arc<crate::journal::Journal>,
     isolation: Arc<isolation::Isolation>,
     /// Which networks this host carries, and why not the others.
     carried: crate::carried::Carried,
@@ -117,7 +119,7 @@ fn open_channel<V: records::Record>(
     guarded: gossip::LwwMap<String, V>,
 ) -> Records<V> {
     let ch = node.channel(name, guarded);
-    ch.update(load_snapshot(state, name));
+    gossip::journal::unrecorded(|| ch.update(load_snapshot(state, name)));
     ch
 }
 
@@ -207,6 +209,8 @@ impl Daemon {
         if new_mesh {
             info!("created a new one-host mesh");
         }
+        let journal = crate::journal::Journal::open(&settings.state_dir, node.id(), &settings.name);
+        node.set_journal(journal.clone());
 
         // Channels other channels' rules read come first.
         let networks = open_channel(&node, &state, records::NETWORKS_CHANNEL, Guards::networks());
@@ -272,6 +276,7 @@ impl Daemon {
             &settings.name,
             &node.members(),
         ));
+        journal.follow(roster.clone());
         let resolver = Resolver::new(
             Arc::new(MeshRecords {
                 services: service_channels.clone(),
@@ -401,6 +406,7 @@ impl Daemon {
             traffic,
             edge,
             roster,
+            journal,
             isolation,
             carried,
             devices: Mutex::new(Realized::default()),

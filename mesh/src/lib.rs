@@ -32,6 +32,7 @@ pub mod carried;
 pub mod edge;
 pub mod fabric;
 pub mod isolation;
+pub mod journal;
 pub mod liveness;
 pub mod macpins;
 pub mod mtu;

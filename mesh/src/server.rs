@@ -34,6 +34,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route(routes::ATTACHMENTS, get(attachments))
         .route(routes::ATTACHMENT_STATS, get(attachment_stats))
         .route(routes::DOCTOR, get(doctor))
+        .route(routes::LOG, get(journal))
         .route(routes::ATTACH, post(attach))
         .route(routes::DETACH, post(detach))
         .route(routes::IPAM, get(ipam))
@@ -153,6 +154,10 @@ struct DoctorQuery {
 
 async fn doctor(State(d): D, Query(q): Query<DoctorQuery>) -> ApiResult<api::DoctorReport> {
     Ok(Json(d.doctor(q.peer.as_deref()).await?))
+}
+
+async fn journal(State(d): D, Query(q): Query<api::LogQuery>) -> ApiResult<Vec<api::LogEntry>> {
+    Ok(Json(d.journal.list(&q)))
 }
 
 async fn attachment_stats(State(d): D) -> ApiResult<Vec<api::AttachmentStats>> {

@@ -12,6 +12,7 @@ use tracing::warn;
 
 use super::quota::{self, Limit, Quota, QuotaError};
 use super::{now_millis, postcard_decode, postcard_encode, DecodeError, Mergeable, Stamp};
+use crate::journal;
 use crate::signed::{self, Signature};
 use crate::{protocol, PeerId};
 
@@ -402,7 +403,10 @@ where
                 None
             };
             match bad {
-                Some(reason) => signed::note_rejection(theirs.stamp.writer, &guard.name, &reason),
+                Some(reason) => {
+                    journal::rejected(key, self.entries.get(key), theirs, &reason);
+                    signed::note_rejection(theirs.stamp.writer, &guard.name, &reason)
+                }
                 None => pending.push((key, theirs)),
             }
         }
@@ -426,7 +430,8 @@ where
             }
             if admitted.is_empty() || pass == MAX_ADMISSION_PASSES {
                 // Left for the next anti-entropy round if still refused.
-                for (_, theirs, reason) in refused {
+                for (key, theirs, reason) in refused {
+                    journal::rejected(key, self.entries.get(key), theirs, &reason);
                     signed::note_rejection(theirs.stamp.writer, &guard.name, &reason);
                 }
                 changed |= self.merge_entries(admitted.into_iter());
@@ -457,11 +462,13 @@ where
                 let size = slot_size(key, theirs);
                 if let Err(e) = limit.check(theirs.stamp.writer, old, size) {
                     quota::count_refusal();
+                    journal::rejected(key, ours, theirs, &e.to_string());
                     signed::note_rejection(theirs.stamp.writer, limit.channel(), &e.to_string());
                     continue;
                 }
                 limit.record(theirs.stamp.writer, old, size);
             }
+            journal::admitted(key, ours, theirs);
             self.entries.insert(key.clone(), theirs.clone());
             changed = true;
         }
