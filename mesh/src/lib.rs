@@ -53,4 +53,5 @@ pub mod doctor;
 pub mod error;
 pub mod linkstats;
 pub mod metrics;
+pub mod reload;
 pub mod server;

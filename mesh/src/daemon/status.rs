@@ -83,6 +83,7 @@ impl Daemon {
                     probes_relayed: sent.relayed,
                 }
             },
+            reload: self.reloads.get(),
         }
     }
 
