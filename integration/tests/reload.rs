@@ -1,13 +1,13 @@
 //! `systemctl reload meshd` (SIGHUP) on a running three-host mesh with
 //! containers attached (root, namespace lab): host 1 runs from a config
-//! file; a reload changes its log filter and DNS upstreams (two tiny
-//! upstream servers on host 1's loopback), starts its metrics listener
-//! and changes a restart-only key. The new filter, upstream and listener
-//! take effect; peers stay connected and the attachment untouched. A bad
-//! file is then refused with its line, and the old settings stay in
-//! force. Host 2's reload shortens its rekey interval: its links rekey
-//! faster without reconnecting. Host 3, started without a file, refuses
-//! a reload and keeps running.
+//! file; a reload changes its log filter, DNS upstreams (two tiny
+//! upstream servers on host 1's loopback) and floating-IP pools, starts
+//! its metrics listener, and changes a restart-only key. All take effect
+//! (the last is listed as needing a restart); peers stay connected and
+//! the attachment untouched. A bad file is then refused with its line,
+//! and the old settings stay in force. Host 2's reload shortens its
+//! rekey interval: its links rekey faster without reconnecting. Host 3,
+//! started without a file, refuses a reload and keeps running.
 
 use integration::{dns_query, is_root, unique_prefix, wait_for, Lab};
 use mesh_api::{Network, ReloadStatus};
@@ -22,6 +22,9 @@ const SUBNET: &str = "198.19.9.0/24";
 const NAME: &str = "www.upstream.test.";
 /// Host 1's metrics listener once the reload starts it.
 const METRICS: &str = "127.0.0.1:9464";
+/// A floating-IP pool on the lab's LAN, outside the `fip_pools` the
+/// reload gives host 1.
+const POOL: &str = "198.18.0.240/28";
 
 /// A DNS server on `addr` inside namespace `ns` answering every question
 /// with one A record, `answer`; counts the questions; ends when `stop` is
@@ -137,6 +140,14 @@ fn key_generation(lab: &Lab, i: usize, peer: &str) -> u64 {
     lab.peer_status(i, peer).unwrap().key_generation.unwrap()
 }
 
+/// Hosts that host `i` sees may hold addresses of the one floating-IP pool.
+fn pool_hosts(lab: &Lab, i: usize) -> anyhow::Result<Vec<String>> {
+    let pools: Vec<mesh_api::FipPool> = lab.meshctl_json(i, &["fip", "pool", "list"])?;
+    let mut hosts = pools[0].hosts.clone();
+    hosts.sort();
+    Ok(hosts)
+}
+
 fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
 }
@@ -182,6 +193,9 @@ fn reload_changes_log_and_dns_live_and_refuses_a_bad_file() {
     resolve(&c1, dns).unwrap();
     assert_eq!(log_count(&lab, 0, "malformed DNS request"), 0);
     assert!(metrics(&h1, METRICS).is_none(), "no metrics listener yet");
+    // A floating-IP pool on the LAN: any host may hold it.
+    lab.meshctl(0, &["fip", "pool", "add", POOL]).unwrap();
+    assert_eq!(pool_hosts(&lab, 0).unwrap(), ["h1", "h2", "h3"]);
 
     let ups: Vec<usize> = (0..3).map(|i| log_count(&lab, i, "peer up")).collect();
     assert!(ups.iter().all(|n| *n >= 1), "{ups:?}");
@@ -192,12 +206,16 @@ fn reload_changes_log_and_dns_live_and_refuses_a_bad_file() {
     write(
         &conf,
         "log = \"info,mesh_dns=debug\"\ndns_upstreams = [\"127.0.0.1:5302\"]\n\
-         max_networks = 100\nmetrics_listen = \"127.0.0.1:9464\"\n",
+         max_networks = 100\nmetrics_listen = \"127.0.0.1:9464\"\n\
+         fip_pools = [\"198.18.0.224/28\"]\n",
     );
     let r = sighup(&lab, 0, 1);
     assert!(r.ok && r.error.is_none(), "{r:?}");
     assert_eq!(r.file, conf_s);
-    assert_eq!(r.applied, ["log", "dns_upstreams", "metrics_listen"]);
+    assert_eq!(
+        r.applied,
+        ["log", "dns_upstreams", "metrics_listen", "fip_pools"]
+    );
     assert_eq!(r.needs_restart, ["max_networks"]);
     assert_eq!(
         log_count(
@@ -209,13 +227,22 @@ fn reload_changes_log_and_dns_live_and_refuses_a_bad_file() {
     );
     let text = lab.meshctl(0, &["status"]).unwrap();
     assert!(
-        text.contains("ok, changed log, dns_upstreams, metrics_listen")
+        text.contains("ok, changed log, dns_upstreams, metrics_listen, fip_pools")
             && text.contains("restart  needed to apply max_networks"),
         "{text}"
     );
 
     let m = metrics(&h1, METRICS).expect("the metrics listener is up");
     assert!(m.contains("mesh_config_last_reload_successful 1"), "{m}");
+    // Host 1 no longer permits the pool, here and (by its advert) there.
+    for i in [0, 1] {
+        wait_for(Duration::from_secs(10), || {
+            let hosts = pool_hosts(&lab, i)?;
+            anyhow::ensure!(hosts == ["h2", "h3"], "host {i} sees {hosts:?}");
+            Ok(())
+        })
+        .unwrap();
+    }
 
     // The new upstream answers at once (no answer of the old one cached).
     let asked = new_up.load(Ordering::SeqCst);
@@ -247,12 +274,8 @@ fn reload_changes_log_and_dns_live_and_refuses_a_bad_file() {
 
     // Nothing else moved: no peer reconnected, the attachment is the same
     // pair of interfaces, and it still carries traffic.
-    for i in 0..3 {
-        assert_eq!(
-            log_count(&lab, i, "peer up"),
-            ups[i],
-            "host {i} reconnected"
-        );
+    for (i, up) in ups.iter().enumerate() {
+        assert_eq!(log_count(&lab, i, "peer up"), *up, "host {i} reconnected");
         assert_eq!(log_count(&lab, i, "peer down"), 0, "host {i} lost a peer");
         assert_eq!(lab.peers_up(i).unwrap(), 2);
     }
@@ -275,7 +298,11 @@ fn reload_changes_log_and_dns_live_and_refuses_a_bad_file() {
     assert_eq!(r.needs_restart, ["max_networks"], "still pending");
     assert_eq!(log_count(&lab, 0, "reload refused, nothing changed"), 1);
     let text = lab.meshctl(0, &["status"]).unwrap();
-    assert!(text.contains("FAILED") && text.contains("line 3"), "{text}");
+    assert!(
+        text.contains(&format!("FAILED: {conf_s} line 3, column 18"))
+            && text.contains("restart  needed to apply max_networks"),
+        "{text}"
+    );
     let old_asked = old_up.load(Ordering::SeqCst);
     assert_eq!(
         resolve(&c1, dns).unwrap(),
