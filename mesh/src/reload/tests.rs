@@ -159,3 +159,28 @@ fn lines_and_columns_count_from_one() {
     assert_eq!(line_column("a = 1\nb = 2\n", 10), (2, 5));
     assert_eq!(line_column("a", 99), (1, 2));
 }
+
+/// docs/meshd.md says for every key whether it reloads live, as the
+/// table here decides.
+#[test]
+fn the_docs_say_which_keys_reload_live() {
+    let doc = include_str!("../../../docs/meshd.md");
+    let mut seen = 0;
+    for row in doc.lines().filter(|l| l.starts_with("| `--")) {
+        let cells: Vec<&str> = row.split(" | ").collect();
+        let Some(name) = cells[0]
+            .split("/ `")
+            .nth(1)
+            .map(|k| k.trim_end_matches('`'))
+        else {
+            continue;
+        };
+        let key = KEYS.iter().find(|k| k.name == name);
+        let key =
+            key.unwrap_or_else(|| panic!("docs/meshd.md lists {name}, reload::KEYS does not"));
+        let want = if key.live { "live" } else { "restart" };
+        assert_eq!(cells[2], want, "docs/meshd.md on {name}");
+        seen += 1;
+    }
+    assert_eq!(seen, KEYS.len(), "docs/meshd.md lacks keys");
+}
