@@ -23,6 +23,12 @@ t0=$(date +%s)
 bash scripts/package.sh
 t1=$(date +%s)
 deb=$(ls -t "${CARGO_TARGET_DIR:-target}"/debian/mesh_*.deb | head -1)
+# Named after the workspace version, which is a release's when HEAD is one
+# (scripts/release.sh); its changelog travels with it.
+version=$(bash scripts/release.sh current)
+[ "$(basename "$deb")" = "mesh_${version}-1_$(dpkg --print-architecture).deb" ] ||
+  fail "$(basename "$deb") is not named after version $version"
+[ "$(dpkg-deb -f "$deb" Version)" = "${version}-1" ] || fail "package version is not ${version}-1"
 files=$(dpkg-deb -c "$deb" | awk '{print $6}' | sed 's|^\./|/|' | grep -v '/$')
 installed=
 cleanup() { [ -z "$installed" ] || dpkg --purge mesh >/dev/null 2>&1 || true; }
@@ -32,6 +38,8 @@ dpkg -i "$deb" >/dev/null
 installed=1
 meshd --version | grep -q '^meshd ' || fail "meshd --version"
 meshctl --help | grep -q 'Usage: meshctl' || fail "meshctl --help"
+meshctl --version | grep -qx "meshctl $version" || fail "meshctl --version is not $version"
+grep -q "^## \[$version\]" /usr/share/doc/mesh/CHANGELOG.md || fail "the changelog lacks $version"
 for m in meshd meshctl; do
   f=/usr/share/man/man8/$m.8.gz
   [ -s "$f" ] || fail "no man page $f"

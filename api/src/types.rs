@@ -76,6 +76,14 @@ pub struct PeerStatus {
     /// The peer's meshd version, as it advertises it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// Protocol versions the peer speaks, `MIN-MAX` (within the major of
+    /// its ALPN), as it advertises them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// The protocol version a link with the peer speaks (the highest in
+    /// both ranges); absent when the ranges do not meet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_protocol: Option<u32>,
     pub rtt_ms: Option<f64>,
     pub key_generation: Option<u64>,
     pub key_age_secs: Option<f64>,
@@ -93,6 +101,15 @@ pub struct HostStatus {
     pub name: String,
     pub control_address: String,
     pub data_address: String,
+    /// This meshd's version and protocol range (`MIN-MAX`); absent from
+    /// daemons before 0.2.0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// The protocol's major version, as its ALPN id (`mesh/2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpn: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -4,10 +4,12 @@ use clap::{Args, Parser, Subcommand};
 use mesh_api::DEFAULT_SOCKET;
 use std::path::PathBuf;
 
+mod apply;
 mod edge;
 mod observe;
 mod traffic;
 
+pub use apply::{ApplyArgs, DeleteFilesArgs, ExportArgs};
 pub use edge::{FipCommand, FipPoolCommand};
 pub use observe::{parse_interval, DoctorArgs, TopArgs};
 pub use traffic::{parse_duration_ms, parse_percent, PolicyCommand, QosCommand};
@@ -57,6 +59,9 @@ pub enum Command {
     },
     /// This host, mesh size, and every peer's state and traffic.
     Status(Output),
+    /// Versions: this client, the daemon, and every peer's meshd and
+    /// protocol range, with the protocol version each link speaks.
+    Version(Output),
     /// The member list.
     Peers(Output),
     /// Create, list and remove networks.
@@ -157,6 +162,14 @@ pub enum Command {
     /// front of services.
     #[command(subcommand)]
     Fip(FipCommand),
+    /// Create or change the objects of YAML files (mesh/v1 kinds and
+    /// Kubernetes v1/Service); one line per object; --dry-run changes nothing.
+    Apply(ApplyArgs),
+    /// Delete the objects of YAML files (those that exist).
+    Delete(DeleteFilesArgs),
+    /// The mesh's networks, services, policies, QoS, floating-IP pools and
+    /// floating IPs as YAML that `meshctl apply` takes.
+    Export(ExportArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,7 +4,8 @@
 //! - [`hook`]: the OCI runtime hook,
 //! - [`print`]: text tables and JSON output,
 //! - [`metrics`]: Prometheus text read into samples for `metrics --json`,
-//! - [`doctor`], [`top`]: `meshctl doctor` and `meshctl top`.
+//! - [`doctor`], [`top`]: `meshctl doctor` and `meshctl top`,
+//! - [`apply`]: `meshctl apply`, `delete -f` and `export`.
 
 use meshctl::args;
 mod hook;
@@ -14,11 +15,13 @@ mod print;
 use anyhow::Result;
 use args::{Cli, Command, IpamCommand, NetworkCommand, PeerCommand};
 
+mod apply;
 mod doctor;
 mod edge;
 mod service;
 mod top;
 mod traffic;
+mod version;
 use clap::Parser;
 use mesh_api::{
     AttachRequest, Client, CreateNetworkRequest, DetachRequest, JoinRequest, ReleaseRequest,
@@ -83,6 +86,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
             print::status(&s);
         }
+        Command::Version(out) => return version::run(&c, out.json).await,
         Command::Peers(out) => {
             let p = c.peers().await?;
             if out.json {
@@ -274,6 +278,9 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Fip(cmd) => return edge::run(&c, cmd).await,
+        Command::Apply(a) => return apply::apply(&c, a).await,
+        Command::Delete(a) => return apply::delete(&c, a).await,
+        Command::Export(a) => return apply::export(&c, a).await,
     }
     Ok(())
 }

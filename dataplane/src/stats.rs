@@ -27,7 +27,7 @@ drop_reasons! {
     Short => "short": "Datagram shorter than header + tag + Ethernet header.",
     BadVersion => "bad_version": "Protocol version other than 1.",
     UnknownType => "unknown_type": "Message type other than data.",
-    BadReserved => "bad_reserved": "Reserved header bytes not zero.",
+    BadReserved => "bad_reserved": "A header flag the receiver must understand and does not.",
     OversizedDatagram => "oversized_datagram": "Datagram longer than any a sender seals (forged; dropped before the AEAD pass).",
     UnknownIndex => "unknown_index": "No keypair with that receiver index.",
     BadTag => "bad_tag": "Authentication failed.",

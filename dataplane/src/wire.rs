@@ -3,8 +3,8 @@
 //! ```text
 //!  0      1       2        4                 8                        16               20
 //! +------+-------+--------+-----------------+------------------------+----------------+
-//! | type | vers. | rsvd=0 | receiver index  | counter (u64)          | network id     |
-//! | =1   | =1    | (u16)  | (u32)           |                        | (u32)          |
+//! | type | vers. | flags  | receiver index  | counter (u64)          | network id     |
+//! | =1   | =1    | (2 B)  | (u32)           |                        | (u32)          |
 //! +------+-------+--------+-----------------+------------------------+----------------+
 //! | ChaCha20-Poly1305( Ethernet frame )   ...   | 16-byte tag |
 //! +----------------------------------------------+-------------+
@@ -24,6 +24,30 @@ pub const MSG_TYPE_RELAY: u8 = 3;
 pub const MSG_TYPE_RELAYED: u8 = 4;
 /// The only protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u8 = 1;
+/// Byte 2: flags a receiver must understand; an unknown one drops the
+/// datagram (`bad_reserved`). None are defined yet.
+pub const MUST_UNDERSTAND_FLAGS: u8 = 0;
+
+/// Byte 3 holds flags a receiver may ignore (a newer sender's hints):
+/// unknown ones are ignored; like the whole header they are associated data.
+/// What it carries on datagrams this process sends: 0, or a flag no
+/// build defines, for the mixed-version lab test ([`send_unknown_flag_for_tests`]).
+static SENT_IGNORABLE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Makes every datagram this process sends carry an ignorable flag that no
+/// build defines, as a newer sender's would (test-only).
+pub fn send_unknown_flag_for_tests() {
+    SENT_IGNORABLE.store(0x80, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn sent_flags() -> [u8; 2] {
+    [0, SENT_IGNORABLE.load(std::sync::atomic::Ordering::Relaxed)]
+}
+
+/// Whether header bytes 2..4 hold only flags this build may accept.
+fn flags_acceptable(datagram: &[u8]) -> bool {
+    datagram[2] & !MUST_UNDERSTAND_FLAGS == 0
+}
 /// Length of the cleartext header (also the AEAD associated data).
 pub const HEADER_LEN: usize = 20;
 /// Poly1305 tag length.
@@ -81,7 +105,7 @@ pub enum HeaderError {
     Short,
     UnknownType,
     BadVersion,
-    /// Reserved bytes not zero.
+    /// A must-understand flag (byte 2) this build does not know.
     Reserved,
     /// Longer than any datagram a sender seals ([`MAX_SEALED_DATAGRAM_LEN`]).
     Oversized,
@@ -100,7 +124,7 @@ impl DataHeader {
     pub fn encode(&self, out: &mut [u8; HEADER_LEN]) {
         out[0] = MSG_TYPE_DATA;
         out[1] = PROTOCOL_VERSION;
-        out[2..4].copy_from_slice(&[0, 0]);
+        out[2..4].copy_from_slice(&sent_flags());
         out[4..8].copy_from_slice(&self.receiver_index.to_be_bytes());
         out[8..16].copy_from_slice(&self.counter.to_be_bytes());
         out[16..20].copy_from_slice(&self.network_id.to_be_bytes());
@@ -124,7 +148,7 @@ impl DataHeader {
         if datagram.len() > MAX_SEALED_DATAGRAM_LEN {
             return Err(HeaderError::Oversized);
         }
-        if datagram[2] != 0 || datagram[3] != 0 {
+        if !flags_acceptable(datagram) {
             return Err(HeaderError::Reserved);
         }
         let be32 = |range: std::ops::Range<usize>| {
@@ -264,7 +288,7 @@ impl RelayHeader {
     pub fn encode(&self, out: &mut [u8]) {
         out[0] = self.msg_type;
         out[1] = PROTOCOL_VERSION;
-        out[2..4].fill(0);
+        out[2..4].copy_from_slice(&sent_flags());
         out[4..8].copy_from_slice(&self.receiver_index.to_be_bytes());
         out[8..16].copy_from_slice(&self.counter.to_be_bytes());
         out[16..24].copy_from_slice(&self.host);
@@ -289,7 +313,7 @@ impl RelayHeader {
         if datagram.len() > MAX_SEALED_DATAGRAM_LEN + RELAY_OVERHEAD {
             return Err(HeaderError::Oversized);
         }
-        if datagram[2] != 0 || datagram[3] != 0 {
+        if !flags_acceptable(datagram) {
             return Err(HeaderError::Reserved);
         }
         let inner_type = datagram[RELAY_HEADER_LEN];
@@ -350,6 +374,8 @@ mod tests {
         assert_eq!(RelayHeader::parse(&datagram), Err(HeaderError::UnknownType));
         datagram[RELAY_HEADER_LEN] = MSG_TYPE_DATA;
         datagram[3] = 1;
+        assert!(RelayHeader::parse(&datagram).is_ok());
+        datagram[2] = 1;
         assert_eq!(RelayHeader::parse(&datagram), Err(HeaderError::Reserved));
         assert_eq!(
             RelayHeader::parse(&datagram[..RELAY_OVERHEAD]),
@@ -413,8 +439,12 @@ mod tests {
         bad[1] = 2;
         assert_eq!(DataHeader::parse(&bad), Err(HeaderError::BadVersion));
         let mut bad = datagram.clone();
-        bad[3] = 1;
+        bad[2] = 1;
         assert_eq!(DataHeader::parse(&bad), Err(HeaderError::Reserved));
+        // An ignorable flag this build does not know: parsed (the tag judges).
+        let mut newer = datagram.clone();
+        newer[3] = 0x80;
+        assert!(DataHeader::parse(&newer).is_ok());
     }
 
     #[test]

@@ -20,9 +20,10 @@ use std::net::SocketAddr;
 
 use crate::auth;
 use crate::membership::MemberRecord;
+use crate::protocol;
 use crate::transport::close_code;
 use crate::wire::{Hello, HelloAck, HelloRecord};
-use crate::{Error, MeshSecret, PeerId, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
+use crate::{Error, MeshSecret, PeerId};
 
 /// Which end of the connection this host is (the roles of [`auth`]).
 pub use crate::auth::Role as Side;
@@ -211,14 +212,13 @@ pub fn check(
         return Err(CloseReason::BadProof { side: parties.side });
     }
     let (min, max) = greeting.versions;
-    let version = max.min(PROTOCOL_VERSION);
-    if version < min || version < MIN_PROTOCOL_VERSION {
+    let Some(version) = protocol::negotiate(protocol::supported(), (min, max)) else {
         return Err(CloseReason::Version {
             side: parties.side,
             min,
             max,
         });
-    }
+    };
     if let Some(record) = &greeting.record {
         check_record_of(parties.remote, record)?;
     }
@@ -249,9 +249,10 @@ pub fn check_record(
 
 /// The dialer's first frame. `observed` is the address it dialed.
 pub fn hello(parties: &Parties<'_>, observed: SocketAddr) -> Hello {
+    let (min_version, max_version) = protocol::supported();
     Hello {
-        min_version: MIN_PROTOCOL_VERSION,
-        max_version: PROTOCOL_VERSION,
+        min_version,
+        max_version,
         proof: parties.proof(),
         observed,
     }
@@ -278,6 +279,7 @@ pub fn ack(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::PROTOCOL_VERSION;
 
     use crate::sim::peer;
     use std::sync::LazyLock;

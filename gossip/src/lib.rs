@@ -45,6 +45,7 @@ pub mod neighbours;
 pub mod node;
 mod peers;
 mod persist;
+pub mod protocol;
 pub mod relay;
 pub mod signed;
 #[cfg(test)]
@@ -70,9 +71,4 @@ pub use state::{
 };
 pub use token::MeshSecret;
 
-/// ALPN protocol id; a peer speaking another major version fails the TLS handshake.
-pub const ALPN: &[u8] = b"mesh/1";
-/// Version carried in the hello, for minor evolutions within `mesh/1`.
-pub const PROTOCOL_VERSION: u32 = 1;
-/// Oldest protocol version this build still speaks.
-pub const MIN_PROTOCOL_VERSION: u32 = 1;
+pub use protocol::{ALPN, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};

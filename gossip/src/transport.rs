@@ -262,6 +262,16 @@ pub async fn read_frame_within<T: DeserializeOwned>(
     recv: &mut RecvStream,
     limit: usize,
 ) -> Result<Option<(T, usize)>, ReadError> {
+    let Some(body) = read_body(recv, limit).await? else {
+        return Ok(None);
+    };
+    let value = wire::decode_body(&body)?;
+    Ok(Some((value, FRAME_HEADER_LEN + body.len())))
+}
+
+/// Reads one frame's body, undecoded; `Ok(None)` when the peer finished the
+/// stream cleanly.
+pub async fn read_body(recv: &mut RecvStream, limit: usize) -> Result<Option<Vec<u8>>, ReadError> {
     let mut header = [0u8; FRAME_HEADER_LEN];
     match recv.read_exact(&mut header).await {
         Ok(()) => {}
@@ -274,8 +284,7 @@ pub async fn read_frame_within<T: DeserializeOwned>(
     }
     let mut body = vec![0u8; len];
     recv.read_exact(&mut body).await?;
-    let value = wire::decode_body(&body)?;
-    Ok(Some((value, FRAME_HEADER_LEN + len)))
+    Ok(Some(body))
 }
 
 /// Writes one already-encoded frame.

@@ -25,7 +25,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::membership::MemberRecord;
-use crate::PeerId;
+use crate::{protocol, PeerId};
 
 /// Largest frame body accepted.
 pub const MAX_FRAME_LEN: usize = 4 * 1024 * 1024;
@@ -200,10 +200,12 @@ pub enum FrameError {
     Malformed(String),
 }
 
-/// Encodes `message` as one frame (length prefix included).
+/// Encodes `message` as one frame (length prefix included). A build
+/// testing the next protocol version appends its extra field here.
 pub fn encode_frame<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
     let mut out = vec![0u8; FRAME_HEADER_LEN];
     out = postcard::to_extend(message, out).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    out.extend_from_slice(protocol::appended_field());
     let body_len = out.len() - FRAME_HEADER_LEN;
     if body_len > MAX_FRAME_LEN {
         return Err(FrameError::Oversized(body_len));
@@ -221,18 +223,35 @@ pub fn frame_body_len(header: [u8; FRAME_HEADER_LEN]) -> Result<usize, FrameErro
     Ok(len)
 }
 
-/// Decodes a frame body; trailing bytes are an error (they would mean the
-/// peer and we disagree on the message layout).
+/// Decodes a frame body (or any encoding that travels whole: a channel
+/// state, a relayed packet). Bytes after the fields this build knows are a
+/// newer build's appended fields: ignored and counted (PROTOCOL.md).
 pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
     let (value, rest) =
         postcard::take_from_bytes(body).map_err(|e| FrameError::Malformed(e.to_string()))?;
     if !rest.is_empty() {
-        return Err(FrameError::Malformed(format!(
-            "{} trailing bytes after message",
-            rest.len()
-        )));
+        protocol::count(&protocol::UNKNOWN.frame_fields);
     }
     Ok(value)
+}
+
+/// Number of [`Message`] kinds this build knows: a frame whose kind (the
+/// leading varint) is not below it comes from a newer build.
+pub const MESSAGE_KINDS: u32 = 12;
+
+/// Decodes a [`Message`]; `Ok(None)` is a message of a kind this build does
+/// not know (counted, to be skipped: a newer peer may send one).
+pub fn decode_message(body: &[u8]) -> Result<Option<Message>, FrameError> {
+    match decode_body(body) {
+        Ok(message) => Ok(Some(message)),
+        Err(e) => match postcard::take_from_bytes::<u32>(body) {
+            Ok((kind, _)) if kind >= MESSAGE_KINDS => {
+                protocol::count(&protocol::UNKNOWN.messages);
+                Ok(None)
+            }
+            _ => Err(e),
+        },
+    }
 }
 
 #[cfg(test)]
@@ -268,9 +287,34 @@ mod tests {
         ] {
             assert!(decode_body::<Message>(garbage).is_err());
         }
-        let mut frame = encode_frame(&Message::Heartbeat).unwrap();
-        frame.push(0);
-        assert!(decode_body::<Message>(&frame[4..]).is_err());
+    }
+
+    #[test]
+    fn appended_fields_are_ignored_and_unknown_kinds_skipped() {
+        let mut frame = encode_frame(&Message::KeyConfirm { generation: 7 }).unwrap();
+        frame.extend_from_slice(&[1, 4, b'n', b'e', b'x', b't']);
+        assert_eq!(
+            decode_message(&frame[4..]).unwrap(),
+            Some(Message::KeyConfirm { generation: 7 })
+        );
+        // A kind past the known ones, with a body: skipped, not an error.
+        assert_eq!(
+            decode_message(&[MESSAGE_KINDS as u8, 3, 1, 2, 3]).unwrap(),
+            None
+        );
+        assert_eq!(decode_message(&[200, 1, 9]).unwrap(), None);
+        // A known kind with a broken body is still malformed.
+        assert!(decode_message(&[5, 0xff]).is_err());
+    }
+
+    #[test]
+    fn message_kinds_counts_every_variant() {
+        let last = Message::Relayed {
+            from: crate::sim::peer(1),
+            payload: vec![],
+        };
+        let body = postcard::to_stdvec(&last).unwrap();
+        assert_eq!(u32::from(body[0]) + 1, MESSAGE_KINDS);
     }
 
     #[test]

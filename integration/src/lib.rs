@@ -52,6 +52,12 @@ pub struct Host {
     /// `--listen` instead of `<underlay_ip>:7800` (e.g. `0.0.0.0:7800` for
     /// a host whose address changes; see `faults.rs`).
     pub listen: Option<String>,
+    /// Environment for this host's `meshd` (e.g. the mixed-version test's
+    /// `MESH_TEST_NEXT_PROTOCOL=1`).
+    pub env: Vec<(String, String)>,
+    /// Where this host's `meshd` and `meshctl` are, when not the lab's
+    /// (another release's build, in the mixed-version test).
+    pub bin_dir: Option<PathBuf>,
     daemon: Option<Child>,
 }
 
@@ -215,6 +221,8 @@ impl Lab {
             underlay_ip: addr,
             extra_args: Vec::new(),
             listen: None,
+            env: Vec::new(),
+            bin_dir: None,
             daemon: None,
         });
         Ok(())
@@ -222,6 +230,15 @@ impl Lab {
 
     pub fn bin(&self, name: &str) -> PathBuf {
         self.bin_dir.join(name)
+    }
+
+    /// Host `i`'s binary `name` (its own build's, if it has one).
+    pub fn host_bin(&self, i: usize, name: &str) -> PathBuf {
+        self.hosts[i]
+            .bin_dir
+            .as_ref()
+            .unwrap_or(&self.bin_dir)
+            .join(name)
     }
 
     /// `ip netns exec NS cmd…`
@@ -238,7 +255,7 @@ impl Lab {
 
     /// Starts `meshd` in host `i` (0-based) and waits for its API socket.
     pub fn start_daemon(&mut self, i: usize) -> Result<()> {
-        let meshd = self.bin("meshd");
+        let meshd = self.host_bin(i, "meshd");
         let h = &self.hosts[i];
         if h.daemon.is_some() {
             bail!("{} already runs a daemon", h.name);
@@ -263,6 +280,7 @@ impl Lab {
             ],
         );
         cmd.args(&h.extra_args);
+        cmd.envs(h.env.iter().map(|(k, v)| (k, v)));
         cmd.env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -316,7 +334,7 @@ impl Lab {
 
     /// Runs `meshctl --socket <host i> args…`; an error carries its stderr.
     pub fn meshctl(&self, i: usize, args: &[&str]) -> Result<String> {
-        let out = Command::new(self.bin("meshctl"))
+        let out = Command::new(self.host_bin(i, "meshctl"))
             .arg("--socket")
             .arg(&self.hosts[i].socket)
             .args(args)

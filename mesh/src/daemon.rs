@@ -127,6 +127,7 @@ fn open_channel<V: records::Record>(
 
 impl Daemon {
     pub async fn start(settings: Settings) -> Result<Arc<Daemon>> {
+        crate::version::apply_test_env();
         let state = StateDir::open(&settings.state_dir)?;
         let identity = Identity::load_or_create(&state.file("identity.key"))
             .context("loading the host identity")?;
@@ -177,7 +178,7 @@ impl Daemon {
             crate::netsecret::META_NETWORK_KEY.into(),
             host_key.public_hex(),
         );
-        crate::doctor::advertise(&mut cfg.meta);
+        crate::version::advertise(&mut cfg.meta);
         // The underlay subnet decides which floating-IP pools this host may
         // hold: advertised from the first record on (the edge keeps it current).
         let listen_v4 = match settings.listen.ip() {

@@ -3,15 +3,11 @@
 //! clock, version). The checks are pure functions over facts gathered
 //! first, so each verdict and its advice is tested without a kernel.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::api::{Check, PeerState, PeerStatus};
 
-/// Member meta key: the meshd version a host runs.
-pub const META_VERSION: &str = "version";
-/// This meshd's version.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub use crate::version::VERSION;
 
 /// Probes per peer in a doctor run, and their spacing: 10 × 20 ms keeps a
 /// run under half a second while one lost probe still shows as 10 %.
@@ -21,11 +17,6 @@ pub const PROBE_INTERVAL: Duration = Duration::from_millis(20);
 /// No network MTU goes below IPv6's minimum link MTU (RFC 8200): advice
 /// to go lower would be refused.
 pub const MIN_NETWORK_MTU: u32 = mesh_model::networks::MIN_MTU;
-
-/// Puts this host's version into its member record's meta.
-pub fn advertise(meta: &mut BTreeMap<String, String>) {
-    meta.insert(META_VERSION.into(), VERSION.into());
-}
 
 /// What a peer's checks are judged against.
 #[derive(Debug, Clone)]
@@ -49,7 +40,8 @@ fn ms(d: Duration) -> String {
 }
 
 pub fn peer_checks(p: &PeerStatus, cx: &PeerContext) -> Vec<Check> {
-    let mut out = vec![control(p)];
+    // Asked whatever the state: a peer outside our range is never up.
+    let mut out = vec![control(p), protocol(p)];
     if p.state != PeerState::Up {
         out.push(Check::skipped("data_path", "peer is not up"));
         return out;
@@ -248,6 +240,45 @@ fn version(p: &PeerStatus, cx: &PeerContext) -> Check {
             "run the same meshd version on every host (upgrade the older one)",
         ),
         Some(v) => Check::ok("version", v.to_string()),
+    }
+}
+
+/// Whether the peer's protocol range meets ours (PROTOCOL.md).
+fn protocol(p: &PeerStatus) -> Check {
+    use gossip::protocol as wire;
+    let ours = wire::supported();
+    let show = wire::format_range;
+    let Some(text) = p.protocol.as_deref() else {
+        return Check::warn(
+            "protocol",
+            "not advertised (a meshd before 0.2.0, another major)",
+            format!("upgrade meshd on {} to {VERSION}", p.name),
+        );
+    };
+    let Some(theirs) = wire::parse_range(text) else {
+        return Check::warn(
+            "protocol",
+            format!("unreadable range {text:?}"),
+            format!("upgrade meshd on {} to {VERSION}", p.name),
+        );
+    };
+    match wire::negotiate(ours, theirs) {
+        Some(v) => Check::ok(
+            "protocol",
+            format!("speaks {}, the link {v}", show(theirs)),
+        ),
+        None => Check::fail(
+            "protocol",
+            format!(
+                "speaks {}, this host {}: no version in common",
+                show(theirs),
+                show(ours)
+            ),
+            format!(
+                "upgrade the older of {} and this host: each release speaks the previous minor release's protocol too (PROTOCOL.md)",
+                p.name
+            ),
+        ),
     }
 }
 

@@ -55,3 +55,4 @@ pub mod linkstats;
 pub mod metrics;
 pub mod reload;
 pub mod server;
+pub mod version;

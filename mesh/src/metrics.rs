@@ -191,6 +191,17 @@ pub fn render(status: &StatusResponse, attachments: &[AttachmentStats]) -> Strin
         "Incoming QUIC handshakes refused: all handshake slots, or those of their source address, taken",
         refused,
     );
+    let unknown = Family::<Vec<(String, String)>, Counter>::default();
+    for (kind, n) in gossip::protocol::UNKNOWN.snapshot() {
+        unknown
+            .get_or_create(&vec![("kind".into(), kind.into())])
+            .inc_by(n);
+    }
+    reg.register(
+        "protocol_unknown",
+        "What newer builds wrote that this one does not know, by kind: frame_fields and value_fields (ignored; values keep them and pass them on), messages (skipped), unreadable_values (kept and passed on, not applied)",
+        unknown,
+    );
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &reg);
@@ -327,6 +338,9 @@ mod tests {
                 name: "h1".into(),
                 control_address: "x".into(),
                 data_address: "y".into(),
+                version: None,
+                protocol: None,
+                alpn: None,
             },
             mesh_size: 2,
             peers: vec![PeerStatus {
@@ -342,6 +356,8 @@ mod tests {
                 path_loss: Some(0.1),
                 clock_skew_ms: None,
                 version: None,
+                protocol: None,
+                link_protocol: None,
                 rtt_ms: Some(1.5),
                 key_generation: Some(3),
                 key_age_secs: Some(12.0),

@@ -439,12 +439,17 @@ async fn reader_task(
     peer: PeerId,
 ) {
     loop {
-        match transport::read_frame::<Message>(&mut recv).await {
-            Ok(Some((message, _))) => {
+        let read = transport::read_body(&mut recv, wire::MAX_FRAME_LEN)
+            .await
+            .and_then(|body| Ok(body.map(|b| wire::decode_message(&b)).transpose()?));
+        match read {
+            Ok(Some(Some(message))) => {
                 if inbound.send(message).await.is_err() {
                     return;
                 }
             }
+            // A kind a newer peer added: skipped (PROTOCOL.md).
+            Ok(Some(None)) => debug!(peer = %peer, "skipped a message of an unknown kind"),
             Ok(None) => {
                 transport::close(&conn, close_code::NORMAL, "control stream finished");
                 return;

@@ -13,10 +13,12 @@ use tracing::warn;
 use super::quota::{self, Limit, Quota, QuotaError};
 use super::{now_millis, postcard_decode, postcard_encode, DecodeError, Mergeable, Stamp};
 use crate::signed::{self, Signature};
-use crate::PeerId;
+use crate::{protocol, PeerId};
 
-/// Domain of the signature every LWW write carries.
-const LWW_DOMAIN: &str = "mesh/lww-entry/1";
+/// Domain of the signature every LWW write carries. `/2`: the signature
+/// covers the value's bytes as its writer encoded them, not a re-encoding,
+/// so fields a reader does not know stay covered (protocol major 2).
+const LWW_DOMAIN: &str = "mesh/lww-entry/2";
 /// Admission passes over one batch (see `LwwMap::merge_from`): deep enough
 /// for the hand-over chains a full state carries, bounded so a crafted
 /// batch cannot make a merge quadratic.
@@ -25,31 +27,126 @@ const MAX_ADMISSION_PASSES: usize = 8;
 /// write would silently win over every later one (a value nobody can
 /// change or remove).
 pub const MAX_STAMP_AHEAD_MS: u64 = 10 * 60 * 1000;
+/// Zero bytes an older writer's value is extended with when it ends before
+/// the fields this build appended: those read as their zero encoding
+/// (`None`, empty, `0`, `false`), which PROTOCOL.md makes "absent".
+const ZERO_TAIL: usize = 256;
 
-/// One LWW slot: a value or a tombstone (`None`), signed by the stamp's
-/// writer over key, stamp and value.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// One LWW slot: a value or a tombstone, signed by the stamp's writer over
+/// key, stamp and the value's encoding.
+///
+/// The encoding is kept as the writer made it: a newer writer may have
+/// appended fields this build does not know; they are kept, re-gossiped
+/// and still covered by the signature (PROTOCOL.md, "Replicated values").
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LwwEntry<V> {
     pub stamp: Stamp,
+    /// The value as this build reads it; `None` for a tombstone, or for a
+    /// value this build cannot read at all ([`LwwEntry::is_tombstone`]
+    /// tells them apart).
     pub value: Option<V>,
     pub signature: Signature,
+    /// The value's bytes as signed; `None` for a tombstone.
+    encoded: Option<Arc<[u8]>>,
 }
 
-fn entry_bytes<K: Serialize, V: Serialize>(key: &K, stamp: &Stamp, value: &Option<V>) -> Vec<u8> {
-    postcard_encode(&(key, stamp, value))
+/// How an entry travels: the value as bytes.
+#[derive(Serialize)]
+struct WireEntryRef<'a> {
+    stamp: &'a Stamp,
+    value: Option<&'a [u8]>,
+    signature: &'a Signature,
+}
+
+#[derive(Deserialize)]
+struct WireEntry {
+    stamp: Stamp,
+    value: Option<Vec<u8>>,
+    signature: Signature,
+}
+
+impl<V> Serialize for LwwEntry<V> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        WireEntryRef {
+            stamp: &self.stamp,
+            value: self.encoded.as_deref(),
+            signature: &self.signature,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de, V: DeserializeOwned> Deserialize<'de> for LwwEntry<V> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let wire = WireEntry::deserialize(deserializer)?;
+        Ok(LwwEntry {
+            stamp: wire.stamp,
+            value: wire.value.as_deref().and_then(read_value),
+            signature: wire.signature,
+            encoded: wire.value.map(Arc::from),
+        })
+    }
+}
+
+/// Reads a value a writer of any build of this major encoded: fields after
+/// the ones this build knows are counted and left in the bytes; fields this
+/// build knows that the writer's build did not have read as zero.
+fn read_value<V: DeserializeOwned>(bytes: &[u8]) -> Option<V> {
+    let read = match postcard::take_from_bytes::<V>(bytes) {
+        Err(postcard::Error::DeserializeUnexpectedEnd) => {
+            let mut extended = Vec::with_capacity(bytes.len() + ZERO_TAIL);
+            extended.extend_from_slice(bytes);
+            extended.resize(bytes.len() + ZERO_TAIL, 0);
+            postcard::take_from_bytes::<V>(&extended).map(|(value, _)| (value, &[][..]))
+        }
+        read => read,
+    };
+    match read {
+        Ok((value, rest)) => {
+            if !rest.is_empty() {
+                protocol::count(&protocol::UNKNOWN.value_fields);
+            }
+            Some(value)
+        }
+        Err(_) => {
+            protocol::count(&protocol::UNKNOWN.unreadable_values);
+            None
+        }
+    }
+}
+
+fn entry_bytes<K: Serialize>(key: &K, stamp: &Stamp, encoded: Option<&[u8]>) -> Vec<u8> {
+    postcard_encode(&(key, stamp, encoded))
 }
 
 impl<V: Serialize> LwwEntry<V> {
     /// A write, signed as `stamp.writer` if this process holds that key.
     pub fn signed<K: Serialize>(key: &K, stamp: Stamp, value: Option<V>) -> LwwEntry<V> {
-        let signature =
-            signed::sign_as(&stamp.writer, LWW_DOMAIN, &entry_bytes(key, &stamp, &value))
-                .unwrap_or(Signature::NONE);
+        let encoded: Option<Arc<[u8]>> = value.as_ref().map(|v| {
+            let mut bytes = postcard_encode(v);
+            bytes.extend_from_slice(protocol::appended_field());
+            bytes.into()
+        });
+        let signature = signed::sign_as(
+            &stamp.writer,
+            LWW_DOMAIN,
+            &entry_bytes(key, &stamp, encoded.as_deref()),
+        )
+        .unwrap_or(Signature::NONE);
         LwwEntry {
             stamp,
             value,
             signature,
+            encoded,
         }
+    }
+}
+
+impl<V> LwwEntry<V> {
+    /// Whether the slot is a removal (not merely a value this build cannot
+    /// read).
+    pub fn is_tombstone(&self) -> bool {
+        self.encoded.is_none()
     }
 
     /// Whether the signature is the writer's over `key`, stamp and value.
@@ -57,7 +154,7 @@ impl<V: Serialize> LwwEntry<V> {
         signed::verify(
             &self.stamp.writer,
             LWW_DOMAIN,
-            &entry_bytes(key, &self.stamp, &self.value),
+            &entry_bytes(key, &self.stamp, self.encoded.as_deref()),
             &self.signature,
         )
     }
@@ -70,8 +167,8 @@ impl<V: Serialize> LwwEntry<V> {
             std::cmp::Ordering::Greater => true,
             std::cmp::Ordering::Less => false,
             std::cmp::Ordering::Equal => {
-                (postcard_encode(&self.value), self.signature)
-                    > (postcard_encode(&other.value), other.signature)
+                (self.encoded.as_deref(), self.signature)
+                    > (other.encoded.as_deref(), other.signature)
             }
         }
     }
@@ -400,5 +497,101 @@ where
     }
     fn limit_writers(&mut self, channel: &str, quota: Quota) {
         self.set_quota(channel, quota);
+    }
+}
+
+#[cfg(test)]
+mod versions {
+    //! Values written by builds with more or fewer fields (PROTOCOL.md).
+    use super::*;
+    use crate::state::Mergeable;
+
+    /// A record as this build knows it.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    struct Today {
+        name: String,
+        port: u16,
+    }
+
+    /// The same record as a newer build writes it: a field appended.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    struct Next {
+        name: String,
+        port: u16,
+        weight: Option<u32>,
+    }
+
+    fn writer() -> PeerId {
+        crate::Identity::from_seed([43; 32]).unwrap().peer_id()
+    }
+
+    #[test]
+    fn a_newer_writers_fields_survive_an_older_host_and_stay_signed() {
+        let mut newer: LwwMap<String, Next> = LwwMap::new();
+        let next = Next {
+            name: "web".into(),
+            port: 80,
+            weight: Some(7),
+        };
+        newer.set(writer(), "k".into(), next.clone());
+        let before = protocol::UNKNOWN
+            .value_fields
+            .load(std::sync::atomic::Ordering::Relaxed);
+
+        // An older host reads what it knows…
+        let older = LwwMap::<String, Today>::decode(&newer.encode()).unwrap();
+        let today = older.get(&"k".to_string()).unwrap();
+        assert_eq!((today.name.as_str(), today.port), ("web", 80));
+        assert!(
+            protocol::UNKNOWN
+                .value_fields
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > before
+        );
+        // …and passes on the writer's bytes: the signature still holds and a
+        // newer host behind it reads the appended field.
+        let passed_on = older.encode();
+        let guarded_admit: Admission<String, Next> = Arc::new(|_, _, _, _| Ok(()));
+        let mut behind = LwwMap::guarded("test", guarded_admit);
+        assert!(behind.merge(&LwwMap::decode(&passed_on).unwrap()));
+        assert_eq!(behind.get(&"k".to_string()), Some(&next));
+    }
+
+    #[test]
+    fn an_older_writers_value_reads_with_the_new_field_absent() {
+        let mut older: LwwMap<String, Today> = LwwMap::new();
+        older.set(
+            writer(),
+            "k".into(),
+            Today {
+                name: "db".into(),
+                port: 5432,
+            },
+        );
+        let newer = LwwMap::<String, Next>::decode(&older.encode()).unwrap();
+        assert_eq!(
+            newer.get(&"k".to_string()),
+            Some(&Next {
+                name: "db".into(),
+                port: 5432,
+                weight: None
+            })
+        );
+        assert!(newer.entries["k"].signature_verifies(&"k".to_string()));
+    }
+
+    #[test]
+    fn an_unreadable_value_is_kept_and_passed_on_not_taken_for_a_removal() {
+        // The newer build changed the field's type: nothing this build can read.
+        let mut newer: LwwMap<String, (u8, String)> = LwwMap::new();
+        newer.set(writer(), "k".into(), (200, "x".into()));
+        let older = LwwMap::<String, bool>::decode(&newer.encode()).unwrap();
+        let entry = older.entry(&"k".to_string()).unwrap();
+        assert_eq!(entry.value, None);
+        assert!(!entry.is_tombstone());
+        assert!(entry.signature_verifies(&"k".to_string()));
+        assert_eq!(older.get(&"k".to_string()), None);
+        let again = LwwMap::<String, (u8, String)>::decode(&older.encode()).unwrap();
+        assert_eq!(again.get(&"k".to_string()), Some(&(200, "x".into())));
     }
 }

@@ -16,6 +16,8 @@ fn up() -> PeerStatus {
         path_loss: None,
         clock_skew_ms: Some(3.0),
         version: Some(VERSION.into()),
+        protocol: Some(crate::version::protocol_range()),
+        link_protocol: Some(gossip::PROTOCOL_VERSION),
         rtt_ms: Some(0.4),
         key_generation: Some(2),
         key_age_secs: Some(30.0),
@@ -57,7 +59,9 @@ fn a_down_peer_fails_control_with_advice_and_skips_the_rest() {
     let c = peer_checks(&p, &cx(None));
     assert_eq!(status_of(&c, "control"), CheckStatus::Fail);
     assert!(c[0].fix.as_deref().unwrap().contains("198.18.0.2:7800"));
-    assert_eq!(c.len(), 2, "{c:?}");
+    // control, protocol, and the data path skipped.
+    assert_eq!(c.len(), 3, "{c:?}");
+    assert_eq!(status_of(&c, "protocol"), CheckStatus::Ok);
 }
 
 #[test]
@@ -121,6 +125,33 @@ fn probe_bursts_are_judged_by_loss() {
     assert_eq!(
         status_of(&peer_checks(&up(), &cx(Some(&none))), "probe"),
         CheckStatus::Fail
+    );
+}
+
+#[test]
+fn peers_outside_the_protocol_range_fail_even_when_down() {
+    let (min, max) = gossip::protocol::supported();
+    let mut p = up();
+    assert_eq!(
+        status_of(&peer_checks(&p, &cx(None)), "protocol"),
+        CheckStatus::Ok
+    );
+    p.state = PeerState::Down;
+    p.protocol = Some(format!("{}-{}", max + 1, max + 2));
+    assert_eq!(
+        status_of(&peer_checks(&p, &cx(None)), "protocol"),
+        CheckStatus::Fail
+    );
+    // One version back still meets (the support window).
+    p.protocol = Some(format!("{}-{}", min.saturating_sub(1).max(1), min));
+    assert_eq!(
+        status_of(&peer_checks(&p, &cx(None)), "protocol"),
+        CheckStatus::Ok
+    );
+    p.protocol = None;
+    assert_eq!(
+        status_of(&peer_checks(&p, &cx(None)), "protocol"),
+        CheckStatus::Warn
     );
 }
 

@@ -281,7 +281,9 @@ fn guard<V: records::Record>(
         Arc::new(
             move |key: &String, e: &LwwEntry<V>, map, batch| match &e.value {
                 Some(v) => rule(key, v, &e.stamp.writer, map, batch),
-                None => Ok(()),
+                None if e.is_tombstone() => Ok(()),
+                // Applying it as a removal could undo what the writer meant.
+                None => Err("a value this build cannot read (a newer build's)".into()),
             },
         );
     LwwMap::guarded(name, admit)
