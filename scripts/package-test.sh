@@ -58,6 +58,8 @@ done
 dpkg-query -W -f='${Conffiles}\n' mesh | grep -q /etc/mesh/meshd.toml || fail "meshd.toml is not a conffile"
 unit=/usr/lib/systemd/system/meshd.service
 [ -s "$unit" ] || fail "no $unit"
+# `systemctl reload meshd` sends SIGHUP: meshd re-reads meshd.toml.
+grep -qx 'ExecReload=/bin/kill -HUP $MAINPID' "$unit" || fail "$unit has no ExecReload sending SIGHUP"
 if command -v systemd-analyze >/dev/null 2>&1; then
   out=$(systemd-analyze verify "$unit" 2>&1) || fail "systemd-analyze verify: $out"
   ! echo "$out" | grep -i 'meshd.service' || fail "systemd-analyze verify complains: $out"

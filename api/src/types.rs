@@ -136,6 +136,10 @@ pub struct StatusResponse {
     /// global IPv6 prefix it does not permit, its `max_networks`).
     #[serde(default)]
     pub refused_networks: BTreeMap<String, RefusedNetwork>,
+    /// The last reload of meshd.toml (`systemctl reload meshd`), if any
+    /// since meshd started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reload: Option<ReloadStatus>,
 }
 
 /// Why this host does not carry a network.
@@ -749,4 +753,31 @@ pub struct Fip {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub bindings: Vec<FipBinding>,
+}
+
+/// What the last reload of meshd.toml (SIGHUP) did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadStatus {
+    /// The file was read and every change it makes live took effect.
+    pub ok: bool,
+    /// When, in seconds since the Unix epoch.
+    pub at_unix: u64,
+    /// Reloads since meshd started, this one included.
+    pub count: u64,
+    /// The file re-read.
+    pub file: String,
+    /// Why it failed: for a bad file the file and line; nothing of it
+    /// took effect then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Keys this reload changed live.
+    #[serde(default)]
+    pub applied: Vec<String>,
+    /// Keys whose new value in the file only a restart applies (since
+    /// meshd started, not only in this reload).
+    #[serde(default)]
+    pub needs_restart: Vec<String>,
+    /// Keys the file changed that a command-line flag overrides.
+    #[serde(default)]
+    pub overridden: Vec<String>,
 }

@@ -2,7 +2,8 @@
 
 use anyhow::Result;
 use mesh_api::{
-    Attachment, DnsRecord, IpamNetwork, Network, PeerState, PeerStatus, StatusResponse,
+    Attachment, DnsRecord, IpamNetwork, Network, PeerState, PeerStatus, ReloadStatus,
+    StatusResponse,
 };
 use serde::Serialize;
 
@@ -26,6 +27,11 @@ pub fn status(s: &StatusResponse) {
     for (id, why) in &s.refused_networks {
         println!("refused  network {id} is not carried here: {}", why.detail);
     }
+    if let Some(r) = &s.reload {
+        for line in reload_lines(r, now_unix()) {
+            println!("{line}");
+        }
+    }
     for a in &s.host_addresses {
         let role = match (a.exposed, a.gateway) {
             (true, true) => "exposed, gateway",
@@ -48,6 +54,51 @@ pub fn status(s: &StatusResponse) {
             .collect();
         println!("dropped  {}", list.join(" "));
     }
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The last reload of meshd.toml: how it went, and what waits for a
+/// restart.
+fn reload_lines(r: &ReloadStatus, now_unix: u64) -> Vec<String> {
+    let ago = now_unix.saturating_sub(r.at_unix);
+    let file = if r.file.is_empty() {
+        String::new()
+    } else {
+        format!(" of {}", r.file)
+    };
+    let mut out = vec![match &r.error {
+        // The error names the file.
+        Some(e) => format!("reload   #{} {ago}s ago FAILED: {e}", r.count),
+        None if r.applied.is_empty() => {
+            format!(
+                "reload   #{} {ago}s ago{file} ok, nothing changed live",
+                r.count
+            )
+        }
+        None => format!(
+            "reload   #{} {ago}s ago{file} ok, changed {}",
+            r.count,
+            r.applied.join(", ")
+        ),
+    }];
+    if !r.overridden.is_empty() {
+        out.push(format!(
+            "reload   not changed, set by a command-line flag: {}",
+            r.overridden.join(", ")
+        ));
+    }
+    if !r.needs_restart.is_empty() {
+        out.push(format!(
+            "restart  needed to apply {} (changed in the config file)",
+            r.needs_restart.join(", ")
+        ));
+    }
+    out
 }
 
 /// The ciphers the peers' session keys actually use, most used first
@@ -316,6 +367,33 @@ pub fn fip_pools(list: &[mesh_api::FipPool]) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_reload_shows_what_it_changed_and_what_waits_for_a_restart() {
+        let mut r = mesh_api::ReloadStatus {
+            ok: true,
+            at_unix: 1000,
+            count: 2,
+            file: "/etc/mesh/meshd.toml".into(),
+            applied: vec!["log".into(), "dns_upstreams".into()],
+            needs_restart: vec!["max_networks".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            super::reload_lines(&r, 1012),
+            [
+                "reload   #2 12s ago of /etc/mesh/meshd.toml ok, changed log, dns_upstreams",
+                "restart  needed to apply max_networks (changed in the config file)",
+            ]
+        );
+        r.ok = false;
+        r.error = Some("/etc/mesh/meshd.toml line 3, column 8: invalid string".into());
+        r.needs_restart.clear();
+        assert_eq!(
+            super::reload_lines(&r, 1000),
+            ["reload   #2 0s ago FAILED: /etc/mesh/meshd.toml line 3, column 8: invalid string"]
+        );
+    }
+
     #[test]
     fn the_holder_column_says_why_there_is_none() {
         let fip = |v: serde_json::Value| -> mesh_api::Fip { serde_json::from_value(v).unwrap() };

@@ -248,6 +248,7 @@ mod tests {
                 probing: Default::default(),
                 switch: Default::default(),
                 refused_networks: Default::default(),
+                reload: None,
             },
             attachments: vec![att],
         }

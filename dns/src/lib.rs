@@ -99,6 +99,17 @@ impl Resolver {
         })
     }
 
+    /// Replaces the upstream servers (a reload); queries already asked
+    /// finish with the old ones.
+    pub fn set_upstreams(&self, upstreams: Vec<SocketAddr>) {
+        self.upstreams.set(upstreams);
+    }
+
+    /// The upstream servers in use.
+    pub fn upstreams(&self) -> Vec<SocketAddr> {
+        self.upstreams.addrs()
+    }
+
     /// An answer from our own zones, if the name is in one.
     pub fn local(
         &self,

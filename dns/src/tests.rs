@@ -425,3 +425,47 @@ async fn tcp_clients_that_never_read_do_not_lock_out_the_rest() {
     drop(stalled);
     server.abort();
 }
+
+/// An upstream on loopback answering every A question with `ip`.
+async fn answering_upstream(ip: &'static str) -> SocketAddr {
+    let up = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = up.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = up.recv_from(&mut buf).await {
+            let q = Message::from_vec(&buf[..n]).unwrap();
+            let mut a = Message::response(q.metadata.id, OpCode::Query);
+            a.add_query(q.queries[0].clone());
+            a.add_answer(Record::from_rdata(
+                q.queries[0].name().clone(),
+                60,
+                RData::A(A(ip.parse().unwrap())),
+            ));
+            let _ = up.send_to(&a.to_vec().unwrap(), from).await;
+        }
+    });
+    addr
+}
+
+/// A reload replaces the upstreams: the next question goes to the new
+/// one, not to the cache of the old one's answers; none turns
+/// forwarding off.
+#[tokio::test]
+async fn replaced_upstreams_answer_at_once_and_none_refuses() {
+    let old = answering_upstream("192.0.2.1").await;
+    let new = answering_upstream("192.0.2.2").await;
+    let r = Resolver::new(Arc::new(fixed(vec![])), vec![old]);
+    let a = |m: &Message| match &m.answers[0].data {
+        RData::A(a) => a.0.to_string(),
+        other => panic!("{other:?}"),
+    };
+    let q = query("example.org.", RecordType::A, None);
+    assert_eq!(a(&ask(&r, &q, Transport::Udp).await.1), "192.0.2.1");
+    r.set_upstreams(vec![new]);
+    assert_eq!(r.upstreams(), vec![new]);
+    assert_eq!(a(&ask(&r, &q, Transport::Udp).await.1), "192.0.2.2");
+    r.set_upstreams(vec![]);
+    let (_, m) = ask(&r, &q, Transport::Udp).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    assert!(!m.metadata.recursion_available);
+}

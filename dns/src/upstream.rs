@@ -15,7 +15,7 @@
 
 use hickory_proto::op::{Edns, Message, MessageType, Query};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
@@ -32,7 +32,9 @@ pub const MAX_IN_FLIGHT: usize = 256;
 const RECV_BUFFER: usize = 4096;
 
 pub struct Upstreams {
-    servers: Vec<Upstream>,
+    /// Replaced whole by [`Upstreams::set`] (a reload); a query keeps the
+    /// list it started with.
+    servers: RwLock<Arc<Vec<Upstream>>>,
     in_flight: Arc<Semaphore>,
     cache: Mutex<Cache>,
 }
@@ -52,14 +54,36 @@ pub fn cache_key(q: &Query) -> Key {
 impl Upstreams {
     pub fn new(addrs: Vec<SocketAddr>) -> Upstreams {
         Upstreams {
-            servers: addrs.into_iter().map(|addr| Upstream { addr }).collect(),
+            servers: RwLock::new(Arc::new(
+                addrs.into_iter().map(|addr| Upstream { addr }).collect(),
+            )),
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             cache: Mutex::new(Cache::default()),
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.servers.is_empty()
+        self.servers().is_empty()
+    }
+
+    fn servers(&self) -> Arc<Vec<Upstream>> {
+        self.servers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The upstreams now.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.servers().iter().map(|u| u.addr).collect()
+    }
+
+    /// Replaces the upstreams (a reload of meshd.toml). The cache goes
+    /// too: its answers came from the servers the operator just dropped.
+    pub fn set(&self, addrs: Vec<SocketAddr>) {
+        let new = Arc::new(addrs.into_iter().map(|addr| Upstream { addr }).collect());
+        *self.servers.write().unwrap_or_else(|p| p.into_inner()) = new;
+        *self.lock_cache() = Cache::default();
     }
 
     fn lock_cache(&self) -> std::sync::MutexGuard<'_, Cache> {
@@ -77,10 +101,14 @@ impl Upstreams {
 
     /// Asks the upstreams in turn; the first answer is cached and returned.
     pub async fn resolve(&self, q: &Query, _slot: OwnedSemaphorePermit) -> Option<Message> {
-        for up in &self.servers {
+        let servers = self.servers();
+        for up in servers.iter() {
             match up.ask(q).await {
                 Ok(ans) => {
-                    self.lock_cache().put(cache_key(q), &ans, Instant::now());
+                    // Not cached if the upstreams were replaced meanwhile.
+                    if Arc::ptr_eq(&servers, &self.servers()) {
+                        self.lock_cache().put(cache_key(q), &ans, Instant::now());
+                    }
                     return Some(ans);
                 }
                 Err(e) => warn!(upstream = %up.addr, "upstream DNS query failed: {e}"),

@@ -205,6 +205,13 @@ impl Link {
         actions
     }
 
+    /// A new rekey period (a reload of the config): the next exchange is
+    /// due within it, so a shorter period takes effect at once.
+    pub fn set_rekey(&mut self, rekey: Duration, now: Instant) {
+        self.timers.rekey = rekey;
+        self.next_rekey = self.next_rekey.min(now + rekey);
+    }
+
     /// When [`Link::tick`] must be called next.
     pub fn poll_timeout(&self) -> Instant {
         if self.initiator {

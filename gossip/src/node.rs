@@ -99,6 +99,9 @@ struct Inner {
     local_ips: Mutex<std::collections::BTreeSet<std::net::IpAddr>>,
     observer: Arc<dyn PeerObserver>,
     link_timers: LinkTimers,
+    /// The rekey period in ms now ([`Node::set_rekey_interval`]); wins
+    /// over `link_timers.rekey`.
+    rekey_ms: std::sync::atomic::AtomicU64,
     anti_entropy: Duration,
     state_dir: Option<PathBuf>,
     channel_quota: Quota,
@@ -200,6 +203,7 @@ impl Node {
             local_ips: Mutex::new(mesh_sys::ifaddrs::local_ips().unwrap_or_default()),
             observer: cfg.observer,
             link_timers,
+            rekey_ms: (link_timers.rekey.as_millis() as u64).into(),
             anti_entropy: cfg.anti_entropy_interval.max(Duration::from_millis(10)),
             state_dir: cfg.state_dir,
             channel_quota: cfg.channel_quota,

@@ -107,7 +107,7 @@ pub struct Flags {
 }
 
 /// The config file. Unknown keys are an error, so a typo is not ignored.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub state_dir: Option<PathBuf>,
@@ -226,6 +226,12 @@ impl Settings {
             Some(p) => FileConfig::load(p)?,
             None => FileConfig::default(),
         };
+        Settings::merge(flags, file)
+    }
+
+    /// The settings from `flags` over `file` over the defaults (also what a
+    /// reload re-runs on the re-read file).
+    pub fn merge(flags: &Flags, file: FileConfig) -> Result<Settings> {
         let listen = flags
             .listen
             .or(file.listen)

@@ -44,6 +44,7 @@ use mesh_model::views;
 
 mod cleanup;
 mod landing;
+mod live;
 mod mtu_sync;
 mod network_ops;
 mod observe;
@@ -52,6 +53,7 @@ mod snapshots;
 mod status;
 
 pub use cleanup::cleanup;
+pub use live::Reloads;
 use snapshots::{keep_snapshot, load_snapshot};
 
 pub struct Daemon {
@@ -78,6 +80,8 @@ pub struct Daemon {
     /// Serialises every change to this host's devices: network set-up and
     /// teardown, and attaching (which needs the network's bridge to stay).
     devices: Mutex<Realized>,
+    /// What the reloads of meshd.toml did (see [`crate::reload`]).
+    reloads: Reloads,
 }
 
 /// What the DNS server reads: live records, minus those of hosts that are
@@ -410,6 +414,7 @@ impl Daemon {
             isolation,
             carried,
             devices: Mutex::new(Realized::default()),
+            reloads: Reloads::default(),
         });
         daemon.reconcile_at_start().await?;
         daemon.clone().watch_channels();

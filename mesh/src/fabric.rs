@@ -59,6 +59,12 @@ impl Fabric {
         }
     }
 
+    /// The DNS servers' resolver (one for every network here): a reload
+    /// replaces its upstreams.
+    pub fn resolver(&self) -> &Arc<Resolver> {
+        &self.resolver
+    }
+
     pub fn mtus(&self) -> &Arc<crate::mtu::Mtus> {
         &self.mtu
     }

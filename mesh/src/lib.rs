@@ -54,5 +54,6 @@ pub mod doctor;
 pub mod error;
 pub mod linkstats;
 pub mod metrics;
+pub mod reload;
 pub mod server;
 pub mod version;

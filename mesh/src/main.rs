@@ -1,24 +1,26 @@
 use anyhow::{Context, Result};
 use clap::Parser;
-use mesh::config::{Flags, Settings};
+use mesh::config::{FileConfig, Flags, Settings};
 use mesh::daemon::{self, Daemon};
+use mesh::reload::{LogFilter, Reloader};
 use tracing::{error, info};
 
 fn main() -> std::process::ExitCode {
     let flags = Flags::parse();
-    let settings = match Settings::resolve(&flags) {
+    // The file is kept: a reload compares the re-read one with it.
+    let resolved = match &flags.config {
+        Some(p) => FileConfig::load(p),
+        None => Ok(FileConfig::default()),
+    }
+    .and_then(|file| Ok((Settings::merge(&flags, file.clone())?, file)));
+    let (settings, file) = match resolved {
         Ok(s) => s,
         Err(e) => {
             eprintln!("meshd: {e:#}");
             return std::process::ExitCode::from(2);
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(&settings.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .init();
+    let set_log = mesh::reload::init_logging(&settings.log);
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -26,7 +28,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(flags, settings)) {
+    match rt.block_on(run(flags, settings, file, set_log)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
@@ -36,23 +38,20 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(flags: Flags, settings: Settings) -> Result<()> {
+async fn run(flags: Flags, settings: Settings, file: FileConfig, set_log: LogFilter) -> Result<()> {
     if flags.cleanup {
         let n = daemon::cleanup(&settings).await?;
         println!("removed {n} device(s)");
         return Ok(());
     }
+    use tokio::signal::unix::{signal, SignalKind};
+    // Before the (slow) start: a SIGHUP meanwhile waits instead of
+    // killing meshd.
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let socket = settings.api_socket.clone();
-    let metrics_listen = settings.metrics_listen;
     let daemon = Daemon::start(settings).await?;
-    if let Some(addr) = metrics_listen {
-        let d = daemon.clone();
-        tokio::spawn(async move {
-            if let Err(e) = mesh::server::serve_metrics(d, addr).await {
-                error!("metrics listener: {e:#}");
-            }
-        });
-    }
+    // Serves metrics when configured; `systemctl reload` re-reads the file.
+    let reloader = Reloader::start(flags, daemon.clone(), set_log, file).await;
     // The API first: the Docker plugin reaches meshd through it.
     let listener = mesh::server::bind_private_socket(&socket)?;
     let mut serve = tokio::spawn(mesh::server::serve(daemon.clone(), listener));
@@ -68,12 +67,17 @@ async fn run(flags: Flags, settings: Settings) -> Result<()> {
             return Err(e.into());
         }
     }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    tokio::select! {
-        r = &mut serve => r.context("the API server")??,
-        _ = tokio::signal::ctrl_c() => info!("interrupted"),
-        _ = term.recv() => info!("terminated"),
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    loop {
+        tokio::select! {
+            r = &mut serve => break r.context("the API server")??,
+            _ = tokio::signal::ctrl_c() => break info!("interrupted"),
+            _ = term.recv() => break info!("terminated"),
+            _ = hup.recv() => {
+                info!("SIGHUP: reloading the config");
+                reloader.reload().await;
+            }
+        }
     }
     serve.abort();
     // Devices and attachments stay: containers keep their interfaces while

@@ -137,6 +137,29 @@ pub fn render(status: &StatusResponse, attachments: &[AttachmentStats]) -> Strin
         "1 for each network of the mesh this host refuses to carry, by reason",
         refused,
     );
+    if let Some(r) = &status.reload {
+        let ok = Gauge::<i64>::default();
+        ok.set(i64::from(r.ok));
+        reg.register(
+            "config_last_reload_successful",
+            "1 if the last reload of meshd.toml (SIGHUP) took effect whole",
+            ok,
+        );
+        let at = Gauge::<i64>::default();
+        at.set(r.at_unix as i64);
+        reg.register(
+            "config_last_reload_timestamp_seconds",
+            "When meshd.toml was last reloaded (Unix time)",
+            at,
+        );
+        let restart = Gauge::<i64>::default();
+        restart.set(r.needs_restart.len() as i64);
+        reg.register(
+            "config_keys_needing_restart",
+            "Keys changed in meshd.toml that only a restart applies",
+            restart,
+        );
+    }
     let atts = Gauge::<i64>::default();
     atts.set(status.attachments as i64);
     reg.register("attachments", "Containers attached on this host", atts);
@@ -371,6 +394,12 @@ mod tests {
                 },
             )]
             .into(),
+            reload: Some(crate::api::ReloadStatus {
+                ok: false,
+                at_unix: 1_800_000_000,
+                needs_restart: vec!["listen".into()],
+                ..Default::default()
+            }),
         };
         let att = AttachmentStats {
             network: "blue".into(),
@@ -403,6 +432,9 @@ mod tests {
             "mesh_peer_path_rtt_seconds{peer=\"h2\",peer_id=\"b\"} 0.002",
             "mesh_peer_path_loss_ratio{peer=\"h2\",peer_id=\"b\"} 0.1",
             "mesh_peer_path_relayed{peer=\"h2\",peer_id=\"b\",via=\"h3\"} 1",
+            "mesh_config_last_reload_successful 0",
+            "mesh_config_last_reload_timestamp_seconds 1800000000",
+            "mesh_config_keys_needing_restart 1",
         ] {
             assert!(text.contains(line), "{line} not in {text}");
         }

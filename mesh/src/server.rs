@@ -136,6 +136,15 @@ pub async fn serve_metrics(daemon: Arc<Daemon>, addr: std::net::SocketAddr) -> R
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding metrics listener {addr}"))?;
+    serve_metrics_on(daemon, listener).await
+}
+
+/// [`serve_metrics`] on a listener already bound (a reload binds first,
+/// so a bad address is its error).
+pub async fn serve_metrics_on(
+    daemon: Arc<Daemon>,
+    listener: tokio::net::TcpListener,
+) -> Result<()> {
     let app = Router::new()
         .route(routes::METRICS, get(metrics))
         .with_state(daemon);

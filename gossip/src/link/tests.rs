@@ -328,3 +328,20 @@ fn an_idle_link_carries_heartbeats_one_way_only() {
     assert_eq!(heartbeats(0), 0);
     assert!(pair.hosts.iter().all(|h| h.closed.is_none()));
 }
+
+/// A shorter rekey period set on a running link (a config reload) makes
+/// the next exchange due within it, and keys keep flowing.
+#[test]
+fn a_shorter_rekey_period_takes_effect_at_once() {
+    let mut pair = Pair::new(0, 0);
+    pair.open();
+    pair.run_for(Duration::from_secs(1), |_| {});
+    pair.run_for(Duration::from_secs(10), |_| {});
+    assert_keyed_both_ways(&mut pair, 1);
+    let now = pair.now;
+    pair.hosts[0].link.set_rekey(Duration::from_secs(5), now);
+    pair.run_for(Duration::from_secs(5) + TIMERS.heartbeat, |_| {});
+    assert_keyed_both_ways(&mut pair, 2);
+    pair.run_for(Duration::from_secs(5), |_| {});
+    assert_keyed_both_ways(&mut pair, 3);
+}

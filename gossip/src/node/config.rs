@@ -75,12 +75,53 @@ impl Config {
         }
     }
 
+    /// The rekey period a config asks for, clamped like at start.
+    pub fn clamp_rekey(rekey: Duration) -> Duration {
+        rekey
+            .min(Config::MAX_REKEY_INTERVAL)
+            .max(Duration::from_millis(1))
+    }
+
     /// The per-link timers, clamped to workable values.
     pub(super) fn link_timers(&self) -> LinkTimers {
         LinkTimers {
             heartbeat: self.heartbeat_interval.max(Duration::from_millis(10)),
             dead_after: self.dead_after.max(self.heartbeat_interval * 2),
-            rekey: self.rekey_interval.min(Config::MAX_REKEY_INTERVAL),
+            rekey: Config::clamp_rekey(self.rekey_interval),
         }
+    }
+}
+
+impl super::Inner {
+    pub(super) fn rekey_interval(&self) -> Duration {
+        Duration::from_millis(self.rekey_ms.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// The timers a new link starts with: the current rekey period.
+    pub(super) fn link_timers(&self) -> LinkTimers {
+        LinkTimers {
+            rekey: self.rekey_interval(),
+            ..self.link_timers
+        }
+    }
+}
+
+impl super::Node {
+    /// Changes the data-plane rekey period (a reload of the config): new
+    /// links start with it, running ones (direct and relayed) take it at
+    /// their next tick, and an exchange falls due within it.
+    pub fn set_rekey_interval(&self, rekey: Duration) {
+        let rekey = Config::clamp_rekey(rekey);
+        let inner = &self.inner;
+        inner.rekey_ms.store(
+            rekey.as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        super::lock(&inner.relay).set_rekey(rekey, std::time::Instant::now());
+    }
+
+    /// The data-plane rekey period in force.
+    pub fn rekey_interval(&self) -> Duration {
+        self.inner.rekey_interval()
     }
 }

@@ -508,7 +508,7 @@ impl Driver {
             last_key_generation,
             local_ciphers,
             remote_ciphers,
-            timers: self.node.link_timers,
+            timers: self.node.link_timers(),
         };
         let mut link = Link::new(params, Instant::now());
         let mut shutdown = self.node.shutdown.subscribe();
@@ -535,7 +535,12 @@ impl Driver {
                     Some(message) => link.handle(message, Instant::now(), &mut replica),
                     None => break "connection closed",
                 },
-                _ = &mut timer => link.tick(Instant::now()),
+                _ = &mut timer => {
+                    // Ticks come at least every heartbeat: a reloaded
+                    // rekey period reaches every link within one.
+                    link.set_rekey(self.node.rekey_interval(), Instant::now());
+                    link.tick(Instant::now())
+                }
             };
             ended = self.execute(actions);
             timer.as_mut().reset(link.poll_timeout().into());

@@ -53,6 +53,10 @@ impl RelayState {
         }
     }
 
+    pub(super) fn set_rekey(&mut self, rekey: Duration, now: Instant) {
+        self.control.set_rekey(rekey, now);
+    }
+
     /// Relay of every established session (for `Node::members`).
     pub(super) fn vias(&self) -> HashMap<PeerId, PeerId> {
         self.control

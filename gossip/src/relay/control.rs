@@ -109,6 +109,14 @@ pub struct RelayControl {
 }
 
 impl RelayControl {
+    /// A new rekey period for relayed sessions, the established ones too.
+    pub fn set_rekey(&mut self, rekey: std::time::Duration, now: Instant) {
+        self.timers.rekey = rekey;
+        for e in self.established.values_mut() {
+            e.link.set_rekey(rekey, now);
+        }
+    }
+
     pub fn new(local: PeerId, timers: LinkTimers) -> Self {
         RelayControl {
             local,

@@ -86,6 +86,7 @@ impl Daemon {
                     probes_relayed: sent.relayed,
                 }
             },
+            reload: self.reloads.get(),
         }
     }
 

@@ -11,6 +11,23 @@ use super::{probe, underlay, Edge};
 use crate::netdev::format_mac;
 
 impl Edge {
+    /// Where this host's operator permits floating IPs now.
+    pub fn fip_permits(&self) -> Vec<ipnet::Ipv4Net> {
+        self.fip_permits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// New `fip_pools` (a reload): advertised to the mesh, whose hosts
+    /// weigh this host's candidacy by them, and a pass is due here.
+    pub fn set_fip_permits(&self, permits: Vec<ipnet::Ipv4Net>) {
+        let meta = underlay::permits_meta(&permits).map(|(_, v)| v);
+        *self.fip_permits.lock().unwrap_or_else(|p| p.into_inner()) = permits;
+        (self.advertise)(underlay::META_FIP_POOLS, meta);
+        self.poke();
+    }
+
     /// Every host that is not removed, with its underlay address and
     /// subnet.
     pub(super) fn candidates(&self) -> Vec<Candidate> {
@@ -46,7 +63,7 @@ impl Edge {
                 id: self.me_hex(),
                 underlay: me,
                 subnets: own.iter().map(|a| a.net).collect(),
-                permits: self.fip_permits.clone(),
+                permits: self.fip_permits(),
             });
         }
         out

@@ -98,8 +98,9 @@ pub struct Edge {
     advertise: AdvertiseFn,
     /// Floating IPs this host would hold but found in use on the LAN.
     refusals: Mutex<probe::Refusals>,
-    /// Where this host's operator permits floating IPs (`fip_pools`).
-    fip_permits: Vec<ipnet::Ipv4Net>,
+    /// Where this host's operator permits floating IPs (`fip_pools`);
+    /// a reload replaces it ([`Edge::set_fip_permits`]).
+    fip_permits: Mutex<Vec<ipnet::Ipv4Net>>,
     /// The networks this host carries.
     carried: crate::carried::Carried,
     /// Serialises reconciling and the API operations.
@@ -167,7 +168,7 @@ impl Edge {
             advert: Mutex::new(p.underlay_advert),
             advertise: p.advertise,
             refusals: Mutex::new(probe::Refusals::default()),
-            fip_permits: p.fip_permits,
+            fip_permits: Mutex::new(p.fip_permits),
             carried: p.carried,
             ops: tokio::sync::Mutex::new(()),
             pokes: tokio::sync::watch::channel(0).0,
