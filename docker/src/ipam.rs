@@ -185,10 +185,10 @@ impl Plugin {
             return Ok(answer(gateway));
         }
         let mut state = self.state.lock().await;
-        if state.networks.values().any(|m| m.pending.is_some()) {
-            // A container's address: its mesh network must exist now.
-            self.settle_all(&mut state).await?;
-        }
+        // A container's address: its mesh network must exist now (only
+        // networks of this pool are settled here).
+        self.settle_where(&mut state, |_, p| parse_pool(p).is_ok_and(|p| p == pool))
+            .await?;
         let nets = self.mesh_networks().await?;
         let net = network_of_pool(pool, &nets).ok_or_else(|| {
             Error::NetworkNotFound(format!(

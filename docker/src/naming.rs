@@ -26,6 +26,8 @@ use crate::{Error, Plugin};
 /// How often and how long to ask dockerd for a new network's name.
 const POLL: Duration = Duration::from_millis(100);
 const ASK_FOR: Duration = Duration::from_secs(30);
+/// Longest wait for one answer from dockerd.
+const ASK_TIMEOUT: Duration = Duration::from_secs(2);
 /// The label a Docker-made mesh network carries: its Docker network's name.
 pub(crate) const NAME_LABEL: &str = "docker.network";
 
@@ -64,13 +66,18 @@ impl Plugin {
         });
     }
 
-    /// Settles every pending network (before a container's address or
-    /// endpoint is made).
-    pub(crate) async fn settle_all(&self, state: &mut DockerState) -> Result<(), Error> {
+    /// Settles the pending networks a container's address or endpoint
+    /// needs: those `wanted` picks (by Docker id and pool), never others, so
+    /// one network that cannot be made fails only its own containers.
+    pub(crate) async fn settle_where(
+        &self,
+        state: &mut DockerState,
+        wanted: impl Fn(&str, &str) -> bool,
+    ) -> Result<(), Error> {
         let pending: Vec<String> = state
             .networks
             .iter()
-            .filter(|(_, m)| m.pending.is_some())
+            .filter(|(id, m)| m.pending.as_ref().is_some_and(|p| wanted(id, &p.pool)))
             .map(|(id, _)| id.clone())
             .collect();
         for id in pending {
@@ -95,7 +102,11 @@ impl Plugin {
         else {
             return Ok(true); // Settled already, or removed.
         };
-        let name = match self.engine.network_name(docker_id).await {
+        // Bounded: the plugin's state is locked meanwhile.
+        // Bounded (the plugin's state is locked meanwhile): a dockerd that
+        // does not answer in time has not named the network yet.
+        let asked = tokio::time::timeout(ASK_TIMEOUT, self.engine.network_name(docker_id)).await;
+        let name = match asked.unwrap_or(Ok(None)) {
             Ok(Some(name)) => Some(name),
             Ok(None) if !anyhow => return Ok(false),
             Err(e) if !anyhow => {
@@ -285,7 +296,7 @@ mod tests {
             .unwrap();
         let mut state = plugin.state.lock().await;
         assert!(state.networks["d3"].pending.is_some());
-        plugin.settle_all(&mut state).await.unwrap();
+        plugin.settle_where(&mut state, |_, _| true).await.unwrap();
         assert_eq!(state.networks["d3"].mesh, default_mesh_id("d3"));
         assert!(state.networks["d3"].pending.is_none());
         drop(state);

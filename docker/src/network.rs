@@ -183,7 +183,9 @@ impl Plugin {
             .get(&req.network_id)
             .is_some_and(|m| m.pending.is_some())
         {
-            self.settle_all(&mut state).await?;
+            let id = req.network_id.clone();
+            self.settle_where(&mut state, |docker_id, _| docker_id == id)
+                .await?;
         }
         let m = state
             .networks

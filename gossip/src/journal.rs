@@ -128,7 +128,7 @@ fn report<K: Serialize>(key: &K, writer: PeerId, stamp: u64, op: Op, rejected: O
                 writer,
                 stamp,
                 op,
-                rejected: rejected.map(str::to_string),
+                rejected: rejected.map(|r| clip(r.to_string())),
             });
         }
     });
@@ -140,7 +140,7 @@ pub(crate) fn admitted<K: Serialize, V>(
     before: Option<&LwwEntry<V>>,
     entry: &LwwEntry<V>,
 ) {
-    let op = Op::of(before.map(|b| b.value.is_some()), entry.value.is_some());
+    let op = Op::of(before.map(|b| !b.is_tombstone()), !entry.is_tombstone());
     report(key, entry.stamp.writer, entry.stamp.timestamp, op, None);
 }
 
@@ -151,7 +151,7 @@ pub(crate) fn rejected<K: Serialize, V>(
     entry: &LwwEntry<V>,
     reason: &str,
 ) {
-    let op = Op::of(before.map(|b| b.value.is_some()), entry.value.is_some());
+    let op = Op::of(before.map(|b| !b.is_tombstone()), !entry.is_tombstone());
     report(
         key,
         entry.stamp.writer,
@@ -161,12 +161,29 @@ pub(crate) fn rejected<K: Serialize, V>(
     );
 }
 
+/// Longest key or reason an entry keeps: a hostile writer's megabyte key
+/// must not fill the journal's memory and file.
+pub const MAX_TEXT: usize = 256;
+
+/// `text` cut to [`MAX_TEXT`] bytes on a character boundary, marked `…`.
+pub fn clip(mut text: String) -> String {
+    if text.len() > MAX_TEXT {
+        let mut end = MAX_TEXT;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
+
 fn render_key<K: Serialize>(key: &K) -> String {
-    match serde_json::to_value(key) {
+    clip(match serde_json::to_value(key) {
         Ok(serde_json::Value::String(s)) => s,
         Ok(other) => other.to_string(),
         Err(e) => format!("<unprintable key: {e}>"),
-    }
+    })
 }
 
 #[cfg(test)]

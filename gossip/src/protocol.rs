@@ -107,8 +107,8 @@ pub struct Unknown {
     /// Replicated values with fields this build does not know (kept and
     /// passed on with the value).
     pub value_fields: AtomicU64,
-    /// Replicated values this build cannot read at all (kept and passed on,
-    /// not applied).
+    /// Replicated values this build cannot read at all (not applied; a
+    /// guarded channel, as all of meshd's are, refuses them).
     pub unreadable_values: AtomicU64,
 }
 

@@ -24,9 +24,11 @@ use crate::wire::MAX_PART_LEN;
 use crate::PeerId;
 
 mod lww;
+mod prerelease;
 pub mod quota;
 
 pub use lww::{Admission, LwwEntry, LwwMap, MAX_STAMP_AHEAD_MS};
+pub use prerelease::Migrated;
 pub use quota::{Quota, QuotaError};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,6 +54,10 @@ pub trait Mergeable: Clone + Send + Sync + 'static {
     /// Starts refusing writes that take a writer past `quota` on `channel`
     /// (see [`quota`]); values without per-writer entries ignore it.
     fn limit_writers(&mut self, _channel: &str, _quota: Quota) {}
+    /// Names the channel this value lives in: values whose writes are
+    /// signed sign (and check) the channel's name with them, so a write
+    /// cannot be replayed into another channel under the same key.
+    fn bind_channel(&mut self, _channel: &str) {}
 }
 
 fn postcard_encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -111,13 +117,13 @@ impl<V: Clone + Serialize + PartialEq> LwwRegister<V> {
     /// Sets the value and returns the delta (the register itself).
     pub fn set(&mut self, writer: PeerId, value: V) -> Self {
         let stamp = Stamp::next(writer, self.entry.as_ref().map(|e| e.stamp));
-        self.entry = Some(LwwEntry::signed(&(), stamp, Some(value)));
+        self.entry = Some(LwwEntry::signed("", &(), stamp, Some(value)));
         self.clone()
     }
 
     pub fn set_at(&mut self, stamp: Stamp, value: V) -> bool {
         let other = LwwRegister {
-            entry: Some(LwwEntry::signed(&(), stamp, Some(value))),
+            entry: Some(LwwEntry::signed("", &(), stamp, Some(value))),
         };
         self.merge_from(&other)
     }
@@ -247,7 +253,8 @@ pub(crate) struct ChannelInner<S> {
 }
 
 impl<S: Mergeable> ChannelInner<S> {
-    pub(crate) fn new(name: &str, initial: S, sink: Weak<dyn DeltaSink>) -> Self {
+    pub(crate) fn new(name: &str, mut initial: S, sink: Weak<dyn DeltaSink>) -> Self {
+        initial.bind_channel(name);
         ChannelInner {
             name: name.into(),
             state: Mutex::new(initial),
@@ -479,7 +486,7 @@ mod tests {
             writer,
         };
         remote.apply("future".into(), future, Some(6));
-        assert!(remote.entries["future"].signature_verifies(&"future".to_string()));
+        assert!(remote.entries["future"].signature_verifies("", &"future".to_string()));
 
         assert!(guarded.merge(&remote));
         let keys: Vec<&String> = guarded.iter().map(|(k, _)| k).collect();
@@ -490,7 +497,7 @@ mod tests {
         assert_eq!(guarded.get(&"future".into()), Some(&8));
         // Round trip: the guard is not encoded, the signatures are.
         let decoded = LwwMap::<String, u32>::decode(&guarded.encode()).unwrap();
-        assert!(decoded.entries["ok"].signature_verifies(&"ok".to_string()));
+        assert!(decoded.entries["ok"].signature_verifies("", &"ok".to_string()));
         assert_eq!(decoded, guarded);
     }
 

@@ -54,7 +54,7 @@ mod status;
 
 pub use cleanup::cleanup;
 pub use live::Reloads;
-use snapshots::{keep_snapshot, load_snapshot};
+use snapshots::keep_snapshot;
 
 pub struct Daemon {
     pub settings: Settings,
@@ -123,7 +123,8 @@ fn open_channel<V: records::Record>(
     guarded: gossip::LwwMap<String, V>,
 ) -> Records<V> {
     let ch = node.channel(name, guarded);
-    gossip::journal::unrecorded(|| ch.update(load_snapshot(state, name)));
+    let snapshot = snapshots::load_records(state, name, node.id());
+    gossip::journal::unrecorded(|| ch.update(snapshot));
     ch
 }
 

@@ -15,8 +15,8 @@ use std::collections::{HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use gossip::journal::{JournalSink, Op, Write};
@@ -31,10 +31,11 @@ pub const RING: usize = 10_000;
 /// Bytes of `journal.jsonl` before it is rotated.
 pub const FILE_CAP: u64 = 4 << 20;
 /// Writes waiting for the journal thread; a joining host's full state is a
-/// few thousand.
+/// few thousand. The queue grows only as far as it is used (a preallocated
+/// one of this size would cost every daemon ~8 MiB).
 const QUEUE: usize = 65_536;
-/// Refusals remembered so that one repeated at every anti-entropy round is
-/// journaled once.
+/// Refusals remembered (the oldest forgotten first) so that one repeated at
+/// every anti-entropy round is journaled once.
 const MAX_REFUSALS_SEEN: usize = 4096;
 pub const FILE: &str = "journal.jsonl";
 
@@ -48,12 +49,14 @@ struct Shared {
     roster: OnceLock<Arc<Roster>>,
     me: (String, String),
     lost: AtomicU64,
+    /// Writes sent and not yet taken by the thread (bounds the queue).
+    pending: AtomicUsize,
 }
 
 /// The journal of one host; installed into gossip as its [`JournalSink`].
 pub struct Journal {
     shared: Arc<Shared>,
-    queue: SyncSender<Queued>,
+    queue: Sender<Queued>,
 }
 
 impl Journal {
@@ -66,14 +69,16 @@ impl Journal {
             roster: OnceLock::new(),
             me: (me.to_hex(), name.to_string()),
             lost: AtomicU64::new(0),
+            pending: AtomicUsize::new(0),
         });
-        let (queue, rx) = mpsc::sync_channel(QUEUE);
+        let (queue, rx) = mpsc::channel();
         let keeper = Keeper {
             shared: shared.clone(),
             path,
             file: None,
             size: 0,
             refusals: HashSet::new(),
+            refusal_order: VecDeque::new(),
             lost_logged: 0,
         };
         if let Err(e) = std::thread::Builder::new()
@@ -117,7 +122,11 @@ impl Journal {
 impl JournalSink for Journal {
     fn record(&self, write: Write) {
         let time_ms = gossip::state::now_millis();
-        if self.queue.try_send(Queued { write, time_ms }).is_err() {
+        let pending = &self.shared.pending;
+        if pending.fetch_add(1, Ordering::Relaxed) >= QUEUE
+            || self.queue.send(Queued { write, time_ms }).is_err()
+        {
+            pending.fetch_sub(1, Ordering::Relaxed);
             self.shared.lost.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -167,7 +176,10 @@ struct Keeper {
     path: PathBuf,
     file: Option<BufWriter<File>>,
     size: u64,
-    refusals: HashSet<(PeerId, Arc<str>, String, u64, String)>,
+    /// Refusals seen, by write (writer, channel, key, stamp): not by reason,
+    /// which may change between rounds (a stamp's distance ahead).
+    refusals: HashSet<(PeerId, Arc<str>, String, u64)>,
+    refusal_order: VecDeque<(PeerId, Arc<str>, String, u64)>,
     lost_logged: u64,
 }
 
@@ -200,20 +212,18 @@ impl Keeper {
     }
 
     fn take(&mut self, q: Queued) {
+        self.shared.pending.fetch_sub(1, Ordering::Relaxed);
         let w = q.write;
-        if let Some(reason) = &w.rejected {
-            let seen = (
-                w.writer,
-                w.channel.clone(),
-                w.key.clone(),
-                w.stamp,
-                reason.clone(),
-            );
-            if self.refusals.len() >= MAX_REFUSALS_SEEN {
-                self.refusals.clear();
-            }
-            if !self.refusals.insert(seen) {
+        if w.rejected.is_some() {
+            let seen = (w.writer, w.channel.clone(), w.key.clone(), w.stamp);
+            if !self.refusals.insert(seen.clone()) {
                 return;
+            }
+            self.refusal_order.push_back(seen);
+            if self.refusal_order.len() > MAX_REFUSALS_SEEN {
+                if let Some(oldest) = self.refusal_order.pop_front() {
+                    self.refusals.remove(&oldest);
+                }
             }
         }
         let host_id = w.writer.to_hex();

@@ -199,7 +199,7 @@ pub fn render(status: &StatusResponse, attachments: &[AttachmentStats]) -> Strin
     }
     reg.register(
         "protocol_unknown",
-        "What newer builds wrote that this one does not know, by kind: frame_fields and value_fields (ignored; values keep them and pass them on), messages (skipped), unreadable_values (kept and passed on, not applied)",
+        "What newer builds wrote that this one does not know, by kind: frame_fields and value_fields (ignored; values keep them and pass them on), messages (skipped), unreadable_values (refused: not applied, not passed on)",
         unknown,
     );
     let mut out = String::new();

@@ -397,18 +397,42 @@ impl Reloader {
             "rekey_interval" => d.set_rekey_interval(new.rekey_interval),
             "fip_pools" => d.set_fip_pools(new.fip_pools.clone()),
             "metrics_listen" => {
-                // The old one goes first: the new address may be its port.
-                if let Some(old) = st.metrics.take() {
-                    old.abort();
-                    let _ = old.await;
-                }
-                if let Some(addr) = new.metrics_listen {
-                    st.metrics = Some(bind_metrics(d, addr).await?);
+                let old_addr = st.settings.metrics_listen;
+                let Some(addr) = new.metrics_listen else {
+                    stop(st.metrics.take()).await;
+                    return Ok(());
+                };
+                // The new address is bound before the old one closes, so a
+                // bad one changes nothing; only the same port forces the
+                // old one to go first (and come back if the new one fails).
+                match bind_metrics(d, addr).await {
+                    Ok(task) => stop(st.metrics.replace(task)).await,
+                    Err(e) if old_addr.is_some_and(|o| o.port() == addr.port()) => {
+                        stop(st.metrics.take()).await;
+                        match bind_metrics(d, addr).await {
+                            Ok(task) => st.metrics = Some(task),
+                            Err(again) => {
+                                if let Some(old) = old_addr {
+                                    st.metrics = bind_metrics(d, old).await.ok();
+                                }
+                                return Err(again.context(e.to_string()));
+                            }
+                        }
+                    }
+                    Err(e) => return Err(e),
                 }
             }
             other => anyhow::bail!("{other} has no live handle (a bug: see reload::KEYS)"),
         }
         Ok(())
+    }
+}
+
+/// Ends a metrics listener task and waits until its socket is closed.
+async fn stop(task: Option<tokio::task::JoinHandle<()>>) {
+    if let Some(task) = task {
+        task.abort();
+        let _ = task.await;
     }
 }
 

@@ -25,7 +25,16 @@ pub fn protocol_range() -> String {
 /// Reads [`TEST_NEXT_PROTOCOL_ENV`] once at start, before the data plane
 /// and gossip start.
 pub fn apply_test_env() {
-    if std::env::var(TEST_NEXT_PROTOCOL_ENV).as_deref() == Ok("1") {
+    if std::env::var(TEST_NEXT_PROTOCOL_ENV).as_deref() != Ok("1") {
+        return;
+    }
+    // A release build never claims a version it does not speak: with a
+    // real newer peer it would negotiate that version for nothing.
+    if !cfg!(debug_assertions) {
+        warn!("{TEST_NEXT_PROTOCOL_ENV} is ignored: a test setting of debug builds only");
+        return;
+    }
+    {
         protocol::enable_next_for_tests();
         dataplane::wire::send_unknown_flag_for_tests();
         warn!(

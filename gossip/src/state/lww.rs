@@ -17,8 +17,9 @@ use crate::signed::{self, Signature};
 use crate::{protocol, PeerId};
 
 /// Domain of the signature every LWW write carries. `/2`: the signature
-/// covers the value's bytes as its writer encoded them, not a re-encoding,
-/// so fields a reader does not know stay covered (protocol major 2).
+/// covers the channel's name and the value's bytes as its writer encoded
+/// them, not a re-encoding, so fields a reader does not know stay covered
+/// and a write cannot be replayed into another channel (protocol major 2).
 const LWW_DOMAIN: &str = "mesh/lww-entry/2";
 /// Admission passes over one batch (see `LwwMap::merge_from`): deep enough
 /// for the hand-over chains a full state carries, bounded so a crafted
@@ -116,13 +117,24 @@ fn read_value<V: DeserializeOwned>(bytes: &[u8]) -> Option<V> {
     }
 }
 
-fn entry_bytes<K: Serialize>(key: &K, stamp: &Stamp, encoded: Option<&[u8]>) -> Vec<u8> {
-    postcard_encode(&(key, stamp, encoded))
+fn entry_bytes<K: Serialize>(
+    channel: &str,
+    key: &K,
+    stamp: &Stamp,
+    encoded: Option<&[u8]>,
+) -> Vec<u8> {
+    postcard_encode(&(channel, key, stamp, encoded))
 }
 
 impl<V: Serialize> LwwEntry<V> {
-    /// A write, signed as `stamp.writer` if this process holds that key.
-    pub fn signed<K: Serialize>(key: &K, stamp: Stamp, value: Option<V>) -> LwwEntry<V> {
+    /// A write to `key` of `channel`, signed as `stamp.writer` if this
+    /// process holds that key.
+    pub fn signed<K: Serialize>(
+        channel: &str,
+        key: &K,
+        stamp: Stamp,
+        value: Option<V>,
+    ) -> LwwEntry<V> {
         let encoded: Option<Arc<[u8]>> = value.as_ref().map(|v| {
             let mut bytes = postcard_encode(v);
             bytes.extend_from_slice(protocol::appended_field());
@@ -131,7 +143,7 @@ impl<V: Serialize> LwwEntry<V> {
         let signature = signed::sign_as(
             &stamp.writer,
             LWW_DOMAIN,
-            &entry_bytes(key, &stamp, encoded.as_deref()),
+            &entry_bytes(channel, key, &stamp, encoded.as_deref()),
         )
         .unwrap_or(Signature::NONE);
         LwwEntry {
@@ -150,12 +162,13 @@ impl<V> LwwEntry<V> {
         self.encoded.is_none()
     }
 
-    /// Whether the signature is the writer's over `key`, stamp and value.
-    pub fn signature_verifies<K: Serialize>(&self, key: &K) -> bool {
+    /// Whether the signature is the writer's over `channel`, `key`, stamp
+    /// and value.
+    pub fn signature_verifies<K: Serialize>(&self, channel: &str, key: &K) -> bool {
         signed::verify(
             &self.stamp.writer,
             LWW_DOMAIN,
-            &entry_bytes(key, &self.stamp, self.encoded.as_deref()),
+            &entry_bytes(channel, key, &self.stamp, self.encoded.as_deref()),
             &self.signature,
         )
     }
@@ -212,6 +225,9 @@ struct Guard<K, V> {
 /// local.
 pub struct LwwMap<K, V> {
     pub(super) entries: BTreeMap<K, LwwEntry<V>>,
+    /// The channel this map is the state of ([`Mergeable::bind_channel`]):
+    /// signed into its writes and checked on others'; local like the guard.
+    channel: Arc<str>,
     guard: Option<Arc<Guard<K, V>>>,
     limit: Option<Limit>,
 }
@@ -220,6 +236,7 @@ impl<K, V> Default for LwwMap<K, V> {
     fn default() -> Self {
         LwwMap {
             entries: BTreeMap::new(),
+            channel: Arc::from(""),
             guard: None,
             limit: None,
         }
@@ -230,6 +247,7 @@ impl<K: Clone, V: Clone> Clone for LwwMap<K, V> {
     fn clone(&self) -> Self {
         LwwMap {
             entries: self.entries.clone(),
+            channel: self.channel.clone(),
             guard: self.guard.clone(),
             limit: self.limit.clone(),
         }
@@ -271,6 +289,7 @@ where
     pub fn guarded(name: &str, admit: Admission<K, V>) -> Self {
         LwwMap {
             entries: BTreeMap::new(),
+            channel: Arc::from(""),
             guard: Some(Arc::new(Guard {
                 name: name.to_string(),
                 admit,
@@ -311,7 +330,7 @@ where
 
     fn write(&mut self, writer: PeerId, key: K, value: Option<V>) -> Result<Self, QuotaError> {
         let stamp = Stamp::next(writer, self.entries.get(&key).map(|e| e.stamp));
-        let entry = LwwEntry::signed(&key, stamp, value);
+        let entry = LwwEntry::signed(&self.channel, &key, stamp, value);
         if let Some(limit) = &mut self.limit {
             let old = self
                 .entries
@@ -342,7 +361,7 @@ where
     /// Inserts an entry with an explicit stamp, merging it like a remote write.
     pub fn apply(&mut self, key: K, stamp: Stamp, value: Option<V>) -> bool {
         let mut single = Self::default();
-        let entry = LwwEntry::signed(&key, stamp, value);
+        let entry = LwwEntry::signed(&self.channel, &key, stamp, value);
         single.entries.insert(key, entry);
         self.merge_from(&single)
     }
@@ -397,7 +416,7 @@ where
                     "stamp {} ms ahead of our clock",
                     theirs.stamp.timestamp - now
                 ))
-            } else if !theirs.signature_verifies(key) {
+            } else if !theirs.signature_verifies(&self.channel, key) {
                 Some("signature is not the writer's".to_string())
             } else {
                 None
@@ -490,6 +509,7 @@ where
     fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         Ok(LwwMap {
             entries: postcard_decode(bytes)?,
+            channel: Arc::from(""),
             guard: None,
             limit: None,
         })
@@ -504,6 +524,9 @@ where
     }
     fn limit_writers(&mut self, channel: &str, quota: Quota) {
         self.set_quota(channel, quota);
+    }
+    fn bind_channel(&mut self, channel: &str) {
+        self.channel = channel.into();
     }
 }
 
@@ -565,6 +588,20 @@ mod versions {
     }
 
     #[test]
+    fn a_write_replayed_into_another_channel_does_not_verify() {
+        let mut services: LwwMap<String, u32> = LwwMap::new();
+        services.bind_channel("services");
+        let delta = services.set(writer(), "web/x".into(), 7);
+        let admit: Admission<String, u32> = Arc::new(|_, _, _, _| Ok(()));
+        let mut policies = LwwMap::guarded("policies", admit.clone());
+        policies.bind_channel("policies");
+        assert!(!policies.merge(&delta));
+        let mut same = LwwMap::guarded("services", admit);
+        same.bind_channel("services");
+        assert!(same.merge(&delta));
+    }
+
+    #[test]
     fn an_older_writers_value_reads_with_the_new_field_absent() {
         let mut older: LwwMap<String, Today> = LwwMap::new();
         older.set(
@@ -584,7 +621,7 @@ mod versions {
                 weight: None
             })
         );
-        assert!(newer.entries["k"].signature_verifies(&"k".to_string()));
+        assert!(newer.entries["k"].signature_verifies("", &"k".to_string()));
     }
 
     #[test]
@@ -596,7 +633,7 @@ mod versions {
         let entry = older.entry(&"k".to_string()).unwrap();
         assert_eq!(entry.value, None);
         assert!(!entry.is_tombstone());
-        assert!(entry.signature_verifies(&"k".to_string()));
+        assert!(entry.signature_verifies("", &"k".to_string()));
         assert_eq!(older.get(&"k".to_string()), None);
         let again = LwwMap::<String, (u8, String)>::decode(&older.encode()).unwrap();
         assert_eq!(again.get(&"k".to_string()), Some(&(200, "x".into())));

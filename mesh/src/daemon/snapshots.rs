@@ -1,12 +1,12 @@
 //! Channel snapshots in the state directory: loaded at start, saved on
 //! change, so a restart serves what it knew before the mesh answers.
 
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::state::StateDir;
 use mesh_model::records::{self, Records};
 
-pub(super) fn load_snapshot<S: gossip::Mergeable + Default>(state: &StateDir, name: &str) -> S {
+fn load_snapshot<S: gossip::Mergeable + Default>(state: &StateDir, name: &str) -> S {
     match state.load_channel(name) {
         Ok(Some(bytes)) => S::decode(&bytes).unwrap_or_else(|e| {
             warn!(channel = name, "ignoring unreadable snapshot: {e}");
@@ -18,6 +18,27 @@ pub(super) fn load_snapshot<S: gossip::Mergeable + Default>(state: &StateDir, na
             S::default()
         }
     }
+}
+
+/// A records channel's snapshot; one saved by a build before 0.2.0 keeps
+/// this host's own writes, re-signed (gossip's `from_pre_release`).
+pub(super) fn load_records<V: records::Record>(
+    state: &StateDir,
+    name: &str,
+    own: gossip::PeerId,
+) -> gossip::LwwMap<String, V> {
+    if let Ok(Some(bytes)) = state.load_channel(name) {
+        if let Some(m) = gossip::LwwMap::from_pre_release(&bytes, name, own) {
+            info!(
+                channel = name,
+                kept = m.map.len(),
+                left_to_their_writers = m.dropped,
+                "migrated a snapshot saved before 0.2.0: this host's writes re-signed, the others' come back from their hosts"
+            );
+            return m.map;
+        }
+    }
+    load_snapshot(state, name)
 }
 
 pub(super) fn save_snapshot<V: records::Record>(state: &StateDir, name: &str, ch: &Records<V>) {

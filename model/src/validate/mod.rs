@@ -453,6 +453,7 @@ mod tests {
         write: impl FnOnce(&mut LwwMap<String, V>),
     ) {
         let mut theirs = LwwMap::new();
+        gossip::Mergeable::bind_channel(&mut theirs, to.name());
         write(&mut theirs);
         to.update(theirs);
     }
