@@ -14,6 +14,7 @@
 
 pub mod bench;
 pub mod cnitool;
+mod dnsclient;
 pub mod docker;
 mod faults;
 pub mod frames;
@@ -22,10 +23,13 @@ pub mod initials;
 pub mod member;
 mod metrics;
 mod outside;
+mod partition;
 pub mod podman;
 pub mod scale;
 pub mod soak;
 pub mod svcbench;
+
+pub use dnsclient::dns_query;
 
 use anyhow::{anyhow, bail, Context, Result};
 pub use faults::Nat;
@@ -706,75 +710,6 @@ impl Drop for Lab {
             let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(ns));
         }
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Asks the DNS server at `server` a question from inside namespace `ns`
-/// (the test's own client: no resolver library or dig needed). Returns the
-/// addresses answered, or an error naming the response code.
-pub fn dns_query(
-    ns: &str,
-    server: std::net::IpAddr,
-    name: &str,
-    qtype: hickory_proto::rr::RecordType,
-) -> Result<Vec<std::net::IpAddr>> {
-    use hickory_proto::op::{Message, Query, ResponseCode};
-    use hickory_proto::rr::{Name, RData};
-    let ns_path = format!("/run/netns/{ns}");
-    let name = name.to_string();
-    mesh_sys::netns::run_in_net(&ns_path, move || -> Result<Vec<std::net::IpAddr>> {
-        let bind = if server.is_ipv4() {
-            "0.0.0.0:0"
-        } else {
-            "[::]:0"
-        };
-        let sock = std::net::UdpSocket::bind(bind)?;
-        sock.set_read_timeout(Some(Duration::from_secs(2)))?;
-        let mut q = Message::query();
-        q.add_query(Query::query(Name::from_ascii(&name)?, qtype));
-        sock.send_to(&q.to_vec()?, (server, 53))?;
-        let mut buf = [0u8; 2048];
-        let n = sock.recv(&mut buf).context("no DNS answer")?;
-        let m = Message::from_vec(&buf[..n]).map_err(|e| anyhow!("bad DNS answer: {e}"))?;
-        if m.metadata.response_code != ResponseCode::NoError {
-            bail!("DNS answered {}", m.metadata.response_code);
-        }
-        Ok(m.answers
-            .iter()
-            .filter_map(|r| match &r.data {
-                RData::A(a) => Some(std::net::IpAddr::V4(a.0)),
-                RData::AAAA(a) => Some(std::net::IpAddr::V6(a.0)),
-                _ => None,
-            })
-            .collect())
-    })?
-}
-
-impl Lab {
-    /// Cuts host `i` off from the hosts in `others` (both directions, all
-    /// protocols) with nftables inside host `i`'s namespace.
-    pub fn partition(&self, i: usize, others: &[usize]) -> Result<()> {
-        let ns = &self.hosts[i].netns;
-        let addrs: Vec<String> = others
-            .iter()
-            .map(|o| self.hosts[*o].underlay_ip.to_string())
-            .collect();
-        let set = addrs.join(", ");
-        let rules = format!(
-            "table inet meshlab_partition {{\n chain input {{ type filter hook input priority 0; ip saddr {{ {set} }} drop; }}\n chain output {{ type filter hook output priority 0; ip daddr {{ {set} }} drop; }}\n}}\n"
-        );
-        let file = self.dir.join(format!("partition-{i}.nft"));
-        std::fs::write(&file, rules)?;
-        self.exec_ok(ns, &["nft", "-f", file.to_str().context("path")?])?;
-        Ok(())
-    }
-
-    pub fn heal(&self, i: usize) -> Result<()> {
-        self.exec_ok(
-            &self.hosts[i].netns,
-            &["nft", "delete", "table", "inet", "meshlab_partition"],
-        )?;
-        Ok(())
     }
 }
 
