@@ -45,6 +45,13 @@ pub struct LogEntry {
     /// Why it was refused; absent for an admitted write.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejected: Option<String>,
+    /// For a refused write that came over a link: the peer that sent it
+    /// (its id, and its name if known). A forged write's `host` is whom it
+    /// claims; this is who delivered it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
 }
 
 impl LogEntry {
@@ -80,6 +87,8 @@ mod tests {
             key: "web".into(),
             op: LogOp::Create,
             rejected: None,
+            via_id: None,
+            via: None,
         };
         assert!(e.by("h1") && e.by("ab1") && e.by("AB12"));
         assert!(!e.by("h2") && !e.by("cd") && !e.by(""));

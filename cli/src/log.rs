@@ -56,7 +56,11 @@ fn table(entries: &[LogEntry]) {
             e.key
         );
         match (&e.rejected, rejected) {
-            (Some(why), _) => println!("{line} {why}"),
+            (Some(why), _) => match (&e.via, &e.via_id) {
+                (Some(name), _) => println!("{line} {why} (sent by {name})"),
+                (None, Some(id)) => println!("{line} {why} (sent by {})", &id[..id.len().min(12)]),
+                (None, None) => println!("{line} {why}"),
+            },
             (None, true) => println!("{line} -"),
             (None, false) => println!("{}", line.trim_end()),
         }

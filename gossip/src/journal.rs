@@ -57,6 +57,9 @@ pub struct Write {
     pub op: Op,
     /// Why it was refused; `None` for an admitted write.
     pub rejected: Option<String>,
+    /// The peer that delivered a refused write (who sent a forged one),
+    /// when it came over a link; `None` for admitted and local writes.
+    pub via: Option<PeerId>,
 }
 
 /// Where a node's channels report writes. Called under the channel's lock,
@@ -74,6 +77,20 @@ struct Scope {
 thread_local! {
     static SCOPE: RefCell<Option<Scope>> = const { RefCell::new(None) };
     static QUIET: Cell<u32> = const { Cell::new(0) };
+    static VIA: Cell<Option<PeerId>> = const { Cell::new(None) };
+}
+
+/// Runs `f` (the merge of what peer `from` sent) with refused writes
+/// marked as delivered by `from`.
+pub(crate) fn delivered_by<R>(from: PeerId, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<PeerId>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            VIA.with(|v| v.set(self.0));
+        }
+    }
+    let _restore = Restore(VIA.with(|v| v.replace(Some(from))));
+    f()
 }
 
 /// Runs `f` (a merge into `channel`'s state) with its writes reported to
@@ -129,6 +146,7 @@ fn report<K: Serialize>(key: &K, writer: PeerId, stamp: u64, op: Op, rejected: O
                 stamp,
                 op,
                 rejected: rejected.map(|r| clip(r.to_string())),
+                via: rejected.and_then(|_| VIA.with(Cell::get)),
             });
         }
     });

@@ -713,7 +713,7 @@ impl Replica for &Inner {
             lock(&self.channels).hold(name, data);
             return false;
         };
-        if let Err(e) = channel.merge_encoded(&data) {
+        if let Err(e) = crate::journal::delivered_by(from, || channel.merge_encoded(&data)) {
             // An opaque payload we cannot read is the channel owner's problem
             // (e.g. a newer daemon's type); the connection itself is fine.
             warn!(peer = %from, channel = name, error = %e, "dropping undecodable channel update");

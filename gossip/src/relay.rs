@@ -388,7 +388,9 @@ impl Session {
         aad
     }
 
-    pub fn open(&mut self, sealed: &Sealed) -> Result<Message, RelayError> {
+    /// Opens a sealed packet: its message, or `None` for a message of a
+    /// kind this build does not know (a newer peer's: skipped, counted).
+    pub fn open(&mut self, sealed: &Sealed) -> Result<Option<Message>, RelayError> {
         if sealed.session != self.id {
             return Err(RelayError::WrongSession);
         }
@@ -407,8 +409,8 @@ impl Session {
                 &mut buf,
             )
             .map_err(|_| RelayError::Forged)?;
-        let message = crate::wire::decode_body::<Message>(plain)
-            .map_err(|e| RelayError::Malformed(e.to_string()))?;
+        let message =
+            crate::wire::decode_message(plain).map_err(|e| RelayError::Malformed(e.to_string()))?;
         self.received = sealed.counter;
         Ok(message)
     }

@@ -174,6 +174,8 @@ fn the_journal_lists_who_wrote_what_and_what_was_refused() {
         e.key == "forged" && e.rejected.is_some() && e.host.as_deref() == Some("mallory")
     });
     assert_eq!(refused.host_id, member.id.to_hex());
+    // Only mallory can have sent it: h0 refuses it too, so never passes it on.
+    assert_eq!(refused.via_id.as_deref(), Some(member.id.to_hex().as_str()));
     assert!(
         refused
             .rejected
@@ -189,7 +191,8 @@ fn the_journal_lists_who_wrote_what_and_what_was_refused() {
             .next()
             .unwrap_or_default()
             .contains("REJECTED")
-            && table.contains("names another host as its creator"),
+            && table.contains("names another host as its creator")
+            && table.contains("(sent by "),
         "{table}"
     );
     drop(member);

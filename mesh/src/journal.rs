@@ -227,7 +227,10 @@ impl Keeper {
             }
         }
         let host_id = w.writer.to_hex();
+        let via_id = w.via.map(|v| v.to_hex());
         let entry = LogEntry {
+            via: via_id.as_deref().and_then(|v| self.name_of(v)),
+            via_id,
             time_ms: q.time_ms,
             stamp_ms: w.stamp,
             host: self.name_of(&host_id),
@@ -318,6 +321,7 @@ mod tests {
             stamp: 7,
             op,
             rejected: rejected.map(str::to_string),
+            via: None,
         }
     }
 
@@ -397,6 +401,8 @@ mod tests {
             key: "k".repeat(200),
             op: LogOp::Create,
             rejected: None,
+            via_id: None,
+            via: None,
         })
         .unwrap();
         let lines = (FILE_CAP as usize - 10) / (filler.len() + 1);

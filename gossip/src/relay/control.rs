@@ -261,7 +261,9 @@ impl RelayControl {
                     }
                     message
                 };
-                self.deliver(from, message, now, &mut events);
+                if let Some(message) = message {
+                    self.deliver(from, message, now, &mut events);
+                }
                 Ok(events)
             }
         }
