@@ -440,6 +440,19 @@ fn services_balance_follow_the_fleet_and_survive_restarts() {
         lab.meshctl(2, &["service", "add", "weighted", &ip1, "--weight", "3"])
     })
     .unwrap();
+    // Explicit targets live in the service's one record: two hosts editing
+    // it at the same moment is last-writer-wins for the whole list
+    // (docs/services.md). Host 1 edits once it has seen host 3's edit.
+    wait_for(Duration::from_secs(10), || {
+        let s = w.service(0, "weighted");
+        anyhow::ensure!(
+            s.targets.iter().any(|t| t.explicit && t.ip == ip1),
+            "host 1 does not see {ip1} yet: {:?}",
+            s.targets
+        );
+        Ok(())
+    })
+    .unwrap();
     lab.meshctl(0, &["service", "add", "weighted", &ip3, "--weight", "1"])
         .unwrap();
     w.wait_targets("weighted", &["b1", "b3"], Duration::from_secs(10));
