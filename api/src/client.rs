@@ -292,6 +292,17 @@ impl Client {
         self.post(routes::SERVICES, req).await
     }
 
+    pub async fn update_service(
+        &self,
+        name: &str,
+        req: &UpdateServiceRequest,
+    ) -> Result<Service, ClientError> {
+        let body = self
+            .call(Method::PATCH, &routes::service(name), Some(req))
+            .await?;
+        decode(&body)
+    }
+
     pub async fn add_service_target(
         &self,
         name: &str,

@@ -37,7 +37,8 @@ pub fn network(id: &str) -> String {
 /// `GET` lists, `POST` creates services.
 pub const SERVICES: &str = "/v1/services";
 
-/// `DELETE /v1/services/{name}?network=NET` (`network` only if ambiguous).
+/// `DELETE /v1/services/{name}?network=NET` (`network` only if ambiguous);
+/// `PATCH` changes it in place.
 pub fn service(name: &str) -> String {
     format!("{SERVICES}/{name}")
 }

@@ -513,6 +513,26 @@ pub struct CreateServiceRequest {
     pub health_interval_ms: Option<u64>,
 }
 
+/// `PATCH /v1/services/{name}`: change a service in place; absent fields
+/// stay as they are. Explicit targets and floating-IP associations stay.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UpdateServiceRequest {
+    /// Needed only when the name exists on more than one network.
+    #[serde(default)]
+    pub network: Option<String>,
+    #[serde(default)]
+    pub ports: Option<Vec<String>>,
+    #[serde(default)]
+    pub selector: Option<Vec<String>>,
+    #[serde(default)]
+    pub scheduler: Option<String>,
+    /// A new VIP (`ADDR` or `ADDR/LEN` in the subnet); the old one is freed.
+    #[serde(default)]
+    pub ip: Option<String>,
+    #[serde(default)]
+    pub health_interval_ms: Option<u64>,
+}
+
 /// `service add`/`service remove`: an explicit target.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ServiceTargetRequest {

@@ -49,7 +49,10 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route(routes::RUNTIME_OCCUPIED, get(occupied))
         .route(&routes::runtime_gateway("{network}"), get(egress_gateway))
         .route(routes::SERVICES, get(list_services).post(create_service))
-        .route(&routes::service("{name}"), delete(delete_service))
+        .route(
+            &routes::service("{name}"),
+            delete(delete_service).patch(update_service),
+        )
         .route(&routes::service_targets("{name}"), post(add_service_target))
         .route(
             &routes::service_targets_remove("{name}"),
@@ -358,6 +361,14 @@ async fn create_service(
     Body(req): Body<api::CreateServiceRequest>,
 ) -> ApiResult<api::Service> {
     Ok(Json(d.services().create(&req).await?))
+}
+
+async fn update_service(
+    State(d): D,
+    Path(name): Path<String>,
+    Body(req): Body<api::UpdateServiceRequest>,
+) -> ApiResult<api::Service> {
+    Ok(Json(d.services().update(&name, &req).await?))
 }
 
 async fn add_service_target(

@@ -116,6 +116,9 @@ async fn execute(c: &Client, it: &Item) -> Result<()> {
             Step::CreateService(r) => {
                 c.create_service(r).await?;
             }
+            Step::UpdateService(name, r) => {
+                c.update_service(name, r).await?;
+            }
             Step::DeleteService { name, network } => {
                 c.delete_service(name, Some(network)).await?;
             }

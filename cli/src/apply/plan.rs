@@ -7,7 +7,8 @@
 use ipnet::{Ipv4Net, Ipv6Net};
 use mesh_api::{
     CreateNetworkRequest, CreateServiceRequest, FipAssociateRequest, PolicyAddRequest, QosEntry,
-    QosResetRequest, QosSetRequest, ServiceTargetRequest, UpdateNetworkRequest,
+    QosResetRequest, QosSetRequest, Service, ServiceTargetRequest, UpdateNetworkRequest,
+    UpdateServiceRequest,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -26,6 +27,7 @@ pub enum Step {
     AddPool(String),
     RemovePool(String),
     CreateService(CreateServiceRequest),
+    UpdateService(String, UpdateServiceRequest),
     DeleteService {
         name: String,
         network: String,
@@ -303,19 +305,46 @@ impl<'a> Planner<'a> {
             changed.push("ip");
         }
         if !changed.is_empty() {
-            // No update route: delete and create again, keeping the VIP
-            // (floating-IP associations name the service and stay).
-            let ip =
-                s.ip.map(|i| i.to_string())
-                    .unwrap_or_else(|| bare(&c.vip).to_string());
-            let mut steps = vec![Step::DeleteService {
-                name: s.name.clone(),
-                network: s.network.clone(),
-            }];
-            steps.extend(Self::create_service(s, Some(ip)));
+            // Changed in place: the VIP, explicit targets and floating-IP
+            // associations stay.
+            let req = UpdateServiceRequest {
+                network: Some(s.network.clone()),
+                ports: changed
+                    .contains(&"ports")
+                    .then(|| s.ports.iter().map(port_text).collect()),
+                selector: changed
+                    .contains(&"selector")
+                    .then(|| s.selector.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+                scheduler: changed
+                    .contains(&"scheduler")
+                    .then(|| s.scheduler.to_string()),
+                ip: changed
+                    .contains(&"ip")
+                    .then(|| s.ip.map(|i| i.to_string()))
+                    .flatten(),
+                health_interval_ms: changed
+                    .contains(&"healthIntervalMs")
+                    .then_some(s.health_interval_ms),
+            };
+            let targets = Self::target_steps(s, c);
+            if !targets.is_empty() {
+                changed.push("targets");
+            }
+            let mut steps = vec![Step::UpdateService(s.name.clone(), req)];
+            steps.extend(targets);
             let fields = changed.iter().map(|f| f.to_string()).collect();
             return Some(item(what, Verb::Change(fields), steps));
         }
+        let steps = Self::target_steps(s, c);
+        if steps.is_empty() {
+            return Some(item(what, Verb::Unchanged, vec![]));
+        }
+        Some(item(what, Verb::Change(vec!["targets".into()]), steps))
+    }
+
+    /// The explicit-target calls that take the service's targets to the
+    /// file's.
+    fn target_steps(s: &SvcWant, c: &Service) -> Vec<Step> {
         let now: BTreeSet<(Ipv4Addr, Option<u16>, u32)> = c
             .targets
             .iter()
@@ -336,10 +365,7 @@ impl<'a> Planner<'a> {
                 ));
             }
         }
-        if steps.is_empty() {
-            return Some(item(what, Verb::Unchanged, vec![]));
-        }
-        Some(item(what, Verb::Change(vec!["targets".into()]), steps))
+        steps
     }
 
     fn policy(&mut self, p: &PolicyWant) -> Option<Item> {

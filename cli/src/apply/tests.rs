@@ -276,9 +276,11 @@ fn applied_files_are_unchanged_and_changes_are_named() {
         ]
     );
     match &items[0].steps[..] {
-        [Step::DeleteService { .. }, Step::CreateService(r)] => {
-            assert_eq!(r.ip.as_deref(), Some("10.40.0.3"));
-            assert_eq!(r.ports, ["8080:80"]);
+        // In place: only the ports travel; the VIP is not touched.
+        [Step::UpdateService(name, r)] => {
+            assert_eq!(name, "nginx");
+            assert_eq!(r.ports.as_deref(), Some(&["8080:80".to_string()][..]));
+            assert_eq!((r.ip.as_ref(), r.selector.as_ref()), (None, None));
         }
         other => panic!("{other:?}"),
     }

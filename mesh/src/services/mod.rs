@@ -200,6 +200,50 @@ impl Services {
         Ok(self.view(&def))
     }
 
+    /// Changes a service in place: one signed write, so the VIP, its
+    /// explicit targets and floating-IP associations stay. A new VIP is
+    /// taken before the old one is given back.
+    pub async fn update(
+        &self,
+        name: &str,
+        req: &api::UpdateServiceRequest,
+    ) -> Result<api::Service, ApiError> {
+        let mut def = self.find(name, req.network.as_deref())?;
+        if let Some(p) = &req.ports {
+            def.ports = spec::parse_ports(p)?;
+        }
+        if let Some(s) = &req.selector {
+            def.selector = spec::parse_selector(s)?;
+        }
+        if req.scheduler.is_some() {
+            def.scheduler = spec::parse_scheduler(req.scheduler.as_deref())?;
+        }
+        if req.health_interval_ms.is_some() {
+            def.health_interval_ms = spec::check_health_interval(req.health_interval_ms)?;
+        }
+        let mut freed = None;
+        if let Some(text) = &req.ip {
+            let net: NetworkDef = rec::get(&self.channels.networks, &def.network)
+                .ok_or_else(|| ApiError::network_not_found(&def.network))?;
+            let (want, _) =
+                mesh_model::networks::parse_member_address(text, &net).map_err(ApiError::bad)?;
+            if want != def.vip {
+                let hosts = (self.hosts)();
+                let vip = self.alloc.allocate(&net, Some(want), &*hosts).await?;
+                freed = Some(def.vip);
+                def.vip = vip;
+                def.vip6 = net.ipv6_for(vip);
+            }
+        }
+        self.claim_vip(&def);
+        rec::put(&self.ch.services, self.me, &def.key(), def.clone());
+        if let Some(old) = freed {
+            self.unclaim_vip(&def.network, old);
+        }
+        info!(service = %def.key(), vip = %def.vip, "service changed");
+        Ok(self.view(&def))
+    }
+
     /// Keeps the VIP taken on the network (an endpoint record without a
     /// container), so IPAM never hands it to anything else.
     fn claim_vip(&self, def: &ServiceDef) {
@@ -274,12 +318,16 @@ impl Services {
 
     fn forget(&self, def: &ServiceDef) {
         rec::remove(&self.ch.services, self.me, &def.key());
+        self.unclaim_vip(&def.network, def.vip);
+    }
+
+    fn unclaim_vip(&self, network: &str, vip: std::net::Ipv4Addr) {
         rec::remove(
             &self.channels.endpoints,
             self.me,
-            &rec::endpoint_key(&def.network, IpAddr::V4(def.vip)),
+            &rec::endpoint_key(network, IpAddr::V4(vip)),
         );
-        self.alloc.release(&def.network, def.vip);
+        self.alloc.release(network, vip);
     }
 
     /// `network rm` is refused while the network has services, unless forced.

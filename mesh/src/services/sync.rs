@@ -155,19 +155,22 @@ impl Services {
         let networks = rec::live(&self.channels.networks);
         let vips: BTreeSet<String> = self.vip_keys().into_iter().collect();
         for (key, e) in &endpoints {
-            // A VIP claim whose service is gone (deleted while the claim
-            // was on its way): the address goes back.
-            if super::is_vip_claim(e) && !vips.contains(key) {
+            // A claim of ours whose service is gone (deleted while the claim
+            // was on its way): the address goes back. Only the claim's own
+            // host does this: elsewhere the claim may simply have arrived
+            // before the service that made it.
+            if super::is_vip_claim(e) && e.host == me && !vips.contains(key) {
                 rec::remove(&self.channels.endpoints, self.me, key);
             }
         }
+        let live = self.live_hosts(&(self.hosts)());
         for def in self.all().into_values() {
             if !networks.contains_key(&def.network) {
                 self.forget(&def);
                 continue;
             }
             let key = rec::endpoint_key(&def.network, std::net::IpAddr::V4(def.vip));
-            if !endpoints.contains_key(&key) {
+            if !endpoints.contains_key(&key) && vip_keeper(&def, &live) == Some(&me) {
                 self.claim_vip(&def);
             }
         }
@@ -208,5 +211,50 @@ impl crate::reconcile::Reconciler for Services {
         if due {
             self.read_counters().await;
         }
+    }
+}
+
+/// The one host that re-claims a service's VIP when its claim is missing:
+/// the creator while it is up, else the lowest live host. One keeper, so a
+/// host that has seen the claim's removal but not yet the service's cannot
+/// take the address back from under a delete and re-create.
+fn vip_keeper<'a>(def: &'a ServiceDef, live: &'a BTreeSet<String>) -> Option<&'a String> {
+    if live.contains(&def.created_by) {
+        return Some(&def.created_by);
+    }
+    live.iter().next()
+}
+
+#[cfg(test)]
+mod keeper_tests {
+    use super::*;
+
+    fn def(creator: &str) -> ServiceDef {
+        ServiceDef {
+            network: "web".into(),
+            name: "nginx".into(),
+            vip: "10.40.0.2".parse().unwrap(),
+            vip6: "fd00::2".parse().unwrap(),
+            ports: Vec::new(),
+            selector: Default::default(),
+            scheduler: Default::default(),
+            explicit: Vec::new(),
+            health_interval_ms: 1000,
+            created_by: creator.into(),
+        }
+    }
+
+    #[test]
+    fn the_creator_keeps_its_vip_while_up_then_the_lowest_live_host() {
+        let live: BTreeSet<String> = ["bb", "cc"].map(String::from).into();
+        assert_eq!(
+            vip_keeper(&def("cc"), &live).map(String::as_str),
+            Some("cc")
+        );
+        assert_eq!(
+            vip_keeper(&def("aa"), &live).map(String::as_str),
+            Some("bb")
+        );
+        assert_eq!(vip_keeper(&def("aa"), &BTreeSet::new()), None);
     }
 }
