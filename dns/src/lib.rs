@@ -16,7 +16,9 @@
 //! - [`wire`]: sizes, truncation, EDNS;
 //! - [`zone`], [`reverse`]: the answers (pure, tested without sockets),
 //!   over [`snapshot`]s of the replicated records;
-//! - [`udp`], [`tcp`]: the servers; [`upstream`], [`cache`]: forwarding.
+//! - [`udp`], [`tcp`]: the servers, on a thread of their own; [`answers`]:
+//!   repeated questions answered from bytes; [`upstream`], [`cache`]:
+//!   forwarding.
 //!
 //! It reads the mesh only through a [`RecordSource`] (endpoint records and
 //! network definitions, the types of `mesh-model`); `meshd` provides the
@@ -25,8 +27,10 @@
 
 #![warn(unreachable_pub)]
 
+pub mod answers;
 pub mod cache;
 pub mod reverse;
+mod runtime;
 pub mod snapshot;
 pub mod tcp;
 pub mod udp;
@@ -232,18 +236,27 @@ fn from_upstream(req: &Message, mut up: Message) -> Message {
 
 /// Serves `network`'s DNS on `addr:53` over UDP and TCP, bound to
 /// `device` so replies leave through the network's bridge even when
-/// several networks share a subnet.
+/// several networks share a subnet. The servers run on the DNS thread
+/// ([`runtime`]); aborting the handles stops them.
 pub fn serve_on(
     resolver: Arc<Resolver>,
     network: &str,
     addr: IpAddr,
     device: &str,
 ) -> std::io::Result<Vec<JoinHandle<()>>> {
-    let udp = bind_udp(addr, device)?;
-    let tcp = bind_tcp(addr, device)?;
+    let udp = socket_on(addr, device, socket2::Type::DGRAM, socket2::Protocol::UDP)?;
+    let tcp = socket_on(addr, device, socket2::Type::STREAM, socket2::Protocol::TCP)?;
+    tcp.listen(128)?;
+    // Registered with the reactor of the thread that serves them.
+    let (udp, tcp) = runtime::register(|| {
+        Ok((
+            UdpSocket::from_std(udp.into())?,
+            TcpListener::from_std(tcp.into())?,
+        ))
+    })?;
     Ok(vec![
-        tokio::spawn(udp::serve(resolver.clone(), network.to_string(), udp)),
-        tokio::spawn(tcp::serve(resolver, network.to_string(), tcp)),
+        runtime::spawn(udp::serve(resolver.clone(), network.to_string(), udp))?,
+        runtime::spawn(tcp::serve(resolver, network.to_string(), tcp))?,
     ])
 }
 
@@ -268,19 +281,6 @@ fn socket_on(
     s.set_nonblocking(true)?;
     s.bind(&SocketAddr::new(addr, 53).into())?;
     Ok(s)
-}
-
-/// A UDP socket on `addr:53` bound to `device`.
-pub fn bind_udp(addr: IpAddr, device: &str) -> std::io::Result<UdpSocket> {
-    let s = socket_on(addr, device, socket2::Type::DGRAM, socket2::Protocol::UDP)?;
-    UdpSocket::from_std(s.into())
-}
-
-/// A TCP listener on `addr:53` bound to `device`.
-pub fn bind_tcp(addr: IpAddr, device: &str) -> std::io::Result<TcpListener> {
-    let s = socket_on(addr, device, socket2::Type::STREAM, socket2::Protocol::TCP)?;
-    s.listen(128)?;
-    TcpListener::from_std(s.into())
 }
 
 #[cfg(test)]

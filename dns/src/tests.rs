@@ -469,3 +469,63 @@ async fn replaced_upstreams_answer_at_once_and_none_refuses() {
     assert_eq!(m.metadata.response_code, ResponseCode::Refused);
     assert!(!m.metadata.recursion_available);
 }
+
+/// Records that change under the server, as attachments come and go.
+struct Moving(std::sync::Mutex<Vec<EndpointRecord>>);
+
+impl RecordSource for Moving {
+    fn records(&self, network: &str) -> Vec<EndpointRecord> {
+        let recs = self.0.lock().unwrap();
+        recs.iter().filter(|r| r.network == network).cloned().collect()
+    }
+    fn networks(&self) -> Vec<NetworkDef> {
+        vec![super::zone::tests::blue()]
+    }
+}
+
+/// Over the UDP server: a repeated question is answered under its own ID
+/// (from the kept bytes), and a record that changes is answered anew
+/// once the snapshot it was built from has aged out.
+#[tokio::test]
+async fn udp_repeats_get_their_own_ids_and_changes_show_through() {
+    let source = Arc::new(Moving(std::sync::Mutex::new(vec![rec(
+        "10.0.0.7", "web", None,
+    )])));
+    let r = Resolver::new(source.clone(), vec![]);
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let server = sock.local_addr().unwrap();
+    let task = tokio::spawn(udp::serve(r, "blue".into(), sock));
+    let me = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut buf = vec![0u8; 1500];
+    let mut ask = async |id: u16| -> Vec<IpAddr> {
+        let mut q = query("web.blue.", RecordType::A, None);
+        q.metadata.id = id;
+        me.send_to(&q.to_vec().unwrap(), server).await.unwrap();
+        let n = me.recv(&mut buf).await.unwrap();
+        let m = Message::from_vec(&buf[..n]).unwrap();
+        assert_eq!(m.metadata.id, id, "the answer carries the question's ID");
+        m.answers
+            .iter()
+            .filter_map(|a| match a.data {
+                RData::A(A(ip)) => Some(IpAddr::V4(ip)),
+                _ => None,
+            })
+            .collect()
+    };
+    let first: IpAddr = "10.0.0.7".parse().unwrap();
+    for id in [1, 0xbeef, 7] {
+        assert_eq!(ask(id).await, [first]);
+    }
+    *source.0.lock().unwrap() = vec![rec("10.0.0.9", "web", None)];
+    let moved: IpAddr = "10.0.0.9".parse().unwrap();
+    let mut seen = Vec::new();
+    for id in 100..200u16 {
+        seen = ask(id).await;
+        if seen == [moved] {
+            break;
+        }
+        tokio::time::sleep(snapshot::MAX_AGE / 4).await;
+    }
+    assert_eq!(seen, [moved], "the new address is answered");
+    task.abort();
+}

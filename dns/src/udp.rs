@@ -5,10 +5,12 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tracing::warn;
 
+use super::answers::Answers;
+use super::snapshot::MAX_AGE;
 use super::wire::Transport;
 use super::{client_ip, Resolver, Step};
 
@@ -22,6 +24,8 @@ const BATCH: usize = 64;
 pub async fn serve(resolver: Arc<Resolver>, network: String, sock: UdpSocket) {
     let sock = Arc::new(sock);
     let mut buf = vec![0u8; RECV_BUFFER];
+    let mut answers = Answers::new(MAX_AGE);
+    let mut out = Vec::with_capacity(RECV_BUFFER);
     loop {
         let (n, from) = match sock.recv_from(&mut buf).await {
             Ok(x) => x,
@@ -31,13 +35,31 @@ pub async fn serve(resolver: Arc<Resolver>, network: String, sock: UdpSocket) {
                 continue;
             }
         };
-        handle(&resolver, &network, &sock, &buf[..n], from).await;
+        handle(
+            &resolver,
+            &network,
+            &sock,
+            &mut answers,
+            &mut out,
+            &buf[..n],
+            from,
+        )
+        .await;
         // Under load, take what is queued without parking in between.
         for _ in 1..BATCH {
             let Ok((n, from)) = sock.try_recv_from(&mut buf) else {
                 break;
             };
-            handle(&resolver, &network, &sock, &buf[..n], from).await;
+            handle(
+                &resolver,
+                &network,
+                &sock,
+                &mut answers,
+                &mut out,
+                &buf[..n],
+                from,
+            )
+            .await;
         }
     }
 }
@@ -46,14 +68,19 @@ async fn handle(
     resolver: &Arc<Resolver>,
     network: &str,
     sock: &Arc<UdpSocket>,
+    answers: &mut Answers,
+    out: &mut Vec<u8>,
     request: &[u8],
     from: SocketAddr,
 ) {
-    match resolver.step(network, request, client_ip(from), Transport::Udp) {
+    let client = client_ip(from);
+    if answers.get(Instant::now(), client, request, out) {
+        return reply(sock, out, from).await;
+    }
+    match resolver.step(network, request, client, Transport::Udp) {
         Step::Reply(resp) => {
-            if sock.try_send_to(&resp, from).is_err() {
-                let _ = sock.send_to(&resp, from).await;
-            }
+            answers.put(client, request, &resp);
+            reply(sock, &resp, from).await;
         }
         Step::Forward(fwd) => {
             let (resolver, sock) = (resolver.clone(), sock.clone());
@@ -63,5 +90,11 @@ async fn handle(
             });
         }
         Step::Ignore => {}
+    }
+}
+
+async fn reply(sock: &UdpSocket, resp: &[u8], to: SocketAddr) {
+    if sock.try_send_to(resp, to).is_err() {
+        let _ = sock.send_to(resp, to).await;
     }
 }
