@@ -1,23 +1,24 @@
 #!/usr/bin/env bash
 # End-to-end overlay benchmark: mesh vs the plain underlay, kernel VXLAN,
-# tinc 1.0 (switch mode), wireguard-go and boringtun, container to container
-# across two hosts built as network namespaces (integration::Lab).
+# tinc 1.0 (switch mode), wireguard-go, boringtun and gotatun, container to
+# container across two hosts built as network namespaces (integration::Lab);
+# mesh-relay: the same through a third host's relay (direct path blocked).
 #
-# Installs what it needs (Debian packages; boringtun-cli via cargo install
-# if missing), builds the release binaries and runs
+# Installs what it needs (Debian packages; boringtun-cli and gotatun-cli
+# via cargo install if missing), builds the release binaries and runs
 #   target/release/mesh-lab bench "$@"
-# Options (passed through): --modes underlay,vxlan,tinc,wggo,boringtun,mesh,mesh-chacha
+# Options (passed through): --modes underlay,vxlan,tinc,wggo,boringtun,gotatun,mesh,mesh-chacha,mesh-relay
 #   --secs N (default 10) --runs N (default 3) --pings N (default 20)
 #   --out FILE.tsv (JSON written next to it; default /tmp/mesh-bench-<time>.tsv)
 # Quick check:  benches/e2e.sh --secs 3 --runs 1
 # Quicker:      benches/e2e.sh --modes underlay,mesh --secs 2 --runs 1
-# Full run:     benches/e2e.sh            (about 10 minutes for all 6 modes)
+# Full run:     benches/e2e.sh            (about 15 minutes for all 9 modes)
 #
 # Needs root. Everything it creates lives in namespaces named ml<pid>b<n>-*
 # and is removed on exit, failure or Ctrl-C.
 # Env: CARGO_TARGET_DIR (default ./target), MESH_BIN_DIR (meshd/meshctl,
 # default the release dir), SKIP_BUILD=1, SKIP_INSTALL=1; tool overrides
-# TINCD WG WIREGUARD_GO BORINGTUN.
+# TINCD WG WIREGUARD_GO BORINGTUN GOTATUN.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,13 +40,15 @@ if [[ -z ${SKIP_INSTALL:-} ]]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   fi
-  if ! command -v boringtun-cli >/dev/null 2>&1 && [[ ! -x ${CARGO_HOME:-$HOME/.cargo}/bin/boringtun-cli ]]; then
-    echo "e2e.sh: cargo install boringtun-cli (a few minutes)" >&2
-    # its own target dir, so the workspace's is not disturbed
-    CARGO_TARGET_DIR=${TMPDIR:-/tmp}/boringtun-cli-build cargo install --locked boringtun-cli \
-      || CARGO_TARGET_DIR=${TMPDIR:-/tmp}/boringtun-cli-build cargo install boringtun-cli \
-      || echo "e2e.sh: boringtun-cli install failed; its row will say FAILED" >&2
-  fi
+  for tool in boringtun-cli gotatun-cli; do
+    if ! command -v "$tool" >/dev/null 2>&1 && [[ ! -x ${CARGO_HOME:-$HOME/.cargo}/bin/$tool ]]; then
+      echo "e2e.sh: cargo install $tool (a few minutes)" >&2
+      # its own target dir, so the workspace's is not disturbed
+      CARGO_TARGET_DIR=${TMPDIR:-/tmp}/$tool-build cargo install --locked "$tool" \
+        || CARGO_TARGET_DIR=${TMPDIR:-/tmp}/$tool-build cargo install "$tool" \
+        || echo "e2e.sh: $tool install failed; its row will say FAILED" >&2
+    fi
+  done
 fi
 export PATH="$PATH:${CARGO_HOME:-$HOME/.cargo}/bin"
 

@@ -476,7 +476,10 @@ struct Moving(std::sync::Mutex<Vec<EndpointRecord>>);
 impl RecordSource for Moving {
     fn records(&self, network: &str) -> Vec<EndpointRecord> {
         let recs = self.0.lock().unwrap();
-        recs.iter().filter(|r| r.network == network).cloned().collect()
+        recs.iter()
+            .filter(|r| r.network == network)
+            .cloned()
+            .collect()
     }
     fn networks(&self) -> Vec<NetworkDef> {
         vec![super::zone::tests::blue()]

@@ -1,6 +1,6 @@
 //! End-to-end overlay benchmark (`mesh-lab bench`).
 //!
-//! Every mode builds a fresh two-host [`Lab`] (underlay namespace with a
+//! Every mode builds a fresh two-host [`Lab`] (three for `mesh-relay`) (underlay namespace with a
 //! bridge, hosts `<p>-h1`/`<p>-h2` at 198.18.0.1/.2), puts one container
 //! namespace behind each host and measures container → container:
 //!
@@ -19,8 +19,10 @@
 //! | tinc      | tinc 1.0 switch mode (L2, userspace) | veth on a host bridge   |
 //! | wggo      | wireguard-go (L3, userspace)         | routed veth             |
 //! | boringtun | boringtun-cli (L3, userspace)        | routed veth             |
+//! | gotatun   | gotatun-cli (Mullvad's boringtun successor, L3) | routed veth  |
 //! | mesh      | meshd (L2), AES-256-GCM if both CPUs | `meshctl attach`        |
 //! | mesh-chacha | meshd forced to ChaCha20-Poly1305  | `meshctl attach`        |
+//! | mesh-relay | meshd, h1↔h2 data port blocked: through h3's relay | `meshctl attach` |
 //!
 //! Addresses: only 198.18.0.0/24 (underlay, built by the lab) and
 //! 198.19.0.0/16 (overlays and container links). Every namespace carries the
@@ -56,11 +58,13 @@ pub const ALL_MODES: &[&str] = &[
     "tinc",
     "wggo",
     "boringtun",
+    "gotatun",
     "mesh",
     "mesh-chacha",
+    "mesh-relay",
 ];
 /// The userspace encrypted peers the mesh is compared against.
-pub const PEERS: &[&str] = &["tinc", "wggo", "boringtun"];
+pub const PEERS: &[&str] = &["tinc", "wggo", "boringtun", "gotatun"];
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -80,6 +84,8 @@ pub fn canonical_mode(m: &str) -> Option<&'static str> {
         "tinc" => "tinc",
         "wggo" | "wireguard-go" | "wg-go" => "wggo",
         "boringtun" | "bt" => "boringtun",
+        "gotatun" => "gotatun",
+        "mesh-relay" | "relay" => "mesh-relay",
         "mesh" | "meshd" => "mesh",
         "mesh-chacha" | "mesh-chacha20" => "mesh-chacha",
         _ => return None,
@@ -175,7 +181,8 @@ fn run_mode(mode: &str, o: &Options, stop: &AtomicBool) -> ModeResult {
     // Declared before the lab so it is dropped after it (daemons gone first).
     let mut sockets = modes::SocketGuard::default();
     let res = (|| -> Result<()> {
-        let mut lab = Lab::new(&unique_prefix("b"), 2).context("building the lab")?;
+        let mut lab =
+            Lab::new(&unique_prefix("b"), modes::hosts(mode)).context("building the lab")?;
         log(&format!(
             "== {mode}: lab {} (namespaces {}-*)",
             lab.prefix, lab.prefix

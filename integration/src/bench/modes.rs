@@ -31,16 +31,27 @@ pub(super) fn build(mode: &str, lab: &mut Lab, sockets: &mut SocketGuard) -> Res
         "underlay" => setup_underlay(lab),
         "vxlan" => setup_vxlan(lab),
         "tinc" => setup_tinc(lab),
-        "wggo" => setup_wireguard(lab, false, &mut sockets.0),
-        "boringtun" => setup_wireguard(lab, true, &mut sockets.0),
+        "wggo" => setup_wireguard(lab, Wg::Go, &mut sockets.0),
+        "boringtun" => setup_wireguard(lab, Wg::Boringtun, &mut sockets.0),
+        "gotatun" => setup_wireguard(lab, Wg::Gotatun, &mut sockets.0),
         "mesh" => setup_mesh(lab, None),
+        "mesh-relay" => setup_mesh_relay(lab),
         "mesh-chacha" => setup_mesh(lab, Some("chacha20-poly1305")),
         m => Err(anyhow!("unknown mode {m}")),
     }
 }
 
+/// Lab hosts a mode needs: the relayed mesh goes through a third.
+pub(super) fn hosts(mode: &str) -> usize {
+    if mode == "mesh-relay" {
+        3
+    } else {
+        2
+    }
+}
+
 /// Finds an executable: `$ENVVAR`, then PATH, then cargo's bin directory
-/// (where `cargo install boringtun-cli` puts it).
+/// (where `cargo install boringtun-cli` / `gotatun-cli` put them).
 pub(super) fn find_tool(name: &str, env: &str) -> Option<PathBuf> {
     if let Some(p) = std::env::var_os(env) {
         let p = PathBuf::from(p);
@@ -332,13 +343,24 @@ fn setup_tinc(lab: &mut Lab) -> Result<Setup> {
     })
 }
 
-/// wireguard-go / boringtun-cli between the hosts (L3), routed containers.
-fn setup_wireguard(lab: &mut Lab, boringtun: bool, sockets: &mut Vec<PathBuf>) -> Result<Setup> {
+/// The userspace WireGuard implementations compared.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wg {
+    /// Debian's wireguard-go.
+    Go,
+    /// Cloudflare's boringtun-cli (Rust).
+    Boringtun,
+    /// Mullvad's gotatun-cli (Rust, boringtun's maintained successor).
+    Gotatun,
+}
+
+/// A userspace WireGuard between the hosts (L3), routed containers.
+fn setup_wireguard(lab: &mut Lab, kind: Wg, sockets: &mut Vec<PathBuf>) -> Result<Setup> {
     let wg = tool("wg", "WG")?;
-    let (bin, net, tag) = if boringtun {
-        (tool("boringtun-cli", "BORINGTUN")?, 5u32, "b")
-    } else {
-        (tool("wireguard-go", "WIREGUARD_GO")?, 4u32, "g")
+    let (bin, net, tag) = match kind {
+        Wg::Go => (tool("wireguard-go", "WIREGUARD_GO")?, 4u32, "g"),
+        Wg::Boringtun => (tool("boringtun-cli", "BORINGTUN")?, 5u32, "b"),
+        Wg::Gotatun => (tool("gotatun-cli", "GOTATUN")?, 6u32, "t"),
     };
     let mtu = 1420;
     let ifs: Vec<String> = (1..=2).map(|i| format!("{}{tag}{i}", lab.prefix)).collect();
@@ -356,10 +378,11 @@ fn setup_wireguard(lab: &mut Lab, boringtun: bool, sockets: &mut Vec<PathBuf>) -
         sockets.push(sock.clone());
         let ns = lab.hosts[i].netns.clone();
         let logname = format!("wg{}.log", i + 1);
-        let pid = if boringtun {
+        let pid = if kind != Wg::Go {
+            // boringtun-cli and gotatun-cli take the same arguments.
             let out = lab
                 .dir
-                .join(format!("boringtun{}.out", i + 1))
+                .join(format!("{tag}wg{}.out", i + 1))
                 .to_string_lossy()
                 .into_owned();
             spawn_daemon(
@@ -435,9 +458,9 @@ fn setup_wireguard(lab: &mut Lab, boringtun: bool, sockets: &mut Vec<PathBuf>) -
             &["ip", "route", "add", &remote_containers, "dev", ifname],
         )?;
     }
-    let info = if boringtun {
+    let info = if kind != Wg::Go {
         format!(
-            "{} (default 4 threads); ChaCha20-Poly1305",
+            "{} (defaults); ChaCha20-Poly1305",
             first_line(&bin, &["--version"])
         )
     } else {
@@ -546,6 +569,24 @@ fn setup_mesh(lab: &mut Lab, cipher: Option<&str>) -> Result<Setup> {
         settle: Duration::from_secs(1),
     })
 }
+
+/// The mesh between h1 and h2 with their direct data path blocked (UDP to
+/// the data port, both ways): frames go through h3's relay.
+fn setup_mesh_relay(lab: &mut Lab) -> Result<Setup> {
+    let mut s = setup_mesh(lab, None)?;
+    lab.wait_path(0, "h2", "direct", Duration::from_secs(15))
+        .context("the direct path before the block")?;
+    lab.block_udp_port(0, 1, DATA_PORT)?;
+    lab.wait_path(0, "h2", "relayed via h3", Duration::from_secs(15))?;
+    lab.wait_path(1, "h1", "relayed via h3", Duration::from_secs(15))?;
+    s.info = format!("{}; relayed through h3 (data port blocked h1<->h2)", s.info);
+    // Wait for the relayed path's MTU probes before measuring.
+    s.settle = Duration::from_secs(3);
+    Ok(s)
+}
+
+/// meshd's data port in the lab (`Lab::start_mesh`).
+const DATA_PORT: u16 = 7801;
 
 /// Removes the userspace WireGuard sockets (exact paths we created).
 #[derive(Default)]

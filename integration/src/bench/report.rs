@@ -138,7 +138,8 @@ pub(super) fn render_table(
         first_line("uname", &["-r"])
     );
     t += &format!(
-        "best userspace encrypted peer (tinc/wggo/boringtun): 1x {}, P4 {}, dCPU {}, RTT {}\n",
+        "best userspace encrypted peer ({}): 1x {}, P4 {}, dCPU {}, RTT {}\n",
+        PEERS.join("/"),
         desc(&best.g1, " Gbit/s"),
         desc(&best.gp, " Gbit/s"),
         desc(&best.cpu, " s/GB"),
@@ -234,6 +235,15 @@ pub(super) fn render_table(
             ratio(m.gbps_1, vx.and_then(|v| v.gbps_1)),
             ratio(m.gbps_p4, vx.and_then(|v| v.gbps_p4)),
         );
+        if let Some(relay) = results.iter().find(|r| r.mode == "mesh-relay" && r.ok) {
+            let r = relay.medians();
+            t += &format!(
+                "mesh relayed vs direct: 1x {}, P4 {}, RTT {}\n",
+                ratio(r.gbps_1, m.gbps_1),
+                ratio(r.gbps_p4, m.gbps_p4),
+                ratio(r.rtt_ms, m.rtt_ms),
+            );
+        }
     }
     t
 }
