@@ -35,11 +35,12 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         hosts: usize,
     },
-    /// End-to-end benchmark: the mesh against the plain underlay, kernel
-    /// VXLAN, tinc, wireguard-go and boringtun, container to container
-    /// across two hosts; prints one table and writes TSV+JSON raw results.
+    /// End-to-end benchmark: the mesh (direct and relayed) against the
+    /// plain underlay, kernel VXLAN, tinc, wireguard-go, boringtun and
+    /// gotatun, container to container across two hosts; prints one table
+    /// and writes TSV+JSON raw results.
     Bench {
-        /// Comma-separated modes: underlay,vxlan,tinc,wggo,boringtun,mesh (or all).
+        /// Comma-separated modes: underlay,vxlan,tinc,wggo,boringtun,gotatun,mesh,mesh-chacha,mesh-relay (or all).
         #[arg(long, value_delimiter = ',', default_value = "all")]
         modes: Vec<String>,
         /// iperf3 duration per measurement, seconds.
