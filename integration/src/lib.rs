@@ -13,6 +13,7 @@
 //! all build their hosts with this one harness.
 
 pub mod bench;
+pub mod console;
 pub mod cnitool;
 mod dnsclient;
 pub mod docker;
