@@ -40,7 +40,8 @@ impl Lab {
         headers: &[&str],
     ) -> Result<Answer> {
         let fd = mesh_sys::netns::open(format!("/run/netns/{ns}"))?;
-        let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+        let mut request =
+            format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
         for h in headers {
             request.push_str(h);
             request.push_str("\r\n");
@@ -66,10 +67,7 @@ impl Lab {
     /// Headless Chromium in namespace `ns`: `args` then `url`; its stdout.
     /// Each run has a fresh profile under the lab's directory.
     pub fn chromium(&self, ns: &str, args: &[&str], url: &str) -> Result<String> {
-        let profile = self.dir.join(format!(
-            "chromium-{}",
-            rand::random::<u32>()
-        ));
+        let profile = self.dir.join(format!("chromium-{}", rand::random::<u32>()));
         std::fs::create_dir_all(&profile)?;
         let profile_arg = format!("--user-data-dir={}", profile.display());
         let mut cmd = vec!["timeout", "90", "chromium"];
@@ -79,7 +77,9 @@ impl Lab {
         cmd.push(url);
         let mut c = self.exec(ns, &cmd);
         c.env("HOME", &profile);
-        let out = c.output().context("running chromium (apt-get install chromium)")?;
+        let out = c
+            .output()
+            .context("running chromium (apt-get install chromium)")?;
         let _ = std::fs::remove_dir_all(&profile);
         if !out.status.success() {
             bail!(
@@ -105,7 +105,12 @@ impl Lab {
         let shot = format!("--screenshot={}", path.display());
         self.chromium(
             ns,
-            &[&shot, "--window-size=1280,900", "--virtual-time-budget=5000", "--hide-scrollbars"],
+            &[
+                &shot,
+                "--window-size=1280,900",
+                "--virtual-time-budget=5000",
+                "--hide-scrollbars",
+            ],
             url,
         )?;
         let len = std::fs::metadata(path)

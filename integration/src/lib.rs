@@ -13,8 +13,8 @@
 //! all build their hosts with this one harness.
 
 pub mod bench;
-pub mod console;
 pub mod cnitool;
+pub mod console;
 mod dnsclient;
 pub mod docker;
 mod faults;

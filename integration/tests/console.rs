@@ -39,7 +39,10 @@ fn link_kind(dom: &str, peer: &str) -> Option<String> {
 fn topology(lab: &Lab) -> anyhow::Result<String> {
     let url = format!("http://127.0.0.1:{PORT}/topology");
     let dom = lab.page_dom(&lab.hosts[0].netns, &url, 1500)?;
-    anyhow::ensure!(dom.contains("data-ready=\"yes\""), "the page did not draw:\n{dom}");
+    anyhow::ensure!(
+        dom.contains("data-ready=\"yes\""),
+        "the page did not draw:\n{dom}"
+    );
     Ok(dom)
 }
 
@@ -69,16 +72,34 @@ fn pages_show_the_mesh_live_and_a_remote_listener_needs_the_token() {
     lab.wait_ping(&c1, &ip2, Duration::from_secs(10)).unwrap();
     // Paths are probed (and fail over) only while they carry traffic.
     lab.keep_talking(&c1, &ip2).unwrap();
-    lab.meshctl(0, &["service", "create", "api", "--network", NET, "--port", "80", "--selector", "app=api"])
-        .expect("service create");
-    lab.wait_path(0, "h2", "direct", Duration::from_secs(10)).unwrap();
-    lab.wait_path(0, "h3", "direct", Duration::from_secs(10)).unwrap();
+    lab.meshctl(
+        0,
+        &[
+            "service",
+            "create",
+            "api",
+            "--network",
+            NET,
+            "--port",
+            "80",
+            "--selector",
+            "app=api",
+        ],
+    )
+    .expect("service create");
+    lab.wait_path(0, "h2", "direct", Duration::from_secs(10))
+        .unwrap();
+    lab.wait_path(0, "h3", "direct", Duration::from_secs(10))
+        .unwrap();
 
     // Topology: three hosts, this one marked, a direct link to each peer.
     let dom = wait_for(Duration::from_secs(20), || {
         let dom = topology(&lab)?;
         let k = (link_kind(&dom, "h2"), link_kind(&dom, "h3"));
-        anyhow::ensure!(k == (Some("direct".into()), Some("direct".into())), "links {k:?}");
+        anyhow::ensure!(
+            k == (Some("direct".into()), Some("direct".into())),
+            "links {k:?}"
+        );
         Ok(dom)
     })
     .unwrap();
@@ -87,7 +108,12 @@ fn pages_show_the_mesh_live_and_a_remote_listener_needs_the_token() {
         .filter(|t| t.contains("data-host="))
         .collect::<Vec<_>>();
     assert_eq!(nodes.len(), 3, "{nodes:?}");
-    assert!(nodes.iter().any(|t| t.contains("data-host=\"h1\"") && t.contains("data-self=\"true\"")), "{nodes:?}");
+    assert!(
+        nodes
+            .iter()
+            .any(|t| t.contains("data-host=\"h1\"") && t.contains("data-self=\"true\"")),
+        "{nodes:?}"
+    );
     let ns1 = lab.hosts[0].netns.clone();
     let dir = shots();
     for page in ["topology", "networks", "services", "host"] {
@@ -101,19 +127,32 @@ fn pages_show_the_mesh_live_and_a_remote_listener_needs_the_token() {
     let url = format!("http://127.0.0.1:{PORT}/networks");
     let dom = wait_for(Duration::from_secs(15), || {
         let dom = lab.page_dom(&ns1, &url, 1500)?;
-        anyhow::ensure!(dom.contains("data-container=\"api\""), "no container api yet");
+        anyhow::ensure!(
+            dom.contains("data-container=\"api\""),
+            "no container api yet"
+        );
         Ok(dom)
     })
     .unwrap();
     let row = &dom[dom.find("data-container=\"api\"").unwrap()..];
     let row = &row[..row.find("</tr>").unwrap()];
     assert!(row.contains(&ip2) && row.contains("h2"), "{row}");
-    assert!(dom.contains("data-container=\"front\"") && dom.contains("app=front"), "{dom}");
+    assert!(
+        dom.contains("data-container=\"front\"") && dom.contains("app=front"),
+        "{dom}"
+    );
     // Services and the host's checks.
-    let dom = lab.page_dom(&ns1, &format!("http://127.0.0.1:{PORT}/services"), 1500).unwrap();
+    let dom = lab
+        .page_dom(&ns1, &format!("http://127.0.0.1:{PORT}/services"), 1500)
+        .unwrap();
     assert!(dom.contains("data-service=\"api\""), "{dom}");
-    let dom = lab.page_dom(&ns1, &format!("http://127.0.0.1:{PORT}/host"), 4000).unwrap();
-    assert!(dom.contains("id=\"checks\"") && dom.contains("data-check="), "{dom}");
+    let dom = lab
+        .page_dom(&ns1, &format!("http://127.0.0.1:{PORT}/host"), 4000)
+        .unwrap();
+    assert!(
+        dom.contains("id=\"checks\"") && dom.contains("data-check="),
+        "{dom}"
+    );
 
     // Cut the direct data path h1–h2: the page says "relayed" within 10 s.
     lab.block_udp_port(0, 1, DATA_PORT).unwrap();
@@ -125,7 +164,10 @@ fn pages_show_the_mesh_live_and_a_remote_listener_needs_the_token() {
         Ok(())
     })
     .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.log_tail(0, 20)));
-    println!("the page showed h1-h2 relayed {:?} after the cut", cut.elapsed());
+    println!(
+        "the page showed h1-h2 relayed {:?} after the cut",
+        cut.elapsed()
+    );
     assert!(cut.elapsed() < Duration::from_secs(10));
     let path = dir.join("topology-relayed.png");
     lab.page_screenshot(&ns1, &format!("http://127.0.0.1:{PORT}/topology"), &path)
@@ -143,42 +185,124 @@ fn pages_show_the_mesh_live_and_a_remote_listener_needs_the_token() {
         assert_eq!(a.header("allow"), Some("GET, HEAD"));
     }
 
-    // h2's listener on its lab address, asked from h3: the token or 401.
+    // README's way in (`ssh -N -L 7880:127.0.0.1:7880 root@HOST`, then
+    // http://127.0.0.1:7880/): a tunnel from h3 to h1's loopback console.
+    ssh_tunnel(&mut lab, 0, 2).unwrap();
+    let here = SocketAddr::from(([127, 0, 0, 1], PORT));
     let ns3 = lab.hosts[2].netns.clone();
-    for path in ["/", "/topology", "/app.js", "/style.css", "/api/view", "/api/doctor", "/nope"] {
+    wait_for(Duration::from_secs(15), || {
+        let a = lab.http(&ns3, here, "GET", "/api/view", &[])?;
+        anyhow::ensure!(a.status == 200, "through the tunnel: {}", a.status);
+        Ok(())
+    })
+    .unwrap();
+    let dom = lab
+        .page_dom(&ns3, &format!("http://127.0.0.1:{PORT}/"), 1500)
+        .unwrap();
+    assert!(
+        dom.contains("data-host=\"h1\" ") && dom.contains("data-ready=\"yes\""),
+        "{dom}"
+    );
+
+    // h2's listener on its lab address, asked from h3: the token or 401.
+    for path in [
+        "/",
+        "/topology",
+        "/app.js",
+        "/style.css",
+        "/api/view",
+        "/api/doctor",
+        "/nope",
+    ] {
         let a = lab.http(&ns3, h2_addr, "GET", path, &[]).unwrap();
         assert_eq!(a.status, 401, "{path}: {a:?}");
-        assert!(a.body.contains("meshctl console token"), "{path}: {}", a.body);
+        assert!(
+            a.body.contains("meshctl console token"),
+            "{path}: {}",
+            a.body
+        );
         assert_eq!(a.header("x-frame-options"), Some("DENY"));
     }
-    let token = lab.meshctl(1, &["console", "token"]).unwrap().trim().to_string();
+    let token = lab
+        .meshctl(1, &["console", "token"])
+        .unwrap()
+        .trim()
+        .to_string();
     assert_eq!(token.len(), 64, "{token:?}");
     let bearer = format!("Authorization: Bearer {token}");
-    let a = lab.http(&ns3, h2_addr, "GET", "/api/view", &[&bearer]).unwrap();
+    let a = lab
+        .http(&ns3, h2_addr, "GET", "/api/view", &[&bearer])
+        .unwrap();
     assert_eq!(a.status, 200, "{a:?}");
     let v: serde_json::Value = serde_json::from_str(&a.body).unwrap();
     assert_eq!(v["host"]["name"], "h2");
     let wrong = format!("Authorization: Bearer {}", "0".repeat(64));
-    assert_eq!(lab.http(&ns3, h2_addr, "GET", "/api/view", &[&wrong]).unwrap().status, 401);
-    let a = lab.http(&ns3, h2_addr, "GET", "/topology", &[&bearer]).unwrap();
+    assert_eq!(
+        lab.http(&ns3, h2_addr, "GET", "/api/view", &[&wrong])
+            .unwrap()
+            .status,
+        401
+    );
+    let a = lab
+        .http(&ns3, h2_addr, "GET", "/topology", &[&bearer])
+        .unwrap();
     assert_eq!(a.status, 200);
     let csp = a.header("content-security-policy").unwrap_or_default();
     assert!(csp.contains("default-src 'self'"), "{csp}");
-    assert_eq!(lab.http(&ns3, h2_addr, "POST", "/api/view", &[&bearer]).unwrap().status, 405);
+    assert_eq!(
+        lab.http(&ns3, h2_addr, "POST", "/api/view", &[&bearer])
+            .unwrap()
+            .status,
+        405
+    );
     // /login: a wrong token is refused, the right one sets the cookie.
-    let a = lab.http(&ns3, h2_addr, "GET", "/login?token=nope", &[]).unwrap();
+    let a = lab
+        .http(&ns3, h2_addr, "GET", "/login?token=nope", &[])
+        .unwrap();
     assert_eq!(a.status, 401);
-    let a = lab.http(&ns3, h2_addr, "GET", &format!("/login?token={token}"), &[]).unwrap();
+    let a = lab
+        .http(&ns3, h2_addr, "GET", &format!("/login?token={token}"), &[])
+        .unwrap();
     assert_eq!(a.status, 303, "{a:?}");
     let cookie = a.header("set-cookie").unwrap().to_string();
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
     let pair = cookie.split(';').next().unwrap();
-    let a = lab.http(&ns3, h2_addr, "GET", "/api/view", &[&format!("Cookie: {pair}")]).unwrap();
+    let a = lab
+        .http(
+            &ns3,
+            h2_addr,
+            "GET",
+            "/api/view",
+            &[&format!("Cookie: {pair}")],
+        )
+        .unwrap();
     assert_eq!(a.status, 200);
     // And a browser that logged in draws h2's view.
     let url = format!("http://{h2_addr}/login?token={token}");
     let dom = lab.page_dom(&ns3, &url, 3000).unwrap();
-    assert!(dom.contains("data-host=\"h2\"") && dom.contains("data-ready=\"yes\""), "{dom}");
+    assert!(
+        dom.contains("data-host=\"h2\"") && dom.contains("data-ready=\"yes\""),
+        "{dom}"
+    );
+
+    // console_listen is live: a reload (SIGHUP) moves the listener.
+    let moved = SocketAddr::from((lab.hosts[1].underlay_ip, PORT + 1));
+    std::fs::write(&conf, format!("console_listen = \"{moved}\"\n")).unwrap();
+    let pid = nix::unistd::Pid::from_raw(lab.hosts[1].daemon_pid().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    wait_for(Duration::from_secs(10), || {
+        let a = lab.http(&ns3, moved, "GET", "/api/view", &[&bearer])?;
+        anyhow::ensure!(a.status == 200, "{}", a.status);
+        Ok(())
+    })
+    .unwrap();
+    assert!(
+        lab.http(&ns3, h2_addr, "GET", "/", &[]).is_err(),
+        "the old listener is closed"
+    );
 }
 
 /// The pages at 100 hosts: the console's own files and a snapshot of a
@@ -213,7 +337,10 @@ fn a_hundred_hosts_page_draws_quickly() {
     let dom = lab.page_dom(&ns, &url(&large, "topology"), 3000).unwrap();
     assert!(dom.contains("data-ready=\"yes\""), "{dom}");
     assert_eq!(tags(&dom, "line").len(), 99);
-    let nodes = tags(&dom, "g").into_iter().filter(|t| t.contains("data-host=")).count();
+    let nodes = tags(&dom, "g")
+        .into_iter()
+        .filter(|t| t.contains("data-host="))
+        .count();
     assert_eq!(nodes, 100);
     for page in ["networks", "services"] {
         let dom = lab.page_dom(&ns, &url(&large, page), 3000).unwrap();
@@ -226,7 +353,8 @@ fn a_hundred_hosts_page_draws_quickly() {
             .map(|_| {
                 let t = Instant::now();
                 let path = dir.join(format!("topology-{tag}.png"));
-                lab.page_screenshot(&ns, &url(s, "topology"), &path).unwrap();
+                lab.page_screenshot(&ns, &url(s, "topology"), &path)
+                    .unwrap();
                 t.elapsed()
             })
             .collect();
@@ -310,4 +438,75 @@ fn serve_static(ns: &str, view: String) -> Static {
         stop,
         thread: Some(thread),
     }
+}
+
+/// sshd on host `server`'s lab address (a key made for the test, root
+/// only by key) and `ssh -N -L 7880:127.0.0.1:7880 root@SERVER` from
+/// host `client`, both ended with the lab.
+fn ssh_tunnel(lab: &mut Lab, server: usize, client: usize) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let dir = lab.dir.join("ssh");
+    std::fs::create_dir_all(&dir)?;
+    let p = |f: &str| dir.join(f).display().to_string();
+    for key in ["hostkey", "id"] {
+        let _ = std::fs::remove_file(dir.join(key));
+        integration::run(std::process::Command::new("ssh-keygen").args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-f",
+            &p(key),
+        ]))?;
+    }
+    std::fs::copy(dir.join("id.pub"), dir.join("authorized_keys"))?;
+    let addr = lab.hosts[server].underlay_ip;
+    std::fs::write(
+        dir.join("sshd_config"),
+        format!(
+            "ListenAddress {addr}\nHostKey {}\nAuthorizedKeysFile {}\nPidFile {}\n\
+             PermitRootLogin prohibit-password\nPasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nAllowTcpForwarding local\n",
+            p("hostkey"),
+            p("authorized_keys"),
+            p("sshd.pid")
+        ),
+    )?;
+    // sshd's privilege-separation directory (the package's service makes it).
+    std::fs::create_dir_all("/run/sshd")?;
+    let sshd = lab.exec(
+        &lab.hosts[server].netns,
+        &["/usr/sbin/sshd", "-D", "-e", "-f", &p("sshd_config")],
+    );
+    lab.spawn_helper(sshd).context("starting sshd")?;
+    let probe = format!("exec 3<>/dev/tcp/{addr}/22");
+    wait_for(Duration::from_secs(10), || {
+        lab.exec_ok(&lab.hosts[client].netns, &["bash", "-c", &probe])
+    })
+    .context("sshd does not answer")?;
+    let known = format!("UserKnownHostsFile={}", p("known_hosts"));
+    let target = format!("root@{addr}");
+    let ssh = lab.exec(
+        &lab.hosts[client].netns,
+        &[
+            "ssh",
+            "-i",
+            &p("id"),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            &known,
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ExitOnForwardFailure=yes",
+            "-N",
+            "-L",
+            "7880:127.0.0.1:7880",
+            &target,
+        ],
+    );
+    lab.spawn_helper(ssh).context("starting ssh")?;
+    Ok(())
 }

@@ -414,7 +414,10 @@ impl Reloader {
             "fip_pools" => d.set_fip_pools(new.fip_pools.clone()),
             "metrics_listen" => {
                 let old = st.settings.metrics_listen;
-                rebind(&mut st.metrics, old, new.metrics_listen, |a| bind_metrics(d, a)).await?
+                rebind(&mut st.metrics, old, new.metrics_listen, |a| {
+                    bind_metrics(d, a)
+                })
+                .await?
             }
             "console_listen" => {
                 let old = st.settings.console_listen;

@@ -142,7 +142,10 @@ mod tests {
         let b = load_or_create(&dir).unwrap();
         assert_eq!(a, b);
         assert_eq!(a.len(), 64);
-        let mode = std::fs::metadata(dir.join(TOKEN_FILE)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.join(TOKEN_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         std::fs::write(dir.join(TOKEN_FILE), "short\n").unwrap();
         let e = load_or_create(&dir).unwrap_err().to_string();
@@ -156,16 +159,25 @@ mod tests {
         let access = Access::Token(t.clone());
         let mut h = HeaderMap::new();
         assert!(!access.allows(&h));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {t}")).unwrap());
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {t}")).unwrap(),
+        );
         assert!(access.allows(&h));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer nope"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer nope"),
+        );
         assert!(!access.allows(&h));
         h.insert(
             header::COOKIE,
             HeaderValue::from_str(&format!("a=b; {COOKIE}={t}")).unwrap(),
         );
         assert!(access.allows(&h));
-        h.insert(header::COOKIE, HeaderValue::from_str(&format!("{COOKIE}=x{t}")).unwrap());
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_str(&format!("{COOKIE}=x{t}")).unwrap(),
+        );
         assert!(!access.allows(&h));
         assert!(Access::Open.allows(&HeaderMap::new()));
         assert!(access.accepts(&t) && !access.accepts(""));

@@ -143,7 +143,6 @@ pub fn inputs(peers: Vec<PeerStatus>, tx: u64) -> Inputs {
     }
 }
 
-
 /// A mesh of `hosts` hosts as its first host sees it: every tenth peer
 /// relayed through h1, every tenth down, a container per host on `blue`,
 /// 20 services of 5 targets each.

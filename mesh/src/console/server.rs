@@ -28,10 +28,26 @@ pub const PAGES: [&str; 5] = ["/", "/topology", "/networks", "/services", "/host
 /// pages are [`PAGES`], each the same document.
 pub const ASSETS: [(&str, &str, &str); 5] = [
     ("/", "text/html; charset=utf-8", INDEX),
-    ("/app.js", "text/javascript; charset=utf-8", include_str!("assets/app.js")),
-    ("/style.css", "text/css; charset=utf-8", include_str!("assets/style.css")),
-    ("/icon.svg", "image/svg+xml", include_str!("assets/icon.svg")),
-    ("/favicon.ico", "image/svg+xml", include_str!("assets/icon.svg")),
+    (
+        "/app.js",
+        "text/javascript; charset=utf-8",
+        include_str!("assets/app.js"),
+    ),
+    (
+        "/style.css",
+        "text/css; charset=utf-8",
+        include_str!("assets/style.css"),
+    ),
+    (
+        "/icon.svg",
+        "image/svg+xml",
+        include_str!("assets/icon.svg"),
+    ),
+    (
+        "/favicon.ico",
+        "image/svg+xml",
+        include_str!("assets/icon.svg"),
+    ),
 ];
 
 /// No inline script or style, nothing from elsewhere, never in a frame.
@@ -65,10 +81,19 @@ async fn handle(
 ) -> Response {
     let mut r = answer(&c, &method, &uri, &headers).await;
     let h = r.headers_mut();
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
     r
@@ -98,11 +123,7 @@ async fn answer(c: &Console, method: &Method, uri: &Uri, headers: &HeaderMap) ->
     }
     let d = &c.daemon;
     match path {
-        "/api/view" => json(
-            c.view
-                .get(|| view::snapshot(d, &c.counters))
-                .await,
-        ),
+        "/api/view" => json(c.view.get(|| view::snapshot(d, &c.counters)).await),
         "/api/doctor" => json(
             c.doctor
                 .get(|| async {
@@ -146,7 +167,8 @@ fn redirect(token: Option<&str>) -> Response {
     if let Some(t) = token {
         r = r.header(header::SET_COOKIE, auth::set_cookie(t));
     }
-    r.body(Body::empty()).unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    r.body(Body::empty())
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 fn unauthorized() -> Response {

@@ -196,7 +196,11 @@ pub fn build(i: Inputs, prev: &mut Counters, now: Instant) -> View {
             name: a
                 .name
                 .clone()
-                .or_else(|| a.container_id.as_ref().map(|c| c.chars().take(12).collect()))
+                .or_else(|| {
+                    a.container_id
+                        .as_ref()
+                        .map(|c| c.chars().take(12).collect())
+                })
                 .unwrap_or_else(|| a.netns.clone()),
             ip,
             ip6: a.ip6.clone(),
@@ -250,7 +254,12 @@ pub fn build(i: Inputs, prev: &mut Counters, now: Instant) -> View {
                     .filter(|r| r.network == n.id)
                     .cloned()
                     .collect(),
-                qos: i.qos.iter().filter(|q| q.network == n.id).cloned().collect(),
+                qos: i
+                    .qos
+                    .iter()
+                    .filter(|q| q.network == n.id)
+                    .cloned()
+                    .collect(),
                 containers: cs,
             }
         })

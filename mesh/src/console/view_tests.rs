@@ -45,7 +45,11 @@ fn networks_carry_local_and_remote_containers_with_rates() {
 #[test]
 fn a_hundred_hosts_snapshot_is_small_and_quick() {
     let started = Instant::now();
-    let v = build(crate::console::sample::mesh(100), &mut Counters::default(), Instant::now());
+    let v = build(
+        crate::console::sample::mesh(100),
+        &mut Counters::default(),
+        Instant::now(),
+    );
     let json = serde_json::to_vec(&v).unwrap();
     let took = started.elapsed();
     println!(

@@ -84,7 +84,9 @@ function topology(v) {
   const r = Math.max(5, Math.min(18, 700 / Math.max(n, 1)));
   const places = new Map([[v.host.id, { x: cx, y: cy, angle: null }]]);
   links.forEach((l, i) => {
-    const a = (2 * Math.PI * i) / Math.max(n, 1) - Math.PI / 2;
+    // Half a step round from the top: no peer sits straight below this
+    // host's name.
+    const a = (2 * Math.PI * (i + 0.5)) / Math.max(n, 1) - Math.PI / 2;
     places.set(l.peer_id, { x: cx + radius * Math.cos(a), y: cy + radius * Math.sin(a), angle: a });
   });
 
