@@ -157,13 +157,15 @@ fn pages_show_the_mesh_live_and_a_remote_listener_needs_the_token() {
     // Cut the direct data path h1–h2: the page says "relayed" within 10 s.
     lab.block_udp_port(0, 1, DATA_PORT).unwrap();
     let cut = Instant::now();
-    wait_for(Duration::from_secs(10), || {
+    let dom = wait_for(Duration::from_secs(10), || {
         let dom = topology(&lab)?;
         let k = link_kind(&dom, "h2");
         anyhow::ensure!(k.as_deref() == Some("relayed"), "h2's link is {k:?}");
-        Ok(())
+        Ok(dom)
     })
     .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.log_tail(0, 20)));
+    assert!(dom.contains(">via h3</text>"), "{dom}");
+    assert_eq!(link_kind(&dom, "h3").as_deref(), Some("direct"));
     println!(
         "the page showed h1-h2 relayed {:?} after the cut",
         cut.elapsed()
@@ -179,6 +181,8 @@ fn pages_show_the_mesh_live_and_a_remote_listener_needs_the_token() {
     assert_eq!(a.status, 200, "{a:?}");
     let v: serde_json::Value = serde_json::from_str(&a.body).unwrap();
     assert_eq!(v["host"]["name"], "h1");
+    let a = lab.http(&ns1, local, "HEAD", "/topology", &[]).unwrap();
+    assert_eq!((a.status, a.body.as_str()), (200, ""), "{a:?}");
     for method in ["POST", "PUT", "DELETE", "PATCH"] {
         let a = lab.http(&ns1, local, method, "/api/view", &[]).unwrap();
         assert_eq!(a.status, 405, "{method}: {a:?}");

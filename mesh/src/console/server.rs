@@ -195,3 +195,37 @@ fn text(content_type: &'static str, body: &'static str) -> Response {
 fn json(body: axum::body::Bytes) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_login_query_names_its_token() {
+        assert_eq!(url_token("token=abc"), Some("abc".into()));
+        assert_eq!(url_token("x=1&token=abc&y=2"), Some("abc".into()));
+        assert_eq!(url_token("tokens=abc"), None);
+        assert_eq!(url_token(""), None);
+    }
+
+    #[test]
+    fn a_wrong_or_missing_login_is_401_and_the_right_one_sets_the_cookie() {
+        let t = "cd".repeat(32);
+        let access = Access::Token(t.clone());
+        assert_eq!(login(&access, "").status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            login(&access, "token=nope").status(),
+            StatusCode::UNAUTHORIZED
+        );
+        let ok = login(&access, &format!("token={t}"));
+        assert_eq!(ok.status(), StatusCode::SEE_OTHER);
+        let cookie = ok.headers()[header::SET_COOKIE].to_str().unwrap();
+        assert!(
+            cookie.starts_with(&format!("{}={t};", auth::COOKIE)),
+            "{cookie}"
+        );
+        assert!(!login(&Access::Open, "")
+            .headers()
+            .contains_key(header::SET_COOKIE));
+    }
+}

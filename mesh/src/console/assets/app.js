@@ -10,7 +10,7 @@ const page = location.pathname.replace(/^\/+|\/+$/g, "") || "topology";
 let ticks = 0;
 let doctor = null;
 let hot = null; // the peer under the pointer or picked, kept across polls
-const topo = { svg: null, nodes: new Map(), links: new Map() };
+const topo = { svg: null, nodes: new Map(), links: new Map(), vias: new Map() };
 
 function el(tag, attrs, ...kids) {
   const e = document.createElement(tag);
@@ -73,6 +73,7 @@ function topology(v) {
     topo.svg.append(topo.edges, topo.dots);
     topo.nodes.clear();
     topo.links.clear();
+    topo.vias.clear();
     topo.info = el("div", { id: "info", class: "card" });
     topo.legend = el("div", { class: "legend card" });
     topo.table = el("div", { class: "card" });
@@ -104,8 +105,23 @@ function topology(v) {
     const p = places.get(l.peer_id);
     set(line, { x1: cx, y1: cy, x2: p.x, y2: p.y, class: `link ${l.kind}`, "data-peer": l.peer, "data-id": l.peer_id, "data-kind": l.kind });
     line.firstChild.textContent = `${v.host.name} ↔ ${l.peer}: ${l.path}\nRTT ${ms(l.rtt_ms)}, loss ${pct(l.loss)}`;
+    // Which host relays, on the line itself while there is room for it.
+    let via = topo.vias.get(l.peer_id);
+    if (l.via && n <= 40) {
+      if (!via) {
+        via = svg("text", { class: "via" });
+        topo.edges.append(via);
+        topo.vias.set(l.peer_id, via);
+      }
+      set(via, { x: (cx + p.x) / 2 + 6, y: (cy + p.y) / 2 - 6 });
+      via.textContent = `via ${l.via}`;
+    } else if (via) {
+      via.remove();
+      topo.vias.delete(l.peer_id);
+    }
   }
   drop(topo.links, seen);
+  drop(topo.vias, seen);
 
   const hosts = [{ id: v.host.id, name: v.host.name, self: true, kind: "direct" }].concat(
     links.map((l) => ({ id: l.peer_id, name: l.peer, self: false, kind: l.kind, link: l })));
