@@ -6,11 +6,11 @@
 //! value) changes nothing and its error names the file and line. Then it
 //! compares the settings in force with the new ones, key by key: live
 //! keys are applied through the handles their parts own (log filter,
-//! DNS forwarders, metrics and console listeners, gossip's rekey timer, the edge's
-//! floating-IP permits), the others are logged as needing a restart and
-//! listed in `meshctl status` until meshd restarts. As at start-up, a
-//! flag on the command line wins over the file: a key it sets does not
-//! change on reload (logged).
+//! DNS forwarders, metrics and console listeners, gossip's rekey timer,
+//! the edge's floating-IP permits), the others are logged as needing a
+//! restart and listed in `meshctl status` until meshd restarts. As at
+//! start-up, a flag on the command line wins over the file: a key it sets
+//! does not change on reload (logged).
 
 use anyhow::{Context, Result};
 use std::net::SocketAddr;
@@ -280,8 +280,9 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    /// Starts the metrics and console listeners (when configured) and keeps what a
-    /// reload compares against. `file` is the file meshd started with.
+    /// Starts the metrics and console listeners (when configured) and
+    /// keeps what a reload compares against. `file` is the file meshd
+    /// started with.
     pub async fn start(
         flags: Flags,
         daemon: Arc<Daemon>,
