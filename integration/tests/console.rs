@@ -303,10 +303,12 @@ fn pages_show_the_mesh_live_and_a_remote_listener_needs_the_token() {
         Ok(())
     })
     .unwrap();
-    assert!(
-        lab.http(&ns3, h2_addr, "GET", "/", &[]).is_err(),
-        "the old listener is closed"
-    );
+    wait_for(Duration::from_secs(5), || {
+        let old = lab.http(&ns3, h2_addr, "GET", "/", &[]);
+        anyhow::ensure!(old.is_err(), "the old listener still answers");
+        Ok(())
+    })
+    .unwrap();
 }
 
 /// The pages at 100 hosts: the console's own files and a snapshot of a
