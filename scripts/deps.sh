@@ -46,6 +46,9 @@ install conntrack:conntrack
 # Docker plugin lab test: a private dockerd per lab host (docker.io brings
 # containerd and runc); the package test reads man pages with man-db.
 install dockerd:docker.io containerd:containerd man:man-db
+# The web console's lab test: headless Chromium reads the pages, and an
+# SSH tunnel (as README shows) reaches a loopback console.
+install chromium:chromium ssh:openssh-client /usr/sbin/sshd:openssh-server ssh-keygen:openssh-client
 # The book in docs/ (scripts/test.sh builds it): mdbook from crates.io,
 # only when it is not on PATH already (building it takes minutes).
 MDBOOK_VERSION=0.4.52

@@ -84,6 +84,11 @@ impl Client {
         self.get(routes::TOKEN).await
     }
 
+    /// The web console's login token (made on first use).
+    pub async fn console_token(&self) -> Result<TokenResponse, ClientError> {
+        self.get(routes::CONSOLE_TOKEN).await
+    }
+
     /// Rotates the mesh secret (revocation); returns the new token.
     pub async fn rotate_token(&self) -> Result<TokenResponse, ClientError> {
         self.post(routes::TOKEN_ROTATE, &serde_json::json!({}))

@@ -23,6 +23,8 @@ pub const DOCTOR: &str = "/v1/doctor";
 pub const ATTACHMENT_STATS: &str = "/v1/attachments/stats";
 /// `GET [?since_ms=MS&host=H]`: the audit trail of replicated writes (`meshctl log`).
 pub const LOG: &str = "/v1/log";
+/// `GET`: the web console's login token (made on first use).
+pub const CONSOLE_TOKEN: &str = "/v1/console/token";
 
 /// `DELETE /v1/peers/{peer}`: the peer is gone for good.
 pub fn peer(id: &str) -> String {

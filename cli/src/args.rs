@@ -5,12 +5,14 @@ use mesh_api::DEFAULT_SOCKET;
 use std::path::PathBuf;
 
 mod apply;
+mod console;
 mod edge;
 mod log;
 mod observe;
 mod traffic;
 
 pub use apply::{ApplyArgs, DeleteFilesArgs, ExportArgs};
+pub use console::ConsoleCommand;
 pub use edge::{FipCommand, FipPoolCommand};
 pub use log::{format_time, parse_since, LogArgs};
 pub use observe::{parse_interval, DoctorArgs, TopArgs};
@@ -175,6 +177,9 @@ pub enum Command {
     /// The mesh's networks, services, policies, QoS, floating-IP pools and
     /// floating IPs as YAML that `meshctl apply` takes.
     Export(ExportArgs),
+    /// The read-only web console meshd serves (`console_listen`).
+    #[command(subcommand)]
+    Console(ConsoleCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -485,6 +490,7 @@ mod tests {
             &["fip", "pool", "list"],
             &["expose", "blue"],
             &["fip", "create"],
+            &["console", "token"],
         ] {
             let mut argv = vec!["meshctl"];
             argv.extend_from_slice(args);
@@ -510,7 +516,8 @@ mod tests {
                 Command::Fip(FipCommand::List(o))
                 | Command::Fip(FipCommand::Pool(FipPoolCommand::List(o)))
                 | Command::Fip(FipCommand::Create { out: o, .. })
-                | Command::Expose { out: o, .. } => o.json,
+                | Command::Expose { out: o, .. }
+                | Command::Console(ConsoleCommand::Token(o)) => o.json,
                 other => panic!("{argv:?} parsed as {other:?}"),
             };
             assert!(json, "{argv:?}");

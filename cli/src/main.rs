@@ -260,6 +260,13 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Doctor(a) => return doctor::run(&c, a).await,
         Command::Top(a) => return top::run(&c, a).await,
         Command::Log(a) => return log::run(&c, a).await,
+        Command::Console(args::ConsoleCommand::Token(out)) => {
+            let t = c.console_token().await?;
+            if out.json {
+                return print::json(&t);
+            }
+            println!("{}", t.token);
+        }
         Command::Service(cmd) => return service::run(&c, cmd).await,
         Command::Lb(cmd) => return service::run_lb(&c, cmd).await,
         Command::Policy(cmd) => return traffic::run_policy(&c, cmd).await,

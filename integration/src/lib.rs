@@ -14,6 +14,7 @@
 
 pub mod bench;
 pub mod cnitool;
+pub mod console;
 mod dnsclient;
 pub mod docker;
 mod faults;

@@ -58,6 +58,11 @@ pub struct Flags {
     /// (off by default; the API socket always serves it).
     #[arg(long)]
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve the read-only web console on this address (off by default).
+    /// A loopback address needs no login; any other needs the token
+    /// `meshctl console token` prints.
+    #[arg(long)]
+    pub console_listen: Option<SocketAddr>,
     /// Data-plane AEAD policy: `auto` (AES-256-GCM with peers that also have
     /// AES hardware, else ChaCha20-Poly1305) or `chacha20-poly1305` (never
     /// offer AES-GCM).
@@ -120,6 +125,7 @@ pub struct FileConfig {
     #[serde(default)]
     pub dns_upstreams: Vec<SocketAddr>,
     pub metrics_listen: Option<SocketAddr>,
+    pub console_listen: Option<SocketAddr>,
     pub cipher: Option<CipherPolicy>,
     pub dp_workers: Option<usize>,
     pub rekey_interval: Option<u64>,
@@ -183,6 +189,8 @@ pub struct Settings {
     pub link_prefix: String,
     pub dns_upstreams: Vec<SocketAddr>,
     pub metrics_listen: Option<SocketAddr>,
+    /// The web console's listener, when it is on.
+    pub console_listen: Option<SocketAddr>,
     pub cipher: CipherPolicy,
     /// Data-plane workers per direction; `None`: one per core.
     pub dp_workers: Option<usize>,
@@ -342,6 +350,7 @@ impl Settings {
                 .unwrap_or_else(|| "info".to_string()),
             link_prefix,
             metrics_listen: flags.metrics_listen.or(file.metrics_listen),
+            console_listen: flags.console_listen.or(file.console_listen),
             cipher: match flags.cipher.or(file.cipher) {
                 Some(policy) => policy,
                 None => cipher_from_env(std::env::var("MESH_DP_CIPHER").ok().as_deref())?,

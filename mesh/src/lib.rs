@@ -49,6 +49,7 @@ pub mod traffic;
 
 // Wiring and the edges.
 pub mod config;
+pub mod console;
 pub mod daemon;
 pub mod doctor;
 pub mod error;

@@ -6,11 +6,11 @@
 //! value) changes nothing and its error names the file and line. Then it
 //! compares the settings in force with the new ones, key by key: live
 //! keys are applied through the handles their parts own (log filter,
-//! DNS forwarders, metrics listener, gossip's rekey timer, the edge's
-//! floating-IP permits), the others are logged as needing a restart and
-//! listed in `meshctl status` until meshd restarts. As at start-up, a
-//! flag on the command line wins over the file: a key it sets does not
-//! change on reload (logged).
+//! DNS forwarders, metrics and console listeners, gossip's rekey timer,
+//! the edge's floating-IP permits), the others are logged as needing a
+//! restart and listed in `meshctl status` until meshd restarts. As at
+//! start-up, a flag on the command line wins over the file: a key it sets
+//! does not change on reload (logged).
 
 use anyhow::{Context, Result};
 use std::net::SocketAddr;
@@ -72,6 +72,9 @@ pub static KEYS: &[Key] = &[
         .is_empty()),
     key!("metrics_listen", LIVE, |s| s.metrics_listen, |f| f
         .metrics_listen
+        .is_some()),
+    key!("console_listen", LIVE, |s| s.console_listen, |f| f
+        .console_listen
         .is_some()),
     key!("cipher", RESTART, |s| s.cipher, |f| f.cipher.is_some()),
     key!("dp_workers", RESTART, |s| s.dp_workers, |f| f
@@ -259,11 +262,12 @@ pub fn init_logging(filter: &str) -> LogFilter {
     })
 }
 
-/// What is in force now, and the metrics listener serving.
+/// What is in force now, and the metrics and console listeners serving.
 struct InForce {
     settings: Settings,
     file: FileConfig,
     metrics: Option<JoinHandle<()>>,
+    console: Option<JoinHandle<()>>,
     reloads: u64,
 }
 
@@ -276,8 +280,9 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    /// Starts the metrics listener (when configured) and keeps what a
-    /// reload compares against. `file` is the file meshd started with.
+    /// Starts the metrics and console listeners (when configured) and
+    /// keeps what a reload compares against. `file` is the file meshd
+    /// started with.
     pub async fn start(
         flags: Flags,
         daemon: Arc<Daemon>,
@@ -296,6 +301,17 @@ impl Reloader {
             },
             None => None,
         };
+        let console = match settings.console_listen {
+            Some(addr) => match crate::console::bind(&daemon, addr).await {
+                Ok(task) => Some(task),
+                Err(e) => {
+                    error!("console listener: {e:#}");
+                    settings.console_listen = None;
+                    None
+                }
+            },
+            None => None,
+        };
         Reloader {
             flags,
             daemon,
@@ -304,6 +320,7 @@ impl Reloader {
                 settings,
                 file,
                 metrics,
+                console,
                 reloads: 0,
             }),
         }
@@ -397,30 +414,16 @@ impl Reloader {
             "rekey_interval" => d.set_rekey_interval(new.rekey_interval),
             "fip_pools" => d.set_fip_pools(new.fip_pools.clone()),
             "metrics_listen" => {
-                let old_addr = st.settings.metrics_listen;
-                let Some(addr) = new.metrics_listen else {
-                    stop(st.metrics.take()).await;
-                    return Ok(());
-                };
-                // The new address is bound before the old one closes, so a
-                // bad one changes nothing; only the same port forces the
-                // old one to go first (and come back if the new one fails).
-                match bind_metrics(d, addr).await {
-                    Ok(task) => stop(st.metrics.replace(task)).await,
-                    Err(e) if old_addr.is_some_and(|o| o.port() == addr.port()) => {
-                        stop(st.metrics.take()).await;
-                        match bind_metrics(d, addr).await {
-                            Ok(task) => st.metrics = Some(task),
-                            Err(again) => {
-                                if let Some(old) = old_addr {
-                                    st.metrics = bind_metrics(d, old).await.ok();
-                                }
-                                return Err(again.context(e.to_string()));
-                            }
-                        }
-                    }
-                    Err(e) => return Err(e),
-                }
+                let old = st.settings.metrics_listen;
+                rebind(&mut st.metrics, old, new.metrics_listen, |a| {
+                    bind_metrics(d, a)
+                })
+                .await?
+            }
+            "console_listen" => {
+                let old = st.settings.console_listen;
+                let bind = |a| crate::console::bind(d, a);
+                rebind(&mut st.console, old, new.console_listen, bind).await?
             }
             other => anyhow::bail!("{other} has no live handle (a bug: see reload::KEYS)"),
         }
@@ -428,7 +431,44 @@ impl Reloader {
     }
 }
 
-/// Ends a metrics listener task and waits until its socket is closed.
+/// Moves a listener from `old` to `new` (none: stops it). The new address
+/// is bound before the old one closes, so a bad one changes nothing; only
+/// the same port forces the old one to go first (and come back if the new
+/// one fails).
+async fn rebind<F, Fut>(
+    task: &mut Option<JoinHandle<()>>,
+    old: Option<SocketAddr>,
+    new: Option<SocketAddr>,
+    bind: F,
+) -> Result<()>
+where
+    F: Fn(SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = Result<JoinHandle<()>>>,
+{
+    let Some(addr) = new else {
+        stop(task.take()).await;
+        return Ok(());
+    };
+    match bind(addr).await {
+        Ok(t) => stop(task.replace(t)).await,
+        Err(e) if old.is_some_and(|o| o.port() == addr.port()) => {
+            stop(task.take()).await;
+            match bind(addr).await {
+                Ok(t) => *task = Some(t),
+                Err(again) => {
+                    if let Some(old) = old {
+                        *task = bind(old).await.ok();
+                    }
+                    return Err(again.context(e.to_string()));
+                }
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(())
+}
+
+/// Ends a listener task and waits until its socket is closed.
 async fn stop(task: Option<tokio::task::JoinHandle<()>>) {
     if let Some(task) = task {
         task.abort();
@@ -445,6 +485,7 @@ fn revert(key: &str, into: &mut Settings, from: &Settings) {
         "fip_pools" => into.fip_pools = from.fip_pools.clone(),
         // The old listener is gone: none is in force.
         "metrics_listen" => into.metrics_listen = None,
+        "console_listen" => into.console_listen = None,
         _ => {}
     }
 }

@@ -35,6 +35,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route(routes::ATTACHMENT_STATS, get(attachment_stats))
         .route(routes::DOCTOR, get(doctor))
         .route(routes::LOG, get(journal))
+        .route(routes::CONSOLE_TOKEN, get(console_token))
         .route(routes::ATTACH, post(attach))
         .route(routes::DETACH, post(detach))
         .route(routes::IPAM, get(ipam))
@@ -182,6 +183,12 @@ async fn peers(State(d): D) -> ApiResult<Vec<api::PeerStatus>> {
 
 async fn token(State(d): D) -> ApiResult<api::TokenResponse> {
     Ok(Json(api::TokenResponse { token: d.token() }))
+}
+
+async fn console_token(State(d): D) -> ApiResult<api::TokenResponse> {
+    let token = crate::console::auth::load_or_create(&d.settings.state_dir)
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    Ok(Json(api::TokenResponse { token }))
 }
 
 async fn rotate_token(State(d): D) -> ApiResult<api::TokenResponse> {

@@ -58,6 +58,7 @@ fn every_key_of_the_file_is_classified() {
             "log",
             "dns_upstreams",
             "metrics_listen",
+            "console_listen",
             "rekey_interval",
             "fip_pools"
         ]

@@ -1,0 +1,185 @@
+//! Who may read the console. A loopback listener is open to whoever can
+//! reach it (someone on this host, or through an SSH tunnel). Any other
+//! listener checks every request, static files included: the console
+//! token (32 random bytes, hex) as `Authorization: Bearer TOKEN`, or the
+//! cookie `/login?token=TOKEN` sets. The token lives 0600 in the state
+//! directory; `meshctl console token` prints it.
+
+use axum::http::{header, HeaderMap};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use subtle::ConstantTimeEq;
+
+/// The token's file in meshd's state directory.
+pub const TOKEN_FILE: &str = "console.token";
+/// The cookie `/login` sets.
+pub const COOKIE: &str = "mesh_console";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("reading the console token {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("writing the console token {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the console token {path} is not 64 hex digits; delete it and a new one is made")]
+    Malformed { path: PathBuf },
+}
+
+/// The token in `state_dir`, made (0600) on first use.
+pub fn load_or_create(state_dir: &Path) -> Result<String, TokenError> {
+    let path = state_dir.join(TOKEN_FILE);
+    let token = hex::encode(rand::random::<[u8; 32]>());
+    let made = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path);
+    match made {
+        Ok(mut f) => {
+            f.write_all(format!("{token}\n").as_bytes())
+                .and_then(|()| f.sync_all())
+                .map_err(|source| TokenError::Write {
+                    path: path.clone(),
+                    source,
+                })?;
+            Ok(token)
+        }
+        // Made earlier (or just now by the other caller): read it.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read(&path),
+        Err(source) => Err(TokenError::Write { path, source }),
+    }
+}
+
+fn read(path: &Path) -> Result<String, TokenError> {
+    let text = std::fs::read_to_string(path).map_err(|source| TokenError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let token = text.trim();
+    if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(TokenError::Malformed {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(token.to_ascii_lowercase())
+}
+
+/// What a listener asks of a request.
+#[derive(Clone)]
+pub enum Access {
+    /// Loopback: nothing.
+    Open,
+    /// Elsewhere: the token.
+    Token(String),
+}
+
+impl Access {
+    /// Whether `headers` carry the token (always, for an open listener).
+    pub fn allows(&self, headers: &HeaderMap) -> bool {
+        let Access::Token(token) = self else {
+            return true;
+        };
+        bearer(headers)
+            .into_iter()
+            .chain(cookies(headers))
+            .any(|given| same(given, token))
+    }
+
+    /// Whether `given` is the token (the `/login` form).
+    pub fn accepts(&self, given: &str) -> bool {
+        match self {
+            Access::Open => true,
+            Access::Token(token) => same(given, token),
+        }
+    }
+}
+
+/// Constant time in the token's content, so a guess learns nothing from
+/// how fast it fails.
+fn same(given: &str, token: &str) -> bool {
+    given.as_bytes().ct_eq(token.as_bytes()).into()
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+}
+
+fn cookies(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
+}
+
+/// The `Set-Cookie` value `/login` answers: not readable by scripts, sent
+/// only to this site, for a day.
+pub fn set_cookie(token: &str) -> String {
+    format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age=86400")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn the_token_is_made_once_0600_and_a_bad_file_is_named() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("meshconsole-tok-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = load_or_create(&dir).unwrap();
+        let b = load_or_create(&dir).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 64);
+        let mode = std::fs::metadata(dir.join(TOKEN_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        std::fs::write(dir.join(TOKEN_FILE), "short\n").unwrap();
+        let e = load_or_create(&dir).unwrap_err().to_string();
+        assert!(e.contains(TOKEN_FILE) && e.contains("64 hex"), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn bearer_or_cookie_carries_the_token() {
+        let t = "ab".repeat(32);
+        let access = Access::Token(t.clone());
+        let mut h = HeaderMap::new();
+        assert!(!access.allows(&h));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {t}")).unwrap(),
+        );
+        assert!(access.allows(&h));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer nope"),
+        );
+        assert!(!access.allows(&h));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_str(&format!("a=b; {COOKIE}={t}")).unwrap(),
+        );
+        assert!(access.allows(&h));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_str(&format!("{COOKIE}=x{t}")).unwrap(),
+        );
+        assert!(!access.allows(&h));
+        assert!(Access::Open.allows(&HeaderMap::new()));
+        assert!(access.accepts(&t) && !access.accepts(""));
+    }
+}
