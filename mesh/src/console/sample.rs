@@ -140,6 +140,11 @@ pub fn inputs(peers: Vec<PeerStatus>, tx: u64) -> Inputs {
         qos: vec![],
         services: vec![],
         fips: vec![],
+        labels: [(
+            ("blue".to_string(), "10.70.0.3".to_string()),
+            [("tier".to_string(), "db".to_string())].into(),
+        )]
+        .into(),
     }
 }
 

@@ -129,6 +129,8 @@ pub struct Inputs {
     pub qos: Vec<QosEntry>,
     pub services: Vec<Service>,
     pub fips: Vec<Fip>,
+    /// Labels of every container of the mesh, by (network, address).
+    pub labels: BTreeMap<(String, String), BTreeMap<String, String>>,
 }
 
 impl Inputs {
@@ -143,6 +145,7 @@ impl Inputs {
             qos: d.traffic().qos(),
             services: d.services().list(),
             fips: d.edge().list_fips(),
+            labels: d.services().labels_by_address(),
         }
     }
 }
@@ -224,7 +227,11 @@ pub fn build(i: Inputs, prev: &mut Counters, now: Instant) -> View {
             ip6: r.ip6.clone(),
             host: r.host.clone(),
             live: r.live,
-            labels: BTreeMap::new(),
+            labels: i
+                .labels
+                .get(&(network.to_string(), r.ip.clone()))
+                .cloned()
+                .unwrap_or_default(),
             tx_bps: None,
             rx_bps: None,
         });

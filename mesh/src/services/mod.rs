@@ -375,6 +375,15 @@ impl Services {
         }
     }
 
+    /// The labels every container was attached with, mesh-wide (the
+    /// replicated label records), by (network, IPv4 address).
+    pub fn labels_by_address(&self) -> BTreeMap<(String, String), BTreeMap<String, String>> {
+        rec::live(&self.ch.labels)
+            .into_values()
+            .map(|l| ((l.network, l.ip.to_string()), l.labels))
+            .collect()
+    }
+
     pub fn list(&self) -> Vec<api::Service> {
         self.all().values().map(|d| self.view(d)).collect()
     }
