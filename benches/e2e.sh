@@ -40,13 +40,15 @@ if [[ -z ${SKIP_INSTALL:-} ]]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   fi
-  for tool in boringtun-cli gotatun-cli; do
-    if ! command -v "$tool" >/dev/null 2>&1 && [[ ! -x ${CARGO_HOME:-$HOME/.cargo}/bin/$tool ]]; then
-      echo "e2e.sh: cargo install $tool (a few minutes)" >&2
+  # executable:crate
+  for pair in boringtun-cli:boringtun-cli gotatun:gotatun-cli; do
+    bin=${pair%%:*}; crate=${pair#*:}
+    if ! command -v "$bin" >/dev/null 2>&1 && [[ ! -x ${CARGO_HOME:-$HOME/.cargo}/bin/$bin ]]; then
+      echo "e2e.sh: cargo install $crate (a few minutes)" >&2
       # its own target dir, so the workspace's is not disturbed
-      CARGO_TARGET_DIR=${TMPDIR:-/tmp}/$tool-build cargo install --locked "$tool" \
-        || CARGO_TARGET_DIR=${TMPDIR:-/tmp}/$tool-build cargo install "$tool" \
-        || echo "e2e.sh: $tool install failed; its row will say FAILED" >&2
+      CARGO_TARGET_DIR=${TMPDIR:-/tmp}/$crate-build cargo install --locked "$crate" \
+        || CARGO_TARGET_DIR=${TMPDIR:-/tmp}/$crate-build cargo install "$crate" \
+        || echo "e2e.sh: $crate install failed; its row will say FAILED" >&2
     fi
   done
 fi

@@ -51,7 +51,7 @@ pub(super) fn hosts(mode: &str) -> usize {
 }
 
 /// Finds an executable: `$ENVVAR`, then PATH, then cargo's bin directory
-/// (where `cargo install boringtun-cli` / `gotatun-cli` put them).
+/// (where `cargo install boringtun-cli gotatun-cli` puts them).
 pub(super) fn find_tool(name: &str, env: &str) -> Option<PathBuf> {
     if let Some(p) = std::env::var_os(env) {
         let p = PathBuf::from(p);
@@ -360,7 +360,8 @@ fn setup_wireguard(lab: &mut Lab, kind: Wg, sockets: &mut Vec<PathBuf>) -> Resul
     let (bin, net, tag) = match kind {
         Wg::Go => (tool("wireguard-go", "WIREGUARD_GO")?, 4u32, "g"),
         Wg::Boringtun => (tool("boringtun-cli", "BORINGTUN")?, 5u32, "b"),
-        Wg::Gotatun => (tool("gotatun-cli", "GOTATUN")?, 6u32, "t"),
+        // `cargo install gotatun-cli` installs it as `gotatun`.
+        Wg::Gotatun => (tool("gotatun", "GOTATUN")?, 6u32, "t"),
     };
     let mtu = 1420;
     let ifs: Vec<String> = (1..=2).map(|i| format!("{}{tag}{i}", lab.prefix)).collect();
@@ -379,7 +380,7 @@ fn setup_wireguard(lab: &mut Lab, kind: Wg, sockets: &mut Vec<PathBuf>) -> Resul
         let ns = lab.hosts[i].netns.clone();
         let logname = format!("wg{}.log", i + 1);
         let pid = if kind != Wg::Go {
-            // boringtun-cli and gotatun-cli take the same arguments.
+            // boringtun-cli and gotatun take the same arguments.
             let out = lab
                 .dir
                 .join(format!("{tag}wg{}.out", i + 1))
