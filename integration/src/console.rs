@@ -40,8 +40,14 @@ impl Lab {
         headers: &[&str],
     ) -> Result<Answer> {
         let fd = mesh_sys::netns::open(format!("/run/netns/{ns}"))?;
-        let mut request =
-            format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+        // `Host` is the address asked, unless the caller names another.
+        let own_host = headers
+            .iter()
+            .any(|h| h.to_ascii_lowercase().starts_with("host:"));
+        let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+        if !own_host {
+            request.push_str(&format!("Host: {addr}\r\n"));
+        }
         for h in headers {
             request.push_str(h);
             request.push_str("\r\n");

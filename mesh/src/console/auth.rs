@@ -32,28 +32,37 @@ pub enum TokenError {
     Malformed { path: PathBuf },
 }
 
-/// The token in `state_dir`, made (0600) on first use.
+/// The token in `state_dir`, made (0600) on first use: written whole to a
+/// file of its own and linked into place, so a reader never sees half a
+/// token and two makers agree on one.
 pub fn load_or_create(state_dir: &Path) -> Result<String, TokenError> {
     let path = state_dir.join(TOKEN_FILE);
+    if path.exists() {
+        return read(&path);
+    }
     let token = hex::encode(rand::random::<[u8; 32]>());
-    let made = std::fs::OpenOptions::new()
+    let tmp = state_dir.join(format!(".{TOKEN_FILE}.{}", std::process::id()));
+    let write_err = |source| TokenError::Write {
+        path: path.clone(),
+        source,
+    };
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(&path);
-    match made {
-        Ok(mut f) => {
-            f.write_all(format!("{token}\n").as_bytes())
-                .and_then(|()| f.sync_all())
-                .map_err(|source| TokenError::Write {
-                    path: path.clone(),
-                    source,
-                })?;
-            Ok(token)
-        }
-        // Made earlier (or just now by the other caller): read it.
+        .open(&tmp)
+        .map_err(write_err)?;
+    let written = f
+        .write_all(format!("{token}\n").as_bytes())
+        .and_then(|()| f.sync_all())
+        .and_then(|()| std::fs::hard_link(&tmp, &path));
+    let _ = std::fs::remove_file(&tmp);
+    match written {
+        Ok(()) => Ok(token),
+        // Made by another caller meanwhile: theirs is the token.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read(&path),
-        Err(source) => Err(TokenError::Write { path, source }),
+        Err(source) => Err(write_err(source)),
     }
 }
 
@@ -71,6 +80,28 @@ fn read(path: &Path) -> Result<String, TokenError> {
     Ok(token.to_ascii_lowercase())
 }
 
+/// Whether a request's `Host` names this machine's loopback (`localhost`,
+/// `127.0.0.1`, `[::1]`, any port): an open listener answers nothing else,
+/// so a web page whose name an attacker re-points at 127.0.0.1 (DNS
+/// rebinding) cannot read it from the operator's browser. A request
+/// without `Host` (HTTP/1.0 tools) is not from a browser.
+pub fn loopback_host(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST) else {
+        return true;
+    };
+    let Ok(host) = host.to_str() else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// What a listener asks of a request.
 #[derive(Clone)]
 pub enum Access {
@@ -86,10 +117,9 @@ impl Access {
         let Access::Token(token) = self else {
             return true;
         };
-        bearer(headers)
-            .into_iter()
-            .chain(cookies(headers))
-            .any(|given| same(given, token))
+        let session = session(token);
+        bearer(headers).is_some_and(|given| same(given, token))
+            || cookies(headers).any(|given| same(given, &session))
     }
 
     /// Whether `given` is the token (the `/login` form).
@@ -122,10 +152,20 @@ fn cookies(headers: &HeaderMap) -> impl Iterator<Item = &str> {
         .filter_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
 }
 
+/// The cookie's value: derived from the token, not the token, since a
+/// browser sends a host's cookies to every port of it.
+pub fn session(token: &str) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, token.as_bytes());
+    hex::encode(ring::hmac::sign(&key, b"mesh console session").as_ref())
+}
+
 /// The `Set-Cookie` value `/login` answers: not readable by scripts, sent
 /// only to this site, for a day.
 pub fn set_cookie(token: &str) -> String {
-    format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age=86400")
+    format!(
+        "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age=86400",
+        session(token)
+    )
 }
 
 #[cfg(test)]
@@ -154,6 +194,34 @@ mod tests {
     }
 
     #[test]
+    fn only_loopback_names_reach_an_open_listener() {
+        let with = |host: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::HOST, HeaderValue::from_str(host).unwrap());
+            loopback_host(&h)
+        };
+        for ok in [
+            "127.0.0.1:7880",
+            "localhost:9000",
+            "LOCALHOST",
+            "[::1]:7880",
+            "127.0.0.2",
+        ] {
+            assert!(with(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example:7880",
+            "evil.example",
+            "10.0.0.1:7880",
+            "[fe80::1]:80",
+            "localhost.evil.example",
+        ] {
+            assert!(!with(bad), "{bad}");
+        }
+        assert!(loopback_host(&HeaderMap::new()), "no Host: not a browser");
+    }
+
+    #[test]
     fn bearer_or_cookie_carries_the_token() {
         let t = "ab".repeat(32);
         let access = Access::Token(t.clone());
@@ -169,15 +237,13 @@ mod tests {
             HeaderValue::from_static("Bearer nope"),
         );
         assert!(!access.allows(&h));
-        h.insert(
-            header::COOKIE,
-            HeaderValue::from_str(&format!("a=b; {COOKIE}={t}")).unwrap(),
-        );
+        let cookie = |v: &str| HeaderValue::from_str(&format!("a=b; {COOKIE}={v}")).unwrap();
+        h.insert(header::COOKIE, cookie(&session(&t)));
         assert!(access.allows(&h));
-        h.insert(
-            header::COOKIE,
-            HeaderValue::from_str(&format!("{COOKIE}=x{t}")).unwrap(),
-        );
+        // The cookie is the session value, never the token itself.
+        h.insert(header::COOKIE, cookie(&t));
+        assert!(!access.allows(&h));
+        h.insert(header::COOKIE, cookie(&format!("x{}", session(&t))));
         assert!(!access.allows(&h));
         assert!(Access::Open.allows(&HeaderMap::new()));
         assert!(access.accepts(&t) && !access.accepts(""));

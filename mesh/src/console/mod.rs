@@ -6,6 +6,7 @@
 //! from elsewhere. Nothing it serves changes state: only GET and HEAD.
 
 pub mod auth;
+mod listener;
 pub mod sample;
 mod server;
 pub mod view;
@@ -14,7 +15,7 @@ use anyhow::{Context, Result};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
-use tracing::{error, info};
+use tracing::info;
 
 use crate::daemon::Daemon;
 
@@ -39,9 +40,6 @@ pub async fn bind(daemon: &Arc<Daemon>, addr: SocketAddr) -> Result<JoinHandle<(
         ),
     }
     let app = router(daemon.clone(), access);
-    Ok(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            error!("console listener {addr}: {e:#}");
-        }
-    }))
+    // Aborting this task (a reload) closes every connection it serves.
+    Ok(tokio::spawn(listener::serve(listener, app)))
 }

@@ -108,6 +108,13 @@ async fn answer(c: &Console, method: &Method, uri: &Uri, headers: &HeaderMap) ->
         )
             .into_response();
     }
+    if matches!(c.access, Access::Open) && !auth::loopback_host(headers) {
+        return (
+            StatusCode::MISDIRECTED_REQUEST,
+            "421: this console answers only to localhost, 127.0.0.1 or [::1]\n",
+        )
+            .into_response();
+    }
     let path = uri.path();
     if path == "/login" {
         return login(&c.access, uri.query().unwrap_or(""));
@@ -127,8 +134,13 @@ async fn answer(c: &Console, method: &Method, uri: &Uri, headers: &HeaderMap) ->
         "/api/doctor" => json(
             c.doctor
                 .get(|| async {
-                    match d.doctor(None).await {
-                        Ok(report) => serde_json::json!({ "report": report }),
+                    // In a task of its own: a viewer who leaves does not
+                    // cancel a run half way.
+                    let d = d.clone();
+                    let run = tokio::spawn(async move { d.doctor(None).await });
+                    match run.await {
+                        Ok(Ok(report)) => serde_json::json!({ "report": report }),
+                        Ok(Err(e)) => serde_json::json!({ "error": e.to_string() }),
                         Err(e) => serde_json::json!({ "error": e.to_string() }),
                     }
                 })
@@ -221,7 +233,7 @@ mod tests {
         assert_eq!(ok.status(), StatusCode::SEE_OTHER);
         let cookie = ok.headers()[header::SET_COOKIE].to_str().unwrap();
         assert!(
-            cookie.starts_with(&format!("{}={t};", auth::COOKIE)),
+            cookie.starts_with(&format!("{}={};", auth::COOKIE, auth::session(&t))),
             "{cookie}"
         );
         assert!(!login(&Access::Open, "")

@@ -150,6 +150,9 @@ impl Inputs {
     }
 }
 
+/// The longest gap between two snapshots that still gives a rate.
+const RATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Counters of the previous snapshot, by host interface: rates are the
 /// difference over the time between two snapshots.
 #[derive(Default)]
@@ -159,10 +162,12 @@ pub struct Counters {
 }
 
 pub fn build(i: Inputs, prev: &mut Counters, now: Instant) -> View {
+    // Rates over a longer gap (nobody watched for a while) would be
+    // averages of the past, not rates of now.
     let secs = prev
         .at
         .map(|t| now.duration_since(t).as_secs_f64())
-        .filter(|s| *s > 0.0);
+        .filter(|s| *s > 0.0 && *s <= RATE_WINDOW.as_secs_f64());
     let mut rates: HashMap<&str, (f64, f64)> = HashMap::new();
     let mut bytes = HashMap::new();
     for s in &i.stats {
@@ -284,8 +289,15 @@ pub fn build(i: Inputs, prev: &mut Counters, now: Instant) -> View {
                 via,
                 path: p.path.clone(),
                 state: p.state,
-                rtt_ms: p.path_rtt_ms.or(p.rtt_ms),
-                loss: p.path_loss,
+                // The data path's own; an idle direct path has not been
+                // probed lately, and the control link's RTT is the same
+                // route's. Nothing for a relayed one, nor a down one.
+                rtt_ms: match kind {
+                    LinkKind::Down => None,
+                    LinkKind::Direct => p.path_rtt_ms.or(p.rtt_ms),
+                    _ => p.path_rtt_ms,
+                },
+                loss: (kind != LinkKind::Down).then_some(p.path_loss).flatten(),
                 address: p.address.clone(),
                 version: p.version.clone(),
             }

@@ -37,10 +37,18 @@ fn networks_carry_local_and_remote_containers_with_rates() {
     assert!(!n.containers[1].live);
     assert_eq!(n.containers[0].tx_bps, None, "no rate from one sample");
 
-    let v = build(inputs(peers, 3000), &mut prev, t0 + Duration::from_secs(2));
+    let v = build(
+        inputs(peers.clone(), 3000),
+        &mut prev,
+        t0 + Duration::from_secs(2),
+    );
     let web = &v.networks[0].containers[0];
     assert_eq!(web.tx_bps, Some(1000.0));
     assert_eq!(web.rx_bps, Some(2000.0));
+    // After a minute nobody watched, the next snapshot shows no rate
+    // rather than the minute's average.
+    let v = build(inputs(peers, 9000), &mut prev, t0 + Duration::from_secs(62));
+    assert_eq!(v.networks[0].containers[0].tx_bps, None);
 }
 
 /// The 100-host case: the snapshot every viewer shares, built from 99

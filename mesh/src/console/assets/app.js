@@ -9,6 +9,7 @@ const SVG = "http://www.w3.org/2000/svg";
 const page = location.pathname.replace(/^\/+|\/+$/g, "") || "topology";
 let ticks = 0;
 let doctor = null;
+let lastView = null;
 let hot = null; // the peer under the pointer or picked, kept across polls
 const topo = { svg: null, nodes: new Map(), links: new Map(), vias: new Map() };
 
@@ -294,10 +295,16 @@ async function fetchJson(url) {
 
 async function poll() {
   try {
+    // The checks take a while (they probe every peer): asked alongside the
+    // view, never holding it up, and drawn when they come.
     if (page === "host" && (doctor === null || ticks % DOCTOR_EVERY === 0)) {
-      doctor = await fetchJson("/api/doctor");
+      fetchJson("/api/doctor").then((d) => {
+        doctor = d;
+        if (lastView && page === "host") host(lastView);
+      }, () => {});
     }
     const v = await fetchJson("/api/view");
+    lastView = v;
     const render = pages[page];
     if (!render) {
       show(el("p", {}, `No page ${page}.`));
