@@ -389,7 +389,12 @@ impl Reloader {
                     error!("{key} changed in {file_name}: not applied: {e:#}");
                     errors.push(format!("{key}: {e:#}"));
                     // The value in force stays, so the next reload retries.
-                    revert(key, &mut in_force, &st.settings);
+                    let running = match *key {
+                        "metrics_listen" => st.metrics.is_some(),
+                        "console_listen" => st.console.is_some(),
+                        _ => true,
+                    };
+                    revert(key, &mut in_force, &st.settings, running);
                 }
             }
         }
@@ -456,10 +461,19 @@ where
             match bind(addr).await {
                 Ok(t) => *task = Some(t),
                 Err(again) => {
+                    let mut err = again.context(e.to_string());
                     if let Some(old) = old {
-                        *task = bind(old).await.ok();
+                        match bind(old).await {
+                            Ok(t) => *task = Some(t),
+                            Err(lost) => {
+                                err = err.context(format!(
+                                    "and the old listener {old} could not be opened again \
+                                     ({lost:#}): none is serving"
+                                ))
+                            }
+                        }
                     }
-                    return Err(again.context(e.to_string()));
+                    return Err(err);
                 }
             }
         }
@@ -476,16 +490,18 @@ async fn stop(task: Option<tokio::task::JoinHandle<()>>) {
     }
 }
 
-/// Puts `key` of `into` back to its value in `from` (a live change failed).
-fn revert(key: &str, into: &mut Settings, from: &Settings) {
+/// Puts `key` of `into` back to its value in `from` (a live change
+/// failed). A listener's old address is in force only if its listener
+/// still serves (`running`): a failed move on the same port may have lost
+/// it.
+fn revert(key: &str, into: &mut Settings, from: &Settings, running: bool) {
     match key {
         "log" => into.log = from.log.clone(),
         "dns_upstreams" => into.dns_upstreams = from.dns_upstreams.clone(),
         "rekey_interval" => into.rekey_interval = from.rekey_interval,
         "fip_pools" => into.fip_pools = from.fip_pools.clone(),
-        // The old listener is gone: none is in force.
-        "metrics_listen" => into.metrics_listen = None,
-        "console_listen" => into.console_listen = None,
+        "metrics_listen" => into.metrics_listen = from.metrics_listen.filter(|_| running),
+        "console_listen" => into.console_listen = from.console_listen.filter(|_| running),
         _ => {}
     }
 }

@@ -185,3 +185,43 @@ fn the_docs_say_which_keys_reload_live() {
     }
     assert_eq!(seen, KEYS.len(), "docs/meshd.md lacks keys");
 }
+
+/// What a failed listener move leaves serving: the old listener after a
+/// bad new address; after a failed same-port move, the old one opened
+/// again, or none (and the error says so).
+#[tokio::test]
+async fn a_failed_listener_move_says_what_still_serves() {
+    use std::net::SocketAddr;
+    let old: SocketAddr = "127.0.0.1:7880".parse().unwrap();
+    let other_port: SocketAddr = "127.0.0.2:7881".parse().unwrap();
+    let same_port: SocketAddr = "127.0.0.2:7880".parse().unwrap();
+    let serving = || Some(tokio::spawn(std::future::pending::<()>()));
+    let only_old = |a: SocketAddr| async move {
+        anyhow::ensure!(a == old, "cannot bind {a}");
+        Ok(tokio::spawn(std::future::pending::<()>()))
+    };
+    let nothing = |a: SocketAddr| async move {
+        anyhow::bail!("cannot bind {a}");
+        #[allow(unreachable_code)]
+        Ok(tokio::spawn(async {}))
+    };
+
+    let mut task = serving();
+    assert!(rebind(&mut task, Some(old), Some(other_port), only_old)
+        .await
+        .is_err());
+    assert!(task.is_some(), "the old listener was never stopped");
+
+    let mut task = serving();
+    assert!(rebind(&mut task, Some(old), Some(same_port), only_old)
+        .await
+        .is_err());
+    assert!(task.is_some(), "the old listener is open again");
+
+    let mut task = serving();
+    let e = rebind(&mut task, Some(old), Some(same_port), nothing)
+        .await
+        .unwrap_err();
+    assert!(task.is_none());
+    assert!(format!("{e:#}").contains("none is serving"), "{e:#}");
+}
