@@ -107,33 +107,41 @@ pub fn loopback_host(headers: &HeaderMap) -> bool {
 pub enum Access {
     /// Loopback: nothing.
     Open,
-    /// Elsewhere: the token.
-    Token(String),
+    /// Elsewhere: the token in this state directory, read on every
+    /// check, so a new token (file deleted, `meshctl console token` makes
+    /// the next) is in force at once.
+    Token(PathBuf),
 }
 
 impl Access {
-    /// Whether `headers` carry the token (always, for an open listener).
-    pub fn allows(&self, headers: &HeaderMap) -> bool {
-        let Access::Token(token) = self else {
-            return true;
+    /// The token now in force; none if its file cannot be read (then
+    /// nothing is let in, and the log says why).
+    pub fn token(&self) -> Option<String> {
+        let Access::Token(dir) = self else {
+            return None;
         };
-        let session = session(token);
-        bearer(headers).is_some_and(|given| same(given, token))
-            || cookies(headers).any(|given| same(given, &session))
+        load_or_create(dir)
+            .inspect_err(|e| tracing::warn!("console: {e}"))
+            .ok()
     }
 
-    /// Whether `given` is the token (the `/login` form).
-    pub fn accepts(&self, given: &str) -> bool {
-        match self {
-            Access::Open => true,
-            Access::Token(token) => same(given, token),
+    /// Whether `headers` carry the token (always, for an open listener).
+    pub fn allows(&self, headers: &HeaderMap) -> bool {
+        if matches!(self, Access::Open) {
+            return true;
         }
+        let Some(token) = self.token() else {
+            return false;
+        };
+        let session = session(&token);
+        bearer(headers).is_some_and(|given| same(given, &token))
+            || cookies(headers).any(|given| same(given, &session))
     }
 }
 
 /// Constant time in the token's content, so a guess learns nothing from
 /// how fast it fails.
-fn same(given: &str, token: &str) -> bool {
+pub(crate) fn same(given: &str, token: &str) -> bool {
     given.as_bytes().ct_eq(token.as_bytes()).into()
 }
 
@@ -169,17 +177,18 @@ pub fn set_cookie(token: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use axum::http::HeaderValue;
 
     #[test]
     fn the_token_is_made_once_0600_and_a_bad_file_is_named() {
         use std::os::unix::fs::PermissionsExt;
-        let dir = std::env::temp_dir().join(format!("meshconsole-tok-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let a = load_or_create(&dir).unwrap();
-        let b = load_or_create(&dir).unwrap();
+        let dir = TokenDir::new("made", "x");
+        std::fs::remove_file(dir.0.join(TOKEN_FILE)).unwrap();
+        let dir = &dir.0;
+        let a = load_or_create(dir).unwrap();
+        let b = load_or_create(dir).unwrap();
         assert_eq!(a, b);
         assert_eq!(a.len(), 64);
         let mode = std::fs::metadata(dir.join(TOKEN_FILE))
@@ -188,9 +197,8 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         std::fs::write(dir.join(TOKEN_FILE), "short\n").unwrap();
-        let e = load_or_create(&dir).unwrap_err().to_string();
+        let e = load_or_create(dir).unwrap_err().to_string();
         assert!(e.contains(TOKEN_FILE) && e.contains("64 hex"), "{e}");
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
@@ -221,10 +229,28 @@ mod tests {
         assert!(loopback_host(&HeaderMap::new()), "no Host: not a browser");
     }
 
+    /// A state directory holding `token`, removed on drop.
+    pub(crate) struct TokenDir(pub PathBuf);
+    impl TokenDir {
+        pub(crate) fn new(tag: &str, token: &str) -> TokenDir {
+            let dir =
+                std::env::temp_dir().join(format!("meshconsole-{tag}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(TOKEN_FILE), format!("{token}\n")).unwrap();
+            TokenDir(dir)
+        }
+    }
+    impl Drop for TokenDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
     #[test]
-    fn bearer_or_cookie_carries_the_token() {
+    fn bearer_or_cookie_carries_the_token_in_force() {
         let t = "ab".repeat(32);
-        let access = Access::Token(t.clone());
+        let dir = TokenDir::new("carry", &t);
+        let access = Access::Token(dir.0.clone());
         let mut h = HeaderMap::new();
         assert!(!access.allows(&h));
         h.insert(
@@ -246,6 +272,20 @@ mod tests {
         h.insert(header::COOKIE, cookie(&format!("x{}", session(&t))));
         assert!(!access.allows(&h));
         assert!(Access::Open.allows(&HeaderMap::new()));
-        assert!(access.accepts(&t) && !access.accepts(""));
+        // A new token (the file deleted, then made again) is in force at
+        // once; the old one is not.
+        std::fs::remove_file(dir.0.join(TOKEN_FILE)).unwrap();
+        let fresh = load_or_create(&dir.0).unwrap();
+        assert_ne!(fresh, t);
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {t}")).unwrap(),
+        );
+        assert!(!access.allows(&h));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {fresh}")).unwrap(),
+        );
+        assert!(access.allows(&h));
     }
 }

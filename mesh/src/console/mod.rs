@@ -27,7 +27,9 @@ pub async fn bind(daemon: &Arc<Daemon>, addr: SocketAddr) -> Result<JoinHandle<(
     let access = if addr.ip().is_loopback() {
         auth::Access::Open
     } else {
-        auth::Access::Token(auth::load_or_create(&daemon.settings.state_dir)?)
+        // Made now, so a bad state directory is the bind's error.
+        auth::load_or_create(&daemon.settings.state_dir)?;
+        auth::Access::Token(daemon.settings.state_dir.clone())
     };
     let listener = tokio::net::TcpListener::bind(addr)
         .await

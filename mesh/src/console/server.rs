@@ -156,10 +156,11 @@ async fn answer(c: &Console, method: &Method, uri: &Uri, headers: &HeaderMap) ->
 
 /// `/login?token=TOKEN`: the cookie, then the topology page.
 fn login(access: &Access, query: &str) -> Response {
-    let token = url_token(query);
-    match (access, token) {
-        (Access::Open, _) => redirect(None),
-        (Access::Token(t), Some(given)) if access.accepts(&given) => redirect(Some(t)),
+    if matches!(access, Access::Open) {
+        return redirect(None);
+    }
+    match (access.token(), url_token(query)) {
+        (Some(t), Some(given)) if auth::same(&given, &t) => redirect(Some(&t)),
         _ => unauthorized(),
     }
 }
@@ -223,7 +224,8 @@ mod tests {
     #[test]
     fn a_wrong_or_missing_login_is_401_and_the_right_one_sets_the_cookie() {
         let t = "cd".repeat(32);
-        let access = Access::Token(t.clone());
+        let dir = auth::tests::TokenDir::new("login", &t);
+        let access = Access::Token(dir.0.clone());
         assert_eq!(login(&access, "").status(), StatusCode::UNAUTHORIZED);
         assert_eq!(
             login(&access, "token=nope").status(),
