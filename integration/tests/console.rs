@@ -307,6 +307,24 @@ fn pages_show_the_mesh_live_and_a_remote_listener_needs_the_token() {
         "{dom}"
     );
 
+    // docs/console.md's rotation: delete the file, ask for the token.
+    std::fs::remove_file(lab.hosts[1].state_dir.join("console.token")).unwrap();
+    let rotated = lab
+        .meshctl(1, &["console", "token"])
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_ne!(rotated, token);
+    let a = lab
+        .http(&ns3, h2_addr, "GET", "/api/view", &[&bearer])
+        .unwrap();
+    assert_eq!(a.status, 401, "the old token after the rotation: {a:?}");
+    let bearer = format!("Authorization: Bearer {rotated}");
+    let a = lab
+        .http(&ns3, h2_addr, "GET", "/api/view", &[&bearer])
+        .unwrap();
+    assert_eq!(a.status, 200, "{a:?}");
+
     // console_listen is live: a reload (SIGHUP) moves the listener, and
     // closes the connections the old one kept alive.
     let kept = keep_alive(&ns3, h2_addr, &bearer);
