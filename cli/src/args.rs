@@ -9,12 +9,14 @@ mod edge;
 mod log;
 mod observe;
 mod traffic;
+mod wg;
 
 pub use apply::{ApplyArgs, DeleteFilesArgs, ExportArgs};
 pub use edge::{FipCommand, FipPoolCommand};
 pub use log::{format_time, parse_since, LogArgs};
 pub use observe::{parse_interval, DoctorArgs, TopArgs};
 pub use traffic::{parse_duration_ms, parse_percent, PolicyCommand, QosCommand};
+pub use wg::WgCommand;
 
 #[derive(Debug, Parser)]
 #[command(name = "meshctl", version, about = "Control the mesh daemon (meshd)")]
@@ -175,6 +177,10 @@ pub enum Command {
     /// The mesh's networks, services, policies, QoS, floating-IP pools and
     /// floating IPs as YAML that `meshctl apply` takes.
     Export(ExportArgs),
+    /// WireGuard clients (laptops, phones) on mesh networks through a
+    /// gateway host.
+    #[command(subcommand)]
+    Wg(WgCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -385,7 +391,7 @@ fn parse_mtu(s: &str) -> Result<u32, String> {
     }
 }
 
-fn parse_label(s: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_label(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("label {s:?} is not key=value")),
@@ -485,6 +491,7 @@ mod tests {
             &["fip", "pool", "list"],
             &["expose", "blue"],
             &["fip", "create"],
+            &["wg", "list"],
         ] {
             let mut argv = vec!["meshctl"];
             argv.extend_from_slice(args);
@@ -510,7 +517,8 @@ mod tests {
                 Command::Fip(FipCommand::List(o))
                 | Command::Fip(FipCommand::Pool(FipPoolCommand::List(o)))
                 | Command::Fip(FipCommand::Create { out: o, .. })
-                | Command::Expose { out: o, .. } => o.json,
+                | Command::Expose { out: o, .. }
+                | Command::Wg(WgCommand::List(o)) => o.json,
                 other => panic!("{argv:?} parsed as {other:?}"),
             };
             assert!(json, "{argv:?}");

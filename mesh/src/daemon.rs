@@ -51,6 +51,7 @@ mod observe;
 mod runtime;
 mod snapshots;
 mod status;
+mod wireguard;
 
 pub use cleanup::cleanup;
 pub use live::Reloads;
@@ -82,6 +83,8 @@ pub struct Daemon {
     devices: Mutex<Realized>,
     /// What the reloads of meshd.toml did (see [`crate::reload`]).
     reloads: Reloads,
+    /// The WireGuard gateway (see [`crate::wireguard`]).
+    wg: Arc<crate::wireguard::Gateway>,
 }
 
 /// What the DNS server reads: live records, minus those of hosts that are
@@ -395,7 +398,10 @@ impl Daemon {
                 liveness: liveness.clone(),
             })?
         };
+        let wg =
+            wireguard::open_gateway(&node, &state, &settings, channels.networks.clone()).await?;
         let daemon = Arc::new(Daemon {
+            wg,
             settings,
             state,
             node,
@@ -428,6 +434,7 @@ impl Daemon {
         );
         daemon.clone().spawn_mtu_sync();
         tokio::spawn(daemon.attacher.clone().reap_forever());
+        daemon.clone().spawn_wireguard();
         crate::liveness::spawn_observer(
             liveness,
             daemon.roster.clone(),
