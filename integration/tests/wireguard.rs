@@ -365,7 +365,8 @@ fn wireguard_clients_are_members_of_their_network() {
     );
     assert!(through > 0.0);
 
-    // The deny network: a client with a label, refused until a rule names it.
+    // The deny network: a client with a label, refused until a rule names
+    // it; added from h1 with the other host as its gateway.
     let dconf = lab
         .meshctl(
             0,
@@ -377,9 +378,12 @@ fn wireguard_clients_are_members_of_their_network() {
                 DENY,
                 "--label",
                 "app=web",
+                "--host",
+                "h2",
             ],
         )
         .unwrap();
+    assert_eq!(value(&dconf, "Endpoint"), "198.18.0.2:51820", "{dconf}");
     let dif = format!("{ifname}d");
     bring_up(&mut lab, &outside, &dif, &dconf);
     assert!(

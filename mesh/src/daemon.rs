@@ -36,7 +36,7 @@ use mesh_dns::{RecordSource, Resolver};
 use mesh_model::edge::{BINDINGS_CHANNEL, FIPS_CHANNEL, POOLS_CHANNEL};
 use mesh_model::hosts::{HostSet, LookupError, Scope};
 use mesh_model::networks::{self, DefinitionError};
-use mesh_model::records::{self, Channels, EndpointRecord, NetworkDef, Records, RemovedPeer};
+use mesh_model::records::{self, Channels, EndpointRecord, NetworkDef, RemovedPeer};
 use mesh_model::services::{ServiceChannels, HEALTH_CHANNEL, LABELS_CHANNEL, SERVICES_CHANNEL};
 use mesh_model::traffic::{TrafficChannels, POLICY_CHANNEL, QOS_CHANNEL};
 use mesh_model::validate::Guards;
@@ -55,7 +55,7 @@ mod wireguard;
 
 pub use cleanup::cleanup;
 pub use live::Reloads;
-use snapshots::keep_snapshot;
+use snapshots::{keep_snapshot, open_channel};
 
 pub struct Daemon {
     pub settings: Settings,
@@ -115,20 +115,6 @@ impl RecordSource for MeshRecords {
             .into_values()
             .collect()
     }
-}
-
-/// Opens a replicated channel on `node` with its guarded state (see
-/// [`mesh_model::validate`]), then merges its snapshot in (checked like any write).
-fn open_channel<V: records::Record>(
-    node: &Node,
-    state: &StateDir,
-    name: &str,
-    guarded: gossip::LwwMap<String, V>,
-) -> Records<V> {
-    let ch = node.channel(name, guarded);
-    let snapshot = snapshots::load_records(state, name, node.id());
-    gossip::journal::unrecorded(|| ch.update(snapshot));
-    ch
 }
 
 impl Daemon {

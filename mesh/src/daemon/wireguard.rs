@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
 
-use super::snapshots::keep_snapshot;
-use super::{open_channel, Daemon};
+use super::snapshots::{keep_snapshot, open_channel};
+use super::Daemon;
 use crate::api::{self, WgAddRequest, WgClient};
 use crate::config::Settings;
 use crate::error::ApiError;
@@ -119,9 +119,20 @@ impl Daemon {
                 .into_iter()
                 .filter(|(_, r)| r.gateway == me)
                 .collect();
+        // Gone or changed; or its attachment is (a `meshctl detach`, its
+        // network taken down): plumbed again below if still wanted.
+        let attached: std::collections::BTreeSet<String> = self
+            .attacher
+            .list()
+            .into_iter()
+            .map(|a| a.host_ifname)
+            .collect();
         let stale: Vec<String> = running
             .iter()
-            .filter(|(name, run)| desired.get(*name).is_none_or(|r| !same(r, &run.record)))
+            .filter(|(name, run)| {
+                desired.get(*name).is_none_or(|r| !same(r, &run.record))
+                    || !attached.contains(&run.attachment.host_ifname)
+            })
             .map(|(name, _)| name.clone())
             .collect();
         for name in stale {
@@ -130,7 +141,9 @@ impl Daemon {
             }
         }
         for (name, rec) in &desired {
-            if !running.contains_key(name) && self.wg.tunnels.is_some() {
+            // A client of a network not (yet, or no longer) here waits.
+            let known = records::get(&self.channels.networks, &rec.network).is_some();
+            if !running.contains_key(name) && self.wg.tunnels.is_some() && known {
                 match self.wg_plumb(rec).await {
                     Ok(run) => {
                         running.insert(name.clone(), run);
