@@ -209,7 +209,8 @@ fn wireguard_clients_are_members_of_their_network() {
         "the mesh is reachable without WireGuard"
     );
 
-    // As the README shows it (the lab's hosts are h1 and h2).
+    // As README and docs/wireguard.md show the commands (networks blue and
+    // shop are wgo and wgd here; the lab's hosts are h1 and h2).
     let config = lab
         .meshctl(
             0,

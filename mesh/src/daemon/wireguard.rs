@@ -33,6 +33,8 @@ use mesh_model::wireguard::{
 const REMOTE_ADD_TIMEOUT: Duration = Duration::from_secs(20);
 /// How often a client that could not be plumbed is tried again.
 const RETRY: Duration = Duration::from_secs(5);
+/// How long a starting gateway waits for a peer before plumbing alone.
+const PEER_WAIT: Duration = Duration::from_secs(10);
 
 /// Opens the clients' channel, the gateway's key and (unless `wg_port` is
 /// 0) its UDP port, and advertises its key and endpoint.
@@ -100,6 +102,7 @@ impl Daemon {
     /// Follows the clients' records: plumbs this host's, unplumbs the rest.
     pub(super) fn spawn_wireguard(self: Arc<Self>) {
         tokio::spawn(async move {
+            self.wg_wait_for_peers().await;
             let mut changes = self.wg.records.subscribe();
             loop {
                 self.wg_reconcile().await;
@@ -109,6 +112,27 @@ impl Daemon {
                 }
             }
         });
+    }
+
+    /// A client removed while this host was down is still in its saved
+    /// records: plumb nothing until a peer has had the chance to tell
+    /// (the first exchange with one, or [`PEER_WAIT`] alone).
+    async fn wg_wait_for_peers(&self) {
+        let known = || !self.node.members().is_empty();
+        let up = || {
+            self.node
+                .members()
+                .iter()
+                .any(|m| m.state == gossip::PeerState::Up)
+        };
+        let deadline = tokio::time::Instant::now() + PEER_WAIT;
+        while known() && !up() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if up() {
+            // A connection's first anti-entropy round carries the state.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
 
     async fn wg_reconcile(&self) {
