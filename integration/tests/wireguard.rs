@@ -262,6 +262,13 @@ fn wireguard_clients_are_members_of_their_network() {
             panic!("{e:#}")
         });
     eprintln!("first ping through the gateway after {:?}", t0.elapsed());
+    // IPv6 too: the network's prefix is in AllowedIPs.
+    let web_ip6 = bare(wo.ip6.as_deref().expect("an IPv6 address"));
+    lab.wait_ping(&outside, &web_ip6, Duration::from_secs(10))
+        .unwrap_or_else(|e| {
+            lab.dump_logs();
+            panic!("IPv6 through the gateway: {e:#}")
+        });
     // Name resolution through the network's DNS address, then HTTP.
     let dns: IpAddr = added.dns.parse().unwrap();
     let found = dns_query(
@@ -302,6 +309,8 @@ fn wireguard_clients_are_members_of_their_network() {
         lab.ping(&web, &laptop_ip, 2),
         "the mesh does not reach the client"
     );
+    let laptop_ip6 = bare(added.ip6.as_deref().unwrap());
+    assert!(lab.ping(&web, &laptop_ip6, 2), "nor over IPv6");
 
     // Source checks: an address not the client's does not get in.
     let spoof = "10.93.0.250";

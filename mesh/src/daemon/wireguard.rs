@@ -226,10 +226,12 @@ impl Daemon {
             let ip = ip?;
             let ip6 = net.ipv6_for(ip);
             let mtu = self.fabric.mtus().of(&net.id);
-            let ifname = a.ifname.clone();
-            tokio::task::spawn_blocking(move || netns::route(&path, &ifname, ip, ip6, mtu))
-                .await
-                .map_err(|e| anyhow::anyhow!("routing task: {e}"))??;
+            let (ifname, prefix6) = (a.ifname.clone(), net.subnet6);
+            tokio::task::spawn_blocking(move || {
+                netns::route(&path, &ifname, ip, ip6, prefix6, mtu)
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("routing task: {e}"))??;
             let addrs = ClientAddrs {
                 name: rec.name.clone(),
                 network: rec.network.clone(),

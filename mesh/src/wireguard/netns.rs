@@ -98,17 +98,21 @@ fn open_tun(name: &str) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// Makes the namespace at `path` route between its veth `eth` (which holds
-/// the client's addresses) and the TUN: a rule ahead of the local table
-/// sends what arrives on `eth` for the client into the TUN; proxy ARP
-/// answers for the address (it is no longer local to `eth`'s arrivals);
-/// the TUN accepts packets with the client's (local) source, which leave
-/// through `eth`.
+/// Makes the namespace at `path` route between its veth `eth` (which the
+/// attachment gave the client's addresses) and the TUN. IPv4: a rule
+/// ahead of the local table sends what arrives on `eth` for the client
+/// into the TUN, proxy ARP answers for the address (no longer local to
+/// `eth`'s arrivals), and the TUN accepts packets with the client's
+/// (local) source, which leave through `eth`. IPv6 the plain way: the
+/// address leaves `eth` (so neighbour discovery speaks from the
+/// link-local address, and its answers are not routed to the client), a
+/// host route sends it to the TUN, and a proxy entry answers for it.
 pub fn route(
     path: &std::path::Path,
     eth: &str,
     ip: Ipv4Addr,
     ip6: Ipv6Addr,
+    prefix6: ipnet::Ipv6Net,
     mtu: u32,
 ) -> Result<()> {
     let sysctls = [
@@ -120,12 +124,13 @@ pub fn route(
         format!("ipv4/conf/{eth}/rp_filter"),
         format!("ipv4/conf/{eth}/proxy_arp"),
         "ipv6/conf/all/forwarding".into(),
+        format!("ipv6/conf/{eth}/proxy_ndp"),
         // No link-local address on the TUN: nothing of the namespace's
         // own goes to the client.
         format!("ipv6/conf/{TUN_NAME}/addr_gen_mode"),
     ];
     let (eth_owned, values) = (eth.to_string(), sysctls);
-    let failed = mesh_sys::netns::run_in_net(path, move || {
+    let (failed, has_ipv6) = mesh_sys::netns::run_in_net(path, move || {
         let mut failed = Vec::new();
         for key in &values {
             let value = if key.ends_with("rp_filter") { "0" } else { "1" };
@@ -136,20 +141,25 @@ pub fn route(
                 failed.push(format!("{key}: {e}"));
             }
         }
-        // Proxy ARP answers at once, not after a random delay.
-        let _ = std::fs::write(
-            format!("/proc/sys/net/ipv4/neigh/{eth_owned}/proxy_delay"),
-            "0",
-        );
-        failed
+        // Proxy ARP and NDP answer at once, not after a random delay.
+        for family in ["ipv4", "ipv6"] {
+            let _ = std::fs::write(
+                format!("/proc/sys/net/{family}/neigh/{eth_owned}/proxy_delay"),
+                "0",
+            );
+        }
+        let has_ipv6 = std::path::Path::new("/proc/sys/net/ipv6/conf/all").exists();
+        (failed, has_ipv6)
     })?;
     if !failed.is_empty() {
         bail!("setting up forwarding: {}", failed.join(", "));
     }
     let ip4 = format!("{ip}/32");
-    let ip6 = format!("{ip6}/128");
+    let ip6_host = format!("{ip6}/128");
+    let ip6_eth = format!("{ip6}/{}", prefix6.prefix_len());
+    let prefix6 = prefix6.to_string();
     let mtu = mtu.to_string();
-    let steps: [&[&str]; 10] = [
+    let v4: [&[&str]; 6] = [
         &["link", "set", "lo", "up"],
         &["link", "set", TUN_NAME, "mtu", &mtu, "up"],
         &[
@@ -160,16 +170,17 @@ pub fn route(
         ],
         &["-4", "rule", "add", "pref", "200", "lookup", "local"],
         &["-4", "rule", "del", "pref", "0", "lookup", "local"],
-        &[
-            "-6", "route", "replace", &ip6, "dev", TUN_NAME, "table", TABLE,
-        ],
-        &[
-            "-6", "rule", "add", "pref", TABLE, "iif", eth, "lookup", TABLE,
-        ],
-        &["-6", "rule", "add", "pref", "200", "lookup", "local"],
-        &["-6", "rule", "del", "pref", "0", "lookup", "local"],
     ];
-    for args in steps {
+    let proxied = ip6.to_string();
+    let v6: [&[&str]; 4] = [
+        &["-6", "addr", "del", &ip6_eth, "dev", eth],
+        &["-6", "route", "replace", &prefix6, "dev", eth],
+        &["-6", "route", "replace", &ip6_host, "dev", TUN_NAME],
+        &["-6", "neigh", "add", "proxy", &proxied, "dev", eth],
+    ];
+    // A namespace without IPv6 (disabled on the host): IPv4 alone.
+    let v6: &[&[&str]] = if has_ipv6 { &v6 } else { &[] };
+    for args in v4.iter().chain(v6) {
         command::run(Some(path), Tool::Ip, args)
             .with_context(|| format!("routing the client's namespace: ip {}", args.join(" ")))?;
     }
