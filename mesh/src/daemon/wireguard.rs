@@ -22,6 +22,10 @@ use crate::wireguard::netns::{self, ClientNetns};
 use crate::wireguard::tunnel::{ClientAddrs, Tunnels};
 use crate::wireguard::view::{self, GatewayInfo};
 use crate::wireguard::{Gateway, Running};
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 use mesh_model::hosts::{LookupError, Scope};
 use mesh_model::records::{self, NetworkDef, Records};
 use mesh_model::validate::Guards;
@@ -31,8 +35,10 @@ use mesh_model::wireguard::{
 
 /// How long `wg add --host H` waits for H to plumb the client.
 const REMOTE_ADD_TIMEOUT: Duration = Duration::from_secs(20);
-/// How often a client that could not be plumbed is tried again.
+/// How often the plumbed clients are checked against the records.
 const RETRY: Duration = Duration::from_secs(5);
+/// How often a client that could not be plumbed yet is tried again.
+const RETRY_PENDING: Duration = Duration::from_secs(1);
 /// How long a starting gateway waits for a peer before plumbing alone.
 const PEER_WAIT: Duration = Duration::from_secs(10);
 
@@ -57,7 +63,7 @@ pub(super) async fn open_gateway(
     let mut endpoint = None;
     if settings.wg_port != 0 {
         let bind = SocketAddr::new(settings.listen.ip(), settings.wg_port);
-        match Tunnels::start(bind, key.secret.clone()).await {
+        match Tunnels::start(bind, key.secret.clone(), state.file("wg-endpoints.json")).await {
             Ok(t) => {
                 let bound = t.local_addr().unwrap_or(bind);
                 let ep =
@@ -77,6 +83,7 @@ pub(super) async fn open_gateway(
         tunnels,
         endpoint,
         running: Default::default(),
+        errors: Default::default(),
     }))
 }
 
@@ -104,11 +111,20 @@ impl Daemon {
         tokio::spawn(async move {
             self.wg_wait_for_peers().await;
             let mut changes = self.wg.records.subscribe();
+            // A moved client's address is free here once the old
+            // gateway's endpoint record is gone.
+            let mut endpoints = self.channels.endpoints.subscribe();
             loop {
-                self.wg_reconcile().await;
+                // Soon while a client waits (for its network's bridge, its
+                // address), else on changes and now and then.
+                let wait = match self.wg_reconcile().await {
+                    true => RETRY_PENDING,
+                    false => RETRY,
+                };
                 tokio::select! {
                     r = changes.changed() => if r.is_err() { break },
-                    _ = tokio::time::sleep(RETRY) => {}
+                    r = endpoints.changed() => if r.is_err() { break },
+                    _ = tokio::time::sleep(wait) => {}
                 }
             }
         });
@@ -135,7 +151,8 @@ impl Daemon {
         }
     }
 
-    async fn wg_reconcile(&self) {
+    /// Whether a client of this host's is still waiting to be plumbed.
+    async fn wg_reconcile(&self) -> bool {
         let me = self.id().to_hex();
         let mut running = self.wg.running.lock().await;
         let desired: std::collections::BTreeMap<String, WgClientRecord> =
@@ -164,16 +181,28 @@ impl Daemon {
                 self.wg_unplumb(run).await;
             }
         }
+        // Networks whose bridge is up here (at a start, they land shortly
+        // after): a client of another network waits, quietly.
+        let bridged: Vec<String> = self.devices.lock().await.wires.keys().cloned().collect();
+        let mut pending = false;
         for (name, rec) in &desired {
-            // A client of a network not (yet, or no longer) here waits.
-            let known = records::get(&self.channels.networks, &rec.network).is_some();
-            if !running.contains_key(name) && self.wg.tunnels.is_some() && known {
-                match self.wg_plumb(rec).await {
-                    Ok(run) => {
-                        running.insert(name.clone(), run);
-                    }
-                    Err(e) => {
-                        warn!(client = %name, "cannot plumb WireGuard client (retrying): {e}")
+            if !running.contains_key(name) && self.wg.tunnels.is_some() {
+                pending = true;
+                if bridged.contains(&rec.network) {
+                    match self.wg_plumb(rec).await {
+                        Ok(run) => {
+                            lock(&self.wg.errors).remove(name);
+                            running.insert(name.clone(), run);
+                        }
+                        Err(e) => {
+                            // Said once per client and cause, not each retry.
+                            let text = e.to_string();
+                            if lock(&self.wg.errors).insert(name.clone(), text.clone())
+                                != Some(text)
+                            {
+                                warn!(client = %name, "cannot plumb WireGuard client (retrying): {e}");
+                            }
+                        }
                     }
                 }
             }
@@ -189,6 +218,7 @@ impl Daemon {
                 }
             }
         }
+        pending && running.len() < desired.len()
     }
 
     /// Plumbs a client here: its namespace attached to its network (with
@@ -395,7 +425,7 @@ impl Daemon {
         };
         records::put(&self.wg.records, self.id(), name, moved.clone());
         if rec.gateway == me || moved.gateway == me {
-            self.wg_reconcile().await;
+            let _ = self.wg_reconcile().await;
         }
         Ok(self.wg_view(&moved))
     }

@@ -41,6 +41,8 @@ pub struct Gateway {
     pub endpoint: Option<String>,
     /// The clients plumbed here, by name. The lock serialises plumbing.
     pub running: tokio::sync::Mutex<BTreeMap<String, Running>>,
+    /// Why each client waiting here could not be plumbed (logged once).
+    pub errors: std::sync::Mutex<BTreeMap<String, String>>,
 }
 
 /// A client plumbed on this host.

@@ -5,14 +5,17 @@
 //! decapsulates to enters the network only with the client's own source
 //! address (anything else is counted and dropped), through the client's
 //! TUN. What the TUN gives back is encapsulated to the client's last
-//! authenticated address (WireGuard's roaming).
+//! authenticated address (WireGuard's roaming). Those addresses are kept
+//! in the state directory, so a restarted gateway starts the handshake
+//! itself instead of waiting the client's 15 s or more to notice.
 
 use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Packet, Tunn, TunnResult};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -40,6 +43,11 @@ pub struct Tunnels {
     peers: RwLock<Peers>,
     /// Datagrams that matched no client (unknown key or index).
     pub unknown: AtomicU64,
+    /// Where each client (by public key) was last seen, and the file
+    /// that keeps it across a restart.
+    saved: Mutex<BTreeMap<String, SocketAddr>>,
+    saved_file: PathBuf,
+    saved_stale: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -86,10 +94,19 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Tunnels {
-    /// Binds the gateway's socket on `addr` and starts serving it.
-    pub async fn start(addr: SocketAddr, key: StaticSecret) -> std::io::Result<Arc<Tunnels>> {
+    /// Binds the gateway's socket on `addr` and starts serving it;
+    /// `saved_file` keeps the clients' last addresses.
+    pub async fn start(
+        addr: SocketAddr,
+        key: StaticSecret,
+        saved_file: PathBuf,
+    ) -> std::io::Result<Arc<Tunnels>> {
         let socket = Arc::new(UdpSocket::bind(addr).await?);
         let public = PublicKey::from(&key);
+        let saved = std::fs::read(&saved_file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
         let t = Arc::new(Tunnels {
             limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT)),
             key,
@@ -97,7 +114,11 @@ impl Tunnels {
             socket,
             peers: RwLock::default(),
             unknown: AtomicU64::new(0),
+            saved: Mutex::new(saved),
+            saved_file,
+            saved_stale: Default::default(),
         });
+        tokio::spawn(t.clone().save_endpoints());
         tokio::spawn(t.clone().receive());
         let limiter = t.limiter.clone();
         tokio::spawn(async move {
@@ -153,6 +174,18 @@ impl Tunnels {
         lock(&peer.tasks).extend([out, timers]);
         peers.by_key.insert(peer.addrs.public_key, peer.clone());
         peers.by_index.insert(index, peer.clone());
+        let key = mesh_model::wireguard::encode_key(&peer.addrs.public_key);
+        if let Some(&to) = lock(&self.saved).get(&key) {
+            // Where the client was before a restart: greet it there.
+            *lock(&peer.endpoint) = Some(to);
+            let mut dst = vec![0u8; 256];
+            if let TunnResult::WriteToNetwork(p) =
+                lock(&peer.tunn).format_handshake_initiation(&mut dst, false)
+            {
+                debug!(client = %peer.addrs.name, %to, "greeting the client where it was");
+                let _ = self.socket.try_send_to(p, to);
+            }
+        }
         info!(client = %peer.addrs.name, network = %peer.addrs.network, ip = %peer.addrs.ip, "WireGuard tunnel up");
         Ok(peer)
     }
@@ -168,6 +201,10 @@ impl Tunnels {
             .cloned()?;
         peers.by_key.remove(&peer.addrs.public_key);
         peers.by_index.remove(&peer.index);
+        let key = mesh_model::wireguard::encode_key(&peer.addrs.public_key);
+        if lock(&self.saved).remove(&key).is_some() {
+            self.saved_stale.store(true, Ordering::Relaxed);
+        }
         for task in lock(&peer.tasks).drain(..) {
             task.abort();
         }
@@ -187,6 +224,45 @@ impl Tunnels {
     pub fn all(&self) -> Vec<Arc<Peer>> {
         let peers = self.peers.read().unwrap_or_else(|p| p.into_inner());
         peers.by_key.values().cloned().collect()
+    }
+
+    /// Writes the clients' last addresses when they change (0600: they
+    /// say where the devices are).
+    async fn save_endpoints(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tick.tick().await;
+            let now: BTreeMap<String, SocketAddr> = self
+                .all()
+                .iter()
+                .filter_map(|p| {
+                    let ep = (*lock(&p.endpoint))?;
+                    Some((mesh_model::wireguard::encode_key(&p.addrs.public_key), ep))
+                })
+                .collect();
+            let text = {
+                // Clients not plumbed (yet) keep their entry: only `remove`
+                // takes one out (and marks the file stale).
+                let mut saved = lock(&self.saved);
+                let mut merged = saved.clone();
+                merged.extend(now);
+                if merged == *saved && !self.saved_stale.swap(false, Ordering::Relaxed) {
+                    continue;
+                }
+                *saved = merged;
+                serde_json::to_vec(&*saved).unwrap_or_default()
+            };
+            let file = self.saved_file.clone();
+            let written = tokio::task::spawn_blocking(move || {
+                mesh_sys::fs::write_atomic(&file, &text, 0o600)
+            })
+            .await;
+            match written {
+                Ok(Err(e)) => warn!("saving the WireGuard clients' addresses: {e}"),
+                Err(e) => warn!("saving the WireGuard clients' addresses: {e}"),
+                Ok(Ok(())) => debug!("saved the WireGuard clients' addresses"),
+            }
+        }
     }
 
     async fn receive(self: Arc<Self>) {
@@ -322,13 +398,15 @@ impl Peer {
                 }
                 Err(_would_block) => continue,
             };
-            let endpoint = *lock(&self.endpoint);
+            // A client never seen has nowhere to be sent to: no
+            // handshake is started for it (it starts its own).
+            let Some(to) = *lock(&self.endpoint) else {
+                continue;
+            };
             let mut tunn = lock(&self.tunn);
             if let TunnResult::WriteToNetwork(p) = tunn.encapsulate(&buf[..n], &mut dst) {
-                if let Some(to) = endpoint {
-                    if socket.try_send_to(p, to).is_ok() {
-                        self.tx_bytes.fetch_add(n as u64, Ordering::Relaxed);
-                    }
+                if socket.try_send_to(p, to).is_ok() {
+                    self.tx_bytes.fetch_add(n as u64, Ordering::Relaxed);
                 }
             }
         }
