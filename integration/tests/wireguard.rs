@@ -496,4 +496,20 @@ fn wireguard_clients_are_members_of_their_network() {
         }
     })
     .unwrap();
+
+    // A host without a gateway (wg_port 0) is refused as one, at once.
+    lab.stop_daemon(1, Signal::SIGTERM).unwrap();
+    lab.hosts[1].extra_args = vec!["--wg-port".into(), "0".into()];
+    lab.start_daemon(1).unwrap();
+    wait_for(Duration::from_secs(15), || {
+        let e = match lab.meshctl(0, &["wg", "add", "x", "--network", OPEN, "--host", "h2"]) {
+            Ok(out) => panic!("a host without a gateway took a client: {out}"),
+            Err(e) => e.to_string(),
+        };
+        match e.contains("runs no WireGuard gateway") {
+            true => Ok(()),
+            false => anyhow::bail!("{e}"),
+        }
+    })
+    .unwrap();
 }

@@ -348,6 +348,19 @@ impl Daemon {
         }
         let gateway = self.wg_host(req.host.as_deref())?;
         let me = self.id().to_hex();
+        let gw = self.wg_gateway(&gateway);
+        if gw.public_key.is_none() {
+            return Err(ApiError::Conflict(format!(
+                "host {} runs no WireGuard gateway (its wg_port is 0, its port could not be bound, or its meshd is older)",
+                gw.name
+            )));
+        }
+        if !net.allows_host(&gateway) {
+            return Err(ApiError::BadRequest(format!(
+                "network {} is restricted to other hosts; gateway {} is not one of them",
+                net.id, gw.name
+            )));
+        }
         let rec = WgClientRecord {
             name: req.name.clone(),
             network: net.id.clone(),
@@ -416,6 +429,13 @@ impl Daemon {
         let gateway = self.wg_host(Some(host))?;
         if gateway == rec.gateway {
             return Ok(self.wg_view(&rec));
+        }
+        let gw = self.wg_gateway(&gateway);
+        if gw.public_key.is_none() {
+            return Err(ApiError::Conflict(format!(
+                "host {} runs no WireGuard gateway (its wg_port is 0, its port could not be bound, or its meshd is older)",
+                gw.name
+            )));
         }
         let me = self.id().to_hex();
         let moved = WgClientRecord {
