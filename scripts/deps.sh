@@ -43,6 +43,8 @@ install podman:podman
 install dig:dnsutils unbound:unbound
 # Path fault tests: flushing a NAT router's mappings.
 install conntrack:conntrack
+# WireGuard gateway test: a stock userspace client (no kernel module).
+install wireguard-go:wireguard-go wg:wireguard-tools
 # Docker plugin lab test: a private dockerd per lab host (docker.io brings
 # containerd and runc); the package test reads man pages with man-db.
 install dockerd:docker.io containerd:containerd man:man-db

@@ -4,6 +4,7 @@
 //! (`meshctl`, the CNI and Docker plugins, the namespace lab):
 //! - [`types`]: request and response bodies ([`observe`]: doctor and top;
 //!   [`runtime`]: runtimes that plumb containers themselves),
+//! - [`wireguard`]: WireGuard clients (`meshctl wg`),
 //! - [`journal`]: the audit trail (`meshctl log`),
 //! - [`routes`]: the paths,
 //! - [`error`]: the error body with its machine-readable [`ErrorKind`],
@@ -21,6 +22,7 @@ pub mod origin;
 pub mod routes;
 pub mod runtime;
 pub mod types;
+pub mod wireguard;
 
 pub use client::{Client, ClientError};
 pub use error::{ErrorBody, ErrorKind};
@@ -29,6 +31,7 @@ pub use observe::*;
 pub use origin::{BadOrigin, Origin};
 pub use runtime::*;
 pub use types::*;
+pub use wireguard::*;
 
 /// Where meshd serves this API unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/mesh/meshd.sock";

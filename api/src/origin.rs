@@ -1,5 +1,5 @@
 //! Which runtime made an attachment: `cni:<network-config-name>`,
-//! `docker`, `hook`, `cli`. A CNI configuration's GC collects only the
+//! `docker`, `hook`, `cli`, `wireguard`. A CNI configuration's GC collects only the
 //! attachments of its own origin, never another runtime's.
 
 use serde::{Deserialize, Serialize};
@@ -18,13 +18,15 @@ pub enum Origin {
     Hook,
     /// `meshctl attach` (or another API client that says so).
     Cli,
+    /// A WireGuard client's namespace on its gateway (`meshctl wg add`).
+    Wireguard,
     #[default]
     Unknown,
 }
 
 /// An origin that is none of the known forms.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("origin {0:?} is none of cni:<name>, docker, hook, cli, unknown")]
+#[error("origin {0:?} is none of cni:<name>, docker, hook, cli, wireguard, unknown")]
 pub struct BadOrigin(pub String);
 
 /// The longest CNI network configuration name an origin carries.
@@ -37,6 +39,7 @@ impl std::str::FromStr for Origin {
             "docker" => Ok(Origin::Docker),
             "hook" => Ok(Origin::Hook),
             "cli" => Ok(Origin::Cli),
+            "wireguard" => Ok(Origin::Wireguard),
             "unknown" => Ok(Origin::Unknown),
             _ => match s.strip_prefix("cni:") {
                 Some(name)
@@ -72,6 +75,7 @@ impl std::fmt::Display for Origin {
             Origin::Docker => f.pad("docker"),
             Origin::Hook => f.pad("hook"),
             Origin::Cli => f.pad("cli"),
+            Origin::Wireguard => f.pad("wireguard"),
             Origin::Unknown => f.pad("unknown"),
         }
     }
@@ -88,6 +92,7 @@ mod tests {
             Origin::Docker,
             Origin::Hook,
             Origin::Cli,
+            Origin::Wireguard,
             Origin::Unknown,
         ] {
             let text = serde_json::to_string(&o).unwrap();

@@ -109,3 +109,16 @@ pub const RUNTIME_OCCUPIED: &str = "/v1/runtime/occupied";
 pub fn runtime_gateway(network: &str) -> String {
     format!("/v1/runtime/gateway/{network}")
 }
+
+/// `GET` lists, `POST` adds WireGuard clients.
+pub const WG_CLIENTS: &str = "/v1/wg";
+
+/// `DELETE /v1/wg/{name}`: revoke a WireGuard client.
+pub fn wg_client(name: &str) -> String {
+    format!("{WG_CLIENTS}/{name}")
+}
+
+/// `POST /v1/wg/{name}/move`: hand a client to another gateway.
+pub fn wg_move(name: &str) -> String {
+    format!("{WG_CLIENTS}/{name}/move")
+}

@@ -10,6 +10,7 @@ mod edge;
 mod log;
 mod observe;
 mod traffic;
+mod wg;
 
 pub use apply::{ApplyArgs, DeleteFilesArgs, ExportArgs};
 pub use console::ConsoleCommand;
@@ -17,6 +18,7 @@ pub use edge::{FipCommand, FipPoolCommand};
 pub use log::{format_time, parse_since, LogArgs};
 pub use observe::{parse_interval, DoctorArgs, TopArgs};
 pub use traffic::{parse_duration_ms, parse_percent, PolicyCommand, QosCommand};
+pub use wg::WgCommand;
 
 #[derive(Debug, Parser)]
 #[command(name = "meshctl", version, about = "Control the mesh daemon (meshd)")]
@@ -180,6 +182,10 @@ pub enum Command {
     /// The read-only web console meshd serves (`console_listen`).
     #[command(subcommand)]
     Console(ConsoleCommand),
+    /// WireGuard clients (laptops, phones) on mesh networks through a
+    /// gateway host.
+    #[command(subcommand)]
+    Wg(WgCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -390,7 +396,7 @@ fn parse_mtu(s: &str) -> Result<u32, String> {
     }
 }
 
-fn parse_label(s: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_label(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("label {s:?} is not key=value")),
@@ -491,6 +497,7 @@ mod tests {
             &["expose", "blue"],
             &["fip", "create"],
             &["console", "token"],
+            &["wg", "list"],
         ] {
             let mut argv = vec!["meshctl"];
             argv.extend_from_slice(args);
@@ -517,7 +524,8 @@ mod tests {
                 | Command::Fip(FipCommand::Pool(FipPoolCommand::List(o)))
                 | Command::Fip(FipCommand::Create { out: o, .. })
                 | Command::Expose { out: o, .. }
-                | Command::Console(ConsoleCommand::Token(o)) => o.json,
+                | Command::Console(ConsoleCommand::Token(o))
+                | Command::Wg(WgCommand::List(o)) => o.json,
                 other => panic!("{argv:?} parsed as {other:?}"),
             };
             assert!(json, "{argv:?}");

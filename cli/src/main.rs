@@ -23,6 +23,7 @@ mod service;
 mod top;
 mod traffic;
 mod version;
+mod wg;
 use clap::Parser;
 use mesh_api::{
     AttachRequest, Client, CreateNetworkRequest, DetachRequest, JoinRequest, ReleaseRequest,
@@ -287,6 +288,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Fip(cmd) => return edge::run(&c, cmd).await,
+        Command::Wg(cmd) => return wg::run(&c, cmd).await,
         Command::Apply(a) => return apply::apply(&c, a).await,
         Command::Delete(a) => return apply::delete(&c, a).await,
         Command::Export(a) => return apply::export(&c, a).await,

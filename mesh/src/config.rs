@@ -11,6 +11,8 @@ pub use mesh_api::{DEFAULT_CONTROL_PORT, DEFAULT_SOCKET as DEFAULT_API_SOCKET};
 /// Interface names this daemon creates start with this, so cleanup can find
 /// them: `<prefix>b…` bridges, `<prefix>t…` TAPs, `<prefix>v…` veth host ends.
 pub const DEFAULT_LINK_PREFIX: &str = "ms";
+/// WireGuard's usual port: the gateway's unless `wg_port` says otherwise.
+pub const DEFAULT_WG_PORT: u16 = 51820;
 /// Where dockerd looks for the socket of a network plugin named `mesh`.
 pub const DEFAULT_DOCKER_PLUGIN_SOCKET: &str = "/run/docker/plugins/mesh.sock";
 /// dockerd's API socket, asked for container names and labels.
@@ -109,6 +111,13 @@ pub struct Flags {
     /// 4194304).
     #[arg(long, value_name = "BYTES")]
     pub channel_quota_bytes: Option<usize>,
+    /// UDP port of the WireGuard gateway (default 51820; 0 turns it off).
+    #[arg(long, value_name = "PORT")]
+    pub wg_port: Option<u16>,
+    /// `host:port` WireGuard clients dial (default: this host's mesh
+    /// address and wg_port), e.g. a public address forwarded here.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub wg_endpoint: Option<String>,
 }
 
 /// The config file. Unknown keys are an error, so a typo is not ignored.
@@ -139,6 +148,8 @@ pub struct FileConfig {
     pub fip_pools: Vec<ipnet::Ipv4Net>,
     pub channel_quota_entries: Option<usize>,
     pub channel_quota_bytes: Option<usize>,
+    pub wg_port: Option<u16>,
+    pub wg_endpoint: Option<String>,
 }
 
 /// Which data-plane ciphers this host offers its peers.
@@ -206,6 +217,10 @@ pub struct Settings {
     pub fip_pools: Vec<ipnet::Ipv4Net>,
     /// What one writer may hold in one replicated channel.
     pub channel_quota: gossip::Quota,
+    /// UDP port of the WireGuard gateway; 0: no gateway here.
+    pub wg_port: u16,
+    /// What WireGuard clients dial, if not this host's address.
+    pub wg_endpoint: Option<String>,
 }
 
 /// Where the Docker plugin listens and where it asks dockerd.
@@ -324,7 +339,18 @@ impl Settings {
         if channel_quota.entries < 64 || channel_quota.bytes < 64 * 1024 {
             bail!("channel_quota_entries must be at least 64 and channel_quota_bytes at least 65536 (a host writes its own records within them)");
         }
+        let wg_endpoint = flags.wg_endpoint.clone().or(file.wg_endpoint);
+        if let Some(e) = &wg_endpoint {
+            let port = e
+                .rsplit_once(':')
+                .and_then(|(h, p)| (!h.is_empty()).then_some(p));
+            if port.and_then(|p| p.parse::<u16>().ok()).is_none() {
+                bail!("wg_endpoint {e:?}: give HOST:PORT");
+            }
+        }
         Ok(Settings {
+            wg_port: flags.wg_port.or(file.wg_port).unwrap_or(DEFAULT_WG_PORT),
+            wg_endpoint,
             channel_quota,
             max_networks,
             global_ipv6,

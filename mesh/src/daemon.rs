@@ -36,7 +36,7 @@ use mesh_dns::{RecordSource, Resolver};
 use mesh_model::edge::{BINDINGS_CHANNEL, FIPS_CHANNEL, POOLS_CHANNEL};
 use mesh_model::hosts::{HostSet, LookupError, Scope};
 use mesh_model::networks::{self, DefinitionError};
-use mesh_model::records::{self, Channels, EndpointRecord, NetworkDef, Records, RemovedPeer};
+use mesh_model::records::{self, Channels, EndpointRecord, NetworkDef, RemovedPeer};
 use mesh_model::services::{ServiceChannels, HEALTH_CHANNEL, LABELS_CHANNEL, SERVICES_CHANNEL};
 use mesh_model::traffic::{TrafficChannels, POLICY_CHANNEL, QOS_CHANNEL};
 use mesh_model::validate::Guards;
@@ -51,10 +51,11 @@ mod observe;
 mod runtime;
 mod snapshots;
 mod status;
+mod wireguard;
 
 pub use cleanup::cleanup;
 pub use live::Reloads;
-use snapshots::keep_snapshot;
+use snapshots::{keep_snapshot, open_channel};
 
 pub struct Daemon {
     pub settings: Settings,
@@ -82,6 +83,8 @@ pub struct Daemon {
     devices: Mutex<Realized>,
     /// What the reloads of meshd.toml did (see [`crate::reload`]).
     reloads: Reloads,
+    /// The WireGuard gateway (see [`crate::wireguard`]).
+    wg: Arc<crate::wireguard::Gateway>,
 }
 
 /// What the DNS server reads: live records, minus those of hosts that are
@@ -112,20 +115,6 @@ impl RecordSource for MeshRecords {
             .into_values()
             .collect()
     }
-}
-
-/// Opens a replicated channel on `node` with its guarded state (see
-/// [`mesh_model::validate`]), then merges its snapshot in (checked like any write).
-fn open_channel<V: records::Record>(
-    node: &Node,
-    state: &StateDir,
-    name: &str,
-    guarded: gossip::LwwMap<String, V>,
-) -> Records<V> {
-    let ch = node.channel(name, guarded);
-    let snapshot = snapshots::load_records(state, name, node.id());
-    gossip::journal::unrecorded(|| ch.update(snapshot));
-    ch
 }
 
 impl Daemon {
@@ -395,7 +384,10 @@ impl Daemon {
                 liveness: liveness.clone(),
             })?
         };
+        let wg =
+            wireguard::open_gateway(&node, &state, &settings, channels.networks.clone()).await?;
         let daemon = Arc::new(Daemon {
+            wg,
             settings,
             state,
             node,
@@ -428,6 +420,7 @@ impl Daemon {
         );
         daemon.clone().spawn_mtu_sync();
         tokio::spawn(daemon.attacher.clone().reap_forever());
+        daemon.clone().spawn_wireguard();
         crate::liveness::spawn_observer(
             liveness,
             daemon.roster.clone(),

@@ -46,6 +46,7 @@ pub mod roster;
 pub mod services;
 pub mod state;
 pub mod traffic;
+pub mod wireguard;
 
 // Wiring and the edges.
 pub mod config;

@@ -118,6 +118,10 @@ pub static KEYS: &[Key] = &[
         |s| s.channel_quota.bytes,
         |f| f.channel_quota_bytes.is_some()
     ),
+    key!("wg_port", RESTART, |s| s.wg_port, |f| f.wg_port.is_some()),
+    key!("wg_endpoint", RESTART, |s| s.wg_endpoint, |f| f
+        .wg_endpoint
+        .is_some()),
 ];
 
 /// The keys whose value differs between `old` and `new`.

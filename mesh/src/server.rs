@@ -74,6 +74,9 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route(&routes::fip("{addr}"), delete(release_fip))
         .route(&routes::fip_associate("{addr}"), post(associate_fip))
         .route(&routes::fip_dissociate("{addr}"), post(dissociate_fip))
+        .route(routes::WG_CLIENTS, get(wg_list).post(wg_add))
+        .route(&routes::wg_client("{name}"), delete(wg_rm))
+        .route(&routes::wg_move("{name}"), post(wg_move))
         .fallback(no_route)
         .with_state(daemon)
 }
@@ -274,10 +277,13 @@ async fn metrics(State(d): D) -> ([(axum::http::header::HeaderName, &'static str
         )],
         crate::services::view::append(
             &crate::services::view::append(
-                &crate::metrics::render(&d.status(), &d.attachment_stats().await),
-                &crate::services::view::render(&d.services().list()),
+                &crate::services::view::append(
+                    &crate::metrics::render(&d.status(), &d.attachment_stats().await),
+                    &crate::services::view::render(&d.services().list()),
+                ),
+                &d.traffic().metrics(),
             ),
-            &d.traffic().metrics(),
+            &d.wg_metrics(),
         ),
     )
 }
@@ -459,6 +465,28 @@ async fn release_fip(
     Query(q): Query<RemoveQuery>,
 ) -> ApiResult<api::Fip> {
     Ok(Json(d.edge().release(&addr, q.force)?))
+}
+
+// ---- WireGuard clients -------------------------------------------------------
+
+async fn wg_list(State(d): D) -> Json<Vec<api::WgClient>> {
+    Json(d.wg_list())
+}
+
+async fn wg_add(State(d): D, Body(req): Body<api::WgAddRequest>) -> ApiResult<api::WgClient> {
+    Ok(Json(d.wg_add(req).await?))
+}
+
+async fn wg_rm(State(d): D, Path(name): Path<String>) -> ApiResult<api::WgClient> {
+    Ok(Json(d.wg_rm(&name).await?))
+}
+
+async fn wg_move(
+    State(d): D,
+    Path(name): Path<String>,
+    Body(req): Body<api::WgMoveRequest>,
+) -> ApiResult<api::WgClient> {
+    Ok(Json(d.wg_move(&name, &req.host).await?))
 }
 
 #[cfg(test)]

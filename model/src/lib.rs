@@ -12,7 +12,8 @@
 //! - [`services`]: service definitions, container labels, target health,
 //!   and checking user input ([`services::spec`]);
 //! - [`traffic`]: policy rules and shaping, and checking them
-//!   ([`traffic::spec`]).
+//!   ([`traffic::spec`]);
+//! - [`wireguard`]: WireGuard clients and their gateways.
 //!
 //! The rules over them:
 //! - [`validate`]: the admission guards of every guarded channel;
@@ -42,3 +43,4 @@ pub mod services;
 pub mod traffic;
 pub mod validate;
 pub mod views;
+pub mod wireguard;

@@ -6,6 +6,20 @@ use tracing::{info, warn};
 use crate::state::StateDir;
 use mesh_model::records::{self, Records};
 
+/// Opens a replicated channel on `node` with its guarded state (see
+/// [`mesh_model::validate`]), then merges its snapshot in (checked like any write).
+pub(super) fn open_channel<V: records::Record>(
+    node: &gossip::Node,
+    state: &StateDir,
+    name: &str,
+    guarded: gossip::LwwMap<String, V>,
+) -> Records<V> {
+    let ch = node.channel(name, guarded);
+    let snapshot = load_records(state, name, node.id());
+    gossip::journal::unrecorded(|| ch.update(snapshot));
+    ch
+}
+
 fn load_snapshot<S: gossip::Mergeable + Default>(state: &StateDir, name: &str) -> S {
     match state.load_channel(name) {
         Ok(Some(bytes)) => S::decode(&bytes).unwrap_or_else(|e| {

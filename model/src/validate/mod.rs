@@ -40,8 +40,10 @@ use crate::{ipam, networks};
 mod edge;
 mod services;
 mod traffic;
+mod wireguard;
 
 pub use edge::{fip_binding, fip_pool, fip_record};
+pub use wireguard::wg_client;
 
 type Verdict = Result<(), String>;
 
