@@ -141,9 +141,13 @@ pub fn peer_section(c: &WgClient) -> String {
             let _ = writeln!(out, "Endpoint = {e}");
         }
         None => {
+            eprintln!(
+                "meshctl: gateway {} has no address clients can dial yet: set wg_endpoint in its meshd.toml",
+                c.gateway
+            );
             let _ = writeln!(
                 out,
-                "# Endpoint = unknown: gateway {} advertises none",
+                "# Endpoint = unknown: set wg_endpoint on gateway {}",
                 c.gateway
             );
         }

@@ -39,9 +39,22 @@ pub fn decode_key(text: &str) -> Result<[u8; 32], String> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(text.trim())
         .map_err(|e| format!("key {text:?} is not base64: {e}"))?;
-    bytes
+    let key: [u8; 32] = bytes
         .try_into()
-        .map_err(|b: Vec<u8>| format!("key {text:?} is {} bytes, not 32", b.len()))
+        .map_err(|b: Vec<u8>| format!("key {text:?} is {} bytes, not 32", b.len()))?;
+    // A low-order point (all zeros, and the handful like it) gives every
+    // handshake the same all-zero shared secret: whoever knows the
+    // gateway's public key could then be that client.
+    let probe = x25519_dalek::StaticSecret::from([1u8; 32]);
+    if !probe
+        .diffie_hellman(&x25519_dalek::PublicKey::from(key))
+        .was_contributory()
+    {
+        return Err(format!(
+            "key {text:?} is a low-order point, not a usable public key"
+        ));
+    }
+    Ok(key)
 }
 
 /// Encodes a WireGuard key as `wg` prints it.
@@ -62,5 +75,12 @@ mod tests {
             .unwrap_err()
             .contains("not base64"));
         assert!(decode_key("AAAA").unwrap_err().contains("3 bytes"));
+        // All zeros, and u = 1 (order 4): no handshake secret from them.
+        let mut one = [0u8; 32];
+        one[0] = 1;
+        for weak in [[0u8; 32], one] {
+            let e = decode_key(&encode_key(&weak)).unwrap_err();
+            assert!(e.contains("low-order"), "{e}");
+        }
     }
 }

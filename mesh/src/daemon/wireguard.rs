@@ -57,11 +57,18 @@ pub(super) async fn open_gateway(
         Guards::wg_clients(networks),
     );
     keep_snapshot(state, WG_CLIENTS_CHANNEL, &records);
-    let key = GatewayKey::load_or_create(&state.file("wg.key"))
-        .context("loading the WireGuard gateway's key")?;
+    // A bad key file costs this host its gateway, not its start.
+    let (key, key_ok) = match GatewayKey::load_or_create(&state.file("wg.key")) {
+        Ok(k) => (k, true),
+        Err(e) if settings.wg_port != 0 => {
+            warn!("no WireGuard gateway on this host: the gateway's key: {e:#}");
+            (GatewayKey::ephemeral(), false)
+        }
+        Err(_) => (GatewayKey::ephemeral(), false),
+    };
     let mut tunnels = None;
     let mut endpoint = None;
-    if settings.wg_port != 0 {
+    if settings.wg_port != 0 && key_ok {
         let bind = SocketAddr::new(settings.listen.ip(), settings.wg_port);
         match Tunnels::start(bind, key.secret.clone(), state.file("wg-endpoints.json")).await {
             Ok(t) => {
@@ -85,16 +92,6 @@ pub(super) async fn open_gateway(
         running: Default::default(),
         errors: Default::default(),
     }))
-}
-
-fn dns_label(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        && !name.starts_with('-')
-        && !name.ends_with('-')
 }
 
 /// Whether the client plumbed as `have` is still what `want` asks for.
@@ -208,7 +205,10 @@ impl Daemon {
             }
             // The address the gateway got goes into the record.
             if let Some(run) = running.get(name) {
-                if rec.ip != run.record.ip {
+                // Written only over the record as read above, still ours:
+                // a `wg rm` or `wg move` that landed while plumbing wins.
+                let current = records::get(&self.wg.records, name);
+                if rec.ip != run.record.ip && current.as_ref() == Some(rec) {
                     let filled = WgClientRecord {
                         ip: run.record.ip,
                         updated_by: me.clone(),
@@ -320,7 +320,7 @@ impl Daemon {
 
     /// `meshctl wg add`.
     pub async fn wg_add(&self, req: WgAddRequest) -> Result<WgClient, ApiError> {
-        if !dns_label(&req.name) {
+        if !mesh_model::validate::dns_label(&req.name) {
             return Err(ApiError::BadRequest(format!(
                 "name {:?} is not a valid DNS label (1-63 of letters, digits, '-', '_')",
                 req.name
@@ -348,19 +348,7 @@ impl Daemon {
         }
         let gateway = self.wg_host(req.host.as_deref())?;
         let me = self.id().to_hex();
-        let gw = self.wg_gateway(&gateway);
-        if gw.public_key.is_none() {
-            return Err(ApiError::Conflict(format!(
-                "host {} runs no WireGuard gateway (its wg_port is 0, its port could not be bound, or its meshd is older)",
-                gw.name
-            )));
-        }
-        if !net.allows_host(&gateway) {
-            return Err(ApiError::BadRequest(format!(
-                "network {} is restricted to other hosts; gateway {} is not one of them",
-                net.id, gw.name
-            )));
-        }
+        self.wg_check_gateway(&gateway, &net)?;
         let rec = WgClientRecord {
             name: req.name.clone(),
             network: net.id.clone(),
@@ -414,6 +402,10 @@ impl Daemon {
         let view = self.wg_view(&rec);
         records::remove(&self.wg.records, self.id(), name);
         if rec.gateway == self.id().to_hex() {
+            // The session goes now, before waiting for the plumbing lock.
+            if let Some(t) = &self.wg.tunnels {
+                t.remove(name);
+            }
             let mut running = self.wg.running.lock().await;
             if let Some(run) = running.remove(name) {
                 self.wg_unplumb(run).await;
@@ -430,13 +422,9 @@ impl Daemon {
         if gateway == rec.gateway {
             return Ok(self.wg_view(&rec));
         }
-        let gw = self.wg_gateway(&gateway);
-        if gw.public_key.is_none() {
-            return Err(ApiError::Conflict(format!(
-                "host {} runs no WireGuard gateway (its wg_port is 0, its port could not be bound, or its meshd is older)",
-                gw.name
-            )));
-        }
+        let net = records::get(&self.channels.networks, &rec.network)
+            .ok_or_else(|| ApiError::network_not_found(&rec.network))?;
+        self.wg_check_gateway(&gateway, &net)?;
         let me = self.id().to_hex();
         let moved = WgClientRecord {
             gateway,
@@ -448,6 +436,25 @@ impl Daemon {
             let _ = self.wg_reconcile().await;
         }
         Ok(self.wg_view(&moved))
+    }
+
+    /// Whether host `gateway` can serve a client of `net`: it runs a
+    /// gateway, and the network is not restricted to other hosts.
+    fn wg_check_gateway(&self, gateway: &str, net: &NetworkDef) -> Result<(), ApiError> {
+        let gw = self.wg_gateway(gateway);
+        if gw.public_key.is_none() {
+            return Err(ApiError::Conflict(format!(
+                "host {} runs no WireGuard gateway (its wg_port is 0, its port could not be bound, or its meshd is older)",
+                gw.name
+            )));
+        }
+        if !net.allows_host(gateway) {
+            return Err(ApiError::BadRequest(format!(
+                "network {} is restricted to other hosts; gateway {} is not one of them",
+                net.id, gw.name
+            )));
+        }
+        Ok(())
     }
 
     /// `meshctl wg list`.
@@ -497,9 +504,24 @@ impl Daemon {
     /// Where gateway `id` is and its key, as this host knows.
     fn wg_gateway(&self, id: &str) -> GatewayInfo {
         if id == self.id().to_hex() {
+            // Only a port (listening on every address): at the address
+            // peers see this host's datagrams come from; none known, none
+            // (`wg_endpoint` says it).
+            let endpoint = self
+                .wg
+                .endpoint
+                .clone()
+                .and_then(|ep| match ep.strip_prefix(':') {
+                    Some(port) => {
+                        let port = port.parse::<u16>().ok()?;
+                        let seen = self.dp.reflexive_addrs().into_iter().next()?;
+                        Some(SocketAddr::new(seen.ip(), port).to_string())
+                    }
+                    None => Some(ep),
+                });
             return GatewayInfo {
                 name: self.settings.name.clone(),
-                endpoint: self.wg.endpoint.clone(),
+                endpoint,
                 public_key: self
                     .wg
                     .tunnels

@@ -32,6 +32,14 @@ impl GatewayKey {
         Ok(GatewayKey { secret, public })
     }
 
+    /// A key of this run only: for a host that serves no gateway (its
+    /// key file unreadable), so nothing else needs to know.
+    pub fn ephemeral() -> GatewayKey {
+        let secret = StaticSecret::random_from_rng(rand::rngs::OsRng);
+        let public = PublicKey::from(&secret);
+        GatewayKey { secret, public }
+    }
+
     pub fn public_base64(&self) -> String {
         mesh_model::wireguard::encode_key(self.public.as_bytes())
     }

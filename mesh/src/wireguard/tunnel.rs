@@ -138,7 +138,21 @@ impl Tunnels {
     /// Starts `addrs`' tunnel over its TUN `tun`; replaces one of the same
     /// name.
     pub fn add(self: &Arc<Self>, addrs: ClientAddrs, tun: OwnedFd) -> std::io::Result<Arc<Peer>> {
+        let key = mesh_model::wireguard::encode_key(&addrs.public_key);
+        // Where the client was (before a restart, or before this re-plumb).
+        let saved = lock(&self.saved).get(&key).copied();
         self.remove(&addrs.name);
+        {
+            // One tunnel per key: a second client of the same key would
+            // shadow the first, which could then never be revoked.
+            let peers = self.peers.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(other) = peers.by_key.get(&addrs.public_key) {
+                return Err(std::io::Error::other(format!(
+                    "its public key is client {}'s already",
+                    other.addrs.name
+                )));
+            }
+        }
         // SAFETY: the OwnedFd is open and moves into the AsyncFd, which
         // owns it (and nothing else closes it) for its whole lifetime.
         let tun =
@@ -174,9 +188,9 @@ impl Tunnels {
         lock(&peer.tasks).extend([out, timers]);
         peers.by_key.insert(peer.addrs.public_key, peer.clone());
         peers.by_index.insert(index, peer.clone());
-        let key = mesh_model::wireguard::encode_key(&peer.addrs.public_key);
-        if let Some(&to) = lock(&self.saved).get(&key) {
-            // Where the client was before a restart: greet it there.
+        if let Some(to) = saved {
+            lock(&self.saved).insert(key, to);
+            // Greet it there.
             *lock(&peer.endpoint) = Some(to);
             let mut dst = vec![0u8; 256];
             if let TunnResult::WriteToNetwork(p) =

@@ -66,7 +66,9 @@ fn check(cond: bool, reason: impl FnOnce() -> String) -> Verdict {
     }
 }
 
-fn dns_label(name: &str) -> bool {
+/// A DNS label as names in the mesh use them (letters, digits, `-`, `_`;
+/// 1..=63; no leading or trailing `-`).
+pub fn dns_label(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
         && name

@@ -38,6 +38,9 @@ pub fn wg_client(
     })?;
     decode_key(&c.public_key)?;
     check(c.labels.len() <= 64, || "too many labels".into())?;
+    // Labels an attach would refuse would fail the gateway's plumbing on
+    // every retry.
+    crate::services::spec::check_labels(&c.labels).map_err(|e| e.to_string())?;
     let Some(net) = net else {
         // Retried by anti-entropy once the definition is here.
         return Err(format!("client of network {:?}, unknown here", c.network));
