@@ -21,6 +21,7 @@ pub const MAX_TAP_READ: usize = VNET_HDR_LEN + 65_536 + 64;
 
 const IFF_TAP: libc::c_short = 0x0002;
 const IFF_NO_PI: libc::c_short = 0x1000;
+const IFF_TUN: libc::c_short = 0x0001;
 const IFF_MULTI_QUEUE: libc::c_short = 0x0100;
 const IFF_VNET_HDR: libc::c_short = 0x4000;
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
@@ -83,7 +84,10 @@ pub fn open(name: &str, offload: bool) -> io::Result<Tap> {
     Err(last_error.unwrap_or_else(|| io::Error::other("TAP open failed")))
 }
 
-fn open_with(name: &str, extra_flags: libc::c_short) -> io::Result<Tap> {
+/// Opens `/dev/net/tun` as device `name` with `flags` (`IFF_TAP` or
+/// `IFF_TUN`, plus options; never a packet-info header), non-blocking.
+/// Also the WireGuard gateway's TUN (`tun_device`).
+fn open_device(name: &str, flags: libc::c_short) -> io::Result<OwnedFd> {
     // SAFETY: plain open(2) of a NUL-terminated path; the fd is owned right after.
     let raw = unsafe {
         libc::open(
@@ -96,9 +100,14 @@ fn open_with(name: &str, extra_flags: libc::c_short) -> io::Result<Tap> {
     }
     // SAFETY: `raw` is a fresh fd we own.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    if name.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::other(format!(
+            "device name {name:?} is too long"
+        )));
+    }
     let mut request = IfReq {
         name: [0; libc::IFNAMSIZ],
-        flags: IFF_TAP | IFF_NO_PI | extra_flags,
+        flags: flags | IFF_NO_PI,
         _pad: [0; 22],
     };
     request.name[..name.len()].copy_from_slice(name.as_bytes());
@@ -106,6 +115,17 @@ fn open_with(name: &str, extra_flags: libc::c_short) -> io::Result<Tap> {
     if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF, &mut request as *mut IfReq) } < 0 {
         return Err(io::Error::last_os_error());
     }
+    Ok(fd)
+}
+
+/// A layer-3 TUN device `name` (IP packets, no header), non-blocking, in
+/// the calling thread's network namespace.
+pub fn tun_device(name: &str) -> io::Result<OwnedFd> {
+    open_device(name, IFF_TUN)
+}
+
+fn open_with(name: &str, extra_flags: libc::c_short) -> io::Result<Tap> {
+    let fd = open_device(name, IFF_TAP | extra_flags)?;
     let vnet_hdr = extra_flags & IFF_VNET_HDR != 0;
     let mut offload = false;
     if vnet_hdr {

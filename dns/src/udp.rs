@@ -27,39 +27,25 @@ pub async fn serve(resolver: Arc<Resolver>, network: String, sock: UdpSocket) {
     let mut answers = Answers::new(MAX_AGE);
     let mut out = Vec::with_capacity(RECV_BUFFER);
     loop {
-        let (n, from) = match sock.recv_from(&mut buf).await {
-            Ok(x) => x,
+        let mut next = match sock.recv_from(&mut buf).await {
+            Ok(x) => Some(x),
             Err(e) => {
                 warn!(network = %network, "DNS socket: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
-        handle(
-            &resolver,
-            &network,
-            &sock,
-            &mut answers,
-            &mut out,
-            &buf[..n],
-            from,
-        )
-        .await;
         // Under load, take what is queued without parking in between.
-        for _ in 1..BATCH {
-            let Ok((n, from)) = sock.try_recv_from(&mut buf) else {
-                break;
+        let mut handled = 0;
+        while let Some((n, from)) = next {
+            let (answers, out) = (&mut answers, &mut out);
+            handle(&resolver, &network, &sock, answers, out, &buf[..n], from).await;
+            handled += 1;
+            next = if handled < BATCH {
+                sock.try_recv_from(&mut buf).ok()
+            } else {
+                None
             };
-            handle(
-                &resolver,
-                &network,
-                &sock,
-                &mut answers,
-                &mut out,
-                &buf[..n],
-                from,
-            )
-            .await;
         }
     }
 }

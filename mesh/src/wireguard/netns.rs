@@ -8,9 +8,8 @@
 //! out of the TUN goes out the veth with the client's own source.
 
 use anyhow::{bail, Context, Result};
-use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 
 use crate::kernel::command::{self, Tool};
@@ -36,7 +35,7 @@ impl ClientNetns {
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
                 .context("creating a network namespace")?;
             let ns = mesh_sys::netns::open("/proc/thread-self/ns/net")?;
-            let tun = open_tun(TUN_NAME).context("creating the TUN device")?;
+            let tun = dataplane::tap::tun_device(TUN_NAME).context("creating the TUN device")?;
             Ok(ClientNetns { ns, tun })
         })
         .join()
@@ -57,45 +56,6 @@ pub fn path_of(ns: &OwnedFd) -> PathBuf {
         std::process::id(),
         ns.as_raw_fd()
     ))
-}
-
-const IFF_TUN: libc::c_short = 0x0001;
-const IFF_NO_PI: libc::c_short = 0x1000;
-const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
-
-#[repr(C)]
-struct IfReq {
-    name: [u8; libc::IFNAMSIZ],
-    flags: libc::c_short,
-    _pad: [u8; 22],
-}
-
-/// Opens a non-blocking TUN (IP packets, no packet-info header) named
-/// `name` in the calling thread's namespace.
-fn open_tun(name: &str) -> io::Result<OwnedFd> {
-    // SAFETY: open(2) of a NUL-terminated path; the fd is owned right after.
-    let raw = unsafe {
-        libc::open(
-            c"/dev/net/tun".as_ptr(),
-            libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
-        )
-    };
-    if raw < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `raw` is a fresh fd we own.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    let mut req = IfReq {
-        name: [0; libc::IFNAMSIZ],
-        flags: IFF_TUN | IFF_NO_PI,
-        _pad: [0; 22],
-    };
-    req.name[..name.len()].copy_from_slice(name.as_bytes());
-    // SAFETY: TUNSETIFF reads/writes a struct ifreq, which IfReq mirrors.
-    if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF, &mut req as *mut IfReq) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(fd)
 }
 
 /// Makes the namespace at `path` route between its veth `eth` (which the
