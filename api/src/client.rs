@@ -3,7 +3,7 @@
 //! typed method per route, over a Unix-socket HTTP/1.1 connection.
 
 use crate::error::{ErrorBody, ErrorKind};
-use crate::{journal::*, observe::*, routes, runtime::*, types::*};
+use crate::{journal::*, observe::*, routes, runtime::*, services::*, types::*};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};

@@ -4,6 +4,7 @@
 //! (`meshctl`, the CNI and Docker plugins, the namespace lab):
 //! - [`types`]: request and response bodies ([`observe`]: doctor and top;
 //!   [`runtime`]: runtimes that plumb containers themselves),
+//! - [`services`]: services and their requests,
 //! - [`wireguard`]: WireGuard clients (`meshctl wg`),
 //! - [`journal`]: the audit trail (`meshctl log`),
 //! - [`routes`]: the paths,
@@ -21,6 +22,7 @@ pub mod observe;
 pub mod origin;
 pub mod routes;
 pub mod runtime;
+pub mod services;
 pub mod types;
 pub mod wireguard;
 
@@ -30,6 +32,7 @@ pub use journal::{LogEntry, LogOp, LogQuery};
 pub use observe::*;
 pub use origin::{BadOrigin, Origin};
 pub use runtime::*;
+pub use services::*;
 pub use types::*;
 pub use wireguard::*;
 
