@@ -28,16 +28,20 @@ impl Lab {
         Ok(())
     }
 
+    /// `GET url` from `ns` over one new connection (busybox wget): the
+    /// body, or `None` within 2 s.
+    pub fn http_get(&self, ns: &str, url: &str) -> Option<String> {
+        self.exec_ok(
+            ns,
+            &["timeout", "2", "busybox", "wget", "-q", "-O", "-", url],
+        )
+        .ok()
+    }
+
     /// One new connection from `ns` to `host:port`: the server's name and
     /// the address it saw, or `None` within 2 s.
     pub fn ask(&self, ns: &str, host: &str, port: u16) -> Option<(String, String)> {
-        let url = format!("http://{host}:{port}/cgi-bin/who");
-        let out = self
-            .exec_ok(
-                ns,
-                &["timeout", "2", "busybox", "wget", "-q", "-O", "-", &url],
-            )
-            .ok()?;
+        let out = self.http_get(ns, &format!("http://{host}:{port}/cgi-bin/who"))?;
         let mut parts = out.split_whitespace();
         let name = parts.next()?.to_string();
         // busybox httpd listens on IPv6: `[::ffff:A.B.C.D]`.

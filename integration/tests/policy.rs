@@ -60,20 +60,8 @@ impl World {
     /// Whether `from` gets an answer from `ip:port` (one new connection).
     fn reaches(&self, from: &str, ip: &str, port: u16) -> bool {
         self.lab
-            .exec_ok(
-                from,
-                &[
-                    "timeout",
-                    "2",
-                    "busybox",
-                    "wget",
-                    "-q",
-                    "-O",
-                    "-",
-                    &format!("http://{ip}:{port}/f"),
-                ],
-            )
-            .is_ok_and(|o| o.trim() == "ok")
+            .http_get(from, &format!("http://{ip}:{port}/f"))
+            .is_some_and(|o| o.trim() == "ok")
     }
 
     fn wait_reaches(&self, from: &str, ip: &str, port: u16) {

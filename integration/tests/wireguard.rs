@@ -106,20 +106,8 @@ fn serve(lab: &mut Lab, ns: &str) {
 }
 
 fn reaches(lab: &Lab, from: &str, ip: &str) -> bool {
-    lab.exec_ok(
-        from,
-        &[
-            "timeout",
-            "2",
-            "busybox",
-            "wget",
-            "-q",
-            "-O",
-            "-",
-            &format!("http://{ip}/f"),
-        ],
-    )
-    .is_ok_and(|o| o.trim() == "ok")
+    lab.http_get(from, &format!("http://{ip}/f"))
+        .is_some_and(|o| o.trim() == "ok")
 }
 
 fn client(lab: &Lab, host: usize, name: &str) -> Option<WgClient> {
