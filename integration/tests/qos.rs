@@ -213,7 +213,9 @@ fn rate_ceiling_delay_loss_and_reset() {
         "no QoS loss metric:\n{metrics}"
     );
 
-    // Reset: back to the RTT of before (within 0.1 ms; polled, the lab is noisy).
+    // Reset: the 50 ms delay and the loss are gone. Held to 10 ms above the
+    // RTT of before, like the check above: a sub-millisecond bound failed on
+    // a loaded machine (0.445 against 0.23 ms) with nothing left configured.
     lab.meshctl(1, &["network", "qos", "reset", NET]).unwrap();
     let none: Vec<QosEntry> = lab
         .meshctl_json(0, &["network", "qos", "show", NET])
@@ -222,7 +224,7 @@ fn rate_ceiling_delay_loss_and_reset() {
     for (to, base) in [(&b_ip, near0), (&c_ip, far0)] {
         wait_for(Duration::from_secs(20), || {
             let (r, loss) = ping_stats(&lab, &a_ns, to, 20, "0.05");
-            match r <= base + 0.1 && loss == 0.0 {
+            match r < base + 10.0 && loss == 0.0 {
                 true => Ok(()),
                 false => anyhow::bail!("RTT {r} ms (before {base}), loss {loss}%"),
             }
