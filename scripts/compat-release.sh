@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # CI: runs the mixed-version lab test (integration/tests/versions.rs) with
-# the newest release's meshd and meshctl on two of its three hosts, whenever
-# the code differs from that release (PROTOCOL.md, "How this is tested").
+# the newest release's meshd and meshctl on two of its three hosts (on a
+# release commit, the release before it), whenever the code differs
+# (PROTOCOL.md, "How this is tested").
 # The release's binaries are built once from its commit and cached in
 # $MESH_COMPAT_CACHE (default /var/cache/mesh-ci), one directory per commit.
 # Needs the lab test's binaries built first (MESH_BIN_DIR, default
@@ -9,17 +10,31 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+code=(Cargo.toml Cargo.lock api sys dataplane gossip model dns docker mesh cli)
 if [ -n "${MESH_COMPAT_REF:-}" ]; then
   version=ref
   commit=$(git rev-parse --verify "$MESH_COMPAT_REF^{commit}")
 else
-  read -r version commit < <(bash scripts/release.sh latest; echo) || true
+  # Releases are found in the history: a shallow clone has too little of it.
+  if [ "$(git rev-parse --is-shallow-repository)" = true ]; then
+    git fetch -q --unshallow 2>/dev/null ||
+      echo "compat: warning: shallow clone and no remote to deepen it from: releases may be missed" >&2
+  fi
+  # The newest release whose code differs from HEAD's: on a release commit
+  # itself, that is the release before it (PROTOCOL.md: the previous minor
+  # release stays supported).
+  version='' commit=''
+  while read -r v c; do
+    if ! git diff --quiet "$c" HEAD -- "${code[@]}"; then
+      version=$v commit=$c
+      break
+    fi
+  done < <(bash scripts/release.sh list)
 fi
 if [ -z "${commit:-}" ]; then
-  echo "compat: no release in the history yet: nothing to compare with"
+  echo "compat: no release in the history whose code differs from this one: nothing to compare with"
   exit 0
 fi
-code=(Cargo.toml Cargo.lock api sys dataplane gossip model dns docker mesh cli)
 if git diff --quiet "$commit" HEAD -- "${code[@]}"; then
   echo "compat: the code is release $version's ($commit): nothing to compare with"
   exit 0
