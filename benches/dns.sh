@@ -13,8 +13,9 @@
 #   -h1   meshd (listening on 198.18.0.1 on its loopback), network "bench" 198.19.9.0/24
 #   -nI   N containers attached as nI.bench
 #   -c    the client: attached to "bench" (asks mesh on the service address)
-#         and on a veth to -dm (192.0.2.1/30)
-#   -dm   dnsmasq on 192.0.2.2, hosts file with the same nI.bench names
+#         and on a veth to a bridge port in -dm (192.0.2.1/30)
+#   -dm   dnsmasq on the bridge's address 192.0.2.2, hosts file with the
+#         same nI.bench names
 # The machine is shared: compare the two within one run, not across runs.
 # Env: CARGO_TARGET_DIR (default ./target), MESH_BIN_DIR (default the
 # release dir), SKIP_BUILD=1, SKIP_INSTALL=1.
@@ -111,11 +112,17 @@ done
 netns "$P-c"
 attach "$P-c" client >/dev/null
 netns "$P-dm"
+# dnsmasq on a bridge's address, as libvirt and most container hosts run
+# it: a query crosses a bridge port (and br_netfilter's hooks, where that
+# module is loaded) on its way to either server, not only to mesh's.
 ip -n "$P-c" link add dm0 type veth peer name dm0 netns "$P-dm"
+ip -n "$P-dm" link add br0 type bridge
+ip -n "$P-dm" link set dm0 master br0
 ip -n "$P-c" addr add 192.0.2.1/30 dev dm0
-ip -n "$P-dm" addr add 192.0.2.2/30 dev dm0
+ip -n "$P-dm" addr add 192.0.2.2/30 dev br0
 ip -n "$P-c" link set dm0 up
 ip -n "$P-dm" link set dm0 up
+ip -n "$P-dm" link set br0 up
 ip netns exec "$P-dm" dnsmasq --keep-in-foreground --no-resolv --no-hosts --user=root \
   --pid-file= --addn-hosts="$dir/hosts" --listen-address=192.0.2.2 \
   --bind-interfaces --local=/bench/ --local-ttl=5 --cache-size=1000 \
