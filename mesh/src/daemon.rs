@@ -140,6 +140,7 @@ impl Daemon {
         let dp = Dataplane::start(data_bind, dp_options)
             .with_context(|| format!("starting the data plane on udp {data_bind}"))?;
         let peers = PeerTable::new(dp.clone());
+        peers.enable_tcp_fallback(dp.local_addr());
 
         let mut cfg = gossip::Config::new(
             identity,

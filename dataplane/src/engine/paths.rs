@@ -177,6 +177,14 @@ impl Engine {
         path.advertise(now);
     }
 
+    /// Where datagrams reach `peer` over its TCP fallback link (a local
+    /// socket that forwards onto it; `None`: no TCP link). See
+    /// [`PathState::set_fallback`].
+    pub fn set_fallback(&self, peer: PeerIdx, addr: Option<SocketAddr>) {
+        let now = Instant::now();
+        self.lock_paths().peer(peer, now).state.set_fallback(addr, now);
+    }
+
     /// This host's tag and every peer's (from their identities), naming
     /// hosts on relay envelopes.
     pub fn set_local_tag(&self, tag: HostTag) {
