@@ -208,6 +208,32 @@ impl Lab {
         self.nft(&self.hosts[i].netns, &table, &rules)
     }
 
+    /// Drops all UDP between host `i` and the hosts `others` (nftables in
+    /// host `i`'s namespace, both directions); TCP still passes.
+    pub fn block_udp(&self, i: usize, others: &[usize]) -> Result<()> {
+        let set: Vec<String> = others
+            .iter()
+            .map(|o| self.hosts[*o].underlay_ip.to_string())
+            .collect();
+        let set = set.join(", ");
+        let rules = format!(
+            "table inet meshlab_block_udp {{\n\
+             chain input {{ type filter hook input priority 0; ip saddr {{ {set} }} meta l4proto udp drop; }}\n\
+             chain output {{ type filter hook output priority 0; ip daddr {{ {set} }} meta l4proto udp drop; }}\n\
+             }}\n"
+        );
+        self.nft(&self.hosts[i].netns, "meshlab_block_udp", &rules)
+    }
+
+    /// Lifts [`Lab::block_udp`].
+    pub fn unblock_udp(&self, i: usize) -> Result<()> {
+        self.exec_ok(
+            &self.hosts[i].netns,
+            &["nft", "delete", "table", "inet", "meshlab_block_udp"],
+        )?;
+        Ok(())
+    }
+
     /// Lifts [`Lab::block_udp_port`].
     pub fn unblock_udp_port(&self, i: usize, j: usize, port: u16) -> Result<()> {
         let table = format!("meshlab_block_{j}_{port}");
