@@ -256,6 +256,11 @@ impl PathState {
         self.route
     }
 
+    /// Whether the route in use is the TCP fallback.
+    pub fn on_fallback(&self) -> bool {
+        matches!(self.route, Route::Direct(addr) if Some(addr) == self.fallback)
+    }
+
     pub fn changed_at(&self) -> Option<Instant> {
         self.changed_at
     }

@@ -241,11 +241,13 @@ impl Engine {
         let tables = self.read();
         let mut paths = self.lock_paths();
         let local_nat = paths.local_nat;
-        // Peers reached directly may relay for the others.
+        // Peers reached directly over UDP may relay for the others (one
+        // reached over the TCP fallback would make a relayed path no
+        // better than TCP itself).
         let direct: Vec<(PeerIdx, HostTag)> = paths
             .peers
             .iter()
-            .filter(|(_, p)| matches!(p.state.route(), Route::Direct(_)))
+            .filter(|(_, p)| matches!(p.state.route(), Route::Direct(_)) && !p.state.on_fallback())
             .filter_map(|(idx, _)| {
                 let tag = tables.peers.get(idx)?.tag;
                 (tag != [0; 8]).then_some((*idx, tag))

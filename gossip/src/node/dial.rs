@@ -81,9 +81,18 @@ pub(super) async fn dial_loop(node: Arc<Inner>, peer: PeerId) {
             // The next round sees the link and ends the loop.
             continue;
         }
-        let relayed = node.relayed_via(&peer).is_some();
+        let relayed = node.relayed_via(&peer);
+        // A relay reached over TCP is no UDP path.
+        let relayed_over_udp = relayed.is_some_and(|via| {
+            !lock(&node.peers)
+                .slots
+                .get(&via)
+                .and_then(|s| s.link.as_ref())
+                .is_some_and(|l| l.tcp)
+        });
+        let relayed = relayed.is_some();
         // No UDP path, direct or relayed: the TCP fallback.
-        if !relayed && node.tcp_fallback {
+        if !relayed_over_udp && node.tcp_fallback {
             let targets = tcp_targets(&node, peer, round.candidates);
             if try_candidates(&node, peer, targets, round.proven, true).await {
                 continue;
