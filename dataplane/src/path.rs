@@ -488,10 +488,15 @@ impl PathState {
     }
 
     /// The TCP fallback, if it answers.
-    fn live_fallback(&self, now: Instant) -> Option<Route> {
+    fn fallback_alive(&self, now: Instant) -> Option<Route> {
         let addr = self.fallback?;
         let c = self.candidates.get(&addr)?;
         self.alive(c.last_pong, now).then_some(Route::Direct(addr))
+    }
+
+    /// The TCP fallback to take: it answers, and UDP had its chance.
+    fn live_fallback(&self, now: Instant) -> Option<Route> {
+        self.fallback_alive(now).filter(|_| self.direct_failing(now))
     }
 
     fn decide(&mut self, now: Instant) {
@@ -502,7 +507,7 @@ impl PathState {
         }
         let next = match self.route {
             // On TCP: back to UDP as soon as a way answers steadily.
-            Route::Direct(addr) if Some(addr) == self.fallback && self.live_fallback(now).is_some() => {
+            Route::Direct(addr) if Some(addr) == self.fallback && self.fallback_alive(now).is_some() => {
                 self.best_direct(self.config.heal_pongs, now)
                     .map(Route::Direct)
                     .or_else(|| self.best_relay(now).map(Route::Relayed))

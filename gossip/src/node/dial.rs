@@ -32,6 +32,9 @@ pub const UNPROVEN_DIAL_PERMITS: usize = 8;
 /// The higher id of two hosts that learn of each other at once waits this
 /// long before dialing, so that they rarely both dial.
 const HIGHER_ID_DELAY: Duration = Duration::from_millis(500);
+/// The TCP fallback is dialed only after a peer had no link this long: a
+/// relayed control session (UDP, preferred) gets its chance first.
+const TCP_AFTER: Duration = Duration::from_secs(5);
 /// While a peer's link is over TCP, QUIC is tried again this often (one
 /// attempt at a time): back on UDP within a few seconds of it working.
 const UDP_RETRY: Duration = Duration::from_secs(2);
@@ -92,7 +95,8 @@ pub(super) async fn dial_loop(node: Arc<Inner>, peer: PeerId) {
         });
         let relayed = relayed.is_some();
         // No UDP path, direct or relayed: the TCP fallback.
-        if !relayed_over_udp && node.tcp_fallback {
+        let waited = node.unlinked_for(&peer).is_some_and(|d| d >= TCP_AFTER);
+        if !relayed_over_udp && node.tcp_fallback && waited {
             let targets = tcp_targets(&node, peer, round.candidates);
             if try_candidates(&node, peer, targets, round.proven, true).await {
                 continue;
