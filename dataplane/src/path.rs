@@ -36,7 +36,6 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::path_mtu::MtuSearch;
-use crate::stats::{PathMode, PathStats};
 use crate::wire::MIN_PROBE_DATAGRAM;
 use crate::PeerIdx;
 
@@ -178,6 +177,9 @@ pub struct PathState {
     /// Where datagrams reach the peer over the TCP fallback, if its link
     /// is over TCP: used only while no UDP way (direct or relayed) answers.
     fallback: Option<SocketAddr>,
+    /// Relays this host reaches only over their TCP fallback: the last
+    /// resort, after the peer's own fallback.
+    tcp_relays: Vec<PeerIdx>,
 }
 
 const OUTCOME_WINDOW: usize = 20;
@@ -215,6 +217,7 @@ impl PathState {
             woke_at: now,
             keepalive: false,
             fallback: None,
+            tcp_relays: Vec::new(),
         }
     }
 
@@ -339,6 +342,12 @@ impl PathState {
                 self.route = Route::Unknown;
             }
         }
+    }
+
+    /// Which of the relays ([`Self::set_relays`], after the others in its
+    /// order) this host reaches only over TCP.
+    pub fn set_relays_over_tcp(&mut self, relays: &[PeerIdx]) {
+        self.tcp_relays = relays.to_vec();
     }
 
     /// An authenticated ping arrived from `source` (None: through a relay):
@@ -479,12 +488,28 @@ impl PathState {
             .map(|(addr, _)| *addr)
     }
 
-    fn best_relay(&self, now: Instant) -> Option<PeerIdx> {
+    /// Best relay reached over UDP (`tcp`: over TCP) that answers.
+    fn best_relay_of(&self, tcp: bool, now: Instant) -> Option<PeerIdx> {
         self.relays
             .iter()
+            .filter(|(idx, _)| self.tcp_relays.contains(idx) == tcp)
             .filter(|(_, r)| self.alive(r.last_pong, now))
             .min_by_key(|(_, r)| r.rtt.unwrap_or(Duration::MAX))
             .map(|(idx, _)| *idx)
+    }
+
+    fn best_relay(&self, now: Instant) -> Option<PeerIdx> {
+        self.best_relay_of(false, now)
+    }
+
+    /// The TCP fallback, else a relay reached over TCP, once UDP had its
+    /// chance.
+    fn last_resort(&self, now: Instant) -> Option<Route> {
+        self.live_fallback(now).or_else(|| {
+            self.best_relay_of(true, now)
+                .filter(|_| self.direct_failing(now))
+                .map(Route::Relayed)
+        })
     }
 
     /// The TCP fallback, if it answers.
@@ -525,7 +550,15 @@ impl PathState {
                 .best_direct(1, now)
                 .map(Route::Direct)
                 .or_else(|| self.best_relay(now).map(Route::Relayed))
+                .or_else(|| self.last_resort(now))
+                .unwrap_or(self.route),
+            // Through a relay reached over TCP: anything better first.
+            Route::Relayed(via) if self.tcp_relays.contains(&via) => self
+                .best_direct(self.config.heal_pongs, now)
+                .map(Route::Direct)
+                .or_else(|| self.best_relay(now).map(Route::Relayed))
                 .or_else(|| self.live_fallback(now))
+                .or_else(|| self.best_relay_of(true, now).map(Route::Relayed))
                 .unwrap_or(self.route),
             Route::Relayed(via) => match self.best_direct(self.config.heal_pongs, now) {
                 Some(addr) => Route::Direct(addr),
@@ -535,14 +568,14 @@ impl PathState {
                 None => self
                     .best_relay(now)
                     .map(Route::Relayed)
-                    .or_else(|| self.live_fallback(now))
+                    .or_else(|| self.last_resort(now))
                     .unwrap_or(self.route),
             },
             Route::Unknown => self
                 .best_direct(1, now)
                 .map(Route::Direct)
                 .or_else(|| self.best_relay(now).map(Route::Relayed))
-                .or_else(|| self.live_fallback(now))
+                .or_else(|| self.last_resort(now))
                 .unwrap_or(Route::Unknown),
         };
         if next != self.route {
@@ -749,31 +782,10 @@ impl PathState {
     pub fn heard_ago(&self, now: Instant) -> Option<Duration> {
         self.last_heard.map(|at| now.saturating_duration_since(at))
     }
-
-    pub fn stats(&self, now: Instant) -> PathStats {
-        let mode = match self.route {
-            Route::Unknown => PathMode::Unknown,
-            Route::Direct(addr) if Some(addr) == self.fallback => PathMode::Tcp,
-            Route::Direct(_) => PathMode::Direct,
-            Route::Relayed(idx) => PathMode::Relayed(idx),
-        };
-        let loss = (!self.outcomes.is_empty()).then(|| {
-            self.outcomes.iter().filter(|ok| !**ok).count() as f64 / self.outcomes.len() as f64
-        });
-        PathStats {
-            mode,
-            endpoint: match self.route {
-                Route::Direct(addr) => Some(addr),
-                _ => None,
-            },
-            mtu: Some(self.path_mtu()).filter(|mtu| *mtu > 0),
-            rtt: self.rtt,
-            loss,
-            clock_skew_ms: self.skew_ms,
-            last_heard: self.heard_ago(now),
-        }
-    }
 }
+
+#[path = "path_report.rs"]
+mod report;
 
 #[cfg(test)]
 #[path = "path_tests.rs"]

@@ -2,6 +2,7 @@
 //! network answers (or drops) each probe after a fixed delay.
 
 use super::*;
+use crate::stats::PathMode;
 
 const A: &str = "198.18.0.2:7801";
 const B: &str = "198.18.0.9:7801";
@@ -589,4 +590,25 @@ fn a_closed_fallback_link_is_left_at_once() {
         .rev()
         .take(3)
         .all(|(_, via, _)| *via != Via::Direct(addr(T))));
+}
+
+#[test]
+fn a_relay_reached_over_tcp_is_the_last_resort() {
+    let mut sim = Sim::new();
+    sim.net.direct_up.clear();
+    // 7 is reached over UDP, 9 only over its TCP fallback.
+    sim.net.relays = vec![(7, Duration::from_millis(5)), (9, Duration::from_millis(5))];
+    sim.path.set_relays(&[7, 9]);
+    sim.path.set_relays_over_tcp(&[9]);
+    sim.until(Duration::from_secs(5), |p| p.route() == Route::Relayed(7));
+    // The UDP relay goes: the TCP one, as nothing else answers.
+    sim.net.relays.retain(|(r, _)| *r == 9);
+    sim.until(Duration::from_secs(10), |p| p.route() == Route::Relayed(9));
+    // The peer's own TCP fallback is preferred to it...
+    sim.net.direct_up.push(addr(T));
+    sim.path.set_fallback(Some(addr(T)), sim.now);
+    sim.until(Duration::from_secs(5), |p| p.route() == Route::Direct(addr(T)));
+    // ...and UDP to everything else.
+    sim.net.direct_up.push(addr(A));
+    sim.until(Duration::from_secs(10), |p| p.route() == Route::Direct(addr(A)));
 }

@@ -144,3 +144,36 @@ fn hosts_without_udp_between_them_carry_control_and_data_over_tcp_and_return_to_
     lab.wait_ping(&c1, "198.19.9.2", Duration::from_secs(5))
         .expect("containers talk over UDP again");
 }
+
+/// A host reached only over TCP relays for others: h1 has no UDP to
+/// anyone and no TCP to h2, so its containers reach h2's through h3 (h1→h3
+/// over TCP, h3→h2 over UDP), control and data.
+#[test]
+fn a_host_reached_only_over_tcp_relays_for_the_others() {
+    let Some(mut lab) = test_lab("tcprl", 3) else {
+        return;
+    };
+    lab.start_mesh().expect("mesh up");
+    lab.meshctl(0, &["network", "create", NET, "--subnet", SUBNET])
+        .expect("network create");
+    let c1 = lab.add_container("c1").unwrap();
+    let c2 = lab.add_container("c2").unwrap();
+    lab.attach_netns(0, &c1, NET, &["--ip", "198.19.9.1/24"]);
+    lab.attach_netns(1, &c2, NET, &["--ip", "198.19.9.2/24"]);
+    lab.wait_ping(&c1, "198.19.9.2", Duration::from_secs(10))
+        .expect("direct ping");
+
+    lab.block_udp(0, &[1, 2]).unwrap();
+    lab.block_tcp(0, &[1]).unwrap();
+    let relayed = lab
+        .wait_control(0, "h3", "tcp", Duration::from_secs(60))
+        .and_then(|_| lab.wait_control(0, "h2", "relayed via h3", Duration::from_secs(30)))
+        .and_then(|_| lab.wait_path(0, "h2", "relayed via h3", Duration::from_secs(30)))
+        .and_then(|_| lab.wait_path(1, "h1", "relayed via h3", Duration::from_secs(30)));
+    if relayed.is_err() {
+        lab.dump_logs();
+    }
+    relayed.unwrap();
+    lab.wait_ping(&c1, "198.19.9.2", Duration::from_secs(10))
+        .expect("containers talk through h3, reached over TCP");
+}

@@ -241,18 +241,20 @@ impl Engine {
         let tables = self.read();
         let mut paths = self.lock_paths();
         let local_nat = paths.local_nat;
-        // Peers reached directly over UDP may relay for the others (one
-        // reached over the TCP fallback would make a relayed path no
-        // better than TCP itself).
-        let direct: Vec<(PeerIdx, HostTag)> = paths
+        // Peers reached directly may relay for the others; those reached
+        // over their TCP fallback only as a last resort (see `path.rs`).
+        let (direct, over_tcp): (Vec<_>, Vec<_>) = paths
             .peers
             .iter()
-            .filter(|(_, p)| matches!(p.state.route(), Route::Direct(_)) && !p.state.on_fallback())
-            .filter_map(|(idx, _)| {
+            .filter(|(_, p)| matches!(p.state.route(), Route::Direct(_)))
+            .filter_map(|(idx, p)| {
                 let tag = tables.peers.get(idx)?.tag;
-                (tag != [0; 8]).then_some((*idx, tag))
+                (tag != [0; 8]).then_some((*idx, tag, p.state.on_fallback()))
             })
-            .collect();
+            .partition(|(_, _, tcp)| !tcp);
+        let direct: Vec<(PeerIdx, HostTag)> = direct.into_iter().map(|(i, t, _)| (i, t)).collect();
+        let over_tcp: Vec<(PeerIdx, HostTag)> =
+            over_tcp.into_iter().map(|(i, t, _)| (i, t)).collect();
         let mut next = now + Duration::from_secs(1);
         let mut changes = Vec::new();
         for (idx, path) in paths.peers.iter_mut() {
@@ -269,7 +271,11 @@ impl Engine {
             }
             path.state.set_keepalive(local_nat || peer.nat);
             if path.state.wants_relays(now) {
-                path.state.set_relays(&relay_order(peer.tag, *idx, &direct));
+                let mut relays = relay_order(peer.tag, *idx, &direct);
+                let tcp = relay_order(peer.tag, *idx, &over_tcp);
+                relays.extend(&tcp);
+                path.state.set_relays(&relays);
+                path.state.set_relays_over_tcp(&tcp);
             }
             for probe in path.state.poll(now, wall) {
                 let body = ProbeBody {
