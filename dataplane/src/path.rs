@@ -521,7 +521,8 @@ impl PathState {
 
     /// The TCP fallback to take: it answers, and UDP had its chance.
     fn live_fallback(&self, now: Instant) -> Option<Route> {
-        self.fallback_alive(now).filter(|_| self.direct_failing(now))
+        self.fallback_alive(now)
+            .filter(|_| self.direct_failing(now))
     }
 
     fn decide(&mut self, now: Instant) {
@@ -532,7 +533,9 @@ impl PathState {
         }
         let next = match self.route {
             // On TCP: back to UDP as soon as a way answers steadily.
-            Route::Direct(addr) if Some(addr) == self.fallback && self.fallback_alive(now).is_some() => {
+            Route::Direct(addr)
+                if Some(addr) == self.fallback && self.fallback_alive(now).is_some() =>
+            {
                 self.best_direct(self.config.heal_pongs, now)
                     .map(Route::Direct)
                     .or_else(|| self.best_relay(now).map(Route::Relayed))

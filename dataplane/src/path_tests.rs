@@ -555,7 +555,9 @@ fn the_tcp_fallback_is_taken_only_when_no_udp_way_answers_and_left_when_one_does
     assert_eq!(sim.path.route(), Route::Relayed(8));
     // No UDP way at all: TCP.
     sim.net.relays.clear();
-    sim.until(Duration::from_secs(5), |p| p.route() == Route::Direct(addr(T)));
+    sim.until(Duration::from_secs(5), |p| {
+        p.route() == Route::Direct(addr(T))
+    });
     assert_eq!(sim.path.stats(sim.now).mode, PathMode::Tcp);
     // Relays are still asked while on TCP (they are UDP).
     let since = sim.now;
@@ -570,7 +572,10 @@ fn the_tcp_fallback_is_taken_only_when_no_udp_way_answers_and_left_when_one_does
     let back = sim.until(Duration::from_secs(10), |p| {
         p.route() == Route::Direct(addr(A))
     });
-    assert!(back >= Duration::from_millis(900), "needs two pongs: {back:?}");
+    assert!(
+        back >= Duration::from_millis(900),
+        "needs two pongs: {back:?}"
+    );
     assert_eq!(sim.path.stats(sim.now).mode, PathMode::Direct);
 }
 
@@ -579,7 +584,9 @@ fn a_closed_fallback_link_is_left_at_once() {
     let mut sim = Sim::new();
     sim.net.direct_up = vec![addr(T)];
     sim.path.set_fallback(Some(addr(T)), sim.now);
-    sim.until(Duration::from_secs(5), |p| p.route() == Route::Direct(addr(T)));
+    sim.until(Duration::from_secs(5), |p| {
+        p.route() == Route::Direct(addr(T))
+    });
     sim.path.set_fallback(None, sim.now);
     assert_eq!(sim.path.route(), Route::Unknown);
     sim.run(Duration::from_secs(3));
@@ -607,8 +614,12 @@ fn a_relay_reached_over_tcp_is_the_last_resort() {
     // The peer's own TCP fallback is preferred to it...
     sim.net.direct_up.push(addr(T));
     sim.path.set_fallback(Some(addr(T)), sim.now);
-    sim.until(Duration::from_secs(5), |p| p.route() == Route::Direct(addr(T)));
+    sim.until(Duration::from_secs(5), |p| {
+        p.route() == Route::Direct(addr(T))
+    });
     // ...and UDP to everything else.
     sim.net.direct_up.push(addr(A));
-    sim.until(Duration::from_secs(10), |p| p.route() == Route::Direct(addr(A)));
+    sim.until(Duration::from_secs(10), |p| {
+        p.route() == Route::Direct(addr(A))
+    });
 }

@@ -186,13 +186,16 @@ impl Node {
         };
         let mut tcp_listeners = Vec::new();
         if cfg.tcp_fallback {
-            let ports = std::iter::once(local_addr.port()).chain(cfg.tcp_extra_ports.iter().copied());
+            let ports =
+                std::iter::once(local_addr.port()).chain(cfg.tcp_extra_ports.iter().copied());
             for port in ports {
                 let at = SocketAddr::new(local_addr.ip(), port);
                 match tokio::net::TcpListener::bind(at).await {
                     Ok(listener) => tcp_listeners.push(listener),
                     // The host still works over UDP: say so, do not fail.
-                    Err(e) => warn!(addr = %at, error = %e, "cannot listen on TCP: no TCP fallback there"),
+                    Err(e) => {
+                        warn!(addr = %at, error = %e, "cannot listen on TCP: no TCP fallback there")
+                    }
                 }
             }
         }
@@ -276,7 +279,8 @@ impl Node {
         let node = Node { inner };
         node.inner.spawn(accept_loop(node.inner.clone()));
         for listener in tcp_listeners {
-            node.inner.spawn(tcp_accept_loop(node.inner.clone(), listener));
+            node.inner
+                .spawn(tcp_accept_loop(node.inner.clone(), listener));
         }
         node.inner.spawn(anti_entropy_loop(node.inner.clone()));
         node.inner.spawn(persist_loop(node.inner.clone()));
@@ -705,9 +709,7 @@ impl Inner {
     fn tcp_datagrams(&self, conn: &Conn, peer: PeerId) -> Option<crate::tcp::DatagramLink> {
         let Conn::Tcp(tcp) = conn else { return None };
         let observer = self.observer.clone();
-        Some(tcp.authenticated(Arc::new(move |datagram| {
-            observer.datagram(&peer, datagram)
-        })))
+        Some(tcp.authenticated(Arc::new(move |datagram| observer.datagram(&peer, datagram))))
     }
 
     fn is_current(&self, peer: &PeerId, conn: &Conn) -> bool {

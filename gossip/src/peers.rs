@@ -202,13 +202,15 @@ impl<L> Peers<L> {
             // UDP is preferred: QUIC replaces the TCP fallback, never the
             // other way round.
             let keep_new = (existing.tcp && !candidate.tcp)
-                || (existing.tcp == candidate.tcp && local_incarnation > existing.local_incarnation)
-                || (existing.tcp == candidate.tcp && prefer_new_link(
-                    local,
-                    remote,
-                    (existing.dialer, existing.incarnation),
-                    (candidate.dialer, incarnation),
-                ));
+                || (existing.tcp == candidate.tcp
+                    && local_incarnation > existing.local_incarnation)
+                || (existing.tcp == candidate.tcp
+                    && prefer_new_link(
+                        local,
+                        remote,
+                        (existing.dialer, existing.incarnation),
+                        (candidate.dialer, incarnation),
+                    ));
             if !keep_new {
                 return Err(Refusal::Duplicate);
             }

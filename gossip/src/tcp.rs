@@ -285,7 +285,14 @@ pub(crate) async fn accept(
     let session = tls.get_ref().1;
     let peer = peer_of(session.peer_certificates())?;
     let (ekm_auth, ekm_keys) = (ekm(session, EKM_AUTH_LABEL)?, ekm(session, EKM_KEYS_LABEL)?);
-    Ok(start(tls, remote, peer, (ekm_auth, ekm_keys), idle, shutdown))
+    Ok(start(
+        tls,
+        remote,
+        peer,
+        (ekm_auth, ekm_keys),
+        idle,
+        shutdown,
+    ))
 }
 
 fn start<S>(

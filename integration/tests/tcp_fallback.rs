@@ -132,7 +132,10 @@ fn hosts_without_udp_between_them_carry_control_and_data_over_tcp_and_return_to_
         lab.dump_logs();
     }
     let took = back.expect("data path back on UDP within 10 s");
-    println!("UDP unblocked → data path direct: {:.1} s", took.as_secs_f64());
+    println!(
+        "UDP unblocked → data path direct: {:.1} s",
+        took.as_secs_f64()
+    );
     lab.wait_control(0, "h2", "direct", Duration::from_secs(10))
         .expect("control back on QUIC within 10 s");
     println!(

@@ -216,9 +216,7 @@ impl<P: PeerPlane> PeerTable<P> {
     /// Carries the data of peers whose link is over TCP through local
     /// sockets to the data plane bound at `data_local` (`tcp_shim.rs`).
     pub fn enable_tcp_fallback(&self, data_local: SocketAddr) {
-        let _ = self
-            .tcp
-            .set(crate::tcp_shim::TcpShims::new(data_local));
+        let _ = self.tcp.set(crate::tcp_shim::TcpShims::new(data_local));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {

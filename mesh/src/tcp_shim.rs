@@ -105,12 +105,14 @@ impl TcpShims {
 /// IPv4 as mapped, or loopback as `::1`).
 fn is_data_plane(from: SocketAddr, data: SocketAddr) -> bool {
     let canonical = |ip: IpAddr| match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
         v4 => v4,
     };
     let (ip, data_ip) = (canonical(from.ip()), canonical(data.ip()));
-    from.port() == data.port()
-        && (ip == data_ip || (ip.is_loopback() && data_ip.is_loopback()))
+    from.port() == data.port() && (ip == data_ip || (ip.is_loopback() && data_ip.is_loopback()))
 }
 
 async fn forward(socket: Arc<UdpSocket>, data_addr: SocketAddr, link: DatagramLink) {
@@ -141,7 +143,10 @@ mod tests {
     fn only_the_data_planes_own_socket_is_forwarded() {
         let data: SocketAddr = "127.0.0.1:7801".parse().unwrap();
         assert!(is_data_plane(data, data));
-        assert!(is_data_plane("[::ffff:127.0.0.1]:7801".parse().unwrap(), data));
+        assert!(is_data_plane(
+            "[::ffff:127.0.0.1]:7801".parse().unwrap(),
+            data
+        ));
         assert!(!is_data_plane("127.0.0.1:7802".parse().unwrap(), data));
         let specific: SocketAddr = "198.18.0.2:7801".parse().unwrap();
         assert!(is_data_plane(specific, specific));

@@ -182,7 +182,10 @@ impl Engine {
     /// [`PathState::set_fallback`].
     pub fn set_fallback(&self, peer: PeerIdx, addr: Option<SocketAddr>) {
         let now = Instant::now();
-        self.lock_paths().peer(peer, now).state.set_fallback(addr, now);
+        self.lock_paths()
+            .peer(peer, now)
+            .state
+            .set_fallback(addr, now);
     }
 
     /// This host's tag and every peer's (from their identities), naming

@@ -154,7 +154,10 @@ impl Inner {
         let hello = handshake::hello(&parties, addr);
         let exchange = async {
             send.write_frame(&hello).await?;
-            match recv.read_frame_within::<HelloAck>(wire::MAX_FRAME_LEN).await {
+            match recv
+                .read_frame_within::<HelloAck>(wire::MAX_FRAME_LEN)
+                .await
+            {
                 Ok(Some((ack, _))) => Ok(ack),
                 Ok(None) => Err(Error::protocol(
                     "peer closed the stream during the handshake",
@@ -478,7 +481,8 @@ impl Inner {
                     };
                     info!(peer = %remote, addr = %info.remote, name = %info.name, ?side, tcp = conn.is_tcp(), "peer up");
                     self.observer.peer_up(&info);
-                    self.observer.tcp_link(&remote, self.tcp_datagrams(&conn, remote));
+                    self.observer
+                        .tcp_link(&remote, self.tcp_datagrams(&conn, remote));
                     admission
                 }
                 Err(Refusal::Blocked) => {

@@ -119,7 +119,12 @@ fn tcp_targets(node: &Inner, peer: PeerId, candidates: Vec<String>) -> Vec<Strin
         .table
         .get(&peer)
         .and_then(|r| r.meta.get(super::TCP_PORTS_META).cloned())
-        .map(|ports| ports.split(',').filter_map(|p| p.trim().parse().ok()).collect())
+        .map(|ports| {
+            ports
+                .split(',')
+                .filter_map(|p| p.trim().parse().ok())
+                .collect()
+        })
         .unwrap_or_default();
     let mut targets = candidates.clone();
     for candidate in &candidates {

@@ -596,7 +596,10 @@ fn setup_mesh_tcp(lab: &mut Lab) -> Result<Setup> {
     lab.block_udp(0, &[1])?;
     lab.wait_path(0, "h2", "tcp", Duration::from_secs(60))?;
     lab.wait_path(1, "h1", "tcp", Duration::from_secs(20))?;
-    s.info = format!("{}; over the TCP fallback (all UDP h1<->h2 dropped)", s.info);
+    s.info = format!(
+        "{}; over the TCP fallback (all UDP h1<->h2 dropped)",
+        s.info
+    );
     s.settle = Duration::from_secs(3);
     Ok(s)
 }

@@ -88,7 +88,10 @@ fn the_tcp_fallback_warns_and_says_udp_fails() {
     for name in ["control", "data_path"] {
         let check = c.iter().find(|c| c.name == name).unwrap();
         assert_eq!(check.status, CheckStatus::Warn, "{name}");
-        assert!(check.fix.as_deref().unwrap_or("").contains("UDP"), "{name}: {check:?}");
+        assert!(
+            check.fix.as_deref().unwrap_or("").contains("UDP"),
+            "{name}: {check:?}"
+        );
     }
 }
 
