@@ -27,6 +27,7 @@ mod config;
 mod conn;
 mod connection;
 mod dial;
+mod fallback;
 mod observer;
 mod outbound;
 mod relay;
@@ -91,17 +92,11 @@ pub struct Member {
     pub tcp: bool,
 }
 
-/// The TLS configurations of the TCP fallback (the same as QUIC's).
-struct TcpTls {
-    client: Arc<rustls::ClientConfig>,
-    server: Arc<rustls::ServerConfig>,
-}
-
 struct Inner {
     id: PeerId,
     endpoint: quinn::Endpoint,
     local_addr: SocketAddr,
-    tls: TcpTls,
+    tls: fallback::TcpTls,
     /// Dial the TCP fallback when QUIC fails.
     tcp_fallback: bool,
     /// Where the TCP fallback listens (empty: off, or the port was taken).
@@ -179,35 +174,14 @@ impl Node {
             },
         )?;
         let local_addr = endpoint.local_addr()?;
-        let tls = transport::tls_configs(&cfg.identity)?;
-        let tls = TcpTls {
-            client: Arc::new(tls.client),
-            server: Arc::new(tls.server),
-        };
-        let mut tcp_listeners = Vec::new();
-        if cfg.tcp_fallback {
-            let ports =
-                std::iter::once(local_addr.port()).chain(cfg.tcp_extra_ports.iter().copied());
-            for port in ports {
-                let at = SocketAddr::new(local_addr.ip(), port);
-                match tokio::net::TcpListener::bind(at).await {
-                    Ok(listener) => tcp_listeners.push(listener),
-                    // The host still works over UDP: say so, do not fail.
-                    Err(e) => {
-                        warn!(addr = %at, error = %e, "cannot listen on TCP: no TCP fallback there")
-                    }
-                }
-            }
-        }
+        let tls = fallback::TcpTls::new(&cfg.identity)?;
+        let tcp_listeners =
+            fallback::listen(cfg.tcp_fallback, &cfg.tcp_extra_ports, local_addr).await;
         let tcp_addrs: Vec<SocketAddr> = tcp_listeners
             .iter()
             .filter_map(|l| l.local_addr().ok())
             .collect();
-        let mut meta = cfg.meta.clone();
-        if !cfg.tcp_extra_ports.is_empty() {
-            let ports: Vec<String> = cfg.tcp_extra_ports.iter().map(u16::to_string).collect();
-            meta.insert(TCP_PORTS_META.to_string(), ports.join(","));
-        }
+        let meta = fallback::advertise(&cfg.meta, cfg.tcp_fallback, &cfg.tcp_extra_ports);
 
         let mut addrs = cfg.advertise.clone();
         if !local_addr.ip().is_unspecified() {
@@ -280,7 +254,7 @@ impl Node {
         node.inner.spawn(accept_loop(node.inner.clone()));
         for listener in tcp_listeners {
             node.inner
-                .spawn(tcp_accept_loop(node.inner.clone(), listener));
+                .spawn(fallback::accept_loop(node.inner.clone(), listener));
         }
         node.inner.spawn(anti_entropy_loop(node.inner.clone()));
         node.inner.spawn(persist_loop(node.inner.clone()));
@@ -368,16 +342,9 @@ impl Node {
         }
         // No UDP path: the same port over TCP, when the error says the
         // host could not be reached (a refusal is an answer).
-        let unreachable = matches!(last_error, Some(Error::Unreachable { .. }));
-        if self.inner.tcp_fallback && unreachable {
-            for target in targets {
-                match self.inner.clone().dial_tcp(target, None).await {
-                    Ok(peer) => {
-                        info!(via = %peer, addr = %target, "joined mesh over the TCP fallback");
-                        return Ok(peer);
-                    }
-                    Err(e) => debug!(addr = %target, error = %e, "TCP fallback dial failed"),
-                }
+        if matches!(last_error, Some(Error::Unreachable { .. })) {
+            if let Some(peer) = self.inner.clone().join_tcp(&targets).await {
+                return Ok(peer);
             }
         }
         Err(last_error.unwrap_or_else(|| Error::Resolve {
@@ -704,14 +671,6 @@ impl Inner {
         self.ensure_dialing(peer);
     }
 
-    /// The data plane's handle to `conn` if it is a TCP link; its
-    /// datagrams go to the observer from now on.
-    fn tcp_datagrams(&self, conn: &Conn, peer: PeerId) -> Option<crate::tcp::DatagramLink> {
-        let Conn::Tcp(tcp) = conn else { return None };
-        let observer = self.observer.clone();
-        Some(tcp.authenticated(Arc::new(move |datagram| observer.datagram(&peer, datagram))))
-    }
-
     fn is_current(&self, peer: &PeerId, conn: &Conn) -> bool {
         !self.is_shutting_down() && lock(&self.peers).is_current(peer, conn.stable_id())
     }
@@ -800,25 +759,6 @@ async fn accept_loop(node: Arc<Inner>) {
         }
         let this = node.clone();
         node.spawn(this.accept(incoming));
-    }
-}
-
-async fn tcp_accept_loop(node: Arc<Inner>, listener: tokio::net::TcpListener) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, remote)) => {
-                if node.is_shutting_down() {
-                    break;
-                }
-                let this = node.clone();
-                node.spawn(this.accept_tcp(stream, remote));
-            }
-            // Out of descriptors and the like: wait rather than spin.
-            Err(e) => {
-                debug!(error = %e, "TCP accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
     }
 }
 
