@@ -51,8 +51,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const CONTROL_QUEUE: usize = 64;
 /// Datagrams queued for the writer; more are dropped and counted.
 const DATAGRAM_QUEUE: usize = 2048;
-/// Control frames read but not yet taken by the handshake or the driver.
-const INBOUND_CONTROL: usize = 16;
+/// Control frames read but not yet taken by the handshake or the driver:
+/// one, so an unauthenticated peer makes this host hold at most one frame
+/// (the connection's reader task queues further, `node/connection.rs`).
+const INBOUND_CONTROL: usize = 1;
 /// Records written before a flush, at most.
 const WRITE_BATCH: usize = 256;
 
@@ -110,8 +112,9 @@ pub struct TcpConn {
     control_tx: mpsc::Sender<Bytes>,
     datagram_tx: mpsc::Sender<Bytes>,
     close_tx: watch::Sender<Option<(u32, String)>>,
-    /// Largest control body the reader accepts now (small until the peer
-    /// proved the secret).
+    /// Largest control body the reader accepts now: a hello's on the
+    /// accepting side until it is verified, a member record's until the
+    /// peer is authenticated.
     limit: AtomicUsize,
     sink: OnceLock<DatagramSink>,
     pub stats: TcpStats,
@@ -211,6 +214,12 @@ impl TcpConn {
         true
     }
 
+    /// The dialer's hello proved the secret: its member record may follow.
+    pub fn hello_proven(&self) {
+        self.limit
+            .fetch_max(wire::MAX_RECORD_FRAME_LEN, Ordering::AcqRel);
+    }
+
     /// The peer proved the secret: full-size control frames, and datagrams
     /// go to `sink` from now on. Returns the data plane's handle.
     pub fn authenticated(self: &Arc<Self>, sink: DatagramSink) -> DatagramLink {
@@ -266,7 +275,17 @@ pub(crate) async fn connect(
     let session = tls.get_ref().1;
     let peer = peer_of(session.peer_certificates())?;
     let (ekm_auth, ekm_keys) = (ekm(session, EKM_AUTH_LABEL)?, ekm(session, EKM_KEYS_LABEL)?);
-    Ok(start(tls, addr, peer, (ekm_auth, ekm_keys), idle, shutdown))
+    // The acceptor's ack carries its member record.
+    let limit = wire::MAX_RECORD_FRAME_LEN;
+    Ok(start(
+        tls,
+        addr,
+        peer,
+        (ekm_auth, ekm_keys),
+        limit,
+        idle,
+        shutdown,
+    ))
 }
 
 /// Runs the server side of the TLS handshake on an accepted stream.
@@ -285,11 +304,14 @@ pub(crate) async fn accept(
     let session = tls.get_ref().1;
     let peer = peer_of(session.peer_certificates())?;
     let (ekm_auth, ekm_keys) = (ekm(session, EKM_AUTH_LABEL)?, ekm(session, EKM_KEYS_LABEL)?);
+    // First a hello, nothing larger.
+    let limit = wire::MAX_HELLO_LEN;
     Ok(start(
         tls,
         remote,
         peer,
         (ekm_auth, ekm_keys),
+        limit,
         idle,
         shutdown,
     ))
@@ -300,6 +322,7 @@ fn start<S>(
     remote: SocketAddr,
     peer: PeerId,
     (ekm_auth, ekm_keys): ([u8; 32], [u8; 32]),
+    limit: usize,
     idle: Duration,
     shutdown: watch::Receiver<bool>,
 ) -> (Arc<TcpConn>, ControlRx)
@@ -318,7 +341,7 @@ where
         control_tx,
         datagram_tx,
         close_tx: watch::channel(None).0,
-        limit: AtomicUsize::new(wire::MAX_RECORD_FRAME_LEN),
+        limit: AtomicUsize::new(limit),
         sink: OnceLock::new(),
         stats: TcpStats::default(),
     });
@@ -610,15 +633,40 @@ mod tests {
         assert_eq!(b.stats.datagrams_refused.load(Ordering::Relaxed), 1);
     }
 
-    #[tokio::test]
-    async fn an_oversized_control_frame_before_authentication_is_refused() {
-        let ((a, _a_rx), (_b, mut b_rx)) = pair().await;
-        let mut frame = vec![0u8; FRAME_HEADER_LEN];
-        frame[..4].copy_from_slice(&((wire::MAX_RECORD_FRAME_LEN + 1) as u32).to_be_bytes());
-        a.send_control(Bytes::from(frame)).await.unwrap();
-        match b_rx.recv().await {
+    /// A frame header announcing `len` body bytes (the body never comes:
+    /// the length alone must close the connection).
+    fn announcing(len: usize) -> Bytes {
+        Bytes::copy_from_slice(&(len as u32).to_be_bytes())
+    }
+
+    async fn expect_protocol_close(rx: &mut ControlRx) {
+        match rx.recv().await {
             Err(ReadError::Closed { code, .. }) => assert_eq!(code, close_code::PROTOCOL_ERROR),
             other => panic!("expected a protocol close, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn the_acceptor_takes_only_a_hello_sized_first_frame() {
+        let ((a, _a_rx), (_b, mut b_rx)) = pair().await;
+        a.send_control(announcing(wire::MAX_HELLO_LEN + 1))
+            .await
+            .unwrap();
+        expect_protocol_close(&mut b_rx).await;
+    }
+
+    #[tokio::test]
+    async fn a_proven_hello_allows_a_member_record_and_nothing_larger() {
+        let ((a, _a_rx), (b, mut b_rx)) = pair().await;
+        b.hello_proven();
+        let record = vec![7u8; wire::MAX_HELLO_LEN * 4];
+        let mut frame = (record.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&record);
+        a.send_control(Bytes::from(frame)).await.unwrap();
+        assert_eq!(b_rx.recv().await.unwrap(), record);
+        a.send_control(announcing(wire::MAX_RECORD_FRAME_LEN + 1))
+            .await
+            .unwrap();
+        expect_protocol_close(&mut b_rx).await;
     }
 }

@@ -72,6 +72,14 @@ impl Conn {
         }
     }
 
+    /// The dialer's hello was verified: larger handshake frames may follow
+    /// (QUIC's stream reads are bounded per read instead).
+    pub fn hello_proven(&self) {
+        if let Conn::Tcp(c) = self {
+            c.hello_proven();
+        }
+    }
+
     pub fn is_tcp(&self) -> bool {
         matches!(self, Conn::Tcp(_))
     }

@@ -376,6 +376,7 @@ impl Inner {
             }
         };
         drop(permit);
+        conn.hello_proven();
         let ack = handshake::ack(
             &parties,
             &admitted,
