@@ -180,3 +180,27 @@ fn a_host_reached_only_over_tcp_relays_for_the_others() {
     lab.wait_ping(&c1, "198.19.9.2", Duration::from_secs(10))
         .expect("containers talk through h3, reached over TCP");
 }
+
+/// A host with no UDP to the mesh joins it: `meshctl join` falls back to
+/// TCP once QUIC cannot reach the seed.
+#[test]
+fn a_host_without_udp_joins_over_tcp() {
+    let Some(mut lab) = test_lab("tcpjn", 2) else {
+        return;
+    };
+    lab.start_daemon(0).unwrap();
+    lab.start_daemon(1).unwrap();
+    lab.block_udp(1, &[0]).unwrap();
+    let token = lab.meshctl(0, &["token"]).unwrap().trim().to_string();
+    let seed = lab.hosts[0].control_address();
+    let joined = lab.meshctl(1, &["join", &seed, "--token", &token]);
+    if joined.is_err() {
+        lab.dump_logs();
+    }
+    joined.expect("join over TCP");
+    lab.wait_all_up(Duration::from_secs(30)).unwrap();
+    lab.wait_control(1, "h1", "tcp", Duration::from_secs(10))
+        .unwrap();
+    lab.wait_control(0, "h2", "tcp", Duration::from_secs(10))
+        .unwrap();
+}
