@@ -2,12 +2,13 @@
 # End-to-end overlay benchmark: mesh vs the plain underlay, kernel VXLAN,
 # tinc 1.0 (switch mode), wireguard-go, boringtun and gotatun, container to
 # container across two hosts built as network namespaces (integration::Lab);
-# mesh-relay: the same through a third host's relay (direct path blocked).
+# mesh-relay: the same through a third host's relay (direct path blocked);
+# mesh-tcp: the same over the TCP fallback (all UDP between the hosts dropped).
 #
 # Installs what it needs (Debian packages; boringtun-cli and gotatun-cli
 # via cargo install if missing), builds the release binaries and runs
 #   target/release/mesh-lab bench "$@"
-# Options (passed through): --modes underlay,vxlan,tinc,wggo,boringtun,gotatun,mesh,mesh-chacha,mesh-relay
+# Options (passed through): --modes underlay,vxlan,tinc,wggo,boringtun,gotatun,mesh,mesh-chacha,mesh-relay,mesh-tcp
 #   --secs N (default 10) --runs N (default 3) --pings N (default 20)
 #   --out FILE.tsv (JSON written next to it; default /tmp/mesh-bench-<time>.tsv)
 # Quick check:  benches/e2e.sh --secs 3 --runs 1

@@ -28,6 +28,7 @@ pub mod keypair;
 pub mod mss;
 pub mod offload;
 pub mod path;
+mod path_mtu;
 pub mod peer;
 pub mod pins;
 mod pmtu;

@@ -35,7 +35,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::stats::{PathMode, PathStats};
+use crate::path_mtu::MtuSearch;
 use crate::wire::MIN_PROBE_DATAGRAM;
 use crate::PeerIdx;
 
@@ -125,6 +125,8 @@ struct Candidate {
     last_heard: Instant,
     streak: u32,
     rtt: Option<Duration>,
+    /// The TCP fallback's local address ([`PathState::set_fallback`]).
+    fallback: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -145,98 +147,6 @@ struct InFlight {
     sent: Instant,
     wall_ms: u64,
     mtu_probe: bool,
-}
-
-/// Binary search for the largest datagram that gets through.
-#[derive(Clone, Debug)]
-struct MtuSearch {
-    /// Largest size confirmed on this route (0: none).
-    lo: u32,
-    /// Largest size not yet known to fail.
-    hi: u32,
-    /// Result of the last finished search, still in force.
-    found: Option<u32>,
-    outstanding: bool,
-    next_at: Instant,
-    found_at: Instant,
-    confirm_failures: u32,
-}
-
-impl MtuSearch {
-    fn new(now: Instant, config: &PathConfig) -> MtuSearch {
-        MtuSearch {
-            lo: 0,
-            hi: config.max_datagram,
-            found: None,
-            outstanding: false,
-            next_at: now,
-            found_at: now,
-            confirm_failures: 0,
-        }
-    }
-
-    fn searching(&self) -> bool {
-        self.found.is_none()
-    }
-
-    /// Next size to try: the ceiling first (the common case is one probe).
-    fn next_size(&self, config: &PathConfig) -> u32 {
-        match self.found {
-            Some(found) => found,
-            None if self.lo == 0 && self.hi == config.max_datagram => self.hi,
-            None => (self.lo.max(config.min_datagram) + self.hi).div_ceil(2),
-        }
-        .max(config.min_datagram.max(MIN_PROBE_DATAGRAM as u32))
-    }
-
-    fn settle(&mut self, now: Instant, config: &PathConfig) {
-        let floor = config.min_datagram;
-        if self.lo != 0 && self.hi <= self.lo + 8 {
-            self.found = Some(self.lo);
-            self.found_at = now;
-            self.next_at = now + config.mtu_confirm;
-        } else if self.lo == 0 && self.hi <= floor + 8 {
-            // Not even the smallest size passed: report the floor rather
-            // than nothing (small datagrams demonstrably pass).
-            self.found = Some(floor);
-            self.found_at = now;
-            self.next_at = now + config.mtu_confirm;
-        }
-    }
-
-    fn answered(&mut self, size: u32, now: Instant, config: &PathConfig) {
-        self.outstanding = false;
-        self.confirm_failures = 0;
-        if self.found.is_none() {
-            self.lo = self.lo.max(size);
-            self.hi = self.hi.max(self.lo);
-            self.settle(now, config);
-        } else {
-            self.next_at = now + config.mtu_confirm;
-        }
-    }
-
-    fn lost(&mut self, size: u32, now: Instant, config: &PathConfig) {
-        self.outstanding = false;
-        match self.found {
-            None => {
-                if size > self.lo {
-                    self.hi = size - 1;
-                }
-                self.settle(now, config);
-            }
-            Some(found) if size >= found => {
-                self.confirm_failures += 1;
-                if self.confirm_failures >= 2 {
-                    // The largest size stopped passing: search again.
-                    *self = MtuSearch::new(now, config);
-                } else {
-                    self.next_at = now;
-                }
-            }
-            Some(_) => {}
-        }
-    }
 }
 
 /// The path state of one peer.
@@ -264,6 +174,12 @@ pub struct PathState {
     woke_at: Instant,
     /// A NAT is between the hosts: idle keep-alives are needed.
     keepalive: bool,
+    /// Where datagrams reach the peer over the TCP fallback, if its link
+    /// is over TCP: used only while no UDP way (direct or relayed) answers.
+    fallback: Option<SocketAddr>,
+    /// Relays this host reaches only over their TCP fallback: the last
+    /// resort, after the peer's own fallback.
+    tcp_relays: Vec<PeerIdx>,
 }
 
 const OUTCOME_WINDOW: usize = 20;
@@ -300,6 +216,8 @@ impl PathState {
             active_until: now + config.warmup,
             woke_at: now,
             keepalive: false,
+            fallback: None,
+            tcp_relays: Vec::new(),
         }
     }
 
@@ -341,6 +259,11 @@ impl PathState {
         self.route
     }
 
+    /// Whether the route in use is the TCP fallback.
+    pub fn on_fallback(&self) -> bool {
+        matches!(self.route, Route::Direct(addr) if Some(addr) == self.fallback)
+    }
+
     pub fn changed_at(&self) -> Option<Instant> {
         self.changed_at
     }
@@ -349,7 +272,7 @@ impl PathState {
     /// data endpoint and `data_addrs`). Learned ones are kept.
     pub fn set_advertised(&mut self, addrs: &[SocketAddr], now: Instant) {
         self.candidates
-            .retain(|addr, c| !c.advertised || addrs.contains(addr));
+            .retain(|addr, c| !c.advertised || c.fallback || addrs.contains(addr));
         if let Route::Direct(addr) = self.route {
             if !self.candidates.contains_key(&addr) {
                 // The peer moved away from the address in use: an idle
@@ -371,7 +294,39 @@ impl PathState {
                     last_heard: now,
                     streak: 0,
                     rtt: None,
+                    fallback: false,
                 });
+        }
+    }
+
+    /// The local address of the peer's TCP fallback link (`None`: its
+    /// link is not over TCP). Probed like a direct candidate, but the
+    /// route takes it only while no UDP way answers, and leaves it for
+    /// one that does (UDP is preferred).
+    pub fn set_fallback(&mut self, addr: Option<SocketAddr>, now: Instant) {
+        if self.fallback == addr {
+            return;
+        }
+        if let Some(old) = self.fallback.take() {
+            self.candidates.remove(&old);
+            if self.route == Route::Direct(old) {
+                self.set_route(Route::Unknown, now);
+            }
+        }
+        if let Some(addr) = addr {
+            self.candidates.insert(
+                addr,
+                Candidate {
+                    advertised: true,
+                    last_pong: None,
+                    last_heard: now,
+                    streak: 0,
+                    rtt: None,
+                    fallback: true,
+                },
+            );
+            self.fallback = Some(addr);
+            self.wake(now, self.config.warmup);
         }
     }
 
@@ -387,6 +342,12 @@ impl PathState {
                 self.route = Route::Unknown;
             }
         }
+    }
+
+    /// Which of the relays ([`Self::set_relays`], after the others in its
+    /// order) this host reaches only over TCP.
+    pub fn set_relays_over_tcp(&mut self, relays: &[PeerIdx]) {
+        self.tcp_relays = relays.to_vec();
     }
 
     /// An authenticated ping arrived from `source` (None: through a relay):
@@ -421,6 +382,7 @@ impl PathState {
                 last_heard: now,
                 streak: 0,
                 rtt: None,
+                fallback: false,
             },
         );
         // Probe it at once rather than at the next round, even when idle:
@@ -516,21 +478,51 @@ impl PathState {
         last_pong.is_some_and(|at| now.saturating_duration_since(at) < self.config.fail_after)
     }
 
-    /// Best direct candidate by RTT that is alive with at least `streak` pongs in a row.
+    /// Best direct (UDP) candidate by RTT that is alive with at least
+    /// `streak` pongs in a row.
     fn best_direct(&self, streak: u32, now: Instant) -> Option<SocketAddr> {
         self.candidates
             .iter()
-            .filter(|(_, c)| self.alive(c.last_pong, now) && c.streak >= streak)
+            .filter(|(_, c)| !c.fallback && self.alive(c.last_pong, now) && c.streak >= streak)
             .min_by_key(|(_, c)| c.rtt.unwrap_or(Duration::MAX))
             .map(|(addr, _)| *addr)
     }
 
-    fn best_relay(&self, now: Instant) -> Option<PeerIdx> {
+    /// Best relay reached over UDP (`tcp`: over TCP) that answers.
+    fn best_relay_of(&self, tcp: bool, now: Instant) -> Option<PeerIdx> {
         self.relays
             .iter()
+            .filter(|(idx, _)| self.tcp_relays.contains(idx) == tcp)
             .filter(|(_, r)| self.alive(r.last_pong, now))
             .min_by_key(|(_, r)| r.rtt.unwrap_or(Duration::MAX))
             .map(|(idx, _)| *idx)
+    }
+
+    fn best_relay(&self, now: Instant) -> Option<PeerIdx> {
+        self.best_relay_of(false, now)
+    }
+
+    /// The TCP fallback, else a relay reached over TCP, once UDP had its
+    /// chance.
+    fn last_resort(&self, now: Instant) -> Option<Route> {
+        self.live_fallback(now).or_else(|| {
+            self.best_relay_of(true, now)
+                .filter(|_| self.direct_failing(now))
+                .map(Route::Relayed)
+        })
+    }
+
+    /// The TCP fallback, if it answers.
+    fn fallback_alive(&self, now: Instant) -> Option<Route> {
+        let addr = self.fallback?;
+        let c = self.candidates.get(&addr)?;
+        self.alive(c.last_pong, now).then_some(Route::Direct(addr))
+    }
+
+    /// The TCP fallback to take: it answers, and UDP had its chance.
+    fn live_fallback(&self, now: Instant) -> Option<Route> {
+        self.fallback_alive(now)
+            .filter(|_| self.direct_failing(now))
     }
 
     fn decide(&mut self, now: Instant) {
@@ -540,6 +532,15 @@ impl PathState {
             return;
         }
         let next = match self.route {
+            // On TCP: back to UDP as soon as a way answers steadily.
+            Route::Direct(addr)
+                if Some(addr) == self.fallback && self.fallback_alive(now).is_some() =>
+            {
+                self.best_direct(self.config.heal_pongs, now)
+                    .map(Route::Direct)
+                    .or_else(|| self.best_relay(now).map(Route::Relayed))
+                    .unwrap_or(self.route)
+            }
             Route::Direct(addr)
                 if self
                     .candidates
@@ -552,18 +553,32 @@ impl PathState {
                 .best_direct(1, now)
                 .map(Route::Direct)
                 .or_else(|| self.best_relay(now).map(Route::Relayed))
+                .or_else(|| self.last_resort(now))
+                .unwrap_or(self.route),
+            // Through a relay reached over TCP: anything better first.
+            Route::Relayed(via) if self.tcp_relays.contains(&via) => self
+                .best_direct(self.config.heal_pongs, now)
+                .map(Route::Direct)
+                .or_else(|| self.best_relay(now).map(Route::Relayed))
+                .or_else(|| self.live_fallback(now))
+                .or_else(|| self.best_relay_of(true, now).map(Route::Relayed))
                 .unwrap_or(self.route),
             Route::Relayed(via) => match self.best_direct(self.config.heal_pongs, now) {
                 Some(addr) => Route::Direct(addr),
                 None if self.alive(self.relays.get(&via).and_then(|r| r.last_pong), now) => {
                     Route::Relayed(via)
                 }
-                None => self.best_relay(now).map_or(self.route, Route::Relayed),
+                None => self
+                    .best_relay(now)
+                    .map(Route::Relayed)
+                    .or_else(|| self.last_resort(now))
+                    .unwrap_or(self.route),
             },
             Route::Unknown => self
                 .best_direct(1, now)
                 .map(Route::Direct)
                 .or_else(|| self.best_relay(now).map(Route::Relayed))
+                .or_else(|| self.last_resort(now))
                 .unwrap_or(Route::Unknown),
         };
         if next != self.route {
@@ -703,7 +718,7 @@ impl PathState {
         let direct_alive = self
             .candidates
             .values()
-            .any(|c| self.alive(c.last_pong, now));
+            .any(|c| !c.fallback && self.alive(c.last_pong, now));
         !direct_alive && now.saturating_duration_since(self.woke_at) >= self.config.probe_timeout
     }
 
@@ -770,30 +785,10 @@ impl PathState {
     pub fn heard_ago(&self, now: Instant) -> Option<Duration> {
         self.last_heard.map(|at| now.saturating_duration_since(at))
     }
-
-    pub fn stats(&self, now: Instant) -> PathStats {
-        let mode = match self.route {
-            Route::Unknown => PathMode::Unknown,
-            Route::Direct(_) => PathMode::Direct,
-            Route::Relayed(idx) => PathMode::Relayed(idx),
-        };
-        let loss = (!self.outcomes.is_empty()).then(|| {
-            self.outcomes.iter().filter(|ok| !**ok).count() as f64 / self.outcomes.len() as f64
-        });
-        PathStats {
-            mode,
-            endpoint: match self.route {
-                Route::Direct(addr) => Some(addr),
-                _ => None,
-            },
-            mtu: Some(self.path_mtu()).filter(|mtu| *mtu > 0),
-            rtt: self.rtt,
-            loss,
-            clock_skew_ms: self.skew_ms,
-            last_heard: self.heard_ago(now),
-        }
-    }
 }
+
+#[path = "path_report.rs"]
+mod report;
 
 #[cfg(test)]
 #[path = "path_tests.rs"]

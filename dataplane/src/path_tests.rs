@@ -2,6 +2,7 @@
 //! network answers (or drops) each probe after a fixed delay.
 
 use super::*;
+use crate::stats::PathMode;
 
 const A: &str = "198.18.0.2:7801";
 const B: &str = "198.18.0.9:7801";
@@ -530,4 +531,95 @@ fn relays_that_never_answer_take_turns_with_the_others() {
     sim.path.set_relays(&[10, 11, 12, 13, 14]);
     sim.net.direct_up.clear();
     sim.until(Duration::from_secs(10), |p| p.route() == Route::Relayed(14));
+}
+
+/// The local end of a TCP fallback link (see `PathState::set_fallback`).
+const T: &str = "127.0.0.1:40000";
+
+#[test]
+fn the_tcp_fallback_is_taken_only_when_no_udp_way_answers_and_left_when_one_does() {
+    let mut sim = Sim::new();
+    sim.net.direct_up.push(addr(T));
+    sim.net.relays = vec![(8, Duration::from_millis(5))];
+    sim.path.set_relays(&[8]);
+    sim.path.set_fallback(Some(addr(T)), sim.now);
+    sim.until(Duration::from_secs(1), |p| {
+        p.route() == Route::Direct(addr(A))
+    });
+    sim.run(Duration::from_secs(5));
+    assert_eq!(sim.path.route(), Route::Direct(addr(A)), "TCP answers too");
+    // Direct UDP fails: a relay (still UDP) is preferred to TCP.
+    sim.net.direct_up.retain(|a| *a != addr(A));
+    sim.until(Duration::from_secs(5), |p| p.route() == Route::Relayed(8));
+    sim.run(Duration::from_secs(3));
+    assert_eq!(sim.path.route(), Route::Relayed(8));
+    // No UDP way at all: TCP.
+    sim.net.relays.clear();
+    sim.until(Duration::from_secs(5), |p| {
+        p.route() == Route::Direct(addr(T))
+    });
+    assert_eq!(sim.path.stats(sim.now).mode, PathMode::Tcp);
+    // Relays are still asked while on TCP (they are UDP).
+    let since = sim.now;
+    sim.run(Duration::from_secs(3));
+    assert!(sim
+        .net
+        .log
+        .iter()
+        .any(|(at, via, _)| *at >= since && *via == Via::Relay(8)));
+    // UDP works again: back on it after two pongs in a row.
+    sim.net.direct_up.push(addr(A));
+    let back = sim.until(Duration::from_secs(10), |p| {
+        p.route() == Route::Direct(addr(A))
+    });
+    assert!(
+        back >= Duration::from_millis(900),
+        "needs two pongs: {back:?}"
+    );
+    assert_eq!(sim.path.stats(sim.now).mode, PathMode::Direct);
+}
+
+#[test]
+fn a_closed_fallback_link_is_left_at_once() {
+    let mut sim = Sim::new();
+    sim.net.direct_up = vec![addr(T)];
+    sim.path.set_fallback(Some(addr(T)), sim.now);
+    sim.until(Duration::from_secs(5), |p| {
+        p.route() == Route::Direct(addr(T))
+    });
+    sim.path.set_fallback(None, sim.now);
+    assert_eq!(sim.path.route(), Route::Unknown);
+    sim.run(Duration::from_secs(3));
+    assert!(sim
+        .net
+        .log
+        .iter()
+        .rev()
+        .take(3)
+        .all(|(_, via, _)| *via != Via::Direct(addr(T))));
+}
+
+#[test]
+fn a_relay_reached_over_tcp_is_the_last_resort() {
+    let mut sim = Sim::new();
+    sim.net.direct_up.clear();
+    // 7 is reached over UDP, 9 only over its TCP fallback.
+    sim.net.relays = vec![(7, Duration::from_millis(5)), (9, Duration::from_millis(5))];
+    sim.path.set_relays(&[7, 9]);
+    sim.path.set_relays_over_tcp(&[9]);
+    sim.until(Duration::from_secs(5), |p| p.route() == Route::Relayed(7));
+    // The UDP relay goes: the TCP one, as nothing else answers.
+    sim.net.relays.retain(|(r, _)| *r == 9);
+    sim.until(Duration::from_secs(10), |p| p.route() == Route::Relayed(9));
+    // The peer's own TCP fallback is preferred to it...
+    sim.net.direct_up.push(addr(T));
+    sim.path.set_fallback(Some(addr(T)), sim.now);
+    sim.until(Duration::from_secs(5), |p| {
+        p.route() == Route::Direct(addr(T))
+    });
+    // ...and UDP to everything else.
+    sim.net.direct_up.push(addr(A));
+    sim.until(Duration::from_secs(10), |p| {
+        p.route() == Route::Direct(addr(A))
+    });
 }

@@ -420,6 +420,12 @@ impl Dataplane {
         self.inner.engine.set_candidates(peer, addrs);
     }
 
+    /// Where datagrams reach `peer` over its TCP fallback link (see
+    /// [`crate::path::PathState::set_fallback`]).
+    pub fn set_fallback(&self, peer: PeerIdx, addr: Option<SocketAddr>) {
+        self.inner.engine.set_fallback(peer, addr);
+    }
+
     /// Tags naming hosts on relay envelopes (see [`crate::wire::HostTag`]).
     pub fn set_local_tag(&self, tag: crate::wire::HostTag) {
         self.inner.engine.set_local_tag(tag);

@@ -176,6 +176,8 @@ pub enum PathMode {
     Unknown,
     Direct,
     Relayed(PeerIdx),
+    /// Over the peer's TCP fallback link (no UDP way answers).
+    Tcp,
 }
 
 /// Result of [`crate::Dataplane::probe_burst`]: a short burst of probes

@@ -56,6 +56,7 @@ mod sim;
 #[cfg(any(test, feature = "sim"))]
 pub mod simnet;
 pub mod state;
+pub mod tcp;
 pub mod token;
 pub mod transport;
 pub mod wire;

@@ -24,8 +24,10 @@ mod activity;
 mod addrs;
 pub mod admission;
 mod config;
+mod conn;
 mod connection;
 mod dial;
+mod fallback;
 mod observer;
 mod outbound;
 mod relay;
@@ -53,11 +55,12 @@ use crate::state::{now_millis, Channel, DeltaSink, Mergeable, Quota};
 use crate::transport::{self, close_code, TransportTimers};
 use crate::wire::{self, Digest, Message};
 use crate::{Error, MeshSecret, PeerId};
+use conn::Conn;
 use connection::LinkHandle;
 
 pub use crate::peers::{prefer_new_link, PeerState};
 pub use activity::Activity;
-pub use config::Config;
+pub use config::{Config, TCP_PORTS_META};
 pub use dial::UNPROVEN_DIAL_PERMITS;
 pub use observer::{NoopObserver, PeerInfo, PeerObserver};
 
@@ -85,12 +88,19 @@ pub struct Member {
     pub relay: Option<PeerId>,
     /// The relay's member name, for display.
     pub relay_name: Option<String>,
+    /// The direct link is over the TCP fallback (no UDP path worked).
+    pub tcp: bool,
 }
 
 struct Inner {
     id: PeerId,
     endpoint: quinn::Endpoint,
     local_addr: SocketAddr,
+    tls: fallback::TcpTls,
+    /// Dial the TCP fallback when QUIC fails.
+    tcp_fallback: bool,
+    /// Where the TCP fallback listens (empty: off, or the port was taken).
+    tcp_addrs: Vec<SocketAddr>,
     /// Bound to 0.0.0.0/[::]: advertised addresses are learned from peers.
     listen_unspecified: bool,
     /// Advertised whatever peers see (the specific listen address, `advertise`).
@@ -164,6 +174,14 @@ impl Node {
             },
         )?;
         let local_addr = endpoint.local_addr()?;
+        let tls = fallback::TcpTls::new(&cfg.identity)?;
+        let tcp_listeners =
+            fallback::listen(cfg.tcp_fallback, &cfg.tcp_extra_ports, local_addr).await;
+        let tcp_addrs: Vec<SocketAddr> = tcp_listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect();
+        let meta = fallback::advertise(&cfg.meta, cfg.tcp_fallback, &cfg.tcp_extra_ports);
 
         let mut addrs = cfg.advertise.clone();
         if !local_addr.ip().is_unspecified() {
@@ -178,7 +196,7 @@ impl Node {
             addrs,
             incarnation,
             version: 0,
-            meta: cfg.meta.clone(),
+            meta,
             signature: Default::default(),
         };
         // The identity registered its key when it was loaded.
@@ -198,6 +216,9 @@ impl Node {
             id,
             endpoint,
             local_addr,
+            tls,
+            tcp_fallback: cfg.tcp_fallback,
+            tcp_addrs,
             listen_unspecified: local_addr.ip().is_unspecified(),
             configured_addrs: addrs_configured,
             local_ips: Mutex::new(mesh_sys::ifaddrs::local_ips().unwrap_or_default()),
@@ -231,6 +252,10 @@ impl Node {
 
         let node = Node { inner };
         node.inner.spawn(accept_loop(node.inner.clone()));
+        for listener in tcp_listeners {
+            node.inner
+                .spawn(fallback::accept_loop(node.inner.clone(), listener));
+        }
         node.inner.spawn(anti_entropy_loop(node.inner.clone()));
         node.inner.spawn(persist_loop(node.inner.clone()));
         node.inner.spawn(relay::relay_loop(node.inner.clone()));
@@ -252,6 +277,11 @@ impl Node {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.local_addr
+    }
+
+    /// Where the TCP fallback listens (empty when it is off).
+    pub fn tcp_addrs(&self) -> Vec<SocketAddr> {
+        self.inner.tcp_addrs.clone()
     }
 
     /// The current mesh secret as a join token.
@@ -301,13 +331,20 @@ impl Node {
         self.inner.save_secrets()?;
         let targets = dial::resolve(addr).await?;
         let mut last_error = None;
-        for target in targets {
-            match self.inner.clone().dial_addr(target, None).await {
+        for target in &targets {
+            match self.inner.clone().dial_addr(*target, None).await {
                 Ok(peer) => {
                     info!(via = %peer, addr = %target, "joined mesh");
                     return Ok(peer);
                 }
                 Err(e) => last_error = Some(e),
+            }
+        }
+        // No UDP path: the same port over TCP, when the error says the
+        // host could not be reached (a refusal is an answer).
+        if matches!(last_error, Some(Error::Unreachable { .. })) {
+            if let Some(peer) = self.inner.clone().join_tcp(&targets).await {
+                return Ok(peer);
             }
         }
         Err(last_error.unwrap_or_else(|| Error::Resolve {
@@ -376,11 +413,8 @@ impl Node {
     pub fn block_peers(&self, peers: &[PeerId]) {
         let mut table = lock(&self.inner.peers);
         for link in table.block(peers) {
-            transport::close(
-                &link.conn,
-                close_code::BLOCKED,
-                "traffic with this host is blocked",
-            );
+            link.conn
+                .close(close_code::BLOCKED, "traffic with this host is blocked");
         }
     }
 
@@ -393,11 +427,9 @@ impl Node {
         table.direct_blocked.extend(peers.iter().copied());
         for peer in peers {
             if let Some(link) = table.slots.get(peer).and_then(|s| s.link.as_ref()) {
-                transport::close(
-                    &link.handle.conn,
-                    close_code::BLOCKED,
-                    "direct traffic blocked",
-                );
+                link.handle
+                    .conn
+                    .close(close_code::BLOCKED, "direct traffic blocked");
             }
         }
     }
@@ -620,20 +652,18 @@ impl Inner {
         self.after_merge(outcome.changed, source);
     }
 
-    fn connection_lost(&self, peer: PeerId, conn: &quinn::Connection, reason: &str) {
-        let stats = conn.stats();
+    fn connection_lost(&self, peer: PeerId, conn: &Conn, reason: &str) {
+        let (sent, received) = conn.bytes();
         {
             let mut peers = lock(&self.peers);
-            let was_current = peers.link_lost(
-                peer,
-                conn.stable_id(),
-                stats.udp_tx.bytes,
-                stats.udp_rx.bytes,
-            );
+            let was_current = peers.link_lost(peer, conn.stable_id(), sent, received);
             if !was_current || self.is_shutting_down() {
                 return;
             }
-            info!(peer = %peer, reason, "peer down");
+            info!(peer = %peer, reason, tcp = conn.is_tcp(), "peer down");
+            if conn.is_tcp() {
+                self.observer.tcp_link(&peer, None);
+            }
             // Under the lock that admits links: see `register`.
             self.observer.peer_down(&peer);
         }
@@ -641,7 +671,7 @@ impl Inner {
         self.ensure_dialing(peer);
     }
 
-    fn is_current(&self, peer: &PeerId, conn: &quinn::Connection) -> bool {
+    fn is_current(&self, peer: &PeerId, conn: &Conn) -> bool {
         !self.is_shutting_down() && lock(&self.peers).is_current(peer, conn.stable_id())
     }
 

@@ -54,6 +54,8 @@ pub(crate) struct Linked<L> {
     /// (it restarted or roamed, see `node/addrs.rs`) replaces older ones,
     /// as the peer decides from our record's incarnation.
     pub local_incarnation: u64,
+    /// Over the TCP fallback: any QUIC link replaces it.
+    pub tcp: bool,
 }
 
 pub(crate) struct PeerSlot<L> {
@@ -103,6 +105,9 @@ pub(crate) struct Candidate<L> {
     pub record: MemberRecord,
     pub remote_addr: SocketAddr,
     pub last_key_generation: u64,
+    /// Over the TCP fallback (see `crate::tcp`); its remote address is not
+    /// one to dial QUIC at (a dialer's is an ephemeral TCP port).
+    pub tcp: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -194,13 +199,18 @@ impl<L> Peers<L> {
         let outcome = self.table.merge([candidate.record]);
         let slot = self.slots.entry(remote).or_default();
         if let Some(existing) = &slot.link {
-            let keep_new = local_incarnation > existing.local_incarnation
-                || prefer_new_link(
-                    local,
-                    remote,
-                    (existing.dialer, existing.incarnation),
-                    (candidate.dialer, incarnation),
-                );
+            // UDP is preferred: QUIC replaces the TCP fallback, never the
+            // other way round.
+            let keep_new = (existing.tcp && !candidate.tcp)
+                || (existing.tcp == candidate.tcp
+                    && local_incarnation > existing.local_incarnation)
+                || (existing.tcp == candidate.tcp
+                    && prefer_new_link(
+                        local,
+                        remote,
+                        (existing.dialer, existing.incarnation),
+                        (candidate.dialer, incarnation),
+                    ));
             if !keep_new {
                 return Err(Refusal::Duplicate);
             }
@@ -211,9 +221,12 @@ impl<L> Peers<L> {
             dialer: candidate.dialer,
             incarnation,
             local_incarnation,
+            tcp: candidate.tcp,
         });
         slot.ever_up = true;
-        slot.last_remote = Some(candidate.remote_addr);
+        if !candidate.tcp {
+            slot.last_remote = Some(candidate.remote_addr);
+        }
         slot.last_key_generation = slot.last_key_generation.max(candidate.last_key_generation);
         let last_key_generation = slot.last_key_generation;
         self.persist_dirty = true;
@@ -285,6 +298,15 @@ impl<L> Peers<L> {
         true
     }
 
+    /// The addresses `peer` advertises (to try QUIC again while its link
+    /// is over TCP); `None` if it is not a member or blocked.
+    pub fn advertised(&self, peer: &PeerId) -> Option<Vec<String>> {
+        if self.blocked.contains(peer) || self.direct_blocked.contains(peer) {
+            return None;
+        }
+        Some(self.table.get(peer)?.addrs.clone())
+    }
+
     /// One round of a dial loop: the addresses to try, or `None` when the
     /// loop must end (the peer is up, forgotten or blocked; an unblock
     /// starts a new loop).
@@ -352,8 +374,30 @@ mod tests {
             dialer,
             record: record(remote),
             remote_addr: "127.0.0.1:9".parse().unwrap(),
+            tcp: false,
             last_key_generation: 0,
         }
+    }
+
+    #[test]
+    fn quic_replaces_the_tcp_fallback_and_never_the_reverse() {
+        let mut host = peers(*A);
+        let tcp = Candidate {
+            tcp: true,
+            ..candidate(2, *B, *B)
+        };
+        host.admit(*B, tcp).unwrap();
+        // The TCP link's remote address is not remembered as a QUIC one.
+        assert_eq!(host.slots[&*B].last_remote, None);
+        // Dialed by the host the tie-break would not prefer: still wins.
+        let quic = candidate(3, *B, *B);
+        assert_eq!(host.admit(*B, quic).unwrap().replaced, Some("dialed by B"));
+        let tcp_again = Candidate {
+            tcp: true,
+            ..candidate(1, *A, *B)
+        };
+        assert_eq!(host.admit(*B, tcp_again).err(), Some(Refusal::Duplicate));
+        assert!(host.is_current(&B, 3));
     }
 
     #[test]

@@ -45,7 +45,7 @@ pub mod close_code {
     pub const SHUTDOWN: u32 = 7;
 }
 
-pub fn close(conn: &quinn::Connection, code: u32, reason: &str) {
+pub(crate) fn close(conn: &quinn::Connection, code: u32, reason: &str) {
     conn.close(VarInt::from_u32(code), reason.as_bytes());
 }
 
@@ -80,7 +80,7 @@ impl ServerCertVerifier for MeshCertVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        // QUIC is TLS 1.3 only.
+        // QUIC and the TCP fallback are TLS 1.3 only.
         Err(rustls::Error::PeerIncompatible(
             rustls::PeerIncompatible::Tls13RequiredForQuic,
         ))
@@ -164,40 +164,53 @@ fn transport_config(timers: TransportTimers) -> Result<Arc<quinn::TransportConfi
     Ok(Arc::new(transport))
 }
 
-/// Binds the host's one QUIC endpoint: it both accepts and dials.
-pub fn bind_endpoint(
-    identity: &Identity,
-    listen: SocketAddr,
-    timers: TransportTimers,
-) -> Result<quinn::Endpoint, Error> {
+/// The host's TLS 1.3 configurations (same identity and verifier for QUIC
+/// and for the TCP fallback, so TCP adds no new trust).
+pub(crate) struct TlsConfigs {
+    pub server: rustls::ServerConfig,
+    pub client: rustls::ClientConfig,
+}
+
+pub(crate) fn tls_configs(identity: &Identity) -> Result<TlsConfigs, Error> {
     let (cert, key) = identity.tls_credentials()?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = Arc::new(MeshCertVerifier {
         algorithms: provider.signature_verification_algorithms,
     });
-    let transport = transport_config(timers)?;
     let tls_err = |e: rustls::Error| Error::Tls(e.to_string());
-
-    let mut server_tls = rustls::ServerConfig::builder_with_provider(provider.clone())
+    let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_err)?
         .with_client_cert_verifier(verifier.clone())
         .with_single_cert(vec![cert.clone()], key.clone_key())
         .map_err(tls_err)?;
-    server_tls.alpn_protocols = vec![ALPN.to_vec()];
-    let server_crypto = quinn::crypto::rustls::QuicServerConfig::try_from(server_tls)
-        .map_err(|e| Error::Tls(e.to_string()))?;
-    let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
-    server_config.transport_config(transport.clone());
-
-    let mut client_tls = rustls::ClientConfig::builder_with_provider(provider)
+    server.alpn_protocols = vec![ALPN.to_vec()];
+    let mut client = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_err)?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_client_auth_cert(vec![cert], key)
         .map_err(tls_err)?;
-    client_tls.alpn_protocols = vec![ALPN.to_vec()];
+    client.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(TlsConfigs { server, client })
+}
+
+/// Binds the host's one QUIC endpoint: it both accepts and dials.
+pub fn bind_endpoint(
+    identity: &Identity,
+    listen: SocketAddr,
+    timers: TransportTimers,
+) -> Result<quinn::Endpoint, Error> {
+    let TlsConfigs {
+        server: server_tls,
+        client: client_tls,
+    } = tls_configs(identity)?;
+    let transport = transport_config(timers)?;
+    let server_crypto = quinn::crypto::rustls::QuicServerConfig::try_from(server_tls)
+        .map_err(|e| Error::Tls(e.to_string()))?;
+    let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
+    server_config.transport_config(transport.clone());
     let client_crypto = quinn::crypto::rustls::QuicClientConfig::try_from(client_tls)
         .map_err(|e| Error::Tls(e.to_string()))?;
     let mut client_config = quinn::ClientConfig::new(Arc::new(client_crypto));
@@ -234,6 +247,10 @@ pub enum ReadError {
     Connection(#[from] quinn::ConnectionError),
     #[error("stream error: {0}")]
     Stream(String),
+    /// The TCP fallback connection was closed (by the peer, with its code
+    /// and reason, or locally).
+    #[error("connection closed ({code}): {reason}")]
+    Closed { code: u32, reason: String },
 }
 
 impl From<quinn::ReadExactError> for ReadError {

@@ -208,6 +208,48 @@ impl Lab {
         self.nft(&self.hosts[i].netns, &table, &rules)
     }
 
+    /// Drops all UDP between host `i` and the hosts `others` (nftables in
+    /// host `i`'s namespace, both directions); TCP still passes.
+    pub fn block_udp(&self, i: usize, others: &[usize]) -> Result<()> {
+        self.block_proto(i, others, "udp")
+    }
+
+    /// Lifts [`Lab::block_udp`].
+    pub fn unblock_udp(&self, i: usize) -> Result<()> {
+        self.unblock_proto(i, "udp")
+    }
+
+    /// Drops all TCP between host `i` and the hosts `others`, like
+    /// [`Lab::block_udp`].
+    pub fn block_tcp(&self, i: usize, others: &[usize]) -> Result<()> {
+        self.block_proto(i, others, "tcp")
+    }
+
+    fn block_proto(&self, i: usize, others: &[usize], proto: &str) -> Result<()> {
+        let set: Vec<String> = others
+            .iter()
+            .map(|o| self.hosts[*o].underlay_ip.to_string())
+            .collect();
+        let set = set.join(", ");
+        let table = format!("meshlab_block_{proto}");
+        let rules = format!(
+            "table inet {table} {{\n\
+             chain input {{ type filter hook input priority 0; ip saddr {{ {set} }} meta l4proto {proto} drop; }}\n\
+             chain output {{ type filter hook output priority 0; ip daddr {{ {set} }} meta l4proto {proto} drop; }}\n\
+             }}\n"
+        );
+        self.nft(&self.hosts[i].netns, &table, &rules)
+    }
+
+    fn unblock_proto(&self, i: usize, proto: &str) -> Result<()> {
+        let table = format!("meshlab_block_{proto}");
+        self.exec_ok(
+            &self.hosts[i].netns,
+            &["nft", "delete", "table", "inet", &table],
+        )?;
+        Ok(())
+    }
+
     /// Lifts [`Lab::block_udp_port`].
     pub fn unblock_udp_port(&self, i: usize, j: usize, port: u16) -> Result<()> {
         let table = format!("meshlab_block_{j}_{port}");

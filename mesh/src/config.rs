@@ -118,6 +118,13 @@ pub struct Flags {
     /// address and wg_port), e.g. a public address forwarded here.
     #[arg(long, value_name = "HOST:PORT")]
     pub wg_endpoint: Option<String>,
+    /// Listen on TCP at the control port and fall back to TLS over TCP
+    /// with peers no UDP path reaches (default true).
+    #[arg(long, value_name = "BOOL")]
+    pub tcp_fallback: Option<bool>,
+    /// A second TCP port for the fallback (e.g. 443), advertised to peers.
+    #[arg(long, value_name = "PORT")]
+    pub tcp_extra_port: Option<u16>,
 }
 
 /// The config file. Unknown keys are an error, so a typo is not ignored.
@@ -150,6 +157,8 @@ pub struct FileConfig {
     pub channel_quota_bytes: Option<usize>,
     pub wg_port: Option<u16>,
     pub wg_endpoint: Option<String>,
+    pub tcp_fallback: Option<bool>,
+    pub tcp_extra_port: Option<u16>,
 }
 
 /// Which data-plane ciphers this host offers its peers.
@@ -221,6 +230,10 @@ pub struct Settings {
     pub wg_port: u16,
     /// What WireGuard clients dial, if not this host's address.
     pub wg_endpoint: Option<String>,
+    /// TLS over TCP with peers no UDP path reaches.
+    pub tcp_fallback: bool,
+    /// A second TCP port of the fallback.
+    pub tcp_extra_port: Option<u16>,
 }
 
 /// Where the Docker plugin listens and where it asks dockerd.
@@ -348,7 +361,18 @@ impl Settings {
                 bail!("wg_endpoint {e:?}: give HOST:PORT");
             }
         }
+        let tcp_fallback = flags.tcp_fallback.or(file.tcp_fallback).unwrap_or(true);
+        let tcp_extra_port = match flags.tcp_extra_port.or(file.tcp_extra_port) {
+            Some(0) => bail!("tcp_extra_port must be a port number (1-65535), not 0"),
+            Some(_) if !tcp_fallback => bail!("tcp_extra_port is set but tcp_fallback is false"),
+            Some(port) if port == listen.port() => {
+                bail!("tcp_extra_port {port} is the control port, which the fallback listens on anyway")
+            }
+            other => other,
+        };
         Ok(Settings {
+            tcp_fallback,
+            tcp_extra_port,
             wg_port: flags.wg_port.or(file.wg_port).unwrap_or(DEFAULT_WG_PORT),
             wg_endpoint,
             channel_quota,

@@ -140,6 +140,7 @@ impl Daemon {
         let dp = Dataplane::start(data_bind, dp_options)
             .with_context(|| format!("starting the data plane on udp {data_bind}"))?;
         let peers = PeerTable::new(dp.clone());
+        peers.enable_tcp_fallback(dp.local_addr());
 
         let mut cfg = gossip::Config::new(
             identity,
@@ -150,6 +151,8 @@ impl Daemon {
         cfg.name = settings.name.clone();
         cfg.state_dir = Some(settings.state_dir.clone());
         cfg.rekey_interval = settings.rekey_interval;
+        cfg.tcp_fallback = settings.tcp_fallback;
+        cfg.tcp_extra_ports = settings.tcp_extra_port.into_iter().collect();
         cfg.channel_quota = settings.channel_quota;
         cfg.meta
             .insert(META_DATA_PORT.into(), dp.local_addr().port().to_string());

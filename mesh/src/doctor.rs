@@ -58,6 +58,14 @@ pub fn peer_checks(p: &PeerStatus, cx: &PeerContext) -> Vec<Check> {
 fn control(p: &PeerStatus) -> Check {
     let how = p.control.as_deref().unwrap_or("direct");
     match p.state {
+        PeerState::Up if how == "tcp" => Check::warn(
+            "control",
+            format!("up, over the TCP fallback ({})", p.address),
+            format!(
+                "QUIC (UDP) to {} fails, so the control connection runs over TLS on TCP: let UDP to the control port through between the hosts (meshd moves back to it by itself)",
+                p.address
+            ),
+        ),
         PeerState::Up if how.starts_with("relayed") => Check::warn(
             "control",
             format!("up, {how} ({})", p.address),
@@ -89,6 +97,15 @@ fn data_path(p: &PeerStatus) -> Check {
             format!("{}, endpoint {endpoint}", p.path),
             format!(
                 "the direct path to {} is blocked: let UDP to its data port through (its containers still talk, through the relay)",
+                p.name
+            ),
+        )
+    } else if p.path == "tcp" {
+        Check::warn(
+            "data_path",
+            format!("tcp, over the control connection to {}", p.address),
+            format!(
+                "no UDP path to {} works, direct or relayed: frames go over the TCP fallback (slower, and a lost segment stalls the rest); let UDP to its data port through and the path returns to UDP within seconds",
                 p.name
             ),
         )

@@ -45,6 +45,7 @@ pub mod resolvconf;
 pub mod roster;
 pub mod services;
 pub mod state;
+pub mod tcp_shim;
 pub mod traffic;
 pub mod wireguard;
 

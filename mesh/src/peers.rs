@@ -26,6 +26,8 @@ pub trait PeerPlane: Send + Sync + 'static {
     fn set_candidates(&self, peer: PeerIdx, addrs: &[SocketAddr]);
     /// The peer says it is behind a NAT (meta `data_nat`).
     fn set_peer_nat(&self, peer: PeerIdx, nat: bool);
+    /// Where the peer's TCP fallback link takes datagrams (`None`: none).
+    fn set_fallback(&self, _peer: PeerIdx, _addr: Option<SocketAddr>) {}
 }
 
 impl PeerPlane for Dataplane {
@@ -52,6 +54,9 @@ impl PeerPlane for Dataplane {
     }
     fn set_peer_nat(&self, peer: PeerIdx, nat: bool) {
         Dataplane::set_peer_nat(self, peer, nat)
+    }
+    fn set_fallback(&self, peer: PeerIdx, addr: Option<SocketAddr>) {
+        Dataplane::set_fallback(self, peer, addr)
     }
 }
 
@@ -80,6 +85,9 @@ impl<T: PeerPlane> PeerPlane for Arc<T> {
     fn set_peer_nat(&self, peer: PeerIdx, nat: bool) {
         (**self).set_peer_nat(peer, nat)
     }
+    fn set_fallback(&self, peer: PeerIdx, addr: Option<SocketAddr>) {
+        (**self).set_fallback(peer, addr)
+    }
 }
 
 impl PeerPlane for Engine {
@@ -106,6 +114,9 @@ impl PeerPlane for Engine {
     }
     fn set_peer_nat(&self, peer: PeerIdx, nat: bool) {
         Engine::set_peer_nat(self, peer, nat)
+    }
+    fn set_fallback(&self, peer: PeerIdx, addr: Option<SocketAddr>) {
+        Engine::set_fallback(self, peer, addr)
     }
 }
 
@@ -185,6 +196,8 @@ pub struct PeerTable<P: PeerPlane = Dataplane> {
     table: Mutex<Table>,
     /// Bumped when a peer gets or loses its handle (see [`Self::subscribe`]).
     handles: tokio::sync::watch::Sender<u64>,
+    /// Data over TCP fallback links ([`Self::enable_tcp_fallback`]).
+    tcp: std::sync::OnceLock<crate::tcp_shim::TcpShims>,
 }
 
 impl<P: PeerPlane> PeerTable<P> {
@@ -196,7 +209,14 @@ impl<P: PeerPlane> PeerTable<P> {
                 ..Table::default()
             }),
             handles: tokio::sync::watch::channel(0).0,
+            tcp: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Carries the data of peers whose link is over TCP through local
+    /// sockets to the data plane bound at `data_local` (`tcp_shim.rs`).
+    pub fn enable_tcp_fallback(&self, data_local: SocketAddr) {
+        let _ = self.tcp.set(crate::tcp_shim::TcpShims::new(data_local));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
@@ -351,6 +371,28 @@ impl<P: PeerPlane> PeerObserver for PeerTable<P> {
     fn confirm_keys(&self, peer: &PeerId, generation: u64) {
         if let Some(idx) = self.handle(peer) {
             self.dp.confirm_keys(idx, generation);
+        }
+    }
+
+    fn tcp_link(&self, peer: &PeerId, link: Option<gossip::tcp::DatagramLink>) {
+        let Some(shims) = self.tcp.get() else { return };
+        let Some(idx) = self.handle(peer) else { return };
+        match link {
+            Some(link) => {
+                let addr = shims.attach(*peer, link);
+                self.dp.set_fallback(idx, addr);
+            }
+            None => {
+                if shims.detach(peer) {
+                    self.dp.set_fallback(idx, None);
+                }
+            }
+        }
+    }
+
+    fn datagram(&self, peer: &PeerId, datagram: bytes::Bytes) {
+        if let Some(shims) = self.tcp.get() {
+            shims.deliver(peer, datagram);
         }
     }
 }

@@ -119,6 +119,12 @@ pub static KEYS: &[Key] = &[
         |f| f.channel_quota_bytes.is_some()
     ),
     key!("wg_port", RESTART, |s| s.wg_port, |f| f.wg_port.is_some()),
+    key!("tcp_fallback", RESTART, |s| s.tcp_fallback, |f| f
+        .tcp_fallback
+        .is_some()),
+    key!("tcp_extra_port", RESTART, |s| s.tcp_extra_port, |f| f
+        .tcp_extra_port
+        .is_some()),
     key!("wg_endpoint", RESTART, |s| s.wg_endpoint, |f| f
         .wg_endpoint
         .is_some()),

@@ -155,6 +155,7 @@ mod tests {
             bytes_received: id as u64,
             relay: None,
             relay_name: None,
+            tcp: false,
         }
     }
 

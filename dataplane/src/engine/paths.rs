@@ -177,6 +177,17 @@ impl Engine {
         path.advertise(now);
     }
 
+    /// Where datagrams reach `peer` over its TCP fallback link (a local
+    /// socket that forwards onto it; `None`: no TCP link). See
+    /// [`PathState::set_fallback`].
+    pub fn set_fallback(&self, peer: PeerIdx, addr: Option<SocketAddr>) {
+        let now = Instant::now();
+        self.lock_paths()
+            .peer(peer, now)
+            .state
+            .set_fallback(addr, now);
+    }
+
     /// This host's tag and every peer's (from their identities), naming
     /// hosts on relay envelopes.
     pub fn set_local_tag(&self, tag: HostTag) {
@@ -233,16 +244,20 @@ impl Engine {
         let tables = self.read();
         let mut paths = self.lock_paths();
         let local_nat = paths.local_nat;
-        // Peers reached directly may relay for the others.
-        let direct: Vec<(PeerIdx, HostTag)> = paths
+        // Peers reached directly may relay for the others; those reached
+        // over their TCP fallback only as a last resort (see `path.rs`).
+        let (direct, over_tcp): (Vec<_>, Vec<_>) = paths
             .peers
             .iter()
             .filter(|(_, p)| matches!(p.state.route(), Route::Direct(_)))
-            .filter_map(|(idx, _)| {
+            .filter_map(|(idx, p)| {
                 let tag = tables.peers.get(idx)?.tag;
-                (tag != [0; 8]).then_some((*idx, tag))
+                (tag != [0; 8]).then_some((*idx, tag, p.state.on_fallback()))
             })
-            .collect();
+            .partition(|(_, _, tcp)| !tcp);
+        let direct: Vec<(PeerIdx, HostTag)> = direct.into_iter().map(|(i, t, _)| (i, t)).collect();
+        let over_tcp: Vec<(PeerIdx, HostTag)> =
+            over_tcp.into_iter().map(|(i, t, _)| (i, t)).collect();
         let mut next = now + Duration::from_secs(1);
         let mut changes = Vec::new();
         for (idx, path) in paths.peers.iter_mut() {
@@ -259,7 +274,11 @@ impl Engine {
             }
             path.state.set_keepalive(local_nat || peer.nat);
             if path.state.wants_relays(now) {
-                path.state.set_relays(&relay_order(peer.tag, *idx, &direct));
+                let mut relays = relay_order(peer.tag, *idx, &direct);
+                let tcp = relay_order(peer.tag, *idx, &over_tcp);
+                relays.extend(&tcp);
+                path.state.set_relays(&relays);
+                path.state.set_relays_over_tcp(&tcp);
             }
             for probe in path.state.poll(now, wall) {
                 let body = ProbeBody {

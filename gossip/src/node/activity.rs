@@ -35,7 +35,7 @@ pub struct Activity {
 struct Link<'a> {
     record: &'a MemberRecord,
     slot: Option<&'a PeerSlot<LinkHandle>>,
-    conn: Option<&'a quinn::Connection>,
+    conn: Option<&'a super::Conn>,
     /// The member relaying control traffic, when there is no connection.
     relay: Option<PeerId>,
     /// Up through a relay counts as up.
@@ -74,7 +74,7 @@ impl Node {
     pub fn members(&self) -> Vec<Member> {
         self.each_member(|l, peers| {
             let (record, slot) = (l.record, l.slot);
-            let stats = l.conn.map(|c| c.stats());
+            let bytes = l.conn.map(|c| c.bytes());
             let addr = l
                 .conn
                 .map(|c| c.remote_address())
@@ -86,16 +86,17 @@ impl Node {
                 name: record.name.clone(),
                 addr,
                 state: l.state,
-                rtt: l.conn.map(|c| c.rtt()),
+                rtt: l.conn.and_then(|c| c.rtt()),
                 key_generation: slot.and_then(|s| s.current_generation),
                 key_age: slot.and_then(|s| s.key_installed_at.map(|t| t.elapsed())),
                 incarnation: record.incarnation,
                 meta: record.meta.clone(),
                 bytes_sent: slot.map(|s| s.bytes_sent_closed).unwrap_or(0)
-                    + stats.as_ref().map(|s| s.udp_tx.bytes).unwrap_or(0),
+                    + bytes.map(|b| b.0).unwrap_or(0),
                 bytes_received: slot.map(|s| s.bytes_received_closed).unwrap_or(0)
-                    + stats.as_ref().map(|s| s.udp_rx.bytes).unwrap_or(0),
+                    + bytes.map(|b| b.1).unwrap_or(0),
                 relay: l.relay,
+                tcp: l.conn.is_some_and(|c| c.is_tcp()),
                 relay_name: l.relay.map(|r| {
                     peers
                         .table
@@ -114,7 +115,7 @@ impl Node {
             state: l.state,
             relayed: l.relay.is_some(),
             bytes_received: l.slot.map(|s| s.bytes_received_closed).unwrap_or(0)
-                + l.conn.map(|c| c.stats().udp_rx.bytes).unwrap_or(0),
+                + l.conn.map(|c| c.bytes().1).unwrap_or(0),
             record: (l.record.incarnation, l.record.version),
             remote: l.conn.map(|c| c.remote_address()),
         })

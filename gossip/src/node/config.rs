@@ -34,7 +34,16 @@ pub struct Config {
     /// Per channel name, a quota other than `channel_quota`.
     pub channel_quotas: BTreeMap<String, Quota>,
     pub observer: Arc<dyn PeerObserver>,
+    /// The TCP fallback (`crate::tcp`): listen on TCP at the QUIC port
+    /// (and on `tcp_extra_ports`, advertised to peers), and dial it when
+    /// QUIC fails.
+    pub tcp_fallback: bool,
+    pub tcp_extra_ports: Vec<u16>,
 }
+
+/// Member metadata key advertising the extra TCP fallback ports
+/// (comma-separated).
+pub const TCP_PORTS_META: &str = "tcp_ports";
 
 impl Config {
     pub const DEFAULT_REKEY_INTERVAL: Duration = Duration::from_secs(110);
@@ -72,6 +81,8 @@ impl Config {
             channel_quota: Quota::DEFAULT,
             channel_quotas: BTreeMap::new(),
             observer,
+            tcp_fallback: true,
+            tcp_extra_ports: Vec::new(),
         }
     }
 

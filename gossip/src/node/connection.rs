@@ -1,4 +1,5 @@
-//! One QUIC connection from handshake to close: both sides of the handshake
+//! One connection (QUIC, or the TCP fallback: `node/conn.rs`) from
+//! handshake to close: both sides of the handshake
 //! (judged by [`handshake::check`]), admission as the peer's link, and the
 //! tasks that carry it — a reader and a writer doing framing only, and a
 //! driver feeding the [`Link`] and carrying out its [`Action`]s.
@@ -11,6 +12,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::admission::{Slot, Verdict};
+use super::conn::{Conn, ControlRecv, ControlSend};
 use super::outbound::{self, Outbound, OutboundRx};
 use super::PeerInfo;
 use super::{lock, Inner};
@@ -35,7 +37,7 @@ const INBOUND_QUEUE: usize = 16;
 /// The node's handle to a peer's live connection.
 #[derive(Clone)]
 pub(crate) struct LinkHandle {
-    pub conn: quinn::Connection,
+    pub conn: Conn,
     /// Encoded frames for the writer task.
     pub outbound: Outbound,
 }
@@ -52,6 +54,16 @@ fn handshake_error(addr: std::net::SocketAddr, error: ReadError) -> Error {
                 Error::Refused { code, reason }
             }
         }
+        ReadError::Closed { code, reason } => {
+            if code == close_code::AUTH_FAILED {
+                Error::AuthRejected { reason }
+            } else {
+                Error::Refused {
+                    code: code as u64,
+                    reason,
+                }
+            }
+        }
         ReadError::Connection(e) => Error::Unreachable {
             addr: addr.to_string(),
             source: Box::new(e),
@@ -60,8 +72,8 @@ fn handshake_error(addr: std::net::SocketAddr, error: ReadError) -> Error {
     }
 }
 
-fn refuse(conn: &quinn::Connection, refusal: &CloseReason) {
-    transport::close(conn, refusal.code(), refusal.wire_reason());
+fn refuse(conn: &Conn, refusal: &CloseReason) {
+    conn.close(refusal.code(), refusal.wire_reason());
 }
 
 impl Inner {
@@ -86,6 +98,44 @@ impl Inner {
         };
         let remote = transport::remote_peer_id(&conn)
             .ok_or_else(|| Error::protocol("peer certificate carries no Ed25519 key"))?;
+        let (send, recv) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.open_bi()).await {
+            Ok(Ok(streams)) => streams,
+            Ok(Err(e)) => return Err(unreachable(Box::new(e))),
+            Err(_) => return Err(unreachable("QUIC stream not opened in time".into())),
+        };
+        let streams = (ControlSend::Quic(send), ControlRecv::Quic(recv));
+        self.dial_handshake(Conn::Quic(conn), streams, remote, addr, expected)
+            .await
+    }
+
+    /// Dials one address over the TCP fallback and runs the same handshake.
+    pub(super) async fn dial_tcp(
+        self: Arc<Self>,
+        addr: std::net::SocketAddr,
+        expected: Option<PeerId>,
+    ) -> Result<PeerId, Error> {
+        let (conn, rx) = crate::tcp::connect(
+            self.tls.client.clone(),
+            addr,
+            self.link_timers.dead_after,
+            self.shutdown.subscribe(),
+        )
+        .await?;
+        let remote = conn.peer();
+        let streams = (ControlSend::Tcp(conn.clone()), ControlRecv::Tcp(rx));
+        self.dial_handshake(Conn::Tcp(conn), streams, remote, addr, expected)
+            .await
+    }
+
+    /// The dialer's side of the handshake on an established connection.
+    async fn dial_handshake(
+        self: Arc<Self>,
+        conn: Conn,
+        (mut send, mut recv): (ControlSend, ControlRecv),
+        remote: PeerId,
+        addr: std::net::SocketAddr,
+        expected: Option<PeerId>,
+    ) -> Result<PeerId, Error> {
         if let Some(expected) = expected.filter(|e| *e != remote) {
             debug!(expected = %expected, got = %remote, %addr, "address now belongs to another member");
         }
@@ -99,26 +149,27 @@ impl Inner {
             remote,
             side: Side::Dialer,
             secret: &secret,
-            ekm: transport::exported_secret(&conn, EKM_AUTH_LABEL)?,
+            ekm: conn.exported_secret(EKM_AUTH_LABEL)?,
         };
         let hello = handshake::hello(&parties, addr);
         let exchange = async {
-            let (mut send, mut recv) =
-                conn.open_bi().await.map_err(|e| unreachable(Box::new(e)))?;
-            transport::write_frame(&mut send, &hello).await?;
-            match transport::read_frame::<HelloAck>(&mut recv).await {
-                Ok(Some((ack, _))) => Ok((send, recv, ack)),
+            send.write_frame(&hello).await?;
+            match recv
+                .read_frame_within::<HelloAck>(wire::MAX_FRAME_LEN)
+                .await
+            {
+                Ok(Some((ack, _))) => Ok(ack),
                 Ok(None) => Err(Error::protocol(
                     "peer closed the stream during the handshake",
                 )),
                 Err(e) => Err(handshake_error(addr, e)),
             }
         };
-        let (send, recv, ack) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, exchange).await {
-            Ok(Ok(parts)) => parts,
+        let ack = match tokio::time::timeout(HANDSHAKE_TIMEOUT, exchange).await {
+            Ok(Ok(ack)) => ack,
             Ok(Err(e)) => {
                 if matches!(e, Error::Protocol(_)) {
-                    transport::close(&conn, close_code::PROTOCOL_ERROR, "bad handshake");
+                    conn.close(close_code::PROTOCOL_ERROR, "bad handshake");
                 }
                 if let Error::AuthRejected { reason } = &e {
                     warn!(peer = %remote, %addr, reason = %reason, "peer refused our membership proof");
@@ -126,8 +177,11 @@ impl Inner {
                 return Err(e);
             }
             Err(_) => {
-                transport::close(&conn, close_code::PROTOCOL_ERROR, "handshake timed out");
-                return Err(unreachable("mesh handshake timed out".into()));
+                conn.close(close_code::PROTOCOL_ERROR, "handshake timed out");
+                return Err(Error::Unreachable {
+                    addr: addr.to_string(),
+                    source: "mesh handshake timed out".into(),
+                });
             }
         };
         let admitted = match handshake::check(&parties, self.is_blocked(&remote), ack.into()) {
@@ -141,12 +195,11 @@ impl Inner {
             }
         };
         // The acceptor proved the secret: now it may learn who we are.
-        let mut send = send;
         let third = HelloRecord {
             record: self.own_record(),
             last_key_generation: self.last_key_generation(&remote),
         };
-        transport::write_frame(&mut send, &third).await?;
+        send.write_frame(&third).await?;
         let Some(record) = admitted.record else {
             return Err(Error::protocol("acceptor sent no member record"));
         };
@@ -194,6 +247,7 @@ impl Inner {
             }
             Err(_) => return,
         };
+        let deadline = tokio::time::Instant::now() + UNAUTHENTICATED_TIMEOUT;
         let Some(remote) = transport::remote_peer_id(&conn) else {
             transport::close(
                 &conn,
@@ -202,34 +256,87 @@ impl Inner {
             );
             return;
         };
+        let Ok(Ok((send, recv))) = tokio::time::timeout_at(deadline, conn.accept_bi()).await else {
+            transport::close(&conn, close_code::PROTOCOL_ERROR, "no valid hello");
+            return;
+        };
+        let streams = (ControlSend::Quic(send), ControlRecv::Quic(recv));
+        self.accept_handshake(Conn::Quic(conn), streams, remote, deadline, permit)
+            .await;
+    }
+
+    /// Accepts one TCP connection: TLS, then the same handshake as QUIC's
+    /// under the same limits (a TCP peer's address is validated by the
+    /// TCP handshake itself).
+    pub(super) async fn accept_tcp(
+        self: Arc<Self>,
+        stream: tokio::net::TcpStream,
+        remote_addr: std::net::SocketAddr,
+    ) {
+        let permit = match Slot::take(&self.unauthenticated, remote_addr.ip(), true, false) {
+            Ok(slot) => slot,
+            Err(verdict) => {
+                debug!(addr = %remote_addr, ?verdict, "refusing a TCP connection");
+                return;
+            }
+        };
+        let deadline = tokio::time::Instant::now() + UNAUTHENTICATED_TIMEOUT;
+        let tls = crate::tcp::accept(
+            self.tls.server.clone(),
+            stream,
+            remote_addr,
+            self.link_timers.dead_after,
+            self.shutdown.subscribe(),
+        );
+        let (conn, rx) = match tokio::time::timeout_at(deadline, tls).await {
+            Ok(Ok(parts)) => parts,
+            Ok(Err(e)) => {
+                debug!(addr = %remote_addr, error = %e, "incoming TLS handshake failed");
+                return;
+            }
+            Err(_) => return,
+        };
+        let remote = conn.peer();
+        let streams = (ControlSend::Tcp(conn.clone()), ControlRecv::Tcp(rx));
+        self.accept_handshake(Conn::Tcp(conn), streams, remote, deadline, permit)
+            .await;
+    }
+
+    /// The acceptor's side of the handshake; `permit` is held until the
+    /// dialer proved the secret, and its hello must come by `deadline`.
+    async fn accept_handshake(
+        self: Arc<Self>,
+        conn: Conn,
+        (mut send, mut recv): (ControlSend, ControlRecv),
+        remote: PeerId,
+        deadline: tokio::time::Instant,
+        permit: Slot,
+    ) {
+        let remote_addr = conn.remote_address();
         if let Err(refusal) = handshake::check_peer(self.id, remote, self.is_blocked(&remote)) {
             refuse(&conn, &refusal);
             return;
         }
-        let exchange = async {
-            let (send, mut recv) = conn.accept_bi().await.ok()?;
-            match transport::read_frame_within::<Hello>(&mut recv, wire::MAX_HELLO_LEN).await {
-                Ok(Some((hello, _))) => Some((send, recv, hello)),
-                Ok(None) => None,
-                Err(e) => {
-                    debug!(peer = %remote, error = %e, "bad hello");
-                    None
-                }
+        let hello = match tokio::time::timeout_at(
+            deadline,
+            recv.read_frame_within::<Hello>(wire::MAX_HELLO_LEN),
+        )
+        .await
+        {
+            Ok(Ok(Some((hello, _)))) => hello,
+            Ok(Err(e)) => {
+                debug!(peer = %remote, error = %e, "bad hello");
+                conn.close(close_code::PROTOCOL_ERROR, "no valid hello");
+                return;
+            }
+            _ => {
+                conn.close(close_code::PROTOCOL_ERROR, "no valid hello");
+                return;
             }
         };
-        let Ok(Some((mut send, mut recv, hello))) =
-            tokio::time::timeout(UNAUTHENTICATED_TIMEOUT, exchange).await
-        else {
-            transport::close(&conn, close_code::PROTOCOL_ERROR, "no valid hello");
-            return;
-        };
         let secrets = self.secrets();
-        let Ok(ekm) = transport::exported_secret(&conn, EKM_AUTH_LABEL) else {
-            transport::close(
-                &conn,
-                close_code::PROTOCOL_ERROR,
-                "TLS exporter unavailable",
-            );
+        let Ok(ekm) = conn.exported_secret(EKM_AUTH_LABEL) else {
+            conn.close(close_code::PROTOCOL_ERROR, "TLS exporter unavailable");
             return;
         };
         let blocked = self.is_blocked(&remote);
@@ -269,19 +376,20 @@ impl Inner {
             }
         };
         drop(permit);
+        conn.hello_proven();
         let ack = handshake::ack(
             &parties,
             &admitted,
             self.own_record(),
             self.last_key_generation(&remote),
-            conn.remote_address(),
+            remote_addr,
         );
-        if transport::write_frame(&mut send, &ack).await.is_err() {
+        if send.write_frame(&ack).await.is_err() {
             return;
         }
         let third = tokio::time::timeout(
             HANDSHAKE_TIMEOUT,
-            transport::read_frame_within::<HelloRecord>(&mut recv, wire::MAX_RECORD_FRAME_LEN),
+            recv.read_frame_within::<HelloRecord>(wire::MAX_RECORD_FRAME_LEN),
         )
         .await;
         let (record, last_key_generation) = match third {
@@ -293,7 +401,7 @@ impl Inner {
                 }
             },
             _ => {
-                transport::close(&conn, close_code::PROTOCOL_ERROR, "no valid member record");
+                conn.close(close_code::PROTOCOL_ERROR, "no valid member record");
                 return;
             }
         };
@@ -316,9 +424,9 @@ impl Inner {
     #[allow(clippy::too_many_arguments)]
     fn register(
         &self,
-        conn: quinn::Connection,
-        send: quinn::SendStream,
-        recv: quinn::RecvStream,
+        conn: Conn,
+        send: ControlSend,
+        recv: ControlRecv,
         remote: PeerId,
         side: Side,
         record: MemberRecord,
@@ -337,7 +445,7 @@ impl Inner {
         let admission = {
             let mut peers = lock(&self.peers);
             if self.is_shutting_down() {
-                transport::close(&conn, close_code::SHUTDOWN, "host shutting down");
+                conn.close(close_code::SHUTDOWN, "host shutting down");
                 return Err(Error::Shutdown);
             }
             let candidate = Candidate {
@@ -350,6 +458,7 @@ impl Inner {
                 record,
                 remote_addr: conn.remote_address(),
                 last_key_generation: remote_last_generation,
+                tcp: conn.is_tcp(),
             };
             match peers.admit(remote, candidate) {
                 Ok(admission) => {
@@ -371,8 +480,10 @@ impl Inner {
                             .unwrap_or_default(),
                         relay: None,
                     };
-                    info!(peer = %remote, addr = %info.remote, name = %info.name, ?side, "peer up");
+                    info!(peer = %remote, addr = %info.remote, name = %info.name, ?side, tcp = conn.is_tcp(), "peer up");
                     self.observer.peer_up(&info);
+                    self.observer
+                        .tcp_link(&remote, self.tcp_datagrams(&conn, remote));
                     admission
                 }
                 Err(Refusal::Blocked) => {
@@ -384,7 +495,7 @@ impl Inner {
                     });
                 }
                 Err(Refusal::Duplicate) => {
-                    transport::close(&conn, close_code::DUPLICATE, "duplicate connection");
+                    conn.close(close_code::DUPLICATE, "duplicate connection");
                     return Err(Error::Refused {
                         code: close_code::DUPLICATE as u64,
                         reason: "duplicate connection".into(),
@@ -393,11 +504,8 @@ impl Inner {
             }
         };
         if let Some(old) = &admission.replaced {
-            transport::close(
-                &old.conn,
-                close_code::DUPLICATE,
-                "replaced by a newer connection",
-            );
+            old.conn
+                .close(close_code::DUPLICATE, "replaced by a newer connection");
         }
         self.direct_link_up(remote);
         self.after_merge(admission.changed, Some(remote));
@@ -405,6 +513,11 @@ impl Inner {
         let (in_tx, in_rx) = mpsc::channel::<Message>(INBOUND_QUEUE);
         self.spawn(writer_task(send, out_rx));
         self.spawn(reader_task(conn.clone(), recv, in_tx, remote));
+        if conn.is_tcp() {
+            if let Some(this) = self.this.upgrade() {
+                self.spawn(super::dial::udp_retry_loop(this, remote, conn.stable_id()));
+            }
+        }
         if let Some(this) = self.this.upgrade() {
             let driver = Driver {
                 node: this,
@@ -419,27 +532,28 @@ impl Inner {
     }
 }
 
-async fn writer_task(mut send: quinn::SendStream, mut outbound: OutboundRx) {
+async fn writer_task(mut send: ControlSend, mut outbound: OutboundRx) {
     while let Some(frame) = outbound.recv().await {
         let len = frame.len();
-        let written = send.write_chunk(frame).await;
+        let written = send.write_raw(frame).await;
         outbound.written(len);
         if written.is_err() {
             return;
         }
     }
-    let _ = send.finish();
+    send.finish();
 }
 
 /// Framing only: anything malformed or oversized closes the connection.
 async fn reader_task(
-    conn: quinn::Connection,
-    mut recv: quinn::RecvStream,
+    conn: Conn,
+    mut recv: ControlRecv,
     inbound: mpsc::Sender<Message>,
     peer: PeerId,
 ) {
     loop {
-        let read = transport::read_body(&mut recv, wire::MAX_FRAME_LEN)
+        let read = recv
+            .read_body(wire::MAX_FRAME_LEN)
             .await
             .and_then(|body| Ok(body.map(|b| wire::decode_message(&b)).transpose()?));
         match read {
@@ -451,20 +565,23 @@ async fn reader_task(
             // A kind a newer peer added: skipped (PROTOCOL.md).
             Ok(Some(None)) => debug!(peer = %peer, "skipped a message of an unknown kind"),
             Ok(None) => {
-                transport::close(&conn, close_code::NORMAL, "control stream finished");
+                conn.close(close_code::NORMAL, "control stream finished");
                 return;
             }
             Err(ReadError::Connection(e)) => {
                 debug!(peer = %peer, error = %e, "connection closed");
                 return;
             }
+            Err(e @ ReadError::Closed { .. }) => {
+                debug!(peer = %peer, error = %e, "connection closed");
+                return;
+            }
             Err(e) => {
                 warn!(peer = %peer, error = %e, "closing connection: bad frame");
                 let reason = format!("protocol error: {e}");
-                transport::close(
-                    &conn,
+                conn.close(
                     close_code::PROTOCOL_ERROR,
-                    &reason[..reason.len().min(200)],
+                    &reason[..reason.floor_char_boundary(200)],
                 );
                 return;
             }
@@ -476,7 +593,7 @@ async fn reader_task(
 /// carries out what the link asks for.
 struct Driver {
     node: Arc<Inner>,
-    conn: quinn::Connection,
+    conn: Conn,
     peer: PeerId,
     outbound: Outbound,
 }
@@ -489,13 +606,10 @@ impl Driver {
         (local_ciphers, remote_ciphers): (Option<CipherOffer>, Option<CipherOffer>),
         mut inbound: mpsc::Receiver<Message>,
     ) {
-        let Ok(connection_secret) = transport::exported_secret(&self.conn, EKM_KEYS_LABEL) else {
+        let Ok(connection_secret) = self.conn.exported_secret(EKM_KEYS_LABEL) else {
             warn!(peer = %self.peer, "closing connection: TLS exporter unavailable");
-            transport::close(
-                &self.conn,
-                close_code::PROTOCOL_ERROR,
-                "TLS exporter unavailable",
-            );
+            self.conn
+                .close(close_code::PROTOCOL_ERROR, "TLS exporter unavailable");
             self.node
                 .connection_lost(self.peer, &self.conn, "no exporter");
             return;
@@ -582,7 +696,7 @@ impl Driver {
                     }
                 }
                 Action::Close { code, reason } => {
-                    transport::close(&self.conn, code, reason);
+                    self.conn.close(code, reason);
                     return Some(if code == close_code::DEAD {
                         "heartbeat timeout"
                     } else {

@@ -32,6 +32,12 @@ pub const UNPROVEN_DIAL_PERMITS: usize = 8;
 /// The higher id of two hosts that learn of each other at once waits this
 /// long before dialing, so that they rarely both dial.
 const HIGHER_ID_DELAY: Duration = Duration::from_millis(500);
+/// The TCP fallback is dialed only after a peer had no link this long: a
+/// relayed control session (UDP, preferred) gets its chance first.
+const TCP_AFTER: Duration = Duration::from_secs(5);
+/// While a peer's link is over TCP, QUIC is tried again this often (one
+/// attempt at a time): back on UDP within a few seconds of it working.
+const UDP_RETRY: Duration = Duration::from_secs(2);
 
 /// Resolves `host:port` to every address it names.
 pub(super) async fn resolve(addr: &str) -> Result<Vec<SocketAddr>, Error> {
@@ -74,11 +80,28 @@ pub(super) async fn dial_loop(node: Arc<Inner>, peer: PeerId) {
         let Some(round) = lock(&node.peers).dial_round(peer) else {
             return;
         };
-        if try_candidates(&node, peer, round.candidates, round.proven).await {
+        if try_candidates(&node, peer, round.candidates.clone(), round.proven, false).await {
             // The next round sees the link and ends the loop.
             continue;
         }
-        let relayed = node.relayed_via(&peer).is_some();
+        let relayed = node.relayed_via(&peer);
+        // A relay reached over TCP is no UDP path.
+        let relayed_over_udp = relayed.is_some_and(|via| {
+            !lock(&node.peers)
+                .slots
+                .get(&via)
+                .and_then(|s| s.link.as_ref())
+                .is_some_and(|l| l.tcp)
+        });
+        let relayed = relayed.is_some();
+        // No UDP path, direct or relayed: the TCP fallback.
+        let waited = node.unlinked_for(&peer).is_some_and(|d| d >= TCP_AFTER);
+        if !relayed_over_udp && node.tcp_fallback && waited {
+            let targets = tcp_targets(&node, peer, round.candidates);
+            if try_candidates(&node, peer, targets, round.proven, true).await {
+                continue;
+            }
+        }
         tokio::time::sleep(jitter(if relayed {
             backoff.min(RELAYED_BACKOFF_CAP)
         } else {
@@ -86,6 +109,52 @@ pub(super) async fn dial_loop(node: Arc<Inner>, peer: PeerId) {
         }))
         .await;
         backoff = next_backoff(backoff, round.proven);
+    }
+}
+
+/// The TCP fallback addresses of `peer`: its QUIC addresses (same port)
+/// and the extra ports it advertises.
+fn tcp_targets(node: &Inner, peer: PeerId, candidates: Vec<String>) -> Vec<String> {
+    let extra: Vec<u16> = lock(&node.peers)
+        .table
+        .get(&peer)
+        .and_then(|r| r.meta.get(super::TCP_PORTS_META).cloned())
+        .map(|ports| {
+            ports
+                .split(',')
+                .filter_map(|p| p.trim().parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut targets = candidates.clone();
+    for candidate in &candidates {
+        let Some((host, _)) = candidate.rsplit_once(':') else {
+            continue;
+        };
+        for port in &extra {
+            targets.push(format!("{host}:{port}"));
+        }
+    }
+    targets
+}
+
+/// Runs while `peer`'s link `link` is over TCP: tries QUIC at its
+/// advertised addresses, one attempt at a time, every [`UDP_RETRY`]; a QUIC
+/// link that comes up replaces the TCP one (`peers.rs`), which ends this
+/// loop. Costs one QUIC handshake attempt per TCP-linked peer per period.
+pub(super) async fn udp_retry_loop(node: Arc<Inner>, peer: PeerId, link: usize) {
+    loop {
+        tokio::time::sleep(jitter(UDP_RETRY)).await;
+        if node.is_shutting_down() || !lock(&node.peers).is_current(&peer, link) {
+            return;
+        }
+        let Some(candidates) = lock(&node.peers).advertised(&peer) else {
+            continue;
+        };
+        if try_candidates(&node, peer, candidates, true, false).await {
+            debug!(peer = %peer, "back on UDP");
+            return;
+        }
     }
 }
 
@@ -99,6 +168,7 @@ async fn try_candidates(
     peer: PeerId,
     candidates: Vec<String>,
     proven: bool,
+    tcp: bool,
 ) -> bool {
     // One permit per round: a name in a record is also a target.
     let _permit = if proven {
@@ -119,7 +189,14 @@ async fn try_candidates(
         let per_name = if proven { targets.len() } else { 2 };
         for target in targets.into_iter().take(per_name) {
             let node = node.clone();
-            dials.spawn(async move { (target, node.dial_addr(target, Some(peer)).await) });
+            dials.spawn(async move {
+                let dialed = if tcp {
+                    node.dial_tcp(target, Some(peer)).await
+                } else {
+                    node.dial_addr(target, Some(peer)).await
+                };
+                (target, dialed)
+            });
         }
     }
     // Dropping the set ends the dials still in flight once one got through.

@@ -3,6 +3,9 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
+use bytes::Bytes;
+
+use crate::tcp::DatagramLink;
 use crate::{PeerId, SessionKeys};
 
 /// What the data plane learns about a peer.
@@ -33,6 +36,14 @@ pub trait PeerObserver: Send + Sync + 'static {
     fn peer_down(&self, peer: &PeerId);
     fn install_keys(&self, peer: &PeerId, keys: SessionKeys, send_now: bool);
     fn confirm_keys(&self, peer: &PeerId, generation: u64);
+
+    /// The peer's link is now over the TCP fallback (`Some`: where sealed
+    /// datagrams for it may go) or not any more (`None`). Called after
+    /// each `peer_up` and before `peer_down`.
+    fn tcp_link(&self, _peer: &PeerId, _link: Option<DatagramLink>) {}
+
+    /// A sealed data-plane datagram arrived on the peer's TCP link.
+    fn datagram(&self, _peer: &PeerId, _datagram: Bytes) {}
 }
 
 /// An observer that ignores everything (tests, tools).

@@ -148,6 +148,14 @@ impl Inner {
         lock(&self.relay).control.via(peer)
     }
 
+    /// How long `peer` has had no link (as the relay ticker last saw it).
+    pub(super) fn unlinked_for(&self, peer: &PeerId) -> Option<Duration> {
+        lock(&self.relay)
+            .unlinked_since
+            .get(peer)
+            .map(|since| since.elapsed())
+    }
+
     /// A direct link to `peer` was admitted: it carries the control now.
     pub(super) fn direct_link_up(&self, peer: PeerId) {
         let mut relay = lock(&self.relay);

@@ -23,6 +23,7 @@
 //! | mesh      | meshd (L2), AES-256-GCM if both CPUs | `meshctl attach`        |
 //! | mesh-chacha | meshd forced to ChaCha20-Poly1305  | `meshctl attach`        |
 //! | mesh-relay | meshd, h1↔h2 data port blocked: through h3's relay | `meshctl attach` |
+//! | mesh-tcp | meshd, all UDP h1↔h2 dropped: over the TCP fallback | `meshctl attach` |
 //!
 //! Addresses: only 198.18.0.0/24 (underlay, built by the lab) and
 //! 198.19.0.0/16 (overlays and container links). Every namespace carries the
@@ -62,6 +63,7 @@ pub const ALL_MODES: &[&str] = &[
     "mesh",
     "mesh-chacha",
     "mesh-relay",
+    "mesh-tcp",
 ];
 /// The userspace encrypted peers the mesh is compared against.
 pub const PEERS: &[&str] = &["tinc", "wggo", "boringtun", "gotatun"];
@@ -86,6 +88,7 @@ pub fn canonical_mode(m: &str) -> Option<&'static str> {
         "boringtun" | "bt" => "boringtun",
         "gotatun" => "gotatun",
         "mesh-relay" | "relay" => "mesh-relay",
+        "mesh-tcp" | "tcp" => "mesh-tcp",
         "mesh" | "meshd" => "mesh",
         "mesh-chacha" | "mesh-chacha20" => "mesh-chacha",
         _ => return None,

@@ -36,6 +36,7 @@ pub(super) fn build(mode: &str, lab: &mut Lab, sockets: &mut SocketGuard) -> Res
         "gotatun" => setup_wireguard(lab, Wg::Gotatun, &mut sockets.0),
         "mesh" => setup_mesh(lab, None),
         "mesh-relay" => setup_mesh_relay(lab),
+        "mesh-tcp" => setup_mesh_tcp(lab),
         "mesh-chacha" => setup_mesh(lab, Some("chacha20-poly1305")),
         m => Err(anyhow!("unknown mode {m}")),
     }
@@ -582,6 +583,23 @@ fn setup_mesh_relay(lab: &mut Lab) -> Result<Setup> {
     lab.wait_path(1, "h1", "relayed via h3", Duration::from_secs(15))?;
     s.info = format!("{}; relayed through h3 (data port blocked h1<->h2)", s.info);
     // Wait for the relayed path's MTU probes before measuring.
+    s.settle = Duration::from_secs(3);
+    Ok(s)
+}
+
+/// The mesh with all UDP between h1 and h2 dropped: control and data over
+/// the TCP fallback.
+fn setup_mesh_tcp(lab: &mut Lab) -> Result<Setup> {
+    let mut s = setup_mesh(lab, None)?;
+    lab.wait_path(0, "h2", "direct", Duration::from_secs(15))
+        .context("the direct path before the block")?;
+    lab.block_udp(0, &[1])?;
+    lab.wait_path(0, "h2", "tcp", Duration::from_secs(60))?;
+    lab.wait_path(1, "h1", "tcp", Duration::from_secs(20))?;
+    s.info = format!(
+        "{}; over the TCP fallback (all UDP h1<->h2 dropped)",
+        s.info
+    );
     s.settle = Duration::from_secs(3);
     Ok(s)
 }

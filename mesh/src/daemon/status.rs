@@ -121,10 +121,12 @@ pub fn peer(
                 "relayed via {}",
                 name_of(via).unwrap_or_else(|| format!("peer {via}"))
             ),
+            dataplane::PathMode::Tcp => "tcp".into(),
             dataplane::PathMode::Unknown => "none".into(),
         },
         control: Some(match (&m.relay_name, m.state) {
             (Some(relay), _) => format!("relayed via {relay}"),
+            (None, gossip::PeerState::Up) if m.tcp => "tcp".into(),
             (None, gossip::PeerState::Up) => "direct".into(),
             (None, _) => "none".into(),
         }),

@@ -80,6 +80,22 @@ fn relayed_paths_warn_and_name_the_port_to_open() {
 }
 
 #[test]
+fn the_tcp_fallback_warns_and_says_udp_fails() {
+    let mut p = up();
+    p.path = "tcp".into();
+    p.control = Some("tcp".into());
+    let c = peer_checks(&p, &cx(None));
+    for name in ["control", "data_path"] {
+        let check = c.iter().find(|c| c.name == name).unwrap();
+        assert_eq!(check.status, CheckStatus::Warn, "{name}");
+        assert!(
+            check.fix.as_deref().unwrap_or("").contains("UDP"),
+            "{name}: {check:?}"
+        );
+    }
+}
+
+#[test]
 fn a_path_too_small_for_the_network_warns_with_the_mtu_that_fits() {
     let mut p = up();
     // 1300-byte underlay: 1300 - 20 - 8 = 1272-byte UDP payload.
