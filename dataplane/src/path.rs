@@ -259,6 +259,11 @@ impl PathState {
         self.route
     }
 
+    /// Whether `addr` is the local end of the peer's TCP fallback.
+    pub fn is_fallback(&self, addr: SocketAddr) -> bool {
+        self.fallback == Some(addr)
+    }
+
     /// Whether the route in use is the TCP fallback.
     pub fn on_fallback(&self) -> bool {
         matches!(self.route, Route::Direct(addr) if Some(addr) == self.fallback)

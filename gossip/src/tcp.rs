@@ -48,7 +48,7 @@ const MAX_REASON: usize = 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Control frames queued for the writer (each already bounded by the
 /// connection's outbound queue, `node/outbound.rs`).
-const CONTROL_QUEUE: usize = 64;
+const CONTROL_QUEUE: usize = 1;
 /// Datagrams queued for the writer; more are dropped and counted.
 const DATAGRAM_QUEUE: usize = 2048;
 /// Control frames read but not yet taken by the handshake or the driver:
@@ -89,6 +89,26 @@ impl DatagramLink {
 }
 
 static NEXT_ID: AtomicUsize = AtomicUsize::new(1 << 40);
+
+/// Over the life of the process (all connections), for the metrics.
+static DATAGRAMS_DROPPED: AtomicU64 = AtomicU64::new(0);
+static DATAGRAMS_REFUSED: AtomicU64 = AtomicU64::new(0);
+static MALFORMED: AtomicU64 = AtomicU64::new(0);
+
+/// Datagrams not queued on any TCP connection because its writer fell behind.
+pub fn datagrams_dropped_total() -> u64 {
+    DATAGRAMS_DROPPED.load(Ordering::Relaxed)
+}
+
+/// Datagrams received on a TCP connection before its peer proved the secret.
+pub fn datagrams_refused_total() -> u64 {
+    DATAGRAMS_REFUSED.load(Ordering::Relaxed)
+}
+
+/// TCP connections closed for a malformed record.
+pub fn malformed_total() -> u64 {
+    MALFORMED.load(Ordering::Relaxed)
+}
 
 /// Counters of one TCP connection.
 #[derive(Debug, Default)]
@@ -209,15 +229,19 @@ impl TcpConn {
         }
         if self.datagram_tx.try_send(datagram).is_err() {
             self.stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
+            DATAGRAMS_DROPPED.fetch_add(1, Ordering::Relaxed);
             return false;
         }
         true
     }
 
-    /// The dialer's hello proved the secret: its member record may follow.
+    /// The dialer's hello proved the secret: full-size frames from now on.
+    /// The dialer registers (and may send a channel delta of up to
+    /// `MAX_FRAME_LEN`) before this side does; the reader reads ahead, so a
+    /// smaller limit here would close a proven link. The member record's
+    /// own limit is the handshake's (`read_frame_within`).
     pub fn hello_proven(&self) {
-        self.limit
-            .fetch_max(wire::MAX_RECORD_FRAME_LEN, Ordering::AcqRel);
+        self.limit.store(wire::MAX_FRAME_LEN, Ordering::Release);
     }
 
     /// The peer proved the secret: full-size control frames, and datagrams
@@ -421,6 +445,7 @@ async fn read_record<R: AsyncRead + Unpin>(
                 // between its proof and this side's registration): dropped.
                 None => {
                     conn.stats.datagrams_refused.fetch_add(1, Ordering::Relaxed);
+                    DATAGRAMS_REFUSED.fetch_add(1, Ordering::Relaxed);
                     Ok(())
                 }
             }
@@ -472,6 +497,7 @@ async fn reader<R: AsyncRead + Unpin>(
             conn.close(close_code::NORMAL, "connection lost");
         }
         Stop::Malformed(e) => {
+            MALFORMED.fetch_add(1, Ordering::Relaxed);
             debug!(peer = %conn.peer, error = %e, "closing TCP connection: bad record");
             conn.close(close_code::PROTOCOL_ERROR, &format!("protocol error: {e}"));
         }
@@ -656,7 +682,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_proven_hello_allows_a_member_record_and_nothing_larger() {
+    async fn a_proven_hello_allows_full_size_frames_and_nothing_larger() {
         let ((a, _a_rx), (b, mut b_rx)) = pair().await;
         b.hello_proven();
         let record = vec![7u8; wire::MAX_HELLO_LEN * 4];
@@ -664,7 +690,7 @@ mod tests {
         frame.extend_from_slice(&record);
         a.send_control(Bytes::from(frame)).await.unwrap();
         assert_eq!(b_rx.recv().await.unwrap(), record);
-        a.send_control(announcing(wire::MAX_RECORD_FRAME_LEN + 1))
+        a.send_control(announcing(wire::MAX_FRAME_LEN + 1))
             .await
             .unwrap();
         expect_protocol_close(&mut b_rx).await;

@@ -58,15 +58,22 @@ fn hosts_without_udp_between_them_carry_control_and_data_over_tcp_and_return_to_
     lab.wait_control(0, "h3", "tcp", Duration::from_secs(30))
         .unwrap();
 
-    lab.wait_ping(&c1, "198.19.9.2", Duration::from_secs(10))
-        .expect("containers talk over TCP");
+    if let Err(e) = lab.wait_ping(&c1, "198.19.9.2", Duration::from_secs(10)) {
+        for i in 0..3 {
+            eprintln!("{}", lab.meshctl(i, &["status"]).unwrap_or_default());
+        }
+        lab.dump_logs();
+        panic!("containers talk over TCP: {e:#}");
+    }
     let status = lab.meshctl(0, &["status"]).unwrap();
     let h2_line = status
         .lines()
         .find(|l| l.split_whitespace().nth(1) == Some("h2"))
         .unwrap_or_else(|| panic!("no h2 in the status:\n{status}"));
-    assert!(
-        h2_line.split_whitespace().any(|w| w == "tcp"),
+    // PEER NAME ADDRESS STATE PATH …
+    assert_eq!(
+        h2_line.split_whitespace().nth(4),
+        Some("tcp"),
         "PATH is not tcp: {h2_line}"
     );
     // `meshctl doctor` exits 1 (warnings are problems): its report is

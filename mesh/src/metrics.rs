@@ -191,6 +191,37 @@ pub fn render(status: &StatusResponse, attachments: &[AttachmentStats]) -> Strin
         "Incoming QUIC handshakes refused: all handshake slots, or those of their source address, taken",
         refused,
     );
+    for (name, help, n) in [
+        (
+            "tcp_fallback_datagrams_dropped",
+            "Sealed datagrams not queued on a TCP fallback connection because its writer fell behind",
+            gossip::tcp::datagrams_dropped_total(),
+        ),
+        (
+            "tcp_fallback_datagrams_refused",
+            "Datagrams received on a TCP fallback connection before its peer proved the mesh secret",
+            gossip::tcp::datagrams_refused_total(),
+        ),
+        (
+            "tcp_fallback_malformed",
+            "TCP fallback connections closed for a malformed record",
+            gossip::tcp::malformed_total(),
+        ),
+        (
+            "tcp_fallback_shim_refused",
+            "Datagrams a TCP fallback shim refused: not from the data plane's own socket",
+            crate::tcp_shim::refused_total(),
+        ),
+        (
+            "tcp_fallback_undelivered",
+            "Datagrams from TCP fallback links dropped: the data plane's socket was full",
+            crate::tcp_shim::undelivered_total(),
+        ),
+    ] {
+        let counter = Counter::<u64>::default();
+        counter.inc_by(n);
+        reg.register(name, help, counter);
+    }
     let unknown = Family::<Vec<(String, String)>, Counter>::default();
     for (kind, n) in gossip::protocol::UNKNOWN.snapshot() {
         unknown

@@ -283,6 +283,9 @@ impl<P: PeerPlane> PeerTable<P> {
         if !t.removed.insert(*peer) {
             return;
         }
+        if let Some(shims) = self.tcp.get() {
+            shims.detach(peer);
+        }
         if let Some(e) = t.peers.remove(peer) {
             self.dp.remove_peer(e.idx);
             self.handles.send_modify(|n| *n += 1);
@@ -376,15 +379,19 @@ impl<P: PeerPlane> PeerObserver for PeerTable<P> {
 
     fn tcp_link(&self, peer: &PeerId, link: Option<gossip::tcp::DatagramLink>) {
         let Some(shims) = self.tcp.get() else { return };
-        let Some(idx) = self.handle(peer) else { return };
         match link {
             Some(link) => {
+                let Some(idx) = self.handle(peer) else { return };
                 let addr = shims.attach(*peer, link);
                 self.dp.set_fallback(idx, addr);
             }
+            // The shim goes even when the peer has no handle any more (a
+            // removed host is forgotten before its link closes).
             None => {
                 if shims.detach(peer) {
-                    self.dp.set_fallback(idx, None);
+                    if let Some(idx) = self.handle(peer) {
+                        self.dp.set_fallback(idx, None);
+                    }
                 }
             }
         }

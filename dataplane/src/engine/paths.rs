@@ -675,7 +675,11 @@ impl Engine {
                     }
                     return Ok(());
                 }
-                if let (Some(observed), Some(_)) = (probe.observed, source) {
+                let path = paths.peer(peer, now);
+                // A pong over the TCP fallback observed the peer's own shim
+                // socket: no reflexive address of this host.
+                let direct = source.filter(|addr| !path.state.is_fallback(*addr));
+                if let (Some(observed), Some(_)) = (probe.observed, direct) {
                     paths.reflexive.insert(canonical(observed), now);
                 }
                 let path = paths.peer(peer, now);

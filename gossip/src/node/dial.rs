@@ -112,29 +112,31 @@ pub(super) async fn dial_loop(node: Arc<Inner>, peer: PeerId) {
     }
 }
 
+/// At most this many TCP addresses are dialled for one peer: what a member
+/// advertises must not turn every host into its port scanner.
+const MAX_TCP_TARGETS: usize = 8;
+
 /// The TCP fallback addresses of `peer`: its QUIC addresses (same port)
-/// and the extra ports it advertises.
+/// and the one extra port it may advertise (`tcp_extra_port`; more, or a
+/// port 0, are ignored), at most [`MAX_TCP_TARGETS`] in all.
 fn tcp_targets(node: &Inner, peer: PeerId, candidates: Vec<String>) -> Vec<String> {
-    let extra: Vec<u16> = lock(&node.peers)
+    let extra: Option<u16> = lock(&node.peers)
         .table
         .get(&peer)
         .and_then(|r| r.meta.get(super::TCP_PORTS_META).cloned())
-        .map(|ports| {
-            ports
-                .split(',')
-                .filter_map(|p| p.trim().parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut targets = candidates.clone();
+        .and_then(|ports| ports.split(',').next()?.trim().parse().ok())
+        .filter(|port| *port != 0);
+    let mut targets: Vec<String> = Vec::new();
     for candidate in &candidates {
-        let Some((host, _)) = candidate.rsplit_once(':') else {
-            continue;
-        };
-        for port in &extra {
-            targets.push(format!("{host}:{port}"));
+        targets.push(candidate.clone());
+        if let (Some(port), Some((host, own))) = (extra, candidate.rsplit_once(':')) {
+            if own != port.to_string() {
+                targets.push(format!("{host}:{port}"));
+            }
         }
     }
+    targets.dedup();
+    targets.truncate(MAX_TCP_TARGETS);
     targets
 }
 
