@@ -127,8 +127,29 @@ impl Inner {
             .await
     }
 
-    /// The dialer's side of the handshake on an established connection.
+    /// The dialer's side of the handshake on an established connection;
+    /// the connection is closed on any failure (a dropped QUIC handle closes
+    /// by itself, a TCP connection's tasks would keep it to the idle timeout).
     async fn dial_handshake(
+        self: Arc<Self>,
+        conn: Conn,
+        streams: (ControlSend, ControlRecv),
+        remote: PeerId,
+        addr: std::net::SocketAddr,
+        expected: Option<PeerId>,
+    ) -> Result<PeerId, Error> {
+        let closer = conn.clone();
+        let result = self
+            .dial_handshake_inner(conn, streams, remote, addr, expected)
+            .await;
+        if result.is_err() {
+            // A no-op where a refusal already closed it with its reason.
+            closer.close(close_code::PROTOCOL_ERROR, "handshake failed");
+        }
+        result
+    }
+
+    async fn dial_handshake_inner(
         self: Arc<Self>,
         conn: Conn,
         (mut send, mut recv): (ControlSend, ControlRecv),
