@@ -22,6 +22,7 @@
 pub mod cipher;
 pub mod engine;
 pub mod frag;
+mod gcm_tag;
 pub mod icmp;
 pub mod impair;
 pub mod keypair;
