@@ -481,6 +481,20 @@ fn envelope_tag(c: &mut Criterion) {
                 )
             })
         });
+        group.bench_with_input(BenchmarkId::new("aes_gcm_crate", size), &size, |b, _| {
+            use aes_gcm::aead::{AeadInPlace, KeyInit};
+            let cipher = aes_gcm::Aes256Gcm::new(&[1u8; 32].into());
+            let mut counter = 0u64;
+            b.iter(|| {
+                counter += 1;
+                let nonce = dataplane::wire::nonce_bytes(counter);
+                black_box(
+                    cipher
+                        .encrypt_in_place_detached(&nonce.into(), &envelope, &mut [])
+                        .unwrap(),
+                )
+            })
+        });
         group.bench_with_input(BenchmarkId::new("keypair", size), &size, |b, _| {
             let mut counter = 0u64;
             b.iter(|| {
