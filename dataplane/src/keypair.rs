@@ -314,6 +314,81 @@ mod tests {
         }
     }
 
+    fn aes_keys() -> SessionKeys {
+        SessionKeys {
+            cipher: Cipher::Aes256Gcm,
+            ..keys()
+        }
+    }
+
+    /// The other end of `keys`: its send key is our receive key.
+    fn mirrored(keys: &SessionKeys) -> SessionKeys {
+        SessionKeys {
+            local_index: keys.remote_index,
+            remote_index: keys.local_index,
+            send_key: keys.recv_key,
+            recv_key: keys.send_key,
+            ..keys.clone()
+        }
+    }
+
+    /// As [`Keypair::new`], with ring's tags instead of `gcm_tag.rs`'s.
+    fn with_ring(keys: &SessionKeys, now: Instant) -> Keypair {
+        Keypair {
+            send_tagger: None,
+            recv_tagger: None,
+            ..Keypair::new(keys, now)
+        }
+    }
+
+    /// Envelope tags, both ways, between the fast tagger and ring (a host
+    /// without PCLMULQDQ): the same bytes, and any change refused.
+    #[test]
+    fn envelope_tags_verify_across_tagger_and_ring() {
+        let now = Instant::now();
+        let (a_keys, b_keys) = (aes_keys(), mirrored(&aes_keys()));
+        let aad: Vec<u8> = (0..1420u32).map(|i| (i * 7) as u8).collect();
+        for (a, b) in [
+            (Keypair::new(&a_keys, now), Keypair::new(&b_keys, now)),
+            (Keypair::new(&a_keys, now), with_ring(&b_keys, now)),
+            (with_ring(&a_keys, now), Keypair::new(&b_keys, now)),
+        ] {
+            for (counter, (from, to)) in [(&a, &b), (&b, &a)].into_iter().enumerate() {
+                let counter = counter as u64;
+                let tag = from.tag_only(counter, &aad);
+                let mut bad_tag = tag;
+                bad_tag[3] ^= 0x10;
+                let mut bad_aad = aad.clone();
+                bad_aad[700] ^= 1;
+                assert_eq!(
+                    to.verify_only(counter, &aad, &bad_tag, now),
+                    Err(KeyRefusal::BadTag)
+                );
+                assert_eq!(
+                    to.verify_only(counter, &bad_aad, &tag, now),
+                    Err(KeyRefusal::BadTag)
+                );
+                assert_eq!(
+                    to.verify_only(counter + 1, &aad, &tag, now),
+                    Err(KeyRefusal::BadTag)
+                );
+                assert_eq!(to.verify_only(counter, &aad, &tag, now), Ok(()));
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn aes_keypairs_use_the_fast_tagger_where_the_cpu_has_it() {
+        let has = std::arch::is_x86_feature_detected!("pclmulqdq")
+            && std::arch::is_x86_feature_detected!("ssse3");
+        let keypair = Keypair::new(&aes_keys(), Instant::now());
+        assert_eq!(keypair.send_tagger.is_some(), has);
+        assert_eq!(keypair.recv_tagger.is_some(), has);
+        let chacha = Keypair::new(&keys(), Instant::now());
+        assert!(chacha.send_tagger.is_none() && chacha.recv_tagger.is_none());
+    }
+
     #[test]
     fn debug_redacts_key_material() {
         let text = format!("{:?}", keys());
