@@ -11,31 +11,36 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use hickory_proto::rr::RecordType;
-use integration::{dns_query, test_lab, wait_for};
+use integration::{dns_query, test_lab, wait_for, Lab};
+use mesh_api::Attachment;
 
 const NET: &str = "tcpfb";
 const SUBNET: &str = "198.19.9.0/24";
 
-#[test]
-fn hosts_without_udp_between_them_carry_control_and_data_over_tcp_and_return_to_udp() {
-    let Some(mut lab) = test_lab("tcpfb", 3) else {
-        return;
-    };
+/// The mesh up, network NET, c1 on h1 (198.19.9.1) and c2 on h2
+/// (198.19.9.2, with `c2_extra` attach flags), pinging each other directly.
+fn two_containers(lab: &mut Lab, c2_extra: &[&str]) -> (String, String, Attachment) {
     lab.start_mesh().expect("mesh up");
     lab.meshctl(0, &["network", "create", NET, "--subnet", SUBNET])
         .expect("network create");
     let c1 = lab.add_container("c1").unwrap();
     let c2 = lab.add_container("c2").unwrap();
     let a1 = lab.attach_netns(0, &c1, NET, &["--ip", "198.19.9.1/24"]);
-    lab.attach_netns(
-        1,
-        &c2,
-        NET,
-        &["--ip", "198.19.9.2/24", "--label", "app=web"],
-    );
-    lab.serve_who(&c2, "c2", 8080).unwrap();
+    let mut args = vec!["--ip", "198.19.9.2/24"];
+    args.extend_from_slice(c2_extra);
+    lab.attach_netns(1, &c2, NET, &args);
     lab.wait_ping(&c1, "198.19.9.2", Duration::from_secs(10))
         .expect("direct ping");
+    (c1, c2, a1)
+}
+
+#[test]
+fn hosts_without_udp_between_them_carry_control_and_data_over_tcp_and_return_to_udp() {
+    let Some(mut lab) = test_lab("tcpfb", 3) else {
+        return;
+    };
+    let (c1, c2, a1) = two_containers(&mut lab, &["--label", "app=web"]);
+    lab.serve_who(&c2, "c2", 8080).unwrap();
     lab.wait_path(0, "h2", "direct", Duration::from_secs(10))
         .unwrap();
 
@@ -163,15 +168,7 @@ fn a_host_reached_only_over_tcp_relays_for_the_others() {
     let Some(mut lab) = test_lab("tcprl", 3) else {
         return;
     };
-    lab.start_mesh().expect("mesh up");
-    lab.meshctl(0, &["network", "create", NET, "--subnet", SUBNET])
-        .expect("network create");
-    let c1 = lab.add_container("c1").unwrap();
-    let c2 = lab.add_container("c2").unwrap();
-    lab.attach_netns(0, &c1, NET, &["--ip", "198.19.9.1/24"]);
-    lab.attach_netns(1, &c2, NET, &["--ip", "198.19.9.2/24"]);
-    lab.wait_ping(&c1, "198.19.9.2", Duration::from_secs(10))
-        .expect("direct ping");
+    let (c1, _, _) = two_containers(&mut lab, &[]);
 
     lab.block_udp(0, &[1, 2]).unwrap();
     lab.block_tcp(0, &[1]).unwrap();

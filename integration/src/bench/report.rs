@@ -235,23 +235,19 @@ pub(super) fn render_table(
             ratio(m.gbps_1, vx.and_then(|v| v.gbps_1)),
             ratio(m.gbps_p4, vx.and_then(|v| v.gbps_p4)),
         );
-        if let Some(tcp) = results.iter().find(|r| r.mode == "mesh-tcp" && r.ok) {
-            let r = tcp.medians();
-            t += &format!(
-                "mesh over the TCP fallback vs direct UDP: 1x {}, P4 {}, RTT {}\n",
-                ratio(r.gbps_1, m.gbps_1),
-                ratio(r.gbps_p4, m.gbps_p4),
-                ratio(r.rtt_ms, m.rtt_ms),
-            );
-        }
-        if let Some(relay) = results.iter().find(|r| r.mode == "mesh-relay" && r.ok) {
-            let r = relay.medians();
-            t += &format!(
-                "mesh relayed vs direct: 1x {}, P4 {}, RTT {}\n",
-                ratio(r.gbps_1, m.gbps_1),
-                ratio(r.gbps_p4, m.gbps_p4),
-                ratio(r.rtt_ms, m.rtt_ms),
-            );
+        for (mode, line) in [
+            ("mesh-tcp", "mesh over the TCP fallback vs direct UDP"),
+            ("mesh-relay", "mesh relayed vs direct"),
+        ] {
+            if let Some(other) = results.iter().find(|r| r.mode == mode && r.ok) {
+                let r = other.medians();
+                t += &format!(
+                    "{line}: 1x {}, P4 {}, RTT {}\n",
+                    ratio(r.gbps_1, m.gbps_1),
+                    ratio(r.gbps_p4, m.gbps_p4),
+                    ratio(r.rtt_ms, m.rtt_ms),
+                );
+            }
         }
     }
     t
