@@ -181,7 +181,7 @@ impl Node {
             .iter()
             .filter_map(|l| l.local_addr().ok())
             .collect();
-        let meta = fallback::advertise(&cfg.meta, cfg.tcp_fallback, &cfg.tcp_extra_ports);
+        let meta = fallback::advertise(&cfg.meta, &tcp_addrs, local_addr.port());
 
         let mut addrs = cfg.advertise.clone();
         if !local_addr.ip().is_unspecified() {

@@ -53,15 +53,21 @@ pub(super) async fn listen(
     listeners
 }
 
-/// The member metadata to start with: the extra TCP ports advertised.
+/// The member metadata to start with: the extra TCP ports advertised,
+/// those actually listened on (not the QUIC port's, which peers try anyway).
 pub(super) fn advertise(
     meta: &BTreeMap<String, String>,
-    enabled: bool,
-    extra_ports: &[u16],
+    listening: &[SocketAddr],
+    quic_port: u16,
 ) -> BTreeMap<String, String> {
     let mut meta = meta.clone();
-    if enabled && !extra_ports.is_empty() {
-        let ports: Vec<String> = extra_ports.iter().map(u16::to_string).collect();
+    let ports: Vec<String> = listening
+        .iter()
+        .map(SocketAddr::port)
+        .filter(|port| *port != quic_port)
+        .map(|port| port.to_string())
+        .collect();
+    if !ports.is_empty() {
         meta.insert(TCP_PORTS_META.to_string(), ports.join(","));
     }
     meta
