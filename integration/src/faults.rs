@@ -195,14 +195,28 @@ impl Lab {
     /// (nftables in host `i`'s namespace, both directions), e.g. 7801 for
     /// the data plane only or 7800 for the control plane only.
     pub fn block_udp_port(&self, i: usize, j: usize, port: u16) -> Result<()> {
+        self.block_port(i, j, "udp", port)
+    }
+
+    /// As [`Lab::block_udp_port`], for TCP (e.g. 7800: the TCP fallback's
+    /// listener at the control port).
+    pub fn block_tcp_port(&self, i: usize, j: usize, port: u16) -> Result<()> {
+        self.block_port(i, j, "tcp", port)
+    }
+
+    fn block_port(&self, i: usize, j: usize, proto: &str, port: u16) -> Result<()> {
         let peer = self.hosts[j].underlay_ip;
-        let table = format!("meshlab_block_{j}_{port}");
+        let table = if proto == "udp" {
+            format!("meshlab_block_{j}_{port}")
+        } else {
+            format!("meshlab_block_{j}_{proto}{port}")
+        };
         let rules = format!(
             "table inet {table} {{\n\
              chain input {{ type filter hook input priority 0;\n\
-               ip saddr {peer} udp sport {port} drop; ip saddr {peer} udp dport {port} drop; }}\n\
+               ip saddr {peer} {proto} sport {port} drop; ip saddr {peer} {proto} dport {port} drop; }}\n\
              chain output {{ type filter hook output priority 0;\n\
-               ip daddr {peer} udp dport {port} drop; ip daddr {peer} udp sport {port} drop; }}\n\
+               ip daddr {peer} {proto} dport {port} drop; ip daddr {peer} {proto} sport {port} drop; }}\n\
              }}\n"
         );
         self.nft(&self.hosts[i].netns, &table, &rules)

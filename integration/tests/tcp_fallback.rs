@@ -208,3 +208,36 @@ fn a_host_without_udp_joins_over_tcp() {
     lab.wait_control(0, "h2", "tcp", Duration::from_secs(10))
         .unwrap();
 }
+
+/// README, "Where UDP is blocked": `tcp_extra_port = 443` in meshd.toml
+/// adds a second TCP port peers try. With UDP and the control port's TCP
+/// both dropped between h1 and h2, h2 reaches h1 on 443.
+#[test]
+fn an_extra_tcp_port_from_meshd_toml_is_advertised_and_dialled() {
+    let Some(mut lab) = test_lab("tcpxp", 2) else {
+        return;
+    };
+    let config = lab.hosts[0].state_dir.with_extension("toml");
+    std::fs::write(&config, "tcp_extra_port = 443\n").unwrap();
+    let config = config.to_string_lossy().into_owned();
+    lab.hosts[0]
+        .extra_args
+        .extend(["--config".to_string(), config]);
+    lab.start_mesh().expect("mesh up");
+
+    lab.block_udp(0, &[1]).unwrap();
+    lab.block_tcp_port(0, 1, integration::CONTROL_PORT).unwrap();
+    let over_443 = lab
+        .wait_control(1, "h1", "tcp", Duration::from_secs(60))
+        .and_then(|_| lab.wait_control(0, "h2", "tcp", Duration::from_secs(10)));
+    if over_443.is_err() {
+        lab.dump_logs();
+    }
+    over_443.expect("h1 and h2 linked over TCP");
+    let h1 = lab.peer_status(1, "h1").unwrap();
+    assert!(
+        h1.address.ends_with(":443"),
+        "h2 reaches h1 at {}, not its port 443",
+        h1.address
+    );
+}
