@@ -125,6 +125,9 @@ struct Inner {
     tasks: Mutex<Vec<AbortHandle>>,
     /// Permits for accepted connections whose dialer proved nothing yet.
     unauthenticated: Arc<Mutex<admission::Slots>>,
+    /// The same for the TCP fallback's listener, apart: strangers filling
+    /// one cannot keep QUIC joins (or TCP ones) out.
+    unauthenticated_tcp: Arc<Mutex<admission::Slots>>,
     /// Permits for dials to members never reached (see `dial.rs`).
     unproven_dials: Arc<tokio::sync::Semaphore>,
     /// Where channels report admitted and refused writes ([`Node::set_journal`]).
@@ -244,6 +247,7 @@ impl Node {
             shutdown: watch::channel(false).0,
             tasks: Mutex::new(Vec::new()),
             unauthenticated: Default::default(),
+            unauthenticated_tcp: Default::default(),
             unproven_dials: Arc::new(tokio::sync::Semaphore::new(dial::UNPROVEN_DIAL_PERMITS)),
             journal: Default::default(),
             this: this.clone(),

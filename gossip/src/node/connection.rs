@@ -294,7 +294,7 @@ impl Inner {
         stream: tokio::net::TcpStream,
         remote_addr: std::net::SocketAddr,
     ) {
-        let permit = match Slot::take(&self.unauthenticated, remote_addr.ip(), true, false) {
+        let permit = match Slot::take(&self.unauthenticated_tcp, remote_addr.ip(), true, false) {
             Ok(slot) => slot,
             Err(verdict) => {
                 debug!(addr = %remote_addr, ?verdict, "refusing a TCP connection");
