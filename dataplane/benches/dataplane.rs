@@ -394,58 +394,69 @@ fn switch_lookup(c: &mut Criterion) {
 
 /// The relay's per-packet cost (host C): verify the envelope from A under
 /// A↔C keys and the replay window, re-tag it for B under C↔B keys, queue
-/// it. The inner datagram is copied once and never opened.
+/// it. The inner datagram is copied once and never opened. `full`: tags
+/// over every byte (protocol 1 hosts); `compact`: tags over the headers,
+/// length and inner tag (`ENVELOPE_FLAG_COMPACT`, protocol 2).
 fn relay_forward(c: &mut Criterion) {
-    use dataplane::wire::{RelayHeader, MSG_TYPE_DATA, MSG_TYPE_RELAY, OVERHEAD, RELAY_HEADER_LEN};
+    use dataplane::wire::{
+        envelope_aad, RelayHeader, COMPACT_AAD_LEN, MSG_TYPE_DATA, MSG_TYPE_RELAY, OVERHEAD,
+        RELAY_HEADER_LEN,
+    };
     let now = Instant::now();
-    let relay = Engine::new(now);
-    let (peer_a, peer_b) = (1, 2);
-    let (tag_a, tag_b) = ([0xa; 8], [0xb; 8]);
-    let a_to_c = Keypair::new(&keys(1, false), now);
-    relay.upsert_peer(peer_a, Some(SocketAddr::from(([198, 18, 0, 1], 7801))), &[]);
-    relay.upsert_peer(peer_b, Some(SocketAddr::from(([198, 18, 0, 2], 7801))), &[]);
-    relay.install_keys(peer_a, &keys(1, true), true, now);
-    let mut c_to_b = keys(1, true);
-    c_to_b.local_index = 30;
-    relay.install_keys(peer_b, &c_to_b, true, now);
-    relay.set_peer_tag(peer_a, tag_a);
-    relay.set_peer_tag(peer_b, tag_b);
-    let mut pool = BufPool::new(9216, 64);
-    let mut out = Vec::with_capacity(1);
     let mut group = c.benchmark_group("relay_forward");
-    for size in SIZES {
-        group.throughput(Throughput::Bytes(size as u64));
-        group.bench_with_input(BenchmarkId::from_parameter(size), &size, |b, &size| {
-            b.iter_batched_ref(
-                || {
-                    // An envelope as A builds it, around an opaque sealed datagram.
-                    let counter = a_to_c.take_send_counter(now).unwrap();
-                    let mut envelope = vec![0x5au8; RELAY_HEADER_LEN + size + OVERHEAD];
-                    RelayHeader {
-                        msg_type: MSG_TYPE_RELAY,
-                        receiver_index: 20,
-                        counter,
-                        host: tag_b,
-                    }
-                    .encode(&mut envelope);
-                    envelope[RELAY_HEADER_LEN] = MSG_TYPE_DATA;
-                    envelope[RELAY_HEADER_LEN + 1] = 1;
-                    let tag = a_to_c.tag_only(counter, &envelope);
-                    envelope.extend_from_slice(&tag);
-                    envelope
-                },
-                |envelope| {
-                    let source = SocketAddr::from(([198, 18, 0, 1], 7801));
-                    relay
-                        .receive(envelope, source, now, &mut pool, &mut out)
-                        .unwrap();
-                    for sent in out.drain(..) {
-                        pool.put(black_box(sent).datagram);
-                    }
-                },
-                BatchSize::SmallInput,
-            )
-        });
+    for compact in [false, true] {
+        let relay = Engine::new(now);
+        let (peer_a, peer_b) = (1, 2);
+        let (tag_a, tag_b) = ([0xa; 8], [0xb; 8]);
+        let a_to_c = Keypair::new(&keys(1, false), now);
+        relay.upsert_peer(peer_a, Some(SocketAddr::from(([198, 18, 0, 1], 7801))), &[]);
+        relay.upsert_peer(peer_b, Some(SocketAddr::from(([198, 18, 0, 2], 7801))), &[]);
+        relay.install_keys(peer_a, &keys(1, true), true, now);
+        let mut c_to_b = keys(1, true);
+        c_to_b.local_index = 30;
+        relay.install_keys(peer_b, &c_to_b, true, now);
+        relay.set_peer_tag(peer_a, tag_a);
+        relay.set_peer_tag(peer_b, tag_b);
+        relay.set_peer_compact_envelopes(peer_b, compact);
+        let mut pool = BufPool::new(9216, 64);
+        let mut out = Vec::with_capacity(1);
+        let form = if compact { "compact" } else { "full" };
+        for size in SIZES {
+            group.throughput(Throughput::Bytes(size as u64));
+            group.bench_with_input(BenchmarkId::new(form, size), &size, |b, &size| {
+                b.iter_batched_ref(
+                    || {
+                        // An envelope as A builds it, around an opaque sealed datagram.
+                        let counter = a_to_c.take_send_counter(now).unwrap();
+                        let mut envelope = vec![0x5au8; RELAY_HEADER_LEN + size + OVERHEAD];
+                        RelayHeader {
+                            msg_type: MSG_TYPE_RELAY,
+                            compact,
+                            receiver_index: 20,
+                            counter,
+                            host: tag_b,
+                        }
+                        .encode(&mut envelope);
+                        envelope[RELAY_HEADER_LEN] = MSG_TYPE_DATA;
+                        envelope[RELAY_HEADER_LEN + 1] = 1;
+                        let mut scratch = [0u8; COMPACT_AAD_LEN];
+                        let tag = a_to_c.tag_only(counter, envelope_aad(&envelope, &mut scratch));
+                        envelope.extend_from_slice(&tag);
+                        envelope
+                    },
+                    |envelope| {
+                        let source = SocketAddr::from(([198, 18, 0, 1], 7801));
+                        relay
+                            .receive(envelope, source, now, &mut pool, &mut out)
+                            .unwrap();
+                        for sent in out.drain(..) {
+                            pool.put(black_box(sent).datagram);
+                        }
+                    },
+                    BatchSize::SmallInput,
+                )
+            });
+        }
     }
     group.finish();
 }

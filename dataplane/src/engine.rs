@@ -37,6 +37,7 @@ use crate::wire::{
 use crate::{NetworkId, PeerIdx};
 
 mod paths;
+mod relay;
 mod report;
 pub use paths::ProbeCounts;
 

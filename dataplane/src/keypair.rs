@@ -228,6 +228,24 @@ impl Keypair {
         tag: &[u8; TAG_LEN],
         now: Instant,
     ) -> Result<(), KeyRefusal> {
+        self.verify_tag(counter, aad, tag, now)?;
+        self.accept_counter(counter)
+    }
+
+    /// Applies the replay window to a counter whose tag verified (a
+    /// compact envelope's, once the datagram inside it authenticated too).
+    pub fn accept_counter(&self, counter: u64) -> Result<(), KeyRefusal> {
+        self.replay.accept(counter).map_err(KeyRefusal::Replay)
+    }
+
+    /// Verifies a [`Self::tag_only`] tag without touching the replay window.
+    pub fn verify_tag(
+        &self,
+        counter: u64,
+        aad: &[u8],
+        tag: &[u8; TAG_LEN],
+        now: Instant,
+    ) -> Result<(), KeyRefusal> {
         if self.is_expired(now) {
             return Err(KeyRefusal::Stale);
         }
@@ -247,7 +265,7 @@ impl Keypair {
         if counter >= self.message_limit {
             return Err(KeyRefusal::Stale);
         }
-        self.replay.accept(counter).map_err(KeyRefusal::Replay)
+        Ok(())
     }
 
     #[cfg(test)]

@@ -111,6 +111,9 @@ pub struct Peer {
     /// The peer is behind a NAT (it says so): send to it from the data
     /// port, the only local port its NAT has a mapping for.
     pub nat: bool,
+    /// The peer speaks protocol 2: envelopes to it carry compact tags
+    /// ([`crate::wire::ENVELOPE_FLAG_COMPACT`]); an older one drops them.
+    pub compact_envelopes: bool,
 }
 
 impl Peer {

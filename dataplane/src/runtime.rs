@@ -456,6 +456,11 @@ impl Dataplane {
         self.inner.engine.set_peer_nat(peer, nat);
     }
 
+    /// See [`Engine::set_peer_compact_envelopes`].
+    pub fn set_peer_compact_envelopes(&self, peer: PeerIdx, compact: bool) {
+        self.inner.engine.set_peer_compact_envelopes(peer, compact);
+    }
+
     /// Where peers saw this host's data port (from their probe answers).
     pub fn reflexive_addrs(&self) -> Vec<SocketAddr> {
         self.inner.engine.reflexive_addrs(Instant::now())

@@ -263,13 +263,47 @@ impl ProbeBody {
     }
 }
 
-/// Relay envelope header: `[type 3|4][version][reserved 2][receiver index
+/// Relay envelope header: `[type 3|4][version][flags 2][receiver index
 /// 4][counter 8][host tag 8]`, then the inner sealed datagram, then a tag
-/// over nothing with header + inner as associated data (authenticated, not
-/// re-encrypted: the inner datagram is already sealed end to end).
+/// over nothing with associated data from [`envelope_aad`] (authenticated,
+/// not re-encrypted: the inner datagram is already sealed end to end).
 pub const RELAY_HEADER_LEN: usize = 24;
 /// Bytes a relay hop adds around a sealed datagram.
 pub const RELAY_OVERHEAD: usize = RELAY_HEADER_LEN + TAG_LEN;
+
+/// Byte 2 of a type 4 envelope (must understand, protocol 2): its tag
+/// covers the envelope header and the inner datagram's header, length and
+/// tag, not every byte of it. The inner tag already binds the rest end to
+/// end, and the destination opens the inner datagram anyway. Type 3
+/// envelopes never carry it: the relay cannot open what it forwards, so it
+/// authenticates every byte.
+pub const ENVELOPE_FLAG_COMPACT: u8 = 0x01;
+/// Length of a compact envelope's associated data.
+pub const COMPACT_AAD_LEN: usize = RELAY_HEADER_LEN + HEADER_LEN + 4 + TAG_LEN;
+
+/// The associated data an envelope's tag covers. `body` is the envelope
+/// without its tag (header, then the inner datagram). Full form: all of
+/// it. Compact form ([`ENVELOPE_FLAG_COMPACT`] set in the header, which is
+/// part of both forms, so neither can pass for the other): the header,
+/// the inner header, the inner length (u32 BE) and the inner tag.
+pub fn envelope_aad<'a>(body: &'a [u8], scratch: &'a mut [u8; COMPACT_AAD_LEN]) -> &'a [u8] {
+    let compact = body.get(2).is_some_and(|f| f & ENVELOPE_FLAG_COMPACT != 0);
+    // A parsed envelope's inner datagram is at least a header and a tag;
+    // anything shorter is hashed whole (and fails the tag).
+    if !compact || body.len() < RELAY_HEADER_LEN + OVERHEAD {
+        return body;
+    }
+    let (header, inner) = body.split_at(RELAY_HEADER_LEN);
+    let inner_len = u32::try_from(inner.len()).unwrap_or(u32::MAX);
+    let (h, rest) = scratch.split_at_mut(RELAY_HEADER_LEN);
+    h.copy_from_slice(header);
+    let (ih, rest) = rest.split_at_mut(HEADER_LEN);
+    ih.copy_from_slice(&inner[..HEADER_LEN]);
+    let (len, tag) = rest.split_at_mut(4);
+    len.copy_from_slice(&inner_len.to_be_bytes());
+    tag.copy_from_slice(&inner[inner.len() - TAG_LEN..]);
+    scratch
+}
 
 /// 8 bytes naming a host on relay envelopes (from its identity).
 pub type HostTag = [u8; 8];
@@ -278,6 +312,8 @@ pub type HostTag = [u8; 8];
 pub struct RelayHeader {
     /// [`MSG_TYPE_RELAY`] or [`MSG_TYPE_RELAYED`].
     pub msg_type: u8,
+    /// [`ENVELOPE_FLAG_COMPACT`]: only towards hosts that speak protocol 2.
+    pub compact: bool,
     pub receiver_index: u32,
     pub counter: u64,
     /// Destination host (type 3) or origin host (type 4).
@@ -289,6 +325,9 @@ impl RelayHeader {
         out[0] = self.msg_type;
         out[1] = PROTOCOL_VERSION;
         out[2..4].copy_from_slice(&sent_flags());
+        if self.compact {
+            out[2] |= ENVELOPE_FLAG_COMPACT;
+        }
         out[4..8].copy_from_slice(&self.receiver_index.to_be_bytes());
         out[8..16].copy_from_slice(&self.counter.to_be_bytes());
         out[16..24].copy_from_slice(&self.host);
@@ -313,7 +352,13 @@ impl RelayHeader {
         if datagram.len() > MAX_SEALED_DATAGRAM_LEN + RELAY_OVERHEAD {
             return Err(HeaderError::Oversized);
         }
-        if !flags_acceptable(datagram) {
+        // Compact tags only from the relay: it forwards nothing whose every
+        // byte it has not authenticated.
+        let known = match msg_type {
+            MSG_TYPE_RELAYED => MUST_UNDERSTAND_FLAGS | ENVELOPE_FLAG_COMPACT,
+            _ => MUST_UNDERSTAND_FLAGS,
+        };
+        if datagram[2] & !known != 0 {
             return Err(HeaderError::Reserved);
         }
         let inner_type = datagram[RELAY_HEADER_LEN];
@@ -322,6 +367,7 @@ impl RelayHeader {
         }
         Ok(RelayHeader {
             msg_type,
+            compact: datagram[2] & ENVELOPE_FLAG_COMPACT != 0,
             receiver_index: u32::from_be_bytes(datagram[4..8].try_into().expect("4 bytes")),
             counter: u64::from_be_bytes(datagram[8..16].try_into().expect("8 bytes")),
             host: datagram[16..24].try_into().expect("8 bytes"),
@@ -362,6 +408,7 @@ mod tests {
         let mut datagram = vec![0u8; RELAY_OVERHEAD + MIN_DATAGRAM_LEN];
         let header = RelayHeader {
             msg_type: MSG_TYPE_RELAY,
+            compact: false,
             receiver_index: 5,
             counter: 6,
             host: [1, 2, 3, 4, 5, 6, 7, 8],
@@ -369,18 +416,62 @@ mod tests {
         header.encode(&mut datagram);
         datagram[RELAY_HEADER_LEN] = MSG_TYPE_DATA;
         assert_eq!(RelayHeader::parse(&datagram), Ok(header));
+        // Compact: from the relay (type 4) only.
+        let compact = RelayHeader {
+            msg_type: MSG_TYPE_RELAYED,
+            compact: true,
+            ..header
+        };
+        compact.encode(&mut datagram);
+        assert_eq!(datagram[2], ENVELOPE_FLAG_COMPACT);
+        assert_eq!(RelayHeader::parse(&datagram), Ok(compact));
+        datagram[0] = MSG_TYPE_RELAY;
+        assert_eq!(RelayHeader::parse(&datagram), Err(HeaderError::Reserved));
+        header.encode(&mut datagram);
         // A relay envelope inside a relay envelope: refused (one hop only).
         datagram[RELAY_HEADER_LEN] = MSG_TYPE_RELAYED;
         assert_eq!(RelayHeader::parse(&datagram), Err(HeaderError::UnknownType));
         datagram[RELAY_HEADER_LEN] = MSG_TYPE_DATA;
         datagram[3] = 1;
         assert!(RelayHeader::parse(&datagram).is_ok());
-        datagram[2] = 1;
+        // Must-understand bits other than the compact one are refused, on
+        // envelopes as on data datagrams (where no bit is defined).
+        datagram[2] = 2;
         assert_eq!(RelayHeader::parse(&datagram), Err(HeaderError::Reserved));
         assert_eq!(
             RelayHeader::parse(&datagram[..RELAY_OVERHEAD]),
             Err(HeaderError::Short)
         );
+        let mut data = [0u8; MIN_DATAGRAM_LEN];
+        data[0] = MSG_TYPE_DATA;
+        data[1] = PROTOCOL_VERSION;
+        data[2] = ENVELOPE_FLAG_COMPACT;
+        assert_eq!(DataHeader::parse(&data), Err(HeaderError::Reserved));
+    }
+
+    #[test]
+    fn compact_envelope_aad_names_header_inner_header_length_and_tag() {
+        let mut body: Vec<u8> = (0..200u32).map(|i| i as u8).collect();
+        let mut scratch = [0u8; COMPACT_AAD_LEN];
+        // Full form: the whole body.
+        body[2] = 0;
+        assert_eq!(envelope_aad(&body, &mut scratch), &body[..]);
+        body[2] = ENVELOPE_FLAG_COMPACT;
+        let aad = envelope_aad(&body, &mut scratch).to_vec();
+        assert_eq!(aad.len(), 64);
+        assert_eq!(&aad[..24], &body[..24]);
+        assert_eq!(&aad[24..44], &body[24..44]);
+        assert_eq!(&aad[44..48], &176u32.to_be_bytes());
+        assert_eq!(&aad[48..], &body[184..]);
+        // The inner body is not covered; its length and tag are.
+        let mut other = body.clone();
+        other[100] ^= 1;
+        assert_eq!(envelope_aad(&other, &mut scratch), &aad[..]);
+        other.push(0);
+        assert_ne!(envelope_aad(&other, &mut scratch), &aad[..]);
+        // Too short to hold an inner header and tag: hashed whole.
+        let short = &body[..RELAY_HEADER_LEN + OVERHEAD - 1];
+        assert_eq!(envelope_aad(short, &mut scratch), short);
     }
 
     #[test]

@@ -51,10 +51,26 @@ struct Lab {
     /// which keeps the pair's path probed (idle paths are not).
     talking: Vec<(usize, usize)>,
     steps: u64,
+    /// A host of protocol 1 (release 0.3.0): it drops envelopes with the
+    /// compact flag as `bad_reserved`, and the others must not send it any.
+    old: Option<usize>,
+    /// Envelopes (type 3 or 4) carried, compact ones, and the compact ones
+    /// the old host dropped.
+    envelopes: usize,
+    relayed_envelopes: usize,
+    compact_envelopes: usize,
+    refused_by_old: usize,
 }
 
 impl Lab {
     fn new() -> Lab {
+        Lab::with_old(None)
+    }
+
+    /// Three hosts; `old` (if any) speaks protocol 1, the others protocol 2,
+    /// and each host is told which of its peers read compact envelopes, as
+    /// the daemon tells it from their advertised ranges.
+    fn with_old(old: Option<usize>) -> Lab {
         let now = Instant::now();
         let hosts: Vec<Engine> = (0..3).map(|_| Engine::new(now)).collect();
         for (i, host) in hosts.iter().enumerate() {
@@ -66,6 +82,7 @@ impl Lab {
                 host.upsert_peer(peer, Some(addr(j)), &[NET]);
                 host.set_peer_tag(peer, tag(j));
                 host.install_keys(peer, &keys(i, j), true, now);
+                host.set_peer_compact_envelopes(peer, old != Some(i) && old != Some(j));
             }
         }
         Lab {
@@ -76,6 +93,11 @@ impl Lab {
             delivered: vec![Vec::new(); 3],
             talking: Vec::new(),
             steps: 0,
+            old,
+            envelopes: 0,
+            relayed_envelopes: 0,
+            compact_envelopes: 0,
+            refused_by_old: 0,
         }
     }
 
@@ -97,6 +119,17 @@ impl Lab {
             self.pool.put(out.datagram);
             if self.is_blocked(from, to) {
                 continue;
+            }
+            if matches!(bytes[0], 3 | 4) {
+                self.envelopes += 1;
+                self.relayed_envelopes += usize::from(bytes[0] == 4);
+                if bytes[2] & dataplane::wire::ENVELOPE_FLAG_COMPACT != 0 {
+                    self.compact_envelopes += 1;
+                    if self.old == Some(to) {
+                        self.refused_by_old += 1;
+                        continue;
+                    }
+                }
             }
             let mut replies = Vec::new();
             if let Ok(Some(delivery)) = self.hosts[to].receive(
@@ -264,15 +297,36 @@ fn relay_cannot_tamper_or_replay_and_never_relays_twice() {
     // A byte of the inner datagram flipped on the way: refused. (A relay
     // re-tagging it with its own keys fails the inner tag instead; either
     // way only A's keys make an inner datagram B accepts.)
-    let mut tampered = relayed.clone();
-    tampered[60] ^= 1;
+    assert_eq!(
+        relayed[2] & dataplane::wire::ENVELOPE_FLAG_COMPACT,
+        dataplane::wire::ENVELOPE_FLAG_COMPACT,
+        "hosts of protocol 2 send each other compact envelopes"
+    );
     let mut replies = Vec::new();
     let b = &lab.hosts[1];
-    // Without re-tagging, the outer tag fails.
-    assert_eq!(
-        b.receive(&mut tampered, addr(2), now, &mut lab.pool, &mut replies),
-        Err(DropReason::BadTag)
-    );
+    // The compact tag does not cover the inner body, so the envelope
+    // passes and the inner tag fails; a byte of the headers, the inner
+    // tag or the flag fails the envelope's own tag. None of these copies
+    // spends the envelope's counter: the genuine one, arriving after
+    // them, still opens (below).
+    for at in [60, 2, 9, 30, relayed.len() - 20] {
+        let mut tampered = relayed.clone();
+        tampered[at] ^= if at == 2 {
+            dataplane::wire::ENVELOPE_FLAG_COMPACT
+        } else {
+            1
+        };
+        assert_eq!(
+            b.receive(&mut tampered, addr(2), now, &mut lab.pool, &mut replies),
+            Err(DropReason::BadTag),
+            "byte {at} flipped"
+        );
+    }
+    // A byte cut off the end (the inner tag moves): refused too.
+    let mut cut = relayed[..relayed.len() - 1].to_vec();
+    assert!(b
+        .receive(&mut cut, addr(2), now, &mut lab.pool, &mut replies)
+        .is_err());
     // The genuine one opens, once.
     let delivered = b.receive(
         &mut relayed.clone(),
@@ -299,7 +353,11 @@ fn relay_cannot_tamper_or_replay_and_never_relays_twice() {
     retagged[60] ^= 1;
     retagged[8..16].copy_from_slice(&1_000_000u64.to_be_bytes());
     let end = retagged.len() - 16;
-    let mac = evil.tag_only(1_000_000, &retagged[..end]);
+    let mut scratch = [0u8; dataplane::wire::COMPACT_AAD_LEN];
+    let mac = evil.tag_only(
+        1_000_000,
+        dataplane::wire::envelope_aad(&retagged[..end], &mut scratch),
+    );
     retagged[end..].copy_from_slice(&mac);
     assert_eq!(
         b.receive(&mut retagged, addr(2), now, &mut lab.pool, &mut replies),
@@ -312,6 +370,50 @@ fn relay_cannot_tamper_or_replay_and_never_relays_twice() {
         b.receive(&mut nested, addr(2), now, &mut lab.pool, &mut replies),
         Err(DropReason::UnknownType)
     );
+}
+
+/// A relay of protocol 2 sends compact envelopes to destinations of
+/// protocol 2 and the full form to one of protocol 1; an origin always
+/// sends the full form (the relay authenticates every byte it forwards).
+/// Relaying works both ways whichever host is the old one.
+#[test]
+fn envelopes_are_compact_only_towards_hosts_that_read_them() {
+    // 0 = A, 1 = B, 2 = C; A and B blocked, so C relays.
+    for old in [None, Some(1), Some(2)] {
+        let mut lab = Lab::with_old(old);
+        lab.talking = vec![(0, 1), (1, 0)];
+        lab.until(Duration::from_secs(2), |lab| {
+            lab.mode(0, 1) == PathMode::Direct
+        });
+        lab.blocked.insert((0, 1));
+        lab.until(Duration::from_secs(5), |lab| {
+            lab.mode(0, 1) == PathMode::Relayed(3) && lab.mode(1, 0) == PathMode::Relayed(3)
+        });
+        let (before_b, before_a) = (lab.delivered[1].len(), lab.delivered[0].len());
+        lab.send_frame(0, 1, 0xab);
+        lab.send_frame(1, 0, 0xcd);
+        assert!(
+            lab.delivered[1][before_b..].iter().any(|f| f[20] == 0xab),
+            "old host {old:?}: A's frame reached B"
+        );
+        assert!(
+            lab.delivered[0][before_a..].iter().any(|f| f[20] == 0xcd),
+            "old host {old:?}: B's frame reached A"
+        );
+        assert_eq!(lab.refused_by_old, 0, "old host {old:?}");
+        assert!(lab.envelopes > 0);
+        assert!(lab.relayed_envelopes > 0 && lab.relayed_envelopes < lab.envelopes);
+        match old {
+            // Every envelope from the relay is compact, none to it.
+            None => assert_eq!(lab.compact_envelopes, lab.relayed_envelopes),
+            // An old relay sends the full form only.
+            Some(2) => assert_eq!(lab.compact_envelopes, 0),
+            // C sends B (old) the full form and A the compact one.
+            _ => {
+                assert!(lab.compact_envelopes > 0 && lab.compact_envelopes < lab.relayed_envelopes)
+            }
+        }
+    }
 }
 
 #[test]

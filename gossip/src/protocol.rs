@@ -29,7 +29,11 @@ pub const ALPN: &[u8] = b"mesh/2";
 /// The major version, as in [`ALPN`].
 pub const MAJOR: u32 = 2;
 /// The newest protocol version (within [`MAJOR`]) this build speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// 1: release 0.2.0. 2: compact relay envelopes ([`COMPACT_ENVELOPES`]).
+pub const PROTOCOL_VERSION: u32 = 2;
+/// The version whose hosts read relay envelopes with compact tags (a
+/// must-understand data-plane flag, dataplane/PROTOCOL.md "Relaying").
+pub const COMPACT_ENVELOPES: u32 = 2;
 /// The oldest protocol version this build still speaks: at least the one of
 /// the previous minor release (PROTOCOL.md, "Support window").
 pub const MIN_PROTOCOL_VERSION: u32 = 1;
@@ -78,6 +82,13 @@ pub fn appended_field() -> &'static [u8] {
 pub fn negotiate(ours: (u32, u32), theirs: (u32, u32)) -> Option<u32> {
     let version = ours.1.min(theirs.1);
     (version >= ours.0 && version >= theirs.0).then_some(version)
+}
+
+/// Whether a peer advertising `theirs` and this process meet at `version`
+/// or a later one: what decides if a feature of that version is used
+/// towards the peer.
+pub fn meets(theirs: (u32, u32), version: u32) -> bool {
+    negotiate(supported(), theirs).is_some_and(|v| v >= version)
 }
 
 /// `MIN-MAX` as advertised in [`META_PROTOCOL`].

@@ -10,7 +10,7 @@ use std::time::Duration;
 use dataplane::Dataplane;
 use gossip::Node;
 
-use crate::peers::{parse_data_addrs, PeerTable, META_DATA_ADDRS, META_DATA_NAT};
+use crate::peers::{PeerTable, META_DATA_ADDRS, META_DATA_NAT};
 
 /// How often reflexive addresses and candidates are synchronised.
 const SYNC_INTERVAL: Duration = Duration::from_secs(2);
@@ -75,13 +75,7 @@ pub fn sync(node: &Node, peers: &PeerTable, dp: &Dataplane) {
     node.set_meta(META_DATA_ADDRS, data_addrs_value(reflexive));
     node.set_meta(META_DATA_NAT, nat.then(|| "1".to_string()));
     for member in node.members() {
-        let addrs = member
-            .meta
-            .get(META_DATA_ADDRS)
-            .map(|v| parse_data_addrs(v))
-            .unwrap_or_default();
-        let nat = member.meta.contains_key(META_DATA_NAT);
-        peers.update_paths(&member.id, &addrs, nat);
+        peers.update_paths(&member.id, &member.meta);
     }
 }
 
@@ -100,6 +94,7 @@ pub fn spawn(node: Node, peers: Arc<PeerTable>, dp: Dataplane) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::peers::parse_data_addrs;
 
     #[test]
     fn data_addrs_are_sorted_deduplicated_bounded_and_round_trip() {

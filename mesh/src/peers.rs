@@ -6,7 +6,7 @@
 
 use dataplane::{Dataplane, Engine, NetworkId, PeerIdx};
 use gossip::{PeerId, PeerInfo, PeerObserver, SessionKeys};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -28,6 +28,9 @@ pub trait PeerPlane: Send + Sync + 'static {
     fn set_peer_nat(&self, peer: PeerIdx, nat: bool);
     /// Where the peer's TCP fallback link takes datagrams (`None`: none).
     fn set_fallback(&self, _peer: PeerIdx, _addr: Option<SocketAddr>) {}
+    /// The peer reads compact relay envelopes (its protocol range meets
+    /// ours at [`gossip::protocol::COMPACT_ENVELOPES`] or later).
+    fn set_peer_compact_envelopes(&self, peer: PeerIdx, compact: bool);
 }
 
 impl PeerPlane for Dataplane {
@@ -57,6 +60,9 @@ impl PeerPlane for Dataplane {
     }
     fn set_fallback(&self, peer: PeerIdx, addr: Option<SocketAddr>) {
         Dataplane::set_fallback(self, peer, addr)
+    }
+    fn set_peer_compact_envelopes(&self, peer: PeerIdx, compact: bool) {
+        Dataplane::set_peer_compact_envelopes(self, peer, compact)
     }
 }
 
@@ -88,6 +94,9 @@ impl<T: PeerPlane> PeerPlane for Arc<T> {
     fn set_fallback(&self, peer: PeerIdx, addr: Option<SocketAddr>) {
         (**self).set_fallback(peer, addr)
     }
+    fn set_peer_compact_envelopes(&self, peer: PeerIdx, compact: bool) {
+        (**self).set_peer_compact_envelopes(peer, compact)
+    }
 }
 
 impl PeerPlane for Engine {
@@ -117,6 +126,9 @@ impl PeerPlane for Engine {
     }
     fn set_fallback(&self, peer: PeerIdx, addr: Option<SocketAddr>) {
         Engine::set_fallback(self, peer, addr)
+    }
+    fn set_peer_compact_envelopes(&self, peer: PeerIdx, compact: bool) {
+        Engine::set_peer_compact_envelopes(self, peer, compact)
     }
 }
 
@@ -267,12 +279,15 @@ impl<P: PeerPlane> PeerTable<P> {
         self.lock().peers.get(peer).map(|e| e.idx)
     }
 
-    /// Passes a peer's current `data_addrs` and `data_nat` on (they change
-    /// after peer_up).
-    pub fn update_paths(&self, peer: &PeerId, addrs: &[SocketAddr], nat: bool) {
+    /// Passes what a peer's record says about its data path on (it
+    /// changes after peer_up): `data_addrs`, `data_nat` and its protocol
+    /// range.
+    pub fn update_paths(&self, peer: &PeerId, meta: &BTreeMap<String, String>) {
         if let Some(idx) = self.handle(peer) {
-            self.dp.set_candidates(idx, addrs);
-            self.dp.set_peer_nat(idx, nat);
+            self.dp.set_candidates(idx, &peer_data_addrs(meta));
+            self.dp.set_peer_nat(idx, meta.contains_key(META_DATA_NAT));
+            self.dp
+                .set_peer_compact_envelopes(idx, reads_compact_envelopes(meta));
         }
     }
 
@@ -308,11 +323,7 @@ impl<P: PeerPlane> PeerObserver for PeerTable<P> {
         // answered from, so it works without any address configuration.
         // Its reflexive data addresses are probed too (NAT traversal); with
         // no usable control address (control relayed) they are all there is.
-        let data_addrs = peer
-            .meta
-            .get(META_DATA_ADDRS)
-            .map(|v| parse_data_addrs(v))
-            .unwrap_or_default();
+        let data_addrs = peer_data_addrs(&peer.meta);
         let endpoint = match peer.remote.ip().is_unspecified() {
             false => SocketAddr::new(peer.remote.ip(), port),
             true => match data_addrs.first() {
@@ -333,6 +344,8 @@ impl<P: PeerPlane> PeerObserver for PeerTable<P> {
         let idx = e.idx;
         self.dp.upsert_peer(idx, endpoint, &t.networks_of(&peer.id));
         self.dp.set_candidates(idx, &data_addrs);
+        self.dp
+            .set_peer_compact_envelopes(idx, reads_compact_envelopes(&peer.meta));
         self.dp.set_peer_down(idx, false);
         info!(peer = %peer.id, name = %peer.name, %endpoint, "peer up");
     }
@@ -404,6 +417,21 @@ impl<P: PeerPlane> PeerObserver for PeerTable<P> {
     }
 }
 
+/// A peer's reflexive data addresses (meta `data_addrs`).
+fn peer_data_addrs(meta: &BTreeMap<String, String>) -> Vec<SocketAddr> {
+    meta.get(META_DATA_ADDRS)
+        .map(|v| parse_data_addrs(v))
+        .unwrap_or_default()
+}
+
+/// Whether the peer's advertised protocol range meets ours at the version
+/// of compact relay envelopes or later. A peer advertising no readable
+/// range is an older build: it gets the full form every version reads.
+fn reads_compact_envelopes(meta: &BTreeMap<String, String>) -> bool {
+    crate::version::peer_range(meta)
+        .is_some_and(|theirs| gossip::protocol::meets(theirs, gossip::protocol::COMPACT_ENVELOPES))
+}
+
 /// The data plane's name for a cipher the control plane negotiated.
 fn dataplane_cipher(cipher: gossip::Cipher) -> dataplane::Cipher {
     match cipher {
@@ -418,6 +446,25 @@ mod tests {
     use dataplane::pool::BufPool;
     use dataplane::DropReason;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn compact_envelopes_go_to_peers_whose_range_reaches_them() {
+        let meta = |range: Option<&str>| {
+            let mut m = BTreeMap::new();
+            if let Some(r) = range {
+                m.insert(gossip::protocol::META_PROTOCOL.to_string(), r.to_string());
+            }
+            m
+        };
+        // Release 0.3.0 advertises 1-1; no range at all is an older build.
+        assert!(!reads_compact_envelopes(&meta(Some("1-1"))));
+        assert!(!reads_compact_envelopes(&meta(None)));
+        assert!(!reads_compact_envelopes(&meta(Some("junk"))));
+        assert!(reads_compact_envelopes(&meta(Some("1-2"))));
+        assert!(reads_compact_envelopes(&meta(Some("2-9"))));
+        // A range that does not meet ours gets nothing new either.
+        assert!(!reads_compact_envelopes(&meta(Some("90-99"))));
+    }
 
     const NET: NetworkId = NetworkId(7);
 

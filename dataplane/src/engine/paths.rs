@@ -1,5 +1,6 @@
 //! The engine's side of paths: probes (ping/pong, sealed with the pair's
-//! session keys), relay envelopes (origin → relay → destination, the inner
+//! session keys), receiving any datagram from the UDP socket (envelopes
+//! are handled in `relay.rs`: origin → relay → destination, the inner
 //! datagram never opened by the relay), and applying what each peer's
 //! [`PathState`] decides to the tables the packet paths read.
 //!
@@ -18,9 +19,8 @@ use crate::path::{PathConfig, PathState, Route, Via};
 use crate::pool::{BufPool, PacketBuf};
 use crate::stats::{BurstReport, DropReason};
 use crate::wire::{
-    self, DataHeader, HostTag, ProbeBody, ProbeKind, RelayHeader, HEADER_LEN, MIN_PROBE_DATAGRAM,
-    MSG_TYPE_DATA, MSG_TYPE_PROBE, MSG_TYPE_RELAY, MSG_TYPE_RELAYED, OVERHEAD, PROBE_BODY_LEN,
-    RELAY_HEADER_LEN, TAG_LEN,
+    self, DataHeader, HostTag, ProbeBody, ProbeKind, HEADER_LEN, MIN_PROBE_DATAGRAM, MSG_TYPE_DATA,
+    MSG_TYPE_PROBE, MSG_TYPE_RELAY, MSG_TYPE_RELAYED, OVERHEAD, PROBE_BODY_LEN,
 };
 use crate::PeerIdx;
 
@@ -214,6 +214,16 @@ impl Engine {
         }
     }
 
+    /// Whether the peer reads compact relay envelopes (protocol 2; see
+    /// [`crate::wire::ENVELOPE_FLAG_COMPACT`]). Until told, it is sent the
+    /// full form every version reads.
+    pub fn set_peer_compact_envelopes(&self, peer: PeerIdx, compact: bool) {
+        let mut tables = self.write();
+        if let Some(entry) = tables.peers.get_mut(&peer) {
+            entry.compact_envelopes = compact;
+        }
+    }
+
     /// Addresses peers recently saw our probes come from (reflexive).
     pub fn reflexive_addrs(&self, now: Instant) -> Vec<SocketAddr> {
         let mut paths = self.lock_paths();
@@ -396,76 +406,6 @@ impl Engine {
         Ok(buf)
     }
 
-    /// Puts the sealed datagram `inner` (for `dst`) into an envelope to
-    /// `relay`, authenticated with our keys with the relay.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn wrap_relay(
-        &self,
-        tables: &Tables,
-        relay: PeerIdx,
-        dst: PeerIdx,
-        inner: PacketBuf,
-        now: Instant,
-        pool: &mut BufPool,
-        from_data_port: bool,
-    ) -> Result<Outgoing, DropReason> {
-        let result = self.wrap_into(tables, relay, dst, &inner, now, pool, from_data_port);
-        pool.put(inner);
-        result
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn wrap_into(
-        &self,
-        tables: &Tables,
-        relay: PeerIdx,
-        dst: PeerIdx,
-        inner: &PacketBuf,
-        now: Instant,
-        pool: &mut BufPool,
-        from_data_port: bool,
-    ) -> Result<Outgoing, DropReason> {
-        let tag = tables
-            .peers
-            .get(&dst)
-            .map(|p| p.tag)
-            .filter(|t| *t != [0; 8])
-            .ok_or(DropReason::RelayRefused)?;
-        let via = tables.peers.get(&relay).ok_or(DropReason::UnknownPeer)?;
-        let endpoint = via.endpoint.ok_or(DropReason::NoEndpoint)?;
-        let keypair = via.keys.current.as_ref().ok_or(DropReason::NoKey)?;
-        let counter = keypair
-            .take_send_counter(now)
-            .map_err(|_| DropReason::StaleKey)?;
-        let inner = inner.datagram();
-        let len = RELAY_HEADER_LEN + inner.len() + TAG_LEN;
-        let mut buf = pool.get();
-        let raw = buf.raw_mut();
-        if len > raw.len() {
-            pool.put(buf);
-            return Err(DropReason::OversizedFrame);
-        }
-        RelayHeader {
-            msg_type: MSG_TYPE_RELAY,
-            receiver_index: keypair.remote_index,
-            counter,
-            host: tag,
-        }
-        .encode(&mut raw[..RELAY_HEADER_LEN]);
-        let body_end = RELAY_HEADER_LEN + inner.len();
-        raw[RELAY_HEADER_LEN..body_end].copy_from_slice(inner);
-        let mac = keypair.tag_only(counter, &raw[..body_end]);
-        raw[body_end..len].copy_from_slice(&mac);
-        buf.set_datagram_len(len);
-        Ok(Outgoing {
-            peer: dst,
-            endpoint,
-            datagram: buf,
-            from_data_port,
-            to_tap: None,
-        })
-    }
-
     /// Handles any datagram from the UDP socket: data (returned for the
     /// TAP), probes (answered or fed to the path state), relay envelopes
     /// (forwarded, or opened when they are for us). Datagrams to send go to
@@ -494,127 +434,9 @@ impl Engine {
         result
     }
 
-    /// Verifies an envelope's tag with the sender's keypair; returns the
-    /// header and the sending peer.
-    fn verify_envelope(
-        &self,
-        tables: &Tables,
-        datagram: &[u8],
-        now: Instant,
-    ) -> Result<(RelayHeader, PeerIdx), DropReason> {
-        let header = RelayHeader::parse(datagram).map_err(header_drop)?;
-        let entry = tables
-            .by_index
-            .get(&header.receiver_index)
-            .ok_or(DropReason::UnknownIndex)?;
-        let (aad, tag) = datagram.split_at(datagram.len() - TAG_LEN);
-        let tag: &[u8; TAG_LEN] = tag.try_into().map_err(|_| DropReason::Short)?;
-        entry
-            .keypair
-            .verify_only(header.counter, aad, tag, now)
-            .map_err(refusal_drop)?;
-        Ok((header, entry.peer))
-    }
-
-    /// As the relay: re-authenticates the envelope for its destination and
-    /// forwards it, the inner datagram untouched.
-    fn forward(
-        &self,
-        datagram: &mut [u8],
-        now: Instant,
-        pool: &mut BufPool,
-        out: &mut Vec<Outgoing>,
-    ) -> Result<(), DropReason> {
-        let tables = self.read();
-        let (header, from) = self.verify_envelope(&tables, datagram, now)?;
-        let to = *tables
-            .by_tag
-            .get(&header.host)
-            .ok_or(DropReason::RelayRefused)?;
-        let origin_tag = tables.peers.get(&from).map_or([0; 8], |p| p.tag);
-        let dst = tables.peers.get(&to).ok_or(DropReason::RelayRefused)?;
-        // One hop only: never to the sender, never onwards through a relay.
-        if to == from || dst.relay.is_some() || origin_tag == [0; 8] {
-            return Err(DropReason::RelayRefused);
-        }
-        let endpoint = dst.endpoint.ok_or(DropReason::NoEndpoint)?;
-        let keypair = dst.keys.current.as_ref().ok_or(DropReason::NoKey)?;
-        let counter = keypair
-            .take_send_counter(now)
-            .map_err(|_| DropReason::StaleKey)?;
-        RelayHeader {
-            msg_type: MSG_TYPE_RELAYED,
-            receiver_index: keypair.remote_index,
-            counter,
-            host: origin_tag,
-        }
-        .encode(&mut datagram[..RELAY_HEADER_LEN]);
-        let body_end = datagram.len() - TAG_LEN;
-        let mac = keypair.tag_only(counter, &datagram[..body_end]);
-        datagram[body_end..].copy_from_slice(&mac);
-        let mut buf = pool.get();
-        let raw = buf.raw_mut();
-        if datagram.len() > raw.len() {
-            pool.put(buf);
-            return Err(DropReason::OversizedDatagram);
-        }
-        raw[..datagram.len()].copy_from_slice(datagram);
-        buf.set_datagram_len(datagram.len());
-        self.relay_forwards.fetch_add(1, Ordering::Relaxed);
-        // Forwarding data is traffic on our path to the destination:
-        // probed while it lasts, so a rebound NAT mapping is found again.
-        // (Probes and keep-alives do not count, or idle pairs would keep
-        // their relays' paths busy for ever.)
-        if datagram.get(RELAY_HEADER_LEN) == Some(&MSG_TYPE_DATA) {
-            dst.counters.unicast_tx.fetch_add(1, Ordering::Relaxed);
-        }
-        out.push(Outgoing {
-            peer: to,
-            endpoint,
-            datagram: buf,
-            from_data_port: dst.nat,
-            to_tap: None,
-        });
-        Ok(())
-    }
-
-    /// As the destination: verifies the relay's envelope, then opens the
-    /// inner datagram, which must come from the origin the envelope names.
-    fn unwrap_relayed(
-        &self,
-        datagram: &mut [u8],
-        now: Instant,
-        pool: &mut BufPool,
-        out: &mut Vec<Outgoing>,
-    ) -> Result<Option<Delivery>, DropReason> {
-        let (origin, relay) = {
-            let tables = self.read();
-            let (header, relay) = self.verify_envelope(&tables, datagram, now)?;
-            let origin = *tables
-                .by_tag
-                .get(&header.host)
-                .ok_or(DropReason::RelayRefused)?;
-            (origin, relay)
-        };
-        let end = datagram.len() - TAG_LEN;
-        let inner = &mut datagram[RELAY_HEADER_LEN..end];
-        if inner[0] == MSG_TYPE_PROBE {
-            return self
-                .handle_probe(inner, None, Some((relay, origin)), now, pool, out)
-                .map(|()| None);
-        }
-        let mut delivery = self.open_uncounted(inner, now)?;
-        if delivery.peer != origin {
-            return Err(DropReason::RelayRefused);
-        }
-        delivery.frame =
-            delivery.frame.start + RELAY_HEADER_LEN..delivery.frame.end + RELAY_HEADER_LEN;
-        Ok(Some(delivery))
-    }
-
     /// Opens a probe; answers a ping (directly to `source`, or back through
     /// the relay it came by), feeds a pong to the peer's path state.
-    fn handle_probe(
+    pub(super) fn handle_probe(
         &self,
         datagram: &mut [u8],
         source: Option<SocketAddr>,
