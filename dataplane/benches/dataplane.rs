@@ -394,9 +394,10 @@ fn switch_lookup(c: &mut Criterion) {
 
 /// The relay's per-packet cost (host C): verify the envelope from A under
 /// A↔C keys and the replay window, re-tag it for B under C↔B keys, queue
-/// it. The inner datagram is copied once and never opened. `full`: tags
-/// over every byte (protocol 1 hosts); `compact`: tags over the headers,
-/// length and inner tag (`ENVELOPE_FLAG_COMPACT`, protocol 2).
+/// it. The inner datagram is copied once and never opened. A's envelope
+/// is always tagged over every byte; the one to B over every byte too
+/// (`full`: B is of protocol 1) or over the headers, length and inner tag
+/// (`compact`: `ENVELOPE_FLAG_COMPACT`, B of protocol 2).
 fn relay_forward(c: &mut Criterion) {
     use dataplane::wire::{
         envelope_aad, RelayHeader, COMPACT_AAD_LEN, MSG_TYPE_DATA, MSG_TYPE_RELAY, OVERHEAD,
@@ -431,7 +432,7 @@ fn relay_forward(c: &mut Criterion) {
                         let mut envelope = vec![0x5au8; RELAY_HEADER_LEN + size + OVERHEAD];
                         RelayHeader {
                             msg_type: MSG_TYPE_RELAY,
-                            compact,
+                            compact: false,
                             receiver_index: 20,
                             counter,
                             host: tag_b,

@@ -25,7 +25,8 @@ pub const MSG_TYPE_RELAYED: u8 = 4;
 /// The only protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u8 = 1;
 /// Byte 2: flags a receiver must understand; an unknown one drops the
-/// datagram (`bad_reserved`). None are defined yet.
+/// datagram (`bad_reserved`). None are defined on data and probe
+/// datagrams; envelopes have [`ENVELOPE_FLAG_COMPACT`].
 pub const MUST_UNDERSTAND_FLAGS: u8 = 0;
 
 /// Byte 3 holds flags a receiver may ignore (a newer sender's hints):

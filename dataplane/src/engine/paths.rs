@@ -208,6 +208,10 @@ impl Engine {
 
     /// Whether the peer is behind a NAT (see [`crate::peer::Peer::nat`]).
     pub fn set_peer_nat(&self, peer: PeerIdx, nat: bool) {
+        // Called for every member on each sync: no table copy for no change.
+        if self.read().peers.get(&peer).is_none_or(|p| p.nat == nat) {
+            return;
+        }
         let mut tables = self.write();
         if let Some(entry) = tables.peers.get_mut(&peer) {
             entry.nat = nat;
@@ -218,6 +222,11 @@ impl Engine {
     /// [`crate::wire::ENVELOPE_FLAG_COMPACT`]). Until told, it is sent the
     /// full form every version reads.
     pub fn set_peer_compact_envelopes(&self, peer: PeerIdx, compact: bool) {
+        // Called for every member on each sync: no table copy for no change.
+        let known = self.read().peers.get(&peer).map(|p| p.compact_envelopes);
+        if known.is_none_or(|known| known == compact) {
+            return;
+        }
         let mut tables = self.write();
         if let Some(entry) = tables.peers.get_mut(&peer) {
             entry.compact_envelopes = compact;

@@ -139,7 +139,10 @@ impl Engine {
         let tables = self.read();
         // Only type 4 envelopes are compact (RelayHeader::parse): a relay
         // forwards nothing whose every byte it has not authenticated.
-        let (header, from, _) = self.verify_envelope(&tables, datagram, now)?;
+        let (header, from, pending) = self.verify_envelope(&tables, datagram, now)?;
+        if pending.is_some() {
+            return Err(DropReason::BadReserved);
+        }
         let to = *tables
             .by_tag
             .get(&header.host)
@@ -221,6 +224,9 @@ impl Engine {
         let end = datagram.len() - TAG_LEN;
         let inner = &mut datagram[RELAY_HEADER_LEN..end];
         if inner[0] == MSG_TYPE_PROBE {
+            // Opened and acted on before the envelope's counter is taken: a
+            // probe's own counter (the inner replay window) already keeps a
+            // copy from being answered twice.
             self.handle_probe(inner, None, Some((relay, origin)), now, pool, out)?;
             return take_counter().map(|()| None);
         }
