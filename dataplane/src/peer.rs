@@ -136,6 +136,7 @@ impl Peer {
             previous_generation: self.keys.previous.as_ref().map(|k| k.generation),
             path: Default::default(),
             spoofed_rx: self.counters.spoofed_rx.load(Relaxed),
+            compact_envelopes: self.compact_envelopes,
         }
     }
 }

@@ -146,6 +146,9 @@ pub struct PeerStats {
     pub path: PathStats,
     /// Frames from this peer dropped for a source MAC pinned elsewhere.
     pub spoofed_rx: u64,
+    /// Envelopes relayed to this peer carry compact tags (it speaks
+    /// protocol 2; see `wire::ENVELOPE_FLAG_COMPACT`).
+    pub compact_envelopes: bool,
 }
 
 /// How frames reach one peer: the data path's state and what the probes

@@ -466,6 +466,34 @@ mod tests {
         assert!(!reads_compact_envelopes(&meta(Some("90-99"))));
     }
 
+    #[test]
+    fn peers_are_told_which_envelope_form_they_read_from_their_record() {
+        let (t, engine) = table();
+        let with_range = |n: u8, range: &str| {
+            let mut p = info(n);
+            p.meta.insert(
+                gossip::protocol::META_PROTOCOL.to_string(),
+                range.to_string(),
+            );
+            p
+        };
+        let compact = |n: u8| {
+            let idx = t.handle(&info(n).id).unwrap();
+            engine.stats(Instant::now()).peers[&idx].compact_envelopes
+        };
+        t.peer_up(&with_range(2, "1-2"));
+        t.peer_up(&with_range(3, "1-1"));
+        t.peer_up(&info(4));
+        assert!(compact(2));
+        assert!(!compact(3), "release 0.3.0 gets the full form");
+        assert!(!compact(4), "no advertised range: an older build");
+        // Its record changes (upgraded, or rolled back): the sync passes it on.
+        t.update_paths(&info(3).id, &with_range(3, "1-2").meta);
+        t.update_paths(&info(2).id, &with_range(2, "1-1").meta);
+        assert!(compact(3));
+        assert!(!compact(2));
+    }
+
     const NET: NetworkId = NetworkId(7);
 
     fn info(n: u8) -> PeerInfo {

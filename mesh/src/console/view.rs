@@ -22,8 +22,8 @@ use crate::daemon::Daemon;
 pub enum LinkKind {
     Direct,
     Relayed,
-    /// A TCP fallback path. meshd has none yet: a peer's path reads `tcp…`
-    /// only once one exists, and then the page colours it.
+    /// A path over the TCP fallback (a peer's path reads `tcp…`), which
+    /// the page colours apart from UDP ones.
     Tcp,
     Down,
 }
