@@ -66,6 +66,19 @@ pub trait Replica {
     fn merge_channel(&mut self, from: PeerId, name: &str, data: Vec<u8>) -> bool;
     /// A peer's mesh secret and its rotation epoch.
     fn offer_secret(&mut self, from: PeerId, epoch: u64, token: &str);
+    /// [`Replica::digest`] as hashed towards `remote`: a replica may leave
+    /// out what only hosts of a newer protocol leave out too (expired
+    /// tombstones, `state::expiry`).
+    fn digest_for(&self, _remote: &PeerId) -> Digest {
+        self.digest()
+    }
+    /// [`Replica::channel_parts`], its hash as [`Replica::digest_for`] has it.
+    fn channel_parts_for(&self, name: &str, _remote: &PeerId) -> Option<(Vec<Vec<u8>>, [u8; 32])> {
+        self.channel_parts(name)
+    }
+    /// Anti-entropy compared this host's state with `remote`'s digest, and
+    /// whatever differed is on its way (see `node/expiry.rs`).
+    fn state_compared(&mut self, _remote: PeerId) {}
 }
 
 /// The per-link timers (already clamped by the node's config).
@@ -200,7 +213,9 @@ impl Link {
     /// Push-pull anti-entropy right away (a joiner learns the mesh at once),
     /// then whatever is due now.
     pub fn open<R: Replica + ?Sized>(&mut self, replica: &R, now: Instant) -> Vec<Action> {
-        let mut actions = vec![Action::Send(Message::Digest(replica.digest()))];
+        let mut actions = vec![Action::Send(Message::Digest(
+            replica.digest_for(&self.remote),
+        ))];
         actions.extend(self.tick(now));
         actions
     }
@@ -381,20 +396,27 @@ impl Link {
             } => {
                 let known = replica.merge_channel(self.remote, &channel, data);
                 if let (true, Some(theirs)) = (known, want_reply) {
-                    out.extend(channel_full(replica, &channel, false, Some(theirs)));
+                    out.extend(channel_full(
+                        replica,
+                        &channel,
+                        false,
+                        Some(theirs),
+                        &self.remote,
+                    ));
                 }
             }
             Message::Digest(digest) => {
-                let ours = replica.digest();
+                let ours = replica.digest_for(&self.remote);
                 if digest.members != ours.members {
                     out.extend(members_full(replica, true));
                 }
                 let theirs: HashMap<String, [u8; 32]> = digest.channels.into_iter().collect();
                 for (name, hash) in ours.channels {
                     if theirs.get(&name) != Some(&hash) {
-                        out.extend(channel_full(replica, &name, true, None));
+                        out.extend(channel_full(replica, &name, true, None, &self.remote));
                     }
                 }
+                replica.state_compared(self.remote);
             }
         }
         Ok(())
@@ -426,8 +448,9 @@ fn channel_full<R: Replica + ?Sized>(
     name: &str,
     want_reply: bool,
     unless: Option<[u8; 32]>,
+    remote: &PeerId,
 ) -> Vec<Action> {
-    let Some((parts, hash)) = replica.channel_parts(name) else {
+    let Some((parts, hash)) = replica.channel_parts_for(name, remote) else {
         return Vec::new();
     };
     if unless == Some(hash) {

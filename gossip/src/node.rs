@@ -27,10 +27,12 @@ mod config;
 mod conn;
 mod connection;
 mod dial;
+mod expiry;
 mod fallback;
 mod observer;
 mod outbound;
 mod relay;
+mod replica;
 mod secrets;
 
 use std::collections::BTreeMap;
@@ -53,7 +55,7 @@ use crate::peers::Peers;
 use crate::persist::{self, Persisted};
 use crate::state::{now_millis, Channel, DeltaSink, Mergeable, Quota};
 use crate::transport::{self, close_code, TransportTimers};
-use crate::wire::{self, Digest, Message};
+use crate::wire::{self, Message};
 use crate::{Error, MeshSecret, PeerId};
 use conn::Conn;
 use connection::LinkHandle;
@@ -132,6 +134,7 @@ struct Inner {
     unproven_dials: Arc<tokio::sync::Semaphore>,
     /// Where channels report admitted and refused writes ([`Node::set_journal`]).
     journal: std::sync::OnceLock<Arc<dyn JournalSink>>,
+    expiry: expiry::Expiry,
     this: Weak<Inner>,
 }
 
@@ -158,6 +161,7 @@ impl Node {
         let link_timers = cfg.link_timers();
         let mut secret = cfg.secret;
         let mut persisted = Persisted::default();
+        let mut last_contact = None;
         if let Some(dir) = &cfg.state_dir {
             std::fs::create_dir_all(dir)?;
             match MeshSecret::load(&dir.join("secret"))? {
@@ -165,6 +169,9 @@ impl Node {
                 None => secret.save(&dir.join("secret"))?,
             }
             persisted = persist::load(dir);
+            // A state dir of a build before contact was noted: its
+            // members file was saved at the latest then.
+            last_contact = persist::load_contact(dir).or_else(|| persist::members_saved_at(dir));
         }
         let endpoint = transport::bind_endpoint(
             &cfg.identity,
@@ -250,6 +257,7 @@ impl Node {
             unauthenticated_tcp: Default::default(),
             unproven_dials: Arc::new(tokio::sync::Semaphore::new(dial::UNPROVEN_DIAL_PERMITS)),
             journal: Default::default(),
+            expiry: expiry::Expiry::new(cfg.expiry_interval, last_contact),
             this: this.clone(),
         });
         info!(peer = %id, addr = %local_addr, incarnation, "gossip node started");
@@ -264,6 +272,7 @@ impl Node {
         node.inner.spawn(persist_loop(node.inner.clone()));
         node.inner.spawn(relay::relay_loop(node.inner.clone()));
         node.inner.spawn(addrs::addrs_loop(node.inner.clone()));
+        node.inner.spawn(expiry::expiry_loop(node.inner.clone()));
         let known: Vec<PeerId> = lock(&node.inner.peers)
             .table
             .others()
@@ -277,6 +286,12 @@ impl Node {
 
     pub fn id(&self) -> PeerId {
         self.inner.id
+    }
+
+    /// This run's incarnation: its start time in Unix ms (above the last
+    /// run's), so anything this host stamped before it is a past run's.
+    pub fn incarnation(&self) -> u64 {
+        self.inner.own_record().incarnation
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -452,6 +467,8 @@ impl Node {
         if self.inner.shutdown.send_replace(true) {
             return;
         }
+        // Before the links close: the contact is what they were.
+        self.inner.note_contact(true);
         self.inner.endpoint.close(
             quinn::VarInt::from_u32(close_code::SHUTDOWN),
             b"host shutting down",
@@ -691,71 +708,6 @@ impl Inner {
     }
 }
 
-/// The host-wide state as the links see it.
-impl Replica for &Inner {
-    fn digest(&self) -> Digest {
-        let members = lock(&self.peers).table.digest();
-        // Encoded outside the registry lock: encoding takes each channel's own.
-        let channels = lock(&self.channels).for_digest();
-        Digest {
-            members,
-            channels: channels
-                .into_iter()
-                .map(|(name, ch)| (name, wire::state_hash(&ch.encoded())))
-                .collect(),
-        }
-    }
-
-    /// Starting at a random record: a table larger than a peer's outbound
-    /// queue (`node/outbound.rs`) then gets a different part through each
-    /// round instead of the same first ones every time.
-    fn member_records(&self) -> Vec<MemberRecord> {
-        let mut records: Vec<MemberRecord> = lock(&self.peers).table.records().cloned().collect();
-        let start = rand::thread_rng().gen_range(0..records.len().max(1));
-        records.rotate_left(start);
-        records
-    }
-
-    fn member_digest(&self) -> [u8; 32] {
-        lock(&self.peers).table.digest()
-    }
-
-    fn merge_members(&mut self, from: PeerId, records: Vec<MemberRecord>) {
-        Inner::merge_members(self, records, from);
-    }
-
-    fn channel_state(&self, name: &str) -> Option<Vec<u8>> {
-        let channel = lock(&self.channels).named(name)?;
-        Some(channel.encoded())
-    }
-
-    /// Parts in a random rotation, as for the member records.
-    fn channel_parts(&self, name: &str) -> Option<(Vec<Vec<u8>>, [u8; 32])> {
-        let channel = lock(&self.channels).named(name)?;
-        let mut parts = channel.encoded_parts(wire::MAX_PART_LEN);
-        let start = rand::thread_rng().gen_range(0..parts.len().max(1));
-        parts.rotate_left(start);
-        Some((parts, wire::state_hash(&channel.encoded())))
-    }
-
-    fn offer_secret(&mut self, from: PeerId, epoch: u64, token: &str) {
-        Inner::offer_secret(self, from, epoch, token);
-    }
-
-    fn merge_channel(&mut self, from: PeerId, name: &str, data: Vec<u8>) -> bool {
-        let Some(channel) = lock(&self.channels).named(name) else {
-            lock(&self.channels).hold(name, data);
-            return false;
-        };
-        if let Err(e) = crate::journal::delivered_by(from, || channel.merge_encoded(&data)) {
-            // An opaque payload we cannot read is the channel owner's problem
-            // (e.g. a newer daemon's type); the connection itself is fine.
-            warn!(peer = %from, channel = name, error = %e, "dropping undecodable channel update");
-        }
-        true
-    }
-}
-
 async fn accept_loop(node: Arc<Inner>) {
     while let Some(incoming) = node.endpoint.accept().await {
         if node.is_shutting_down() {
@@ -769,21 +721,19 @@ async fn accept_loop(node: Arc<Inner>) {
 async fn anti_entropy_loop(node: Arc<Inner>) {
     loop {
         tokio::time::sleep(jitter(node.anti_entropy)).await;
-        let target: Option<outbound::Outbound> = {
+        let target: Option<(PeerId, outbound::Outbound)> = {
             let peers = lock(&node.peers);
-            let up: Vec<&LinkHandle> = peers.up_links().map(|(_, l)| l).collect();
+            let up: Vec<(PeerId, &LinkHandle)> = peers.up_links().collect();
             if up.is_empty() {
                 None
             } else {
-                Some(
-                    up[rand::thread_rng().gen_range(0..up.len())]
-                        .outbound
-                        .clone(),
-                )
+                let (peer, link) = up[rand::thread_rng().gen_range(0..up.len())];
+                Some((peer, link.outbound.clone()))
             }
         };
-        if let Some(outbound) = target {
-            if let Ok(frame) = wire::encode_frame(&Message::Digest((&*node).digest())) {
+        if let Some((peer, outbound)) = target {
+            let digest = (&*node).digest_for(&peer);
+            if let Ok(frame) = wire::encode_frame(&Message::Digest(digest)) {
                 let _ = outbound.try_send(Bytes::from(frame));
             }
         }
@@ -796,5 +746,6 @@ async fn persist_loop(node: Arc<Inner>) {
         if lock(&node.peers).persist_dirty {
             node.save_state();
         }
+        node.note_contact(false);
     }
 }

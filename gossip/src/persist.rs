@@ -14,6 +14,9 @@ use crate::peers::Peers;
 use crate::{wire, PeerId};
 
 const MEMBERS_FILE: &str = "members";
+/// When this host last had a link up (Unix ms, text): how long it was away
+/// is what decides whether its state of expiring channels is set aside.
+const CONTACT_FILE: &str = "contact";
 
 #[derive(Debug, Serialize, Deserialize, Default, PartialEq)]
 pub(crate) struct Persisted {
@@ -62,6 +65,29 @@ pub(crate) fn save(dir: &Path, persisted: &Persisted) -> Result<(), mesh_sys::fs
     // Serializing records and addresses into a Vec cannot fail.
     let bytes = postcard::to_stdvec(persisted).unwrap_or_default();
     mesh_sys::fs::write_atomic(&dir.join(MEMBERS_FILE), &bytes, 0o600)
+}
+
+/// The last contact saved in `dir` (Unix ms), if any and readable.
+pub(crate) fn load_contact(dir: &Path) -> Option<u64> {
+    std::fs::read_to_string(dir.join(CONTACT_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// When the members file was last written (Unix ms), if there is one.
+pub(crate) fn members_saved_at(dir: &Path) -> Option<u64> {
+    let modified = std::fs::metadata(dir.join(MEMBERS_FILE))
+        .ok()?
+        .modified()
+        .ok()?;
+    let since = modified.duration_since(std::time::UNIX_EPOCH).ok()?;
+    Some(since.as_millis() as u64)
+}
+
+pub(crate) fn save_contact(dir: &Path, at_ms: u64) -> Result<(), mesh_sys::fs::Error> {
+    mesh_sys::fs::write_atomic(&dir.join(CONTACT_FILE), at_ms.to_string().as_bytes(), 0o600)
 }
 
 #[cfg(test)]

@@ -30,10 +30,15 @@ pub const ALPN: &[u8] = b"mesh/2";
 pub const MAJOR: u32 = 2;
 /// The newest protocol version (within [`MAJOR`]) this build speaks.
 /// 1: release 0.2.0. 2: compact relay envelopes ([`COMPACT_ENVELOPES`]).
-pub const PROTOCOL_VERSION: u32 = 2;
+/// 3: tombstones expire ([`EXPIRING_TOMBSTONES`]).
+pub const PROTOCOL_VERSION: u32 = 3;
 /// The version whose hosts read relay envelopes with compact tags (a
 /// must-understand data-plane flag, dataplane/PROTOCOL.md "Relaying").
 pub const COMPACT_ENVELOPES: u32 = 2;
+/// The version whose hosts leave expired tombstones out of their digests
+/// (`state::expiry`): expiry runs only while every member this host is
+/// linked to speaks it, so older hosts' digests still match.
+pub const EXPIRING_TOMBSTONES: u32 = 3;
 /// The oldest protocol version this build still speaks: at least the one of
 /// the previous minor release (PROTOCOL.md, "Support window").
 pub const MIN_PROTOCOL_VERSION: u32 = 1;

@@ -23,6 +23,7 @@ use crate::journal::{self, JournalSink};
 use crate::wire::MAX_PART_LEN;
 use crate::PeerId;
 
+pub mod expiry;
 mod lww;
 mod prerelease;
 pub mod quota;
@@ -58,6 +59,23 @@ pub trait Mergeable: Clone + Send + Sync + 'static {
     /// signed sign (and check) the channel's name with them, so a write
     /// cannot be replayed into another channel under the same key.
     fn bind_channel(&mut self, _channel: &str) {}
+    /// Tombstone expiry ([`expiry`]): with `now_ms`, forgets removals past
+    /// the value's horizon and returns how many; `None` turns it off.
+    /// Values without expiry ignore it.
+    fn expire(&mut self, _now_ms: Option<u64>) -> usize {
+        0
+    }
+    /// What anti-entropy hashes: the encoding, less what expiry leaves out
+    /// of digests at `now_ms` (`None`: expiry off, the whole encoding).
+    fn encode_for_digest(&self, _now_ms: Option<u64>) -> Vec<u8> {
+        self.encode()
+    }
+    /// A host whose state was last compared with the mesh `away_ms` ago:
+    /// values with expiry keep only `own` writes if that is past their
+    /// horizon, and return how many others they dropped.
+    fn set_aside(&mut self, _own: PeerId, _away_ms: u64) -> usize {
+        0
+    }
 }
 
 fn postcard_encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -243,6 +261,14 @@ pub(crate) trait ErasedChannel: Send + Sync {
     fn encoded(&self) -> Vec<u8>;
     /// The state in parts of about `max` bytes ([`Mergeable::encode_parts`]).
     fn encoded_parts(&self, max: usize) -> Vec<Vec<u8>>;
+    /// See [`Mergeable::encode_for_digest`].
+    fn encoded_for_digest(&self, now_ms: Option<u64>) -> Vec<u8>;
+    /// See [`Mergeable::expire`]; subscribers hear of forgotten tombstones
+    /// (the snapshot shrinks).
+    fn expire(&self, now_ms: Option<u64>) -> usize;
+    /// See [`Mergeable::set_aside`]; subscribers hear of it (the snapshot
+    /// is saved without what was set aside).
+    fn set_aside(&self, own: PeerId, away_ms: u64) -> usize;
 }
 
 pub(crate) struct ChannelInner<S> {
@@ -298,6 +324,26 @@ impl<S: Mergeable> ErasedChannel for ChannelInner<S> {
 
     fn encoded_parts(&self, max: usize) -> Vec<Vec<u8>> {
         self.lock().encode_parts(max)
+    }
+
+    fn encoded_for_digest(&self, now_ms: Option<u64>) -> Vec<u8> {
+        self.lock().encode_for_digest(now_ms)
+    }
+
+    fn expire(&self, now_ms: Option<u64>) -> usize {
+        let forgotten = self.lock().expire(now_ms);
+        if forgotten > 0 {
+            self.bump();
+        }
+        forgotten
+    }
+
+    fn set_aside(&self, own: PeerId, away_ms: u64) -> usize {
+        let dropped = self.lock().set_aside(own, away_ms);
+        if dropped > 0 {
+            self.bump();
+        }
+        dropped
     }
 }
 

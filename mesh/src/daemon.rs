@@ -51,6 +51,7 @@ mod observe;
 mod runtime;
 mod snapshots;
 mod status;
+mod strays;
 mod wireguard;
 
 pub use cleanup::cleanup;
@@ -414,6 +415,7 @@ impl Daemon {
         });
         daemon.reconcile_at_start().await?;
         daemon.clone().watch_channels();
+        daemon.clone().follow_strays();
         crate::macpins::spawn(
             daemon.channels.clone(),
             daemon.attacher.clone(),
@@ -486,23 +488,9 @@ impl Daemon {
         }
 
         // Endpoint records of ours that nothing backs (a crash between two
-        // steps of attach/detach).
-        let me = self.id().to_hex();
-        let backed: Vec<String> = attachments
-            .iter()
-            .filter_map(|a| {
-                let ip = a.ip().ok()?;
-                Some(records::endpoint_key(&a.attachment.network, IpAddr::V4(ip)))
-            })
-            .chain(self.reservations.keys().await)
-            .chain(self.services.vip_keys())
-            .chain(self.edge.endpoint_keys())
-            .collect();
-        for (key, rec) in records::live(&self.channels.endpoints) {
-            if rec.host == me && !backed.contains(&key) {
-                records::remove(&self.channels.endpoints, self.id(), &key);
-            }
-        }
+        // steps of attach/detach); `follow_strays` keeps at it.
+        self.remove_stray_endpoints(u64::MAX, &Default::default())
+            .await;
 
         self.reconcile_networks_locked(&mut devices).await;
         for rec in attachments.iter().filter(|a| !crate::attach::is_macvlan(a)) {

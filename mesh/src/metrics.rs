@@ -177,6 +177,13 @@ pub fn render(status: &StatusResponse, attachments: &[AttachmentStats]) -> Strin
         "Replicated writes refused because their writer was over its per-writer channel quota (local and remote; remote ones are also in gossip_rejected_records)",
         quota,
     );
+    let expired = Counter::<u64>::default();
+    expired.inc_by(gossip::state::expiry::expired_total());
+    reg.register(
+        "gossip_tombstones_expired",
+        "Removals of per-host records (endpoints, labels, health) forgotten past their horizon",
+        expired,
+    );
     let retried = Counter::<u64>::default();
     retried.inc_by(gossip::node::admission::retried_total());
     reg.register(

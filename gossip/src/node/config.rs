@@ -39,6 +39,9 @@ pub struct Config {
     /// QUIC fails.
     pub tcp_fallback: bool,
     pub tcp_extra_ports: Vec<u16>,
+    /// How often expiring channels forget tombstones past their horizon
+    /// (`node/expiry.rs`); local work, nothing is sent.
+    pub expiry_interval: Duration,
 }
 
 /// Member metadata key advertising the extra TCP fallback ports
@@ -55,6 +58,7 @@ impl Config {
     pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
     pub const DEFAULT_DEAD_AFTER: Duration = Duration::from_secs(5);
     pub const DEFAULT_ANTI_ENTROPY_INTERVAL: Duration = Duration::from_secs(3);
+    pub const DEFAULT_EXPIRY_INTERVAL: Duration = Duration::from_secs(60);
 
     pub fn new(
         identity: Identity,
@@ -83,6 +87,7 @@ impl Config {
             observer,
             tcp_fallback: true,
             tcp_extra_ports: Vec::new(),
+            expiry_interval: Self::DEFAULT_EXPIRY_INTERVAL,
         }
     }
 

@@ -4,12 +4,14 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use tracing::warn;
 
+use super::expiry::{self, Expiry};
 use super::quota::{self, Limit, Quota, QuotaError};
 use super::{now_millis, postcard_decode, postcard_encode, DecodeError, Mergeable, Stamp};
 use crate::journal;
@@ -207,9 +209,10 @@ struct Guard<K, V> {
 
 /// Per-key last-writer-wins map with tombstones.
 ///
-/// Tombstones are kept forever (a removed key must not be resurrected by a
-/// host that missed the removal); callers with high churn should namespace
-/// keys so the set stays bounded.
+/// Tombstones are kept (a removed key must not be resurrected by a host
+/// that missed the removal): forever, or, in a map opened with
+/// [`LwwMap::expiring`], until the node turns expiry on and they pass the
+/// horizon (see [`super::expiry`]).
 ///
 /// A *guarded* map ([`LwwMap::guarded`]) admits a write only if its
 /// signature is its writer's, its stamp is at most [`MAX_STAMP_AHEAD_MS`]
@@ -230,6 +233,17 @@ pub struct LwwMap<K, V> {
     channel: Arc<str>,
     guard: Option<Arc<Guard<K, V>>>,
     limit: Option<Limit>,
+    /// Tombstone expiry, local like the guard.
+    expiry: Option<Expiring>,
+}
+
+/// A map's expiry policy and where it stands.
+#[derive(Clone, Copy, Debug)]
+struct Expiring {
+    policy: Expiry,
+    /// Tombstones stamped before this are forgotten, and received ones
+    /// taken as absence; 0 while the node has expiry off.
+    forget_before: u64,
 }
 
 impl<K, V> Default for LwwMap<K, V> {
@@ -239,6 +253,7 @@ impl<K, V> Default for LwwMap<K, V> {
             channel: Arc::from(""),
             guard: None,
             limit: None,
+            expiry: None,
         }
     }
 }
@@ -250,6 +265,7 @@ impl<K: Clone, V: Clone> Clone for LwwMap<K, V> {
             channel: self.channel.clone(),
             guard: self.guard.clone(),
             limit: self.limit.clone(),
+            expiry: self.expiry,
         }
     }
 }
@@ -295,7 +311,84 @@ where
                 admit,
             })),
             limit: None,
+            expiry: None,
         }
+    }
+
+    /// This map with tombstone expiry after `horizon` (see
+    /// [`super::expiry`]); it starts once the node turns expiry on.
+    pub fn expiring(mut self, horizon: std::time::Duration) -> Self {
+        self.expiry = Some(Expiring {
+            policy: Expiry::new(horizon),
+            forget_before: 0,
+        });
+        self
+    }
+
+    /// The horizon of [`LwwMap::expiring`], if any.
+    pub fn expiry(&self) -> Option<Expiry> {
+        self.expiry.map(|e| e.policy)
+    }
+
+    /// With `now_ms`: forgets tombstones past the horizon and from then on
+    /// takes older received ones as absence; returns how many were
+    /// forgotten. `None`: expiry off (tombstones kept and taken as sent).
+    pub fn expire_at(&mut self, now_ms: Option<u64>) -> usize {
+        let Some(expiring) = &mut self.expiry else {
+            return 0;
+        };
+        let Some(now) = now_ms else {
+            expiring.forget_before = 0;
+            return 0;
+        };
+        let cutoff = expiring.policy.removal_cutoff(now);
+        expiring.forget_before = cutoff;
+        let before = self.entries.len();
+        let limit = &mut self.limit;
+        self.entries.retain(|key, entry| {
+            let keep = !entry.is_tombstone() || entry.stamp.timestamp >= cutoff;
+            if !keep {
+                if let Some(limit) = limit {
+                    limit.release(entry.stamp.writer, slot_size(key, entry));
+                }
+            }
+            keep
+        });
+        let forgotten = before - self.entries.len();
+        expiry::count_expired(forgotten);
+        forgotten
+    }
+
+    /// Keeps the slots `keep` says yes to, tombstones included; returns
+    /// how many went (a host back after an expiring map's horizon keeps
+    /// its own writes). Not a removal: nothing of it is sent.
+    pub fn retain(&mut self, mut keep: impl FnMut(&K, &LwwEntry<V>) -> bool) -> usize {
+        let before = self.entries.len();
+        self.entries.retain(|k, e| keep(k, e));
+        if let Some((channel, quota)) = self
+            .limit
+            .as_ref()
+            .map(|l| (l.channel().to_string(), l.quota()))
+        {
+            self.set_quota(&channel, quota);
+        }
+        before - self.entries.len()
+    }
+
+    /// The encoding anti-entropy hashes: as [`Mergeable::encode`], without
+    /// the tombstones an expiring map leaves out of digests at `now_ms`.
+    fn encode_for_digest_at(&self, now_ms: Option<u64>) -> Vec<u8> {
+        let (Some(expiring), Some(now)) = (&self.expiry, now_ms) else {
+            return postcard_encode(&self.entries);
+        };
+        let cutoff = expiring.policy.digest_cutoff(now);
+        let old = |e: &LwwEntry<V>| e.is_tombstone() && e.stamp.timestamp < cutoff;
+        if !self.entries.values().any(old) {
+            return postcard_encode(&self.entries);
+        }
+        let kept: BTreeMap<&K, &LwwEntry<V>> =
+            self.entries.iter().filter(|(_, e)| !old(e)).collect();
+        postcard_encode(&kept)
     }
 
     /// Sets `key` and returns the one-entry delta to pass to `Channel::update`.
@@ -471,15 +564,35 @@ where
         V: 'a,
     {
         let mut changed = false;
+        let forget_before = self.expiry.map_or(0, |e| e.forget_before);
+        // Removals older than the horizon do not count against a quota: a
+        // host that has not forgotten them (expiry off) takes them back
+        // even from a writer whose freed slots were used again since.
+        let exempt_before = self
+            .expiry
+            .map_or(0, |e| e.policy.removal_cutoff(now_millis()));
         for (key, theirs) in incoming {
             let ours = self.entries.get(key);
             if ours.is_some_and(|ours| !theirs.beats(ours)) {
                 continue;
             }
+            if theirs.is_tombstone() && theirs.stamp.timestamp < forget_before {
+                // Past the horizon: the removal still applies, no slot stays.
+                if let Some(ours) = self.entries.remove(key) {
+                    if let Some(limit) = &mut self.limit {
+                        limit.release(ours.stamp.writer, slot_size(key, &ours));
+                    }
+                    journal::admitted(key, Some(&ours), theirs);
+                    changed = true;
+                }
+                continue;
+            }
             if let Some(limit) = &mut self.limit {
                 let old = ours.map(|e| (e.stamp.writer, slot_size(key, e)));
                 let size = slot_size(key, theirs);
-                if let Err(e) = limit.check(theirs.stamp.writer, old, size) {
+                let exempt = theirs.is_tombstone() && theirs.stamp.timestamp < exempt_before;
+                let verdict = limit.check(theirs.stamp.writer, old, size);
+                if let (Err(e), false) = (verdict, exempt) {
                     quota::count_refusal();
                     journal::rejected(key, ours, theirs, &e.to_string());
                     signed::note_rejection(theirs.stamp.writer, limit.channel(), &e.to_string());
@@ -512,7 +625,22 @@ where
             channel: Arc::from(""),
             guard: None,
             limit: None,
+            expiry: None,
         })
+    }
+    fn expire(&mut self, now_ms: Option<u64>) -> usize {
+        self.expire_at(now_ms)
+    }
+    fn encode_for_digest(&self, now_ms: Option<u64>) -> Vec<u8> {
+        self.encode_for_digest_at(now_ms)
+    }
+    fn set_aside(&mut self, own: PeerId, away_ms: u64) -> usize {
+        match self.expiry {
+            Some(e) if Duration::from_millis(away_ms) > e.policy.horizon() => {
+                self.retain(|_, entry| entry.stamp.writer == own)
+            }
+            _ => 0,
+        }
     }
     /// Runs of whole slots: each part is a map of its own (every entry
     /// carries its own signature), so a receiver merges each as it comes.

@@ -97,6 +97,10 @@ impl Limit {
         &self.channel
     }
 
+    pub fn quota(&self) -> Quota {
+        self.quota
+    }
+
     /// Whether `writer` may put an entry of `size` bytes into a slot that
     /// holds `old` (its writer and size) now.
     pub fn check(
@@ -128,14 +132,21 @@ impl Limit {
     /// Books a write [`Limit::check`] allowed.
     pub fn record(&mut self, writer: PeerId, old: Option<(PeerId, usize)>, size: usize) {
         if let Some((previous, old_size)) = old {
-            let slot = self.usage.entry(previous).or_default();
-            slot.0 = slot.0.saturating_sub(1);
-            slot.1 = slot.1.saturating_sub(old_size);
-            if slot.0 == 0 {
-                self.usage.remove(&previous);
-            }
+            self.release(previous, old_size);
         }
         self.add(writer, size);
+    }
+
+    /// Frees a slot of `writer` that held `size` bytes (overwritten, or an
+    /// expired tombstone).
+    pub fn release(&mut self, writer: PeerId, size: usize) {
+        if let Some(slot) = self.usage.get_mut(&writer) {
+            slot.0 = slot.0.saturating_sub(1);
+            slot.1 = slot.1.saturating_sub(size);
+            if slot.0 == 0 {
+                self.usage.remove(&writer);
+            }
+        }
     }
 
     fn add(&mut self, writer: PeerId, size: usize) {

@@ -17,16 +17,24 @@ use mesh_model::records::{self, NetworkDef, MACVLAN_MARK};
 
 const FIRST_WAIT: Duration = Duration::from_secs(1);
 const LONGEST_WAIT: Duration = Duration::from_secs(300);
+/// An attachment whose record has no slot at all for this long is not an
+/// attach under way (that writes it within milliseconds): its removal was
+/// forgotten past the horizon (`gossip::state::expiry`), so it is lost.
+const UNWRITTEN_GRACE: Duration = Duration::from_secs(5);
 
-/// Per endpoint key: when it may be written again, and the wait after that.
+/// Per endpoint key: when it may be written again, and the wait after that;
+/// and since when a key of an attachment has had no slot.
 #[derive(Default)]
-pub struct Backoff(HashMap<String, (Instant, Duration)>);
+pub struct Backoff {
+    waits: HashMap<String, (Instant, Duration)>,
+    unwritten: HashMap<String, Instant>,
+}
 
 impl Backoff {
     /// Whether `key` may be written at `now`; if so, the next write waits
     /// twice as long (up to five minutes).
     fn take(&mut self, key: &str, now: Instant) -> bool {
-        match self.0.get_mut(key) {
+        match self.waits.get_mut(key) {
             Some((next, _)) if now < *next => false,
             Some((next, wait)) => {
                 *wait = (*wait * 2).min(LONGEST_WAIT);
@@ -34,7 +42,7 @@ impl Backoff {
                 true
             }
             None => {
-                self.0
+                self.waits
                     .insert(key.to_string(), (now + FIRST_WAIT, FIRST_WAIT));
                 true
             }
@@ -43,7 +51,17 @@ impl Backoff {
 
     /// Keys whose records stood for a while start over.
     fn forget_settled(&mut self, now: Instant) {
-        self.0.retain(|_, (next, wait)| now < *next + *wait * 4);
+        self.waits.retain(|_, (next, wait)| now < *next + *wait * 4);
+        // Keys of attachments gone meanwhile are not visited again.
+        self.unwritten
+            .retain(|_, since| now.duration_since(*since) < LONGEST_WAIT * 12);
+    }
+
+    /// Whether `key` (an attachment's, with no slot) has had none for
+    /// [`UNWRITTEN_GRACE`]; `written` clears it.
+    fn unwritten_too_long(&mut self, key: &str, now: Instant) -> bool {
+        let since = *self.unwritten.entry(key.to_string()).or_insert(now);
+        now.duration_since(since) >= UNWRITTEN_GRACE
     }
 }
 
@@ -70,9 +88,17 @@ impl Attacher {
             }
             let key = records::endpoint_key(&net.id, IpAddr::V4(ip));
             let Some(entry) = state.entry(&key) else {
-                // Not written yet: an attach in progress writes it.
+                // Not written yet: an attach in progress writes it. Still
+                // none after the grace: a removal of it was forgotten.
+                if backoff.unwritten_too_long(&key, now) && backoff.take(&key, now) {
+                    warn!(network = %net.id, %ip, "this host's endpoint record is gone without a trace (removed longer ago than the tombstone horizon); writing it again");
+                    backoff.unwritten.remove(&key);
+                    self.announce_again(a, net, ip, macvlan);
+                    written += 1;
+                }
                 continue;
             };
+            backoff.unwritten.remove(&key);
             let ours = entry
                 .value
                 .as_ref()
@@ -91,25 +117,49 @@ impl Attacher {
                 "deleted"
             };
             warn!(network = %net.id, %ip, writer = %by, "another member {what} this host's endpoint record; writing it again");
-            let version = match macvlan {
-                true => Some(MACVLAN_MARK.to_string()),
-                false => a.version.clone(),
-            };
-            let ip6 = a
-                .ip6
-                .as_deref()
-                .and_then(|v| v.parse::<ipnet::Ipv6Net>().ok())
-                .map(|n| n.addr());
-            self.announce_as(a, net, ip, ip6, version);
+            self.announce_again(a, net, ip, macvlan);
             written += 1;
         }
         written
+    }
+
+    fn announce_again(
+        &self,
+        a: &mesh_api::Attachment,
+        net: &NetworkDef,
+        ip: std::net::Ipv4Addr,
+        macvlan: bool,
+    ) {
+        let version = match macvlan {
+            true => Some(MACVLAN_MARK.to_string()),
+            false => a.version.clone(),
+        };
+        let ip6 = a
+            .ip6
+            .as_deref()
+            .and_then(|v| v.parse::<ipnet::Ipv6Net>().ok())
+            .map(|n| n.addr());
+        self.announce_as(a, net, ip, ip6, version);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_without_a_slot_is_lost_only_after_the_grace() {
+        let mut b = Backoff::default();
+        let t0 = Instant::now();
+        assert!(!b.unwritten_too_long("k", t0), "an attach under way");
+        assert!(!b.unwritten_too_long("k", t0 + Duration::from_secs(4)));
+        assert!(b.unwritten_too_long("k", t0 + UNWRITTEN_GRACE));
+        b.unwritten.remove("k");
+        assert!(
+            !b.unwritten_too_long("k", t0 + Duration::from_secs(9)),
+            "written since: starts over"
+        );
+    }
 
     #[test]
     fn repeated_losses_wait_longer_and_settled_keys_start_over() {
@@ -122,6 +172,6 @@ mod tests {
         assert!(b.take("k", t0 + Duration::from_secs(3)));
         assert!(b.take("other", t0), "per key");
         b.forget_settled(t0 + Duration::from_secs(60));
-        assert!(b.0.is_empty());
+        assert!(b.waits.is_empty());
     }
 }

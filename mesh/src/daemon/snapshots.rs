@@ -14,10 +14,38 @@ pub(super) fn open_channel<V: records::Record>(
     name: &str,
     guarded: gossip::LwwMap<String, V>,
 ) -> Records<V> {
+    let expiry = guarded.expiry();
     let ch = node.channel(name, guarded);
-    let snapshot = load_records(state, name, node.id());
+    let mut snapshot = load_records(state, name, node.id());
+    if let (Some(expiry), Some(away)) = (expiry, node.away()) {
+        set_aside_if_away(&mut snapshot, name, node.id(), away, expiry.horizon());
+    }
     gossip::journal::unrecorded(|| ch.update(snapshot));
     ch
+}
+
+/// A host away longer than an expiring channel's horizon keeps only its
+/// own writes of it: removals it missed may have been forgotten by now, so
+/// the others' values it holds could come back from the dead (see
+/// `gossip::state::expiry`). Their hosts still hold what is current.
+fn set_aside_if_away<V: records::Record>(
+    snapshot: &mut gossip::LwwMap<String, V>,
+    name: &str,
+    own: gossip::PeerId,
+    away: std::time::Duration,
+    horizon: std::time::Duration,
+) {
+    if away <= horizon {
+        return;
+    }
+    let set_aside = snapshot.retain(|_, e| e.stamp.writer == own);
+    info!(
+        channel = name,
+        away_hours = away.as_secs() / 3600,
+        horizon_hours = horizon.as_secs() / 3600,
+        set_aside,
+        "away from the mesh for longer than the channel's horizon: other hosts' records come back from them"
+    );
 }
 
 fn load_snapshot<S: gossip::Mergeable + Default>(state: &StateDir, name: &str) -> S {
@@ -75,4 +103,35 @@ pub(super) fn keep_snapshot<V: records::Record>(
             save_snapshot(&state, name, &ch);
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_host_away_past_the_horizon_keeps_only_its_own_records() {
+        let own = gossip::Identity::from_seed([51; 32]).unwrap().peer_id();
+        let other = gossip::Identity::from_seed([52; 32]).unwrap().peer_id();
+        let mut snapshot: gossip::LwwMap<String, u32> = Default::default();
+        snapshot.set(own, "net/10.0.0.2".into(), 1);
+        snapshot.remove(own, "net/10.0.0.3".into());
+        snapshot.set(other, "net/10.0.1.2".into(), 2);
+        let horizon = mesh_model::validate::OWNED_RECORDS_HORIZON;
+        let day = Duration::from_secs(24 * 3600);
+
+        let mut back_soon = snapshot.clone();
+        set_aside_if_away(&mut back_soon, "endpoints", own, 6 * day, horizon);
+        assert_eq!(back_soon, snapshot, "away less than the horizon: all kept");
+
+        let mut back_late = snapshot.clone();
+        set_aside_if_away(&mut back_late, "endpoints", own, 8 * day, horizon);
+        let keys: Vec<&String> = back_late.entries().map(|(k, _)| k).collect();
+        assert_eq!(
+            keys,
+            ["net/10.0.0.2", "net/10.0.0.3"],
+            "own writes, removals too"
+        );
+    }
 }

@@ -297,6 +297,15 @@ fn guard<V: records::Record>(
 /// other channels get their handles, so those channels are opened first.
 pub struct Guards;
 
+/// When removals of per-host records (endpoints, labels, health) are
+/// forgotten (`gossip::state::expiry`). Only channels whose every value is
+/// its host's own and rewritten by that host while it holds the container
+/// expire: a host back after longer than this keeps only its own writes of
+/// them, the rest comes back from the mesh. Networks, policies, services
+/// and floating IPs, which any member may write and nobody re-derives,
+/// keep their tombstones for good.
+pub const OWNED_RECORDS_HORIZON: std::time::Duration = gossip::state::expiry::DEFAULT_HORIZON;
+
 impl Guards {
     pub fn networks() -> LwwMap<String, NetworkDef> {
         guard(
@@ -312,6 +321,8 @@ impl Guards {
         )
     }
 
+    /// Endpoints, their labels and their health (`services.rs`) expire
+    /// their tombstones ([`OWNED_RECORDS_HORIZON`]).
     pub fn endpoints(networks: Records<NetworkDef>) -> LwwMap<String, EndpointRecord> {
         guard(
             records::ENDPOINTS_CHANNEL,
@@ -320,6 +331,7 @@ impl Guards {
                 endpoint(key, rec, writer, net.as_ref())
             },
         )
+        .expiring(OWNED_RECORDS_HORIZON)
     }
 
     pub fn requests(networks: Records<NetworkDef>) -> LwwMap<String, SpaceRequest> {

@@ -39,6 +39,7 @@ impl Guards {
                 || format!("key {key:?} does not match the labels"),
             )
         })
+        .expiring(OWNED_RECORDS_HORIZON)
     }
 
     pub fn health() -> LwwMap<String, HealthRecord> {
@@ -50,5 +51,6 @@ impl Guards {
                 format!("key {key:?} does not match the health record")
             })
         })
+        .expiring(OWNED_RECORDS_HORIZON)
     }
 }
