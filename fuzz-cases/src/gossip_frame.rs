@@ -51,7 +51,10 @@ pub fn run(data: &[u8]) {
             let ch = mesh_model::validate::detached_channels();
             merge_channel::<NetworkDef>(Guards::networks(), &data);
             merge_channel::<RemovedPeer>(Guards::removed(), &data);
-            merge_channel::<EndpointRecord>(Guards::endpoints(ch.networks.clone()), &data);
+            merge_channel::<EndpointRecord>(
+                Guards::endpoints(ch.networks.clone(), ch.removed.clone()),
+                &data,
+            );
             merge_channel::<SpaceRequest>(Guards::requests(ch.networks.clone()), &data);
             merge_channel::<RangeEntry>(
                 Guards::ring(ch.networks.clone(), ch.removed.clone()),

@@ -76,9 +76,9 @@ pub trait Replica {
     fn channel_parts_for(&self, name: &str, _remote: &PeerId) -> Option<(Vec<Vec<u8>>, [u8; 32])> {
         self.channel_parts(name)
     }
-    /// Anti-entropy compared this host's state with `remote`'s digest, and
-    /// whatever differed is on its way (see `node/expiry.rs`).
-    fn state_compared(&mut self, _remote: PeerId) {}
+    /// Anti-entropy found every channel held here equal to `remote`'s
+    /// (see `node/expiry.rs`).
+    fn in_sync_with(&mut self, _remote: PeerId) {}
 }
 
 /// The per-link timers (already clamped by the node's config).
@@ -411,12 +411,16 @@ impl Link {
                     out.extend(members_full(replica, true));
                 }
                 let theirs: HashMap<String, [u8; 32]> = digest.channels.into_iter().collect();
+                let mut same = true;
                 for (name, hash) in ours.channels {
                     if theirs.get(&name) != Some(&hash) {
+                        same = false;
                         out.extend(channel_full(replica, &name, true, None, &self.remote));
                     }
                 }
-                replica.state_compared(self.remote);
+                if same {
+                    replica.in_sync_with(self.remote);
+                }
             }
         }
         Ok(())

@@ -288,12 +288,6 @@ impl Node {
         self.inner.id
     }
 
-    /// This run's incarnation: its start time in Unix ms (above the last
-    /// run's), so anything this host stamped before it is a past run's.
-    pub fn incarnation(&self) -> u64 {
-        self.inner.own_record().incarnation
-    }
-
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.local_addr
     }

@@ -36,8 +36,9 @@ pub const PROTOCOL_VERSION: u32 = 3;
 /// must-understand data-plane flag, dataplane/PROTOCOL.md "Relaying").
 pub const COMPACT_ENVELOPES: u32 = 2;
 /// The version whose hosts leave expired tombstones out of their digests
-/// (`state::expiry`): expiry runs only while every member this host is
-/// linked to speaks it, so older hosts' digests still match.
+/// (`state::expiry`, PROTOCOL.md "Tombstones"): digests towards older
+/// hosts hash every tombstone, and tombstones are forgotten only while
+/// every member that was not removed speaks it.
 pub const EXPIRING_TOMBSTONES: u32 = 3;
 /// The oldest protocol version this build still speaks: at least the one of
 /// the previous minor release (PROTOCOL.md, "Support window").

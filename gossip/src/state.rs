@@ -388,6 +388,12 @@ impl<S: Mergeable> Channel<S> {
         self.inner.lock().clone()
     }
 
+    /// What `f` makes of the value, without a copy of all of it (the
+    /// channel is locked meanwhile: keep `f` short).
+    pub fn read<T>(&self, f: impl FnOnce(&S) -> T) -> T {
+        f(&self.inner.lock())
+    }
+
     /// Merges `delta` locally and, if that changed anything, sends it to
     /// every connected member.
     pub fn update(&self, delta: S) {

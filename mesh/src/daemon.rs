@@ -120,6 +120,8 @@ impl RecordSource for MeshRecords {
 
 impl Daemon {
     pub async fn start(settings: Settings) -> Result<Arc<Daemon>> {
+        // Before this run writes anything (see `follow_strays`).
+        let started_ms = gossip::state::now_millis();
         crate::version::apply_test_env();
         let state = StateDir::open(&settings.state_dir)?;
         let identity = Identity::load_or_create(&state.file("identity.key"))
@@ -218,7 +220,7 @@ impl Daemon {
                 &node,
                 &state,
                 records::ENDPOINTS_CHANNEL,
-                Guards::endpoints(networks.clone()),
+                Guards::endpoints(networks.clone(), removed.clone()),
             ),
             ring: open_channel(
                 &node,
@@ -415,7 +417,7 @@ impl Daemon {
         });
         daemon.reconcile_at_start().await?;
         daemon.clone().watch_channels();
-        daemon.clone().follow_strays();
+        daemon.clone().follow_strays(started_ms);
         crate::macpins::spawn(
             daemon.channels.clone(),
             daemon.attacher.clone(),

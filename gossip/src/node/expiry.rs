@@ -8,10 +8,10 @@
 //!   run only while every member not removed speaks it: an older host
 //!   would send forgotten removals back, and one away for long would bring
 //!   removed values back with nothing to stop them.
-//! - **Staleness**: the node notes when anti-entropy last compared its state
-//!   with a peer's (kept in the state dir as `contact`). Before it offers
-//!   or hashes its state, a host that has not been compared for longer than
-//!   a channel's horizon keeps only its own writes of that channel, since
+//! - **Staleness**: the node notes when anti-entropy last found its state
+//!   equal to a peer's (kept in the state dir as `contact`). Before it
+//!   offers or hashes its state, a host not in sync for longer than a
+//!   channel's horizon keeps only its own writes of that channel, since
 //!   removals it missed may have been forgotten everywhere else. This covers
 //!   a host that was off ([`super::Node::away`]) and one that ran cut off.
 
@@ -33,12 +33,12 @@ const CONTACT_EVERY_MS: u64 = 10 * 60 * 1000;
 pub(super) struct Expiry {
     interval: Duration,
     on: AtomicBool,
-    /// When anti-entropy last compared this host's state with a peer's
+    /// When anti-entropy last found this host's state equal to a peer's
     /// (Unix ms; 0: never known, a first start).
     compared_ms: AtomicU64,
     /// The last value written to the contact file.
     saved_ms: AtomicU64,
-    /// How long before this start the host was last compared.
+    /// How long before this start the host was last in sync.
     away: Option<Duration>,
 }
 
@@ -113,7 +113,7 @@ impl Inner {
     }
 
     /// Keeps only this host's own writes of expiring channels whose horizon
-    /// is shorter than the time since its state was last compared.
+    /// is shorter than the time since its state was last in sync.
     pub(super) fn set_aside_if_stale(&self) {
         let last = self.expiry.compared_ms.load(Ordering::Relaxed);
         if last == 0 {
@@ -128,7 +128,7 @@ impl Inner {
                     channel = name,
                     set_aside,
                     away_hours = away_ms / 3_600_000,
-                    "not compared with the mesh for longer than the channel's horizon: other hosts' records come back from them"
+                    "not in sync with the mesh for longer than the channel's horizon: other hosts' records come back from them"
                 );
             }
         }
@@ -140,7 +140,7 @@ impl Inner {
             .store(now_millis(), Ordering::Relaxed);
     }
 
-    /// Writes the last comparison to the state dir, at most every
+    /// Writes when it was last in sync to the state dir, at most every
     /// [`CONTACT_EVERY_MS`] unless `force` (at shutdown).
     pub(super) fn note_contact(&self, force: bool) {
         let Some(dir) = &self.state_dir else { return };
@@ -157,8 +157,8 @@ impl Inner {
 }
 
 impl super::Node {
-    /// How long before this start anti-entropy last compared this host's
-    /// state with the mesh, as its state dir recorded (`None`: no record,
+    /// How long before this start anti-entropy last found this host's
+    /// state equal to a peer's, as its state dir recorded (`None`: no record,
     /// a first start). A host away longer than an expiring channel's
     /// horizon must not offer its old state of that channel: removals it
     /// missed may have been forgotten.

@@ -55,7 +55,7 @@ impl Replica for &Inner {
         self.channel_parts_cut_at(name, self.digest_cut_towards(remote))
     }
 
-    fn state_compared(&mut self, _remote: PeerId) {
+    fn in_sync_with(&mut self, _remote: PeerId) {
         self.note_sync();
     }
 

@@ -1,5 +1,6 @@
 //! When a removal may be forgotten: tombstone expiry for channels whose
-//! keys belong to one host each (see docs/scale.md §7).
+//! keys belong to one host each (see docs/scale.md §8, PROTOCOL.md
+//! "Tombstones").
 //!
 //! A tombstone exists so that a host which missed a removal cannot bring
 //! the value back. Past a horizon `H` that only matters for a host away
@@ -178,6 +179,42 @@ mod tests {
         // Off, or without nothing to leave out: the whole encoding.
         assert_eq!(unswept.encode_for_digest(None), unswept.encode());
         assert_eq!(swept.encode_for_digest(now), swept.encode());
+    }
+
+    #[test]
+    fn old_removals_of_held_slots_pass_a_full_quota_and_new_keys_do_not() {
+        // Merges judge the age against the clock.
+        let now = crate::state::now_millis();
+        let stamp = |writer, days_ago: u64| Stamp {
+            timestamp: now - days_ago * DAY_MS,
+            writer,
+        };
+        let other = crate::Identity::from_seed([46; 32]).unwrap().peer_id();
+        let by_other = |days_ago| stamp(other, days_ago);
+        let mut full = LwwMap::<String, u32>::new().expiring(DEFAULT_HORIZON);
+        full.apply("held".into(), stamp(writer(), 30), Some(2));
+        full.apply("other's".into(), by_other(30), Some(3));
+        full.set_quota(
+            "c",
+            Quota {
+                entries: 1,
+                bytes: 1 << 20,
+            },
+        );
+        // The other writer's one slot is all its quota: a back-dated
+        // removal by it of a slot held here still passes (it may come from
+        // a host that has not forgotten it)…
+        let mut removal = LwwMap::new();
+        removal.apply("held".to_string(), by_other(8), None::<u32>);
+        assert!(full.merge(&removal));
+        assert!(full.entry(&"held".into()).unwrap().is_tombstone());
+        // …but its back-dated removals of new keys are counted.
+        let mut spray = LwwMap::new();
+        for i in 0..5 {
+            spray.apply(format!("new-{i}"), by_other(9), None::<u32>);
+        }
+        assert!(!full.merge(&spray));
+        assert_eq!(full.entries().count(), 2);
     }
 
     #[test]

@@ -565,9 +565,11 @@ where
     {
         let mut changed = false;
         let forget_before = self.expiry.map_or(0, |e| e.forget_before);
-        // Removals older than the horizon do not count against a quota: a
-        // host that has not forgotten them (expiry off) takes them back
-        // even from a writer whose freed slots were used again since.
+        // A removal older than the horizon that replaces a slot held here
+        // is not refused for a quota: a host that has not forgotten it
+        // (expiry off) takes it back even from a writer whose freed slots
+        // were used again since. New keys are always counted, so back-dated
+        // removals cannot grow a map past the quota.
         let exempt_before = self
             .expiry
             .map_or(0, |e| e.policy.removal_cutoff(now_millis()));
@@ -590,7 +592,9 @@ where
             if let Some(limit) = &mut self.limit {
                 let old = ours.map(|e| (e.stamp.writer, slot_size(key, e)));
                 let size = slot_size(key, theirs);
-                let exempt = theirs.is_tombstone() && theirs.stamp.timestamp < exempt_before;
+                let exempt = old.is_some()
+                    && theirs.is_tombstone()
+                    && theirs.stamp.timestamp < exempt_before;
                 let verdict = limit.check(theirs.stamp.writer, old, size);
                 if let (Err(e), false) = (verdict, exempt) {
                     quota::count_refusal();

@@ -40,13 +40,13 @@ impl Daemon {
     ) -> BTreeMap<String, u64> {
         let me = self.id();
         let hex = me.to_hex();
-        let map = self.channels.endpoints.get();
-        let candidates: Vec<(String, u64)> = map
-            .entries()
-            .filter(|(_, e)| e.stamp.writer == me && e.stamp.timestamp < before)
-            .filter(|(_, e)| e.value.as_ref().is_some_and(|r| r.host == hex))
-            .map(|(k, e)| (k.clone(), e.stamp.timestamp))
-            .collect();
+        let candidates: Vec<(String, u64)> = self.channels.endpoints.read(|map| {
+            map.entries()
+                .filter(|(_, e)| e.stamp.writer == me && e.stamp.timestamp < before)
+                .filter(|(_, e)| e.value.as_ref().is_some_and(|r| r.host == hex))
+                .map(|(k, e)| (k.clone(), e.stamp.timestamp))
+                .collect()
+        });
         if candidates.iter().all(|(k, at)| judged.get(k) == Some(at)) {
             return candidates.into_iter().collect();
         }
@@ -63,12 +63,11 @@ impl Daemon {
         kept
     }
 
-    /// Keeps removing strays written before this start (a record written
-    /// since may belong to an attach still under way) whenever endpoint
-    /// records change: one that comes back is removed again.
-    pub(super) fn follow_strays(self: Arc<Self>) {
-        // The incarnation is this run's start, unless the clock went back.
-        let started = self.node.incarnation().min(gossip::state::now_millis());
+    /// Keeps removing strays written before `started` (Unix ms, before this
+    /// run wrote anything: a record written since may belong to an attach
+    /// still under way) whenever endpoint records change: one that comes
+    /// back is removed again.
+    pub(super) fn follow_strays(self: Arc<Self>, started: u64) {
         let mut changes = self.channels.endpoints.subscribe();
         tokio::spawn(async move {
             let mut judged = BTreeMap::new();

@@ -322,11 +322,20 @@ impl Guards {
     }
 
     /// Endpoints, their labels and their health (`services.rs`) expire
-    /// their tombstones ([`OWNED_RECORDS_HORIZON`]).
-    pub fn endpoints(networks: Records<NetworkDef>) -> LwwMap<String, EndpointRecord> {
+    /// their tombstones ([`OWNED_RECORDS_HORIZON`]); so a removed host's
+    /// records, whose removal (`peer rm`) is forgotten in time, are refused
+    /// if they come back, as its address ranges are.
+    pub fn endpoints(
+        networks: Records<NetworkDef>,
+        removed: Records<RemovedPeer>,
+    ) -> LwwMap<String, EndpointRecord> {
         guard(
             records::ENDPOINTS_CHANNEL,
             move |key, rec: &EndpointRecord, writer, _, _| {
+                check(
+                    !removed.read(|m| m.contains_key(&writer_hex(writer))),
+                    || "writer was removed from the mesh".into(),
+                )?;
                 let net = records::get(&networks, &rec.network);
                 endpoint(key, rec, writer, net.as_ref())
             },
@@ -393,7 +402,7 @@ pub fn detached_channels() -> records::Channels {
     records::Channels {
         endpoints: Channel::detached(
             records::ENDPOINTS_CHANNEL,
-            Guards::endpoints(networks.clone()),
+            Guards::endpoints(networks.clone(), removed.clone()),
         ),
         requests: Channel::detached(
             records::REQUESTS_CHANNEL,
@@ -624,6 +633,25 @@ mod tests {
             m.set(attacker, records::endpoint_key("blue", own.ip), own.clone());
         });
         assert_eq!(records::live(&ch.endpoints).len(), 2);
+        // Once removed from the mesh (`peer rm`), its records are not taken
+        // back, however they travel (their removal expires in a week).
+        let gone = RemovedPeer {
+            id: attacker.to_hex(),
+            name: "h2".into(),
+            removed_by: victim.to_hex(),
+        };
+        records::put(&ch.removed, victim, &attacker.to_hex(), gone);
+        let key = records::endpoint_key("blue", own.ip);
+        records::remove(&ch.endpoints, victim, &key);
+        let later = rec(attacker, "10.40.0.6", "db2");
+        gossip_from(&ch.endpoints, |m| {
+            m.set(
+                attacker,
+                records::endpoint_key("blue", later.ip),
+                later.clone(),
+            );
+        });
+        assert_eq!(records::live(&ch.endpoints).len(), 1, "only the victim's");
     }
 
     #[test]
