@@ -411,7 +411,8 @@ impl Link {
                     out.extend(members_full(replica, true));
                 }
                 let theirs: HashMap<String, [u8; 32]> = digest.channels.into_iter().collect();
-                let mut same = true;
+                // In sync: the same channels, each with the same hash.
+                let mut same = theirs.len() == ours.channels.len();
                 for (name, hash) in ours.channels {
                     if theirs.get(&name) != Some(&hash) {
                         same = false;

@@ -70,11 +70,12 @@ pub trait Mergeable: Clone + Send + Sync + 'static {
     fn encode_for_digest(&self, _now_ms: Option<u64>) -> Vec<u8> {
         self.encode()
     }
-    /// A host whose state was last compared with the mesh `away_ms` ago:
+    /// A host whose state was last in sync with the mesh `away_ms` ago:
     /// values with expiry keep only `own` writes if that is past their
-    /// horizon, and return how many others they dropped.
-    fn set_aside(&mut self, _own: PeerId, _away_ms: u64) -> usize {
-        0
+    /// horizon, and return how many others they dropped (`None`: not past
+    /// it, or no expiry).
+    fn set_aside(&mut self, _own: PeerId, _away_ms: u64) -> Option<usize> {
+        None
     }
 }
 
@@ -268,7 +269,7 @@ pub(crate) trait ErasedChannel: Send + Sync {
     fn expire(&self, now_ms: Option<u64>) -> usize;
     /// See [`Mergeable::set_aside`]; subscribers hear of it (the snapshot
     /// is saved without what was set aside).
-    fn set_aside(&self, own: PeerId, away_ms: u64) -> usize;
+    fn set_aside(&self, own: PeerId, away_ms: u64) -> Option<usize>;
 }
 
 pub(crate) struct ChannelInner<S> {
@@ -338,9 +339,9 @@ impl<S: Mergeable> ErasedChannel for ChannelInner<S> {
         forgotten
     }
 
-    fn set_aside(&self, own: PeerId, away_ms: u64) -> usize {
+    fn set_aside(&self, own: PeerId, away_ms: u64) -> Option<usize> {
         let dropped = self.lock().set_aside(own, away_ms);
-        if dropped > 0 {
+        if dropped.is_some_and(|n| n > 0) {
             self.bump();
         }
         dropped

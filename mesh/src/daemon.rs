@@ -567,6 +567,15 @@ impl Daemon {
         for id in &ids {
             self.peers.forget(id);
         }
+        // Its containers are gone with it, on every host: what `peer rm`'s
+        // host did not hold would otherwise stay here while the others
+        // refuse it (the endpoints guard), and the hashes never agree.
+        let gone: std::collections::BTreeSet<String> = ids.iter().map(|id| id.to_hex()).collect();
+        for (key, e) in records::live(&self.channels.endpoints) {
+            if gone.contains(&e.host) {
+                records::remove(&self.channels.endpoints, self.id(), &key);
+            }
+        }
     }
 
     async fn reconcile_networks_locked(&self, devices: &mut Realized) {
@@ -754,12 +763,7 @@ impl Daemon {
                 removed_by: self.id().to_hex(),
             },
         );
-        // Its containers are gone with it.
-        for (key, e) in records::live(&self.channels.endpoints) {
-            if e.host == m.id {
-                records::remove(&self.channels.endpoints, self.id(), &key);
-            }
-        }
+        // Its containers go with it (`apply_removals`, on every host).
         self.apply_removals();
         // Removal revokes: the removed host holds the current secret, and
         // with it could come back under a fresh identity.

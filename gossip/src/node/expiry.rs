@@ -121,8 +121,12 @@ impl Inner {
         }
         let away_ms = now_millis().saturating_sub(last);
         let channels = lock(&self.channels).for_digest();
+        let mut applied = false;
         for (name, channel) in channels {
-            let set_aside = channel.set_aside(self.id, away_ms);
+            let Some(set_aside) = channel.set_aside(self.id, away_ms) else {
+                continue;
+            };
+            applied = true;
             if set_aside > 0 {
                 info!(
                     channel = name,
@@ -131,6 +135,13 @@ impl Inner {
                     "not in sync with the mesh for longer than the channel's horizon: other hosts' records come back from them"
                 );
             }
+        }
+        // Once: what arrives from now on is the mesh's current state, which
+        // must not be set aside again (its hash would never match). Every
+        // expiring channel of meshd has the same horizon, so the episode
+        // ends for all of them at once.
+        if applied {
+            self.note_sync();
         }
     }
 

@@ -248,6 +248,16 @@ mod tests {
             Some(9),
         );
         assert_eq!(m.retain(|_, e| e.stamp.writer == writer()), 1);
+        assert_eq!(
+            m.set_aside(writer(), 6 * DAY_MS),
+            None,
+            "within the horizon"
+        );
+        assert_eq!(
+            m.set_aside(writer(), 8 * DAY_MS),
+            Some(0),
+            "past it: nothing left to drop"
+        );
         assert_eq!(keys(&m).len(), 3);
     }
 

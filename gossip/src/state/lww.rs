@@ -638,12 +638,12 @@ where
     fn encode_for_digest(&self, now_ms: Option<u64>) -> Vec<u8> {
         self.encode_for_digest_at(now_ms)
     }
-    fn set_aside(&mut self, own: PeerId, away_ms: u64) -> usize {
+    fn set_aside(&mut self, own: PeerId, away_ms: u64) -> Option<usize> {
         match self.expiry {
             Some(e) if Duration::from_millis(away_ms) > e.policy.horizon() => {
-                self.retain(|_, entry| entry.stamp.writer == own)
+                Some(self.retain(|_, entry| entry.stamp.writer == own))
             }
-            _ => 0,
+            _ => None,
         }
     }
     /// Runs of whole slots: each part is a map of its own (every entry
