@@ -134,7 +134,7 @@ struct Inner {
     unproven_dials: Arc<tokio::sync::Semaphore>,
     /// Where channels report admitted and refused writes ([`Node::set_journal`]).
     journal: std::sync::OnceLock<Arc<dyn JournalSink>>,
-    expiry: expiry::Expiry,
+    expiry: expiry::ExpiryState,
     this: Weak<Inner>,
 }
 
@@ -257,7 +257,7 @@ impl Node {
             unauthenticated_tcp: Default::default(),
             unproven_dials: Arc::new(tokio::sync::Semaphore::new(dial::UNPROVEN_DIAL_PERMITS)),
             journal: Default::default(),
-            expiry: expiry::Expiry::new(cfg.expiry_interval, last_contact),
+            expiry: expiry::ExpiryState::new(cfg.expiry_interval, last_contact),
             this: this.clone(),
         });
         info!(peer = %id, addr = %local_addr, incarnation, "gossip node started");

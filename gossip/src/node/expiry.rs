@@ -30,7 +30,7 @@ use crate::PeerId;
 /// of error do not matter.
 const CONTACT_EVERY_MS: u64 = 10 * 60 * 1000;
 
-pub(super) struct Expiry {
+pub(super) struct ExpiryState {
     interval: Duration,
     on: AtomicBool,
     /// When anti-entropy last found this host's state equal to a peer's
@@ -42,10 +42,10 @@ pub(super) struct Expiry {
     away: Option<Duration>,
 }
 
-impl Expiry {
-    pub(super) fn new(interval: Duration, last_contact_ms: Option<u64>) -> Expiry {
+impl ExpiryState {
+    pub(super) fn new(interval: Duration, last_contact_ms: Option<u64>) -> ExpiryState {
         let last = last_contact_ms.unwrap_or(0);
-        Expiry {
+        ExpiryState {
             interval: interval.max(Duration::from_millis(10)),
             on: AtomicBool::new(false),
             compared_ms: AtomicU64::new(last),
