@@ -34,7 +34,7 @@ pub(super) struct ExpiryState {
     interval: Duration,
     on: AtomicBool,
     /// When anti-entropy last found this host's state equal to a peer's
-    /// (Unix ms; 0: never known, a first start).
+    /// (Unix ms; the start, for a state dir with no record of it).
     compared_ms: AtomicU64,
     /// The last value written to the contact file.
     saved_ms: AtomicU64,
@@ -44,7 +44,8 @@ pub(super) struct ExpiryState {
 
 impl ExpiryState {
     pub(super) fn new(interval: Duration, last_contact_ms: Option<u64>) -> ExpiryState {
-        let last = last_contact_ms.unwrap_or(0);
+        // A state dir with no record holds nothing stale: in sync as of now.
+        let last = last_contact_ms.unwrap_or_else(now_millis);
         ExpiryState {
             interval: interval.max(Duration::from_millis(10)),
             on: AtomicBool::new(false),
@@ -116,9 +117,6 @@ impl Inner {
     /// is shorter than the time since its state was last in sync.
     pub(super) fn set_aside_if_stale(&self) {
         let last = self.expiry.compared_ms.load(Ordering::Relaxed);
-        if last == 0 {
-            return;
-        }
         let away_ms = now_millis().saturating_sub(last);
         let channels = lock(&self.channels).for_digest();
         let mut applied = false;
