@@ -230,3 +230,52 @@ fn a_random_mac_spray_from_one_peer_leaves_the_others_entries() {
         Ok(PEER_C)
     );
 }
+
+/// An ARP request as a container on A broadcasts it: `asker` (DB, at
+/// 10.0.0.1) asks for `target`.
+fn arp_request(target: [u8; 4]) -> Vec<u8> {
+    let mut f = frame(BROADCAST, DB);
+    f.truncate(12);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&DB);
+    f.extend_from_slice(&[10, 0, 0, 1]);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target);
+    f
+}
+
+#[test]
+fn arp_for_a_remote_attachment_is_answered_into_the_tap_not_flooded() {
+    let mut m = Mesh::new();
+    m.a.set_pinned_macs(pins(&[
+        (WEB, MacOwner::Peer(PEER_B)),
+        (DB, MacOwner::Local),
+    ]));
+    let addr = |ip: [u8; 4]| std::net::IpAddr::from(ip);
+    m.a.set_addresses(dataplane::AddressSet::from([(
+        NET,
+        dataplane::NetworkAddresses::from([
+            (addr([10, 0, 0, 2]), WEB),
+            (addr([10, 0, 0, 1]), DB),
+            // Named by a record, but the MAC is pinned nowhere.
+            (addr([10, 0, 0, 5]), LOOSE),
+        ]),
+    )]));
+    let out = m.seal("a", &arp_request([10, 0, 0, 2]));
+    assert_eq!(out.len(), 1, "one answer, no flood");
+    assert_eq!(out[0].to_tap, Some(NET), "into A's own TAP");
+    let reply = out[0].datagram.frame();
+    assert_eq!(&reply[..12], &[DB, WEB].concat(), "from WEB to the asker");
+    assert_eq!(&reply[22..28], &WEB, "WEB's MAC for 10.0.0.2");
+    assert_eq!(m.drops(DropReason::NeighbourAnswered), 1);
+
+    // A local attachment answers for itself; unpinned and unknown
+    // addresses flood as before.
+    for target in [[10, 0, 0, 1], [10, 0, 0, 5], [10, 0, 0, 9]] {
+        assert_eq!(m.a_sends_to(&arp_request(target)), vec![PEER_B, PEER_C], "{target:?}");
+    }
+    // Once the pin goes (WEB's host left), so does the answer.
+    m.a.set_pinned_macs(pins(&[(DB, MacOwner::Local)]));
+    assert_eq!(m.a_sends_to(&arp_request([10, 0, 0, 2])), vec![PEER_B, PEER_C]);
+    assert_eq!(m.drops(DropReason::NeighbourAnswered), 1);
+}

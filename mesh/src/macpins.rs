@@ -5,12 +5,18 @@
 //! host's own attachments are pinned from its own store as well, so another
 //! member deleting their records cannot unpin them here.
 //!
+//! The same records give each remote attachment's addresses, so the data
+//! plane answers a local container's ARP request or neighbour solicitation
+//! for them itself (see `dataplane::neighbour`) instead of flooding it to
+//! every member of the network.
+//!
 //! Recomputed whole, and handed over whole, whenever the endpoint records,
 //! the removed hosts or the data plane's peers change: a host not yet known
 //! to the data plane (no handle) is pinned when it appears.
 
-use dataplane::{Dataplane, MacOwner, NetworkId, PeerIdx, PinSet};
-use std::collections::{BTreeMap, BTreeSet};
+use dataplane::{AddressSet, Dataplane, MacOwner, NetworkId, PeerIdx, PinSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::net::IpAddr;
 use std::sync::Arc;
 use tracing::{debug, warn};
 
@@ -111,8 +117,47 @@ pub fn compute(
     (pins, summary)
 }
 
-/// Keeps the data plane's pins in line with the records, for as long as
-/// the channels live.
+/// The addresses (IPv4 and IPv6) of the attachments whose MAC `pins`
+/// places on the host their record names, other than this one. An address
+/// two records give different MACs is left out: a question for it floods,
+/// and whoever holds it answers.
+pub fn addresses(
+    records: &BTreeMap<String, EndpointRecord>,
+    pins: &PinSet,
+    handle: impl Fn(&str) -> Option<PeerIdx>,
+) -> AddressSet {
+    let mut set = AddressSet::new();
+    let mut clashes: HashSet<(NetworkId, IpAddr)> = HashSet::new();
+    for rec in records.values() {
+        let net = NetworkId(networks::wire_id(&rec.network));
+        let Some(mac) = parse_mac(&rec.mac) else {
+            continue;
+        };
+        let held_there = pins
+            .get(&net)
+            .and_then(|macs| macs.get(&mac))
+            .is_some_and(|owner| Some(*owner) == handle(&rec.host).map(MacOwner::Peer));
+        if !held_there {
+            continue;
+        }
+        let known = set.entry(net).or_default();
+        for ip in [Some(rec.ip), rec.ip6.map(IpAddr::V6)].into_iter().flatten() {
+            if *known.entry(ip).or_insert(mac) != mac {
+                clashes.insert((net, ip));
+            }
+        }
+    }
+    for (net, ip) in clashes {
+        if let Some(known) = set.get_mut(&net) {
+            known.remove(&ip);
+        }
+    }
+    set.retain(|_, known| !known.is_empty());
+    set
+}
+
+/// Keeps the data plane's pins and answered addresses in line with the
+/// records, for as long as the channels live.
 pub fn spawn(
     channels: Channels,
     attacher: Arc<Attacher>,
@@ -125,6 +170,7 @@ pub fn spawn(
     let mut peer_changes = peers.subscribe();
     tokio::spawn(async move {
         let mut last: Option<(PinSet, Summary)> = None;
+        let mut last_addresses: Option<AddressSet> = None;
         loop {
             let state = channels.endpoints.get();
             let first_written: BTreeMap<String, u64> = state
@@ -139,14 +185,21 @@ pub fn spawn(
                 .filter(|r| !crate::attach::is_macvlan(r))
                 .filter_map(|r| Some((r.attachment.network.clone(), parse_mac(&r.attachment.mac)?)))
                 .collect();
+            let live = records::live(&channels.endpoints);
+            let handle = |host: &str| peers.handle(&host.parse().ok()?);
             let (pins, summary) = compute(
-                &records::live(&channels.endpoints),
+                &live,
                 &first_written,
                 &local,
                 &me,
                 &channels.removed_hosts(),
-                |host| peers.handle(&host.parse().ok()?),
+                handle,
             );
+            let known = addresses(&live, &pins, handle);
+            if last_addresses.as_ref() != Some(&known) {
+                dp.set_addresses(known.clone());
+                last_addresses = Some(known);
+            }
             if last.as_ref().map(|(p, _)| p) != Some(&pins) {
                 dp.set_pinned_macs(pins.clone());
             }
@@ -318,6 +371,64 @@ mod tests {
             MacOwner::Peer(2),
             "without the store"
         );
+    }
+
+    #[test]
+    fn remote_attachments_addresses_resolve_to_their_macs() {
+        let mut dual = rec("blue", "10.0.0.2", WEB, "bb");
+        dual.1.ip6 = Some("fd00::2".parse().unwrap());
+        let mut macvlan = rec("blue", "192.0.2.9", "02:00:00:00:00:09", "bb");
+        macvlan.1.version = Some(MACVLAN_MARK.into());
+        let records = BTreeMap::from([
+            dual,
+            rec("blue", "10.0.0.1", DB, ME),   // answers for itself
+            rec("blue", "10.0.0.9", "", "bb"), // VIP: no MAC
+            macvlan,
+            rec("blue", "10.0.0.4", "02:00:00:00:00:04", "dd"), // no handle yet
+            rec("red", "10.1.0.2", WEB, "cc"),
+        ]);
+        let (pins, _) = plain(&records);
+        let set = addresses(&records, &pins, handles);
+        let blue = &set[&NetworkId(networks::wire_id("blue"))];
+        let web = parse_mac(WEB).unwrap();
+        let expected: dataplane::NetworkAddresses = [
+            ("10.0.0.2".parse().unwrap(), web),
+            ("fd00::2".parse().unwrap(), web),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(blue, &expected);
+        let red = &set[&NetworkId(networks::wire_id("red"))];
+        assert_eq!(red.len(), 1);
+    }
+
+    #[test]
+    fn an_address_claimed_with_two_macs_and_a_later_mac_claim_are_not_answered() {
+        // cc's record claims WEB's MAC later: the pin stays with bb, so
+        // cc's address is not answered with it.
+        let mut records = BTreeMap::from([
+            rec("blue", "10.0.0.2", WEB, "bb"),
+            rec("blue", "10.0.0.7", WEB, "cc"),
+        ]);
+        let written: BTreeMap<String, u64> = records
+            .keys()
+            .map(|k| (k.clone(), if k.contains("10.0.0.2") { 100 } else { 200 }))
+            .collect();
+        let (pins, _) = compute(&records, &written, &[], ME, &BTreeSet::new(), handles);
+        let set = addresses(&records, &pins, handles);
+        let blue = &set[&NetworkId(networks::wire_id("blue"))];
+        assert_eq!(blue.keys().collect::<Vec<_>>(), vec![&"10.0.0.2".parse::<IpAddr>().unwrap()]);
+        // Two containers' records name one IPv6 address: neither answers.
+        let mut first = rec("blue", "10.0.0.3", "02:00:00:00:00:03", "bb");
+        first.1.ip6 = Some("fd00::3".parse().unwrap());
+        let mut second = rec("blue", "10.0.0.4", "02:00:00:00:00:04", "cc");
+        second.1.ip6 = Some("fd00::3".parse().unwrap());
+        records = BTreeMap::from([first, second]);
+        let (pins, _) = plain(&records);
+        let set = addresses(&records, &pins, handles);
+        let blue = &set[&NetworkId(networks::wire_id("blue"))];
+        assert!(!blue.contains_key(&"fd00::3".parse::<IpAddr>().unwrap()));
+        assert_eq!(blue.len(), 2, "the IPv4 addresses stay");
     }
 
     #[test]
