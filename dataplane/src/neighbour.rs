@@ -14,7 +14,7 @@
 //! and IPv6 duplicate address detection (source `::`) ask whether anyone
 //! *else* holds an address, and gratuitous announcements ask nothing: they
 //! flood as before, so the holder itself answers. So do questions for
-//! addresses no record names (a floating IP, a host's own address).
+//! addresses no record names (one a container added to itself).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -255,9 +255,17 @@ mod tests {
         assert_eq!(&ip[24..40], &v6("fd00::1"), "to the asker");
         let icmp = &ip[40..];
         assert_eq!(usize::from(u16::from_be_bytes([ip[4], ip[5]])), icmp.len());
-        assert_eq!((icmp[0], icmp[1], icmp[4]), (136, 0, 0x60), "solicited, override");
+        assert_eq!(
+            (icmp[0], icmp[1], icmp[4]),
+            (136, 0, 0x60),
+            "solicited, override"
+        );
         assert_eq!(&icmp[8..24], &v6("fd00::2"));
-        assert_eq!(&icmp[24..32], &[2, 1, 2, 0, 0, 0, 0, 0xb], "target lladdr option");
+        assert_eq!(
+            &icmp[24..32],
+            &[2, 1, 2, 0, 0, 0, 0, 0xb],
+            "target lladdr option"
+        );
         let mut acc = checksum_add(0, &ip[8..40]);
         acc += icmp.len() as u64 + u64::from(IPPROTO_ICMPV6);
         assert_eq!(checksum_fold(checksum_add(acc, icmp)), 0xffff, "checksum");
@@ -276,10 +284,18 @@ mod tests {
         }
         let mut forged = arp_request([10, 0, 0, 1], [10, 0, 0, 2]);
         forged[22..28].copy_from_slice(&HELD);
-        assert_eq!(answered(&forged), None, "sender hardware address not the source");
+        assert_eq!(
+            answered(&forged),
+            None,
+            "sender hardware address not the source"
+        );
         let mut elsewhere = solicitation(v6("fd00::1"), v6("fd00::2"));
         elsewhere[14 + 24..14 + 40].copy_from_slice(&v6("ff02::1"));
-        assert_eq!(answered(&elsewhere), None, "not to the solicited-node group");
+        assert_eq!(
+            answered(&elsewhere),
+            None,
+            "not to the solicited-node group"
+        );
         let mut hops = solicitation(v6("fd00::1"), v6("fd00::2"));
         hops[14 + 7] = 64;
         assert_eq!(answered(&hops), None, "routed, not on-link");

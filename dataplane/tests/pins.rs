@@ -272,10 +272,17 @@ fn arp_for_a_remote_attachment_is_answered_into_the_tap_not_flooded() {
     // A local attachment answers for itself; unpinned and unknown
     // addresses flood as before.
     for target in [[10, 0, 0, 1], [10, 0, 0, 5], [10, 0, 0, 9]] {
-        assert_eq!(m.a_sends_to(&arp_request(target)), vec![PEER_B, PEER_C], "{target:?}");
+        assert_eq!(
+            m.a_sends_to(&arp_request(target)),
+            vec![PEER_B, PEER_C],
+            "{target:?}"
+        );
     }
     // Once the pin goes (WEB's host left), so does the answer.
     m.a.set_pinned_macs(pins(&[(DB, MacOwner::Local)]));
-    assert_eq!(m.a_sends_to(&arp_request([10, 0, 0, 2])), vec![PEER_B, PEER_C]);
+    assert_eq!(
+        m.a_sends_to(&arp_request([10, 0, 0, 2])),
+        vec![PEER_B, PEER_C]
+    );
     assert_eq!(m.drops(DropReason::NeighbourAnswered), 1);
 }

@@ -81,10 +81,7 @@ fn a_container_resolves_remote_attachments_without_a_flood() {
     let capture = lab.dir.join("host2-tap.txt");
     let pid = lab
         .spawn_helper({
-            let mut c = lab.exec(
-                &host2,
-                &["tcpdump", "-i", &tap, "-n", "-l", "arp or icmp6"],
-            );
+            let mut c = lab.exec(&host2, &["tcpdump", "-i", &tap, "-n", "-l", "arp or icmp6"]);
             c.stdout(std::fs::File::create(&capture).unwrap())
                 .stderr(Stdio::null());
             c
@@ -124,7 +121,8 @@ fn a_container_resolves_remote_attachments_without_a_flood() {
         assert!(
             !seen
                 .lines()
-                .any(|l| l.contains(&format!("who-has {ip} ")) || l.contains(&format!("who has {ip},"))),
+                .any(|l| l.contains(&format!("who-has {ip} "))
+                    || l.contains(&format!("who has {ip},"))),
             "a question for {ip} reached host 2:\n{seen}"
         );
     }

@@ -141,7 +141,10 @@ pub fn addresses(
             continue;
         }
         let known = set.entry(net).or_default();
-        for ip in [Some(rec.ip), rec.ip6.map(IpAddr::V6)].into_iter().flatten() {
+        for ip in [Some(rec.ip), rec.ip6.map(IpAddr::V6)]
+            .into_iter()
+            .flatten()
+        {
             if *known.entry(ip).or_insert(mac) != mac {
                 clashes.insert((net, ip));
             }
@@ -417,7 +420,10 @@ mod tests {
         let (pins, _) = compute(&records, &written, &[], ME, &BTreeSet::new(), handles);
         let set = addresses(&records, &pins, handles);
         let blue = &set[&NetworkId(networks::wire_id("blue"))];
-        assert_eq!(blue.keys().collect::<Vec<_>>(), vec![&"10.0.0.2".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            blue.keys().collect::<Vec<_>>(),
+            vec![&"10.0.0.2".parse::<IpAddr>().unwrap()]
+        );
         // Two containers' records name one IPv6 address: neither answers.
         let mut first = rec("blue", "10.0.0.3", "02:00:00:00:00:03", "bb");
         first.1.ip6 = Some("fd00::3".parse().unwrap());
