@@ -6,9 +6,10 @@
 //!
 //! A flood costs one sealed datagram per member (O(N) per question) and
 //! reaches hosts that have nothing to say; the records already bind each
-//! attachment's address to its MAC, signed by the host that holds it, and
-//! the MAC is pinned to that host (see [`crate::pins`]). Answering from
-//! them is also safer than believing whoever answers a flood first.
+//! attachment's address to its MAC and host, and the MAC is pinned to that
+//! host (see [`crate::pins`]). The control plane hands over only addresses
+//! the mesh's own state backs (the daemon's `macpins`: an address in a
+//! range its host owns); the rest flood.
 //!
 //! Only plain questions are answered. ARP probes (sender 0.0.0.0, RFC 5227)
 //! and IPv6 duplicate address detection (source `::`) ask whether anyone
@@ -19,7 +20,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::offload::{checksum_add, checksum_fold};
+use crate::icmp;
 use crate::switch::Mac;
 use crate::wire::ETHERNET_HEADER_LEN;
 use crate::NetworkId;
@@ -145,20 +146,16 @@ fn solicitation(
     hdr[7] = ND_HOP_LIMIT;
     hdr[8..24].copy_from_slice(&target);
     hdr[24..40].copy_from_slice(&asker);
-    let icmp = &mut out[ETHERNET_HEADER_LEN + IPV6_HEADER_LEN..len];
-    icmp.fill(0);
-    icmp[0] = NEIGHBOR_ADVERTISEMENT;
-    icmp[4] = NA_FLAGS;
-    icmp[8..24].copy_from_slice(&target);
-    icmp[24] = OPTION_TARGET_LLADDR;
-    icmp[25] = 1; // in units of 8 bytes
-    icmp[26..32].copy_from_slice(&target_mac);
-    // Pseudo-header: source, destination, upper-layer length, next header.
-    let mut acc = checksum_add(0, &target);
-    acc = checksum_add(acc, &asker);
-    acc += answer_len as u64 + u64::from(IPPROTO_ICMPV6);
-    let sum = !checksum_fold(checksum_add(acc, icmp));
-    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    let message = &mut out[ETHERNET_HEADER_LEN + IPV6_HEADER_LEN..len];
+    message.fill(0);
+    message[0] = NEIGHBOR_ADVERTISEMENT;
+    message[4] = NA_FLAGS;
+    message[8..24].copy_from_slice(&target);
+    message[24] = OPTION_TARGET_LLADDR;
+    message[25] = 1; // in units of 8 bytes
+    message[26..32].copy_from_slice(&target_mac);
+    let sum = icmp::icmpv6_checksum(&target, &asker, message);
+    message[2..4].copy_from_slice(&sum.to_be_bytes());
     Some(len)
 }
 
@@ -174,6 +171,7 @@ fn solicited_node(target: &[u8; 16]) -> [u8; 16] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::offload::{checksum_add, checksum_fold};
 
     const ASKER: Mac = [0x02, 0, 0, 0, 0, 0xa];
     const HELD: Mac = [0x02, 0, 0, 0, 0, 0xb];

@@ -278,11 +278,21 @@ fn arp_for_a_remote_attachment_is_answered_into_the_tap_not_flooded() {
             "{target:?}"
         );
     }
+    // Nor while WEB's host is down: the flood would not reach it either.
+    m.a.set_peer_down(PEER_B, true);
+    assert_eq!(m.a_sends_to(&arp_request([10, 0, 0, 2])), vec![PEER_C]);
+    m.a.set_peer_down(PEER_B, false);
+    assert_eq!(
+        m.seal("a", &arp_request([10, 0, 0, 2])).len(),
+        1,
+        "up again"
+    );
+    assert_eq!(m.drops(DropReason::NeighbourAnswered), 2);
     // Once the pin goes (WEB's host left), so does the answer.
     m.a.set_pinned_macs(pins(&[(DB, MacOwner::Local)]));
     assert_eq!(
         m.a_sends_to(&arp_request([10, 0, 0, 2])),
         vec![PEER_B, PEER_C]
     );
-    assert_eq!(m.drops(DropReason::NeighbourAnswered), 1);
+    assert_eq!(m.drops(DropReason::NeighbourAnswered), 2);
 }

@@ -24,17 +24,6 @@ const SPRAY: usize = 5000;
 /// In the network's subnet, held by nobody.
 const UNNAMED: &str = "10.94.0.250";
 
-/// The network's TAP on the attacker's host (the lab has one network).
-fn tap_of(lab: &Lab, host_ns: &str) -> String {
-    let links = lab.exec_ok(host_ns, &["ip", "-o", "link"]).unwrap();
-    links
-        .lines()
-        .filter_map(|l| l.split(": ").nth(1))
-        .map(|n| n.split('@').next().unwrap_or(n).to_string())
-        .find(|n| n.starts_with("mst"))
-        .unwrap_or_else(|| panic!("no TAP on the attacker's host:\n{links}"))
-}
-
 fn bare(cidr: &str) -> String {
     cidr.split('/').next().unwrap().to_string()
 }
@@ -78,7 +67,7 @@ fn a_host_spoofing_a_mac_steals_nothing_and_a_mac_spray_flushes_nothing() {
     .unwrap_or_else(|e| panic!("{e:#}"));
 
     let attacker = lab.hosts[2].netns.clone();
-    let tap = tap_of(&lab, &attacker);
+    let tap = lab.network_tap(2).unwrap();
     let claim = frames::arp_announce(parse_mac(&w.mac).unwrap(), web_ip.parse().unwrap());
 
     // 1. Host 3 claims web's MAC: a burst first, then on and on while db

@@ -9,7 +9,6 @@
 
 use integration::{is_root, unique_prefix, wait_for, Lab};
 use mesh_api::{Attachment, StatusResponse};
-use std::process::Stdio;
 use std::time::Duration;
 
 const NET: &str = "resolve";
@@ -27,17 +26,6 @@ fn status(lab: &Lab, host: usize) -> StatusResponse {
 fn answered(lab: &Lab, host: usize) -> u64 {
     let s = status(lab, host);
     s.drops.get("neighbour_answered").copied().unwrap_or(0)
-}
-
-/// The network's TAP in a host's namespace (the lab has one network).
-fn tap_of(lab: &Lab, host_ns: &str) -> String {
-    let links = lab.exec_ok(host_ns, &["ip", "-o", "link"]).unwrap();
-    links
-        .lines()
-        .filter_map(|l| l.split(": ").nth(1))
-        .map(|n| n.split('@').next().unwrap_or(n).to_string())
-        .find(|n| n.starts_with("mst"))
-        .unwrap_or_else(|| panic!("no TAP on host 2:\n{links}"))
 }
 
 /// The MAC `ns` resolved `ip` to, if it has.
@@ -77,17 +65,25 @@ fn a_container_resolves_remote_attachments_without_a_flood() {
     .unwrap_or_else(|e| panic!("{e:#}"));
 
     let host2 = lab.hosts[2].netns.clone();
-    let tap = tap_of(&lab, &host2);
+    let tap = lab.network_tap(2).unwrap();
     let capture = lab.dir.join("host2-tap.txt");
+    let log = lab.dir.join("host2-tcpdump.log");
     let pid = lab
         .spawn_helper({
             let mut c = lab.exec(&host2, &["tcpdump", "-i", &tap, "-n", "-l", "arp or icmp6"]);
             c.stdout(std::fs::File::create(&capture).unwrap())
-                .stderr(Stdio::null());
+                .stderr(std::fs::File::create(&log).unwrap());
             c
         })
         .unwrap();
-    std::thread::sleep(Duration::from_millis(700));
+    // The checks below are of what host 2 did not see: they check
+    // something only once the capture runs.
+    wait_for(Duration::from_secs(10), || {
+        let said = std::fs::read_to_string(&log).unwrap_or_default();
+        anyhow::ensure!(said.contains("listening on"), "tcpdump: {said}");
+        Ok(())
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
 
     let before = (answered(&lab, 0), answered(&lab, 1));
     lab.exec_ok(&db, &["ip", "neigh", "flush", "all"]).unwrap();

@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use super::{Engine, Outgoing, Tables};
-use crate::neighbour::{self, AddressSet};
+use crate::neighbour::{self, AddressSet, MAX_ANSWER_LEN};
 use crate::pins::{MacOwner, NetworkPins};
 use crate::pool::{BufPool, PacketBuf};
 use crate::NetworkId;
@@ -28,8 +28,10 @@ impl Engine {
     }
 
     /// Answers `frame` (a group-addressed frame read from the TAP of `net`)
-    /// into the TAP if it asks for a remote attachment's address; returns
-    /// whether it did (then the frame needs no flood).
+    /// into the TAP if it asks for the address of an attachment on a peer
+    /// that is up and a member of the network; returns whether it did
+    /// (then the frame needs no flood). A question for a host that is down
+    /// is not answered, as the flood would not have reached it either.
     pub(super) fn answer_neighbour(
         &self,
         tables: &Tables,
@@ -44,14 +46,21 @@ impl Engine {
         };
         let lookup = |ip| {
             let mac = known.get(&ip)?;
-            matches!(pins.get(mac), Some(MacOwner::Peer(_))).then_some(*mac)
+            let Some(MacOwner::Peer(idx)) = pins.get(mac) else {
+                return None;
+            };
+            let peer = tables.peers.get(idx)?;
+            (peer.is_member(net) && !peer.down).then_some(*mac)
         };
-        let mut answer = pool.get();
-        let Some(len) = neighbour::answer(frame.frame(), lookup, answer.frame_space()) else {
-            pool.put(answer);
+        let mut reply = [0u8; MAX_ANSWER_LEN];
+        let Some(len) = neighbour::answer(frame.frame(), lookup, &mut reply) else {
             return false;
         };
-        answer.set_frame_len(len);
+        let mut answer = pool.get();
+        if !answer.fill_frame(&reply[..len]) {
+            pool.put(answer);
+            return false;
+        }
         out.push(Outgoing {
             peer: 0,
             endpoint: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
