@@ -11,8 +11,9 @@
 //! every member of the network.
 //!
 //! Recomputed whole, and handed over whole, whenever the endpoint records,
-//! the removed hosts or the data plane's peers change: a host not yet known
-//! to the data plane (no handle) is pinned when it appears.
+//! the removed hosts, the data plane's peers, the address ranges or the
+//! networks change: a host not yet known to the data plane (no handle) is
+//! pinned when it appears.
 
 use dataplane::{AddressSet, Dataplane, MacOwner, NetworkId, PeerIdx, PinSet};
 use std::collections::{BTreeMap, BTreeSet};
@@ -130,6 +131,11 @@ pub fn addresses(
     nets: &BTreeMap<String, NetworkDef>,
     ring: &[RangeEntry],
 ) -> AddressSet {
+    // Grouped once: each record looks only at its own network's ranges.
+    let mut ranges: BTreeMap<&str, Vec<&RangeEntry>> = BTreeMap::new();
+    for r in ring {
+        ranges.entry(r.network.as_str()).or_default().push(r);
+    }
     let mut set = AddressSet::new();
     for rec in records.values() {
         let net = NetworkId(networks::wire_id(&rec.network));
@@ -144,7 +150,10 @@ pub fn addresses(
             continue;
         };
         let known = set.entry(net).or_default();
-        known.extend(backed(rec, def, ring).into_iter().map(|ip| (ip, mac)));
+        let ranges = ranges
+            .get(rec.network.as_str())
+            .map_or(&[][..], Vec::as_slice);
+        known.extend(backed(rec, def, ranges).into_iter().map(|ip| (ip, mac)));
     }
     set.retain(|_, known| !known.is_empty());
     set
@@ -157,14 +166,12 @@ pub fn addresses(
 /// in a range `rec`'s host owns (which also leaves out the network's
 /// service address), the host must be one the network allows, and the
 /// IPv6 address must be the one the network derives from the IPv4 one.
-fn backed(rec: &EndpointRecord, def: &NetworkDef, ring: &[RangeEntry]) -> Vec<IpAddr> {
+fn backed(rec: &EndpointRecord, def: &NetworkDef, ranges: &[&RangeEntry]) -> Vec<IpAddr> {
     let IpAddr::V4(v4) = rec.ip else {
         return Vec::new();
     };
     let a = u32::from(v4);
-    let owned = ring
-        .iter()
-        .any(|r| r.network == rec.network && r.owner == rec.host && r.start <= a && a < r.end);
+    let owned = ranges.iter().any(|r| r.owner == rec.host && r.contains(a));
     if !owned || !def.subnet.contains(&v4) || !def.allows_host(&rec.host) {
         return Vec::new();
     }
