@@ -372,6 +372,11 @@ mod tests {
             "bb was first"
         );
         assert_eq!(summary.conflicts, vec![("blue".into(), WEB.into())]);
+        // Nor is cc's address answered with WEB's MAC.
+        let (nets, ring) = backing(&records);
+        let set = addresses(&records, &pins, handles, &nets, &ring);
+        let blue = &set[&NetworkId(networks::wire_id("blue"))];
+        assert_eq!(blue.keys().collect::<Vec<_>>(), vec![&ip("10.0.0.2")]);
     }
 
     #[test]
@@ -514,25 +519,6 @@ mod tests {
         nets.get_mut("blue").unwrap().hosts = vec!["cc".into()];
         assert!(addresses(&records, &pins, handles, &nets, &ring).is_empty());
         assert!(addresses(&records, &pins, handles, &BTreeMap::new(), &ring).is_empty());
-    }
-
-    #[test]
-    fn a_later_claim_of_a_pinned_mac_is_not_answered() {
-        // cc's record claims WEB's MAC later: the pin stays with bb, so
-        // cc's address is not answered with it.
-        let records = BTreeMap::from([
-            rec("blue", "10.0.0.2", WEB, "bb"),
-            rec("blue", "10.0.0.7", WEB, "cc"),
-        ]);
-        let written: BTreeMap<String, u64> = records
-            .keys()
-            .map(|k| (k.clone(), if k.contains("10.0.0.2") { 100 } else { 200 }))
-            .collect();
-        let (pins, _) = compute(&records, &written, &[], ME, &BTreeSet::new(), handles);
-        let (nets, ring) = backing(&records);
-        let set = addresses(&records, &pins, handles, &nets, &ring);
-        let blue = &set[&NetworkId(networks::wire_id("blue"))];
-        assert_eq!(blue.keys().collect::<Vec<_>>(), vec![&ip("10.0.0.2")]);
     }
 
     #[test]
