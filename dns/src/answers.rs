@@ -22,6 +22,8 @@ const SERVFAIL: u8 = 2;
 pub struct Answers {
     max_age: Duration,
     since: Instant,
+    /// The resolver's upstreams generation the answers were kept under.
+    upstreams: u64,
     map: HashMap<Box<[u8]>, Box<[u8]>>,
     key: Vec<u8>,
 }
@@ -31,6 +33,7 @@ impl Answers {
         Answers {
             max_age,
             since: Instant::now(),
+            upstreams: 0,
             map: HashMap::new(),
             key: Vec::with_capacity(16 + MAX_REQUEST),
         }
@@ -49,6 +52,15 @@ impl Answers {
         }
         self.key.extend_from_slice(&request[2..]);
         true
+    }
+
+    /// Forgets every answer once the upstreams were replaced (a reload):
+    /// a repeat must not get what the old ones said.
+    pub fn follow_upstreams(&mut self, generation: u64) {
+        if generation != self.upstreams {
+            self.map.clear();
+            self.upstreams = generation;
+        }
     }
 
     /// The kept answer to `request` from `client`, with the request's ID,
@@ -136,6 +148,19 @@ mod tests {
             &request(1, b'a'),
             &mut out
         ));
+        assert_eq!(a.len(), 0);
+    }
+
+    #[test]
+    fn a_reload_of_the_upstreams_forgets_every_answer() {
+        let t0 = Instant::now();
+        let mut a = Answers::new(Duration::from_secs(60));
+        let mut out = Vec::new();
+        a.put(V4, &request(1, b'a'), &answer(1, 0));
+        a.follow_upstreams(0);
+        assert!(a.get(t0, V4, &request(2, b'a'), &mut out), "same upstreams");
+        a.follow_upstreams(1);
+        assert!(!a.get(t0, V4, &request(3, b'a'), &mut out), "replaced");
         assert_eq!(a.len(), 0);
     }
 

@@ -109,6 +109,12 @@ impl Resolver {
         self.upstreams.set(upstreams);
     }
 
+    /// Changes with every [`Resolver::set_upstreams`]: answers kept from
+    /// an older one may hold what the old upstreams said.
+    pub fn upstreams_generation(&self) -> u64 {
+        self.upstreams.generation()
+    }
+
     /// The upstream servers in use.
     pub fn upstreams(&self) -> Vec<SocketAddr> {
         self.upstreams.addrs()

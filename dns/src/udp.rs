@@ -60,6 +60,7 @@ async fn handle(
     from: SocketAddr,
 ) {
     let client = client_ip(from);
+    answers.follow_upstreams(resolver.upstreams_generation());
     if answers.get(Instant::now(), client, request, out) {
         return reply(sock, out, from).await;
     }

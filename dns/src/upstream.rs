@@ -15,6 +15,7 @@
 
 use hickory_proto::op::{Edns, Message, MessageType, Query};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -37,6 +38,9 @@ pub struct Upstreams {
     servers: RwLock<Arc<Vec<Upstream>>>,
     in_flight: Arc<Semaphore>,
     cache: Mutex<Cache>,
+    /// Bumped by every [`Upstreams::set`], so that answers kept elsewhere
+    /// (a socket's repeats, see [`crate::answers`]) go with the cache.
+    generation: AtomicU64,
 }
 
 struct Upstream {
@@ -59,7 +63,13 @@ impl Upstreams {
             )),
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             cache: Mutex::new(Cache::default()),
+            generation: AtomicU64::new(0),
         }
+    }
+
+    /// How many times the upstreams were replaced.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -84,6 +94,7 @@ impl Upstreams {
         let new = Arc::new(addrs.into_iter().map(|addr| Upstream { addr }).collect());
         *self.servers.write().unwrap_or_else(|p| p.into_inner()) = new;
         *self.lock_cache() = Cache::default();
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     fn lock_cache(&self) -> std::sync::MutexGuard<'_, Cache> {
