@@ -22,7 +22,6 @@ use arc_swap::ArcSwap;
 use std::time::Instant;
 
 use crate::keypair::{KeyRefusal, Keypair, NetworkKeys, SessionKeys};
-use crate::neighbour::NetworkAddresses;
 use crate::offload::{
     self, VnetHdr, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE, VNET_HDR_LEN,
 };
@@ -40,7 +39,6 @@ use crate::{NetworkId, PeerIdx};
 mod paths;
 mod relay;
 mod report;
-mod resolve;
 pub use paths::ProbeCounts;
 
 pub use paths::BURST_ID_BIT;
@@ -101,8 +99,6 @@ struct Tables {
     local_tag: HostTag,
     /// Every network's pins as last set, also for networks added later.
     pins: HashMap<NetworkId, Arc<NetworkPins>>,
-    /// Attachment addresses per network, to answer ARP/ND here.
-    addresses: HashMap<NetworkId, Arc<NetworkAddresses>>,
 }
 
 impl Tables {
@@ -499,9 +495,6 @@ impl Engine {
         }
 
         let known = if switch::is_group(&destination) {
-            if self.answer_neighbour(&tables, net, &network.pins, &frame, pool, out) {
-                return self.drop_buf(DropReason::NeighbourAnswered, frame, pool);
-            }
             None
         } else {
             match network.pins.get(&destination) {

@@ -154,19 +154,13 @@ fn v6(frame: &[u8], ip: &[u8], mtu: u32, out: &mut [u8]) -> Result<usize, NoAnsw
     icmp[0] = 2;
     icmp[4..8].copy_from_slice(&mtu.to_be_bytes());
     icmp[ICMP_HEADER_LEN..].copy_from_slice(&ip[..quote_len]);
-    let sum = icmpv6_checksum(&dst, &src, icmp);
+    // Pseudo-header: source, destination, upper-layer length, next header.
+    let mut acc = checksum_add(0, &dst);
+    acc = checksum_add(acc, &src);
+    acc += payload_len as u64 + u64::from(IPPROTO_ICMPV6);
+    let sum = !checksum_fold(checksum_add(acc, icmp));
     icmp[2..4].copy_from_slice(&sum.to_be_bytes());
     Ok(len)
-}
-
-/// The checksum of ICMPv6 `message` (its checksum field zero) from `from`
-/// to `to`: over the pseudo-header (addresses, upper-layer length, next
-/// header) and the message (RFC 4443 2.3).
-pub(crate) fn icmpv6_checksum(from: &[u8; 16], to: &[u8; 16], message: &[u8]) -> u16 {
-    let mut acc = checksum_add(0, from);
-    acc = checksum_add(acc, to);
-    acc += message.len() as u64 + u64::from(IPPROTO_ICMPV6);
-    !checksum_fold(checksum_add(acc, message))
 }
 
 #[cfg(test)]

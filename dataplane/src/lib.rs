@@ -6,8 +6,7 @@
 //! - sans-IO core, testable without root: [`wire`] (framing), [`keypair`]
 //!   (session keys, sealing, key lifetime), [`replay`] (sliding window),
 //!   [`switch`] (per-network MAC learning), [`pins`] (MACs the control
-//!   plane places on a host), [`neighbour`] (ARP/ND for them answered
-//!   locally), [`peer`], [`engine`] (the
+//!   plane places on a host), [`peer`], [`engine`] (the
 //!   seal/open decisions, including what one TAP read becomes), [`offload`]
 //!   (`virtio_net_hdr`, splitting TCP super-segments, coalescing them back),
 //!   [`stats`] (drop reasons and counters), [`pool`] (buffers with headroom),
@@ -28,7 +27,6 @@ pub mod icmp;
 pub mod impair;
 pub mod keypair;
 pub mod mss;
-pub mod neighbour;
 pub mod offload;
 pub mod path;
 mod path_mtu;
@@ -48,7 +46,6 @@ mod worker;
 pub use cipher::Cipher;
 pub use engine::Engine;
 pub use keypair::SessionKeys;
-pub use neighbour::{AddressSet, NetworkAddresses};
 pub use pins::{MacOwner, NetworkPins, PinSet};
 pub use runtime::{Dataplane, Options};
 pub use stats::{BurstReport, DropReason, PathMode, PathStats, PeerStats, Stats, SwitchStats};

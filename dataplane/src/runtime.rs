@@ -400,11 +400,6 @@ impl Dataplane {
         self.inner.engine.set_pinned_macs(pins);
     }
 
-    /// See [`Engine::set_addresses`].
-    pub fn set_addresses(&self, addresses: crate::AddressSet) {
-        self.inner.engine.set_addresses(addresses);
-    }
-
     pub fn confirm_keys(&self, peer: PeerIdx, generation: u64) {
         self.inner.engine.confirm_keys(peer, generation);
     }

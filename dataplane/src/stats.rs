@@ -55,7 +55,6 @@ drop_reasons! {
     TooBigUnfragmentable => "too_big_unfragmentable": "IPv4 frame without DF larger than the peer's path MTU that cannot be fragmented (IP options, bad lengths); others are fragmented.",
     TooBigUnanswered => "too_big_unanswered": "Frame larger than the peer's path MTU that no ICMP may answer (not IP, an ICMP error, a non-first fragment, a non-unicast source).",
     SpoofedSource => "spoofed_source": "Frame whose source MAC the control plane pins to another host (from a peer: not that peer; from the TAP: a remote attachment's MAC; from a peer: one of this host's).",
-    NeighbourAnswered => "neighbour_answered": "ARP request or IPv6 neighbour solicitation from the TAP for an attachment on another host; answered into the TAP from the endpoint records instead of flooded.",
     LocalDestination => "local_destination": "Frame from the TAP to a MAC pinned to this host: the bridge delivers it, no peer needs a copy.",
 }
 

@@ -366,18 +366,6 @@ impl Lab {
         })
     }
 
-    /// The TAP device of a network carried on host `i` (the first, by
-    /// name: for labs with one network).
-    pub fn network_tap(&self, i: usize) -> Result<String> {
-        let links = self.exec_ok(&self.hosts[i].netns, &["ip", "-o", "link"])?;
-        links
-            .lines()
-            .filter_map(|l| l.split(": ").nth(1))
-            .map(|n| n.split('@').next().unwrap_or(n).to_string())
-            .find(|n| n.starts_with("mst"))
-            .with_context(|| format!("no TAP on host {i}:\n{links}"))
-    }
-
     /// `meshctl status` of host `i`.
     pub fn status(&self, i: usize) -> Result<StatusResponse> {
         self.meshctl_json(i, &["status"])

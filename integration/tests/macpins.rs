@@ -21,8 +21,17 @@ const NET: &str = "macp";
 /// Learned MACs one peer may hold per network (dataplane::switch).
 const MAX_MACS_PER_PORT: usize = 1024;
 const SPRAY: usize = 5000;
-/// In the network's subnet, held by nobody.
-const UNNAMED: &str = "10.94.0.250";
+
+/// The network's TAP on the attacker's host (the lab has one network).
+fn tap_of(lab: &Lab, host_ns: &str) -> String {
+    let links = lab.exec_ok(host_ns, &["ip", "-o", "link"]).unwrap();
+    links
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .find(|n| n.starts_with("mst"))
+        .unwrap_or_else(|| panic!("no TAP on the attacker's host:\n{links}"))
+}
 
 fn bare(cidr: &str) -> String {
     cidr.split('/').next().unwrap().to_string()
@@ -67,7 +76,7 @@ fn a_host_spoofing_a_mac_steals_nothing_and_a_mac_spray_flushes_nothing() {
     .unwrap_or_else(|e| panic!("{e:#}"));
 
     let attacker = lab.hosts[2].netns.clone();
-    let tap = lab.network_tap(2).unwrap();
+    let tap = tap_of(&lab, &attacker);
     let claim = frames::arp_announce(parse_mac(&w.mac).unwrap(), web_ip.parse().unwrap());
 
     // 1. Host 3 claims web's MAC: a burst first, then on and on while db
@@ -112,11 +121,9 @@ fn a_host_spoofing_a_mac_steals_nothing_and_a_mac_spray_flushes_nothing() {
     assert!(counted >= 10.0, "{line}");
 
     // 2. Host 3 sprays random source MACs (no attachment claims them).
-    // In bursts the underlay's socket buffers take. The requests ask for
-    // an address no record names: host 3 answers questions for db's
-    // itself, so those would never reach the others' switches.
+    // In bursts the underlay's socket buffers take.
     for _ in 0..SPRAY / 500 {
-        let spray = frames::random_mac_spray(500, UNNAMED.parse().unwrap());
+        let spray = frames::random_mac_spray(500, db_ip.parse().unwrap());
         lab.send_frames(&attacker, &tap, spray)
             .unwrap_or_else(|e| panic!("spoofer: {e:#}"));
         std::thread::sleep(Duration::from_millis(20));

@@ -5,19 +5,12 @@
 //! host's own attachments are pinned from its own store as well, so another
 //! member deleting their records cannot unpin them here.
 //!
-//! The same records give each remote attachment's addresses, so the data
-//! plane answers a local container's ARP request or neighbour solicitation
-//! for them itself (see `dataplane::neighbour`) instead of flooding it to
-//! every member of the network.
-//!
 //! Recomputed whole, and handed over whole, whenever the endpoint records,
-//! the removed hosts, the data plane's peers, the address ranges or the
-//! networks change: a host not yet known to the data plane (no handle) is
-//! pinned when it appears.
+//! the removed hosts or the data plane's peers change: a host not yet known
+//! to the data plane (no handle) is pinned when it appears.
 
-use dataplane::{AddressSet, Dataplane, MacOwner, NetworkId, PeerIdx, PinSet};
+use dataplane::{Dataplane, MacOwner, NetworkId, PeerIdx, PinSet};
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
 use std::sync::Arc;
 use tracing::{debug, warn};
 
@@ -25,7 +18,7 @@ use crate::attach::Attacher;
 use crate::netdev::parse_mac;
 use crate::peers::PeerTable;
 use mesh_model::networks;
-use mesh_model::records::{self, Channels, EndpointRecord, NetworkDef, RangeEntry, MACVLAN_MARK};
+use mesh_model::records::{self, Channels, EndpointRecord, MACVLAN_MARK};
 
 /// What a computation left out, for the log.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -118,74 +111,8 @@ pub fn compute(
     (pins, summary)
 }
 
-/// The addresses (IPv4 and IPv6) of the attachments whose MAC `pins`
-/// places on the host their record names, other than this one, where the
-/// mesh's own state backs the record (see [`backed`]). Whatever is left
-/// out floods, and whoever holds it answers. Records are keyed by their
-/// IPv4 address and the IPv6 one must derive from it, so no address is
-/// answered from two records.
-pub fn addresses(
-    records: &BTreeMap<String, EndpointRecord>,
-    pins: &PinSet,
-    handle: impl Fn(&str) -> Option<PeerIdx>,
-    nets: &BTreeMap<String, NetworkDef>,
-    ring: &[RangeEntry],
-) -> AddressSet {
-    // Grouped once: each record looks only at its own network's ranges.
-    let mut ranges: BTreeMap<&str, Vec<&RangeEntry>> = BTreeMap::new();
-    for r in ring {
-        ranges.entry(r.network.as_str()).or_default().push(r);
-    }
-    let mut set = AddressSet::new();
-    for rec in records.values() {
-        let net = NetworkId(networks::wire_id(&rec.network));
-        let Some(mac) = parse_mac(&rec.mac) else {
-            continue;
-        };
-        let held_there = pins
-            .get(&net)
-            .and_then(|macs| macs.get(&mac))
-            .is_some_and(|owner| Some(*owner) == handle(&rec.host).map(MacOwner::Peer));
-        let Some(def) = nets.get(&rec.network).filter(|_| held_there) else {
-            continue;
-        };
-        let known = set.entry(net).or_default();
-        let ranges = ranges
-            .get(rec.network.as_str())
-            .map_or(&[][..], Vec::as_slice);
-        known.extend(backed(rec, def, ranges).into_iter().map(|ip| (ip, mac)));
-    }
-    set.retain(|_, known| !known.is_empty());
-    set
-}
-
-/// The addresses of `rec` that the mesh's state backs. Any member may
-/// write a record naming itself, so a record alone does not prove an
-/// address is its host's: IPAM gives each host ranges of its own, and
-/// every address it hands out lies in one. So the IPv4 address must lie
-/// in a range `rec`'s host owns (which also leaves out the network's
-/// service address), the host must be one the network allows, and the
-/// IPv6 address must be the one the network derives from the IPv4 one.
-fn backed(rec: &EndpointRecord, def: &NetworkDef, ranges: &[&RangeEntry]) -> Vec<IpAddr> {
-    let IpAddr::V4(v4) = rec.ip else {
-        return Vec::new();
-    };
-    let a = u32::from(v4);
-    let owned = ranges.iter().any(|r| r.owner == rec.host && r.contains(a));
-    if !owned || !def.subnet.contains(&v4) || !def.allows_host(&rec.host) {
-        return Vec::new();
-    }
-    let mut ips = vec![rec.ip];
-    ips.extend(
-        rec.ip6
-            .filter(|ip6| *ip6 == def.ipv6_for(v4))
-            .map(IpAddr::V6),
-    );
-    ips
-}
-
-/// Keeps the data plane's pins and answered addresses in line with the
-/// records, for as long as the channels live.
+/// Keeps the data plane's pins in line with the records, for as long as
+/// the channels live.
 pub fn spawn(
     channels: Channels,
     attacher: Arc<Attacher>,
@@ -196,11 +123,8 @@ pub fn spawn(
     let mut endpoints = channels.endpoints.subscribe();
     let mut removed = channels.removed.subscribe();
     let mut peer_changes = peers.subscribe();
-    let mut ranges_changed = channels.ring.subscribe();
-    let mut networks_changed = channels.networks.subscribe();
     tokio::spawn(async move {
         let mut last: Option<(PinSet, Summary)> = None;
-        let mut last_addresses: Option<AddressSet> = None;
         loop {
             let state = channels.endpoints.get();
             let first_written: BTreeMap<String, u64> = state
@@ -215,28 +139,14 @@ pub fn spawn(
                 .filter(|r| !crate::attach::is_macvlan(r))
                 .filter_map(|r| Some((r.attachment.network.clone(), parse_mac(&r.attachment.mac)?)))
                 .collect();
-            let live = records::live(&channels.endpoints);
-            let handle = |host: &str| peers.handle(&host.parse().ok()?);
             let (pins, summary) = compute(
-                &live,
+                &records::live(&channels.endpoints),
                 &first_written,
                 &local,
                 &me,
                 &channels.removed_hosts(),
-                handle,
+                |host| peers.handle(&host.parse().ok()?),
             );
-            let ring: Vec<RangeEntry> = records::live(&channels.ring).into_values().collect();
-            let known = addresses(
-                &live,
-                &pins,
-                handle,
-                &records::live(&channels.networks),
-                &ring,
-            );
-            if last_addresses.as_ref() != Some(&known) {
-                dp.set_addresses(known.clone());
-                last_addresses = Some(known);
-            }
             if last.as_ref().map(|(p, _)| p) != Some(&pins) {
                 dp.set_pinned_macs(pins.clone());
             }
@@ -259,8 +169,6 @@ pub fn spawn(
                 r = endpoints.changed() => if r.is_err() { break },
                 r = removed.changed() => if r.is_err() { break },
                 r = peer_changes.changed() => if r.is_err() { break },
-                r = ranges_changed.changed() => if r.is_err() { break },
-                r = networks_changed.changed() => if r.is_err() { break },
             }
         }
     });
@@ -372,11 +280,6 @@ mod tests {
             "bb was first"
         );
         assert_eq!(summary.conflicts, vec![("blue".into(), WEB.into())]);
-        // Nor is cc's address answered with WEB's MAC.
-        let (nets, ring) = backing(&records);
-        let set = addresses(&records, &pins, handles, &nets, &ring);
-        let blue = &set[&NetworkId(networks::wire_id("blue"))];
-        assert_eq!(blue.keys().collect::<Vec<_>>(), vec![&ip("10.0.0.2")]);
     }
 
     #[test]
@@ -415,110 +318,6 @@ mod tests {
             MacOwner::Peer(2),
             "without the store"
         );
-    }
-
-    /// The networks of the tests (blue 10.0.0.0/24 and fd00::/64, red
-    /// 10.1.0.0/24), and ranges that give each record's address to its
-    /// host, as IPAM would have.
-    fn backing(
-        records: &BTreeMap<String, EndpointRecord>,
-    ) -> (BTreeMap<String, NetworkDef>, Vec<RangeEntry>) {
-        let net = |id: &str, subnet: &str, subnet6: &str| NetworkDef {
-            id: id.into(),
-            subnet: subnet.parse().unwrap(),
-            subnet6: subnet6.parse().unwrap(),
-            created_by: ME.into(),
-            labels: BTreeMap::new(),
-            hosts: Vec::new(),
-            sealed_secrets: BTreeMap::new(),
-        };
-        let nets = BTreeMap::from([
-            ("blue".to_string(), net("blue", "10.0.0.0/24", "fd00::/64")),
-            ("red".to_string(), net("red", "10.1.0.0/24", "fd01::/64")),
-        ]);
-        let ring = records
-            .values()
-            .filter_map(|r| match r.ip {
-                IpAddr::V4(v4) => Some(RangeEntry {
-                    network: r.network.clone(),
-                    start: u32::from(v4),
-                    end: u32::from(v4) + 1,
-                    owner: r.host.clone(),
-                }),
-                IpAddr::V6(_) => None,
-            })
-            .collect();
-        (nets, ring)
-    }
-
-    /// What `addresses` answers for `records`, with `backing`.
-    fn answered(records: &BTreeMap<String, EndpointRecord>) -> AddressSet {
-        let (pins, _) = plain(records);
-        let (nets, ring) = backing(records);
-        addresses(records, &pins, handles, &nets, &ring)
-    }
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
-
-    #[test]
-    fn remote_attachments_addresses_resolve_to_their_macs() {
-        let mut dual = rec("blue", "10.0.0.2", WEB, "bb");
-        dual.1.ip6 = Some("fd00::2".parse().unwrap());
-        let mut macvlan = rec("blue", "192.0.2.9", "02:00:00:00:00:09", "bb");
-        macvlan.1.version = Some(MACVLAN_MARK.into());
-        let records = BTreeMap::from([
-            dual,
-            rec("blue", "10.0.0.1", DB, ME),   // answers for itself
-            rec("blue", "10.0.0.9", "", "bb"), // VIP: no MAC
-            macvlan,
-            rec("blue", "10.0.0.4", "02:00:00:00:00:04", "dd"), // no handle yet
-            rec("red", "10.1.0.2", WEB, "cc"),
-        ]);
-        let set = answered(&records);
-        let blue = &set[&NetworkId(networks::wire_id("blue"))];
-        let web = parse_mac(WEB).unwrap();
-        let expected: dataplane::NetworkAddresses = [(ip("10.0.0.2"), web), (ip("fd00::2"), web)]
-            .into_iter()
-            .collect();
-        assert_eq!(blue, &expected);
-        let red = &set[&NetworkId(networks::wire_id("red"))];
-        assert_eq!(red.len(), 1);
-    }
-
-    #[test]
-    fn addresses_the_mesh_state_does_not_back_are_not_answered() {
-        let mut web = rec("blue", "10.0.0.2", WEB, "bb");
-        web.1.ip6 = Some("fd00::2".parse().unwrap());
-        let records = BTreeMap::from([web.clone()]);
-        let (pins, _) = plain(&records);
-        let (mut nets, ring) = backing(&records);
-        let blue = NetworkId(networks::wire_id("blue"));
-        assert_eq!(
-            addresses(&records, &pins, handles, &nets, &ring)[&blue].len(),
-            2
-        );
-        // bb claims an address of a range another host owns (or no range:
-        // the network's service address).
-        let mut taken = ring.clone();
-        taken[0].owner = "cc".into();
-        assert!(addresses(&records, &pins, handles, &nets, &taken).is_empty());
-        assert!(addresses(&records, &pins, handles, &nets, &[]).is_empty());
-        // An IPv6 address the network does not derive from the IPv4 one.
-        let mut odd = web.clone();
-        odd.1.ip6 = Some("fd00::99".parse().unwrap());
-        let odd = BTreeMap::from([odd]);
-        assert_eq!(
-            addresses(&odd, &pins, handles, &nets, &ring)[&blue]
-                .keys()
-                .collect::<Vec<_>>(),
-            vec![&ip("10.0.0.2")]
-        );
-        // A network restricted to other hosts, or not known here.
-        nets.get_mut("blue").unwrap().hosts = vec!["cc".into()];
-        assert!(addresses(&records, &pins, handles, &nets, &ring).is_empty());
-        assert!(addresses(&records, &pins, handles, &BTreeMap::new(), &ring).is_empty());
     }
 
     #[test]
