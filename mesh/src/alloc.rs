@@ -253,8 +253,12 @@ impl Allocator {
             // Hold our allocations while splitting, so an allocation here
             // cannot take an address we are giving away.
             let used = self.lock_used();
-            let mine = used.get(&req.network).cloned().unwrap_or_default();
-            match ipam::plan_grant(&ring, me, &mine, &req.from, req.want) {
+            let mut keep = used.get(&req.network).cloned().unwrap_or_default();
+            // And every address a record names: a service VIP or an
+            // attachment from before a restart is in the records, not in
+            // `used`, and must stay in a range this host owns.
+            keep.extend(self.in_use(&req.network));
+            match ipam::plan_grant(&ring, me, &keep, &req.from, req.want) {
                 Some(entries) => {
                     self.write_ranges(entries);
                     info!(network = %req.network, to = %members.name_of(&req.from), "granted address space");
@@ -474,6 +478,46 @@ mod tests {
             .await
             .unwrap();
         assert_ne!(mine, got);
+    }
+
+    #[tokio::test]
+    async fn a_grant_keeps_addresses_records_name_that_were_not_noted() {
+        // Host 1 restarted: its service VIP is in the records, not in
+        // `used`. Host 2's request for space must not take it.
+        let m = Mesh::new(2);
+        m.alloc(0).init_ring(&net());
+        let vip = Ipv4Addr::new(10, 40, 0, 5);
+        records::put(
+            &m.hosts[0].0.endpoints,
+            id(1),
+            &records::endpoint_key("blue", vip.into()),
+            EndpointRecord {
+                network: "blue".into(),
+                ip: vip.into(),
+                ip6: Some(net().ipv6_for(vip)),
+                mac: String::new(),
+                host: id(1).to_hex(),
+                name: None,
+                version: Some("vip:web".into()),
+            },
+        );
+        m.sync();
+        let (a, b) = (m.alloc(0).clone(), m.alloc(1).clone());
+        let waiting =
+            tokio::spawn(async move { b.allocate(&net(), None, &view(2, &[(1, true)])).await });
+        let got = loop {
+            m.sync();
+            a.serve(&view(1, &[(2, true)]));
+            m.sync();
+            if waiting.is_finished() {
+                break waiting.await.unwrap().unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        assert_ne!(got, vip);
+        let ring = a.ring_of("blue");
+        let owner = ipam::owner_of(&ring, u32::from(vip)).unwrap();
+        assert_eq!(owner.owner, id(1).to_hex(), "{ring:?}");
     }
 
     #[tokio::test]
