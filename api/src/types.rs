@@ -140,6 +140,19 @@ pub struct StatusResponse {
     /// since meshd started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reload: Option<ReloadStatus>,
+    /// What the control plane floods on change (None from daemons that
+    /// predate the count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gossip: Option<GossipStatus>,
+}
+
+/// What the control plane has flooded since the start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GossipStatus {
+    /// Member records (this host's and others') taken as news and sent on
+    /// every link: they move on joins, leaves and changes of a host's
+    /// addresses or metadata, never while the mesh is idle.
+    pub member_updates: u64,
 }
 
 /// Why this host does not carry a network.

@@ -246,6 +246,7 @@ mod tests {
                 drops: Default::default(),
                 host_addresses: Vec::new(),
                 probing: Default::default(),
+                gossip: Default::default(),
                 switch: Default::default(),
                 refused_networks: Default::default(),
                 reload: None,

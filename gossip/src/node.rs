@@ -114,6 +114,8 @@ struct Inner {
     /// The rekey period in ms now ([`Node::set_rekey_interval`]); wins
     /// over `link_timers.rekey`.
     rekey_ms: std::sync::atomic::AtomicU64,
+    /// Member records flooded on as news since the start ([`Node::member_updates`]).
+    member_updates: std::sync::atomic::AtomicU64,
     anti_entropy: Duration,
     state_dir: Option<PathBuf>,
     channel_quota: Quota,
@@ -235,6 +237,7 @@ impl Node {
             observer: cfg.observer,
             link_timers,
             rekey_ms: (link_timers.rekey.as_millis() as u64).into(),
+            member_updates: 0.into(),
             anti_entropy: cfg.anti_entropy_interval.max(Duration::from_millis(10)),
             state_dir: cfg.state_dir,
             channel_quota: cfg.channel_quota,
@@ -489,6 +492,15 @@ impl Node {
     pub fn dialing(&self) -> usize {
         lock(&self.inner.peers).dialing()
     }
+
+    /// Member records (this host's and others') taken as news and flooded
+    /// on since the start. Each costs a message on every link, so while
+    /// nothing joins, leaves or changes this must stand still.
+    pub fn member_updates(&self) -> u64 {
+        self.inner
+            .member_updates
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl DeltaSink for Inner {
@@ -636,6 +648,8 @@ impl Inner {
             return;
         }
         lock(&self.peers).persist_dirty = true;
+        self.member_updates
+            .fetch_add(changed.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let ids: Vec<PeerId> = changed.iter().map(|r| r.id).collect();
         // A joiner's whole table can change at once: in parts, like a full state.
         for part in wire::split_by_size(changed, wire::MAX_PART_LEN) {

@@ -45,6 +45,15 @@ pub fn render(status: &StatusResponse, attachments: &[AttachmentStats]) -> Strin
         "Data-path probes (pings and answers) sent, directly or through a relay",
         probes,
     );
+    if let Some(gossip) = &status.gossip {
+        let member_updates = Counter::<u64>::default();
+        member_updates.inc_by(gossip.member_updates);
+        reg.register(
+            "gossip_member_updates",
+            "Member records taken as news and flooded to every link (joins, leaves, address or metadata changes)",
+            member_updates,
+        );
+    }
     let active = Gauge::<i64>::default();
     active.set(status.probing.active_peers as i64);
     reg.register(
@@ -413,6 +422,7 @@ mod tests {
             attachments: 0,
             drops: [("bad_tag".to_string(), 7u64)].into(),
             host_addresses: Vec::new(),
+            gossip: Some(crate::api::GossipStatus { member_updates: 7 }),
             probing: crate::api::ProbingStatus {
                 active_peers: 2,
                 probes_direct: 40,
@@ -460,6 +470,7 @@ mod tests {
             "mesh_path_probes_sent_total{via=\"direct\"} 40",
             "mesh_path_probes_sent_total{via=\"relay\"} 3",
             "mesh_paths_active 2",
+            "mesh_gossip_member_updates_total 7",
             "mesh_dataplane_macs{kind=\"pinned\"} 4",
             "mesh_dataplane_mac_learn_refused_total 9",
             "mesh_peer_spoofed_frames_total{peer=\"h2\"} 5",

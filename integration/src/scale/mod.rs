@@ -351,6 +351,14 @@ fn idle_cost(lab: &Lab, opts: &Options, stop: &AtomicBool, report: &mut Report) 
             .map(|i| Ok((procfs::sample(pid(i)?)?, sent_counters(lab, i)?)))
             .collect()
     };
+    // Read through the API outside the window, so that the calls are not in it.
+    // None from a daemon that predates the count.
+    let member_updates = || -> Result<Vec<Option<u64>>> {
+        (0..n)
+            .map(|i| Ok(status(lab, i)?.gossip.map(|g| g.member_updates)))
+            .collect()
+    };
+    let updates_before = member_updates()?;
     eprintln!("scale: measuring the idle cost for {:?}", opts.idle);
     let before = read_all()?;
     let started = Instant::now();
@@ -360,6 +368,7 @@ fn idle_cost(lab: &Lab, opts: &Options, stop: &AtomicBool, report: &mut Report) 
     }
     let after = read_all()?;
     let secs = started.elapsed().as_secs_f64();
+    let updates_after = member_updates()?;
     report.load_idle = report::loadavg();
     let tick = procfs::clock_ticks_per_sec();
     let mut by_thread: BTreeMap<String, f64> = BTreeMap::new();
@@ -377,6 +386,9 @@ fn idle_cost(lab: &Lab, opts: &Options, stop: &AtomicBool, report: &mut Report) 
             data_datagrams_per_sec: data.packets as f64 / secs,
             probe_datagrams_per_sec: sa.probe.since(sb.probe).packets as f64 / secs,
             relay_datagrams_per_sec: sa.relay.since(sb.relay).packets as f64 / secs,
+            member_updates: updates_after[i]
+                .zip(updates_before[i])
+                .map(|(a, b)| a.saturating_sub(b)),
         });
         for (kind, ticks) in &a.ticks_by_thread {
             let earlier = b.ticks_by_thread.get(kind).copied().unwrap_or(0);

@@ -39,6 +39,10 @@ pub struct HostIdle {
     #[serde(default)]
     pub probe_datagrams_per_sec: f64,
     pub relay_datagrams_per_sec: f64,
+    /// Member records the host flooded on as news during the window (none
+    /// in reports saved before they were counted).
+    #[serde(default)]
+    pub member_updates: Option<u64>,
 }
 
 /// Fields added after reports were first saved carry `#[serde(default)]`,
@@ -174,6 +178,21 @@ impl Report {
         } else {
             String::new()
         };
+        let flooded: Vec<f64> = self
+            .idle_by_host
+            .iter()
+            .filter_map(|h| h.member_updates)
+            .map(|n| n as f64)
+            .collect();
+        let (flooded_value, flooded_target) = if flooded.is_empty() {
+            (
+                "not counted (an older meshd or report)".to_string(),
+                String::new(),
+            )
+        } else {
+            let x = Distribution::of(&flooded);
+            (d(&x, "", 0), format!("0: {}", verdict(x.max == 0.0)))
+        };
         vec![
             Row::new(
                 "membership converged after the last join",
@@ -267,6 +286,11 @@ impl Report {
                 "idle relay datagrams sent per host",
                 datagrams(&self.idle_relay_datagrams_per_sec, "datagrams/s", 1),
                 relay_target,
+            ),
+            Row::new(
+                "member records flooded while idle, per host",
+                flooded_value,
+                flooded_target,
             ),
             Row::new(
                 "SIGKILLed hosts marked down by all others",

@@ -56,6 +56,7 @@ pub fn status(peers: Vec<PeerStatus>) -> StatusResponse {
         drops: BTreeMap::new(),
         host_addresses: vec![],
         probing: Default::default(),
+        gossip: Default::default(),
         switch: Default::default(),
         refused_networks: BTreeMap::new(),
         reload: None,

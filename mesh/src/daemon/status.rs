@@ -87,6 +87,9 @@ impl Daemon {
                 }
             },
             reload: self.reloads.get(),
+            gossip: Some(api::GossipStatus {
+                member_updates: self.node.member_updates(),
+            }),
         }
     }
 
