@@ -463,7 +463,12 @@ impl Dataplane {
 
     /// Where peers saw this host's data port (from their probe answers).
     pub fn reflexive_addrs(&self) -> Vec<SocketAddr> {
-        self.inner.engine.reflexive_addrs(Instant::now())
+        self.inner.engine.reflexive_addrs()
+    }
+
+    /// Forgets reflexive addresses at these IPs (they left the interfaces).
+    pub fn forget_reflexive(&self, ips: &[std::net::IpAddr]) {
+        self.inner.engine.forget_reflexive(ips);
     }
 
     /// Sends `count` probes `interval` apart over the peer's current path

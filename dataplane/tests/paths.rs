@@ -204,7 +204,7 @@ impl Lab {
 fn probes_make_paths_direct_and_learn_reflexive_addresses() {
     let mut lab = Lab::new();
     lab.until(Duration::from_secs(2), Lab::all_direct);
-    assert_eq!(lab.hosts[0].reflexive_addrs(lab.now), vec![addr(0)]);
+    assert_eq!(lab.hosts[0].reflexive_addrs(), vec![addr(0)]);
     lab.until(Duration::from_secs(3), |lab| {
         lab.hosts[0].stats(lab.now).peers[&2].path.mtu == Some(1472)
     });
@@ -212,6 +212,24 @@ fn probes_make_paths_direct_and_learn_reflexive_addresses() {
     let path = lab.hosts[0].stats(lab.now).peers[&2].path.clone();
     assert_eq!(path.endpoint, Some(addr(1)));
     assert_eq!(path.loss, Some(0.0));
+}
+
+#[test]
+fn reflexive_addresses_outlive_silence_but_not_a_move() {
+    let mut lab = Lab::new();
+    lab.until(Duration::from_secs(2), Lab::all_direct);
+    assert_eq!(lab.hosts[0].reflexive_addrs(), vec![addr(0)]);
+    // No traffic: after the first seconds nothing is probed, nothing is
+    // answered, and nothing is forgotten for that.
+    lab.run_for(Duration::from_secs(30));
+    let sent: Vec<u64> = lab.hosts.iter().map(|h| h.probes_sent().direct).collect();
+    lab.run_for(Duration::from_secs(120));
+    let now: Vec<u64> = lab.hosts.iter().map(|h| h.probes_sent().direct).collect();
+    assert_eq!(now, sent, "probes while idle");
+    assert_eq!(lab.hosts[0].reflexive_addrs(), vec![addr(0)]);
+    // The interface address went away: so does what was seen at it.
+    lab.hosts[0].forget_reflexive(&[addr(0).ip()]);
+    assert_eq!(lab.hosts[0].reflexive_addrs(), vec![]);
 }
 
 #[test]

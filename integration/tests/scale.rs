@@ -16,11 +16,12 @@ fn twelve_hosts_converge_reach_each_other_and_recover_from_sigkill() {
         eprintln!("skipping: the namespace lab needs root");
         return;
     }
-    // Longer than a data path's reflexive address lives without probes
-    // (60 s) after the ping phase's paths go idle (30 s): what changes on a
-    // slower cycle than the heartbeats is inside the window too.
+    // With margin longer than the ping phase's paths stay active (30 s)
+    // plus a reflexive address's lifetime (60 s), after which an idle host
+    // used to withdraw its addresses and re-flood its member record: what
+    // changes on a slower cycle than the heartbeats is inside the window.
     let opts = Options {
-        idle: Duration::from_secs(90),
+        idle: Duration::from_secs(120),
         ..Options::new(12)
     };
     let report = scale::run(&opts, &AtomicBool::new(false)).expect("scale lab run");

@@ -33,21 +33,21 @@ pub fn data_addrs_value(mut addrs: Vec<SocketAddr>) -> Option<String> {
     })
 }
 
-/// This host's interface addresses.
-fn interface_ips() -> Vec<IpAddr> {
-    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
-        return Vec::new();
-    };
-    addrs
-        .filter_map(|ifa| {
-            let addr = ifa.address?;
-            match (addr.as_sockaddr_in(), addr.as_sockaddr_in6()) {
-                (Some(v4), _) => Some(IpAddr::V4(v4.ip())),
-                (_, Some(v6)) => Some(IpAddr::V6(v6.ip())),
-                _ => None,
-            }
-        })
-        .collect()
+/// This host's interface addresses (None if they cannot be read).
+fn interface_ips() -> Option<Vec<IpAddr>> {
+    let addrs = nix::ifaddrs::getifaddrs().ok()?;
+    Some(
+        addrs
+            .filter_map(|ifa| {
+                let addr = ifa.address?;
+                match (addr.as_sockaddr_in(), addr.as_sockaddr_in6()) {
+                    (Some(v4), _) => Some(IpAddr::V4(v4.ip())),
+                    (_, Some(v6)) => Some(IpAddr::V6(v6.ip())),
+                    _ => None,
+                }
+            })
+            .collect(),
+    )
 }
 
 /// Whether peers see the data port at an address that is not one of
@@ -63,60 +63,37 @@ pub fn behind_nat(bound: IpAddr, reflexive: &[SocketAddr], interfaces: &[IpAddr]
     })
 }
 
-/// The data addresses this host advertises, and whether it is behind a
-/// NAT: changed by what peers report, never by silence. Without traffic no
-/// peer probes us and the data plane's reflexive addresses expire (60 s);
-/// withdrawing them then would re-sign this host's member record and flood
-/// it to every host each time the mesh goes quiet and busy again: O(N)
-/// messages per host per cycle, for addresses that did not change.
+/// The interface addresses as of the last round, to tell when one left.
 #[derive(Debug, Default)]
-pub struct Advertised {
-    /// Oldest first.
-    addrs: Vec<SocketAddr>,
-    interfaces: Vec<IpAddr>,
-    nat: bool,
-}
+pub struct Interfaces(Vec<IpAddr>);
 
-impl Advertised {
-    /// Takes this round's reflexive addresses (`seen`) and interface
-    /// addresses. New addresses are added (beyond [`MAX_ADVERTISED`] the
-    /// oldest not seen now leave); one of ours that left the interfaces
-    /// (roaming) is dropped; nothing seen keeps the rest. Returns what to
-    /// advertise and whether we are behind a NAT (the last verdict while
-    /// nothing is seen).
-    pub fn observe(
-        &mut self,
-        seen: &[SocketAddr],
-        bound: IpAddr,
-        interfaces: Vec<IpAddr>,
-    ) -> (&[SocketAddr], bool) {
-        let before = std::mem::replace(&mut self.interfaces, interfaces);
-        let now = &self.interfaces;
-        self.addrs
-            .retain(|a| !(before.contains(&a.ip()) && !now.contains(&a.ip())));
-        for a in seen {
-            if !self.addrs.contains(a) {
-                self.addrs.push(*a);
-            }
-        }
-        while self.addrs.len() > MAX_ADVERTISED {
-            let oldest_unseen = self.addrs.iter().position(|a| !seen.contains(a));
-            self.addrs.remove(oldest_unseen.unwrap_or(0));
-        }
-        if !seen.is_empty() {
-            self.nat = behind_nat(bound, seen, &self.interfaces);
-        }
-        (&self.addrs, self.nat)
+impl Interfaces {
+    /// Takes the addresses now; returns those that left since last time.
+    pub fn update(&mut self, now: Vec<IpAddr>) -> Vec<IpAddr> {
+        let before = std::mem::replace(&mut self.0, now);
+        before
+            .into_iter()
+            .filter(|ip| !self.0.contains(ip))
+            .collect()
     }
 }
 
-/// One synchronisation round.
-pub fn sync(node: &Node, peers: &PeerTable, dp: &Dataplane, advertised: &mut Advertised) {
-    let (addrs, nat) =
-        advertised.observe(&dp.reflexive_addrs(), dp.local_addr().ip(), interface_ips());
+/// One synchronisation round. What is advertised follows what peers
+/// report ([`Dataplane::reflexive_addrs`]: silence forgets nothing) and
+/// loses what was seen at an address that left the interfaces (roaming),
+/// so an idle mesh re-signs no member record.
+pub fn sync(node: &Node, peers: &PeerTable, dp: &Dataplane, interfaces: &mut Interfaces) {
+    if let Some(now) = interface_ips() {
+        let gone = interfaces.update(now);
+        if !gone.is_empty() {
+            dp.forget_reflexive(&gone);
+        }
+    }
+    let reflexive = dp.reflexive_addrs();
+    let nat = behind_nat(dp.local_addr().ip(), &reflexive, &interfaces.0);
     // Idle paths need keep-alives behind a NAT (`dataplane/src/path.rs`).
     dp.set_local_nat(nat);
-    node.set_meta(META_DATA_ADDRS, data_addrs_value(addrs.to_vec()));
+    node.set_meta(META_DATA_ADDRS, data_addrs_value(reflexive));
     node.set_meta(META_DATA_NAT, nat.then(|| "1".to_string()));
     for member in node.members() {
         peers.update_paths(&member.id, &member.meta);
@@ -128,10 +105,10 @@ pub fn spawn(node: Node, peers: Arc<PeerTable>, dp: Dataplane) {
     dp.set_local_tag(crate::peers::host_tag(&node.id()));
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(SYNC_INTERVAL);
-        let mut advertised = Advertised::default();
+        let mut interfaces = Interfaces::default();
         loop {
             ticks.tick().await;
-            sync(&node, &peers, &dp, &mut advertised);
+            sync(&node, &peers, &dp, &mut interfaces);
         }
     });
 }
@@ -162,39 +139,17 @@ mod tests {
     }
 
     #[test]
-    fn advertised_addresses_change_by_observation_not_by_silence() {
-        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+    fn interfaces_report_the_addresses_that_left() {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        let bound = ip("0.0.0.0");
-        let ifs = || vec![ip("10.1.0.7")];
-        let mut adv = Advertised::default();
-        assert_eq!(adv.observe(&[], bound, ifs()), (&[][..], false));
-        let own = a("10.1.0.7:7801");
-        assert_eq!(adv.observe(&[own], bound, ifs()), (&[own][..], false));
-        // Nothing heard (every path idle): still advertised.
-        assert_eq!(adv.observe(&[], bound, ifs()), (&[own][..], false));
-        // A peer sees us through a NAT: added, and the verdict holds
-        // while nothing is heard.
-        let mapped = a("198.51.100.9:40000");
+        let mut ifs = Interfaces::default();
+        assert!(ifs.update(vec![ip("10.1.0.7")]).is_empty());
+        // Added (a floating IP, a bridge's address): nothing left.
+        assert!(ifs.update(vec![ip("10.1.0.7"), ip("10.1.0.99")]).is_empty());
         assert_eq!(
-            adv.observe(&[mapped], bound, ifs()),
-            (&[own, mapped][..], true)
+            ifs.update(vec![ip("10.2.0.7")]),
+            [ip("10.1.0.7"), ip("10.1.0.99")]
         );
-        assert_eq!(adv.observe(&[], bound, ifs()), (&[own, mapped][..], true));
-        // Beyond the bound the oldest not seen now leave.
-        let seen: Vec<SocketAddr> = (1..=4).map(|p| a(&format!("198.51.100.9:{p}"))).collect();
-        assert_eq!(adv.observe(&seen, bound, ifs()).0, &seen[..]);
-        // An address added to an interface (a floating IP) changes nothing.
-        let more = vec![ip("10.1.0.7"), ip("10.1.0.99")];
-        assert_eq!(adv.observe(&[], bound, more).0, &seen[..]);
-        // Roaming: an address of ours that left is dropped; the verdict
-        // follows what is seen from the new one.
-        let mut adv = Advertised::default();
-        adv.observe(&[own], bound, ifs());
-        let moved = vec![ip("10.2.0.7")];
-        assert_eq!(adv.observe(&[], bound, moved.clone()), (&[][..], false));
-        let own2 = a("10.2.0.7:7801");
-        assert_eq!(adv.observe(&[own2], bound, moved), (&[own2][..], false));
+        assert!(ifs.update(vec![ip("10.2.0.7")]).is_empty());
     }
 
     #[test]

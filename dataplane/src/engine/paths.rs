@@ -10,7 +10,7 @@
 //! type must be data or probe), so nothing loops or floods.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -27,7 +27,8 @@ use crate::PeerIdx;
 /// Probe ids with this bit belong to [`Engine::send_burst_probe`], not to
 /// a path state machine.
 pub const BURST_ID_BIT: u32 = 1 << 31;
-/// Our own reflexive addresses are forgotten after this without a pong.
+/// Our own reflexive addresses are forgotten this long after a newer one
+/// was last seen ([`Engine::reflexive_addrs`]).
 const REFLEXIVE_TTL: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
@@ -233,13 +234,26 @@ impl Engine {
         }
     }
 
-    /// Addresses peers recently saw our probes come from (reflexive).
-    pub fn reflexive_addrs(&self, now: Instant) -> Vec<SocketAddr> {
+    /// Addresses peers saw our probes come from (reflexive), sorted. One
+    /// goes [`REFLEXIVE_TTL`] after the newest answer, not after the clock:
+    /// an idle host hears no answers, and forgetting its addresses then
+    /// would change its member record (flooded to every host) for nothing.
+    pub fn reflexive_addrs(&self) -> Vec<SocketAddr> {
         let mut paths = self.lock_paths();
-        paths
-            .reflexive
-            .retain(|_, at| now.saturating_duration_since(*at) < REFLEXIVE_TTL);
+        if let Some(newest) = paths.reflexive.values().max().copied() {
+            paths
+                .reflexive
+                .retain(|_, at| newest.saturating_duration_since(*at) < REFLEXIVE_TTL);
+        }
         paths.reflexive.keys().copied().collect()
+    }
+
+    /// Forgets the reflexive addresses at `ips`: interface addresses that
+    /// went away (roaming), which no answer will age out while idle.
+    pub fn forget_reflexive(&self, ips: &[IpAddr]) {
+        self.lock_paths()
+            .reflexive
+            .retain(|addr, _| !ips.contains(&addr.ip()));
     }
 
     /// Envelopes forwarded by this host as a relay.
