@@ -9,7 +9,7 @@
 //! directly, and an envelope never carries another envelope (the inner
 //! type must be data or probe), so nothing loops or floods.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -27,9 +27,6 @@ use crate::PeerIdx;
 /// Probe ids with this bit belong to [`Engine::send_burst_probe`], not to
 /// a path state machine.
 pub const BURST_ID_BIT: u32 = 1 << 31;
-/// Our own reflexive addresses are forgotten this long after a newer one
-/// was last seen ([`Engine::reflexive_addrs`]).
-const REFLEXIVE_TTL: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
 pub(super) struct PeerPath {
@@ -56,8 +53,9 @@ impl PeerPath {
 pub(super) struct PathTable {
     pub(super) peers: HashMap<PeerIdx, PeerPath>,
     config: Option<PathConfig>,
-    /// Where peers saw our probes come from (their pongs say).
-    reflexive: BTreeMap<SocketAddr, Instant>,
+    /// Where peers saw our probes come from, as each path's last pong
+    /// said: (peer, the address the pong came from) → what it observed.
+    reflexive: HashMap<(PeerIdx, SocketAddr), SocketAddr>,
     /// Burst probe id → (sent, answered).
     bursts: HashMap<u32, (Instant, Option<Instant>)>,
     next_burst: u32,
@@ -65,7 +63,29 @@ pub(super) struct PathTable {
     local_nat: bool,
 }
 
+/// A peer's paths whose reports are kept: its candidates are a few, but a
+/// roaming peer answers from ever new addresses.
+const REFLEXIVE_PATHS_PER_PEER: usize = 8;
+
 impl PathTable {
+    /// `peer`'s path from `from` says it saw us at `observed`.
+    fn note_reflexive(&mut self, peer: PeerIdx, from: SocketAddr, observed: SocketAddr) {
+        let key = (peer, from);
+        if !self.reflexive.contains_key(&key) {
+            let mut others: Vec<SocketAddr> = self
+                .reflexive
+                .keys()
+                .filter(|(p, _)| *p == peer)
+                .map(|(_, a)| *a)
+                .collect();
+            if others.len() >= REFLEXIVE_PATHS_PER_PEER {
+                others.sort();
+                self.reflexive.remove(&(peer, others[0]));
+            }
+        }
+        self.reflexive.insert(key, observed);
+    }
+
     fn peer(&mut self, idx: PeerIdx, now: Instant) -> &mut PeerPath {
         let config = self.config.unwrap_or_default();
         self.peers.entry(idx).or_insert_with(|| PeerPath {
@@ -165,7 +185,9 @@ impl Engine {
     }
 
     pub(super) fn forget_path(&self, peer: PeerIdx) {
-        self.lock_paths().peers.remove(&peer);
+        let mut paths = self.lock_paths();
+        paths.peers.remove(&peer);
+        paths.reflexive.retain(|(p, _), _| *p != peer);
     }
 
     /// The peer's further data addresses (its `data_addrs`), probed as
@@ -234,18 +256,14 @@ impl Engine {
         }
     }
 
-    /// Addresses peers saw our probes come from (reflexive), sorted. One
-    /// goes [`REFLEXIVE_TTL`] after the newest answer, not after the clock:
-    /// an idle host hears no answers, and forgetting its addresses then
-    /// would change its member record (flooded to every host) for nothing.
+    /// Addresses peers saw our probes come from (reflexive), sorted: the
+    /// last report of each path. A report is replaced by the same path's
+    /// next one and goes with its peer, never with time: an idle host hears
+    /// no answers, and forgetting its addresses then would change its
+    /// member record (flooded to every host) for nothing.
     pub fn reflexive_addrs(&self) -> Vec<SocketAddr> {
-        let mut paths = self.lock_paths();
-        if let Some(newest) = paths.reflexive.values().max().copied() {
-            paths
-                .reflexive
-                .retain(|_, at| newest.saturating_duration_since(*at) < REFLEXIVE_TTL);
-        }
-        paths.reflexive.keys().copied().collect()
+        let seen: BTreeSet<SocketAddr> = self.lock_paths().reflexive.values().copied().collect();
+        seen.into_iter().collect()
     }
 
     /// Forgets the reflexive addresses at `ips`: interface addresses that
@@ -253,7 +271,7 @@ impl Engine {
     pub fn forget_reflexive(&self, ips: &[IpAddr]) {
         self.lock_paths()
             .reflexive
-            .retain(|addr, _| !ips.contains(&addr.ip()));
+            .retain(|_, seen| !ips.contains(&seen.ip()));
     }
 
     /// Envelopes forwarded by this host as a relay.
@@ -524,8 +542,8 @@ impl Engine {
                 // A pong over the TCP fallback observed the peer's own shim
                 // socket: no reflexive address of this host.
                 let direct = source.filter(|addr| !path.state.is_fallback(*addr));
-                if let (Some(observed), Some(_)) = (probe.observed, direct) {
-                    paths.reflexive.insert(canonical(observed), now);
+                if let (Some(observed), Some(from)) = (probe.observed, direct) {
+                    paths.note_reflexive(peer, from, canonical(observed));
                 }
                 let path = paths.peer(peer, now);
                 let before = path.state.route();
@@ -605,5 +623,50 @@ impl Engine {
             rtt_max: rtts.iter().max().copied(),
             rtt_avg: (received > 0).then(|| rtts.iter().sum::<Duration>() / received),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn seen(t: &PathTable) -> BTreeSet<SocketAddr> {
+        t.reflexive.values().copied().collect()
+    }
+
+    #[test]
+    fn each_path_keeps_its_last_report_until_it_reports_again() {
+        // A host seen at two addresses (a LAN peer and a remote one): when
+        // only one path answers again, the other's report stays, so the
+        // advertised set does not change with who happens to be talking.
+        let mut t = PathTable::default();
+        t.note_reflexive(1, a("10.0.0.2:7801"), a("10.0.0.1:7801"));
+        t.note_reflexive(2, a("203.0.113.5:7801"), a("198.51.100.1:40000"));
+        t.note_reflexive(1, a("10.0.0.2:7801"), a("10.0.0.1:7801"));
+        let both: BTreeSet<_> = [a("10.0.0.1:7801"), a("198.51.100.1:40000")].into();
+        assert_eq!(seen(&t), both);
+        // A new mapping replaces the path's old one.
+        t.note_reflexive(2, a("203.0.113.5:7801"), a("198.51.100.1:40001"));
+        assert!(!seen(&t).contains(&a("198.51.100.1:40000")));
+    }
+
+    #[test]
+    fn a_roaming_peer_keeps_a_bounded_number_of_reports() {
+        let mut t = PathTable::default();
+        for port in 0..100u16 {
+            t.note_reflexive(
+                7,
+                SocketAddr::from(([10, 0, 0, 9], 1000 + port)),
+                a("10.0.0.1:7801"),
+            );
+        }
+        t.note_reflexive(8, a("10.0.0.8:7801"), a("10.0.0.1:7801"));
+        let of_7 = t.reflexive.keys().filter(|(p, _)| *p == 7).count();
+        assert_eq!(of_7, REFLEXIVE_PATHS_PER_PEER);
+        assert_eq!(t.reflexive.len(), REFLEXIVE_PATHS_PER_PEER + 1);
     }
 }
