@@ -421,6 +421,23 @@ mod tests {
         fn alloc(&self, i: usize) -> &Arc<Allocator> {
             &self.hosts[i].1
         }
+
+        /// Host 2 allocates with its ranges empty; host 1 (the owner)
+        /// serves, and gossip is played until the grant arrives.
+        async fn allocate_granted_to_host_2(&self) -> Ipv4Addr {
+            let (a, b) = (self.alloc(0).clone(), self.alloc(1).clone());
+            let waiting =
+                tokio::spawn(async move { b.allocate(&net(), None, &view(2, &[(1, true)])).await });
+            loop {
+                self.sync();
+                a.serve(&view(1, &[(2, true)]));
+                self.sync();
+                if waiting.is_finished() {
+                    return waiting.await.unwrap().unwrap();
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
     }
 
     #[tokio::test]
@@ -448,19 +465,8 @@ mod tests {
         let m = Mesh::new(2);
         m.alloc(0).init_ring(&net());
         m.sync();
-        let (a, b) = (m.alloc(0).clone(), m.alloc(1).clone());
-        let waiting =
-            tokio::spawn(async move { b.allocate(&net(), None, &view(2, &[(1, true)])).await });
-        // Play gossip until host 2's allocation is granted.
-        let got = loop {
-            m.sync();
-            a.serve(&view(1, &[(2, true)]));
-            m.sync();
-            if waiting.is_finished() {
-                break waiting.await.unwrap().unwrap();
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        };
+        let a = m.alloc(0).clone();
+        let got = m.allocate_granted_to_host_2().await;
         let ring = m.alloc(1).ring_of("blue");
         let owner = ipam::owner_of(&ring, u32::from(got)).unwrap();
         assert_eq!(owner.owner, id(2).to_hex(), "{ring:?}");
@@ -502,18 +508,8 @@ mod tests {
             },
         );
         m.sync();
-        let (a, b) = (m.alloc(0).clone(), m.alloc(1).clone());
-        let waiting =
-            tokio::spawn(async move { b.allocate(&net(), None, &view(2, &[(1, true)])).await });
-        let got = loop {
-            m.sync();
-            a.serve(&view(1, &[(2, true)]));
-            m.sync();
-            if waiting.is_finished() {
-                break waiting.await.unwrap().unwrap();
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        };
+        let a = m.alloc(0).clone();
+        let got = m.allocate_granted_to_host_2().await;
         assert_ne!(got, vip);
         let ring = a.ring_of("blue");
         let owner = ipam::owner_of(&ring, u32::from(vip)).unwrap();
