@@ -4,6 +4,7 @@
 //! data plane as candidate endpoints. Everything travels over the
 //! authenticated control plane: no STUN or any other outside service.
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,27 +34,10 @@ pub fn data_addrs_value(mut addrs: Vec<SocketAddr>) -> Option<String> {
     })
 }
 
-/// This host's interface addresses (None if they cannot be read).
-fn interface_ips() -> Option<Vec<IpAddr>> {
-    let addrs = nix::ifaddrs::getifaddrs().ok()?;
-    Some(
-        addrs
-            .filter_map(|ifa| {
-                let addr = ifa.address?;
-                match (addr.as_sockaddr_in(), addr.as_sockaddr_in6()) {
-                    (Some(v4), _) => Some(IpAddr::V4(v4.ip())),
-                    (_, Some(v6)) => Some(IpAddr::V6(v6.ip())),
-                    _ => None,
-                }
-            })
-            .collect(),
-    )
-}
-
 /// Whether peers see the data port at an address that is not one of
 /// ours: a NAT in between. Bound to one address, that address is ours;
 /// bound to a wildcard, any interface address is.
-pub fn behind_nat(bound: IpAddr, reflexive: &[SocketAddr], interfaces: &[IpAddr]) -> bool {
+pub fn behind_nat(bound: IpAddr, reflexive: &[SocketAddr], interfaces: &BTreeSet<IpAddr>) -> bool {
     reflexive.iter().any(|seen| {
         if bound.is_unspecified() {
             !interfaces.contains(&seen.ip())
@@ -65,16 +49,13 @@ pub fn behind_nat(bound: IpAddr, reflexive: &[SocketAddr], interfaces: &[IpAddr]
 
 /// The interface addresses as of the last round, to tell when one left.
 #[derive(Debug, Default)]
-pub struct Interfaces(Vec<IpAddr>);
+pub struct Interfaces(BTreeSet<IpAddr>);
 
 impl Interfaces {
     /// Takes the addresses now; returns those that left since last time.
-    pub fn update(&mut self, now: Vec<IpAddr>) -> Vec<IpAddr> {
+    pub fn update(&mut self, now: BTreeSet<IpAddr>) -> Vec<IpAddr> {
         let before = std::mem::replace(&mut self.0, now);
-        before
-            .into_iter()
-            .filter(|ip| !self.0.contains(ip))
-            .collect()
+        before.difference(&self.0).copied().collect()
     }
 }
 
@@ -83,7 +64,8 @@ impl Interfaces {
 /// loses what was seen at an address that left the interfaces (roaming),
 /// so an idle mesh re-signs no member record.
 pub fn sync(node: &Node, peers: &PeerTable, dp: &Dataplane, interfaces: &mut Interfaces) {
-    if let Some(now) = interface_ips() {
+    // A failed read skips the round's update: nothing left for that.
+    if let Ok(now) = mesh_sys::ifaddrs::local_ips() {
         let gone = interfaces.update(now);
         if !gone.is_empty() {
             dp.forget_reflexive(&gone);
@@ -142,21 +124,23 @@ mod tests {
     fn interfaces_report_the_addresses_that_left() {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         let mut ifs = Interfaces::default();
-        assert!(ifs.update(vec![ip("10.1.0.7")]).is_empty());
+        assert!(ifs.update([ip("10.1.0.7")].into()).is_empty());
         // Added (a floating IP, a bridge's address): nothing left.
-        assert!(ifs.update(vec![ip("10.1.0.7"), ip("10.1.0.99")]).is_empty());
+        assert!(ifs
+            .update([ip("10.1.0.7"), ip("10.1.0.99")].into())
+            .is_empty());
         assert_eq!(
-            ifs.update(vec![ip("10.2.0.7")]),
+            ifs.update([ip("10.2.0.7")].into()),
             [ip("10.1.0.7"), ip("10.1.0.99")]
         );
-        assert!(ifs.update(vec![ip("10.2.0.7")]).is_empty());
+        assert!(ifs.update([ip("10.2.0.7")].into()).is_empty());
     }
 
     #[test]
     fn nat_is_judged_against_the_bound_address_or_every_interface() {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         let seen = |s: &str| vec![s.parse::<SocketAddr>().unwrap()];
-        let ifs = [ip("192.0.2.7"), ip("10.1.0.7")];
+        let ifs: BTreeSet<IpAddr> = [ip("192.0.2.7"), ip("10.1.0.7")].into();
         assert!(!behind_nat(ip("192.0.2.7"), &seen("192.0.2.7:7801"), &ifs));
         assert!(behind_nat(
             ip("192.0.2.7"),
