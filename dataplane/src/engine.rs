@@ -144,6 +144,9 @@ pub struct Engine {
     drops: DropCounters,
     /// Path state of every peer (probes are rare: a mutex is fine).
     paths: Mutex<paths::PathTable>,
+    /// Something made a path's next step due before its timers (see
+    /// [`Engine::paths_due`]).
+    paths_due: tokio::sync::Notify,
     /// Envelopes this host forwarded as a relay.
     relay_forwards: std::sync::atomic::AtomicU64,
     /// Path probes sent directly / in relay envelopes.
@@ -193,6 +196,7 @@ impl Engine {
             writer: Mutex::new(()),
             drops: DropCounters::default(),
             paths: Mutex::new(paths::PathTable::default()),
+            paths_due: tokio::sync::Notify::new(),
             relay_forwards: Default::default(),
             probes_direct: Default::default(),
             probes_relayed: Default::default(),
@@ -373,6 +377,9 @@ impl Engine {
                 "receiver index reused; older keypair no longer reachable"
             );
         }
+        drop(tables);
+        // A peer is probed once it has keys.
+        self.paths_changed();
         tracing::debug!(
             peer,
             generation = keys.generation,

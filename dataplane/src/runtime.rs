@@ -574,11 +574,19 @@ async fn run_paths(engine: Arc<Engine>, socket: Arc<UdpIo>) {
                 pool.put(outgoing.datagram);
             }
         }
-        // At least every 100 ms: a pong may make the route decision due.
+        // Until a path's next timer, or sooner when something its timers
+        // do not foresee happened (a pong, new candidates, keys), and at
+        // least once a second: traffic for an idle peer is noticed here.
         let wait = next
             .saturating_duration_since(Instant::now())
-            .min(Duration::from_millis(100));
-        tokio::time::sleep(wait).await;
+            .min(Duration::from_secs(1));
+        let polled = Instant::now();
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = engine.paths_due() => {}
+        }
+        // Answers arriving together are taken in one pass.
+        tokio::time::sleep_until((polled + Duration::from_millis(20)).into()).await;
     }
 }
 

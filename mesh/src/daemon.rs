@@ -86,6 +86,8 @@ pub struct Daemon {
     reloads: Reloads,
     /// The WireGuard gateway (see [`crate::wireguard`]).
     wg: Arc<crate::wireguard::Gateway>,
+    /// When this host's interfaces, addresses or routes changed.
+    host_changes: crate::kernel::changes::HostChanges,
 }
 
 /// What the DNS server reads: live records, minus those of hosts that are
@@ -123,6 +125,7 @@ impl Daemon {
         // Before this run writes anything (see `follow_strays`).
         let started_ms = gossip::state::now_millis();
         crate::version::apply_test_env();
+        let host_changes = crate::kernel::changes::HostChanges::spawn();
         let state = StateDir::open(&settings.state_dir)?;
         let identity = Identity::load_or_create(&state.file("identity.key"))
             .context("loading the host identity")?;
@@ -414,6 +417,7 @@ impl Daemon {
             carried,
             devices: Mutex::new(Realized::default()),
             reloads: Reloads::default(),
+            host_changes,
         });
         daemon.reconcile_at_start().await?;
         daemon.clone().watch_channels();
@@ -437,8 +441,13 @@ impl Daemon {
         );
         daemon.services.clone().spawn();
         daemon.traffic.clone().spawn();
-        daemon.edge.clone().spawn();
-        crate::paths::spawn(daemon.node.clone(), daemon.peers.clone(), daemon.dp.clone());
+        daemon.edge.clone().spawn(daemon.host_changes.follower());
+        crate::paths::spawn(
+            daemon.node.clone(),
+            daemon.peers.clone(),
+            daemon.dp.clone(),
+            daemon.host_changes.follower(),
+        );
         info!(
             id = %daemon.node.id(),
             control = %daemon.node.local_addr(),

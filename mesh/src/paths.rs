@@ -47,9 +47,11 @@ pub fn behind_nat(bound: IpAddr, reflexive: &[SocketAddr], interfaces: &BTreeSet
     })
 }
 
-/// The interface addresses as of the last round, to tell when one left.
+/// The interface addresses as of the last read, to tell when one left,
+/// and whether they must be read again (the kernel announced a change
+/// since, or the last read failed).
 #[derive(Debug, Default)]
-pub struct Interfaces(BTreeSet<IpAddr>);
+pub struct Interfaces(BTreeSet<IpAddr>, bool);
 
 impl Interfaces {
     /// Takes the addresses now; returns those that left since last time.
@@ -62,13 +64,24 @@ impl Interfaces {
 /// One synchronisation round. What is advertised follows what peers
 /// report ([`Dataplane::reflexive_addrs`]: silence forgets nothing) and
 /// loses what was seen at an address that left the interfaces (roaming),
-/// so an idle mesh re-signs no member record.
-pub fn sync(node: &Node, peers: &PeerTable, dp: &Dataplane, interfaces: &mut Interfaces) {
-    // A failed read skips the round's update: nothing left for that.
-    if let Ok(now) = mesh_sys::ifaddrs::local_ips() {
-        let gone = interfaces.update(now);
-        if !gone.is_empty() {
-            dp.forget_reflexive(&gone);
+/// so an idle mesh re-signs no member record. The interface addresses are
+/// read again only after `changed` (the kernel announced a change).
+pub fn sync(
+    node: &Node,
+    peers: &PeerTable,
+    dp: &Dataplane,
+    interfaces: &mut Interfaces,
+    changed: bool,
+) {
+    interfaces.1 |= changed;
+    // A failed read skips the round's update and is tried again next round.
+    if interfaces.1 {
+        if let Ok(now) = mesh_sys::ifaddrs::local_ips() {
+            interfaces.1 = false;
+            let gone = interfaces.update(now);
+            if !gone.is_empty() {
+                dp.forget_reflexive(&gone);
+            }
         }
     }
     let reflexive = dp.reflexive_addrs();
@@ -83,14 +96,19 @@ pub fn sync(node: &Node, peers: &PeerTable, dp: &Dataplane, interfaces: &mut Int
 }
 
 /// Names this host on relay envelopes and keeps [`sync`] running.
-pub fn spawn(node: Node, peers: Arc<PeerTable>, dp: Dataplane) {
+pub fn spawn(
+    node: Node,
+    peers: Arc<PeerTable>,
+    dp: Dataplane,
+    mut host_changes: crate::kernel::changes::Follower,
+) {
     dp.set_local_tag(crate::peers::host_tag(&node.id()));
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(SYNC_INTERVAL);
         let mut interfaces = Interfaces::default();
         loop {
             ticks.tick().await;
-            sync(&node, &peers, &dp, &mut interfaces);
+            sync(&node, &peers, &dp, &mut interfaces, host_changes.take());
         }
     });
 }

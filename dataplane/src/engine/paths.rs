@@ -160,6 +160,19 @@ impl Engine {
         self.paths.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Wakes [`Engine::paths_due`]: a pong or ping was handled, or the
+    /// control plane changed what a path knows.
+    pub(super) fn paths_changed(&self) {
+        self.paths_due.notify_one();
+    }
+
+    /// Returns when a path's state changed in a way its timers do not
+    /// foresee (a change since the last wait counts), so the loop running
+    /// [`Engine::poll_paths`] can sleep until its next timer otherwise.
+    pub async fn paths_due(&self) {
+        self.paths_due.notified().await;
+    }
+
     /// Sets the probing parameters for peers created from now on (tests,
     /// and the daemon's view of the local underlay MTU).
     pub fn set_path_config(&self, config: PathConfig) {
@@ -178,10 +191,13 @@ impl Engine {
         let path = paths.peer(peer, now);
         path.endpoint = endpoint;
         path.advertise(now);
-        match path.state.route() {
+        let confirmed = match path.state.route() {
             Route::Direct(addr) => Some(addr),
             _ => None,
-        }
+        };
+        drop(paths);
+        self.paths_changed();
+        confirmed
     }
 
     pub(super) fn forget_path(&self, peer: PeerIdx) {
@@ -198,6 +214,8 @@ impl Engine {
         let path = paths.peer(peer, now);
         path.extra = addrs.to_vec();
         path.advertise(now);
+        drop(paths);
+        self.paths_changed();
     }
 
     /// Where datagrams reach `peer` over its TCP fallback link (a local
@@ -209,6 +227,7 @@ impl Engine {
             .peer(peer, now)
             .state
             .set_fallback(addr, now);
+        self.paths_changed();
     }
 
     /// This host's tag and every peer's (from their identities), naming
@@ -226,7 +245,10 @@ impl Engine {
 
     /// Whether this host is behind a NAT (idle paths then get keep-alives).
     pub fn set_local_nat(&self, nat: bool) {
-        self.lock_paths().local_nat = nat;
+        let was = std::mem::replace(&mut self.lock_paths().local_nat, nat);
+        if was != nat {
+            self.paths_changed();
+        }
     }
 
     /// Whether the peer is behind a NAT (see [`crate::peer::Peer::nat`]).
@@ -527,7 +549,16 @@ impl Engine {
                     Err(reason) => self.drops.bump(reason),
                 }
                 drop(tables);
-                self.lock_paths().peer(peer, now).state.on_ping(source, now);
+                let mut paths = self.lock_paths();
+                let state = &mut paths.peer(peer, now).state;
+                let due = state.next_timeout(now);
+                state.on_ping(source, now);
+                // A new source is probed at once.
+                let sooner = state.next_timeout(now) < due;
+                drop(paths);
+                if sooner {
+                    self.paths_changed();
+                }
             }
             ProbeKind::Pong => {
                 drop(tables);
@@ -547,11 +578,17 @@ impl Engine {
                 }
                 let path = paths.peer(peer, now);
                 let before = path.state.route();
+                let due = path.state.next_timeout(now);
                 path.state
                     .on_pong(probe.id, probe.wall_ms, probe.size as u32, now);
+                // The MTU search's next step, say.
+                let sooner = path.state.next_timeout(now) < due;
                 let (route, advertised) = (path.state.route(), path.endpoint);
                 // The tables' writer is taken before the paths elsewhere.
                 drop(paths);
+                if sooner {
+                    self.paths_changed();
+                }
                 if route != before {
                     // Applied now rather than at the next poll: frames take
                     // the new route from the next one on.

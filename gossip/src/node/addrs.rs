@@ -9,8 +9,9 @@
 //!   NAT sees outgoing traffic to the other first and lets the answer in
 //!   (simultaneous open). A host on a wildcard address also learns its own
 //!   addresses this way.
-//! - Roaming (wildcard listeners only; a specific one cannot change): a
-//!   1 s poll of the interface addresses. When an address we advertise is
+//! - Roaming (wildcard listeners only; a specific one cannot change): the
+//!   interface addresses, re-read when the kernel announces a change of
+//!   addresses or links (a 1 s poll where it cannot). When an address we advertise is
 //!   gone, the learned addresses are dropped, the own record gets a new
 //!   incarnation (so every peer takes the new links over the old ones,
 //!   `Peers::admit`) and every member is dialed again at once; the
@@ -21,12 +22,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::{dial, lock, Inner};
 use crate::state::now_millis;
 use crate::PeerId;
 
+/// Where the kernel's announcements cannot be followed.
 const POLL: Duration = Duration::from_secs(1);
 
 impl Inner {
@@ -154,8 +156,30 @@ impl Inner {
 }
 
 pub(super) async fn addrs_loop(node: Arc<Inner>) {
+    use mesh_sys::netwatch::{Groups, NetWatch};
+    // The kernel announces address and link changes; the poll is only for
+    // a host where the subscription cannot be made.
+    let mut watch = match NetWatch::new(Groups::ADDRESSES.with(Groups::LINKS)) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            warn!(
+                "cannot follow the interface addresses' changes, polling them every {POLL:?}: {e}"
+            );
+            None
+        }
+    };
     loop {
-        tokio::time::sleep(POLL).await;
+        match watch.as_mut() {
+            Some(w) => {
+                if let Err(e) = w.changed().await {
+                    warn!(
+                        "lost the interface addresses' changes, polling them every {POLL:?}: {e}"
+                    );
+                    watch = None;
+                }
+            }
+            None => tokio::time::sleep(POLL).await,
+        }
         if node.is_shutting_down() {
             return;
         }

@@ -26,8 +26,13 @@ use crate::PeerId;
 
 /// A member without a direct link this long gets a relayed session.
 pub const RELAY_AFTER: Duration = Duration::from_secs(2);
-/// How often the node looks for peers to relay and runs session timers.
+/// How often the node looks for peers to relay and runs session timers
+/// while there are sessions or members without a direct link.
 const RELAY_TICK: Duration = Duration::from_millis(250);
+/// How often it looks while every member has a direct link: a lost link
+/// wakes it at once ([`Inner::relay_link_lost`]); a member that was never
+/// linked is noticed within this (it gets a session [`RELAY_AFTER`] later).
+const IDLE_RELAY_TICK: Duration = Duration::from_secs(1);
 
 pub(super) struct RelayState {
     control: RelayControl,
@@ -40,6 +45,8 @@ pub(super) struct RelayState {
     unlinked_since: HashMap<PeerId, Instant>,
     /// Handshakes started per peer, to rotate through the relays.
     attempts: HashMap<PeerId, usize>,
+    /// Wakes the relay loop before its tick.
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl RelayState {
@@ -50,7 +57,13 @@ impl RelayState {
             received: HashMap::new(),
             unlinked_since: HashMap::new(),
             attempts: HashMap::new(),
+            wake: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// Whether the relay loop has work on its fast tick.
+    fn busy(&self) -> bool {
+        self.control.poll_timeout().is_some() || !self.unlinked_since.is_empty()
     }
 
     pub(super) fn set_rekey(&mut self, rekey: Duration, now: Instant) {
@@ -174,6 +187,7 @@ impl Inner {
         if let Some(long_ago) = Instant::now().checked_sub(RELAY_AFTER) {
             relay.unlinked_since.insert(peer, long_ago);
         }
+        relay.wake.notify_one();
         let events: Vec<Event> = relay
             .control
             .through(&peer)
@@ -294,8 +308,17 @@ impl Inner {
 }
 
 pub(super) async fn relay_loop(node: Arc<Inner>) {
+    let wake = lock(&node.relay).wake.clone();
     loop {
-        tokio::time::sleep(RELAY_TICK).await;
+        let tick = if lock(&node.relay).busy() {
+            RELAY_TICK
+        } else {
+            IDLE_RELAY_TICK
+        };
+        tokio::select! {
+            () = tokio::time::sleep(tick) => {}
+            () = wake.notified() => {}
+        }
         if node.is_shutting_down() {
             return;
         }

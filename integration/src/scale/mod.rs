@@ -373,10 +373,12 @@ fn idle_cost(lab: &Lab, opts: &Options, stop: &AtomicBool, report: &mut Report) 
     let tick = procfs::clock_ticks_per_sec();
     let mut by_thread: BTreeMap<String, f64> = BTreeMap::new();
     let mut cpu = Vec::new();
+    let mut wakeups = Vec::new();
     let (mut control_bytes, mut data_bytes) = (Vec::new(), Vec::new());
     let mut by_host = Vec::new();
     for (i, ((b, sb), (a, sa))) in before.iter().zip(&after).enumerate() {
         cpu.push(a.cpu_ticks.saturating_sub(b.cpu_ticks) as f64 / tick * 60.0 / secs);
+        wakeups.push(a.wakeups.saturating_sub(b.wakeups) as f64 / secs);
         let (control, data) = (sa.control.since(sb.control), sa.data.since(sb.data));
         control_bytes.push(control.bytes as f64 / secs);
         data_bytes.push(data.bytes as f64 / secs);
@@ -399,6 +401,7 @@ fn idle_cost(lab: &Lab, opts: &Options, stop: &AtomicBool, report: &mut Report) 
     let rates =
         |f: fn(&HostIdle) -> f64| Distribution::of(&by_host.iter().map(f).collect::<Vec<_>>());
     report.idle_cpu_secs_per_min = Distribution::of(&cpu);
+    report.idle_wakeups_per_sec = Distribution::of(&wakeups);
     report.idle_control_bytes_per_sec = Distribution::of(&control_bytes);
     report.idle_data_bytes_per_sec = Distribution::of(&data_bytes);
     report.idle_control_datagrams_per_sec = rates(|h| h.control_datagrams_per_sec);

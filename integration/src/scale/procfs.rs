@@ -16,6 +16,9 @@ pub struct ProcSample {
     pub cpu_ticks: u64,
     /// The same per thread name (`comm`), to tell where the CPU goes.
     pub ticks_by_thread: BTreeMap<String, u64>,
+    /// Voluntary context switches of every thread: how often the daemon
+    /// went to sleep, i.e. was woken (a thread that ended takes its count).
+    pub wakeups: u64,
 }
 
 /// Clock ticks per second (`_SC_CLK_TCK`, 100 on Linux).
@@ -70,12 +73,14 @@ pub fn sample(pid: u32) -> Result<ProcSample> {
     for task in std::fs::read_dir(dir.join("task"))? {
         let task = task?.path();
         // A thread may end between the listing and the read.
-        let (Ok(stat), Ok(comm)) = (
+        let (Ok(stat), Ok(comm), Ok(task_status)) = (
             std::fs::read_to_string(task.join("stat")),
             std::fs::read_to_string(task.join("comm")),
+            std::fs::read_to_string(task.join("status")),
         ) else {
             continue;
         };
+        out.wakeups += status_field(&task_status, "voluntary_ctxt_switches:").unwrap_or(0);
         let ticks = stat_ticks(&stat)?;
         out.cpu_ticks += ticks;
         *out.ticks_by_thread

@@ -70,6 +70,11 @@ pub struct Report {
     pub idle_cpu_secs_per_min: Distribution,
     /// Mean over the daemons, per thread kind (`comm` without digits).
     pub idle_cpu_by_thread: BTreeMap<String, f64>,
+    /// Voluntary context switches per second of each daemon (all threads):
+    /// its wake-ups, which idle CPU follows on a loaded machine. Zero in
+    /// reports saved before they were counted.
+    #[serde(default)]
+    pub idle_wakeups_per_sec: Distribution,
     /// UDP bytes sent from the control port (QUIC), IP headers included.
     pub idle_control_bytes_per_sec: Distribution,
     /// UDP bytes sent from any other port: the data plane's probes (no
@@ -242,6 +247,15 @@ impl Report {
                     "< 1 %: {}",
                     verdict(cpu_pct(self.idle_cpu_secs_per_min.median) < 1.0)
                 ),
+            ),
+            Row::new(
+                "idle wake-ups per daemon",
+                if self.idle_wakeups_per_sec.max > 0.0 {
+                    d(&self.idle_wakeups_per_sec, "per s", 0)
+                } else {
+                    "not counted (older report)".to_string()
+                },
+                String::new(),
             ),
             Row::new(
                 "idle control traffic sent per host",

@@ -11,9 +11,10 @@ use std::time::Duration;
 
 /// How often a network that could not be set up is retried.
 const NETWORK_RETRY: Duration = Duration::from_secs(30);
-/// How often the landing is judged again: routes and members' underlay
-/// adverts change without a record changing. Local work only (reads
-/// /proc and the member list); no message is sent.
+/// How often the landing may be judged again: routes and members' underlay
+/// adverts change without a record changing. It is, when the kernel
+/// announced a change here, the members or the removed hosts changed.
+/// Local work only; no message is sent.
 const LANDING_TICK: Duration = Duration::from_secs(5);
 
 impl Daemon {
@@ -99,9 +100,21 @@ impl Daemon {
             vec![self.channels.networks.subscribe(), self.carried.subscribe()],
             NETWORK_RETRY,
         );
+        let mut host_changes = self.host_changes.follower();
+        let mut members = self.roster.subscribe();
+        let mut removed = self.channels.removed.subscribe();
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(LANDING_TICK).await;
+                // What `world` reads besides the records `follow` watches.
+                let kernel = host_changes.take();
+                let adverts = members.has_changed().unwrap_or(true);
+                let hosts = removed.has_changed().unwrap_or(true);
+                if !(kernel || adverts || hosts) {
+                    continue;
+                }
+                members.borrow_and_update();
+                removed.borrow_and_update();
                 let devices = self.devices.lock().await;
                 self.land(&devices);
             }

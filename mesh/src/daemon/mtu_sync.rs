@@ -13,9 +13,13 @@ const SYNC_INTERVAL: Duration = Duration::from_secs(2);
 impl Daemon {
     pub(super) fn spawn_mtu_sync(self: Arc<Self>) {
         let mut settings = self.channels.settings.subscribe();
+        let mut host_changes = self.host_changes.follower();
         tokio::spawn(async move {
+            // Read until found, then again on the kernel's word of a change.
+            let mut read_underlay = true;
             loop {
-                self.sync_mtus().await;
+                read_underlay |= host_changes.take();
+                read_underlay &= !self.sync_mtus(read_underlay).await;
                 tokio::select! {
                     _ = tokio::time::sleep(SYNC_INTERVAL) => {}
                     r = settings.changed() => if r.is_err() { break },
@@ -24,11 +28,16 @@ impl Daemon {
         });
     }
 
-    async fn sync_mtus(&self) {
+    /// One round; the underlay interface's MTU is read if `read_underlay`.
+    /// Returns whether it was read.
+    async fn sync_mtus(&self, read_underlay: bool) -> bool {
         let mtus = self.fabric.mtus().clone();
         // The own interface's MTU counts here at once, and the own record
         // is re-signed with it so that the other hosts follow.
-        if let Some(own) = crate::mtu::underlay_mtu(self.settings.listen.ip()) {
+        let underlay = read_underlay
+            .then(|| crate::mtu::underlay_mtu(self.settings.listen.ip()))
+            .flatten();
+        if let Some(own) = underlay {
             if mtus.set_own_underlay(own) {
                 warn!(underlay_mtu = own, "the underlay interface's MTU changed");
                 self.node
@@ -61,6 +70,7 @@ impl Daemon {
                 }
             }
         }
+        underlay.is_some()
     }
 
     async fn apply_mtu(&self, id: &str, wire: u32, mtu: u32) -> Result<()> {

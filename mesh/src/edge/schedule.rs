@@ -12,7 +12,8 @@ use super::Edge;
 /// ([`crate::liveness::Liveness::subscribe`]) and the roster, the floating
 /// IPs' timers from [`crate::reconcile::Reconciler::next_wake`].
 const TICK: Duration = Duration::from_secs(5);
-/// How often this host re-reads its underlay interface (subnet, MAC).
+/// How often this host looks whether its underlay interface (subnet, MAC)
+/// may have changed; it is re-read only when the kernel announced a change.
 const ADVERT_INTERVAL: Duration = Duration::from_secs(5);
 
 impl Edge {
@@ -24,11 +25,13 @@ impl Edge {
     }
 
     /// Follows the records for as long as the daemon runs.
-    pub fn spawn(self: Arc<Self>) {
+    pub fn spawn(self: Arc<Self>, mut host_changes: crate::kernel::changes::Follower) {
         let me = self.clone();
         tokio::spawn(async move {
             loop {
-                me.refresh_advert().await;
+                if host_changes.take() {
+                    me.refresh_advert().await;
+                }
                 tokio::time::sleep(ADVERT_INTERVAL).await;
             }
         });

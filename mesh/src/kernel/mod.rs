@@ -5,8 +5,10 @@
 //! - [`nft`]: whole nftables scripts, atomically; tables' names, counters;
 //! - [`command`]: iproute2, on the host or in a namespace;
 //! - [`interfaces`]: the interfaces, addresses, MACs and MTUs here;
-//! - [`routes`]: the routes here.
+//! - [`routes`]: the routes here;
+//! - [`changes`]: when the interfaces, addresses or routes here changed.
 
+pub mod changes;
 pub mod command;
 pub mod interfaces;
 pub mod nft;

@@ -18,8 +18,8 @@ use mesh_model::services::{health_key, HealthRecord};
 
 /// Failed checks in a row before a target leaves the rotation.
 pub const FAILS_TO_FAIL: u32 = 2;
-/// How finely checks are timed; a wake-up with nothing due costs a few
-/// version compares.
+/// The shortest time between two rounds of checks (a round also starts
+/// when a check is due or an input changed).
 const TICK: Duration = Duration::from_millis(250);
 /// After a first failed check, the next comes this soon (HAProxy's
 /// `fastinter`).
@@ -80,11 +80,26 @@ impl Services {
             self.channels.endpoints.subscribe(),
             self.liveness.subscribe(),
         ];
-        let mut checks = BTreeMap::new();
+        let mut checks: BTreeMap<Check, Duration> = BTreeMap::new();
         let mut computed: Option<Instant> = None;
+        let mut last = Instant::now();
         loop {
-            tokio::time::sleep(TICK).await;
-            let mut changed = false;
+            // Asleep until a check is due, the checks are to be worked out
+            // again, or an input changed; at most every TICK.
+            let next_check = checks
+                .keys()
+                .map(|c| state.get(c).and_then(|st| st.next).unwrap_or(last))
+                .min();
+            let recompute = computed.map_or(last, |t| t + RECOMPUTE);
+            let at = next_check.map_or(recompute, |t| t.min(recompute));
+            let inputs_changed =
+                futures::future::select_all(inputs.iter_mut().map(|rx| Box::pin(rx.changed())));
+            let mut changed = tokio::select! {
+                () = tokio::time::sleep_until(at.into()) => false,
+                (r, _, _) = inputs_changed => r.is_ok(),
+            };
+            tokio::time::sleep_until((last + TICK).into()).await;
+            last = Instant::now();
             for rx in &mut inputs {
                 changed |= rx.has_changed().unwrap_or(false);
                 rx.borrow_and_update();
