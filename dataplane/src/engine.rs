@@ -514,14 +514,12 @@ impl Engine {
         };
         let unicast = known.filter(|peer| tables.peers.get(peer).is_some_and(|p| p.is_member(net)));
         if let Some((idx, peer)) = unicast.and_then(|i| Some((i, tables.peers.get(&i)?))) {
-            peer.counters
-                .unicast_tx
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             // The path to the relay carries this traffic: keep it probed.
-            if let Some(via) = peer.relay.and_then(|r| tables.peers.get(&r)) {
-                via.counters
-                    .unicast_tx
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let via = peer.relay.and_then(|r| tables.peers.get(&r));
+            let woke =
+                peer.counters.note_unicast() | via.is_some_and(|v| v.counters.note_unicast());
+            if woke {
+                self.paths_changed();
             }
             let seal = |buf, pool: &mut BufPool, out: &mut Vec<Outgoing>| {
                 self.seal_for(&tables, idx, net, buf, now, pool, out)

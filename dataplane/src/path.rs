@@ -771,7 +771,8 @@ impl PathState {
         if let Some(probe) = self.in_flight.front() {
             at = at.min(probe.sent + self.config.probe_timeout);
         }
-        if active && !self.mtu.outstanding && self.mtu.searching() {
+        // The search probes the route in use: none before one is known.
+        if active && self.route != Route::Unknown && !self.mtu.outstanding && self.mtu.searching() {
             at = at.min(self.mtu.next_at);
         }
         at

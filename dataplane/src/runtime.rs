@@ -610,3 +610,21 @@ fn open_queues(name: &str, offload: bool, count: usize) -> Result<Vec<Arc<Tap>>,
     }
     Ok(queues)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With nothing to probe, the path loop runs once a second (it ran
+    /// every 100 ms), on tokio's virtual clock.
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_path_loop_runs_once_a_second() {
+        let engine = Arc::new(Engine::new(Instant::now()));
+        let socket = Arc::new(UdpIo::bind("127.0.0.1:0".parse().unwrap(), false).unwrap());
+        let task = tokio::spawn(run_paths(engine.clone(), socket));
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        task.abort();
+        let passes = engine.path_passes();
+        assert!((55..=62).contains(&passes), "{passes} passes in 60 s");
+    }
+}

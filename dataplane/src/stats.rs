@@ -108,12 +108,22 @@ pub struct PeerCounters {
     /// unknown unicast) go to every member and would keep every path busy;
     /// what arrives is answered, and the answer is unicast.
     pub unicast_tx: AtomicU64,
+    /// The peer's path is idle (not probed): the next unicast frame wakes
+    /// the path loop ([`PeerCounters::note_unicast`]).
+    pub path_idle: std::sync::atomic::AtomicBool,
     /// Authenticated frames from this peer whose source MAC is pinned to
     /// another host (dropped): which host spoofs.
     pub spoofed_rx: AtomicU64,
 }
 
 impl PeerCounters {
+    /// Counts a frame switched to this peer alone; true if that ends an
+    /// idle spell (once), so that its path is probed at once.
+    pub fn note_unicast(&self) -> bool {
+        self.unicast_tx.fetch_add(1, Ordering::Relaxed);
+        self.path_idle.load(Ordering::Relaxed) && self.path_idle.swap(false, Ordering::Relaxed)
+    }
+
     /// `bytes` counts the Ethernet frame (the overlay payload), not the datagram.
     pub fn record_tx(&self, bytes: usize) {
         self.tx_packets.fetch_add(1, Ordering::Relaxed);
@@ -218,5 +228,20 @@ pub struct SwitchStats {
 impl Stats {
     pub fn dropped(&self, reason: DropReason) -> u64 {
         self.drops.get(reason.name()).copied().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_frame_after_an_idle_spell_wakes_the_path_loop_once() {
+        let c = PeerCounters::default();
+        assert!(!c.note_unicast(), "an active path wakes nothing");
+        c.path_idle.store(true, Ordering::Relaxed);
+        assert!(c.note_unicast());
+        assert!(!c.note_unicast());
+        assert_eq!(c.unicast_tx.load(Ordering::Relaxed), 3);
     }
 }

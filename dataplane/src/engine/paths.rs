@@ -61,6 +61,8 @@ pub(super) struct PathTable {
     next_burst: u32,
     /// This host is behind a NAT: idle peers need keep-alives.
     local_nat: bool,
+    /// Runs of [`Engine::poll_paths`]: what the idle budget counts.
+    passes: u64,
 }
 
 /// A peer's paths whose reports are kept: its candidates are a few, but a
@@ -189,6 +191,7 @@ impl Engine {
         let now = Instant::now();
         let mut paths = self.lock_paths();
         let path = paths.peer(peer, now);
+        let changed = path.endpoint != endpoint;
         path.endpoint = endpoint;
         path.advertise(now);
         let confirmed = match path.state.route() {
@@ -196,7 +199,9 @@ impl Engine {
             _ => None,
         };
         drop(paths);
-        self.paths_changed();
+        if changed {
+            self.paths_changed();
+        }
         confirmed
     }
 
@@ -212,6 +217,10 @@ impl Engine {
         let now = Instant::now();
         let mut paths = self.lock_paths();
         let path = paths.peer(peer, now);
+        // Called for every member on each sync: no wake-up for no change.
+        if path.extra == addrs {
+            return;
+        }
         path.extra = addrs.to_vec();
         path.advertise(now);
         drop(paths);
@@ -301,6 +310,11 @@ impl Engine {
         self.relay_forwards.load(Ordering::Relaxed)
     }
 
+    /// How often [`Self::poll_paths`] ran.
+    pub fn path_passes(&self) -> u64 {
+        self.lock_paths().passes
+    }
+
     /// Path probes sent (pings and pongs), directly and in relay envelopes.
     pub fn probes_sent(&self) -> ProbeCounts {
         ProbeCounts {
@@ -316,6 +330,7 @@ impl Engine {
         let wall = wall_ms();
         let tables = self.read();
         let mut paths = self.lock_paths();
+        paths.passes += 1;
         let local_nat = paths.local_nat;
         // Peers reached directly may relay for the others; those reached
         // over their TCP fallback only as a last resort (see `path.rs`).
@@ -381,6 +396,9 @@ impl Engine {
             }
             peer.path_mtu
                 .store(path.state.path_mtu(), Ordering::Relaxed);
+            peer.counters
+                .path_idle
+                .store(!path.state.active(now), Ordering::Relaxed);
         }
         drop(paths);
         drop(tables);
@@ -584,10 +602,16 @@ impl Engine {
                 // The MTU search's next step, say.
                 let sooner = path.state.next_timeout(now) < due;
                 let (route, advertised) = (path.state.route(), path.endpoint);
+                let path_mtu = path.state.path_mtu();
                 // The tables' writer is taken before the paths elsewhere.
                 drop(paths);
                 if sooner {
                     self.paths_changed();
+                }
+                // The search's result bounds frames (and clamps TCP's MSS)
+                // from the next frame on, not from the next poll.
+                if let Some(entry) = self.read().peers.get(&peer) {
+                    entry.path_mtu.store(path_mtu, Ordering::Relaxed);
                 }
                 if route != before {
                     // Applied now rather than at the next poll: frames take

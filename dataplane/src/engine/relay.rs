@@ -186,7 +186,9 @@ impl Engine {
         // (Probes and keep-alives do not count, or idle pairs would keep
         // their relays' paths busy for ever.)
         if datagram.get(RELAY_HEADER_LEN) == Some(&MSG_TYPE_DATA) {
-            dst.counters.unicast_tx.fetch_add(1, Ordering::Relaxed);
+            if dst.counters.note_unicast() {
+                self.paths_changed();
+            }
         }
         out.push(Outgoing {
             peer: to,

@@ -168,26 +168,36 @@ pub(super) async fn addrs_loop(node: Arc<Inner>) {
             None
         }
     };
+    // Read once subscribed (a change before that would be missed), and
+    // again a poll later after a failed read.
+    let mut read_now = true;
     loop {
-        match watch.as_mut() {
-            Some(w) => {
-                if let Err(e) = w.changed().await {
-                    warn!(
-                        "lost the interface addresses' changes, polling them every {POLL:?}: {e}"
-                    );
-                    watch = None;
+        if !read_now {
+            match watch.as_mut() {
+                Some(w) => {
+                    if let Err(e) = w.changed().await {
+                        warn!("lost the interface addresses' changes, polling them every {POLL:?}: {e}");
+                        watch = None;
+                    }
                 }
+                None => tokio::time::sleep(POLL).await,
             }
-            None => tokio::time::sleep(POLL).await,
         }
         if node.is_shutting_down() {
             return;
         }
-        let Ok(now) = mesh_sys::ifaddrs::local_ips() else {
-            continue;
-        };
-        if now != *lock(&node.local_ips) {
-            node.local_ips_changed(now);
+        match mesh_sys::ifaddrs::local_ips() {
+            Ok(now) => {
+                read_now = false;
+                if now != *lock(&node.local_ips) {
+                    node.local_ips_changed(now);
+                }
+            }
+            Err(e) => {
+                debug!("cannot read the interface addresses (trying again): {e}");
+                read_now = true;
+                tokio::time::sleep(POLL).await;
+            }
         }
     }
 }

@@ -377,8 +377,10 @@ fn idle_cost(lab: &Lab, opts: &Options, stop: &AtomicBool, report: &mut Report) 
     let (mut control_bytes, mut data_bytes) = (Vec::new(), Vec::new());
     let mut by_host = Vec::new();
     for (i, ((b, sb), (a, sa))) in before.iter().zip(&after).enumerate() {
-        cpu.push(a.cpu_ticks.saturating_sub(b.cpu_ticks) as f64 / tick * 60.0 / secs);
-        wakeups.push(a.wakeups.saturating_sub(b.wakeups) as f64 / secs);
+        let spent = a.since(b);
+        let ticks: u64 = spent.values().map(|s| s.ticks).sum();
+        cpu.push(ticks as f64 / tick * 60.0 / secs);
+        wakeups.push(spent.values().map(|s| s.wakeups).sum::<u64>() as f64 / secs);
         let (control, data) = (sa.control.since(sb.control), sa.data.since(sb.data));
         control_bytes.push(control.bytes as f64 / secs);
         data_bytes.push(data.bytes as f64 / secs);
@@ -392,10 +394,9 @@ fn idle_cost(lab: &Lab, opts: &Options, stop: &AtomicBool, report: &mut Report) 
                 .zip(updates_before[i])
                 .map(|(a, b)| a.saturating_sub(b)),
         });
-        for (kind, ticks) in &a.ticks_by_thread {
-            let earlier = b.ticks_by_thread.get(kind).copied().unwrap_or(0);
+        for (kind, s) in &spent {
             *by_thread.entry(kind.clone()).or_default() +=
-                ticks.saturating_sub(earlier) as f64 / tick * 60.0 / secs / n as f64;
+                s.ticks as f64 / tick * 60.0 / secs / n as f64;
         }
     }
     let rates =

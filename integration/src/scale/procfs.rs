@@ -12,13 +12,43 @@ pub struct ProcSample {
     pub rss_kib: u64,
     pub fds: usize,
     pub threads: usize,
-    /// User + system time of every thread, in clock ticks.
-    pub cpu_ticks: u64,
-    /// The same per thread name (`comm`), to tell where the CPU goes.
-    pub ticks_by_thread: BTreeMap<String, u64>,
-    /// Voluntary context switches of every thread: how often the daemon
-    /// went to sleep, i.e. was woken (a thread that ended takes its count).
+    /// Every thread, by id.
+    pub tasks: BTreeMap<u32, TaskSample>,
+}
+
+/// One reading of a thread.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TaskSample {
+    /// Its name (`comm`) without a serial number, to tell where time goes.
+    pub kind: String,
+    /// User + system time, in clock ticks.
+    pub ticks: u64,
+    /// Voluntary context switches: how often it went to sleep, i.e. was
+    /// woken.
     pub wakeups: u64,
+}
+
+/// CPU ticks and wake-ups over an interval.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Spent {
+    pub ticks: u64,
+    pub wakeups: u64,
+}
+
+impl ProcSample {
+    /// What the threads did since `earlier`, by kind. Counted per thread,
+    /// so that one that ended meanwhile (a blocking-pool thread) takes
+    /// only its own time out, and one that started counts whole.
+    pub fn since(&self, earlier: &ProcSample) -> BTreeMap<String, Spent> {
+        let mut out: BTreeMap<String, Spent> = BTreeMap::new();
+        for (tid, t) in &self.tasks {
+            let before = earlier.tasks.get(tid).cloned().unwrap_or_default();
+            let e = out.entry(t.kind.clone()).or_default();
+            e.ticks += t.ticks.saturating_sub(before.ticks);
+            e.wakeups += t.wakeups.saturating_sub(before.wakeups);
+        }
+        out
+    }
 }
 
 /// Clock ticks per second (`_SC_CLK_TCK`, 100 on Linux).
@@ -72,6 +102,13 @@ pub fn sample(pid: u32) -> Result<ProcSample> {
     };
     for task in std::fs::read_dir(dir.join("task"))? {
         let task = task?.path();
+        let Some(tid) = task
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
         // A thread may end between the listing and the read.
         let (Ok(stat), Ok(comm), Ok(task_status)) = (
             std::fs::read_to_string(task.join("stat")),
@@ -80,12 +117,14 @@ pub fn sample(pid: u32) -> Result<ProcSample> {
         ) else {
             continue;
         };
-        out.wakeups += status_field(&task_status, "voluntary_ctxt_switches:").unwrap_or(0);
-        let ticks = stat_ticks(&stat)?;
-        out.cpu_ticks += ticks;
-        *out.ticks_by_thread
-            .entry(thread_kind(comm.trim()))
-            .or_default() += ticks;
+        out.tasks.insert(
+            tid,
+            TaskSample {
+                kind: thread_kind(comm.trim()),
+                ticks: stat_ticks(&stat)?,
+                wakeups: status_field(&task_status, "voluntary_ctxt_switches:").unwrap_or(0),
+            },
+        );
     }
     Ok(out)
 }
@@ -179,7 +218,39 @@ mod tests {
     fn own_process_is_readable() {
         let s = sample(std::process::id()).unwrap();
         assert!(s.rss_kib > 0 && s.fds > 0 && s.threads >= 1);
-        assert_eq!(s.cpu_ticks, s.ticks_by_thread.values().sum::<u64>());
+        assert!(!s.tasks.is_empty());
+    }
+
+    #[test]
+    fn a_thread_that_ended_takes_only_its_own_time_out() {
+        let t = |kind: &str, ticks, wakeups| TaskSample {
+            kind: kind.into(),
+            ticks,
+            wakeups,
+        };
+        let before = ProcSample {
+            tasks: [(1, t("w", 10, 100)), (2, t("blocking", 50, 500))].into(),
+            ..ProcSample::default()
+        };
+        let after = ProcSample {
+            tasks: [(1, t("w", 15, 130)), (3, t("blocking", 2, 7))].into(),
+            ..ProcSample::default()
+        };
+        let spent = after.since(&before);
+        assert_eq!(
+            spent["w"],
+            Spent {
+                ticks: 5,
+                wakeups: 30
+            }
+        );
+        assert_eq!(
+            spent["blocking"],
+            Spent {
+                ticks: 2,
+                wakeups: 7
+            }
+        );
     }
 
     #[test]

@@ -13,8 +13,8 @@ use std::time::Duration;
 const NETWORK_RETRY: Duration = Duration::from_secs(30);
 /// How often the landing may be judged again: routes and members' underlay
 /// adverts change without a record changing. It is, when the kernel
-/// announced a change here, the members or the removed hosts changed.
-/// Local work only; no message is sent.
+/// announced a change here, the members or the removed hosts changed, and
+/// at least every [`NETWORK_RETRY`]. Local work only; no message is sent.
 const LANDING_TICK: Duration = Duration::from_secs(5);
 
 impl Daemon {
@@ -104,15 +104,19 @@ impl Daemon {
         let mut members = self.roster.subscribe();
         let mut removed = self.channels.removed.subscribe();
         tokio::spawn(async move {
+            let mut judged = tokio::time::Instant::now();
             loop {
                 tokio::time::sleep(LANDING_TICK).await;
-                // What `world` reads besides the records `follow` watches.
+                // What `world` reads besides the records `follow` watches;
+                // and now and then all the same (a failed read of the
+                // routes, the attachments here).
                 let kernel = host_changes.take();
                 let adverts = members.has_changed().unwrap_or(true);
                 let hosts = removed.has_changed().unwrap_or(true);
-                if !(kernel || adverts || hosts) {
+                if !(kernel || adverts || hosts) && judged.elapsed() < NETWORK_RETRY {
                     continue;
                 }
+                judged = tokio::time::Instant::now();
                 members.borrow_and_update();
                 removed.borrow_and_update();
                 let devices = self.devices.lock().await;

@@ -137,12 +137,12 @@ impl Edge {
     }
 
     /// Re-reads this host's underlay interface and advertises its subnet
-    /// and MAC when they changed.
-    pub(super) async fn refresh_advert(&self) {
+    /// and MAC when they changed. Returns whether it could be read.
+    pub(super) async fn refresh_advert(&self) -> bool {
         let ip = match self.underlay {
             Some(IpAddr::V4(ip)) => Some(ip),
-            Some(IpAddr::V6(_)) => return, // floating IPs are IPv4
-            None => None,                  // a wildcard listen address
+            Some(IpAddr::V6(_)) => return true, // floating IPs are IPv4
+            None => None,                       // a wildcard listen address
         };
         let prefix = self.prefix.clone();
         let read = move || underlay::adverts_for(ip, &prefix);
@@ -150,11 +150,11 @@ impl Edge {
             Ok(Ok(a)) => a,
             Ok(Err(e)) => {
                 warn!("cannot read the underlay interfaces: {e:#}");
-                return;
+                return false;
             }
             Err(e) => {
                 warn!("underlay task failed: {e}");
-                return;
+                return false;
             }
         };
         let old = std::mem::replace(
@@ -162,7 +162,7 @@ impl Edge {
             adverts.clone(),
         );
         if old == adverts {
-            return;
+            return true;
         }
         if adverts.is_empty() {
             warn!(?ip, "no underlay interface found to advertise");
@@ -175,5 +175,6 @@ impl Edge {
         }
         // This host's own candidacy changed.
         self.poke();
+        true
     }
 }

@@ -28,9 +28,12 @@ impl Edge {
     pub fn spawn(self: Arc<Self>, mut host_changes: crate::kernel::changes::Follower) {
         let me = self.clone();
         tokio::spawn(async move {
+            // A failed read is tried again at the next look.
+            let mut stale = false;
             loop {
-                if host_changes.take() {
-                    me.refresh_advert().await;
+                stale |= host_changes.take();
+                if stale {
+                    stale = !me.refresh_advert().await;
                 }
                 tokio::time::sleep(ADVERT_INTERVAL).await;
             }
