@@ -759,7 +759,7 @@ impl PathState {
     }
 
     /// When [`Self::poll`] wants to run next (traffic may wake an idle
-    /// peer earlier: the caller polls at least once a second).
+    /// peer earlier); the MTU search waits for a route to probe.
     pub fn next_timeout(&self, now: Instant) -> Instant {
         let far = now + self.config.idle_after;
         let active = self.active(now);
@@ -771,7 +771,6 @@ impl PathState {
         if let Some(probe) = self.in_flight.front() {
             at = at.min(probe.sent + self.config.probe_timeout);
         }
-        // The search probes the route in use: none before one is known.
         if active && self.route != Route::Unknown && !self.mtu.outstanding && self.mtu.searching() {
             at = at.min(self.mtu.next_at);
         }

@@ -68,6 +68,9 @@ pub use observer::{NoopObserver, PeerInfo, PeerObserver};
 
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(250);
 const PERSIST_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a join keeps trying a host that does not answer (each try
+/// waits up to the handshake's idle timeout, then 1, 2, 4, 8 s apart).
+pub const JOIN_PATIENCE: Duration = Duration::from_secs(30);
 
 /// One other member as seen from this host.
 #[derive(Clone, Debug)]
@@ -335,7 +338,9 @@ impl Node {
     /// Joins the mesh `addr` (`host:port`) belongs to, adopting `token`'s
     /// secret (persisted in the state dir). Returns the id of the host we
     /// joined through; the rest of the mesh is learned from it and dialed in
-    /// the background.
+    /// the background. A host that does not answer (busy, or starting) is
+    /// tried again for up to [`JOIN_PATIENCE`]; an answer that refuses is
+    /// final.
     pub async fn join(&self, addr: &str, token: &MeshSecret) -> Result<PeerId, Error> {
         if self.inner.is_shutting_down() {
             return Err(Error::Shutdown);
@@ -346,8 +351,27 @@ impl Node {
         }
         self.inner.save_secrets()?;
         let targets = dial::resolve(addr).await?;
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_secs(1);
+        loop {
+            match self.join_once(addr, &targets).await {
+                Err(e @ Error::Unreachable { .. })
+                    if started.elapsed() + pause < JOIN_PATIENCE
+                        && !self.inner.is_shutting_down() =>
+                {
+                    info!(%addr, error = %e, "no answer to the join yet; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(8));
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// One round of [`Self::join`]: each address over QUIC, then TCP.
+    async fn join_once(&self, addr: &str, targets: &[SocketAddr]) -> Result<PeerId, Error> {
         let mut last_error = None;
-        for target in &targets {
+        for target in targets {
             match self.inner.clone().dial_addr(*target, None).await {
                 Ok(peer) => {
                     info!(via = %peer, addr = %target, "joined mesh");
@@ -359,7 +383,7 @@ impl Node {
         // No UDP path: the same port over TCP, when the error says the
         // host could not be reached (a refusal is an answer).
         if matches!(last_error, Some(Error::Unreachable { .. })) {
-            if let Some(peer) = self.inner.clone().join_tcp(&targets).await {
+            if let Some(peer) = self.inner.clone().join_tcp(targets).await {
                 return Ok(peer);
             }
         }

@@ -316,3 +316,36 @@ async fn set_meta_is_signed_and_gossiped_and_refuses_oversized_values() {
     );
     shutdown_all(&nodes).await;
 }
+
+/// `meshctl join` run before the seed's meshd is up (hosts booting
+/// together): the join keeps trying and gets in once the seed answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_waits_for_a_seed_that_is_still_starting() {
+    init_tracing();
+    let addr = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let secret = MeshSecret::generate();
+    let joiner = start(Arc::new(gossip::node::NoopObserver)).await;
+    let join = tokio::spawn({
+        let (joiner, token) = (joiner.clone(), secret.clone());
+        async move { joiner.join(&addr.to_string(), &token).await }
+    });
+    // Past the first try's QUIC handshake timeout and its TCP attempt.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let mut cfg = gossip::Config::new(
+        Identity::generate().unwrap(),
+        secret,
+        addr,
+        Arc::new(gossip::node::NoopObserver),
+    );
+    cfg.name = "seed".into();
+    let seed = Node::start(cfg).await.unwrap();
+    let joined = join
+        .await
+        .unwrap()
+        .expect("the join gets in once the seed is up");
+    assert_eq!(joined, seed.id());
+    shutdown_all(&[joiner, seed]).await;
+}
