@@ -80,6 +80,39 @@ impl NetWatch {
     }
 }
 
+/// A [`NetWatch`], or a poll where one cannot be had (said once, in the
+/// log): what a follower of changes waits on.
+pub struct Changes {
+    watch: Option<NetWatch>,
+    poll: std::time::Duration,
+    what: &'static str,
+}
+
+impl Changes {
+    /// Follows `groups`; `what` names them in the log.
+    pub fn new(groups: Groups, poll: std::time::Duration, what: &'static str) -> Changes {
+        let watch = NetWatch::new(groups)
+            .map_err(|e| tracing::warn!("cannot follow {what}, re-reading every {poll:?}: {e}"))
+            .ok();
+        Changes { watch, poll, what }
+    }
+
+    /// Returns at the kernel's next announcement, or after the poll
+    /// interval without a subscription (or once it broke).
+    pub async fn next(&mut self) {
+        let (what, poll) = (self.what, self.poll);
+        match self.watch.as_mut() {
+            Some(w) => {
+                if let Err(e) = w.changed().await {
+                    tracing::warn!("lost {what}, re-reading every {poll:?}: {e}");
+                    self.watch = None;
+                }
+            }
+            None => tokio::time::sleep(poll).await,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,7 +22,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::{dial, lock, Inner};
 use crate::state::now_millis;
@@ -156,32 +156,20 @@ impl Inner {
 }
 
 pub(super) async fn addrs_loop(node: Arc<Inner>) {
-    use mesh_sys::netwatch::{Groups, NetWatch};
+    use mesh_sys::netwatch::{Changes, Groups};
     // The kernel announces address and link changes; the poll is only for
     // a host where the subscription cannot be made.
-    let mut watch = match NetWatch::new(Groups::ADDRESSES.with(Groups::LINKS)) {
-        Ok(w) => Some(w),
-        Err(e) => {
-            warn!(
-                "cannot follow the interface addresses' changes, polling them every {POLL:?}: {e}"
-            );
-            None
-        }
-    };
+    let mut changes = Changes::new(
+        Groups::ADDRESSES.with(Groups::LINKS),
+        POLL,
+        "the interface addresses' changes",
+    );
     // Read once subscribed (a change before that would be missed), and
     // again a poll later after a failed read.
     let mut read_now = true;
     loop {
         if !read_now {
-            match watch.as_mut() {
-                Some(w) => {
-                    if let Err(e) = w.changed().await {
-                        warn!("lost the interface addresses' changes, polling them every {POLL:?}: {e}");
-                        watch = None;
-                    }
-                }
-                None => tokio::time::sleep(POLL).await,
-            }
+            changes.next().await;
         }
         if node.is_shutting_down() {
             return;

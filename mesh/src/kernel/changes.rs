@@ -7,10 +7,8 @@
 
 use std::time::Duration;
 
+use mesh_sys::netwatch::{Changes, Groups};
 use tokio::sync::watch;
-use tracing::warn;
-
-use mesh_sys::netwatch::{Groups, NetWatch};
 
 /// Where the kernel's announcements cannot be followed, the generation
 /// moves this often: followers re-read on their ticks, as they would
@@ -26,25 +24,14 @@ impl HostChanges {
     /// Starts following, in the caller's network namespace (the host's).
     pub fn spawn() -> HostChanges {
         let (tx, rx) = watch::channel(0u64);
-        let watch = NetWatch::new(Groups::LINKS.with(Groups::ADDRESSES).with(Groups::ROUTES));
+        let mut changes = Changes::new(
+            Groups::LINKS.with(Groups::ADDRESSES).with(Groups::ROUTES),
+            POLL,
+            "the kernel's interface and route changes",
+        );
         tokio::spawn(async move {
-            let mut watch = match watch {
-                Ok(w) => Some(w),
-                Err(e) => {
-                    warn!("cannot follow the kernel's interface and route changes, re-reading them every {POLL:?}: {e}");
-                    None
-                }
-            };
             loop {
-                match watch.as_mut() {
-                    Some(w) => {
-                        if let Err(e) = w.changed().await {
-                            warn!("lost the kernel's interface and route changes, re-reading them every {POLL:?}: {e}");
-                            watch = None;
-                        }
-                    }
-                    None => tokio::time::sleep(POLL).await,
-                }
+                changes.next().await;
                 tx.send_modify(|g| *g += 1);
                 if tx.is_closed() {
                     return;
