@@ -68,8 +68,8 @@ pub use observer::{NoopObserver, PeerInfo, PeerObserver};
 
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(250);
 const PERSIST_INTERVAL: Duration = Duration::from_secs(1);
-/// How long a join keeps trying a host that does not answer (each try
-/// waits up to the handshake's idle timeout, then 1, 2, 4, 8 s apart).
+/// How long a join keeps trying a host that does not answer, all tries
+/// together (each bounded by the handshakes' timeouts, 1, 2, 4, 8 s apart).
 pub const JOIN_PATIENCE: Duration = Duration::from_secs(30);
 
 /// One other member as seen from this host.
@@ -351,17 +351,28 @@ impl Node {
         }
         self.inner.save_secrets()?;
         let targets = dial::resolve(addr).await?;
-        let started = std::time::Instant::now();
+        let deadline = tokio::time::Instant::now() + JOIN_PATIENCE;
         let mut pause = Duration::from_secs(1);
         loop {
-            match self.join_once(addr, &targets).await {
+            // A round gets what is left of the patience, so the join ends
+            // within it whatever the handshakes' timeouts.
+            let round = tokio::time::timeout_at(deadline, self.join_once(addr, &targets));
+            let result = round.await.unwrap_or_else(|_| {
+                Err(Error::Unreachable {
+                    addr: addr.to_string(),
+                    source: format!("no answer within {JOIN_PATIENCE:?}").into(),
+                })
+            });
+            match result {
                 Err(e @ Error::Unreachable { .. })
-                    if started.elapsed() + pause < JOIN_PATIENCE
-                        && !self.inner.is_shutting_down() =>
+                    if tokio::time::Instant::now() + pause < deadline =>
                 {
                     info!(%addr, error = %e, "no answer to the join yet; trying again");
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(8));
+                    if self.inner.is_shutting_down() {
+                        return Err(Error::Shutdown);
+                    }
                 }
                 result => return result,
             }
@@ -383,8 +394,9 @@ impl Node {
         // No UDP path: the same port over TCP, when the error says the
         // host could not be reached (a refusal is an answer).
         if matches!(last_error, Some(Error::Unreachable { .. })) {
-            if let Some(peer) = self.inner.clone().join_tcp(targets).await {
-                return Ok(peer);
+            match self.inner.clone().join_tcp(targets).await {
+                Some(Err(Error::Unreachable { .. })) | None => {}
+                Some(answer) => return answer,
             }
         }
         Err(last_error.unwrap_or_else(|| Error::Resolve {

@@ -197,6 +197,18 @@ fn a_host_without_udp_joins_over_tcp() {
     lab.block_udp(1, &[0]).unwrap();
     let token = lab.meshctl(0, &["token"]).unwrap().trim().to_string();
     let seed = lab.hosts[0].control_address();
+    // A wrong token is refused over TCP as over QUIC: an answer, not
+    // tried again (host 2's own one-host mesh's token: well-formed, wrong).
+    let wrong = lab.meshctl(1, &["token"]).unwrap().trim().to_string();
+    let refused = lab
+        .meshctl(1, &["join", &seed, "--token", &wrong])
+        .unwrap_err()
+        .to_string();
+    let said = refused.to_lowercase();
+    assert!(
+        (said.contains("token") || said.contains("secret")) && !said.contains("cannot reach"),
+        "a refusal over TCP should say so: {refused}"
+    );
     let joined = lab.meshctl(1, &["join", &seed, "--token", &token]);
     if joined.is_err() {
         lab.dump_logs();

@@ -602,16 +602,19 @@ impl Engine {
                 // The MTU search's next step, say.
                 let sooner = path.state.next_timeout(now) < due;
                 let (route, advertised) = (path.state.route(), path.endpoint);
-                let path_mtu = path.state.path_mtu();
+                // The search's result bounds frames (and clamps TCP's MSS)
+                // from the next frame on, not from the next poll; stored
+                // under the paths lock so that a later pong's value wins
+                // (`read` takes no lock).
+                if let Some(entry) = self.read().peers.get(&peer) {
+                    entry
+                        .path_mtu
+                        .store(path.state.path_mtu(), Ordering::Relaxed);
+                }
                 // The tables' writer is taken before the paths elsewhere.
                 drop(paths);
                 if sooner {
                     self.paths_changed();
-                }
-                // The search's result bounds frames (and clamps TCP's MSS)
-                // from the next frame on, not from the next poll.
-                if let Some(entry) = self.read().peers.get(&peer) {
-                    entry.path_mtu.store(path_mtu, Ordering::Relaxed);
                 }
                 if route != before {
                     // Applied now rather than at the next poll: frames take

@@ -167,10 +167,14 @@ pub(super) async fn addrs_loop(node: Arc<Inner>) {
     // Read once subscribed (a change before that would be missed), and
     // again a poll later after a failed read.
     let mut read_now = true;
+    let mut last_read = tokio::time::Instant::now();
     loop {
         if !read_now {
             changes.next().await;
+            // A burst of changes (containers starting) is one read a POLL.
+            tokio::time::sleep_until(last_read + POLL).await;
         }
+        last_read = tokio::time::Instant::now();
         if node.is_shutting_down() {
             return;
         }

@@ -94,21 +94,30 @@ pub(super) async fn accept_loop(node: Arc<Inner>, listener: tokio::net::TcpListe
 
 impl Inner {
     /// A join whose QUIC dials could not reach `targets`: the same
-    /// addresses over TCP.
-    pub(super) async fn join_tcp(self: Arc<Self>, targets: &[SocketAddr]) -> Option<PeerId> {
+    /// addresses over TCP. `None`: no fallback here; otherwise the first
+    /// success, else a refusal (an answer, final), else the last error.
+    pub(super) async fn join_tcp(
+        self: Arc<Self>,
+        targets: &[SocketAddr],
+    ) -> Option<Result<PeerId, Error>> {
         if !self.tcp_fallback {
             return None;
         }
+        let mut last = None;
         for target in targets {
             match self.clone().dial_tcp(*target, None).await {
                 Ok(peer) => {
                     info!(via = %peer, addr = %target, "joined mesh over the TCP fallback");
-                    return Some(peer);
+                    return Some(Ok(peer));
                 }
-                Err(e) => debug!(addr = %target, error = %e, "TCP fallback dial failed"),
+                Err(e @ Error::Unreachable { .. }) => {
+                    debug!(addr = %target, error = %e, "TCP fallback dial failed");
+                    last = Some(e);
+                }
+                Err(refused) => return Some(Err(refused)),
             }
         }
-        None
+        last.map(Err)
     }
 
     /// The data plane's handle to `conn` if it is a TCP link; its
