@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::membership::{MemberRecord, MembershipTable};
 use crate::PeerId;
@@ -20,23 +20,37 @@ pub enum PeerState {
     Down,
 }
 
+/// Two connections between the same hosts established further apart than
+/// this are not a simultaneous open: a host dials only while it has no link,
+/// so the newer one says its dialer lost the older (a false heartbeat
+/// timeout on a loaded host, a NAT mapping that went away) while this end
+/// did not notice yet. Refusing it kept the pair apart until this end's own
+/// detector gave up: ~12 s of a new link every 0.5 s, refused, in the
+/// 50-host scale lab. Both ends see about the same ages, so they agree; if a
+/// pair straddles the line, each end keeps a different link, both close,
+/// and the next dial settles it.
+pub const SIMULTANEOUS_OPEN: Duration = Duration::from_secs(3);
+
 /// Which of two connections between the same hosts survives. Both hosts
 /// evaluate this with the same inputs, so they keep the same connection.
 /// - a newer incarnation of the peer always wins (the old link is stale);
 /// - same dialer: the newer one wins (the dialer reconnected);
-/// - else: the one dialed by the lower peer id.
+/// - an existing link older than [`SIMULTANEOUS_OPEN`]: the new one wins
+///   (its dialer lost the old one);
+/// - else (a simultaneous open): the one dialed by the lower peer id.
 pub fn prefer_new_link(
     local: PeerId,
     remote: PeerId,
     existing: (PeerId, u64),
     new: (PeerId, u64),
+    existing_age: Duration,
 ) -> bool {
     let (existing_dialer, existing_incarnation) = existing;
     let (new_dialer, new_incarnation) = new;
     if new_incarnation != existing_incarnation {
         return new_incarnation > existing_incarnation;
     }
-    if new_dialer == existing_dialer {
+    if new_dialer == existing_dialer || existing_age >= SIMULTANEOUS_OPEN {
         return true;
     }
     new_dialer == local.min(remote)
@@ -56,6 +70,8 @@ pub(crate) struct Linked<L> {
     pub local_incarnation: u64,
     /// Over the TCP fallback: any QUIC link replaces it.
     pub tcp: bool,
+    /// When it was admitted (see [`SIMULTANEOUS_OPEN`]).
+    pub since: Instant,
 }
 
 pub(crate) struct PeerSlot<L> {
@@ -183,12 +199,36 @@ impl<L> Peers<L> {
             .unwrap_or(0)
     }
 
+    /// Whether a connection this host dialed to `remote`, about to be
+    /// offered to it, crossed a link that came up meanwhile from the other
+    /// side: a dial started while there was no link and finished after the
+    /// peer's dial did. Such a dial is dropped before the acceptor admits
+    /// it; otherwise, once that link is older than [`SIMULTANEOUS_OPEN`]
+    /// (a slow handshake on a loaded host), it would replace a working link
+    /// as if this host had lost it. A dial that must replace the link (a new
+    /// incarnation on either side, QUIC over the TCP fallback) is no
+    /// crossing.
+    pub fn crossed_dial(&self, remote: &PeerId, tcp: bool, remote_incarnation: u64) -> bool {
+        let local = self.local();
+        let local_incarnation = self.table.local().incarnation;
+        self.slots
+            .get(remote)
+            .and_then(|s| s.link.as_ref())
+            .is_some_and(|existing| {
+                existing.dialer != local
+                    && existing.tcp == tcp
+                    && existing.local_incarnation == local_incarnation
+                    && existing.incarnation == remote_incarnation
+            })
+    }
+
     /// Makes `candidate` the link to `remote` unless traffic is blocked or
     /// the tie-break keeps the link already there.
     pub fn admit(
         &mut self,
         remote: PeerId,
         candidate: Candidate<L>,
+        now: Instant,
     ) -> Result<Admission<L>, Refusal> {
         if self.blocked.contains(&remote) {
             return Err(Refusal::Blocked);
@@ -210,6 +250,7 @@ impl<L> Peers<L> {
                         remote,
                         (existing.dialer, existing.incarnation),
                         (candidate.dialer, incarnation),
+                        now.saturating_duration_since(existing.since),
                     ));
             if !keep_new {
                 return Err(Refusal::Duplicate);
@@ -222,6 +263,7 @@ impl<L> Peers<L> {
             incarnation,
             local_incarnation,
             tcp: candidate.tcp,
+            since: now,
         });
         slot.ever_up = true;
         if !candidate.tcp {
@@ -359,6 +401,12 @@ mod tests {
     use crate::sim::{peer, record, Pair, A, B};
     use crate::wire::Message;
 
+    /// A fixed origin for the links' ages.
+    fn at(secs: u64) -> Instant {
+        static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *ORIGIN.get_or_init(Instant::now) + Duration::from_secs(secs)
+    }
+
     fn peers(local: PeerId) -> Peers<&'static str> {
         Peers::new(MembershipTable::new(record(local)))
     }
@@ -386,17 +434,23 @@ mod tests {
             tcp: true,
             ..candidate(2, *B, *B)
         };
-        host.admit(*B, tcp).unwrap();
+        host.admit(*B, tcp, at(0)).unwrap();
         // The TCP link's remote address is not remembered as a QUIC one.
         assert_eq!(host.slots[&*B].last_remote, None);
         // Dialed by the host the tie-break would not prefer: still wins.
         let quic = candidate(3, *B, *B);
-        assert_eq!(host.admit(*B, quic).unwrap().replaced, Some("dialed by B"));
+        assert_eq!(
+            host.admit(*B, quic, at(0)).unwrap().replaced,
+            Some("dialed by B")
+        );
         let tcp_again = Candidate {
             tcp: true,
             ..candidate(1, *A, *B)
         };
-        assert_eq!(host.admit(*B, tcp_again).err(), Some(Refusal::Duplicate));
+        assert_eq!(
+            host.admit(*B, tcp_again, at(0)).err(),
+            Some(Refusal::Duplicate)
+        );
         assert!(host.is_current(&B, 3));
     }
 
@@ -408,12 +462,21 @@ mod tests {
         // from either side and whichever arrived first.
         for local in [low, high] {
             let remote = if local == low { high } else { low };
-            assert!(prefer_new_link(local, remote, (high, 7), (low, 7)));
-            assert!(!prefer_new_link(local, remote, (low, 7), (high, 7)));
+            let young = Duration::from_millis(500);
+            assert!(prefer_new_link(local, remote, (high, 7), (low, 7), young));
+            assert!(!prefer_new_link(local, remote, (low, 7), (high, 7), young));
             // A reconnect by the same dialer replaces the stale link.
-            assert!(prefer_new_link(local, remote, (high, 7), (high, 7)));
+            assert!(prefer_new_link(local, remote, (high, 7), (high, 7), young));
             // A restarted peer (newer incarnation) always wins.
-            assert!(prefer_new_link(local, remote, (low, 7), (high, 8)));
+            assert!(prefer_new_link(local, remote, (low, 7), (high, 8), young));
+            // An old link: the new one's dialer lost it.
+            assert!(prefer_new_link(
+                local,
+                remote,
+                (low, 7),
+                (high, 7),
+                SIMULTANEOUS_OPEN
+            ));
         }
     }
 
@@ -428,7 +491,7 @@ mod tests {
                 for (host, remote, order) in [(&mut at_a, *B, a_order), (&mut at_b, *A, b_order)] {
                     for (nth, id) in order.into_iter().enumerate() {
                         let dialer = if id == 1 { *A } else { *B };
-                        let outcome = host.admit(remote, candidate(id, dialer, remote));
+                        let outcome = host.admit(remote, candidate(id, dialer, remote), at(0));
                         // The loser is refused or replaced, never kept beside.
                         match (nth, id) {
                             (0, _) => assert!(outcome.unwrap().replaced.is_none()),
@@ -462,11 +525,11 @@ mod tests {
     #[test]
     fn a_restarted_peer_replaces_the_link_whoever_dialed() {
         let mut at_a = peers(*A);
-        at_a.admit(*B, candidate(1, *A, *B)).unwrap();
+        at_a.admit(*B, candidate(1, *A, *B), at(0)).unwrap();
         let mut restarted = candidate(2, *B, *B);
         restarted.record.incarnation = 2;
         restarted.record.sign();
-        let admission = at_a.admit(*B, restarted).unwrap();
+        let admission = at_a.admit(*B, restarted, at(0)).unwrap();
         assert_eq!(admission.replaced, Some("dialed by A"));
         assert_eq!(admission.changed.len(), 1, "the new incarnation is flooded");
         assert!(at_a.is_current(&B, 2));
@@ -486,24 +549,62 @@ mod tests {
         // A's old link (dialed by A, the lower id) is still up on both.
         let mut at_a = peers(*A);
         let mut at_b = peers(*B);
-        at_a.admit(*B, candidate(1, *A, *B)).unwrap();
-        at_b.admit(*A, candidate(1, *A, *A)).unwrap();
+        at_a.admit(*B, candidate(1, *A, *B), at(0)).unwrap();
+        at_b.admit(*A, candidate(1, *A, *A), at(0)).unwrap();
         // Without a new incarnation the lower id's link is kept...
         assert_eq!(
-            at_b.admit(*A, candidate(2, *B, *A)).err(),
+            at_b.admit(*A, candidate(2, *B, *A), at(0)).err(),
             Some(Refusal::Duplicate)
         );
         let roamed = at_b.table.update_local(|own| own.incarnation += 1);
         // ...with one, the roamed host's dial wins at both ends.
-        let admitted = at_b.admit(*A, candidate(3, *B, *A)).unwrap();
+        let admitted = at_b.admit(*A, candidate(3, *B, *A), at(0)).unwrap();
         assert_eq!(admitted.replaced, Some("dialed by A"));
         let mut from_b = candidate(3, *B, *B);
         from_b.record = roamed;
         assert_eq!(
-            at_a.admit(*B, from_b).unwrap().replaced,
+            at_a.admit(*B, from_b, at(0)).unwrap().replaced,
             Some("dialed by A")
         );
         assert!(at_a.is_current(&B, 3) && at_b.is_current(&A, 3));
+    }
+
+    #[test]
+    fn a_peer_that_lost_the_link_and_dials_again_replaces_the_one_held_here() {
+        // A dialed B (A is the lower id, so its link wins simultaneous
+        // opens). B's detector gave up on it under load and B dials again,
+        // 8 s later; A has not noticed: B's connection must replace A's, or
+        // the pair stays apart until A's own detector gives up.
+        let mut at_a = peers(*A);
+        at_a.admit(*B, candidate(1, *A, *B), at(0)).unwrap();
+        let redial = at_a.admit(*B, candidate(2, *B, *B), at(8)).unwrap();
+        assert_eq!(redial.replaced, Some("dialed by A"));
+        assert!(at_a.is_current(&B, 2));
+        // Within the simultaneous-open window the tie-break still holds.
+        let mut at_a = peers(*A);
+        at_a.admit(*B, candidate(1, *A, *B), at(0)).unwrap();
+        assert_eq!(
+            at_a.admit(*B, candidate(2, *B, *B), at(2)).err(),
+            Some(Refusal::Duplicate)
+        );
+    }
+
+    #[test]
+    fn a_dial_that_crossed_the_peers_link_is_dropped_unless_it_must_replace_it() {
+        let mut at_a = peers(*A);
+        assert!(!at_a.crossed_dial(&B, false, 1), "no link yet: a dial");
+        // B's dial came up while A's own dial was still in flight.
+        at_a.admit(*B, candidate(1, *B, *B), at(0)).unwrap();
+        assert!(at_a.crossed_dial(&B, false, 1));
+        // QUIC over a TCP link, a restarted B, a roamed A: replacements.
+        assert!(!at_a.crossed_dial(&B, true, 1));
+        assert!(!at_a.crossed_dial(&B, false, 2));
+        at_a.table.update_local(|own| own.incarnation += 1);
+        assert!(!at_a.crossed_dial(&B, false, 1));
+        // A link A dialed itself: a new dial by A is a reconnect.
+        let mut at_a = peers(*A);
+        at_a.admit(*B, candidate(1, *A, *B), at(0)).unwrap();
+        assert!(!at_a.crossed_dial(&B, false, 1));
     }
 
     #[test]
@@ -522,7 +623,7 @@ mod tests {
         assert!(!at_a.claim_dial(*B) && !at_a.claim_dial(c));
         assert_eq!(at_a.dialing(), 0, "nothing polls a blocked peer");
         assert_eq!(
-            at_a.admit(*B, candidate(1, *B, *B)).err(),
+            at_a.admit(*B, candidate(1, *B, *B), at(0)).err(),
             Some(Refusal::Blocked)
         );
 
@@ -532,7 +633,7 @@ mod tests {
         assert_eq!(at_a.dialing(), 2);
         assert!(at_a.unblock_all().is_empty(), "loops already run");
 
-        at_a.admit(*B, candidate(1, *B, *B)).unwrap();
+        at_a.admit(*B, candidate(1, *B, *B), at(0)).unwrap();
         assert_eq!(at_a.dial_round(*B), None, "up: the loop ends");
         assert!(at_a.unblock_all().is_empty(), "an up peer needs no dialing");
         assert_eq!(at_a.dialing(), 1);

@@ -215,15 +215,27 @@ impl Inner {
                 return Err(refusal.into_error());
             }
         };
+        let Some(record) = admitted.record else {
+            return Err(Error::protocol("acceptor sent no member record"));
+        };
+        // A dial loop's dial that finished after the peer's own dial came
+        // up: dropped before the acceptor admits it (see `crossed_dial`).
+        // `meshctl join` (no expected peer) to a linked seed goes on.
+        if expected == Some(remote)
+            && lock(&self.peers).crossed_dial(&remote, conn.is_tcp(), record.incarnation)
+        {
+            conn.close(close_code::DUPLICATE, "duplicate connection");
+            return Err(Error::Refused {
+                code: close_code::DUPLICATE as u64,
+                reason: "a link from the peer came up meanwhile".into(),
+            });
+        }
         // The acceptor proved the secret: now it may learn who we are.
         let third = HelloRecord {
             record: self.own_record(),
             last_key_generation: self.last_key_generation(&remote),
         };
         send.write_frame(&third).await?;
-        let Some(record) = admitted.record else {
-            return Err(Error::protocol("acceptor sent no member record"));
-        };
         self.learn_own_address(admitted.observed);
         self.register(
             conn,
@@ -481,7 +493,7 @@ impl Inner {
                 last_key_generation: remote_last_generation,
                 tcp: conn.is_tcp(),
             };
-            match peers.admit(remote, candidate) {
+            match peers.admit(remote, candidate, Instant::now()) {
                 Ok(admission) => {
                     // Under the same lock as the admission, so a `peer_down`
                     // for the link this one replaces (also sent under it)
