@@ -20,23 +20,27 @@ pub enum PeerState {
     Down,
 }
 
-/// Two connections between the same hosts established further apart than
-/// this are not a simultaneous open: a host dials only while it has no link,
-/// so the newer one says its dialer lost the older (a false heartbeat
-/// timeout on a loaded host, a NAT mapping that went away) while this end
-/// did not notice yet. Refusing it kept the pair apart until this end's own
-/// detector gave up: ~12 s of a new link every 0.5 s, refused, in the
-/// 50-host scale lab. Both ends see about the same ages, so they agree; if a
-/// pair straddles the line, each end keeps a different link, both close,
-/// and the next dial settles it.
+/// A connection from a peer that began this much after the link with it
+/// came up is not a simultaneous open: a dial loop dials only while it has
+/// no link (and drops a dial that crossed the peer's, `crossed_dial`), so
+/// it says its dialer lost the older link (a false heartbeat timeout on a
+/// loaded host, a NAT mapping that went away) while this end did not notice
+/// yet. Refusing it kept the pair apart until this end's own detector gave
+/// up: ~12 s of a new link every 0.5 s, refused, in the 50-host scale lab.
+/// The ages are measured at each end, so the ends agree unless a pair
+/// straddles the line (or one end runs a release without this rule); then
+/// each keeps a different link, both are closed, and the next dial settles
+/// it. (`meshctl join` to a seed already linked also replaces the link.)
 pub const SIMULTANEOUS_OPEN: Duration = Duration::from_secs(3);
 
 /// Which of two connections between the same hosts survives. Both hosts
-/// evaluate this with the same inputs, so they keep the same connection.
+/// evaluate this with the same inputs (the age up to measurement at each
+/// end), so they keep the same connection.
 /// - a newer incarnation of the peer always wins (the old link is stale);
 /// - same dialer: the newer one wins (the dialer reconnected);
-/// - an existing link older than [`SIMULTANEOUS_OPEN`]: the new one wins
-///   (its dialer lost the old one);
+/// - a new one that began [`SIMULTANEOUS_OPEN`] or more after the existing
+///   link came up (`existing_age`): the new one wins (its dialer lost the
+///   old one);
 /// - else (a simultaneous open): the one dialed by the lower peer id.
 pub fn prefer_new_link(
     local: PeerId,
@@ -124,6 +128,10 @@ pub(crate) struct Candidate<L> {
     /// Over the TCP fallback (see `crate::tcp`); its remote address is not
     /// one to dial QUIC at (a dialer's is an ephemeral TCP port).
     pub tcp: bool,
+    /// When its handshake began here (the acceptor: when the connection
+    /// came in), so that a loaded host's late admission of a connection
+    /// that began with a simultaneous open is still judged as one.
+    pub started: Instant,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -250,7 +258,7 @@ impl<L> Peers<L> {
                         remote,
                         (existing.dialer, existing.incarnation),
                         (candidate.dialer, incarnation),
-                        now.saturating_duration_since(existing.since),
+                        candidate.started.saturating_duration_since(existing.since),
                     ));
             if !keep_new {
                 return Err(Refusal::Duplicate);
@@ -424,6 +432,7 @@ mod tests {
             remote_addr: "127.0.0.1:9".parse().unwrap(),
             tcp: false,
             last_key_generation: 0,
+            started: at(0),
         }
     }
 
@@ -575,16 +584,26 @@ mod tests {
         // opens). B's detector gave up on it under load and B dials again,
         // 8 s later; A has not noticed: B's connection must replace A's, or
         // the pair stays apart until A's own detector gives up.
+        let began = |secs| Candidate {
+            started: at(secs),
+            ..candidate(2, *B, *B)
+        };
         let mut at_a = peers(*A);
         at_a.admit(*B, candidate(1, *A, *B), at(0)).unwrap();
-        let redial = at_a.admit(*B, candidate(2, *B, *B), at(8)).unwrap();
+        let redial = at_a.admit(*B, began(8), at(8)).unwrap();
         assert_eq!(redial.replaced, Some("dialed by A"));
         assert!(at_a.is_current(&B, 2));
-        // Within the simultaneous-open window the tie-break still holds.
+        // Within the simultaneous-open window the tie-break still holds...
         let mut at_a = peers(*A);
         at_a.admit(*B, candidate(1, *A, *B), at(0)).unwrap();
         assert_eq!(
-            at_a.admit(*B, candidate(2, *B, *B), at(2)).err(),
+            at_a.admit(*B, began(2), at(2)).err(),
+            Some(Refusal::Duplicate)
+        );
+        // ...also for a connection that began then but whose handshake a
+        // loaded host finished only seconds later.
+        assert_eq!(
+            at_a.admit(*B, began(0), at(6)).err(),
             Some(Refusal::Duplicate)
         );
     }

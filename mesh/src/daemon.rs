@@ -34,7 +34,7 @@ use crate::state::{AttachmentStore, StateDir};
 use crate::traffic::Traffic;
 use mesh_dns::{RecordSource, Resolver};
 use mesh_model::edge::{BINDINGS_CHANNEL, FIPS_CHANNEL, POOLS_CHANNEL};
-use mesh_model::hosts::{HostSet, LookupError, Scope};
+use mesh_model::hosts::{HostSet, LazyHosts, LookupError, Scope};
 use mesh_model::networks::{self, DefinitionError};
 use mesh_model::records::{self, Channels, EndpointRecord, NetworkDef, RemovedPeer};
 use mesh_model::services::{ServiceChannels, HEALTH_CHANNEL, LABELS_CHANNEL, SERVICES_CHANNEL};
@@ -463,6 +463,8 @@ impl Daemon {
 
     pub async fn shutdown(&self) {
         self.node.shutdown().await;
+        // No more merges: what a save gap held back is written now.
+        self.state.save_kept();
         self.dp.shutdown();
     }
 
@@ -549,7 +551,7 @@ impl Daemon {
         tokio::spawn(async move {
             loop {
                 d.apply_removals();
-                d.alloc.serve(&d.hosts());
+                d.alloc.serve(&LazyHosts::new(|| d.hosts()));
                 tokio::select! {
                     r = a.changed() => if r.is_err() { break },
                     r = b.changed() => if r.is_err() { break },

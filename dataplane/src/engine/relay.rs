@@ -185,10 +185,8 @@ impl Engine {
         // probed while it lasts, so a rebound NAT mapping is found again.
         // (Probes and keep-alives do not count, or idle pairs would keep
         // their relays' paths busy for ever.)
-        if datagram.get(RELAY_HEADER_LEN) == Some(&MSG_TYPE_DATA) {
-            if dst.counters.note_unicast() {
-                self.paths_changed();
-            }
+        if datagram.get(RELAY_HEADER_LEN) == Some(&MSG_TYPE_DATA) && dst.counters.note_unicast() {
+            self.paths_changed();
         }
         out.push(Outgoing {
             peer: to,

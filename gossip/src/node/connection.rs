@@ -218,10 +218,11 @@ impl Inner {
         let Some(record) = admitted.record else {
             return Err(Error::protocol("acceptor sent no member record"));
         };
-        // A dial loop's dial that finished after the peer's own dial came
-        // up: dropped before the acceptor admits it (see `crossed_dial`).
+        // A dial loop's dial (to this member, or to one whose address it
+        // took over) that finished after a link from the member came up:
+        // dropped before the acceptor admits it (see `crossed_dial`).
         // `meshctl join` (no expected peer) to a linked seed goes on.
-        if expected == Some(remote)
+        if expected.is_some()
             && lock(&self.peers).crossed_dial(&remote, conn.is_tcp(), record.incarnation)
         {
             conn.close(close_code::DUPLICATE, "duplicate connection");
@@ -245,6 +246,7 @@ impl Inner {
             Side::Dialer,
             record,
             admitted.last_key_generation,
+            Instant::now(),
         )?;
         Ok(remote)
     }
@@ -345,6 +347,7 @@ impl Inner {
         deadline: tokio::time::Instant,
         permit: Slot,
     ) {
+        let started = Instant::now();
         let remote_addr = conn.remote_address();
         if let Err(refusal) = handshake::check_peer(self.id, remote, self.is_blocked(&remote)) {
             refuse(&conn, &refusal);
@@ -447,6 +450,7 @@ impl Inner {
             Side::Acceptor,
             record,
             last_key_generation,
+            started,
         ) {
             debug!(peer = %remote, error = %e, "connection not kept");
         }
@@ -464,6 +468,7 @@ impl Inner {
         side: Side,
         record: MemberRecord,
         remote_last_generation: u64,
+        started: Instant,
     ) -> Result<(), Error> {
         let dialer = match side {
             Side::Dialer => self.id,
@@ -492,6 +497,7 @@ impl Inner {
                 remote_addr: conn.remote_address(),
                 last_key_generation: remote_last_generation,
                 tcp: conn.is_tcp(),
+                started,
             };
             match peers.admit(remote, candidate, Instant::now()) {
                 Ok(admission) => {
