@@ -463,8 +463,6 @@ impl Daemon {
 
     pub async fn shutdown(&self) {
         self.node.shutdown().await;
-        // No more merges: what a save gap held back is written now.
-        self.state.save_kept();
         self.dp.shutdown();
     }
 

@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use tracing::warn;
 
 use crate::api::Attachment;
@@ -42,21 +42,6 @@ impl AttachmentRecord {
 #[derive(Debug, Clone)]
 pub struct StateDir {
     dir: PathBuf,
-    kept: Kept,
-}
-
-/// What saves each snapshot kept up to date in the background
-/// (`daemon::snapshots`): saves there may be held back for a moment, so
-/// they all run once more at shutdown.
-type Save = Arc<dyn Fn(&StateDir) + Send + Sync>;
-
-#[derive(Clone, Default)]
-struct Kept(Arc<Mutex<Vec<Save>>>);
-
-impl std::fmt::Debug for Kept {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Kept")
-    }
 }
 
 const ATTACHMENTS: &str = "attachments.json";
@@ -101,7 +86,6 @@ impl StateDir {
         std::fs::create_dir_all(dir.join("channels"))?;
         Ok(StateDir {
             dir: dir.to_path_buf(),
-            kept: Kept::default(),
         })
     }
 
@@ -130,28 +114,6 @@ impl StateDir {
 
     pub fn save_channel(&self, name: &str, bytes: &[u8]) -> Result<()> {
         write_atomic(&self.dir.join("channels").join(name), bytes, 0o600)
-    }
-
-    /// Registers a snapshot kept up to date in the background.
-    pub(crate) fn keep(&self, save: Save) {
-        self.kept
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(save);
-    }
-
-    /// Saves every kept snapshot now (at shutdown, after the last merge).
-    pub fn save_kept(&self) {
-        let kept = self
-            .kept
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        for save in kept {
-            save(self);
-        }
     }
 
     pub(crate) fn load_json<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {

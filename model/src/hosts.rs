@@ -153,8 +153,9 @@ impl HostSet {
 /// A [`HostSet`] made on first use. For callers that rarely need one: the
 /// allocator's loop runs on every change of its channels (tens a second on
 /// every host while hosts join) and asks about hosts only to grant space or
-/// inherit a removed host's ranges; making the set each time was about a
-/// tenth of a daemon's CPU through the joins of the 50-host scale lab.
+/// inherit a removed host's ranges. Making the set each time was ~13 % of
+/// the samples of a `perf` profile of ten daemons through the joins of the
+/// 50-host scale lab (docs/scale.md §12).
 pub struct LazyHosts<F> {
     make: F,
     hosts: std::sync::OnceLock<HostSet>,

@@ -1,11 +1,6 @@
-//! Channel snapshots in the state directory: loaded at start, saved after
-//! changes (at most every [`SAVE_GAP`], and at shutdown), so a restart
-//! serves what it knew before the mesh answers.
+//! Channel snapshots in the state directory: loaded at start, saved on
+//! change, so a restart serves what it knew before the mesh answers.
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::state::StateDir;
@@ -88,59 +83,24 @@ pub(super) fn load_records<V: records::Record>(
     load_snapshot(state, name)
 }
 
-fn save_snapshot<V: records::Record>(state: &StateDir, name: &str, ch: &Records<V>) {
+pub(super) fn save_snapshot<V: records::Record>(state: &StateDir, name: &str, ch: &Records<V>) {
     use gossip::Mergeable;
-    let bytes = ch.get().encode();
-    // One save at a time: the shutdown's last save must not race a
-    // keeper's write of the same file (one temporary name per file).
-    let _one = SAVING.lock().unwrap_or_else(|p| p.into_inner());
-    if let Err(e) = state.save_channel(name, &bytes) {
+    if let Err(e) = state.save_channel(name, &ch.get().encode()) {
         warn!(channel = name, "cannot save snapshot: {e:#}");
     }
 }
 
-static SAVING: Mutex<()> = Mutex::new(());
-
-/// A channel's snapshot is saved at most this often. While hosts join, a
-/// channel changes tens of times a second on every host, and each save is
-/// a write and two fsyncs: at 50 hosts the saves were about a ninth of a
-/// daemon's CPU through the joins (docs/scale.md §12). The first change
-/// after a quiet spell is saved at once; those within the gap are saved
-/// together at its end; [`StateDir::save_kept`] saves all at shutdown. What a
-/// `SIGKILL` inside a gap loses is the last quarter second of changes,
-/// which the other members still hold.
-const SAVE_GAP: Duration = Duration::from_millis(250);
-
-/// Saves the channel's snapshot after its changes, off the runtime's
-/// threads, at most every [`SAVE_GAP`]; the state directory saves it once
-/// more at shutdown ([`StateDir::save_kept`]).
+/// Saves the channel's snapshot on every change.
 pub(super) fn keep_snapshot<V: records::Record>(
     state: &StateDir,
     name: &'static str,
     ch: &Records<V>,
 ) {
-    let save: Arc<dyn Fn(&StateDir) + Send + Sync> = {
-        let ch = ch.clone();
-        Arc::new(move |state| save_snapshot(state, name, &ch))
-    };
-    state.keep(save.clone());
-    let state = state.clone();
-    let mut changes = ch.subscribe();
+    let (state, ch) = (state.clone(), ch.clone());
+    let mut rx = ch.subscribe();
     tokio::spawn(async move {
-        let mut last_save: Option<Instant> = None;
-        while changes.changed().await.is_ok() {
-            if let Some(last) = last_save {
-                tokio::time::sleep_until(last + SAVE_GAP).await;
-            }
-            changes.borrow_and_update();
-            last_save = Some(Instant::now());
-            let (state, save) = (state.clone(), save.clone());
-            if tokio::task::spawn_blocking(move || save(&state))
-                .await
-                .is_err()
-            {
-                return;
-            }
+        while rx.changed().await.is_ok() {
+            save_snapshot(&state, name, &ch);
         }
     });
 }
@@ -148,56 +108,7 @@ pub(super) fn keep_snapshot<V: records::Record>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mesh_model::records::RemovedPeer;
-
-    fn removed(n: u32) -> RemovedPeer {
-        RemovedPeer {
-            id: format!("{n:064x}"),
-            name: format!("h{n}"),
-            removed_by: "h0".into(),
-        }
-    }
-
-    #[tokio::test]
-    async fn changes_are_saved_together_after_the_first_and_all_at_shutdown() {
-        let dir = std::env::temp_dir().join(format!("meshsnap-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let state = StateDir::open(&dir).unwrap();
-        let own = gossip::Identity::from_seed([53; 32]).unwrap().peer_id();
-        let ch: Records<RemovedPeer> =
-            gossip::Channel::detached(records::REMOVED_CHANNEL, Default::default());
-        keep_snapshot(&state, records::REMOVED_CHANNEL, &ch);
-        let saved = || {
-            load_records::<RemovedPeer>(&state, records::REMOVED_CHANNEL, own)
-                .entries()
-                .count()
-        };
-        let add = |n: u32| ch.modify(|m| m.set(own, format!("k{n}"), removed(n)));
-        // The first change after a quiet spell: saved at once.
-        add(1);
-        let start = std::time::Instant::now();
-        while saved() < 1 {
-            assert!(start.elapsed() < Duration::from_secs(5), "never saved");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        // A burst inside the gap: held back, then saved together.
-        for n in 2..=20 {
-            add(n);
-        }
-        assert!(saved() < 20, "a burst is not saved change by change");
-        while saved() < 20 {
-            assert!(
-                start.elapsed() < Duration::from_secs(5),
-                "burst never saved"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        // At shutdown nothing waits for the gap.
-        add(21);
-        state.save_kept();
-        assert_eq!(saved(), 21);
-        let _ = std::fs::remove_dir_all(&dir);
-    }
+    use std::time::Duration;
 
     #[test]
     fn a_host_away_past_the_horizon_keeps_only_its_own_records() {
