@@ -34,7 +34,7 @@ use crate::state::{AttachmentStore, StateDir};
 use crate::traffic::Traffic;
 use mesh_dns::{RecordSource, Resolver};
 use mesh_model::edge::{BINDINGS_CHANNEL, FIPS_CHANNEL, POOLS_CHANNEL};
-use mesh_model::hosts::{HostSet, LazyHosts, LookupError, Scope};
+use mesh_model::hosts::{HostSet, LookupError, Scope};
 use mesh_model::networks::{self, DefinitionError};
 use mesh_model::records::{self, Channels, EndpointRecord, NetworkDef, RemovedPeer};
 use mesh_model::services::{ServiceChannels, HEALTH_CHANNEL, LABELS_CHANNEL, SERVICES_CHANNEL};
@@ -549,7 +549,8 @@ impl Daemon {
         tokio::spawn(async move {
             loop {
                 d.apply_removals();
-                d.alloc.serve(&LazyHosts::new(|| d.hosts()));
+                // The roster's set: this runs tens of times a second in joins.
+                d.alloc.serve(&*d.roster.hosts());
                 tokio::select! {
                     r = a.changed() => if r.is_err() { break },
                     r = b.changed() => if r.is_err() { break },

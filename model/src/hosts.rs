@@ -150,48 +150,6 @@ impl HostSet {
     }
 }
 
-/// A [`HostSet`] made on first use. For callers that rarely need one: the
-/// allocator's loop runs on every change of its channels (tens a second on
-/// every host while hosts join) and asks about hosts only to grant space or
-/// inherit a removed host's ranges. Making the set each time was ~13 % of
-/// the samples of a `perf` profile of ten daemons through the joins of the
-/// 50-host scale lab (docs/scale.md §12).
-pub struct LazyHosts<F> {
-    make: F,
-    hosts: std::sync::OnceLock<HostSet>,
-}
-
-impl<F: Fn() -> HostSet + Sync> LazyHosts<F> {
-    pub fn new(make: F) -> Self {
-        LazyHosts {
-            make,
-            hosts: std::sync::OnceLock::new(),
-        }
-    }
-
-    fn get(&self) -> &HostSet {
-        self.hosts.get_or_init(&self.make)
-    }
-}
-
-impl<F: Fn() -> HostSet + Sync> Members for LazyHosts<F> {
-    fn me(&self) -> &str {
-        self.get().me()
-    }
-
-    fn is_live(&self, host: &str) -> bool {
-        self.get().is_live(host)
-    }
-
-    fn name_of(&self, host: &str) -> String {
-        self.get().name_of(host)
-    }
-
-    fn all(&self) -> Vec<String> {
-        self.get().all()
-    }
-}
-
 impl Members for HostSet {
     fn me(&self) -> &str {
         &self.me.id
@@ -311,26 +269,5 @@ mod tests {
         assert_eq!(s.name_of("ab12ff"), "me");
         assert_eq!(s.name_of("0123456789abcdef"), "0123456789ab");
         assert_eq!(s.all().len(), 5);
-    }
-
-    #[test]
-    fn a_lazy_set_is_made_once_and_only_when_asked() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        let made = AtomicUsize::new(0);
-        let lazy = LazyHosts::new(|| {
-            made.fetch_add(1, Ordering::Relaxed);
-            let host = |id: &str, name: &str| Host {
-                id: id.into(),
-                name: name.into(),
-                up: true,
-                meta: BTreeMap::new(),
-            };
-            HostSet::new(host("aa", "h1"), vec![host("bb", "h2")])
-        });
-        assert_eq!(made.load(Ordering::Relaxed), 0);
-        assert_eq!(lazy.name_of("bb"), "h2");
-        assert!(lazy.is_live("aa") && !lazy.is_live("cc"));
-        assert_eq!(lazy.all(), ["aa", "bb"]);
-        assert_eq!(made.load(Ordering::Relaxed), 1);
     }
 }
